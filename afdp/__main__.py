@@ -1,0 +1,3 @@
+from afdp.cli import main
+
+main()

@@ -1,0 +1,100 @@
+"""The ``afdp`` command line: parse, call one library function, print, exit.
+
+Sub-commands live in sibling modules and are imported lazily, so ``afdp verify --help``
+never pays for Prefect, pyHanko or the flows. Every :class:`~afdp.errors.AfdpError` is
+turned into one line on stderr and its exit code; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from afdp.errors import EXIT_OPERATIONAL, AfdpError
+
+# command name -> "module:attribute"; the order here is the order in --help.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("afdp.cli.ledger", "init_cmd"),
+    "keys": ("afdp.cli.ledger", "keys_group"),
+    "tsa": ("afdp.cli.notary", "tsa_group"),
+    "trust": ("afdp.cli.ledger", "trust_group"),
+    "record": ("afdp.cli.ledger", "record_cmd"),
+    "seal": ("afdp.cli.ledger", "seal_cmd"),
+    "verify": ("afdp.cli.ledger", "verify_cmd"),
+    "log": ("afdp.cli.ledger", "log_cmd"),
+    "validate": ("afdp.cli.workflow", "validate_cmd"),
+    "plan": ("afdp.cli.workflow", "plan_cmd"),
+}
+
+_SHORT_HELP: dict[str, str] = {
+    "init": "Create (or adopt) an evidence Git repository.",
+    "keys": "Generate signing keys.",
+    "tsa": "Run AFDP's own RFC3161 time-stamping authority.",
+    "trust": "Write an auditor's trust policy.",
+    "record": "Record one signed, time-stamped step result.",
+    "seal": "Seal a deployment's evidence branch.",
+    "verify": "Verify evidence branches offline against a trust policy.",
+    "log": "Print the story of a deployment.",
+    "validate": "Validate a workflow definition.",
+    "plan": "Show what a workflow would do (dry run).",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are imported only when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in _COMMANDS if _available(name)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None or not _available(cmd_name):
+            return None
+        module = importlib.import_module(target[0])
+        command: click.Command = getattr(module, target[1])
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, _SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+def _available(name: str) -> bool:
+    return importlib.util.find_spec(_COMMANDS[name][0]) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="afdp", prog_name="afdp")
+def cli() -> None:
+    """AFDP: signed, time-stamped, Git-native evidence for every deployment.
+
+    Exit codes: 0 ok; 1 verification failed or policy violated; 2 usage error;
+    3 operational error (TSA or collector unreachable, repository locked).
+    """
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Run the CLI; map AFDP errors to one stderr line and the contract's exit code."""
+    try:
+        return cli.main(args=argv, prog_name="afdp", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("afdp: aborted", err=True)
+        sys.exit(130)
+    except AfdpError as exc:
+        click.echo(f"afdp: error: {exc.diagnostics()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("afdp: interrupted; evidence already committed is unchanged", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(EXIT_OPERATIONAL)
