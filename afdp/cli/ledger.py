@@ -1,0 +1,430 @@
+"""Ledger commands: init, keys, trust, record, seal, verify, log.
+
+Thin by design: parse, call one library function, print. Heavy modules (pygit2,
+cryptography, securesystemslib) are imported inside the commands, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from afdp.errors import EXIT_FAILED, UsageError
+
+_TSA_ENV = "AFDP_TSA_URLS"
+
+
+def _emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
+
+
+def _tsa_urls(values: tuple[str, ...]) -> list[str]:
+    urls = list(values) or [u for u in os.environ.get(_TSA_ENV, "").split() if u]
+    if not urls:
+        raise UsageError(
+            f"no time-stamping authority: pass --tsa URL (repeatable) or set ${_TSA_ENV}"
+        )
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"--tsa {url!r} is not an http(s) URL")
+    return urls
+
+
+repo_option = click.option(
+    "--repo",
+    "repository",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Evidence Git repository.",
+)
+service_option = click.option("--service", required=True, help="Service name (A-Z a-z 0-9 . _ -).")
+deployment_option = click.option(
+    "--deployment", required=True, help="Deployment id (A-Z a-z 0-9 . _ -)."
+)
+key_option = click.option(
+    "--key",
+    required=True,
+    help="Private key file (PKCS#8 PEM) or a securesystemslib key URI (gcpkms:, awskms:, azurekms:, hsm:, file2:).",
+)
+public_key_option = click.option(
+    "--public-key", type=click.Path(dir_okay=False), help="PEM public key; required with a key URI."
+)
+tsa_option = click.option(
+    "--tsa",
+    "tsa",
+    multiple=True,
+    metavar="URL",
+    help=f"RFC3161 TSA URL; repeat for failover (the first that answers wins). Default: ${_TSA_ENV}.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+@click.command("init")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--bare", is_flag=True, help="Create a bare repository (no work tree).")
+@json_option
+def init_cmd(path: Path, bare: bool, as_json: bool) -> None:
+    """Create an evidence Git repository at PATH, or adopt the one there."""
+    from afdp.store import init_repository
+
+    _, created = init_repository(path, bare=bare)
+    if as_json:
+        _emit_json({"repository": str(path), "created": created})
+    else:
+        click.echo(f"{'Created' if created else 'Adopted'} evidence repository {path}")
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """Generate signing keys."""
+
+
+@keys_group.command("generate")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite existing key files.")
+@json_option
+def keys_generate_cmd(path: Path, force: bool, as_json: bool) -> None:
+    """Write an ECDSA P-256 key to PATH (PKCS#8 PEM, 0600) and PATH.pub (PEM)."""
+    from afdp.signing import generate_key
+
+    generated = generate_key(path, force=force)
+    if as_json:
+        _emit_json(
+            {
+                "private_key": str(generated.private_path),
+                "public_key": str(generated.public_path),
+                "keyid": generated.keyid,
+            }
+        )
+    else:
+        click.echo(f"Wrote {generated.private_path} (private, 0600) and {generated.public_path}")
+        click.echo(f"keyid {generated.keyid}")
+
+
+@click.group("trust")
+def trust_group() -> None:
+    """Write an auditor's trust policy."""
+
+
+@trust_group.command("init")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM public key that may sign (repeatable).",
+)
+@click.option(
+    "--tsa-root",
+    "tsa_roots",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM root certificate of a TSA to trust (repeatable).",
+)
+@click.option(
+    "--keyless-identity", help="Keyless (Sigstore) signer identity, e.g. a GitHub workflow URI."
+)
+@click.option(
+    "--keyless-issuer",
+    default="https://token.actions.githubusercontent.com",
+    show_default=True,
+    help="OIDC issuer of the keyless identity.",
+)
+@click.option(
+    "--required-timestamps",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 10),
+    help="Valid time-stamp tokens each record must carry.",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@json_option
+def trust_init_cmd(
+    path: Path,
+    keys: tuple[Path, ...],
+    tsa_roots: tuple[Path, ...],
+    keyless_identity: str | None,
+    keyless_issuer: str,
+    required_timestamps: int,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Write a trust policy at PATH from public keys and TSA root certificates."""
+    from afdp.trust import write_trust_policy
+
+    keyless = [(keyless_identity, keyless_issuer)] if keyless_identity else []
+    policy = write_trust_policy(
+        path,
+        keys=list(keys),
+        tsa_roots=list(tsa_roots),
+        keyless=keyless,
+        required_timestamps=required_timestamps,
+        force=force,
+    )
+    summary = {
+        "trust_policy": str(path),
+        "signers": [
+            {"name": s.name, "keyid": s.keyid, "identity": s.identity} for s in policy.signers
+        ],
+        "tsa_roots": [name for name, _ in policy.tsa_roots_pem],
+    }
+    if as_json:
+        _emit_json(summary)
+    else:
+        click.echo(
+            f"Wrote trust policy {path}: {len(policy.signers)} signer(s), {len(policy.tsa_roots_pem)} TSA root(s)"
+        )
+
+
+def _load_result(path: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(
+            f"cannot read result {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from exc
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"result {path} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise UsageError(f"result {path} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _print_appended(written: list[Any], as_json: bool) -> None:
+    if as_json:
+        _emit_json([w.__dict__ for w in written])
+        return
+    for w in written:
+        click.echo(
+            f"record {w.sequence} ({w.step}) sha256:{w.envelope_sha256} time-stamped {w.timestamp} by {w.tsa_url}"
+        )
+    click.echo(f"branch {written[-1].branch} at {written[-1].commit_id[:12]}")
+
+
+@click.command("record")
+@repo_option
+@service_option
+@deployment_option
+@click.option("--step", required=True, help="Step name (A-Z a-z 0-9 . _ -).")
+@click.option(
+    "--result",
+    "result_path",
+    required=True,
+    help="Step result: a JSON object file, or - for stdin.",
+)
+@click.option(
+    "--status", type=click.Choice(["ok", "failed", "skipped"]), default="ok", show_default=True
+)
+@click.option("--summary", help="One-line summary for git log.")
+@click.option("--error", "error_text", help="Error text for a failed step.")
+@click.option(
+    "--index", type=click.IntRange(0), help="Step index in the workflow (default: position)."
+)
+@click.option("--workflow-digest", help="SHA-256 of the workflow this step belongs to.")
+@click.option("--author", help="Git author 'Name <email>' for the commit (e.g. the deployer).")
+@key_option
+@public_key_option
+@tsa_option
+@json_option
+def record_cmd(
+    repository: Path,
+    service: str,
+    deployment: str,
+    step: str,
+    result_path: str,
+    status: str,
+    summary: str | None,
+    error_text: str | None,
+    index: int | None,
+    workflow_digest: str | None,
+    author: str | None,
+    key: str,
+    public_key: str | None,
+    tsa: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Record one step result as a signed, time-stamped evidence record."""
+    from afdp import records as rec
+    from afdp.ledger import append_record
+    from afdp.names import branch_ref
+    from afdp.signing import load_signer
+
+    branch_ref(service, deployment)  # names first: a bad name is a usage error before any I/O
+    urls = _tsa_urls(tsa)
+    draft = rec.RecordDraft(
+        kind=rec.KIND_STEP,
+        step=step,
+        result=_load_result(result_path),
+        status=status,
+        index=index,
+        summary=summary,
+        error=error_text,
+        workflow_digest=workflow_digest,
+    )
+    signer = load_signer(key, public_key=public_key)
+    written = append_record(
+        repository,
+        service=service,
+        deployment=deployment,
+        draft=draft,
+        signer=signer,
+        tsa_urls=urls,
+        author=_parse_author(author),
+    )
+    _print_appended(written, as_json)
+
+
+def _parse_author(text: str | None) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    name, _, rest = text.partition("<")
+    email = rest.rstrip(">").strip()
+    if not name.strip() or not email or "\n" in text:
+        raise UsageError(f"--author {text!r} must look like 'Name <email>'")
+    return name.strip(), email
+
+
+@click.command("seal")
+@repo_option
+@service_option
+@deployment_option
+@key_option
+@public_key_option
+@tsa_option
+@json_option
+def seal_cmd(
+    repository: Path,
+    service: str,
+    deployment: str,
+    key: str,
+    public_key: str | None,
+    tsa: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Seal a deployment's branch: a last record covering every record before it."""
+    from afdp.ledger import seal
+    from afdp.names import branch_ref
+    from afdp.signing import load_signer
+
+    branch_ref(service, deployment)
+    urls = _tsa_urls(tsa)
+    written = seal(
+        repository,
+        service=service,
+        deployment=deployment,
+        signer=load_signer(key, public_key=public_key),
+        tsa_urls=urls,
+    )
+    _print_appended([written], as_json)
+
+
+@click.command("verify")
+@click.option(
+    "--repo", "repository", type=click.Path(path_type=Path), help="Evidence Git repository."
+)
+@click.option("--service", help="Service name; with --all, only this service's deployments.")
+@click.option("--deployment", help="Deployment id.")
+@click.option(
+    "--all", "all_branches", is_flag=True, help="Verify every AFDP branch in the repository."
+)
+@click.option(
+    "--trust",
+    "trust_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The auditor's trust policy (never taken from the evidence).",
+)
+@click.option(
+    "--allow-unsealed",
+    is_flag=True,
+    help="Pass a clean branch with no seal as 'unsealed' (deployment in progress).",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    help="Worker processes (default: all cores, for long branches).",
+)
+@json_option
+def verify_cmd(
+    repository: Path | None,
+    service: str | None,
+    deployment: str | None,
+    all_branches: bool,
+    trust_path: Path,
+    allow_unsealed: bool,
+    jobs: int | None,
+    as_json: bool,
+) -> None:
+    """Verify evidence branches offline against a trust policy.
+
+    Exit 0 when every branch verifies, 1 when any check fails (each failure names the
+    record, the check and the reason), 2 for usage errors, 3 for operational errors.
+    """
+    from afdp.cli.output import print_reports, progress_for
+    from afdp.trust import load_trust_policy
+    from afdp.verify.verifier import check_all, check_branch
+
+    if repository is None:
+        raise UsageError("--repo is required")
+    if all_branches == bool(deployment):
+        raise UsageError("give --service and --deployment for one branch, or --all")
+    if deployment and not service:
+        raise UsageError("--deployment needs --service")
+    policy = load_trust_policy(trust_path, evidence_repository=repository)
+    with progress_for(enabled=not as_json) as progress:
+        if all_branches:
+            reports = check_all(
+                repository,
+                policy=policy,
+                allow_unsealed=allow_unsealed,
+                jobs=jobs,
+                service=service,
+                progress=progress,
+            )
+        else:
+            assert service is not None and deployment is not None
+            reports = [
+                check_branch(
+                    repository,
+                    service=service,
+                    deployment=deployment,
+                    policy=policy,
+                    allow_unsealed=allow_unsealed,
+                    jobs=jobs,
+                    progress=progress,
+                )
+            ]
+    if as_json:
+        _emit_json({"ok": all(r.ok for r in reports), "branches": [r.to_json() for r in reports]})
+    else:
+        print_reports(reports)
+    if not all(r.ok for r in reports):
+        sys.exit(EXIT_FAILED)
+
+
+@click.command("log")
+@repo_option
+@service_option
+@deployment_option
+@json_option
+def log_cmd(repository: Path, service: str, deployment: str, as_json: bool) -> None:
+    """Print the story of a deployment: step, status, summary, signer, time-stamp, digest.
+
+    This reads the branch without verifying it; run 'afdp verify' for a verdict.
+    """
+    from afdp.cli.output import print_story
+    from afdp.story import read_story
+
+    story = read_story(repository, service=service, deployment=deployment)
+    if as_json:
+        _emit_json(story)
+    else:
+        print_story(story)

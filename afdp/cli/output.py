@@ -1,0 +1,95 @@
+"""Human output for the CLI: rich tables and progress (only when stdout is a terminal)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from afdp.verify.verifier import BranchReport, ProgressCallback
+
+_console = Console(highlight=False)
+
+
+@contextlib.contextmanager
+def progress_for(*, enabled: bool) -> Iterator[ProgressCallback | None]:
+    """Yield a progress callback drawing a bar on a terminal, or None elsewhere."""
+    if not (enabled and sys.stdout.isatty()):
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("verifying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("verify", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def print_reports(reports: list[BranchReport]) -> None:
+    """Print one verdict line per branch, then every failure as record: check: reason."""
+    for report in reports:
+        name = f"{report.service}/{report.deployment}"
+        if report.state == "failed":
+            _console.print(
+                f"[bold red]FAILED[/] {name}: {len(report.failures)} failure(s) in {len(report.records)} record(s)"
+            )
+            for failure in report.failures:
+                _console.print(
+                    f"  {failure.where}: [bold]{failure.check}[/]: {failure.reason}", markup=True
+                )
+        elif report.state == "unsealed":
+            _console.print(
+                f"[bold yellow]UNSEALED[/] {name}: {len(report.records)} record(s) verified; no seal yet (allowed)"
+            )
+        else:
+            signers = sorted({r.signer for r in report.records if r.signer})
+            _console.print(
+                f"[bold green]VERIFIED[/] {name}: {len(report.records)} record(s), sealed; signed by {', '.join(signers)}; head {report.head[:12] if report.head else '-'}"
+            )
+    if len(reports) > 1:
+        failed = sum(1 for r in reports if not r.ok)
+        _console.print(
+            f"{len(reports)} branch(es): {len(reports) - failed} passed, {failed} failed"
+        )
+
+
+def print_story(story: dict[str, Any]) -> None:
+    """Print a deployment's records as a table (unverified)."""
+    table = Table(
+        title=f"{story['service']}/{story['deployment']} ({story['branch']})", title_justify="left"
+    )
+    for column in ("#", "step", "status", "summary", "signer", "time-stamp", "digest"):
+        table.add_column(column, overflow="fold")
+    for row in story["records"]:
+        if row["kind"] == "not-afdp":
+            table.add_row(
+                "?", "[red]not an AFDP record[/]", "", row["subject"], "", "", row["commit"][:12]
+            )
+            continue
+        table.add_row(
+            str(row["sequence"]),
+            row["step"],
+            row["status"] or "",
+            row["summary"] or "",
+            (row["signer"] or "")[:12],
+            row["timestamp"] or "",
+            (row["digest"] or "").removeprefix("sha256:")[:16],
+        )
+    _console.print(table)
+    state = "sealed" if story["sealed"] else "not sealed (in progress or truncated)"
+    _console.print(
+        f"{len(story['records'])} record(s), {state}. Not verified: run 'afdp verify' for a verdict."
+    )

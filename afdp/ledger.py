@@ -1,0 +1,337 @@
+"""Appending evidence: chain, sign, time-stamp, commit, move the branch (compare-and-swap).
+
+This is the only place records are written. Each append:
+
+1. reads the branch head and the digest of its last record (creating a genesis record
+   first if the deployment has no branch yet);
+2. builds the in-toto statement with ``prev`` = that digest, signs it (DSSE);
+3. asks the TSAs, in order, for an RFC3161 token over the signature;
+4. writes blobs, trees and a commit, then moves the branch only if it has not moved.
+
+If the branch moved (a concurrent writer), the record is rebuilt on the new head and
+signed and time-stamped again. Any failure before step 4 leaves the branch untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pygit2
+from securesystemslib.signer import Signer
+
+from afdp import records as rec
+from afdp.canonical import canonical_bytes, sha256_hex
+from afdp.errors import NotFoundError, PolicyViolation, StorageError, UsageError
+from afdp.names import branch_ref
+from afdp.signing import sign_bytes, signer_keyid
+from afdp.store import EvidenceStore, RefMoved
+
+MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class AppendedRecord:
+    """What :func:`append_record` wrote."""
+
+    service: str
+    deployment: str
+    sequence: int
+    step: str
+    kind: str
+    envelope_sha256: str
+    commit_id: str
+    tsa_url: str
+    timestamp: str
+    branch: str
+
+
+@dataclass(frozen=True)
+class BranchTail:
+    """The last record of a branch as the writer needs it (read, not verified)."""
+
+    head: pygit2.Commit
+    sequence: int
+    step: str
+    kind: str
+    envelope_sha256: str
+
+
+def trailers(message: str) -> dict[str, str]:
+    """Return the ``AFDP-*`` trailers of a commit message."""
+    found: dict[str, str] = {}
+    for line in message.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key.startswith("AFDP-"):
+            found[key] = value.strip()
+    return found
+
+
+def read_tail(store: EvidenceStore, head: pygit2.Commit) -> BranchTail:
+    """Return the last record of a branch from its head commit.
+
+    Raises:
+        StorageError: the head is not an AFDP record commit, or its trailers disagree
+            with the record it carries (the branch was altered; run ``afdp verify``).
+    """
+    info = trailers(head.message)
+    try:
+        sequence = int(info["AFDP-Record"])
+        step, kind = info["AFDP-Step"], info["AFDP-Kind"]
+    except (KeyError, ValueError) as exc:
+        raise StorageError(
+            f"branch head {str(head.id)[:12]} is not an AFDP record commit; run 'afdp verify'"
+        ) from exc
+    envelope = store.read_blob(head.tree, f"{rec.record_dir(sequence, step)}/{rec.ENVELOPE_FILE}")
+    if envelope is None or info.get("AFDP-Digest") != f"sha256:{sha256_hex(envelope)}":
+        raise StorageError(
+            f"branch head {str(head.id)[:12]} does not match the record it names; run 'afdp verify'"
+        )
+    return BranchTail(head, sequence, step, kind, sha256_hex(envelope))
+
+
+def _message(
+    record: rec.UnsignedRecord, digest: str, keyid: str, tsa_url: str, gen_time: str
+) -> str:
+    predicate = record.statement["predicate"]
+    subject = {
+        rec.KIND_GENESIS: f"genesis: evidence opened for {predicate['service']}/{predicate['deployment']}",
+        rec.KIND_SEAL: f"seal: {predicate['summary']}",
+    }.get(record.kind, f"{record.step}: {predicate['status']} - {predicate['summary']}")
+    prev = predicate["prev"]["sha256"] if predicate["prev"] else "none"
+    lines = [
+        subject[:200],
+        "",
+        f"Record {record.sequence} of {predicate['service']}/{predicate['deployment']}"
+        f" ({record.kind}, status {predicate['status']}).",
+    ]
+    if predicate["error"]:
+        lines.append(f"Error: {predicate['error'][:500]}")
+    lines += [
+        "",
+        f"AFDP-Service: {predicate['service']}",
+        f"AFDP-Deployment: {predicate['deployment']}",
+        f"AFDP-Record: {record.sequence}",
+        f"AFDP-Step: {record.step}",
+        f"AFDP-Kind: {record.kind}",
+        f"AFDP-Status: {predicate['status']}",
+        f"AFDP-Digest: sha256:{digest}",
+        f"AFDP-Prev: {'sha256:' + prev if prev != 'none' else prev}",
+        f"AFDP-Signer: {keyid}",
+        f"AFDP-TSA: {tsa_url}",
+        f"AFDP-Timestamp: {gen_time}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _sign_and_stamp(
+    record: rec.UnsignedRecord, signer: Signer, tsa_urls: Sequence[str], timeout: float
+) -> tuple[dict[str, bytes], str, str, str, str]:
+    from afdp.timestamp import request_timestamp
+
+    payload = canonical_bytes(record.statement)
+    keyid = signer_keyid(signer)
+    signature = sign_bytes(signer, rec.pae(rec.PAYLOAD_TYPE, payload))
+    envelope = rec.envelope_json(payload, keyid, signature)
+    token = request_timestamp(signature, tsa_urls, timeout=timeout)
+    files = dict(record.files)
+    files[rec.ENVELOPE_FILE] = envelope
+    files["timestamp-0.tsr"] = token.der
+    return files, sha256_hex(envelope), keyid, token.url, rec.format_time(token.gen_time)
+
+
+def _append_once(
+    store: EvidenceStore,
+    ref: str,
+    head: pygit2.Commit | None,
+    record: rec.UnsignedRecord,
+    signer: Signer,
+    tsa_urls: Sequence[str],
+    timeout: float,
+    author: tuple[str, str],
+    service: str,
+    deployment: str,
+) -> AppendedRecord:
+    files, digest, keyid, url, gen_time = _sign_and_stamp(record, signer, tsa_urls, timeout)
+    message = _message(record, digest, keyid, url, gen_time)
+    commit_id = store.write_commit(head, record.directory, files, message, author=author)
+    store.compare_and_swap(
+        ref, head.id if head else None, commit_id, f"afdp: record {record.sequence}"
+    )
+    return AppendedRecord(
+        service,
+        deployment,
+        record.sequence,
+        record.step,
+        record.kind,
+        digest,
+        str(commit_id),
+        url,
+        gen_time,
+        ref,
+    )
+
+
+def append_record(
+    repository: Path | str,
+    *,
+    service: str,
+    deployment: str,
+    draft: rec.RecordDraft,
+    signer: Signer,
+    tsa_urls: Sequence[str],
+    author: tuple[str, str] | None = None,
+    genesis_metadata: dict[str, Any] | None = None,
+    timeout: float = 10.0,
+) -> list[AppendedRecord]:
+    """Append one record to a deployment's branch, opening the branch if needed.
+
+    Returns the records written: the genesis record first when the branch was new,
+    then the requested one.
+
+    Raises:
+        UsageError: bad names, no TSA URL, a draft of the wrong kind.
+        PolicyViolation: the branch is already sealed.
+        SigningError / TimestampError: nothing was written.
+        StorageError: the repository is locked, or the branch kept moving.
+    """
+    if not tsa_urls:
+        raise UsageError("at least one --tsa URL is required: every record is time-stamped")
+    if draft.kind == rec.KIND_GENESIS:
+        raise UsageError("genesis records are written automatically")
+    store = EvidenceStore(repository)
+    ref = branch_ref(service, deployment)
+    who = author or ("AFDP", "afdp@evidence.invalid")
+    written: list[AppendedRecord] = []
+    for _ in range(MAX_ATTEMPTS):
+        head = store.head(ref)
+        if head is None:
+            genesis = rec.build_record(
+                rec.RecordDraft(
+                    kind=rec.KIND_GENESIS,
+                    step="genesis",
+                    result={
+                        "service": service,
+                        "deployment": deployment,
+                        "opened_at": rec.format_time(rec.utc_now()),
+                        "metadata": genesis_metadata or {},
+                    },
+                    workflow_digest=draft.workflow_digest,
+                ),
+                service=service,
+                deployment=deployment,
+                sequence=0,
+                prev=None,
+            )
+            try:
+                written.append(
+                    _append_once(
+                        store,
+                        ref,
+                        None,
+                        genesis,
+                        signer,
+                        tsa_urls,
+                        timeout,
+                        who,
+                        service,
+                        deployment,
+                    )
+                )
+            except RefMoved:
+                pass  # another writer opened the branch first; append on top of theirs
+            continue
+        tail = read_tail(store, head)
+        if tail.kind == rec.KIND_SEAL:
+            raise PolicyViolation(
+                f"{service}/{deployment} is sealed (record {tail.sequence}); no record may follow the seal"
+            )
+        draft_record = draft
+        if draft.kind == rec.KIND_SEAL:
+            draft_record = _seal_draft(store, head, draft)
+        record = rec.build_record(
+            draft_record,
+            service=service,
+            deployment=deployment,
+            sequence=tail.sequence + 1,
+            prev=tail.envelope_sha256,
+        )
+        try:
+            written.append(
+                _append_once(
+                    store, ref, head, record, signer, tsa_urls, timeout, who, service, deployment
+                )
+            )
+            return written
+        except RefMoved:
+            continue
+    raise StorageError(
+        f"{ref} kept moving under concurrent writers; gave up after {MAX_ATTEMPTS} attempts"
+    )
+
+
+def _seal_draft(
+    store: EvidenceStore, head: pygit2.Commit, draft: rec.RecordDraft
+) -> rec.RecordDraft:
+    entries = []
+    for commit in store.history(head):
+        info = trailers(commit.message)
+        sequence, step = int(info["AFDP-Record"]), info["AFDP-Step"]
+        envelope = store.read_blob(
+            commit.tree, f"{rec.record_dir(sequence, step)}/{rec.ENVELOPE_FILE}"
+        )
+        if envelope is None:
+            raise StorageError(f"record {sequence} has no envelope; run 'afdp verify'")
+        entries.append((sequence, step, sha256_hex(envelope)))
+    result = rec.seal_result(entries)
+    return rec.RecordDraft(
+        kind=rec.KIND_SEAL,
+        step="seal",
+        result=result,
+        summary=f"{len(entries)} records sealed",
+        workflow_digest=draft.workflow_digest,
+        context=draft.context,
+    )
+
+
+def seal(
+    repository: Path | str,
+    *,
+    service: str,
+    deployment: str,
+    signer: Signer,
+    tsa_urls: Sequence[str],
+    workflow_digest: str | None = None,
+    timeout: float = 10.0,
+) -> AppendedRecord:
+    """Seal a deployment's branch: a last record committing to every record before it.
+
+    Raises:
+        NotFoundError: the deployment has no evidence branch.
+        PolicyViolation: the branch is already sealed.
+    """
+    store = EvidenceStore(repository)
+    if store.head(branch_ref(service, deployment)) is None:
+        raise NotFoundError(f"no evidence for {service}/{deployment} in {repository}")
+    draft = rec.RecordDraft(
+        kind=rec.KIND_SEAL, step="seal", result=None, workflow_digest=workflow_digest
+    )
+    return append_record(
+        repository,
+        service=service,
+        deployment=deployment,
+        draft=draft,
+        signer=signer,
+        tsa_urls=tsa_urls,
+        timeout=timeout,
+    )[-1]
+
+
+def decode_envelope(envelope: bytes) -> dict[str, Any]:
+    """Return the statement inside a DSSE envelope (no verification: for display only)."""
+    document = json.loads(envelope)
+    return json.loads(base64.b64decode(document["payload"]))  # type: ignore[no-any-return]

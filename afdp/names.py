@@ -1,0 +1,52 @@
+"""Safe names for services, deployments and steps, and the branch each deployment gets.
+
+Names end up in Git ref names, tree paths and commit messages, so they are checked
+against a strict allow-list rather than a deny-list: ASCII letters and digits, then
+letters, digits, ``.``, ``_`` and ``-``; at most 100 characters; no ``..``; not ending
+in ``.lock`` or ``.``. Anything else is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import re
+
+from afdp.errors import UsageError
+
+BRANCH_PREFIX = "refs/heads/afdp/"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(value: str, *, what: str) -> str:
+    """Return ``value`` if it is a safe name.
+
+    Raises:
+        UsageError: naming ``what`` (service, deployment, step) and the offending value.
+    """
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise UsageError(
+            f"invalid {what} name {value!r}: use 1-100 characters from A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit"
+        )
+    if ".." in value or value.endswith((".lock", ".")):
+        raise UsageError(
+            f"invalid {what} name {value!r}: '..', a trailing '.' or '.lock' is not allowed"
+        )
+    return value
+
+
+def branch_ref(service: str, deployment: str) -> str:
+    """Return ``refs/heads/afdp/<service>/<deployment>`` after checking both names."""
+    return f"{BRANCH_PREFIX}{check_name(service, what='service')}/{check_name(deployment, what='deployment')}"
+
+
+def parse_branch_ref(ref: str) -> tuple[str, str] | None:
+    """Return ``(service, deployment)`` for an AFDP branch ref, or None for any other ref."""
+    if not ref.startswith(BRANCH_PREFIX):
+        return None
+    parts = ref[len(BRANCH_PREFIX) :].split("/")
+    if len(parts) != 2:
+        return None
+    try:
+        return check_name(parts[0], what="service"), check_name(parts[1], what="deployment")
+    except UsageError:
+        return None

@@ -1,0 +1,238 @@
+"""The evidence repository: pygit2 only, bare or not, no work tree needed.
+
+Writes build blobs, trees and a commit first and move the branch last, with a
+compare-and-swap inside a libgit2 reference transaction (lock, re-read, compare, set):
+a concurrent writer that lost the race sees :class:`RefMoved` and retries on the new
+head; nothing is ever force-moved, and a crash before the ref update leaves only
+unreachable objects behind, so the branch stays at its last complete record.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pygit2
+
+from afdp.errors import NotFoundError, StorageError
+from afdp.names import BRANCH_PREFIX, parse_branch_ref
+
+_TREE = pygit2.enums.FileMode.TREE
+_BLOB = pygit2.enums.FileMode.BLOB
+COMMITTER = ("AFDP", "afdp@evidence.invalid")
+
+
+class RefMoved(StorageError):
+    """The branch moved between reading its head and updating it (lost a race)."""
+
+
+@dataclass(frozen=True)
+class CommitFiles:
+    """One commit of a branch and the files it added, by path relative to the tree root."""
+
+    commit_id: str
+    parents: tuple[str, ...]
+    message: str
+    added: dict[str, bytes]
+    changed: tuple[str, ...]  # paths modified, deleted or of a non-blob kind: never allowed
+
+
+def init_repository(path: Path, *, bare: bool = False) -> tuple[Path, bool]:
+    """Create an evidence repository at ``path``, or adopt the Git repository there.
+
+    Returns:
+        (repository path, True if it was created now).
+
+    Raises:
+        StorageError: the path exists and is neither empty nor a Git repository.
+    """
+    found = pygit2.discover_repository(str(path)) if path.exists() else None
+    if found and Path(found).resolve() in (path.resolve(), (path / ".git").resolve()):
+        return path, False
+    if path.exists() and any(path.iterdir()):
+        raise StorageError(f"{path} exists, is not empty and is not a Git repository")
+    try:
+        pygit2.init_repository(str(path), bare=bare)
+    except pygit2.GitError as exc:
+        raise StorageError(f"cannot create repository at {path}: {exc}") from exc
+    return path, True
+
+
+class EvidenceStore:
+    """Read and append evidence on the AFDP branches of one Git repository."""
+
+    def __init__(self, path: Path | str) -> None:
+        try:
+            self.repo = pygit2.Repository(str(path))
+        except (pygit2.GitError, KeyError) as exc:
+            raise NotFoundError(
+                f"{path} is not an evidence repository (run 'afdp init {path}')"
+            ) from exc
+        self.path = Path(self.repo.path)
+
+    # -- reading -----------------------------------------------------------------------
+    def head(self, ref: str) -> pygit2.Commit | None:
+        """Return the commit a branch points at, or None if the branch does not exist."""
+        try:
+            reference = self.repo.references.get(ref)
+        except pygit2.GitError as exc:
+            raise StorageError(f"cannot read {ref}: {exc}") from exc
+        if reference is None:
+            return None
+        target = self.repo.get(reference.resolve().target)
+        if not isinstance(target, pygit2.Commit):
+            raise StorageError(f"{ref} does not point at a commit")
+        return target
+
+    def branches(self) -> list[tuple[str, str]]:
+        """Return ``(service, deployment)`` of every AFDP branch, sorted."""
+        found = []
+        for name in self.repo.references:
+            if name.startswith(BRANCH_PREFIX):
+                parsed = parse_branch_ref(name)
+                if parsed:
+                    found.append(parsed)
+        return sorted(found)
+
+    def read_blob(self, tree: pygit2.Tree, path: str) -> bytes | None:
+        """Return the bytes of ``path`` in ``tree``, or None if absent or not a file."""
+        try:
+            entry = tree[path]
+        except KeyError:
+            return None
+        obj = self.repo.get(entry.id)
+        return obj.data if isinstance(obj, pygit2.Blob) else None
+
+    def list_dir(self, tree: pygit2.Tree, path: str) -> dict[str, bytes]:
+        """Return the files directly inside directory ``path`` of ``tree``."""
+        try:
+            sub = self.repo.get(tree[path].id)
+        except KeyError:
+            return {}
+        if not isinstance(sub, pygit2.Tree):
+            return {}
+        return {e.name: self.repo.get(e.id).data for e in sub if e.type_str == "blob"}
+
+    def history(self, head: pygit2.Commit) -> list[pygit2.Commit]:
+        """Return the first-parent history of ``head``, oldest first."""
+        commits = []
+        commit: pygit2.Commit | None = head
+        while commit is not None:
+            commits.append(commit)
+            commit = commit.parents[0] if commit.parents else None
+        commits.reverse()
+        return commits
+
+    def commit_files(self, commit: pygit2.Commit) -> CommitFiles:
+        """Return what ``commit`` added relative to its first parent (all files for a root)."""
+        added: dict[str, bytes] = {}
+        changed: list[str] = []
+        if commit.parents:
+            diff = self.repo.diff(commit.parents[0].tree, commit.tree)
+            for delta in diff.deltas:
+                if delta.status == pygit2.enums.DeltaStatus.ADDED and delta.new_file.mode == _BLOB:
+                    added[delta.new_file.path] = self.repo.get(delta.new_file.id).data
+                else:
+                    changed.append(delta.new_file.path or delta.old_file.path)
+        else:
+            for path, data, mode in self._walk(commit.tree, ""):
+                if mode == _BLOB:
+                    added[path] = data
+                else:
+                    changed.append(path)
+        return CommitFiles(
+            str(commit.id),
+            tuple(str(p) for p in commit.parent_ids),
+            commit.message,
+            added,
+            tuple(changed),
+        )
+
+    def _walk(self, tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, bytes, int]]:
+        for entry in tree:
+            path = f"{prefix}{entry.name}"
+            obj = self.repo.get(entry.id)
+            if isinstance(obj, pygit2.Tree):
+                yield from self._walk(obj, path + "/")
+            elif isinstance(obj, pygit2.Blob):
+                yield path, obj.data, entry.filemode
+            else:
+                yield path, b"", -1
+
+    # -- writing -----------------------------------------------------------------------
+    def write_commit(
+        self,
+        parent: pygit2.Commit | None,
+        directory: str,
+        files: Mapping[str, bytes],
+        message: str,
+        *,
+        author: tuple[str, str] = COMMITTER,
+    ) -> pygit2.Oid:
+        """Write ``files`` as a new directory on top of ``parent``'s tree; return the commit id.
+
+        Only the trees on the path to ``directory`` are rewritten (constant work per
+        record). The branch is not moved: see :meth:`compare_and_swap`.
+
+        Raises:
+            StorageError: the directory already exists, or Git refused the write.
+        """
+        try:
+            leaf = self.repo.TreeBuilder()
+            for name in sorted(files):
+                leaf.insert(name, self.repo.create_blob(files[name]), _BLOB)
+            tree_id = self._insert(
+                parent.tree if parent else None, directory.split("/"), leaf.write()
+            )
+            now = int(time.time())
+            signature_author = pygit2.Signature(author[0], author[1], now, 0)
+            committer = pygit2.Signature(COMMITTER[0], COMMITTER[1], now, 0)
+            return self.repo.create_commit(
+                None, signature_author, committer, message, tree_id, [parent.id] if parent else []
+            )
+        except pygit2.GitError as exc:
+            raise StorageError(f"cannot write to the evidence repository: {exc}") from exc
+
+    def _insert(self, base: pygit2.Tree | None, parts: list[str], leaf: pygit2.Oid) -> pygit2.Oid:
+        builder = self.repo.TreeBuilder(base) if base is not None else self.repo.TreeBuilder()
+        name = parts[0]
+        existing = builder.get(name)
+        if len(parts) == 1:
+            if existing is not None:
+                raise StorageError(f"{name} already exists in the evidence tree")
+            builder.insert(name, leaf, _TREE)
+        else:
+            sub = self.repo.get(existing.id) if existing is not None else None
+            if sub is not None and not isinstance(sub, pygit2.Tree):
+                raise StorageError(f"{name} in the evidence tree is not a directory")
+            builder.insert(name, self._insert(sub, parts[1:], leaf), _TREE)
+        return builder.write()
+
+    def compare_and_swap(
+        self, ref: str, expected: pygit2.Oid | None, new: pygit2.Oid, reason: str
+    ) -> None:
+        """Point ``ref`` at ``new`` only if it still points at ``expected`` (None: absent).
+
+        Raises:
+            RefMoved: the branch changed since ``expected`` was read.
+            StorageError: the reference is locked by another process or Git failed.
+        """
+        who = pygit2.Signature(COMMITTER[0], COMMITTER[1])
+        try:
+            with self.repo.transaction() as txn:
+                txn.lock_ref(ref)
+                current = self.repo.references.get(ref)
+                current_id = current.target if current is not None else None
+                if current_id != expected:
+                    raise RefMoved(f"{ref} moved (expected {expected}, found {current_id})")
+                txn.set_target(ref, new, signature=who, message=reason)
+        except RefMoved:
+            raise
+        except pygit2.GitError as exc:
+            if "lock" in str(exc).lower():
+                raise StorageError(
+                    f"repository locked: {ref} is being updated by another process ({exc})"
+                ) from exc
+            raise StorageError(f"cannot update {ref}: {exc}") from exc

@@ -1,0 +1,73 @@
+"""The story of a deployment, as ``afdp log`` prints it: one line per record, oldest first.
+
+Read straight from the branch without verifying it (``afdp verify`` gives the verdict);
+records or commits that are not AFDP's are shown as such rather than hidden.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from afdp import records as rec
+from afdp.errors import NotFoundError
+from afdp.ledger import decode_envelope, trailers
+from afdp.names import branch_ref
+from afdp.store import EvidenceStore
+
+
+def read_story(repository: Path | str, *, service: str, deployment: str) -> dict[str, Any]:
+    """Return ``{"service", "deployment", "branch", "head", "sealed", "records": [...]}``.
+
+    Raises:
+        NotFoundError: no such repository or branch.
+    """
+    store = EvidenceStore(repository)
+    ref = branch_ref(service, deployment)
+    head = store.head(ref)
+    if head is None:
+        raise NotFoundError(f"no evidence branch {ref} in {repository}")
+    rows: list[dict[str, Any]] = []
+    for commit in store.history(head):
+        info = trailers(commit.message)
+        row: dict[str, Any] = {
+            "commit": str(commit.id),
+            "committed_at": commit.commit_time,
+            "author": commit.author.name,
+            "subject": commit.message.splitlines()[0] if commit.message else "",
+            "sequence": None,
+            "step": None,
+            "kind": None,
+            "status": None,
+            "summary": None,
+            "signer": info.get("AFDP-Signer"),
+            "timestamp": info.get("AFDP-Timestamp"),
+            "tsa": info.get("AFDP-TSA"),
+            "digest": info.get("AFDP-Digest"),
+        }
+        try:
+            sequence, step = int(info["AFDP-Record"]), info["AFDP-Step"]
+            envelope = store.read_blob(
+                commit.tree, f"{rec.record_dir(sequence, step)}/{rec.ENVELOPE_FILE}"
+            )
+            predicate = decode_envelope(envelope or b"")["predicate"]
+            row.update(
+                sequence=sequence,
+                step=step,
+                kind=info.get("AFDP-Kind"),
+                status=predicate.get("status"),
+                summary=predicate.get("summary"),
+            )
+        except (KeyError, ValueError, TypeError, json.JSONDecodeError):
+            row.update(kind="not-afdp")
+        rows.append(row)
+    return {
+        "service": service,
+        "deployment": deployment,
+        "branch": ref,
+        "head": str(head.id),
+        "sealed": bool(rows) and rows[-1]["kind"] == rec.KIND_SEAL,
+        "verified": False,
+        "records": rows,
+    }

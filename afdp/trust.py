@@ -1,0 +1,237 @@
+"""The auditor's trust policy: which keys may sign, which TSA roots may time-stamp.
+
+Verification takes every piece of key material, identity and TSA root from this
+policy, never from the evidence repository. A policy file that lives inside the
+evidence repository being verified is refused outright: whoever can write evidence
+could otherwise write the policy that approves it.
+
+File format (YAML, schema ``evidence-schema/trust-policy.v1.schema.json``)::
+
+    version: 1
+    signers:
+      - name: dev
+        public_key: |            # PEM SubjectPublicKeyInfo
+          -----BEGIN PUBLIC KEY-----
+        services: ["*"]          # optional fnmatch patterns this signer may sign for
+      - name: ci                 # keyless (Sigstore): an expected identity and issuer
+        keyless: {identity: "https://github.com/org/repo/...", issuer: "https://token.actions.githubusercontent.com"}
+    tsa_roots:
+      - name: afdp-dev-tsa
+        certificate: |           # PEM certificate of a TSA root CA
+          -----BEGIN CERTIFICATE-----
+    timestamps: {required: 1}    # valid tokens each record must carry
+    clock_skew_seconds: 300      # how far a record's claimed times may lead its TSA time
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from securesystemslib.signer import SSlibKey
+
+from afdp import schemas
+from afdp.errors import ConfigurationError, SchemaError, UsageError
+from afdp.signing import public_key_from_pem
+
+SCHEMA = "trust-policy.v1"
+
+
+@dataclass(frozen=True)
+class TrustedSigner:
+    """One signer the auditor trusts: a public key, or a keyless identity and issuer."""
+
+    name: str
+    key: SSlibKey | None
+    services: tuple[str, ...]
+    identity: str | None = None
+    issuer: str | None = None
+
+    @property
+    def keyid(self) -> str | None:
+        return self.key.keyid if self.key else None
+
+    def may_sign_for(self, service: str) -> bool:
+        return any(fnmatch.fnmatchcase(service, pattern) for pattern in self.services)
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """A loaded trust policy; ``document`` is the validated mapping it came from."""
+
+    signers: tuple[TrustedSigner, ...]
+    tsa_roots_pem: tuple[tuple[str, bytes], ...]
+    required_timestamps: int
+    clock_skew: timedelta
+    source: str
+    document: dict[str, Any]
+
+    def signer_for_keyid(self, keyid: str) -> TrustedSigner | None:
+        """Return the trusted key signer with ``keyid``, or None."""
+        for signer in self.signers:
+            if signer.keyid == keyid:
+                return signer
+        return None
+
+
+def parse_trust_policy(document: Any, *, source: str) -> TrustPolicy:
+    """Return the :class:`TrustPolicy` of a parsed document.
+
+    Raises:
+        SchemaError: the document does not match the trust-policy schema.
+        ConfigurationError: a key or certificate in it does not parse.
+    """
+    schemas.validate(SCHEMA, document, what=f"trust policy {source}")
+    signers = []
+    for entry in document.get("signers", []):
+        services = tuple(entry.get("services", ["*"]))
+        if "public_key" in entry:
+            key = public_key_from_pem(
+                entry["public_key"].encode(), source=f"{source}: signer {entry['name']}"
+            )
+            signers.append(TrustedSigner(entry["name"], key, services))
+        else:
+            keyless = entry["keyless"]
+            signers.append(
+                TrustedSigner(entry["name"], None, services, keyless["identity"], keyless["issuer"])
+            )
+    roots = []
+    for entry in document.get("tsa_roots", []):
+        pem = entry["certificate"].encode()
+        _check_certificate(pem, f"{source}: tsa root {entry['name']}")
+        roots.append((entry["name"], pem))
+    return TrustPolicy(
+        signers=tuple(signers),
+        tsa_roots_pem=tuple(roots),
+        required_timestamps=int(document.get("timestamps", {}).get("required", 1)),
+        clock_skew=timedelta(seconds=int(document.get("clock_skew_seconds", 300))),
+        source=source,
+        document=document,
+    )
+
+
+def load_trust_policy(path: Path, *, evidence_repository: Path | None = None) -> TrustPolicy:
+    """Load the auditor's trust policy from ``path``.
+
+    Raises:
+        UsageError: ``path`` lies inside ``evidence_repository`` (never trusted).
+        ConfigurationError: missing or unreadable file, YAML errors, bad keys.
+        SchemaError: the policy does not match its schema.
+    """
+    if evidence_repository is not None:
+        repo_root = evidence_repository.resolve()
+        if repo_root.name == ".git":
+            repo_root = repo_root.parent
+        if path.resolve().is_relative_to(repo_root):
+            raise UsageError(
+                f"trust policy {path} lies inside the evidence repository {repo_root}; "
+                "a trust policy must come from the auditor, not from the evidence"
+            )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read trust policy {path}: {exc.strerror or exc}") from exc
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(
+            f"trust policy {path} is not valid YAML: {exc}".replace("\n", " ")
+        ) from exc
+    try:
+        return parse_trust_policy(document, source=str(path))
+    except SchemaError as exc:
+        raise ConfigurationError(str(exc)) from exc
+
+
+def write_trust_policy(
+    path: Path,
+    *,
+    keys: list[Path],
+    tsa_roots: list[Path],
+    keyless: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    required_timestamps: int = 1,
+    force: bool = False,
+) -> TrustPolicy:
+    """Write a trust policy naming ``keys`` (PEM public keys) and ``tsa_roots`` (PEM CAs).
+
+    Returns the policy as it will be loaded.
+
+    Raises:
+        UsageError: the file exists and ``force`` is false, or nothing to trust was given.
+        ConfigurationError: a key or certificate does not parse.
+    """
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists; pass --force to overwrite it")
+    if not (keys or keyless):
+        raise UsageError("a trust policy needs at least one signer (--key or --keyless-identity)")
+    if not tsa_roots:
+        raise UsageError("a trust policy needs at least one TSA root (--tsa-root)")
+    signers: list[dict[str, Any]] = []
+    for key_path in keys:
+        pem = _read(key_path)
+        key = public_key_from_pem(pem, source=str(key_path))
+        signers.append(
+            {
+                "name": key_path.stem.removesuffix(".key"),
+                "public_key": pem.decode(),
+                "keyid": key.keyid,
+            }
+        )
+    for identity, issuer in keyless:
+        signers.append(
+            {
+                "name": identity.rsplit("/", 1)[-1] or "keyless",
+                "keyless": {"identity": identity, "issuer": issuer},
+            }
+        )
+    roots = []
+    for root_path in tsa_roots:
+        pem = _read(root_path)
+        _check_certificate(pem, str(root_path))
+        roots.append({"name": root_path.parent.name or root_path.stem, "certificate": pem.decode()})
+    document = {
+        "version": 1,
+        "signers": signers,
+        "tsa_roots": roots,
+        "timestamps": {"required": required_timestamps},
+        "clock_skew_seconds": 300,
+    }
+    policy = parse_trust_policy(document, source=str(path))
+    header = "# AFDP trust policy: the auditor's keys and TSA roots. Keep it outside the evidence repository.\n"
+    path.write_text(
+        header + yaml.dump(document, Dumper=_BlockDumper, sort_keys=False, width=200),
+        encoding="utf-8",
+    )
+    return policy
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Writes multi-line strings (PEM blocks) as YAML literal blocks, readable by people."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _represent_str)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _check_certificate(pem: bytes, source: str) -> None:
+    from cryptography import x509
+
+    try:
+        x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise ConfigurationError(f"{source} is not a PEM certificate: {exc}") from exc

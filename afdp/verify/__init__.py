@@ -1,0 +1,3 @@
+"""Offline verification of evidence branches (see :mod:`afdp.verify.verifier`)."""
+
+from __future__ import annotations

@@ -1,0 +1,269 @@
+"""Per-record verification checks: pure functions of a record's files and the trust policy.
+
+They run in worker processes (one record at a time, no repository access), so they take
+bytes and return plain data. The checks run in this order, and each failure names its
+check so an auditor sees exactly what is wrong:
+
+1. ``layout``     the record directory holds only the files a record may hold
+2. ``envelope``   envelope.json is a canonical DSSE envelope matching its schema
+3. ``schema``     the payload is an in-toto Statement v1 whose predicate matches its kind
+4. ``identity``   subject and predicate name this branch, this position and this step
+5. ``digest``     the subject digest is the SHA-256 of the canonical result; artifacts match
+6. ``signer``     the signing key is in the trust policy and may sign for this service
+7. ``signature``  the DSSE signature verifies over the envelope's PAE
+8. ``timestamp``  enough tokens, each over this signature and chained to a trusted TSA root
+9. ``time``       started <= finished <= first time-stamp (+ the policy's clock skew)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from afdp import records as rec
+from afdp import schemas
+from afdp.canonical import canonical_bytes, sha256_hex
+from afdp.errors import AfdpError
+from afdp.trust import TrustPolicy
+
+
+@dataclass(frozen=True)
+class RecordInput:
+    """One record directory as read from a commit (position is its place on the branch)."""
+
+    position: int
+    directory: str
+    files: dict[str, bytes]
+    service: str
+    deployment: str
+
+
+@dataclass
+class RecordFacts:
+    """What a record's own checks established (filled even when some checks fail)."""
+
+    position: int
+    directory: str
+    sequence: int | None = None
+    step: str | None = None
+    kind: str | None = None
+    status: str | None = None
+    summary: str | None = None
+    envelope_sha256: str | None = None
+    prev: str | None = None
+    signer: str | None = None
+    keyid: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    timestamps: list[tuple[str, str]] = field(default_factory=list)  # (gen_time iso, tsa name)
+    seal_entries: list[dict[str, Any]] | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (check, reason)
+
+    def fail(self, check: str, reason: str) -> None:
+        self.failures.append((check, reason))
+
+
+class _Stop(Exception):
+    """Internal: later checks cannot run once an earlier one has failed."""
+
+
+def check_record(item: RecordInput, policy: TrustPolicy, roots: Any) -> RecordFacts:
+    """Run checks 1-9 on one record and return what they established and found wrong."""
+    facts = RecordFacts(item.position, item.directory)
+    with contextlib.suppress(_Stop):
+        _run(item, policy, roots, facts)
+    return facts
+
+
+def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts) -> None:
+    files = item.files
+    # 1. layout
+    match = rec.RECORD_DIR.fullmatch(item.directory.rsplit("/", 1)[-1])
+    if not match:
+        facts.fail("layout", f"{item.directory} is not a record directory name")
+        raise _Stop
+    envelope_bytes = files.get(rec.ENVELOPE_FILE)
+    if envelope_bytes is None:
+        facts.fail("layout", "no envelope.json: the record is unsigned")
+        raise _Stop
+    facts.envelope_sha256 = sha256_hex(envelope_bytes)
+
+    # 2. envelope
+    try:
+        envelope = json.loads(envelope_bytes)
+    except ValueError as exc:
+        facts.fail("envelope", f"envelope.json is not JSON: {exc}")
+        raise _Stop from exc
+    problems = [f"{p}: {m}" for p, m in schemas.iter_errors("dsse-envelope.v1", envelope)]
+    if problems:
+        reason = "; ".join(problems)
+        facts.fail(
+            "signature" if "signatures" in reason else "envelope",
+            f"envelope does not match its schema: {reason}",
+        )
+        raise _Stop
+    if canonical_bytes(envelope) != envelope_bytes:
+        facts.fail("envelope", "envelope.json is not in RFC 8785 canonical form")
+    try:
+        payload = base64.b64decode(envelope["payload"], validate=True)
+        signature = base64.b64decode(envelope["signatures"][0]["sig"], validate=True)
+        statement = json.loads(payload)
+    except (binascii.Error, ValueError) as exc:
+        facts.fail("envelope", f"payload or signature is not valid base64 JSON: {exc}")
+        raise _Stop from exc
+
+    # 3. schema
+    problems = [f"{p}: {m}" for p, m in schemas.iter_errors("statement.v1", statement)]
+    if problems:
+        facts.fail("schema", "statement: " + "; ".join(problems))
+        raise _Stop
+    kind = rec.KIND_OF_PREDICATE[statement["predicateType"]]
+    predicate = statement["predicate"]
+    problems = [f"{p}: {m}" for p, m in schemas.iter_errors(f"predicate-{kind}.v1", predicate)]
+    if problems:
+        facts.fail("schema", f"{kind} predicate: " + "; ".join(problems))
+        raise _Stop
+    if canonical_bytes(statement) != payload:
+        facts.fail("schema", "statement payload is not in RFC 8785 canonical form")
+    facts.kind, facts.sequence, facts.step = kind, predicate["sequence"], predicate["step"]["name"]
+    facts.status, facts.summary = predicate["status"], predicate["summary"]
+    facts.prev = predicate["prev"]["sha256"] if predicate["prev"] else None
+    facts.started_at, facts.finished_at = predicate["started_at"], predicate["finished_at"]
+
+    # 4. identity: a record grafted from another branch or position names them
+    sequence_text, step_name = match.group(1), match.group(2)
+    expected_dir = rec.record_dir(int(sequence_text), step_name)
+    if item.directory != expected_dir:
+        facts.fail("layout", f"record directory {item.directory} should be {expected_dir}")
+    expected_subject = f"afdp:{item.service}/{item.deployment}/{sequence_text}-{step_name}"
+    if statement["subject"][0]["name"] != expected_subject:
+        facts.fail(
+            "identity",
+            f"subject {statement['subject'][0]['name']!r} does not name this record ({expected_subject})",
+        )
+    if (predicate["service"], predicate["deployment"]) != (item.service, item.deployment):
+        facts.fail(
+            "identity",
+            f"record belongs to {predicate['service']}/{predicate['deployment']}, not {item.service}/{item.deployment}",
+        )
+    if predicate["sequence"] != int(sequence_text) or predicate["step"]["name"] != step_name:
+        facts.fail(
+            "identity",
+            f"predicate says record {predicate['sequence']} ({predicate['step']['name']}), directory says {sequence_text} ({step_name})",
+        )
+    if kind == rec.KIND_SEAL and isinstance(predicate["result"], dict):
+        facts.seal_entries = predicate["result"].get("records")
+
+    # 5. digest
+    _check_digests(files, predicate, statement["subject"][0]["digest"]["sha256"], facts)
+
+    # 6. signer  7. signature
+    sig = envelope["signatures"][0]
+    facts.keyid = sig["keyid"]
+    trusted = policy.signer_for_keyid(sig["keyid"])
+    if trusted is None or trusted.key is None:
+        facts.fail(
+            "signer", f"signed by key {sig['keyid'][:16]}…, which the trust policy does not trust"
+        )
+    else:
+        facts.signer = trusted.name
+        if not trusted.may_sign_for(item.service):
+            facts.fail("signer", f"signer {trusted.name} may not sign for service {item.service}")
+        from securesystemslib.signer import Signature
+
+        try:
+            trusted.key.verify_signature(
+                Signature(sig["keyid"], signature.hex()), rec.pae(envelope["payloadType"], payload)
+            )
+        except Exception as exc:  # securesystemslib raises several types for a bad signature
+            facts.fail(
+                "signature",
+                f"DSSE signature does not verify with key {trusted.name}: {type(exc).__name__}",
+            )
+
+    # 8. timestamp
+    _check_timestamps(files, signature, policy, roots, facts)
+
+    # 9. time
+    started, finished = (
+        rec.parse_time(predicate["started_at"]),
+        rec.parse_time(predicate["finished_at"]),
+    )
+    if started > finished:
+        facts.fail(
+            "time",
+            f"started_at {predicate['started_at']} is after finished_at {predicate['finished_at']}",
+        )
+    if facts.timestamps:
+        stamped = min(datetime.fromisoformat(t) for t, _ in facts.timestamps)
+        if finished - policy.clock_skew > stamped:
+            facts.fail(
+                "time",
+                f"finished_at {predicate['finished_at']} is after its time-stamp {stamped.isoformat()}",
+            )
+
+
+def _check_digests(
+    files: dict[str, bytes], predicate: dict[str, Any], subject_digest: str, facts: RecordFacts
+) -> None:
+    allowed = {rec.ENVELOPE_FILE}
+    if predicate["result_ref"] is not None:
+        ref = predicate["result_ref"]
+        allowed.add(rec.RESULT_FILE)
+        data = files.get(rec.RESULT_FILE)
+        if data is None:
+            facts.fail("digest", "result.json is referenced but missing")
+        elif sha256_hex(data) != ref["sha256"] or len(data) != ref["size"]:
+            facts.fail("digest", "result.json does not match the digest and size in the record")
+        elif ref["sha256"] != subject_digest:
+            facts.fail("digest", "result.json digest differs from the subject digest")
+        elif predicate["result"] is not None:
+            facts.fail("digest", "result is both inline and in result.json")
+    else:
+        actual = sha256_hex(canonical_bytes(predicate["result"]))
+        if actual != subject_digest:
+            facts.fail(
+                "digest",
+                f"result digest {actual[:16]}… does not match the subject digest {subject_digest[:16]}…",
+            )
+    for artifact in predicate["artifacts"]:
+        allowed.add(artifact["path"])
+        data = files.get(artifact["path"])
+        if data is None:
+            facts.fail("digest", f"artifact {artifact['path']} is listed but missing")
+        elif sha256_hex(data) != artifact["sha256"] or len(data) != artifact["size"]:
+            facts.fail("digest", f"artifact {artifact['path']} does not match its recorded digest")
+    extra = sorted(n for n in files if n not in allowed and not rec.TIMESTAMP_FILE.fullmatch(n))
+    if extra:
+        facts.fail("layout", f"unexpected files in the record: {', '.join(extra)}")
+
+
+def _check_timestamps(
+    files: dict[str, bytes], signature: bytes, policy: TrustPolicy, roots: Any, facts: RecordFacts
+) -> None:
+    from afdp.timestamp import verify_timestamp
+
+    tokens = sorted(n for n in files if rec.TIMESTAMP_FILE.fullmatch(n))
+    for name in tokens:
+        try:
+            verified = verify_timestamp(files[name], signature, roots)
+        except AfdpError as exc:
+            check = getattr(exc, "check", "timestamp")
+            facts.fail(
+                check if check.startswith("timestamp") else "timestamp",
+                f"{name}: {exc.diagnostics()}",
+            )
+            continue
+        facts.timestamps.append((verified.gen_time.isoformat(), verified.tsa_name))
+    if len(facts.timestamps) < policy.required_timestamps and not any(
+        c.startswith("timestamp") for c, _ in facts.failures
+    ):
+        facts.fail(
+            "timestamp",
+            f"{len(facts.timestamps)} valid time-stamp token(s); the trust policy requires {policy.required_timestamps}",
+        )
