@@ -1,0 +1,367 @@
+"""RFC 3161 time-stamps over DSSE signatures: requesting them, and verifying them offline.
+
+What is time-stamped is the raw (base64-decoded) DSSE signature: the token's message
+imprint is ``SHA-256(signature)``. A token proves the signature, and so the record, existed
+at the token's time. Tokens are kept as complete DER ``TimeStampResp`` structures (the
+``.tsr`` files beside each envelope), which is what ``openssl ts -verify -in X.tsr``
+reads, so an auditor can check them without AFDP::
+
+    openssl ts -verify -digest <sha256 hex of signature> -in timestamp-0.tsr \\
+        -CAfile tsa-root.pem -untrusted tsa.pem
+
+Building requests, parsing responses and checking the CMS signature and chain is
+rfc3161-client's work; this module adds failover across TSAs and AFDP's precise errors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+import rfc3161_client
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from afdp.errors import ConfigurationError, TimestampError, UsageError, VerificationError
+
+__all__ = [
+    "TimestampToken",
+    "TimestampVerificationError",
+    "VerifiedTimestamp",
+    "load_certificates",
+    "request_timestamp",
+    "verify_timestamp",
+]
+
+_SHA256_OID = x509.ObjectIdentifier("2.16.840.1.101.3.4.2.1")
+_HASH_NAMES = {
+    "2.16.840.1.101.3.4.2.1": "SHA-256",
+    "2.16.840.1.101.3.4.2.2": "SHA-384",
+    "2.16.840.1.101.3.4.2.3": "SHA-512",
+    "1.3.14.3.2.26": "SHA-1",
+}
+_QUERY_HEADERS = {"Content-Type": "application/timestamp-query"}
+# A real TimeStampResp is a few KiB; refuse to buffer a runaway answer.
+_MAX_RESPONSE_BYTES = 1024 * 1024
+
+
+class TimestampVerificationError(VerificationError):
+    """A time-stamp token failed one verification check.
+
+    ``check`` names the check: ``timestamp.parse``, ``timestamp.status``,
+    ``timestamp.hash``, ``timestamp.imprint`` or ``timestamp.chain``.
+    """
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(message)
+        self.check = check
+        self.message = message
+
+    def diagnostics(self) -> str:
+        """Return ``"<check>: <reason>"`` on one line."""
+        return f"{self.check}: {self.message}"
+
+
+@dataclass(frozen=True)
+class TimestampToken:
+    """A time-stamp obtained from a TSA.
+
+    ``der`` is the complete DER TimeStampResp (status + token), ``url`` the TSA that
+    issued it and ``gen_time`` its (aware, UTC) genTime.
+    """
+
+    der: bytes
+    url: str
+    gen_time: dt.datetime
+
+
+@dataclass(frozen=True)
+class VerifiedTimestamp:
+    """What :func:`verify_timestamp` established about one token."""
+
+    gen_time: dt.datetime  # aware, UTC
+    tsa_name: str  # RFC 4514 subject of the certificate that signed the token
+    serial_number: int
+    policy_oid: str
+    digest_hex: str  # the SHA-256 message imprint: sha256(signature)
+
+
+# --------------------------------------------------------------------------- client
+
+_client: httpx.Client | None = None
+_client_lock = threading.Lock()
+
+
+def _http() -> httpx.Client:
+    # One client for the process: keep-alive connections make a round trip to a nearby
+    # TSA a fraction of a millisecond instead of a TCP handshake each time.
+    global _client
+    if _client is None:
+        with _client_lock:
+            if _client is None:
+                _client = httpx.Client(
+                    http2=False,
+                    follow_redirects=False,
+                    trust_env=True,
+                    limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=30.0),
+                    headers={"User-Agent": "afdp"},
+                )
+    return _client
+
+
+def request_timestamp(
+    signature: bytes,
+    urls: Sequence[str],
+    *,
+    timeout: float = 10.0,
+    roots: Sequence[x509.Certificate] | None = None,
+) -> TimestampToken:
+    """Get an RFC 3161 token over ``SHA-256(signature)`` from the first TSA that gives one.
+
+    The URLs are tried in order. A TSA is skipped when it is unreachable, times out,
+    answers an HTTP error or something that is not a granted time-stamp response, or
+    a token over another message or with another nonce; with ``roots``, also when the
+    token does not verify against them.
+
+    Returns:
+        The token (full DER TimeStampResp), the URL that issued it and its genTime.
+
+    Raises:
+        UsageError: no URL was given, or ``signature`` is empty.
+        TimestampError: no TSA gave a valid token; the message names every URL and why.
+    """
+    if not urls:
+        raise UsageError("no TSA URL given: at least one is needed to time-stamp")
+    if not signature:
+        raise UsageError("cannot time-stamp an empty signature")
+    request = (
+        rfc3161_client.TimestampRequestBuilder()
+        .data(signature)
+        .hash_algorithm(rfc3161_client.HashAlgorithm.SHA256)
+        .nonce(nonce=True)
+        .cert_request(cert_request=True)
+    ).build()
+    body = request.as_bytes()
+    expected = hashlib.sha256(signature).digest()
+    reasons: list[str] = []
+    for url in urls:
+        try:
+            response, der = _ask(url, body, timeout)
+            _check_answer(response, expected, request.nonce, roots)
+        except _Skip as skip:
+            reasons.append(f"{url} ({skip})")
+            continue
+        return TimestampToken(der=der, url=url, gen_time=_utc(response.tst_info.gen_time))
+    raise TimestampError("no TSA gave a valid time-stamp token: " + "; ".join(reasons))
+
+
+class _Skip(Exception):
+    """This TSA gave no usable token; the message says why."""
+
+
+def _ask(url: str, body: bytes, timeout: float) -> tuple[rfc3161_client.TimeStampResponse, bytes]:
+    try:
+        reply = _http().post(url, content=body, headers=_QUERY_HEADERS, timeout=timeout)
+    except httpx.TimeoutException:
+        raise _Skip(f"timed out after {timeout:g} s") from None
+    except httpx.ConnectError as exc:
+        raise _Skip(f"cannot connect: {_short(exc)}") from None
+    except httpx.HTTPError as exc:
+        raise _Skip(f"HTTP failure: {_short(exc)}") from None
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise _Skip(f"bad URL: {_short(exc)}") from None
+    if reply.status_code != 200:
+        raise _Skip(f"HTTP {reply.status_code} {reply.reason_phrase}".rstrip())
+    der = reply.content
+    if len(der) > _MAX_RESPONSE_BYTES:
+        raise _Skip(f"answer of {len(der)} bytes is too large for a time-stamp response")
+    try:
+        response = rfc3161_client.decode_timestamp_response(der)
+    except ValueError:
+        kind = reply.headers.get("Content-Type", "no content type")
+        raise _Skip(f"answered {kind}, not a time-stamp response") from None
+    return response, der
+
+
+def _check_answer(
+    response: rfc3161_client.TimeStampResponse,
+    expected: bytes,
+    nonce: int | None,
+    roots: Sequence[x509.Certificate] | None,
+) -> None:
+    if response.status != rfc3161_client.PKIStatus.GRANTED:
+        raise _Skip(_status_text(response))
+    try:
+        info = response.tst_info
+        imprint = info.message_imprint
+        algorithm, message, token_nonce = imprint.hash_algorithm, imprint.message, info.nonce
+    except ValueError:
+        raise _Skip("granted response without a readable token") from None
+    if algorithm != _SHA256_OID or message != expected:
+        raise _Skip(f"token is over a different message (imprint {message.hex()[:16]}…)")
+    # The nonce ties the answer to this request: a replayed or cached token fails here.
+    if token_nonce != nonce:
+        raise _Skip("nonce in the token does not match the request")
+    if roots is not None:
+        try:
+            _verifier(roots).verify(response, expected)
+        except (rfc3161_client.VerificationError, ValueError) as exc:
+            raise _Skip(f"token does not verify against the given TSA roots: {exc}") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())  # one line, whatever the transport said
+
+
+def _status_text(response: rfc3161_client.TimeStampResponse) -> str:
+    try:
+        status = rfc3161_client.PKIStatus(response.status).name.lower()
+    except ValueError:
+        status = str(response.status)
+    text = " ".join("; ".join(response.status_string).split())
+    return f"status {status}: {text}" if text else f"status {status}"
+
+
+# --------------------------------------------------------------------- verification
+
+
+def verify_timestamp(
+    token_der: bytes, signature: bytes, roots: Sequence[x509.Certificate]
+) -> VerifiedTimestamp:
+    """Verify a time-stamp token over ``signature`` offline, against trusted TSA roots.
+
+    Returns:
+        The verified genTime, TSA subject, serial number, policy and imprint.
+
+    Raises:
+        TimestampVerificationError: with ``check`` set to the first check that failed:
+            ``timestamp.parse`` (not a DER time-stamp response), ``timestamp.status``
+            (not granted), ``timestamp.hash`` (imprint not SHA-256),
+            ``timestamp.imprint`` (token over another signature), ``timestamp.chain``
+            (no trusted roots, bad token signature, or signer not chained to a root).
+    """
+    # 1. parse
+    try:
+        response = rfc3161_client.decode_timestamp_response(token_der)
+    except ValueError:
+        raise TimestampVerificationError(
+            "timestamp.parse", "not a DER RFC 3161 time-stamp response"
+        ) from None
+    # 2. status
+    if response.status != rfc3161_client.PKIStatus.GRANTED:
+        raise TimestampVerificationError(
+            "timestamp.status", f"the TSA did not grant this time-stamp ({_status_text(response)})"
+        )
+    try:
+        info = response.tst_info
+        algorithm = info.message_imprint.hash_algorithm
+        imprint = info.message_imprint.message
+    except ValueError:
+        raise TimestampVerificationError(
+            "timestamp.parse", "granted response without a readable TSTInfo"
+        ) from None
+    # 3. hash algorithm: AFDP asks for SHA-256 and accepts nothing weaker or different
+    if algorithm != _SHA256_OID:
+        name = _HASH_NAMES.get(algorithm.dotted_string, algorithm.dotted_string)
+        raise TimestampVerificationError(
+            "timestamp.hash", f"time-stamp imprint uses {name}; AFDP requires SHA-256"
+        )
+    # 4. imprint, checked here (not only inside rfc3161-client) for a precise message
+    expected = hashlib.sha256(signature).digest()
+    if imprint != expected:
+        raise TimestampVerificationError(
+            "timestamp.imprint",
+            f"time-stamp token is over a different signature "
+            f"(imprint {imprint.hex()}, expected {expected.hex()})",
+        )
+    # 5. CMS signature, TSA certificate (critical timeStamping EKU) and chain to a root
+    if not roots:
+        raise TimestampVerificationError(
+            "timestamp.chain", "no trusted TSA roots in the trust policy; cannot trust any token"
+        )
+    try:
+        _verifier(roots).verify(response, expected)
+    except (rfc3161_client.VerificationError, ValueError) as exc:
+        raise TimestampVerificationError(
+            "timestamp.chain",
+            f"token is not signed by a TSA chained to a trusted root: {_short(exc)}",
+        ) from None
+    return VerifiedTimestamp(
+        gen_time=_utc(info.gen_time),
+        tsa_name=_signer_name(response),
+        serial_number=info.serial_number,
+        policy_oid=info.policy.dotted_string,
+        digest_hex=expected.hex(),
+    )
+
+
+# Verifiers keyed by the SHA-256 fingerprints of their roots: a verify run checks
+# thousands of tokens against the same few roots and should build each verifier once.
+_verifiers: dict[tuple[bytes, ...], rfc3161_client.Verifier] = {}
+_verifiers_lock = threading.Lock()
+_MAX_VERIFIERS = 64
+
+
+def _verifier(roots: Sequence[x509.Certificate]) -> rfc3161_client.Verifier:
+    unique = {root.fingerprint(hashes.SHA256()): root for root in roots}
+    key = tuple(sorted(unique))
+    verifier = _verifiers.get(key)
+    if verifier is None:
+        builder = rfc3161_client.VerifierBuilder()
+        for fingerprint in key:
+            builder = builder.add_root_certificate(unique[fingerprint])
+        verifier = builder.build()
+        with _verifiers_lock:
+            if len(_verifiers) >= _MAX_VERIFIERS:
+                _verifiers.clear()
+            _verifiers[key] = verifier
+    return verifier
+
+
+def _signer_name(response: rfc3161_client.TimeStampResponse) -> str:
+    # The signer is the embedded certificate named by the SignerInfo; rfc3161-client has
+    # just verified that it exists and chains, so this lookup cannot miss.
+    signed = response.signed_data
+    signer = next(iter(signed.signer_infos))
+    for der in signed.certificates:
+        issuer, serial, subject = _certificate_names(der)
+        if issuer == signer.issuer and serial == signer.serial_number:
+            return subject
+    return signer.issuer.rfc4514_string()  # pragma: no cover - guarded by verify()
+
+
+@functools.lru_cache(maxsize=256)
+def _certificate_names(der: bytes) -> tuple[x509.Name, int, str]:
+    # Every token of one TSA embeds the same certificate; parse it once, not per token.
+    cert = x509.load_der_x509_certificate(der)
+    return cert.issuer, cert.serial_number, cert.subject.rfc4514_string()
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def load_certificates(pem_bytes: bytes) -> list[x509.Certificate]:
+    """Parse one or more PEM certificates (e.g. a TSA root file).
+
+    Returns:
+        The certificates, in file order.
+
+    Raises:
+        ConfigurationError: no certificate in the data, or one that does not parse.
+    """
+    try:
+        certificates = x509.load_pem_x509_certificates(pem_bytes)
+    except ValueError as exc:
+        raise ConfigurationError(f"not PEM X.509 certificates: {_short(exc)}") from exc
+    if not certificates:  # pragma: no cover - cryptography raises on empty input
+        raise ConfigurationError("no PEM certificate found")
+    return certificates
