@@ -22,6 +22,8 @@ from afdp.names import BRANCH_PREFIX, parse_branch_ref
 _TREE = pygit2.enums.FileMode.TREE
 _BLOB = pygit2.enums.FileMode.BLOB
 COMMITTER = ("AFDP", "afdp@evidence.invalid")
+#: How long a writer waits for another writer's ref lock before reporting "locked".
+LOCK_WAIT = 5.0
 
 
 class RefMoved(StorageError):
@@ -215,24 +217,41 @@ class EvidenceStore:
     ) -> None:
         """Point ``ref`` at ``new`` only if it still points at ``expected`` (None: absent).
 
+        A ref lock held by another writer is waited for (up to ``LOCK_WAIT`` seconds,
+        with backoff): concurrent writers queue rather than fail.
+
         Raises:
             RefMoved: the branch changed since ``expected`` was read.
-            StorageError: the reference is locked by another process or Git failed.
+            StorageError: the reference stayed locked by another process, or Git failed.
         """
-        who = pygit2.Signature(COMMITTER[0], COMMITTER[1])
-        try:
-            with self.repo.transaction() as txn:
-                txn.lock_ref(ref)
-                current = self.repo.references.get(ref)
-                current_id = current.target if current is not None else None
-                if current_id != expected:
-                    raise RefMoved(f"{ref} moved (expected {expected}, found {current_id})")
-                txn.set_target(ref, new, signature=who, message=reason)
-        except RefMoved:
-            raise
-        except pygit2.GitError as exc:
-            if "lock" in str(exc).lower():
-                raise StorageError(
-                    f"repository locked: {ref} is being updated by another process ({exc})"
-                ) from exc
-            raise StorageError(f"cannot update {ref}: {exc}") from exc
+        deadline = time.monotonic() + LOCK_WAIT
+        pause = 0.002
+        while True:
+            try:
+                self._swap_once(ref, expected, new, reason)
+                return
+            except RefMoved:
+                raise
+            except pygit2.GitError as exc:
+                if "lock" not in str(exc).lower():
+                    raise StorageError(f"cannot update {ref}: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    raise StorageError(
+                        f"repository locked: {ref} is being updated by another process ({exc})"
+                    ) from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+    def _swap_once(
+        self, ref: str, expected: pygit2.Oid | None, new: pygit2.Oid, reason: str
+    ) -> None:
+        with self.repo.transaction() as txn:
+            txn.lock_ref(ref)
+            current = self.repo.references.get(ref)
+            current_id = current.target if current is not None else None
+            if current_id != expected:
+                raise RefMoved(f"{ref} moved (expected {expected}, found {current_id})")
+            # signature=None: the reflog takes the repository's identity. pygit2 1.21
+            # passes an explicit Signature to libgit2 wrongly (TypeError), and the
+            # reflog is not evidence anyway: the commits and their trailers are.
+            txn.set_target(ref, new, signature=None, message=reason)

@@ -17,7 +17,6 @@ from tamper import Entry, edit, read_branch, with_file, write_branch
 
 from afdp import records as rec
 from afdp.canonical import canonical_bytes
-
 from afdp.trust import load_trust_policy, write_trust_policy
 from afdp.verify.verifier import check_branch, verify_branch
 
