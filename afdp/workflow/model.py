@@ -1,0 +1,502 @@
+"""The typed, validated, immutable workflow that the flows execute.
+
+A :class:`Workflow` is only ever built by :func:`afdp.workflow.compiler.compile_document`
+from a document that passed every check, so code that receives one can rely on it:
+step names are unique and safe for Git paths, every ``${...}`` and condition refers to
+something that exists at that point, every metric has a collector, every analysis has
+a baseline and an impact capture, durations and thresholds are typed.
+
+Step parameters are one dataclass per :class:`~afdp.workflow.catalog.StepKind`
+(:class:`Wait`, :class:`Capture`, :class:`Analyze`, ...): the flows dispatch on
+``step.kind`` and read ``step.params``. Strings that may contain ``${...}`` are
+:class:`~afdp.workflow.interpolation.Template` objects; render them with
+:meth:`Workflow.values` at run time. ``${env.*}`` renders to a redacted
+:class:`~afdp.workflow.interpolation.Secret`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from afdp.workflow.catalog import StepKind
+from afdp.workflow.expressions import Expression
+from afdp.workflow.interpolation import Template, UnresolvedError
+from afdp.workflow.units import Duration, Quantity, Unit
+
+CollectorType = Literal["prometheus", "scrape", "sql", "rest"]
+Action = Literal["rollback", "alert", "mark_successful"]
+Better = Literal["lower", "higher", "none"]
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where something was written: file, 1-based line and column, document path."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+# --- collectors, metrics, analyzers ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Collector:
+    """Where samples come from.
+
+    - ``prometheus``: ``url`` of the Prometheus HTTP API; range queries use ``step``.
+    - ``scrape``: ``url`` of a ``/metrics`` endpoint, read every ``interval``.
+    - ``sql``: ``url`` is a SQLAlchemy URL (usually ``${env.DATABASE_URL}``).
+    - ``rest``: ``url`` answered with JSON; ``method``, ``headers`` and ``body`` are sent,
+      metrics pick a field with ``select``.
+
+    ``builtin`` is True for the default ``prometheus`` collector (not in the document).
+    """
+
+    name: str
+    type: CollectorType
+    url: Template
+    headers: tuple[tuple[str, Template], ...] = ()
+    method: str = "GET"
+    body: Template | None = None
+    step: Duration | None = None
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    builtin: bool = False
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named measurement and how to collect it.
+
+    ``query`` (prometheus, sql), ``metric`` plus ``labels`` and ``aggregate`` (scrape)
+    or ``select`` (rest) say what to read from ``collector``. ``unit`` is the unit of the
+    collected number; ``better`` says which direction is an improvement.
+    """
+
+    name: str
+    collector: str
+    unit: Unit
+    better: Better = "lower"
+    query: Template | None = None
+    metric: str | None = None
+    labels: tuple[tuple[str, Template], ...] = ()
+    aggregate: str | None = None
+    select: str | None = None
+    builtin: bool = False
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A limit on how much a metric may move between baseline and impact.
+
+    ``direction`` is ``increase``, ``decrease`` or ``change`` (either way). ``mode``:
+
+    - ``absolute``: the difference, in the metric's unit (``10ms`` on a latency);
+    - ``relative``: the difference as a fraction of the baseline (``10%`` on a latency);
+    - ``factor``: impact divided by baseline (``2x``).
+
+    ``key`` is how it was written (``response_time_increase``); one key may expand to
+    several metrics (``response_time`` covers ``response_time_p50`` and ``_p99``).
+    """
+
+    metric: str
+    direction: Literal["increase", "decrease", "change"]
+    limit: Quantity
+    mode: Literal["absolute", "relative", "factor"]
+    key: str
+
+
+@dataclass(frozen=True)
+class Analyzer:
+    """A reusable analysis: thresholds, or a statistical test (``mann_whitney`` / ``welch_t``)."""
+
+    name: str
+    type: Literal["threshold", "statistical"]
+    thresholds: tuple[Threshold, ...] = ()
+    method: str | None = None
+    confidence: float = 0.95
+    min_samples: int = 5
+    metrics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """If ``condition`` holds at the decisions step: take ``action`` and label the record."""
+
+    name: str
+    condition: Expression
+    action: Action
+    training_label: str
+    notify: tuple[str, ...] = ()
+    severity: str | None = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One rollout stage (canary, partial, full): expanded into steps of its own phase.
+
+    The stage waits for ``signal`` (sent when ``traffic`` is shifted), captures impact for
+    ``window``, analyzes it against the baseline and, if ``abort_on`` holds, decides
+    ``rollback`` and stops. ``rollback_available`` is recorded, not enforced.
+    """
+
+    name: str
+    traffic: Quantity
+    window: Duration
+    signal: str
+    abort_on: Expression | None = None
+    rollback_available: Duration | None = None
+    thresholds: tuple[Threshold, ...] = ()
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A ``${workflow.NAME}`` variable and its default (a template, or a number/bool)."""
+
+    name: str
+    default: Template | int | float | bool | None
+
+
+# --- step parameters, one class per kind ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Sleep for ``duration``."""
+
+    duration: Duration
+
+
+@dataclass(frozen=True)
+class WaitForSignal:
+    """Wait until ``signal`` arrives; fail the step after ``timeout``."""
+
+    signal: str
+    timeout: Duration
+
+
+@dataclass(frozen=True)
+class MarkDeployment:
+    """Record the deployment time: the boundary between before and after."""
+
+
+@dataclass(frozen=True)
+class CaptureMetadata:
+    """Record these deployment ``fields`` (commit, deployer, changed files, ...)."""
+
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Collect ``metrics`` for ``duration`` (one snapshot when None), a sample every ``interval``.
+
+    ``role`` is ``before`` or ``after`` the deployment mark; analyses pair them.
+    """
+
+    metrics: tuple[str, ...]
+    duration: Duration | None
+    interval: Duration | None
+    role: Literal["before", "after"]
+
+
+@dataclass(frozen=True)
+class Query:
+    """Run ``query`` on the sql ``collector``; repeat every ``interval`` for ``duration``.
+
+    ``alert_threshold`` (``monitor_locks``): flag lock waits longer than this.
+    """
+
+    collector: str
+    query: Template
+    duration: Duration | None = None
+    interval: Duration | None = None
+    alert_threshold: Duration | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class SqlCheck:
+    """One integrity check: the first column of the first row must equal ``expect``."""
+
+    name: str
+    query: Template
+    expect: Any
+
+
+@dataclass(frozen=True)
+class Check:
+    """Run integrity ``checks`` on the sql ``collector``."""
+
+    collector: str
+    checks: tuple[SqlCheck, ...]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The declared split of users into ``groups`` (name, share); shares add up to 100%."""
+
+    groups: tuple[tuple[str, Quantity], ...]
+
+
+@dataclass(frozen=True)
+class Analyze:
+    """Compare capture ``baseline`` with capture ``impact`` (step names) over ``metrics``.
+
+    ``thresholds`` (inline and from ``analyzers``) flag movements; ``method`` (None, or
+    ``mann_whitney`` / ``welch_t``) tests significance at ``confidence`` when both sides
+    have ``min_samples`` samples.
+    """
+
+    baseline: str
+    impact: str
+    metrics: tuple[str, ...]
+    thresholds: tuple[Threshold, ...] = ()
+    method: str | None = None
+    confidence: float = 0.95
+    min_samples: int = 5
+    analyzers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Gate:
+    """If ``condition`` holds: decide ``action`` with ``training_label`` and stop the workflow."""
+
+    condition: Expression
+    action: Action
+    training_label: str
+    analysis: str | None = None
+
+
+@dataclass(frozen=True)
+class Decide:
+    """Evaluate ``success_criteria`` then ``decisions`` (first match wins) over ``analysis``."""
+
+    decisions: tuple[str, ...]
+    analysis: str | None
+
+
+@dataclass(frozen=True)
+class GenerateRecord:
+    """Emit a ``record`` (``training``, ``ab_test``, ``lessons_learned``) for the ML dataset."""
+
+    record: str
+    training_label: str | None = None
+
+
+StepParams = (
+    Wait
+    | WaitForSignal
+    | MarkDeployment
+    | CaptureMetadata
+    | Capture
+    | Query
+    | Check
+    | Segment
+    | Analyze
+    | Gate
+    | Decide
+    | GenerateRecord
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step, in execution order.
+
+    ``name`` is unique in the workflow (default: the type, then ``type_2``, ``type_3``);
+    ``index`` is its 0-based position among all steps; ``kind`` says what to do and
+    ``params`` how. The step is skipped when ``when`` is false or ``unless`` is true.
+    """
+
+    name: str
+    type: str
+    kind: StepKind
+    index: int
+    phase: str
+    params: StepParams
+    when: Expression | None = None
+    unless: Expression | None = None
+    description: str = ""
+    stage: str | None = None
+    location: Location | None = None
+
+    def max_duration(self) -> Duration:
+        """Return how long the step may take at most (waits, windows, signal timeouts)."""
+        params = self.params
+        if isinstance(params, Wait):
+            return params.duration
+        if isinstance(params, WaitForSignal):
+            return params.timeout
+        if isinstance(params, (Capture, Query)) and params.duration is not None:
+            return params.duration
+        return Duration(0, "0s")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A named group of steps (``pre_deployment``, ``deployment``, a stage, ...)."""
+
+    name: str
+    steps: tuple[Step, ...]
+    stage: Stage | None = None
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A validated workflow definition.
+
+    ``digest`` is the SHA-256 of the RFC 8785 canonical JSON of ``document`` (the
+    parsed file): what evidence records cite as ``workflow.sha256``.
+    """
+
+    name: str
+    version: str
+    description: str
+    triggers: tuple[str, ...]
+    phases: tuple[Phase, ...]
+    collectors: tuple[Collector, ...]
+    metrics: tuple[Metric, ...]
+    analyzers: tuple[Analyzer, ...]
+    decisions: tuple[Decision, ...]
+    success_criteria: tuple[Expression, ...]
+    outputs: tuple[str, ...]
+    variables: tuple[Variable, ...]
+    stages: tuple[Stage, ...]
+    digest: str
+    source: str
+    document: Any = field(default=None, compare=False, hash=False, repr=False)
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """Return every step, in execution order."""
+        return tuple(step for phase in self.phases for step in phase.steps)
+
+    def step(self, name: str) -> Step:
+        """Return the step called ``name``.
+
+        Raises:
+            KeyError: no such step.
+        """
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def collector(self, name: str) -> Collector:
+        """Return the collector called ``name`` (declared or built in).
+
+        Raises:
+            KeyError: no such collector.
+        """
+        for collector in self.collectors:
+            if collector.name == name:
+                return collector
+        raise KeyError(name)
+
+    def metric(self, name: str) -> Metric:
+        """Return the metric called ``name`` (declared or built in).
+
+        Raises:
+            KeyError: no such metric.
+        """
+        for metric in self.metrics:
+            if metric.name == name:
+                return metric
+        raise KeyError(name)
+
+    def max_duration(self) -> Duration:
+        """Return the longest the workflow can run: waits, capture windows, signal timeouts."""
+        total = sum(step.max_duration().milliseconds for step in self.steps)
+        return Duration(total)
+
+    def variable_values(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Return ``${workflow.*}`` values: defaults rendered in dependency order, then ``overrides``.
+
+        ``overrides`` (from ``--set workflow.NAME=...``) are taken literally, never
+        interpolated. A default that refers to an unset variable stays unresolved.
+
+        Raises:
+            UnresolvedError: a default refers to a deployment value not given here.
+        """
+        from afdp.workflow.interpolation import variable_order
+
+        given = dict(overrides or {})
+        defaults = {v.name: v.default for v in self.variables}
+        refs = {
+            name: tuple(p.parts[1] for p in value.placeholders if p.parts[0] == "workflow")
+            if isinstance(value, Template)
+            else ()
+            for name, value in defaults.items()
+        }
+        values: dict[str, Any] = {}
+        for name in variable_order(refs):
+            if name in given:
+                values[name] = given[name]
+                continue
+            default = defaults[name]
+            if isinstance(default, Template):
+                rendered = default.render({"workflow": values}, keep_missing=True)
+                values[name] = str(rendered)
+            elif default is not None:
+                values[name] = default
+        for name, value in given.items():
+            values.setdefault(name, value)
+        return values
+
+    def values(
+        self,
+        *,
+        deployment: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        steps: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Return the namespaces ``deployment``, ``workflow`` and ``steps`` for rendering.
+
+        Pass the result to :meth:`Template.render` (with ``env=os.environ`` where a
+        request is sent) or to :meth:`Expression.evaluate`.
+        """
+        return {
+            "deployment": dict(deployment or {}),
+            "workflow": self.variable_values(overrides),
+            "steps": dict(steps or {}),
+        }
+
+
+__all__ = [
+    "Analyze",
+    "Analyzer",
+    "Capture",
+    "CaptureMetadata",
+    "Check",
+    "Collector",
+    "Decide",
+    "Decision",
+    "Gate",
+    "GenerateRecord",
+    "Location",
+    "MarkDeployment",
+    "Metric",
+    "Phase",
+    "Query",
+    "Segment",
+    "SqlCheck",
+    "Stage",
+    "Step",
+    "StepKind",
+    "StepParams",
+    "Threshold",
+    "UnresolvedError",
+    "Variable",
+    "Wait",
+    "WaitForSignal",
+    "Workflow",
+]
