@@ -12,6 +12,8 @@ Checks run in this order, and every problem is collected before anything is rais
    point (only earlier steps' outputs).
 5. Decisions and success criteria, against the analysis they run after; outputs against
    the steps that produce them.
+6. Actions: how rollback, alert and mark_successful are carried out (an argv command or
+   a webhook), with ``${...}`` checked against what exists when an action can first run.
 
 The compiler is written defensively: it runs even when the structure is wrong (so
 semantic problems show up in the same report), skipping any part whose shape the
@@ -40,6 +42,7 @@ from afdp.workflow.findings import Finding, WorkflowInvalid
 from afdp.workflow.interpolation import Template, TemplateError, parse_template, variable_order
 from afdp.workflow.loader import DocPath, Document
 from afdp.workflow.model import (
+    ActionSpec,
     Analyze,
     Analyzer,
     Capture,
@@ -237,6 +240,7 @@ class _Compiler:
         stages = self.compile_stages()
         phases = self.compile_steps(stages)
         decisions, criteria = self.compile_decisions()
+        actions = self.compile_actions()
         self.check_outputs()
         used_metrics = {m for step in self.steps for m in _step_metrics(step)}
         used_metrics |= {m for a in self.analyzers.values() for m in a.metrics}
@@ -264,6 +268,7 @@ class _Compiler:
             stages=tuple(stages),
             digest=digest(self.doc.data),
             source=self.doc.name,
+            actions=actions,
             document=self.doc.data,
         )
 
@@ -374,7 +379,7 @@ class _Compiler:
             location=None if path is None else self.location(path),
         )
 
-    def check_url(self, url: Template, kind: str, path: DocPath) -> None:
+    def check_url(self, url: Template, kind: str, path: DocPath, *, what: str = "") -> None:
         # Only the literal start of a templated URL can be checked before run time.
         head = url.parts[0] if url.parts and isinstance(url.parts[0], str) else ""
         if not head:
@@ -394,7 +399,8 @@ class _Compiler:
                 )
             return
         if scheme not in ("http", "https"):
-            self.fail(path, f"a {kind} collector is reached over http or https, not {scheme!r}")
+            what = what or f"a {kind} collector"
+            self.fail(path, f"{what} is reached over http or https, not {scheme!r}")
             return
         if url.is_literal:
             try:
@@ -1359,6 +1365,94 @@ class _Compiler:
         finally:
             self.outputs = saved
         return tuple(decisions), tuple(criteria)
+
+    # --- actions --------------------------------------------------------------------
+
+    def compile_actions(self) -> tuple[ActionSpec, ...]:
+        raw = self.mapping(self.data.get("actions"))
+        # An action runs when a gate or the decisions step decides: from the first of them
+        # on, the outputs of the steps before it exist.
+        first = next((s for s in self.steps if s.kind in (StepKind.GATE, StepKind.DECIDE)), None)
+        earlier = self.steps[: first.index] if first else []
+        saved = self.outputs
+        self.outputs = {s.name: saved[s.name] for s in earlier if s.name in saved}
+        try:
+            scope = self.base_scope(env=True, steps=True)
+            return tuple(
+                spec
+                for name, value in raw.items()
+                if name in catalog.ACTIONS
+                and isinstance(value, dict)
+                and (spec := self.action(name, value, scope)) is not None
+            )
+        finally:
+            self.outputs = saved
+
+    def action(self, name: str, spec: dict[str, Any], scope: Tree) -> ActionSpec | None:
+        at: DocPath = ("actions", name)
+        has_command, has_webhook = "command" in spec, "webhook" in spec
+        if has_command == has_webhook:
+            self.fail(
+                at,
+                f"action {name!r} needs exactly one of command: (an argv list) or webhook: (a URL)"
+                + ("; it has both" if has_command else ""),
+                prefer_key=True,
+            )
+        command: tuple[Template, ...] | None = None
+        if isinstance(spec.get("command"), list):
+            parts = [
+                self.template(arg, (*at, "command", index), scope, secrets=True)
+                for index, arg in enumerate(spec["command"])
+            ]
+            command = tuple(p for p in parts if p is not None)
+            if len(command) != len(parts):
+                command = None
+        elif isinstance(spec.get("command"), str):
+            pass  # the schema says it must be a list (argv, no shell)
+        webhook = self.template(
+            spec.get("webhook"), (*at, "webhook"), scope, secrets=True, bare_dollar=True
+        )
+        if webhook is not None:
+            head = webhook.parts[0] if webhook.parts else ""
+            if isinstance(head, str) and "://" in head or webhook.is_literal:
+                self.check_url(webhook, "rest", (*at, "webhook"), what="a webhook")
+            else:
+                self.fail(
+                    (*at, "webhook"),
+                    "a webhook must start with http:// or https:// (only the rest of it may be interpolated)",
+                )
+        secret = self.template(
+            spec.get("secret"), (*at, "secret"), scope, secrets=True, bare_dollar=True
+        )
+        if secret is not None:
+            if not secret.secret or any(not p.secret for p in secret.placeholders):
+                self.fail(
+                    (*at, "secret"),
+                    "a webhook secret must come from the environment, e.g. secret: ${env.AFDP_WEBHOOK_SECRET}; "
+                    "a secret written in the workflow would be part of the evidence",
+                )
+                secret = None
+            if "webhook" not in spec:
+                self.fail(
+                    (*at, "secret"),
+                    "secret: signs a webhook request; this action has no webhook:",
+                    prefer_key=True,
+                )
+        elif "secret" in spec:
+            secret = None
+        timeout = self.duration(
+            spec.get("timeout", catalog.DEFAULT_ACTION_TIMEOUT), (*at, "timeout")
+        )
+        if timeout is None or (command is None and webhook is None) or has_command == has_webhook:
+            return None
+        return ActionSpec(
+            action=cast(Any, name),
+            command=command,
+            webhook=webhook,
+            secret=secret,
+            timeout=timeout,
+            location=self.location(at),
+        )
 
     def check_outputs(self) -> None:
         needs = {

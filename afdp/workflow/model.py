@@ -140,6 +140,28 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class ActionSpec:
+    """How a decided ``action`` (rollback, alert, mark_successful) is carried out.
+
+    Exactly one of ``command`` and ``webhook`` is set:
+
+    - ``command``: an argv list of templates, run without a shell, killed after ``timeout``;
+    - ``webhook``: an http(s) URL template; the decision is POSTed to it as JSON, signed
+      with HMAC-SHA256 under ``secret`` (always a ``${env.*}`` template, so it renders to
+      a :class:`~afdp.workflow.interpolation.Secret`) when one is given.
+
+    An action the workflow does not configure is recorded as ``not_configured``.
+    """
+
+    action: Action
+    command: tuple[Template, ...] | None
+    webhook: Template | None
+    secret: Template | None
+    timeout: Duration
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
 class Stage:
     """One rollout stage (canary, partial, full): expanded into steps of its own phase.
 
@@ -373,6 +395,7 @@ class Workflow:
     stages: tuple[Stage, ...]
     digest: str
     source: str
+    actions: tuple[ActionSpec, ...] = ()
     document: Any = field(default=None, compare=False, hash=False, repr=False)
 
     @property
@@ -412,6 +435,17 @@ class Workflow:
             if metric.name == name:
                 return metric
         raise KeyError(name)
+
+    def action(self, name: str) -> ActionSpec | None:
+        """Return how action ``name`` (rollback, alert, mark_successful) is carried out.
+
+        Returns:
+            The :class:`ActionSpec`, or None when the workflow does not configure it.
+        """
+        for spec in self.actions:
+            if spec.action == name:
+                return spec
+        return None
 
     def max_duration(self) -> Duration:
         """Return the longest the workflow can run: waits, capture windows, signal timeouts."""
@@ -472,6 +506,7 @@ class Workflow:
 
 
 __all__ = [
+    "ActionSpec",
     "Analyze",
     "Analyzer",
     "Capture",
