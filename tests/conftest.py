@@ -126,3 +126,6 @@ def cli():
 
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Real Prometheus / PostgreSQL / SQLite fixtures (tests/infra.py).
+pytest_plugins = ("infra",)

@@ -1,0 +1,398 @@
+"""Real infrastructure for tests: Debian's Prometheus and PostgreSQL on loopback ports.
+
+Fixtures (register with ``pytest_plugins = ("infra",)`` in conftest, or import them):
+
+- ``prometheus_server`` (session): a factory. ``prometheus_server([target, ...])`` starts
+  ``/usr/bin/prometheus`` on a free loopback port, scraping every target once a second
+  (a target is ``http://host:port/path`` or ``host:port`` for ``/metrics``), and returns
+  its base URL (``http://127.0.0.1:PORT``). Every server it started is stopped at the end
+  of the session; ``prometheus_server.stop(url)`` stops one early (a "Prometheus down"
+  test). ``prometheus_factory`` is the same fixture under another name.
+- ``postgres_url`` (session): a SQLAlchemy URL (``postgresql+psycopg://...``) of a real
+  PostgreSQL server (``initdb`` + ``pg_ctl`` from ``/usr/lib/postgresql/*/bin``) running in
+  a temporary directory as a non-root user, listening on 127.0.0.1 only.
+- ``fresh_postgres_url`` (function): a new, empty database on that server for one test.
+- ``sqlite_url`` (function): a SQLAlchemy URL of a new SQLite file in the test's tmp dir.
+
+Outside pytest, :func:`start_prometheus` and :func:`start_postgres` are context managers
+doing the same. A fixture skips (with the reason) only when the binary is not installed;
+a binary that is installed but fails to start fails the test with its log.
+
+Each pytest-xdist worker starts its own servers on its own free ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+PROMETHEUS_BINARY = os.environ.get("AFDP_TEST_PROMETHEUS", "/usr/bin/prometheus")
+POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+START_TIMEOUT = 30.0
+
+
+class InfraError(RuntimeError):
+    """A server that is installed could not be started; the message carries its log."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=grace)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# --- Prometheus -----------------------------------------------------------------------
+
+
+def prometheus_missing() -> str | None:
+    """Return why Prometheus tests cannot run (binary missing), or None."""
+    if not Path(PROMETHEUS_BINARY).exists():
+        return f"{PROMETHEUS_BINARY} is not installed (apt-get install prometheus)"
+    return None
+
+
+def _scrape_config(targets: Sequence[str], scrape_interval: str) -> str:
+    lines = [
+        "global:",
+        f"  scrape_interval: {scrape_interval}",
+        f"  evaluation_interval: {scrape_interval}",
+        "scrape_configs:",
+    ]
+    for index, target in enumerate(targets):
+        if "://" in target:
+            parts = urlsplit(target)
+            scheme, address, path = parts.scheme, parts.netloc, parts.path or "/metrics"
+        else:
+            scheme, address, path = "http", target, "/metrics"
+        lines += [
+            f"  - job_name: target{index}",
+            f"    scheme: {scheme}",
+            f"    metrics_path: {path}",
+            f"    scrape_timeout: {scrape_interval}",
+            "    honor_labels: true",
+            "    static_configs:",
+            f"      - targets: ['{address}']",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def start_prometheus(
+    targets: Sequence[str], directory: Path, *, scrape_interval: str = "1s"
+) -> Iterator[str]:
+    """Run Prometheus scraping ``targets`` with its config and storage in ``directory``.
+
+    Yields:
+        The base URL, once ``/-/ready`` answers 200.
+
+    Raises:
+        InfraError: it did not become ready (the message has its log).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "prometheus.yml"
+    config.write_text(_scrape_config(targets, scrape_interval))
+    log = directory / "prometheus.log"
+    last_error = ""
+    for _attempt in range(3):  # another process may take the port between pick and bind
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [
+                    PROMETHEUS_BINARY,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={directory / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--web.enable-lifecycle",
+                    "--log.level=warn",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        try:
+            if _wait_ready(process, f"{url}/-/ready"):
+                yield url
+                return
+            last_error = _tail(log)
+        finally:
+            _stop(process)
+    raise InfraError(f"prometheus did not start: {last_error}")
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def wait_for_series(base_url: str, query: str, *, timeout: float = 20.0) -> None:
+    """Wait until the instant ``query`` returns at least one series on ``base_url``.
+
+    Raises:
+        AssertionError: nothing after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            answer = httpx.get(f"{base_url}/api/v1/query", params={"query": query}, timeout=2.0)
+            if answer.status_code == 200 and answer.json()["data"]["result"]:
+                return
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"no series for {query!r} on {base_url} after {timeout}s")
+
+
+class PrometheusFactory:
+    """Start Prometheus servers on demand; stop them all on :meth:`close`."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._stack = contextlib.ExitStack()
+        self._servers: dict[str, contextlib.ExitStack] = {}
+
+    def __call__(self, targets: Sequence[str], *, scrape_interval: str = "1s") -> str:
+        """Start a server scraping ``targets``; return its base URL."""
+        reason = prometheus_missing()
+        if reason:
+            pytest.skip(reason)
+        stack = contextlib.ExitStack()
+        directory = self._root / f"prometheus-{len(self._servers)}-{uuid.uuid4().hex[:6]}"
+        try:
+            url = stack.enter_context(
+                start_prometheus(targets, directory, scrape_interval=scrape_interval)
+            )
+        except InfraError as exc:
+            stack.close()
+            pytest.fail(str(exc))
+        self._servers[url] = stack
+        return url
+
+    def stop(self, url: str) -> None:
+        """Stop the server at ``url`` now (its port then refuses connections)."""
+        stack = self._servers.pop(url, None)
+        if stack is not None:
+            stack.close()
+
+    def close(self) -> None:
+        """Stop every server still running."""
+        for url in list(self._servers):
+            self.stop(url)
+
+
+@pytest.fixture(scope="session")
+def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusFactory]:
+    """A factory: ``prometheus_server(targets) -> base URL`` (real Debian Prometheus)."""
+    reason = prometheus_missing()
+    if reason:
+        pytest.skip(reason)
+    factory = PrometheusFactory(tmp_path_factory.mktemp("prometheus"))
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="session")
+def prometheus_factory(prometheus_server: PrometheusFactory) -> PrometheusFactory:
+    """The same factory as ``prometheus_server``."""
+    return prometheus_server
+
+
+# --- PostgreSQL -----------------------------------------------------------------------
+
+
+def postgres_bin() -> Path | None:
+    """Return the newest ``/usr/lib/postgresql/<version>/bin`` holding initdb, or None."""
+    found = [Path(p) for p in glob.glob(POSTGRES_BIN_GLOB) if (Path(p) / "initdb").exists()]
+    if not found:
+        return None
+    return max(found, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+
+
+def _server_user() -> str | None:
+    """Return the user to run PostgreSQL as (it refuses root), or None to run as ourselves."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise InfraError("running as root and neither user 'postgres' nor 'nobody' exists")
+
+
+def _as_user(user: str | None, argv: list[str]) -> list[str]:
+    return argv if user is None else ["runuser", "-u", user, "--", *argv]
+
+
+@contextlib.contextmanager
+def start_postgres(*, database: str = "afdp") -> Iterator[str]:
+    """Run a throw-away PostgreSQL server on a free 127.0.0.1 port.
+
+    The data directory is a new directory under the system temp dir (the pytest tmp dir
+    is private to root, which the server user cannot enter), removed afterwards.
+
+    Yields:
+        A SQLAlchemy URL ``postgresql+psycopg://postgres@127.0.0.1:PORT/<database>``.
+
+    Raises:
+        InfraError: initdb or the server failed (the message has the log).
+    """
+    bindir = postgres_bin()
+    if bindir is None:
+        raise InfraError("PostgreSQL is not installed")
+    user = _server_user()
+    root = Path(tempfile.mkdtemp(prefix="afdp-pg-"))
+    data, sockets, log = root / "data", root / "run", root / "postgres.log"
+    sockets.mkdir()
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        for path in (root, sockets):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+    started = False
+    try:
+        init = subprocess.run(
+            _as_user(
+                user,
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+            ),
+            capture_output=True,
+            env=env,
+            timeout=120,
+        )
+        if init.returncode != 0:
+            raise InfraError(f"initdb failed: {init.stderr.decode(errors='replace')[-800:]}")
+        for _attempt in range(3):
+            port = free_port()
+            options = (
+                f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            )
+            start = subprocess.run(
+                _as_user(
+                    user,
+                    [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options,
+                     "-w", "-t", "60", "start"],
+                ),
+                capture_output=True,
+                env=env,
+                timeout=90,
+            )
+            if start.returncode == 0:
+                started = True
+                break
+        if not started:
+            raise InfraError(f"pg_ctl start failed: {_tail(log)}")
+        created = subprocess.run(
+            _as_user(
+                user,
+                [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                 database],
+            ),
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
+        if created.returncode != 0:
+            raise InfraError(f"createdb failed: {created.stderr.decode(errors='replace')}")
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
+    finally:
+        if started:
+            subprocess.run(
+                _as_user(user, [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                                "-w", "stop"]),
+                capture_output=True,
+                env=env,
+                timeout=60,
+            )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A SQLAlchemy URL of a real PostgreSQL database, for the whole session (per worker)."""
+    if postgres_bin() is None:
+        pytest.skip(f"PostgreSQL is not installed (no {POSTGRES_BIN_GLOB}/initdb)")
+    try:
+        with start_postgres() as url:
+            yield url
+    except InfraError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture()
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """A SQLAlchemy URL of a new, empty database on the session's PostgreSQL server."""
+    import sqlalchemy
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture()
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLAlchemy URL of a new SQLite database file in the test's tmp dir."""
+    return f"sqlite:///{tmp_path / 'test.db'}"
