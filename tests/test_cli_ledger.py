@@ -230,3 +230,118 @@ def test_verify_help_starts_fast_without_prefect():
     assert out.returncode == 0 and "--trust" in out.stdout
     assert "prefect" not in out.stderr and "pygit2" not in out.stderr
     assert elapsed < 5  # generous: timing is reported by the benchmark, not asserted tightly here
+
+
+def test_tsa_token_for_a_different_message_writes_nothing(cli, workspace, tsa):
+    import http.server
+    import threading
+
+    import rfc3161_client
+
+    from afdp.notary import EmbeddedTSA
+
+    embedded = EmbeddedTSA.load(tsa.directory)
+    foreign = rfc3161_client.TimestampRequestBuilder().data(b"someone else's signature").nonce(nonce=True).build()
+
+    class Foreign(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = embedded.respond(foreign.as_bytes())  # a valid token, over another message
+            self.send_response(200)
+            self.send_header("Content-Type", "application/timestamp-reply")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Foreign)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        result = cli("record", "--repo", str(workspace["repo"]), "--service", "api", "--deployment", "d-42", "--step", "s", "--result", str(workspace["result"]), "--key", str(workspace["key"]), "--tsa", url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.code == 3 and "different message" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert head(workspace["repo"]) is None
+
+
+def test_signer_that_cannot_sign_writes_nothing(workspace, tsa, keys):
+    # A KMS/HSM signer cannot exist offline; this subclass of securesystemslib's real
+    # CryptoSigner stands in for one whose backend fails mid-request.
+    from securesystemslib.signer import CryptoSigner
+
+    from afdp import records as rec
+    from afdp.errors import SigningError
+    from afdp.ledger import append_record
+    from afdp.signing import load_signer
+
+    real = load_signer(str(keys / "dev.key"))
+
+    class Unreachable(CryptoSigner):
+        def sign(self, payload: bytes):
+            raise ConnectionError("KMS endpoint unreachable")
+
+    broken = Unreachable(real._private_key)  # noqa: SLF001 - same key, failing backend
+    with pytest.raises(SigningError, match="KMS endpoint unreachable") as caught:
+        append_record(workspace["repo"], service="api", deployment="d-42", draft=rec.RecordDraft(kind=rec.KIND_STEP, step="s", result={}), signer=broken, tsa_urls=[tsa.url])
+    assert caught.value.exit_code == 3
+    assert head(workspace["repo"]) is None
+
+
+def test_bare_repository(cli, workspace, tmp_path):
+    ws = dict(workspace)
+    ws["repo"] = tmp_path / "bare.git"
+    assert cli("init", str(ws["repo"]), "--bare").code == 0
+    assert pygit2.Repository(str(ws["repo"])).is_bare
+    assert record(cli, ws).code == 0
+    verified = cli("verify", "--repo", str(ws["repo"]), "--all", "--trust", str(ws["trust"]), "--allow-unsealed", "--json")
+    assert verified.code == 0 and verified.json()["branches"][0]["state"] == "unsealed"
+
+
+def test_failed_verify_json_transcript_names_record_and_check(cli, workspace):
+    ws = workspace
+    assert record(cli, ws).code == 0
+    result = cli("verify", "--repo", str(ws["repo"]), "--service", "api", "--deployment", "d-42", "--trust", str(ws["trust"]), "--json")
+    assert result.code == 1
+    transcript = result.json()
+    assert transcript["ok"] is False
+    branch = transcript["branches"][0]
+    assert branch["state"] == "failed"
+    assert branch["failures"] == [{"where": "branch", "check": "seal", "reason": branch["failures"][0]["reason"], "sequence": None, "commit": None}]
+    assert [r["step"] for r in branch["records"]] == ["genesis", "capture_baseline"]
+
+
+def test_progress_is_drawn_on_a_terminal_only(cli, workspace):
+    import os
+    import pty
+    import select
+
+    ws = workspace
+    assert record(cli, ws).code == 0
+    args = [sys.executable, "-m", "afdp", "verify", "--repo", str(ws["repo"]), "--all", "--trust", str(ws["trust"]), "--allow-unsealed"]
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(args, stdout=secondary, stderr=subprocess.PIPE, env={**os.environ, "TERM": "xterm", "COLUMNS": "100"})
+    os.close(secondary)
+    chunks = []
+    while True:
+        ready, _, _ = select.select([primary], [], [], 30)
+        if not ready:
+            break
+        try:
+            data = os.read(primary, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=30)
+    os.close(primary)
+    on_terminal = b"".join(chunks).decode(errors="replace")
+    assert process.returncode == 0
+    assert "verifying" in on_terminal and "UNSEALED\x1b[0m api/d-42" in on_terminal
+    piped = subprocess.run(args, capture_output=True, text=True)
+    assert piped.returncode == 0 and "verifying" not in piped.stdout and "\x1b[" not in piped.stdout
