@@ -1,0 +1,890 @@
+"""Baseline against impact: how much each metric moved, whether that matters, and why.
+
+:func:`analyze` compares, metric by metric, the samples captured before a deployment
+(baseline) with those captured after it (impact), as an ``analyze_differences`` /
+``compare`` / ``statistical_comparison`` step of a workflow asks. The result is evidence:
+every number, the test that was run, each threshold with what was observed, and a
+``reasons`` list whenever something could not be computed. Nothing is ever a silent pass.
+
+Definitions (these are what workflow conditions read, see
+:data:`afdp.workflow.catalog.ANALYSIS_FIELDS`):
+
+- **central value** (``baseline``, ``impact``): the *median* of each side's samples,
+  because latency-like series are skewed and spiky and a median is robust to a few
+  outliers; with ``method: welch_t`` it is the *mean*, the quantity that test compares.
+- ``increase`` = impact - baseline, in the metric's unit, signed (negative when it fell);
+  ``decrease`` = baseline - impact = -increase. So ``x.increase < 10ms`` also holds when
+  ``x`` improved, and ``revenue.decrease > $1000_per_hour`` only when it fell that much.
+- ``change`` = (impact - baseline) / |baseline|, a signed ratio (``12%``); ``factor`` =
+  impact / baseline (``1.5x``). Both are null (with a reason) when the baseline is 0 and
+  the impact is not; when both are 0 nothing moved: change 0%, factor 1x.
+- **test** (when the analysis has a ``method``): ``mann_whitney`` is the Mann-Whitney U
+  test (two-sided, and one-sided in the metric's worse direction), with Cliff's delta
+  (equal to the rank-biserial correlation) and the Hodges-Lehmann shift as effect sizes,
+  as Kayenta's judge does; ``welch_t`` is Welch's t-test (unequal variances) with Cohen's
+  d (standard deviation averaged over both sides) as the effect size. ``p_value`` is the
+  two-sided p-value; ``significant`` is ``p_value < 1 - confidence``. A test needs at
+  least ``max(min_samples, 2)`` finite samples on each side.
+- a **threshold** is exceeded when the observed movement is strictly greater than its
+  limit, compared in base units (seconds, fractions, currency per second):
+  ``absolute`` limits the difference, ``relative`` the difference as a fraction of the
+  baseline, ``factor`` the ratio (impact/baseline for ``increase``, baseline/impact for
+  ``decrease``, the larger of both for ``change``). A relative or factor threshold whose
+  ratio has a zero denominator cannot be evaluated: ``exceeded`` is null, with a reason.
+- ``degraded`` is true when the metric moved in its *worse* direction (up when
+  ``better: lower``, down when ``better: higher``) and either (a) the central value
+  moved that way and a threshold that watches that direction (``increase``/``decrease``
+  matching it, or ``change``) is exceeded, or (b) the test's effect points that way,
+  the one-sided test in the worse direction is significant at ``confidence`` *and*
+  the effect is not trivial (``|Cliff's delta| >= 0.147`` or ``|Cohen's d| >= 0.2``,
+  the conventional "negligible" bounds). A metric with
+  ``better: none`` has no worse direction: only an exceeded threshold degrades it.
+  ``degraded`` is false when neither holds and everything that applies could be
+  computed, and null (unknown) otherwise: no data, too few samples for the test, or a
+  threshold that could not be evaluated. A metric with neither thresholds nor a test is
+  not degraded (the workflow asked for nothing); its ``reasons`` say so.
+
+Edge cases, each explicit in ``status`` and ``reasons``:
+
+- no samples on either side (or the metric missing because its collection failed):
+  ``status: no_data``; every derived field is null and ``degraded`` is null.
+- fewer than ``max(min_samples, 2)`` samples on a side when a test is configured:
+  ``status: insufficient_samples``; the test is not run (``p_value``/``significant``
+  null) but central values, changes and thresholds are still computed on what exists,
+  so a limit that is clearly exceeded still degrades the metric; otherwise ``degraded``
+  is null.
+- NaN and infinite samples are dropped before anything is computed and counted in
+  ``counts.baseline_dropped`` / ``counts.impact_dropped``.
+- identical constant series (every sample on both sides the same value): the test is
+  undefined; ``p_value`` is 1 and nothing is significant, with a reason. Welch's test
+  with zero variance on both sides but different values is undefined too: ``p_value``
+  and ``significant`` are null, with a reason.
+
+Summary (top-level names in conditions, :data:`~afdp.workflow.catalog.ANALYSIS_SUMMARY`):
+``any_degradation`` is true if any metric is degraded, null if none is but some are
+unknown, else false; ``significant_degradation`` the same for degradations found by the
+test (null when the analysis runs no test); ``all_metrics_within_normal`` is true only
+when every metric is known not degraded and no threshold is exceeded (in either
+direction); ``exceeded`` lists metrics with an exceeded threshold; ``inconclusive``
+lists metrics whose ``degraded`` is unknown. A condition that reads a null fails to
+evaluate, and the decision step records that instead of passing.
+
+No correction for multiple comparisons is applied (as in Kayenta): with many metrics at
+``confidence: 0.95`` expect an occasional significant result by chance; the effect-size
+bound keeps such results from counting when the shift is negligible.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from afdp.canonical import json_safe
+from afdp.workflow.units import Quantity, Unit
+
+if TYPE_CHECKING:
+    from afdp.workflow.model import Analyze, Metric, Threshold, Workflow
+
+SCHEMA = "analysis.v1"
+
+# Effect sizes below these are "negligible" (Romano et al. 2006 for Cliff's delta,
+# Cohen 1988 for d): a significant but negligible shift does not degrade a metric.
+TRIVIAL_CLIFFS_DELTA = 0.147
+TRIVIAL_COHENS_D = 0.2
+# Pairwise differences for the Hodges-Lehmann shift: beyond this many pairs, each side
+# is reduced to evenly spaced quantiles first (deterministic, error far below sample noise).
+MAX_PAIRS = 4_000_000
+_QUANTILE_POINTS = 2000
+
+STATUS_OK = "ok"
+STATUS_NO_DATA = "no_data"
+STATUS_INSUFFICIENT = "insufficient_samples"
+
+_CHANGE_UNIT = Unit("%", "ratio", 0.01)
+_FACTOR_UNIT = Unit("x", "ratio", 1.0)
+
+
+# --- per side -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleStats:
+    """The finite samples of one side and their description.
+
+    ``count`` finite samples were kept, ``dropped`` non-finite (or non-numeric) ones
+    removed. The statistics are None when ``count`` is 0; ``stdev`` (sample standard
+    deviation) when ``count`` < 2.
+    """
+
+    values: np.ndarray = field(repr=False, compare=False)
+    count: int
+    dropped: int
+    mean: float | None
+    median: float | None
+    min: float | None
+    max: float | None
+    stdev: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+    @classmethod
+    def of(cls, samples: Sequence[float] | None) -> SampleStats:
+        """Return the statistics of ``samples`` after dropping non-finite values."""
+        raw = _as_floats(samples)
+        finite = raw[np.isfinite(raw)]
+        dropped = int(raw.size - finite.size)
+        if finite.size == 0:
+            return cls(finite, 0, dropped, None, None, None, None, None, None, None, None)
+        p50, p95, p99 = (float(v) for v in np.percentile(finite, [50, 95, 99]))
+        return cls(
+            values=finite,
+            count=int(finite.size),
+            dropped=dropped,
+            mean=float(np.mean(finite)),
+            median=float(np.median(finite)),
+            min=float(np.min(finite)),
+            max=float(np.max(finite)),
+            stdev=float(np.std(finite, ddof=1)) if finite.size > 1 else None,
+            p50=p50,
+            p95=p95,
+            p99=p99,
+        )
+
+    @property
+    def constant(self) -> bool:
+        """Return True when every sample has the same value (or there are none)."""
+        return self.count == 0 or self.min == self.max
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the description (without the samples themselves)."""
+        return {
+            "mean": self.mean,
+            "median": self.median,
+            "min": self.min,
+            "max": self.max,
+            "stdev": self.stdev,
+        }
+
+
+def _as_floats(samples: Sequence[float] | None) -> np.ndarray:
+    if samples is None:
+        return np.empty(0, dtype=float)
+    try:
+        return np.asarray(samples, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        out = []
+        for value in samples:
+            try:
+                out.append(float(value) if not isinstance(value, bool) else math.nan)
+            except (TypeError, ValueError):
+                out.append(math.nan)  # not a number: dropped and counted like NaN
+        return np.asarray(out, dtype=float)
+
+
+# --- the statistical test -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One statistical test of impact against baseline.
+
+    ``p_value`` is two-sided; ``p_value_worse`` one-sided in the metric's worse
+    direction (None with ``better: none``). ``effect_size`` is Cliff's delta
+    (``mann_whitney``) or Cohen's d (``welch_t``), signed impact minus baseline;
+    ``shift`` the Hodges-Lehmann shift or the mean difference, in the metric's unit.
+    ``p_value`` is None when the test is undefined for these samples (``reason``).
+    """
+
+    method: str
+    statistic: float | None
+    p_value: float | None
+    p_value_worse: float | None
+    alternative_worse: str | None
+    effect_size_name: str
+    effect_size: float | None
+    shift_name: str
+    shift: float | None
+    trivial_below: float
+    reason: str | None = None
+
+    @property
+    def trivial(self) -> bool | None:
+        """Return True when the effect size is negligible (None when unknown)."""
+        if self.effect_size is None:
+            return None
+        return abs(self.effect_size) < self.trivial_below
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the test as evidence."""
+        return {
+            "method": self.method,
+            "statistic": self.statistic,
+            "p_value": self.p_value,
+            "p_value_worse": self.p_value_worse,
+            "alternative_worse": self.alternative_worse,
+            "effect_size": {
+                "name": self.effect_size_name,
+                "value": self.effect_size,
+                "trivial_below": self.trivial_below,
+                "trivial": self.trivial,
+            },
+            "shift": {"name": self.shift_name, "value": self.shift},
+            "reason": self.reason,
+        }
+
+
+def _worse_alternative(better: str) -> str | None:
+    # scipy's alternative for "impact is worse than baseline", with x=impact, y=baseline.
+    return {"lower": "greater", "higher": "less"}.get(better)
+
+
+def _mann_whitney(base: SampleStats, imp: SampleStats, better: str) -> TestResult:
+    from scipy import stats
+
+    x, y = imp.values, base.values
+    worse = _worse_alternative(better)
+    delta_shift = _hodges_lehmann(x, y)
+    if base.constant and imp.constant and base.min == imp.min:
+        return TestResult(
+            "mann_whitney",
+            None,
+            1.0,
+            1.0 if worse else None,
+            worse,
+            "cliffs_delta",
+            0.0,
+            "hodges_lehmann",
+            0.0,
+            TRIVIAL_CLIFFS_DELTA,
+            "every sample on both sides has the same value: the test is undefined, "
+            "p-value taken as 1 (no difference)",
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        two = stats.mannwhitneyu(x, y, alternative="two-sided", method="auto")
+        one = stats.mannwhitneyu(x, y, alternative=worse, method="auto") if worse else None
+    u = float(two.statistic)  # U of the impact sample
+    cliffs = 2.0 * u / (x.size * y.size) - 1.0
+    return TestResult(
+        "mann_whitney",
+        u,
+        _finite(two.pvalue),
+        _finite(one.pvalue) if one is not None else None,
+        worse,
+        "cliffs_delta",
+        cliffs,
+        "hodges_lehmann",
+        delta_shift,
+        TRIVIAL_CLIFFS_DELTA,
+    )
+
+
+def _hodges_lehmann(x: np.ndarray, y: np.ndarray) -> float:
+    """Return the median of all pairwise differences x_i - y_j."""
+    if x.size * y.size > MAX_PAIRS:
+        grid = np.linspace(0, 100, _QUANTILE_POINTS)
+        x = np.percentile(x, grid) if x.size > _QUANTILE_POINTS else x
+        y = np.percentile(y, grid) if y.size > _QUANTILE_POINTS else y
+    return float(np.median(np.subtract.outer(x, y)))
+
+
+def _welch(base: SampleStats, imp: SampleStats, better: str) -> TestResult:
+    from scipy import stats
+
+    x, y = imp.values, base.values
+    worse = _worse_alternative(better)
+    assert imp.mean is not None and base.mean is not None
+    difference = imp.mean - base.mean
+    var_x = float(np.var(x, ddof=1))
+    var_y = float(np.var(y, ddof=1))
+    if imp.constant and base.constant:
+        if imp.min == base.min:
+            return TestResult(
+                "welch_t",
+                None,
+                1.0,
+                1.0 if worse else None,
+                worse,
+                "cohens_d",
+                0.0,
+                "mean_difference",
+                0.0,
+                TRIVIAL_COHENS_D,
+                "every sample on both sides has the same value: the test is undefined, "
+                "p-value taken as 1 (no difference)",
+            )
+        return TestResult(
+            "welch_t",
+            None,
+            None,
+            None,
+            worse,
+            "cohens_d",
+            None,
+            "mean_difference",
+            difference,
+            TRIVIAL_COHENS_D,
+            "each side is constant but they differ: Welch's t-test is undefined with zero "
+            "variance; judge this metric by its thresholds",
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        two = stats.ttest_ind(x, y, equal_var=False, alternative="two-sided")
+        one = stats.ttest_ind(x, y, equal_var=False, alternative=worse) if worse else None
+    spread = math.sqrt((var_x + var_y) / 2.0)
+    return TestResult(
+        "welch_t",
+        _finite(two.statistic),
+        _finite(two.pvalue),
+        _finite(one.pvalue) if one is not None else None,
+        worse,
+        "cohens_d",
+        difference / spread if spread > 0 else None,
+        "mean_difference",
+        difference,
+        TRIVIAL_COHENS_D,
+    )
+
+
+def _finite(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+# --- thresholds -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThresholdResult:
+    """One threshold checked against the observed movement.
+
+    ``observed`` is the movement in the limit's unit (``12.5`` for 12.5ms against
+    ``10ms``; a fraction-based ratio in ``%`` for relative limits; ``x`` for factors),
+    None when it cannot be computed (``reason``). ``exceeded`` is ``observed > limit``
+    in base units, None when unknown. ``watches_worse`` is True when the threshold
+    looks at the metric's worse direction (so exceeding it is a degradation).
+    """
+
+    key: str
+    direction: str
+    mode: str
+    limit: Quantity
+    observed: float | None
+    exceeded: bool | None
+    watches_worse: bool
+    reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the threshold, its limit and what was observed."""
+        return {
+            "key": self.key,
+            "direction": self.direction,
+            "mode": self.mode,
+            "limit": self.limit.to_json(),
+            "observed": self.observed,
+            "unit": self.limit.unit.symbol,
+            "exceeded": self.exceeded,
+            "watches_worse": self.watches_worse,
+            "reason": self.reason,
+        }
+
+
+def _check_threshold(
+    threshold: Threshold, metric: Metric, baseline: float | None, impact: float | None
+) -> ThresholdResult:
+    worse_dir = {"lower": "increase", "higher": "decrease"}.get(metric.better)
+    watches = metric.better == "none" or threshold.direction in ("change", worse_dir)
+
+    def result(observed_base: float | None, reason: str | None = None) -> ThresholdResult:
+        if observed_base is None:
+            return ThresholdResult(
+                threshold.key,
+                threshold.direction,
+                threshold.mode,
+                threshold.limit,
+                None,
+                None,
+                watches,
+                reason,
+            )
+        return ThresholdResult(
+            threshold.key,
+            threshold.direction,
+            threshold.mode,
+            threshold.limit,
+            observed_base / threshold.limit.unit.factor,
+            observed_base > threshold.limit.base,
+            watches,
+            reason,
+        )
+
+    if baseline is None or impact is None:
+        return result(None, "no data to compare")
+    direction = threshold.direction
+    if threshold.mode == "absolute":
+        moved = (impact - baseline) * metric.unit.factor
+        return result({"increase": moved, "decrease": -moved, "change": abs(moved)}[direction])
+    if threshold.mode == "relative":
+        change = _relative(baseline, impact)
+        if change is None:
+            return result(None, "the baseline is 0: a relative change is undefined")
+        return result({"increase": change, "decrease": -change, "change": abs(change)}[direction])
+    up = _ratio(impact, baseline)
+    down = _ratio(baseline, impact)
+    if direction == "increase":
+        if up is None:
+            return result(None, "the baseline is 0: a factor is undefined")
+        return result(up)
+    if direction == "decrease":
+        if down is None:
+            return result(None, "the impact is 0: a decrease factor is undefined")
+        return result(down)
+    if up is None or down is None or up <= 0:
+        return result(None, "a value is 0 or the sign changed: a factor is undefined")
+    return result(max(up, down))
+
+
+def _relative(baseline: float, impact: float) -> float | None:
+    if baseline == 0:
+        return 0.0 if impact == 0 else None
+    return (impact - baseline) / abs(baseline)
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    if denominator == 0:
+        return 1.0 if numerator == 0 else None
+    return numerator / denominator
+
+
+# --- one metric -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricAnalysis:
+    """Everything measured and judged for one metric (see the module docstring)."""
+
+    metric: str
+    unit: Unit
+    better: str
+    status: str
+    central: str
+    baseline_stats: SampleStats
+    impact_stats: SampleStats
+    baseline: float | None
+    impact: float | None
+    increase: float | None
+    change: float | None
+    factor: float | None
+    test: TestResult | None
+    significant: bool | None
+    thresholds: tuple[ThresholdResult, ...]
+    exceeded: bool | None
+    degraded: bool | None
+    significant_degradation: bool | None
+    reasons: tuple[str, ...]
+
+    @property
+    def decrease(self) -> float | None:
+        """Return baseline - impact (None when unknown)."""
+        return None if self.increase is None else -self.increase
+
+    @property
+    def p_value(self) -> float | None:
+        """Return the two-sided p-value (None when no test ran or it is undefined)."""
+        return self.test.p_value if self.test is not None else None
+
+    @property
+    def direction(self) -> str | None:
+        """Return ``increase``, ``decrease`` or ``none`` (None when unknown)."""
+        if self.increase is None:
+            return None
+        return "increase" if self.increase > 0 else "decrease" if self.increase < 0 else "none"
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the metric's analysis as canonical-JSON-safe evidence."""
+        b, i = self.baseline_stats, self.impact_stats
+        return json_safe(
+            {
+                "metric": self.metric,
+                "unit": {
+                    "symbol": self.unit.symbol,
+                    "dimension": self.unit.dimension,
+                    "factor": self.unit.factor,
+                },
+                "better": self.better,
+                "status": self.status,
+                "central": self.central,
+                "baseline": self.baseline,
+                "impact": self.impact,
+                "increase": self.increase,
+                "decrease": self.decrease,
+                "change": self.change,
+                "factor": self.factor,
+                "direction": self.direction,
+                "p_value": self.p_value,
+                "significant": self.significant,
+                "exceeded": self.exceeded,
+                "degraded": self.degraded,
+                "significant_degradation": self.significant_degradation,
+                "counts": {
+                    "baseline": b.count,
+                    "impact": i.count,
+                    "baseline_dropped": b.dropped,
+                    "impact_dropped": i.dropped,
+                },
+                "percentiles": {
+                    "baseline": {"p50": b.p50, "p95": b.p95, "p99": b.p99},
+                    "impact": {"p50": i.p50, "p95": i.p95, "p99": i.p99},
+                },
+                "statistics": {"baseline": b.to_json(), "impact": i.to_json()},
+                "test": self.test.to_json() if self.test is not None else None,
+                "thresholds": [t.to_json() for t in self.thresholds],
+                "reasons": list(self.reasons),
+            }
+        )
+
+
+def analyze_metric(
+    metric: Metric,
+    baseline: Sequence[float] | None,
+    impact: Sequence[float] | None,
+    *,
+    thresholds: Sequence[Threshold] = (),
+    method: str | None = None,
+    confidence: float = 0.95,
+    min_samples: int = 5,
+) -> MetricAnalysis:
+    """Compare one metric's ``baseline`` samples with its ``impact`` samples.
+
+    ``None`` for a side means its collection failed (analyzed as no data).
+
+    Returns:
+        The :class:`MetricAnalysis`; never raises for bad data, it reports it.
+
+    Raises:
+        ValueError: ``method`` is not ``mann_whitney``, ``welch_t`` or None, or
+            ``confidence`` is not strictly between 0 and 1.
+    """
+    if method not in (None, "mann_whitney", "welch_t"):
+        raise ValueError(f"unknown statistical method {method!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    reasons: list[str] = []
+    b = SampleStats.of(baseline)
+    i = SampleStats.of(impact)
+    for side, stats_, raw in (("baseline", b, baseline), ("impact", i, impact)):
+        if raw is None:
+            reasons.append(f"no {side} samples: the collection failed or returned nothing")
+        elif stats_.count == 0:
+            reasons.append(f"no {side} samples" + _dropped_note(stats_))
+        elif stats_.dropped:
+            reasons.append(f"{side}: {stats_.dropped} non-finite sample(s) dropped")
+    central = "mean" if method == "welch_t" else "median"
+    metric_thresholds = tuple(t for t in thresholds if t.metric == metric.name)
+
+    if b.count == 0 or i.count == 0:
+        checked = tuple(_check_threshold(t, metric, None, None) for t in metric_thresholds)
+        return MetricAnalysis(
+            metric.name,
+            metric.unit,
+            metric.better,
+            STATUS_NO_DATA,
+            central,
+            b,
+            i,
+            _central(b, central),
+            _central(i, central),
+            None,
+            None,
+            None,
+            None,
+            None,
+            checked,
+            None,
+            None,
+            None,
+            tuple(reasons),
+        )
+
+    base_value = _central(b, central)
+    impact_value = _central(i, central)
+    assert base_value is not None and impact_value is not None
+    increase = impact_value - base_value
+    change = _relative(base_value, impact_value)
+    factor = _ratio(impact_value, base_value)
+    if base_value == 0 and impact_value == 0:
+        reasons.append("baseline and impact are both 0: no change (change 0%, factor 1x)")
+    elif base_value == 0:
+        reasons.append("the baseline is 0: relative change and factor are undefined")
+
+    status = STATUS_OK
+    test: TestResult | None = None
+    need = max(min_samples, 2)
+    if method is not None:
+        if b.count < need or i.count < need:
+            status = STATUS_INSUFFICIENT
+            reasons.append(
+                f"{method} needs at least {need} samples on each side, got baseline "
+                f"{b.count} and impact {i.count}: test not run"
+            )
+        else:
+            test = (_mann_whitney if method == "mann_whitney" else _welch)(b, i, metric.better)
+            if test.reason:
+                reasons.append(test.reason)
+
+    alpha = 1.0 - confidence
+    significant = None if test is None or test.p_value is None else test.p_value < alpha
+
+    checked = tuple(
+        _check_threshold(t, metric, base_value, impact_value) for t in metric_thresholds
+    )
+    for result in checked:
+        if result.reason:
+            reasons.append(f"threshold {result.key}: {result.reason}")
+    exceeded = _any3(t.exceeded for t in checked)
+
+    moved_worse = (metric.better == "lower" and increase > 0) or (
+        metric.better == "higher" and increase < 0
+    )
+    threshold_degraded = any(
+        t.exceeded and t.watches_worse and (metric.better == "none" or moved_worse) for t in checked
+    )
+    unknown_threshold = any(t.exceeded is None and t.watches_worse for t in checked)
+
+    stat_degraded: bool | None = None
+    if test is not None and metric.better != "none":
+        if test.p_value_worse is None or test.trivial is None:
+            stat_degraded = None
+        else:
+            effect_worse = (
+                (test.effect_size or 0.0) > 0
+                if metric.better == "lower"
+                else (test.effect_size or 0.0) < 0
+            )
+            stat_degraded = bool(test.p_value_worse < alpha and not test.trivial and effect_worse)
+    elif test is not None:
+        stat_degraded = False  # better: none has no worse direction to test
+
+    if threshold_degraded or stat_degraded:
+        degraded: bool | None = True
+    elif unknown_threshold or (method is not None and stat_degraded is None):
+        degraded = None
+    else:
+        degraded = False
+    if method is None and not metric_thresholds:
+        reasons.append("no threshold and no statistical test apply: nothing can degrade it")
+    if degraded is None:
+        reasons.append("degradation unknown: see the reasons above")
+
+    return MetricAnalysis(
+        metric.name,
+        metric.unit,
+        metric.better,
+        status,
+        central,
+        b,
+        i,
+        base_value,
+        impact_value,
+        increase,
+        change,
+        factor,
+        test,
+        significant,
+        checked,
+        exceeded,
+        degraded,
+        stat_degraded if method is not None else None,
+        tuple(reasons),
+    )
+
+
+def _central(stats_: SampleStats, central: str) -> float | None:
+    return stats_.mean if central == "mean" else stats_.median
+
+
+def _dropped_note(stats_: SampleStats) -> str:
+    return f" ({stats_.dropped} non-finite sample(s) dropped)" if stats_.dropped else ""
+
+
+def _any3(flags: Any) -> bool | None:
+    """Three-valued OR: True if any is True, None if none is but some are unknown."""
+    seen_unknown = False
+    for flag in flags:
+        if flag is True:
+            return True
+        if flag is None:
+            seen_unknown = True
+    return None if seen_unknown else False
+
+
+# --- the whole analysis ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """An analysis step's result: every metric and the summary conditions read."""
+
+    baseline_step: str
+    impact_step: str
+    method: str | None
+    confidence: float
+    min_samples: int
+    metrics: tuple[MetricAnalysis, ...]
+
+    def metric(self, name: str) -> MetricAnalysis:
+        """Return the analysis of metric ``name``.
+
+        Raises:
+            KeyError: the metric was not analyzed.
+        """
+        for item in self.metrics:
+            if item.metric == name:
+                return item
+        raise KeyError(name)
+
+    @property
+    def any_degradation(self) -> bool | None:
+        """Return True if a metric degraded, None if none did but some are unknown."""
+        return _any3(m.degraded for m in self.metrics)
+
+    @property
+    def significant_degradation(self) -> bool | None:
+        """Return the same as :attr:`any_degradation`, for degradations the test found."""
+        if self.method is None:
+            return None
+        return _any3(m.significant_degradation for m in self.metrics)
+
+    @property
+    def all_metrics_within_normal(self) -> bool:
+        """Return True when every metric is known not degraded and nothing is exceeded."""
+        return all(m.degraded is False and m.exceeded is False for m in self.metrics)
+
+    @property
+    def exceeded(self) -> list[str]:
+        """Return the metrics with an exceeded threshold."""
+        return [m.metric for m in self.metrics if m.exceeded]
+
+    @property
+    def inconclusive(self) -> list[str]:
+        """Return the metrics whose degradation is unknown."""
+        return [m.metric for m in self.metrics if m.degraded is None]
+
+    def summary(self) -> dict[str, Any]:
+        """Return the summary fields (``any_degradation`` ... ``inconclusive``)."""
+        return {
+            "any_degradation": self.any_degradation,
+            "significant_degradation": self.significant_degradation,
+            "all_metrics_within_normal": self.all_metrics_within_normal,
+            "exceeded": self.exceeded,
+            "inconclusive": self.inconclusive,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the analysis as evidence (schema ``evidence-schema/analysis.v1``)."""
+        return json_safe(
+            {
+                "schema": SCHEMA,
+                "baseline_step": self.baseline_step,
+                "impact_step": self.impact_step,
+                "method": self.method,
+                "confidence": self.confidence,
+                "alpha": 1.0 - self.confidence,
+                "min_samples": self.min_samples,
+                "metrics": {m.metric: m.to_json() for m in self.metrics},
+                "summary": self.summary(),
+            }
+        )
+
+    def values(self) -> dict[str, Any]:
+        """Return the namespace conditions evaluate over (see :func:`analysis_values`)."""
+        return analysis_values(self.to_json())
+
+
+def analysis_values(document: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the expression namespace for an analysis document (``to_json()`` output).
+
+    ``{metric: {baseline, impact, increase, decrease: Quantity in the metric's unit;
+    change: Quantity in %; factor: Quantity in x; p_value: float; significant, exceeded,
+    degraded: bool}}`` (None where unknown), plus the summary names at the top level.
+    Works on a document read back from evidence, so a resumed run decides exactly as
+    the original would have.
+    """
+    out: dict[str, Any] = {}
+    for name, item in document.get("metrics", {}).items():
+        spec = item["unit"]
+        unit = Unit(spec["symbol"], spec["dimension"], spec["factor"])
+        fields: dict[str, Any] = {}
+        for key in ("baseline", "impact", "increase", "decrease"):
+            fields[key] = _quantity(item.get(key), unit)
+        change = item.get("change")
+        fields["change"] = None if change is None else Quantity(change * 100.0, _CHANGE_UNIT)
+        fields["factor"] = _quantity(item.get("factor"), _FACTOR_UNIT)
+        fields["p_value"] = item.get("p_value")
+        for key in ("significant", "exceeded", "degraded"):
+            fields[key] = item.get(key)
+        out[name] = fields
+    out.update(document.get("summary", {}))
+    return out
+
+
+def _quantity(value: float | None, unit: Unit) -> Quantity | None:
+    return None if value is None else Quantity(float(value), unit)
+
+
+def analyze(
+    params: Analyze,
+    workflow: Workflow,
+    baseline: Mapping[str, Sequence[float] | None],
+    impact: Mapping[str, Sequence[float] | None],
+) -> AnalysisResult:
+    """Analyze every metric of an analysis step, baseline samples against impact samples.
+
+    ``baseline`` and ``impact`` map metric names to samples in the metric's unit; a
+    metric missing from either (its collection failed) is analyzed as ``no_data``.
+
+    Returns:
+        The :class:`AnalysisResult`.
+
+    Raises:
+        KeyError: ``params`` names a metric the workflow does not define.
+        ValueError: an unknown method or a confidence outside (0, 1).
+    """
+    results = tuple(
+        analyze_metric(
+            workflow.metric(name),
+            baseline.get(name),
+            impact.get(name),
+            thresholds=params.thresholds,
+            method=params.method,
+            confidence=params.confidence,
+            min_samples=params.min_samples,
+        )
+        for name in params.metrics
+    )
+    return AnalysisResult(
+        params.baseline,
+        params.impact,
+        params.method,
+        params.confidence,
+        params.min_samples,
+        results,
+    )
+
+
+__all__ = [
+    "AnalysisResult",
+    "MetricAnalysis",
+    "SampleStats",
+    "TestResult",
+    "ThresholdResult",
+    "analysis_values",
+    "analyze",
+    "analyze_metric",
+]
