@@ -4,7 +4,8 @@ Every check (YAML, schema, units, expressions, interpolation, policy) reports a
 :class:`Finding` with file, line, column, the path inside the document and a message
 saying what was expected. Checks collect findings instead of stopping at the first, so
 a user sees every problem at once; :class:`WorkflowInvalid` and :class:`PolicyRejected`
-carry them to the CLI, which prints each one and exits 1.
+carry them to the CLI, which prints each one and exits 1. A broken admission-policy
+file is the operator's configuration error: :class:`PolicyInvalid` (exit 2).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from afdp.errors import PolicyViolation, SchemaError
+from afdp.errors import ConfigurationError, PolicyViolation, SchemaError
 
 Path = tuple[str | int, ...]
 
@@ -79,12 +80,22 @@ def unique(findings: Iterable[Finding]) -> tuple[Finding, ...]:
     return tuple(sorted(set(findings), key=lambda f: (f.file, f.line, f.column, f.path, f.message)))
 
 
+def _diagnostics(summary: str, findings: Sequence[Finding]) -> str:
+    if len(findings) <= 1:
+        return summary
+    return "\n".join([summary, *(f"  {finding}" for finding in findings)])
+
+
 class WorkflowInvalid(SchemaError):
     """A workflow (or policy) file is not valid; ``findings`` lists every problem (exit 1)."""
 
     def __init__(self, findings: Sequence[Finding]) -> None:
         self.findings: tuple[Finding, ...] = unique(findings)
         super().__init__(_summary("problems", self.findings))
+
+    def diagnostics(self) -> str:
+        """Return the summary line, then every finding on its own line."""
+        return _diagnostics(str(self), self.findings)
 
 
 class PolicyRejected(PolicyViolation):
@@ -93,3 +104,19 @@ class PolicyRejected(PolicyViolation):
     def __init__(self, findings: Sequence[Finding]) -> None:
         self.findings: tuple[Finding, ...] = unique(findings)
         super().__init__(_summary("admission policy violations", self.findings))
+
+    def diagnostics(self) -> str:
+        """Return the summary line, then every violation on its own line."""
+        return _diagnostics(str(self), self.findings)
+
+
+class PolicyInvalid(ConfigurationError):
+    """An admission-policy file is not valid; ``findings`` lists every problem (exit 2)."""
+
+    def __init__(self, findings: Sequence[Finding]) -> None:
+        self.findings: tuple[Finding, ...] = unique(findings)
+        super().__init__(_summary("problems in the admission policy", self.findings))
+
+    def diagnostics(self) -> str:
+        """Return the summary line, then every problem on its own line."""
+        return _diagnostics(str(self), self.findings)

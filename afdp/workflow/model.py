@@ -452,14 +452,17 @@ class Workflow:
         total = sum(step.max_duration().milliseconds for step in self.steps)
         return Duration(total)
 
-    def variable_values(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def variable_values(
+        self,
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        deployment: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Return ``${workflow.*}`` values: defaults rendered in dependency order, then ``overrides``.
 
         ``overrides`` (from ``--set workflow.NAME=...``) are taken literally, never
-        interpolated. A default that refers to an unset variable stays unresolved.
-
-        Raises:
-            UnresolvedError: a default refers to a deployment value not given here.
+        interpolated. Defaults may use ``${deployment.*}`` from ``deployment``; a default
+        that refers to an unknown value keeps that ``${...}`` unresolved.
         """
         from afdp.workflow.interpolation import variable_order
 
@@ -478,7 +481,9 @@ class Workflow:
                 continue
             default = defaults[name]
             if isinstance(default, Template):
-                rendered = default.render({"workflow": values}, keep_missing=True)
+                rendered = default.render(
+                    {"workflow": values, "deployment": dict(deployment or {})}, keep_missing=True
+                )
                 values[name] = str(rendered)
             elif default is not None:
                 values[name] = default
@@ -500,7 +505,7 @@ class Workflow:
         """
         return {
             "deployment": dict(deployment or {}),
-            "workflow": self.variable_values(overrides),
+            "workflow": self.variable_values(overrides, deployment=deployment),
             "steps": dict(steps or {}),
         }
 

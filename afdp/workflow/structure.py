@@ -155,7 +155,7 @@ def _translate(error: Any, document: Document, root: Mapping[str, Any]) -> Itera
         yield document.finding(path, f"{describe(value)} is not valid; expected {expected}")
         return
 
-    if keyword == "maxProperties" and schema.get("x-afdp-message"):
+    if keyword in ("anyOf", "oneOf", "maxProperties") and schema.get("x-afdp-message"):
         yield document.finding(path, schema["x-afdp-message"], prefer_key=True)
         return
 
