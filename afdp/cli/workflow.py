@@ -52,7 +52,7 @@ def validate_cmd(file: Path, policy: Path | None, as_json: bool) -> None:
             click.echo(
                 f"{result.file}: valid: workflow {workflow.name!r}"
                 f"{' ' + workflow.version if workflow.version else ''}, "
-                f"{len(workflow.steps)} steps in {len(workflow.phases)} phases, "
+                f"{len(workflow.steps)} steps in {len(workflow.phases)} phase{'s' if len(workflow.phases) != 1 else ''}, "
                 f"up to {workflow.max_duration()}; admitted by policy {result.policy!r}"
             )
             click.echo(f"digest sha256:{workflow.digest}")

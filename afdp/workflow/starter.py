@@ -1,0 +1,52 @@
+"""The example workflows shipped with AFDP, and copying them into a project.
+
+The examples live in ``afdp/workflow/examples/`` (package data: they are installed with
+the wheel), so ``afdp init DIR --examples`` works from an installed ``afdp`` without the
+source tree. Each one validates against the shipped default admission policy.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from afdp.errors import UsageError
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+
+
+def example_files() -> list[Path]:
+    """Return the shipped example workflow files, sorted by name."""
+    return sorted(EXAMPLES_DIR.glob("*.yaml"))
+
+
+def install_examples(directory: str | Path, *, overwrite: bool = False) -> list[Path]:
+    """Copy the example workflows into ``directory``/workflows/.
+
+    Existing files are kept unless ``overwrite``: a user's edited copy is never replaced
+    silently.
+
+    Returns:
+        The paths written (files that already existed and were kept are not listed).
+
+    Raises:
+        UsageError: the folder cannot be created or written.
+    """
+    target = Path(directory) / "workflows"
+    written: list[Path] = []
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for source in example_files():
+            destination = target / source.name
+            if destination.exists() and not overwrite:
+                continue
+            shutil.copyfile(source, destination)
+            written.append(destination)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write example workflows to {target}: {exc.strerror or exc}"
+        ) from None
+    return written
+
+
+__all__ = ["EXAMPLES_DIR", "example_files", "install_examples"]
