@@ -67,16 +67,25 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 @click.command("init")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--bare", is_flag=True, help="Create a bare repository (no work tree).")
+@click.option(
+    "--examples", is_flag=True, help="Also copy the example workflows into PATH/workflows/."
+)
 @json_option
-def init_cmd(path: Path, bare: bool, as_json: bool) -> None:
+def init_cmd(path: Path, bare: bool, examples: bool, as_json: bool) -> None:
     """Create an evidence Git repository at PATH, or adopt the one there."""
     from afdp.store import init_repository
+    from afdp.workflow.starter import install_examples
 
     _, created = init_repository(path, bare=bare)
+    copied = install_examples(path) if examples else []
     if as_json:
-        _emit_json({"repository": str(path), "created": created})
+        _emit_json(
+            {"repository": str(path), "created": created, "examples": [str(p) for p in copied]}
+        )
     else:
         click.echo(f"{'Created' if created else 'Adopted'} evidence repository {path}")
+        for example in copied:
+            click.echo(f"Wrote example workflow {example}")
 
 
 @click.group("keys")
