@@ -29,6 +29,7 @@ from afdp.canonical import canonical_bytes, sha256_hex
 from afdp.errors import NotFoundError, PolicyViolation, StorageError, UsageError
 from afdp.names import branch_ref
 from afdp.signing import sign_bytes, signer_keyid
+from afdp.sshsig import sign_git_commit
 from afdp.store import EvidenceStore, RefMoved
 
 MAX_ATTEMPTS = 8
@@ -158,7 +159,15 @@ def _append_once(
 ) -> AppendedRecord:
     files, digest, keyid, url, gen_time = _sign_and_stamp(record, signer, tsa_urls, timeout)
     message = _message(record, digest, keyid, url, gen_time)
-    commit_id = store.write_commit(head, record.directory, files, message, author=author)
+    commit_id = store.write_commit(
+        head,
+        record.directory,
+        files,
+        message,
+        author=author,
+        # Git-native signature by the same key (None for schemes SSH cannot express).
+        sign=lambda content: sign_git_commit(signer, content),
+    )
     store.compare_and_swap(
         ref, head.id if head else None, commit_id, f"afdp: record {record.sequence}"
     )

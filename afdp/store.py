@@ -10,7 +10,7 @@ unreachable objects behind, so the branch stays at its last complete record.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,14 +172,18 @@ class EvidenceStore:
         message: str,
         *,
         author: tuple[str, str] = COMMITTER,
+        sign: Callable[[bytes], str | None] | None = None,
     ) -> pygit2.Oid:
         """Write ``files`` as a new directory on top of ``parent``'s tree; return the commit id.
 
         Only the trees on the path to ``directory`` are rewritten (constant work per
-        record). The branch is not moved: see :meth:`compare_and_swap`.
+        record). The branch is not moved: see :meth:`compare_and_swap`. With ``sign``,
+        the commit carries its result (an armored signature over the commit content)
+        in git's ``gpgsig`` header; a ``sign`` returning None leaves the commit unsigned.
 
         Raises:
             StorageError: the directory already exists, or Git refused the write.
+            SigningError: ``sign`` failed (nothing was written that a ref points at).
         """
         try:
             leaf = self.repo.TreeBuilder()
@@ -191,8 +195,16 @@ class EvidenceStore:
             now = int(time.time())
             signature_author = pygit2.Signature(author[0], author[1], now, 0)
             committer = pygit2.Signature(COMMITTER[0], COMMITTER[1], now, 0)
+            parents = [parent.id] if parent else []
+            if sign is not None:
+                content = self.repo.create_commit_string(
+                    signature_author, committer, message, tree_id, parents
+                )
+                armored = sign(content.encode("utf-8"))
+                if armored is not None:
+                    return self.repo.create_commit_with_signature(content, armored)
             return self.repo.create_commit(
-                None, signature_author, committer, message, tree_id, [parent.id] if parent else []
+                None, signature_author, committer, message, tree_id, parents
             )
         except pygit2.GitError as exc:
             raise StorageError(f"cannot write to the evidence repository: {exc}") from exc

@@ -185,8 +185,15 @@ def test_record_without_envelope(sealed, trust_file):
 
 
 def test_branch_moved_back_is_unsealed(sealed, trust_file):
-    entries = read_branch(sealed)
-    write_branch(sealed, entries[:4])
+    # Truncation: the ref is moved back to an earlier (genuine, signed) commit.
+    import pygit2
+
+    from afdp.names import branch_ref
+
+    git = pygit2.Repository(str(sealed))
+    ref = git.references[branch_ref("api", "d-42")]
+    earlier = git.get(ref.target).parents[0].parents[0]
+    ref.set_target(earlier.id)
     report = report_of(sealed, trust_file)
     assert report.state == "failed"
     assert [(f.where, f.check) for f in report.failures] == [("branch", "seal")]

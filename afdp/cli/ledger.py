@@ -115,6 +115,29 @@ def keys_generate_cmd(path: Path, force: bool, as_json: bool) -> None:
         click.echo(f"keyid {generated.keyid}")
 
 
+@keys_group.command("allowed-signers")
+@click.argument("public_key", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--principal",
+    default="afdp@evidence.invalid",
+    show_default=True,
+    help="Principal to name (AFDP commits as afdp@evidence.invalid).",
+)
+def keys_allowed_signers_cmd(public_key: Path, principal: str) -> None:
+    """Print a git allowed-signers line for PUBLIC_KEY (PEM), to check evidence commits.
+
+    git -c gpg.format=ssh -c gpg.ssh.allowedSignersFile=FILE log --show-signature BRANCH
+    """
+    from afdp.errors import ConfigurationError
+    from afdp.sshsig import allowed_signers_line
+
+    try:
+        pem = public_key.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {public_key}: {exc.strerror or exc}") from exc
+    click.echo(allowed_signers_line(pem, principal=principal))
+
+
 @click.group("trust")
 def trust_group() -> None:
     """Write an auditor's trust policy."""

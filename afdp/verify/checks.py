@@ -13,6 +13,9 @@ check so an auditor sees exactly what is wrong:
 7. ``signature``  the DSSE signature verifies over the envelope's PAE
 8. ``timestamp``  enough tokens, each over this signature and chained to a trusted TSA root
 9. ``time``       started <= finished <= first time-stamp (+ the policy's clock skew)
+10. ``commit-signature``  the commit carrying the record has an SSH signature (git's
+                 ``gpgsig``) by the record's trusted key, whenever that key's scheme has
+                 an SSH form (see ``afdp.sshsig``); a signature that cannot be checked fails
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ class RecordInput:
     files: dict[str, bytes]
     service: str
     deployment: str
+    commit_signature: bytes | None = None  # git's gpgsig header, if any
+    commit_payload: bytes | None = None  # the commit object without that header
 
 
 @dataclass
@@ -73,7 +78,7 @@ class _Stop(Exception):
 
 
 def check_record(item: RecordInput, policy: TrustPolicy, roots: Any) -> RecordFacts:
-    """Run checks 1-9 on one record and return what they established and found wrong."""
+    """Run checks 1-10 on one record and return what they established and found wrong."""
     facts = RecordFacts(item.position, item.directory)
     with contextlib.suppress(_Stop):
         _run(item, policy, roots, facts)
@@ -189,6 +194,9 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
     # 8. timestamp
     _check_timestamps(files, signature, policy, roots, facts)
 
+    # 10 (after 9, below). commit-signature needs the trusted key found in 6.
+    commit_key = trusted.key if trusted is not None else None
+
     # 9. time
     started, finished = (
         rec.parse_time(predicate["started_at"]),
@@ -206,6 +214,31 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
                 "time",
                 f"finished_at {predicate['finished_at']} is after its time-stamp {stamped.isoformat()}",
             )
+
+    # 10. commit-signature
+    _check_commit_signature(item, commit_key, facts)
+
+
+def _check_commit_signature(item: RecordInput, key: Any, facts: RecordFacts) -> None:
+    from afdp.sshsig import CommitSignatureError, ssh_capable, verify_git_commit
+
+    if key is None:
+        # No trusted key (keyless record, or check 6 failed): nothing to check a commit
+        # signature against. One that is present anyway cannot be verified: fail closed.
+        if item.commit_signature is not None and facts.signer is not None:
+            facts.fail("commit-signature", "commit carries a signature, but the record's signer has no key to check it with")
+        return
+    if not ssh_capable(key):
+        if item.commit_signature is not None:
+            facts.fail("commit-signature", f"commit carries a signature, but key scheme {key.scheme} cannot make SSH signatures")
+        return
+    if item.commit_signature is None or item.commit_payload is None:
+        facts.fail("commit-signature", "commit is not signed (git gpgsig header missing)")
+        return
+    try:
+        verify_git_commit(item.commit_signature, item.commit_payload, key)
+    except CommitSignatureError as exc:
+        facts.fail("commit-signature", str(exc))
 
 
 def _check_digests(

@@ -1,19 +1,19 @@
 """Verify deployment evidence branches offline, against the auditor's trust policy.
 
 Verification reads the branch's first-parent history, oldest first. For every commit
-it runs the commit checks below, hands each record's files to the per-record checks
-(``afdp.verify.checks``, 1-9, in parallel worker processes for long branches), then runs
+it runs the commit checks below, hands each record's files and its commit's signature
+to the per-record checks (``afdp.verify.checks``, 1-10, in parallel worker processes for long branches), then runs
 the chain checks over the results in order:
 
-10. ``commit``      each commit has one parent and adds exactly one record directory
+11. ``commit``      each commit has one parent and adds exactly one record directory
                     under records/ and nothing else (no foreign, merge or editing commits);
                     its AFDP-Digest trailer names that record's envelope
-11. ``chain``       record N stands at position N, genesis first, and its ``prev`` is the
+12. ``chain``       record N stands at position N, genesis first, and its ``prev`` is the
                     digest of record N-1's envelope
-12. ``time-order``  time-stamps never go backwards along the chain (1 s tolerance)
-13. ``seal``        the last record is a seal that lists every record before it
+13. ``time-order``  time-stamps never go backwards along the chain (1 s tolerance)
+14. ``seal``        the last record is a seal that lists every record before it
                     (an unsealed branch fails unless unsealed branches are allowed)
-14. ``after-seal``  no record follows a seal
+15. ``after-seal``  no record follows a seal
 
 Nothing unverifiable passes: a check that cannot run is a failure (fail closed). Every
 failure names the record (or commit), the check and the reason; all are reported.
@@ -219,7 +219,7 @@ def check_branch(
 
     try:
         for index, commit in enumerate(commits):
-            # 10. commit: one parent, one new record directory, nothing else touched
+            # 11. commit: one parent, one new record directory, nothing else touched
             short = str(commit.id)[:12]
             where = f"commit {short}"
             if len(commit.parents) > 1:
@@ -282,7 +282,18 @@ def check_branch(
                         )
                     )
                 slots.append(_Slot(str(commit.id), trailers(commit.message).get("AFDP-Digest")))
-                batch.append(RecordInput(len(slots) - 1, directory, files, service, deployment))
+                commit_signature, commit_payload = commit.gpg_signature
+                batch.append(
+                    RecordInput(
+                        len(slots) - 1,
+                        directory,
+                        files,
+                        service,
+                        deployment,
+                        commit_signature,
+                        commit_payload,
+                    )
+                )
             if len(batch) >= BATCH:
                 flush()
             if progress is not None and index % 100 == 0:
@@ -358,7 +369,7 @@ def _chain_checks(
                     slot.commit,
                 )
             )
-        # 11. chain
+        # 12. chain
         if facts.sequence is not None and facts.sequence != position:
             failures.append(
                 Failure(
@@ -391,7 +402,7 @@ def _chain_checks(
                         slot.commit,
                     )
                 )
-        # 12. time-order
+        # 13. time-order
         if facts.timestamps:
             stamped = min(datetime.fromisoformat(t) for t, _ in facts.timestamps)
             if previous_time is not None and stamped + TIME_ORDER_TOLERANCE < previous_time:
@@ -405,7 +416,7 @@ def _chain_checks(
                     )
                 )
             previous_time = max(stamped, previous_time) if previous_time else stamped
-        # 14. after-seal
+        # 15. after-seal
         if seal_at is not None:
             failures.append(
                 Failure(
@@ -442,7 +453,7 @@ def _chain_checks(
 def _check_seal(
     before: list[_Slot], seal: RecordFacts, where: str, commit: str, failures: list[Failure]
 ) -> None:
-    # 13. seal: exactly the records before it, in order, by envelope digest
+    # 14. seal: exactly the records before it, in order, by envelope digest
     entries = seal.seal_entries
     if entries is None:
         failures.append(Failure(where, "seal", "seal lists no records", seal.sequence, commit))
