@@ -25,6 +25,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "seal": ("afdp.cli.ledger", "seal_cmd"),
     "verify": ("afdp.cli.ledger", "verify_cmd"),
     "log": ("afdp.cli.ledger", "log_cmd"),
+    "report": ("afdp.cli.audit", "report_cmd"),
     "validate": ("afdp.cli.workflow", "validate_cmd"),
     "plan": ("afdp.cli.workflow", "plan_cmd"),
 }
@@ -38,6 +39,7 @@ _SHORT_HELP: dict[str, str] = {
     "seal": "Seal a deployment's evidence branch.",
     "verify": "Verify evidence branches offline against a trust policy.",
     "log": "Print the story of a deployment.",
+    "report": "Verify and write a compliance report (HTML, signed PDF, JSON).",
     "validate": "Validate a workflow definition.",
     "plan": "Show what a workflow would do (dry run).",
 }

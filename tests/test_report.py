@@ -1,0 +1,374 @@
+"""Compliance reports over real evidence branches (real Git, real TSA over loopback HTTP).
+
+HTML is opened in Debian's headless Chromium (the verdict, the table and the plots must
+render with no console errors); PDFs are rasterized with poppler's pdftoppm and their
+PAdES signatures validated with pyHanko's validation API.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import add_step, build_deployment
+from tamper import edit, with_file
+
+from afdp import records as rec
+from afdp.canonical import canonical_bytes
+from afdp.ledger import append_record, seal
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian 'chromium' is not installed (.ci/run installs it)")
+needs_poppler = pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils is not installed")
+
+
+def build_run_deployment(repo: Path, signer, tsa, *, service: str = "api", deployment: str = "d-42", steps: int = 0, sealed: bool = True) -> None:
+    """A branch shaped like ``afdp run`` writes it: baseline, deploy mark, impact, analysis,
+    decision (+ ``steps`` filler steps), sealed."""
+    rnd = random.Random(7)
+    now = time.time()
+
+    def add(step: str, result, **kw) -> None:
+        append_record(
+            repo,
+            service=service,
+            deployment=deployment,
+            draft=rec.RecordDraft(kind=rec.KIND_STEP, step=step, result=result, **kw),
+            signer=signer,
+            tsa_urls=[tsa.url],
+            genesis_metadata={"environment": "production"},
+        )
+
+    def series(metric: str, unit: str, start: float, level: float) -> dict:
+        return {
+            "metric": metric,
+            "unit": unit,
+            "samples": [[start + i * 5, level + rnd.random() * 4] for i in range(40)],
+            "provenance": {"collector": "prometheus", "query": f"{metric}{{service='{service}'}}"},
+        }
+
+    add("capture_baseline", {"metrics": {"response_time_p99": series("response_time_p99", "ms", now - 400, 120), "error_rate": series("error_rate", "%", now - 400, 1.0)}})
+    add("mark_deployment_time", {"deployed_at": rec.format_time(rec.utc_now())})
+    add("capture_deployment_metadata", {"git_commit": "0f3c2a9", "deployer_id": "alice", "changed_files": ["api/app.py", "api/db.py"]})
+    for i in range(steps):
+        add(f"wait-{i}", {"waited_seconds": 1})
+    add("capture_impact", {"metrics": {"response_time_p99": series("response_time_p99", "ms", now + 60, 160), "error_rate": series("error_rate", "%", now + 60, 5.0)}})
+    add(
+        "analyze_differences",
+        {
+            "method": "mann_whitney",
+            "metrics": {
+                "response_time_p99": {"baseline": {"value": 122.0, "unit": "ms"}, "impact": {"value": 162.1, "unit": "ms"}, "increase": {"value": 40.1, "unit": "ms"}, "p_value": 1e-9, "significant": True, "exceeded": True, "degraded": True, "status": "ok"},
+                "error_rate": {"baseline": {"value": 2.9, "unit": "%"}, "impact": {"value": 7.0, "unit": "%"}, "increase": {"value": 4.1, "unit": "%"}, "p_value": 1e-8, "significant": True, "exceeded": True, "degraded": True, "status": "ok"},
+            },
+            "summary": {"any_degradation": True, "significant_degradation": True, "all_metrics_within_normal": False, "exceeded": ["response_time_p99", "error_rate"]},
+            "inconclusive": [],
+        },
+    )
+    add("decide", {"decision": "auto_rollback", "action": "rollback", "label": "regression", "success_criteria_met": False, "reason": "response_time_p99.increase > 20ms", "criteria": [{"condition": "response_time_p99.increase < 10ms", "result": False, "error": None}], "evaluated": []})
+    if sealed:
+        seal(repo, service=service, deployment=deployment, signer=signer, tsa_urls=[tsa.url])
+
+
+# -- Chromium helpers --------------------------------------------------------------------
+def chromium_open(page: Path, tmp_path: Path) -> tuple[str, list[str]]:
+    """Return (DOM after rendering, console messages) of ``page`` in headless Chromium."""
+    assert CHROMIUM is not None
+    done = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--enable-logging=stderr", "--v=0", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+         "--host-resolver-rules=MAP * ~NOTFOUND", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=90, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+    return done.stdout, console
+
+
+def rendered_text(page: Path, tmp_path: Path) -> str:
+    """The text a reader sees, in order: print in Chromium, extract with pdftotext."""
+    from afdp.report.pdf import print_pdf
+
+    pdf = tmp_path / "printed.pdf"
+    pdf.write_bytes(print_pdf(page.read_text(encoding="utf-8")))
+    return subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture()
+def run_branch(repo, signer, tsa):
+    build_run_deployment(repo, signer, tsa)
+    return repo
+
+
+# -- HTML ---------------------------------------------------------------------------------
+@needs_chromium
+def test_html_report_renders_verdict_table_and_plots_in_chromium(run_branch, trust_file, cli, tmp_path):
+    out = tmp_path / "report.html"
+    result = cli("report", "--repo", str(run_branch), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--out", str(out))
+    assert result.code == 0, result.err
+    assert result.out.startswith("VERIFIED: api/d-42")
+    dom, console = chromium_open(out, tmp_path)
+    assert console == []
+    assert re.search(r'<header id="verdict" class="verdict VERIFIED"><h1>VERIFIED: api/d-42', dom)
+    impact = re.search(r'<table id="impact">(.*?)</table>', dom, re.S)
+    assert impact and "response_time_p99" in impact.group(1) and "40.1 ms" in impact.group(1)
+    plots = re.findall(r'<svg[^>]*class="plot"[^>]*data-metric="([^"]+)"', dom)
+    assert sorted(plots) == ["error_rate", "response_time_p99"]
+    for metric in plots:
+        svg = re.search(rf'data-metric="{metric}".*?</svg>', dom, re.S).group(0)
+        assert 'class="series baseline"' in svg and 'class="series impact"' in svg
+        assert 'class="deploy-marker"' in svg
+    # who, what, when; the decision and why; every record with digest, signer, time-stamp
+    assert "alice" in dom and "0f3c2a9" in dom and "when (deployed at)" in dom
+    assert "rollback" in dom and "response_time_p99.increase &gt; 20ms" in dom
+    records = re.search(r'<table id="records">(.*?)</table>', dom, re.S).group(1)
+    assert records.count("<tr>") == 1 + 8  # header + genesis, 6 steps, seal
+    assert "dev" in records and "AFDP development TSA" in records
+    controls = re.search(r'<table id="controls">(.*?)</table>', dom, re.S).group(1)
+    assert "CC8.1" in controls and "A.8.32" in controls and "not met" not in controls
+
+
+@needs_chromium
+def test_console_error_check_catches_a_broken_page(tmp_path):
+    """The console check above can fail: a page with a script error is caught."""
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><html><body><script>console.error("boom"); missing();</script></body></html>')
+    _, console = chromium_open(page, tmp_path)
+    assert any("boom" in line for line in console)
+    assert any("missing is not defined" in line for line in console)
+
+
+def test_html_is_self_contained(run_branch, trust_file, cli, tmp_path):
+    out = tmp_path / "report.html"
+    assert cli("report", "--repo", str(run_branch), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--out", str(out)).code == 0
+    html = out.read_text(encoding="utf-8")
+    assert "<script" not in html.lower()
+    assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', html)
+    assert "url(" not in html and "@import" not in html
+    assert "<link" not in html.lower()
+
+
+def test_plain_ledger_branch_without_metrics(repo, signer, tsa, trust_file, cli, tmp_path):
+    build_deployment(repo, signer, tsa, steps=3)
+    out = tmp_path / "plain.html"
+    result = cli("report", "--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--out", str(out))
+    assert result.code == 0, result.err
+    html = out.read_text(encoding="utf-8")
+    assert "<title>VERIFIED" in html
+    assert "No metric samples or analysis are recorded" in html
+    assert "No decision is recorded" in html
+    assert 'class="plot"' not in html
+
+
+# -- failing and unusual branches ---------------------------------------------------------------
+def _tamper_result(repo: Path, position: int) -> None:
+    def change(entry):
+        envelope = json.loads(entry.files[rec.ENVELOPE_FILE])
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        statement["predicate"]["summary"] = "all good, nothing to see"
+        envelope["payload"] = base64.b64encode(canonical_bytes(statement)).decode()
+        return with_file(entry, rec.ENVELOPE_FILE, canonical_bytes(envelope))
+
+    edit(repo, position, change)
+
+
+@needs_chromium
+def test_tampered_branch_report_starts_with_failed(run_branch, trust_file, cli, tmp_path):
+    _tamper_result(run_branch, 4)
+    html_out, json_out = tmp_path / "r.html", tmp_path / "r.json"
+    args = ["report", "--repo", str(run_branch), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file)]
+    result = cli(*args, "--out", str(html_out))
+    assert result.code == 1
+    assert result.out.startswith("FAILED: the evidence for api/d-42 did not verify")
+    html = html_out.read_text(encoding="utf-8")
+    assert html.splitlines()[0].startswith("<!DOCTYPE html><!-- FAILED:")
+    assert re.search(r"<title>FAILED - AFDP compliance report", html)
+    assert "VERIFIED" not in html.split("</style>", 1)[1]
+    assert "badge yes" not in html  # no control shows as met
+    assert 'class="verdict FAILED"' in html and "signature" in html
+    first_line = rendered_text(html_out, tmp_path).strip().splitlines()[0]
+    assert first_line.startswith("FAILED: the evidence for api/d-42 did not verify")
+    assert cli(*args, "--out", str(json_out)).code == 1
+    document = json.loads(json_out.read_text())
+    assert next(iter(document)) == "verdict" and document["verdict"] == "FAILED"
+    assert json_out.read_text().splitlines()[1].strip().startswith('"verdict": "FAILED"')
+    transcript = document["deployments"][0]["verification"]
+    assert transcript["ok"] is False
+    assert any(f["check"] == "signature" and f["sequence"] == 4 for f in transcript["failures"])
+    assert all(not c["met"] for c in document["deployments"][0]["controls"])
+
+
+def test_unsealed_branch_says_unsealed(repo, signer, tsa, trust_file, cli, tmp_path):
+    build_run_deployment(repo, signer, tsa, sealed=False)
+    out = tmp_path / "r.html"
+    args = ["report", "--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--out", str(out)]
+    result = cli(*args)
+    assert result.code == 1
+    assert result.out.startswith("UNSEALED: api/d-42: 7 record(s) verified, but the branch has no seal")
+    html = out.read_text(encoding="utf-8")
+    assert "<title>UNSEALED" in html and "VERIFIED:" not in html
+    assert cli(*args, "--allow-unsealed").code == 0
+
+
+def test_missing_branch_is_one_clear_message_and_writes_nothing(run_branch, trust_file, cli, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    result = cli("report", "--repo", str(run_branch), "--service", "api", "--deployment", "d-404", "--trust", str(trust_file), "--out", str(folder / "r.html"))
+    assert result.code == 2
+    assert result.err.strip() == (
+        f"afdp: error: no evidence branch refs/heads/afdp/api/d-404 in {run_branch}; deployments of api: d-42"
+    )
+    assert list(folder.iterdir()) == []
+
+
+def test_missing_output_folder_and_bad_options(run_branch, trust_file, cli, tmp_path):
+    base = ["report", "--repo", str(run_branch), "--service", "api", "--trust", str(trust_file)]
+    result = cli(*base, "--deployment", "d-42", "--out", str(tmp_path / "nope" / "r.html"))
+    assert result.code == 2 and "does not exist" in result.err
+    result = cli(*base, "--deployment", "d-42", "--out", str(tmp_path / "r.pdf"))
+    assert result.code == 2 and "--sign-key" in result.err
+    result = cli(*base, "--since", "yesterday", "--out", str(tmp_path / "r.html"))
+    assert result.code == 2 and "ISO 8601" in result.err
+    result = cli("report", "--repo", str(run_branch), "--deployment", "d-42", "--trust", str(trust_file), "--out", str(tmp_path / "r.html"))
+    assert result.code == 2 and "--deployment needs --service" in result.err
+    assert not any(tmp_path.glob("r.*"))
+
+
+# -- several deployments, time range -------------------------------------------------------------
+def test_service_across_deployments_and_time_range(repo, signer, tsa, trust_file, cli, tmp_path):
+    build_run_deployment(repo, signer, tsa, deployment="d-1")
+    build_deployment(repo, signer, tsa, deployment="d-2", steps=2)
+    build_deployment(repo, signer, tsa, service="web", deployment="d-9", steps=1)
+    out = tmp_path / "all.json"
+    result = cli("report", "--repo", str(repo), "--service", "api", "--trust", str(trust_file), "--out", str(out))
+    assert result.code == 0, result.err
+    document = json.loads(out.read_text())
+    assert document["headline"] == "VERIFIED: all 2 deployment(s) verified and sealed"
+    assert [d["deployment"] for d in document["deployments"]] == ["d-1", "d-2"]
+    html = tmp_path / "all.html"
+    assert cli("report", "--repo", str(repo), "--service", "api", "--trust", str(trust_file), "--out", str(html)).code == 0
+    assert '<table id="overview">' in html.read_text()
+    # one tampered deployment fails the whole report, and says which
+    _tamper_result_of(repo, "api", "d-2")
+    result = cli("report", "--repo", str(repo), "--service", "api", "--trust", str(trust_file), "--out", str(out))
+    assert result.code == 1
+    assert result.out.startswith("FAILED: 1 of 2 deployment(s) did not verify")
+    # time range: everything was opened just now
+    since = "2000-01-01T00:00:00Z"
+    result = cli("report", "--repo", str(repo), "--since", since, "--trust", str(trust_file), "--out", str(out), "--json")
+    assert sorted(result.json()["deployments"]) == ["api/d-1", "api/d-2", "web/d-9"]
+    result = cli("report", "--repo", str(repo), "--service", "web", "--until", "2000-01-01", "--trust", str(trust_file), "--out", str(tmp_path / "none.json"))
+    assert result.code == 2 and "no deployments of web opened between" in result.err
+    assert not (tmp_path / "none.json").exists()
+
+
+def _tamper_result_of(repo: Path, service: str, deployment: str) -> None:
+    def change(entry):
+        return with_file(entry, "timestamp-0.tsr", b"not a token")
+
+    edit(repo, 1, change, service=service, deployment=deployment)
+
+
+# -- controls ----------------------------------------------------------------------------------
+def test_custom_controls_mapping(run_branch, trust_file, cli, tmp_path):
+    mapping = tmp_path / "controls.yaml"
+    mapping.write_text("version: 1\ncontrols:\n  - {id: CHG-1, framework: Internal, title: Every deploy is measured, requires: [baseline_captured, impact_captured, analysis]}\n")
+    out = tmp_path / "r.json"
+    assert cli("report", "--repo", str(run_branch), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--controls", str(mapping), "--out", str(out)).code == 0
+    controls = json.loads(out.read_text())["deployments"][0]["controls"]
+    assert [(c["id"], c["met"]) for c in controls] == [("CHG-1", True)]
+    assert [r["records"] for r in controls[0]["requirements"]] == [[1], [4], [5]]
+    mapping.write_text("version: 1\ncontrols:\n  - {id: X, framework: F, title: T, requires: [vibes]}\n")
+    result = cli("report", "--repo", str(run_branch), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--controls", str(mapping), "--out", str(out))
+    assert result.code == 2 and "control mapping" in result.err
+
+
+def test_controls_not_met_on_a_plain_branch(repo, signer, tsa, trust_file, cli, tmp_path):
+    add_step(repo, signer, tsa, "note", {"text": "hand-written"})
+    seal(repo, service="api", deployment="d-42", signer=signer, tsa_urls=[tsa.url])
+    out = tmp_path / "r.json"
+    assert cli("report", "--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--out", str(out)).code == 0
+    controls = {c["id"]: c for c in json.loads(out.read_text())["deployments"][0]["controls"]}
+    assert controls["CC8.1"]["met"] is False
+    assert controls["A.8.15"]["met"] is True  # logging: verified, signed, time-stamped
+    reasons = {r["name"]: r["detail"] for r in controls["CC8.1"]["requirements"]}
+    assert reasons["baseline_captured"] == "no baseline metric series recorded"
+
+
+# -- PDF ---------------------------------------------------------------------------------------
+@needs_chromium
+@needs_poppler
+def test_pdf_report_is_pades_signed_and_time_stamped(run_branch, trust_file, keys, tsa, cli, tmp_path):
+    from asn1crypto import pem, x509
+    from pyhanko.pdf_utils.reader import PdfFileReader
+    from pyhanko.sign.validation import validate_pdf_signature
+    from pyhanko_certvalidator import ValidationContext
+
+    out = tmp_path / "report.pdf"
+    result = cli("report", "--repo", str(run_branch), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--out", str(out), "--sign-key", str(keys / "dev.key"), "--tsa", tsa.url)
+    assert result.code == 0, result.err
+    subprocess.run(["pdftoppm", "-r", "30", "-png", str(out), str(tmp_path / "page")], check=True, timeout=60)
+    pages = sorted(tmp_path.glob("page-*.png"))
+    assert len(pages) >= 2 and all(p.stat().st_size > 1000 for p in pages)
+    text = subprocess.run(["pdftotext", str(out), "-"], capture_output=True, text=True, check=True).stdout
+    assert text.startswith("VERIFIED: api/d-42")
+    tsa_root = x509.Certificate.load(pem.unarmor((tsa.directory / "root.pem").read_bytes())[2])
+
+    def validate(data: bytes):
+        from io import BytesIO
+
+        signature = PdfFileReader(BytesIO(data), strict=False).embedded_signatures[0]
+        return signature, validate_pdf_signature(
+            signature,
+            ValidationContext(trust_roots=[signature.signer_cert]),
+            ts_validation_context=ValidationContext(trust_roots=[tsa_root]),
+        )
+
+    data = out.read_bytes()
+    signature, status = validate(data)
+    assert status.bottom_line and status.intact and status.valid and status.trusted
+    assert "AFDP report signer" in signature.signer_cert.subject.human_friendly
+    assert status.timestamp_validity is not None and status.timestamp_validity.trusted
+    assert signature.sig_object["/Reason"].startswith("VERIFIED")
+    # one altered byte inside the signed range: no longer intact
+    at = data.index(b"VERIFIED")
+    _, altered = validate(data[:at] + b"VERIFIEX" + data[at + 8 :])
+    assert not altered.intact and not altered.bottom_line
+
+
+def test_pdf_without_reachable_tsa_writes_nothing(run_branch, trust_file, keys, cli, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("Debian 'chromium' is not installed")
+    out = tmp_path / "report.pdf"
+    result = cli("report", "--repo", str(run_branch), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--out", str(out), "--sign-key", str(keys / "dev.key"), "--tsa", "http://127.0.0.1:9/")
+    assert result.code == 3 and "no TSA time-stamped the report signature" in result.err
+    assert list(tmp_path.glob("*.pdf*")) == [] and list(tmp_path.glob(".report.pdf*")) == []
+
+
+def test_pdf_certificate_must_match_key(run_branch, trust_file, keys, tsa, cli, tmp_path):
+    from afdp.report.pdf import _load_key, self_signed_certificate
+
+    cert = tmp_path / "other.pem"
+    cert.write_bytes(self_signed_certificate(_load_key(keys / "attacker.key")))
+    result = cli("report", "--repo", str(run_branch), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--out", str(tmp_path / "r.pdf"), "--sign-key", str(keys / "dev.key"), "--sign-cert", str(cert), "--tsa", tsa.url)
+    assert result.code == 2 and "is not for the key" in result.err
+    assert not (tmp_path / "r.pdf").exists()
+
+
+def test_report_does_not_import_prefect(run_branch, trust_file, tmp_path):
+    code = (
+        "import sys\nfrom afdp.cli import main\n"
+        f"try:\n    main(['report', '--repo', {str(run_branch)!r}, '--service', 'api', '--deployment', 'd-42', '--trust', {str(trust_file)!r}, '--out', {str(tmp_path / 'r.html')!r}])\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'pyhanko')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
