@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import json
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,13 @@ from afdp.signing import sign_bytes, signer_keyid
 from afdp.sshsig import sign_git_commit
 from afdp.store import EvidenceStore, RefMoved
 
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 32
+
+
+def _back_off(attempt: int) -> None:
+    # Randomised, growing pause after a lost race, so that writers which keep colliding
+    # spread out instead of starving one another (each retry re-signs and re-stamps).
+    time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
 
 
 @dataclass(frozen=True)
@@ -216,7 +224,7 @@ def append_record(
     ref = branch_ref(service, deployment)
     who = author or ("AFDP", "afdp@evidence.invalid")
     written: list[AppendedRecord] = []
-    for _ in range(MAX_ATTEMPTS):
+    for attempt in range(MAX_ATTEMPTS):
         head = store.head(ref)
         if head is None:
             genesis = rec.build_record(
@@ -252,7 +260,7 @@ def append_record(
                     )
                 )
             except RefMoved:
-                pass  # another writer opened the branch first; append on top of theirs
+                _back_off(attempt)  # another writer opened the branch first; append on theirs
             continue
         tail = read_tail(store, head)
         if tail.kind == rec.KIND_SEAL:
@@ -277,6 +285,7 @@ def append_record(
             )
             return written
         except RefMoved:
+            _back_off(attempt)
             continue
     raise StorageError(
         f"{ref} kept moving under concurrent writers; gave up after {MAX_ATTEMPTS} attempts"
