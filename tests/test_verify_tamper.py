@@ -325,3 +325,20 @@ def test_concurrent_writers_never_lose_or_duplicate_records(repo, keys, tsa, tru
     assert sorted(r.sequence for r in report.records) == list(range(16))
 
 
+
+
+def test_long_branch_seal_stored_as_result_file(repo, signer, tsa, trust_file, monkeypatch):
+    # A seal listing many records outgrows the inline limit and moves to result.json; it
+    # must still be read (and a tampered one still caught). The limit is lowered so that a
+    # short branch shows what a 10,000-record branch does.
+    monkeypatch.setattr(rec, "INLINE_RESULT_LIMIT", 200)
+    build_deployment(repo, signer, tsa, steps=3)
+    entries = read_branch(repo)
+    assert rec.RESULT_FILE in entries[-1].files
+    assert report_of(repo, trust_file).state == "verified"
+    listing = json.loads(entries[-1].files[rec.RESULT_FILE])
+    listing["records"][1]["sha256"] = "0" * 64
+    entries[-1] = with_file(entries[-1], rec.RESULT_FILE, canonical_bytes(listing))
+    write_branch(repo, entries)
+    report = report_of(repo, trust_file)
+    assert (4, "digest") in failures(report) and (4, "seal") in failures(report)
