@@ -28,6 +28,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("afdp.cli.audit", "report_cmd"),
     "validate": ("afdp.cli.workflow", "validate_cmd"),
     "plan": ("afdp.cli.workflow", "plan_cmd"),
+    "run": ("afdp.cli.run", "run_cmd"),
+    "demo": ("afdp.cli.run", "demo_cmd"),
 }
 
 _SHORT_HELP: dict[str, str] = {
@@ -42,6 +44,8 @@ _SHORT_HELP: dict[str, str] = {
     "report": "Verify and write a compliance report (HTML, signed PDF, JSON).",
     "validate": "Validate a workflow definition.",
     "plan": "Show what a workflow would do (dry run).",
+    "run": "Run an evidence workflow for one deployment (Prefect flow).",
+    "demo": "Run the whole story locally: no config, no network.",
 }
 
 

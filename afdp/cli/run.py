@@ -1,0 +1,262 @@
+"""The commands that run flows: ``afdp run`` and ``afdp demo``.
+
+Thin: parse, build a request, call one library function (:func:`afdp.runner.run_workflow`
+directly, or the Prefect flow in ``flows/`` over it), print. Prefect is imported only
+when a run asks for it, so ``afdp run --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from afdp.errors import EXIT_FAILED, UsageError
+
+_TSA_ENV = "AFDP_TSA_URLS"
+_SIGNAL_DIR_ENV = "AFDP_SIGNAL_DIR"
+#: ``--fast`` divides every wait, window and timeout by this.
+FAST_SCALE = 20.0
+
+
+def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set {item!r}: expected NAME=VALUE (or workflow.NAME=VALUE)")
+        if key.startswith("deployment."):
+            raise UsageError(
+                f"--set {key}: deployment values come from their options (--commit, --deployer, "
+                "--environment, --version)"
+            )
+        name = key.removeprefix("workflow.")
+        if not name or "." in name:
+            raise UsageError(f"--set {key}: only workflow variables can be set (workflow.NAME)")
+        overrides[name] = _scalar(raw)
+    return overrides
+
+
+def _scalar(text: str) -> Any:
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(f"--deployed-at {text!r} is not an RFC 3339 time") from exc
+    if moment.tzinfo is None:
+        raise UsageError(f"--deployed-at {text!r} needs a timezone (e.g. Z)")
+    return moment.astimezone(UTC)
+
+
+def _tsa_urls(values: tuple[str, ...]) -> tuple[str, ...]:
+    urls = list(values) or [u for u in os.environ.get(_TSA_ENV, "").split() if u]
+    if not urls:
+        raise UsageError(f"no time-stamping authority: pass --tsa URL (repeatable) or set ${_TSA_ENV}")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"--tsa {url!r} is not an http(s) URL")
+    return tuple(urls)
+
+
+@click.command("run")
+@click.argument("workflow_path", metavar="WORKFLOW", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--service", required=True, help="Service name (A-Z a-z 0-9 . _ -).")
+@click.option("--deployment", required=True, help="Deployment id (A-Z a-z 0-9 . _ -).")
+@click.option("--commit", help="Git commit being deployed.")
+@click.option("--deployer", help="Who deploys (user or CI identity).")
+@click.option("--environment", help="Target environment (production, staging, ...).")
+@click.option("--version", "service_version", help="Version being deployed.")
+@click.option("--changed-file", "changed_files", multiple=True, metavar="PATH", help="A changed file (repeatable).")
+@click.option("--deployment-size", type=click.IntRange(min=0), help="Size of the change (e.g. lines changed).")
+@click.option("--git-branch", help="Source branch of the commit.")
+@click.option("--deployed-at", help="When the deployment happened (RFC 3339); default: when the mark step runs.")
+@click.option("--repo", "repository", required=True, type=click.Path(path_type=Path), help="Evidence Git repository.")
+@click.option("--key", required=True, help="Private key file (PEM) or securesystemslib key URI.")
+@click.option("--public-key", type=click.Path(dir_okay=False), help="PEM public key; required with a key URI.")
+@click.option("--tsa", multiple=True, metavar="URL", help=f"RFC3161 TSA URL (repeatable). Default: ${_TSA_ENV}.")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help="Set a workflow variable (repeatable).")
+@click.option("--phase", type=click.Choice(["all", "pre", "post"]), default="all", show_default=True,
+              help="pre: up to the deployment mark (branch left open); post: from the mark, then seal.")
+@click.option("--signal", "signals", multiple=True, metavar="NAME", help="Treat signal NAME as received (repeatable).")
+@click.option("--signal-dir", type=click.Path(path_type=Path, file_okay=False),
+              help=f"Wait for signals as files named after them in this folder. Default: ${_SIGNAL_DIR_ENV}.")
+@click.option("--policy", type=click.Path(path_type=Path, dir_okay=False), help="Admission policy (default: the shipped one).")
+@click.option("--fast", is_flag=True, help=f"Divide every wait and capture window by {FAST_SCALE:g} (demos, tests).")
+@click.option("--prefect/--no-prefect", default=True, show_default=True,
+              help="Run as a Prefect flow (PREFECT_API_URL, or Prefect's ephemeral mode).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's outcome as JSON.")
+def run_cmd(
+    workflow_path: Path,
+    service: str,
+    deployment: str,
+    commit: str | None,
+    deployer: str | None,
+    environment: str | None,
+    service_version: str | None,
+    changed_files: tuple[str, ...],
+    deployment_size: int | None,
+    git_branch: str | None,
+    deployed_at: str | None,
+    repository: Path,
+    key: str,
+    public_key: str | None,
+    tsa: tuple[str, ...],
+    settings: tuple[str, ...],
+    phase: str,
+    signals: tuple[str, ...],
+    signal_dir: Path | None,
+    policy: Path | None,
+    fast: bool,
+    prefect: bool,
+    as_json: bool,
+) -> None:
+    """Run an evidence workflow for one deployment; every step becomes a signed record.
+
+    Exit 0 when the run completed (failed steps are recorded evidence, not errors);
+    1 when the decision is rollback or the workflow is invalid or not admitted;
+    2 for usage errors; 3 when evidence could not be written (TSA, signer, repository).
+    """
+    env_dir = os.environ.get(_SIGNAL_DIR_ENV)
+    params: dict[str, Any] = {
+        "workflow_path": str(workflow_path),
+        "service": service,
+        "deployment": deployment,
+        "repository": str(repository),
+        "key": key,
+        "public_key": public_key,
+        "tsa_urls": list(_tsa_urls(tsa)),
+        "info": {
+            "commit": commit,
+            "deployer": deployer,
+            "environment": environment,
+            "version": service_version,
+            "changed_files": list(changed_files),
+            "deployment_size": deployment_size,
+            "branch": git_branch,
+            "deployed_at": deployed_at and _parse_time(deployed_at).isoformat(),  # type: ignore[union-attr]
+        },
+        "overrides": _parse_set(settings),
+        "phase": phase,
+        "time_scale": FAST_SCALE if fast else 1.0,
+        "signals": list(signals),
+        "signal_dir": str(signal_dir or env_dir) if (signal_dir or env_dir) else None,
+        "policy": str(policy) if policy else None,
+    }
+    progress = _progress_printer(enabled=not as_json)
+    if prefect:
+        outcome = _run_with_prefect(params, progress)
+    else:
+        from afdp.runner import prepare_request, run_workflow
+
+        outcome = run_workflow(prepare_request(**params, progress=progress))
+    if as_json:
+        click.echo(json.dumps(outcome.to_json(), indent=2, default=str))
+    else:
+        print_outcome(outcome)
+    if outcome.decision and outcome.decision.get("action") == "rollback":
+        sys.exit(EXIT_FAILED)
+
+
+def _run_with_prefect(params: dict[str, Any], progress: Any) -> Any:
+    try:
+        from flows.evidence import run_with_prefect
+    except ImportError as exc:
+        if "prefect" in str(exc) or "flows" in str(exc):
+            raise UsageError(
+                f"cannot run as a Prefect flow ({exc}); install prefect and run from the AFDP "
+                "source tree, or pass --no-prefect"
+            ) from exc
+        raise
+    return run_with_prefect(params, progress=progress)
+
+
+def _progress_printer(*, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    colours = {"ok": "green", "failed": "red", "skipped": "yellow"}
+
+    def show(report: Any) -> None:
+        colour = colours.get(report.status, "white")
+        note = " (already recorded)" if report.resumed else ""
+        console.print(
+            f"  [{colour}]{report.status:>7}[/] #{report.sequence:<3} {report.name}: "
+            f"{report.summary}{note}",
+            markup=True,
+            soft_wrap=True,
+        )
+        if report.error and not report.resumed:
+            console.print(f"          [red]{report.error}[/]", markup=True, soft_wrap=True)
+
+    return show
+
+
+def print_outcome(outcome: Any) -> None:
+    """Print the run's decision, action and branch state (after the per-step lines)."""
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    decision = outcome.decision or {}
+    action = outcome.action or {}
+    if decision:
+        console.print(
+            f"decision: [bold]{decision.get('action')}[/] "
+            f"({decision.get('decision') or 'default'}; label {decision.get('label')}): {decision.get('reason', '')}",
+            soft_wrap=True,
+        )
+    if action:
+        console.print(f"action: {action.get('kind', '')} {action.get('status')}: {action.get('detail', '')}", soft_wrap=True)
+    failed = len(outcome.failed_steps)
+    state = "sealed" if outcome.sealed else "open (unsealed)"
+    console.print(
+        f"{outcome.service}/{outcome.deployment}: {len(outcome.steps)} step record(s)"
+        + (f", {outcome.resumed} already recorded" if outcome.resumed else "")
+        + (f", {failed} failed" if failed else "")
+        + f"; branch {outcome.branch} {state}, head {(outcome.head or '-')[:12]}",
+        soft_wrap=True,
+    )
+
+
+@click.command("demo")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for the demo's key, TSA, evidence and trust policy (default: a new temp folder).")
+@click.option("--fast", is_flag=True, help="Shorten every wait and window (finishes in well under a minute).")
+@click.option("--prefect", is_flag=True, help="Run the workflow as a Prefect flow (ephemeral mode).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def demo_cmd(out_dir: Path | None, fast: bool, prefect: bool, as_json: bool) -> None:
+    """Run the whole story locally: no configuration, no network.
+
+    Generates a dev key and a TSA, starts a demo service, records a baseline, deploys a
+    version with a real regression, captures the impact, detects it, rolls back, writes
+    the training record, seals and verifies. The last line printed is the exact
+    'afdp verify' command that re-checks the evidence.
+    """
+    from afdp.demo import run_demo
+
+    result = run_demo(out_dir=out_dir, fast=fast, use_prefect=prefect, echo=None if as_json else click.echo)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, default=str))
+        return
+    click.echo(result.verify_command)
+    if not result.verified:
+        sys.exit(EXIT_FAILED)

@@ -1,0 +1,1415 @@
+"""Running a validated workflow for one deployment: one signed, time-stamped record per step.
+
+:func:`run_workflow` walks the workflow's steps in order. For each step it:
+
+1. evaluates ``when`` / ``unless`` over what earlier steps output (a skipped step is
+   still recorded, with status ``skipped`` and the reason; a condition that cannot be
+   evaluated is recorded as ``failed``: nothing is silently dropped);
+2. runs the step's work through a :class:`StepExecutor` (inline by default; the Prefect
+   flow in ``flows/`` runs it as tasks and its run ids land in the record's context);
+3. appends exactly one record (``kind="step"``) to the deployment's branch through
+   :func:`afdp.ledger.append_record`: result, provenance, status, times, the workflow's
+   digest; metric series go beside the envelope as attachments.
+
+Then it seals the branch. A failing collector, query or action is a ``failed`` step with
+its reason, and the flow goes on to a decision. A ``gate`` that triggers decides, acts,
+and skips the rest of the workflow (a training record step still runs).
+
+Phases: ``pre`` runs the steps before the deployment mark (the first
+``mark_deployment_time``) and leaves the branch unsealed; ``post`` continues the same
+branch from the mark, reading earlier outputs back from the records. In ``post``, a
+baseline capture that ``pre`` never recorded is taken from the window before the
+deployment time (only sources that keep history, i.e. Prometheus, can answer); other
+missing pre-deployment steps are recorded as skipped.
+
+Resumability: the branch is the run's state. Steps already recorded are never run or
+written again; a re-run continues after the last committed record, so a crash or Ctrl-C
+costs at most the step in flight.
+
+Signals (``wait_for_signal``): a signal named with ``--signal NAME`` counts as received
+when the step runs; otherwise, with a signal directory, the step waits (up to its
+timeout) for a file named ``NAME`` to appear there; with neither, nothing can deliver it
+and the step fails at once with that reason.
+
+Secrets: ``${env.*}`` values render to redacted :class:`~afdp.workflow.interpolation.Secret`
+objects; as a second line of defence every record is scrubbed of the values of the
+environment variables the workflow names before it is signed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from securesystemslib.signer import Signer
+
+from afdp import records as rec
+from afdp.canonical import canonical_bytes, sha256_hex
+from afdp.errors import AfdpError, PolicyViolation, StorageError, UsageError
+from afdp.ledger import append_record, decode_envelope, seal, trailers
+from afdp.names import branch_ref
+from afdp.store import EvidenceStore
+from afdp.workflow import catalog
+from afdp.workflow.catalog import StepKind
+from afdp.workflow.expressions import EvaluationError
+from afdp.workflow.interpolation import Secret, UnresolvedError
+from afdp.workflow.model import (
+    Analyze,
+    Capture,
+    CaptureMetadata,
+    Check,
+    Decide,
+    Gate,
+    GenerateRecord,
+    Query,
+    Segment,
+    Step,
+    Wait,
+    WaitForSignal,
+    Workflow,
+)
+from afdp.workflow.units import DIMENSIONLESS, Quantity, Unit, parse_unit
+
+T = TypeVar("T")
+
+PHASES = ("all", "pre", "post")
+_RATIO = parse_unit("ratio")
+_SECONDS = parse_unit("s")
+_ENV_REF = re.compile(r"\$\{\s*env\.([A-Za-z_][A-Za-z0-9_]*)\s*\}")
+_ATTACHMENT_BAD = re.compile(r"[^a-z0-9._-]")
+#: How often a signal directory is polled.
+SIGNAL_POLL_SECONDS = 0.5
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class Clock:
+    """Real time: ``now()`` is UTC wall-clock time and ``sleep`` sleeps.
+
+    (The collectors take the same two-method interface; tests may pass their own.)
+    """
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+SYSTEM_CLOCK = Clock()
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    """What is known about the deployment before any step runs (``${deployment.*}``)."""
+
+    commit: str | None = None
+    deployer: str | None = None
+    environment: str | None = None
+    version: str | None = None
+    changed_files: tuple[str, ...] = ()
+    deployment_size: int | None = None
+    branch: str | None = None
+    commit_message: str | None = None
+    source_repository: str | None = None
+    deployed_at: datetime | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> DeploymentInfo:
+        """Return the info from :meth:`to_json`'s form (unknown keys refused).
+
+        Raises:
+            UsageError: an unknown field, or a ``deployed_at`` that is not RFC 3339.
+        """
+        data = dict(data or {})
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise UsageError(f"unknown deployment field(s): {', '.join(unknown)}")
+        deployed = data.get("deployed_at")
+        if isinstance(deployed, str):
+            try:
+                data["deployed_at"] = rec.parse_time(deployed)
+            except ValueError as exc:
+                raise UsageError(f"deployed_at {deployed!r} is not an RFC 3339 time") from exc
+        data["changed_files"] = tuple(data.get("changed_files") or ())
+        return cls(**data)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "commit": self.commit,
+            "deployer": self.deployer,
+            "environment": self.environment,
+            "version": self.version,
+            "changed_files": list(self.changed_files),
+            "deployment_size": self.deployment_size,
+            "branch": self.branch,
+            "commit_message": self.commit_message,
+            "source_repository": self.source_repository,
+            "deployed_at": rec.format_time(self.deployed_at) if self.deployed_at else None,
+        }
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything one run needs. ``time_scale`` > 1 shortens every wait and window
+    (``--fast``); the scale is written into each record's context, so the evidence says so.
+    """
+
+    workflow: Workflow
+    repository: Path
+    service: str
+    deployment: str
+    signer: Signer
+    tsa_urls: tuple[str, ...]
+    info: DeploymentInfo = field(default_factory=DeploymentInfo)
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    phase: str = "all"
+    time_scale: float = 1.0
+    signals: frozenset[str] = frozenset()
+    signal_dir: Path | None = None
+    env: Mapping[str, str] | None = None
+    clock: Any = None
+    author: tuple[str, str] | None = None
+    progress: Callable[[StepReport], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.phase not in PHASES:
+            raise UsageError(f"invalid phase {self.phase!r}: use one of {', '.join(PHASES)}")
+        if not self.tsa_urls:
+            raise UsageError("at least one TSA URL is required: every record is time-stamped")
+        if not (self.time_scale >= 1.0 and math.isfinite(self.time_scale)):
+            raise UsageError("time scale must be a finite number >= 1")
+        branch_ref(self.service, self.deployment)  # checks both names
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """One step as this run saw it (``resumed``: it was already on the branch)."""
+
+    name: str
+    index: int
+    kind: str
+    status: str
+    summary: str
+    error: str | None
+    sequence: int
+    digest: str
+    resumed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "index": self.index,
+            "kind": self.kind,
+            "status": self.status,
+            "summary": self.summary,
+            "error": self.error,
+            "sequence": self.sequence,
+            "digest": self.digest,
+            "resumed": self.resumed,
+        }
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a run did: every step's record, the decision and action, seal and head."""
+
+    service: str
+    deployment: str
+    repository: str
+    branch: str
+    workflow: str
+    workflow_digest: str
+    phase: str
+    run_id: str
+    steps: tuple[StepReport, ...]
+    analysis: Mapping[str, Any] | None
+    decision: Mapping[str, Any] | None
+    action: Mapping[str, Any] | None
+    training: Mapping[str, Any] | None
+    sealed: bool
+    head: str | None
+    seal_digest: str | None
+    context: Mapping[str, Any]
+
+    @property
+    def resumed(self) -> int:
+        """Return how many steps were already recorded before this run."""
+        return sum(1 for s in self.steps if s.resumed)
+
+    @property
+    def failed_steps(self) -> tuple[StepReport, ...]:
+        return tuple(s for s in self.steps if s.status == "failed")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "deployment": self.deployment,
+            "repository": self.repository,
+            "branch": self.branch,
+            "workflow": self.workflow,
+            "workflow_digest": self.workflow_digest,
+            "phase": self.phase,
+            "run_id": self.run_id,
+            "resumed_steps": self.resumed,
+            "steps": [s.to_json() for s in self.steps],
+            "analysis": self.analysis,
+            "decision": self.decision,
+            "action": self.action,
+            "training": self.training,
+            "sealed": self.sealed,
+            "head": self.head,
+            "seal_digest": self.seal_digest,
+            "context": dict(self.context),
+        }
+
+
+def prepare_request(
+    *,
+    workflow_path: str | Path,
+    service: str,
+    deployment: str,
+    repository: str | Path,
+    key: str,
+    tsa_urls: Sequence[str],
+    public_key: str | None = None,
+    info: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    phase: str = "all",
+    time_scale: float = 1.0,
+    signals: Sequence[str] = (),
+    signal_dir: str | Path | None = None,
+    policy: str | Path | None = None,
+    progress: Callable[[StepReport], None] | None = None,
+) -> RunRequest:
+    """Build a :class:`RunRequest` from plain values (CLI options, Prefect flow parameters):
+    load and admit the workflow, load the signer.
+
+    Raises:
+        UsageError / WorkflowInvalid / PolicyRejected / ConfigurationError: as
+        :func:`afdp.workflow.load_workflow` and :func:`afdp.signing.load_signer` do.
+    """
+    from afdp.signing import load_signer
+    from afdp.workflow import load_workflow
+
+    workflow = load_workflow(workflow_path, policy=policy)
+    return RunRequest(
+        workflow=workflow,
+        repository=Path(repository),
+        service=service,
+        deployment=deployment,
+        signer=load_signer(key, public_key=public_key),
+        tsa_urls=tuple(tsa_urls),
+        info=DeploymentInfo.from_json(info),
+        overrides=dict(overrides or {}),
+        phase=phase,
+        time_scale=time_scale,
+        signals=frozenset(signals),
+        signal_dir=Path(signal_dir) if signal_dir else None,
+        progress=progress,
+    )
+
+
+# --------------------------------------------------------------------------- executors
+
+
+class StepExecutor:
+    """Runs the work of each step. This default runs it in the calling thread (and a
+    capture's metrics in parallel threads); ``flows/`` subclasses it to run Prefect tasks.
+    """
+
+    def context(self) -> dict[str, Any]:
+        """Return context recorded in every record (e.g. the Prefect flow run id)."""
+        return {"engine": "afdp"}
+
+    def run(self, step: Step, work: Callable[[], T]) -> tuple[T, dict[str, Any]]:
+        """Run ``work`` for ``step``; return its value and context for the record.
+
+        Raises whatever ``work`` raises.
+        """
+        return work(), {}
+
+    def collect(
+        self, step: Step, calls: Mapping[str, Callable[[], T]]
+    ) -> tuple[dict[str, T | Exception], dict[str, Any]]:
+        """Run collector ``calls`` concurrently (one per metric: they share a time window).
+
+        Returns ``({label: value or the Exception it raised}, context)``.
+        """
+        if not calls:
+            return {}, {}
+        out: dict[str, T | Exception] = {}
+        with ThreadPoolExecutor(max_workers=min(8, len(calls))) as pool:
+            futures = {label: pool.submit(call) for label, call in calls.items()}
+            for label, future in futures.items():
+                try:
+                    out[label] = future.result()
+                except Exception as exc:  # recorded as the metric's failure
+                    out[label] = exc
+        return out, {}
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class _Recorded:
+    """A step record read back from the branch (or just written)."""
+
+    sequence: int
+    step: str
+    digest: str
+    status: str
+    result: Any
+    attachments: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class _StepResult:
+    status: str
+    result: dict[str, Any]
+    summary: str
+    error: str | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    attachments: Mapping[str, bytes] = field(default_factory=dict)
+    context: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Run:
+    request: RunRequest
+    executor: StepExecutor
+    clock: Any
+    env: Mapping[str, str]
+    run_id: str
+    base_context: dict[str, Any]
+    redact: Callable[[Any], Any]
+    outputs: dict[str, Any] = field(default_factory=dict)  # step -> typed outputs
+    series: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    analyses: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> analysis json
+    decision: dict[str, Any] | None = None
+    action: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
+    stopped_by: str | None = None
+    deployed_at: datetime | None = None
+    records: dict[str, _Recorded] = field(default_factory=dict)
+    reports: list[StepReport] = field(default_factory=list)
+
+    @property
+    def workflow(self) -> Workflow:
+        return self.request.workflow
+
+    def values(self) -> dict[str, Any]:
+        return self.workflow.values(
+            deployment=_deployment_values(self.request),
+            overrides=self.request.overrides,
+            steps=self.outputs,
+        )
+
+    def scaled(self, seconds: float) -> float:
+        return seconds / self.request.time_scale
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def run_workflow(request: RunRequest, *, executor: StepExecutor | None = None) -> RunOutcome:
+    """Run ``request.workflow`` for one deployment, recording every step; seal at the end.
+
+    Returns:
+        The :class:`RunOutcome` (also when the branch was already complete: nothing is
+        written twice).
+
+    Raises:
+        UsageError: bad request; the branch was written by another workflow or does not
+            follow this one; ``--phase`` with a workflow that has no deployment mark.
+        PolicyViolation: ``--phase pre`` on a branch that is already past the mark.
+        SigningError / TimestampError / StorageError: a record could not be written; the
+            branch stays at its last complete record and a re-run continues from there.
+    """
+    executor = executor or StepExecutor()
+    workflow = request.workflow
+    steps = workflow.steps
+    env = os.environ if request.env is None else request.env
+    clock = request.clock or _default_clock()
+    run_id = str(uuid.uuid4())
+    base_context = {
+        "run_id": run_id,
+        "phase": request.phase,
+        "workflow": {"name": workflow.name, "version": workflow.version},
+        **({"time_scale": request.time_scale} if request.time_scale != 1.0 else {}),
+        **executor.context(),
+    }
+    run = _Run(
+        request=request,
+        executor=executor,
+        clock=clock,
+        env=env,
+        run_id=run_id,
+        base_context=base_context,
+        redact=_redactor(workflow, env),
+    )
+    existing, sealed_seq = _read_branch(request)
+    mark = _mark_index(workflow, request.phase)
+    _check_prefix(request, existing)
+
+    if request.phase == "pre":
+        selected = range(0, mark)
+        if len(existing) > mark:
+            raise PolicyViolation(
+                f"{request.service}/{request.deployment} is already past the deployment mark "
+                f"({len(existing)} steps recorded); run --phase post"
+            )
+    else:
+        selected = range(0, len(steps))
+
+    for index in selected:
+        step = steps[index]
+        if index < len(existing):
+            _restore(run, step, existing[index])
+            continue
+        if sealed_seq is not None:
+            raise StorageError(
+                f"{request.service}/{request.deployment} is sealed but lacks step {step.name!r}"
+            )
+        result = _execute(run, step, missed=request.phase == "post" and index < mark)
+        _append(run, step, result)
+
+    seal_digest = None
+    sealed = sealed_seq is not None
+    if request.phase != "pre" and not sealed:
+        written = seal(
+            request.repository,
+            service=request.service,
+            deployment=request.deployment,
+            signer=request.signer,
+            tsa_urls=request.tsa_urls,
+            workflow_digest=workflow.digest,
+        )
+        seal_digest, sealed = written.envelope_sha256, True
+    store = EvidenceStore(request.repository)
+    head = store.head(branch_ref(request.service, request.deployment))
+    if seal_digest is None and sealed and head is not None:
+        seal_digest = trailers(head.message).get("AFDP-Digest", "").removeprefix("sha256:")
+    last_analysis = next(reversed(run.analyses.values()), None) if run.analyses else None
+    return RunOutcome(
+        service=request.service,
+        deployment=request.deployment,
+        repository=str(request.repository),
+        branch=branch_ref(request.service, request.deployment),
+        workflow=workflow.name,
+        workflow_digest=workflow.digest,
+        phase=request.phase,
+        run_id=run_id,
+        steps=tuple(run.reports),
+        analysis=last_analysis,
+        decision=run.decision,
+        action=run.action,
+        training=run.training,
+        sealed=sealed,
+        head=str(head.id) if head is not None else None,
+        seal_digest=seal_digest,
+        context=base_context,
+    )
+
+
+def _default_clock() -> Any:
+    try:
+        from afdp.collectors import SYSTEM_CLOCK as collectors_clock  # type: ignore[attr-defined]
+    except ImportError:
+        return SYSTEM_CLOCK
+    return collectors_clock
+
+
+def _mark_index(workflow: Workflow, phase: str) -> int:
+    steps = workflow.steps
+    for step in steps:
+        if step.kind is StepKind.MARK:
+            return step.index
+    if phase == "all":
+        return 0
+    raise UsageError(
+        f"workflow {workflow.name} has no mark_deployment_time step, so --phase {phase} "
+        "cannot split it; add '- mark_deployment_time' or run without --phase"
+    )
+
+
+# --------------------------------------------------------------------------- branch state
+
+
+def _read_branch(request: RunRequest) -> tuple[list[_Recorded], int | None]:
+    """Return the step records already on the branch (in order) and the seal's sequence."""
+    store = EvidenceStore(request.repository)
+    head = store.head(branch_ref(request.service, request.deployment))
+    if head is None:
+        return [], None
+    found: list[_Recorded] = []
+    sealed: int | None = None
+    for commit in store.history(head):
+        info = trailers(commit.message)
+        try:
+            sequence, step, kind = int(info["AFDP-Record"]), info["AFDP-Step"], info["AFDP-Kind"]
+        except (KeyError, ValueError) as exc:
+            raise StorageError(
+                f"commit {str(commit.id)[:12]} on the branch is not an AFDP record; run 'afdp verify'"
+            ) from exc
+        directory = rec.record_dir(sequence, step)
+        files = store.list_dir(commit.tree, directory)
+        envelope = files.get(rec.ENVELOPE_FILE)
+        if envelope is None:
+            raise StorageError(f"record {sequence} has no envelope; run 'afdp verify'")
+        if kind == rec.KIND_SEAL:
+            sealed = sequence
+            continue
+        if kind != rec.KIND_STEP:
+            continue
+        predicate = decode_envelope(envelope)["predicate"]
+        workflow_ref = (predicate.get("workflow") or {}).get("sha256")
+        if workflow_ref and workflow_ref != request.workflow.digest:
+            raise UsageError(
+                f"{request.service}/{request.deployment} was recorded with workflow "
+                f"{workflow_ref[:12]}, not this one ({request.workflow.digest[:12]}); "
+                "use a new deployment id"
+            )
+        result = predicate.get("result")
+        if predicate.get("result_ref"):
+            result = json.loads(files.get(rec.RESULT_FILE, b"null"))
+        attachments = {
+            name: data
+            for name, data in files.items()
+            if name not in (rec.ENVELOPE_FILE, rec.RESULT_FILE)
+            and not rec.TIMESTAMP_FILE.fullmatch(name)
+        }
+        found.append(
+            _Recorded(sequence, step, sha256_hex(envelope), predicate["status"], result, attachments)
+        )
+    return found, sealed
+
+
+def _check_prefix(request: RunRequest, existing: Sequence[_Recorded]) -> None:
+    steps = request.workflow.steps
+    if len(existing) > len(steps):
+        raise UsageError(
+            f"{request.service}/{request.deployment} has more step records than the workflow has steps"
+        )
+    for recorded, step in zip(existing, steps, strict=False):
+        if recorded.step != step.name:
+            raise UsageError(
+                f"{request.service}/{request.deployment} does not follow this workflow: record "
+                f"{recorded.sequence} is {recorded.step!r} where step {step.index} is {step.name!r}"
+            )
+
+
+def _restore(run: _Run, step: Step, recorded: _Recorded) -> None:
+    """Take a step's outputs from its record instead of running it again."""
+    run.records[step.name] = recorded
+    result = recorded.result if isinstance(recorded.result, Mapping) else {}
+    _absorb(run, step, result, recorded.attachments)
+    report = StepReport(
+        step.name,
+        step.index,
+        step.kind.value,
+        recorded.status,
+        f"already recorded ({recorded.status})",
+        None,
+        recorded.sequence,
+        recorded.digest,
+        resumed=True,
+    )
+    run.reports.append(report)
+    if run.request.progress:
+        run.request.progress(report)
+
+
+def _absorb(
+    run: _Run, step: Step, result: Mapping[str, Any], attachments: Mapping[str, bytes]
+) -> None:
+    """Update the run's state from a step's result (fresh or read back)."""
+    outputs = result.get("outputs")
+    if isinstance(outputs, Mapping) and outputs:
+        run.outputs[step.name] = typed_outputs(run.workflow, step, outputs)
+    if step.kind is StepKind.MARK and isinstance(outputs, Mapping) and outputs.get("deployed_at"):
+        run.deployed_at = rec.parse_time(outputs["deployed_at"])
+    if step.kind is StepKind.CAPTURE:
+        series: dict[str, list[float]] = {}
+        for metric, ref in (result.get("series") or {}).items():
+            data = attachments.get(ref.get("path", ""))
+            if data is None:
+                continue
+            document = json.loads(data)
+            series[metric] = [float(v) for _, v in document.get("samples", [])]
+        run.series[step.name] = series
+    if step.kind is StepKind.ANALYZE and isinstance(result.get("analysis"), Mapping):
+        run.analyses[step.name] = dict(result["analysis"])
+    if step.kind in (StepKind.DECIDE, StepKind.GATE):
+        if result.get("decision") is not None:
+            run.decision = dict(result["decision"])
+        if result.get("action") is not None:
+            run.action = dict(result["action"])
+        if step.kind is StepKind.GATE and isinstance(outputs, Mapping) and outputs.get("triggered"):
+            run.stopped_by = step.name
+    if step.kind is StepKind.RECORD and isinstance(result.get("record"), Mapping):
+        run.training = dict(result["record"])
+
+
+# --------------------------------------------------------------------------- one step
+
+
+def _execute(run: _Run, step: Step, *, missed: bool) -> _StepResult:
+    started = rec.utc_now()
+    if run.stopped_by and step.kind is not StepKind.RECORD:
+        return _skipped(f"skipped: gate {run.stopped_by} triggered and stopped the workflow")
+    if missed and not (
+        step.kind is StepKind.CAPTURE and isinstance(step.params, Capture)
+        and step.params.role == "before"
+    ):
+        return _skipped(
+            "skipped: the pre-deployment phase was not recorded and this step cannot be "
+            "taken after the deployment"
+        )
+    values = run.values()
+    for label, expression, wanted in (("when", step.when, True), ("unless", step.unless, False)):
+        if expression is None:
+            continue
+        try:
+            holds = expression.evaluate(values)
+        except EvaluationError as exc:
+            return _StepResult(
+                "failed",
+                {"outputs": {}, "condition": {label: str(expression), "error": str(exc)}},
+                f"{label} condition could not be evaluated",
+                error=f"{label}: {expression} could not be evaluated: {exc}",
+            )
+        if holds != wanted:
+            return _skipped(
+                f"skipped: {label} {expression} is {str(holds).lower()}",
+                condition={label: str(expression), "result": holds},
+            )
+    try:
+        if step.kind is StepKind.CAPTURE:
+            result = _capture(run, step, values, missed=missed)
+        else:
+            result, context = run.executor.run(step, lambda: _dispatch(run, step, values))
+            result = replace(result, context={**result.context, **context})
+    except UnresolvedError as exc:
+        result = _StepResult("failed", {"outputs": {}}, f"failed: {_one_line(str(exc))}", error=str(exc))
+    except AfdpError as exc:
+        text = _one_line(exc.diagnostics())
+        result = _StepResult("failed", {"outputs": {}}, f"failed: {text}", error=text)
+    except Exception as exc:  # a bug costs this step (recorded), not the evidence chain
+        text = _one_line(f"internal error: {type(exc).__name__}: {exc}")
+        result = _StepResult("failed", {"outputs": {}}, text, error=text)
+    return replace(result, result={**result.result, "started": rec.format_time(started)})
+
+
+def _skipped(reason: str, **extra: Any) -> _StepResult:
+    return _StepResult("skipped", {"outputs": {}, "reason": reason, **extra}, reason)
+
+
+def _dispatch(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
+    kind = step.kind
+    handler = _HANDLERS.get(kind)
+    if handler is None:
+        raise UsageError(f"step kind {kind.value} is not supported by this runner")
+    return handler(run, step, values)
+
+
+def _append(run: _Run, step: Step, outcome: _StepResult) -> None:
+    request = run.request
+    finished = rec.utc_now()
+    started_text = outcome.result.get("started")
+    started = rec.parse_time(started_text) if isinstance(started_text, str) else finished
+    result = {k: v for k, v in outcome.result.items() if k != "started"}
+    result = run.redact(_json_safe(result))
+    draft = rec.RecordDraft(
+        kind=rec.KIND_STEP,
+        step=step.name,
+        result=result,
+        status=outcome.status,
+        index=step.index,
+        started_at=started,
+        finished_at=max(finished, started),
+        provenance=run.redact(_json_safe(dict(outcome.provenance))),
+        context={
+            **run.base_context,
+            "step": {"type": step.type, "kind": step.kind.value, "phase": step.phase},
+            **run.redact(_json_safe(dict(outcome.context))),
+        },
+        workflow_digest=run.workflow.digest,
+        summary=run.redact(_one_line(outcome.summary))[:200],
+        error=run.redact(outcome.error) if outcome.error else None,
+        attachments=dict(outcome.attachments),
+    )
+    written = append_record(
+        request.repository,
+        service=request.service,
+        deployment=request.deployment,
+        draft=draft,
+        signer=request.signer,
+        tsa_urls=request.tsa_urls,
+        author=request.author,
+        genesis_metadata=run.redact(_genesis_metadata(request)),
+    )
+    last = written[-1]
+    recorded = _Recorded(
+        last.sequence, step.name, last.envelope_sha256, outcome.status, result, dict(outcome.attachments)
+    )
+    run.records[step.name] = recorded
+    _absorb(run, step, result, outcome.attachments)
+    report = StepReport(
+        step.name,
+        step.index,
+        step.kind.value,
+        outcome.status,
+        draft.summary or "",
+        draft.error,
+        last.sequence,
+        last.envelope_sha256,
+    )
+    run.reports.append(report)
+    if request.progress:
+        request.progress(report)
+
+
+def _genesis_metadata(request: RunRequest) -> dict[str, Any]:
+    workflow = request.workflow
+    return _json_safe(
+        {
+            "workflow": {
+                "name": workflow.name,
+                "version": workflow.version,
+                "sha256": workflow.digest,
+                "steps": [s.name for s in workflow.steps],
+            },
+            "deployment": request.info.to_json(),
+        }
+    )
+
+
+# --------------------------------------------------------------------------- step kinds
+
+
+def _wait(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
+    params = step.params
+    assert isinstance(params, Wait)
+    seconds = run.scaled(params.duration.seconds)
+    run.clock.sleep(seconds)
+    now = rec.format_time(rec.utc_now())
+    return _StepResult(
+        "ok",
+        {"outputs": {"finished_at": now}, "duration": params.duration.to_json(), "waited_seconds": round(seconds, 3)},
+        f"waited {params.duration}" + (f" ({seconds:.1f}s, --fast)" if run.request.time_scale != 1 else ""),
+    )
+
+
+def _signal(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
+    params = step.params
+    assert isinstance(params, WaitForSignal)
+    name = params.signal
+    request = run.request
+    if name in request.signals:
+        return _signal_received(name, "command line (--signal)")
+    if request.signal_dir is None:
+        return _StepResult(
+            "failed",
+            {"outputs": {}, "signal": name, "source": None},
+            f"signal {name} not received",
+            error=f"signal {name!r} was not given (--signal {name}) and no signal directory is watched (--signal-dir)",
+        )
+    path = request.signal_dir / name
+    deadline = time.monotonic() + run.scaled(params.timeout.seconds)
+    while True:
+        if path.exists():
+            return _signal_received(name, f"file {path}")
+        if time.monotonic() >= deadline:
+            return _StepResult(
+                "failed",
+                {"outputs": {}, "signal": name, "source": str(path), "timeout": params.timeout.to_json()},
+                f"signal {name} not received within {params.timeout}",
+                error=f"signal {name!r} not received within {params.timeout} (no file {path})",
+            )
+        run.clock.sleep(min(SIGNAL_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
+def _signal_received(name: str, source: str) -> _StepResult:
+    return _StepResult(
+        "ok",
+        {"outputs": {"received_at": rec.format_time(rec.utc_now()), "signal": name}, "source": source},
+        f"signal {name} received ({source})",
+    )
+
+
+def _mark(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
+    deployed = run.request.info.deployed_at or rec.utc_now()
+    text = rec.format_time(deployed)
+    info = run.request.info
+    return _StepResult(
+        "ok",
+        {
+            "outputs": {"deployed_at": text},
+            "commit": info.commit,
+            "deployer": info.deployer,
+            "version": info.version,
+            "environment": info.environment,
+        },
+        f"deployment marked at {text}" + (f" (commit {info.commit[:12]})" if info.commit else ""),
+    )
+
+
+_METADATA_SOURCES: Mapping[str, Callable[[DeploymentInfo], Any]] = {
+    "git_commit": lambda i: i.commit,
+    "git_branch": lambda i: i.branch,
+    "commit_message": lambda i: i.commit_message,
+    "deployer_id": lambda i: i.deployer,
+    "deployment_size": lambda i: i.deployment_size,
+    "changed_files": lambda i: list(i.changed_files) if i.changed_files else None,
+    "service_version": lambda i: i.version,
+}
+
+
+def _metadata(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
+    params = step.params
+    assert isinstance(params, CaptureMetadata)
+    wanted = params.fields or tuple(catalog.METADATA_FIELDS)
+    found = {name: _METADATA_SOURCES[name](run.request.info) for name in wanted if name in _METADATA_SOURCES}
+    outputs = {k: v for k, v in found.items() if v is not None}
+    missing = sorted(k for k in wanted if k not in outputs)
+    summary = f"recorded {len(outputs)} field(s)" + (f"; not given: {', '.join(missing)}" if missing else "")
+    return _StepResult("ok", {"outputs": outputs, "missing": missing}, summary)
+
+
+def _capture(run: _Run, step: Step, values: dict[str, Any], *, missed: bool) -> _StepResult:
+    from afdp.collectors import capture_metric  # imported here: only runs that collect pay
+
+    params = step.params
+    assert isinstance(params, Capture)
+    workflow = run.workflow
+    now = run.clock.now()
+    duration = timedelta(seconds=run.scaled(params.duration.seconds)) if params.duration else timedelta(0)
+    if missed:
+        # Baseline after the fact: the window before the deployment, from history.
+        end = run.request.info.deployed_at or now
+        start = end - (timedelta(seconds=params.duration.seconds) if params.duration else timedelta(0))
+    else:
+        start, end = now, now + duration
+    interval = run.scaled(params.interval.seconds) if params.interval else None
+    calls: dict[str, Callable[[], Any]] = {}
+    for name in params.metrics:
+        metric = workflow.metric(name)
+        calls[name] = _bind_capture(
+            capture_metric, workflow, metric, values, run.env, start, end, interval, run.clock
+        )
+    collected, context = run.executor.collect(step, calls)
+    outputs: dict[str, Any] = {
+        "started_at": rec.format_time(start),
+        "finished_at": rec.format_time(end),
+    }
+    series_refs: dict[str, Any] = {}
+    provenance: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    attachments: dict[str, bytes] = {}
+    for name in params.metrics:
+        got = collected.get(name)
+        if isinstance(got, Exception):
+            errors[name] = _error_text(got)
+            continue
+        data = got
+        document = data.to_json()
+        blob = canonical_bytes(document)
+        path = _attachment_name(name, attachments)
+        attachments[path] = blob
+        values_list = [float(v) for _, v in data.samples]
+        outputs[name] = _stats(values_list)
+        series_refs[name] = {"path": path, "sha256": sha256_hex(blob), "samples": len(values_list), "unit": data.unit}
+        provenance[name] = dict(data.provenance)
+    result = {
+        "outputs": outputs,
+        "role": params.role,
+        "window": {"start": rec.format_time(start), "end": rec.format_time(end), "from_history": missed},
+        "series": series_refs,
+        "errors": errors,
+    }
+    ok = len(params.metrics) - len(errors)
+    summary = f"captured {ok}/{len(params.metrics)} metric(s)"
+    if errors:
+        summary += f"; failed: {', '.join(sorted(errors))}"
+        error = "; ".join(f"{m}: {e}" for m, e in sorted(errors.items()))
+        return _StepResult("failed", result, summary, error, provenance, attachments, context)
+    return _StepResult("ok", result, summary, None, provenance, attachments, context)
+
+
+def _bind_capture(
+    capture_metric: Callable[..., Any],
+    workflow: Workflow,
+    metric: Any,
+    values: dict[str, Any],
+    env: Mapping[str, str],
+    start: datetime,
+    end: datetime,
+    interval: float | None,
+    clock: Any,
+) -> Callable[[], Any]:
+    def call() -> Any:
+        return capture_metric(
+            workflow, metric, values=values, env=env, start=start, end=end, interval=interval, clock=clock
+        )
+
+    call.__name__ = f"capture_{metric.name}"
+    return call
+
+
+def _query(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
+    from afdp.collectors import run_query
+
+    params = step.params
+    assert isinstance(params, Query)
+    samples: list[dict[str, Any]] = []
+    provenance: dict[str, Any] = {}
+    deadline = time.monotonic() + (run.scaled(params.duration.seconds) if params.duration else 0)
+    interval = run.scaled(params.interval.seconds) if params.interval else 1.0
+    while True:
+        answer = run_query(
+            run.workflow, params.collector, params.query, values=values, env=run.env, limit=params.limit
+        )
+        rows = [_json_safe(dict(row)) for row in answer.rows]
+        samples.append({"at": rec.format_time(rec.utc_now()), "rows": rows})
+        provenance = dict(answer.provenance)
+        if time.monotonic() + interval > deadline:
+            break
+        run.clock.sleep(interval)
+    last = samples[-1]["rows"]
+    first_value = next(iter(last[0].values())) if last and last[0] else None
+    outputs: dict[str, Any] = {"rows": last, "row_count": len(last), "value": first_value}
+    summary = f"{len(last)} row(s)" + (f" x {len(samples)} sample(s)" if len(samples) > 1 else "")
+    if params.alert_threshold is not None:
+        longest = 0.0
+        for sample in samples:
+            for row in sample["rows"]:
+                first = next(iter(row.values()), None) if row else None
+                if isinstance(first, (int, float)) and not isinstance(first, bool):
+                    longest = max(longest, float(first))
+        outputs["longest_lock_wait"] = longest
+        outputs["alert"] = longest > params.alert_threshold.seconds
+        summary += f"; longest lock wait {longest:.3f}s" + (" (ALERT)" if outputs["alert"] else "")
+    result: dict[str, Any] = {"outputs": outputs}
+    if len(samples) > 1:
+        result["samples"] = samples
+    return _StepResult("ok", result, summary, provenance={"query": provenance})
+
+
+def _check(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
+    from afdp.collectors import run_query
+
+    params = step.params
+    assert isinstance(params, Check)
+    checks: list[dict[str, Any]] = []
+    provenance: dict[str, Any] = {}
+    errors: list[str] = []
+    for check in params.checks:
+        entry: dict[str, Any] = {"name": check.name, "expect": _json_safe(check.expect)}
+        try:
+            answer = run_query(run.workflow, params.collector, check.query, values=values, env=run.env, limit=1)
+        except AfdpError as exc:
+            entry.update(passed=False, error=exc.diagnostics())
+            errors.append(f"{check.name}: {exc.diagnostics()}")
+            checks.append(entry)
+            continue
+        rows = answer.rows
+        got = _json_safe(next(iter(rows[0].values()))) if rows and rows[0] else None
+        entry.update(actual=got, passed=_same(got, check.expect))
+        provenance[check.name] = dict(answer.provenance)
+        checks.append(entry)
+    failed = [c["name"] for c in checks if not c["passed"]]
+    outputs = {"passed": not failed, "failed": failed}
+    summary = f"{len(checks) - len(failed)}/{len(checks)} check(s) passed"
+    status = "failed" if errors else "ok"
+    return _StepResult(
+        status, {"outputs": outputs, "checks": checks}, summary, "; ".join(errors) or None, provenance
+    )
+
+
+def _same(got: Any, expect: Any) -> bool:
+    if isinstance(got, (int, float)) and isinstance(expect, (int, float)) and not isinstance(got, bool):
+        return math.isclose(float(got), float(expect), rel_tol=1e-9, abs_tol=1e-12)
+    return bool(got == expect)
+
+
+def _segment(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
+    params = step.params
+    assert isinstance(params, Segment)
+    outputs = {name: share.base for name, share in params.groups}
+    text = ", ".join(f"{name} {share}" for name, share in params.groups)
+    return _StepResult("ok", {"outputs": outputs}, f"segments: {text}")
+
+
+def _analysis_source(run: _Run, step: Step, name: str | None) -> str | None:
+    if name:
+        return name
+    earlier = [s.name for s in run.workflow.steps[: step.index] if s.kind is StepKind.ANALYZE]
+    return earlier[-1] if earlier else None
+
+
+def _analyze(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
+    from afdp.analysis import analyze
+
+    params = step.params
+    assert isinstance(params, Analyze)
+    baseline = {m: v for m, v in run.series.get(params.baseline, {}).items() if m in params.metrics}
+    impact = {m: v for m, v in run.series.get(params.impact, {}).items() if m in params.metrics}
+    analysis = analyze(params, run.workflow, baseline, impact)
+    document = analysis.to_json()
+    outputs = plain_outputs(run.workflow, step, analysis.values())
+    degraded = [m for m in params.metrics if isinstance(outputs.get(m), Mapping) and outputs[m].get("degraded")]
+    inconclusive = list((document.get("summary") or {}).get("inconclusive") or document.get("inconclusive") or [])
+    summary = (
+        f"degraded: {', '.join(degraded)}" if degraded else "no degradation detected"
+    ) + (f"; inconclusive: {', '.join(inconclusive)}" if inconclusive else "")
+    return _StepResult("ok", {"outputs": outputs, "analysis": document}, summary)
+
+
+def _decision_values(run: _Run, step: Step, values: dict[str, Any], analysis: str | None) -> dict[str, Any]:
+    merged = dict(values)
+    source = _analysis_source(run, step, analysis)
+    if source and source in run.outputs:
+        merged.update(run.outputs[source])
+    return merged
+
+
+def _payload(run: _Run, decision: Mapping[str, Any], analysis: str | None) -> dict[str, Any]:
+    request = run.request
+    analysis_doc = run.analyses.get(analysis) if analysis else None
+    if analysis_doc is None and run.analyses:
+        analysis_doc = next(reversed(run.analyses.values()))
+    return _json_safe(
+        {
+            "service": request.service,
+            "deployment": request.deployment,
+            "branch": branch_ref(request.service, request.deployment),
+            "workflow": {"name": run.workflow.name, "sha256": run.workflow.digest},
+            "commit": request.info.commit,
+            "version": request.info.version,
+            "decision": dict(decision),
+            "summary": (analysis_doc or {}).get("summary"),
+        }
+    )
+
+
+def _act(run: _Run, outcome: Any, values: dict[str, Any], analysis: str | None) -> dict[str, Any]:
+    from afdp.actions import perform_action
+
+    decision = outcome.to_json()
+    spec = run.workflow.action(outcome.action) if outcome.action else None
+    result = perform_action(spec, outcome, values=values, env=run.env, payload=_payload(run, decision, analysis))
+    return dict(result.to_json())
+
+
+def _decide(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
+    from afdp.decide import decide
+
+    params = step.params
+    assert isinstance(params, Decide)
+    source = _analysis_source(run, step, params.analysis)
+    merged = _decision_values(run, step, values, source)
+    outcome = decide(run.workflow, params, merged)
+    decision = outcome.to_json()
+    action = _act(run, outcome, merged, source)
+    outputs = {
+        "decision": decision.get("decision"),
+        "action": decision.get("action"),
+        "label": decision.get("label"),
+        "success_criteria_met": decision.get("success_criteria_met"),
+    }
+    summary = f"{decision.get('action')}" + (f" ({decision.get('decision')})" if decision.get("decision") else "")
+    summary += f"; action {action.get('status')}"
+    result = {"outputs": outputs, "decision": decision, "action": action}
+    if action.get("status") == "failed":
+        return _StepResult("failed", result, summary, error=f"{decision.get('action')} action failed: {action.get('detail')}")
+    return _StepResult("ok", result, summary)
+
+
+def _gate(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
+    import afdp.decide as decide_module
+
+    params = step.params
+    assert isinstance(params, Gate)
+    source = _analysis_source(run, step, params.analysis)
+    merged = _decision_values(run, step, values, source)
+    outcome = decide_module.evaluate_gate(run.workflow, params, merged)
+    decision = outcome.to_json()
+    triggered = bool(decision.get("decision") is not None or decision.get("triggered"))
+    if "triggered" in decision:
+        triggered = bool(decision["triggered"])
+    result: dict[str, Any] = {"outputs": {"triggered": triggered}, "decision": decision}
+    if not triggered:
+        return _StepResult("ok", result, f"gate not triggered ({params.condition})")
+    action = _act(run, outcome, merged, source)
+    result["action"] = action
+    summary = f"gate triggered: {params.action}; action {action.get('status')}"
+    if action.get("status") == "failed":
+        return _StepResult("failed", result, summary, error=f"{params.action} action failed: {action.get('detail')}")
+    return _StepResult("ok", result, summary)
+
+
+def _record(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
+    from afdp.training import build_training_record
+
+    params = step.params
+    assert isinstance(params, GenerateRecord)
+    cited = [
+        {"step": r.step, "sequence": r.sequence, "sha256": r.digest}
+        for r in sorted(run.records.values(), key=lambda r: r.sequence)
+        if r.status != "skipped"
+    ]
+    analysis = next(reversed(run.analyses.values())) if run.analyses else None
+    decision = dict(run.decision) if run.decision else None
+    if decision is not None and params.training_label:
+        decision = {**decision, "label": params.training_label}
+    deployment = {
+        "service": run.request.service,
+        "deployment": run.request.deployment,
+        **{k: v for k, v in run.request.info.to_json().items() if v not in (None, [])},
+        "deployed_at": rec.format_time(run.deployed_at) if run.deployed_at else None,
+    }
+    record = build_training_record(deployment=deployment, analysis=analysis, decision=decision, cited=cited)
+    label = record.get("label") if isinstance(record, Mapping) else None
+    if label is None and decision:
+        label = decision.get("label")
+    return _StepResult(
+        "ok",
+        {"outputs": {"label": label}, "record_type": params.record, "record": record},
+        f"{params.record} record, label {label}, citing {len(cited)} record(s)",
+    )
+
+
+_HANDLERS: Mapping[StepKind, Callable[[_Run, Step, dict[str, Any]], _StepResult]] = {
+    StepKind.WAIT: _wait,
+    StepKind.SIGNAL: _signal,
+    StepKind.MARK: _mark,
+    StepKind.METADATA: _metadata,
+    StepKind.QUERY: _query,
+    StepKind.CHECK: _check,
+    StepKind.SEGMENT: _segment,
+    StepKind.ANALYZE: _analyze,
+    StepKind.GATE: _gate,
+    StepKind.DECIDE: _decide,
+    StepKind.RECORD: _record,
+}
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    """Return capture outputs for one metric, in the metric's unit (None when empty)."""
+    if not values:
+        return {name: None for name in catalog.CAPTURE_FIELDS} | {"count": 0}
+    ordered = sorted(values)
+    return {
+        "mean": sum(ordered) / len(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "last": values[-1],
+        "p50": _percentile(ordered, 0.50),
+        "p95": _percentile(ordered, 0.95),
+        "p99": _percentile(ordered, 0.99),
+        "count": len(ordered),
+    }
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    if len(ordered) == 1:
+        return ordered[0]
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _field_unit(kind: str, metric_unit: Unit) -> Unit | None:
+    if kind == "@":
+        return metric_unit
+    if kind == "ratio":
+        return _RATIO
+    if kind == "time":
+        return _SECONDS
+    if kind == "number":
+        return DIMENSIONLESS
+    return None
+
+
+def _metric_fields(workflow: Workflow, step: Step) -> tuple[Mapping[str, str], tuple[str, ...]]:
+    params = step.params
+    if isinstance(params, Capture):
+        return catalog.CAPTURE_FIELDS, params.metrics
+    if isinstance(params, Analyze):
+        return catalog.ANALYSIS_FIELDS, params.metrics
+    return {}, ()
+
+
+def typed_outputs(workflow: Workflow, step: Step, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a step's outputs (as recorded, plain JSON) as values for conditions and templates:
+    numbers in a metric's unit become :class:`Quantity` objects, as the compiler typed them.
+    """
+    fields, metrics = _metric_fields(workflow, step)
+    typed: dict[str, Any] = {}
+    for key, value in outputs.items():
+        if key in metrics and isinstance(value, Mapping):
+            unit = workflow.metric(key).unit
+            typed[key] = {
+                name: _quantity(v, _field_unit(fields.get(name, ""), unit), fields.get(name, ""))
+                for name, v in value.items()
+            }
+        elif isinstance(step.params, Segment):
+            typed[key] = Quantity(float(value), _RATIO) if isinstance(value, (int, float)) else value
+        elif isinstance(step.params, Query) and key == "longest_lock_wait" and value is not None:
+            typed[key] = Quantity(float(value), _SECONDS)
+        else:
+            typed[key] = value
+    return typed
+
+
+def _quantity(value: Any, unit: Unit | None, kind: str) -> Any:
+    if unit is None or kind == "number" or value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return Quantity(float(value), unit)
+    return value
+
+
+def plain_outputs(workflow: Workflow, step: Step, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return typed outputs as plain JSON: quantities as numbers in their field's unit."""
+    fields, metrics = _metric_fields(workflow, step)
+    plain: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in metrics and isinstance(value, Mapping):
+            unit = workflow.metric(key).unit
+            plain[key] = {
+                name: _number_in(v, _field_unit(fields.get(name, ""), unit)) for name, v in value.items()
+            }
+        else:
+            plain[key] = _number_in(value, None)
+    return _json_safe(plain)
+
+
+def _number_in(value: Any, unit: Unit | None) -> Any:
+    if isinstance(value, Quantity):
+        target = unit if unit is not None and unit.dimension == value.unit.dimension else None
+        return value.base / target.factor if target is not None else value.base
+    return value
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _deployment_values(request: RunRequest) -> dict[str, Any]:
+    info = request.info
+    values = {
+        "service": request.service,
+        "id": request.deployment,
+        "environment": info.environment,
+        "version": info.version,
+        "commit": info.commit,
+        "deployer": info.deployer,
+        "repository": info.source_repository,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _attachment_name(metric: str, taken: Mapping[str, bytes]) -> str:
+    base = _ATTACHMENT_BAD.sub("-", metric.lower()).strip("-._") or "metric"
+    name = f"series-{base}.json"
+    counter = 2
+    while name in taken:
+        name = f"series-{base}-{counter}.json"
+        counter += 1
+    return name
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, AfdpError):
+        reason = getattr(exc, "reason", None)
+        return _one_line(str(reason) if reason else exc.diagnostics())
+    return _one_line(f"{type(exc).__name__}: {exc}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _json_safe(value: Any) -> Any:
+    """Return ``value`` as canonical-JSON-safe data (no NaN, no tuples, no Decimals)."""
+    from decimal import Decimal
+
+    if isinstance(value, Secret):
+        return value.redacted()
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, Quantity):
+        return value.base
+    if isinstance(value, datetime):
+        return rec.format_time(value if value.tzinfo else value.replace(tzinfo=UTC))
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "to_json"):
+        return _json_safe(value.to_json())
+    return str(value)
+
+
+def _redactor(workflow: Workflow, env: Mapping[str, str]) -> Callable[[Any], Any]:
+    """Return a function replacing the values of the env variables the workflow uses."""
+    try:
+        text = json.dumps(workflow.document, default=str)
+    except (TypeError, ValueError):
+        text = ""
+    names = set(_ENV_REF.findall(text))
+    for spec in getattr(workflow, "actions", ()) or ():
+        for template in (spec.secret, spec.webhook, *(spec.command or ())):
+            if template is not None:
+                names.update(p.parts[1] for p in template.placeholders if p.secret)
+    for collector in workflow.collectors:
+        for template in (collector.url, collector.body, *(t for _, t in collector.headers)):
+            if template is not None:
+                names.update(p.parts[1] for p in template.placeholders if p.secret)
+    secrets = sorted(
+        ((name, env[name]) for name in names if len(env.get(name) or "") >= 4),
+        key=lambda item: -len(item[1]),
+    )
+
+    def scrub(value: Any) -> Any:
+        if not secrets:
+            return value
+        if isinstance(value, str):
+            for name, secret in secrets:
+                if secret in value:
+                    value = value.replace(secret, f"[redacted env.{name}]")
+            return value
+        if isinstance(value, Mapping):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [scrub(v) for v in value]
+        return value
+
+    return scrub
