@@ -922,9 +922,9 @@ class _Compiler:
                 if m not in cast(Capture, baseline.params).metrics
             )
         elif isinstance(raw_metrics, list):
+            # Undefined names are reported; the capture keeps the others (possibly none) so
+            # later steps that pair with it do not repeat the same problem.
             metrics = self.check_metric_names(raw_metrics, where("metrics"))
-            if len(metrics) != len(raw_metrics):
-                return None
         elif role == "after" and baseline is not None:
             metrics = cast(Capture, baseline.params).metrics
         else:
@@ -1126,6 +1126,8 @@ class _Compiler:
         else:
             metrics = common
         if not metrics:
+            if not base_metrics or not impact_metrics:
+                return None  # a capture whose metrics were all undefined: already reported
             self.fail(
                 item.path,
                 f"{baseline.name!r} and {impact.name!r} capture no metric in common",

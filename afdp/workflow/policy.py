@@ -188,17 +188,20 @@ def url_host(url: Template, variables: Mapping[str, Any]) -> HostCheck:
     """
     missing: list[str] = []
     rendered = str(url.render({"workflow": variables}, keep_missing=True, missing=missing))
+    names = [p.dotted for p in url.placeholders if p.parts[0] != "workflow"] + missing
+    unknown = f"it comes from {', '.join('${' + n + '}' for n in dict.fromkeys(names))}"
+    scheme, sep, rest = rendered.partition("://")
+    if not sep:
+        # No literal scheme: either a run-time value or not a network URL at all.
+        return HostCheck(None, unknown if not url.is_literal else "")
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    host_part = authority.rpartition("@")[2]  # credentials may be secret; the host is not
+    if any(marker in scheme + host_part for marker in ("[redacted env.", "${")):
+        return HostCheck(None, unknown)
     try:
-        parts = urlsplit(rendered)
-        netloc = parts.netloc
-        host = parts.hostname
+        host = urlsplit(f"{scheme}://{host_part}").hostname
     except ValueError:
         return HostCheck(None, "the URL is malformed")
-    if "[redacted env." in netloc or "${" in netloc:
-        names = [p.dotted for p in url.placeholders if p.parts[0] != "workflow"] + missing
-        return HostCheck(None, f"it comes from {', '.join('${' + n + '}' for n in names)}")
-    if "[redacted env." in rendered[: len(parts.scheme) + 3] or "${" in parts.scheme:
-        return HostCheck(None, "the URL's scheme is only known at run time")
     return HostCheck(host.lower().rstrip(".") if host else None)
 
 
