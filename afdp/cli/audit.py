@@ -171,3 +171,83 @@ def report_cmd(
         click.echo(f"wrote {fmt.upper()} report {out}")
     if report.verdict != VERIFIED and not (report.verdict == "UNSEALED" and allow_unsealed):
         sys.exit(EXIT_FAILED)
+
+
+@click.command("export")
+@click.option(
+    "--repo",
+    "repository",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Evidence Git repository.",
+)
+@click.option("--service", required=True, help="Service name.")
+@click.option("--deployment", required=True, help="Deployment id.")
+@click.option(
+    "--trust",
+    "trust_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The trust policy to verify with and ship in the package.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="New folder for the package.",
+)
+@click.option(
+    "--controls",
+    "controls_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Control mapping YAML for the package's report.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of text.")
+def export_cmd(
+    repository: Path,
+    service: str,
+    deployment: str,
+    trust_path: Path,
+    out: Path,
+    controls_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Export a deployment's evidence package: git bundle, trust material, report, README.
+
+    Verify it anywhere with 'afdp verify --bundle OUT/'. A branch that fails verification
+    is still exported (its report and README say FAILED first) and the exit code is 1.
+    """
+    from afdp.export import export_package
+    from afdp.report import VERIFIED
+
+    package = export_package(
+        repository,
+        service=service,
+        deployment=deployment,
+        trust=trust_path,
+        out=out,
+        controls_path=controls_path,
+    )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "verdict": package.verdict,
+                    "headline": package.headline,
+                    "folder": str(package.folder),
+                    "bundle": str(package.bundle),
+                    "branch": package.ref,
+                    "head": package.head,
+                    "record_count": package.record_count,
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(package.headline)
+        click.echo(
+            f"wrote evidence package {package.folder}/ ({package.bundle.name}, trust/, report.html, README.md)"
+        )
+        click.echo(f"verify it with: afdp verify --bundle {shlex.quote(str(package.folder))}")
+    if package.verdict != VERIFIED:
+        sys.exit(EXIT_FAILED)

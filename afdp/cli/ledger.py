@@ -368,11 +368,16 @@ def seal_cmd(
     "--all", "all_branches", is_flag=True, help="Verify every AFDP branch in the repository."
 )
 @click.option(
+    "--bundle",
+    type=click.Path(path_type=Path),
+    help="An evidence package from 'afdp export' (its folder or .bundle file), instead of --repo.",
+)
+@click.option(
     "--trust",
     "trust_path",
-    required=True,
     type=click.Path(path_type=Path, dir_okay=False),
-    help="The auditor's trust policy (never taken from the evidence).",
+    help="The auditor's trust policy (never taken from the evidence); required, except that "
+    "with --bundle it defaults to the package's trust/trust-policy.yaml.",
 )
 @click.option(
     "--allow-unsealed",
@@ -390,7 +395,8 @@ def verify_cmd(
     service: str | None,
     deployment: str | None,
     all_branches: bool,
-    trust_path: Path,
+    bundle: Path | None,
+    trust_path: Path | None,
     allow_unsealed: bool,
     jobs: int | None,
     as_json: bool,
@@ -404,6 +410,16 @@ def verify_cmd(
     from afdp.trust import load_trust_policy
     from afdp.verify.verifier import check_all, check_branch
 
+    if bundle is not None:  # an exported evidence package, read into a temporary repository
+        if repository is not None or all_branches:
+            raise UsageError("--bundle replaces --repo and --all")
+        from afdp.export import open_package
+
+        package = open_package(bundle, trust=trust_path, service=service, deployment=deployment)
+        repository, trust_path = package.repository, package.trust
+        service, deployment = package.service, package.deployment
+    if trust_path is None:
+        raise UsageError("--trust is required: the auditor's trust policy")
     if repository is None:
         raise UsageError("--repo is required")
     if all_branches == bool(deployment):

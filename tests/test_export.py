@@ -1,0 +1,210 @@
+"""Evidence packages: afdp export, then afdp verify --bundle, and the README's own checks.
+
+Real parts: pygit2 repositories, the embedded TSA over loopback HTTP, and for the
+independent checks Debian's git, openssl and ssh-keygen (skipped only if missing).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pygit2
+import pytest
+from conftest import build_deployment
+from tamper import edit, with_file
+from test_report import build_run_deployment
+
+from afdp.export import BundleError, open_package, read_bundle, read_pack, write_bundle
+from afdp.trust import write_trust_policy
+
+TOOLS = all(shutil.which(t) for t in ("git", "openssl", "ssh-keygen"))
+
+
+@pytest.fixture()
+def package(repo, signer, tsa, trust_file, cli, tmp_path) -> Path:
+    build_run_deployment(repo, signer, tsa)
+    out = tmp_path / "pkg"
+    result = cli("export", "--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--out", str(out))
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[0] == "VERIFIED: api/d-42: 8 record(s), sealed, every check passed"
+    return out
+
+
+def test_export_then_verify_bundle(package, cli):
+    names = sorted(str(p.relative_to(package)) for p in package.rglob("*") if p.is_file())
+    assert names == [
+        "README.md",
+        "api-d-42.bundle",
+        "report.html",
+        "trust/allowed_signers",
+        "trust/keys/dev.pem",
+        "trust/trust-policy.yaml",
+        "trust/tsa-roots.pem",
+    ]
+    assert (package / "README.md").read_text().splitlines()[2] == "**VERIFIED: api/d-42: 8 record(s), sealed, every check passed**"
+    assert "<title>VERIFIED" in (package / "report.html").read_text()
+    for target in (package, package / "api-d-42.bundle"):
+        result = cli("verify", "--bundle", str(target))
+        assert result.code == 0, result.err
+        assert result.out.startswith("VERIFIED api/d-42: 8 record(s), sealed")
+    document = cli("verify", "--bundle", str(package), "--json").json()
+    assert document["ok"] is True and document["branches"][0]["record_count"] == 8
+
+
+@pytest.mark.skipif(not TOOLS, reason="git, openssl and ssh-keygen are needed for the independent checks")
+def test_readme_independent_checks_run_as_written(package):
+    readme = (package / "README.md").read_text()
+    section = readme.split("## Independent checks", 1)[1]
+    script = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=package, capture_output=True, text=True, timeout=120, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "is okay" in output and "The bundle records a complete history." in output
+    assert output.count("Verification: OK") == 8
+    assert output.count('Good "git" signature') == 8
+    assert "FAILED" not in output and "Bad signature" not in output
+
+
+def test_package_without_trust_material(package, cli, trust_file):
+    shutil.rmtree(package / "trust")
+    result = cli("verify", "--bundle", str(package))
+    assert result.code == 2
+    assert result.err.strip() == (
+        f"afdp: error: evidence package {package} has no trust material "
+        "(trust/trust-policy.yaml); pass --trust with the auditor's trust policy"
+    )
+    assert cli("verify", "--bundle", str(package), "--trust", str(trust_file)).code == 0
+
+
+def test_auditors_trust_takes_precedence(package, cli, keys, tsa, tmp_path):
+    other = tmp_path / "auditor-only-trusts-attacker.yaml"
+    write_trust_policy(other, keys=[keys / "attacker.key.pub"], tsa_roots=[tsa.directory / "root.pem"])
+    result = cli("verify", "--bundle", str(package), "--trust", str(other))
+    assert result.code == 1
+    assert "signer" in result.out and "FAILED api/d-42" in result.out
+
+
+def test_tampered_bundle_bytes_fail(package, cli):
+    bundle = package / "api-d-42.bundle"
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    bundle.write_bytes(bytes(data))
+    result = cli("verify", "--bundle", str(package))
+    assert result.code == 1
+    assert "pack checksum does not match: the bundle was altered or truncated" in result.err
+    bundle.write_bytes(bytes(data[: len(data) // 3]))
+    assert cli("verify", "--bundle", str(package)).code == 1
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is needed to re-bundle like an attacker")
+def test_rewritten_and_rebundled_branch_fails(package, cli, tmp_path):
+    """An attacker rewrites a record in the bundle and re-bundles it with plain git."""
+    opened = open_package(package)
+    work = tmp_path / "attacker.git"
+    shutil.copytree(opened.repository, work)
+    edit(work, 3, lambda e: with_file(e, "result.json", b'{"git_commit": "innocent"}'))
+    bundle = package / "api-d-42.bundle"
+    bundle.unlink()
+    subprocess.run(["git", "-C", str(work), "bundle", "create", str(bundle), "afdp/api/d-42"], check=True, capture_output=True)
+    result = cli("verify", "--bundle", str(package))
+    assert result.code == 1
+    assert "FAILED api/d-42" in result.out
+    assert "record 3 (capture_deployment_metadata)" in result.out
+
+
+def test_incomplete_or_foreign_bundles_are_refused(package, tmp_path):
+    refs, pack = read_bundle((package / "api-d-42.bundle").read_bytes())
+    (head,) = refs.values()
+    shallow = tmp_path / "shallow.bundle"
+    shallow.write_bytes(b"# v2 git bundle\n-" + head.encode() + b"\n" + head.encode() + b" refs/heads/afdp/api/d-42\n\n" + pack)
+    with pytest.raises(BundleError, match="prerequisite commits"):
+        open_package(shallow, trust=package / "trust" / "trust-policy.yaml")
+    foreign = tmp_path / "foreign.bundle"
+    foreign.write_bytes(b"# v2 git bundle\n" + head.encode() + b" refs/heads/main\n\n" + pack)
+    with pytest.raises(BundleError, match="holds no AFDP evidence branch"):
+        open_package(foreign, trust=package / "trust" / "trust-policy.yaml")
+    with pytest.raises(BundleError, match="not a git bundle"):
+        read_bundle(b"PK\x03\x04 a zip file")
+
+
+def test_git_made_deltified_bundle_reads_like_git(tmp_path):
+    """Packs from git itself use OFS/REF deltas; every object comes back byte for byte."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    source = tmp_path / "src"
+    git = pygit2.init_repository(str(source))
+    sig = pygit2.Signature("t", "t@example.invalid")
+    parents: list = []
+    text = "\n".join(f"line {i} of a file that changes a little each commit" for i in range(400))
+    for n in range(6):
+        text += f"\nchange {n}"
+        blob = git.create_blob(text.encode())
+        builder = git.TreeBuilder()
+        builder.insert("file.txt", blob, pygit2.enums.FileMode.BLOB)
+        commit = git.create_commit("refs/heads/main", sig, sig, f"c{n}", builder.write(), parents)
+        parents = [commit]
+    bundle = tmp_path / "git.bundle"
+    subprocess.run(["git", "-C", str(source), "bundle", "create", str(bundle), "main"], check=True, capture_output=True)
+    refs, pack = read_bundle(bundle.read_bytes())
+    assert refs == {"refs/heads/main": str(parents[0])}
+    objects = read_pack(pack)
+    assert len(objects) == 18
+    assert _delta_count(pack) > 0  # git deltified the blobs, so the delta code ran
+    for kind, content in objects:
+        oid = pygit2.hash(content) if kind == "blob" else None
+        if oid is not None:
+            assert git.get(oid).data == content
+    # and our own bundles are read by git
+    ours = tmp_path / "ours.bundle"
+    write_bundle(source, "refs/heads/main", ours)
+    check = tmp_path / "check"
+    pygit2.init_repository(str(check))
+    done = subprocess.run(["git", "-C", str(check), "bundle", "verify", str(ours)], capture_output=True, text=True)
+    assert done.returncode == 0 and "complete history" in done.stdout + done.stderr
+
+
+def _delta_count(pack: bytes) -> int:
+    from afdp import export
+
+    body, pos, deltas = pack[:-20], 12, 0
+    for _ in range(int.from_bytes(pack[8:12], "big")):
+        kind, size, pos = export._varint_size(body, pos)
+        if kind == 6:
+            while body[pos] & 0x80:
+                pos += 1
+            pos += 1
+        elif kind == 7:
+            pos += 20
+        deltas += kind in (6, 7)
+        _, pos = export._inflate(body, pos, size)
+    return deltas
+
+
+def test_export_bad_input_writes_nothing(repo, signer, tsa, trust_file, cli, tmp_path):
+    build_deployment(repo, signer, tsa, steps=2)
+    out = tmp_path / "pkg"
+    result = cli("export", "--repo", str(repo), "--service", "api", "--deployment", "d-404", "--trust", str(trust_file), "--out", str(out))
+    assert result.code == 2 and "no evidence branch refs/heads/afdp/api/d-404" in result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auditor", "evidence"]
+    out.mkdir()
+    (out / "something").write_text("x")
+    result = cli("export", "--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--out", str(out))
+    assert result.code == 2 and "not an empty folder" in result.err
+    assert cli("verify", "--bundle", str(tmp_path / "nothing-here")).code == 2
+    result = cli("verify", "--bundle", str(out), "--repo", str(repo))
+    assert result.code == 2 and "--bundle replaces --repo" in result.err
+
+
+def test_export_of_failing_branch_says_failed(repo, signer, tsa, trust_file, cli, tmp_path):
+    build_deployment(repo, signer, tsa, steps=2)
+    edit(repo, 1, lambda e: with_file(e, "timestamp-0.tsr", b"junk"))
+    out = tmp_path / "pkg"
+    result = cli("export", "--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--out", str(out), "--json")
+    assert result.code == 1
+    assert result.json()["verdict"] == "FAILED"
+    assert (out / "README.md").read_text().splitlines()[2].startswith("**FAILED: the evidence for api/d-42 did not verify")
+    assert cli("verify", "--bundle", str(out)).code == 1
+    assert json.loads(cli("verify", "--bundle", str(out), "--json").out)["ok"] is False
