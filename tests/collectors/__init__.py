@@ -1,0 +1,1 @@
+"""Helpers for the collector tests (tests/test_collectors_*.py)."""
