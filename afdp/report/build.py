@@ -152,19 +152,25 @@ def impact_rows(findings: evidence.Findings) -> list[ImpactRow]:
     for name, m in metrics.items():
         if not isinstance(m, dict):
             continue
+        unit = m.get("unit")
+        if isinstance(unit, dict):  # analysis.v1: {symbol, dimension, factor}
+            unit = unit.get("symbol")
+        baseline = _first(m, "baseline", "baseline_median")
+        impact = _first(m, "impact", "impact_median")
+        status = str(m.get("status") or "ok")
         rows.append(
             ImpactRow(
                 metric=str(name),
-                unit=str(m.get("unit") or units.get(name, "")),
-                baseline=_first(m, "baseline", "baseline_median"),
-                impact=_first(m, "impact", "impact_median"),
-                change=_first(m, "increase", "change")
-                if m.get("increase") is not None
-                else m.get("change"),
+                unit=str(unit or units.get(name, "")),
+                baseline=baseline,
+                impact=impact,
+                change=_delta(baseline, impact, m),
+                relative=m.get("change") if _is_number(m.get("change")) else None,
                 p_value=m.get("p_value"),
                 significant=m.get("significant"),
                 degraded=m.get("degraded"),
-                status=str(m.get("status") or "ok"),
+                status=status,
+                reasons=tuple(str(r) for r in m.get("reasons") or ()) if status != "ok" else (),
                 source="analysis",
             )
         )
@@ -192,14 +198,37 @@ def impact_rows(findings: evidence.Findings) -> list[ImpactRow]:
                 baseline=b,
                 impact=i,
                 change=(i - b) if b is not None and i is not None else None,
+                relative=((i - b) / abs(b)) if b and i is not None else None,
                 p_value=None,
                 significant=None,
                 degraded=None,
                 status="ok" if base and imp else "no_data",
+                reasons=(),
                 source="samples",
             )
         )
     return rows
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _delta(baseline: Any, impact: Any, metric: dict[str, Any]) -> Any:
+    """Impact minus baseline; else the recorded increase (or minus the decrease)."""
+    if _is_number(baseline) and _is_number(impact):
+        return impact - baseline
+    if isinstance(baseline, dict) and isinstance(impact, dict):
+        b, i = baseline.get("value"), impact.get("value")
+        if _is_number(b) and _is_number(i) and baseline.get("unit") == impact.get("unit"):
+            return {"value": i - b, "unit": impact.get("unit")}
+    for key, sign in (("increase", 1), ("decrease", -1)):
+        value = metric.get(key)
+        if _is_number(value) and value:
+            return sign * value
+        if isinstance(value, dict) and _is_number(value.get("value")) and value["value"]:
+            return {**value, "value": sign * value["value"]}
+    return None
 
 
 def _first(mapping: dict[str, Any], *keys: str) -> Any:

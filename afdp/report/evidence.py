@@ -143,9 +143,12 @@ def find(views: list[RecordView]) -> Findings:
         sources: list[tuple[str, Any]] = [("", view.result)]
         sources += [(name, value) for name, value in view.attachments.items()]
         context = predicate.get("context") if isinstance(predicate.get("context"), Mapping) else {}
+        role = view.result.get("role") if isinstance(view.result, Mapping) else None
         hint = " ".join(
             str(x) for x in (step, context.get("phase", ""), context.get("kind", "")) if x
         )
+        if role in ("baseline", "impact"):
+            hint = str(role)  # the runner says which side of the deploy a capture is
         for origin, value in sources:
             for path, node in _walk(value):
                 where = " ".join([hint, origin, *path])
@@ -153,8 +156,17 @@ def find(views: list[RecordView]) -> Findings:
                     series.append(_series(node, where, step, view.sequence))
                 elif _is_analysis(node) and (analysis is None or "analy" in step):
                     analysis = (view.sequence, dict(node))
-                elif _is_decision(node):
+                elif _is_decision(node) and (
+                    # the fullest outcome wins (a decide step's, with its reason), not the
+                    # copies later records (training record, action payloads) carry
+                    decision is None or "reason" in node or "reason" not in decision[1]
+                ):
                     decision = (view.sequence, dict(node))
+                    outcome = (
+                        view.result.get("action") if isinstance(view.result, Mapping) else None
+                    )
+                    if isinstance(outcome, Mapping) and "status" in outcome:
+                        decision[1]["action_result"] = dict(outcome)
         if isinstance(view.result, Mapping):
             _merge_deployment(deployment, view.result)
             if "mark" in step and deployed_at is None:
@@ -233,7 +245,14 @@ def _is_analysis(node: Mapping[str, Any]) -> bool:
 
 
 def _is_decision(node: Mapping[str, Any]) -> bool:
-    return "action" in node and ("decision" in node or "success_criteria_met" in node)
+    """A decision outcome: ``action`` and ``decision`` are names (not nested documents)."""
+    plain = (str, type(None))
+    return (
+        "action" in node
+        and ("decision" in node or "success_criteria_met" in node)
+        and isinstance(node.get("action"), plain)
+        and isinstance(node.get("decision"), plain)
+    )
 
 
 def _phase(where: str) -> str:

@@ -46,6 +46,7 @@ svg.plot { max-width: 100%; height: auto; border: 1px solid #e5e5e5; }
 ul.failures li { color: #7f1010; }
 footer { margin-top: 28px; font-size: 10.5px; color: #444; border-top: 1px solid #ccc; padding-top: 6px; }
 tr { page-break-inside: avoid; }
+tr.degraded td { background: #fde8e8; }
 """
 
 
@@ -254,6 +255,12 @@ def _decision(decision: dict[str, Any], record: int | None) -> str:
     for key in ("decision", "action", "label", "success_criteria_met", "reason"):
         if key in decision:
             rows.append(f"<tr><th>{escape(key)}</th><td>{escape(_text(decision[key]))}</td></tr>")
+    performed = decision.get("action_result")
+    if isinstance(performed, dict):
+        text = " ".join(
+            str(performed[k]) for k in ("status", "kind", "target", "detail") if performed.get(k)
+        )
+        rows.append(f"<tr><th>action performed</th><td>{escape(text)}</td></tr>")
     evaluated = decision.get("evaluated") or []
     criteria = decision.get("criteria") or []
     for title, items in (("success criteria", criteria), ("conditions evaluated", evaluated)):
@@ -279,22 +286,43 @@ def _decision(decision: dict[str, Any], record: int | None) -> str:
 def _impact_table(s: DeploymentSection) -> str:
     out = [
         '<table id="impact"><tr><th>metric</th><th>baseline</th><th>impact</th><th>change</th>'
-        "<th>p-value</th><th>significant</th><th>degraded</th><th>status</th></tr>"
+        "<th>relative</th><th>p-value</th><th>significant</th><th>degraded</th><th>status</th></tr>"
     ]
     for row in s.impact:
         degraded = row.degraded
-        cls = ' style="background:#fde8e8"' if degraded is True else ""
+        cls = ' class="degraded"' if degraded is True else ""
+        unit = f" ({escape(row.unit)})" if row.unit else ""
+        status = escape(row.status)
+        if row.source == "samples":
+            status += " (medians of samples)"
+        if row.reasons:
+            status += "<br>" + escape("; ".join(row.reasons))
         out.append(
-            f"<tr{cls}><td>{escape(row.metric)}{' (' + escape(row.unit) + ')' if row.unit else ''}</td>"
+            f"<tr{cls}><td>{escape(row.metric)}{unit}</td>"
             f'<td class="num">{escape(_value(row.baseline))}</td>'
             f'<td class="num">{escape(_value(row.impact))}</td>'
-            f'<td class="num">{escape(_value(row.change))}</td>'
+            f'<td class="num">{escape(_signed(row.change))}</td>'
+            f'<td class="num">{escape(_percent(row.relative))}</td>'
             f'<td class="num">{escape(_value(row.p_value))}</td>'
             f"<td>{escape(_text(row.significant))}</td><td>{escape(_text(degraded))}</td>"
-            f"<td>{escape(row.status)}{' (medians of samples)' if row.source == 'samples' else ''}</td></tr>"
+            f"<td>{status}</td></tr>"
         )
     out.append("</table>")
     return "".join(out)
+
+
+def _signed(value: Any) -> str:
+    text = _value(value)
+    number = value.get("value") if isinstance(value, dict) else value
+    if isinstance(number, (int, float)) and not isinstance(number, bool) and number > 0:
+        return "+" + text
+    return text
+
+
+def _percent(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value * 100:+.1f} %"
+    return "-"
 
 
 def _value(value: Any) -> str:

@@ -25,11 +25,13 @@ class ImpactRow:
     unit: str
     baseline: Any
     impact: Any
-    change: Any
+    change: Any  # impact minus baseline, in the metric's unit
+    relative: Any  # relative change (0.25 = +25 %), when known
     p_value: Any
     significant: Any
     degraded: Any
     status: str
+    reasons: tuple[str, ...]
     source: str  # "analysis" (the recorded analysis) or "samples" (medians of the series)
 
 
