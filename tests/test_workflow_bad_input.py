@@ -132,6 +132,8 @@ def test_the_valid_base_document_is_valid(
             "name: a\n---\nname: b\n", "expected one YAML document", 2, id="two-documents"
         ),
         pytest.param(b"name: caf\xe9\n", "not UTF-8", 1, id="latin-1"),
+        pytest.param("name: *nothing\n", "refers to no anchor", 1, id="undefined-alias"),
+        pytest.param("a: &a [*a]\n", "recursive alias", 1, id="recursive-alias"),
         pytest.param(
             VALID.replace("[error_rate]", "[eror_rate]"),
             "did you mean 'error_rate'?",

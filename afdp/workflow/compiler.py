@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from afdp.errors import UsageError
 from afdp.workflow import catalog
 from afdp.workflow.catalog import STEP_TYPES, StepKind, StepType
 from afdp.workflow.expressions import (
@@ -252,6 +253,12 @@ class _Compiler:
             c for c in self.collectors.values() if not c.builtin or c.name in used_collectors
         )
         version = data.get("version")
+        try:
+            workflow_digest = digest(self.doc.data)
+        except UsageError as exc:
+            # The YAML loader already refuses such numbers; a document built elsewhere may not.
+            self.fail((), f"the workflow cannot be digested: {exc}")
+            workflow_digest = ""
         return Workflow(
             name=str(data.get("name", "")),
             version="" if version is None else str(version),
@@ -266,7 +273,7 @@ class _Compiler:
             outputs=tuple(data.get("outputs") or ()),
             variables=tuple(Variable(name, value) for name, value in self.variables.items()),
             stages=tuple(stages),
-            digest=digest(self.doc.data),
+            digest=workflow_digest,
             source=self.doc.name,
             actions=actions,
             document=self.doc.data,

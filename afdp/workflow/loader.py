@@ -458,6 +458,9 @@ class _Builder:
                 mark, path, f"alias *{anchor} refers to a value that contains it (recursive alias)"
             )
             raise WorkflowInvalid(self.findings)
+        if anchor not in self.anchors:
+            self._fail(mark, path, f"alias *{anchor} refers to no anchor &{anchor} before it")
+            raise WorkflowInvalid(self.findings)
         value, size = self.anchors[anchor]
         self.total += size
         if self.total > MAX_VALUES:
