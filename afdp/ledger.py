@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pygit2
-from securesystemslib.signer import Signer
 
 from afdp import records as rec
 from afdp.canonical import canonical_bytes, sha256_hex
 from afdp.errors import NotFoundError, PolicyViolation, StorageError, UsageError
+from afdp.keyless import KEYLESS_KEYID, KeylessSigner
 from afdp.names import branch_ref
-from afdp.signing import sign_bytes, signer_keyid
+from afdp.signing import AnySigner, sign_bytes, signer_keyid
 from afdp.sshsig import sign_git_commit
 from afdp.store import EvidenceStore, RefMoved
 
@@ -138,19 +138,27 @@ def _message(
 
 
 def _sign_and_stamp(
-    record: rec.UnsignedRecord, signer: Signer, tsa_urls: Sequence[str], timeout: float
+    record: rec.UnsignedRecord, signer: AnySigner, tsa_urls: Sequence[str], timeout: float
 ) -> tuple[dict[str, bytes], str, str, str, str]:
     from afdp.timestamp import request_timestamp
 
     payload = canonical_bytes(record.statement)
-    keyid = signer_keyid(signer)
-    signature = sign_bytes(signer, rec.pae(rec.PAYLOAD_TYPE, payload))
+    files = dict(record.files)
+    if isinstance(signer, KeylessSigner):
+        # Sigstore signs the same canonical statement; its bundle is stored beside the
+        # envelope, which carries the very same payload and signature.
+        signed = signer.sign_statement(payload)
+        keyid, signature = KEYLESS_KEYID, signed.signature
+        files[rec.BUNDLE_FILE] = signed.bundle
+        label = f"{signer.label} {signed.identity}".strip()
+    else:
+        keyid = label = signer_keyid(signer)
+        signature = sign_bytes(signer, rec.pae(rec.PAYLOAD_TYPE, payload))
     envelope = rec.envelope_json(payload, keyid, signature)
     token = request_timestamp(signature, tsa_urls, timeout=timeout)
-    files = dict(record.files)
     files[rec.ENVELOPE_FILE] = envelope
     files["timestamp-0.tsr"] = token.der
-    return files, sha256_hex(envelope), keyid, token.url, rec.format_time(token.gen_time)
+    return files, sha256_hex(envelope), label, token.url, rec.format_time(token.gen_time)
 
 
 def _append_once(
@@ -158,7 +166,7 @@ def _append_once(
     ref: str,
     head: pygit2.Commit | None,
     record: rec.UnsignedRecord,
-    signer: Signer,
+    signer: AnySigner,
     tsa_urls: Sequence[str],
     timeout: float,
     author: tuple[str, str],
@@ -173,8 +181,9 @@ def _append_once(
         files,
         message,
         author=author,
-        # Git-native signature by the same key (None for schemes SSH cannot express).
-        sign=lambda content: sign_git_commit(signer, content),
+        # Git-native signature by the same key (None for schemes SSH cannot express);
+        # keyless records have no key: their bundle is the signature.
+        sign=None if isinstance(signer, KeylessSigner) else lambda c: sign_git_commit(signer, c),
     )
     store.compare_and_swap(
         ref, head.id if head else None, commit_id, f"afdp: record {record.sequence}"
@@ -199,7 +208,7 @@ def append_record(
     service: str,
     deployment: str,
     draft: rec.RecordDraft,
-    signer: Signer,
+    signer: AnySigner,
     tsa_urls: Sequence[str],
     author: tuple[str, str] | None = None,
     genesis_metadata: dict[str, Any] | None = None,
@@ -321,7 +330,7 @@ def seal(
     *,
     service: str,
     deployment: str,
-    signer: Signer,
+    signer: AnySigner,
     tsa_urls: Sequence[str],
     workflow_digest: str | None = None,
     timeout: float = 10.0,

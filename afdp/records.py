@@ -6,6 +6,7 @@ A record is one directory on the deployment's branch::
         envelope.json     DSSE envelope, RFC 8785 canonical bytes (sha256 of the file is
                           the record digest that the next record's ``prev`` cites)
         timestamp-0.tsr   RFC3161 TimeStampResp (DER) over sha256(decoded signature)
+        bundle.sigstore.json  keyless records only: the Sigstore bundle (afdp.keyless)
         result.json       only when the result is too large to inline: its canonical bytes
         <attachment>      further raw files (metric series, ...) listed in the predicate
 
@@ -41,6 +42,8 @@ STATUSES = ("ok", "failed", "skipped")
 RECORDS_DIR = "records"
 ENVELOPE_FILE = "envelope.json"
 RESULT_FILE = "result.json"
+#: Keyless (Sigstore) records only: the Sigstore bundle v0.3 carrying the same envelope.
+BUNDLE_FILE = "bundle.sigstore.json"
 TIMESTAMP_FILE = re.compile(r"timestamp-(\d+)\.tsr")
 RECORD_DIR = re.compile(r"(\d{6,})-([A-Za-z0-9][A-Za-z0-9._-]{0,99})")
 SHARD_SIZE = 1000
@@ -49,7 +52,7 @@ SHARD_SIZE = 1000
 #: beside the envelope and referenced by digest, keeping envelopes small to verify.
 INLINE_RESULT_LIMIT = 64 * 1024
 _ATTACHMENT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
-_RESERVED = {ENVELOPE_FILE, RESULT_FILE}
+_RESERVED = {ENVELOPE_FILE, RESULT_FILE, BUNDLE_FILE}
 
 
 def utc_now() -> datetime:

@@ -17,8 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from securesystemslib.signer import Key, Signer, SSlibKey
 
 from afdp.errors import ConfigurationError, SigningError, UsageError
+from afdp.keyless import INSTANCES, KeylessSigner
 
 PASSPHRASE_ENV = "AFDP_KEY_PASSPHRASE"
+#: Signer URIs for keyless signing: ``sigstore:`` (production) or ``sigstore:staging``.
+KEYLESS_SCHEME = "sigstore"
+#: What may sign a record: a securesystemslib signer, or Sigstore keyless.
+AnySigner = Signer | KeylessSigner
 
 
 @dataclass(frozen=True)
@@ -73,18 +78,28 @@ def public_key_from_pem(pem: bytes, *, source: str = "public key") -> SSlibKey:
         raise ConfigurationError(f"{source} is not a usable PEM public key: {exc}") from exc
 
 
-def load_signer(key: str, *, public_key: str | None = None) -> Signer:
-    """Return a securesystemslib signer for a key file path or a private-key URI.
+def load_signer(key: str, *, public_key: str | None = None) -> AnySigner:
+    """Return a signer for a key file path, a private-key URI, or ``sigstore:``.
 
     ``key`` is a path to a PEM private key (passphrase from ``$AFDP_KEY_PASSPHRASE``
     if encrypted), or a URI whose scheme securesystemslib knows; URIs need the matching
     ``public_key`` PEM file, as securesystemslib's ``Signer.from_priv_key_uri`` does.
+    ``sigstore:`` (or ``sigstore:staging``) is keyless signing with the ambient OIDC
+    token of the CI job (:class:`afdp.keyless.KeylessSigner`).
 
     Raises:
         ConfigurationError: the key does not parse, the file is missing, or a URI lacks
             its public key.
+        SigningError: keyless signing was asked for and there is no OIDC token (exit 3).
     """
     scheme = key.split(":", 1)[0] if ":" in key else ""
+    if scheme == KEYLESS_SCHEME:
+        instance = key.split(":", 1)[1] or "production"
+        if instance not in INSTANCES:
+            raise ConfigurationError(
+                f"unknown Sigstore instance in {key!r}: use sigstore: or sigstore:staging"
+            )
+        return KeylessSigner.from_environment(instance=instance)
     from securesystemslib.signer import SIGNER_FOR_URI_SCHEME
 
     if scheme in SIGNER_FOR_URI_SCHEME:

@@ -21,11 +21,15 @@ File format (YAML, schema ``evidence-schema/trust-policy.v1.schema.json``)::
           -----BEGIN CERTIFICATE-----
     timestamps: {required: 1}    # valid tokens each record must carry
     clock_skew_seconds: 300      # how far a record's claimed times may lead its TSA time
+    sigstore:                    # optional, for keyless signers
+      instance: production       # the trusted root shipped with sigstore (or staging)
+      trusted_root: root.json    # or a pinned trusted_root.json (relative to this file)
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -36,6 +40,7 @@ from securesystemslib.signer import SSlibKey
 
 from afdp import schemas
 from afdp.errors import ConfigurationError, SchemaError, UsageError
+from afdp.keyless import KeylessIdentity, SigstoreRoot
 from afdp.signing import public_key_from_pem
 
 SCHEMA = "trust-policy.v1"
@@ -69,6 +74,22 @@ class TrustPolicy:
     clock_skew: timedelta
     source: str
     document: dict[str, Any]
+    sigstore_root: SigstoreRoot = SigstoreRoot()
+
+    def keyless_identities(self) -> list[KeylessIdentity]:
+        """Return the keyless (Sigstore) identities the policy trusts, in policy order."""
+        return [
+            KeylessIdentity(s.name, s.identity, s.issuer)
+            for s in self.signers
+            if s.identity is not None and s.issuer is not None
+        ]
+
+    def keyless_signer(self, name: str) -> TrustedSigner | None:
+        """Return the trusted keyless signer called ``name``, or None."""
+        for signer in self.signers:
+            if signer.name == name and signer.identity is not None:
+                return signer
+        return None
 
     def signer_for_keyid(self, keyid: str) -> TrustedSigner | None:
         """Return the trusted key signer with ``keyid``, or None."""
@@ -78,12 +99,22 @@ class TrustPolicy:
         return None
 
 
-def parse_trust_policy(document: Any, *, source: str) -> TrustPolicy:
+def parse_trust_policy(
+    document: Any,
+    *,
+    source: str,
+    base: Path | None = None,
+    evidence_repository: Path | None = None,
+) -> TrustPolicy:
     """Return the :class:`TrustPolicy` of a parsed document.
+
+    ``base`` is the folder relative paths in the policy (``sigstore.trusted_root``) are
+    resolved against; a pinned file inside ``evidence_repository`` is refused.
 
     Raises:
         SchemaError: the document does not match the trust-policy schema.
-        ConfigurationError: a key or certificate in it does not parse.
+        ConfigurationError: a key, certificate or pinned file does not parse or read.
+        UsageError: a pinned file lies inside the evidence repository.
     """
     schemas.validate(SCHEMA, document, what=f"trust policy {source}")
     signers = []
@@ -111,7 +142,44 @@ def parse_trust_policy(document: Any, *, source: str) -> TrustPolicy:
         clock_skew=timedelta(seconds=int(document.get("clock_skew_seconds", 300))),
         source=source,
         document=document,
+        sigstore_root=_sigstore_root(document.get("sigstore", {}), base, evidence_repository),
     )
+
+
+def _sigstore_root(
+    section: dict[str, Any], base: Path | None, evidence_repository: Path | None
+) -> SigstoreRoot:
+    instance = section.get("instance", "production")
+    pinned = section.get("trusted_root")
+    if pinned is None:
+        return SigstoreRoot(instance)
+    path = Path(pinned)
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
+    _refuse_inside(path, evidence_repository, "pinned Sigstore trusted root")
+    try:
+        text = path.read_text(encoding="utf-8")
+        json.loads(text)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the pinned Sigstore trusted root {path}: {exc.strerror or exc}"
+        ) from exc
+    except ValueError as exc:
+        raise ConfigurationError(f"pinned Sigstore trusted root {path} is not JSON: {exc}") from exc
+    return SigstoreRoot(instance, text)
+
+
+def _refuse_inside(path: Path, evidence_repository: Path | None, what: str) -> None:
+    if evidence_repository is None:
+        return
+    repo_root = evidence_repository.resolve()
+    if repo_root.name == ".git":
+        repo_root = repo_root.parent
+    if path.resolve().is_relative_to(repo_root):
+        raise UsageError(
+            f"{what} {path} lies inside the evidence repository {repo_root}; "
+            "trust material must come from the auditor, not from the evidence"
+        )
 
 
 def load_trust_policy(path: Path, *, evidence_repository: Path | None = None) -> TrustPolicy:
@@ -122,15 +190,7 @@ def load_trust_policy(path: Path, *, evidence_repository: Path | None = None) ->
         ConfigurationError: missing or unreadable file, YAML errors, bad keys.
         SchemaError: the policy does not match its schema.
     """
-    if evidence_repository is not None:
-        repo_root = evidence_repository.resolve()
-        if repo_root.name == ".git":
-            repo_root = repo_root.parent
-        if path.resolve().is_relative_to(repo_root):
-            raise UsageError(
-                f"trust policy {path} lies inside the evidence repository {repo_root}; "
-                "a trust policy must come from the auditor, not from the evidence"
-            )
+    _refuse_inside(path, evidence_repository, "trust policy")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -142,7 +202,12 @@ def load_trust_policy(path: Path, *, evidence_repository: Path | None = None) ->
             f"trust policy {path} is not valid YAML: {exc}".replace("\n", " ")
         ) from exc
     try:
-        return parse_trust_policy(document, source=str(path))
+        return parse_trust_policy(
+            document,
+            source=str(path),
+            base=path.parent,
+            evidence_repository=evidence_repository,
+        )
     except SchemaError as exc:
         raise ConfigurationError(str(exc)) from exc
 
@@ -154,6 +219,8 @@ def write_trust_policy(
     tsa_roots: list[Path],
     keyless: list[tuple[str, str]] = (),  # type: ignore[assignment]
     required_timestamps: int = 1,
+    sigstore_instance: str | None = None,
+    sigstore_trusted_root: Path | None = None,
     force: bool = False,
 ) -> TrustPolicy:
     """Write a trust policy naming ``keys`` (PEM public keys) and ``tsa_roots`` (PEM CAs).
@@ -200,7 +267,12 @@ def write_trust_policy(
         "timestamps": {"required": required_timestamps},
         "clock_skew_seconds": 300,
     }
-    policy = parse_trust_policy(document, source=str(path))
+    if sigstore_instance or sigstore_trusted_root:
+        section: dict[str, Any] = {"instance": sigstore_instance or "production"}
+        if sigstore_trusted_root is not None:
+            section["trusted_root"] = str(sigstore_trusted_root.resolve())
+        document["sigstore"] = section
+    policy = parse_trust_policy(document, source=str(path), base=path.parent)
     header = "# AFDP trust policy: the auditor's keys and TSA roots. Keep it outside the evidence repository.\n"
     path.write_text(
         header + yaml.dump(document, Dumper=_BlockDumper, sort_keys=False, width=200),

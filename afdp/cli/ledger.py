@@ -48,9 +48,23 @@ deployment_option = click.option(
 )
 key_option = click.option(
     "--key",
-    required=True,
-    help="Private key file (PKCS#8 PEM) or a securesystemslib key URI (gcpkms:, awskms:, azurekms:, hsm:, file2:).",
+    help="Private key file (PKCS#8 PEM), a securesystemslib key URI (gcpkms:, awskms:, azurekms:, hsm:, file2:), or sigstore: / sigstore:staging for keyless.",
 )
+keyless_option = click.option(
+    "--keyless",
+    is_flag=True,
+    help="Sign with Sigstore (keyless) using the CI job's ambient OIDC token; same as --key sigstore:.",
+)
+
+
+def _signer(key: str | None, public_key: str | None, keyless: bool) -> Any:
+    from afdp.signing import load_signer
+
+    if keyless and key and not key.startswith("sigstore:"):
+        raise UsageError("give either --key or --keyless, not both")
+    if not (key or keyless):
+        raise UsageError("a signer is required: --key KEY (or a key URI), or --keyless")
+    return load_signer(key or "sigstore:", public_key=public_key)
 public_key_option = click.option(
     "--public-key", type=click.Path(dir_okay=False), help="PEM public key; required with a key URI."
 )
@@ -169,6 +183,16 @@ def trust_group() -> None:
     help="OIDC issuer of the keyless identity.",
 )
 @click.option(
+    "--sigstore-instance",
+    type=click.Choice(["production", "staging"]),
+    help="Sigstore instance whose trusted root (shipped with sigstore) verifies keyless records.",
+)
+@click.option(
+    "--sigstore-trusted-root",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Pinned Sigstore trusted_root.json for keyless records (instead of the shipped one).",
+)
+@click.option(
     "--required-timestamps",
     default=1,
     show_default=True,
@@ -183,6 +207,8 @@ def trust_init_cmd(
     tsa_roots: tuple[Path, ...],
     keyless_identity: str | None,
     keyless_issuer: str,
+    sigstore_instance: str | None,
+    sigstore_trusted_root: Path | None,
     required_timestamps: int,
     force: bool,
     as_json: bool,
@@ -197,6 +223,8 @@ def trust_init_cmd(
         tsa_roots=list(tsa_roots),
         keyless=keyless,
         required_timestamps=required_timestamps,
+        sigstore_instance=sigstore_instance,
+        sigstore_trusted_root=sigstore_trusted_root,
         force=force,
     )
     summary = {
@@ -263,6 +291,7 @@ def _print_appended(written: list[Any], as_json: bool) -> None:
 @click.option("--workflow-digest", help="SHA-256 of the workflow this step belongs to.")
 @click.option("--author", help="Git author 'Name <email>' for the commit (e.g. the deployer).")
 @key_option
+@keyless_option
 @public_key_option
 @tsa_option
 @json_option
@@ -278,7 +307,8 @@ def record_cmd(
     index: int | None,
     workflow_digest: str | None,
     author: str | None,
-    key: str,
+    key: str | None,
+    keyless: bool,
     public_key: str | None,
     tsa: tuple[str, ...],
     as_json: bool,
@@ -287,7 +317,6 @@ def record_cmd(
     from afdp import records as rec
     from afdp.ledger import append_record
     from afdp.names import branch_ref
-    from afdp.signing import load_signer
 
     branch_ref(service, deployment)  # names first: a bad name is a usage error before any I/O
     urls = _tsa_urls(tsa)
@@ -301,7 +330,7 @@ def record_cmd(
         error=error_text,
         workflow_digest=workflow_digest,
     )
-    signer = load_signer(key, public_key=public_key)
+    signer = _signer(key, public_key, keyless)
     written = append_record(
         repository,
         service=service,
@@ -329,6 +358,7 @@ def _parse_author(text: str | None) -> tuple[str, str] | None:
 @service_option
 @deployment_option
 @key_option
+@keyless_option
 @public_key_option
 @tsa_option
 @json_option
@@ -336,7 +366,8 @@ def seal_cmd(
     repository: Path,
     service: str,
     deployment: str,
-    key: str,
+    key: str | None,
+    keyless: bool,
     public_key: str | None,
     tsa: tuple[str, ...],
     as_json: bool,
@@ -344,7 +375,6 @@ def seal_cmd(
     """Seal a deployment's branch: a last record covering every record before it."""
     from afdp.ledger import seal
     from afdp.names import branch_ref
-    from afdp.signing import load_signer
 
     branch_ref(service, deployment)
     urls = _tsa_urls(tsa)
@@ -352,7 +382,7 @@ def seal_cmd(
         repository,
         service=service,
         deployment=deployment,
-        signer=load_signer(key, public_key=public_key),
+        signer=_signer(key, public_key, keyless),
         tsa_urls=urls,
     )
     _print_appended([written], as_json)

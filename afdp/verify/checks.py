@@ -11,6 +11,14 @@ check so an auditor sees exactly what is wrong:
 5. ``digest``     the subject digest is the SHA-256 of the canonical result; artifacts match
 6. ``signer``     the signing key is in the trust policy and may sign for this service
 7. ``signature``  the DSSE signature verifies over the envelope's PAE
+   Keyless records (envelope keyid ``sigstore``) replace 6-7 with, in order:
+   6k. ``keyless.bundle``     bundle.sigstore.json is a Sigstore DSSE bundle whose envelope
+                             is exactly envelope.json's (payload, type, signature)
+   6k. ``keyless.identity``   its certificate names a keyless identity of the trust policy,
+                             with that identity's OIDC issuer
+   7k. ``keyless.signature``  it verifies offline against the Sigstore trusted root
+                             (chain, SCT, Rekor inclusion, DSSE signature); then ``signer``
+                             checks the identity may sign for this service
 8. ``timestamp``  enough tokens, each over this signature and chained to a trusted TSA root
 9. ``time``       started <= finished <= first time-stamp (+ the policy's clock skew)
 10. ``commit-signature``  the commit carrying the record has an SSH signature (git's
@@ -32,6 +40,7 @@ from afdp import records as rec
 from afdp import schemas
 from afdp.canonical import canonical_bytes, sha256_hex
 from afdp.errors import AfdpError
+from afdp.keyless import KEYLESS_KEYID
 from afdp.trust import TrustPolicy
 
 
@@ -164,7 +173,10 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
 
     # 5. digest
     digest_failures = len(facts.failures)
-    _check_digests(files, predicate, statement["subject"][0]["digest"]["sha256"], facts)
+    keyless_record = envelope["signatures"][0]["keyid"] == KEYLESS_KEYID
+    _check_digests(
+        files, predicate, statement["subject"][0]["digest"]["sha256"], facts, keyless_record
+    )
     if kind == rec.KIND_SEAL and len(facts.failures) == digest_failures:
         # A long branch's seal lists so many records that its result lives in result.json;
         # it is read only once its digest has been checked above.
@@ -178,8 +190,11 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
     # 6. signer  7. signature
     sig = envelope["signatures"][0]
     facts.keyid = sig["keyid"]
-    trusted = policy.signer_for_keyid(sig["keyid"])
-    if trusted is None or trusted.key is None:
+    keyless = sig["keyid"] == KEYLESS_KEYID
+    trusted = None if keyless else policy.signer_for_keyid(sig["keyid"])
+    if keyless:
+        _check_keyless(files, envelope["payloadType"], payload, signature, item, policy, facts)
+    elif trusted is None or trusted.key is None:
         facts.fail(
             "signer", f"signed by key {sig['keyid'][:16]}…, which the trust policy does not trust"
         )
@@ -249,10 +264,54 @@ def _check_commit_signature(item: RecordInput, key: Any, facts: RecordFacts) -> 
         facts.fail("commit-signature", str(exc))
 
 
-def _check_digests(
-    files: dict[str, bytes], predicate: dict[str, Any], subject_digest: str, facts: RecordFacts
+def _check_keyless(
+    files: dict[str, bytes],
+    payload_type: str,
+    payload: bytes,
+    signature: bytes,
+    item: RecordInput,
+    policy: TrustPolicy,
+    facts: RecordFacts,
 ) -> None:
-    allowed = {rec.ENVELOPE_FILE}
+    from afdp.keyless import KeylessVerificationError, verify_keyless_bundle
+
+    # 6k. keyless.bundle
+    bundle = files.get(rec.BUNDLE_FILE)
+    if bundle is None:
+        facts.fail("keyless.bundle", f"keyless record without {rec.BUNDLE_FILE}")
+        return
+    # 6k. keyless.identity, 7k. keyless.signature (in verify_keyless_bundle's order)
+    try:
+        verified = verify_keyless_bundle(
+            bundle, identities=policy.keyless_identities(), root=policy.sigstore_root
+        )
+    except KeylessVerificationError as exc:
+        facts.fail(exc.check, exc.message)
+        return
+    except AfdpError as exc:  # the trusted root itself cannot be loaded: fail closed
+        facts.fail("keyless.signature", exc.diagnostics())
+        return
+    if (verified.payload_type, verified.payload, verified.signature) != (
+        payload_type,
+        payload,
+        signature,
+    ):
+        facts.fail("keyless.bundle", "the bundle signs another envelope than envelope.json")
+        return
+    facts.signer = verified.name
+    trusted = policy.keyless_signer(verified.name)
+    if trusted is not None and not trusted.may_sign_for(item.service):
+        facts.fail("signer", f"signer {trusted.name} may not sign for service {item.service}")
+
+
+def _check_digests(
+    files: dict[str, bytes],
+    predicate: dict[str, Any],
+    subject_digest: str,
+    facts: RecordFacts,
+    keyless: bool = False,
+) -> None:
+    allowed = {rec.ENVELOPE_FILE, rec.BUNDLE_FILE} if keyless else {rec.ENVELOPE_FILE}
     if predicate["result_ref"] is not None:
         ref = predicate["result_ref"]
         allowed.add(rec.RESULT_FILE)

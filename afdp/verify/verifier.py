@@ -35,7 +35,7 @@ from afdp.errors import NotFoundError, VerificationError
 from afdp.ledger import trailers
 from afdp.names import branch_ref
 from afdp.store import EvidenceStore
-from afdp.trust import TrustPolicy, parse_trust_policy
+from afdp.trust import TrustPolicy
 from afdp.verify.checks import RecordFacts, RecordInput, check_record
 
 #: Branches shorter than this are checked in-process: a worker pool costs more than it saves.
@@ -143,8 +143,9 @@ def _roots_of(policy: TrustPolicy) -> list[Any]:
     ]
 
 
-def _init_worker(document: dict[str, Any], source: str) -> None:
-    policy = parse_trust_policy(document, source=source)
+def _init_worker(policy: TrustPolicy) -> None:
+    # The loaded policy itself (inherited by fork): it may carry a pinned Sigstore
+    # trusted root read from beside the policy file, which the document only names.
     _WORKER["policy"], _WORKER["roots"] = policy, _roots_of(policy)
 
 
@@ -200,7 +201,7 @@ def check_branch(
             max_workers=workers,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_init_worker,
-            initargs=(policy.document, policy.source),
+            initargs=(policy,),
         )
         if workers > 1
         else None
