@@ -30,6 +30,14 @@ UNSUPPORTED = set(DEFS["unsupported_steps"])
 PLATFORM_POLICY = load_policy(REPO / "policies" / "admission.platform-example.yaml")
 
 
+@pytest.mark.parametrize("schema", [SCHEMA, POLICY_SCHEMA], ids=["workflow", "admission-policy"])
+def test_schemas_are_valid_draft_2020_12(schema: dict[str, Any]) -> None:
+    # afdp.workflow.structure skips this (slow) check at run time; it is made here.
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
 def test_schema_and_catalog_agree_on_step_types() -> None:
     known = set(STEP_TYPES)
     explicit = set(DEFS["explicit_step"]["properties"]["type"]["enum"])

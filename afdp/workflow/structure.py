@@ -14,6 +14,7 @@ expected. The schema annotates itself for that purpose:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -57,13 +58,25 @@ def check(document: Document, schema_name: str) -> list[Finding]:
     Raises:
         SchemaError: the schema itself cannot be loaded (a broken installation).
     """
-    from afdp.schemas import load_schema, validator
+    from afdp.schemas import load_schema
 
     root = load_schema(schema_name)
     findings: list[Finding] = []
-    for error in validator(schema_name).iter_errors(document.data):
+    for error in _validator(schema_name).iter_errors(document.data):
         findings.extend(_translate(error, document, root))
     return findings
+
+
+@functools.cache
+def _validator(schema_name: str) -> Any:
+    # Unlike afdp.schemas.validator, the schema is not checked against the metaschema
+    # here: that costs more than 100 ms, on every `afdp validate`, for a file that only
+    # changes with AFDP itself. tests/test_workflow_schema.py checks it instead.
+    import jsonschema
+
+    from afdp.schemas import load_schema
+
+    return jsonschema.Draft202012Validator(load_schema(schema_name))
 
 
 def _translate(error: Any, document: Document, root: Mapping[str, Any]) -> Iterable[Finding]:
