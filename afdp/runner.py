@@ -658,7 +658,7 @@ def _absorb(
             run.decision = dict(result["decision"])
         if result.get("action") is not None:
             run.action = dict(result["action"])
-        if step.kind is StepKind.GATE and isinstance(outputs, Mapping) and outputs.get("triggered"):
+        if step.kind is StepKind.GATE and result.get("stop"):
             run.stopped_by = step.name
     if step.kind is StepKind.RECORD and isinstance(result.get("record"), Mapping):
         run.training = dict(result["record"])
@@ -742,11 +742,10 @@ def _append(run: _Run, step: Step, outcome: _StepResult) -> None:
         started_at=started,
         finished_at=max(finished, started),
         provenance=run.redact(_json_safe(dict(outcome.provenance))),
-        context={
-            **run.base_context,
-            "step": {"type": step.type, "kind": step.kind.value, "phase": step.phase},
-            **run.redact(_json_safe(dict(outcome.context))),
-        },
+        context=_merge(
+            {**run.base_context, "step": {"type": step.type, "kind": step.kind.value, "phase": step.phase}},
+            run.redact(_json_safe(dict(outcome.context))),
+        ),
         workflow_digest=run.workflow.digest,
         summary=run.redact(_one_line(outcome.summary))[:200],
         error=run.redact(outcome.error) if outcome.error else None,
@@ -907,9 +906,8 @@ def _capture(run: _Run, step: Step, values: dict[str, Any], *, missed: bool) -> 
     interval = run.scaled(params.interval.seconds) if params.interval else None
     calls: dict[str, Callable[[], Any]] = {}
     for name in params.metrics:
-        metric = workflow.metric(name)
         calls[name] = _bind_capture(
-            capture_metric, workflow, metric, values, run.env, start, end, interval, run.clock
+            capture_metric, workflow, name, values, run.env, start, end, interval, run.clock
         )
     collected, context = run.executor.collect(step, calls)
     outputs: dict[str, Any] = {
@@ -953,7 +951,7 @@ def _capture(run: _Run, step: Step, values: dict[str, Any], *, missed: bool) -> 
 def _bind_capture(
     capture_metric: Callable[..., Any],
     workflow: Workflow,
-    metric: Any,
+    metric: str,
     values: dict[str, Any],
     env: Mapping[str, str],
     start: datetime,
@@ -966,7 +964,7 @@ def _bind_capture(
             workflow, metric, values=values, env=env, start=start, end=end, interval=interval, clock=clock
         )
 
-    call.__name__ = f"capture_{metric.name}"
+    call.__name__ = f"capture_{metric}"
     return call
 
 
@@ -1106,10 +1104,17 @@ def _payload(run: _Run, decision: Mapping[str, Any], analysis: str | None) -> di
     )
 
 
-def _act(run: _Run, outcome: Any, values: dict[str, Any], analysis: str | None) -> dict[str, Any]:
+def _act(
+    run: _Run,
+    outcome: Any,
+    values: dict[str, Any],
+    analysis: str | None,
+    *,
+    decision: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     from afdp.actions import perform_action
 
-    decision = outcome.to_json()
+    decision = decision if decision is not None else outcome.to_json()
     spec = run.workflow.action(outcome.action) if outcome.action else None
     result = perform_action(spec, outcome, values=values, env=run.env, payload=_payload(run, decision, analysis))
     return dict(result.to_json())
@@ -1140,25 +1145,34 @@ def _decide(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
 
 
 def _gate(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
-    import afdp.decide as decide_module
+    from afdp.decide import evaluate_gate
 
     params = step.params
     assert isinstance(params, Gate)
     source = _analysis_source(run, step, params.analysis)
     merged = _decision_values(run, step, values, source)
-    outcome = decide_module.evaluate_gate(run.workflow, params, merged)
-    decision = outcome.to_json()
-    triggered = bool(decision.get("decision") is not None or decision.get("triggered"))
-    if "triggered" in decision:
-        triggered = bool(decision["triggered"])
-    result: dict[str, Any] = {"outputs": {"triggered": triggered}, "decision": decision}
-    if not triggered:
+    outcome = evaluate_gate(run.workflow, params, merged)
+    gate = outcome.to_json()
+    result: dict[str, Any] = {"outputs": outcome.values(), "gate": gate, "stop": outcome.stop}
+    if not outcome.stop:
         return _StepResult("ok", result, f"gate not triggered ({params.condition})")
-    action = _act(run, outcome, merged, source)
-    result["action"] = action
-    summary = f"gate triggered: {params.action}; action {action.get('status')}"
+    decision = {
+        "decision": step.name,
+        "action": outcome.action,
+        "label": outcome.label,
+        "success_criteria_met": None,
+        "reason": (
+            f"gate {step.name}: {params.condition} holds"
+            if outcome.triggered
+            else f"gate {step.name}: {params.condition} could not be evaluated ({outcome.error}); stopping"
+        ),
+    }
+    action = _act(run, outcome, merged, source, decision=decision)
+    result.update(decision=decision, action=action)
+    what = "triggered" if outcome.triggered else "inconclusive"
+    summary = f"gate {what}: {outcome.action}, workflow stopped; action {action.get('status')}"
     if action.get("status") == "failed":
-        return _StepResult("failed", result, summary, error=f"{params.action} action failed: {action.get('detail')}")
+        return _StepResult("failed", result, summary, error=f"{outcome.action} action failed: {action.get('detail')}")
     return _StepResult("ok", result, summary)
 
 
@@ -1174,16 +1188,21 @@ def _record(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
     ]
     analysis = next(reversed(run.analyses.values())) if run.analyses else None
     decision = dict(run.decision) if run.decision else None
-    if decision is not None and params.training_label:
-        decision = {**decision, "label": params.training_label}
     deployment = {
         "service": run.request.service,
         "deployment": run.request.deployment,
         **{k: v for k, v in run.request.info.to_json().items() if v not in (None, [])},
         "deployed_at": rec.format_time(run.deployed_at) if run.deployed_at else None,
     }
-    record = build_training_record(deployment=deployment, analysis=analysis, decision=decision, cited=cited)
-    label = record.get("label") if isinstance(record, Mapping) else None
+    record = build_training_record(
+        deployment=deployment,
+        analysis=analysis,
+        decision=decision,
+        cited=cited,
+        action=run.action,
+        label=params.training_label,
+    )
+    label = record.get("label")
     if label is None and decision:
         label = decision.get("label")
     return _StepResult(
@@ -1325,6 +1344,17 @@ def _deployment_values(request: RunRequest) -> dict[str, Any]:
         "repository": info.source_repository,
     }
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``base`` updated with ``extra``, merging nested mappings (run ids from both)."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _attachment_name(metric: str, taken: Mapping[str, bytes]) -> str:
