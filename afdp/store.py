@@ -26,6 +26,27 @@ COMMITTER = ("AFDP", "afdp@evidence.invalid")
 LOCK_WAIT = 5.0
 
 
+def _tree_entries(raw: bytes) -> dict[str, tuple[bytes, bytes]]:
+    """Parse raw Git tree bytes into ``{name: (mode, 20-byte id)}``.
+
+    Raises:
+        ValueError: the bytes are not a sequence of whole tree entries.
+    """
+    entries: dict[str, tuple[bytes, bytes]] = {}
+    at, end = 0, len(raw)
+    while at < end:
+        space = raw.index(b" ", at)
+        nul = raw.index(b"\0", space)
+        if nul + 21 > end:
+            raise ValueError("truncated tree entry")
+        entries[raw[space + 1 : nul].decode("utf-8", "surrogateescape")] = (
+            raw[at:space],
+            raw[nul + 1 : nul + 21],
+        )
+        at = nul + 21
+    return entries
+
+
 class RefMoved(StorageError):
     """The branch moved between reading its head and updating it (lost a race)."""
 
@@ -73,6 +94,7 @@ class EvidenceStore:
                 f"{path} is not an evidence repository (run 'afdp init {path}')"
             ) from exc
         self.path = Path(self.repo.path)
+        self._trees: dict[bytes, bytes] = {}
 
     # -- reading -----------------------------------------------------------------------
     def head(self, ref: str) -> pygit2.Commit | None:
@@ -131,7 +153,10 @@ class EvidenceStore:
         """Return what ``commit`` added relative to its first parent (all files for a root)."""
         added: dict[str, bytes] = {}
         changed: list[str] = []
-        if commit.parents:
+        fast = self._appended_directory(commit) if commit.parents else None
+        if fast is not None:
+            added = fast
+        elif commit.parents:
             diff = self.repo.diff(commit.parents[0].tree, commit.tree)
             for delta in diff.deltas:
                 if delta.status == pygit2.enums.DeltaStatus.ADDED and delta.new_file.mode == _BLOB:
@@ -151,6 +176,72 @@ class EvidenceStore:
             added,
             tuple(changed),
         )
+
+    def _raw(self, oid: pygit2.Oid | bytes) -> tuple[int, bytes]:
+        kind, data = self.repo.odb.read(oid if isinstance(oid, pygit2.Oid) else pygit2.Oid(raw=oid))
+        return int(kind), bytes(data)
+
+    def _raw_tree(self, oid: bytes) -> bytes:
+        # Walking a branch oldest first, each commit's "old" trees are the previous
+        # commit's "new" ones: keeping the last few saves half the object reads.
+        cached = self._trees.get(oid)
+        if cached is None:
+            kind, cached = self._raw(oid)
+            if kind != pygit2.enums.ObjectType.TREE:
+                raise ValueError("not a tree")
+            if len(self._trees) >= 16:
+                self._trees.pop(next(iter(self._trees)))
+            self._trees[oid] = cached
+        return cached
+
+    def _appended_directory(self, commit: pygit2.Commit) -> dict[str, bytes] | None:
+        """Fast path of :meth:`commit_files` for what AFDP writes: one directory appended.
+
+        Compares raw tree objects instead of running a full tree diff (which costs
+        O(entries of the shard) in libgit2 per commit): the root and ``records`` trees
+        must differ in exactly one entry, and the new shard tree must be the old one
+        with exactly one directory entry appended (record names sort in sequence order),
+        which holds only files. Returns the added files by path, or None whenever the
+        commit has any other shape; the full diff then describes it exactly.
+        """
+        try:
+            path: list[str] = []
+            old_id: bytes | None = commit.parents[0].tree_id.raw
+            new_id: bytes = commit.tree_id.raw
+            for _ in range(2):  # the root tree, then records/
+                old = _tree_entries(self._raw_tree(old_id)) if old_id is not None else {}
+                new = _tree_entries(self._raw_tree(new_id))
+                differing = [n for n in new.keys() | old.keys() if new.get(n) != old.get(n)]
+                if len(differing) != 1 or differing[0] not in new:
+                    return None
+                name = differing[0]
+                mode, new_id = new[name]
+                if mode != b"40000" or (name in old and old[name][0] != b"40000"):
+                    return None
+                old_id = old[name][1] if name in old else None
+                path.append(name)
+            if path[0] != "records":
+                return None
+            old_raw = self._raw_tree(old_id) if old_id is not None else b""
+            new_raw = self._raw_tree(new_id)
+            if not new_raw.startswith(old_raw):
+                return None
+            appended = _tree_entries(new_raw[len(old_raw) :])
+            if len(appended) != 1:
+                return None
+            (name, (mode, record_id)), = appended.items()
+            if mode != b"40000":
+                return None
+            prefix = "/".join([*path, name]) + "/"
+            files: dict[str, bytes] = {}
+            for file_name, (file_mode, blob_id) in _tree_entries(self._raw_tree(record_id)).items():
+                kind, data = self._raw(blob_id)
+                if file_mode != b"100644" or kind != pygit2.enums.ObjectType.BLOB:
+                    return None
+                files[prefix + file_name] = data
+            return files if files else None
+        except (ValueError, KeyError, pygit2.GitError):
+            return None
 
     def _walk(self, tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, bytes, int]]:
         for entry in tree:

@@ -342,3 +342,40 @@ def test_long_branch_seal_stored_as_result_file(repo, signer, tsa, trust_file, m
     write_branch(repo, entries)
     report = report_of(repo, trust_file)
     assert (4, "digest") in failures(report) and (4, "seal") in failures(report)
+
+
+def test_commit_that_appends_a_record_and_edits_an_older_one(sealed, trust_file):
+    # Looks like an append (the fast tree comparison's case) but also rewrites record 1:
+    # the verifier must fall back to the full diff and report the edit.
+    import pygit2
+
+    from afdp.names import branch_ref
+    from afdp.store import EvidenceStore
+
+    target = read_branch(sealed)[1]
+    git_store = EvidenceStore(sealed)
+    head = git_store.head(branch_ref("api", "d-42"))
+    git = git_store.repo
+    index = pygit2.Index()
+    index.read_tree(head.parents[0].tree)
+    index.add(pygit2.IndexEntry(f"{target.directory}/{rec.ENVELOPE_FILE}", git.create_blob(b"{}"), pygit2.enums.FileMode.BLOB))
+    index.add(pygit2.IndexEntry("records/000/000009-extra/envelope.json", git.create_blob(b"{}"), pygit2.enums.FileMode.BLOB))
+    sig = pygit2.Signature("mallory", "m@example.invalid")
+    commit = git.create_commit(None, sig, sig, "append and edit", index.write_tree(git), [head.parents[0].id])
+    git.references.create(branch_ref("api", "d-42"), commit, force=True)
+    content = git_store.commit_files(git.get(commit))
+    assert git_store._appended_directory(git.get(commit)) is None  # noqa: SLF001 - the fast path declines
+    assert f"{target.directory}/{rec.ENVELOPE_FILE}" in content.changed
+    report = report_of(sealed, trust_file)
+    assert any(f.check == "commit" and "changes existing evidence" in f.reason for f in report.failures)
+
+
+def test_fast_and_full_commit_comparison_agree_on_afdp_commits(sealed):
+    from afdp.names import branch_ref
+    from afdp.store import EvidenceStore
+
+    store = EvidenceStore(sealed)
+    for commit in store.history(store.head(branch_ref("api", "d-42")))[1:]:
+        fast = store._appended_directory(commit)  # noqa: SLF001
+        diff = store.repo.diff(commit.parents[0].tree, commit.tree)
+        assert fast == {d.new_file.path: store.repo.get(d.new_file.id).data for d in diff.deltas}
