@@ -66,8 +66,9 @@ def build_run_deployment(repo: Path, signer, tsa, *, service: str = "api", deplo
         {
             "method": "mann_whitney",
             "metrics": {
-                "response_time_p99": {"baseline": {"value": 122.0, "unit": "ms"}, "impact": {"value": 162.1, "unit": "ms"}, "increase": {"value": 40.1, "unit": "ms"}, "p_value": 1e-9, "significant": True, "exceeded": True, "degraded": True, "status": "ok"},
-                "error_rate": {"baseline": {"value": 2.9, "unit": "%"}, "impact": {"value": 7.0, "unit": "%"}, "increase": {"value": 4.1, "unit": "%"}, "p_value": 1e-8, "significant": True, "exceeded": True, "degraded": True, "status": "ok"},
+                # analysis.v1 shapes: numbers in the metric's unit, unit as {symbol, ...}
+                "response_time_p99": {"metric": "response_time_p99", "unit": {"symbol": "ms", "dimension": "time", "factor": 0.001}, "baseline": 122.0, "impact": 162.1, "increase": 40.1, "decrease": 0.0, "change": 0.3287, "p_value": 1e-9, "significant": True, "exceeded": True, "degraded": True, "status": "ok", "reasons": []},
+                "error_rate": {"metric": "error_rate", "unit": {"symbol": "%", "dimension": "ratio", "factor": 0.01}, "baseline": 2.9, "impact": 7.0, "increase": 4.1, "decrease": 0.0, "change": 1.4138, "p_value": 1e-8, "significant": True, "exceeded": True, "degraded": True, "status": "ok", "reasons": []},
             },
             "summary": {"any_degradation": True, "significant_degradation": True, "all_metrics_within_normal": False, "exceeded": ["response_time_p99", "error_rate"]},
             "inconclusive": [],
@@ -119,7 +120,8 @@ def test_html_report_renders_verdict_table_and_plots_in_chromium(run_branch, tru
     assert console == []
     assert re.search(r'<header id="verdict" class="verdict VERIFIED"><h1>VERIFIED: api/d-42', dom)
     impact = re.search(r'<table id="impact">(.*?)</table>', dom, re.S)
-    assert impact and "response_time_p99" in impact.group(1) and "40.1 ms" in impact.group(1)
+    assert impact and "response_time_p99 (ms)" in impact.group(1)
+    assert "<td class=\"num\">+40.1</td><td class=\"num\">+32.9 %</td>" in impact.group(1)
     plots = re.findall(r'<svg[^>]*class="plot"[^>]*data-metric="([^"]+)"', dom)
     assert sorted(plots) == ["error_rate", "response_time_p99"]
     for metric in plots:
