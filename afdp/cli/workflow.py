@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,11 +233,11 @@ def _step_details(step: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _table(headers: tuple[str, ...], rows: Sequence[Sequence[str]]) -> None:
     # The last column is free text: it is not padded and may be long.
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers[:-1])]
 
-    def line(cells: tuple[str, ...]) -> str:
+    def line(cells: Sequence[str]) -> str:
         padded = [cell.ljust(width) for cell, width in zip(cells[:-1], widths, strict=True)]
         return "  " + "  ".join([*padded, cells[-1]]).rstrip()
 

@@ -338,7 +338,7 @@ class _Compiler:
         scope = self.base_scope(env=True)
         url = self.template(spec.get("url"), (*at, "url"), scope, secrets=True, bare_dollar=True)
         if url is not None:
-            self.check_url(url, kind, (*at, "url"))
+            self.check_url(url, str(kind), (*at, "url"))
         headers = tuple(
             (key, template)
             for key, value in self.mapping(spec.get("headers")).items()
@@ -683,7 +683,7 @@ class _Compiler:
                 return None
             common = {k: v for k, v in item.items() if k in COMMON_STEP_KEYS}
             return _RawStep(
-                kind, self.mapping(item.get("config")), common, path, (*path, "config"), phase
+                str(kind), self.mapping(item.get("config")), common, path, (*path, "config"), phase
             )
         keys = [k for k in item if k not in COMMON_STEP_KEYS]
         common = {k: v for k, v in item.items() if k in COMMON_STEP_KEYS}
@@ -1358,14 +1358,17 @@ class _Compiler:
                 condition = self.condition(
                     spec.get("condition"), ("decisions", name, "condition"), scope
                 )
-                action = catalog.ACTION_ALIASES.get(spec.get("action"), spec.get("action"))
+                written = spec.get("action")
+                action = (
+                    catalog.ACTION_ALIASES.get(written, written) if isinstance(written, str) else ""
+                )
                 if condition is None or action not in catalog.ACTIONS:
                     continue
                 decisions.append(
                     Decision(
                         name=name,
                         condition=condition,
-                        action=action,
+                        action=cast(Any, action),
                         training_label=spec.get("training_label") or catalog.DEFAULT_LABELS[action],
                         notify=tuple(spec.get("notify") or ()),
                         severity=spec.get("severity"),

@@ -234,9 +234,9 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token("string", text[i:end], i, value))
             i = end
             continue
-        for hint in ("&&", "||", "**"):
-            if text.startswith(hint, i):
-                raise ExpressionError(f"unexpected {hint!r}: {_HINTS[hint]}", i)
+        for pair in ("&&", "||", "**"):
+            if text.startswith(pair, i):
+                raise ExpressionError(f"unexpected {pair!r}: {_HINTS[pair]}", i)
         for op in _OPERATORS:
             if text.startswith(op, i):
                 tokens.append(Token("op", op, i))

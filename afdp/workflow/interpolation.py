@@ -71,6 +71,7 @@ class Secret:
     """
 
     __slots__ = ("_parts",)
+    _parts: tuple[str | tuple[str, str | None], ...]
 
     def __init__(self, parts: tuple[str | tuple[str, str | None], ...]) -> None:
         object.__setattr__(self, "_parts", parts)

@@ -484,7 +484,13 @@ class _Builder:
             return text
         if tag in (_INT, _FLOAT, _BOOL, _NULL):
             value = self._plain(text, mark, path)
-            expected = {_INT: int, _FLOAT: (int, float), _BOOL: bool, _NULL: type(None)}[tag]
+            kinds: dict[str, type | tuple[type, ...]] = {
+                _INT: int,
+                _FLOAT: (int, float),
+                _BOOL: bool,
+                _NULL: type(None),
+            }
+            expected = kinds[tag]
             if isinstance(value, bool) and tag != _BOOL or not isinstance(value, expected):
                 self._fail(mark, path, f"{text!r} is not a valid {tag.rsplit(':', 1)[-1]}")
                 return text

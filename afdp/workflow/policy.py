@@ -49,7 +49,8 @@ Locate = Callable[[DocPath, "Location | None", str, str], Finding]
 class Rule(Protocol):
     """One admission rule: every way ``workflow`` breaks it, as located findings."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def check(self, workflow: Workflow, locate: Locate) -> Iterable[Finding]: ...
 
