@@ -263,6 +263,8 @@ def run_demo(
     report = check_branch(repository, service=SERVICE, deployment=deployment, policy=policy)
     decision = outcome.decision or {}
     action = outcome.action or {}
+    for line in impact_lines(outcome.analysis or {}):
+        say(line)
     say(
         f"4. decision: {decision.get('action')} ({decision.get('decision') or 'default'}, "
         f"label {decision.get('label')}): {decision.get('reason', '')}"
@@ -323,8 +325,37 @@ def _run(request: Any, params: dict[str, Any], phase: str, use_prefect: bool) ->
     return run_with_prefect({**params, "phase": phase}, progress=request.progress)
 
 
+def impact_lines(analysis: dict[str, Any]) -> list[str]:
+    """Return one line per analysed metric: baseline -> impact, change, p-value, verdict."""
+    lines = []
+    for name, item in (analysis.get("metrics") or {}).items():
+        unit = (item.get("unit") or {}).get("symbol", "")
+        base, impact = item.get("baseline"), item.get("impact")
+        if base is None or impact is None:
+            lines.append(f"   {name}: no data ({item.get('status')})")
+            continue
+        change = item.get("change")
+        p_value = item.get("p_value")
+        verdict = "DEGRADED" if item.get("degraded") else "ok"
+        lines.append(
+            f"   {name}: {_show(base, unit)} -> {_show(impact, unit)}"
+            + (f" ({change * 100:+.0f}%)" if isinstance(change, (int, float)) else "")
+            + (f", p={p_value:.2g}" if isinstance(p_value, (int, float)) else "")
+            + f"  {verdict}"
+        )
+    return lines
+
+
+def _show(value: float, unit: str) -> str:
+    if unit == "s":
+        return f"{value * 1000:.1f}ms"
+    return f"{value:.3g}{unit if unit != '1/s' else '/s'}"
+
+
 def _step_printer(say: Callable[[str], None]) -> Callable[[Any], None]:
     def show(report: Any) -> None:
+        if report.resumed:
+            return  # recorded by the earlier phase, already printed
         say(f"   {report.status:>7}  #{report.sequence:<2} {report.name}: {report.summary}")
 
     return show

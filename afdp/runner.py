@@ -374,6 +374,8 @@ class _Recorded:
     status: str
     result: Any
     attachments: dict[str, bytes]
+    summary: str = ""
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -593,7 +595,16 @@ def _read_branch(request: RunRequest) -> tuple[list[_Recorded], int | None]:
             and not rec.TIMESTAMP_FILE.fullmatch(name)
         }
         found.append(
-            _Recorded(sequence, step, sha256_hex(envelope), predicate["status"], result, attachments)
+            _Recorded(
+                sequence,
+                step,
+                sha256_hex(envelope),
+                predicate["status"],
+                result,
+                attachments,
+                predicate.get("summary") or "",
+                predicate.get("error"),
+            )
         )
     return found, sealed
 
@@ -622,8 +633,8 @@ def _restore(run: _Run, step: Step, recorded: _Recorded) -> None:
         step.index,
         step.kind.value,
         recorded.status,
-        f"already recorded ({recorded.status})",
-        None,
+        recorded.summary,
+        recorded.error,
         recorded.sequence,
         recorded.digest,
         resumed=True,
