@@ -40,7 +40,7 @@ from afdp.canonical import canonical_bytes
 from afdp.workflow.interpolation import Secret, UnresolvedError
 
 if TYPE_CHECKING:
-    from afdp.decide import DecisionOutcome
+    from afdp.decide import DecisionOutcome, GateOutcome
     from afdp.workflow.model import ActionSpec
 
 SIGNATURE_HEADER = "X-AFDP-Signature"
@@ -112,13 +112,13 @@ def verify_signature(secret: bytes, body: bytes, header: str) -> bool:
 
 def perform_action(
     spec: ActionSpec | None,
-    outcome: DecisionOutcome,
+    outcome: DecisionOutcome | GateOutcome,
     *,
     values: Mapping[str, Any],
     env: Mapping[str, str],
     payload: Mapping[str, Any],
 ) -> ActionResult:
-    """Carry out ``outcome.action`` as ``spec`` says.
+    """Carry out ``outcome.action`` (a decision's, or a stopping gate's) as ``spec`` says.
 
     ``values`` renders the templates (``workflow.values(...)``); ``env`` supplies
     ``${env.*}`` secrets and is the command's environment; ``payload`` (JSON-safe) is
@@ -129,10 +129,12 @@ def perform_action(
         raises for a failing action.
 
     Raises:
-        ValueError: ``spec`` is for a different action than ``outcome.action`` (a bug
-            in the caller, not a failing action).
+        ValueError: ``spec`` is for a different action than ``outcome.action``, or the
+            outcome decides no action (bugs in the caller, not a failing action).
     """
     action = outcome.action
+    if action is None:
+        raise ValueError("the outcome decides no action (a gate that did not stop)")
     if spec is None:
         return ActionResult(
             action,
@@ -145,7 +147,7 @@ def perform_action(
         raise ValueError(f"action spec for {spec.action!r} given for decided action {action!r}")
     if spec.command is not None:
         return _run_command(spec, action, values=values, env=env)
-    return _post_webhook(spec, outcome, values=values, env=env, payload=payload)
+    return _post_webhook(spec, outcome, action, values=values, env=env, payload=payload)
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -275,7 +277,8 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 
 def _post_webhook(
     spec: ActionSpec,
-    outcome: DecisionOutcome,
+    outcome: DecisionOutcome | GateOutcome,
+    action: str,
     *,
     values: Mapping[str, Any],
     env: Mapping[str, str],
@@ -284,7 +287,6 @@ def _post_webhook(
     import httpx
 
     assert spec.webhook is not None
-    action = outcome.action
     redact = _Redactor(env)
     target: str | None = None
     try:

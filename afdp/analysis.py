@@ -172,9 +172,12 @@ class SampleStats:
         }
 
 
-def _as_floats(samples: Sequence[float] | None) -> np.ndarray:
+def _as_floats(samples: Any) -> np.ndarray:
     if samples is None:
         return np.empty(0, dtype=float)
+    values = getattr(samples, "values", None)
+    if callable(values) and not isinstance(samples, np.ndarray):
+        samples = values()  # a collector's MetricData: its sample values
     try:
         return np.asarray(samples, dtype=float).reshape(-1)
     except (TypeError, ValueError):
@@ -846,8 +849,9 @@ def analyze(
 ) -> AnalysisResult:
     """Analyze every metric of an analysis step, baseline samples against impact samples.
 
-    ``baseline`` and ``impact`` map metric names to samples in the metric's unit; a
-    metric missing from either (its collection failed) is analyzed as ``no_data``.
+    ``baseline`` and ``impact`` map metric names to samples in the metric's unit (a
+    sequence of numbers, or a collector's ``MetricData``); a metric missing from either
+    (its collection failed) is analyzed as ``no_data``.
 
     Returns:
         The :class:`AnalysisResult`.

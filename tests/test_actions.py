@@ -25,7 +25,7 @@ from afdp.actions import (
     perform_action,
     verify_signature,
 )
-from afdp.decide import DecisionOutcome
+from afdp.decide import DecisionOutcome, GateOutcome
 from afdp.workflow.compiler import compile_document
 from afdp.workflow.interpolation import parse_template
 from afdp.workflow.loader import parse
@@ -333,3 +333,16 @@ def test_actions_compiled_from_a_workflow(receiver: Receiver) -> None:
     )
     assert rollback.ok and rollback.output.strip() == "rollback"
     assert alert.ok and alert.signed and len(receiver.requests) == 1
+
+
+def test_a_stopping_gate_is_carried_out_like_a_decision(receiver: Receiver) -> None:
+    gate = GateOutcome(
+        "any_degradation", False, "any_degradation has no value", True, "alert", "inconclusive"
+    )
+    result = perform_action(webhook_spec(receiver.url), gate, values=VALUES, env=ENV, payload={})
+    assert result.ok
+    body = json.loads(receiver.requests[0]["body"])
+    assert body["outcome"]["error"] == "any_degradation has no value" and body["action"] == "alert"
+    passing = GateOutcome("any_degradation", False, None, False, None, None)
+    with pytest.raises(ValueError, match="no action"):
+        perform_action(None, passing, values=VALUES, env=ENV, payload={})

@@ -55,7 +55,21 @@ def checked(result: AnalysisResult) -> dict[str, Any]:
     document = result.to_json()
     validate("analysis.v1", document, what="analysis")
     canonical_bytes(document)
-    assert analysis_values(json.loads(json.dumps(document))).keys() == result.values().keys()
+    # a document read back from evidence decides exactly as the live result does
+    again = analysis_values(json.loads(canonical_bytes(document)))
+    live = result.values()
+    assert again.keys() == live.keys()
+    for name, fields in live.items():
+        if not isinstance(fields, dict):
+            assert again[name] == fields
+            continue
+        for key, value in fields.items():
+            other = again[name][key]
+            if isinstance(value, Quantity):
+                assert other.dimension == value.dimension
+                assert other.base == pytest.approx(value.base, rel=1e-12, abs=1e-300)
+            else:
+                assert other == value
     return document
 
 
@@ -396,6 +410,15 @@ def test_non_finite_samples_are_dropped_and_counted() -> None:
     }
     assert result.status == "ok" and result.baseline == 0.2
     assert any("non-finite" in r for r in result.reasons)
+
+
+def test_collector_metric_data_is_accepted() -> None:
+    class MetricData:  # the shape of afdp.collectors.MetricData: samples via values()
+        def values(self) -> list[float]:
+            return [0.2, 0.3, 0.25]
+
+    result = analyze_metric(metric(), MetricData(), [0.2])  # type: ignore[arg-type]
+    assert result.baseline_stats.count == 3 and result.baseline == 0.25
 
 
 def test_all_nan_is_no_data() -> None:
