@@ -12,7 +12,8 @@ composite action sets them) and the ``GITHUB_*`` variables the runner provides, 
 5. pushes the branch to the evidence remote (never forced: evidence is only appended);
 6. appends a job summary (decision, baseline-vs-impact table, verify result) to
    ``$GITHUB_STEP_SUMMARY`` and sets the outputs ``decision``, ``action``,
-   ``record-count``, ``branch``, ``head``, ``verified`` in ``$GITHUB_OUTPUT``.
+   ``record-count``, ``branch``, ``head``, ``verified``, ``pushed`` and ``report`` (the
+   HTML compliance report under ``$RUNNER_TEMP``, when verified) in ``$GITHUB_OUTPUT``.
 
 Exit code: the run's (1 for a rollback decision unless ``fail-on-rollback: false``), 1 if
 verification failed, 2 for bad inputs, 3 if the evidence could not be pushed.
@@ -90,6 +91,7 @@ class ActionResult:
     run_exit: int
     exit_code: int
     summary: str
+    report: Path | None = None  # the HTML compliance report, when verified with a trust policy
 
 
 def _input(env: Mapping[str, str], name: str) -> str | None:
@@ -287,6 +289,16 @@ def run_action(env: Mapping[str, str]) -> ActionResult:
     store = EvidenceStore(inputs.repository)
     head = store.head(ref)
     report = _verify(inputs, head is not None)
+    report_path = None
+    if report is not None:
+        from afdp.report import write_report
+
+        scratch_root = Path(env.get("RUNNER_TEMP") or tempfile.gettempdir())
+        report_path = write_report(
+            report,
+            fmt="html",
+            out=scratch_root / f"afdp-report-{inputs.service}-{inputs.deployment}.html",
+        )
     pushed = False
     if head is not None and inputs.remote:
         push(inputs.repository, inputs.remote, ref)
@@ -325,6 +337,7 @@ def run_action(env: Mapping[str, str]) -> ActionResult:
         run_exit=done.returncode,
         exit_code=exit_code,
         summary=summary,
+        report=report_path,
     )
 
 
@@ -458,6 +471,7 @@ def write_outputs(env: Mapping[str, str], result: ActionResult) -> None:
             "head": result.head or "",
             "verified": result.verified,
             "pushed": "true" if result.pushed else "false",
+            "report": str(result.report) if result.report else "",
         }
         with open(output_path, "a", encoding="utf-8") as handle:
             for name, value in values.items():

@@ -102,7 +102,9 @@ def test_action_runs_pushes_verifies_and_summarizes(github, trust_file, cli, mon
         "head": remote_head(github, ref),
         "verified": "verified",
         "pushed": "true",
+        "report": str(Path(github["RUNNER_TEMP"]) / "afdp-report-web-gh-123-1.html"),
     }
+    assert "<title>VERIFIED - AFDP compliance report: web/gh-123-1" in Path(out["report"]).read_text()
     summary = Path(github["GITHUB_STEP_SUMMARY"]).read_text()
     assert summary.startswith("## AFDP evidence: web/gh-123-1 (phase all)")
     assert "**Verify: VERIFIED**" in summary
@@ -135,6 +137,21 @@ def test_pre_and_post_phases_in_separate_jobs(github, tmp_path, monkeypatch):
     store = EvidenceStore(github["INPUT_EVIDENCE_REMOTE"])
     history = [str(c.id) for c in store.history(store.head(ref))]
     assert first in history  # the post job appended to what the pre job pushed
+
+
+def test_verification_failure_fails_the_step(github, keys, tsa, monkeypatch):
+    """Trusting the wrong key: the evidence is pushed (it is what happened), the step fails."""
+    from afdp.trust import write_trust_policy
+
+    monkeypatch.chdir(github["GITHUB_WORKSPACE"])
+    wrong = Path(github["GITHUB_WORKSPACE"]) / ".afdp" / "wrong-trust.yaml"
+    write_trust_policy(wrong, keys=[keys / "attacker.key.pub"], tsa_roots=[tsa.directory / "root.pem"])
+    env = {**github, "INPUT_TRUST": ".afdp/wrong-trust.yaml"}
+    assert main(env=env) == 1
+    out = outputs(env)
+    assert out["verified"] == "failed" and out["pushed"] == "true"
+    summary = Path(github["GITHUB_STEP_SUMMARY"]).read_text()
+    assert "**Verify: FAILED**" in summary and ": signer: " in summary
 
 
 def test_keyless_without_oidc_token_stops_before_anything(github, capsys):
@@ -214,7 +231,7 @@ def test_action_yml_maps_every_input_and_output():
     assert passed == set(spec["inputs"]) - {"afdp-version"}
     for name, value in step["env"].items():
         assert value == "${{ inputs." + name.removeprefix("INPUT_").lower().replace("_", "-") + " }}"
-    written = {"decision", "action", "record-count", "branch", "head", "verified"}
+    written = {"decision", "action", "record-count", "branch", "head", "verified", "report"}
     assert {k for k in spec["outputs"]} == written
     for name, output in spec["outputs"].items():
         assert output["value"] == "${{ steps.afdp.outputs." + name + " }}"
