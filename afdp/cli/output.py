@@ -84,7 +84,7 @@ def print_story(story: dict[str, Any]) -> None:
             row["step"],
             row["status"] or "",
             row["summary"] or "",
-            (row["signer"] or "")[:12],
+            _short_signer(row["signer"]),
             row["timestamp"] or "",
             (row["digest"] or "").removeprefix("sha256:")[:16],
         )
@@ -93,3 +93,14 @@ def print_story(story: dict[str, Any]) -> None:
     _console.print(
         f"{len(story['records'])} record(s), {state}. Not verified: run 'afdp verify' for a verdict."
     )
+
+
+def _short_signer(signer: str | None) -> str:
+    # keyids are long hex: 12 characters identify one; keyless signers read
+    # "sigstore:<instance> <identity>", of which the workflow path says most.
+    if not signer:
+        return ""
+    if signer.startswith("sigstore:"):
+        identity = signer.split(" ", 1)[1] if " " in signer else ""
+        return f"sigstore {identity.rsplit('/', 1)[-1]}".strip()
+    return signer[:12]
