@@ -148,7 +148,8 @@ def impact_rows(findings: evidence.Findings) -> list[ImpactRow]:
     rows: list[ImpactRow] = []
     units = {s.metric: s.unit for s in findings.series if s.unit}
     analysis = findings.analysis or {}
-    metrics = analysis.get("metrics") if isinstance(analysis.get("metrics"), dict) else {}
+    found = analysis.get("metrics")
+    metrics: dict[str, Any] = found if isinstance(found, dict) else {}
     for name, m in metrics.items():
         if not isinstance(m, dict):
             continue
@@ -220,7 +221,11 @@ def _delta(baseline: Any, impact: Any, metric: dict[str, Any]) -> Any:
         return impact - baseline
     if isinstance(baseline, dict) and isinstance(impact, dict):
         b, i = baseline.get("value"), impact.get("value")
-        if _is_number(b) and _is_number(i) and baseline.get("unit") == impact.get("unit"):
+        if (
+            isinstance(b, (int, float))
+            and isinstance(i, (int, float))
+            and baseline.get("unit") == impact.get("unit")
+        ):
             return {"value": i - b, "unit": impact.get("unit")}
     for key, sign in (("increase", 1), ("decrease", -1)):
         value = metric.get(key)

@@ -193,8 +193,9 @@ def _deployment(
 def _cite(views: list[RecordView], keys: tuple[str, ...]) -> list[int]:
     cited = []
     for v in views:
-        result = v.result if isinstance(v.result, dict) else {}
-        metadata = result.get("metadata") if isinstance(result.get("metadata"), dict) else {}
+        result: dict[str, Any] = v.result if isinstance(v.result, dict) else {}
+        found = result.get("metadata")
+        metadata: dict[str, Any] = found if isinstance(found, dict) else {}
         if any(k in result or k in metadata for k in keys):
             cited.append(v.sequence)
     return cited

@@ -90,6 +90,8 @@ def read_records(store: EvidenceStore, report: BranchReport) -> list[RecordView]
         matches = False
         try:
             commit = store.repo.get(record.commit)
+            if commit is None:
+                raise KeyError(record.commit)
             directory = rec.record_dir(record.sequence, record.step)
             files = store.list_dir(commit.tree, directory)
             envelope = files.get(rec.ENVELOPE_FILE)
@@ -106,11 +108,15 @@ def read_records(store: EvidenceStore, report: BranchReport) -> list[RecordView]
                             result = json.loads(data)
                     for artifact in predicate.get("artifacts") or []:
                         name = artifact.get("path") if isinstance(artifact, dict) else None
-                        data = files.get(name) if isinstance(name, str) else None
-                        if data is None or sha256_hex(data) != artifact.get("sha256"):
+                        blob = files.get(name) if isinstance(name, str) else None
+                        if (
+                            name is None
+                            or blob is None
+                            or sha256_hex(blob) != artifact.get("sha256")
+                        ):
                             continue
                         try:
-                            attachments[name] = json.loads(data)
+                            attachments[name] = json.loads(blob)
                         except (ValueError, UnicodeDecodeError):
                             attachments[name] = None  # raw data: listed, not parsed
                 else:
@@ -142,7 +148,8 @@ def find(views: list[RecordView]) -> Findings:
             continue
         sources: list[tuple[str, Any]] = [("", view.result)]
         sources += [(name, value) for name, value in view.attachments.items()]
-        context = predicate.get("context") if isinstance(predicate.get("context"), Mapping) else {}
+        found_context = predicate.get("context")
+        context: Mapping[str, Any] = found_context if isinstance(found_context, Mapping) else {}
         role = view.result.get("role") if isinstance(view.result, Mapping) else None
         hint = " ".join(
             str(x) for x in (step, context.get("phase", ""), context.get("kind", "")) if x
@@ -276,7 +283,8 @@ def _series(node: Mapping[str, Any], where: str, step: str, sequence: int) -> Se
             if v is not None:
                 samples.append((float(len(samples)), v))
     phase = node.get("phase") if node.get("phase") in ("baseline", "impact") else _phase(where)
-    provenance = node.get("provenance") if isinstance(node.get("provenance"), Mapping) else {}
+    found = node.get("provenance")
+    provenance: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     return Series(
         str(node["metric"]),
         str(phase),
