@@ -266,3 +266,14 @@ assert not heavy, heavy
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_plan_shows_stages(capsys: pytest.CaptureFixture[str]) -> None:
+    canary = str(EXAMPLES["canary_rollout"])
+    code, out, _ = run_cli(capsys, "plan", canary, "--json")
+    assert code == 0
+    stages = [p["stage"] for p in json.loads(out)["phases"] if p["stage"]]
+    assert [s["name"] for s in stages] == ["canary", "partial", "full"]
+    assert stages[0]["traffic"] == "1%" and stages[0]["abort_on"] == "any_degradation"
+    code, out, _ = run_cli(capsys, "plan", canary)
+    assert "stage canary: 1% of traffic for 10_minutes, roll back if any_degradation" in out

@@ -139,7 +139,12 @@ def _print_plan(plan: dict[str, Any]) -> None:
         f"{summary['conditional']} decided at run time; up to {plan['max_duration']['text']}"
     )
     for phase in plan["phases"]:
-        title = f"stage {phase['name']}" if phase["stage"] else phase["name"]
+        stage = phase["stage"]
+        title = phase["name"]
+        if stage:
+            title = f"stage {stage['name']}: {stage['traffic']} of traffic for {stage['window']['text']}"
+            if stage["abort_on"]:
+                title += f", roll back if {stage['abort_on']}"
         echo("")
         echo(title)
         rows = [

@@ -104,10 +104,22 @@ class Plan:
         phases = []
         for phase in workflow.phases:
             names = {s.name for s in phase.steps}
+            stage = phase.stage
             phases.append(
                 {
                     "name": phase.name,
-                    "stage": phase.stage.name if phase.stage else None,
+                    "stage": None
+                    if stage is None
+                    else {
+                        "name": stage.name,
+                        "traffic": str(stage.traffic),
+                        "window": stage.window.to_json(),
+                        "signal": stage.signal,
+                        "abort_on": stage.abort_on.source if stage.abort_on else None,
+                        "rollback_available": stage.rollback_available.to_json()
+                        if stage.rollback_available
+                        else None,
+                    },
                     "steps": [p.to_json() for p in self.steps if p.step.name in names],
                 }
             )
