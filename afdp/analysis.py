@@ -578,6 +578,23 @@ def analyze_metric(
         raise ValueError(f"unknown statistical method {method!r}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    # Samples near the float limits overflow to infinity in sums and squares; such
+    # results are written as null (json_safe) instead of warning on stderr.
+    with np.errstate(all="ignore"):
+        return _analyze_metric(
+            metric, baseline, impact, thresholds, method, confidence, min_samples
+        )
+
+
+def _analyze_metric(
+    metric: Metric,
+    baseline: Sequence[float] | None,
+    impact: Sequence[float] | None,
+    thresholds: Sequence[Threshold],
+    method: str | None,
+    confidence: float,
+    min_samples: int,
+) -> MetricAnalysis:
     reasons: list[str] = []
     b = SampleStats.of(baseline)
     i = SampleStats.of(impact)
