@@ -137,7 +137,7 @@ class EvidenceStore:
             return {}
         if not isinstance(sub, pygit2.Tree):
             return {}
-        return {e.name: self.repo.get(e.id).data for e in sub if e.type_str == "blob"}
+        return {str(e.name): self._raw(e.id)[1] for e in sub if e.type_str == "blob"}
 
     def history(self, head: pygit2.Commit) -> list[pygit2.Commit]:
         """Return the first-parent history of ``head``, oldest first."""
@@ -157,10 +157,10 @@ class EvidenceStore:
         if fast is not None:
             added = fast
         elif commit.parents:
-            diff = self.repo.diff(commit.parents[0].tree, commit.tree)
+            diff = commit.parents[0].tree.diff_to_tree(commit.tree)
             for delta in diff.deltas:
                 if delta.status == pygit2.enums.DeltaStatus.ADDED and delta.new_file.mode == _BLOB:
-                    added[delta.new_file.path] = self.repo.get(delta.new_file.id).data
+                    added[delta.new_file.path] = self._raw(delta.new_file.id)[1]
                 else:
                     changed.append(delta.new_file.path or delta.old_file.path)
         else:
@@ -286,10 +286,13 @@ class EvidenceStore:
             now = int(time.time())
             signature_author = pygit2.Signature(author[0], author[1], now, 0)
             committer = pygit2.Signature(COMMITTER[0], COMMITTER[1], now, 0)
-            parents = [parent.id] if parent else []
+            parents: list[pygit2.Oid | str] = [parent.id] if parent else []
             if sign is not None:
-                content = self.repo.create_commit_string(
-                    signature_author, committer, message, tree_id, parents
+                # pygit2's stub says Oid, but create_commit_string returns the object text
+                content = str(
+                    self.repo.create_commit_string(
+                        signature_author, committer, message, tree_id, parents
+                    )
                 )
                 armored = sign(content.encode("utf-8"))
                 if armored is not None:
