@@ -294,7 +294,13 @@ def _hodges_lehmann(x: np.ndarray, y: np.ndarray) -> float:
         grid = np.linspace(0, 100, _QUANTILE_POINTS)
         x = np.percentile(x, grid) if x.size > _QUANTILE_POINTS else x
         y = np.percentile(y, grid) if y.size > _QUANTILE_POINTS else y
-    return float(np.median(np.subtract.outer(x, y)))
+    differences = np.subtract.outer(x, y).ravel()
+    middle = differences.size // 2
+    if differences.size % 2:
+        differences.partition(middle)  # in place: no second copy of the pairs
+        return float(differences[middle])
+    differences.partition([middle - 1, middle])
+    return float((differences[middle - 1] + differences[middle]) / 2.0)
 
 
 def _welch(base: SampleStats, imp: SampleStats, better: str) -> TestResult:

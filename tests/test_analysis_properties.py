@@ -67,3 +67,15 @@ def test_hodges_lehmann_on_large_samples_is_close_to_exact() -> None:
     approx = _hodges_lehmann(x, y)
     exact = float(np.median(np.subtract.outer(x, y)))
     assert math.isclose(approx, exact, rel_tol=0.02, abs_tol=1e-3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    x=st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=25),
+    y=st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=25),
+)
+def test_hodges_lehmann_is_the_median_of_pairwise_differences(
+    x: list[float], y: list[float]
+) -> None:
+    exact = float(np.median(np.subtract.outer(np.array(x), np.array(y))))
+    assert _hodges_lehmann(np.array(x), np.array(y)) == pytest.approx(exact, abs=1e-6)
