@@ -358,3 +358,32 @@ def test_missing_policy_file_is_a_usage_error(tmp_path: Path) -> None:
 
     with pytest.raises(UsageError, match="admission policy file not found"):
         load_policy(tmp_path / "nope.yaml")
+
+
+def test_overrides_are_admitted_too() -> None:
+    workflow, document = workflow_from(WORKFLOW)
+    policy = policy_from("version: 1\nallowed_collector_hosts: ['*.svc.cluster.local']\n")
+    assert policy.admit(workflow, document) is workflow
+    assert policy.violations(workflow, document, overrides={"PROM": "x.svc.cluster.local"}) == []
+    with pytest.raises(PolicyRejected) as caught:
+        policy.admit(workflow, document, overrides={"PROM": "evil.example.com"})
+    assert "reaches host 'evil.example.com'" in str(caught.value)
+    assert caught.value.findings[0].line == 8  # still located in the workflow file
+
+
+def test_plan_admits_set_variables_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from afdp.cli import main
+
+    path = tmp_path / "w.yaml"
+    path.write_text(WORKFLOW.replace("api_checks", "api_deployment_impact"), encoding="utf-8")
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\nallowed_collector_hosts: ['*.svc.cluster.local']\n")
+    args = ["plan", str(path), "--policy", str(policy)]
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--set", "workflow.PROM=evil.example.com"])
+    assert exited.value.code == 1
+    assert "reaches host 'evil.example.com'" in capsys.readouterr().err
+    main([*args, "--set", "workflow.PROM=other.svc.cluster.local"])
+    assert "other.svc.cluster.local:9090" in capsys.readouterr().out

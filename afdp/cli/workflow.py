@@ -110,7 +110,7 @@ def plan_cmd(file: Path, sets: tuple[str, ...], policy: Path | None, as_json: bo
     rules = load_policy(policy)
     workflow = load_workflow(file, policy=rules)
     deployment, overrides = parse_settings(workflow, settings)
-    plan = plan_workflow(workflow, deployment=deployment, overrides=overrides, policy=rules.name)
+    plan = plan_workflow(workflow, deployment=deployment, overrides=overrides, policy=rules)
     data = plan.to_json()
     if as_json:
         _emit_json(data)

@@ -16,7 +16,7 @@ import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from afdp.errors import UsageError
 from afdp.workflow import catalog
@@ -25,6 +25,9 @@ from afdp.workflow.interpolation import Secret, Template, UnresolvedError
 from afdp.workflow.model import Step, Workflow
 from afdp.workflow.scope import suggest
 from afdp.workflow.units import Duration, Quantity
+
+if TYPE_CHECKING:
+    from afdp.workflow.policy import AdmissionPolicy
 
 SETTABLE = ("deployment", "workflow")
 
@@ -217,16 +220,21 @@ def plan_workflow(
     *,
     deployment: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
-    policy: str | None = None,
+    policy: AdmissionPolicy | None = None,
 ) -> Plan:
     """Plan ``workflow`` for one deployment without running anything.
+
+    With ``policy``, the workflow is admitted again with ``overrides`` applied (a
+    variable set for this run may change a host or a program the policy governs).
 
     Returns:
         The :class:`Plan`.
 
     Raises:
-        UnresolvedError: only if a rendered value is unreasonably large (64 KiB).
+        PolicyRejected: ``policy`` rejects the workflow with ``overrides`` (exit 1).
     """
+    if policy is not None and overrides:
+        policy.admit(workflow, overrides=overrides)
     values = workflow.values(deployment=deployment, overrides=overrides)
     variables = values["workflow"]
     planned = tuple(_plan_step(step, values) for step in workflow.steps)
@@ -291,7 +299,7 @@ def plan_workflow(
         decisions=decisions,
         success_criteria=tuple(c.source for c in workflow.success_criteria),
         actions=actions,
-        policy=policy,
+        policy=policy.name if policy is not None else None,
     )
 
 

@@ -19,12 +19,13 @@ Rules (all optional; an omitted rule allows everything it governs):
 6. ``limits``: ``max_duration``, ``max_steps``, ``max_metrics``, ``max_capture_duration``.
 
 Hosts are read from URL templates after substituting what is known before the run:
-``${workflow.*}`` defaults. A host that still depends on ``${env.*}``,
-``${deployment.*}`` or ``${steps.*}`` is "unresolved".
+``${workflow.*}`` defaults, or the values a run sets (``overrides``). A host that still
+depends on ``${env.*}``, ``${deployment.*}`` or ``${steps.*}`` is "unresolved".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,7 +38,16 @@ from afdp.workflow.catalog import STEP_TYPES, StepKind
 from afdp.workflow.findings import Finding, PolicyInvalid, PolicyRejected, format_path
 from afdp.workflow.interpolation import Template
 from afdp.workflow.loader import DocPath, Document
-from afdp.workflow.model import Analyze, Capture, Collector, Location, Query, Step, Workflow
+from afdp.workflow.model import (
+    Analyze,
+    Capture,
+    Collector,
+    Location,
+    Query,
+    Step,
+    Variable,
+    Workflow,
+)
 from afdp.workflow.units import Duration, UnitError, parse_duration
 
 SCHEMA = "admission-policy.v1"
@@ -488,20 +498,46 @@ class AdmissionPolicy:
     rules: AllOf
     description: str = ""
 
-    def violations(self, workflow: Workflow, document: Document | None = None) -> list[Finding]:
-        """Return every rule ``workflow`` breaks, located in its file (``document`` for exact paths)."""
-        return self.rules.check(workflow, Locator(workflow, document))
+    def violations(
+        self,
+        workflow: Workflow,
+        document: Document | None = None,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> list[Finding]:
+        """Return every rule ``workflow`` breaks, located in its file (``document`` for exact paths).
 
-    def admit(self, workflow: Workflow, document: Document | None = None) -> Workflow:
-        """Return ``workflow`` when every rule holds.
+        ``overrides`` are the ``${workflow.*}`` values a run will use instead of the
+        defaults (``--set workflow.NAME=...``): hosts and programs are checked with them.
+        """
+        checked = with_overrides(workflow, overrides) if overrides else workflow
+        return self.rules.check(checked, Locator(workflow, document))
+
+    def admit(
+        self,
+        workflow: Workflow,
+        document: Document | None = None,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Workflow:
+        """Return ``workflow`` when every rule holds (with ``overrides`` applied, if any).
 
         Raises:
             PolicyRejected: with every violation, each naming its rule (exit 1).
         """
-        found = self.violations(workflow, document)
+        found = self.violations(workflow, document, overrides=overrides)
         if found:
             raise PolicyRejected(found)
         return workflow
+
+
+def with_overrides(workflow: Workflow, overrides: Mapping[str, Any]) -> Workflow:
+    """Return ``workflow`` with ``overrides`` as the defaults of its variables (taken literally)."""
+    variables = tuple(
+        Variable(v.name, overrides[v.name]) if v.name in overrides else v
+        for v in workflow.variables
+    )
+    return dataclasses.replace(workflow, variables=variables)
 
 
 # --- reading a policy file ------------------------------------------------------------
@@ -660,4 +696,5 @@ __all__ = [
     "host_allowed",
     "load_policy",
     "url_host",
+    "with_overrides",
 ]
