@@ -134,6 +134,9 @@ def read_inputs(env: Mapping[str, str]) -> ActionInputs:
         )
     if signer == "kms" and not (key_uri and public_key):
         raise UsageError("signer 'kms' needs inputs 'key-uri' and 'public-key'")
+    for name, value in (("key", key if signer == "key" else None), ("public-key", public_key)):
+        if value and "-----BEGIN" not in value and not Path(value).is_file():
+            raise UsageError(f"input '{name}' is neither a PEM block nor a file on the runner")
     if signer == "keyless":
         missing = [name for name in OIDC_VARIABLES if not env.get(name)]
         if missing:
@@ -248,7 +251,7 @@ def _run_command(inputs: ActionInputs, key: str, public_key: str | None) -> list
 
 
 def _secret_file(folder: Path, text: str, name: str) -> str:
-    if Path(text).is_file():  # a path on the runner rather than the PEM itself
+    if "-----BEGIN" not in text:  # a path on the runner (checked by read_inputs)
         return text
     path = folder / name
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -121,6 +121,12 @@ def test_action_runs_pushes_verifies_and_summarizes(github, trust_file, cli, mon
     assert list(Path(github["RUNNER_TEMP"]).glob("afdp-action-*")) == []
 
 
+def test_key_given_as_a_path_on_the_runner(github, keys, monkeypatch):
+    monkeypatch.chdir(github["GITHUB_WORKSPACE"])
+    assert main(env={**github, "INPUT_KEY": str(keys / "dev.key"), "INPUT_DEPLOYMENT": "by-path"}) == 0
+    assert outputs(github)["verified"] == "verified"
+
+
 def test_pre_and_post_phases_in_separate_jobs(github, tmp_path, monkeypatch):
     monkeypatch.chdir(github["GITHUB_WORKSPACE"])
     ref = branch_ref("web", "d-7")
@@ -200,6 +206,9 @@ def test_bad_inputs(github, capsys):
     assert main(env={**github, "INPUT_PHASE": "during"}) == 2
     assert main(env={**github, "INPUT_TSA": ""}) == 2
     assert main(env={**github, "INPUT_KEY": ""}) == 2
+    assert main(env={**github, "INPUT_KEY": "/nowhere/key.pem"}) == 2
+    assert "input 'key' is neither a PEM block nor a file on the runner" in capsys.readouterr().err
+    assert not (Path(github["RUNNER_TEMP"]) / "afdp-evidence").exists()
     assert main(env={**github, "INPUT_WORKFLOW": "missing.yaml"}) == 2
     assert "does not exist" in capsys.readouterr().err
     assert list(pygit2.Repository(github["INPUT_EVIDENCE_REMOTE"]).references) == []

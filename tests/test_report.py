@@ -170,6 +170,17 @@ def test_plain_ledger_branch_without_metrics(repo, signer, tsa, trust_file, cli,
     assert 'class="plot"' not in html
 
 
+def test_evidence_cannot_inject_markup(repo, signer, tsa, trust_file, cli, tmp_path):
+    hostile = '<script>alert(1)</script><img src="http://evil.example/x">'
+    add_step(repo, signer, tsa, "note", {"metrics": {"x": {"metric": hostile, "unit": "</svg>", "samples": [[1, 2]]}}, "deployer": hostile, "commit": hostile}, summary=hostile)
+    seal(repo, service="api", deployment="d-42", signer=signer, tsa_urls=[tsa.url])
+    out = tmp_path / "r.html"
+    assert cli("report", "--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--out", str(out)).code == 0
+    html = out.read_text(encoding="utf-8")
+    assert "<script" not in html and "<img" not in html and "evil.example/x\">" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
 # -- failing and unusual branches ---------------------------------------------------------------
 def _tamper_result(repo: Path, position: int) -> None:
     def change(entry):
