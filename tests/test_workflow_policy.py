@@ -387,3 +387,13 @@ def test_plan_admits_set_variables_again(
     assert "reaches host 'evil.example.com'" in capsys.readouterr().err
     main([*args, "--set", "workflow.PROM=other.svc.cluster.local"])
     assert "other.svc.cluster.local:9090" in capsys.readouterr().out
+
+
+def test_load_workflow_admits_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "w.yaml"
+    path.write_text(WORKFLOW, encoding="utf-8")
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\nallowed_collector_hosts: ['*.svc.cluster.local']\n")
+    assert load_workflow(path, policy=policy).name == "api_checks"
+    with pytest.raises(PolicyRejected):
+        load_workflow(path, policy=policy, overrides={"PROM": "evil.example.com"})

@@ -8,8 +8,9 @@ admission policy (:mod:`.policy`). Nothing heavy is imported here, so the CLI st
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from afdp.workflow.model import Workflow
@@ -17,12 +18,17 @@ if TYPE_CHECKING:
 
 
 def load_workflow(
-    path: str | Path, *, policy: str | Path | AdmissionPolicy | None = None
+    path: str | Path,
+    *,
+    policy: str | Path | AdmissionPolicy | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Workflow:
     """Read, validate, compile and admit the workflow at ``path``.
 
     ``policy`` is an admission-policy file (or a loaded :class:`AdmissionPolicy`); None
-    applies the shipped default, ``policies/admission.yaml``.
+    applies the shipped default, ``policies/admission.yaml``. ``overrides`` are the
+    ``${workflow.*}`` values the run will set: the policy checks hosts and programs with
+    them.
 
     Returns:
         The admitted :class:`~afdp.workflow.model.Workflow`.
@@ -40,7 +46,7 @@ def load_workflow(
     rules = policy if isinstance(policy, AdmissionPolicy) else load_policy(policy)
     document = load(path)
     workflow = compile_document(document)
-    return rules.admit(workflow, document)
+    return rules.admit(workflow, document, overrides=overrides)
 
 
 __all__ = ["load_workflow"]
