@@ -150,24 +150,24 @@ def evidence_flow(
     in ``repository``; the flow run id and task run ids are in each record's context.
     """
     progress: Callable[[StepReport], None] | None = getattr(_local, "progress", None)
-    request = prepare_request(
-        workflow_path=workflow_path,
-        service=service,
-        deployment=deployment,
-        repository=repository,
-        key=key,
-        tsa_urls=tsa_urls,
-        public_key=public_key,
-        info=info,
-        overrides=overrides,
-        phase=phase,
-        time_scale=time_scale,
-        signals=signals or (),
-        signal_dir=signal_dir,
-        policy=policy,
-        progress=progress,
-    )
     try:
+        request = prepare_request(
+            workflow_path=workflow_path,
+            service=service,
+            deployment=deployment,
+            repository=repository,
+            key=key,
+            tsa_urls=tsa_urls,
+            public_key=public_key,
+            info=info,
+            overrides=overrides,
+            phase=phase,
+            time_scale=time_scale,
+            signals=signals or (),
+            signal_dir=signal_dir,
+            policy=policy,
+            progress=progress,
+        )
         outcome = run_workflow(request, executor=PrefectExecutor())
     except AfdpError as exc:
         # Kept for the caller (one clean line); returning a Failed state marks the flow

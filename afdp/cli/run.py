@@ -160,13 +160,12 @@ def run_cmd(
         "signal_dir": str(signal_dir or env_dir) if (signal_dir or env_dir) else None,
         "policy": str(policy) if policy else None,
     }
-    progress = _progress_printer(enabled=not as_json)
-    if prefect:
-        outcome = _run_with_prefect(params, progress)
-    else:
-        from afdp.runner import prepare_request, run_workflow
+    from afdp.runner import prepare_request, run_workflow
 
-        outcome = run_workflow(prepare_request(**params, progress=progress))
+    progress = _progress_printer(enabled=not as_json)
+    # Workflow, admission and key are checked here, before any flow engine starts.
+    request = prepare_request(**params, progress=progress)
+    outcome = _run_with_prefect(params, progress) if prefect else run_workflow(request)
     if as_json:
         click.echo(json.dumps(outcome.to_json(), indent=2, default=str))
     else:

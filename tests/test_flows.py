@@ -1,0 +1,154 @@
+"""A real Prefect flow run (a temporary local Prefect server shared by the test session).
+
+Checks that the flow run id and every task run id land in the evidence, that they are
+the ids Prefect itself knows, that the artifacts exist, and that a failure inside the
+run comes back as the AFDP error (one line) with the flow run marked failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+
+import pygit2
+import pytest
+
+from afdp.demo_service import DemoService
+from afdp.errors import TimestampError
+
+WORKFLOW = """\
+name: flow_test
+version: "1"
+variables:
+  METRICS_URL: http://127.0.0.1:1/metrics
+collectors:
+  svc:
+    type: scrape
+    url: ${workflow.METRICS_URL}
+metrics:
+  latency_mean:
+    collector: svc
+    metric: http_request_duration_seconds
+    unit: s
+  requests:
+    collector: svc
+    metric: http_requests_total
+    unit: 1/s
+workflow:
+  pre_deployment:
+    - capture_baseline:
+        duration: 3s
+        interval: 300ms
+        metrics: [latency_mean, requests]
+  deployment:
+    - mark_deployment_time
+  post_deployment:
+    - capture_impact:
+        duration: 3s
+        interval: 300ms
+        metrics: [same_as_baseline]
+    - analyze_differences:
+        method: mann_whitney
+    - decisions
+success_criteria:
+  - latency_mean.increase < 50ms
+"""
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """Prefect's test harness: a temporary database and local server for the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    import flows.evidence  # noqa: F401  (sets the telemetry defaults before Prefect loads)
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+def predicates(repo, service, deployment):
+    git = pygit2.Repository(str(repo))
+    commit = git.get(git.references[f"refs/heads/afdp/{service}/{deployment}"].target)
+    found = []
+    while True:
+        step = [line.split(": ", 1)[1] for line in commit.message.splitlines() if line.startswith("AFDP-Step")][0]
+        seq = int([line.split(": ", 1)[1] for line in commit.message.splitlines() if line.startswith("AFDP-Record")][0])
+        envelope = json.loads(git.get(commit.tree[f"records/000/{seq:06d}-{step}/envelope.json"].id).data)
+        found.append(json.loads(base64.b64decode(envelope["payload"]))["predicate"])
+        if not commit.parents:
+            return list(reversed(found))
+        commit = commit.parents[0]
+
+
+@pytest.mark.slow
+def test_flow_and_task_run_ids_land_in_the_evidence(prefect_server, tmp_path, repo, keys, tsa, trust_file):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from afdp.trust import load_trust_policy
+    from afdp.verify.verifier import verify_branch
+    from flows.evidence import run_with_prefect
+
+    path = tmp_path / "wf.yaml"
+    path.write_text(WORKFLOW)
+    with DemoService(name="shop", version="v1") as service:
+        params = {
+            "workflow_path": str(path),
+            "service": "shop",
+            "deployment": "p-1",
+            "repository": str(repo),
+            "key": str(keys / "dev.key"),
+            "tsa_urls": [tsa.url],
+            "info": {"commit": "abc", "deployer": "ci"},
+            "overrides": {"METRICS_URL": service.metrics_url},
+            "time_scale": 1.0,
+        }
+        outcome = run_with_prefect(params)
+    assert outcome.sealed and outcome.decision is not None
+    flow_run_id = outcome.context["prefect"]["flow_run_id"]
+    uuid.UUID(flow_run_id)
+    steps = predicates(repo, "shop", "p-1")[1:-1]
+    recorded_tasks: set[str] = set()
+    for predicate in steps:
+        context = predicate["context"]
+        assert context["engine"] == "prefect"
+        assert context["prefect"]["flow_run_id"] == flow_run_id
+        if predicate["step"]["name"].startswith("capture"):
+            ids = context["prefect"]["task_run_ids"]
+            assert set(ids) == {"latency_mean", "requests"}
+            recorded_tasks.update(ids.values())
+        else:
+            recorded_tasks.add(context["prefect"]["task_run_id"])
+    assert len(recorded_tasks) == 2 * 2 + 3  # 2 captures x 2 metrics; mark, analyze, decisions
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
+        assert flow_run.state.is_completed()
+        assert flow_run.name == "shop-p-1"
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+        known = {str(t.id) for t in task_runs}
+        assert recorded_tasks <= known
+        artifacts = client.read_artifacts()
+        keys_found = {a.key for a in artifacts if a.flow_run_id == flow_run.id}
+        assert {"afdp-shop-p-1", "afdp-shop-p-1-metrics"} <= keys_found
+    verify_branch(repo, service="shop", deployment="p-1", policy=load_trust_policy(trust_file))
+
+
+@pytest.mark.slow
+def test_a_failure_inside_the_flow_is_the_afdp_error(prefect_server, tmp_path, repo, keys):
+    from flows.evidence import run_with_prefect
+
+    path = tmp_path / "wf.yaml"
+    path.write_text(WORKFLOW)
+    params = {
+        "workflow_path": str(path),
+        "service": "shop",
+        "deployment": "p-2",
+        "repository": str(repo),
+        "key": str(keys / "dev.key"),
+        "tsa_urls": ["http://127.0.0.1:9/"],  # nothing listens: no record can be time-stamped
+        "time_scale": 10.0,
+    }
+    with pytest.raises(TimestampError):
+        run_with_prefect(params)
+    assert pygit2.Repository(str(repo)).references.get("refs/heads/afdp/shop/p-2") is None
