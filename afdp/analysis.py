@@ -35,10 +35,13 @@ Definitions (these are what workflow conditions read, see
   ``better: lower``, down when ``better: higher``) and either (a) the central value
   moved that way and a threshold that watches that direction (``increase``/``decrease``
   matching it, or ``change``) is exceeded, or (b) the test's effect points that way,
-  the one-sided test in the worse direction is significant at ``confidence`` *and*
-  the effect is not trivial (``|Cliff's delta| >= 0.147`` or ``|Cohen's d| >= 0.2``,
-  the conventional "negligible" bounds). A metric with
-  ``better: none`` has no worse direction: only an exceeded threshold degrades it.
+  the change is ``significant`` (two-sided, at ``confidence``) *and* the effect is not
+  trivial (``|Cliff's delta| >= 0.147`` or ``|Cohen's d| >= 0.2``, the conventional
+  "negligible" bounds). So with no real change a metric is falsely degraded by the
+  test at most ``(1 - confidence) / 2`` of the time (2.5% at 0.95; less with many
+  samples, where chance shifts are negligible); ``p_value_worse`` (one-sided) is
+  recorded for readers but does not decide. A metric with ``better: none`` has no
+  worse direction: only an exceeded threshold degrades it.
   ``degraded`` is false when neither holds and everything that applies could be
   computed, and null (unknown) otherwise: no data, too few samples for the test, or a
   threshold that could not be evaluated. A metric with neither thresholds nor a test is
@@ -685,7 +688,7 @@ def _analyze_metric(
 
     stat_degraded: bool | None = None
     if test is not None and metric.better != "none":
-        if test.p_value_worse is None or test.trivial is None:
+        if test.p_value is None or test.trivial is None:
             stat_degraded = None
         else:
             effect_worse = (
@@ -693,7 +696,15 @@ def _analyze_metric(
                 if metric.better == "lower"
                 else (test.effect_size or 0.0) < 0
             )
-            stat_degraded = bool(test.p_value_worse < alpha and not test.trivial and effect_worse)
+            # Significant two-sided (as ``significant`` says) with the effect pointing the
+            # worse way: a false alarm rate of alpha/2 per metric when nothing changed,
+            # where the one-sided p-value alone would give alpha.
+            stat_degraded = bool(
+                test.p_value is not None
+                and test.p_value < alpha
+                and not test.trivial
+                and effect_worse
+            )
     elif test is not None:
         stat_degraded = False  # better: none has no worse direction to test
 

@@ -525,3 +525,28 @@ def test_example_conditions_evaluate(name: str) -> None:
             judged = bool(step.params.method or step.params.thresholds)
             assert result.any_degradation is (regress and judged)
             assert result.all_metrics_within_normal is (not (regress and judged))
+
+
+def test_false_alarm_rate_and_power_of_the_test_path() -> None:
+    """No change: degraded by chance at most ~(1 - confidence)/2; a 20% shift: found."""
+    m = metric()
+    r = rng(1234)
+    runs = 400
+    false_alarms = sum(
+        bool(
+            analyze_metric(
+                m, latency(r, 0.2, n=30), latency(r, 0.2, n=30), method="mann_whitney"
+            ).degraded
+        )
+        for _ in range(runs)
+    )
+    detected = sum(
+        bool(
+            analyze_metric(
+                m, latency(r, 0.2, n=30), latency(r, 0.24, n=30, spread=0.1), method="mann_whitney"
+            ).degraded
+        )
+        for _ in range(100)
+    )
+    assert false_alarms / runs < 0.045  # expected 0.025; a one-sided rule would give 0.05
+    assert detected >= 95
