@@ -72,7 +72,11 @@ direction); ``exceeded`` lists metrics with an exceeded threshold; ``inconclusiv
 lists metrics whose ``degraded`` is unknown. A condition that reads a null fails to
 evaluate, and the decision step records that instead of passing.
 
-No correction for multiple comparisons is applied (as in Kayenta): with many metrics at
+Both tests assume independent samples. Series from ``rate(...[1m])`` queries sampled
+every few seconds are autocorrelated, which makes p-values smaller than they should be;
+the effect-size bound and thresholds are the guard against that, and a capture step
+closer to the rate window (``step``/``interval`` near the window) gives more honest
+p-values. No correction for multiple comparisons is applied (as in Kayenta): with many metrics at
 ``confidence: 0.95`` expect an occasional significant result by chance; the effect-size
 bound keeps such results from counting when the shift is negligible.
 """
