@@ -288,7 +288,10 @@ def poll(
     reads: list[tuple[datetime, float, Any]] = []
     failures = 0
     first_failure: str | None = None
-    began = clock.now()
+    # Reads are planned at ``start + k * interval`` (from now if the window began long
+    # ago), so a slow read or a late call does not shift the schedule; reads missed by
+    # more than half an interval are skipped rather than made in a burst.
+    anchor = start if start >= now - HISTORY_GRACE else now
     slack = timedelta(seconds=min(0.25, interval / 4))
     index = 0
     while True:
@@ -301,15 +304,18 @@ def poll(
             failures += 1
             first_failure = first_failure or exc.reason
         index += 1
-        planned = began + timedelta(seconds=index * interval)
-        # A read a moment after ``end`` still belongs to the window (``began`` is a few
-        # milliseconds after ``start``); without the slack the last read would be lost.
+        current = clock.now()
+        lag = (current - anchor).total_seconds() / interval
+        if index < lag - 0.5:
+            index = math.ceil(lag)
+        planned = anchor + timedelta(seconds=index * interval)
+        # A read a moment after ``end`` still belongs to the window.
         if planned - end > slack and index >= minimum_reads:
             break
-        clock.sleep((planned - clock.now()).total_seconds())
+        clock.sleep((planned - current).total_seconds())
     if failures > len(reads):
         raise CollectorFailed(f"{failures} of {failures + len(reads)} reads failed: {first_failure}")
-    return Polled(reads, failures, first_failure, began)
+    return Polled(reads, failures, first_failure, anchor)
 
 
 # --- rendering and secrets ----------------------------------------------------------------
