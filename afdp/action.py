@@ -44,8 +44,8 @@ from afdp.errors import (
 from afdp.names import branch_ref, check_name
 
 #: What ``afdp run --key`` is given for keyless (Sigstore) signing with the ambient
-#: GitHub OIDC token: securesystemslib's Sigstore signer URI.
-KEYLESS_KEY = "sigstore:?ambient=true"
+#: GitHub OIDC token (afdp.signing.KEYLESS_SCHEME; production Sigstore).
+KEYLESS_KEY = "sigstore:"
 SIGNERS = ("key", "kms", "keyless")
 PHASES = ("all", "pre", "post")
 OIDC_VARIABLES = ("ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN")

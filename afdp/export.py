@@ -10,6 +10,7 @@
       trust/keys/<name>.pem          each signer's public key named by that policy
       trust/tsa-roots.pem            the TSA root certificates it names (for openssl ts)
       trust/allowed_signers          git allowed-signers (for git log --show-signature)
+      trust/sigstore-trusted-root.json   the pinned Sigstore trusted root, if the policy pins one
 
 ``afdp verify --bundle pkg/`` verifies it with nothing else installed: the bundle is
 read by this module (header, then the pack: checksum, objects, deltas) into a temporary
@@ -45,6 +46,7 @@ BUNDLE_V2 = b"# v2 git bundle\n"
 BUNDLE_V3 = b"# v3 git bundle\n"
 TRUST_DIR = "trust"
 TRUST_POLICY_FILE = "trust-policy.yaml"
+SIGSTORE_ROOT_FILE = "sigstore-trusted-root.json"
 REPORT_FILE = "report.html"
 README_FILE = "README.md"
 _TYPES = {1: "commit", 2: "tree", 3: "blob", 4: "tag"}
@@ -180,7 +182,25 @@ def _write_trust(folder: Path, policy_path: Path, document: dict[str, Any]) -> N
     from afdp.sshsig import allowed_signers_line
 
     (folder / "keys").mkdir(parents=True)
-    shutil.copyfile(policy_path, folder / TRUST_POLICY_FILE)
+    pinned = (document.get("sigstore") or {}).get("trusted_root")
+    if pinned is None:
+        shutil.copyfile(policy_path, folder / TRUST_POLICY_FILE)
+    else:
+        # A pinned Sigstore trusted root is a file the policy names: ship it beside the
+        # policy and point the package's copy at it, so the package verifies anywhere.
+        import copy
+
+        import yaml
+
+        source = Path(pinned) if Path(pinned).is_absolute() else policy_path.parent / pinned
+        shutil.copyfile(source, folder / SIGSTORE_ROOT_FILE)
+        packaged = copy.deepcopy(document)
+        packaged["sigstore"]["trusted_root"] = SIGSTORE_ROOT_FILE
+        (folder / TRUST_POLICY_FILE).write_text(
+            "# AFDP trust policy, as exported with this evidence package.\n"
+            + yaml.safe_dump(packaged, sort_keys=False, width=200),
+            encoding="utf-8",
+        )
     allowed = []
     for signer in document.get("signers", []):
         pem = signer.get("public_key")

@@ -208,3 +208,29 @@ def test_export_of_failing_branch_says_failed(repo, signer, tsa, trust_file, cli
     assert (out / "README.md").read_text().splitlines()[2].startswith("**FAILED: the evidence for api/d-42 did not verify")
     assert cli("verify", "--bundle", str(out)).code == 1
     assert json.loads(cli("verify", "--bundle", str(out), "--json").out)["ok"] is False
+
+
+def test_pinned_sigstore_trusted_root_travels_with_the_package(repo, signer, tsa, keys, cli, tmp_path):
+    import sigstore
+    import yaml
+
+    from afdp.trust import write_trust_policy
+
+    build_deployment(repo, signer, tsa, steps=1)
+    auditor = tmp_path / "auditor"
+    auditor.mkdir()
+    shipped = next(Path(sigstore.__file__).parent.glob("_store/*/trusted_root.json"))
+    pinned = auditor / "pinned-root.json"
+    shutil.copy(shipped, pinned)
+    policy = auditor / "trust.yaml"
+    write_trust_policy(policy, keys=[keys / "dev.key.pub"], tsa_roots=[tsa.directory / "root.pem"], sigstore_trusted_root=pinned)
+    out = tmp_path / "pkg"
+    assert cli("export", "--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(policy), "--out", str(out)).code == 0
+    packaged = yaml.safe_load((out / "trust" / "trust-policy.yaml").read_text())
+    assert packaged["sigstore"]["trusted_root"] == "sigstore-trusted-root.json"
+    assert (out / "trust" / "sigstore-trusted-root.json").read_bytes() == shipped.read_bytes()
+    pinned.unlink()  # the package must not depend on the exporter's files
+    moved = tmp_path / "elsewhere" / "pkg"
+    shutil.move(str(out), moved)
+    result = cli("verify", "--bundle", str(moved))
+    assert result.code == 0, result.err + result.out
