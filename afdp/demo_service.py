@@ -182,7 +182,8 @@ class DemoService:
     @property
     def url(self) -> str:
         """Return the base URL, ``http://127.0.0.1:PORT``."""
-        return f"http://{self._server.server_address[0]}:{self.port}"
+        host = self._server.server_address[0]
+        return f"http://{host if isinstance(host, str) else host.decode()}:{self.port}"
 
     @property
     def metrics_url(self) -> str:

@@ -216,3 +216,18 @@ def test_baseline_from_history_before_the_deploy_shows_the_regression(setup: Set
     assert mean > sum(baseline["error_rate"].values()) / len(baseline["error_rate"].samples)
     window = baseline["latency"].provenance["window"]
     assert window["end"] < impact["latency"].provenance["window"]["start"]
+
+
+def test_secret_echoed_by_a_broken_server_is_scrubbed() -> None:
+    token = "prom-token-123"
+
+    def echo(request: dict) -> Answer:
+        return Answer(content_type="text/plain", body=f"denied: {request['headers']['Authorization']}".encode())
+
+    with serve(echo) as server:
+        workflow = prometheus_workflow(server.url, headers={"Authorization": "Bearer ${env.PROM_TOKEN}"})
+        at = now()
+        with pytest.raises(CollectorFailed, match="not the Prometheus API") as failure:
+            capture_metric(workflow, "users", values=VALUES, env={"PROM_TOKEN": token}, start=at, end=at)
+    assert server.requests[0]["headers"]["Authorization"] == f"Bearer {token}"
+    assert token not in str(failure.value) and "[redacted]" in str(failure.value)

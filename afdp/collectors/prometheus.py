@@ -93,7 +93,9 @@ def capture(
                 provenance["step"] = step
                 raw = _range(http, target, query, start, end, step)
     except CollectorFailed as exc:
-        raise CollectorFailed(exc.reason, collector=collector.name, metric=metric.name) from None
+        raise CollectorFailed(
+            target.redactor.scrub(exc.reason), collector=collector.name, metric=metric.name
+        ) from None
     samples, dropped = finite_samples(raw)
     if not samples:
         reason = (
@@ -118,7 +120,7 @@ def _instant(
         http,
         target,
         "/api/v1/query",
-        {"query": query, "time": f"{at.timestamp():.3f}", "timeout": f"{target.timeout:g}s"},
+        {"query": query, "time": f"{at.timestamp():.3f}", "timeout": f"{target.timeout:g}"},
     )
     kind, result = data.get("resultType"), data.get("result")
     if kind == "scalar" and isinstance(result, list) and len(result) == 2:
@@ -144,7 +146,7 @@ def _range(
             "start": f"{start.timestamp():.3f}",
             "end": f"{end.timestamp():.3f}",
             "step": f"{step:g}",
-            "timeout": f"{target.timeout:g}s",
+            "timeout": f"{target.timeout:g}",
         },
     )
     if data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):

@@ -143,7 +143,9 @@ def capture(
                 timed = [(at.timestamp(), mono, reading) for at, mono, reading in polled.reads]
                 failures = polled.failures
     except CollectorFailed as exc:
-        raise CollectorFailed(exc.reason, collector=collector.name, metric=metric.name) from None
+        raise CollectorFailed(
+            target.redactor.scrub(exc.reason), collector=collector.name, metric=metric.name
+        ) from None
     first = timed[0][2]
     raw = _derive(timed, selector)
     samples, dropped = finite_samples(raw)
