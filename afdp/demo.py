@@ -314,6 +314,25 @@ def run_demo(
 
 
 def _run(request: Any, params: dict[str, Any], phase: str, use_prefect: bool) -> Any:
+    with _spinner(f"running the {phase}-deployment phase", enabled=request.progress is not None):
+        return _run_phase(request, params, phase, use_prefect)
+
+
+@contextmanager
+def _spinner(text: str, *, enabled: bool) -> Iterator[None]:
+    """Show a rich spinner while a phase runs, only when stdout is a terminal."""
+    import sys
+
+    if not (enabled and sys.stdout.isatty()):
+        yield
+        return
+    from rich.console import Console
+
+    with Console().status(text):
+        yield
+
+
+def _run_phase(request: Any, params: dict[str, Any], phase: str, use_prefect: bool) -> Any:
     from afdp.runner import run_workflow
 
     if not use_prefect:
