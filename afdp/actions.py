@@ -47,6 +47,7 @@ SIGNATURE_HEADER = "X-AFDP-Signature"
 TIMESTAMP_HEADER = "X-AFDP-Timestamp"
 OUTPUT_TAIL = 2000  # characters of command output kept in the result
 RESPONSE_TAIL = 500  # characters of a webhook's answer kept in the result
+_DRAIN_SECONDS = 5.0  # after a kill, how long to wait for the output pipe to close
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -232,7 +233,15 @@ def _run_command(
         output, _ = process.communicate(timeout=spec.timeout.seconds)
     except subprocess.TimeoutExpired:
         _kill_group(process)
-        output, _ = process.communicate()
+        try:
+            output, _ = process.communicate(timeout=_DRAIN_SECONDS)
+        except subprocess.TimeoutExpired:
+            # A descendant left the process group (setsid) and still holds the output
+            # pipe open: stop reading rather than wait for it.
+            if process.stdout is not None:
+                process.stdout.close()
+            process.wait()
+            output = b"[output not collected: a descendant process kept it open]"
         return ActionResult(
             action,
             STATUS_FAILED,

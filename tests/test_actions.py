@@ -346,3 +346,57 @@ def test_a_stopping_gate_is_carried_out_like_a_decision(receiver: Receiver) -> N
     passing = GateOutcome("any_degradation", False, None, False, None, None)
     with pytest.raises(ValueError, match="no action"):
         perform_action(None, passing, values=VALUES, env=ENV, payload={})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie is dead, only not yet reaped
+
+
+def test_timeout_kills_the_whole_process_group() -> None:
+    script = (
+        "import subprocess, sys, time; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print(child.pid, flush=True); time.sleep(60)"
+    )
+    result = perform_action(
+        command_spec(sys.executable, "-c", script, timeout="1s"),
+        outcome(),
+        values=VALUES,
+        env=ENV,
+        payload={},
+    )
+    assert result.status == "failed" and "timed out" in result.detail
+    grandchild = int((result.output or "").split()[0])
+    deadline = time.monotonic() + 5
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild)
+
+
+def test_a_descendant_that_escapes_the_group_does_not_hang_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import afdp.actions
+
+    monkeypatch.setattr(afdp.actions, "_DRAIN_SECONDS", 0.5)
+    script = (
+        "import subprocess, sys, time; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(20)'], "
+        "start_new_session=True); "
+        "print(child.pid, flush=True); time.sleep(60)"
+    )
+    started = time.monotonic()
+    result = perform_action(
+        command_spec(sys.executable, "-c", script, timeout="500ms"),
+        outcome(),
+        values=VALUES,
+        env=ENV,
+        payload={},
+    )
+    assert time.monotonic() - started < 8
+    assert result.status == "failed" and "timed out" in result.detail
+    assert "not collected" in (result.output or "")
