@@ -15,8 +15,8 @@ import pygit2
 import pytest
 from conftest import build_deployment
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from securesystemslib.signer import CryptoSigner
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from afdp.errors import ConfigurationError
 from afdp.names import branch_ref
@@ -184,8 +184,8 @@ def test_scheme_without_ssh_form_skips_the_commit_signature(repo, tsa, tmp_path)
     write_trust_policy(trust, keys=[public], tsa_roots=[tsa.directory / "root.pem"])
     assert report_of(repo, trust).state == "verified"
     # ... but a signature that appears on such a commit cannot be checked: fail closed.
-    rsa_pkcs1 = CryptoSigner(serialization.load_pem_private_key(private.read_bytes(), None))
-    rsa_pkcs1.public_key.scheme = "rsa-pkcs1v15-sha256"
+    rsa_key = serialization.load_pem_private_key(private.read_bytes(), None)
+    rsa_pkcs1 = CryptoSigner(rsa_key, SSlibKey.from_crypto(rsa_key.public_key(), scheme="rsa-pkcs1v15-sha256"))
     rewrite_head(repo, sign_git_commit(rsa_pkcs1, head.gpg_signature[1] or b"x"))
     report = report_of(repo, trust)
     assert {f.check for f in report.failures} == {"commit-signature"}
@@ -203,3 +203,36 @@ def test_allowed_signers_bad_input(cli, tmp_path):
     assert cli("keys", "allowed-signers", str(tmp_path / "missing.pub")).code == 2
     with pytest.raises(ConfigurationError, match="principal"):
         allowed_signers_line((tmp_path / "k.key.pub").read_bytes(), principal="two words")
+
+
+@pytest.mark.parametrize(
+    ("make_key", "scheme"),
+    [
+        (lambda: ec.generate_private_key(ec.SECP256R1()), None),
+        (lambda: ec.generate_private_key(ec.SECP384R1()), None),
+        (ed25519.Ed25519PrivateKey.generate, None),
+        (lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048), "rsa-pkcs1v15-sha512"),
+    ],
+    ids=["ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-pkcs1v15-sha512"],
+)
+def test_openssh_accepts_the_signature_of_every_ssh_capable_scheme(tmp_path, make_key, scheme):
+    key = make_key()
+    public = SSlibKey.from_crypto(key.public_key(), scheme=scheme) if scheme else None
+    signer = CryptoSigner(key, public)
+    content = b"tree 4b825dc642cb6eb9a060e54bf8d69288fbee4904\n\nmessage\n"
+    armored = sign_git_commit(signer, content)
+    assert armored is not None
+    (tmp_path / "sig").write_text(armored + "\n")
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "allowed").write_text(allowed_signers_line(pem) + "\n")
+    checked = subprocess.run(
+        ["ssh-keygen", "-Y", "verify", "-f", str(tmp_path / "allowed"), "-I", "afdp@evidence.invalid", "-n", "git", "-s", str(tmp_path / "sig")],
+        input=content, capture_output=True,
+    )
+    assert checked.returncode == 0 and b'Good "git" signature' in checked.stdout, checked.stderr
+    verify_git_commit(armored.encode(), content, signer.public_key)
+    refused = subprocess.run(
+        ["ssh-keygen", "-Y", "verify", "-f", str(tmp_path / "allowed"), "-I", "afdp@evidence.invalid", "-n", "git", "-s", str(tmp_path / "sig")],
+        input=content + b"x", capture_output=True,
+    )
+    assert refused.returncode != 0
