@@ -152,3 +152,40 @@ def test_a_failure_inside_the_flow_is_the_afdp_error(prefect_server, tmp_path, r
     with pytest.raises(TimestampError):
         run_with_prefect(params)
     assert pygit2.Repository(str(repo)).references.get("refs/heads/afdp/shop/p-2") is None
+
+
+def test_prefect_yaml_deployments_point_at_the_flow():
+    """The shipped deployments load the real flow, with parameters it accepts."""
+    import inspect
+    from pathlib import Path
+
+    import yaml
+    from prefect.flows import load_flow_from_entrypoint
+
+    root = Path(__file__).resolve().parent.parent
+    document = yaml.safe_load((root / "flows" / "prefect.yaml").read_text())
+    assert document["deployments"]
+    for deployment in document["deployments"]:
+        file, _, name = deployment["entrypoint"].partition(":")
+        flow = load_flow_from_entrypoint(f"{root / file}:{name}")
+        assert flow.name == "afdp-evidence"
+        accepted = set(inspect.signature(flow.fn).parameters)
+        assert set(deployment["parameters"]) <= accepted
+        assert (root / deployment["parameters"]["workflow_path"]).exists()
+
+
+@pytest.mark.parametrize("command", ["verify", "log", "validate", "run", "demo"])
+def test_commands_do_not_import_prefect_until_a_flow_runs(command):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from afdp.cli import main\n"
+        f"try:\n    main([{command!r}, '--help'])\nexcept SystemExit:\n    pass\n"
+        "import afdp.runner, afdp.demo\n"
+        "print('prefect' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
