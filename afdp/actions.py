@@ -232,6 +232,7 @@ def _run_command(
     try:
         output, _ = process.communicate(timeout=spec.timeout.seconds)
     except subprocess.TimeoutExpired:
+        exited = process.poll()  # the command itself may be done, its background not
         _kill_group(process)
         try:
             output, _ = process.communicate(timeout=_DRAIN_SECONDS)
@@ -242,6 +243,18 @@ def _run_command(
                 process.stdout.close()
             process.wait()
             output = b"[output not collected: a descendant process kept it open]"
+        if exited is not None:
+            return ActionResult(
+                action,
+                STATUS_OK if exited == 0 else STATUS_FAILED,
+                "command",
+                target,
+                f"exited with status {exited}; background processes it left holding its "
+                f"output were killed after {spec.timeout}",
+                exit_code=exited,
+                output=_tail(redact(_decode(output)), OUTPUT_TAIL),
+                duration_seconds=_since(started),
+            )
         return ActionResult(
             action,
             STATUS_FAILED,

@@ -400,3 +400,20 @@ def test_a_descendant_that_escapes_the_group_does_not_hang_the_run(
     assert time.monotonic() - started < 8
     assert result.status == "failed" and "timed out" in result.detail
     assert "not collected" in (result.output or "")
+
+
+def test_command_that_exits_but_leaves_a_background_process() -> None:
+    script = (
+        "import subprocess, sys; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+        "print('rolled back', flush=True)"
+    )
+    result = perform_action(
+        command_spec(sys.executable, "-c", script, timeout="1s"),
+        outcome(),
+        values=VALUES,
+        env=ENV,
+        payload={},
+    )
+    assert result.ok and result.exit_code == 0
+    assert "background processes" in result.detail and "rolled back" in (result.output or "")
