@@ -916,9 +916,10 @@ def _capture(run: _Run, step: Step, values: dict[str, Any], *, missed: bool) -> 
         start, end = now, now + duration
     interval = run.scaled(params.interval.seconds) if params.interval else None
     calls: dict[str, Callable[[], Any]] = {}
+    timings: dict[str, float] = {}
     for name in params.metrics:
         calls[name] = _bind_capture(
-            capture_metric, workflow, name, values, run.env, start, end, interval, run.clock
+            capture_metric, workflow, name, values, run.env, start, end, interval, run.clock, timings
         )
     collected, context = run.executor.collect(step, calls)
     outputs: dict[str, Any] = {
@@ -949,6 +950,9 @@ def _capture(run: _Run, step: Step, values: dict[str, Any], *, missed: bool) -> 
         "window": {"start": rec.format_time(start), "end": rec.format_time(end), "from_history": missed},
         "series": series_refs,
         "errors": errors,
+        # Seconds each collection took (they run concurrently): the collectors' own I/O
+        # and waiting, as opposed to AFDP's overhead.
+        "collect_seconds": {k: round(v, 3) for k, v in sorted(timings.items())},
     }
     ok = len(params.metrics) - len(errors)
     summary = f"captured {ok}/{len(params.metrics)} metric(s)"
@@ -969,11 +973,16 @@ def _bind_capture(
     end: datetime,
     interval: float | None,
     clock: Any,
+    timings: dict[str, float],
 ) -> Callable[[], Any]:
     def call() -> Any:
-        return capture_metric(
-            workflow, metric, values=values, env=env, start=start, end=end, interval=interval, clock=clock
-        )
+        began = time.monotonic()
+        try:
+            return capture_metric(
+                workflow, metric, values=values, env=env, start=start, end=end, interval=interval, clock=clock
+            )
+        finally:
+            timings[metric] = time.monotonic() - began
 
     call.__name__ = f"capture_{metric}"
     return call

@@ -100,6 +100,7 @@ def _tsa_urls(values: tuple[str, ...]) -> tuple[str, ...]:
               help=f"Wait for signals as files named after them in this folder. Default: ${_SIGNAL_DIR_ENV}.")
 @click.option("--policy", type=click.Path(path_type=Path, dir_okay=False), help="Admission policy (default: the shipped one).")
 @click.option("--fast", is_flag=True, help=f"Divide every wait and capture window by {FAST_SCALE:g} (demos, tests).")
+@click.option("--time-scale", type=click.FloatRange(min=1.0), help="Divide every wait and window by this (overrides --fast; recorded in the evidence).")
 @click.option("--prefect/--no-prefect", default=True, show_default=True,
               help="Run as a Prefect flow (PREFECT_API_URL, or Prefect's ephemeral mode).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's outcome as JSON.")
@@ -125,6 +126,7 @@ def run_cmd(
     signal_dir: Path | None,
     policy: Path | None,
     fast: bool,
+    time_scale: float | None,
     prefect: bool,
     as_json: bool,
 ) -> None:
@@ -155,7 +157,7 @@ def run_cmd(
         },
         "overrides": _parse_set(settings),
         "phase": phase,
-        "time_scale": FAST_SCALE if fast else 1.0,
+        "time_scale": time_scale or (FAST_SCALE if fast else 1.0),
         "signals": list(signals),
         "signal_dir": str(signal_dir or env_dir) if (signal_dir or env_dir) else None,
         "policy": str(policy) if policy else None,

@@ -1,0 +1,206 @@
+"""``afdp run`` benchmarks (figures, not assertions: machines are shared and noisy).
+
+    python benchmarks/bench_run.py [--runs 3] [--scale 300] [--skip-ephemeral]
+
+Runs the API example (afdp/workflow/examples/api_deployment_impact.yaml, its collector
+pointed at a real local Prometheus scraping a demo service) as ``afdp run`` in a
+subprocess, exactly as a user would, and reports:
+
+1. overhead of ``afdp run`` with a Prefect server already running (``PREFECT_API_URL``):
+   wall time minus the collectors' own I/O and the workflow's waits (each capture
+   record's ``collect_seconds``, the longest of its concurrent collections, and the
+   durations of the wait and signal records, read back from the evidence). Target < 2 s.
+2. the same without Prefect (``--no-prefect``), for comparison;
+3. per recorded step: the median cost of one step record (sign, RFC3161 time-stamp over
+   loopback, commit) measured inside the runner. Target < 50 ms;
+4. Prefect's ephemeral mode cold start: the same run with no ``PREFECT_API_URL`` and a
+   fresh ``PREFECT_HOME`` (Prefect starts a temporary local server).
+
+Waits are shortened with ``--time-scale`` (recorded in the evidence) so a run takes
+seconds; the example's 17 minutes of windows become ~3.5 s at the default scale 300.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pygit2
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from infra import free_port, prometheus_missing, start_prometheus, wait_for_series  # noqa: E402
+
+from afdp.demo_service import DemoService  # noqa: E402
+from afdp.notary import EmbeddedTSA, init_tsa, serve  # noqa: E402
+from afdp.signing import generate_key  # noqa: E402
+from afdp.store import init_repository  # noqa: E402
+
+EXAMPLE = ROOT / "afdp" / "workflow" / "examples" / "api_deployment_impact.yaml"
+WAITING_KINDS = {"wait", "signal"}
+
+
+def waited_seconds(repo: Path, service: str, deployment: str) -> tuple[float, int]:
+    """Return (seconds spent in capture/wait/signal steps, number of records) from the branch."""
+    git = pygit2.Repository(str(repo))
+    commit = git.get(git.references[f"refs/heads/afdp/{service}/{deployment}"].target)
+    total, count = 0.0, 0
+    tree = commit.tree
+    for shard in git.get(tree["records"].id):
+        for entry in git.get(shard.id):
+            envelope = json.loads(git.get(git.get(entry.id)["envelope.json"].id).data)
+            predicate = json.loads(base64.b64decode(envelope["payload"]))["predicate"]
+            count += 1
+            kind = (predicate.get("context") or {}).get("step", {}).get("kind")
+            timings = (predicate.get("result") or {}).get("collect_seconds")
+            if kind == "capture" and timings:
+                # Collections of one capture run concurrently: the longest is the I/O.
+                total += max(timings.values())
+            elif kind in WAITING_KINDS:
+                started = _time(predicate["started_at"])
+                finished = _time(predicate["finished_at"])
+                total += finished - started
+    return total, count
+
+
+def _time(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def run_once(args: list[str], env: dict[str, str]) -> tuple[float, dict]:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "afdp", "run", *args, "--json"], capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"afdp run failed ({done.returncode}): {done.stderr.strip()[-800:]}")
+    return elapsed, json.loads(done.stdout)
+
+
+def start_prefect_server(home: Path, stack: ExitStack) -> str:
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    env.pop("PREFECT_API_URL", None)
+    log = (home / "server.log").open("wb")
+    process = subprocess.Popen(
+        ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+    stack.callback(lambda: (process.terminate(), process.wait(timeout=20)))
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"prefect server did not start; see {home / 'server.log'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=300.0)
+    parser.add_argument("--skip-ephemeral", action="store_true")
+    options = parser.parse_args()
+    missing = prometheus_missing()
+    if missing:
+        raise SystemExit(missing)
+    with tempfile.TemporaryDirectory(prefix="afdp-bench-run-") as tmp, ExitStack() as stack:
+        base = Path(tmp)
+        generate_key(base / "dev.key")
+        init_tsa(base / "tsa", force=True)
+        tsa = stack.enter_context(serve(EmbeddedTSA.load(base / "tsa")))
+        repo = base / "evidence"
+        init_repository(repo)
+        service = stack.enter_context(DemoService(name="api", version="v1"))
+        prometheus = stack.enter_context(start_prometheus([service.metrics_url], base / "prometheus"))
+        wait_for_series(prometheus, 'http_requests_total{service="api"}')
+        workflow = base / "api_deployment_impact.yaml"
+        workflow.write_text(EXAMPLE.read_text().replace("http://prometheus:9090", prometheus))
+
+        def args(deployment: str, *extra: str) -> list[str]:
+            return [
+                str(workflow), "--service", "api", "--deployment", deployment, "--commit", "4f2a9c1",
+                "--deployer", "bench", "--changed-file", "api/app.py", "--deployment-size", "12",
+                "--repo", str(repo), "--key", str(base / "dev.key"), "--tsa", tsa.url,
+                "--signal", "deployment_started", "--time-scale", str(options.scale), *extra,
+            ]
+
+        def measure(label: str, env: dict[str, str], extra: tuple[str, ...], runs: int) -> list[float]:
+            overheads = []
+            for i in range(runs):
+                deployment = f"{label}-{i}"
+                elapsed, outcome = run_once(args(deployment, *extra), env)
+                waited, records = waited_seconds(repo, "api", deployment)
+                overheads.append(elapsed - waited)
+                print(
+                    f"  {label} run {i + 1}: wall {elapsed:.2f}s, collectors+waits {waited:.2f}s, "
+                    f"overhead {elapsed - waited:.2f}s ({records} records, decision {outcome['decision']['action']})"
+                )
+            return overheads
+
+        env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+        print(f"API example, time scale {options.scale:g}, Prometheus {prometheus}")
+        print("1. with a Prefect server already running:")
+        home = base / "prefect-server-home"
+        home.mkdir()
+        api = start_prefect_server(home, stack)
+        server_env = {**env, "PREFECT_API_URL": api, "PREFECT_HOME": str(home)}
+        with_server = measure("server", server_env, (), options.runs)
+        print("2. without Prefect (--no-prefect):")
+        inline = measure("inline", env, ("--no-prefect",), options.runs)
+
+        print("3. per recorded step (in-process, sign + time-stamp + commit):")
+        per_step = step_cost(base, tsa.url)
+
+        cold = None
+        if not options.skip_ephemeral:
+            print("4. ephemeral mode cold start (no PREFECT_API_URL, fresh PREFECT_HOME):")
+            fresh = base / "prefect-ephemeral-home"
+            fresh.mkdir()
+            ephemeral_env = {**env, "PREFECT_HOME": str(fresh)}
+            ephemeral_env.pop("PREFECT_API_URL", None)
+            cold = measure("ephemeral", ephemeral_env, (), 1)[0]
+
+        print()
+        print(f"overhead with a Prefect server: median {statistics.median(with_server):.2f}s (target < 2 s)")
+        print(f"overhead without Prefect:       median {statistics.median(inline):.2f}s")
+        print(f"per recorded step:              median {per_step * 1000:.1f} ms (target < 50 ms)")
+        if cold is not None:
+            print(f"ephemeral cold start overhead:  {cold:.2f}s")
+
+
+def step_cost(base: Path, tsa_url: str, n: int = 50) -> float:
+    from afdp import records as rec
+    from afdp.ledger import append_record
+    from afdp.signing import load_signer
+
+    repo = base / "steps"
+    init_repository(repo)
+    signer = load_signer(str(base / "dev.key"))
+    times = []
+    for i in range(n):
+        draft = rec.RecordDraft(kind=rec.KIND_STEP, step=f"s{i}", result={"outputs": {"x": i}}, workflow_digest="0" * 64)
+        started = time.perf_counter()
+        append_record(repo, service="api", deployment="steps", draft=draft, signer=signer, tsa_urls=[tsa_url])
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
+if __name__ == "__main__":
+    main()
