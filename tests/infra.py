@@ -9,8 +9,9 @@ Fixtures (register with ``pytest_plugins = ("infra",)`` in conftest, or import t
   of the session; ``prometheus_server.stop(url)`` stops one early (a "Prometheus down"
   test). ``prometheus_factory`` is the same fixture under another name.
 - ``postgres_url`` (session): a SQLAlchemy URL (``postgresql+psycopg://...``) of a real
-  PostgreSQL server (``initdb`` + ``pg_ctl`` from ``/usr/lib/postgresql/*/bin``) running in
-  a temporary directory as a non-root user, listening on 127.0.0.1 only.
+  PostgreSQL server (``initdb`` + ``postgres`` from ``/usr/lib/postgresql/*/bin``) running
+  in a temporary directory as a non-root user (``postgres`` or ``nobody`` when the tests run
+  as root, which PostgreSQL refuses), listening on 127.0.0.1 only.
 - ``fresh_postgres_url`` (function): a new, empty database on that server for one test.
 - ``sqlite_url`` (function): a SQLAlchemy URL of a new SQLite file in the test's tmp dir.
 
@@ -18,7 +19,9 @@ Outside pytest, :func:`start_prometheus` and :func:`start_postgres` are context 
 doing the same. A fixture skips (with the reason) only when the binary is not installed;
 a binary that is installed but fails to start fails the test with its log.
 
-Each pytest-xdist worker starts its own servers on its own free ports.
+Each pytest-xdist worker starts its own servers on its own free ports. Servers are
+children of the test process with a parent-death signal: a test run killed with SIGKILL
+(a CI timeout) leaves no Prometheus or PostgreSQL running.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -54,6 +58,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the test process dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: teardown still stops the server
 
 
 def _stop(process: subprocess.Popen[bytes], *, grace: float = 5.0) -> None:
@@ -142,6 +156,7 @@ def start_prometheus(
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
             )
         try:
             if _wait_ready(process, f"{url}/-/ready"):
@@ -265,14 +280,36 @@ def _server_user() -> str | None:
     raise InfraError("running as root and neither user 'postgres' nor 'nobody' exists")
 
 
-def _as_user(user: str | None, argv: list[str]) -> list[str]:
-    return argv if user is None else ["runuser", "-u", user, "--", *argv]
+def _as_user(user: str | None, argv: list[str], *, die_with_parent: bool = False) -> list[str]:
+    if user is None:
+        return argv
+    # setpriv sets the parent-death signal after dropping to ``user`` (a credential change
+    # clears one set before), so the server dies with the test process.
+    death = ["--pdeathsig", "TERM"] if die_with_parent else []
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *death, "--", *argv]
+
+
+def _postgres_ready(process: subprocess.Popen[bytes], bindir: Path, port: int) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        probe = subprocess.run(
+            [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-t", "1"],
+            capture_output=True,
+        )
+        if probe.returncode == 0:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 @contextlib.contextmanager
 def start_postgres(*, database: str = "afdp") -> Iterator[str]:
     """Run a throw-away PostgreSQL server on a free 127.0.0.1 port.
 
+    The server is a direct child of this process (``postgres``, not ``pg_ctl``'s daemon)
+    and gets SIGTERM if this process dies, so a killed test run leaves no server behind.
     The data directory is a new directory under the system temp dir (the pytest tmp dir
     is private to root, which the server user cannot enter), removed afterwards.
 
@@ -294,22 +331,13 @@ def start_postgres(*, database: str = "afdp") -> Iterator[str]:
         for path in (root, sockets):
             os.chown(path, entry.pw_uid, entry.pw_gid)
     env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
-    started = False
+    process: subprocess.Popen[bytes] | None = None
     try:
         init = subprocess.run(
             _as_user(
                 user,
-                [
-                    str(bindir / "initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                ],
+                [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                 "-E", "UTF8", "--no-sync"],
             ),
             capture_output=True,
             env=env,
@@ -317,33 +345,31 @@ def start_postgres(*, database: str = "afdp") -> Iterator[str]:
         )
         if init.returncode != 0:
             raise InfraError(f"initdb failed: {init.stderr.decode(errors='replace')[-800:]}")
-        for _attempt in range(3):
+        for _attempt in range(3):  # another process may take the port between pick and bind
             port = free_port()
-            options = (
-                f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            )
-            start = subprocess.run(
-                _as_user(
-                    user,
-                    [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options,
-                     "-w", "-t", "60", "start"],
-                ),
-                capture_output=True,
-                env=env,
-                timeout=90,
-            )
-            if start.returncode == 0:
-                started = True
+            with log.open("ab") as out:
+                process = subprocess.Popen(
+                    _as_user(
+                        user,
+                        [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockets),
+                         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                         "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+                        die_with_parent=True,
+                    ),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    preexec_fn=None if user else _die_with_parent,
+                )
+            if _postgres_ready(process, bindir, port):
                 break
-        if not started:
-            raise InfraError(f"pg_ctl start failed: {_tail(log)}")
+            _stop(process)
+            process = None
+        if process is None:
+            raise InfraError(f"postgres did not start: {_tail(log)}")
         created = subprocess.run(
-            _as_user(
-                user,
-                [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                 database],
-            ),
+            [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database],
             capture_output=True,
             env=env,
             timeout=60,
@@ -352,14 +378,11 @@ def start_postgres(*, database: str = "afdp") -> Iterator[str]:
             raise InfraError(f"createdb failed: {created.stderr.decode(errors='replace')}")
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
     finally:
-        if started:
-            subprocess.run(
-                _as_user(user, [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                                "-w", "stop"]),
-                capture_output=True,
-                env=env,
-                timeout=60,
-            )
+        if process is not None:
+            # SIGINT is PostgreSQL's "fast" shutdown: ends sessions, exits in milliseconds.
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+            _stop(process, grace=10.0)
         shutil.rmtree(root, ignore_errors=True)
 
 
