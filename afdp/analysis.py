@@ -21,8 +21,9 @@ Definitions (these are what workflow conditions read, see
 - **test** (when the analysis has a ``method``): ``mann_whitney`` is the Mann-Whitney U
   test (two-sided, and one-sided in the metric's worse direction), with Cliff's delta
   (equal to the rank-biserial correlation) and the Hodges-Lehmann shift as effect sizes,
-  as Kayenta's judge does; ``welch_t`` is Welch's t-test (unequal variances) with Cohen's
-  d (standard deviation averaged over both sides) as the effect size. ``p_value`` is the
+  as Kayenta's judge does, and the shift's distribution-free confidence interval;
+  ``welch_t`` is Welch's t-test (unequal variances) with Cohen's d (standard deviation
+  averaged over both sides) as the effect size and the mean difference's interval. ``p_value`` is the
   two-sided p-value; ``significant`` is ``p_value < 1 - confidence``. A test needs at
   least ``max(min_samples, 2)`` finite samples on each side.
 - a **threshold** is exceeded when the observed movement is strictly greater than its
@@ -207,7 +208,8 @@ class TestResult:
     ``p_value`` is two-sided; ``p_value_worse`` one-sided in the metric's worse
     direction (None with ``better: none``). ``effect_size`` is Cliff's delta
     (``mann_whitney``) or Cohen's d (``welch_t``), signed impact minus baseline;
-    ``shift`` the Hodges-Lehmann shift or the mean difference, in the metric's unit.
+    ``shift`` the Hodges-Lehmann shift or the mean difference, in the metric's unit,
+    with its ``shift_interval`` at the analysis's confidence (None when undefined).
     ``p_value`` is None when the test is undefined for these samples (``reason``).
     """
 
@@ -222,6 +224,8 @@ class TestResult:
     shift: float | None
     trivial_below: float
     reason: str | None = None
+    shift_interval: tuple[float, float] | None = None
+    confidence: float | None = None
 
     @property
     def trivial(self) -> bool | None:
@@ -244,7 +248,12 @@ class TestResult:
                 "trivial_below": self.trivial_below,
                 "trivial": self.trivial,
             },
-            "shift": {"name": self.shift_name, "value": self.shift},
+            "shift": {
+                "name": self.shift_name,
+                "value": self.shift,
+                "interval": list(self.shift_interval) if self.shift_interval else None,
+                "confidence": self.confidence,
+            },
             "reason": self.reason,
         }
 
@@ -254,12 +263,15 @@ def _worse_alternative(better: str) -> str | None:
     return {"lower": "greater", "higher": "less"}.get(better)
 
 
-def _mann_whitney(base: SampleStats, imp: SampleStats, better: str) -> TestResult:
+def _mann_whitney(
+    base: SampleStats, imp: SampleStats, better: str, confidence: float
+) -> TestResult:
     from scipy import stats
 
     x, y = imp.values, base.values
     worse = _worse_alternative(better)
-    delta_shift = _hodges_lehmann(x, y)
+    delta_shift, low, high = _location_shift(x, y, confidence)
+    interval = (low, high) if low is not None and high is not None else None
     if base.constant and imp.constant and base.min == imp.min:
         return TestResult(
             "mann_whitney",
@@ -274,6 +286,8 @@ def _mann_whitney(base: SampleStats, imp: SampleStats, better: str) -> TestResul
             TRIVIAL_CLIFFS_DELTA,
             "every sample on both sides has the same value: the test is undefined, "
             "p-value taken as 1 (no difference)",
+            interval,
+            confidence,
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -292,25 +306,60 @@ def _mann_whitney(base: SampleStats, imp: SampleStats, better: str) -> TestResul
         "hodges_lehmann",
         delta_shift,
         TRIVIAL_CLIFFS_DELTA,
+        None,
+        interval,
+        confidence,
     )
 
 
 def _hodges_lehmann(x: np.ndarray, y: np.ndarray) -> float:
     """Return the median of all pairwise differences x_i - y_j."""
-    if x.size * y.size > MAX_PAIRS:
+    return _location_shift(x, y, None)[0]
+
+
+def _location_shift(
+    x: np.ndarray, y: np.ndarray, confidence: float | None
+) -> tuple[float, float | None, float | None]:
+    """Return the Hodges-Lehmann shift of x over y and its confidence interval.
+
+    The interval is the distribution-free one that goes with the Mann-Whitney test:
+    the C-th smallest and largest pairwise differences, C = n1*n2/2 - z*sqrt(n1*n2*
+    (n1+n2+1)/12) (normal approximation, ties ignored). None when the samples are too
+    small for that confidence.
+    """
+    total = x.size * y.size
+    if total > MAX_PAIRS:
         grid = np.linspace(0, 100, _QUANTILE_POINTS)
-        x = np.percentile(x, grid) if x.size > _QUANTILE_POINTS else x
-        y = np.percentile(y, grid) if y.size > _QUANTILE_POINTS else y
-    differences = np.subtract.outer(x, y).ravel()
-    middle = differences.size // 2
-    if differences.size % 2:
-        differences.partition(middle)  # in place: no second copy of the pairs
-        return float(differences[middle])
-    differences.partition([middle - 1, middle])
-    return float((differences[middle - 1] + differences[middle]) / 2.0)
+        x_used = np.percentile(x, grid) if x.size > _QUANTILE_POINTS else x
+        y_used = np.percentile(y, grid) if y.size > _QUANTILE_POINTS else y
+    else:
+        x_used, y_used = x, y
+    differences = np.subtract.outer(x_used, y_used).ravel()
+    size = differences.size
+    middle = size // 2
+    wanted = {middle} if size % 2 else {middle - 1, middle}
+    low_index: int | None = None
+    if confidence is not None:
+        from scipy.stats import norm
+
+        z = float(norm.ppf(1.0 - (1.0 - confidence) / 2.0))
+        rank = math.floor(total / 2.0 - z * math.sqrt(total * (x.size + y.size + 1) / 12.0))
+        if rank >= 1:
+            low_index = min(int((rank - 1) / total * size), middle)
+            wanted |= {low_index, size - 1 - low_index}
+    differences.partition(sorted(wanted))  # in place: no second copy of the pairs
+    if size % 2:
+        shift = float(differences[middle])
+    else:
+        shift = float((differences[middle - 1] + differences[middle]) / 2.0)
+    if low_index is None:
+        return shift, None, None
+    low = _finite(differences[low_index])
+    high = _finite(differences[size - 1 - low_index])
+    return (shift, low, high) if low is not None and high is not None else (shift, None, None)
 
 
-def _welch(base: SampleStats, imp: SampleStats, better: str) -> TestResult:
+def _welch(base: SampleStats, imp: SampleStats, better: str, confidence: float) -> TestResult:
     from scipy import stats
 
     x, y = imp.values, base.values
@@ -353,6 +402,11 @@ def _welch(base: SampleStats, imp: SampleStats, better: str) -> TestResult:
         warnings.simplefilter("ignore")
         two = stats.ttest_ind(x, y, equal_var=False, alternative="two-sided")
         one = stats.ttest_ind(x, y, equal_var=False, alternative=worse) if worse else None
+        try:
+            ci = two.confidence_interval(confidence_level=confidence)
+            low, high = _finite(ci.low), _finite(ci.high)
+        except (ValueError, ArithmeticError):
+            low = high = None
     spread = math.sqrt((var_x + var_y) / 2.0)
     return TestResult(
         "welch_t",
@@ -365,6 +419,9 @@ def _welch(base: SampleStats, imp: SampleStats, better: str) -> TestResult:
         "mean_difference",
         difference,
         TRIVIAL_COHENS_D,
+        None,
+        (low, high) if low is not None and high is not None else None,
+        confidence,
     )
 
 
@@ -667,7 +724,9 @@ def _analyze_metric(
                 f"{b.count} and impact {i.count}: test not run"
             )
         else:
-            test = (_mann_whitney if method == "mann_whitney" else _welch)(b, i, metric.better)
+            test = (_mann_whitney if method == "mann_whitney" else _welch)(
+                b, i, metric.better, confidence
+            )
             if test.reason:
                 reasons.append(test.reason)
 

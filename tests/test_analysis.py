@@ -112,6 +112,9 @@ def test_latency_regression_is_detected_with_threshold_in_ms_on_a_seconds_metric
     assert t.limit.text == "10ms" and t.exceeded is True
     assert 30 < t.observed < 50  # reported in the limit's unit: milliseconds
     assert m.test is not None and m.test.effect_size > 0.3 and m.test.shift > 0.03
+    low, high = m.test.shift_interval
+    assert 0 < low < m.test.shift < high  # the shift's 95% interval excludes no change
+    assert m.to_json()["test"]["shift"]["confidence"] == 0.95
     assert result.any_degradation is True and result.significant_degradation is True
     assert result.all_metrics_within_normal is False
     assert result.exceeded == ["response_time_p99"]
@@ -550,3 +553,19 @@ def test_false_alarm_rate_and_power_of_the_test_path() -> None:
     )
     assert false_alarms / runs < 0.045  # expected 0.025; a one-sided rule would give 0.05
     assert detected >= 95
+
+
+def test_shift_intervals_cover_a_known_shift() -> None:
+    m = metric()
+    r = rng(77)
+    for method in ("mann_whitney", "welch_t"):
+        covered = 0
+        for _ in range(200):
+            result = analyze_metric(
+                m, latency(r, 0.2, n=30), latency(r, 0.2, n=30) + 0.01, method=method
+            )
+            low, high = result.test.shift_interval
+            covered += low <= 0.01 <= high
+        assert covered >= 180, method  # 95% intervals: ~190 expected
+    tiny = analyze_metric(m, [0.1, 0.2, 0.3], [0.2, 0.3, 0.4], method="mann_whitney", min_samples=2)
+    assert tiny.test.shift_interval is None  # too few samples for a 95% interval
