@@ -164,3 +164,18 @@ def test_label_override_and_metadata_spellings() -> None:
 def test_invalid_records_are_refused(deploy: dict, cited: list) -> None:
     with pytest.raises(SchemaError, match="training record"):
         build_training_record(deployment=deploy, analysis=None, decision=None, cited=cited)
+
+
+def test_a_gate_decision_has_no_success_criteria() -> None:
+    gate_decision = {
+        "decision": "canary_gate",
+        "action": "alert",
+        "label": "inconclusive",
+        "success_criteria_met": None,
+        "reason": "gate canary_gate: any_degradation could not be evaluated; stopping",
+    }
+    record = build_training_record(
+        deployment=deployment(), analysis=None, decision=gate_decision, cited=CITED
+    )
+    assert record["decision"]["success_criteria_met"] is None
+    assert record["label"] == "inconclusive"
