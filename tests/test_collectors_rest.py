@@ -197,3 +197,16 @@ def test_metric_data_json_and_summary() -> None:
     assert summary["mean"] == pytest.approx(0.2) and (summary["min"], summary["max"]) == (0.1, 0.3)
     assert MetricData("x", "s", ()).summary()["mean"] is None
     assert datetime.now(UTC) - ScaledClock(1).now() < timedelta(seconds=1)
+
+
+def test_collector_failed_survives_pickling() -> None:
+    import pickle
+
+    from afdp.collectors import QueryRefused
+
+    for kind in (CollectorFailed, QueryRefused):
+        failure = pickle.loads(pickle.dumps(kind("no data\n  at all", collector="api", metric="value")))
+        assert type(failure) is kind and failure.reason == "no data at all"
+        assert (failure.collector, failure.metric) == ("api", "value")
+        assert str(failure) == "collector 'api', metric 'value': no data at all"
+        assert failure.to_json() == {"reason": "no data at all", "collector": "api", "metric": "value"}

@@ -53,9 +53,19 @@ class CollectorFailed(NetworkError):
             where.append(f"metric {metric!r}")
         super().__init__(f"{', '.join(where)}: {reason}" if where else reason)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep reason/collector/metric across pickling (flow engines move task errors).
+        return (_rebuild_failure, (type(self), self.reason, self.collector, self.metric))
+
     def to_json(self) -> dict[str, Any]:
         """Return ``{"reason", "collector", "metric"}`` for a failed step's evidence."""
         return {"reason": self.reason, "collector": self.collector, "metric": self.metric}
+
+
+def _rebuild_failure(
+    kind: type[CollectorFailed], reason: str, collector: str | None, metric: str | None
+) -> CollectorFailed:
+    return kind(reason, collector=collector, metric=metric)
 
 
 # --- data -------------------------------------------------------------------------------
