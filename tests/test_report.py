@@ -103,6 +103,29 @@ def rendered_text(page: Path, tmp_path: Path) -> str:
     return subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
 
 
+def plot_pixels(page: Path, tmp_path: Path) -> dict[str, int]:
+    """Print ``page`` in Chromium, rasterize with pdftoppm, count the plot colours' pixels."""
+    from afdp.report import svg
+    from afdp.report.pdf import print_pdf
+
+    pdf = tmp_path / "raster.pdf"
+    pdf.write_bytes(print_pdf(page.read_text(encoding="utf-8")))
+    subprocess.run(["pdftoppm", "-r", "72", str(pdf), str(tmp_path / "raster")], check=True, timeout=60)
+    colours = {"baseline": svg.BASELINE_COLOR, "impact": svg.IMPACT_COLOR}
+    wanted = {name: tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for name, c in colours.items()}
+    counts = dict.fromkeys(colours, 0)
+    for image in sorted(tmp_path.glob("raster-*.ppm")):
+        data = image.read_bytes()
+        magic, width, height, depth, pixels = data.split(maxsplit=4)
+        assert magic == b"P6" and depth == b"255"
+        for i in range(0, int(width) * int(height) * 3, 3):
+            rgb = pixels[i : i + 3]
+            for name, (r, g, b) in wanted.items():
+                if abs(rgb[0] - r) < 16 and abs(rgb[1] - g) < 16 and abs(rgb[2] - b) < 16:
+                    counts[name] += 1
+    return counts
+
+
 @pytest.fixture()
 def run_branch(repo, signer, tsa):
     build_run_deployment(repo, signer, tsa)
@@ -136,6 +159,10 @@ def test_html_report_renders_verdict_table_and_plots_in_chromium(run_branch, tru
     assert "dev" in records and "AFDP development TSA" in records
     controls = re.search(r'<table id="controls">(.*?)</table>', dom, re.S).group(1)
     assert "CC8.1" in controls and "A.8.32" in controls and "not met" not in controls
+    # the plots are drawn, not just present: both series' colours are on the rendered pages
+    if shutil.which("pdftoppm"):
+        counts = plot_pixels(out, tmp_path)
+        assert counts["baseline"] > 200 and counts["impact"] > 200, counts
 
 
 @needs_chromium
@@ -168,6 +195,8 @@ def test_plain_ledger_branch_without_metrics(repo, signer, tsa, trust_file, cli,
     assert "No metric samples or analysis are recorded" in html
     assert "No decision is recorded" in html
     assert 'class="plot"' not in html
+    if CHROMIUM and shutil.which("pdftoppm"):  # and the pixel check sees no plot colours
+        assert plot_pixels(out, tmp_path) == {"baseline": 0, "impact": 0}
 
 
 def test_evidence_cannot_inject_markup(repo, signer, tsa, trust_file, cli, tmp_path):
