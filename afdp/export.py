@@ -242,7 +242,7 @@ takes precedence over the package's).
 ## Verify with AFDP
 
 ```sh
-pip install afdp            # nothing else is needed: no git, no network
+# with AFDP installed (pip install afdp), nothing else is needed: no git, no network
 afdp verify --bundle {folder}/
 afdp verify --bundle {folder}/{bundle} --trust /path/to/auditors-own-trust.yaml
 ```
