@@ -62,7 +62,7 @@ def render_html(report: AuditReport, *, verify_command: str | None = None) -> st
         f"<style>{_CSS}</style></head><body>",
         f'<header id="verdict" class="verdict {verdict}"><h1>{escape(report.headline)}</h1>',
         f"<div>AFDP compliance report for <b>{escape(report.scope_text)}</b>. "
-        f"Verified against the auditor's trust policy <code>{escape(report.trust_policy)}</code> "
+        f"Checked against the auditor's trust policy <code>{escape(report.trust_policy)}</code> "
         f"at {escape(report.generated_at)} by {escape(report.generator)}.</div>",
     ]
     if verdict == FAILED:
