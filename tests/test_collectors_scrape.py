@@ -181,3 +181,19 @@ def test_bucket_quantile_interpolates_like_prometheus() -> None:
     assert bucket_quantile(0.99, {0.1: 1.0, math.inf: 10.0}) == 0.1  # +Inf: largest finite bound
     assert math.isnan(bucket_quantile(0.5, {0.1: 0.0, math.inf: 0.0}))
     assert math.isnan(bucket_quantile(0.5, {0.1: 1.0}))  # no +Inf bucket
+
+
+def test_a_series_that_appears_between_reads_has_no_rate_yet() -> None:
+    pages = iter(
+        [
+            b'# TYPE req counter\nreq_total{code="200"} 10\n',
+            b'# TYPE req counter\nreq_total{code="200"} 12\nreq_total{code="500"} 1000\n',
+        ]
+    )
+    with serve(lambda request: Answer(content_type="text/plain", body=next(pages))) as server:
+        workflow = make_workflow(
+            {"app": {"type": "scrape", "url": server.url, "interval": "1s"}},
+            {"req": {"collector": "app", "metric": "req_total", "unit": "1/s"}},
+        )
+        data = snap(workflow, "req", interval=0.5)
+    assert 2 < data.values()[0] < 5  # 2 requests in ~0.5 s; the new 500 series is not a spike

@@ -14,7 +14,8 @@ only make sense as differences between two reads:
 - counter (or a ``_total``/``_count``/``_sum``/``_bucket`` sample): the per-second rate
   between consecutive reads (the increase divided by the real time between them; a
   decrease is a counter reset and counts from zero, as Prometheus' ``rate`` does).
-  ``n`` reads give ``n - 1`` samples.
+  ``n`` reads give ``n - 1`` samples. A series that appears between two reads counts
+  from its second read on, as in Prometheus.
 - histogram: the mean observed value between consecutive reads
   (``Δ_sum / Δ_count``), or with the pseudo-label ``quantile: "0.99"`` in ``labels``,
   that quantile estimated from the bucket increases with linear interpolation inside a
@@ -330,9 +331,11 @@ def _derive(timed: list[tuple[float, float, Reading]], selector: Selector) -> li
             out.append((t1, math.nan))
             continue
         if kind == "counter":
+            # A series that appeared between the reads has no rate yet (as in Prometheus).
             rates = [
-                _increase(before.series.get(key, 0.0), value) / elapsed
+                _increase(before.series[key], value) / elapsed
                 for key, value in after.series.items()
+                if key in before.series
             ]
             out.append((t1, _aggregate(rates, selector.aggregate)))
         else:
@@ -347,7 +350,9 @@ def _increase(before: float, after: float) -> float:
 def _histogram_value(before: Reading, after: Reading, selector: Selector) -> float:
     deltas: list[tuple[dict[float, float], float, float]] = []
     for key, (buckets, total, count) in after.series.items():
-        old_buckets, old_total, old_count = before.series.get(key, ({}, 0.0, 0.0))
+        if key not in before.series:
+            continue  # appeared between the reads: no increase known yet
+        old_buckets, old_total, old_count = before.series[key]
         reset = count < old_count
         delta_buckets = {
             le: (c if reset else c - old_buckets.get(le, 0.0)) for le, c in buckets.items()

@@ -344,7 +344,10 @@ def capture(
     except CollectorFailed as exc:
         raise type(exc)(exc.reason, collector=collector.name, metric=metric.name) from None
     every = float(interval) if interval else seconds_of(collector.interval, DEFAULT_INTERVAL_SECONDS)
-    database = _Database(collector, values, env, redactor)
+    try:
+        database = _Database(collector, values, env, redactor)
+    except CollectorFailed as exc:
+        raise CollectorFailed(exc.reason, collector=collector.name, metric=metric.name) from None
     source = f"the {database.dialect} database"
 
     def read() -> float:
