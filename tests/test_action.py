@@ -35,6 +35,21 @@ workflow:
     - mark_deployment_time
     - capture_deployment_metadata: [git_commit, deployer_id]
 """
+ROLLBACK_WORKFLOW = """\
+name: gh-action-rollback
+version: "1"
+workflow:
+  deployment:
+    - mark_deployment_time
+    - capture_deployment_metadata: [git_commit, deployer_id]
+  post_deployment:
+    - decisions
+decisions:
+  roll_back_production:
+    condition: deployment.environment == 'production'
+    action: trigger_rollback
+    training_label: forced
+"""
 PERMISSIVE = "version: 1\nname: test-permissive\nallowed_collector_types: [prometheus, scrape, sql, rest]\n"
 ACTION_YML = Path(__file__).resolve().parent.parent / ".github" / "actions" / "afdp" / "action.yml"
 
@@ -143,6 +158,19 @@ def test_pre_and_post_phases_in_separate_jobs(github, tmp_path, monkeypatch):
     store = EvidenceStore(github["INPUT_EVIDENCE_REMOTE"])
     history = [str(c.id) for c in store.history(store.head(ref))]
     assert first in history  # the post job appended to what the pre job pushed
+
+
+@pytest.mark.parametrize("fail_on_rollback, code", [("true", 1), ("false", 0)])
+def test_rollback_decision_output_and_exit(github, monkeypatch, fail_on_rollback, code):
+    monkeypatch.chdir(github["GITHUB_WORKSPACE"])
+    (Path(github["GITHUB_WORKSPACE"]) / ".afdp" / "rollback.yaml").write_text(ROLLBACK_WORKFLOW)
+    env = {**github, "INPUT_WORKFLOW": ".afdp/rollback.yaml", "INPUT_ENVIRONMENT": "production", "INPUT_FAIL_ON_ROLLBACK": fail_on_rollback}
+    assert main(env=env) == code
+    out = outputs(env)
+    assert (out["decision"], out["action"], out["verified"], out["pushed"]) == ("roll_back_production", "rollback", "verified", "true")
+    summary = Path(github["GITHUB_STEP_SUMMARY"]).read_text()
+    assert "**Decision: rollback** (roll_back_production): decision 'roll_back_production' matched: deployment.environment == 'production'" in summary
+    assert "`afdp run` exited 1." in summary
 
 
 def test_verification_failure_fails_the_step(github, keys, tsa, monkeypatch):
