@@ -92,6 +92,7 @@ def test_select_rows_and_provenance(database: str) -> None:
     p = result.provenance
     assert p["row_count"] == 3 and p["truncated"] is False and p["columns"] == ["id", "name", "v"]
     assert p["dialect"] in ("sqlite", "postgresql") and "rolled back" in p["read_only"]
+    assert p["collected_at"].endswith("Z") and p["query"].startswith("SELECT id, name")
     json.dumps(result.to_json(), allow_nan=False)
 
 

@@ -293,6 +293,7 @@ def query_rows(
         raise type(exc)(exc.reason, collector=collector.name) from None
     keep = DEFAULT_ROW_LIMIT if limit is None else max(0, int(limit))
     database = _Database(collector, values, env, redactor)
+    collected_at = rfc3339(dt.datetime.now(dt.UTC))
     try:
         columns, rows, truncated = database.run(sql, keep)
     finally:
@@ -305,6 +306,7 @@ def query_rows(
         "query": shown(rendered),
         "read_only": database.read_only(),
         "timeout": database.timeout,
+        "collected_at": collected_at,
         "columns": columns,
         "row_count": len(rows),
         "limit": keep,
