@@ -185,6 +185,9 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str) -> bool:
 def wait_for_series(base_url: str, query: str, *, timeout: float = 20.0) -> None:
     """Wait until the instant ``query`` returns at least one series on ``base_url``.
 
+    Prometheus 2.x applies its scrape targets about 5 s after it starts, so the first
+    series of a new server appear after ~5 s however short the scrape interval is.
+
     Raises:
         AssertionError: nothing after ``timeout`` seconds.
     """
