@@ -166,9 +166,14 @@ def test_scaled_clock_shortens_a_window() -> None:
         )  # fmt: skip
         took = time.monotonic() - began
     assert len(data.samples) == 6  # 0, 2, ..., 10 s of clock time
-    assert took < 2  # 10 s at 20x
+    # Unscaled, the window alone would take 10 real seconds; scaled 20x it takes 0.5 s
+    # plus request time. The bound is loose on purpose (shared, loaded CI machines).
+    assert took < 8
     times = [t for t, _ in data.samples]
-    assert times[-1] - times[0] == pytest.approx(10, abs=1)
+    assert times == sorted(times)
+    # Reads are scheduled at start + k*interval: never earlier, so the span is at least
+    # the window; load can only stretch it (real delays count 20x in clock time).
+    assert times[-1] - times[0] >= 10 - 0.5
 
 
 def test_past_window_fails_no_history() -> None:
