@@ -22,6 +22,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+import logging  # noqa: E402
 import re  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Callable, Mapping  # noqa: E402
@@ -50,6 +51,32 @@ COLLECTOR_RETRIES = 2
 COLLECTOR_RETRY_DELAY_SECONDS = 1.0
 
 _local = threading.local()
+
+
+def _afdp_error_names(root: type[BaseException] = AfdpError) -> set[str]:
+    names = {root.__name__}
+    for sub in root.__subclasses__():
+        names |= _afdp_error_names(sub)
+    return names
+
+
+class _KnownFailures(logging.Filter):
+    """Drop Prefect's traceback logs for AFDP's own, expected failures (a collector that
+    is down, a query with no data): each is already recorded as evidence with its reason,
+    and the command line promises no tracebacks for known failures. Anything else (a bug)
+    is still logged in full.
+    """
+
+    _EXCEPTION = re.compile(r"exception:? (\w+):")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], AfdpError):
+            return False
+        found = self._EXCEPTION.search(record.getMessage())
+        return not (found and found.group(1) in _afdp_error_names())
+
+
+logging.getLogger("prefect.task_runs").addFilter(_KnownFailures())
 
 
 def _api_url() -> str | None:

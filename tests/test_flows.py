@@ -35,12 +35,16 @@ metrics:
     collector: svc
     metric: http_requests_total
     unit: 1/s
+  missing:
+    collector: svc
+    metric: no_such_metric_on_the_page
+    unit: count
 workflow:
   pre_deployment:
     - capture_baseline:
         duration: 3s
         interval: 300ms
-        metrics: [latency_mean, requests]
+        metrics: [latency_mean, requests, missing]
   deployment:
     - mark_deployment_time
   post_deployment:
@@ -82,7 +86,7 @@ def predicates(repo, service, deployment):
 
 
 @pytest.mark.slow
-def test_flow_and_task_run_ids_land_in_the_evidence(prefect_server, tmp_path, repo, keys, tsa, trust_file):
+def test_flow_and_task_run_ids_land_in_the_evidence(prefect_server, tmp_path, repo, keys, tsa, trust_file, caplog):
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -116,11 +120,16 @@ def test_flow_and_task_run_ids_land_in_the_evidence(prefect_server, tmp_path, re
         assert context["prefect"]["flow_run_id"] == flow_run_id
         if predicate["step"]["name"].startswith("capture"):
             ids = context["prefect"]["task_run_ids"]
-            assert set(ids) == {"latency_mean", "requests"}
+            assert set(ids) == {"latency_mean", "requests", "missing"}
             recorded_tasks.update(ids.values())
+            # A failing collection (retried by Prefect) is a failed step with the first reason.
+            assert predicate["status"] == "failed"
+            assert "no_such_metric_on_the_page" in predicate["error"]
         else:
             recorded_tasks.add(context["prefect"]["task_run_id"])
-    assert len(recorded_tasks) == 2 * 2 + 3  # 2 captures x 2 metrics; mark, analyze, decisions
+    assert len(recorded_tasks) == 2 * 3 + 3  # 2 captures x 3 metrics; mark, analyze, decisions
+    # Known failures are evidence, not tracebacks in the log.
+    assert not [r for r in caplog.records if r.exc_info and "CollectorFailed" in repr(r.exc_info[1])]
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
         assert flow_run.state.is_completed()
