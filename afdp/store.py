@@ -10,8 +10,8 @@ unreachable objects behind, so the branch stays at its last complete record.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pygit2
@@ -26,25 +26,103 @@ COMMITTER = ("AFDP", "afdp@evidence.invalid")
 LOCK_WAIT = 5.0
 
 
+#: Size limits checked from the object header before a blob is read (verification
+#: never loads an oversized blob): an envelope is a few KiB; results larger than 64 KiB
+#: live in result.json, and attachments (metric series) stay far below 64 MiB.
+MAX_ENVELOPE_BYTES = 1 << 20
+MAX_FILE_BYTES = 64 << 20
+_DIR_MODE = b"40000"
+_FILE_MODE = b"100644"
+_MODE_NAMES = {
+    b"100755": "an executable file",
+    b"120000": "a symbolic link",
+    b"160000": "a submodule (gitlink)",
+}
+
+
+class TreeError(ValueError):
+    """A raw Git tree is malformed, or is one ``git fsck`` rejects (duplicate or unsorted
+    entries, empty or unsafe names)."""
+
+
 def _tree_entries(raw: bytes) -> dict[str, tuple[bytes, bytes]]:
     """Parse raw Git tree bytes into ``{name: (mode, 20-byte id)}``.
 
     Raises:
-        ValueError: the bytes are not a sequence of whole tree entries.
+        TreeError: the bytes are not whole, sorted, unique tree entries.
     """
-    entries: dict[str, tuple[bytes, bytes]] = {}
+    return {name: (mode, oid) for name, mode, oid in _parse_tree(raw)}
+
+
+def _sort_key(name: bytes, mode: bytes) -> bytes:
+    # git orders tree entries by name, a directory's name compared as if it ended in "/"
+    return name + b"/" if mode == _DIR_MODE else name
+
+
+def _parse_tree(raw: bytes, after: bytes | None = None) -> list[tuple[str, bytes, bytes]]:
+    """Parse raw tree bytes into ``[(name, mode, 20-byte id)]``, checking what git fsck does.
+
+    ``after`` is the sort key of the entry before ``raw`` (when ``raw`` is the tail of a
+    tree), so that entries are checked across the boundary too.
+
+    Raises:
+        TreeError: truncated entries, duplicate names (git shows the first, a dict keeps
+            the last: never let two readers disagree), unsorted entries, unsafe names.
+    """
+    entries: list[tuple[str, bytes, bytes]] = []
+    names: set[bytes] = set()
+    last = after
     at, end = 0, len(raw)
     while at < end:
-        space = raw.index(b" ", at)
-        nul = raw.index(b"\0", space)
-        if nul + 21 > end:
-            raise ValueError("truncated tree entry")
-        entries[raw[space + 1 : nul].decode("utf-8", "surrogateescape")] = (
-            raw[at:space],
-            raw[nul + 1 : nul + 21],
-        )
+        space = raw.find(b" ", at)
+        nul = raw.find(b"\0", space + 1) if space >= 0 else -1
+        if space < 0 or nul < 0 or nul + 21 > end:
+            raise TreeError("truncated tree entry")
+        mode, name = raw[at:space], raw[space + 1 : nul]
+        shown = name.decode("utf-8", "surrogateescape")
+        if not name or name in (b".", b"..") or b"/" in name or name.lower() == b".git":
+            raise TreeError(f"unsafe entry name {shown!r}")
+        if name in names:
+            raise TreeError(f"duplicate entry {shown!r} (git fsck: duplicateEntries)")
+        key = _sort_key(name, mode)
+        if last is not None and key <= last:
+            bare = last.rstrip(b"/")
+            if bare == name:
+                raise TreeError(f"duplicate entry {shown!r} (git fsck: duplicateEntries)")
+            raise TreeError(f"entry {shown!r} is out of order (git fsck: treeNotSorted)")
+        names.add(name)
+        last = key
+        entries.append((shown, mode, raw[nul + 1 : nul + 21]))
         at = nul + 21
     return entries
+
+
+class ObjectError(StorageError):
+    """A Git object the branch needs is missing or corrupt (hash mismatch, bad zlib)."""
+
+
+class BranchTargetError(StorageError):
+    """A branch ref points at something other than a commit (a tag, tree or blob)."""
+
+
+@dataclass
+class _Walk:
+    """What :meth:`EvidenceStore.commit_files` collects while comparing trees."""
+
+    added: dict[str, bytes] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _object_problem(oid: bytes, where: str, exc: BaseException) -> str:
+    hexid = oid.hex()
+    if isinstance(exc, KeyError) or "not found" in str(exc).lower():
+        return f"object {hexid} ({where}) is missing from the repository"
+    return f"object {hexid} ({where}) is corrupt or unreadable: {_one_line(exc)}"
 
 
 class RefMoved(StorageError):
@@ -59,7 +137,10 @@ class CommitFiles:
     parents: tuple[str, ...]
     message: str
     added: dict[str, bytes]
-    changed: tuple[str, ...]  # paths modified, deleted or of a non-blob kind: never allowed
+    changed: tuple[str, ...]  # paths modified or deleted: never allowed
+    #: (check, reason) for what no AFDP commit holds: malformed, duplicate or unsorted tree
+    #: entries, empty directories, non-regular files, oversized or unreadable blobs.
+    problems: tuple[tuple[str, str], ...] = ()
 
 
 def init_repository(path: Path, *, bare: bool = False) -> tuple[Path, bool]:
@@ -95,19 +176,31 @@ class EvidenceStore:
             ) from exc
         self.path = Path(self.repo.path)
         self._trees: dict[bytes, bytes] = {}
+        self._last_keys: dict[bytes, bytes] = {}
 
     # -- reading -----------------------------------------------------------------------
     def head(self, ref: str) -> pygit2.Commit | None:
-        """Return the commit a branch points at, or None if the branch does not exist."""
+        """Return the commit a branch points at, or None if the branch does not exist.
+
+        Raises:
+            BranchTargetError: the ref points at a tag, tree or blob, or at nothing.
+            StorageError: the ref cannot be read.
+        """
         try:
             reference = self.repo.references.get(ref)
         except pygit2.GitError as exc:
             raise StorageError(f"cannot read {ref}: {exc}") from exc
         if reference is None:
             return None
-        target = self.repo.get(reference.resolve().target)
+        try:
+            target = self.repo.get(reference.resolve().target)
+        except (pygit2.GitError, KeyError, ValueError) as exc:
+            raise BranchTargetError(f"{ref} points at an unreadable object: {_one_line(exc)}") from exc
+        if target is None:
+            raise BranchTargetError(f"{ref} points at object {reference.resolve().target}, which is missing")
         if not isinstance(target, pygit2.Commit):
-            raise StorageError(f"{ref} does not point at a commit")
+            kind = type(target).__name__.lower()
+            raise BranchTargetError(f"{ref} points at a {kind} ({target.id}), not a commit")
         return target
 
     def branches(self) -> list[tuple[str, str]]:
@@ -119,6 +212,32 @@ class EvidenceStore:
                 if parsed:
                     found.append(parsed)
         return sorted(found)
+
+    def unsafe_branches(self) -> list[str]:
+        """Return every ref under ``refs/heads/afdp/`` that is not a safe AFDP branch name."""
+        return sorted(
+            name
+            for name in self.repo.references
+            if name.startswith(BRANCH_PREFIX) and parse_branch_ref(name) is None
+        )
+
+    def substitutions(self) -> list[str]:
+        """Return what makes git show other objects than libgit2 reads, one line each.
+
+        ``refs/replace/*`` refs (``git replace``), ``info/grafts`` and a ``shallow`` file
+        are honoured by git and ignored by libgit2: with any of them, ``git log`` and
+        ``git show`` can display content that verification never saw.
+        """
+        found = [
+            f"{name} (git replace: git shows another object in place of {name.rsplit('/', 1)[-1]})"
+            for name in self.repo.references
+            if name.startswith("refs/replace/")
+        ]
+        git_dir = Path(self.repo.path)
+        for name, what in (("info/grafts", "grafts file"), ("shallow", "shallow clone file")):
+            if (git_dir / name).exists():
+                found.append(f"{git_dir / name} ({what}: git rewrites parents)")
+        return found
 
     def read_blob(self, tree: pygit2.Tree, path: str) -> bytes | None:
         """Return the bytes of ``path`` in ``tree``, or None if absent or not a file."""
@@ -140,41 +259,59 @@ class EvidenceStore:
         return {str(e.name): self._raw(e.id)[1] for e in sub if e.type_str == "blob"}
 
     def history(self, head: pygit2.Commit) -> list[pygit2.Commit]:
-        """Return the first-parent history of ``head``, oldest first."""
+        """Return the first-parent history of ``head``, oldest first.
+
+        Raises:
+            ObjectError: a parent commit is missing or corrupt (named with its child).
+        """
         commits = []
         commit: pygit2.Commit | None = head
         while commit is not None:
             commits.append(commit)
-            commit = commit.parents[0] if commit.parents else None
+            if not commit.parent_ids:
+                break
+            parent_id = commit.parent_ids[0]
+            try:
+                parent = self.repo.get(parent_id)
+            except (pygit2.GitError, ValueError) as exc:
+                raise ObjectError(
+                    f"commit {str(commit.id)[:12]}: its parent {parent_id} is corrupt: {_one_line(exc)}"
+                ) from exc
+            if not isinstance(parent, pygit2.Commit):
+                raise ObjectError(
+                    f"commit {str(commit.id)[:12]}: its parent {parent_id} is missing from the repository"
+                    if parent is None
+                    else f"commit {str(commit.id)[:12]}: its parent {parent_id} is not a commit"
+                )
+            commit = parent
         commits.reverse()
         return commits
 
     def commit_files(self, commit: pygit2.Commit) -> CommitFiles:
-        """Return what ``commit`` added relative to its first parent (all files for a root)."""
-        added: dict[str, bytes] = {}
-        changed: list[str] = []
-        fast = self._appended_directory(commit) if commit.parents else None
-        if fast is not None:
-            added = fast
-        elif commit.parents:
-            diff = commit.parents[0].tree.diff_to_tree(commit.tree)
-            for delta in diff.deltas:
-                if delta.status == pygit2.enums.DeltaStatus.ADDED and delta.new_file.mode == _BLOB:
-                    added[delta.new_file.path] = self._raw(delta.new_file.id)[1]
-                else:
-                    changed.append(delta.new_file.path or delta.old_file.path)
-        else:
-            for path, data, mode in self._walk(commit.tree, ""):
-                if mode == _BLOB:
-                    added[path] = data
-                else:
-                    changed.append(path)
+        """Return what ``commit`` added relative to its first parent (all files for a root).
+
+        Compares raw tree objects, checking each new tree as ``git fsck`` would. A tree
+        that differs from the parent's only by entries appended at its end (how AFDP
+        adds a record to a shard) costs only those entries, so a branch costs the same
+        per record however long it grows. Unchanged trees are not re-read: walking a
+        branch oldest first, they were checked with the commit that introduced them.
+        Problems (malformed, duplicate or unsorted entries, empty directories, files
+        that are not regular, oversized or unreadable objects) are returned, not raised.
+        """
+        walk = _Walk()
+        try:
+            old = self.repo.get(commit.parent_ids[0]).tree_id.raw if commit.parent_ids else None
+        except (pygit2.GitError, AttributeError, ValueError) as exc:
+            walk.problems.append(("repository", f"parent commit unreadable: {_one_line(exc)}"))
+            old = None
+        self._diff_trees(old, commit.tree_id.raw, "", walk)
         return CommitFiles(
             str(commit.id),
             tuple(str(p) for p in commit.parent_ids),
             commit.message,
-            added,
-            tuple(changed),
+            walk.added,
+            tuple(walk.changed),
+            tuple(walk.problems),
         )
 
     def _raw(self, oid: pygit2.Oid | bytes) -> tuple[int, bytes]:
@@ -188,71 +325,106 @@ class EvidenceStore:
         if cached is None:
             kind, cached = self._raw(oid)
             if kind != pygit2.enums.ObjectType.TREE:
-                raise ValueError("not a tree")
+                raise TreeError("not a tree")
             if len(self._trees) >= 16:
                 self._trees.pop(next(iter(self._trees)))
             self._trees[oid] = cached
         return cached
 
-    def _appended_directory(self, commit: pygit2.Commit) -> dict[str, bytes] | None:
-        """Fast path of :meth:`commit_files` for what AFDP writes: one directory appended.
+    def _last_key(self, oid: bytes, raw: bytes) -> bytes | None:
+        key = self._last_keys.get(oid)
+        if key is None:
+            entries = _parse_tree(raw)
+            if not entries:
+                return None
+            name, mode, _ = entries[-1]
+            key = _sort_key(name.encode("utf-8", "surrogateescape"), mode)
+        return key
 
-        Compares raw tree objects instead of running a full tree diff (which costs
-        O(entries of the shard) in libgit2 per commit): the root and ``records`` trees
-        must differ in exactly one entry, and the new shard tree must be the old one
-        with exactly one directory entry appended (record names sort in sequence order),
-        which holds only files. Returns the added files by path, or None whenever the
-        commit has any other shape; the full diff then describes it exactly.
-        """
+    def _remember_last(self, oid: bytes, entries: list[tuple[str, bytes, bytes]], fallback: bytes | None) -> None:
+        if len(self._last_keys) >= 16:
+            self._last_keys.pop(next(iter(self._last_keys)))
+        if entries:
+            name, mode, _ = entries[-1]
+            self._last_keys[oid] = _sort_key(name.encode("utf-8", "surrogateescape"), mode)
+        elif fallback is not None:
+            self._last_keys[oid] = fallback
+
+    def _diff_trees(self, old_id: bytes | None, new_id: bytes, prefix: str, walk: _Walk) -> None:
+        if old_id == new_id:
+            return
+        where = prefix.rstrip("/") or "the root tree"
         try:
-            path: list[str] = []
-            old_id: bytes | None = commit.parents[0].tree_id.raw
-            new_id: bytes = commit.tree_id.raw
-            for _ in range(2):  # the root tree, then records/
-                old = _tree_entries(self._raw_tree(old_id)) if old_id is not None else {}
-                new = _tree_entries(self._raw_tree(new_id))
-                differing = [n for n in new.keys() | old.keys() if new.get(n) != old.get(n)]
-                if len(differing) != 1 or differing[0] not in new:
-                    return None
-                name = differing[0]
-                mode, new_id = new[name]
-                if mode != b"40000" or (name in old and old[name][0] != b"40000"):
-                    return None
-                old_id = old[name][1] if name in old else None
-                path.append(name)
-            if path[0] != "records":
-                return None
-            old_raw = self._raw_tree(old_id) if old_id is not None else b""
             new_raw = self._raw_tree(new_id)
-            if not new_raw.startswith(old_raw):
-                return None
-            appended = _tree_entries(new_raw[len(old_raw) :])
-            if len(appended) != 1:
-                return None
-            (name, (mode, record_id)), = appended.items()
-            if mode != b"40000":
-                return None
-            prefix = "/".join([*path, name]) + "/"
-            files: dict[str, bytes] = {}
-            for file_name, (file_mode, blob_id) in _tree_entries(self._raw_tree(record_id)).items():
-                kind, data = self._raw(blob_id)
-                if file_mode != b"100644" or kind != pygit2.enums.ObjectType.BLOB:
-                    return None
-                files[prefix + file_name] = data
-            return files if files else None
-        except (ValueError, KeyError, pygit2.GitError):
-            return None
+        except TreeError:
+            walk.problems.append(("commit", f"{where} is not a directory object"))
+            return
+        except (pygit2.GitError, KeyError, ValueError) as exc:
+            walk.problems.append(("commit", _object_problem(new_id, where, exc)))
+            return
+        if not new_raw:
+            walk.problems.append(("commit", f"{where} is an empty directory: AFDP never writes one"))
+            return
+        try:
+            old_raw = self._raw_tree(old_id) if old_id is not None else None
+        except (TreeError, pygit2.GitError, KeyError, ValueError):
+            old_raw = None  # reported with the commit that wrote it
+        try:
+            if old_raw and old_id is not None and len(new_raw) > len(old_raw) and new_raw.startswith(old_raw):
+                # entries appended at the end: only they are new
+                boundary = self._last_key(old_id, old_raw)
+                appended = _parse_tree(new_raw[len(old_raw) :], after=boundary)
+                self._remember_last(new_id, appended, boundary)
+                for name, mode, oid in appended:
+                    self._add(prefix + name, mode, oid, walk)
+                return
+            entries = _parse_tree(new_raw)
+        except TreeError as exc:
+            walk.problems.append(("commit", f"{where}: {exc}"))
+            return
+        self._remember_last(new_id, entries, None)
+        old: dict[str, tuple[bytes, bytes]] = {}
+        if old_raw:
+            try:
+                old = _tree_entries(old_raw)
+            except TreeError:
+                old = {}
+        for name, mode, oid in entries:
+            path = prefix + name
+            before = old.pop(name, None)
+            if before is None:
+                self._add(path, mode, oid, walk)
+            elif before != (mode, oid):
+                if mode == _DIR_MODE and before[0] == _DIR_MODE:
+                    self._diff_trees(before[1], oid, path + "/", walk)
+                else:
+                    walk.changed.append(path)
+        walk.changed.extend(prefix + name for name in old)
 
-    def _walk(self, tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, bytes, int]]:
-        for entry in tree:
-            path = f"{prefix}{entry.name}"
-            obj = self.repo.get(entry.id)
-            if isinstance(obj, pygit2.Tree):
-                yield from self._walk(obj, path + "/")
-            elif isinstance(obj, pygit2.Blob):
-                yield path, obj.data, entry.filemode
-            else:
-                yield path, b"", -1
+    def _add(self, path: str, mode: bytes, oid: bytes, walk: _Walk) -> None:
+        if mode == _DIR_MODE:
+            self._diff_trees(None, oid, path + "/", walk)
+            return
+        if mode != _FILE_MODE:
+            what = _MODE_NAMES.get(mode, "an entry of unknown mode")
+            walk.problems.append(
+                ("layout", f"{path} has mode {mode.decode('ascii', 'replace')} ({what}); only regular files (100644) are allowed")
+            )
+            return
+        limit = MAX_ENVELOPE_BYTES if path.endswith("/envelope.json") else MAX_FILE_BYTES
+        try:
+            kind, size = self.repo.odb.read_header(pygit2.Oid(raw=oid))
+            if int(kind) != pygit2.enums.ObjectType.BLOB:
+                walk.problems.append(("commit", f"{path} is listed as a file but object {oid.hex()} is not a blob"))
+                return
+            if size > limit:
+                walk.problems.append(
+                    ("layout", f"{path} is {size} bytes, over the {limit >> 20} MiB limit for this file; not read")
+                )
+                return
+            walk.added[path] = self._raw(oid)[1]
+        except (pygit2.GitError, KeyError, ValueError) as exc:
+            walk.problems.append(("commit", _object_problem(oid, path, exc)))
 
     # -- writing -----------------------------------------------------------------------
     def write_commit(

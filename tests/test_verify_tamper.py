@@ -364,7 +364,6 @@ def test_commit_that_appends_a_record_and_edits_an_older_one(sealed, trust_file)
     commit = git.create_commit(None, sig, sig, "append and edit", index.write_tree(git), [head.parents[0].id])
     git.references.create(branch_ref("api", "d-42"), commit, force=True)
     content = git_store.commit_files(git.get(commit))
-    assert git_store._appended_directory(git.get(commit)) is None  # noqa: SLF001 - the fast path declines
     assert f"{target.directory}/{rec.ENVELOPE_FILE}" in content.changed
     report = report_of(sealed, trust_file)
     assert any(f.check == "commit" and "changes existing evidence" in f.reason for f in report.failures)
@@ -376,6 +375,7 @@ def test_fast_and_full_commit_comparison_agree_on_afdp_commits(sealed):
 
     store = EvidenceStore(sealed)
     for commit in store.history(store.head(branch_ref("api", "d-42")))[1:]:
-        fast = store._appended_directory(commit)  # noqa: SLF001
+        content = store.commit_files(commit)
         diff = store.repo.diff(commit.parents[0].tree, commit.tree)
-        assert fast == {d.new_file.path: store.repo.get(d.new_file.id).data for d in diff.deltas}
+        assert not content.changed and not content.problems
+        assert content.added == {d.new_file.path: store.repo.get(d.new_file.id).data for d in diff.deltas}

@@ -34,13 +34,15 @@ from afdp import records as rec
 from afdp.errors import NotFoundError, VerificationError
 from afdp.ledger import trailers
 from afdp.names import branch_ref
-from afdp.store import EvidenceStore
+from afdp.store import EvidenceStore, StorageError
 from afdp.trust import TrustPolicy
 from afdp.verify.checks import RecordFacts, RecordInput, check_record
 
 #: Branches shorter than this are checked in-process: a worker pool costs more than it saves.
 PARALLEL_THRESHOLD = 400
 BATCH = 200
+#: A batch of records is handed to the workers once it holds this many bytes of files.
+BATCH_BYTES = 64 << 20
 TIME_ORDER_TOLERANCE = timedelta(seconds=1)
 
 ProgressCallback = Callable[[int, int], None]
@@ -180,7 +182,13 @@ def check_branch(
     """
     store = EvidenceStore(repository)
     ref = branch_ref(service, deployment)
-    head = store.head(ref)
+    # 0. repository: git and libgit2 must read the same objects, and the branch must
+    # point at a commit whose history is complete and intact
+    substituted = store.substitutions()
+    try:
+        head = store.head(ref)
+    except StorageError as exc:
+        return _failed_branch(service, deployment, ref, None, policy, allow_unsealed, [exc.diagnostics(), *substituted])
     if head is None:
         known = [d for s, d in store.branches() if s == service]
         hint = (
@@ -189,9 +197,15 @@ def check_branch(
             else f"; no evidence for service {service}"
         )
         raise NotFoundError(f"no evidence branch {ref} in {repository}{hint}")
-    failures: list[Failure] = []
+    failures: list[Failure] = [
+        Failure("repository", "repository", f"git would show other content than verification reads: {what}")
+        for what in substituted
+    ]
     slots: list[_Slot] = []
-    commits = store.history(head)
+    try:
+        commits = store.history(head)
+    except StorageError as exc:
+        return _failed_branch(service, deployment, ref, str(head.id), policy, allow_unsealed, [exc.diagnostics(), *substituted])
     total = len(commits)
     workers = _worker_count(jobs, total)
     pending: list[Future[list[RecordFacts]]] = []
@@ -208,6 +222,7 @@ def check_branch(
     )
     roots = _roots_of(policy) if executor is None else None
     local_results: list[RecordFacts] = []
+    batch_bytes = 0
 
     def flush() -> None:
         if not batch:
@@ -230,6 +245,9 @@ def check_branch(
                     )
                 )
             content = store.commit_files(commit)
+            batch_bytes += sum(len(data) for data in content.added.values())
+            for check, reason in content.problems:
+                failures.append(Failure(where, check, reason, commit=str(commit.id)))
             if content.changed:
                 failures.append(
                     Failure(
@@ -295,8 +313,9 @@ def check_branch(
                         commit_payload,
                     )
                 )
-            if len(batch) >= BATCH:
+            if len(batch) >= BATCH or batch_bytes >= BATCH_BYTES:
                 flush()
+                batch_bytes = 0
             if progress is not None and index % 100 == 0:
                 progress(index, total)
         flush()
@@ -330,6 +349,20 @@ def check_branch(
         allow_unsealed,
         policy.source,
     )
+
+
+def _failed_branch(
+    service: str,
+    deployment: str,
+    ref: str,
+    head: str | None,
+    policy: TrustPolicy,
+    allow_unsealed: bool,
+    reasons: list[str],
+) -> BranchReport:
+    """Return the report of a branch that could not be read at all (check 0, repository)."""
+    failures = tuple(Failure("branch", "repository", reason) for reason in reasons)
+    return BranchReport(service, deployment, ref, head, (), failures, False, allow_unsealed, policy.source)
 
 
 def _worker_count(jobs: int | None, total: int) -> int:
@@ -506,12 +539,25 @@ def check_all(
     """
     store = EvidenceStore(repository)
     branches = [(s, d) for s, d in store.branches() if service is None or s == service]
-    if not branches:
+    # A look-alike ref under refs/heads/afdp/ (unicode confusables, extra path levels,
+    # a trailing dot) is never skipped silently: git shows it beside the real branches.
+    unsafe = [
+        _failed_branch(
+            *_split_unsafe(name),
+            name,
+            None,
+            policy,
+            allow_unsealed,
+            [f"{name!r} is under refs/heads/afdp/ but is not a valid refs/heads/afdp/<service>/<deployment> name: AFDP never writes it"],
+        )
+        for name in store.unsafe_branches()
+    ]
+    if not branches and not unsafe:
         raise NotFoundError(
             f"no AFDP evidence branches in {repository}"
             + (f" for service {service}" if service else "")
         )
-    return [
+    return unsafe + [
         check_branch(
             repository,
             service=s,
@@ -523,6 +569,11 @@ def check_all(
         )
         for s, d in branches
     ]
+
+
+def _split_unsafe(name: str) -> tuple[str, str]:
+    service, _, deployment = name[len("refs/heads/afdp/") :].partition("/")
+    return service, deployment
 
 
 def iter_failures(reports: Iterable[BranchReport]) -> Iterable[tuple[BranchReport, Failure]]:
