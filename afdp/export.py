@@ -80,6 +80,7 @@ class OpenedPackage:
     deployment: str
     bundle: Path
     _temp: Any  # the TemporaryDirectory holding ``repository``; removed with this object
+    trust_source: str = "auditor"  # "package": the package's own policy (not independent)
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -157,8 +158,11 @@ def export_package(
             out=staging / REPORT_FILE,
             verify_command=f"afdp verify --bundle {out.name}",
         )
+        fingerprints = fingerprint_lines(trust_fingerprints(policy))
         (staging / README_FILE).write_text(
-            _readme(report.headline, service, deployment, ref, bundle.name, head, out.name),
+            _readme(
+                report.headline, service, deployment, ref, bundle.name, head, out.name, fingerprints
+            ),
             encoding="utf-8",
         )
         if out.exists():
@@ -220,9 +224,17 @@ def _write_trust(folder: Path, policy_path: Path, document: dict[str, Any]) -> N
 
 
 def _readme(
-    headline: str, service: str, deployment: str, ref: str, bundle: str, head: str, folder: str
+    headline: str,
+    service: str,
+    deployment: str,
+    ref: str,
+    bundle: str,
+    head: str,
+    folder: str,
+    fingerprints: list[str],
 ) -> str:
     branch = ref.removeprefix("refs/heads/")
+    compare = "".join(f"- {line}\n" for line in fingerprints) or "- (the policy names none)\n"
     return f"""# AFDP evidence package: {service}/{deployment}
 
 **{headline}**
@@ -235,20 +247,40 @@ def _readme(
 | trust | `trust/trust-policy.yaml` (the policy this package was verified with), `trust/keys/*.pem`, `trust/tsa-roots.pem`, `trust/allowed_signers` |
 | report | `report.html` (self-contained; open in any browser, no network needed) |
 
-The trust material here is what the exporter trusted. An auditor should compare it with
-keys and TSA roots obtained independently, or verify with their own policy (`--trust`
-takes precedence over the package's).
+The trust material here is what the exporter trusted, and whoever wrote this package
+wrote it too: on its own it proves that the package is consistent, not who made it.
+Verify with your own trust policy, or compare the fingerprints below with keys and TSA
+roots you obtained independently (from the signer's owner, the TSA's published root)
+before accepting the package's policy.
 
 ## Verify with AFDP
 
 ```sh
 # with AFDP installed (pip install afdp), nothing else is needed: no git, no network
-afdp verify --bundle {folder}/
 afdp verify --bundle {folder}/{bundle} --trust /path/to/auditors-own-trust.yaml
 ```
 
-Exit 0: every record's signature, RFC3161 time-stamp, digest chain and the seal verified.
-Exit 1: a check failed; each failure names the record, the check and the reason.
+Exit 0: every record's signature, RFC3161 time-stamp, digest chain and the seal verified
+against your policy (the package's own policy is not read). Exit 1: a check failed; each
+failure names the record, the check and the reason.
+
+Without `--trust`, `afdp verify --bundle {folder}/` runs every check against the package's
+own `trust/trust-policy.yaml`, prints `VERIFIED against the package's OWN trust policy —
+not independent` (or FAILED ...) first, then the fingerprints to compare, and exits 1
+whatever the checks say: nothing outside the package vouched for its keys. If the
+fingerprints match ones you obtained independently, accept the package's policy
+explicitly (exit 0 when every check passes):
+
+```sh
+afdp verify --bundle {folder}/ --trust {folder}/trust/trust-policy.yaml
+```
+
+### Fingerprints to compare out of band
+
+{compare}
+Public key SHA-256: `openssl pkey -pubin -in KEY.pub -outform DER | sha256sum`; SSH
+fingerprint: `ssh-keygen -lf KEY.pub`; TSA root: `openssl x509 -in ROOT.pem -noout
+-fingerprint -sha256 -subject`.
 
 ## Independent checks (plain git and openssl, no AFDP)
 
@@ -288,10 +320,25 @@ before it (`prev`), and the last record, the seal, lists them all.
 
 
 # -- reading -------------------------------------------------------------------------------
+# Limits for reading a bundle someone else made. An AFDP deployment's bundle is a few
+# hundred KiB (records, attachments, tokens); these leave room for very large evidence
+# while keeping a crafted bundle (a 175-byte pack that declares a 1.5 GB delta result)
+# from exhausting memory: every size is checked before anything that large is built.
+MAX_BUNDLE_BYTES = 256 * 1024 * 1024  # the .bundle file
+MAX_OBJECT_BYTES = 64 * 1024 * 1024  # one object: inflated size, and a delta's result
+MAX_TOTAL_BYTES = 1024 * 1024 * 1024  # all objects of a bundle, inflated and resolved
+MAX_OBJECTS = 1_000_000  # objects a pack may declare
+_MIB = 1024 * 1024
+
+
+def _limit(value: int) -> str:
+    return f"{value // _MIB} MiB" if value % _MIB == 0 else f"{value}-byte"
+
+
 def _locate(path: Path) -> tuple[Path, Path | None]:
     """Return (bundle file, package folder or None) for a folder or a .bundle path."""
     if path.is_dir():
-        bundles = sorted(path.glob("*.bundle"))
+        bundles = sorted(p for p in path.glob("*.bundle") if p.is_file())
         if len(bundles) != 1:
             what = "no .bundle file" if not bundles else f"{len(bundles)} .bundle files"
             raise UsageError(f"{path} holds {what}; pass the .bundle file itself")
@@ -301,11 +348,30 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
     raise UsageError(f"no evidence package at {path}")
 
 
+def _read_limited(bundle: Path) -> bytes:
+    """Read at most :data:`MAX_BUNDLE_BYTES` of ``bundle`` (a larger file is refused)."""
+    try:
+        with bundle.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size <= MAX_BUNDLE_BYTES:  # read() preallocates: ask for what is there
+                data = handle.read(size + 1)
+            if size > MAX_BUNDLE_BYTES or len(data) > MAX_BUNDLE_BYTES:
+                raise BundleError(
+                    f"{bundle.name} is {max(size, MAX_BUNDLE_BYTES + 1)} bytes, more than the "
+                    f"{_limit(MAX_BUNDLE_BYTES)} limit for a bundle"
+                )
+    except OSError as exc:
+        raise UsageError(f"cannot read {bundle}: {exc.strerror or exc}") from exc
+    return data
+
+
 def read_bundle(data: bytes) -> tuple[dict[str, str], bytes]:
     """Return ``({ref: object id}, pack bytes)`` of a v2/v3 git bundle.
 
     Raises:
-        BundleError: not a bundle, or a bundle needing prerequisite commits (incomplete).
+        BundleError: not a bundle, a ref listed twice (git refuses such a bundle; reading
+            it "last wins" would let a forged first line hide), or a bundle needing
+            prerequisite commits (incomplete).
     """
     if data.startswith(BUNDLE_V2):
         position = len(BUNDLE_V2)
@@ -324,7 +390,7 @@ def read_bundle(data: bytes) -> tuple[dict[str, str], bytes]:
             break
         if line.startswith("@"):
             if line != "@object-format=sha1":  # e.g. @filter: a partial bundle
-                raise BundleError(f"unsupported bundle capability {line!r}")
+                raise BundleError(f"unsupported bundle capability {line[:80]!r}")
             continue
         if line.startswith("-"):
             raise BundleError(
@@ -333,6 +399,10 @@ def read_bundle(data: bytes) -> tuple[dict[str, str], bytes]:
         match = re.fullmatch(r"([0-9a-f]{40}) (\S+)", line)
         if not match:
             raise BundleError(f"bad bundle header line {line[:80]!r}")
+        if match.group(2) in refs:
+            raise BundleError(
+                f"bundle lists {match.group(2)} twice; a bundle names each ref once"
+            )
         refs[match.group(2)] = match.group(1)
     return refs, data[position:]
 
@@ -350,6 +420,16 @@ def _varint_size(data: bytes, pos: int) -> tuple[int, int, int]:
 
 
 def _inflate(data: bytes, pos: int, size: int) -> tuple[bytes, int]:
+    """Inflate the zlib stream at ``pos``, which must give exactly ``size`` bytes.
+
+    Never produces more than ``size + 1`` bytes, whatever the stream holds (a stream can
+    inflate a thousandfold). Returns the content and the position after the stream.
+    """
+    if size > MAX_OBJECT_BYTES:
+        raise BundleError(
+            f"pack object at offset {pos} declares {size} bytes, larger than the "
+            f"{_limit(MAX_OBJECT_BYTES)} limit per object"
+        )
     inflater = zlib.decompressobj()
     view = memoryview(data)
     out = bytearray()
@@ -359,15 +439,20 @@ def _inflate(data: bytes, pos: int, size: int) -> tuple[bytes, int]:
         if pos >= len(data):
             raise BundleError("pack is truncated")
         piece = view[pos : pos + chunk]
-        out += inflater.decompress(piece)
-        pos += len(piece)
-    pos -= len(inflater.unused_data)
+        out += inflater.decompress(piece, size + 1 - len(out))
+        if len(out) > size:
+            raise BundleError(
+                f"pack object at offset {start} inflates to more than its declared {size} bytes"
+            )
+        pos += len(piece) - len(inflater.unconsumed_tail) - len(inflater.unused_data)
     if len(out) != size:
         raise BundleError(f"pack object at offset {start} inflates to the wrong size")
     return bytes(out), pos
 
 
-def _apply_delta(base: bytes, delta: bytes) -> bytes:
+def _apply_delta(base: bytes, delta: bytes, where: int) -> bytes:
+    """Return ``base`` with the pack delta applied; ``where`` is its offset, for messages."""
+
     def varint(pos: int) -> tuple[int, int]:
         value, shift = 0, 0
         while True:
@@ -378,43 +463,64 @@ def _apply_delta(base: bytes, delta: bytes) -> bytes:
             if not byte & 0x80:
                 return value, pos
 
-    source, pos = varint(0)
-    target, pos = varint(pos)
-    if source != len(base):
-        raise BundleError("pack delta does not fit its base object")
-    out = bytearray()
-    while pos < len(delta):
-        op = delta[pos]
-        pos += 1
-        if op & 0x80:
-            offset = size = 0
-            for i in range(4):
-                if op & (1 << i):
-                    offset |= delta[pos] << (8 * i)
-                    pos += 1
-            for i in range(3):
-                if op & (0x10 << i):
-                    size |= delta[pos] << (8 * i)
-                    pos += 1
-            size = size or 0x10000
-            if offset + size > len(base):
-                raise BundleError("pack delta copies past its base object")
-            out += base[offset : offset + size]
-        elif op:
-            out += delta[pos : pos + op]
-            pos += op
-        else:
-            raise BundleError("pack delta has a reserved instruction")
+    try:
+        source, pos = varint(0)
+        target, pos = varint(pos)
+        if source != len(base):
+            raise BundleError(f"pack delta at offset {where} does not fit its base object")
+        if target > MAX_OBJECT_BYTES:
+            raise BundleError(
+                f"pack delta at offset {where} declares a {target}-byte result, larger than "
+                f"the {_limit(MAX_OBJECT_BYTES)} limit per object"
+            )
+        out = bytearray()
+        while pos < len(delta):
+            op = delta[pos]
+            pos += 1
+            if op & 0x80:
+                offset = size = 0
+                for i in range(4):
+                    if op & (1 << i):
+                        offset |= delta[pos] << (8 * i)
+                        pos += 1
+                for i in range(3):
+                    if op & (0x10 << i):
+                        size |= delta[pos] << (8 * i)
+                        pos += 1
+                size = size or 0x10000
+                if offset + size > len(base):
+                    raise BundleError(
+                        f"pack delta at offset {where} copies past its base object"
+                    )
+                out += base[offset : offset + size]
+            elif op:
+                if pos + op > len(delta):
+                    raise IndexError(pos + op)
+                out += delta[pos : pos + op]
+                pos += op
+            else:
+                raise BundleError(f"pack delta at offset {where} has a reserved instruction")
+            if len(out) > target:
+                raise BundleError(
+                    f"pack delta at offset {where} produces more than its declared {target} bytes"
+                )
+    except IndexError as exc:
+        raise BundleError(f"pack delta at offset {where} is truncated") from exc
     if len(out) != target:
-        raise BundleError("pack delta produces the wrong size")
+        raise BundleError(f"pack delta at offset {where} produces the wrong size")
     return bytes(out)
 
 
 def read_pack(pack: bytes) -> list[tuple[str, bytes]]:
     """Return every object of a pack as ``(type name, content)``, deltas resolved.
 
+    Every size is bounded (:data:`MAX_OBJECT_BYTES` per object and delta result,
+    :data:`MAX_TOTAL_BYTES` in all, :data:`MAX_OBJECTS` objects) before it is allocated.
+    Deltas are resolved in one pass over the base -> delta graph, in any order.
+
     Raises:
-        BundleError: bad magic or version, checksum mismatch, corrupt or missing objects.
+        BundleError: bad magic or version, checksum mismatch, a limit exceeded, corrupt,
+            truncated or missing objects.
     """
     if len(pack) < 32 or pack[:4] != b"PACK":
         raise BundleError("bundle holds no pack")
@@ -424,9 +530,25 @@ def read_pack(pack: bytes) -> list[tuple[str, bytes]]:
     if hashlib.sha1(pack[:-20]).digest() != pack[-20:]:
         raise BundleError("pack checksum does not match: the bundle was altered or truncated")
     body = pack[:-20]
+    if count > len(body):  # every entry takes at least two bytes
+        raise BundleError(f"pack is truncated: it declares {count} objects in {len(body)} bytes")
+    if count > MAX_OBJECTS:
+        raise BundleError(f"pack declares {count} objects, more than the limit of {MAX_OBJECTS}")
+    total = 0
+
+    def account(size: int) -> None:
+        nonlocal total
+        total += size
+        if total > MAX_TOTAL_BYTES:
+            raise BundleError(
+                f"bundle objects inflate to more than the {_limit(MAX_TOTAL_BYTES)} limit in total"
+            )
+
     by_offset: dict[int, tuple[str, bytes]] = {}
     by_id: dict[bytes, tuple[str, bytes]] = {}
-    deltas: list[tuple[int, int | bytes, bytes]] = []
+    resolved: list[tuple[int, bytes, tuple[str, bytes]]] = []  # (offset, id, object)
+    waiting_offset: dict[int, list[tuple[int, bytes]]] = {}
+    waiting_id: dict[bytes, list[tuple[int, bytes]]] = {}
     pos = 12
     try:
         for _ in range(count):
@@ -443,41 +565,89 @@ def read_pack(pack: bytes) -> list[tuple[str, bytes]]:
                     distance = ((distance + 1) << 7) | (byte & 0x7F)
                 base = start - distance
             elif kind == _REF_DELTA:
-                base = body[pos : pos + 20]
+                base = bytes(body[pos : pos + 20])
+                if len(base) != 20:
+                    raise IndexError(pos + 20)
                 pos += 20
             elif kind not in _TYPES:
                 raise BundleError(f"pack object at offset {start} has unknown type {kind}")
+            if size > MAX_OBJECT_BYTES:
+                raise BundleError(
+                    f"pack object at offset {start} declares {size} bytes, larger than the "
+                    f"{_limit(MAX_OBJECT_BYTES)} limit per object"
+                )
             content, pos = _inflate(body, pos, size)
+            account(len(content))
             if base is None:
                 obj = (_TYPES[kind], content)
+                oid = _object_id(*obj)
                 by_offset[start] = obj
-                by_id[_object_id(*obj)] = obj
+                by_id[oid] = obj
+                resolved.append((start, oid, obj))
+            elif isinstance(base, int):
+                waiting_offset.setdefault(base, []).append((start, content))
             else:
-                deltas.append((start, base, content))
+                waiting_id.setdefault(base, []).append((start, content))
     except IndexError as exc:
         raise BundleError("pack is truncated") from exc
     except zlib.error as exc:
         raise BundleError(f"pack object does not inflate: {exc}") from exc
     if pos != len(body):
         raise BundleError("pack has trailing data after its objects")
-    while deltas:
-        waiting = []
-        for start, base, content in deltas:
-            found = by_offset.get(base) if isinstance(base, int) else by_id.get(base)
-            if found is None:
-                waiting.append((start, base, content))
-                continue
-            obj = (found[0], _apply_delta(found[1], content))
+    while resolved:
+        offset, oid, (kind_name, content) = resolved.pop()
+        for start, delta in waiting_offset.pop(offset, []) + waiting_id.pop(oid, []):
+            obj = (kind_name, _apply_delta(content, delta, start))
+            account(len(obj[1]))
+            child = _object_id(*obj)
             by_offset[start] = obj
-            by_id[_object_id(*obj)] = obj
-        if len(waiting) == len(deltas):
-            raise BundleError("pack deltas refer to objects the bundle does not hold")
-        deltas = waiting
+            by_id[child] = obj
+            resolved.append((start, child, obj))
+    if waiting_offset or waiting_id:
+        raise BundleError("pack deltas refer to objects the bundle does not hold")
     return list(by_offset.values())
 
 
 def _object_id(kind: str, content: bytes) -> bytes:
     return hashlib.sha1(f"{kind} {len(content)}\0".encode() + content).digest()
+
+
+_README_BRANCH = re.compile(r"^\| branch \| `(refs/[^`]+)` \|$", re.MULTILINE)
+
+
+def _named_branch(folder: Path | None) -> str | None:
+    """The branch the package README names (``| branch | `refs/...` |``), if it names one."""
+    if folder is None:
+        return None
+    try:
+        with (folder / README_FILE).open("rb") as handle:
+            text = handle.read(1024 * 1024).decode("utf-8", "replace")
+    except OSError:
+        return None
+    match = _README_BRANCH.search(text)
+    return match.group(1) if match else None
+
+
+def _single_branch(
+    refs: dict[str, str], bundle: Path, folder: Path | None
+) -> tuple[str, str, str, str]:
+    """Return (ref, commit id, service, deployment) of the bundle's one AFDP branch."""
+    held = ", ".join(refs) or "no refs"
+    branches = [ref for ref in refs if parse_branch_ref(ref)]
+    if not branches:
+        raise BundleError(f"{bundle.name} holds no AFDP evidence branch (it holds {held})")
+    if len(refs) != 1:
+        raise BundleError(
+            f"{bundle.name}: a bundle must hold exactly one AFDP evidence branch; it holds {held}"
+        )
+    (ref,) = branches
+    if not pygit2.reference_is_valid_name(ref):
+        raise BundleError(f"{bundle.name} names {ref!r}, which is not a valid git ref name")
+    named = _named_branch(folder)
+    if named is not None and named != ref:
+        raise BundleError(f"{bundle.name} holds {ref}, but the package README names {named}")
+    service, deployment = parse_branch_ref(ref)  # type: ignore[misc]
+    return ref, refs[ref], service, deployment
 
 
 def open_package(
@@ -490,15 +660,18 @@ def open_package(
     """Read an evidence package (folder or .bundle) into a temporary bare repository.
 
     The trust policy is ``trust`` if given (the auditor's own), else the package's
-    ``trust/trust-policy.yaml``. The temporary repository is removed when the returned
-    object is garbage-collected (or at exit).
+    ``trust/trust-policy.yaml`` (``OpenedPackage.trust_source`` says which). The bundle
+    must hold exactly one ref, an AFDP branch, and the branch the package README names.
+    The temporary repository is removed when the returned object is garbage-collected.
 
     Raises:
-        UsageError: no package there; no trust policy in it and none given; the bundle
-            holds several deployments and none was named.
-        BundleError: the bundle is malformed, altered or incomplete.
+        UsageError: no package there; no trust policy in it and none given; the branch
+            is not the ``service``/``deployment`` asked for.
+        BundleError: the bundle is malformed, altered, incomplete, too large, or holds
+            other refs than its one branch.
     """
     bundle, folder = _locate(path)
+    trust_source = "auditor"
     if trust is None:
         candidate = folder / TRUST_DIR / TRUST_POLICY_FILE if folder else None
         if candidate is None or not candidate.is_file():
@@ -506,26 +679,14 @@ def open_package(
                 f"evidence package {path} has no trust material ({TRUST_DIR}/{TRUST_POLICY_FILE}); "
                 "pass --trust with the auditor's trust policy"
             )
-        trust = candidate
-    try:
-        data = bundle.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {bundle}: {exc.strerror or exc}") from exc
-    refs, pack = read_bundle(data)
-    branches = {ref: oid for ref, oid in refs.items() if parse_branch_ref(ref)}
-    if not branches:
-        raise BundleError(f"{bundle.name} holds no AFDP evidence branch")
-    if service and deployment:
-        wanted = branch_ref(service, deployment)
-        if wanted not in branches:
-            raise UsageError(f"{bundle.name} does not hold {wanted}")
-    elif len(branches) == 1:
-        service, deployment = parse_branch_ref(next(iter(branches)))  # type: ignore[misc]
-    else:
+        trust, trust_source = candidate, "package"
+    refs, pack = read_bundle(_read_limited(bundle))
+    ref, head, found_service, found_deployment = _single_branch(refs, bundle, folder)
+    if (service or deployment) and (service, deployment) != (found_service, found_deployment):
         raise UsageError(
-            f"{bundle.name} holds {len(branches)} deployments: pass --service and --deployment"
+            f"{bundle.name} holds {ref}, not {branch_ref(service or '-', deployment or '-')}"
         )
-    assert service is not None and deployment is not None
+    objects = read_pack(pack)
     temp = tempfile.TemporaryDirectory(prefix="afdp-bundle-")
     repository = Path(temp.name) / "evidence.git"
     git = pygit2.init_repository(str(repository), bare=True)
@@ -535,16 +696,20 @@ def open_package(
         "blob": pygit2.enums.ObjectType.BLOB,
         "tag": pygit2.enums.ObjectType.TAG,
     }
-    for kind, content in read_pack(pack):
+    for kind, content in objects:
         git.odb.write(kinds[kind], content)
-    for ref, oid in branches.items():
-        _check_complete(git, oid, ref)
-        git.references.create(ref, oid)
-    return OpenedPackage(repository, trust, service, deployment, bundle, temp)
+    _check_complete(git, head, ref)
+    git.references.create(ref, head)
+    return OpenedPackage(
+        repository, trust, found_service, found_deployment, bundle, temp, trust_source
+    )
+
+
+_KIND_NAMES = {1: "commit", 2: "tree", 3: "blob", 4: "tag"}
 
 
 def _check_complete(git: pygit2.Repository, oid: str, ref: str) -> None:
-    """Every object reachable from ``oid`` is present (a bundle can be cut short)."""
+    """``oid`` is a commit and every object reachable from it is present and parses."""
     seen: set[str] = set()
     stack = [oid]
     while stack:
@@ -556,9 +721,248 @@ def _check_complete(git: pygit2.Repository, oid: str, ref: str) -> None:
             raise BundleError(
                 f"bundle is incomplete: {ref} needs object {current} it does not hold"
             )
-        obj = git.get(current)
-        if isinstance(obj, pygit2.Commit):
-            stack.append(str(obj.tree_id))
-            stack.extend(str(p) for p in obj.parent_ids)
-        elif isinstance(obj, pygit2.Tree):
-            stack.extend(str(entry.id) for entry in obj)
+        kind = _KIND_NAMES.get(int(git.odb.read(current)[0]), "object")
+        if current == oid and kind != "commit":
+            raise BundleError(f"{ref} points at a {kind}, not a commit")
+        try:
+            obj = git.get(current)
+            if isinstance(obj, pygit2.Commit):
+                stack.append(str(obj.tree_id))
+                stack.extend(str(p) for p in obj.parent_ids)
+            elif isinstance(obj, pygit2.Tree):
+                stack.extend(str(entry.id) for entry in obj)
+        except (pygit2.GitError, ValueError) as exc:
+            raise BundleError(
+                f"bundle object {current} is not a well-formed {kind}: {exc}".replace("\n", " ")
+            ) from exc
+
+
+# -- verifying -----------------------------------------------------------------------------
+NOT_INDEPENDENT = "against the package's OWN trust policy — not independent"
+
+
+@dataclass(frozen=True)
+class PackageVerification:
+    """``afdp verify --bundle``'s outcome: the branch report and where its trust came from.
+
+    ``trust_source`` is ``"auditor"`` (``--trust`` given: the package's policy was not
+    read) or ``"package"`` (the package's own ``trust/trust-policy.yaml``). A package
+    verified only against its own policy proves that it is internally consistent, not
+    who made it: an attacker can ship their own key, TSA and policy. So it never exits
+    0; ``fingerprints`` are what the auditor must compare out of band before accepting
+    that policy with ``--trust``.
+    """
+
+    report: Any  # afdp.verify.verifier.BranchReport
+    trust_source: str
+    trust: Path
+    package: Path
+    fingerprints: dict[str, Any]
+
+    @property
+    def independent(self) -> bool:
+        return self.trust_source == "auditor"
+
+    @property
+    def ok(self) -> bool:
+        return self.independent and self.report.ok
+
+    @property
+    def exit_code(self) -> int:
+        from afdp.errors import EXIT_FAILED
+
+        return 0 if self.ok else EXIT_FAILED
+
+    def headline(self) -> str:
+        """The verdict line; for package trust it starts with the verdict and NOT_INDEPENDENT."""
+        report = self.report
+        name = f"{report.service}/{report.deployment}"
+        verdict = report.state.upper()
+        if report.state == "failed":
+            detail = f"{len(report.failures)} failure(s) in {len(report.records)} record(s)"
+        else:
+            signers = ", ".join(sorted({r.signer for r in report.records if r.signer})) or "-"
+            sealed = "sealed" if report.sealed else "no seal yet"
+            head = report.head[:12] if report.head else "-"
+            detail = f"{len(report.records)} record(s), {sealed}; signed by {signers}; head {head}"
+        if self.independent:
+            return f"{verdict} {name}: {detail}"
+        return f"{verdict} {NOT_INDEPENDENT}: {name}: {detail}"
+
+    def lines(self) -> list[str]:
+        """The full text verdict for package trust (first line: :meth:`headline`)."""
+        out = [self.headline()]
+        out += [f"  {f.where}: {f.check}: {f.reason}" for f in self.report.failures]
+        out.append(
+            "  The keys and TSA roots came from inside the package, so anyone who can write a "
+            "package can make this pass: exit 1."
+        )
+        out.append(
+            "  Compare these fingerprints with ones obtained independently (not from this package):"
+        )
+        out += [f"    {line}" for line in fingerprint_lines(self.fingerprints)]
+        out.append(
+            "  If they match, accept them: afdp verify --bundle "
+            f"{self.package} --trust {self.trust} (or use your own trust policy)"
+        )
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "ok": self.ok,
+            "verdict": self.report.state.upper(),
+            "trust_source": self.trust_source,
+            "independent": self.independent,
+            "headline": self.headline(),
+            "trust_policy": str(self.trust),
+            "fingerprints": self.fingerprints,
+            "branches": [self.report.to_json()],
+        }
+        return document
+
+
+def trust_fingerprints(policy: Any) -> dict[str, Any]:
+    """Return what an auditor compares out of band to trust ``policy`` (a TrustPolicy).
+
+    ``signers``: name, AFDP keyid, SHA-256 of the DER SubjectPublicKeyInfo
+    (``openssl pkey -pubin -in KEY.pub -outform DER | sha256sum``), the SSH fingerprint
+    (``ssh-keygen -lf``) when the key has an SSH form; or the keyless identity and
+    issuer. ``tsa_roots``: SHA-256 of each certificate's DER, as
+    ``openssl x509 -noout -fingerprint -sha256`` prints it, and its subject.
+    ``sigstore``: the trusted root used for keyless records (pinned file's SHA-256).
+    """
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from afdp.sshsig import allowed_signers_line
+
+    signers = []
+    for entry in policy.document.get("signers", []):
+        services = entry.get("services", ["*"])
+        if "public_key" not in entry:
+            keyless = entry.get("keyless", {})
+            signers.append(
+                {
+                    "name": entry["name"],
+                    "keyless_identity": keyless.get("identity"),
+                    "keyless_issuer": keyless.get("issuer"),
+                    "services": services,
+                }
+            )
+            continue
+        pem = entry["public_key"].encode()
+        der = serialization.load_pem_public_key(pem).public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        trusted = next((s for s in policy.signers if s.name == entry["name"]), None)
+        try:
+            blob = base64.b64decode(allowed_signers_line(pem).rsplit(" ", 1)[1])
+            ssh = "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+        except ConfigurationError:
+            ssh = None
+        signers.append(
+            {
+                "name": entry["name"],
+                "keyid": trusted.keyid if trusted else None,
+                "public_key_sha256": hashlib.sha256(der).hexdigest(),
+                "ssh_fingerprint": ssh,
+                "services": services,
+            }
+        )
+    roots = []
+    for name, pem in policy.tsa_roots_pem:
+        for certificate in x509.load_pem_x509_certificates(pem):
+            digest = certificate.fingerprint(_sha256()).hex().upper()
+            roots.append(
+                {
+                    "name": name,
+                    "sha256": ":".join(digest[i : i + 2] for i in range(0, len(digest), 2)),
+                    "subject": certificate.subject.rfc4514_string(),
+                }
+            )
+    root = policy.sigstore_root
+    sigstore = None
+    if any("keyless" in s for s in policy.document.get("signers", [])) or "sigstore" in (
+        policy.document
+    ):
+        sigstore = {
+            "instance": root.instance,
+            "pinned_trusted_root_sha256": hashlib.sha256(
+                root.trusted_root_json.encode()
+            ).hexdigest()
+            if root.trusted_root_json
+            else None,
+        }
+    return {"signers": signers, "tsa_roots": roots, "sigstore": sigstore}
+
+
+def _sha256() -> Any:
+    from cryptography.hazmat.primitives import hashes
+
+    return hashes.SHA256()
+
+
+def fingerprint_lines(fingerprints: dict[str, Any]) -> list[str]:
+    """One line per signer, TSA root and Sigstore root of :func:`trust_fingerprints`."""
+    lines = []
+    for signer in fingerprints["signers"]:
+        if "keyid" in signer:
+            ssh = f", ssh {signer['ssh_fingerprint']}" if signer["ssh_fingerprint"] else ""
+            lines.append(
+                f"signer {signer['name']}: keyid {signer['keyid']}, public key SHA-256 "
+                f"{signer['public_key_sha256']}{ssh}"
+            )
+        else:
+            lines.append(
+                f"keyless signer {signer['name']}: identity {signer['keyless_identity']}, "
+                f"issuer {signer['keyless_issuer']}"
+            )
+    for root in fingerprints["tsa_roots"]:
+        lines.append(f"TSA root {root['name']}: SHA-256 {root['sha256']}, subject {root['subject']}")
+    sigstore = fingerprints.get("sigstore")
+    if sigstore:
+        pinned = sigstore["pinned_trusted_root_sha256"]
+        lines.append(
+            f"Sigstore trusted root: pinned file SHA-256 {pinned}"
+            if pinned
+            else f"Sigstore trusted root: the {sigstore['instance']} root shipped with sigstore"
+        )
+    return lines
+
+
+def verify_package(
+    path: Path,
+    *,
+    trust: Path | None = None,
+    service: str | None = None,
+    deployment: str | None = None,
+    allow_unsealed: bool = False,
+    jobs: int | None = None,
+) -> PackageVerification:
+    """Open an evidence package and run every check on its branch.
+
+    With ``trust`` (the auditor's policy) the package's own policy is not read at all.
+    Without it the package's policy is used and the result says so (never exit 0).
+
+    Raises:
+        UsageError: see :func:`open_package`; ConfigurationError: the policy does not load.
+        BundleError: the bundle is malformed, altered, incomplete or too large.
+    """
+    from afdp.trust import load_trust_policy
+    from afdp.verify.verifier import check_branch
+
+    opened = open_package(path, trust=trust, service=service, deployment=deployment)
+    policy = load_trust_policy(opened.trust, evidence_repository=opened.repository)
+    report = check_branch(
+        opened.repository,
+        service=opened.service,
+        deployment=opened.deployment,
+        policy=policy,
+        allow_unsealed=allow_unsealed,
+        jobs=jobs,
+    )
+    return PackageVerification(
+        report, opened.trust_source, opened.trust, path, trust_fingerprints(policy)
+    )

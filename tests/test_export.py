@@ -6,6 +6,7 @@ independent checks Debian's git, openssl and ssh-keygen (skipped only if missing
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -46,12 +47,105 @@ def test_export_then_verify_bundle(package, cli):
     ]
     assert (package / "README.md").read_text().splitlines()[2] == "**VERIFIED: api/d-42: 8 record(s), sealed, every check passed**"
     assert "<title>VERIFIED" in (package / "report.html").read_text()
+    policy = package / "trust" / "trust-policy.yaml"
     for target in (package, package / "api-d-42.bundle"):
-        result = cli("verify", "--bundle", str(target))
+        result = cli("verify", "--bundle", str(target), "--trust", str(policy))
         assert result.code == 0, result.err
         assert result.out.startswith("VERIFIED api/d-42: 8 record(s), sealed")
-    document = cli("verify", "--bundle", str(package), "--json").json()
+    document = cli("verify", "--bundle", str(package), "--trust", str(policy), "--json").json()
     assert document["ok"] is True and document["branches"][0]["record_count"] == 8
+    assert document["trust_source"] == "auditor" and document["independent"] is True
+
+
+def test_package_own_trust_is_never_a_pass(package, cli, keys, tsa):
+    """Finding 4: without --trust every check runs, but the verdict says whose trust it was."""
+    result = cli("verify", "--bundle", str(package))
+    assert result.code == 1, result.err
+    lines = result.out.splitlines()
+    assert lines[0].startswith(
+        "VERIFIED against the package's OWN trust policy — not independent: api/d-42: 8 record(s), sealed; signed by dev"
+    )
+    key = _spki_sha256(keys / "dev.key.pub")
+    assert any(line.strip().startswith("signer dev: keyid ") and key in line for line in lines)
+    root = _openssl_fingerprint(tsa.directory / "root.pem")
+    assert any(line.strip().startswith("TSA root ") and root in line for line in lines)
+    assert f"--trust {package / 'trust' / 'trust-policy.yaml'}" in result.out
+    document = cli("verify", "--bundle", str(package), "--json").json()
+    assert document["ok"] is False and document["verdict"] == "VERIFIED"
+    assert document["trust_source"] == "package" and document["independent"] is False
+    assert document["headline"] == lines[0]
+    assert document["branches"][0]["ok"] is True  # the checks themselves passed
+    (signer,) = document["fingerprints"]["signers"]
+    assert signer["name"] == "dev" and signer["public_key_sha256"] == key
+    assert [r["sha256"] for r in document["fingerprints"]["tsa_roots"]] == [root]
+    # the README lists the same fingerprints, and how to accept them
+    readme = (package / "README.md").read_text()
+    assert key in readme and root in readme
+    assert "afdp verify --bundle pkg/ --trust pkg/trust/trust-policy.yaml" in readme
+
+
+def test_forged_package_says_whose_trust_and_fails(repo, attacker, other_tsa, keys, trust_file, cli, tmp_path):
+    """/tmp/qa2/pkg-evil: attacker key + attacker TSA + the attacker's own trust policy."""
+    build_deployment(repo, attacker, other_tsa, steps=2)
+    evil = tmp_path / "evil-trust.yaml"
+    write_trust_policy(evil, keys=[keys / "attacker.key.pub"], tsa_roots=[other_tsa.directory / "root.pem"])
+    out = tmp_path / "pkg-evil"
+    assert cli("export", "--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(evil), "--out", str(out)).code == 0
+    result = cli("verify", "--bundle", str(out))
+    assert result.code == 1
+    first = result.out.splitlines()[0]
+    assert first.startswith("VERIFIED against the package's OWN trust policy — not independent: api/d-42")
+    assert "signed by attacker" in first
+    assert _spki_sha256(keys / "attacker.key.pub") in result.out
+    assert _openssl_fingerprint(other_tsa.directory / "root.pem") in result.out
+    # the auditor's own policy: the forgery fails, and the package's policy is not consulted
+    result = cli("verify", "--bundle", str(out), "--trust", str(trust_file))
+    assert result.code == 1 and result.out.startswith("FAILED api/d-42")
+    assert "against the package's OWN" not in result.out
+
+
+def test_auditors_trust_ignores_the_package_policy_entirely(package, cli, trust_file):
+    (package / "trust" / "trust-policy.yaml").write_text("{not: [valid yaml")
+    result = cli("verify", "--bundle", str(package), "--trust", str(trust_file), "--json")
+    assert result.code == 0, result.err
+    assert result.json()["trust_source"] == "auditor"
+    result = cli("verify", "--bundle", str(package))  # and without --trust it is what is read
+    assert result.code == 2 and "not valid YAML" in result.err
+
+
+@pytest.mark.skipif(not TOOLS, reason="openssl and ssh-keygen compute the fingerprints independently")
+def test_fingerprints_match_the_standard_tools(package, cli, keys, tmp_path):
+    document = cli("verify", "--bundle", str(package), "--json").json()
+    (signer,) = document["fingerprints"]["signers"]
+    converted = subprocess.run(["ssh-keygen", "-i", "-m", "PKCS8", "-f", str(keys / "dev.key.pub")], capture_output=True, text=True, check=True).stdout
+    (tmp_path / "dev.ssh.pub").write_text(converted)
+    listed = subprocess.run(["ssh-keygen", "-lf", str(tmp_path / "dev.ssh.pub")], capture_output=True, text=True, check=True).stdout
+    assert signer["ssh_fingerprint"] == listed.split()[1]
+    subject = subprocess.run(["openssl", "x509", "-in", str(package / "trust" / "tsa-roots.pem"), "-noout", "-subject", "-nameopt", "RFC2253"], capture_output=True, text=True, check=True).stdout
+    assert document["fingerprints"]["tsa_roots"][0]["subject"] == subject.strip().removeprefix("subject=")
+
+
+def _spki_sha256(public_pem: Path) -> str:
+    if shutil.which("openssl") is None:
+        from cryptography.hazmat.primitives import serialization
+
+        der = serialization.load_pem_public_key(public_pem.read_bytes()).public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return hashlib.sha256(der).hexdigest()
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-in", str(public_pem), "-outform", "DER"], capture_output=True, check=True).stdout
+    return hashlib.sha256(der).hexdigest()
+
+
+def _openssl_fingerprint(certificate: Path) -> str:
+    if shutil.which("openssl") is None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+
+        digest = x509.load_pem_x509_certificate(certificate.read_bytes()).fingerprint(hashes.SHA256()).hex().upper()
+        return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+    out = subprocess.run(["openssl", "x509", "-in", str(certificate), "-noout", "-fingerprint", "-sha256"], capture_output=True, text=True, check=True).stdout
+    return out.strip().split("=", 1)[1]
 
 
 @pytest.mark.skipif(not TOOLS, reason="git, openssl and ssh-keygen are needed for the independent checks")
@@ -109,7 +203,7 @@ def test_rewritten_and_rebundled_branch_fails(package, cli, tmp_path):
     bundle = package / "api-d-42.bundle"
     bundle.unlink()
     subprocess.run(["git", "-C", str(work), "bundle", "create", str(bundle), "afdp/api/d-42"], check=True, capture_output=True)
-    result = cli("verify", "--bundle", str(package))
+    result = cli("verify", "--bundle", str(package), "--trust", str(package / "trust" / "trust-policy.yaml"))
     assert result.code == 1
     assert "FAILED api/d-42" in result.out
     assert "record 3 (capture_deployment_metadata)" in result.out
@@ -208,6 +302,10 @@ def test_export_of_failing_branch_says_failed(repo, signer, tsa, trust_file, cli
     assert (out / "README.md").read_text().splitlines()[2].startswith("**FAILED: the evidence for api/d-42 did not verify")
     assert cli("verify", "--bundle", str(out)).code == 1
     assert json.loads(cli("verify", "--bundle", str(out), "--json").out)["ok"] is False
+    result = cli("verify", "--bundle", str(out), "--trust", str(trust_file))
+    assert result.code == 1 and result.out.startswith("FAILED api/d-42")
+    result = cli("verify", "--bundle", str(out))
+    assert result.out.startswith("FAILED against the package's OWN trust policy — not independent: api/d-42")
 
 
 def test_pinned_sigstore_trusted_root_travels_with_the_package(repo, signer, tsa, keys, cli, tmp_path):
@@ -232,5 +330,9 @@ def test_pinned_sigstore_trusted_root_travels_with_the_package(repo, signer, tsa
     pinned.unlink()  # the package must not depend on the exporter's files
     moved = tmp_path / "elsewhere" / "pkg"
     shutil.move(str(out), moved)
-    result = cli("verify", "--bundle", str(moved))
+    result = cli("verify", "--bundle", str(moved), "--trust", str(moved / "trust" / "trust-policy.yaml"))
     assert result.code == 0, result.err + result.out
+    result = cli("verify", "--bundle", str(moved))
+    assert result.code == 1 and "not independent" in result.out.splitlines()[0]
+    digest = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    assert f"Sigstore trusted root: pinned file SHA-256 {digest}" in result.out

@@ -49,5 +49,7 @@ def test_export_and_verify_bundle_of_a_real_run(demo, cli, tmp_path):
     out = tmp_path / "pkg"
     result = cli("export", "--repo", str(demo.repository), "--service", demo.service, "--deployment", demo.deployment, "--trust", str(demo.trust_policy), "--out", str(out))
     assert result.code == 0, result.err
-    result = cli("verify", "--bundle", str(out))
+    result = cli("verify", "--bundle", str(out), "--trust", str(demo.trust_policy))
     assert result.code == 0 and result.out.startswith(f"VERIFIED {demo.service}/{demo.deployment}")
+    result = cli("verify", "--bundle", str(out))  # the package's own policy: never a pass
+    assert result.code == 1 and "OWN trust policy — not independent" in result.out.splitlines()[0]

@@ -407,7 +407,8 @@ def seal_cmd(
     "trust_path",
     type=click.Path(path_type=Path, dir_okay=False),
     help="The auditor's trust policy (never taken from the evidence); required, except that "
-    "with --bundle it defaults to the package's trust/trust-policy.yaml.",
+    "with --bundle it defaults to the package's own trust/trust-policy.yaml: then the result "
+    "says it is not independent, lists the fingerprints to compare, and exits 1.",
 )
 @click.option(
     "--allow-unsealed",
@@ -440,14 +441,26 @@ def verify_cmd(
     from afdp.trust import load_trust_policy
     from afdp.verify.verifier import check_all, check_branch
 
-    if bundle is not None:  # an exported evidence package, read into a temporary repository
+    if bundle is not None:  # an exported evidence package (afdp.export.verify_package)
         if repository is not None or all_branches:
             raise UsageError("--bundle replaces --repo and --all")
-        from afdp.export import open_package
+        from afdp.export import verify_package
 
-        package = open_package(bundle, trust=trust_path, service=service, deployment=deployment)
-        repository, trust_path = package.repository, package.trust
-        service, deployment = package.service, package.deployment
+        outcome = verify_package(
+            bundle,
+            trust=trust_path,
+            service=service,
+            deployment=deployment,
+            allow_unsealed=allow_unsealed,
+            jobs=jobs,
+        )
+        if as_json:
+            _emit_json(outcome.to_json())
+        elif outcome.independent:
+            print_reports([outcome.report])
+        else:  # the package's own trust: says so first, lists what to compare, exit 1
+            click.echo("\n".join(outcome.lines()))
+        sys.exit(outcome.exit_code)
     if trust_path is None:
         raise UsageError("--trust is required: the auditor's trust policy")
     if repository is None:
