@@ -204,3 +204,67 @@ def test_post_phase_without_pre_takes_no_baseline_from_a_live_source(tmp_path, s
     assert first.error.startswith("latency_mean: ")  # the live page cannot give a past window
     assert outcome.decision["action"] != "rollback"  # no baseline: never a silent verdict
     assert outcome.sealed
+
+
+GATED = """\
+name: gated
+version: "1"
+variables:
+  METRICS_URL: http://127.0.0.1:1/metrics
+  MARKER: /nonexistent
+  PYTHON: python3
+collectors:
+  svc:
+    type: scrape
+    url: ${workflow.METRICS_URL}
+metrics:
+  latency_mean:
+    collector: svc
+    metric: http_request_duration_seconds
+    unit: s
+    better: lower
+actions:
+  rollback:
+    command: ["${workflow.PYTHON}", "-c", "import sys; open(sys.argv[1], 'w').write('gate')", "${workflow.MARKER}"]
+workflow:
+  pre_deployment:
+    - capture_baseline:
+        duration: 4s
+        interval: 400ms
+        metrics: [latency_mean]
+  deployment:
+    - mark_deployment_time
+  canary:
+    - capture_impact:
+        duration: 4s
+        interval: 400ms
+        metrics: [latency_mean]
+    - analyze_differences:
+        method: mann_whitney
+    - gate:
+        condition: latency_mean.degraded
+        action: rollback
+        training_label: canary_aborted
+    - wait: 1_minute
+    - capture:
+        duration: 1_minute
+        metrics: [latency_mean]
+    - generate_training_record
+"""
+
+
+def test_a_triggered_gate_rolls_back_and_stops_the_workflow(tmp_path, service, repo, signer, tsa, trust_file):
+    path = tmp_path / "gated.yaml"
+    path.write_text(GATED)
+    workflow = load_workflow(path)
+    outcome, marker = run_both_phases(workflow, service, repo, signer, tsa, tmp_path, deploy="v2")
+    steps = {s.name: s for s in outcome.steps}
+    assert steps["gate"].status == "ok" and "gate triggered" in steps["gate"].summary
+    assert marker.read_text() == "gate"  # the gate's rollback ran
+    assert outcome.decision["action"] == "rollback" and outcome.decision["label"] == "canary_aborted"
+    for name in ("wait", "capture"):  # a minute each: never run
+        assert steps[name].status == "skipped" and "gate gate triggered" in steps[name].summary
+    assert steps["generate_training_record"].status == "ok"
+    assert outcome.training["label"] == "canary_aborted"
+    assert outcome.sealed
+    verify_branch(repo, service="shop", deployment="d-7", policy=load_trust_policy(trust_file))
