@@ -13,9 +13,11 @@
       trust/sigstore-trusted-root.json   the pinned Sigstore trusted root, if the policy pins one
 
 ``afdp verify --bundle pkg/`` verifies it with nothing else installed: the bundle is
-read by this module (header, then the pack: checksum, objects, deltas) into a temporary
-bare repository and verified like any evidence repository, with the package's trust
-policy or, taking precedence, the auditor's own ``--trust``.
+read by this module (header, then the pack: checksum, objects, deltas; every size
+bounded, see ``MAX_*``) into a temporary bare repository and verified like any evidence
+repository. With the auditor's ``--trust`` the package's own policy is not read; without
+it the package's policy is used, and the verdict says "not independent" on its first
+line, lists the fingerprints to compare out of band, and never exits 0 (docs/audit.md).
 
 Why the bundle is written here rather than with ``git bundle create``: pygit2 has no
 bundle API, but its PackBuilder writes the pack, and a v2 bundle is a short text header
@@ -873,7 +875,11 @@ def trust_fingerprints(policy: Any) -> dict[str, Any]:
         )
     roots = []
     for name, pem in policy.tsa_roots_pem:
-        for certificate in x509.load_pem_x509_certificates(pem):
+        try:
+            certificates = x509.load_pem_x509_certificates(pem)
+        except ValueError as exc:  # load_trust_policy checked one certificate; be sure
+            raise ConfigurationError(f"TSA root {name}: {exc}") from exc
+        for certificate in certificates:
             digest = certificate.fingerprint(_sha256()).hex().upper()
             roots.append(
                 {
@@ -932,6 +938,41 @@ def fingerprint_lines(fingerprints: dict[str, Any]) -> list[str]:
     return lines
 
 
+MAX_POLICY_BYTES = 4 * 1024 * 1024
+
+
+def _check_package_policy(policy: Path) -> None:
+    """A package's own policy may only name files inside its ``trust/`` folder, and is small.
+
+    (A policy pinning ``trusted_root: /dev/zero`` would otherwise be read forever.)
+
+    Raises:
+        BundleError: the policy is too large or pins a file outside ``trust/``.
+    """
+    import yaml
+
+    if policy.stat().st_size > MAX_POLICY_BYTES:
+        raise BundleError(
+            f"the package's trust policy {policy} is larger than the {_limit(MAX_POLICY_BYTES)} limit"
+        )
+    try:
+        document = yaml.safe_load(policy.read_text(encoding="utf-8"))
+        pinned = document["sigstore"]["trusted_root"]
+    except Exception:  # noqa: BLE001 - whatever is wrong, load_trust_policy reports it
+        return
+    if not isinstance(pinned, str):
+        return
+    folder = policy.parent.resolve()
+    target = (policy.parent / pinned).resolve()
+    if not target.is_relative_to(folder) or not target.is_file():
+        raise BundleError(
+            f"the package's trust policy pins {pinned!r}, which is not a file in its "
+            f"{TRUST_DIR}/ folder"
+        )
+    if target.stat().st_size > MAX_POLICY_BYTES:
+        raise BundleError(f"the package's pinned {pinned} is larger than the {_limit(MAX_POLICY_BYTES)} limit")
+
+
 def verify_package(
     path: Path,
     *,
@@ -954,6 +995,8 @@ def verify_package(
     from afdp.verify.verifier import check_branch
 
     opened = open_package(path, trust=trust, service=service, deployment=deployment)
+    if opened.trust_source == "package":
+        _check_package_policy(opened.trust)
     policy = load_trust_policy(opened.trust, evidence_repository=opened.repository)
     report = check_branch(
         opened.repository,

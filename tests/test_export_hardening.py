@@ -324,3 +324,32 @@ def test_git_bundles_still_read(tmp_path):
     assert refs == {BRANCH: head} and len(read_pack(pack)) == 3
     opened = open_package(path, trust=tmp_path / "unused.yaml")
     assert (opened.service, opened.deployment) == ("api", "d-1")
+
+
+# -- the package's own trust policy --------------------------------------------------------
+def _package_with_policy(tmp_path: Path, policy_text: str) -> Path:
+    entries, head = tiny_history()
+    folder = tmp_path / "pkg"
+    (folder / "trust").mkdir(parents=True)
+    (folder / "api-d-1.bundle").write_bytes(bundle_of([(head, BRANCH)], pack_of(entries)))
+    (folder / "trust" / "trust-policy.yaml").write_text(policy_text)
+    return folder
+
+
+def test_package_policy_pinning_a_file_outside_the_package_is_refused(cli, tmp_path, trust_file):
+    """A package policy naming /dev/zero as its Sigstore root would be read forever."""
+    for pinned in ("/dev/zero", "../../../../etc/hostname"):
+        folder = _package_with_policy(tmp_path / pinned.replace("/", "_"), f"version: 1\nsigstore:\n  trusted_root: {pinned}\n")
+        result = cli("verify", "--bundle", str(folder))
+        assert result.code == 1 and result.err.strip() == (
+            f"afdp: error: the package's trust policy pins '{pinned}', which is not a file in its trust/ folder"
+        )
+        # the auditor's own policy does not read the package's at all
+        assert "pins" not in cli("verify", "--bundle", str(folder), "--trust", str(trust_file)).err
+
+
+def test_oversized_package_policy_is_refused(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "MAX_POLICY_BYTES", 1000)
+    folder = _package_with_policy(tmp_path, "version: 1\n" + "# padding\n" * 200)
+    result = cli("verify", "--bundle", str(folder))
+    assert result.code == 1 and "trust policy" in result.err and "larger than the 1000-byte limit" in result.err
