@@ -314,3 +314,63 @@ def test_cli_run_missing_workflow_and_invalid_workflow(tmp_path, cli, repo, keys
     result = cli("run", str(bad), *base)
     assert result.code == 1 and "forever" in result.err
     assert EvidenceStore(repo).head(branch_ref("api", "d-1")) is None
+
+
+INTERRUPTIBLE = """\
+name: interruptible
+version: "1"
+workflow:
+  pre_deployment:
+    - wait: 1s
+  deployment:
+    - mark_deployment_time
+  post_deployment:
+    - wait: 2_minutes
+    - capture_deployment_metadata: [git_commit]
+"""
+
+
+def test_ctrl_c_leaves_the_branch_at_its_last_record_and_a_rerun_completes(tmp_path, repo, keys, tsa, trust_file):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "wf.yaml"
+    path.write_text(INTERRUPTIBLE)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(PERMISSIVE)
+    argv = [
+        sys.executable, "-m", "afdp", "run", str(path), "--policy", str(policy), "--service", "api",
+        "--deployment", "d-int", "--commit", "abc", "--repo", str(repo), "--key", str(keys / "dev.key"),
+        "--tsa", tsa.url, "--no-prefect",
+    ]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        head = EvidenceStore(repo).head(branch_ref("api", "d-int")) if (repo / "refs").exists() or (repo / ".git").exists() else None
+        if head is not None and "AFDP-Step: mark_deployment_time" in head.message:
+            break
+        time.sleep(0.1)
+    else:
+        process.kill()
+        pytest.fail("the run never reached the mark")
+    time.sleep(0.5)  # inside the 2-minute wait now
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and ("interrupted" in err or "aborted" in err)
+    steps = [p["step"]["name"] for p in predicates(repo, "d-int")]
+    assert steps == ["genesis", "wait", "mark_deployment_time"]
+    report = check_branch(repo, service="api", deployment="d-int", policy=load_trust_policy(trust_file), allow_unsealed=True)
+    assert report.ok and not report.sealed
+    # Same workflow, same deployment: continues after the mark (waits shortened this time).
+    done = subprocess.run([*argv, "--time-scale", "120", "--json"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    outcome = json.loads(done.stdout)
+    assert [s["resumed"] for s in outcome["steps"]] == [True, True, False, False]
+    steps = [p["step"]["name"] for p in predicates(repo, "d-int")]
+    assert steps == ["genesis", "wait", "mark_deployment_time", "wait_2", "capture_deployment_metadata", "seal"]
+    verify_branch(repo, service="api", deployment="d-int", policy=load_trust_policy(trust_file))
