@@ -68,6 +68,7 @@ class BranchTail:
     step: str
     kind: str
     envelope_sha256: str
+    timestamps: dict[str, str]  # token file name -> hex SHA-256, cited by the next record
 
 
 def trailers(message: str) -> dict[str, str]:
@@ -95,28 +96,49 @@ def read_tail(store: EvidenceStore, head: pygit2.Commit) -> BranchTail:
         raise StorageError(
             f"branch head {str(head.id)[:12]} is not an AFDP record commit; run 'afdp verify'"
         ) from exc
-    envelope = store.read_blob(head.tree, f"{rec.record_dir(sequence, step)}/{rec.ENVELOPE_FILE}")
-    if envelope is None or info.get("AFDP-Digest") != f"sha256:{sha256_hex(envelope)}":
+    files = store.list_dir(head.tree, rec.record_dir(sequence, step))
+    envelope = files.get(rec.ENVELOPE_FILE)
+    tokens = {n: sha256_hex(d) for n, d in files.items() if rec.TIMESTAMP_FILE.fullmatch(n)}
+    if (
+        envelope is None
+        or not tokens
+        or info.get("AFDP-Digest") != f"sha256:{sha256_hex(envelope)}"
+    ):
         raise StorageError(
             f"branch head {str(head.id)[:12]} does not match the record it names; run 'afdp verify'"
         )
-    return BranchTail(head, sequence, step, kind, sha256_hex(envelope))
+    return BranchTail(head, sequence, step, kind, sha256_hex(envelope), tokens)
 
 
 def _message(
     record: rec.UnsignedRecord, digest: str, keyid: str, tsa_url: str, gen_time: str
 ) -> str:
-    predicate = record.statement["predicate"]
+    return commit_message(record.statement, digest, keyid, tsa_url, gen_time)
+
+
+def commit_message(
+    statement: dict[str, Any], digest: str, keyid: str, tsa_url: str, gen_time: str
+) -> str:
+    """Return the commit message of a record: a function of the signed statement, the
+    envelope digest, the signer label (keyid, or ``sigstore:<instance> <identity>``),
+    the TSA URL that answered and the token's time (``format_time``).
+
+    Verification regenerates it from the verified record and compares: every line but
+    the TSA URL (which no signature covers) is bound to the record.
+    """
+    predicate = statement["predicate"]
+    kind = rec.KIND_OF_PREDICATE[statement["predicateType"]]
+    step, sequence = predicate["step"]["name"], predicate["sequence"]
     subject = {
         rec.KIND_GENESIS: f"genesis: evidence opened for {predicate['service']}/{predicate['deployment']}",
         rec.KIND_SEAL: f"seal: {predicate['summary']}",
-    }.get(record.kind, f"{record.step}: {predicate['status']} - {predicate['summary']}")
+    }.get(kind, f"{step}: {predicate['status']} - {predicate['summary']}")
     prev = predicate["prev"]["sha256"] if predicate["prev"] else "none"
     lines = [
         subject[:200],
         "",
-        f"Record {record.sequence} of {predicate['service']}/{predicate['deployment']}"
-        f" ({record.kind}, status {predicate['status']}).",
+        f"Record {sequence} of {predicate['service']}/{predicate['deployment']}"
+        f" ({kind}, status {predicate['status']}).",
     ]
     if predicate["error"]:
         lines.append(f"Error: {predicate['error'][:500]}")
@@ -124,9 +146,9 @@ def _message(
         "",
         f"AFDP-Service: {predicate['service']}",
         f"AFDP-Deployment: {predicate['deployment']}",
-        f"AFDP-Record: {record.sequence}",
-        f"AFDP-Step: {record.step}",
-        f"AFDP-Kind: {record.kind}",
+        f"AFDP-Record: {sequence}",
+        f"AFDP-Step: {step}",
+        f"AFDP-Kind: {kind}",
         f"AFDP-Status: {predicate['status']}",
         f"AFDP-Digest: sha256:{digest}",
         f"AFDP-Prev: {'sha256:' + prev if prev != 'none' else prev}",
@@ -285,6 +307,7 @@ def append_record(
             deployment=deployment,
             sequence=tail.sequence + 1,
             prev=tail.envelope_sha256,
+            prev_timestamps=tail.timestamps,
         )
         try:
             written.append(

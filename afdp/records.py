@@ -134,20 +134,35 @@ class UnsignedRecord:
 
 
 def build_record(
-    draft: RecordDraft, *, service: str, deployment: str, sequence: int, prev: str | None
+    draft: RecordDraft,
+    *,
+    service: str,
+    deployment: str,
+    sequence: int,
+    prev: str | None,
+    prev_timestamps: Mapping[str, str] | None = None,
 ) -> UnsignedRecord:
     """Return the in-toto statement for ``draft`` at position ``sequence`` after ``prev``.
 
-    ``prev`` is the hex SHA-256 of the previous record's envelope (None for genesis).
+    ``prev`` is the hex SHA-256 of the previous record's envelope (None for genesis);
+    ``prev_timestamps`` maps each time-stamp token file of the previous record
+    (``timestamp-<n>.tsr``) to the hex SHA-256 of its bytes: the record binds them, so
+    no token can be added to or swapped in the previous record afterwards.
 
     Raises:
-        UsageError: the result cannot be canonicalized, or the chain position is wrong
-            for the kind (a genesis must be first; nothing else may be).
+        UsageError: the result cannot be canonicalized, the chain position is wrong
+            for the kind (a genesis must be first; nothing else may be), or a record
+            after genesis names no time-stamp token of its predecessor.
     """
     if (draft.kind == KIND_GENESIS) != (prev is None) or (draft.kind == KIND_GENESIS) != (
         sequence == 0
     ):
         raise UsageError(f"a {draft.kind} record cannot stand at position {sequence}")
+    if prev is not None and not prev_timestamps:
+        raise UsageError("a record after genesis must cite the previous record's time-stamp tokens")
+    for name, digest in (prev_timestamps or {}).items():
+        if not TIMESTAMP_FILE.fullmatch(name) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise UsageError(f"invalid time-stamp token citation {name!r}: {digest!r}")
     result_bytes = canonical_bytes(draft.result)
     result_digest = sha256_hex(result_bytes)
     files: dict[str, bytes] = {}
@@ -165,6 +180,11 @@ def build_record(
         "context": dict(draft.context),
         "workflow": {"sha256": draft.workflow_digest} if draft.workflow_digest else None,
         "prev": {"sha256": prev} if prev else None,
+        "prev_timestamps": (
+            [{"path": n, "sha256": prev_timestamps[n]} for n in sorted(prev_timestamps)]
+            if prev is not None and prev_timestamps
+            else None
+        ),
         "artifacts": [],
     }
     if len(result_bytes) > INLINE_RESULT_LIMIT:

@@ -10,7 +10,7 @@ unreachable objects behind, so the branch stays at its last complete record.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -425,6 +425,18 @@ class EvidenceStore:
             walk.added[path] = self._raw(oid)[1]
         except (pygit2.GitError, KeyError, ValueError) as exc:
             walk.problems.append(("commit", _object_problem(oid, path, exc)))
+
+    def _walk(self, tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, bytes, int]]:
+        """Yield ``(path, data, filemode)`` of every file under ``tree`` (-1: not a blob)."""
+        for entry in tree:
+            path = f"{prefix}{entry.name}"
+            obj = self.repo.get(entry.id)
+            if isinstance(obj, pygit2.Tree):
+                yield from self._walk(obj, path + "/")
+            elif isinstance(obj, pygit2.Blob):
+                yield path, obj.data, entry.filemode
+            else:
+                yield path, b"", -1
 
     # -- writing -----------------------------------------------------------------------
     def write_commit(

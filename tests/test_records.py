@@ -26,18 +26,19 @@ def test_non_canonicalizable_values_are_usage_errors():
 
 def test_step_record_cites_previous_and_digests_result():
     draft = rec.RecordDraft(kind=rec.KIND_STEP, step="capture_baseline", result={"p50": 1})
-    record = rec.build_record(draft, service="api", deployment="d-1", sequence=3, prev="ab" * 32)
+    record = rec.build_record(draft, service="api", deployment="d-1", sequence=3, prev="ab" * 32, prev_timestamps={"timestamp-0.tsr": "cd" * 32})
     statement = record.statement
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == "https://afdp.dev/evidence/step/v1"
     assert statement["subject"][0] == {"name": "afdp:api/d-1/000003-capture_baseline", "digest": {"sha256": digest({"p50": 1})}}
     assert statement["predicate"]["prev"] == {"sha256": "ab" * 32}
+    assert statement["predicate"]["prev_timestamps"] == [{"path": "timestamp-0.tsr", "sha256": "cd" * 32}]
     assert record.directory == "records/000/000003-capture_baseline"
 
 
 def test_large_results_are_stored_beside_the_envelope():
     big = {"series": list(range(30000))}
-    record = rec.build_record(rec.RecordDraft(kind=rec.KIND_STEP, step="s", result=big), service="a", deployment="b", sequence=1, prev="00" * 32)
+    record = rec.build_record(rec.RecordDraft(kind=rec.KIND_STEP, step="s", result=big), service="a", deployment="b", sequence=1, prev="00" * 32, prev_timestamps={"timestamp-0.tsr": "00" * 32})
     assert record.statement["predicate"]["result"] is None
     ref = record.statement["predicate"]["result_ref"]
     assert record.files[rec.RESULT_FILE] == canonical_bytes(big)

@@ -208,7 +208,7 @@ def test_records_appended_after_the_seal(sealed, signer, tsa, trust_file):
     from afdp.canonical import sha256_hex
 
     draft = rec.RecordDraft(kind=rec.KIND_STEP, step="late_step", result={"x": 1})
-    late = rec.build_record(draft, service="api", deployment="d-42", sequence=6, prev=sha256_hex(seal_entry.files[rec.ENVELOPE_FILE]))
+    late = rec.build_record(draft, service="api", deployment="d-42", sequence=6, prev=sha256_hex(seal_entry.files[rec.ENVELOPE_FILE]), prev_timestamps={n: sha256_hex(d) for n, d in seal_entry.files.items() if rec.TIMESTAMP_FILE.fullmatch(n)})
     forged = _resign(Entry("late", late.directory, {rec.ENVELOPE_FILE: rec.envelope_json(canonical_bytes(late.statement), "x", b"x")}), signer, tsa.url)
     digest = sha256_hex(forged.files[rec.ENVELOPE_FILE])
     entries.append(Entry(f"late\n\nAFDP-Digest: sha256:{digest}\n", forged.directory, forged.files))

@@ -24,6 +24,15 @@ check so an auditor sees exactly what is wrong:
 10. ``commit-signature``  the commit carrying the record has an SSH signature (git's
                  ``gpgsig``) by the record's trusted key, whenever that key's scheme has
                  an SSH form (see ``afdp.sshsig``); a signature that cannot be checked fails
+11. ``commit`` (the part that needs the record) the commit message is exactly the one
+                 AFDP writes for this verified record (``afdp.ledger.commit_message``):
+                 subject, body and every AFDP-* trailer; only the AFDP-TSA URL is not
+                 bound by any signature: it must be an http(s) URL and is reported as
+                 unverified
+
+Attacker-written bytes never raise out of here: JSON nested deeper than ``MAX_JSON_DEPTH``
+is refused before it is parsed, and anything unexpected becomes a failure of the check
+that was running.
 """
 
 from __future__ import annotations
@@ -32,9 +41,11 @@ import base64
 import binascii
 import contextlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from afdp import records as rec
 from afdp import schemas
@@ -42,6 +53,44 @@ from afdp.canonical import canonical_bytes, sha256_hex
 from afdp.errors import AfdpError
 from afdp.keyless import KEYLESS_KEYID
 from afdp.trust import TrustPolicy
+
+#: JSON deeper than this (arrays and objects) is refused before parsing: no AFDP document
+#: comes close, and deep nesting exhausts the recursion of parsers and validators.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_OPENSSL_REASON = re.compile(r'reason: "([^"]+)"')
+
+
+def json_depth_exceeds(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Return True if ``data`` nests arrays/objects deeper than ``limit`` (strings ignored).
+
+    A cheap scan (the string removal is one regular-expression pass): it runs before
+    ``json.loads`` on every attacker-written JSON file.
+    """
+    depth = 0
+    for char in _JSON_STRING.sub(b"", data).translate(None, _BRACKETS):
+        if char in b"[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _load_json(data: bytes, what: str) -> Any:
+    """Parse attacker-written JSON bytes.
+
+    Raises:
+        ValueError: not JSON, or nested deeper than ``MAX_JSON_DEPTH``.
+    """
+    if json_depth_exceeds(data):
+        raise ValueError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels; refused unparsed")
+    try:
+        return json.loads(data)
+    except RecursionError as exc:  # defence in depth: the scan above should prevent it
+        raise ValueError(f"{what} nests too deeply") from exc
 
 
 @dataclass(frozen=True)
@@ -55,6 +104,7 @@ class RecordInput:
     deployment: str
     commit_signature: bytes | None = None  # git's gpgsig header, if any
     commit_payload: bytes | None = None  # the commit object without that header
+    commit_message: str | None = None  # None: the message is not checked (tests only)
 
 
 @dataclass
@@ -77,6 +127,12 @@ class RecordFacts:
     timestamps: list[tuple[str, str]] = field(default_factory=list)  # (gen_time iso, tsa name)
     seal_entries: list[dict[str, Any]] | None = None
     failures: list[tuple[str, str]] = field(default_factory=list)  # (check, reason)
+    token_files: dict[str, str] = field(default_factory=dict)  # every .tsr -> sha256 of its bytes
+    token_times: dict[str, datetime] = field(default_factory=dict)  # valid .tsr -> genTime
+    prev_timestamps: dict[str, str] | None = None  # what the record cites of its predecessor
+    tsa_url: str | None = None  # the AFDP-TSA trailer (no signature covers it)
+    keyless_identity: str | None = None  # the verified certificate identity (keyless)
+    stage: str = "layout"  # the check running (names an unexpected error)
 
     def fail(self, check: str, reason: str) -> None:
         self.failures.append((check, reason))
@@ -89,8 +145,13 @@ class _Stop(Exception):
 def check_record(item: RecordInput, policy: TrustPolicy, roots: Any) -> RecordFacts:
     """Run checks 1-10 on one record and return what they established and found wrong."""
     facts = RecordFacts(item.position, item.directory)
-    with contextlib.suppress(_Stop):
+    try:
         _run(item, policy, roots, facts)
+    except _Stop:
+        pass
+    except Exception as exc:  # attacker-written input must never escape as a traceback
+        text = " ".join(str(exc).split())[:200]
+        facts.fail(facts.stage, f"record cannot be checked: {type(exc).__name__}: {text}")
     return facts
 
 
@@ -106,10 +167,14 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
         facts.fail("layout", "no envelope.json: the record is unsigned")
         raise _Stop
     facts.envelope_sha256 = sha256_hex(envelope_bytes)
+    facts.token_files = {
+        name: sha256_hex(data) for name, data in files.items() if rec.TIMESTAMP_FILE.fullmatch(name)
+    }
 
     # 2. envelope
+    facts.stage = "envelope"
     try:
-        envelope = json.loads(envelope_bytes)
+        envelope = _load_json(envelope_bytes, "envelope.json")
     except ValueError as exc:
         facts.fail("envelope", f"envelope.json is not JSON: {exc}")
         raise _Stop from exc
@@ -126,12 +191,13 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
     try:
         payload = base64.b64decode(envelope["payload"], validate=True)
         signature = base64.b64decode(envelope["signatures"][0]["sig"], validate=True)
-        statement = json.loads(payload)
+        statement = _load_json(payload, "the payload")
     except (binascii.Error, ValueError) as exc:
         facts.fail("envelope", f"payload or signature is not valid base64 JSON: {exc}")
         raise _Stop from exc
 
     # 3. schema
+    facts.stage = "schema"
     problems = [f"{p}: {m}" for p, m in schemas.iter_errors("statement.v1", statement)]
     if problems:
         facts.fail("schema", "statement: " + "; ".join(problems))
@@ -147,9 +213,19 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
     facts.kind, facts.sequence, facts.step = kind, predicate["sequence"], predicate["step"]["name"]
     facts.status, facts.summary = predicate["status"], predicate["summary"]
     facts.prev = predicate["prev"]["sha256"] if predicate["prev"] else None
+    if predicate["prev_timestamps"] is not None:
+        facts.prev_timestamps = {t["path"]: t["sha256"] for t in predicate["prev_timestamps"]}
     facts.started_at, facts.finished_at = predicate["started_at"], predicate["finished_at"]
+    times = {}
+    for name in ("started_at", "finished_at"):
+        try:
+            times[name] = rec.parse_time(predicate[name])
+        except (ValueError, OverflowError):
+            facts.fail("schema", f"{name} {predicate[name]!r} is not a valid RFC 3339 time")
+            raise _Stop from None
 
     # 4. identity: a record grafted from another branch or position names them
+    facts.stage = "identity"
     sequence_text, step_name = match.group(1), match.group(2)
     expected_dir = rec.record_dir(int(sequence_text), step_name)
     if item.directory != expected_dir:
@@ -172,6 +248,7 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
         )
 
     # 5. digest
+    facts.stage = "digest"
     digest_failures = len(facts.failures)
     keyless_record = envelope["signatures"][0]["keyid"] == KEYLESS_KEYID
     _check_digests(
@@ -183,11 +260,20 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
         result = predicate["result"]
         if result is None and predicate["result_ref"] is not None:
             with contextlib.suppress(ValueError):
-                result = json.loads(files[rec.RESULT_FILE])
+                result = _load_json(files[rec.RESULT_FILE], "result.json")
         if isinstance(result, dict) and isinstance(result.get("records"), list):
-            facts.seal_entries = result["records"]
+            entries = result["records"]
+            if all(_seal_entry_ok(e) for e in entries):
+                facts.seal_entries = entries
+            else:
+                facts.fail(
+                    "seal",
+                    "seal result lists records that are not {sequence: integer, step: string, sha256: hex}",
+                )
+                facts.seal_entries = []
 
     # 6. signer  7. signature
+    facts.stage = "signer"
     sig = envelope["signatures"][0]
     facts.keyid = sig["keyid"]
     keyless = sig["keyid"] == KEYLESS_KEYID
@@ -215,16 +301,15 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
             )
 
     # 8. timestamp
+    facts.stage = "timestamp"
     _check_timestamps(files, signature, policy, roots, facts)
 
     # 10 (after 9, below). commit-signature needs the trusted key found in 6.
     commit_key = trusted.key if trusted is not None else None
 
     # 9. time
-    started, finished = (
-        rec.parse_time(predicate["started_at"]),
-        rec.parse_time(predicate["finished_at"]),
-    )
+    facts.stage = "time"
+    started, finished = times["started_at"], times["finished_at"]
     if started > finished:
         facts.fail(
             "time",
@@ -239,7 +324,81 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
             )
 
     # 10. commit-signature
+    facts.stage = "commit-signature"
     _check_commit_signature(item, commit_key, facts)
+
+    # 11. commit (message): regenerated from the verified record
+    facts.stage = "commit"
+    label = _keyless_label(item.commit_message, facts, policy) if keyless else sig["keyid"]
+    _check_message(item, statement, label, facts)
+
+
+def _seal_entry_ok(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict)
+        and type(entry.get("sequence")) is int
+        and isinstance(entry.get("step"), str)
+        and isinstance(entry.get("sha256"), str)
+    )
+
+
+def _keyless_label(message: str | None, facts: RecordFacts, policy: TrustPolicy) -> str:
+    # The writer names the Sigstore instance it signed with; which root verifies the
+    # bundle is the auditor's choice, so either instance name is accepted here.
+    from afdp.keyless import INSTANCES
+
+    if facts.keyless_identity is None:
+        # the bundle did not verify (already a failure): its signer line cannot be
+        # bound, the rest of the message still is
+        found = re.findall(r"^AFDP-Signer: (.*)$", message or "", re.MULTILINE)
+        return found[0] if len(found) == 1 else ""
+    identity = facts.keyless_identity
+    for instance in INSTANCES:
+        label = f"sigstore:{instance} {identity}".strip()
+        if message is not None and f"\nAFDP-Signer: {label}\n" in message:
+            return label
+    return f"sigstore:{policy.sigstore_root.instance} {identity}".strip()
+
+
+def well_formed_url(url: str) -> bool:
+    """Return True for an http(s) URL with a host and no spaces or control characters."""
+    if not url or len(url) > 2048 or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+_TSA_LINE = re.compile(r"^AFDP-TSA: (.*)$", re.MULTILINE)
+
+
+def _check_message(item: RecordInput, statement: dict[str, Any], label: str, facts: RecordFacts) -> None:
+    from afdp.ledger import commit_message
+
+    actual = item.commit_message
+    if actual is None:
+        return
+    gen_time = facts.token_times.get("timestamp-0.tsr")
+    if gen_time is None or facts.envelope_sha256 is None:
+        return  # the time-stamp check failed already: the record fails (closed)
+    found = _TSA_LINE.findall(actual)
+    url = found[0] if len(found) == 1 else ""
+    facts.tsa_url = url or None
+    if not well_formed_url(url):
+        facts.fail("commit", f"the AFDP-TSA trailer {url[:100]!r} is not one http(s) URL")
+    expected = commit_message(statement, facts.envelope_sha256, label, url, rec.format_time(gen_time))
+    if actual != expected:
+        got, want = actual.split("\n"), expected.split("\n")
+        at = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
+        shown = got[at][:120] if at < len(got) else "(end of message)"
+        wanted = want[at][:120] if at < len(want) else "(end of message)"
+        facts.fail(
+            "commit",
+            f"commit message is not the one AFDP writes for this record: line {at + 1} reads {shown!r}, expected {wanted!r}",
+        )
 
 
 def _check_commit_signature(item: RecordInput, key: Any, facts: RecordFacts) -> None:
@@ -280,6 +439,9 @@ def _check_keyless(
     if bundle is None:
         facts.fail("keyless.bundle", f"keyless record without {rec.BUNDLE_FILE}")
         return
+    if json_depth_exceeds(bundle):
+        facts.fail("keyless.bundle", f"{rec.BUNDLE_FILE} nests deeper than {MAX_JSON_DEPTH} levels; refused unparsed")
+        return
     # 6k. keyless.identity, 7k. keyless.signature (in verify_keyless_bundle's order)
     try:
         verified = verify_keyless_bundle(
@@ -299,6 +461,7 @@ def _check_keyless(
         facts.fail("keyless.bundle", "the bundle signs another envelope than envelope.json")
         return
     facts.signer = verified.name
+    facts.keyless_identity = verified.identity
     trusted = policy.keyless_signer(verified.name)
     if trusted is not None and not trusted.may_sign_for(item.service):
         facts.fail("signer", f"signer {trusted.name} may not sign for service {item.service}")
@@ -343,6 +506,20 @@ def _check_digests(
         facts.fail("layout", f"unexpected files in the record: {', '.join(extra)}")
 
 
+def _timestamp_reason(exc: AfdpError) -> str:
+    """One line: the reason without its check prefix, an OpenSSL error stack as its reasons."""
+    text = str(getattr(exc, "message", None) or exc)
+    check = getattr(exc, "check", None)
+    if check and text.startswith(f"{check}: "):
+        text = text[len(check) + 2 :]
+    reasons = _OPENSSL_REASON.findall(text)
+    if reasons or "ErrorStack" in text:
+        head = text.split("ErrorStack", 1)[0].rstrip(" :([")
+        detail = "; ".join(dict.fromkeys(reasons)) or "OpenSSL verification error"
+        text = f"{head} (OpenSSL: {detail})" if head else f"OpenSSL: {detail}"
+    return " ".join(text.split())[:300]
+
+
 def _check_timestamps(
     files: dict[str, bytes], signature: bytes, policy: TrustPolicy, roots: Any, facts: RecordFacts
 ) -> None:
@@ -356,10 +533,11 @@ def _check_timestamps(
             check = getattr(exc, "check", "timestamp")
             facts.fail(
                 check if check.startswith("timestamp") else "timestamp",
-                f"{name}: {exc.diagnostics()}",
+                f"{name}: {_timestamp_reason(exc)}",
             )
             continue
         facts.timestamps.append((verified.gen_time.isoformat(), verified.tsa_name))
+        facts.token_times[name] = verified.gen_time
     if len(facts.timestamps) < policy.required_timestamps and not any(
         c.startswith("timestamp") for c, _ in facts.failures
     ):

@@ -8,8 +8,9 @@ the chain checks over the results in order:
 11. ``commit``      each commit has one parent and adds exactly one record directory
                     under records/ and nothing else (no foreign, merge or editing commits);
                     its AFDP-Digest trailer names that record's envelope
-12. ``chain``       record N stands at position N, genesis first, and its ``prev`` is the
-                    digest of record N-1's envelope
+12. ``chain``       record N stands at position N, genesis first, its ``prev`` is the
+                    digest of record N-1's envelope, and its ``prev_timestamps`` name
+                    exactly record N-1's time-stamp token files, by SHA-256
 13. ``time-order``  time-stamps never go backwards along the chain (1 s tolerance)
 14. ``seal``        the last record is a seal that lists every record before it
                     (an unsealed branch fails unless unsealed branches are allowed)
@@ -78,6 +79,9 @@ class VerifiedRecord:
     started_at: str | None
     finished_at: str | None
     commit: str
+    #: The AFDP-TSA commit trailer: a well-formed URL, but no signature covers it.
+    tsa_url: str | None = None
+    unverified: tuple[str, ...] = ("tsa_url",)
 
 
 @dataclass(frozen=True)
@@ -311,6 +315,7 @@ def check_branch(
                         deployment,
                         commit_signature,
                         commit_payload,
+                        content.message,
                     )
                 )
             if len(batch) >= BATCH or batch_bytes >= BATCH_BYTES:
@@ -424,6 +429,31 @@ def _chain_checks(
                     slot.commit,
                 )
             )
+        if position > 0 and facts.kind is not None and previous is not None:
+            cited = facts.prev_timestamps or {}
+            held = previous.token_files
+            if cited != held:
+                extra = sorted(held.keys() - cited.keys())
+                missing = sorted(cited.keys() - held.keys())
+                swapped = sorted(n for n in held.keys() & cited.keys() if held[n] != cited[n])
+                parts = [
+                    f"{label} {', '.join(names)}"
+                    for label, names in (
+                        ("not cited by the next record:", extra),
+                        ("cited but missing:", missing),
+                        ("differ from the digest the next record cites:", swapped),
+                    )
+                    if names
+                ]
+                failures.append(
+                    Failure(
+                        _label(previous),
+                        "chain",
+                        f"time-stamp tokens {'; '.join(parts)} (record {facts.sequence} binds this record's tokens)",
+                        previous.sequence,
+                        slots[position - 1].commit,
+                    )
+                )
         if position > 0 and facts.kind is not None:
             expected = previous.envelope_sha256 if previous else None
             if facts.prev != expected:
@@ -479,9 +509,40 @@ def _chain_checks(
                 facts.started_at,
                 facts.finished_at,
                 slot.commit,
+                facts.tsa_url,
             )
         )
+    if slots and slots[-1].facts is not None:
+        _check_last_tokens(slots[-1].facts, slots[-1].commit, failures, policy)
     return records, seal_at is not None and seal_at == len(slots) - 1
+
+
+def _check_last_tokens(
+    facts: RecordFacts, commit: str, failures: list[Failure], policy: TrustPolicy
+) -> None:
+    # 9. time, for the last record only: no later record binds its time-stamp tokens
+    # (12. chain does for every other record), so a token could be added or swapped
+    # later. The writer asks for its token right after signing, so a token dated more
+    # than the clock skew after the record's signed finished_at is refused.
+    if facts.finished_at is None:
+        return
+    try:
+        finished = rec.parse_time(facts.finished_at)
+    except ValueError:
+        return  # already a schema failure
+    for name, stamped in sorted(facts.token_times.items()):
+        if stamped > finished + policy.clock_skew:
+            failures.append(
+                Failure(
+                    _label(facts),
+                    "time",
+                    f"{name} is dated {stamped.isoformat()}, more than {int(policy.clock_skew.total_seconds())} s "
+                    f"after the record finished ({facts.finished_at}); the last record's tokens are bound "
+                    "by no later record, so a later token is refused",
+                    facts.sequence,
+                    commit,
+                )
+            )
 
 
 def _check_seal(
@@ -493,7 +554,10 @@ def _check_seal(
         failures.append(Failure(where, "seal", "seal lists no records", seal.sequence, commit))
         return
     expected = [(i, s.facts.step, s.facts.envelope_sha256) for i, s in enumerate(before) if s.facts]
-    listed = [(e.get("sequence"), e.get("step"), e.get("sha256")) for e in entries]
+    listed = [
+        (e.get("sequence"), e.get("step"), e.get("sha256")) if isinstance(e, dict) else (None, None, None)
+        for e in entries
+    ]
     if listed != expected:
         mismatch = next(
             (i for i, (a, b) in enumerate(zip(listed, expected, strict=False)) if a != b),
