@@ -49,9 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
-
-from securesystemslib.signer import Signer
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from afdp import records as rec
 from afdp.canonical import canonical_bytes, sha256_hex
@@ -79,6 +77,9 @@ from afdp.workflow.model import (
     Workflow,
 )
 from afdp.workflow.units import DIMENSIONLESS, Quantity, Unit, parse_unit
+
+if TYPE_CHECKING:
+    from afdp.signing import AnySigner
 
 T = TypeVar("T")
 
@@ -171,7 +172,7 @@ class RunRequest:
     repository: Path
     service: str
     deployment: str
-    signer: Signer
+    signer: AnySigner
     tsa_urls: tuple[str, ...]
     info: DeploymentInfo = field(default_factory=DeploymentInfo)
     overrides: Mapping[str, Any] = field(default_factory=dict)
@@ -932,8 +933,8 @@ def _capture(run: _Run, step: Step, values: dict[str, Any], *, missed: bool) -> 
     attachments: dict[str, bytes] = {}
     for name in params.metrics:
         got = collected.get(name)
-        if isinstance(got, Exception):
-            errors[name] = _error_text(got)
+        if isinstance(got, Exception) or got is None:
+            errors[name] = _error_text(got) if got is not None else "no result"
             continue
         data = got
         document = data.to_json()

@@ -106,7 +106,7 @@ class PrefectExecutor(StepExecutor):
         def body() -> tuple[T, str]:
             return work(), str(task_run.id)
 
-        step_task = task(
+        step_task = task(  # type: ignore[call-overload]
             body,
             name=f"step-{step.name}",
             task_run_name=step.name,
@@ -130,7 +130,7 @@ class PrefectExecutor(StepExecutor):
                     first_errors.setdefault(label, exc)
                     raise
 
-            collect_task = task(
+            collect_task = task(  # type: ignore[call-overload]
                 body,
                 name=f"collect-{label}",
                 task_run_name=f"{step.name}-{label}",
