@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -85,9 +86,16 @@ class TrustPolicy:
         ]
 
     def keyless_signer(self, name: str) -> TrustedSigner | None:
-        """Return the trusted keyless signer called ``name``, or None."""
+        """Return the trusted keyless signer called ``name``, or None (names are unique)."""
         for signer in self.signers:
             if signer.name == name and signer.identity is not None:
+                return signer
+        return None
+
+    def keyless_signer_for(self, identity: str, issuer: str) -> TrustedSigner | None:
+        """Return the trusted keyless signer with this certificate identity and OIDC issuer."""
+        for signer in self.signers:
+            if signer.identity == identity and signer.issuer == issuer:
                 return signer
         return None
 
@@ -113,11 +121,13 @@ def parse_trust_policy(
 
     Raises:
         SchemaError: the document does not match the trust-policy schema.
-        ConfigurationError: a key, certificate or pinned file does not parse or read.
+        ConfigurationError: a key, certificate or pinned file does not parse or read;
+            two signers share a name, a key, or a keyless identity and issuer (a
+            failure would name the wrong one, and their service limits would clash).
         UsageError: a pinned file lies inside the evidence repository.
     """
     schemas.validate(SCHEMA, document, what=f"trust policy {source}")
-    signers = []
+    signers: list[TrustedSigner] = []
     for entry in document.get("signers", []):
         services = tuple(entry.get("services", ["*"]))
         if "public_key" in entry:
@@ -135,6 +145,7 @@ def parse_trust_policy(
         pem = entry["certificate"].encode()
         _check_certificate(pem, f"{source}: tsa root {entry['name']}")
         roots.append((entry["name"], pem))
+    _refuse_duplicates(signers, source)
     return TrustPolicy(
         signers=tuple(signers),
         tsa_roots_pem=tuple(roots),
@@ -144,6 +155,24 @@ def parse_trust_policy(
         document=document,
         sigstore_root=_sigstore_root(document.get("sigstore", {}), base, evidence_repository),
     )
+
+
+def _refuse_duplicates(signers: list[TrustedSigner], source: str) -> None:
+    seen: dict[object, str] = {}
+    for signer in signers:
+        keys = [("name", signer.name)]
+        if signer.keyid is not None:
+            keys.append(("key", signer.keyid))
+        if signer.identity is not None:
+            keys.append(("keyless identity", (signer.identity, signer.issuer)))
+        for what, key in keys:
+            other = seen.get((what, key))
+            if other is not None:
+                raise ConfigurationError(
+                    f"trust policy {source}: signers {other!r} and {signer.name!r} have the same {what}; "
+                    "each signer must be unique"
+                )
+            seen[(what, key)] = signer.name
 
 
 def _sigstore_root(
@@ -169,17 +198,39 @@ def _sigstore_root(
     return SigstoreRoot(instance, text)
 
 
+def repository_areas(evidence_repository: Path) -> list[Path]:
+    """Return the folders an evidence repository owns: the path given, and the real work
+    tree and git dir of the repository found there (pygit2 discovers upward, so
+    ``--repo sub`` or ``--repo .git/refs`` opens the enclosing repository)."""
+    import pygit2
+
+    areas = [Path(os.path.abspath(evidence_repository)), evidence_repository.resolve()]
+    if areas[1].name == ".git":
+        areas.append(areas[1].parent)
+    try:
+        found = pygit2.discover_repository(str(evidence_repository))
+        if found:
+            repo = pygit2.Repository(found)
+            areas.append(Path(repo.path).resolve())
+            if repo.workdir:
+                areas.append(Path(repo.workdir).resolve())
+    except (pygit2.GitError, KeyError, OSError):
+        pass  # not a repository: opening it for verification fails on its own
+    return list(dict.fromkeys(areas))
+
+
 def _refuse_inside(path: Path, evidence_repository: Path | None, what: str) -> None:
     if evidence_repository is None:
         return
-    repo_root = evidence_repository.resolve()
-    if repo_root.name == ".git":
-        repo_root = repo_root.parent
-    if path.resolve().is_relative_to(repo_root):
-        raise UsageError(
-            f"{what} {path} lies inside the evidence repository {repo_root}; "
-            "trust material must come from the auditor, not from the evidence"
-        )
+    # Both the path as given and what it resolves to: a symlink inside the repository is
+    # the evidence writer's choice of file, wherever it points.
+    candidates = (Path(os.path.abspath(path)), path.resolve())
+    for area in repository_areas(evidence_repository):
+        if any(c.is_relative_to(area) for c in candidates):
+            raise UsageError(
+                f"{what} {path} lies inside the evidence repository {area}; "
+                "trust material must come from the auditor, not from the evidence"
+            )
 
 
 def load_trust_policy(path: Path, *, evidence_repository: Path | None = None) -> TrustPolicy:
@@ -238,12 +289,23 @@ def write_trust_policy(
     if not tsa_roots:
         raise UsageError("a trust policy needs at least one TSA root (--tsa-root)")
     signers: list[dict[str, Any]] = []
+    names: set[str] = set()
+
+    def unique(name: str) -> str:
+        # Several keys or identities may share a file stem or a workflow file name:
+        # every signer still gets its own name (-2, -3, ...).
+        candidate, number = name, 2
+        while candidate in names:
+            candidate, number = f"{name}-{number}", number + 1
+        names.add(candidate)
+        return candidate
+
     for key_path in keys:
         pem = _read(key_path)
         key = public_key_from_pem(pem, source=str(key_path))
         signers.append(
             {
-                "name": key_path.stem.removesuffix(".key"),
+                "name": unique(key_path.stem.removesuffix(".key")),
                 "public_key": pem.decode(),
                 "keyid": key.keyid,
             }
@@ -251,7 +313,7 @@ def write_trust_policy(
     for identity, issuer in keyless:
         signers.append(
             {
-                "name": identity.rsplit("/", 1)[-1] or "keyless",
+                "name": unique(identity.rsplit("/", 1)[-1] or "keyless"),
                 "keyless": {"identity": identity, "issuer": issuer},
             }
         )

@@ -174,13 +174,17 @@ def trust_group() -> None:
     help="PEM root certificate of a TSA to trust (repeatable).",
 )
 @click.option(
-    "--keyless-identity", help="Keyless (Sigstore) signer identity, e.g. a GitHub workflow URI."
+    "--keyless-identity",
+    "keyless_identities",
+    multiple=True,
+    help="Keyless (Sigstore) signer identity, e.g. a GitHub workflow URI (repeatable).",
 )
 @click.option(
     "--keyless-issuer",
-    default="https://token.actions.githubusercontent.com",
-    show_default=True,
-    help="OIDC issuer of the keyless identity.",
+    "keyless_issuers",
+    multiple=True,
+    help="OIDC issuer of the keyless identities: once for all, or once per --keyless-identity "
+    "in the same order. Default: https://token.actions.githubusercontent.com.",
 )
 @click.option(
     "--sigstore-instance",
@@ -205,8 +209,8 @@ def trust_init_cmd(
     path: Path,
     keys: tuple[Path, ...],
     tsa_roots: tuple[Path, ...],
-    keyless_identity: str | None,
-    keyless_issuer: str,
+    keyless_identities: tuple[str, ...],
+    keyless_issuers: tuple[str, ...],
     sigstore_instance: str | None,
     sigstore_trusted_root: Path | None,
     required_timestamps: int,
@@ -216,7 +220,14 @@ def trust_init_cmd(
     """Write a trust policy at PATH from public keys and TSA root certificates."""
     from afdp.trust import write_trust_policy
 
-    keyless = [(keyless_identity, keyless_issuer)] if keyless_identity else []
+    issuers = list(keyless_issuers) or ["https://token.actions.githubusercontent.com"]
+    if len(issuers) == 1:
+        issuers *= len(keyless_identities)
+    if len(issuers) != len(keyless_identities):
+        raise UsageError(
+            "give --keyless-issuer once (for every identity) or once per --keyless-identity"
+        )
+    keyless = list(zip(keyless_identities, issuers, strict=True))
     policy = write_trust_policy(
         path,
         keys=list(keys),

@@ -462,7 +462,7 @@ def _check_keyless(
         return
     facts.signer = verified.name
     facts.keyless_identity = verified.identity
-    trusted = policy.keyless_signer(verified.name)
+    trusted = policy.keyless_signer_for(verified.identity, verified.issuer)
     if trusted is not None and not trusted.may_sign_for(item.service):
         facts.fail("signer", f"signer {trusted.name} may not sign for service {item.service}")
 
