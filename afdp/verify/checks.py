@@ -162,14 +162,14 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
     if not match:
         facts.fail("layout", f"{item.directory} is not a record directory name")
         raise _Stop
+    facts.token_files = {
+        name: sha256_hex(data) for name, data in files.items() if rec.TIMESTAMP_FILE.fullmatch(name)
+    }
     envelope_bytes = files.get(rec.ENVELOPE_FILE)
     if envelope_bytes is None:
         facts.fail("layout", "no envelope.json: the record is unsigned")
         raise _Stop
     facts.envelope_sha256 = sha256_hex(envelope_bytes)
-    facts.token_files = {
-        name: sha256_hex(data) for name, data in files.items() if rec.TIMESTAMP_FILE.fullmatch(name)
-    }
 
     # 2. envelope
     facts.stage = "envelope"
