@@ -162,6 +162,8 @@ def main() -> None:
         api = start_prefect_server(home, stack)
         server_env = {**env, "PREFECT_API_URL": api, "PREFECT_HOME": str(home)}
         with_server = measure("server", server_env, (), options.runs)
+        floor = prefect_floor(server_env, tasks=with_server_tasks(repo))
+        print(f"  Prefect's own floor (a subprocess running an empty flow with the same number of tasks): {floor:.2f}s")
         print("2. without Prefect (--no-prefect):")
         inline = measure("inline", env, ("--no-prefect",), options.runs)
 
@@ -178,11 +180,55 @@ def main() -> None:
             cold = measure("ephemeral", ephemeral_env, (), 1)[0]
 
         print()
-        print(f"overhead with a Prefect server: median {statistics.median(with_server):.2f}s (target < 2 s)")
+        print(f"overhead with a Prefect server: median {statistics.median(with_server):.2f}s (target < 2 s); "
+              f"of which Prefect's own floor {floor:.2f}s")
         print(f"overhead without Prefect:       median {statistics.median(inline):.2f}s")
         print(f"per recorded step:              median {per_step * 1000:.1f} ms (target < 50 ms)")
         if cold is not None:
             print(f"ephemeral cold start overhead:  {cold:.2f}s")
+
+
+FLOOR = """
+import sys
+import flows.evidence  # same telemetry defaults and imports as afdp run
+from prefect import flow, task
+
+@task
+def step():
+    return 1
+
+@flow
+def empty():
+    for _ in range(int(sys.argv[1])):
+        step()
+
+empty()
+"""
+
+
+def prefect_floor(env: dict[str, str], *, tasks: int, runs: int = 2) -> float:
+    """Return the median wall time of a process that imports Prefect and runs an empty
+    flow with ``tasks`` tasks against the same server: what any Prefect run costs here.
+    """
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", FLOOR, str(tasks)], env={**env, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def with_server_tasks(repo: Path) -> int:
+    """Return how many task runs one server run of the API example made (from its records)."""
+    git = pygit2.Repository(str(repo))
+    commit = git.get(git.references["refs/heads/afdp/api/server-0"].target)
+    count = 0
+    for shard in git.get(commit.tree["records"].id):
+        for entry in git.get(shard.id):
+            envelope = json.loads(git.get(git.get(entry.id)["envelope.json"].id).data)
+            prefect = json.loads(base64.b64decode(envelope["payload"]))["predicate"]["context"].get("prefect") or {}
+            count += 1 if "task_run_id" in prefect else len(prefect.get("task_run_ids") or {})
+    return count
 
 
 def step_cost(base: Path, tsa_url: str, n: int = 50) -> float:
