@@ -31,6 +31,9 @@ LOCK_WAIT = 5.0
 #: live in result.json, and attachments (metric series) stay far below 64 MiB.
 MAX_ENVELOPE_BYTES = 1 << 20
 MAX_FILE_BYTES = 64 << 20
+#: Commit and tree objects: an AFDP commit is ~1 KiB, a shard tree ~50 KiB at most.
+MAX_COMMIT_BYTES = 1 << 20
+MAX_TREE_BYTES = 4 << 20
 _DIR_MODE = b"40000"
 _FILE_MODE = b"100644"
 _MODE_NAMES = {
@@ -193,14 +196,25 @@ class EvidenceStore:
         if reference is None:
             return None
         try:
-            target = self.repo.get(reference.resolve().target)
+            oid = reference.resolve().target
+            kind, size = self.repo.odb.read_header(oid)
+        except KeyError as exc:
+            raise BranchTargetError(f"{ref} points at object {reference.target}, which is missing") from exc
+        except (pygit2.GitError, ValueError) as exc:
+            raise BranchTargetError(f"{ref} points at an unreadable object: {_one_line(exc)}") from exc
+        if int(kind) != pygit2.enums.ObjectType.COMMIT:
+            name = {2: "tree", 3: "blob", 4: "tag"}.get(int(kind), "non-commit object")
+            raise BranchTargetError(f"{ref} points at a {name} ({oid}), not a commit")
+        if size > MAX_COMMIT_BYTES:
+            raise BranchTargetError(
+                f"{ref} points at a {size}-byte commit, over the {MAX_COMMIT_BYTES >> 20} MiB limit; not read"
+            )
+        try:
+            target = self.repo.get(oid)
         except (pygit2.GitError, KeyError, ValueError) as exc:
             raise BranchTargetError(f"{ref} points at an unreadable object: {_one_line(exc)}") from exc
-        if target is None:
-            raise BranchTargetError(f"{ref} points at object {reference.resolve().target}, which is missing")
         if not isinstance(target, pygit2.Commit):
-            kind = type(target).__name__.lower()
-            raise BranchTargetError(f"{ref} points at a {kind} ({target.id}), not a commit")
+            raise BranchTargetError(f"{ref} points at {oid}, which is not a readable commit")
         return target
 
     def branches(self) -> list[tuple[str, str]]:
@@ -272,7 +286,15 @@ class EvidenceStore:
                 break
             parent_id = commit.parent_ids[0]
             try:
+                _, size = self.repo.odb.read_header(parent_id)
+                if size > MAX_COMMIT_BYTES:
+                    raise ObjectError(
+                        f"commit {str(commit.id)[:12]}: its parent {parent_id} is {size} bytes, "
+                        f"over the {MAX_COMMIT_BYTES >> 20} MiB limit for a commit; not read"
+                    )
                 parent = self.repo.get(parent_id)
+            except KeyError:
+                parent = None
             except (pygit2.GitError, ValueError) as exc:
                 raise ObjectError(
                     f"commit {str(commit.id)[:12]}: its parent {parent_id} is corrupt: {_one_line(exc)}"
@@ -355,6 +377,13 @@ class EvidenceStore:
             return
         where = prefix.rstrip("/") or "the root tree"
         try:
+            if new_id not in self._trees:
+                _, size = self.repo.odb.read_header(pygit2.Oid(raw=new_id))
+                if size > MAX_TREE_BYTES:
+                    walk.problems.append(
+                        ("commit", f"{where} is a {size}-byte tree, over the {MAX_TREE_BYTES >> 20} MiB limit; not read")
+                    )
+                    return
             new_raw = self._raw_tree(new_id)
         except TreeError:
             walk.problems.append(("commit", f"{where} is not a directory object"))

@@ -317,3 +317,15 @@ def test_cli_exit_code_for_a_tag_branch(repo, signer, tsa, trust_file, cli):
     git.references.create(REF, git.create_tag("t", git.references[REF].target, pygit2.enums.ObjectType.COMMIT, sig, "t"), force=True)
     result = cli("verify", "--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file))
     assert result.code == 1
+
+
+def test_oversized_commit_and_tree_objects_are_not_read(sealed, trust_file, monkeypatch):
+    import afdp.store
+
+    monkeypatch.setattr(afdp.store, "MAX_COMMIT_BYTES", 100)
+    report = report_of(sealed, trust_file)
+    assert [c for c, _ in checks(report)] == ["repository"] and "over the" in report.failures[0].reason
+    monkeypatch.setattr(afdp.store, "MAX_COMMIT_BYTES", 1 << 20)
+    monkeypatch.setattr(afdp.store, "MAX_TREE_BYTES", 40)
+    report = report_of(sealed, trust_file)
+    assert any(c == "commit" and "tree, over the" in r for c, r in checks(report))
