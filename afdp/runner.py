@@ -1097,9 +1097,14 @@ def _analyze(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
     outputs = plain_outputs(run.workflow, step, analysis.values())
     degraded = [m for m in params.metrics if isinstance(outputs.get(m), Mapping) and outputs[m].get("degraded")]
     inconclusive = list((document.get("summary") or {}).get("inconclusive") or document.get("inconclusive") or [])
-    summary = (
-        f"degraded: {', '.join(degraded)}" if degraded else "no degradation detected"
-    ) + (f"; inconclusive: {', '.join(inconclusive)}" if inconclusive else "")
+    if degraded:
+        summary = f"degraded: {', '.join(degraded)}"
+    elif inconclusive and len(inconclusive) == len(params.metrics):
+        summary = "inconclusive: no metric could be compared"
+    else:
+        summary = "no degradation detected" + (" in the metrics with data" if inconclusive else "")
+    if inconclusive:
+        summary += f"; inconclusive: {', '.join(inconclusive)}"
     return _StepResult("ok", {"outputs": outputs, "analysis": document}, summary)
 
 

@@ -374,3 +374,30 @@ def test_ctrl_c_leaves_the_branch_at_its_last_record_and_a_rerun_completes(tmp_p
     steps = [p["step"]["name"] for p in predicates(repo, "d-int")]
     assert steps == ["genesis", "wait", "mark_deployment_time", "wait_2", "capture_deployment_metadata", "seal"]
     verify_branch(repo, service="api", deployment="d-int", policy=load_trust_policy(trust_file))
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "afdp" / "workflow" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_shipped_example_runs_to_a_verified_seal_when_no_source_answers(example, tmp_path, repo, signer, tsa, trust_file):
+    """No collector, database or webhook answers (closed loopback ports, unset secrets):
+    every step is still recorded, failures with their reasons, and the branch verifies."""
+    from infra import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    text = example.read_text()
+    for url in ("http://prometheus:9090", "https://hooks.example.com", "https://analytics.internal"):
+        text = text.replace(url, dead)
+    path = tmp_path / example.name
+    path.write_text(text)
+    workflow = load_workflow(path)
+    signals = frozenset(s.params.signal for s in workflow.steps if s.kind.value == "signal")
+    outcome = run_workflow(
+        request_for(workflow, repo, signer, tsa, deployment="ex-1", time_scale=100000.0, signals=signals, env={})
+    )
+    assert outcome.sealed
+    assert [s.name for s in outcome.steps] == [s.name for s in workflow.steps]
+    failed = [s for s in outcome.steps if s.status == "failed"]
+    assert failed and all(s.error for s in failed)
+    verify_branch(repo, service="api", deployment="ex-1", policy=load_trust_policy(trust_file))

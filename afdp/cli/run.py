@@ -226,7 +226,8 @@ def print_outcome(outcome: Any) -> None:
             soft_wrap=True,
         )
     if action:
-        console.print(f"action: {action.get('kind', '')} {action.get('status')}: {action.get('detail', '')}", soft_wrap=True)
+        kind = f"{action.get('kind')} " if action.get("kind") else ""
+        console.print(f"action: {action.get('action', '')} {kind}{action.get('status')}: {action.get('detail', '')}", soft_wrap=True)
     failed = len(outcome.failed_steps)
     state = "sealed" if outcome.sealed else "open (unsealed)"
     console.print(
