@@ -157,23 +157,26 @@ def test_down_and_slow_fail_quickly() -> None:
 
 def test_scaled_clock_shortens_a_window() -> None:
     with serve(authorized) as server:
+        workflow = rest_workflow(server.url)
         clock = ScaledClock(20)
         start = clock.now()
         began = time.monotonic()
         data = capture_metric(
-            rest_workflow(server.url), "value", values=VALUES, env={"API_TOKEN": TOKEN},
+            workflow, "value", values=VALUES, env={"API_TOKEN": TOKEN},
             start=start, end=start + timedelta(seconds=10), interval=2, clock=clock,
         )  # fmt: skip
         took = time.monotonic() - began
-    assert len(data.samples) == 6  # 0, 2, ..., 10 s of clock time
     # Unscaled, the window alone would take 10 real seconds; scaled 20x it takes 0.5 s
     # plus request time. The bound is loose on purpose (shared, loaded CI machines).
     assert took < 8
+    # Reads are planned at start + k*interval (0, 2, ..., 10 s of clock time). Real
+    # delays count 20x in clock time, so under load the first read may land late and a
+    # planned read it overtook is skipped rather than made in a burst: 5 or 6 reads.
+    assert 5 <= len(data.samples) <= 6
     times = [t for t, _ in data.samples]
     assert times == sorted(times)
-    # Reads are scheduled at start + k*interval: never earlier, so the span is at least
-    # the window; load can only stretch it (real delays count 20x in clock time).
-    assert times[-1] - times[0] >= 10 - 0.5
+    assert times[0] >= start.timestamp()
+    assert times[-1] >= start.timestamp() + 10 - 0.5
 
 
 def test_past_window_fails_no_history() -> None:
