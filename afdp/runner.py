@@ -183,6 +183,8 @@ class RunRequest:
     env: Mapping[str, str] | None = None
     clock: Any = None
     author: tuple[str, str] | None = None
+    #: Called with each :class:`StepReport` once its record is written; if it also has a
+    #: ``starting(step, seconds)`` method, that is called before each step runs.
     progress: Callable[[StepReport], None] | None = None
 
     def __post_init__(self) -> None:
@@ -487,6 +489,9 @@ def run_workflow(request: RunRequest, *, executor: StepExecutor | None = None) -
             raise StorageError(
                 f"{request.service}/{request.deployment} is sealed but lacks step {step.name!r}"
             )
+        starting = getattr(request.progress, "starting", None)
+        if starting is not None:  # a progress display may show the step while it runs
+            starting(step, run.scaled(step.max_duration().seconds))
         result = _execute(run, step, missed=request.phase == "post" and index < mark)
         _append(run, step, result)
 

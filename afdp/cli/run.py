@@ -167,7 +167,11 @@ def run_cmd(
     progress = _progress_printer(enabled=not as_json)
     # Workflow, admission and key are checked here, before any flow engine starts.
     request = prepare_request(**params, progress=progress)
-    outcome = _run_with_prefect(params, progress) if prefect else run_workflow(request)
+    try:
+        outcome = _run_with_prefect(params, progress) if prefect else run_workflow(request)
+    finally:
+        if progress is not None:
+            progress.close()
     if as_json:
         click.echo(json.dumps(outcome.to_json(), indent=2, default=str))
     else:
@@ -189,27 +193,46 @@ def _run_with_prefect(params: dict[str, Any], progress: Any) -> Any:
     return run_with_prefect(params, progress=progress)
 
 
-def _progress_printer(*, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from rich.console import Console
+class StepPrinter:
+    """Prints one line per recorded step; on a terminal, a spinner names the running step."""
 
-    console = Console(highlight=False)
-    colours = {"ok": "green", "failed": "red", "skipped": "yellow"}
+    _COLOURS = {"ok": "green", "failed": "red", "skipped": "yellow"}
 
-    def show(report: Any) -> None:
-        colour = colours.get(report.status, "white")
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(highlight=False)
+        self.status: Any = None
+
+    def starting(self, step: Any, seconds: float) -> None:
+        if not self.console.is_terminal:
+            return
+        text = f"{step.name} ({step.type})" + (f", up to {seconds:.0f}s" if seconds >= 1 else "")
+        if self.status is None:
+            self.status = self.console.status(text)
+            self.status.start()
+        else:
+            self.status.update(text)
+
+    def __call__(self, report: Any) -> None:
+        colour = self._COLOURS.get(report.status, "white")
         note = " (already recorded)" if report.resumed else ""
-        console.print(
-            f"  [{colour}]{report.status:>7}[/] #{report.sequence:<3} {report.name}: "
-            f"{report.summary}{note}",
+        self.console.print(
+            f"  [{colour}]{report.status:>7}[/] #{report.sequence:<3} {report.name}: {report.summary}{note}",
             markup=True,
             soft_wrap=True,
         )
         if report.error and not report.resumed:
-            console.print(f"          [red]{report.error}[/]", markup=True, soft_wrap=True)
+            self.console.print(f"          [red]{report.error}[/]", markup=True, soft_wrap=True)
 
-    return show
+    def close(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
+def _progress_printer(*, enabled: bool) -> StepPrinter | None:
+    return StepPrinter() if enabled else None
 
 
 def print_outcome(outcome: Any) -> None:
