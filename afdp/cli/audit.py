@@ -248,6 +248,11 @@ def export_cmd(
         click.echo(
             f"wrote evidence package {package.folder}/ ({package.bundle.name}, trust/, report.html, README.md)"
         )
-        click.echo(f"verify it with: afdp verify --bundle {shlex.quote(str(package.folder))}")
+        folder = shlex.quote(str(package.folder))
+        click.echo(f"verify it with your own trust policy: afdp verify --bundle {folder} --trust TRUST.yaml")
+        click.echo(
+            f"(without --trust it checks against the package's own policy, prints the fingerprints "
+            f"to compare out of band, and exits 1: see {folder}/README.md)"
+        )
     if package.verdict != VERIFIED:
         sys.exit(EXIT_FAILED)
