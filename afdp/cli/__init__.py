@@ -8,6 +8,7 @@ turned into one line on stderr and its exit code; nothing else is caught.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from typing import Any
 
