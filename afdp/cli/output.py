@@ -8,11 +8,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from afdp.verify.verifier import BranchReport, ProgressCallback
 
-_console = Console(highlight=False)
+# Piped or redirected output is never hard-wrapped (a reason split mid-sentence is
+# unreadable in a CI log and breaks grep). Text read from evidence is always escaped:
+# a summary such as "[/x]" must print as itself, never as rich markup.
+_console = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
 
 
 @contextlib.contextmanager
@@ -41,21 +45,21 @@ def progress_for(*, enabled: bool) -> Iterator[ProgressCallback | None]:
 def print_reports(reports: list[BranchReport]) -> None:
     """Print one verdict line per branch, then every failure as record: check: reason."""
     for report in reports:
-        name = f"{report.service}/{report.deployment}"
+        name = escape(f"{report.service}/{report.deployment}")
         if report.state == "failed":
             _console.print(
                 f"[bold red]FAILED[/] {name}: {len(report.failures)} failure(s) in {len(report.records)} record(s)"
             )
             for failure in report.failures:
                 _console.print(
-                    f"  {failure.where}: [bold]{failure.check}[/]: {failure.reason}", markup=True
+                    f"  {escape(failure.where)}: [bold]{escape(failure.check)}[/]: {escape(failure.reason)}"
                 )
         elif report.state == "unsealed":
             _console.print(
                 f"[bold yellow]UNSEALED[/] {name}: {len(report.records)} record(s) verified; no seal yet (allowed)"
             )
         else:
-            signers = sorted({r.signer for r in report.records if r.signer})
+            signers = sorted({escape(r.signer) for r in report.records if r.signer})
             _console.print(
                 f"[bold green]VERIFIED[/] {name}: {len(report.records)} record(s), sealed; signed by {', '.join(signers)}; head {report.head[:12] if report.head else '-'}"
             )
@@ -67,32 +71,48 @@ def print_reports(reports: list[BranchReport]) -> None:
 
 
 def print_story(story: dict[str, Any]) -> None:
-    """Print a deployment's records as a table (unverified)."""
-    table = Table(
-        title=f"{story['service']}/{story['deployment']} ({story['branch']})", title_justify="left"
-    )
-    for column in ("#", "step", "status", "summary", "signer", "time-stamp", "digest"):
-        table.add_column(column, overflow="fold")
+    """Print a deployment's records (unverified): a table on a terminal, plain rows elsewhere.
+
+    Piped, each record is one tab-separated line (sequence, step, status, signer,
+    time-stamp, digest, summary), so ``afdp log | grep`` and ``cut`` work.
+    """
+    rows = []
     for row in story["records"]:
         if row["kind"] == "not-afdp":
-            table.add_row(
-                "?", "[red]not an AFDP record[/]", "", row["subject"], "", "", row["commit"][:12]
-            )
+            rows.append(("?", "not an AFDP record", "", "", "", row["commit"][:12], row["subject"]))
             continue
-        table.add_row(
-            str(row["sequence"]),
-            row["step"],
-            row["status"] or "",
-            row["summary"] or "",
-            _short_signer(row["signer"]),
-            row["timestamp"] or "",
-            (row["digest"] or "").removeprefix("sha256:")[:16],
+        rows.append(
+            (
+                str(row["sequence"]),
+                row["step"],
+                row["status"] or "",
+                _short_signer(row["signer"]),
+                row["timestamp"] or "",
+                (row["digest"] or "").removeprefix("sha256:")[:16],
+                row["summary"] or "",
+            )
         )
-    _console.print(table)
+    title = f"{story['service']}/{story['deployment']} ({story['branch']})"
     state = "sealed" if story["sealed"] else "not sealed (in progress or truncated)"
-    _console.print(
-        f"{len(story['records'])} record(s), {state}. Not verified: run 'afdp verify' for a verdict."
-    )
+    footer = f"{len(story['records'])} record(s), {state}. Not verified: run 'afdp verify' for a verdict."
+    if not _console.is_terminal:
+        print(title)
+        for values in rows:
+            print("\t".join(" ".join(v.split()) for v in values))
+        print(footer)
+        return
+    table = Table(title=escape(title), title_justify="left")
+    for column in ("#", "step", "status", "signer", "time-stamp", "digest", "summary"):
+        # Identifiers never wrap (a digest split over two lines cannot be copied); the
+        # summary takes what width is left.
+        if column == "summary":
+            table.add_column(column, overflow="fold", ratio=1)
+        else:
+            table.add_column(column, no_wrap=True)
+    for values in rows:
+        table.add_row(*(escape(v) for v in values))
+    _console.print(table)
+    _console.print(escape(footer))
 
 
 def _short_signer(signer: str | None) -> str:
