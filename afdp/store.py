@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pygit2
 
-from afdp.errors import NotFoundError, StorageError
+from afdp.errors import NotFoundError, StorageError, UsageError
 from afdp.names import BRANCH_PREFIX, parse_branch_ref
 
 _TREE = pygit2.enums.FileMode.TREE
@@ -153,13 +153,17 @@ def init_repository(path: Path, *, bare: bool = False) -> tuple[Path, bool]:
         (repository path, True if it was created now).
 
     Raises:
-        StorageError: the path exists and is neither empty nor a Git repository.
+        UsageError: the path is a file, or a folder that is neither empty nor a Git
+            repository (the user named the wrong place; nothing is written).
+        StorageError: Git could not create the repository.
     """
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path} exists and is not a folder")
     found = pygit2.discover_repository(str(path)) if path.exists() else None
     if found and Path(found).resolve() in (path.resolve(), (path / ".git").resolve()):
         return path, False
     if path.exists() and any(path.iterdir()):
-        raise StorageError(f"{path} exists, is not empty and is not a Git repository")
+        raise UsageError(f"{path} exists, is not empty and is not a Git repository")
     try:
         pygit2.init_repository(str(path), bare=bare)
     except pygit2.GitError as exc:
