@@ -82,8 +82,10 @@ def _available(name: str) -> bool:
 def cli() -> None:
     """AFDP: signed, time-stamped, Git-native evidence for every deployment.
 
-    Exit codes: 0 ok; 1 verification failed or policy violated; 2 usage error;
-    3 operational error (TSA or collector unreachable, repository locked).
+    Exit codes: 0 ok; 1 verification failed, policy violated or (afdp run) rollback
+    decided; 2 usage error; 3 operational error that stopped the command (TSA or
+    signer unreachable, repository locked). A collector that fails during a run is
+    recorded as a failed step, not an exit code.
     """
 
 
