@@ -32,21 +32,63 @@ Definitions (these are what workflow conditions read, see
   baseline, ``factor`` the ratio (impact/baseline for ``increase``, baseline/impact for
   ``decrease``, the larger of both for ``change``). A relative or factor threshold whose
   ratio has a zero denominator cannot be evaluated: ``exceeded`` is null, with a reason.
-- ``degraded`` is true when the metric moved in its *worse* direction (up when
-  ``better: lower``, down when ``better: higher``) and either (a) the central value
-  moved that way and a threshold that watches that direction (``increase``/``decrease``
-  matching it, or ``change``) is exceeded, or (b) the test's effect points that way,
-  the change is ``significant`` (two-sided, at ``confidence``) *and* the effect is not
-  trivial (``|Cliff's delta| >= 0.147`` or ``|Cohen's d| >= 0.2``, the conventional
-  "negligible" bounds). So with no real change a metric is falsely degraded by the
-  test at most ``(1 - confidence) / 2`` of the time (2.5% at 0.95; less with many
-  samples, where chance shifts are negligible); ``p_value_worse`` (one-sided) is
-  recorded for readers but does not decide. A metric with ``better: none`` has no
-  worse direction: only an exceeded threshold degrades it.
-  ``degraded`` is false when neither holds and everything that applies could be
-  computed, and null (unknown) otherwise: no data, too few samples for the test, or a
-  threshold that could not be evaluated. A metric with neither thresholds nor a test is
-  not degraded (the workflow asked for nothing); its ``reasons`` say so.
+- ``degraded`` joins *practical* significance (how much movement matters, which only
+  the workflow's thresholds can say) with *statistical* significance (the movement is
+  not noise). A threshold *watches* the metric when it looks at its worse direction
+  (``increase`` for ``better: lower``, ``decrease`` for ``better: higher``) or at
+  ``change``; with ``better: none`` every threshold watches it. ``decided_by`` records
+  which rule applied:
+
+  * ``threshold_and_test`` -- some threshold watches the metric and the test ran on
+    enough independent samples: ``degraded`` is true only when a watching threshold is
+    exceeded with the central value moved the worse way, *and* the test confirms a
+    worse shift: the one-sided ``p_value_worse < 1 - confidence`` (the two-sided
+    ``p_value`` with ``better: none``). A significant shift within the user's limit is
+    not a degradation (the user said that much does not matter), and neither is a limit
+    exceeded by noise. No effect-size bound applies: the threshold is the bound.
+  * ``threshold`` -- some threshold watches the metric but no test ran (no ``method``,
+    too few samples, or a test undefined for these samples): an exceeded watching
+    threshold alone degrades the metric. A threshold not exceeded gives false without
+    a ``method``; with a test that could not run it stays null (unknown).
+  * ``test`` -- no threshold watches the metric and a test is configured: ``degraded``
+    is true when the effect points the worse way, the change is ``significant``
+    (two-sided, at ``confidence``) *and* the effect is not trivial (``|Cliff's delta|
+    >= 0.147`` or ``|Cohen's d| >= 0.2``, the conventional "negligible" bounds), as
+    Kayenta's judge does. With no real change a metric is falsely degraded this way at
+    most ``(1 - confidence) / 2`` of the time (2.5% at 0.95). Null when the test could
+    not run.
+  * ``nothing`` -- neither a watching threshold nor a test (or ``better: none`` with no
+    threshold): ``degraded`` is false and ``reasons`` say nothing could degrade it.
+
+  Whatever cannot be computed gives null, never a silent pass: no data, too few
+  (independent) samples for the test when no threshold decides, a watching threshold
+  that could not be evaluated (unless the test already rules the degradation out).
+  ``significant_degradation`` equals ``degraded`` when a test ran and took part in the
+  decision, and is null otherwise.
+- **dependent samples**: both tests assume independent samples, but series sampled
+  faster than they change are autocorrelated (a Prometheus range query with a 1 s step
+  over ``rate(...[5s])`` repeats most of each window in the next sample; a gauge
+  drifts), and treating them as independent makes p-values far too small. Before the
+  test, the pooled lag-1 autocorrelation ``r`` of what the test reads (the pooled ranks
+  for ``mann_whitney``, the values for ``welch_t``; each side centred on its own mean)
+  is estimated. When it is significantly positive for white noise (``r > 1.645 /
+  sqrt(n_b + n_i)``), the small-sample bias ``(1 + 4r)/n`` (Marriott and Pope) is added
+  back and the AR(1) integrated autocorrelation time ``(1 + r) / (1 - r)`` is the
+  variance inflation: each side holds ``n_effective = n / inflation`` independent
+  samples (Bretherton et al. 1999; Wilks, *Statistical Methods in the Atmospheric
+  Sciences*). Mann-Whitney's U variance and Welch's per-side variances are inflated by
+  it, and p-values and intervals are read against Student's t with degrees of freedom
+  from the effective counts (``n_b + n_i`` effective minus 2; Welch-Satterthwaite for
+  ``welch_t``), because so few independent pieces make the normal reference too
+  liberal. Effect sizes (Cliff's delta, Cohen's d, the shifts) describe the raw samples
+  and are unchanged. With fewer than ``max(min_samples, 2)`` *effective* samples on a
+  side the test is not run (``insufficient_samples``, with a reason). For moving
+  averages (overlapping rate windows) the lag-1 estimate is conservative (it
+  overstates the inflation). Samples are taken to be in time order, as collectors
+  return them. ``independence`` in each metric records ``method``
+  (``independent`` or ``ar1_effective_sample_size``), the estimated and used lag-1
+  autocorrelations, the inflation, ``n`` and ``n_effective`` per side and the degrees
+  of freedom.
 
 Edge cases, each explicit in ``status`` and ``reasons``:
 
@@ -56,7 +98,8 @@ Edge cases, each explicit in ``status`` and ``reasons``:
   ``status: insufficient_samples``; the test is not run (``p_value``/``significant``
   null) but central values, changes and thresholds are still computed on what exists,
   so a limit that is clearly exceeded still degrades the metric; otherwise ``degraded``
-  is null.
+  is null. The same holds when a side has enough samples but too few *effective* ones
+  (dependent samples, see above).
 - NaN and infinite samples are dropped before anything is computed and counted in
   ``counts.baseline_dropped`` / ``counts.impact_dropped``.
 - identical constant series (every sample on both sides the same value): the test is
@@ -73,13 +116,10 @@ direction); ``exceeded`` lists metrics with an exceeded threshold; ``inconclusiv
 lists metrics whose ``degraded`` is unknown. A condition that reads a null fails to
 evaluate, and the decision step records that instead of passing.
 
-Both tests assume independent samples. Series from ``rate(...[1m])`` queries sampled
-every few seconds are autocorrelated, which makes p-values smaller than they should be;
-the effect-size bound and thresholds are the guard against that, and a capture step
-closer to the rate window (``step``/``interval`` near the window) gives more honest
-p-values. No correction for multiple comparisons is applied (as in Kayenta): with many metrics at
+No correction for multiple comparisons is applied (as in Kayenta): with many metrics at
 ``confidence: 0.95`` expect an occasional significant result by chance; the effect-size
-bound keeps such results from counting when the shift is negligible.
+bound keeps such results from counting when the shift is negligible, and a watching
+threshold keeps them from counting when the shift is within what the user allows.
 """
 
 from __future__ import annotations
@@ -87,7 +127,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -108,6 +148,12 @@ TRIVIAL_COHENS_D = 0.2
 # is reduced to evenly spaced quantiles first (deterministic, error far below sample noise).
 MAX_PAIRS = 4_000_000
 _QUANTILE_POINTS = 2000
+
+# What decided ``degraded`` (recorded as ``decided_by``).
+DECIDED_BY_THRESHOLD_AND_TEST = "threshold_and_test"
+DECIDED_BY_THRESHOLD = "threshold"
+DECIDED_BY_TEST = "test"
+DECIDED_BY_NOTHING = "nothing"
 
 STATUS_OK = "ok"
 STATUS_NO_DATA = "no_data"
@@ -198,6 +244,132 @@ def _as_floats(samples: Any) -> np.ndarray:
         return np.asarray(out, dtype=float)
 
 
+# --- serial dependence ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dependence:
+    """How dependent consecutive samples are, and how much the test allows for it.
+
+    ``lag1`` is the pooled lag-1 autocorrelation of the series the test reads (the
+    pooled ranks for ``mann_whitney``, the values for ``welch_t``), each side centred on
+    its own mean; ``lag1_used`` the value the correction uses (0 when ``lag1`` is not
+    significantly positive, else ``lag1`` plus the Marriott-Pope small-sample bias
+    ``(1 + 4 r) / n``, at most :data:`MAX_LAG1`). ``inflation`` = ``(1 + r) / (1 - r)``
+    with ``r = lag1_used`` (the AR(1) integrated autocorrelation time): each side holds
+    about ``count / inflation`` independent samples (``n_effective``).
+    ``degrees_of_freedom`` is the Student-t reference the corrected test uses (None when
+    no correction was needed).
+    """
+
+    method: str
+    lag1: float | None
+    lag1_used: float
+    inflation: float
+    n_baseline: int
+    n_impact: int
+    degrees_of_freedom: float | None = None
+
+    @property
+    def corrected(self) -> bool:
+        """Return True when the test's variance was inflated for dependent samples."""
+        return self.inflation > 1.0
+
+    @property
+    def n_effective_baseline(self) -> float:
+        """Return about how many independent samples the baseline holds."""
+        return self.n_baseline / self.inflation
+
+    @property
+    def n_effective_impact(self) -> float:
+        """Return about how many independent samples the impact holds."""
+        return self.n_impact / self.inflation
+
+    def to_json(self) -> dict[str, Any]:
+        """Return what was estimated and done, as evidence."""
+        return {
+            "method": self.method,
+            "lag1_autocorrelation": self.lag1,
+            "lag1_used": self.lag1_used,
+            "variance_inflation": self.inflation,
+            "n": {"baseline": self.n_baseline, "impact": self.n_impact},
+            "n_effective": {
+                "baseline": round(self.n_effective_baseline, 3),
+                "impact": round(self.n_effective_impact, 3),
+            },
+            "degrees_of_freedom": self.degrees_of_freedom,
+        }
+
+
+# The correction's cap on the lag-1 autocorrelation: an inflation of at most 199.
+MAX_LAG1 = 0.99
+# One-sided 5% critical value of the lag-1 autocorrelation of white noise (times 1/sqrt(n)).
+_LAG1_CRITICAL_Z = 1.6448536269514722
+DEPENDENCE_METHOD = "ar1_effective_sample_size"
+INDEPENDENT_METHOD = "independent"
+
+
+def _dependence(baseline: np.ndarray, impact: np.ndarray) -> Dependence:
+    """Estimate the serial dependence of two time-ordered series (see :class:`Dependence`).
+
+    The lag-1 autocorrelation is pooled over both sides (each centred on its own mean, so
+    a shift between them is not mistaken for dependence). It counts only when it is
+    significantly positive for white noise (``r > 1.645 / sqrt(n_b + n_i)``); then the
+    Marriott-Pope bias of the estimate, ``-(1 + 4 r) / n`` per side, is added back
+    (short series underestimate it, which would make the test too liberal).
+    """
+    numerator = denominator = 0.0
+    for side in (baseline, impact):
+        if side.size < 3 or float(np.min(side)) == float(np.max(side)):
+            continue  # a constant side says nothing about dependence
+        centred = side - float(np.mean(side))
+        numerator += float(np.dot(centred[:-1], centred[1:]))
+        denominator += float(np.dot(centred, centred))
+    total = baseline.size + impact.size
+    lag1 = numerator / denominator if denominator > 0 and math.isfinite(denominator) else None
+    if lag1 is not None and not math.isfinite(lag1):
+        lag1 = None
+    used = 0.0
+    if lag1 is not None and total > 0 and lag1 > _LAG1_CRITICAL_Z / math.sqrt(total):
+        used = min(lag1 + (1.0 + 4.0 * lag1) / (total / 2.0), MAX_LAG1)
+    inflation = (1.0 + used) / (1.0 - used)
+    if used == 0.0:
+        return Dependence(INDEPENDENT_METHOD, lag1, 0.0, 1.0, baseline.size, impact.size)
+    effective = total / inflation
+    return Dependence(
+        DEPENDENCE_METHOD,
+        lag1,
+        used,
+        inflation,
+        baseline.size,
+        impact.size,
+        max(effective - 2.0, 1.0),
+    )
+
+
+def _test_dependence(method: str, base: SampleStats, imp: SampleStats) -> Dependence:
+    """Return the dependence of what ``method`` reads: pooled ranks, or the values."""
+    if method == "mann_whitney":
+        from scipy.stats import rankdata
+
+        ranks = rankdata(np.concatenate([base.values, imp.values]))
+        return _dependence(ranks[: base.count], ranks[base.count :])
+    found = _dependence(base.values, imp.values)
+    if not found.corrected:
+        return found
+    # Welch: the Welch-Satterthwaite degrees of freedom from the effective counts.
+    parts = [
+        float(np.var(side.values, ddof=1)) / n
+        for side, n in ((imp, found.n_effective_impact), (base, found.n_effective_baseline))
+    ]
+    ns = (found.n_effective_impact, found.n_effective_baseline)
+    below = sum(part**2 / max(n - 1.0, 1.0) for part, n in zip(parts, ns, strict=True))
+    df = sum(parts) ** 2 / below if below > 0 and math.isfinite(below) else None
+    if df is None or not math.isfinite(df):
+        df = found.degrees_of_freedom
+    return replace(found, degrees_of_freedom=df)
+
+
 # --- the statistical test -------------------------------------------------------------
 
 
@@ -264,13 +436,17 @@ def _worse_alternative(better: str) -> str | None:
 
 
 def _mann_whitney(
-    base: SampleStats, imp: SampleStats, better: str, confidence: float
+    base: SampleStats,
+    imp: SampleStats,
+    better: str,
+    confidence: float,
+    dependence: Dependence | None = None,
 ) -> TestResult:
     from scipy import stats
 
     x, y = imp.values, base.values
     worse = _worse_alternative(better)
-    delta_shift, low, high = _location_shift(x, y, confidence)
+    delta_shift, low, high = _location_shift(x, y, confidence, dependence)
     interval = (low, high) if low is not None and high is not None else None
     if base.constant and imp.constant and base.min == imp.min:
         return TestResult(
@@ -295,11 +471,15 @@ def _mann_whitney(
         one = stats.mannwhitneyu(x, y, alternative=worse, method="auto") if worse else None
     u = float(two.statistic)  # U of the impact sample
     cliffs = 2.0 * u / (x.size * y.size) - 1.0
+    p_two = _finite(two.pvalue)
+    p_worse = _finite(one.pvalue) if one is not None else None
+    if dependence is not None and dependence.corrected:
+        p_two, p_worse = _mann_whitney_dependent(x, y, u, worse, dependence)
     return TestResult(
         "mann_whitney",
         u,
-        _finite(two.pvalue),
-        _finite(one.pvalue) if one is not None else None,
+        p_two,
+        p_worse,
         worse,
         "cliffs_delta",
         cliffs,
@@ -312,20 +492,59 @@ def _mann_whitney(
     )
 
 
+def _mann_whitney_dependent(
+    x: np.ndarray, y: np.ndarray, u: float, worse: str | None, dependence: Dependence
+) -> tuple[float | None, float | None]:
+    """Return (two-sided, worse-sided) p-values of U for serially dependent samples.
+
+    U's variance (with the tie correction) is multiplied by ``dependence.inflation``: U
+    is asymptotically a sum of one term per sample (its Hajek projection), whose
+    variance grows by the integrated autocorrelation time when the terms are
+    dependent. The statistic (with continuity correction) is read against Student's t
+    with ``dependence.degrees_of_freedom``, because the variance is estimated from only
+    about ``n_effective`` independent pieces of information.
+    """
+    from scipy import stats
+
+    n1, n2 = x.size, y.size
+    total = n1 + n2
+    _, ties = np.unique(np.concatenate([x, y]), return_counts=True)
+    tie_term = float(np.sum(ties.astype(float) ** 3 - ties)) / (total * (total - 1))
+    variance = n1 * n2 / 12.0 * ((total + 1) - tie_term) * dependence.inflation
+    if not variance > 0:
+        return None, None
+    sd = math.sqrt(variance)
+    centred = u - n1 * n2 / 2.0
+    df = dependence.degrees_of_freedom or float(total - 2)
+    two = min(1.0, 2.0 * float(stats.t.sf(max(abs(centred) - 0.5, 0.0) / sd, df)))
+    if worse == "greater":
+        one: float | None = float(stats.t.sf((centred - 0.5) / sd, df))
+    elif worse == "less":
+        one = float(stats.t.cdf((centred + 0.5) / sd, df))
+    else:
+        one = None
+    return _finite(two), (_finite(one) if one is not None else None)
+
+
 def _hodges_lehmann(x: np.ndarray, y: np.ndarray) -> float:
     """Return the median of all pairwise differences x_i - y_j."""
     return _location_shift(x, y, None)[0]
 
 
 def _location_shift(
-    x: np.ndarray, y: np.ndarray, confidence: float | None
+    x: np.ndarray,
+    y: np.ndarray,
+    confidence: float | None,
+    dependence: Dependence | None = None,
 ) -> tuple[float, float | None, float | None]:
     """Return the Hodges-Lehmann shift of x over y and its confidence interval.
 
     The interval is the distribution-free one that goes with the Mann-Whitney test:
     the C-th smallest and largest pairwise differences, C = n1*n2/2 - z*sqrt(n1*n2*
-    (n1+n2+1)/12) (normal approximation, ties ignored). None when the samples are too
-    small for that confidence.
+    (n1+n2+1)/12) (normal approximation, ties ignored). For dependent samples the
+    variance under the root is multiplied by the dependence's inflation and z is
+    Student's t quantile at its degrees of freedom, as in the test. None when the
+    samples are too small for that confidence.
     """
     total = x.size * y.size
     if total > MAX_PAIRS:
@@ -340,10 +559,17 @@ def _location_shift(
     wanted = {middle} if size % 2 else {middle - 1, middle}
     low_index: int | None = None
     if confidence is not None:
-        from scipy.stats import norm
+        from scipy.stats import norm, t
 
-        z = float(norm.ppf(1.0 - (1.0 - confidence) / 2.0))
-        rank = math.floor(total / 2.0 - z * math.sqrt(total * (x.size + y.size + 1) / 12.0))
+        level = 1.0 - (1.0 - confidence) / 2.0
+        inflation = 1.0
+        if dependence is not None and dependence.corrected:
+            inflation = dependence.inflation
+            z = float(t.ppf(level, dependence.degrees_of_freedom or 1.0))
+        else:
+            z = float(norm.ppf(level))
+        spread = math.sqrt(total * (x.size + y.size + 1) / 12.0 * inflation)
+        rank = math.floor(total / 2.0 - z * spread)
         if rank >= 1:
             low_index = min(int((rank - 1) / total * size), middle)
             wanted |= {low_index, size - 1 - low_index}
@@ -359,7 +585,13 @@ def _location_shift(
     return (shift, low, high) if low is not None and high is not None else (shift, None, None)
 
 
-def _welch(base: SampleStats, imp: SampleStats, better: str, confidence: float) -> TestResult:
+def _welch(
+    base: SampleStats,
+    imp: SampleStats,
+    better: str,
+    confidence: float,
+    dependence: Dependence | None = None,
+) -> TestResult:
     from scipy import stats
 
     x, y = imp.values, base.values
@@ -398,21 +630,29 @@ def _welch(base: SampleStats, imp: SampleStats, better: str, confidence: float) 
             "each side is constant but they differ: Welch's t-test is undefined with zero "
             "variance; judge this metric by its thresholds",
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        two = stats.ttest_ind(x, y, equal_var=False, alternative="two-sided")
-        one = stats.ttest_ind(x, y, equal_var=False, alternative=worse) if worse else None
-        try:
-            ci = two.confidence_interval(confidence_level=confidence)
-            low, high = _finite(ci.low), _finite(ci.high)
-        except (ValueError, ArithmeticError):
-            low = high = None
     spread = math.sqrt((var_x + var_y) / 2.0)
+    if dependence is not None and dependence.corrected:
+        statistic, p_two, p_worse, low, high = _welch_dependent(
+            difference, var_x, var_y, worse, confidence, dependence
+        )
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            two = stats.ttest_ind(x, y, equal_var=False, alternative="two-sided")
+            one = stats.ttest_ind(x, y, equal_var=False, alternative=worse) if worse else None
+            try:
+                ci = two.confidence_interval(confidence_level=confidence)
+                low, high = _finite(ci.low), _finite(ci.high)
+            except (ValueError, ArithmeticError):
+                low = high = None
+        statistic = _finite(two.statistic)
+        p_two = _finite(two.pvalue)
+        p_worse = _finite(one.pvalue) if one is not None else None
     return TestResult(
         "welch_t",
-        _finite(two.statistic),
-        _finite(two.pvalue),
-        _finite(one.pvalue) if one is not None else None,
+        statistic,
+        p_two,
+        p_worse,
         worse,
         "cohens_d",
         difference / spread if spread > 0 else None,
@@ -422,6 +662,45 @@ def _welch(base: SampleStats, imp: SampleStats, better: str, confidence: float) 
         None,
         (low, high) if low is not None and high is not None else None,
         confidence,
+    )
+
+
+def _welch_dependent(
+    difference: float,
+    var_x: float,
+    var_y: float,
+    worse: str | None,
+    confidence: float,
+    dependence: Dependence,
+) -> tuple[float | None, float | None, float | None, float | None, float | None]:
+    """Return Welch's (t, two-sided p, worse-sided p, interval low, high) with each
+    side's sample count replaced by its effective count and the dependence's degrees of
+    freedom (Welch-Satterthwaite from the effective counts). All None when the variance
+    is 0.
+    """
+    from scipy import stats
+
+    n_x, n_y = dependence.n_effective_impact, dependence.n_effective_baseline
+    part_x, part_y = var_x / n_x, var_y / n_y
+    se2 = part_x + part_y
+    if not (se2 > 0 and math.isfinite(se2)):
+        return None, None, None, None, None
+    se = math.sqrt(se2)
+    df = dependence.degrees_of_freedom or max(n_x + n_y - 2.0, 1.0)
+    t_value = difference / se
+    two = min(1.0, 2.0 * float(stats.t.sf(abs(t_value), df)))
+    one: float | None = None
+    if worse == "greater":
+        one = float(stats.t.sf(t_value, df))
+    elif worse == "less":
+        one = float(stats.t.cdf(t_value, df))
+    half = float(stats.t.ppf(1.0 - (1.0 - confidence) / 2.0, df)) * se
+    return (
+        _finite(t_value),
+        _finite(two),
+        _finite(one) if one is not None else None,
+        _finite(difference - half),
+        _finite(difference + half),
     )
 
 
@@ -561,6 +840,8 @@ class MetricAnalysis:
     degraded: bool | None
     significant_degradation: bool | None
     reasons: tuple[str, ...]
+    dependence: Dependence | None = None
+    decided_by: str | None = None
 
     @property
     def decrease(self) -> float | None:
@@ -618,6 +899,8 @@ class MetricAnalysis:
                 "statistics": {"baseline": b.to_json(), "impact": i.to_json()},
                 "test": self.test.to_json() if self.test is not None else None,
                 "thresholds": [t.to_json() for t in self.thresholds],
+                "independence": self.dependence.to_json() if self.dependence else None,
+                "decided_by": self.decided_by,
                 "reasons": list(self.reasons),
             }
         )
@@ -715,6 +998,7 @@ def _analyze_metric(
 
     status = STATUS_OK
     test: TestResult | None = None
+    dependence: Dependence | None = None
     need = max(min_samples, 2)
     if method is not None:
         if b.count < need or i.count < need:
@@ -724,11 +1008,28 @@ def _analyze_metric(
                 f"{b.count} and impact {i.count}: test not run"
             )
         else:
-            test = (_mann_whitney if method == "mann_whitney" else _welch)(
-                b, i, metric.better, confidence
-            )
-            if test.reason:
-                reasons.append(test.reason)
+            dependence = _test_dependence(method, b, i)
+            eff_b, eff_i = dependence.n_effective_baseline, dependence.n_effective_impact
+            if dependence.corrected:
+                reasons.append(
+                    f"consecutive samples are dependent (lag-1 autocorrelation "
+                    f"{dependence.lag1:.2f}): the test counts about {eff_b:.1f} baseline and "
+                    f"{eff_i:.1f} impact independent samples (variance inflated "
+                    f"{dependence.inflation:.2f}x)"
+                )
+            if eff_b < need or eff_i < need:
+                status = STATUS_INSUFFICIENT
+                reasons.append(
+                    f"{method} needs at least {need} independent samples on each side, the "
+                    f"series hold about {eff_b:.1f} (baseline) and {eff_i:.1f} (impact): "
+                    "test not run; capture longer or less often"
+                )
+            else:
+                test = (_mann_whitney if method == "mann_whitney" else _welch)(
+                    b, i, metric.better, confidence, dependence
+                )
+                if test.reason:
+                    reasons.append(test.reason)
 
     alpha = 1.0 - confidence
     significant = None if test is None or test.p_value is None else test.p_value < alpha
@@ -744,41 +1045,71 @@ def _analyze_metric(
     moved_worse = (metric.better == "lower" and increase > 0) or (
         metric.better == "higher" and increase < 0
     )
-    threshold_degraded = any(
-        t.exceeded and t.watches_worse and (metric.better == "none" or moved_worse) for t in checked
+    watching = tuple(t for t in checked if t.watches_worse)
+    # Did a threshold on the worse direction see the central value move that way by more
+    # than its limit? (None when a watching threshold could not be evaluated.)
+    over_limit = _any3(
+        None if t.exceeded is None else bool(t.exceeded and (metric.better == "none" or moved_worse))
+        for t in watching
     )
-    unknown_threshold = any(t.exceeded is None and t.watches_worse for t in checked)
+    usable_test = test is not None and test.p_value is not None
 
-    stat_degraded: bool | None = None
-    if test is not None and metric.better != "none":
-        if test.p_value is None or test.trivial is None:
-            stat_degraded = None
+    decided_by: str
+    if watching:
+        if not usable_test:
+            # No test to confirm it: a limit exceeded the worse way degrades the metric
+            # on its own. A limit not exceeded is "not degraded" only when no test was
+            # asked for; with a test that could not run, it stays unknown (as before).
+            decided_by = DECIDED_BY_THRESHOLD
+            degraded: bool | None = over_limit
+            if method is not None and over_limit is False:
+                degraded = None
+            if method is not None and over_limit:
+                reasons.append("the test could not run: the exceeded threshold alone decides")
         else:
-            effect_worse = (
-                (test.effect_size or 0.0) > 0
-                if metric.better == "lower"
-                else (test.effect_size or 0.0) < 0
+            assert test is not None
+            decided_by = DECIDED_BY_THRESHOLD_AND_TEST
+            # The threshold says how much movement matters; the test says it is not noise:
+            # one-sided in the worse direction (two-sided when ``better: none``).
+            p_confirm = test.p_value if metric.better == "none" else test.p_value_worse
+            confirmed = None if p_confirm is None else p_confirm < alpha
+            degraded = _all3((over_limit, confirmed))
+            if over_limit and confirmed is False:
+                reasons.append(
+                    f"a threshold is exceeded but the test does not confirm a worse shift "
+                    f"(p = {p_confirm:.3g} >= {alpha:.3g}): not degraded"
+                )
+    elif method is None:
+        decided_by = DECIDED_BY_NOTHING
+        degraded = False
+        if not metric_thresholds:
+            reasons.append("no threshold and no statistical test apply: nothing can degrade it")
+        else:
+            reasons.append(
+                "no threshold watches the worse direction and no test runs: nothing can "
+                "degrade it"
             )
-            # Significant two-sided (as ``significant`` says) with the effect pointing the
-            # worse way: a false alarm rate of alpha/2 per metric when nothing changed,
-            # where the one-sided p-value alone would give alpha.
-            stat_degraded = bool(
-                test.p_value is not None
-                and test.p_value < alpha
-                and not test.trivial
-                and effect_worse
-            )
-    elif test is not None:
-        stat_degraded = False  # better: none has no worse direction to test
-
-    if threshold_degraded or stat_degraded:
-        degraded: bool | None = True
-    elif unknown_threshold or (method is not None and stat_degraded is None):
+    elif metric.better == "none":
+        decided_by = DECIDED_BY_NOTHING
+        degraded = False if test is not None else None
+        reasons.append("better: none and no threshold: nothing can degrade it")
+    elif not usable_test:
+        decided_by = DECIDED_BY_TEST
         degraded = None
     else:
-        degraded = False
-    if method is None and not metric_thresholds:
-        reasons.append("no threshold and no statistical test apply: nothing can degrade it")
+        assert test is not None and test.p_value is not None
+        decided_by = DECIDED_BY_TEST
+        if test.trivial is None:
+            degraded = None
+        else:
+            effect = test.effect_size or 0.0
+            effect_worse = effect > 0 if metric.better == "lower" else effect < 0
+            # Significant two-sided (as ``significant`` says) with a non-negligible effect
+            # pointing the worse way: a false alarm rate of at most alpha/2 per metric.
+            degraded = bool(test.p_value < alpha and not test.trivial and effect_worse)
+
+    # Degradations the test took part in (None when no test could run).
+    significant_degradation = None if method is None or not usable_test else degraded
     if degraded is None:
         reasons.append("degradation unknown: see the reasons above")
 
@@ -800,8 +1131,10 @@ def _analyze_metric(
         checked,
         exceeded,
         degraded,
-        stat_degraded if method is not None else None,
+        significant_degradation,
         tuple(reasons),
+        dependence,
+        decided_by,
     )
 
 
@@ -811,6 +1144,17 @@ def _central(stats_: SampleStats, central: str) -> float | None:
 
 def _dropped_note(stats_: SampleStats) -> str:
     return f" ({stats_.dropped} non-finite sample(s) dropped)" if stats_.dropped else ""
+
+
+def _all3(flags: Any) -> bool | None:
+    """Three-valued AND: False if any is False, None if none is but some are unknown."""
+    seen_unknown = False
+    for flag in flags:
+        if flag is False:
+            return False
+        if flag is None:
+            seen_unknown = True
+    return None if seen_unknown else True
 
 
 def _any3(flags: Any) -> bool | None:

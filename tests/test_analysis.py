@@ -349,7 +349,8 @@ def test_insufficient_samples_skips_the_test_but_still_checks_thresholds() -> No
 
 def test_min_samples_from_the_workflow() -> None:
     m = metric()
-    samples = list(np.linspace(0.1, 0.2, 19))
+    # shuffled: a monotone ramp is strongly autocorrelated and holds few independent samples
+    samples = list(np.random.default_rng(3).permutation(np.linspace(0.1, 0.2, 19)))
     few = analyze_metric(m, samples, samples, method="welch_t", min_samples=20)
     enough = analyze_metric(m, samples + [0.15], samples + [0.15], method="welch_t", min_samples=20)
     assert few.status == "insufficient_samples" and enough.status == "ok"

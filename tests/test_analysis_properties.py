@@ -56,6 +56,10 @@ def test_swapping_sides_mirrors_the_result(baseline: list[float], impact: list[f
     backward = analyze_metric(METRIC, impact, baseline, method="mann_whitney")
     assert forward.increase == pytest.approx(-backward.increase, abs=1e-9)
     assert forward.p_value == pytest.approx(backward.p_value, rel=1e-9, abs=1e-12)
+    assert forward.status == backward.status
+    if forward.test is None:  # too few independent samples (dependent series): both sides
+        assert backward.test is None and forward.status == "insufficient_samples"
+        return
     assert forward.test.effect_size == pytest.approx(-backward.test.effect_size, abs=1e-9)
 
 
