@@ -143,8 +143,11 @@ def test_html_report_renders_verdict_table_and_plots_in_chromium(run_branch, tru
     assert console == []
     assert re.search(r'<header id="verdict" class="verdict VERIFIED"><h1>VERIFIED: api/d-42', dom)
     impact = re.search(r'<table id="impact">(.*?)</table>', dom, re.S)
-    assert impact and "response_time_p99 (ms)" in impact.group(1)
-    assert "<td class=\"num\">+40.1</td><td class=\"num\">+32.9 %</td>" in impact.group(1)
+    assert impact and "response_time_p99" in impact.group(1)
+    # values in the metric's unit; one verdict per metric with its grounds (no "status: ok")
+    table = impact.group(1).replace("&nbsp;", "\u00a0")  # the DOM serializes the no-break space
+    assert '<td class="num">+40.1\u00a0ms</td><td class="num">+32.9%</td>' in table
+    assert '<span class="badge no">degraded</span>' in impact.group(1) and ">status<" not in impact.group(1)
     plots = re.findall(r'<svg[^>]*class="plot"[^>]*data-metric="([^"]+)"', dom)
     assert sorted(plots) == ["error_rate", "response_time_p99"]
     for metric in plots:
@@ -415,3 +418,154 @@ def test_report_does_not_import_prefect(run_branch, trust_file, tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+# -- units, verdicts and axes (QA: raw base units, "status: ok" next to "degraded: yes",
+# -- an axis below zero for a ratio, the last time label clipped) ------------------------------
+NB = "\u00a0"
+
+
+def test_values_are_shown_in_the_metrics_unit_at_a_sensible_scale():
+    from afdp.report.units import p_value, percent, scale_for
+
+    latency = scale_for("s", [0.0476, 0.0874])
+    assert (latency.show(0.0476), latency.show(0.0874)) == (f"47.6{NB}ms", f"87.4{NB}ms")
+    assert latency.show(0.0398, signed=True) == f"+39.8{NB}ms"  # the change uses the row's scale
+    assert latency.show(-0.0012, signed=True) == f"\u22121.2{NB}ms"
+    assert scale_for("s", [2.5]).show(2.5) == f"2.5{NB}s"
+    assert scale_for("ms", [1500]).show(1500) == f"1.5{NB}s"
+    assert scale_for("ms", [40.1]).show(40.1) == f"40.1{NB}ms"
+    ratio = scale_for("ratio", [0.0088, 0.046])
+    assert (ratio.show(0.0088), ratio.show(0.046)) == ("0.88%", "4.6%")
+    assert scale_for("%", [2.9]).show(2.9) == "2.9%"
+    rate = scale_for("1/s", [9.99])
+    assert rate.show(9.986) == "9.99/s" and rate.show(0) == "0/s" and rate.axis_label == "per second"
+    assert scale_for("B", [2.5e6]).show(2.5e6) == f"2.5{NB}MB"
+    assert scale_for("count", [99]).show(99) == "99" and scale_for("count", [12345]).show(12345) == "12,345"
+    assert scale_for("USD/h", [3.5]).show(3.5) == f"3.5{NB}USD/h"
+    assert (percent(0.862), percent(-0.000626), percent(None)) == ("+86.2%", "\u22120.063%", "-")
+    assert (p_value(0.8883), p_value(3.1e-8), p_value(None)) == ("0.888", "3.1e-8", "-")
+
+
+def test_value_axis_has_round_ticks_and_starts_at_zero_for_non_negative_data():
+    from afdp.report.units import value_axis
+
+    ratio = value_axis([0.59, 5.9])  # a fail ratio in %: the QA plot started at -0.000402
+    assert ratio.ticks[0] == 0 and ratio.high >= 5.9 and ratio.ticks[-1] == ratio.high
+    assert [ratio.label(t) for t in ratio.ticks] == ["0", "2", "4", "6"]
+    latency = value_axis([43.7, 91.9])  # within half of the maximum: still from zero
+    assert [latency.label(t) for t in latency.ticks] == ["0", "25", "50", "75", "100"]
+    users = value_axis([87.2, 113.8])  # far from zero: a tight range, still round
+    assert 0 < users.low <= 87.2 and users.high >= 113.8 and all(t % users.step == 0 for t in users.ticks)
+    signed = value_axis([-3.0, 5.0])  # data below zero keeps its negative range
+    assert signed.low < -3 and signed.high >= 5 and 0 in signed.ticks
+    flat = value_axis([0.0, 0.0])
+    assert flat.low == 0 and flat.high > 0
+    steps = {round(b - a, 9) for a, b in zip(ratio.ticks, ratio.ticks[1:], strict=False)}
+    assert len(steps) == 1
+
+
+def _texts(svg_text: str, cls: str) -> list[tuple[float, str]]:
+    return [(float(x), t) for x, t in re.findall(rf'<text class="{cls}" x="([0-9.\-]+)"[^>]*>([^<]*)</text>', svg_text)]
+
+
+def test_plot_axes_in_display_units_and_labels_inside_the_image():
+    from afdp.report import svg
+
+    start = 1764054911.0  # 07:15:11 UTC
+    base = [(start + i, 0.0059 + 0.0005 * i) for i in range(15)]
+    after = [(start + 45 + i, 0.045 + 0.001 * (i % 7)) for i in range(20)]  # ends 07:16:15
+    drawn = svg.line_plot(metric="shop_fail_ratio", unit="ratio", baseline=base, impact=after, deployed_at=start + 30)
+    assert ">shop_fail_ratio (%)</text>" in drawn
+    yticks = _texts(drawn, "ytick")
+    assert yticks[0][1] == "0" and all(not t.startswith(("-", "\u2212")) for _, t in yticks)
+    xticks = _texts(drawn, "xtick")
+    assert len(xticks) >= 3
+    for x, text in xticks:
+        half = len(text) * svg.CHAR_WIDTH / 2
+        assert x - half >= 0 and x + half <= svg.WIDTH, (x, text)
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", text) and text.endswith(("0", "5"))  # round instants
+    latency = svg.line_plot(metric="lat", unit="s", baseline=[(start, 0.047)], impact=[(start + 60, 0.1)], deployed_at=None)
+    assert ">lat (ms)</text>" in latency and [t for _, t in _texts(latency, "ytick")] == ["0", "25", "50", "75", "100"]
+
+
+def build_base_unit_deployment(repo: Path, signer, tsa) -> None:
+    """A branch whose analysis is in base units (seconds, ratios, 1/s), as analysis.v1 and the
+    demo write it, with every verdict: degraded, within normal, no data, insufficient samples;
+    and an ``n_effective`` field the analysis may add."""
+    now = time.time()
+    start = now - 300
+
+    def add(step: str, result) -> None:
+        append_record(repo, service="shop", deployment="r-1", draft=rec.RecordDraft(kind=rec.KIND_STEP, step=step, result=result), signer=signer, tsa_urls=[tsa.url])
+
+    def series(metric, unit, t0, values):
+        return {"metric": metric, "unit": unit, "samples": [[t0 + i, v] for i, v in enumerate(values)]}
+
+    add("capture_baseline", {"role": "baseline", "metrics": [series("latency_mean", "s", start, [0.046 + 0.001 * (i % 3) for i in range(30)]), series("fail_ratio", "ratio", start, [0.0059 + 0.0002 * i for i in range(30)])]})
+    add("mark_deployment_time", {"deployed_at": rec.format_time(rec.utc_now())})
+    add("capture_impact", {"role": "impact", "metrics": [series("latency_mean", "s", now + 60, [0.087 + 0.001 * (i % 3) for i in range(30)]), series("fail_ratio", "ratio", now + 60, [0.045 + 0.0003 * i for i in range(30)])]})
+    sec = {"symbol": "s", "dimension": "time", "factor": 1}
+    metrics = {
+        "latency_mean": {"metric": "latency_mean", "unit": sec, "status": "ok", "baseline": 0.0476, "impact": 0.0874, "increase": 0.0398, "change": 0.836, "p_value": 3.13e-8, "significant": True, "significant_degradation": True, "degraded": True, "reasons": [], "counts": {"baseline": 30, "impact": 30, "n_effective": {"baseline": 12.4, "impact": 30}}, "test": {"method": "mann_whitney"}, "thresholds": [{"direction": "increase", "exceeded": True, "limit": {"text": "15ms", "unit": "ms", "value": 15}, "mode": "absolute", "observed": 39.8, "unit": "ms", "watches_worse": True}]},
+        "fail_ratio": {"metric": "fail_ratio", "unit": {"symbol": "ratio", "dimension": "ratio", "factor": 1}, "status": "ok", "baseline": 0.0088, "impact": 0.046, "increase": 0.0372, "change": 4.227, "p_value": 3.11e-8, "significant": True, "degraded": True, "reasons": [], "counts": {"baseline": 30, "impact": 30}},
+        "requests_per_second": {"metric": "requests_per_second", "unit": {"symbol": "1/s", "dimension": "number/time", "factor": 1}, "status": "ok", "baseline": 200.1, "impact": 199.9, "increase": -0.2, "change": -0.001, "p_value": 0.8883, "significant": False, "significant_degradation": False, "degraded": False, "reasons": [], "counts": {"baseline": 30, "impact": 30}, "thresholds": []},
+        "latency_p90": {"metric": "latency_p90", "unit": sec, "status": "no_data", "baseline": None, "impact": None, "p_value": None, "significant": None, "degraded": None, "reasons": ["no impact samples: the collection failed (source down)"]},
+        "users": {"metric": "users", "unit": {"symbol": "count", "dimension": "count", "factor": 1}, "status": "insufficient_samples", "baseline": 99, "impact": 101, "p_value": None, "significant": None, "degraded": None, "reasons": ["1 baseline sample(s), the test needs 5"], "counts": {"baseline": 1, "impact": 20}},
+    }
+    add("analyze_differences", {"method": "mann_whitney", "metrics": metrics, "summary": {"any_degradation": True}, "inconclusive": ["latency_p90", "users"]})
+    seal(repo, service="shop", deployment="r-1", signer=signer, tsa_urls=[tsa.url])
+
+
+def _impact_rows_html(html: str) -> dict[str, str]:
+    table = re.search(r'<table id="impact">(.*?)</table>', html, re.S).group(1)
+    return {m: row for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S) for m in re.findall(r"<td><b>([^<]+)</b>", row)}
+
+
+def test_impact_table_in_metric_units_with_one_verdict_per_metric(repo, signer, tsa, trust_file, cli, tmp_path):
+    build_base_unit_deployment(repo, signer, tsa)
+    args = ["report", "--repo", str(repo), "--service", "shop", "--deployment", "r-1", "--trust", str(trust_file)]
+    started = time.monotonic()
+    assert cli(*args, "--out", str(tmp_path / "r.html")).code == 0
+    assert time.monotonic() - started < 3  # `afdp report` HTML stays fast
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    header = re.search(r'<table id="impact"><tr>(.*?)</tr>', html, re.S).group(1)
+    assert ">status<" not in header and ">degraded<" not in header and "verdict" in header
+    rows = _impact_rows_html(html)
+    lat = rows["latency_mean"]
+    for shown in (f">47.6{NB}ms<", f">87.4{NB}ms<", f">+39.8{NB}ms<", ">+83.6%<", ">3.1e-8<", "n = 30, effective 12.4"):
+        assert shown in lat, shown
+    assert '<span class="badge no">degraded</span>' in lat
+    assert f"increase +39.8{NB}ms exceeds the limit 15ms" in lat and "significant worsening: p = 3.1e-8" in lat
+    ratio = rows["fail_ratio"]
+    assert ">0.88%<" in ratio and ">4.6%<" in ratio and ">+3.72%<" in ratio and ">+422.7%<" in ratio
+    assert "0.0088" not in ratio and "0.0476" not in html.split('id="impact"')[1].split("</table>")[0]
+    rps = rows["requests_per_second"]
+    assert ">200/s<" in rps and '<span class="badge yes">within normal</span>' in rps and "no significant change: p = 0.888" in rps
+    assert "no data</span>" in rows["latency_p90"] and "collection failed (source down)" in rows["latency_p90"]
+    assert "insufficient samples</span>" in rows["users"] and "the test needs 5" in rows["users"]
+    # the plots use the table's scale, and a ratio's axis starts at 0
+    ratio_plot = re.search(r'data-metric="fail_ratio".*?</svg>', html, re.S).group(0)
+    assert ">fail_ratio (%)</text>" in ratio_plot and _texts(ratio_plot, "ytick")[0][1] == "0"
+    lat_plot = re.search(r'data-metric="latency_mean".*?</svg>', html, re.S).group(0)
+    assert ">latency_mean (ms)</text>" in lat_plot
+    # the JSON keeps the raw recorded numbers, and says the verdict and its grounds
+    assert cli(*args, "--out", str(tmp_path / "r.json")).code == 0
+    impact = {r["metric"]: r for r in json.loads((tmp_path / "r.json").read_text())["deployments"][0]["impact"]}
+    assert impact["latency_mean"]["baseline"] == 0.0476 and impact["fail_ratio"]["impact"] == 0.046
+    assert {m: r["verdict"] for m, r in impact.items()} == {"latency_mean": "degraded", "fail_ratio": "degraded", "requests_per_second": "within normal", "latency_p90": "no data", "users": "insufficient samples"}
+    assert impact["latency_mean"]["why"] and impact["latency_mean"]["effective"] == [12.4, 30]
+
+
+def test_tampered_analysis_verdicts_are_shown_unverified(run_branch, trust_file, cli, tmp_path):
+    _tamper_result(run_branch, 5)  # the analysis record
+    out = tmp_path / "r.html"
+    assert cli("report", "--repo", str(run_branch), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--out", str(out)).code == 1
+    html = out.read_text(encoding="utf-8")
+    assert html.splitlines()[0].startswith("<!DOCTYPE html><!-- FAILED:")
+    rows = _impact_rows_html(html)
+    assert set(rows) == {"response_time_p99", "error_rate"}
+    for row in rows.values():
+        assert '<span class="badge no">unverified</span>' in row and "claims: degraded" in row
+        assert "record 5 (the analysis) failed verification" in row
+        assert 'badge no">degraded' not in row

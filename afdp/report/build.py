@@ -19,6 +19,7 @@ from afdp.errors import NotFoundError, UsageError
 from afdp.ledger import trailers
 from afdp.names import branch_ref, check_name
 from afdp.report import evidence
+from afdp.report import units as fmt
 from afdp.report.controls import evaluate, load_controls
 from afdp.report.model import AuditReport, DeploymentSection, ImpactRow, median
 from afdp.store import EvidenceStore
@@ -159,10 +160,12 @@ def impact_rows(findings: evidence.Findings) -> list[ImpactRow]:
         baseline = _first(m, "baseline", "baseline_median")
         impact = _first(m, "impact", "impact_median")
         status = str(m.get("status") or "ok")
+        unit_text = str(unit or units.get(name, ""))
+        verdict, why = metric_verdict(m)
         rows.append(
             ImpactRow(
                 metric=str(name),
-                unit=str(unit or units.get(name, "")),
+                unit=unit_text,
                 baseline=baseline,
                 impact=impact,
                 change=_delta(baseline, impact, m),
@@ -171,8 +174,12 @@ def impact_rows(findings: evidence.Findings) -> list[ImpactRow]:
                 significant=m.get("significant"),
                 degraded=m.get("degraded"),
                 status=status,
-                reasons=tuple(str(r) for r in m.get("reasons") or ()) if status != "ok" else (),
+                reasons=tuple(str(r) for r in _list(m.get("reasons"))),
                 source="analysis",
+                verdict=verdict,
+                why=why,
+                counts=_counts(m.get("counts")),
+                effective=_effective(m),
             )
         )
     shown = {r.metric for r in rows}
@@ -206,9 +213,145 @@ def impact_rows(findings: evidence.Findings) -> list[ImpactRow]:
                 status="ok" if base and imp else "no_data",
                 reasons=(),
                 source="samples",
+                verdict="not analysed" if base and imp else "no data",
+                why=(
+                    "no analysis is recorded: baseline and impact are medians of the recorded samples",
+                )
+                if base and imp
+                else (f"no {'impact' if base else 'baseline'} samples are recorded",),
+                counts=(len(base), len(imp)),
             )
         )
     return rows
+
+
+#: Verdicts per metric, worst first (the order the report explains them in).
+VERDICTS = (
+    "degraded",
+    "inconclusive",
+    "no data",
+    "insufficient samples",
+    "not analysed",
+    "within normal",
+)
+
+
+def metric_verdict(metric: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """Return one clear verdict for an analysed metric and its grounds (plain sentences).
+
+    ``degraded`` / ``within normal`` follow the analysis' ``degraded`` (true / false);
+    a null ``degraded`` is ``no data``, ``insufficient samples`` or ``inconclusive`` by
+    the analysis' status. The grounds name each threshold (observed vs limit, in the
+    metric's unit), the statistical test's outcome, and the analysis' own reasons.
+    """
+    status = str(metric.get("status") or "ok")
+    degraded = metric.get("degraded")
+    if degraded is True:
+        verdict = "degraded"
+    elif degraded is False:
+        verdict = "within normal"
+    elif status == "no_data":
+        verdict = "no data"
+    elif status == "insufficient_samples":
+        verdict = "insufficient samples"
+    else:
+        verdict = "inconclusive"
+    why: list[str] = []
+    for threshold in _list(metric.get("thresholds")):
+        if isinstance(threshold, dict):
+            text = _threshold_text(threshold)
+            if text:
+                why.append(text)
+    p = metric.get("p_value")
+    test = metric.get("test") if isinstance(metric.get("test"), dict) else {}
+    method = str(test.get("method") or metric.get("method") or "").replace("_", "-")
+    by = f" ({method} test)" if method else ""
+    if _is_number(p):
+        shown = fmt.p_value(p)
+        if metric.get("significant_degradation") is True:
+            why.append(f"significant worsening: p = {shown}{by}")
+        elif metric.get("significant") is True and metric.get("significant_degradation") is False:
+            why.append(
+                f"significant change, but not a worsening (or a trivial one): p = {shown}{by}"
+            )
+        elif metric.get("significant") is True:
+            why.append(f"significant change: p = {shown}{by}")
+        elif metric.get("significant") is False:
+            why.append(f"no significant change: p = {shown}{by}")
+    elif status == "insufficient_samples":
+        counts = _counts(metric.get("counts"))
+        sizes = "/".join("?" if n is None else str(n) for n in counts)
+        why.append(f"too few samples for the statistical test (baseline/impact: {sizes})")
+    why.extend(str(r) for r in _list(metric.get("reasons")) if str(r) not in why)
+    if not why and verdict == "within normal":
+        why.append("no threshold exceeded and no significant worsening")
+    return verdict, tuple(why)
+
+
+def _threshold_text(threshold: dict[str, Any]) -> str:
+    """``increase +40.7 ms exceeds the limit 10ms`` (observed in the threshold's unit)."""
+    direction = str(threshold.get("direction") or threshold.get("key") or "change")
+    limit = threshold.get("limit")
+    limit_text = ""
+    if isinstance(limit, dict):
+        limit_text = str(limit.get("text") or "").replace("_per_", "/").replace("_", " ")
+        if not limit_text and _is_number(limit.get("value")):
+            limit_text = fmt.scale_for(str(limit.get("unit") or "")).show(limit["value"])
+    observed = threshold.get("observed")
+    mode = str(threshold.get("mode") or "absolute")
+    unit = str(threshold.get("unit") or "")
+    if _is_number(observed):
+        if mode == "relative" and unit in ("", "ratio", "fraction"):
+            seen = fmt.percent(observed)
+        else:
+            seen = fmt.scale_for(unit, [observed]).show(observed, signed=mode != "factor")
+        seen = f"{direction} {seen}"
+    else:
+        seen = direction
+    exceeded = threshold.get("exceeded")
+    if exceeded is True:
+        verb = "exceeds the limit"
+    elif exceeded is False:
+        verb = "within the limit"
+    else:
+        reason = threshold.get("reason")
+        return f"{seen}: limit {limit_text} could not be checked" + (
+            f" ({reason})" if reason else ""
+        )
+    return f"{seen} {verb} {limit_text}".strip()
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def _counts(value: Any) -> tuple[int | None, int | None]:
+    if not isinstance(value, dict):
+        return (None, None)
+    found = tuple(
+        value.get(side) if _is_number(value.get(side)) else None for side in ("baseline", "impact")
+    )
+    return (found[0], found[1])
+
+
+def _effective(metric: dict[str, Any]) -> tuple[float | None, float | None]:
+    """Effective sample sizes when the analysis records them (``n_effective`` as a number
+    pair, a {baseline, impact} mapping, or inside ``counts``/``test``); else (None, None)."""
+    for holder in (metric, metric.get("counts"), metric.get("test")):
+        if not isinstance(holder, dict):
+            continue
+        for key in ("n_effective", "effective"):
+            value = holder.get(key)
+            if isinstance(value, dict):
+                b, i = value.get("baseline"), value.get("impact")
+                return (b if _is_number(b) else None, i if _is_number(i) else None)
+            if isinstance(value, (list, tuple)) and len(value) == 2:
+                b, i = value
+                return (b if _is_number(b) else None, i if _is_number(i) else None)
+        b, i = holder.get("baseline_n_effective"), holder.get("impact_n_effective")
+        if _is_number(b) or _is_number(i):
+            return (b if _is_number(b) else None, i if _is_number(i) else None)
+    return (None, None)
 
 
 def _is_number(value: Any) -> bool:

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from afdp.report import svg
-from afdp.report.model import FAILED, UNSEALED, AuditReport, DeploymentSection
+from afdp.report import svg, units
+from afdp.report.model import FAILED, UNSEALED, AuditReport, DeploymentSection, ImpactRow
+from afdp.report.units import Scale
 
 _CSS = """
 @page { size: A4; margin: 14mm 12mm; }
@@ -41,12 +42,18 @@ code, .mono { font-family: "DejaVu Sans Mono", monospace; font-size: 10.5px; wor
 section.deployment { page-break-before: auto; }
 section.deployment.FAILED { border-left: 5px solid #b91c1c; padding-left: 10px; }
 figure { margin: 6px 0 12px 0; page-break-inside: avoid; }
-svg.plot { max-width: 100%; height: auto; border: 1px solid #e5e5e5; }
+svg.plot { width: 100%; max-width: 100%; height: auto; border: 1px solid #e5e5e5; }
 .muted { color: #555; }
 ul.failures li { color: #7f1010; }
 footer { margin-top: 28px; font-size: 10.5px; color: #444; border-top: 1px solid #ccc; padding-top: 6px; }
 tr { page-break-inside: avoid; }
-tr.degraded td { background: #fde8e8; }
+tr.degraded td { background: #fdf0f0; }
+.badge.muted { background: #6b7280; }
+.sub { color: #555; font-size: 10.5px; font-weight: normal; }
+th.num { text-align: right; }
+td.num { white-space: nowrap; }
+ul.why { margin: 3px 0 0 0; padding-left: 16px; font-size: 11px; }
+td.verdict-cell { min-width: 260px; }
 """
 
 
@@ -190,17 +197,21 @@ def _section(s: DeploymentSection, *, single: bool) -> str:
     for metric in metrics:
         baseline, impact = s.series_of(metric)
         unit = next((x.unit for x in baseline + impact if x.unit), "")
+        before = [p for x in baseline for p in x.samples]
+        after = [p for x in impact for p in x.samples]
+        row = next((r for r in s.impact if r.metric == metric), None)
         plot = svg.line_plot(
             metric=metric,
             unit=unit,
-            baseline=[p for x in baseline for p in x.samples],
-            impact=[p for x in impact for p in x.samples],
+            baseline=before,
+            impact=after,
             deployed_at=s.findings.deployed_at,
+            scale=metric_scale(row, unit, [v for _, v in before + after]),
         )
         cited = sorted({x.sequence for x in baseline + impact})
         out.append(
             f'<figure>{plot}<figcaption class="muted">{escape(metric)}: records '
-            f"{escape(', '.join(map(str, cited)))}; dashed line: deploy time.</figcaption></figure>"
+            f"{escape(', '.join(map(str, cited)))}; dashed line: deploy time.{mark}</figcaption></figure>"
         )
     # records
     out.append(f"<h3>Records in chain order{mark}</h3>")
@@ -283,46 +294,109 @@ def _decision(decision: dict[str, Any], record: int | None) -> str:
     return '<table id="decision">' + "".join(rows) + "</table>"
 
 
+_VERDICT_CLASS = {
+    "degraded": "no",
+    "within normal": "yes",
+    "inconclusive": "warn",
+    "no data": "warn",
+    "insufficient samples": "warn",
+    "not analysed": "muted",
+}
+
+
+def _raw(value: Any) -> float | None:
+    """A raw number from a number or a ``{value, unit}`` quantity; None otherwise."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _row_unit(row: ImpactRow) -> str:
+    for value in (row.baseline, row.impact, row.change):
+        if isinstance(value, dict) and value.get("unit"):
+            return str(value["unit"])
+    return row.unit
+
+
+def metric_scale(row: ImpactRow | None, unit: str, samples: list[float]) -> Scale:
+    """Return the one display scale a metric uses in the table and on its plot: chosen
+    from the table's baseline and impact when there are, else from the samples."""
+    if row is not None:
+        values = [_raw(row.baseline), _raw(row.impact)]
+        if any(v is not None for v in values):
+            return units.scale_for(_row_unit(row), values)
+        unit = _row_unit(row) or unit
+    return units.scale_for(unit, samples)
+
+
 def _impact_table(s: DeploymentSection) -> str:
     out = [
-        '<table id="impact"><tr><th>metric</th><th>baseline</th><th>impact</th><th>change</th>'
-        "<th>relative</th><th>p-value</th><th>significant</th><th>degraded</th><th>status</th></tr>"
+        '<table id="impact"><tr><th>metric</th><th class="num">baseline</th>'
+        '<th class="num">impact</th><th class="num">change<br><span class="sub">impact &minus; '
+        'baseline</span></th><th class="num">relative<br><span class="sub">change &divide; '
+        'baseline</span></th><th class="num">p-value</th><th>verdict and grounds</th></tr>'
     ]
+    failed = s.verdict == FAILED
+    suspect = {f.sequence for f in s.verification.failures if f.sequence is not None}
     for row in s.impact:
-        degraded = row.degraded
-        cls = ' class="degraded"' if degraded is True else ""
-        unit = f" ({escape(row.unit)})" if row.unit else ""
-        status = escape(row.status)
-        if row.source == "samples":
-            status += " (medians of samples)"
-        if row.reasons:
-            status += "<br>" + escape("; ".join(row.reasons))
+        scale = metric_scale(row, row.unit, [])
+        verdict = row.verdict or ("degraded" if row.degraded is True else row.status)
+        cls = ' class="degraded"' if verdict == "degraded" and not failed else ""
+        why = "".join(f"<li>{escape(reason)}</li>" for reason in row.why)
+        badge = (
+            f'<span class="badge {_VERDICT_CLASS.get(verdict, "warn")}">{escape(verdict)}</span>'
+        )
+        if failed:
+            # a failed branch's analysis may have been altered: never show its verdict as a fact
+            record = s.findings.analysis_record if row.source == "analysis" else None
+            warning = (
+                f"record {record} (the analysis) failed verification: this may not be what was recorded"
+                if record is not None and record in suspect
+                else "the branch failed verification: nothing here can be relied on"
+            )
+            badge = (
+                '<span class="badge no">unverified</span> '
+                f'<span class="sub">claims: {escape(verdict)}</span>'
+            )
+            why = f'<li class="unverified">{escape(warning)}</li>' + why
+        source = (
+            '<div class="sub">medians of the recorded samples</div>'
+            if row.source == "samples"
+            else ""
+        )
         out.append(
-            f"<tr{cls}><td>{escape(row.metric)}{unit}</td>"
-            f'<td class="num">{escape(_value(row.baseline))}</td>'
-            f'<td class="num">{escape(_value(row.impact))}</td>'
-            f'<td class="num">{escape(_signed(row.change))}</td>'
-            f'<td class="num">{escape(_percent(row.relative))}</td>'
-            f'<td class="num">{escape(_value(row.p_value))}</td>'
-            f"<td>{escape(_text(row.significant))}</td><td>{escape(_text(degraded))}</td>"
-            f"<td>{status}</td></tr>"
+            f"<tr{cls}><td><b>{escape(row.metric)}</b>{source}</td>"
+            f'<td class="num">{escape(scale.show(_raw(row.baseline)))}{_count(row, 0)}</td>'
+            f'<td class="num">{escape(scale.show(_raw(row.impact)))}{_count(row, 1)}</td>'
+            f'<td class="num">{escape(scale.show(_raw(row.change), signed=True))}</td>'
+            f'<td class="num">{escape(units.percent(_raw(row.relative)))}</td>'
+            f'<td class="num">{escape(units.p_value(_raw(row.p_value)))}</td>'
+            f'<td class="verdict-cell">{badge}'
+            + (f'<ul class="why">{why}</ul>' if why else "")
+            + "</td></tr>"
         )
     out.append("</table>")
+    out.append(
+        '<p class="sub">Values in each metric\'s unit (durations under a second in ms, ratios '
+        "in %, rates per second); n: samples on each side. Verdicts: <b>degraded</b> (a limit "
+        "exceeded or a significant worsening), <b>within normal</b>, <b>inconclusive</b>, "
+        "<b>no data</b>, <b>insufficient samples</b>; the grounds say why. The JSON report "
+        "keeps the raw recorded numbers.</p>"
+    )
     return "".join(out)
 
 
-def _signed(value: Any) -> str:
-    text = _value(value)
-    number = value.get("value") if isinstance(value, dict) else value
-    if isinstance(number, (int, float)) and not isinstance(number, bool) and number > 0:
-        return "+" + text
-    return text
-
-
-def _percent(value: Any) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value * 100:+.1f} %"
-    return "-"
+def _count(row: ImpactRow, side: int) -> str:
+    n = row.counts[side] if len(row.counts) > side else None
+    if n is None:
+        return ""
+    effective = row.effective[side] if len(row.effective) > side else None
+    extra = ""
+    if effective is not None and abs(effective - n) >= 0.5:
+        extra = f", effective {units.significant(effective)}"
+    return f'<div class="sub">n = {n}{escape(extra)}</div>'
 
 
 def _value(value: Any) -> str:
@@ -332,7 +406,7 @@ def _value(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (int, float)):
-        return svg._number(float(value))
+        return units.significant(float(value))
     if isinstance(value, dict) and "value" in value:
         unit = value.get("unit") or ""
         return f"{_value(value['value'])}{(' ' + str(unit)) if unit else ''}"

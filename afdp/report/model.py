@@ -30,9 +30,16 @@ class ImpactRow:
     p_value: Any
     significant: Any
     degraded: Any
-    status: str
-    reasons: tuple[str, ...]
+    status: str  # the analysis' own status: ok | no_data | insufficient_samples
+    reasons: tuple[str, ...]  # the analysis' own reasons
     source: str  # "analysis" (the recorded analysis) or "samples" (medians of the series)
+    verdict: str = ""  # degraded | within normal | inconclusive | no data | insufficient samples | not analysed
+    why: tuple[str, ...] = ()  # the verdict's grounds: thresholds, the test, the analysis' reasons
+    counts: tuple[int | None, int | None] = (None, None)  # samples (baseline, impact)
+    effective: tuple[float | None, float | None] = (
+        None,
+        None,
+    )  # effective sample sizes, if recorded
 
 
 @dataclass(frozen=True)
