@@ -54,6 +54,7 @@ th.num { text-align: right; }
 td.num { white-space: nowrap; }
 ul.why { margin: 3px 0 0 0; padding-left: 16px; font-size: 11px; }
 td.verdict-cell { min-width: 260px; }
+#impact th { white-space: nowrap; }
 """
 
 
@@ -265,7 +266,8 @@ def _decision(decision: dict[str, Any], record: int | None) -> str:
     rows = []
     for key in ("decision", "action", "label", "success_criteria_met", "reason"):
         if key in decision:
-            rows.append(f"<tr><th>{escape(key)}</th><td>{escape(_text(decision[key]))}</td></tr>")
+            label = key.replace("_", " ")
+            rows.append(f"<tr><th>{escape(label)}</th><td>{escape(_text(decision[key]))}</td></tr>")
     performed = decision.get("action_result")
     if isinstance(performed, dict):
         text = " ".join(
