@@ -338,7 +338,7 @@ def _run_phase(request: Any, params: dict[str, Any], phase: str, use_prefect: bo
     if not use_prefect:
         return run_workflow(request)
     try:
-        from flows.evidence import run_with_prefect
+        from afdp.flow import run_with_prefect
     except ImportError as exc:
         raise UsageError(f"cannot run the demo as a Prefect flow: {exc}") from exc
     return run_with_prefect({**params, "phase": phase}, progress=request.progress)

@@ -38,13 +38,17 @@ environment variables the workflow names before it is signed.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import fcntl
 import json
 import math
 import os
 import re
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -53,7 +57,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from afdp import records as rec
 from afdp.canonical import canonical_bytes, sha256_hex
-from afdp.errors import AfdpError, PolicyViolation, StorageError, UsageError
+from afdp.errors import (
+    AfdpError,
+    NetworkError,
+    PolicyViolation,
+    SigningError,
+    StorageError,
+    TimestampError,
+    UsageError,
+)
 from afdp.ledger import append_record, decode_envelope, seal, trailers
 from afdp.names import branch_ref
 from afdp.store import EvidenceStore
@@ -110,6 +122,31 @@ class Clock:
 
 
 SYSTEM_CLOCK = Clock()
+
+
+class RunCancelled(Exception):
+    """Raised in a worker thread's sleep once the run was interrupted (Ctrl-C)."""
+
+
+class InterruptibleClock:
+    """Wraps a real-time clock: ``sleep`` returns at once (raising :class:`RunCancelled`)
+    after :meth:`cancel`, so collector threads stop polling when the run is interrupted
+    instead of finishing their window first.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.cancelled = threading.Event()
+
+    def now(self) -> datetime:
+        return self.inner.now()  # type: ignore[no-any-return]
+
+    def sleep(self, seconds: float) -> None:
+        if self.cancelled.wait(max(0.0, seconds)):
+            raise RunCancelled("the run was interrupted")
+
+    def cancel(self) -> None:
+        self.cancelled.set()
 
 
 @dataclass(frozen=True)
@@ -354,14 +391,41 @@ class StepExecutor:
         if not calls:
             return {}, {}
         out: dict[str, T | Exception] = {}
-        with ThreadPoolExecutor(max_workers=min(8, len(calls))) as pool:
-            futures = {label: pool.submit(call) for label, call in calls.items()}
+        pool = ThreadPoolExecutor(max_workers=min(8, len(calls)), thread_name_prefix="afdp-collect")
+        finished = False
+        try:
+            futures = {label: pool.submit(self._with_retries, call) for label, call in calls.items()}
             for label, future in futures.items():
                 try:
                     out[label] = future.result()
                 except Exception as exc:  # recorded as the metric's failure
                     out[label] = exc
-        return out, {}
+            finished = True
+        finally:
+            # On Ctrl-C do not wait for the collections' windows to end: the run's clock
+            # is cancelled by run_workflow, which makes their sleeps return at once.
+            pool.shutdown(wait=finished, cancel_futures=not finished)
+        return out, ({"collector_retries": self.retries} if self.retries else {})
+
+    #: Attempts after the first for a failing collection (a source briefly down).
+    retries: int = 0
+    retry_delay_seconds: float = 1.0
+
+    def _with_retries(self, call: Callable[[], T]) -> T:
+        """Return ``call()``, retried ``retries`` times; a failure raises the first error
+        (a retry over a window that has passed can only add "no history")."""
+        first: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except RunCancelled:
+                raise
+            except Exception as exc:
+                first = first or exc
+                if attempt < self.retries:
+                    time.sleep(self.retry_delay_seconds)
+        assert first is not None
+        raise first
 
 
 # --------------------------------------------------------------------------- state
@@ -446,15 +510,34 @@ def run_workflow(request: RunRequest, *, executor: StepExecutor | None = None) -
     """
     executor = executor or StepExecutor()
     workflow = request.workflow
-    steps = workflow.steps
     env = os.environ if request.env is None else request.env
-    clock = request.clock or _default_clock()
+    # Usage checks first: nothing is locked, collected or written when they fail.
+    check_environment(workflow, env)
+    overrides = check_overrides(workflow, request.overrides)
+    if overrides != dict(request.overrides):
+        request = replace(request, overrides=overrides)
+    clock = request.clock or InterruptibleClock(_default_clock())
+    try:
+        with run_lock(request.repository, request.service, request.deployment):
+            return _run_locked(request, executor, env, clock)
+    except BaseException:
+        # Ctrl-C (or any abort): collector threads stop sleeping at once.
+        cancel = getattr(clock, "cancel", None)
+        if cancel is not None:
+            cancel()
+        raise
+
+
+def _run_locked(request: RunRequest, executor: StepExecutor, env: Mapping[str, str], clock: Any) -> RunOutcome:
+    workflow = request.workflow
+    steps = workflow.steps
     run_id = str(uuid.uuid4())
     base_context = {
         "run_id": run_id,
         "phase": request.phase,
         "workflow": {"name": workflow.name, "version": workflow.version},
         **({"time_scale": request.time_scale} if request.time_scale != 1.0 else {}),
+        **({"overrides": _json_safe(dict(request.overrides))} if request.overrides else {}),
         **executor.context(),
     }
     run = _Run(
@@ -480,6 +563,12 @@ def run_workflow(request: RunRequest, *, executor: StepExecutor | None = None) -
     else:
         selected = range(0, len(steps))
 
+    to_run = [i for i in selected if i >= len(existing)]
+    if to_run and sealed_seq is None:
+        # The genesis record needs a signature and a time-stamp: write it (or, on a
+        # resumed branch, probe the signer and TSA) before anything is collected, so a
+        # TSA that is down or a broken signer fails in seconds with nothing lost.
+        _open_or_probe(run)
     for index in selected:
         step = steps[index]
         if index < len(existing):
@@ -489,10 +578,15 @@ def run_workflow(request: RunRequest, *, executor: StepExecutor | None = None) -
             raise StorageError(
                 f"{request.service}/{request.deployment} is sealed but lacks step {step.name!r}"
             )
-        starting = getattr(request.progress, "starting", None)
-        if starting is not None:  # a progress display may show the step while it runs
-            starting(step, run.scaled(step.max_duration().seconds))
-        result = _execute(run, step, missed=request.phase == "post" and index < mark)
+        _check_tail(run, step)
+        spooled = _read_spool(run, step)
+        if spooled is not None:
+            result = spooled
+        else:
+            starting = getattr(request.progress, "starting", None)
+            if starting is not None:  # a progress display may show the step while it runs
+                starting(step, run.scaled(step.max_duration().seconds))
+            result = _execute(run, step, missed=request.phase == "post" and index < mark)
         _append(run, step, result)
 
     seal_digest = None
@@ -531,6 +625,104 @@ def run_workflow(request: RunRequest, *, executor: StepExecutor | None = None) -
         seal_digest=seal_digest,
         context=base_context,
     )
+
+
+# --------------------------------------------------------------------------- start-up checks
+
+
+def env_names(workflow: Workflow) -> list[str]:
+    """Return the names of every ``${env.NAME}`` the workflow refers to (sorted)."""
+    try:
+        text = json.dumps(workflow.document, default=str)
+    except (TypeError, ValueError):
+        text = ""
+    names = set(_ENV_REF.findall(text))
+    for spec in getattr(workflow, "actions", ()) or ():
+        for template in (spec.secret, spec.webhook, *(spec.command or ())):
+            if template is not None:
+                names.update(p.parts[1] for p in template.placeholders if p.secret)
+    for collector in workflow.collectors:
+        for template in (collector.url, collector.body, *(t for _, t in collector.headers)):
+            if template is not None:
+                names.update(p.parts[1] for p in template.placeholders if p.secret)
+    return sorted(names)
+
+
+def check_environment(workflow: Workflow, env: Mapping[str, str]) -> None:
+    """Check that every ``${env.NAME}`` the workflow uses is set (a baseline cannot be
+    taken again once the deployment happened, so a missing secret must stop the run first).
+
+    Raises:
+        UsageError: one or more variables are unset or empty (exit 2).
+    """
+    missing = [name for name in env_names(workflow) if not env.get(name)]
+    if missing:
+        refs = ", ".join(f"${{env.{n}}}" for n in missing)
+        raise UsageError(
+            f"workflow {workflow.name} needs environment variable(s) {', '.join(missing)} ({refs}); "
+            "set them before running"
+        )
+
+
+def check_overrides(workflow: Workflow, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``overrides`` checked against the workflow's declared variables (the same
+    rules as ``afdp plan --set``): strings take the type of the variable's default.
+
+    Raises:
+        UsageError: an unknown variable (with a suggestion) or a value of the wrong type.
+    """
+    from afdp.workflow.plan import parse_settings
+
+    texts: dict[str, str] = {}
+    for name, value in overrides.items():
+        if isinstance(value, bool):
+            texts[f"workflow.{name}"] = "true" if value else "false"
+        elif isinstance(value, (int, float, str)):
+            texts[f"workflow.{name}"] = str(value)
+        else:
+            raise UsageError(f"--set workflow.{name}: expected a string, number or true/false")
+    _, typed = parse_settings(workflow, texts)
+    return typed
+
+
+# --------------------------------------------------------------------------- run lock
+
+#: Where run locks live, inside the evidence repository's git dir.
+LOCK_DIR = "afdp-locks"
+
+
+@contextlib.contextmanager
+def run_lock(repository: Path, service: str, deployment: str) -> Iterator[Path]:
+    """Hold the exclusive run lock of one deployment for the ``with`` block.
+
+    An ``flock`` on ``<gitdir>/afdp-locks/<service>/<deployment>.lock``: the operating
+    system releases it when the process exits or crashes, so a stale lock never blocks.
+
+    Raises:
+        StorageError: another run holds the lock (exit 3), naming its pid and start time.
+    """
+    store = EvidenceStore(repository)
+    path = store.path / LOCK_DIR / service / f"{deployment}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 (closed below, which releases the lock)
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().split()
+            pid = holder[0] if holder else "?"
+            since = holder[1] if len(holder) > 1 else "?"
+            raise StorageError(
+                f"deployment {deployment} is being recorded by another run (pid {pid}, since {since})"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {rec.format_time(rec.utc_now())}\n")
+        handle.flush()
+        yield path
+    finally:
+        handle.close()
 
 
 def _default_clock() -> Any:
@@ -716,10 +908,13 @@ def _execute(run: _Run, step: Step, *, missed: bool) -> _StepResult:
             )
     try:
         if step.kind is StepKind.CAPTURE:
-            result = _capture(run, step, values, missed=missed)
+            work: Callable[[], _StepResult] = lambda: _capture(run, step, values, missed=missed)  # noqa: E731
         else:
-            result, context = run.executor.run(step, lambda: _dispatch(run, step, values))
-            result = replace(result, context={**result.context, **context})
+            work = lambda: _dispatch(run, step, values)  # noqa: E731
+        # One executor call per step (one Prefect task per step: a capture's metrics are
+        # collected concurrently inside it, with the executor's retries).
+        result, context = run.executor.run(step, work)
+        result = _merge_context(result, context)
     except UnresolvedError as exc:
         result = _StepResult("failed", {"outputs": {}}, f"failed: {_one_line(str(exc))}", error=str(exc))
     except AfdpError as exc:
@@ -729,6 +924,10 @@ def _execute(run: _Run, step: Step, *, missed: bool) -> _StepResult:
         text = _one_line(f"internal error: {type(exc).__name__}: {exc}")
         result = _StepResult("failed", {"outputs": {}}, text, error=text)
     return replace(result, result={**result.result, "started": rec.format_time(started)})
+
+
+def _merge_context(result: _StepResult, context: Mapping[str, Any]) -> _StepResult:
+    return replace(result, context=_merge(result.context, context)) if context else result
 
 
 def _skipped(reason: str, **extra: Any) -> _StepResult:
@@ -745,10 +944,11 @@ def _dispatch(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
 
 def _append(run: _Run, step: Step, outcome: _StepResult) -> None:
     request = run.request
-    finished = rec.utc_now()
+    finished_text = outcome.result.get("finished")
+    finished = rec.parse_time(finished_text) if isinstance(finished_text, str) else rec.utc_now()
     started_text = outcome.result.get("started")
     started = rec.parse_time(started_text) if isinstance(started_text, str) else finished
-    result = {k: v for k, v in outcome.result.items() if k != "started"}
+    result = {k: v for k, v in outcome.result.items() if k not in ("started", "finished")}
     result = run.redact(_json_safe(result))
     draft = rec.RecordDraft(
         kind=rec.KIND_STEP,
@@ -768,16 +968,26 @@ def _append(run: _Run, step: Step, outcome: _StepResult) -> None:
         error=run.redact(outcome.error) if outcome.error else None,
         attachments=dict(outcome.attachments),
     )
-    written = append_record(
-        request.repository,
-        service=request.service,
-        deployment=request.deployment,
-        draft=draft,
-        signer=request.signer,
-        tsa_urls=request.tsa_urls,
-        author=request.author,
-        genesis_metadata=run.redact(_genesis_metadata(request)),
-    )
+    try:
+        written = append_record(
+            request.repository,
+            service=request.service,
+            deployment=request.deployment,
+            draft=draft,
+            signer=request.signer,
+            tsa_urls=request.tsa_urls,
+            author=request.author,
+            genesis_metadata=run.redact(_genesis_metadata(request)),
+        )
+    except (SigningError, TimestampError, StorageError, NetworkError) as exc:
+        # The work is done (a baseline window cannot be taken again): keep it on disk
+        # and say so; a re-run records it instead of collecting again.
+        path = _write_spool(run, step, draft, finished, str(exc))
+        raise StorageError(
+            f"{_one_line(exc.diagnostics())}; the result of step {step.name} was not recorded but "
+            f"is kept in {path}: re-run the same command to record it (it is not collected again)"
+        ) from exc
+    _spool_path(run, step).unlink(missing_ok=True)
     last = written[-1]
     recorded = _Recorded(
         last.sequence, step.name, last.envelope_sha256, outcome.status, result, dict(outcome.attachments)
@@ -810,7 +1020,158 @@ def _genesis_metadata(request: RunRequest) -> dict[str, Any]:
                 "steps": [s.name for s in workflow.steps],
             },
             "deployment": request.info.to_json(),
+            # --set values (workflow variables, never ${env.*} secrets).
+            "overrides": dict(request.overrides),
         }
+    )
+
+
+# --------------------------------------------------------------------------- branch opening
+
+
+def _open_or_probe(run: _Run) -> None:
+    """Write the genesis record of a new branch, or on an existing one check that the
+    signer signs and a TSA answers, before any step collects anything.
+
+    Raises:
+        SigningError / TimestampError / StorageError: nothing was collected or written.
+    """
+    request = run.request
+    store = EvidenceStore(request.repository)
+    ref = branch_ref(request.service, request.deployment)
+    if store.head(ref) is not None:
+        _probe(request, run.run_id)
+        return
+    # The ledger opens a branch only together with a first record; the genesis record
+    # is built here the same way (rec.build_record, ledger._append_once) so that it can
+    # be written before the first step runs.
+    from afdp.ledger import _append_once
+    from afdp.store import RefMoved
+
+    genesis = rec.build_record(
+        rec.RecordDraft(
+            kind=rec.KIND_GENESIS,
+            step="genesis",
+            result={
+                "service": request.service,
+                "deployment": request.deployment,
+                "opened_at": rec.format_time(rec.utc_now()),
+                "metadata": run.redact(_genesis_metadata(request)),
+            },
+            workflow_digest=request.workflow.digest,
+        ),
+        service=request.service,
+        deployment=request.deployment,
+        sequence=0,
+        prev=None,
+    )
+    author = request.author or ("AFDP", "afdp@evidence.invalid")
+    try:
+        _append_once(
+            store, ref, None, genesis, request.signer, request.tsa_urls, 10.0, author,
+            request.service, request.deployment,
+        )
+    except RefMoved:
+        pass  # opened by another writer meanwhile; the tail check catches a foreign record
+
+
+def _probe(request: RunRequest, run_id: str) -> None:
+    import hashlib
+
+    from afdp.keyless import KeylessSigner
+    from afdp.signing import sign_bytes
+    from afdp.timestamp import request_timestamp
+
+    probe = f"afdp run probe {run_id}".encode()
+    if isinstance(request.signer, KeylessSigner):
+        signature = hashlib.sha256(probe).digest()  # keyless signing is interactive: TSA only
+    else:
+        signature = sign_bytes(request.signer, probe)
+    request_timestamp(signature, request.tsa_urls, timeout=10.0)
+
+
+def _check_tail(run: _Run, step: Step) -> None:
+    """Check that the branch's last record is the step before ``step`` (genesis for the
+    first), i.e. nobody else appended to the branch while this run holds it.
+
+    Raises:
+        StorageError: the branch ends elsewhere (exit 3).
+    """
+    request = run.request
+    store = EvidenceStore(request.repository)
+    head = store.head(branch_ref(request.service, request.deployment))
+    expected = run.workflow.steps[step.index - 1].name if step.index > 0 else "genesis"
+    found = trailers(head.message).get("AFDP-Step") if head is not None else None
+    if head is None or found != expected:
+        raise StorageError(
+            f"{request.service}/{request.deployment}: the branch ends with {found or 'nothing'!r} where "
+            f"{expected!r} was expected before step {step.name!r}; another writer appended to it "
+            "(run 'afdp verify')"
+        )
+
+
+# --------------------------------------------------------------------------- spool
+
+#: Where a step's result waits when its record could not be written (TSA down).
+SPOOL_DIR = "afdp-spool"
+
+
+def _spool_path(run: _Run, step: Step) -> Path:
+    request = run.request
+    store = EvidenceStore(request.repository)
+    return store.path / SPOOL_DIR / request.service / request.deployment / f"{step.index:03d}-{step.name}.json"
+
+
+def _write_spool(run: _Run, step: Step, draft: rec.RecordDraft, finished: datetime, reason: str) -> Path:
+    path = _spool_path(run, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "workflow_sha256": run.workflow.digest,
+        "step": step.name,
+        "index": step.index,
+        "run_id": run.run_id,
+        "spooled_at": rec.format_time(rec.utc_now()),
+        "reason": _one_line(reason),
+        "status": draft.status,
+        "result": {**draft.result, "started": rec.format_time(draft.started_at), "finished": rec.format_time(finished)},
+        "summary": draft.summary,
+        "error": draft.error,
+        "provenance": draft.provenance,
+        "context": {k: v for k, v in (draft.context or {}).items() if k == "prefect"},
+        "attachments": {k: base64.b64encode(v).decode() for k, v in draft.attachments.items()},
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(document, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def _read_spool(run: _Run, step: Step) -> _StepResult | None:
+    """Return the spooled result of ``step`` (from a run whose record could not be
+    written), or None. A spool from another workflow version is ignored (and left).
+    """
+    path = _spool_path(run, step)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"spooled result {path} is unreadable ({exc}); move it away to re-run the step") from exc
+    if document.get("workflow_sha256") != run.workflow.digest or document.get("step") != step.name:
+        return None
+    spool = {
+        "spooled_at": document.get("spooled_at"),
+        "reason": document.get("reason"),
+        "run_id": document.get("run_id"),
+    }
+    return _StepResult(
+        document["status"],
+        dict(document["result"]),
+        document.get("summary") or "",
+        document.get("error"),
+        document.get("provenance") or {},
+        {k: base64.b64decode(v) for k, v in (document.get("attachments") or {}).items()},
+        {**(document.get("context") or {}), "spool": spool},
     )
 
 
@@ -923,7 +1284,16 @@ def _capture(run: _Run, step: Step, values: dict[str, Any], *, missed: bool) -> 
     interval = run.scaled(params.interval.seconds) if params.interval else None
     calls: dict[str, Callable[[], Any]] = {}
     timings: dict[str, float] = {}
+    no_history: dict[str, str] = {}
     for name in params.metrics:
+        kind = _collector_type(workflow, name)
+        if missed and kind not in HISTORY_SOURCES:
+            # A live source answers "now", never the window before the deployment: a
+            # sample taken now would be post-deployment state filed as the baseline.
+            no_history[name] = (
+                f"{kind} source keeps no history; run --phase pre before deploying"
+            )
+            continue
         calls[name] = _bind_capture(
             capture_metric, workflow, name, values, run.env, start, end, interval, run.clock, timings
         )
@@ -937,6 +1307,9 @@ def _capture(run: _Run, step: Step, values: dict[str, Any], *, missed: bool) -> 
     errors: dict[str, str] = {}
     attachments: dict[str, bytes] = {}
     for name in params.metrics:
+        if name in no_history:
+            errors[name] = no_history[name]
+            continue
         got = collected.get(name)
         if isinstance(got, Exception) or got is None:
             errors[name] = _error_text(got) if got is not None else "no result"
@@ -967,6 +1340,17 @@ def _capture(run: _Run, step: Step, values: dict[str, Any], *, missed: bool) -> 
         error = "; ".join(f"{m}: {e}" for m, e in sorted(errors.items()))
         return _StepResult("failed", result, summary, error, provenance, attachments, context)
     return _StepResult("ok", result, summary, None, provenance, attachments, context)
+
+
+#: Collector types that can answer a window in the past (from their own storage).
+HISTORY_SOURCES = frozenset({"prometheus"})
+
+
+def _collector_type(workflow: Workflow, metric: str) -> str:
+    try:
+        return str(workflow.collector(workflow.metric(metric).collector).type)
+    except KeyError:
+        return "unknown"
 
 
 def _bind_capture(
@@ -1102,15 +1486,24 @@ def _analyze(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
     outputs = plain_outputs(run.workflow, step, analysis.values())
     degraded = [m for m in params.metrics if isinstance(outputs.get(m), Mapping) and outputs[m].get("degraded")]
     inconclusive = list((document.get("summary") or {}).get("inconclusive") or document.get("inconclusive") or [])
-    if degraded:
-        summary = f"degraded: {', '.join(degraded)}"
-    elif inconclusive and len(inconclusive) == len(params.metrics):
-        summary = "inconclusive: no metric could be compared"
-    else:
-        summary = "no degradation detected" + (" in the metrics with data" if inconclusive else "")
-    if inconclusive:
-        summary += f"; inconclusive: {', '.join(inconclusive)}"
+    summary = analysis_summary(params.metrics, degraded, inconclusive)
     return _StepResult("ok", {"outputs": outputs, "analysis": document}, summary)
+
+
+def analysis_summary(metrics: Sequence[str], degraded: Sequence[str], inconclusive: Sequence[str]) -> str:
+    """Return the one-line summary of an analysis, missing data first: "no degradation"
+    must never hide that most metrics could not be compared.
+    """
+    total = len(metrics)
+    missing = f"{len(inconclusive)} of {total} metric(s) had no data ({', '.join(inconclusive)})"
+    if inconclusive and len(inconclusive) == total:
+        return f"inconclusive: no metric could be compared; {missing}"
+    if degraded:
+        text = f"degraded: {', '.join(degraded)}"
+        return text + (f"; inconclusive: {missing}" if inconclusive else "")
+    if inconclusive:
+        return f"inconclusive: {missing}; no degradation in the rest"
+    return "no degradation detected"
 
 
 def _decision_values(run: _Run, step: Step, values: dict[str, Any], analysis: str | None) -> dict[str, Any]:
@@ -1173,11 +1566,22 @@ def _decide(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
         "success_criteria_met": decision.get("success_criteria_met"),
     }
     summary = f"{decision.get('action')}" + (f" ({decision.get('decision')})" if decision.get("decision") else "")
-    summary += f"; action {action.get('status')}"
+    summary += f"; {action_text(decision.get('action'), action)}"
     result = {"outputs": outputs, "decision": decision, "action": action}
     if action.get("status") == "failed":
         return _StepResult("failed", result, summary, error=f"{decision.get('action')} action failed: {action.get('detail')}")
     return _StepResult("ok", result, summary)
+
+
+def action_text(name: Any, action: Mapping[str, Any] | None) -> str:
+    """Return one line saying what happened to the decided action."""
+    action = action or {}
+    status = action.get("status")
+    if status == "not_configured" or not status:
+        return f"no action configured for {name}"
+    kind = f" ({action['kind']})" if action.get("kind") else ""
+    detail = f": {action['detail']}" if action.get("detail") else ""
+    return f"{name} action{kind} {status}{detail}"
 
 
 def _gate(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
@@ -1206,7 +1610,7 @@ def _gate(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
     action = _act(run, outcome, merged, source, decision=decision)
     result.update(decision=decision, action=action)
     what = "triggered" if outcome.triggered else "inconclusive"
-    summary = f"gate {what}: {outcome.action}, workflow stopped; action {action.get('status')}"
+    summary = f"gate {what}: {outcome.action}, workflow stopped; {action_text(outcome.action, action)}"
     if action.get("status") == "failed":
         return _StepResult("failed", result, summary, error=f"{outcome.action} action failed: {action.get('detail')}")
     return _StepResult("ok", result, summary)
@@ -1446,19 +1850,7 @@ def _json_safe(value: Any) -> Any:
 
 def _redactor(workflow: Workflow, env: Mapping[str, str]) -> Callable[[Any], Any]:
     """Return a function replacing the values of the env variables the workflow uses."""
-    try:
-        text = json.dumps(workflow.document, default=str)
-    except (TypeError, ValueError):
-        text = ""
-    names = set(_ENV_REF.findall(text))
-    for spec in getattr(workflow, "actions", ()) or ():
-        for template in (spec.secret, spec.webhook, *(spec.command or ())):
-            if template is not None:
-                names.update(p.parts[1] for p in template.placeholders if p.secret)
-    for collector in workflow.collectors:
-        for template in (collector.url, collector.body, *(t for _, t in collector.headers)):
-            if template is not None:
-                names.update(p.parts[1] for p in template.placeholders if p.secret)
+    names = env_names(workflow)
     secrets = sorted(
         ((name, env[name]) for name in names if len(env.get(name) or "") >= 4),
         key=lambda item: -len(item[1]),

@@ -190,7 +190,7 @@ def main() -> None:
 
 FLOOR = """
 import sys
-import flows.evidence  # same telemetry defaults and imports as afdp run
+import afdp.flow  # same telemetry defaults and imports as afdp run
 from prefect import flow, task
 
 @task

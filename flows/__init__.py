@@ -1,5 +1,3 @@
-"""Prefect entry points for AFDP: thin flows and tasks over :mod:`afdp.runner`.
-
-Prefect is imported here and nowhere else in AFDP (except the ``afdp run`` command path,
-which imports this package when a run asks for Prefect).
+"""Prefect entry points for AFDP: thin re-exports of :mod:`afdp.flow` (the flow code
+ships inside the package; this folder only serves ``prefect.yaml`` deployments).
 """

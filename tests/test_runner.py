@@ -381,9 +381,12 @@ EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "afdp" / "workflow" 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_every_shipped_example_runs_to_a_verified_seal_when_no_source_answers(example, tmp_path, repo, signer, tsa, trust_file):
-    """No collector, database or webhook answers (closed loopback ports, unset secrets):
-    every step is still recorded, failures with their reasons, and the branch verifies."""
+    """No collector, database or webhook answers (closed loopback ports, secrets set to
+    values nothing accepts): every step is still recorded, failures with their reasons,
+    and the branch verifies."""
     from infra import free_port
+
+    from afdp.runner import env_names
 
     dead = f"http://127.0.0.1:{free_port()}"
     text = example.read_text()
@@ -394,7 +397,10 @@ def test_every_shipped_example_runs_to_a_verified_seal_when_no_source_answers(ex
     workflow = load_workflow(path)
     signals = frozenset(s.params.signal for s in workflow.steps if s.kind.value == "signal")
     outcome = run_workflow(
-        request_for(workflow, repo, signer, tsa, deployment="ex-1", time_scale=100000.0, signals=signals, env={})
+        request_for(
+            workflow, repo, signer, tsa, deployment="ex-1", time_scale=100000.0, signals=signals,
+            env={name: f"{dead}/not-a-secret" for name in env_names(workflow)},
+        )
     )
     assert outcome.sealed
     assert [s.name for s in outcome.steps] == [s.name for s in workflow.steps]

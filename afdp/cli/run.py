@@ -1,12 +1,17 @@
 """The commands that run flows: ``afdp run`` and ``afdp demo``.
 
 Thin: parse, build a request, call one library function (:func:`afdp.runner.run_workflow`
-directly, or the Prefect flow in ``flows/`` over it), print. Prefect is imported only
-when a run asks for it, so ``afdp run --help`` stays fast.
+directly, or the Prefect flow in :mod:`afdp.flow` over it), print. Prefect is imported
+only when a run asks for it, so ``afdp run --help`` stays fast.
+
+Ctrl-C is handled here, before click would turn it into "Aborted": one line, exit 130;
+records are written atomically, so the branch stays at its last complete record. With
+``--json``, a failure also prints ``{"ok": false, "error": ..., "exit_code": N}`` on stdout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -16,12 +21,58 @@ from typing import Any
 
 import click
 
-from afdp.errors import EXIT_FAILED, UsageError
+from afdp.errors import EXIT_FAILED, AfdpError, UsageError
 
 _TSA_ENV = "AFDP_TSA_URLS"
 _SIGNAL_DIR_ENV = "AFDP_SIGNAL_DIR"
 #: ``--fast`` divides every wait, window and timeout by this.
 FAST_SCALE = 20.0
+EXIT_INTERRUPTED = 130
+EXIT_GRACE_SECONDS = 1.5
+INTERRUPTED = "afdp: interrupted; evidence already committed is unchanged"
+
+
+def _interrupted() -> None:
+    """Print the one line and exit 130 within a couple of seconds.
+
+    Prefect's and the collectors' worker threads must not hold the exit up (every record
+    is already committed or not written at all): exit handlers (e.g. stopping Prefect's
+    ephemeral server) get up to :data:`EXIT_GRACE_SECONDS`, then the process exits.
+    """
+    import atexit
+    import threading
+
+    click.echo(INTERRUPTED, err=True)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    done = threading.Thread(target=atexit._run_exitfuncs, daemon=True)  # noqa: SLF001
+    done.start()
+    done.join(EXIT_GRACE_SECONDS)
+    os._exit(EXIT_INTERRUPTED)
+
+
+@contextlib.contextmanager
+def _on_interrupt() -> Any:
+    """Handle SIGINT ourselves while a run is in flight: Prefect's engine would otherwise
+    catch the KeyboardInterrupt in a task, crash the flow run, log tracebacks and wait
+    for its workers; click would print "Aborted!".
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: _interrupted())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _json_error(exc: AfdpError) -> None:
+    click.echo(json.dumps({"ok": False, "error": exc.diagnostics(), "exit_code": exc.exit_code}))
 
 
 def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
@@ -134,8 +185,46 @@ def run_cmd(
 
     Exit 0 when the run completed (failed steps are recorded evidence, not errors);
     1 when the decision is rollback or the workflow is invalid or not admitted;
-    2 for usage errors; 3 when evidence could not be written (TSA, signer, repository).
+    2 for usage errors; 3 when evidence could not be written (TSA, signer, repository)
+    or another run is recording the same deployment; 130 when interrupted (Ctrl-C).
     """
+    try:
+        with _on_interrupt():
+            _run(**locals())
+    except KeyboardInterrupt:
+        _interrupted()
+    except AfdpError as exc:
+        if as_json:
+            _json_error(exc)
+        raise
+
+
+def _run(
+    workflow_path: Path,
+    service: str,
+    deployment: str,
+    commit: str | None,
+    deployer: str | None,
+    environment: str | None,
+    service_version: str | None,
+    changed_files: tuple[str, ...],
+    deployment_size: int | None,
+    git_branch: str | None,
+    deployed_at: str | None,
+    repository: Path,
+    key: str,
+    public_key: str | None,
+    tsa: tuple[str, ...],
+    settings: tuple[str, ...],
+    phase: str,
+    signals: tuple[str, ...],
+    signal_dir: Path | None,
+    policy: Path | None,
+    fast: bool,
+    time_scale: float | None,
+    prefect: bool,
+    as_json: bool,
+) -> None:
     env_dir = os.environ.get(_SIGNAL_DIR_ENV)
     params: dict[str, Any] = {
         "workflow_path": str(workflow_path),
@@ -182,13 +271,10 @@ def run_cmd(
 
 def _run_with_prefect(params: dict[str, Any], progress: Any) -> Any:
     try:
-        from flows.evidence import run_with_prefect
+        from afdp.flow import run_with_prefect
     except ImportError as exc:
-        if "prefect" in str(exc) or "flows" in str(exc):
-            raise UsageError(
-                f"cannot run as a Prefect flow ({exc}); install prefect and run from the AFDP "
-                "source tree, or pass --no-prefect"
-            ) from exc
+        if "prefect" in str(exc):
+            raise UsageError(f"cannot run as a Prefect flow ({exc}); install prefect, or pass --no-prefect") from exc
         raise
     return run_with_prefect(params, progress=progress)
 
@@ -249,8 +335,9 @@ def print_outcome(outcome: Any) -> None:
             soft_wrap=True,
         )
     if action:
-        kind = f"{action.get('kind')} " if action.get("kind") else ""
-        console.print(f"action: {action.get('action', '')} {kind}{action.get('status')}: {action.get('detail', '')}", soft_wrap=True)
+        from afdp.runner import action_text
+
+        console.print(f"action: {action_text(decision.get('action') or action.get('action'), action)}", soft_wrap=True)
     failed = len(outcome.failed_steps)
     state = "sealed" if outcome.sealed else "open (unsealed)"
     console.print(
@@ -278,7 +365,15 @@ def demo_cmd(out_dir: Path | None, fast: bool, prefect: bool, as_json: bool) -> 
     """
     from afdp.demo import run_demo
 
-    result = run_demo(out_dir=out_dir, fast=fast, use_prefect=prefect, echo=None if as_json else click.echo)
+    try:
+        with _on_interrupt():
+            result = run_demo(out_dir=out_dir, fast=fast, use_prefect=prefect, echo=None if as_json else click.echo)
+    except KeyboardInterrupt:
+        _interrupted()
+    except AfdpError as exc:
+        if as_json:
+            _json_error(exc)
+        raise
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, default=str))
         return
