@@ -463,6 +463,22 @@ def test_value_axis_has_round_ticks_and_starts_at_zero_for_non_negative_data():
     assert flat.low == 0 and flat.high > 0
     steps = {round(b - a, 9) for a, b in zip(ratio.ticks, ratio.ticks[1:], strict=False)}
     assert len(steps) == 1
+    # large and tiny magnitudes: short labels that still tell the ticks apart
+    big = value_axis([0, 25000])
+    assert [big.label(t) for t in big.ticks] == ["0", "10k", "20k", "30k"]
+    tiny = value_axis([1.01e-4, 1.19e-4])
+    labels = [tiny.label(t) for t in tiny.ticks]
+    assert len(set(labels)) == len(labels) and max(map(len, labels)) <= 8, labels
+
+
+def test_y_labels_fit_the_margin_at_any_magnitude():
+    from afdp.report import svg
+
+    for unit, level in (("count", 3.2e9), ("count", 12345.0), ("", 1.3e-7), ("ms", 0.004), ("B", 7.7e13), ("ratio", 1e-6)):
+        drawn = svg.line_plot(metric="m", unit=unit, baseline=[(1.7e9, level), (1.7e9 + 1, level * 1.07)], impact=[(1.7e9 + 2, level * 1.3)], deployed_at=None)
+        labels = [t for _, t in _texts(drawn, "ytick")]
+        assert len(set(labels)) == len(labels) >= 3, (unit, labels)
+        assert all(len(t) * svg.CHAR_WIDTH <= svg.LEFT - 6 for t in labels), (unit, labels)
 
 
 def _texts(svg_text: str, cls: str) -> list[tuple[float, str]]:

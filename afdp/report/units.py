@@ -178,9 +178,17 @@ class Axis:
 
     def label(self, value: float) -> str:
         """Return a tick label with the decimals the step needs (``0``, ``2.5``, ``0.02``)."""
+        if value != 0 and self.step >= 1000:  # 2.5k, 10M: keeps labels inside the margin
+            for divisor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+                if self.step >= divisor:
+                    return f"{value / divisor:g}{suffix}".replace("-", "\u2212")
         power = math.floor(math.log10(self.step) + 1e-9)
         extra = 1 if round(self.step / 10**power, 6) == 2.5 else 0
         decimals = max(0, extra - power)
+        if value != 0 and decimals > 5:  # tiny steps: as many digits as tell ticks apart
+            digits = max(1, math.floor(math.log10(abs(value)) + 1e-9) - power + 1 + extra)
+            mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+            return f"{mantissa}e{int(exponent)}".replace("-", "\u2212")
         text = f"{value:,.{decimals}f}"
         if text.lstrip("-").strip("0.,") == "":
             text = "0"
@@ -218,7 +226,8 @@ def value_axis(values: Iterable[float], *, intervals: int = 4) -> Axis:
     if non_negative:
         start = max(start, 0.0)
     count = int(round((end - start) / step))
-    ticks = tuple(round(start + i * step, 12) for i in range(count + 1))
+    digits = max(0, 3 - math.floor(math.log10(step)))  # rounds away float noise, not ticks
+    ticks = tuple(round(start + i * step, digits) for i in range(count + 1))
     return Axis(start, end, ticks, step)
 
 
