@@ -176,7 +176,8 @@ def test_non_regular_files_are_named(sealed, trust_file, mode, what):
     path = "records/000/000002-mark_deployment_time/envelope.json"
     rewrite(sealed, 2, lambda git, tree: with_path(git, tree, path, tree[path].id, mode))
     report = report_of(sealed, trust_file)
-    assert ("layout", f"{path} has mode {what}; only regular files (100644) are allowed") in checks(report)
+    named = [(f.where, f.check, f.reason) for f in report.failures]
+    assert ("record 2 (mark_deployment_time)", "layout", f"envelope.json has mode {what}; only regular files (100644) are allowed") in named
 
 
 def test_gitlink_is_named(sealed, trust_file):
@@ -263,7 +264,10 @@ def test_oversized_envelope_is_refused_before_reading(sealed, trust_file, monkey
 
     monkeypatch.setattr(EvidenceStore, "_raw", spy)
     report = report_of(sealed, trust_file)
-    assert any(c == "layout" and f"{path} is {MAX_ENVELOPE_BYTES + 1} bytes, over the 1 MiB limit" in r for c, r in checks(report))
+    assert any(
+        f.where == "record 2 (mark_deployment_time)" and f.check == "layout" and f"envelope.json is {MAX_ENVELOPE_BYTES + 1} bytes, over the 1 MiB limit" in f.reason
+        for f in report.failures
+    )
     assert str(big) not in seen
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -258,7 +259,7 @@ def check_branch(
             content = store.commit_files(commit)
             batch_bytes += sum(len(data) for data in content.added.values())
             for check, reason in content.problems:
-                failures.append(Failure(where, check, reason, commit=str(commit.id)))
+                failures.append(_problem(where, check, reason, str(commit.id)))
             if content.changed:
                 failures.append(
                     Failure(
@@ -361,6 +362,18 @@ def check_branch(
         allow_unsealed,
         policy.source,
     )
+
+
+_IN_RECORD = re.compile(r"records/[0-9]+/([0-9]{6,})-([A-Za-z0-9._-]+)/(.+)")
+
+
+def _problem(where: str, check: str, reason: str, commit: str) -> Failure:
+    """A tree problem, named after the record it lies in when it lies in one."""
+    match = _IN_RECORD.match(reason)
+    if match and check == "layout":
+        sequence, step, rest = int(match.group(1)), match.group(2), match.group(3)
+        return Failure(f"record {sequence} ({step})", check, rest, sequence, commit)
+    return Failure(where, check, reason, commit=commit)
 
 
 def _failed_branch(
