@@ -585,3 +585,15 @@ def test_tampered_analysis_verdicts_are_shown_unverified(run_branch, trust_file,
         assert '<span class="badge no">unverified</span>' in row and "claims: degraded" in row
         assert "record 5 (the analysis) failed verification" in row
         assert 'badge no">degraded' not in row
+
+
+def test_impact_cells_give_other_renderings_the_same_numbers():
+    from afdp.report.build import impact_rows
+    from afdp.report.evidence import Findings
+    from afdp.report.html import impact_cells
+
+    analysis = {"metrics": {"latency_mean": {"unit": {"symbol": "s"}, "status": "ok", "baseline": 0.0473, "impact": 0.0874, "change": 0.848, "p_value": 0.0123, "significant": True, "degraded": True, "reasons": []}, "users": {"unit": {"symbol": "count"}, "status": "no_data", "degraded": None, "reasons": ["collection failed"]}}}
+    rows = impact_rows(Findings({}, (), analysis, 6, None, None, None))
+    cells = {r.metric: impact_cells(r) for r in rows}
+    assert cells["latency_mean"] == {"metric": "latency_mean", "baseline": f"47.3{NB}ms", "impact": f"87.4{NB}ms", "change": f"+40.1{NB}ms", "relative": "+84.8%", "p_value": "0.012", "verdict": "degraded", "why": "significant change: p = 0.012"}
+    assert cells["users"]["verdict"] == "no data" and cells["users"]["baseline"] == "-" and cells["users"]["why"] == "collection failed"

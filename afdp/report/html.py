@@ -363,6 +363,25 @@ def metric_scale(row: ImpactRow | None, unit: str, samples: list[float]) -> Scal
     return units.scale_for(unit, samples)
 
 
+def impact_cells(row: ImpactRow) -> dict[str, str]:
+    """Return one impact row as plain text, each value in the metric's unit at the
+    metric's scale (``47.6 ms``, ``0.88%``, ``9.99/s``): keys ``metric``, ``baseline``,
+    ``impact``, ``change`` (signed), ``relative``, ``p_value``, ``verdict`` and ``why``
+    (the grounds joined with "; "). For any other rendering of the table (the GitHub
+    Action's job summary), so every surface shows the same numbers."""
+    scale = metric_scale(row, row.unit, [])
+    return {
+        "metric": row.metric,
+        "baseline": scale.show(_raw(row.baseline)),
+        "impact": scale.show(_raw(row.impact)),
+        "change": scale.show(_raw(row.change), signed=True),
+        "relative": units.percent(_raw(row.relative)),
+        "p_value": units.p_value(_raw(row.p_value)),
+        "verdict": row.verdict or ("degraded" if row.degraded is True else row.status),
+        "why": "; ".join(row.why),
+    }
+
+
 def _impact_table(s: DeploymentSection) -> str:
     out = [
         '<table id="impact"><tr><th>metric</th><th class="num">baseline</th>'
@@ -373,8 +392,8 @@ def _impact_table(s: DeploymentSection) -> str:
     failed = s.verdict == FAILED
     suspect = {f.sequence for f in s.verification.failures if f.sequence is not None}
     for row in s.impact:
-        scale = metric_scale(row, row.unit, [])
-        verdict = row.verdict or ("degraded" if row.degraded is True else row.status)
+        cells = impact_cells(row)
+        verdict = cells["verdict"]
         cls = ' class="degraded"' if verdict == "degraded" and not failed else ""
         why = "".join(f"<li>{escape(reason)}</li>" for reason in row.why)
         badge = (
@@ -400,11 +419,11 @@ def _impact_table(s: DeploymentSection) -> str:
         )
         out.append(
             f"<tr{cls}><td><b>{escape(row.metric)}</b>{source}</td>"
-            f'<td class="num">{escape(scale.show(_raw(row.baseline)))}{_count(row, 0)}</td>'
-            f'<td class="num">{escape(scale.show(_raw(row.impact)))}{_count(row, 1)}</td>'
-            f'<td class="num">{escape(scale.show(_raw(row.change), signed=True))}</td>'
-            f'<td class="num">{escape(units.percent(_raw(row.relative)))}</td>'
-            f'<td class="num">{escape(units.p_value(_raw(row.p_value)))}</td>'
+            f'<td class="num">{escape(cells["baseline"])}{_count(row, 0)}</td>'
+            f'<td class="num">{escape(cells["impact"])}{_count(row, 1)}</td>'
+            f'<td class="num">{escape(cells["change"])}</td>'
+            f'<td class="num">{escape(cells["relative"])}</td>'
+            f'<td class="num">{escape(cells["p_value"])}</td>'
             f'<td class="verdict-cell">{badge}'
             + (f'<ul class="why">{why}</ul>' if why else "")
             + "</td></tr>"
@@ -431,6 +450,20 @@ def _count(row: ImpactRow, side: int) -> str:
     return f'<div class="sub">n = {n}{escape(extra)}</div>'
 
 
+def _signed(value: Any) -> str:
+    """Kept for afdp/action.py's job summary until it uses :func:`impact_cells`."""
+    text = _value(value)
+    number = _raw(value)
+    return "+" + text if number is not None and number > 0 else text
+
+
+def _percent(value: Any) -> str:
+    """Kept for afdp/action.py's job summary until it uses :func:`impact_cells`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value * 100:+.1f} %"
+    return "-"
+
+
 def _value(value: Any) -> str:
     """Numbers, quantities ({value, unit}) and strings, shown compactly."""
     if value is None:
@@ -438,11 +471,18 @@ def _value(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (int, float)):
-        return units.significant(float(value))
+        return _number(float(value))
     if isinstance(value, dict) and "value" in value:
         unit = value.get("unit") or ""
         return f"{_value(value['value'])}{(' ' + str(unit)) if unit else ''}"
     return _text(value)
+
+
+def _number(value: float) -> str:
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    return f"{value:.3g}" if magnitude >= 1e5 or magnitude < 1e-3 else f"{value:.4g}"
 
 
 def _text(value: Any) -> str:
