@@ -43,6 +43,7 @@ from prefect.states import Failed  # noqa: E402
 from afdp.errors import AfdpError, StorageError  # noqa: E402
 from afdp.runner import (  # noqa: E402
     RunOutcome,
+    RunRequest,
     StepExecutor,
     StepReport,
     prepare_request,
@@ -54,7 +55,7 @@ T = TypeVar("T")
 
 #: Attempts after the first for a failing collection (a source that is briefly down).
 COLLECTOR_RETRIES = 2
-COLLECTOR_RETRY_DELAY_SECONDS = 1.0
+COLLECTOR_RETRY_DELAY_SECONDS = 0.5
 
 _local = threading.local()
 
@@ -150,8 +151,11 @@ def evidence_flow(
     in ``repository``; the flow run id and task run ids are in each record's context.
     """
     progress: Callable[[StepReport], None] | None = getattr(_local, "progress", None)
+    prepared: RunRequest | None = getattr(_local, "request", None)
     try:
-        request = prepare_request(
+        # In-process (afdp run): the caller already loaded, admitted and keyed the same
+        # parameters; loading them again would only add time. A worker loads them here.
+        request = prepared if prepared is not None else prepare_request(
             workflow_path=workflow_path,
             service=service,
             deployment=deployment,
@@ -250,15 +254,21 @@ def _fmt(value: Any) -> str:
 
 
 def run_with_prefect(
-    params: Mapping[str, Any], *, progress: Callable[[StepReport], None] | None = None
+    params: Mapping[str, Any],
+    *,
+    progress: Callable[[StepReport], None] | None = None,
+    request: RunRequest | None = None,
 ) -> RunOutcome:
     """Run :func:`evidence_flow` in this process and return the :class:`RunOutcome`.
+
+    ``request``, when given, is the :class:`RunRequest` already prepared from ``params``
+    (the flow then does not load the workflow and key a second time).
 
     Raises:
         AfdpError: what the run raised (the flow run is marked failed).
         StorageError: the flow run failed for a reason outside AFDP (Prefect itself).
     """
-    _local.progress, _local.error, _local.outcome = progress, None, None
+    _local.progress, _local.error, _local.outcome, _local.request = progress, None, None, request
     try:
         state = evidence_flow(**params, return_state=True)
         if _local.error is not None:
@@ -268,4 +278,4 @@ def run_with_prefect(
         outcome: RunOutcome = _local.outcome
         return outcome
     finally:
-        _local.progress = _local.outcome = _local.error = None
+        _local.progress = _local.outcome = _local.error = _local.request = None

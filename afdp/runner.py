@@ -405,24 +405,27 @@ class StepExecutor:
             # On Ctrl-C do not wait for the collections' windows to end: the run's clock
             # is cancelled by run_workflow, which makes their sleeps return at once.
             pool.shutdown(wait=finished, cancel_futures=not finished)
-        return out, ({"collector_retries": self.retries} if self.retries else {})
+        retries = {label: self.retries if getattr(call, "history", True) else 0 for label, call in calls.items()}
+        return out, ({"collector_retries": retries} if self.retries else {})
 
     #: Attempts after the first for a failing collection (a source briefly down).
     retries: int = 0
     retry_delay_seconds: float = 1.0
 
     def _with_retries(self, call: Callable[[], T]) -> T:
-        """Return ``call()``, retried ``retries`` times; a failure raises the first error
-        (a retry over a window that has passed can only add "no history")."""
+        """Return ``call()``, retried ``retries`` times when its source keeps history (a
+        live source's window has passed by then: a retry could only add "no history");
+        a failure raises the first error."""
         first: Exception | None = None
-        for attempt in range(self.retries + 1):
+        retries = self.retries if getattr(call, "history", True) else 0
+        for attempt in range(retries + 1):
             try:
                 return call()
             except RunCancelled:
                 raise
             except Exception as exc:
                 first = first or exc
-                if attempt < self.retries:
+                if attempt < retries:
                     time.sleep(self.retry_delay_seconds)
         assert first is not None
         raise first
@@ -1297,6 +1300,7 @@ def _capture(run: _Run, step: Step, values: dict[str, Any], *, missed: bool) -> 
         calls[name] = _bind_capture(
             capture_metric, workflow, name, values, run.env, start, end, interval, run.clock, timings
         )
+        calls[name].history = kind in HISTORY_SOURCES  # type: ignore[attr-defined]
     collected, context = run.executor.collect(step, calls)
     outputs: dict[str, Any] = {
         "started_at": rec.format_time(start),

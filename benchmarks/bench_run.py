@@ -155,6 +155,8 @@ def main() -> None:
             return overheads
 
         env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+        # The example's alert webhook names ${env.AFDP_WEBHOOK_SECRET}: afdp run checks it is set.
+        env.setdefault("AFDP_WEBHOOK_SECRET", "bench-only-secret")
         print(f"API example, time scale {options.scale:g}, Prometheus {prometheus}")
         print("1. with a Prefect server already running:")
         home = base / "prefect-server-home"

@@ -425,3 +425,31 @@ def test_the_prefect_flow_ships_in_the_package_not_in_flows():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "afdp-evidence"
+
+
+# --------------------------------------------------------------------------- I: retries inside the step
+
+
+def test_collections_retry_inside_the_step_only_where_a_retry_can_help():
+    from afdp.runner import StepExecutor
+
+    class Retrying(StepExecutor):
+        retries = 2
+        retry_delay_seconds = 0.01
+
+    attempts = {"prom": 0, "live": 0}
+
+    def flaky(name: str, history: bool):
+        def call():
+            attempts[name] += 1
+            if attempts[name] < 2:
+                raise ConnectionError(f"{name} attempt {attempts[name]} failed")
+            return name
+
+        call.history = history
+        return call
+
+    out, context = Retrying().collect(None, {"prom": flaky("prom", True), "live": flaky("live", False)})
+    assert out["prom"] == "prom" and attempts["prom"] == 2  # a history source: retried
+    assert str(out["live"]) == "live attempt 1 failed" and attempts["live"] == 1  # window gone: not retried
+    assert context == {"collector_retries": {"prom": 2, "live": 0}}

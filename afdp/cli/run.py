@@ -257,7 +257,7 @@ def _run(
     # Workflow, admission and key are checked here, before any flow engine starts.
     request = prepare_request(**params, progress=progress)
     try:
-        outcome = _run_with_prefect(params, progress) if prefect else run_workflow(request)
+        outcome = _run_with_prefect(params, progress, request) if prefect else run_workflow(request)
     finally:
         if progress is not None:
             progress.close()
@@ -269,14 +269,14 @@ def _run(
         sys.exit(EXIT_FAILED)
 
 
-def _run_with_prefect(params: dict[str, Any], progress: Any) -> Any:
+def _run_with_prefect(params: dict[str, Any], progress: Any, request: Any) -> Any:
     try:
         from afdp.flow import run_with_prefect
     except ImportError as exc:
         if "prefect" in str(exc):
             raise UsageError(f"cannot run as a Prefect flow ({exc}); install prefect, or pass --no-prefect") from exc
         raise
-    return run_with_prefect(params, progress=progress)
+    return run_with_prefect(params, progress=progress, request=request)
 
 
 class StepPrinter:
