@@ -46,6 +46,7 @@ version: "1"
 variables:
   FLAG: "off"
   LIMIT: 3
+  TAG: v1
 workflow:
   pre_deployment:
     - wait: 1s
@@ -352,11 +353,12 @@ def test_unknown_or_mistyped_variables_are_refused_like_plan(tmp_path, repo, key
 
 def test_overrides_are_recorded_in_the_evidence(tmp_path, repo, keys, tsa, cli):
     done = cli(*_cli_args(tmp_path, repo, keys, tsa, STEPS, "--signal", "go", "--time-scale", "100",
-                          "--set", "FLAG=on", "--set", "workflow.LIMIT=5"))
+                          "--set", "FLAG=on", "--set", "workflow.LIMIT=5", "--set", "TAG=1.10"))
     assert done.code == 0, done.err
     found = predicates(repo)
-    assert found[0]["result"]["metadata"]["overrides"] == {"FLAG": "on", "LIMIT": 5}
-    assert all(p["context"]["overrides"] == {"FLAG": "on", "LIMIT": 5} for p in found[1:-1])
+    given = {"FLAG": "on", "LIMIT": 5, "TAG": "1.10"}  # typed by each variable's default
+    assert found[0]["result"]["metadata"]["overrides"] == given
+    assert all(p["context"]["overrides"] == given for p in found[1:-1])
 
 
 # --------------------------------------------------------------------------- G: no history

@@ -90,19 +90,10 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
         name = key.removeprefix("workflow.")
         if not name or "." in name:
             raise UsageError(f"--set {key}: only workflow variables can be set (workflow.NAME)")
-        overrides[name] = _scalar(raw)
+        # Kept as text: the runner types it by the variable's default, as `afdp plan` does
+        # (so "1.10" stays "1.10" for a string variable).
+        overrides[name] = raw
     return overrides
-
-
-def _scalar(text: str) -> Any:
-    if text in ("true", "false"):
-        return text == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def _parse_time(text: str | None) -> datetime | None:
