@@ -377,7 +377,7 @@ def build_summary(
     """Return the job summary (GitHub-flavoured Markdown)."""
     from afdp.report import build as report_build
     from afdp.report.evidence import Findings
-    from afdp.report.html import _percent, _signed, _text, _value
+    from afdp.report.html import impact_cells
 
     name = f"{inputs.service}/{inputs.deployment}"
     section = report.sections[0] if report is not None and report.sections else None
@@ -404,15 +404,18 @@ def build_summary(
         )
         rows = report_build.impact_rows(findings)
     if rows:
+        # The same numbers, units and verdicts as the compliance report.
         lines += [
-            "| metric | baseline | impact | change | relative | p-value | degraded | status |",
-            "|---|---:|---:|---:|---:|---:|---|---|",
+            "| metric | baseline | impact | change | relative | p-value | verdict |",
+            "|---|---:|---:|---:|---:|---:|---|",
         ]
         for row in rows:
-            metric = f"{row.metric} ({row.unit})" if row.unit else row.metric
+            cells = impact_cells(row)
+            verdict = cells["verdict"] + (f": {cells['why']}" if cells["why"] else "")
             lines.append(
-                f"| {_md(metric)} | {_value(row.baseline)} | {_value(row.impact)} | {_signed(row.change)}"
-                f" | {_percent(row.relative)} | {_value(row.p_value)} | {_text(row.degraded)} | {_md(row.status)} |"
+                f"| {_md(cells['metric'])} | {_md(cells['baseline'])} | {_md(cells['impact'])}"
+                f" | {_md(cells['change'])} | {_md(cells['relative'])} | {_md(cells['p_value'])}"
+                f" | {_md(verdict)} |"
             )
         lines.append("")
     if section is not None:
