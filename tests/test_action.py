@@ -250,7 +250,8 @@ def test_summary_shows_decision_and_impact_table(repo, signer, tsa, trust_file, 
     summary = build_summary(inputs=inputs, outcome=None, report=report, run_exit=1, head="ab" * 20, record_count=8, pushed=True)
     assert "**Decision: rollback** (auto_rollback): response_time_p99.increase > 20ms" in summary
     # The same numbers, units and verdicts as the compliance report (afdp.report.html.impact_cells).
-    assert "| response_time_p99 | 122 ms | 162 ms | +40.1 ms | +32.9% | 1.0e-9 | degraded: significant change: p = 1.0e-9 |" in summary
+    # (values and units are joined by a no-break space, as in the report)
+    assert "| response_time_p99 | 122\u00a0ms | 162\u00a0ms | +40.1\u00a0ms | +32.9% | 1.0e-9 | degraded: significant change: p = 1.0e-9 |" in summary
     assert "| error_rate | 2.9% | 7% | +4.1% | +141.4% | 1.0e-8 | degraded:" in summary
     assert "**Verify: VERIFIED**" in summary
 
