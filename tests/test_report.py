@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import pygit2
 import pytest
 from conftest import add_step, build_deployment
 from tamper import edit, with_file
@@ -597,3 +598,22 @@ def test_impact_cells_give_other_renderings_the_same_numbers():
     cells = {r.metric: impact_cells(r) for r in rows}
     assert cells["latency_mean"] == {"metric": "latency_mean", "baseline": f"47.3{NB}ms", "impact": f"87.4{NB}ms", "change": f"+40.1{NB}ms", "relative": "+84.8%", "p_value": "0.012", "verdict": "degraded", "why": "significant change: p = 0.012"}
     assert cells["users"]["verdict"] == "no data" and cells["users"]["baseline"] == "-" and cells["users"]["why"] == "collection failed"
+
+
+def test_report_across_deployments_fails_on_a_lookalike_branch(repo, signer, tsa, trust_file, cli, tmp_path):
+    """A ref under refs/heads/afdp/ that AFDP never writes (here a U+2011 hyphen) is shown
+    by git beside the real branches; a report over every deployment must not hide it."""
+    build_deployment(repo, signer, tsa, deployment="d-1", steps=1)
+    git = pygit2.Repository(str(repo))
+    lookalike = "refs/heads/afdp/api/d\u20111"
+    git.references.create(lookalike, git.references["refs/heads/afdp/api/d-1"].target)
+    out = tmp_path / "all.json"
+    result = cli("report", "--repo", str(repo), "--service", "api", "--trust", str(trust_file), "--out", str(out))
+    assert result.code == 1
+    assert result.out.startswith("FAILED")
+    document = json.loads(out.read_text())
+    assert document["verdict"] == "FAILED"
+    assert any("not a valid refs/heads/afdp" in json.dumps(d) for d in document["deployments"])
+    # One named deployment is still reported on its own.
+    single = cli("report", "--repo", str(repo), "--service", "api", "--deployment", "d-1", "--trust", str(trust_file), "--out", str(tmp_path / "one.json"))
+    assert single.code == 0, single.out

@@ -24,7 +24,7 @@ from afdp.report.controls import evaluate, load_controls
 from afdp.report.model import AuditReport, DeploymentSection, ImpactRow, median
 from afdp.store import EvidenceStore
 from afdp.trust import TrustPolicy
-from afdp.verify.verifier import check_branch
+from afdp.verify.verifier import check_branch, unsafe_branch_reports
 
 
 def build_report(
@@ -52,6 +52,16 @@ def build_report(
     store = EvidenceStore(repository)
     selected = _select(store, repository, service, deployment, since, until)
     sections = []
+    if deployment is None:
+        # A report across deployments covers every ref under refs/heads/afdp/: a
+        # look-alike branch that AFDP never writes makes it FAILED, never invisible.
+        for report in unsafe_branch_reports(repository, policy=policy, allow_unsealed=True):
+            findings = evidence.find([])
+            sections.append(
+                DeploymentSection(
+                    report, (), findings, (), tuple(evaluate(controls, report, [], findings))
+                )
+            )
     for svc, dep in selected:
         report = check_branch(
             repository, service=svc, deployment=dep, policy=policy, allow_unsealed=True

@@ -623,19 +623,7 @@ def check_all(
     """
     store = EvidenceStore(repository)
     branches = [(s, d) for s, d in store.branches() if service is None or s == service]
-    # A look-alike ref under refs/heads/afdp/ (unicode confusables, extra path levels,
-    # a trailing dot) is never skipped silently: git shows it beside the real branches.
-    unsafe = [
-        _failed_branch(
-            *_split_unsafe(name),
-            name,
-            None,
-            policy,
-            allow_unsealed,
-            [f"{name!r} is under refs/heads/afdp/ but is not a valid refs/heads/afdp/<service>/<deployment> name: AFDP never writes it"],
-        )
-        for name in store.unsafe_branches()
-    ]
+    unsafe = unsafe_branch_reports(repository, policy=policy, allow_unsealed=allow_unsealed)
     if not branches and not unsafe:
         raise NotFoundError(
             f"no AFDP evidence branches in {repository}"
@@ -652,6 +640,29 @@ def check_all(
             progress=progress,
         )
         for s, d in branches
+    ]
+
+
+def unsafe_branch_reports(
+    repository: Path | str, *, policy: TrustPolicy, allow_unsealed: bool = False
+) -> list[BranchReport]:
+    """Return a failed report for every ref under refs/heads/afdp/ that is not a safe name.
+
+    A look-alike ref (unicode confusables, extra path levels, a trailing dot) is never
+    skipped silently: git shows it beside the real branches, so whatever reports on
+    "every branch" (``verify --all``, a report across deployments) fails with it.
+    """
+    store = EvidenceStore(repository)
+    return [
+        _failed_branch(
+            *_split_unsafe(name),
+            name,
+            None,
+            policy,
+            allow_unsealed,
+            [f"{name!r} is under refs/heads/afdp/ but is not a valid refs/heads/afdp/<service>/<deployment> name: AFDP never writes it"],
+        )
+        for name in store.unsafe_branches()
     ]
 
 
