@@ -339,12 +339,15 @@ def prepare_request(
 
     Raises:
         UsageError / WorkflowInvalid / PolicyRejected / ConfigurationError: as
-        :func:`afdp.workflow.load_workflow` and :func:`afdp.signing.load_signer` do.
+        :func:`afdp.workflow.load_workflow` and :func:`afdp.signing.load_signer` do;
+        UsageError also for an unset ``${env.*}`` variable or an unknown ``--set``.
     """
     from afdp.signing import load_signer
     from afdp.workflow import load_workflow
 
     workflow = load_workflow(workflow_path, policy=policy)
+    # Checked here too, so that `afdp run` fails before any flow engine starts.
+    check_environment(workflow, os.environ)
     return RunRequest(
         workflow=workflow,
         repository=Path(repository),
@@ -353,7 +356,7 @@ def prepare_request(
         signer=load_signer(key, public_key=public_key),
         tsa_urls=tuple(tsa_urls),
         info=DeploymentInfo.from_json(info),
-        overrides=dict(overrides or {}),
+        overrides=check_overrides(workflow, overrides or {}),
         phase=phase,
         time_scale=time_scale,
         signals=frozenset(signals),

@@ -342,6 +342,21 @@ def test_a_missing_env_secret_is_exit_2_before_anything_is_written(tmp_path, rep
     assert head_of(repo) is None
 
 
+def test_start_up_checks_fail_before_prefect_is_even_imported(tmp_path, repo, keys, tsa):
+    args = _cli_args(tmp_path, repo, keys, tsa, SECRET)
+    args[args.index("--no-prefect")] = "--prefect"
+    code = (
+        "import sys\n"
+        "from afdp.cli import main\n"
+        f"try:\n    main({args!r})\nexcept SystemExit as exc:\n    print(exc.code, 'prefect' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GUARD_TEST_TOKEN"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert "GUARD_TEST_TOKEN" in done.stderr
+    assert head_of(repo) is None
+
+
 @pytest.mark.parametrize("setting", ["NOPE=1", "workflow.NOPE=1", "LIMIT=many"])
 def test_unknown_or_mistyped_variables_are_refused_like_plan(tmp_path, repo, keys, tsa, cli, setting):
     done = cli(*_cli_args(tmp_path, repo, keys, tsa, STEPS, "--signal", "go", "--set", setting))
