@@ -224,6 +224,75 @@ def _append_once(
     )
 
 
+def _genesis(
+    service: str, deployment: str, metadata: dict[str, Any] | None, workflow_digest: str | None
+) -> rec.UnsignedRecord:
+    return rec.build_record(
+        rec.RecordDraft(
+            kind=rec.KIND_GENESIS,
+            step="genesis",
+            result={
+                "service": service,
+                "deployment": deployment,
+                "opened_at": rec.format_time(rec.utc_now()),
+                "metadata": metadata or {},
+            },
+            workflow_digest=workflow_digest,
+        ),
+        service=service,
+        deployment=deployment,
+        sequence=0,
+        prev=None,
+    )
+
+
+def open_branch(
+    repository: Path | str,
+    *,
+    service: str,
+    deployment: str,
+    signer: AnySigner,
+    tsa_urls: Sequence[str],
+    workflow_digest: str | None = None,
+    genesis_metadata: dict[str, Any] | None = None,
+    author: tuple[str, str] | None = None,
+    timeout: float = 10.0,
+) -> AppendedRecord | None:
+    """Open a deployment's branch with its genesis record, before any step has a result.
+
+    Lets a run prove that its signer signs and a TSA answers before it collects anything.
+    Returns the genesis record written, or None when the branch already exists (opened
+    by an earlier run or, meanwhile, by another writer).
+
+    Raises:
+        UsageError: bad names, no TSA URL.
+        SigningError / TimestampError: nothing was written.
+        StorageError: the repository is locked.
+    """
+    if not tsa_urls:
+        raise UsageError("at least one --tsa URL is required: every record is time-stamped")
+    store = EvidenceStore(repository)
+    ref = branch_ref(service, deployment)
+    if store.head(ref) is not None:
+        return None
+    genesis = _genesis(service, deployment, genesis_metadata, workflow_digest)
+    try:
+        return _append_once(
+            store,
+            ref,
+            None,
+            genesis,
+            signer,
+            tsa_urls,
+            timeout,
+            author or ("AFDP", "afdp@evidence.invalid"),
+            service,
+            deployment,
+        )
+    except RefMoved:
+        return None
+
+
 def append_record(
     repository: Path | str,
     *,
@@ -258,23 +327,7 @@ def append_record(
     for attempt in range(MAX_ATTEMPTS):
         head = store.head(ref)
         if head is None:
-            genesis = rec.build_record(
-                rec.RecordDraft(
-                    kind=rec.KIND_GENESIS,
-                    step="genesis",
-                    result={
-                        "service": service,
-                        "deployment": deployment,
-                        "opened_at": rec.format_time(rec.utc_now()),
-                        "metadata": genesis_metadata or {},
-                    },
-                    workflow_digest=draft.workflow_digest,
-                ),
-                service=service,
-                deployment=deployment,
-                sequence=0,
-                prev=None,
-            )
+            genesis = _genesis(service, deployment, genesis_metadata, draft.workflow_digest)
             try:
                 written.append(
                     _append_once(

@@ -1048,37 +1048,19 @@ def _open_or_probe(run: _Run) -> None:
     if store.head(ref) is not None:
         _probe(request, run.run_id)
         return
-    # The ledger opens a branch only together with a first record; the genesis record
-    # is built here the same way (rec.build_record, ledger._append_once) so that it can
-    # be written before the first step runs.
-    from afdp.ledger import _append_once
-    from afdp.store import RefMoved
+    from afdp.ledger import open_branch
 
-    genesis = rec.build_record(
-        rec.RecordDraft(
-            kind=rec.KIND_GENESIS,
-            step="genesis",
-            result={
-                "service": request.service,
-                "deployment": request.deployment,
-                "opened_at": rec.format_time(rec.utc_now()),
-                "metadata": run.redact(_genesis_metadata(request)),
-            },
-            workflow_digest=request.workflow.digest,
-        ),
+    # Opened by another writer meanwhile (None): the tail check catches a foreign record.
+    open_branch(
+        request.repository,
         service=request.service,
         deployment=request.deployment,
-        sequence=0,
-        prev=None,
+        signer=request.signer,
+        tsa_urls=request.tsa_urls,
+        workflow_digest=request.workflow.digest,
+        genesis_metadata=run.redact(_genesis_metadata(request)),
+        author=request.author,
     )
-    author = request.author or ("AFDP", "afdp@evidence.invalid")
-    try:
-        _append_once(
-            store, ref, None, genesis, request.signer, request.tsa_urls, 10.0, author,
-            request.service, request.deployment,
-        )
-    except RefMoved:
-        pass  # opened by another writer meanwhile; the tail check catches a foreign record
 
 
 def _probe(request: RunRequest, run_id: str) -> None:
