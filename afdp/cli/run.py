@@ -146,32 +146,7 @@ def _tsa_urls(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--prefect/--no-prefect", default=True, show_default=True,
               help="Run as a Prefect flow (PREFECT_API_URL, or Prefect's ephemeral mode).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's outcome as JSON.")
-def run_cmd(
-    workflow_path: Path,
-    service: str,
-    deployment: str,
-    commit: str | None,
-    deployer: str | None,
-    environment: str | None,
-    service_version: str | None,
-    changed_files: tuple[str, ...],
-    deployment_size: int | None,
-    git_branch: str | None,
-    deployed_at: str | None,
-    repository: Path,
-    key: str,
-    public_key: str | None,
-    tsa: tuple[str, ...],
-    settings: tuple[str, ...],
-    phase: str,
-    signals: tuple[str, ...],
-    signal_dir: Path | None,
-    policy: Path | None,
-    fast: bool,
-    time_scale: float | None,
-    prefect: bool,
-    as_json: bool,
-) -> None:
+def run_cmd(**options: Any) -> None:
     """Run an evidence workflow for one deployment; every step becomes a signed record.
 
     Exit 0 when the run completed (failed steps are recorded evidence, not errors);
@@ -181,11 +156,11 @@ def run_cmd(
     """
     try:
         with _on_interrupt():
-            _run(**locals())
+            _run(**options)
     except KeyboardInterrupt:
         _interrupted()
     except AfdpError as exc:
-        if as_json:
+        if options["as_json"]:
             _json_error(exc)
         raise
 
