@@ -88,7 +88,7 @@ def read_tail(store: EvidenceStore, head: pygit2.Commit) -> BranchTail:
         StorageError: the head is not an AFDP record commit, or its trailers disagree
             with the record it carries (the branch was altered; run ``afdp verify``).
     """
-    info = trailers(head.message)
+    info = trailers(store.message_of(head))
     try:
         sequence = int(info["AFDP-Record"])
         step, kind = info["AFDP-Step"], info["AFDP-Kind"]
@@ -382,7 +382,7 @@ def _seal_draft(
 ) -> rec.RecordDraft:
     entries = []
     for commit in store.history(head):
-        info = trailers(commit.message)
+        info = trailers(store.message_of(commit))
         sequence, step = int(info["AFDP-Record"]), info["AFDP-Step"]
         envelope = store.read_blob(
             commit.tree, f"{rec.record_dir(sequence, step)}/{rec.ENVELOPE_FILE}"

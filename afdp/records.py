@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,15 +44,30 @@ ENVELOPE_FILE = "envelope.json"
 RESULT_FILE = "result.json"
 #: Keyless (Sigstore) records only: the Sigstore bundle v0.3 carrying the same envelope.
 BUNDLE_FILE = "bundle.sigstore.json"
-TIMESTAMP_FILE = re.compile(r"timestamp-(\d+)\.tsr")
-RECORD_DIR = re.compile(r"(\d{6,})-([A-Za-z0-9][A-Za-z0-9._-]{0,99})")
+#: ASCII digits only, no leading zeros (``\d`` would accept Arabic-Indic and other digits
+#: that ``int()`` reads as numbers): one name per token number. A record holds exactly
+#: ``timestamp-0.tsr`` .. ``timestamp-<N-1>.tsr`` (see :func:`token_names_problem`).
+TIMESTAMP_FILE = re.compile(r"timestamp-(0|[1-9][0-9]{0,5})\.tsr", re.ASCII)
+RECORD_DIR = re.compile(r"([0-9]{6,})-([A-Za-z0-9][A-Za-z0-9._-]{0,99})", re.ASCII)
 SHARD_SIZE = 1000
 
 #: Results whose canonical form is larger than this are stored as ``result.json``
 #: beside the envelope and referenced by digest, keeping envelopes small to verify.
 INLINE_RESULT_LIMIT = 64 * 1024
-_ATTACHMENT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+_ATTACHMENT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}", re.ASCII)
 _RESERVED = {ENVELOPE_FILE, RESULT_FILE, BUNDLE_FILE}
+
+
+def token_names_problem(names: Iterable[str]) -> str | None:
+    """Return why ``names`` (a record's ``timestamp-<n>.tsr`` files) are not exactly
+    ``timestamp-0.tsr`` .. ``timestamp-<N-1>.tsr``, or None if they are (or are none)."""
+    numbers = sorted(int(m.group(1)) for n in names if (m := TIMESTAMP_FILE.fullmatch(n)))
+    if numbers and numbers != list(range(len(numbers))):
+        return (
+            f"time-stamp tokens are numbered {', '.join(map(str, numbers))}: "
+            f"a record holds timestamp-0.tsr .. timestamp-{len(numbers) - 1}.tsr"
+        )
+    return None
 
 
 def utc_now() -> datetime:
@@ -113,7 +128,7 @@ class RecordDraft:
             ):
                 raise UsageError(f"invalid attachment name {name!r}")
         if self.workflow_digest is not None and not re.fullmatch(
-            r"[0-9a-f]{64}", self.workflow_digest
+            r"[0-9a-f]{64}", self.workflow_digest, re.ASCII
         ):
             raise UsageError("workflow digest must be 64 lowercase hex characters (sha256)")
 
@@ -161,7 +176,7 @@ def build_record(
     if prev is not None and not prev_timestamps:
         raise UsageError("a record after genesis must cite the previous record's time-stamp tokens")
     for name, digest in (prev_timestamps or {}).items():
-        if not TIMESTAMP_FILE.fullmatch(name) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        if not TIMESTAMP_FILE.fullmatch(name) or not re.fullmatch(r"[0-9a-f]{64}", digest, re.ASCII):
             raise UsageError(f"invalid time-stamp token citation {name!r}: {digest!r}")
     result_bytes = canonical_bytes(draft.result)
     result_digest = sha256_hex(result_bytes)

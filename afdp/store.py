@@ -9,6 +9,7 @@ unreachable objects behind, so the branch stays at its last complete record.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -100,6 +101,82 @@ def _parse_tree(raw: bytes, after: bytes | None = None) -> list[tuple[str, bytes
     return entries
 
 
+#: The only commit headers AFDP writes (``gpgsig``: the SSH signature, on branches whose
+#: key has an SSH form). Anything else (``encoding``, ``mergetag``, ``gpgsig-sha256``,
+#: extra ``x-*`` headers) changes what git shows or is not bound by any check: refused.
+COMMIT_HEADERS = ("tree", "parent", "author", "committer", "gpgsig")
+_IDENTITY = re.compile(rb"(?P<name>[^<>\n]*) <(?P<email>[^<>\n]*)> (?P<time>[0-9]{1,12}) (?P<tz>[+-][0-9]{4})", re.ASCII)
+
+
+@dataclass(frozen=True)
+class RawCommit:
+    """A commit object as stored: its headers in order (continuation lines joined) and
+    the exact message bytes (what git shows, absent an ``encoding`` header)."""
+
+    headers: tuple[tuple[str, bytes], ...]
+    message: bytes
+
+    def text(self) -> str:
+        """Return the message for display: UTF-8, undecodable bytes replaced (never raises)."""
+        return self.message.decode("utf-8", "replace")
+
+    def author_name(self) -> str:
+        """Return the author's name for display (never raises)."""
+        value = dict(self.headers).get("author", b"")
+        return value.split(b" <", 1)[0].decode("utf-8", "replace")
+
+
+def parse_commit(raw: bytes) -> RawCommit:
+    """Split raw commit bytes into headers and message (never raises: a missing blank
+    line means no message)."""
+    head, _, message = raw.partition(b"\n\n")
+    headers: list[tuple[str, bytes]] = []
+    for line in head.split(b"\n"):
+        if line.startswith(b" ") and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + b"\n" + line[1:])
+            continue
+        name, _, value = line.partition(b" ")
+        headers.append((name.decode("utf-8", "replace"), value))
+    return RawCommit(tuple(headers), message)
+
+
+def commit_header_problems(commit: RawCommit) -> list[str]:
+    """Return what in a commit's headers AFDP never writes, one line each (empty: none).
+
+    Bound: the header set (tree, parents, author, committer, at most one gpgsig), the
+    committer (exactly AFDP's identity, time zone +0000), the author's time and zone
+    (the committer's). The author's name and email are display only (see docs/evidence.md).
+    """
+    problems = []
+    names = [name for name, _ in commit.headers]
+    for name in dict.fromkeys(names):
+        if name not in COMMIT_HEADERS:
+            problems.append(f"commit header {name[:40]!r} is not one AFDP writes (git may show other content)")
+    for name in ("tree", "author", "committer"):
+        if names.count(name) != 1:
+            problems.append(f"commit has {names.count(name)} {name!r} headers; AFDP writes one")
+    if names.count("gpgsig") > 1:
+        problems.append(f"commit has {names.count('gpgsig')} 'gpgsig' headers; AFDP writes at most one")
+    values = dict(commit.headers)
+    committer = _IDENTITY.fullmatch(values.get("committer", b""))
+    author = _IDENTITY.fullmatch(values.get("author", b""))
+    expected = f"{COMMITTER[0]} <{COMMITTER[1]}>".encode()
+    if committer is None or committer.group("name") + b" <" + committer.group("email") + b">" != expected or committer.group("tz") != b"+0000":
+        shown = values.get("committer", b"").decode("utf-8", "replace")[:100]
+        problems.append(f"committer {shown!r} is not AFDP's ({expected.decode()} <time> +0000)")
+    if author is None:
+        shown = values.get("author", b"").decode("utf-8", "replace")[:100]
+        problems.append(f"author {shown!r} is not 'Name <email> <time> <zone>'")
+    elif committer is not None and (author.group("time"), author.group("tz")) != (committer.group("time"), b"+0000"):
+        problems.append(
+            "author time "
+            f"{author.group('time').decode()} {author.group('tz').decode()} differs from the commit time "
+            f"{committer.group('time').decode()} +0000: AFDP writes both at once"
+        )
+    return problems
+
+
 class ObjectError(StorageError):
     """A Git object the branch needs is missing or corrupt (hash mismatch, bad zlib)."""
 
@@ -138,12 +215,22 @@ class CommitFiles:
 
     commit_id: str
     parents: tuple[str, ...]
-    message: str
+    message: str  # the raw message bytes as UTF-8 (undecodable bytes: a "commit" problem)
     added: dict[str, bytes]
     changed: tuple[str, ...]  # paths modified or deleted: never allowed
     #: (check, reason) for what no AFDP commit holds: malformed, duplicate or unsorted tree
     #: entries, empty directories, non-regular files, oversized or unreadable blobs.
     problems: tuple[tuple[str, str], ...] = ()
+
+
+def common_dir(git_dir: Path) -> Path:
+    """Return the repository's common git directory: a linked worktree's ``commondir``
+    (where grafts, shallow and refs live), else ``git_dir`` itself."""
+    try:
+        pointer = (git_dir / "commondir").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return git_dir
+    return (git_dir / pointer).resolve() if pointer else git_dir
 
 
 def init_repository(path: Path, *, bare: bool = False) -> tuple[Path, bool]:
@@ -246,12 +333,13 @@ class EvidenceStore:
         are honoured by git and ignored by libgit2: with any of them, ``git log`` and
         ``git show`` can display content that verification never saw.
         """
-        found = [
-            f"{name} (git replace: git shows another object in place of {name.rsplit('/', 1)[-1]})"
-            for name in self.repo.references
-            if name.startswith("refs/replace/")
-        ]
-        git_dir = Path(self.repo.path)
+        found = []
+        for name in self.repo.references:
+            if name.startswith("refs/replace/"):
+                found.append(f"{name} (git replace: git shows another object in place of {name.rsplit('/', 1)[-1]})")
+            elif name.startswith("refs/notes/"):
+                found.append(f"{name} (git notes: git log shows notes under the commits they annotate)")
+        git_dir = common_dir(Path(self.repo.path))
         for name, what in (("info/grafts", "grafts file"), ("shallow", "shallow clone file")):
             if (git_dir / name).exists():
                 found.append(f"{git_dir / name} ({what}: git rewrites parents)")
@@ -325,6 +413,13 @@ class EvidenceStore:
         that are not regular, oversized or unreadable objects) are returned, not raised.
         """
         walk = _Walk()
+        raw = self.read_commit(commit.id)
+        walk.problems.extend(("commit", p) for p in commit_header_problems(raw))
+        try:
+            message = raw.message.decode("utf-8")
+        except UnicodeDecodeError:
+            message = raw.text()
+            walk.problems.append(("commit", "commit message is not UTF-8: AFDP writes UTF-8 only"))
         try:
             old = self.repo.get(commit.parent_ids[0]).tree_id.raw if commit.parent_ids else None
         except (pygit2.GitError, AttributeError, ValueError) as exc:
@@ -334,11 +429,29 @@ class EvidenceStore:
         return CommitFiles(
             str(commit.id),
             tuple(str(p) for p in commit.parent_ids),
-            commit.message,
+            message,
             walk.added,
             tuple(walk.changed),
             tuple(walk.problems),
         )
+
+    def read_commit(self, oid: pygit2.Oid | str) -> RawCommit:
+        """Return a commit object's raw headers and message bytes.
+
+        Read from the object database, not through ``Commit.message``: libgit2 decodes
+        the message by the commit's ``encoding`` header (raising for an unknown one).
+        An unreadable object gives no headers and an empty message (the caller's other
+        checks report it).
+        """
+        try:
+            kind, data = self._raw(oid if isinstance(oid, pygit2.Oid) else pygit2.Oid(hex=oid))
+        except (pygit2.GitError, KeyError, ValueError):
+            return RawCommit((), b"")
+        return parse_commit(data) if kind == pygit2.enums.ObjectType.COMMIT else RawCommit((), b"")
+
+    def message_of(self, commit: pygit2.Commit) -> str:
+        """Return ``commit``'s message for display and trailers (never raises)."""
+        return self.read_commit(commit.id).text()
 
     def _raw(self, oid: pygit2.Oid | bytes) -> tuple[int, bytes]:
         kind, data = self.repo.odb.read(oid if isinstance(oid, pygit2.Oid) else pygit2.Oid(raw=oid))

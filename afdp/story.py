@@ -30,12 +30,14 @@ def read_story(repository: Path | str, *, service: str, deployment: str) -> dict
         raise NotFoundError(f"no evidence branch {ref} in {repository}")
     rows: list[dict[str, Any]] = []
     for commit in store.history(head):
-        info = trailers(commit.message)
+        raw = store.read_commit(commit.id)  # not commit.message: no encoding-header decoding
+        message = raw.text()
+        info = trailers(message)
         row: dict[str, Any] = {
             "commit": str(commit.id),
             "committed_at": commit.commit_time,
-            "author": commit.author.name,
-            "subject": commit.message.splitlines()[0] if commit.message else "",
+            "author": raw.author_name(),
+            "subject": message.splitlines()[0] if message else "",
             "sequence": None,
             "step": None,
             "kind": None,

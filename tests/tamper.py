@@ -41,7 +41,9 @@ def read_branch(repo: Path, service: str = "api", deployment: str = "d-42") -> l
 def write_branch(repo: Path, entries: list[Entry], service: str = "api", deployment: str = "d-42") -> None:
     """Rebuild the branch from ``entries`` (each adding its directory) and force the ref."""
     git = pygit2.Repository(str(repo))
-    sig = pygit2.Signature("mallory", "mallory@example.invalid")
+    # The attacker copies AFDP's committer line (verification refuses any other): what is
+    # under test is the edit, not the identity.
+    sig = pygit2.Signature("AFDP", "afdp@evidence.invalid", 1_700_000_000, 0)
     tree: pygit2.Tree | None = None
     parent: list[pygit2.Oid] = []
     for entry in entries:

@@ -28,7 +28,9 @@ check so an auditor sees exactly what is wrong:
                  AFDP writes for this verified record (``afdp.ledger.commit_message``):
                  subject, body and every AFDP-* trailer; only the AFDP-TSA URL is not
                  bound by any signature: it must be an http(s) URL and is reported as
-                 unverified
+                 unverified; without a valid ``timestamp-0.tsr`` the message cannot be
+                 regenerated, which fails (closed). The commit's headers, committer and
+                 raw message encoding are checked per commit (``afdp.store``).
 
 Attacker-written bytes never raise out of here: JSON nested deeper than ``MAX_JSON_DEPTH``
 is refused before it is parsed, and anything unexpected becomes a failure of the check
@@ -59,7 +61,7 @@ from afdp.trust import TrustPolicy
 MAX_JSON_DEPTH = 64
 _JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
 _BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
-_OPENSSL_REASON = re.compile(r'reason: "([^"]+)"')
+_OPENSSL_REASON = re.compile(r'reason: "([^"]+)"', re.ASCII)
 
 
 def json_depth_exceeds(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
@@ -167,6 +169,9 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
     facts.token_files = {
         name: sha256_hex(data) for name, data in files.items() if rec.TIMESTAMP_FILE.fullmatch(name)
     }
+    numbering = rec.token_names_problem(facts.token_files)
+    if numbering:
+        facts.fail("layout", numbering)
     envelope_bytes = files.get(rec.ENVELOPE_FILE)
     if envelope_bytes is None:
         facts.fail("layout", "no envelope.json: the record is unsigned")
@@ -352,7 +357,7 @@ def _keyless_label(message: str | None, facts: RecordFacts, policy: TrustPolicy)
     if facts.keyless_identity is None:
         # the bundle did not verify (already a failure): its signer line cannot be
         # bound, the rest of the message still is
-        found = re.findall(r"^AFDP-Signer: (.*)$", message or "", re.MULTILINE)
+        found = re.findall(r"^AFDP-Signer: (.*)$", message or "", re.MULTILINE | re.ASCII)
         return found[0] if len(found) == 1 else ""
     identity = facts.keyless_identity
     for instance in INSTANCES:
@@ -374,8 +379,9 @@ def well_formed_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+# Not re.ASCII on purpose: \s must also refuse Unicode spaces in a URL.
 _URL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f]")
-_TSA_LINE = re.compile(r"^AFDP-TSA: (.*)$", re.MULTILINE)
+_TSA_LINE = re.compile(r"^AFDP-TSA: (.*)$", re.MULTILINE | re.ASCII)
 
 
 def _check_message(item: RecordInput, statement: dict[str, Any], label: str, facts: RecordFacts) -> None:
@@ -386,7 +392,15 @@ def _check_message(item: RecordInput, statement: dict[str, Any], label: str, fac
         return
     gen_time = facts.token_times.get("timestamp-0.tsr")
     if gen_time is None or facts.envelope_sha256 is None:
-        return  # the time-stamp check failed already: the record fails (closed)
+        # Fail closed: without a valid first token the message cannot be regenerated.
+        # Unless that very token's failure is already recorded (then the record fails
+        # for it), the unchecked message is a failure of its own.
+        if not any(reason.startswith("timestamp-0.tsr: ") for _, reason in facts.failures):
+            facts.fail(
+                "commit",
+                "the commit message cannot be checked: the record has no valid timestamp-0.tsr to regenerate it from",
+            )
+        return
     found = _TSA_LINE.findall(actual)
     url = found[0] if len(found) == 1 else ""
     facts.tsa_url = url or None
@@ -506,7 +520,7 @@ def _check_digests(
             facts.fail("digest", f"artifact {artifact['path']} does not match its recorded digest")
     extra = sorted(n for n in files if n not in allowed and not rec.TIMESTAMP_FILE.fullmatch(n))
     if extra:
-        facts.fail("layout", f"unexpected files in the record: {', '.join(extra)}")
+        facts.fail("layout", f"unexpected files in the record: {', '.join(map(repr, extra))}")
 
 
 def _timestamp_reason(exc: AfdpError) -> str:

@@ -312,7 +312,7 @@ def check_branch(
                             commit=str(commit.id),
                         )
                     )
-                slots.append(_Slot(str(commit.id), trailers(commit.message).get("AFDP-Digest")))
+                slots.append(_Slot(str(commit.id), trailers(content.message).get("AFDP-Digest")))
                 commit_signature, commit_payload = commit.gpg_signature
                 batch.append(
                     RecordInput(
