@@ -19,7 +19,7 @@ import json
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from afdp.keyless import KEYLESS_KEYID, KeylessSigner
 from afdp.names import branch_ref
 from afdp.signing import AnySigner, sign_bytes, signer_keyid
 from afdp.sshsig import sign_git_commit
-from afdp.store import EvidenceStore, RefMoved
+from afdp.store import COMMITTER, EvidenceStore, RefMoved
 
 MAX_ATTEMPTS = 32
 
@@ -183,6 +183,27 @@ def _sign_and_stamp(
     return files, sha256_hex(envelope), label, token.url, rec.format_time(token.gen_time)
 
 
+#: The predicate ``context`` key that binds a commit author other than AFDP's.
+GIT_AUTHOR_KEY = "git_author"
+
+
+def git_identity(author: tuple[str, str]) -> str:
+    """Return ``Name <email>`` as git writes it in a commit's author header."""
+    return f"{author[0]} <{author[1]}>"
+
+
+def with_git_author(record: rec.UnsignedRecord, author: tuple[str, str]) -> rec.UnsignedRecord:
+    """Return ``record`` stating its commit's author in the signed predicate's context
+    (``context.git_author``) when it is not AFDP's own identity, so that verification
+    binds the author of commits no Git signature covers; unchanged otherwise."""
+    if tuple(author) == COMMITTER:
+        return record
+    predicate = record.statement["predicate"]
+    context = {**predicate.get("context", {}), GIT_AUTHOR_KEY: git_identity(author)}
+    statement = {**record.statement, "predicate": {**predicate, "context": context}}
+    return replace(record, statement=statement)
+
+
 def _append_once(
     store: EvidenceStore,
     ref: str,
@@ -195,6 +216,7 @@ def _append_once(
     service: str,
     deployment: str,
 ) -> AppendedRecord:
+    record = with_git_author(record, author)
     files, digest, keyid, url, gen_time = _sign_and_stamp(record, signer, tsa_urls, timeout)
     message = _message(record, digest, keyid, url, gen_time)
     commit_id = store.write_commit(

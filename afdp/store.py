@@ -120,6 +120,13 @@ class RawCommit:
         """Return the message for display: UTF-8, undecodable bytes replaced (never raises)."""
         return self.message.decode("utf-8", "replace")
 
+    def author_identity(self) -> str | None:
+        """Return the author's ``Name <email>`` (None if the header is malformed)."""
+        found = _IDENTITY.fullmatch(dict(self.headers).get("author", b""))
+        if found is None:
+            return None
+        return (found.group("name") + b" <" + found.group("email") + b">").decode("utf-8", "replace")
+
     def author_name(self) -> str:
         """Return the author's name for display (never raises)."""
         value = dict(self.headers).get("author", b"")
@@ -221,6 +228,8 @@ class CommitFiles:
     #: (check, reason) for what no AFDP commit holds: malformed, duplicate or unsorted tree
     #: entries, empty directories, non-regular files, oversized or unreadable blobs.
     problems: tuple[tuple[str, str], ...] = ()
+    #: the author header's ``Name <email>`` (None: unparsable, already a problem)
+    author: str | None = None
 
 
 def common_dir(git_dir: Path) -> Path:
@@ -433,6 +442,7 @@ class EvidenceStore:
             walk.added,
             tuple(walk.changed),
             tuple(walk.problems),
+            raw.author_identity(),
         )
 
     def read_commit(self, oid: pygit2.Oid | str) -> RawCommit:

@@ -9,6 +9,8 @@ expects a named failure (never a pass, never a traceback).
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -234,3 +236,49 @@ def test_file_names_in_layout_messages_are_quoted(branch):
     write_branch(repo, entries)
     found = reasons(report_of(repo, trust))
     assert ("layout", "unexpected files in the record: 'envelope.json '") in found
+
+
+def test_forged_author_on_an_unsigned_commit_fails(branch):
+    repo, trust = branch
+    rewrite_raw(repo, 2, lambda raw: re.sub(rb"^author [^<]*<[^>]*>", b"author Mallory <mallory@evil>", raw, count=1, flags=re.M))
+    found = reasons(report_of(repo, trust))
+    assert ("commit", "commit author 'Mallory <mallory@evil>' is not the one the signed record names ('AFDP <afdp@evidence.invalid>')") in found
+
+
+@pytest.fixture()
+def authored(branch, tmp_path, tsa):
+    """A second RSA-PSS branch (api/d-43) written with --author Dana."""
+    from afdp.ledger import append_record, seal
+    from afdp.signing import load_signer
+
+    repo, trust = branch
+    signer = load_signer(str(tmp_path / "rsa.key"))
+    dana = ("Dana Deployer", "dana@example.invalid")
+    draft = rec.RecordDraft(kind=rec.KIND_STEP, step="decide", result={"ok": True})
+    append_record(repo, service="api", deployment="d-43", draft=draft, signer=signer, tsa_urls=[tsa.url], author=dana)
+    seal(repo, service="api", deployment="d-43", signer=signer, tsa_urls=[tsa.url])  # AFDP's author
+    return repo, trust
+
+
+def test_author_given_to_the_ledger_is_bound_by_the_signed_record(authored):
+    repo, trust = authored
+    policy = load_trust_policy(trust)
+    assert check_branch(repo, service="api", deployment="d-43", policy=policy).state == "verified"
+    git = pygit2.Repository(str(repo))
+    ref = branch_ref("api", "d-43")
+    head = git.references[ref].peel()
+    assert (head.parents[0].author.name, head.author.name) == ("Dana Deployer", "AFDP")
+    envelope = json.loads(git.get(head.tree["records/000/000001-decide/envelope.json"].id).data)
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    assert statement["predicate"]["context"]["git_author"] == "Dana Deployer <dana@example.invalid>"
+    # rewrite the step's author (raw bytes; later commits re-parented)
+    ids = [head.parents[0].parents[0].id, head.parents[0].id, head.id]
+    raws = [bytes(git.odb.read(i)[1]) for i in ids]
+    step = raws[1].replace(b"author Dana Deployer <dana@example.invalid>", b"author Mallory <mallory@evil>")
+    step_id = git.odb.write(COMMIT, step)
+    seal_id = git.odb.write(COMMIT, raws[2].replace(str(ids[1]).encode(), str(step_id).encode()))
+    git.references.create(ref, seal_id, force=True)
+    report = check_branch(repo, service="api", deployment="d-43", policy=policy)
+    assert [(f.sequence, f.check, f.reason) for f in report.failures] == [
+        (1, "commit", "commit author 'Mallory <mallory@evil>' is not the one the signed record names ('Dana Deployer <dana@example.invalid>')")
+    ]

@@ -109,6 +109,7 @@ class RecordInput:
     commit_signature: bytes | None = None  # git's gpgsig header, if any
     commit_payload: bytes | None = None  # the commit object without that header
     commit_message: str | None = None  # None: the message is not checked (tests only)
+    commit_author: str | None = None  # the author's "Name <email>"; None: not checked
 
 
 @dataclass
@@ -338,6 +339,7 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
     facts.stage = "commit"
     label = _keyless_label(item.commit_message, facts, policy) if keyless else sig["keyid"]
     _check_message(item, statement, label, facts)
+    _check_author(item, predicate, facts)
 
 
 def _seal_entry_ok(entry: Any) -> bool:
@@ -415,6 +417,28 @@ def _check_message(item: RecordInput, statement: dict[str, Any], label: str, fac
         facts.fail(
             "commit",
             f"commit message is not the one AFDP writes for this record: line {at + 1} reads {shown!r}, expected {wanted!r}",
+        )
+
+
+def _check_author(item: RecordInput, predicate: dict[str, Any], facts: RecordFacts) -> None:
+    # The commit's author is AFDP's unless the signed record names another one
+    # (context.git_author, written by the ledger for --author). A commit with a Git
+    # signature (check 10) is bound by it: an author the record does not name is then
+    # accepted only if the record names none (evidence written before the record did).
+    from afdp.ledger import GIT_AUTHOR_KEY, git_identity
+    from afdp.store import COMMITTER
+
+    if item.commit_author is None:
+        return  # malformed author header: already a "commit" problem of the commit
+    context = predicate.get("context")
+    named = context.get(GIT_AUTHOR_KEY) if isinstance(context, dict) else None
+    if named is None and item.commit_signature is not None:
+        return
+    expected = named if named is not None else git_identity(COMMITTER)
+    if item.commit_author != expected:
+        facts.fail(
+            "commit",
+            f"commit author {item.commit_author[:120]!r} is not the one the signed record names ({str(expected)[:120]!r})",
         )
 
 

@@ -324,6 +324,7 @@ def check_branch(
                         commit_signature,
                         commit_payload,
                         content.message,
+                        content.author,
                     )
                 )
             if len(batch) >= BATCH or batch_bytes >= BATCH_BYTES:
