@@ -199,6 +199,7 @@ class _Walk:
     added: dict[str, bytes] = field(default_factory=dict)
     changed: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    unreadable: bool = False  # an object could not be read: files may be missing
 
 
 def _one_line(exc: BaseException) -> str:
@@ -230,6 +231,9 @@ class CommitFiles:
     problems: tuple[tuple[str, str], ...] = ()
     #: the author header's ``Name <email>`` (None: unparsable, already a problem)
     author: str | None = None
+    #: an object of the commit is missing or corrupt (reported in ``problems``): what the
+    #: record would hold is unknown, so checks that depend on it say nothing more
+    unreadable: bool = False
 
 
 def common_dir(git_dir: Path) -> Path:
@@ -443,6 +447,7 @@ class EvidenceStore:
             tuple(walk.changed),
             tuple(walk.problems),
             raw.author_identity(),
+            walk.unreadable,
         )
 
     def read_commit(self, oid: pygit2.Oid | str) -> RawCommit:
@@ -517,6 +522,7 @@ class EvidenceStore:
             return
         except (pygit2.GitError, KeyError, ValueError) as exc:
             walk.problems.append(("commit", _object_problem(new_id, where, exc)))
+            walk.unreadable = True
             return
         if not new_raw:
             walk.problems.append(("commit", f"{where} is an empty directory: AFDP never writes one"))
@@ -581,6 +587,7 @@ class EvidenceStore:
             walk.added[path] = self._raw(oid)[1]
         except (pygit2.GitError, KeyError, ValueError) as exc:
             walk.problems.append(("commit", _object_problem(oid, path, exc)))
+            walk.unreadable = True
 
     def _walk(self, tree: pygit2.Tree, prefix: str) -> Iterator[tuple[str, bytes, int]]:
         """Yield ``(path, data, filemode)`` of every file under ``tree`` (-1: not a blob)."""

@@ -282,3 +282,27 @@ def test_author_given_to_the_ledger_is_bound_by_the_signed_record(authored):
     assert [(f.sequence, f.check, f.reason) for f in report.failures] == [
         (1, "commit", "commit author 'Mallory <mallory@evil>' is not the one the signed record names ('Dana Deployer <dana@example.invalid>')")
     ]
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["loose", "shadowing-a-packed-copy"])
+def test_corrupt_envelope_object_is_one_failure_without_follow_ons(branch, packed):
+    import zlib
+
+    repo, trust = branch
+    git = pygit2.Repository(str(repo))
+    if packed:
+        subprocess.run(["git", "-C", str(repo), "repack", "-a", "-d", "-q"], check=True)
+        git = pygit2.Repository(str(repo))
+    head = git.references[REF].peel()
+    blob = head.parents[0].tree["records/000/000002-mark_deployment_time/envelope.json"].id
+    data = git.get(blob).data.replace(b'"sig":"', b'"sig":"X')
+    path = Path(git.path) / "objects" / str(blob)[:2] / str(blob)[2:]
+    path.parent.mkdir(exist_ok=True)
+    if path.exists():
+        path.chmod(0o644)
+    path.write_bytes(zlib.compress(f"blob {len(data)}\0".encode() + data))
+    report = report_of(repo, trust)
+    assert report.state == "failed"
+    assert len(report.failures) == 1, reasons(report)
+    check, reason = reasons(report)[0]
+    assert check == "commit" and f"object {blob}" in reason and "corrupt" in reason
