@@ -59,3 +59,21 @@ def test_markup_in_evidence_is_printed_literally(repo: Path, signer, tsa, trust_
     assert done.stdout.startswith("FAILED api/d-42")
     # Not hard-wrapped at 80 columns: every failure is one line.
     assert all(line.startswith(("FAILED", "  ")) for line in done.stdout.splitlines())
+
+
+def test_json_errors_are_a_json_object_on_stdout_for_every_command(tmp_path: Path) -> None:
+    """With --json, a failing command prints a JSON object on stdout (one line on stderr too)."""
+    import json
+
+    missing = str(tmp_path / "nowhere")
+    for args, code in (
+        (("verify", "--repo", missing, "--service", "api", "--deployment", "d-1", "--trust", missing), 2),
+        (("log", "--repo", missing, "--service", "api", "--deployment", "d-1"), 2),
+        (("plan", missing + ".yaml"), 2),
+        (("verify", "--no-such-option"), 2),
+    ):
+        done = _afdp(*args, "--json")
+        assert done.returncode == code, (args, done.stderr)
+        document = json.loads(done.stdout)
+        assert document["ok"] is False and document["exit_code"] == code
+        assert document["error"] and "Traceback" not in done.stderr

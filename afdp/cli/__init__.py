@@ -90,22 +90,37 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Run the CLI; map AFDP errors to one stderr line and the contract's exit code."""
+    """Run the CLI; map AFDP errors to one stderr line and the contract's exit code.
+
+    With ``--json``, a failure is also a JSON object on stdout (``{"ok": false,
+    "error": ..., "exit_code": N}``), so a script reading stdout never gets nothing.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    wants_json = "--json" in args
     try:
-        return cli.main(args=argv, prog_name="afdp", standalone_mode=False)
+        return cli.main(args=args, prog_name="afdp", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
+        _fail_json(wants_json, exc.format_message(), exc.exit_code)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("afdp: aborted", err=True)
         sys.exit(130)
     except AfdpError as exc:
         click.echo(f"afdp: error: {exc.diagnostics()}", err=True)
+        _fail_json(wants_json, exc.diagnostics(), exc.exit_code)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("afdp: interrupted; evidence already committed is unchanged", err=True)
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(EXIT_OPERATIONAL)
+
+
+def _fail_json(wanted: bool, error: str, exit_code: int) -> None:
+    if wanted:
+        import json
+
+        click.echo(json.dumps({"ok": False, "error": error, "exit_code": exit_code}))

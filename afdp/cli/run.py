@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from afdp.errors import EXIT_FAILED, AfdpError, UsageError
+from afdp.errors import EXIT_FAILED, UsageError
 
 _TSA_ENV = "AFDP_TSA_URLS"
 _SIGNAL_DIR_ENV = "AFDP_SIGNAL_DIR"
@@ -69,10 +69,6 @@ def _on_interrupt() -> Any:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def _json_error(exc: AfdpError) -> None:
-    click.echo(json.dumps({"ok": False, "error": exc.diagnostics(), "exit_code": exc.exit_code}))
 
 
 def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
@@ -159,10 +155,6 @@ def run_cmd(**options: Any) -> None:
             _run(**options)
     except KeyboardInterrupt:
         _interrupted()
-    except AfdpError as exc:
-        if options["as_json"]:
-            _json_error(exc)
-        raise
 
 
 def _run(
@@ -336,10 +328,6 @@ def demo_cmd(out_dir: Path | None, fast: bool, prefect: bool, as_json: bool) -> 
             result = run_demo(out_dir=out_dir, fast=fast, use_prefect=prefect, echo=None if as_json else click.echo)
     except KeyboardInterrupt:
         _interrupted()
-    except AfdpError as exc:
-        if as_json:
-            _json_error(exc)
-        raise
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, default=str))
         return
