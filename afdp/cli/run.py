@@ -42,7 +42,24 @@ def _interrupted() -> None:
     import atexit
     import threading
 
-    click.echo(INTERRUPTED, err=True)
+    # A spinner must stop before the message: otherwise its refresh thread draws over
+    # the line and the terminal is left with a hidden cursor (os._exit skips rich's
+    # clean-up). Stopping a rich display takes its lock, which the interrupted thread
+    # may hold, so its refresh threads are told to stop (lock-free) and the line is
+    # cleared on the real stdout (rich redirects sys.stdout while a display is live).
+    with contextlib.suppress(Exception):
+        from rich.live import _RefreshThread
+
+        for thread in threading.enumerate():
+            if isinstance(thread, _RefreshThread):
+                thread.done.set()
+                thread.join(0.2)
+    terminal = sys.__stdout__
+    if terminal is not None and terminal.isatty():
+        with contextlib.suppress(Exception):
+            terminal.write("\r\x1b[2K\x1b[?25h")  # clear the spinner's line, show the cursor
+            terminal.flush()
+    click.echo(INTERRUPTED, err=True, file=sys.__stderr__)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -238,7 +255,11 @@ def _run_with_prefect(params: dict[str, Any], progress: Any, request: Any) -> An
 
 
 class StepPrinter:
-    """Prints one line per recorded step; on a terminal, a spinner names the running step."""
+    """Prints one line per recorded step; on a terminal, a spinner names the running step.
+
+    Summaries and errors carry text from collectors (a remote page, a database message):
+    they are escaped, never read as rich markup.
+    """
 
     _COLOURS = {"ok": "green", "failed": "red", "skipped": "yellow"}
 
@@ -252,27 +273,32 @@ class StepPrinter:
         if not self.console.is_terminal:
             return
         text = f"{step.name} ({step.type})" + (f", up to {seconds:.0f}s" if seconds >= 1 else "")
+        from rich.markup import escape
+
         if self.status is None:
-            self.status = self.console.status(text)
+            self.status = self.console.status(escape(text))
             self.status.start()
         else:
-            self.status.update(text)
+            self.status.update(escape(text))
 
     def __call__(self, report: Any) -> None:
+        from rich.markup import escape
+
         colour = self._COLOURS.get(report.status, "white")
         note = " (already recorded)" if report.resumed else ""
         self.console.print(
-            f"  [{colour}]{report.status:>7}[/] #{report.sequence:<3} {report.name}: {report.summary}{note}",
+            f"  [{colour}]{report.status:>7}[/] #{report.sequence:<3} {escape(report.name)}: "
+            f"{escape(report.summary or '')}{note}",
             markup=True,
             soft_wrap=True,
         )
         if report.error and not report.resumed:
-            self.console.print(f"          [red]{report.error}[/]", markup=True, soft_wrap=True)
+            self.console.print(f"          [red]{escape(report.error)}[/]", markup=True, soft_wrap=True)
 
     def close(self) -> None:
-        if self.status is not None:
-            self.status.stop()
-            self.status = None
+        status, self.status = self.status, None
+        if status is not None:
+            status.stop()
 
 
 def _progress_printer(*, enabled: bool) -> StepPrinter | None:
