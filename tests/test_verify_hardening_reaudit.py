@@ -306,3 +306,14 @@ def test_corrupt_envelope_object_is_one_failure_without_follow_ons(branch, packe
     assert len(report.failures) == 1, reasons(report)
     check, reason = reasons(report)[0]
     assert check == "commit" and f"object {blob}" in reason and "corrupt" in reason
+
+
+def test_file_outside_records_is_named_quoted(branch):
+    repo, trust = branch
+    entries = read_branch(repo)
+    files = {f"{entries[2].directory}/{name}": data for name, data in entries[2].files.items()}
+    files["README "] = b"trust me"
+    entries[2] = Entry(entries[2].message, None, files)
+    write_branch(repo, entries)
+    found = reasons(report_of(repo, trust))
+    assert ("commit", "adds files outside records/: 'README '") in found, found

@@ -165,7 +165,7 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
     # 1. layout
     match = rec.RECORD_DIR.fullmatch(item.directory.rsplit("/", 1)[-1])
     if not match:
-        facts.fail("layout", f"{item.directory} is not a record directory name")
+        facts.fail("layout", f"{item.directory!r} is not a record directory name")
         raise _Stop
     facts.token_files = {
         name: sha256_hex(data) for name, data in files.items() if rec.TIMESTAMP_FILE.fullmatch(name)
@@ -539,9 +539,9 @@ def _check_digests(
         allowed.add(artifact["path"])
         data = files.get(artifact["path"])
         if data is None:
-            facts.fail("digest", f"artifact {artifact['path']} is listed but missing")
+            facts.fail("digest", f"artifact {artifact['path']!r} is listed but missing")
         elif sha256_hex(data) != artifact["sha256"] or len(data) != artifact["size"]:
-            facts.fail("digest", f"artifact {artifact['path']} does not match its recorded digest")
+            facts.fail("digest", f"artifact {artifact['path']!r} does not match its recorded digest")
     extra = sorted(n for n in files if n not in allowed and not rec.TIMESTAMP_FILE.fullmatch(n))
     if extra:
         facts.fail("layout", f"unexpected files in the record: {', '.join(map(repr, extra))}")

@@ -266,7 +266,7 @@ def check_branch(
                     Failure(
                         where,
                         "commit",
-                        f"changes existing evidence: {', '.join(content.changed[:5])}",
+                        f"changes existing evidence: {', '.join(map(repr, content.changed[:5]))}",
                         commit=str(commit.id),
                     )
                 )
@@ -279,7 +279,7 @@ def check_branch(
                     Failure(
                         where,
                         "commit",
-                        f"adds files outside records/: {', '.join(outside[:5])}",
+                        f"adds files outside records/: {', '.join(map(repr, outside[:5]))}",
                         commit=str(commit.id),
                     )
                 )
@@ -309,7 +309,7 @@ def check_branch(
                         Failure(
                             where,
                             "commit",
-                            f"nested files in a record: {', '.join(nested[:5])}",
+                            f"nested files in a record: {', '.join(map(repr, nested[:5]))}",
                             commit=str(commit.id),
                         )
                     )
