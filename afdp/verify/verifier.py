@@ -5,16 +5,20 @@ it runs the commit checks below, hands each record's files and its commit's sign
 to the per-record checks (``afdp.verify.checks``, 1-10, in parallel worker processes for long branches), then runs
 the chain checks over the results in order:
 
-0.  ``repository``  before any record: no ``refs/replace/*``, grafts or shallow file (git
-                    would show other objects than libgit2 reads), the branch ref points
+0.  ``repository``  before any record: no ``refs/replace/*`` or ``refs/notes/*`` ref,
+                    grafts or shallow file in the common git dir (git would show other
+                    objects or text than libgit2 reads), the branch ref points
                     at a commit, its history is complete and intact; with ``--all``, a
                     ref under refs/heads/afdp/ that is not a safe name is a failed branch
 11. ``commit``      each commit has one parent and adds exactly one record directory
                     under records/ and nothing else (no foreign, merge or editing commits);
                     every new tree passes git fsck's tree checks and is not empty (see
-                    ``EvidenceStore.commit_files``); its message is the one AFDP writes
-                    for the record (checked per record) and its AFDP-Digest trailer
-                    names that record's envelope
+                    ``EvidenceStore.commit_files``); only the headers AFDP writes, its
+                    committer AFDP's, the author time the commit time; its raw message
+                    is the one AFDP writes for the record and the author the one the
+                    record names (checked per record), and its AFDP-Digest trailer names
+                    that record's envelope; an unreadable object is reported once, with
+                    no follow-on chain or seal messages
 12. ``chain``       record N stands at position N, genesis first, its ``prev`` is the
                     digest of record N-1's envelope, and its ``prev_timestamps`` name
                     exactly record N-1's time-stamp token files, by SHA-256
