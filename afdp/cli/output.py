@@ -101,16 +101,30 @@ def print_story(story: dict[str, Any]) -> None:
             print("\t".join(" ".join(v.split()) for v in values))
         print(footer)
         return
+    # A narrow terminal drops the columns a reader needs least (signer, then digest:
+    # `afdp log | cat` and --json keep them) rather than squeezing every column to nothing.
+    columns = ["#", "step", "status", "signer", "time-stamp", "digest", "summary"]
+    width = _console.width
+    dropped = {"signer"} if width < 150 else set()
+    if width < 120:
+        dropped.add("digest")
     table = Table(title=escape(title), title_justify="left")
-    for column in ("#", "step", "status", "signer", "time-stamp", "digest", "summary"):
+    for column in columns:
+        if column in dropped:
+            continue
         # Identifiers never wrap (a digest split over two lines cannot be copied); the
         # summary takes what width is left.
         if column == "summary":
-            table.add_column(column, overflow="fold", ratio=1)
+            table.add_column(column, overflow="fold", ratio=1, min_width=16)
         else:
             table.add_column(column, no_wrap=True)
+    keep = [i for i, column in enumerate(columns) if column not in dropped]
+    stamp = columns.index("time-stamp")
     for values in rows:
-        table.add_row(*(escape(v) for v in values))
+        shown = list(values)
+        if width < 100 and "T" in shown[stamp]:
+            shown[stamp] = shown[stamp].split("T", 1)[1]  # the time of day; the date is in --json
+        table.add_row(*(escape(shown[i]) for i in keep))
     _console.print(table)
     _console.print(escape(footer))
 
