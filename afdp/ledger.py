@@ -188,15 +188,16 @@ GIT_AUTHOR_KEY = "git_author"
 
 
 def git_identity(author: tuple[str, str]) -> str:
-    """Return ``Name <email>`` as git writes it in a commit's author header."""
-    return f"{author[0]} <{author[1]}>"
+    """Return ``Name <email>`` as git writes it in a commit's author header (libgit2
+    trims surrounding whitespace from both)."""
+    return f"{author[0].strip()} <{author[1].strip()}>"
 
 
 def with_git_author(record: rec.UnsignedRecord, author: tuple[str, str]) -> rec.UnsignedRecord:
     """Return ``record`` stating its commit's author in the signed predicate's context
     (``context.git_author``) when it is not AFDP's own identity, so that verification
     binds the author of commits no Git signature covers; unchanged otherwise."""
-    if tuple(author) == COMMITTER:
+    if git_identity(author) == git_identity(COMMITTER):
         return record
     predicate = record.statement["predicate"]
     context = {**predicate.get("context", {}), GIT_AUTHOR_KEY: git_identity(author)}

@@ -253,7 +253,7 @@ def authored(branch, tmp_path, tsa):
 
     repo, trust = branch
     signer = load_signer(str(tmp_path / "rsa.key"))
-    dana = ("Dana Deployer", "dana@example.invalid")
+    dana = (" Dana Deployer ", "dana@example.invalid")  # libgit2 trims the name
     draft = rec.RecordDraft(kind=rec.KIND_STEP, step="decide", result={"ok": True})
     append_record(repo, service="api", deployment="d-43", draft=draft, signer=signer, tsa_urls=[tsa.url], author=dana)
     seal(repo, service="api", deployment="d-43", signer=signer, tsa_urls=[tsa.url])  # AFDP's author
