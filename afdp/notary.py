@@ -49,7 +49,7 @@ from pyhanko.sign import general
 from pyhanko.sign.general import simple_cms_attribute
 from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
 
-from afdp.errors import ConfigurationError, UsageError
+from afdp.errors import ConfigurationError, NetworkError, UsageError
 
 __all__ = [
     "DEV_TSA_WARNING",
@@ -729,5 +729,6 @@ def serve(tsa: EmbeddedTSA, host: str = "127.0.0.1", port: int = 0) -> TsaServer
     try:
         httpd = _HTTPServer((host, port), tsa)
     except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        # The port being taken is the machine's state, not a bad argument: operational.
+        raise NetworkError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     return TsaServer(httpd)

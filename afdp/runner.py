@@ -1175,7 +1175,7 @@ def _wait(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
     return _StepResult(
         "ok",
         {"outputs": {"finished_at": now}, "duration": params.duration.to_json(), "waited_seconds": round(seconds, 3)},
-        f"waited {params.duration}" + (f" ({seconds:.1f}s, --fast)" if run.request.time_scale != 1 else ""),
+        f"waited {params.duration}" + (f" ({seconds:.1f}s at time scale {run.request.time_scale:g})" if run.request.time_scale != 1 else ""),
     )
 
 

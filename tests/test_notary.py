@@ -133,7 +133,7 @@ def test_cli_tsa_serve_bad_input(cli, tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = cli("tsa", "serve", str(directory), "--port", str(busy.getsockname()[1]))
-    assert taken.code == 2 and "cannot listen" in taken.err
+    assert taken.code == 3 and "cannot listen" in taken.err
     assert cli("tsa", "serve", str(directory), "--port", "70000").code == 2
 
 
