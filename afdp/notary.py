@@ -724,7 +724,7 @@ def serve(tsa: EmbeddedTSA, host: str = "127.0.0.1", port: int = 0) -> TsaServer
         The running server.
 
     Raises:
-        UsageError: the address cannot be bound (in use, bad host, no permission).
+        NetworkError: the address cannot be bound (in use, bad host, no permission): exit 3.
     """
     try:
         httpd = _HTTPServer((host, port), tsa)
