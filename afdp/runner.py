@@ -1121,7 +1121,7 @@ def _write_spool(run: _Run, step: Step, draft: rec.RecordDraft, finished: dateti
         "spooled_at": rec.format_time(rec.utc_now()),
         "reason": _one_line(reason),
         "status": draft.status,
-        "result": {**draft.result, "started": rec.format_time(draft.started_at), "finished": rec.format_time(finished)},
+        "result": {**draft.result, "started": rec.format_time(draft.started_at or finished), "finished": rec.format_time(finished)},
         "summary": draft.summary,
         "error": draft.error,
         "provenance": draft.provenance,

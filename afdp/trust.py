@@ -160,7 +160,7 @@ def parse_trust_policy(
 def _refuse_duplicates(signers: list[TrustedSigner], source: str) -> None:
     seen: dict[object, str] = {}
     for signer in signers:
-        keys = [("name", signer.name)]
+        keys: list[tuple[str, object]] = [("name", signer.name)]
         if signer.keyid is not None:
             keys.append(("key", signer.keyid))
         if signer.identity is not None:

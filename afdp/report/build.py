@@ -273,7 +273,8 @@ def metric_verdict(metric: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
             if text:
                 why.append(text)
     p = metric.get("p_value")
-    test = metric.get("test") if isinstance(metric.get("test"), dict) else {}
+    test_field = metric.get("test")
+    test: dict[str, Any] = test_field if isinstance(test_field, dict) else {}
     method = str(test.get("method") or metric.get("method") or "").replace("_", "-")
     by = f" ({method} test)" if method else ""
     if _is_number(p):

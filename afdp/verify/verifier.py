@@ -585,8 +585,10 @@ def _check_seal(
     if entries is None:
         failures.append(Failure(where, "seal", "seal lists no records", seal.sequence, commit))
         return
-    expected = [(i, s.facts.step, s.facts.envelope_sha256) for i, s in enumerate(before) if s.facts]
-    listed = [
+    expected: list[tuple[Any, Any, Any]] = [
+        (i, s.facts.step, s.facts.envelope_sha256) for i, s in enumerate(before) if s.facts
+    ]
+    listed: list[tuple[Any, Any, Any]] = [
         (e.get("sequence"), e.get("step"), e.get("sha256")) if isinstance(e, dict) else (None, None, None)
         for e in entries
     ]
