@@ -610,7 +610,7 @@ def _run_locked(request: RunRequest, executor: StepExecutor, env: Mapping[str, s
     store = EvidenceStore(request.repository)
     head = store.head(branch_ref(request.service, request.deployment))
     if seal_digest is None and sealed and head is not None:
-        seal_digest = trailers(head.message).get("AFDP-Digest", "").removeprefix("sha256:")
+        seal_digest = trailers(store.message_of(head)).get("AFDP-Digest", "").removeprefix("sha256:")
     last_analysis = next(reversed(run.analyses.values()), None) if run.analyses else None
     return RunOutcome(
         service=request.service,
@@ -764,7 +764,7 @@ def _read_branch(request: RunRequest) -> tuple[list[_Recorded], int | None]:
     found: list[_Recorded] = []
     sealed: int | None = None
     for commit in store.history(head):
-        info = trailers(commit.message)
+        info = trailers(store.message_of(commit))
         try:
             sequence, step, kind = int(info["AFDP-Record"]), info["AFDP-Step"], info["AFDP-Kind"]
         except (KeyError, ValueError) as exc:
@@ -1089,7 +1089,7 @@ def _check_tail(run: _Run, step: Step) -> None:
     store = EvidenceStore(request.repository)
     head = store.head(branch_ref(request.service, request.deployment))
     expected = run.workflow.steps[step.index - 1].name if step.index > 0 else "genesis"
-    found = trailers(head.message).get("AFDP-Step") if head is not None else None
+    found = trailers(store.message_of(head)).get("AFDP-Step") if head is not None else None
     if head is None or found != expected:
         raise StorageError(
             f"{request.service}/{request.deployment}: the branch ends with {found or 'nothing'!r} where "

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pygit2
 
@@ -143,8 +144,8 @@ def parse_commit(raw: bytes) -> RawCommit:
             name, value = headers[-1]
             headers[-1] = (name, value + b"\n" + line[1:])
             continue
-        name, _, value = line.partition(b" ")
-        headers.append((name.decode("utf-8", "replace"), value))
+        key, _, value = line.partition(b" ")
+        headers.append((key.decode("utf-8", "replace"), value))
     return RawCommit(tuple(headers), message)
 
 
@@ -434,7 +435,8 @@ class EvidenceStore:
             message = raw.text()
             walk.problems.append(("commit", "commit message is not UTF-8: AFDP writes UTF-8 only"))
         try:
-            old = self.repo.get(commit.parent_ids[0]).tree_id.raw if commit.parent_ids else None
+            parent: Any = self.repo.get(commit.parent_ids[0]) if commit.parent_ids else None
+            old = parent.tree_id.raw if parent is not None else None
         except (pygit2.GitError, AttributeError, ValueError) as exc:
             walk.problems.append(("repository", f"parent commit unreadable: {_one_line(exc)}"))
             old = None

@@ -146,7 +146,7 @@ def _opened_at(store: EvidenceStore, service: str, deployment: str) -> datetime 
     if head is None:
         return None
     first = store.history(head)[0]
-    stamp = trailers(first.message).get("AFDP-Timestamp")
+    stamp = trailers(store.message_of(first)).get("AFDP-Timestamp")
     try:
         return rec.parse_time(stamp) if stamp else None
     except ValueError:
