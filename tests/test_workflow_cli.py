@@ -208,7 +208,8 @@ def test_plan_variables_from_set_change_skipping(
         (("deployment.servce=api",), "did you mean 'service'?"),
         (("workflow.ENVIROMENT=x",), "did you mean 'ENVIRONMENT'?"),
         (("env.AFDP_WEBHOOK_SECRET=x",), "never from the command line"),
-        (("service=api",), "expected deployment.<field> or workflow.<NAME>"),
+        (("service=api",), "did you mean deployment.service?"),
+        (("steps.x=1",), "expected deployment.<field> or workflow.<NAME>"),
         (("deployment.service",), "expected KEY=VALUE"),
         (("deployment.id=a", "deployment.id=b"), "given twice"),
     ],
@@ -277,3 +278,9 @@ def test_plan_shows_stages(capsys: pytest.CaptureFixture[str]) -> None:
     assert stages[0]["traffic"] == "1%" and stages[0]["abort_on"] == "any_degradation"
     code, out, _ = run_cli(capsys, "plan", canary)
     assert "stage canary: 1% of traffic for 10_minutes, roll back if any_degradation" in out
+
+
+def test_plan_takes_a_bare_variable_name_as_run_does(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "plan", API, "--set", "ENVIRONMENT=staging", "--json")
+    assert code == 0, err
+    assert json.loads(out)["variables"]["ENVIRONMENT"] == "staging"

@@ -160,7 +160,8 @@ def parse_settings(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split ``--set`` values into deployment values and ``${workflow.*}`` overrides.
 
-    Keys are ``deployment.<field>`` or ``workflow.<NAME>``; a variable's value takes the
+    Keys are ``deployment.<field>`` or ``workflow.<NAME>`` (a bare ``NAME`` is
+    ``workflow.NAME``); a variable's value takes the
     type of its default (a number or true/false) when it is written that way.
 
     Returns:
@@ -175,7 +176,8 @@ def parse_settings(
     overrides: dict[str, Any] = {}
     defaults = {v.name: v.default for v in workflow.variables}
     for key, value in settings.items():
-        namespace, _, name = key.partition(".")
+        # A bare NAME is a workflow variable, as `afdp run --set NAME=VALUE` takes it.
+        namespace, _, name = key.partition(".") if "." in key else ("workflow", "", key)
         if namespace == "env":
             raise UsageError(
                 f"--set {key}: ${{env.*}} values come from the environment, never from the command line"
@@ -193,7 +195,11 @@ def parse_settings(
             deployment[name] = value
             continue
         if name not in defaults:
-            hint = suggest(name, defaults) or (
+            hint = (
+                f"; did you mean deployment.{name}?"
+                if "." not in key and name in catalog.DEPLOYMENT_FIELDS
+                else ""
+            ) or suggest(name, defaults) or (
                 "; declared: " + ", ".join(defaults) if defaults else "; the workflow declares none"
             )
             raise UsageError(f"--set {key}: the workflow has no variable {name!r}{hint}")
