@@ -1045,7 +1045,9 @@ def _open_or_probe(run: _Run) -> None:
     request = run.request
     store = EvidenceStore(request.repository)
     ref = branch_ref(request.service, request.deployment)
-    if store.head(ref) is not None:
+    head = store.head(ref)
+    if head is not None:
+        _check_same_deployment(store, head, request)
         _probe(request, run.run_id)
         return
     from afdp.ledger import open_branch
@@ -1061,6 +1063,36 @@ def _open_or_probe(run: _Run) -> None:
         genesis_metadata=run.redact(_genesis_metadata(request)),
         author=request.author,
     )
+
+
+_FACTS = ("commit", "deployer", "environment", "version")
+
+
+def _check_same_deployment(store: EvidenceStore, head: Any, request: RunRequest) -> None:
+    """Refuse to continue a branch with deployment facts other than those it was opened
+    with (``--phase post`` naming another commit or deployer than ``--phase pre``): one
+    deployment's evidence must tell one story.
+
+    Raises:
+        UsageError: a fact given now differs from the one recorded in the genesis record.
+    """
+    from afdp.ledger import decode_envelope
+
+    first = store.history(head)[0]
+    envelope = store.read_blob(first.tree, f"{rec.record_dir(0, 'genesis')}/{rec.ENVELOPE_FILE}")
+    try:
+        recorded = decode_envelope(envelope or b"")["predicate"]["result"]["metadata"]["deployment"]
+    except (ValueError, KeyError, TypeError):
+        return  # not ours to judge here: `afdp verify` names what is wrong with the branch
+    given = request.info.to_json()
+    for fact in _FACTS:
+        now, then = given.get(fact), recorded.get(fact) if isinstance(recorded, dict) else None
+        if now is not None and then is not None and now != then:
+            raise UsageError(
+                f"{request.service}/{request.deployment} was opened with {fact} {then!r}; "
+                f"this run says {now!r}: one deployment's evidence must tell one story "
+                "(use a new deployment id for another deployment)"
+            )
 
 
 def _probe(request: RunRequest, run_id: str) -> None:

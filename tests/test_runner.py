@@ -213,6 +213,21 @@ def test_pre_then_post_phase_on_one_branch(tmp_path, repo, signer, tsa, trust_fi
         run_workflow(request_for(workflow, repo, signer, tsa, phase="pre"))
 
 
+def test_post_with_other_deployment_facts_than_pre_is_refused(tmp_path, repo, signer, tsa):
+    """One deployment's evidence tells one story: --phase post may not name another
+    commit or deployer than --phase pre opened the branch with (nothing is written)."""
+    workflow = workflow_from(tmp_path, SIMPLE)
+    run_workflow(request_for(workflow, repo, signer, tsa, phase="pre"))
+    before = predicates(repo)
+    other = DeploymentInfo(commit="fff999", deployer="mallory", environment="production")
+    with pytest.raises(UsageError, match="was opened with commit 'abc123'; this run says 'fff999'"):
+        run_workflow(request_for(workflow, repo, signer, tsa, phase="post", info=other))
+    assert predicates(repo) == before
+    # The same facts (or facts not given again) continue the branch.
+    same = DeploymentInfo(commit="abc123")
+    assert run_workflow(request_for(workflow, repo, signer, tsa, phase="post", info=same)).sealed
+
+
 def test_post_without_pre_records_the_missed_steps_as_skipped(tmp_path, repo, signer, tsa):
     workflow = workflow_from(tmp_path, SIMPLE)
     post = run_workflow(request_for(workflow, repo, signer, tsa, phase="post"))
