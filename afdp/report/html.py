@@ -300,9 +300,12 @@ def _decision(decision: dict[str, Any], record: int | None) -> str:
             rows.append(f"<tr><th>{escape(label)}</th><td>{escape(_text(decision[key]))}</td></tr>")
     performed = decision.get("action_result")
     if isinstance(performed, dict):
-        text = " ".join(
-            str(performed[k]) for k in ("status", "kind", "target", "detail") if performed.get(k)
+        status = {"ok": "done", "failed": "FAILED", "not_configured": "not configured"}.get(
+            str(performed.get("status")), str(performed.get("status") or "")
         )
+        text = " ".join(
+            [status] + [str(performed[k]) for k in ("kind", "target", "detail") if performed.get(k)]
+        ).strip()
         rows.append(f"<tr><th>action performed</th><td>{escape(text)}</td></tr>")
     evaluated = decision.get("evaluated") or []
     criteria = decision.get("criteria") or []
