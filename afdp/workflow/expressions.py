@@ -715,13 +715,37 @@ def _infer(node: Node, type_of: Callable[[Ref], str], problems: list[str]) -> st
             )
         return BOOL
     if left != right:
-        hint = ""
-        if "number" in (left, right):
-            hint = "; give the number a unit (for example 10ms or 0.5%)"
-        problems.append(f"compares a {_type_name(left)} with a {_type_name(right)}{hint}")
+        problems.append(
+            f"compares a {_type_name(left)} with a {_type_name(right)}"
+            + _mismatch_hint(node, left, right)
+        )
     elif node.op not in ("==", "!=") and left in (BOOL, LIST, NULL):
         problems.append(f"cannot order {_type_name(left)}s with {node.op}")
     return BOOL
+
+
+def _mismatch_hint(node: Compare, left: str, right: str) -> str:
+    """Return the most likely fix for a comparison of two different types."""
+    if LIST in (left, right):
+        return "; test a list with 'in' (for example 'name' in steps.check.failed)"
+    if not (_is_quantity(left) and _is_quantity(right)):
+        return ""
+    # A percentage against an absolute movement: the relative one is `.change`.
+    for side, kind, other in ((node.left, left, right), (node.right, right, left)):
+        if (
+            other == "ratio"
+            and kind != "ratio"
+            and isinstance(side, Ref)
+            and side.parts[-1] in ("increase", "decrease")
+        ):
+            relative = ".".join((*side.parts[:-1], "change"))
+            return (
+                f"; {side.dotted} is in the metric's own unit; for a relative change "
+                f"compare {relative} (for example {relative} > 5%)"
+            )
+    if "number" in (left, right):
+        return "; give the number a unit (for example 10ms or 0.5%)"
+    return ""
 
 
 def _is_quantity(kind: str) -> bool:
