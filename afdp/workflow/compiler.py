@@ -1254,7 +1254,12 @@ class _Compiler:
                 impact=impact.name,
                 metrics=baseline_params.metrics,
                 thresholds=tuple(thresholds),
-                method=statistical.method if statistical else None,
+                # A stage judged by nothing could never abort: with no statistical
+                # analyzer and no thresholds, the canary is judged as Kayenta does
+                # (Mann-Whitney with an effect size), so `abort_on: any_degradation` bites.
+                method=statistical.method
+                if statistical
+                else (None if thresholds else catalog.METHODS[0]),
                 confidence=statistical.confidence if statistical else catalog.DEFAULT_CONFIDENCE,
                 min_samples=statistical.min_samples if statistical else catalog.DEFAULT_MIN_SAMPLES,
                 analyzers=tuple(a.name for a in chosen),
