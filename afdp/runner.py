@@ -88,7 +88,7 @@ from afdp.workflow.model import (
     WaitForSignal,
     Workflow,
 )
-from afdp.workflow.units import DIMENSIONLESS, Quantity, Unit, parse_unit
+from afdp.workflow.units import DIMENSIONLESS, Quantity, Unit, parse_duration, parse_unit
 
 if TYPE_CHECKING:
     from afdp.signing import AnySigner
@@ -495,6 +495,20 @@ class _Run:
 
     def scaled(self, seconds: float) -> float:
         return seconds / self.request.time_scale
+
+
+def scaled_collector_interval(workflow: Workflow, metric: str, time_scale: float) -> float | None:
+    """With a time scale, a collector's own sampling interval shrinks with the window.
+
+    Otherwise a window divided by the scale would hold a handful of samples, too few
+    for any test. None (the collector's own choice) when the run is not scaled.
+    """
+    if time_scale == 1:
+        return None
+    collector = workflow.collector(workflow.metric(metric).collector)
+    own = collector.interval or collector.step
+    seconds = own.seconds if own is not None else parse_duration(catalog.DEFAULT_INTERVAL).seconds
+    return seconds / time_scale
 
 
 # --------------------------------------------------------------------------- entry point
@@ -1315,8 +1329,12 @@ def _capture(run: _Run, step: Step, values: dict[str, Any], *, missed: bool) -> 
             )
             continue
         calls[name] = _bind_capture(
-            capture_metric, workflow, name, values, run.env, start, end, interval, run.clock, timings
-        )
+            capture_metric, workflow, name, values, run.env, start, end,
+            interval
+            if interval is not None
+            else scaled_collector_interval(workflow, name, run.request.time_scale),
+            run.clock, timings,
+        )  # fmt: skip
         calls[name].history = kind in HISTORY_SOURCES  # type: ignore[attr-defined]
     collected, context = run.executor.collect(step, calls)
     outputs: dict[str, Any] = {

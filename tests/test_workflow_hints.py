@@ -77,3 +77,27 @@ def test_a_stage_judged_by_nothing_gets_the_canary_test(tmp_path) -> None:
 def test_a_stage_with_thresholds_keeps_them_as_its_judge(tmp_path) -> None:
     params = _stage_analysis(tmp_path, "    thresholds:\n      error_rate_increase: 1%")
     assert params.method is None and params.thresholds
+
+
+def test_a_time_scale_shrinks_the_collectors_own_interval(tmp_path) -> None:
+    """--time-scale divides a window; the samples taken in it must shrink with it, or a
+    scaled window holds too few samples for any test (a capture's own interval is scaled
+    where it is read)."""
+    from afdp.runner import scaled_collector_interval
+    from afdp.workflow import load_workflow
+
+    path = tmp_path / "rest.yaml"
+    path.write_text(
+        "name: rest\n"
+        "collectors:\n  api: {type: rest, url: 'http://127.0.0.1:1/m', interval: 2s}\n"
+        "  plain: {type: rest, url: 'http://127.0.0.1:1/n'}\n"
+        "metrics:\n  value: {collector: api, select: value, unit: count}\n"
+        "  other: {collector: plain, select: value, unit: count}\n"
+        "workflow:\n  - capture_baseline: [value, other]\n  - mark_deployment_time\n"
+        "  - capture_impact: [value, other]\n  - analyze_differences\n"
+    )
+    workflow = load_workflow(path)
+    assert scaled_collector_interval(workflow, "value", 1.0) is None
+    assert scaled_collector_interval(workflow, "value", 10.0) == 0.2
+    # No interval of its own: the default (15s) is scaled.
+    assert scaled_collector_interval(workflow, "other", 15.0) == 1.0
