@@ -88,7 +88,7 @@ from afdp.workflow.model import (
     WaitForSignal,
     Workflow,
 )
-from afdp.workflow.units import DIMENSIONLESS, Quantity, Unit, parse_duration, parse_unit
+from afdp.workflow.units import DIMENSIONLESS, Quantity, Unit, parse_unit
 
 if TYPE_CHECKING:
     from afdp.signing import AnySigner
@@ -505,10 +505,12 @@ def scaled_collector_interval(workflow: Workflow, metric: str, time_scale: float
     """
     if time_scale == 1:
         return None
+    from afdp.collectors.base import sampling_interval
+
     collector = workflow.collector(workflow.metric(metric).collector)
-    own = collector.interval or collector.step
-    seconds = own.seconds if own is not None else parse_duration(catalog.DEFAULT_INTERVAL).seconds
-    return seconds / time_scale
+    if collector.type == "prometheus" and collector.step is not None:
+        return collector.step.seconds / time_scale  # a range query's resolution
+    return sampling_interval(collector) / time_scale
 
 
 # --------------------------------------------------------------------------- entry point

@@ -24,8 +24,9 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from afdp.errors import NetworkError, UsageError
-from afdp.workflow.catalog import DEFAULT_TIMEOUT
+from afdp.workflow.catalog import DEFAULT_INTERVAL, DEFAULT_TIMEOUT
 from afdp.workflow.interpolation import Secret, Template, UnresolvedError
+from afdp.workflow.model import Collector
 from afdp.workflow.units import parse_duration
 
 DEFAULT_TIMEOUT_SECONDS = parse_duration(DEFAULT_TIMEOUT).seconds
@@ -396,6 +397,14 @@ def public_url(url: str) -> str:
         return urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
     except ValueError:
         return "[unparseable url]"
+
+
+def sampling_interval(collector: Collector, interval: float | None = None) -> float:
+    """Return the seconds between reads of a live source: ``interval`` when the capture
+    gives one, else the collector's own ``interval``, else the catalog's default."""
+    if interval:
+        return float(interval)
+    return seconds_of(collector.interval, parse_duration(DEFAULT_INTERVAL).seconds)
 
 
 def seconds_of(duration: Any, default: float) -> float:

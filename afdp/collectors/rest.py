@@ -33,15 +33,11 @@ from afdp.collectors.base import (
     poll,
     render,
     rfc3339,
-    seconds_of,
+    sampling_interval,
     shown,
 )
 from afdp.collectors.transport import Endpoint, client, describe_body, endpoint, send
-from afdp.workflow.catalog import DEFAULT_INTERVAL
 from afdp.workflow.model import Collector, Metric
-from afdp.workflow.units import parse_duration
-
-DEFAULT_INTERVAL_SECONDS = parse_duration(DEFAULT_INTERVAL).seconds
 
 
 def select(document: Any, path: str) -> float:
@@ -128,7 +124,7 @@ def capture(
             headers["Content-Type"] = "application/json"
         except ValueError:
             pass
-    every = float(interval) if interval else seconds_of(collector.interval, DEFAULT_INTERVAL_SECONDS)
+    every = sampling_interval(collector, interval)
     path = metric.select
     source = f"the REST API {target.public}"
     failures = 0

@@ -52,15 +52,12 @@ from afdp.collectors.base import (
     poll,
     render,
     rfc3339,
-    seconds_of,
+    sampling_interval,
     shown,
 )
 from afdp.collectors.transport import Endpoint, client, describe_body, endpoint, send
-from afdp.workflow.catalog import DEFAULT_INTERVAL
 from afdp.workflow.model import Collector, Metric
-from afdp.workflow.units import parse_duration
 
-DEFAULT_INTERVAL_SECONDS = parse_duration(DEFAULT_INTERVAL).seconds
 AGGREGATES = ("sum", "avg", "max", "min")
 _COUNTER_SUFFIXES = ("_total", "_count", "_sum", "_bucket")
 
@@ -120,7 +117,7 @@ def capture(
     """
     target = endpoint(collector, values, env)
     selector = _selector(metric, values, env, target)
-    every = float(interval) if interval else seconds_of(collector.interval, DEFAULT_INTERVAL_SECONDS)
+    every = sampling_interval(collector, interval)
     snapshot = start == end
     source = f"the scrape endpoint {target.public}"
     failures = 0

@@ -46,15 +46,13 @@ from afdp.collectors.base import (
     poll,
     render,
     rfc3339,
+    sampling_interval,
     seconds_of,
     shown,
 )
-from afdp.workflow.catalog import DEFAULT_INTERVAL
 from afdp.workflow.interpolation import Secret, Template
 from afdp.workflow.model import Collector, Metric
-from afdp.workflow.units import parse_duration
 
-DEFAULT_INTERVAL_SECONDS = parse_duration(DEFAULT_INTERVAL).seconds
 DEFAULT_ROW_LIMIT = 10_000
 READ_STARTS = frozenset({"SELECT", "WITH", "SHOW", "EXPLAIN", "VALUES", "TABLE"})
 WRITE_WORDS = frozenset(
@@ -345,7 +343,7 @@ def capture(
         check_read_only(sql)
     except CollectorFailed as exc:
         raise type(exc)(exc.reason, collector=collector.name, metric=metric.name) from None
-    every = float(interval) if interval else seconds_of(collector.interval, DEFAULT_INTERVAL_SECONDS)
+    every = sampling_interval(collector, interval)
     try:
         database = _Database(collector, values, env, redactor)
     except CollectorFailed as exc:
