@@ -297,13 +297,7 @@ def query_rows(
     finally:
         database.close()
     provenance = {
-        "collector": collector.name,
-        "type": "sql",
-        "source": database.public,
-        "dialect": database.dialect,
-        "query": shown(rendered),
-        "read_only": database.read_only(),
-        "timeout": database.timeout,
+        **_source(collector, database, rendered),
         "collected_at": collected_at,
         "columns": columns,
         "row_count": len(rows),
@@ -376,13 +370,7 @@ def capture(
             metric=metric.name,
         )
     provenance = {
-        "collector": collector.name,
-        "type": "sql",
-        "source": database.public,
-        "dialect": database.dialect,
-        "query": shown(rendered),
-        "read_only": database.read_only(),
-        "timeout": database.timeout,
+        **_source(collector, database, rendered),
         "meaning": "the first column of the first row at each read",
         "window": {"start": rfc3339(start), "end": rfc3339(end)},
         "interval": every,
@@ -438,3 +426,16 @@ def json_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_value(v) for v in value]
     return str(value)
+
+
+def _source(collector: Collector, database: _Database, rendered: Any) -> dict[str, Any]:
+    """Provenance every SQL collection records: where, which query (secrets redacted), how."""
+    return {
+        "collector": collector.name,
+        "type": "sql",
+        "source": database.public,
+        "dialect": database.dialect,
+        "query": shown(rendered),
+        "read_only": database.read_only(),
+        "timeout": database.timeout,
+    }
