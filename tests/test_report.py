@@ -349,6 +349,54 @@ def test_controls_not_met_on_a_plain_branch(repo, signer, tsa, trust_file, cli, 
     assert reasons["baseline_captured"] == "no baseline metric series recorded"
 
 
+def _decision_controls(repo, signer, tsa, cli, trust_file, tmp_path, *records) -> dict:
+    """Report controls of a branch with a baseline, impact and ``records`` (step, result, status)."""
+    add_step(repo, signer, tsa, "capture_baseline", {"metrics": {"p99": {"metric": "p99", "unit": "ms", "samples": [[1.0, 100.0], [2.0, 101.0]]}}})
+    add_step(repo, signer, tsa, "capture_impact", {"metrics": {"p99": {"metric": "p99", "unit": "ms", "samples": [[3.0, 100.0], [4.0, 102.0]]}}})
+    for step, result, status in records:
+        add_step(repo, signer, tsa, step, result, status=status)
+    seal(repo, service="api", deployment="d-42", signer=signer, tsa_urls=[tsa.url])
+    out = tmp_path / "r.json"
+    assert cli("report", "--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file), "--out", str(out)).code == 0
+    controls = json.loads(out.read_text())["deployments"][0]["controls"]
+    return {r["name"]: r for c in controls for r in c["requirements"]}
+
+
+NO_DATA = {"metric": "p99", "unit": {"symbol": "ms", "dimension": "time", "factor": 0.001}, "baseline": None, "impact": None, "status": "no_data", "degraded": None, "reasons": ["no samples"]}
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        # a training record made without any decision: its copy of the decision is null
+        [("generate_training_record", {"record": {"decision": None, "action": None, "label": None, "success_criteria_met": None}}, "ok")],
+        # a decision whose action says nothing was decided
+        [("decide", {"decision": "none", "action": "none", "label": None, "reason": "no decisions block"}, "ok")],
+        # a decide step that failed: the action it names was never decided
+        [("decide", {"decision": "ship", "action": "mark_successful", "label": "safe", "reason": "x"}, "failed")],
+    ],
+    ids=["training-record-copy", "action-none", "failed-decide-step"],
+)
+def test_decision_control_not_met_without_a_real_decision(repo, signer, tsa, trust_file, cli, tmp_path, records):
+    requirements = _decision_controls(repo, signer, tsa, cli, trust_file, tmp_path, *records)
+    assert requirements["decision"]["met"] is False, requirements["decision"]
+    assert requirements["decision"]["records"] == []
+
+
+def test_decision_control_met_cites_the_decide_record(repo, signer, tsa, trust_file, cli, tmp_path):
+    requirements = _decision_controls(repo, signer, tsa, cli, trust_file, tmp_path, ("decide", {"decision": "ship", "action": "mark_successful", "label": "safe_deployment", "success_criteria_met": True, "reason": "all criteria met"}, "ok"))
+    assert requirements["decision"]["met"] is True
+    assert requirements["decision"]["detail"] == "decision: mark_successful (all criteria met)"
+    assert requirements["decision"]["records"] == [3]
+
+
+def test_analysis_control_not_met_when_no_metric_could_be_compared(repo, signer, tsa, trust_file, cli, tmp_path):
+    analysis = {"method": "mann_whitney", "metrics": {"p99": NO_DATA}, "summary": {"any_degradation": False}}
+    requirements = _decision_controls(repo, signer, tsa, cli, trust_file, tmp_path, ("analyze", analysis, "ok"))
+    assert requirements["analysis"]["met"] is False
+    assert "no metric could be compared" in requirements["analysis"]["detail"]
+
+
 # -- PDF ---------------------------------------------------------------------------------------
 @needs_chromium
 @needs_poppler

@@ -21,6 +21,8 @@ from afdp.report.evidence import Findings, RecordView
 from afdp.verify.verifier import BranchReport
 
 SCHEMA = "controls.v1"
+#: The actions a decision can take; anything else (none, null) is no decision.
+DECISION_ACTIONS = ("rollback", "alert", "mark_successful")
 
 
 @dataclass(frozen=True)
@@ -225,7 +227,19 @@ def _analysis(
     if f.analysis is None or f.analysis_record is None:
         return False, "no analysis result recorded", []
     metrics = f.analysis.get("metrics") or {}
-    return True, f"{len(metrics)} metric(s) compared", [f.analysis_record]
+    compared = sorted(
+        name
+        for name, metric in metrics.items()
+        if isinstance(metric, dict) and metric.get("status", "ok") == "ok"
+    )
+    if not compared:
+        # an analysis in which no metric had the data to be judged compared nothing
+        return False, f"no metric could be compared ({len(metrics)} without data)", []
+    unjudged = len(metrics) - len(compared)
+    detail = f"{len(compared)} metric(s) compared"
+    if unjudged:
+        detail += f", {unjudged} without enough data"
+    return True, detail, [f.analysis_record]
 
 
 def _decision(
@@ -233,8 +247,16 @@ def _decision(
 ) -> tuple[bool, str, list[int]]:
     if f.decision is None or f.decision_record is None:
         return False, "no decision recorded", []
-    what = f.decision.get("action") or f.decision.get("decision")
-    return True, f"decision: {what}", [f.decision_record]
+    action = f.decision.get("action")
+    if action not in DECISION_ACTIONS:
+        what = action or f.decision.get("decision") or "none"
+        return False, f"no decision made (recorded: {what})", []
+    status = next((v.verified.status for v in views if v.sequence == f.decision_record), None)
+    if status != "ok":
+        return False, f"the decision step's record {f.decision_record} is {status}", []
+    reason = f.decision.get("reason")
+    detail = f"decision: {action}" + (f" ({reason})" if isinstance(reason, str) and reason else "")
+    return True, detail, [f.decision_record]
 
 
 _CHECKS: dict[str, _Check] = {

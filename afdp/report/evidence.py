@@ -259,7 +259,14 @@ def _is_decision(node: Mapping[str, Any]) -> bool:
         and ("decision" in node or "success_criteria_met" in node)
         and isinstance(node.get("action"), plain)
         and isinstance(node.get("decision"), plain)
+        # a record that says no decision was made (a training record's copy with both
+        # null, or "none") is not a decision outcome
+        and any(_named(node.get(key)) for key in ("action", "decision"))
     )
+
+
+def _named(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower() not in ("", "none", "null")
 
 
 def _phase(where: str) -> str:
