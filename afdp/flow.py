@@ -34,13 +34,30 @@ import threading  # noqa: E402
 from collections.abc import Callable, Mapping  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
-from prefect import flow, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-from prefect.runtime import flow_run, task_run  # noqa: E402
-from prefect.states import Failed  # noqa: E402
+from afdp.errors import AfdpError, ConfigurationError, NetworkError, StorageError  # noqa: E402
 
-from afdp.errors import AfdpError, StorageError  # noqa: E402
+
+def _first_lines(exc: BaseException, count: int = 3) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines[:count]) or type(exc).__name__
+
+
+try:
+    from prefect import flow, task
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.cache_policies import NO_CACHE
+    from prefect.runtime import flow_run, task_run
+    from prefect.states import Failed
+except ImportError:
+    raise  # Prefect is not installed: the caller says "install prefect, or --no-prefect"
+except Exception as exc:  # Prefect validates its PREFECT_* settings when imported
+    raise ConfigurationError(
+        f"Prefect's settings are invalid ({_first_lines(exc)}): fix the PREFECT_* "
+        "environment variable or profile, or pass --no-prefect"
+    ) from exc
+
+#: Prefect's setting for how long its ephemeral API server may take to start.
+STARTUP_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 from afdp.runner import (  # noqa: E402
     RunOutcome,
     RunRequest,
@@ -267,10 +284,18 @@ def run_with_prefect(
     Raises:
         AfdpError: what the run raised (the flow run is marked failed).
         StorageError: the flow run failed for a reason outside AFDP (Prefect itself).
+        NetworkError: Prefect's API server could not be started or reached (exit 3).
     """
     _local.progress, _local.error, _local.outcome, _local.request = progress, None, None, request
     try:
-        state = evidence_flow(**params, return_state=True)
+        try:
+            state = evidence_flow(**params, return_state=True)
+        except AfdpError:
+            raise
+        except Exception as exc:
+            # With return_state the flow's own failures come back as a state: what is
+            # raised here is the engine failing around it (its API server, its database).
+            raise engine_error(exc) from exc
         if _local.error is not None:
             raise _local.error
         if _local.outcome is None or not state.is_completed():
@@ -279,3 +304,24 @@ def run_with_prefect(
         return outcome
     finally:
         _local.progress = _local.outcome = _local.error = _local.request = None
+
+
+def engine_error(exc: BaseException) -> AfdpError:
+    """Return the one-line operational error for Prefect failing around a flow run."""
+    text = _first_lines(exc, 1)
+    api = _api_url()
+    if api:
+        where = f"the Prefect API at {api}"
+        fix = "check that the server is running and PREFECT_API_URL is right, or pass --no-prefect"
+    else:
+        timeout = os.environ.get(STARTUP_SETTING)
+        where = "Prefect's ephemeral API server" + (f" ({STARTUP_SETTING}={timeout})" if timeout else "")
+        fix = (
+            "run a Prefect server and set PREFECT_API_URL, raise "
+            f"{STARTUP_SETTING}, or pass --no-prefect"
+        )
+    if "ephemeral" in text.lower() and "time" in text.lower():
+        what = f"{where} did not start in time"
+    else:
+        what = f"{where} failed: {text}"
+    return NetworkError(f"{what}; {fix}")
