@@ -574,6 +574,14 @@ def _run_locked(request: RunRequest, executor: StepExecutor, env: Mapping[str, s
     existing, sealed_seq = _read_branch(request)
     mark = _mark_index(workflow, request.phase)
     _check_prefix(request, existing)
+    if existing:
+        # Before anything else, sealed or not: a run that names another deployment (or
+        # another workflow) than the branch records must not continue it, nor be told
+        # that "its" evidence is already recorded.
+        store = EvidenceStore(request.repository)
+        head = store.head(branch_ref(request.service, request.deployment))
+        if head is not None:
+            _check_same_deployment(store, head, request)
 
     if request.phase == "pre":
         selected = range(0, mark)
@@ -1063,7 +1071,7 @@ def _open_or_probe(run: _Run) -> None:
     ref = branch_ref(request.service, request.deployment)
     head = store.head(ref)
     if head is not None:
-        _check_same_deployment(store, head, request)
+        _check_same_deployment(store, head, request)  # opened by another run meanwhile
         _probe(request, run.run_id)
         return
     from afdp.ledger import open_branch
@@ -1085,12 +1093,14 @@ _FACTS = ("commit", "deployer", "environment", "version")
 
 
 def _check_same_deployment(store: EvidenceStore, head: Any, request: RunRequest) -> None:
-    """Refuse to continue a branch with deployment facts other than those it was opened
-    with (``--phase post`` naming another commit or deployer than ``--phase pre``): one
-    deployment's evidence must tell one story.
+    """Refuse to continue, or to re-run, a branch with deployment facts other than those
+    it was opened with (``--phase post`` naming another commit or deployer than ``--phase
+    pre``; a sealed deployment run again for another commit): one deployment's evidence
+    must tell one story, and a run must never be told that "its" evidence is recorded.
 
     Raises:
-        UsageError: a fact given now differs from the one recorded in the genesis record.
+        UsageError: a fact given now differs from the one recorded in the genesis record
+            (or was not recorded there); the message names every difference.
     """
     from afdp.ledger import decode_envelope
 
@@ -1100,15 +1110,20 @@ def _check_same_deployment(store: EvidenceStore, head: Any, request: RunRequest)
         recorded = decode_envelope(envelope or b"")["predicate"]["result"]["metadata"]["deployment"]
     except (ValueError, KeyError, TypeError):
         return  # not ours to judge here: `afdp verify` names what is wrong with the branch
+    if not isinstance(recorded, dict):
+        return
     given = request.info.to_json()
+    differ = []
     for fact in _FACTS:
-        now, then = given.get(fact), recorded.get(fact) if isinstance(recorded, dict) else None
-        if now is not None and then is not None and now != then:
-            raise UsageError(
-                f"{request.service}/{request.deployment} was opened with {fact} {then!r}; "
-                f"this run says {now!r}: one deployment's evidence must tell one story "
-                "(use a new deployment id for another deployment)"
-            )
+        now, then = given.get(fact), recorded.get(fact)
+        if now is not None and now != then:
+            differ.append((f"{fact} {then!r}" if then is not None else f"no {fact}", repr(now)))
+    if differ:  # (another workflow than the branch's is refused by _read_branch)
+        told = "; and with ".join(f"{then}; this run says {now}" for then, now in differ)
+        raise UsageError(
+            f"{request.service}/{request.deployment} was opened with {told}: one deployment's "
+            "evidence must tell one story (use a new deployment id for another deployment)"
+        )
 
 
 def _probe(request: RunRequest, run_id: str) -> None:
