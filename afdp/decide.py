@@ -22,6 +22,10 @@ Rules, chosen so that missing data is never a silent pass:
    criteria are met, no condition failed to evaluate and the analysis has no
    inconclusive metric; otherwise ``alert``, labelled ``degraded`` when a criterion is
    plainly false, else ``inconclusive``.
+5. A step that failed before the decision (an integrity check that does not hold, a
+   monitor whose alert fired, a collection that failed) never ends in
+   ``mark_successful``, matched or by default: the outcome is ``alert``, labelled
+   ``degraded``, and the reason names the failed step.
 """
 
 from __future__ import annotations
@@ -118,7 +122,35 @@ class DecisionOutcome:
         }
 
 
-def decide(workflow: Workflow, params: Decide, values: Mapping[str, Any]) -> DecisionOutcome:
+def decide(
+    workflow: Workflow,
+    params: Decide,
+    values: Mapping[str, Any],
+    *,
+    failed_steps: tuple[tuple[str, str], ...] = (),
+) -> DecisionOutcome:
+    """Decide as :func:`_decide` does, then apply rule 5: ``failed_steps`` (name, reason)
+    of the steps that failed before the decision turn a ``mark_successful`` into an
+    ``alert``.
+    """
+    outcome = _decide(workflow, params, values)
+    if not failed_steps or outcome.action != "mark_successful":
+        return outcome
+    name, why = failed_steps[0]
+    more = f" (and {len(failed_steps) - 1} more failed step(s))" if len(failed_steps) > 1 else ""
+    return DecisionOutcome(
+        None,
+        "alert",
+        DEFAULT_LABELS["alert"],
+        outcome.success_criteria_met,
+        outcome.criteria,
+        outcome.evaluated,
+        f"step {name!r} failed: {why}{more}; "
+        + (f"decision {outcome.decision!r} (mark_successful) not taken" if outcome.decision else "not marked successful"),
+    )
+
+
+def _decide(workflow: Workflow, params: Decide, values: Mapping[str, Any]) -> DecisionOutcome:
     """Evaluate the success criteria, then ``params.decisions`` in order (first match wins).
 
     ``values`` is ``workflow.values(...)`` merged with the analysis values.

@@ -1475,6 +1475,15 @@ def _query(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
     result: dict[str, Any] = {"outputs": outputs}
     if len(samples) > 1:
         result["samples"] = samples
+    if outputs.get("alert"):
+        # A monitor whose alert fired has found what it watches for: its step fails, and
+        # the decision hears of it (a failed step never ends in mark_successful).
+        assert params.alert_threshold is not None
+        error = (
+            f"alert threshold exceeded: {outputs['longest_lock_wait']:g}s > "
+            f"{params.alert_threshold} ({params.alert_threshold.seconds:g}s)"
+        )
+        return _StepResult("failed", result, summary, error, provenance={"query": provenance})
     return _StepResult("ok", result, summary, provenance={"query": provenance})
 
 
@@ -1503,7 +1512,13 @@ def _check(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
     failed = [c["name"] for c in checks if not c["passed"]]
     outputs = {"passed": not failed, "failed": failed}
     summary = f"{len(checks) - len(failed)}/{len(checks)} check(s) passed"
-    status = "failed" if errors else "ok"
+    # A check that does not hold fails its step, as one that could not run does.
+    errors += [
+        f"{c['name']}: expected {c['expect']!r}, got {c['actual']!r}"
+        for c in checks
+        if not c["passed"] and "actual" in c
+    ]
+    status = "failed" if failed else "ok"
     return _StepResult(
         status, {"outputs": outputs, "checks": checks}, summary, "; ".join(errors) or None, provenance
     )
@@ -1612,7 +1627,10 @@ def _decide(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
     assert isinstance(params, Decide)
     source = _analysis_source(run, step, params.analysis)
     merged = _decision_values(run, step, values, source)
-    outcome = decide(run.workflow, params, merged)
+    failed = tuple(
+        (r.name, r.error or r.summary) for r in run.reports if r.status == "failed"
+    )
+    outcome = decide(run.workflow, params, merged, failed_steps=failed)
     decision = outcome.to_json()
     action = _act(run, outcome, merged, source)
     outputs = {

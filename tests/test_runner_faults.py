@@ -161,7 +161,9 @@ def test_faults_are_failed_steps_and_the_flow_still_decides(tmp_path, bad_server
     assert queried.status == "failed" and "DELETE" in queried.error.upper()
 
     integrity = steps["verify_data_integrity"]
-    assert integrity.status == "ok" and "1/2 check(s) passed" in integrity.summary
+    # a check that does not hold fails its step (issue 10: it used to stay "ok")
+    assert integrity.status == "failed" and "1/2 check(s) passed" in integrity.summary
+    assert "expected" in integrity.error and "got" in integrity.error
 
     assert steps["analyze_differences"].status == "ok"
     assert outcome.decision["action"] == "alert"
