@@ -19,9 +19,10 @@ Rules, chosen so that missing data is never a silent pass:
    could not be evaluated (it might have matched first): the outcome is ``alert`` with
    label ``inconclusive``.
 4. If nothing matches: ``mark_successful`` (label ``safe_deployment``) only when the
-   criteria are met, no condition failed to evaluate and the analysis has no
-   inconclusive metric; otherwise ``alert``, labelled ``degraded`` when a criterion is
-   plainly false, else ``inconclusive``.
+   criteria are met, no condition failed to evaluate, and the analysis found no
+   degraded and no inconclusive metric; otherwise ``alert``, labelled ``degraded`` when
+   a criterion is plainly false or a metric degraded, else ``inconclusive``. (A
+   workflow with no decisions gets this default from the decisions step AFDP adds.)
 5. A step that failed before the decision (an integrity check that does not hold, a
    monitor whose alert fired, a collection that failed) never ends in
    ``mark_successful``, matched or by default: the outcome is ``alert``, labelled
@@ -198,7 +199,8 @@ def _decide(workflow: Workflow, params: Decide, values: Mapping[str, Any]) -> De
 
     errors = [c for c in (*criteria, *evaluated) if c.error is not None]
     inconclusive = list(values.get("inconclusive") or ())
-    if met and not errors and not inconclusive:
+    degraded = _degraded(values)
+    if met and not errors and not inconclusive and not degraded:
         reason = (
             "no decision matched and every success criterion holds"
             if criteria
@@ -213,16 +215,30 @@ def _decide(workflow: Workflow, params: Decide, values: Mapping[str, Any]) -> De
             tuple(evaluated),
             reason,
         )
+    failed = next((c for c in criteria if c.result is False), None)
     if errors:
         reason = f"no decision matched; {errors[0].condition!r} could not be evaluated: {errors[0].error}"
-    elif inconclusive:
-        reason = "no decision matched; inconclusive metrics: " + ", ".join(inconclusive)
-    else:
-        failed = next(c for c in criteria if c.result is False)
+    elif failed is not None:
         reason = f"no decision matched; success criterion {failed.condition!r} is false"
-    plain_failure = any(c.result is False for c in criteria)
+    elif degraded:
+        reason = "no decision matched; the analysis found degradation: " + ", ".join(degraded)
+    else:
+        reason = "no decision matched; inconclusive metrics: " + ", ".join(inconclusive)
+    plain_failure = any(c.result is False for c in criteria) or bool(degraded)
     label = DEFAULT_LABELS["alert"] if plain_failure else INCONCLUSIVE_LABEL
     return DecisionOutcome(None, "alert", label, met, criteria, tuple(evaluated), reason)
+
+
+def _degraded(values: Mapping[str, Any]) -> list[str]:
+    """Return the metrics the analysis in ``values`` found degraded (sorted)."""
+    named = sorted(
+        name
+        for name, value in values.items()
+        if isinstance(value, Mapping) and value.get("degraded") is True
+    )
+    if named or values.get("any_degradation") is not True:
+        return named
+    return ["(unnamed metric)"]
 
 
 @dataclass(frozen=True)

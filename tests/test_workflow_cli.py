@@ -163,7 +163,9 @@ def test_plan_json_evaluates_conditions_with_what_is_known(
     assert steps["staging_wait"]["unless"]["result"] is True
     assert steps["after_degradation"]["status"] == "conditional"
     assert "decided at run time" in steps["after_degradation"]["when"]["reason"]
-    assert plan["summary"] == {"steps": 8, "run": 6, "skipped": 1, "conditional": 1}
+    # + the decisions step AFDP adds after the analysis (the workflow declares none)
+    assert steps["decisions"]["status"] == "run"
+    assert plan["summary"] == {"steps": 9, "run": 7, "skipped": 1, "conditional": 1}
     # 1m + 1m + (2m skipped) + 5m + 3m (conditional counts)
     assert plan["max_duration"]["seconds"] == 600
     assert "relname = 'api'" in steps["record_table_sizes"]["params"]["query"]

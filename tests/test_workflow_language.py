@@ -226,7 +226,10 @@ def test_variables_render_in_dependency_order_with_deployment_values() -> None:
         + "variables:\n  URL: http://${workflow.HOST}:9090\n  HOST: ${deployment.service}.internal\n"
     )
     values = workflow.values(deployment={"service": "api"})
-    assert values["workflow"] == {"HOST": "api.internal", "URL": "http://api.internal:9090"}
+    # (+ PROMETHEUS_URL, the catalog's variable for the built-in collector BASE reads)
+    assert values["workflow"] == {
+        "HOST": "api.internal", "URL": "http://api.internal:9090", "PROMETHEUS_URL": "http://localhost:9090"
+    }
     overridden = workflow.values(deployment={"service": "api"}, overrides={"HOST": "${x}"})
     assert overridden["workflow"]["URL"] == "http://${x}:9090"  # overrides are literal
 

@@ -49,6 +49,8 @@ def validate_cmd(file: Path, policy: Path | None, as_json: bool) -> None:
         for finding in result.findings:
             click.echo(str(finding))
         workflow = result.workflow
+        for note in workflow.notes if workflow is not None else ():
+            click.echo(str(note))
         if result.ok and workflow is not None:
             click.echo(
                 f"{result.file}: valid: workflow {workflow.name!r}"

@@ -301,7 +301,14 @@ CHECK_OUTPUTS: Mapping[str, str] = {"passed": BOOL, "failed": LIST}
 # or a collector with the same name.
 DEFAULT_COLLECTOR_NAME = "prometheus"
 DEFAULT_COLLECTORS: Mapping[str, Mapping[str, Any]] = {
-    "prometheus": {"type": "prometheus", "url": "http://localhost:9090"},
+    "prometheus": {"type": "prometheus", "url": "${workflow.PROMETHEUS_URL}"},
+}
+#: Variables a workflow has without declaring them, each only while the workflow does not
+#: declare the collector that reads it: ``--set PROMETHEUS_URL=...`` points the built-in
+#: collector at a Prometheus, so a workflow written with the catalog's metrics alone (the
+#: guide's Example 1) runs as written.
+DEFAULT_VARIABLES: Mapping[str, tuple[str, str]] = {
+    "PROMETHEUS_URL": ("prometheus", "http://localhost:9090"),
 }
 
 

@@ -41,6 +41,9 @@ class Finding:
     """One problem: where it is (file, 1-based line and column, document path) and what is wrong.
 
     ``rule`` names the admission-policy rule for policy findings (empty otherwise).
+    ``level`` is empty for a problem; ``warning`` (a construct that would give a
+    meaningless verdict) or ``note`` (how AFDP reads something the file leaves open) for
+    what a valid workflow still tells its author (:attr:`Workflow.notes`).
     """
 
     file: str
@@ -49,10 +52,12 @@ class Finding:
     path: str
     message: str
     rule: str = ""
+    level: str = ""
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        return f"{where}: {self.path}: {self.message}"
+        level = f"{self.level}: " if self.level else ""
+        return f"{where}: {self.path}: {level}{self.message}"
 
     def to_json(self) -> dict[str, object]:
         """Return the finding as a JSON object (``--json`` output)."""
@@ -65,6 +70,8 @@ class Finding:
         }
         if self.rule:
             out["rule"] = self.rule
+        if self.level:
+            out["level"] = self.level
         return out
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from afdp.workflow.catalog import StepKind
 from afdp.workflow.expressions import Expression
+from afdp.workflow.findings import Finding
 from afdp.workflow.interpolation import Template, UnresolvedError
 from afdp.workflow.units import Duration, Quantity, Unit
 
@@ -397,6 +398,9 @@ class Workflow:
     source: str
     actions: tuple[ActionSpec, ...] = ()
     document: Any = field(default=None, compare=False, hash=False, repr=False)
+    #: Warnings and notes for the author (``afdp validate`` prints them): how AFDP read
+    #: what the file leaves open, and constructs that would give a meaningless verdict.
+    notes: tuple[Finding, ...] = field(default=(), compare=False, hash=False)
 
     @property
     def steps(self) -> tuple[Step, ...]:

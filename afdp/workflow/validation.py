@@ -60,6 +60,7 @@ class Validation:
                 {**finding.to_json(), "kind": "policy" if finding.rule else "invalid"}
                 for finding in self.findings
             ],
+            "notes": [note.to_json() for note in (workflow.notes if workflow else ())],
         }
 
 
