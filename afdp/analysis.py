@@ -915,10 +915,14 @@ def analyze_metric(
     method: str | None = None,
     confidence: float = 0.95,
     min_samples: int = 5,
+    tolerance_decides: bool = False,
 ) -> MetricAnalysis:
     """Compare one metric's ``baseline`` samples with its ``impact`` samples.
 
     ``None`` for a side means its collection failed (analyzed as no data).
+    ``tolerance_decides``: when the test cannot run, a watching threshold that is not
+    exceeded means "not degraded" (the default tolerance of a comparison that declares
+    nothing), instead of unknown.
 
     Returns:
         The :class:`MetricAnalysis`; never raises for bad data, it reports it.
@@ -935,8 +939,9 @@ def analyze_metric(
     # results are written as null (json_safe) instead of warning on stderr.
     with np.errstate(all="ignore"):
         return _analyze_metric(
-            metric, baseline, impact, thresholds, method, confidence, min_samples
-        )
+            metric, baseline, impact, thresholds, method, confidence, min_samples,
+            tolerance_decides,
+        )  # fmt: skip
 
 
 def _analyze_metric(
@@ -947,6 +952,7 @@ def _analyze_metric(
     method: str | None,
     confidence: float,
     min_samples: int,
+    tolerance_decides: bool = False,
 ) -> MetricAnalysis:
     reasons: list[str] = []
     b = SampleStats.of(baseline)
@@ -1062,7 +1068,7 @@ def _analyze_metric(
             # asked for; with a test that could not run, it stays unknown (as before).
             decided_by = DECIDED_BY_THRESHOLD
             degraded: bool | None = over_limit
-            if method is not None and over_limit is False:
+            if method is not None and over_limit is False and not tolerance_decides:
                 degraded = None
             if method is not None and over_limit:
                 reasons.append("the test could not run: the exceeded threshold alone decides")
@@ -1310,6 +1316,7 @@ def analyze(
             method=params.method,
             confidence=params.confidence,
             min_samples=params.min_samples,
+            tolerance_decides=params.tolerance_decides,
         )
         for name in params.metrics
     )

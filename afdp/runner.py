@@ -70,7 +70,7 @@ from afdp.ledger import append_record, decode_envelope, seal, trailers
 from afdp.names import branch_ref
 from afdp.store import EvidenceStore
 from afdp.workflow import catalog
-from afdp.workflow.catalog import StepKind
+from afdp.workflow.catalog import DEFAULT_LOOKBACK, HISTORY_COLLECTORS, StepKind
 from afdp.workflow.expressions import EvaluationError
 from afdp.workflow.interpolation import Secret, UnresolvedError
 from afdp.workflow.model import (
@@ -88,7 +88,7 @@ from afdp.workflow.model import (
     WaitForSignal,
     Workflow,
 )
-from afdp.workflow.units import DIMENSIONLESS, Quantity, Unit, parse_unit
+from afdp.workflow.units import DIMENSIONLESS, Quantity, Unit, parse_duration, parse_unit
 
 if TYPE_CHECKING:
     from afdp.signing import AnySigner
@@ -881,6 +881,15 @@ def _absorb(
         run.outputs[step.name] = typed_outputs(run.workflow, step, outputs)
     if step.kind is StepKind.MARK and isinstance(outputs, Mapping) and outputs.get("deployed_at"):
         run.deployed_at = rec.parse_time(outputs["deployed_at"])
+    if (
+        step.kind is StepKind.SIGNAL
+        and step.index == run.workflow.boundary
+        and isinstance(outputs, Mapping)
+        and outputs.get("received_at")
+        and run.deployed_at is None
+    ):
+        # With no mark_deployment_time, the deployment signal marks the deployment.
+        run.deployed_at = run.request.info.deployed_at or rec.parse_time(outputs["received_at"])
     if step.kind is StepKind.CAPTURE:
         series: dict[str, list[float]] = {}
         for metric, ref in (result.get("series") or {}).items():
@@ -1326,10 +1335,26 @@ def _capture(run: _Run, step: Step, values: dict[str, Any], *, missed: bool) -> 
     workflow = run.workflow
     now = run.clock.now()
     duration = timedelta(seconds=run.scaled(params.duration.seconds)) if params.duration else timedelta(0)
-    if missed:
-        # Baseline after the fact: the window before the deployment, from history.
-        end = run.request.info.deployed_at or now
-        start = end - (timedelta(seconds=params.duration.seconds) if params.duration else timedelta(0))
+    history = all(_collector_type(workflow, m) in HISTORY_SOURCES for m in params.metrics)
+    # Without a duration, a source with history is read back over the default lookback
+    # (a comparison needs samples); a live source gives one snapshot.
+    lookback = (
+        timedelta(seconds=run.scaled(parse_duration(DEFAULT_LOOKBACK).seconds))
+        if history and params.duration is None
+        else timedelta(0)
+    )
+    # A baseline that runs once the deployment is marked (--phase post, or the guide's
+    # `wait_for: deployment` before its first capture) is the window before the mark,
+    # read from history: never post-deployment state filed as the baseline.
+    anchored = missed or (params.role == "before" and run.deployed_at is not None)
+    if anchored:
+        end = run.request.info.deployed_at or run.deployed_at or now
+        start = end - (
+            timedelta(seconds=params.duration.seconds) if params.duration else lookback
+        )
+        missed = True
+    elif params.duration is None:
+        start, end = now - lookback, now
     else:
         start, end = now, now + duration
     interval = run.scaled(params.interval.seconds) if params.interval else None
@@ -1399,7 +1424,7 @@ def _capture(run: _Run, step: Step, values: dict[str, Any], *, missed: bool) -> 
 
 
 #: Collector types that can answer a window in the past (from their own storage).
-HISTORY_SOURCES = frozenset({"prometheus"})
+HISTORY_SOURCES = HISTORY_COLLECTORS
 
 
 def _collector_type(workflow: Workflow, metric: str) -> str:

@@ -453,15 +453,33 @@ def test_welch_undefined_for_two_different_constants() -> None:
 
 
 def test_no_threshold_and_no_test_is_reported() -> None:
+    m = analyze_metric(metric(), [0.2], [0.5])
+    assert m.status == "ok" and m.degraded is False and m.factor == pytest.approx(2.5)
+    assert any("nothing can degrade it" in r for r in m.reasons)
+    assert m.significant_degradation is None  # no test was asked for
+
+
+def test_a_comparison_that_declares_nothing_is_judged_by_the_defaults() -> None:
+    """The guide's `compare: before_vs_after` (issue 10): it used to judge nothing, so a
+    2.5x latency was "not degraded". Now Mann-Whitney confirms a move beyond the default
+    10% tolerance; with one sample a side (no test can run) the tolerance alone decides."""
     workflow = example("my_first_workflow")
     params = workflow.step("compare").params
     assert isinstance(params, Analyze)
-    result = analyze(params, workflow, {"response_time": [0.2]}, {"response_time": [0.5]})
-    checked(result)
-    m = result.metric("response_time")
-    assert m.status == "ok" and m.degraded is False and m.factor == pytest.approx(2.5)
-    assert any("nothing can degrade it" in r for r in m.reasons)
-    assert result.significant_degradation is None  # no test was asked for
+    assert params.method == "mann_whitney" and params.tolerance_decides
+    assert [(t.direction, t.mode, str(t.limit)) for t in params.thresholds] == [("increase", "relative", "10%")]
+    worse = analyze(params, workflow, {"response_time": [0.2]}, {"response_time": [0.5]})
+    checked(worse)
+    assert worse.metric("response_time").degraded is True
+    same = analyze(params, workflow, {"response_time": [0.2]}, {"response_time": [0.21]})
+    assert same.metric("response_time").degraded is False  # +5%: within the tolerance
+    better = analyze(params, workflow, {"response_time": [0.2]}, {"response_time": [0.1]})
+    assert better.metric("response_time").degraded is False
+    # With samples, a shift the test confirms and the tolerance exceeds degrades it; a
+    # smooth 0.5% drift that is "significant" does not (rate(...[1m]) series are smooth).
+    base = [0.2 + 0.0001 * i for i in range(30)]
+    assert analyze(params, workflow, {"response_time": base}, {"response_time": [x * 1.3 for x in base]}).metric("response_time").degraded is True
+    assert analyze(params, workflow, {"response_time": base}, {"response_time": [x * 1.005 + 0.0031 for x in base]}).metric("response_time").degraded is False
 
 
 def test_bad_method_and_confidence_are_refused() -> None:

@@ -190,8 +190,10 @@ workflow:
   - mark_deployment_time
   - capture: {duration: 1m, metrics: [error_rate]}
   - capture: {duration: 5m, metrics: [error_rate]}
-  - analyze_differences
+  - analyze_differences: {baseline: capture, impact: capture_2}
 """
+    # (named explicitly: a baseline chosen by default after the mark would be read back
+    # from Prometheus history, the window before the mark, and count as a baseline)
     found = violations(
         "required_steps:\n  - {name: baseline, kind: capture, role: before, description: a real baseline}\n",
         no_baseline,

@@ -254,6 +254,17 @@ DEFAULT_TIMEOUT = "10s"
 DEFAULT_ACTION_TIMEOUT = "60s"
 DEFAULT_PROMETHEUS_STEP = "15s"
 DEFAULT_INTERVAL = "15s"
+#: A capture written without a duration (``- capture: response_time``) of sources that
+#: keep history (Prometheus) reads this window back from history, ending when it runs
+#: (a baseline: at the deployment mark): enough samples for a comparison to judge.
+DEFAULT_LOOKBACK = "2m"
+#: A comparison that declares no thresholds and no method is judged by Mann-Whitney
+#: *and* this movement the worse way (relative to the baseline): the test says the shift
+#: is not noise, the tolerance that it matters (smooth series such as rate(...[1m]) make
+#: a 0.5% drift "significant"). Without a test (one sample a side) the tolerance alone.
+DEFAULT_TOLERANCE = "10%"
+#: Collector types that can answer a window in the past from their own storage.
+HISTORY_COLLECTORS = frozenset({"prometheus"})
 
 # Fields of one metric in a capture's output, and in an analysis's output. "@" stands
 # for the metric's own dimension.

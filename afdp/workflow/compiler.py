@@ -158,6 +158,8 @@ class _Compiler:
         self.boundary: int | None = None  # index of the step that marks the deployment
         self.has_mark = False  # whether any mark_deployment_time step exists
         self.default_variables: set[str] = set()  # catalog.DEFAULT_VARIABLES taken
+        self.replaced: dict[str, Step] = {}  # steps rebuilt after they were built (by name)
+        self.step_paths: dict[str, DocPath] = {}  # where each written step is
 
     # --- helpers ------------------------------------------------------------------
 
@@ -293,6 +295,7 @@ class _Compiler:
             actions=actions,
             document=self.doc.data,
             notes=unique(self.notes),
+            boundary=self.boundary,
         )
 
     # --- variables ------------------------------------------------------------------
@@ -803,6 +806,7 @@ class _Compiler:
                 )
                 continue
             names[name] = item.path
+            self.step_paths[name] = item.path
             step = self.step(item, name)
             if step is not None:
                 self.add_step(step)
@@ -810,8 +814,75 @@ class _Compiler:
         stage_list = [phase_stage.get(s.name, s) for s in stages]
         stages[:] = stage_list
         return tuple(
-            Phase(name, tuple(steps), phase_stage.get(name)) for name, steps in phases.items()
+            Phase(
+                name, tuple(self.replaced.get(s.name, s) for s in steps), phase_stage.get(name)
+            )
+            for name, steps in phases.items()
         )
+
+    def default_thresholds(self, metrics: tuple[str, ...]) -> list[Threshold]:
+        """Return the default tolerance on each metric's worse direction."""
+        limit = parse_quantity(catalog.DEFAULT_TOLERANCE, allow_negative=False)
+        worse = {"lower": "increase", "higher": "decrease", "none": "change"}
+        return [
+            Threshold(
+                m,
+                cast(Any, worse.get(self.metrics[m].better, "change")),
+                limit,
+                "relative",
+                f"default_{worse.get(self.metrics[m].better, 'change')}",
+            )
+            for m in metrics
+            if m in self.metrics
+        ]
+
+    def replace_step(self, step: Step) -> None:
+        """Put ``step`` in the place of the step of the same name built earlier."""
+        self.steps[step.index] = step
+        self.replaced[step.name] = step
+
+    def history_only(self, metrics: tuple[str, ...]) -> bool:
+        """Return True when every metric's collector keeps history (Prometheus)."""
+        kinds = {self.collector_type(m) for m in metrics}
+        return bool(kinds) and kinds <= catalog.HISTORY_COLLECTORS
+
+    def collector_type(self, metric: str) -> str | None:
+        spec = self.metrics.get(metric)
+        collector = self.collectors.get(spec.collector) if spec is not None else None
+        return collector.type if collector is not None else None
+
+    def late_baseline(self, baseline: Step, item: _RawStep) -> Step | None:
+        """A baseline chosen by default that is taken after the deployment mark must not
+        silently be post-deployment state: from a source with history it is read back,
+        the window ending at the mark; from any other source it is refused.
+        """
+        params = cast(Capture, baseline.params)
+        if params.role == "before" or self.boundary is None:
+            return baseline
+        marker = self.steps[self.boundary].name
+        if not self.history_only(params.metrics):
+            kinds = sorted({str(self.collector_type(m)) for m in params.metrics})
+            self.fail(
+                item.path,
+                f"{item.type} compares with {baseline.name!r} as the baseline, but it is taken "
+                f"after the deployment mark (step {marker!r}) from a source that keeps no "
+                f"history ({', '.join(kinds)}): it would measure the deployed version; move "
+                f"{baseline.name!r} above {marker!r}",
+                prefer_key=True,
+            )
+            return None
+        window = params.duration or parse_duration(catalog.DEFAULT_LOOKBACK)
+        anchored = dataclasses.replace(
+            baseline, params=dataclasses.replace(params, role="before")
+        )
+        self.replace_step(anchored)
+        self.note(
+            self.step_paths.get(baseline.name, item.path),
+            f"{baseline.name!r} is the baseline of {item.type} but comes after the deployment "
+            f"mark (step {marker!r}): it is read from Prometheus history, the {window} ending "
+            "at the mark, so it measures the version before the deployment",
+        )
+        return anchored
 
     def add_step(self, step: Step) -> None:
         self.steps.append(step)
@@ -1153,6 +1224,17 @@ class _Compiler:
             return None
         if baseline is None:
             baseline = self.latest_before() or (captures[0] if captures else None)
+            if baseline is not None:
+                baseline = self.late_baseline(baseline, item)
+                if baseline is None:
+                    return None
+        elif self.boundary is not None and cast(Capture, baseline.params).role == "after":
+            self.note(
+                where("baseline"),
+                f"baseline {baseline.name!r} is taken after the deployment mark: this "
+                "compares two windows after the deployment, not before with after",
+                level="warning",
+            )
         if impact is None and baseline is not None:
             later = [s for s in captures if s.index > baseline.index]
             impact = later[-1] if later else None
@@ -1212,17 +1294,46 @@ class _Compiler:
             thresholds.extend(t for t in analyzer.thresholds if t.metric in metrics)
         statistical = next((a for a in chosen if a.method), None)
         method = _method(p.get("method")) or (statistical.method if statistical else None)
+        judged_by_default = method is None and not thresholds and "method" not in p
+        if judged_by_default:
+            # A comparison judged by nothing could never find a degradation (every metric
+            # "not degraded": a false green). Mann-Whitney says a shift is not noise; the
+            # default tolerance that it matters.
+            method = catalog.METHODS[0]
+            thresholds = self.default_thresholds(metrics)
+            self.note(
+                item.path,
+                f"{item.type} declares no thresholds and no method: a metric is degraded "
+                f"when it moves the worse way by more than {catalog.DEFAULT_TOLERANCE} of its "
+                f"baseline and {method} confirms the shift (with one sample a side, the "
+                f"{catalog.DEFAULT_TOLERANCE} alone decides, as it does when the samples are "
+                "too few or too dependent for the test)",
+            )
         confidence = p.get(
             "confidence", statistical.confidence if statistical else catalog.DEFAULT_CONFIDENCE
         )
         min_samples = p.get(
             "min_samples", statistical.min_samples if statistical else catalog.DEFAULT_MIN_SAMPLES
         )
-        if method and not any(cast(Capture, s.params).duration for s in (baseline, impact)):
+        one_sample = [
+            s.name
+            for s in (baseline, impact)
+            if not cast(Capture, s.params).duration
+            and not self.history_only(cast(Capture, s.params).metrics)
+        ]
+        if method and len(one_sample) == 2 and not judged_by_default:
             self.fail(
                 item.path,
                 f"a statistical test needs samples over time; give {baseline.name!r} or {impact.name!r} a duration",
                 prefer_key=True,
+            )
+        elif method and len(one_sample) == 2:
+            self.note(
+                item.path,
+                f"{baseline.name!r} and {impact.name!r} take one sample each of a source "
+                "without history: no test can judge them, so every metric is inconclusive; "
+                "give them a duration",
+                level="warning",
             )
         return Analyze(
             baseline=baseline.name,
@@ -1237,6 +1348,7 @@ class _Compiler:
             if isinstance(min_samples, int)
             else catalog.DEFAULT_MIN_SAMPLES,
             analyzers=tuple(a.name for a in chosen),
+            tolerance_decides=judged_by_default,
         )
 
     # --- stages expanded ------------------------------------------------------------
@@ -1299,6 +1411,13 @@ class _Compiler:
         for analyzer in chosen:
             thresholds.extend(t for t in analyzer.thresholds if t.metric in baseline_params.metrics)
         statistical = next((a for a in chosen if a.method), None)
+        # A stage judged by nothing could never abort: with no statistical analyzer and
+        # no thresholds, the canary is judged by the defaults of any comparison that
+        # declares nothing (Mann-Whitney confirming a move beyond the default tolerance),
+        # so `abort_on: any_degradation` bites on a real regression and not on a drift.
+        by_default = statistical is None and not thresholds
+        if by_default:
+            thresholds = self.default_thresholds(baseline_params.metrics)
         analysis = add(
             "analysis",
             "analyze_differences",
@@ -1307,15 +1426,13 @@ class _Compiler:
                 impact=impact.name,
                 metrics=baseline_params.metrics,
                 thresholds=tuple(thresholds),
-                # A stage judged by nothing could never abort: with no statistical
-                # analyzer and no thresholds, the canary is judged as Kayenta does
-                # (Mann-Whitney with an effect size), so `abort_on: any_degradation` bites.
                 method=statistical.method
                 if statistical
-                else (None if thresholds else catalog.METHODS[0]),
+                else (catalog.METHODS[0] if by_default else None),
                 confidence=statistical.confidence if statistical else catalog.DEFAULT_CONFIDENCE,
                 min_samples=statistical.min_samples if statistical else catalog.DEFAULT_MIN_SAMPLES,
                 analyzers=tuple(a.name for a in chosen),
+                tolerance_decides=by_default,
             ),
         )
         abort_on = spec.get("abort_on")

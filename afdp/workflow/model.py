@@ -287,6 +287,9 @@ class Analyze:
     confidence: float = 0.95
     min_samples: int = 5
     analyzers: tuple[str, ...] = ()
+    #: Judged by the defaults (no thresholds, no method written): when the test cannot
+    #: run, the default tolerance alone decides (not exceeded: not degraded).
+    tolerance_decides: bool = False
 
 
 @dataclass(frozen=True)
@@ -401,6 +404,9 @@ class Workflow:
     #: Warnings and notes for the author (``afdp validate`` prints them): how AFDP read
     #: what the file leaves open, and constructs that would give a meaningless verdict.
     notes: tuple[Finding, ...] = field(default=(), compare=False, hash=False)
+    #: Index of the step that marks the deployment (mark_deployment_time, or without one
+    #: a ``wait_for_signal: deployment...``); None when nothing marks it.
+    boundary: int | None = field(default=None, compare=False, hash=False)
 
     @property
     def steps(self) -> tuple[Step, ...]:

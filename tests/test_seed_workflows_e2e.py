@@ -1,4 +1,4 @@
-"""The guide's Example 1, pasted as written, judges a real deployment in both directions.
+"""The guide's workflows, pasted as written, judge a real deployment in both directions.
 
 Real parts: the project's demo service exporting Prometheus metrics, Debian's Prometheus
 scraping it every second (tests/infra.py), the embedded TSA over loopback HTTP, a real
@@ -28,6 +28,7 @@ from infra import wait_for_series
 from afdp.demo_service import DemoService
 
 SEED = Path(__file__).parent / "workflow" / "seed_api_deployment_impact.yaml"
+FIRST = Path(__file__).parent / "workflow" / "seed_my_first_workflow.yaml"
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian's prometheus is not installed")
 
@@ -76,3 +77,44 @@ def test_seed_example1_no_change_is_a_success(tmp_path, cli, prometheus_server, 
     assert not [m for m, v in outcome["analysis"]["metrics"].items() if v["degraded"]], outcome["analysis"]["metrics"]
     assert outcome["decision"]["action"] == "mark_successful", outcome["decision"]
     assert outcome["training"]["label"] == "safe_deployment"
+
+
+def _first_workflow(tmp_path, cli, prometheus_server, keys, tsa, *, to: str):
+    """Getting Started, Step 1: `wait_for: deployment` comes first, so both captures run
+    after the deployment; each is written without a duration (one sample, before)."""
+    repo = tmp_path / "evidence"
+    assert cli("init", str(repo)).code == 0
+    with DemoService(name="api", version="v1") as service:
+        prometheus = prometheus_server([service.metrics_url])
+        wait_for_series(prometheus, 'http_requests_total{service="api"}')
+        time.sleep(15)  # v1 history: the baseline is read back, ending at the deployment
+        deployed_at = service.deploy(to)
+        result = cli(
+            "run", str(FIRST), "--service", "api", "--deployment", "first-1", "--repo", str(repo),
+            "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--set", f"PROMETHEUS_URL={prometheus}",
+            "--signal", "deployment", "--deployed-at", deployed_at.astimezone(UTC).isoformat(),
+            "--time-scale", "30", "--no-prefect", "--json",
+        )
+    assert result.code == 0, result.err
+    outcome = json.loads(result.out)
+    baseline = next(s for s in outcome["steps"] if s["name"] == "capture")
+    assert baseline["status"] == "ok", baseline
+    return outcome
+
+
+@pytest.mark.slow
+def test_seed_first_workflow_catches_a_latency_regression(tmp_path, cli, prometheus_server, keys, tsa):
+    outcome = _first_workflow(tmp_path, cli, prometheus_server, keys, tsa, to="v2")
+    metric = outcome["analysis"]["metrics"]["response_time"]
+    assert metric["counts"]["baseline"] >= 5 and metric["counts"]["impact"] >= 5, metric["counts"]
+    assert metric["change"] > 0.10
+    assert metric["degraded"] is True, metric["reasons"]
+    assert outcome["decision"]["action"] == "alert" and outcome["decision"]["label"] == "degraded"
+
+
+@pytest.mark.slow
+def test_seed_first_workflow_no_change_is_a_success(tmp_path, cli, prometheus_server, keys, tsa):
+    outcome = _first_workflow(tmp_path, cli, prometheus_server, keys, tsa, to="v1")
+    metric = outcome["analysis"]["metrics"]["response_time"]
+    assert metric["degraded"] is False, metric
+    assert outcome["decision"]["action"] == "mark_successful", outcome["decision"]
