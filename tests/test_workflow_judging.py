@@ -59,3 +59,40 @@ def test_an_explicit_baseline_after_the_mark_is_warned_about(cli, tmp_path):
     assert result.code == 0, result.out
     warnings = [n for n in json.loads(result.out)["notes"] if n["level"] == "warning"]
     assert len(warnings) == 1 and "compares two windows after the deployment" in warnings[0]["message"]
+
+
+SHADOWED = """\
+name: shadowed
+workflow:
+  pre_deployment:
+    - capture_baseline: {duration: 1m, metrics: [error_rate]}
+  deployment:
+    - mark_deployment_time
+  post_deployment:
+    - capture_impact: {duration: 1m, metrics: [same_as_baseline]}
+    - analyze_differences: {thresholds: {error_rate_increase: 1%}}
+    - decisions
+decisions:
+  roll_back:
+    condition: error_rate.degraded
+    action: rollback
+  only_alert:
+    condition: "error_rate.degraded "
+    action: alert
+  ship:
+    condition: all_metrics_within_normal
+    action: mark_successful
+"""
+
+
+def test_a_decision_no_run_can_reach_is_warned_about(cli, tmp_path):
+    path = tmp_path / "shadowed.yaml"
+    path.write_text(SHADOWED)
+    result = cli("validate", str(path), "--json")
+    assert result.code == 0, result.out
+    warnings = [n for n in json.loads(result.out)["notes"] if n["level"] == "warning"]
+    assert [w["path"] for w in warnings] == ["decisions.only_alert"]
+    assert "can never be taken: 'roll_back' comes first with the same condition" in warnings[0]["message"]
+    path.write_text(SHADOWED.replace("condition: error_rate.degraded\n", "condition: true\n", 1))
+    warnings = [n for n in json.loads(cli("validate", str(path), "--json").out)["notes"] if n["level"] == "warning"]
+    assert [w["path"] for w in warnings] == ["decisions.only_alert", "decisions.ship"]

@@ -1539,6 +1539,7 @@ class _Compiler:
                 )
                 if condition is None or action not in catalog.ACTIONS:
                     continue
+                self.unreachable(name, condition, decisions)
                 decisions.append(
                     Decision(
                         name=name,
@@ -1552,6 +1553,23 @@ class _Compiler:
         finally:
             self.outputs = saved
         return tuple(decisions), tuple(criteria)
+
+    def unreachable(self, name: str, condition: Expression, before: list[Decision]) -> None:
+        """Warn about a decision that can never be taken: the first match wins, so one
+        after a decision with the same condition (or after ``true``) is dead."""
+        text = " ".join(condition.source.split()) if isinstance(condition.source, str) else ""
+        for earlier in before:
+            source = earlier.condition.source
+            earlier_text = " ".join(source.split()) if isinstance(source, str) else ""
+            if earlier_text.lower() == "true" or (earlier_text and earlier_text == text):
+                self.note(
+                    ("decisions", name),
+                    f"decision {name!r} can never be taken: {earlier.name!r} comes first "
+                    f"with {'the same condition' if earlier_text == text else 'condition true'} "
+                    "(the first decision that holds wins)",
+                    level="warning",
+                )
+                return
 
     # --- actions --------------------------------------------------------------------
 
