@@ -203,6 +203,16 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
     except (binascii.Error, ValueError) as exc:
         facts.fail("envelope", f"payload or signature is not valid base64 JSON: {exc}")
         raise _Stop from exc
+    # Every byte of envelope.json must follow from what is verified below: the file is
+    # the canonical re-encoding of its decoded payload, keyid and signature. Base64 has
+    # other spellings of the same bytes (padding bits the decoder ignores), which would
+    # change the record's digest while payload, signature and time-stamp stay valid.
+    if rec.envelope_json(payload, envelope["signatures"][0]["keyid"], signature) != envelope_bytes:
+        facts.fail(
+            "envelope",
+            "envelope.json differs from the canonical re-encoding of its payload, keyid and "
+            "signature (non-canonical base64, or another payloadType)",
+        )
 
     # 3. schema
     facts.stage = "schema"
