@@ -80,6 +80,7 @@ class VerifiedKeyless:
     payload_type: str
     payload: bytes
     signature: bytes
+    canonical_json: str = ""  # sigstore's own JSON encoding of the bundle that verified
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,13 @@ def verify_keyless_bundle(
             "keyless.bundle", "verified payload differs from the bundle's envelope"
         )
     return VerifiedKeyless(
-        chosen.name, chosen.identity, chosen.issuer, payload_type, payload, signature
+        chosen.name,
+        chosen.identity,
+        chosen.issuer,
+        payload_type,
+        payload,
+        signature,
+        str(bundle.to_json()),
     )
 
 

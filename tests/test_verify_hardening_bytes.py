@@ -89,3 +89,90 @@ def test_other_base64_spellings_of_the_payload_fail(branch, spelling):  # noqa: 
 def test_untampered_branch_still_verifies(branch):  # noqa: F811
     repo, trust = branch
     assert report_of(repo, trust).state == "verified"
+
+
+# -- the last record's time-stamp token: parts its signature does not cover ---------------
+
+
+def _token_with(entry, change):
+    from asn1crypto import tsp
+
+    response = tsp.TimeStampResp.load(entry.files["timestamp-0.tsr"])
+    change(response)
+    return with_file(entry, "timestamp-0.tsr", response.dump(force=True))
+
+
+def _extra_certificate(response):
+    from asn1crypto import cms, x509
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    import datetime
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = cx509.Name([cx509.NameAttribute(cx509.NameOID.COMMON_NAME, "stowaway")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        cx509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(7).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    signed = response["time_stamp_token"]["content"]
+    extra = cms.CertificateChoices(name="certificate", value=x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)))
+    signed["certificates"] = cms.CertificateSet([*signed["certificates"], extra])
+
+
+def _unsigned_attribute(response):
+    from asn1crypto import cms
+
+    signer = response["time_stamp_token"]["content"]["signer_infos"][0]
+    signer["unsigned_attrs"] = cms.CMSAttributes([cms.CMSAttribute({"type": "signing_time", "values": [cms.Time(name="utc_time", value=__import__("datetime").datetime(2030, 1, 1, tzinfo=__import__("datetime").UTC))]})])
+
+
+def _status_text(response):
+    from asn1crypto import tsp
+
+    response["status"]["status_string"] = tsp.PKIFreeText(["all good, trust me"])
+
+
+@pytest.mark.parametrize("change", [_extra_certificate, _unsigned_attribute, _status_text], ids=["extra-certificate", "unsigned-attribute", "status-text"])
+def test_unsigned_parts_of_the_last_token_fail(branch, change):  # noqa: F811
+    repo, trust = branch
+    edit(repo, LAST, lambda e: _token_with(e, change))
+    report = report_of(repo, trust)
+    assert report.state == "failed"
+    failures = [(f.check, f.reason) for f in report.failures]
+    assert ("timestamp.encoding" in {c for c, _ in failures}), failures
+
+
+def test_a_ber_re_encoding_of_the_last_token_fails(branch):  # noqa: F811
+    repo, trust = branch
+
+    def longer_length(entry):
+        token = entry.files["timestamp-0.tsr"]
+        assert token[0] == 0x30 and token[1] == 0x82  # SEQUENCE, two length bytes
+        ber = b"\x30\x83\x00" + token[2:]  # the same length in three bytes: BER, not DER
+        return with_file(entry, "timestamp-0.tsr", ber)
+
+    edit(repo, LAST, longer_length)
+    report = report_of(repo, trust)
+    assert report.state == "failed"
+    assert {f.check for f in report.failures} & {"timestamp.encoding", "timestamp.parse"}, report.failures
+
+
+def test_a_keyless_bundle_must_be_sigstores_own_encoding_of_itself():
+    """No Fulcio offline, so no keyless branch verifies end to end here (tests/test_keyless.py
+    says why); this checks the re-derivation the verifier compares bundle.sigstore.json with,
+    on a real Sigstore bundle: its canonical form is stable, and the same bundle spelled
+    otherwise (the asset as published, indented) is not it."""
+    from test_keyless import DSSE_BUNDLE, STAGING, trusted
+
+    from afdp.keyless import verify_keyless_bundle
+
+    published = DSSE_BUNDLE.read_bytes()
+    canonical = verify_keyless_bundle(published, identities=trusted(), root=STAGING).canonical_json.encode()
+    assert canonical != published  # another spelling of the same bundle: the check refuses it
+    again = verify_keyless_bundle(canonical, identities=trusted(), root=STAGING)
+    assert again.canonical_json.encode() == canonical  # AFDP's own bundles pass
+    spaced = json.dumps(json.loads(canonical), indent=1).encode()
+    assert verify_keyless_bundle(spaced, identities=trusted(), root=STAGING).canonical_json.encode() != spaced

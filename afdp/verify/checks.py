@@ -511,6 +511,14 @@ def _check_keyless(
     ):
         facts.fail("keyless.bundle", "the bundle signs another envelope than envelope.json")
         return
+    if verified.canonical_json.encode() != bundle:
+        # The bundle's JSON has spellings the signatures in it do not cover (white space,
+        # member order, base64 forms): the file must be sigstore's own encoding of it.
+        facts.fail(
+            "keyless.bundle",
+            f"{rec.BUNDLE_FILE} differs from the canonical re-encoding of the bundle it holds",
+        )
+        return
     facts.signer = verified.name
     facts.keyless_identity = verified.identity
     trusted = policy.keyless_signer_for(verified.identity, verified.issuer)
