@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from afdp import records as rec
 from afdp.canonical import canonical_bytes, sha256_hex
@@ -348,6 +348,9 @@ def prepare_request(
     workflow = load_workflow(workflow_path, policy=policy)
     # Checked here too, so that `afdp run` fails before any flow engine starts.
     check_environment(workflow, os.environ)
+    checked = check_overrides(workflow, overrides or {})
+    # The policy judges what will run: the workflow with the run's own values.
+    workflow = admitted_for(workflow, checked)
     return RunRequest(
         workflow=workflow,
         repository=Path(repository),
@@ -356,7 +359,7 @@ def prepare_request(
         signer=load_signer(key, public_key=public_key),
         tsa_urls=tuple(tsa_urls),
         info=DeploymentInfo.from_json(info),
-        overrides=check_overrides(workflow, overrides or {}),
+        overrides=checked,
         phase=phase,
         time_scale=time_scale,
         signals=frozenset(signals),
@@ -516,6 +519,27 @@ def scaled_collector_interval(workflow: Workflow, metric: str, time_scale: float
 # --------------------------------------------------------------------------- entry point
 
 
+def admitted_for(workflow: Workflow, overrides: Mapping[str, Any]) -> Workflow:
+    """Return ``workflow`` admitted with ``overrides``, the values the run will use.
+
+    Nothing runs that its admission policy did not judge with the values it runs with:
+    a ``--set`` that points a collector or a webhook at a host the policy forbids, or an
+    action at a program it forbids, is refused here, in every path that runs a workflow
+    (``afdp run``, a resumed run, the Prefect flow, the Action, the demo).
+
+    Raises:
+        PolicyRejected: the overrides break a rule (exit 1).
+        PolicyViolation: the workflow was never admitted by any policy (exit 1).
+    """
+    admission = workflow.admission
+    if admission is None:
+        raise PolicyViolation(
+            f"workflow {workflow.name!r} was not admitted by an admission policy; load it "
+            "with afdp.workflow.load_workflow (which admits it) before running it"
+        )
+    return cast(Workflow, admission.readmit(workflow, overrides))
+
+
 def run_workflow(request: RunRequest, *, executor: StepExecutor | None = None) -> RunOutcome:
     """Run ``request.workflow`` for one deployment, recording every step; seal at the end.
 
@@ -526,7 +550,8 @@ def run_workflow(request: RunRequest, *, executor: StepExecutor | None = None) -
     Raises:
         UsageError: bad request; the branch was written by another workflow or does not
             follow this one; ``--phase`` with a workflow that has no deployment mark.
-        PolicyViolation: ``--phase pre`` on a branch that is already past the mark.
+        PolicyViolation: ``--phase pre`` on a branch that is already past the mark; the
+            workflow was never admitted, or its policy refuses the run's overrides.
         SigningError / TimestampError / StorageError: a record could not be written; the
             branch stays at its last complete record and a re-run continues from there.
     """
@@ -536,8 +561,11 @@ def run_workflow(request: RunRequest, *, executor: StepExecutor | None = None) -
     # Usage checks first: nothing is locked, collected or written when they fail.
     check_environment(workflow, env)
     overrides = check_overrides(workflow, request.overrides)
-    if overrides != dict(request.overrides):
-        request = replace(request, overrides=overrides)
+    # Admission with the values this run uses, whoever built the request: a request
+    # built directly (the demo, a library caller) is judged as `afdp run`'s is.
+    admitted = admitted_for(workflow, overrides)
+    if overrides != dict(request.overrides) or admitted is not workflow:
+        request = replace(request, overrides=overrides, workflow=admitted)
     clock = request.clock or InterruptibleClock(_default_clock())
     try:
         with run_lock(request.repository, request.service, request.deployment):

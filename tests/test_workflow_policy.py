@@ -365,7 +365,7 @@ def test_missing_policy_file_is_a_usage_error(tmp_path: Path) -> None:
 def test_overrides_are_admitted_too() -> None:
     workflow, document = workflow_from(WORKFLOW)
     policy = policy_from("version: 1\nallowed_collector_hosts: ['*.svc.cluster.local']\n")
-    assert policy.admit(workflow, document) is workflow
+    assert policy.admit(workflow, document) == workflow
     assert policy.violations(workflow, document, overrides={"PROM": "x.svc.cluster.local"}) == []
     with pytest.raises(PolicyRejected) as caught:
         policy.admit(workflow, document, overrides={"PROM": "evil.example.com"})

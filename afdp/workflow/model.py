@@ -407,6 +407,10 @@ class Workflow:
     #: Index of the step that marks the deployment (mark_deployment_time, or without one
     #: a ``wait_for_signal: deployment...``); None when nothing marks it.
     boundary: int | None = field(default=None, compare=False, hash=False)
+    #: The admission policy that admitted this workflow and the ``${workflow.*}`` values
+    #: it was admitted with (set by ``AdmissionPolicy.admit``); None: never admitted.
+    #: A run with other values is admitted again with them before anything runs.
+    admission: Any = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def steps(self) -> tuple[Step, ...]:

@@ -528,7 +528,26 @@ class AdmissionPolicy:
         found = self.violations(workflow, document, overrides=overrides)
         if found:
             raise PolicyRejected(found)
-        return workflow
+        return dataclasses.replace(workflow, admission=Admission(self, dict(overrides or {})))
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Which policy admitted a workflow, and with which ``${workflow.*}`` overrides."""
+
+    policy: AdmissionPolicy
+    overrides: Mapping[str, Any]
+
+    def readmit(self, workflow: Workflow, overrides: Mapping[str, Any]) -> Workflow:
+        """Return ``workflow`` admitted with the values a run will really use.
+
+        Raises:
+            PolicyRejected: those values break a rule (a ``--set`` URL or program the
+                policy forbids): nothing may run.
+        """
+        if dict(overrides) == dict(self.overrides):
+            return workflow
+        return self.policy.admit(workflow, overrides=overrides)
 
 
 def with_overrides(workflow: Workflow, overrides: Mapping[str, Any]) -> Workflow:
