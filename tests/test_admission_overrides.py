@@ -115,11 +115,10 @@ def test_a_set_collector_url_the_policy_forbids_is_refused_and_never_contacted(c
 
 
 def test_a_set_action_program_the_policy_forbids_is_refused(cli, tmp_path, keys, tsa):
-    marker = tmp_path / "ran"
-    result = _run(cli, tmp_path, keys, tsa, f"workflow.ROLLBACK_PROGRAM=/usr/bin/touch")
+    result = _run(cli, tmp_path, keys, tsa, "workflow.ROLLBACK_PROGRAM=/usr/bin/touch")
     assert result.code == 1, (result.code, result.err)
     assert "allowed_action_commands" in result.err and "/usr/bin/touch" in result.err
-    assert not marker.exists() and _no_branch(tmp_path)
+    assert _no_branch(tmp_path)  # refused before anything ran or was written
 
 
 def test_plan_and_run_agree(cli, tmp_path, keys, tsa, forbidden_server):
