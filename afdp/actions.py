@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from afdp.canonical import canonical_bytes
+from afdp.secrets import Scrubber
 from afdp.workflow.interpolation import Secret, UnresolvedError
 
 if TYPE_CHECKING:
@@ -155,11 +156,12 @@ def perform_action(
 
 
 class _Redactor:
-    """Replaces every secret value that was revealed with ``[redacted env.NAME]``."""
+    """Replaces every secret value that was revealed, and every fragment of one, with
+    ``[redacted env.NAME]`` (:class:`afdp.secrets.Scrubber`)."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
-        self._pairs: list[tuple[str, str]] = []
+        self._scrubber = Scrubber()
 
     def reveal(self, value: str | Secret) -> str:
         """Return the real text of ``value``, remembering its secret parts.
@@ -171,15 +173,11 @@ class _Redactor:
             return value
         real = value.reveal()
         for name in value.names:
-            secret = self._env.get(name)
-            if secret:
-                self._pairs.append((secret, f"[redacted env.{name}]"))
+            self._scrubber.add(name, self._env.get(name))
         return real
 
     def __call__(self, text: str) -> str:
-        for real, shown in sorted(self._pairs, key=lambda p: -len(p[0])):
-            text = text.replace(real, shown)
-        return text
+        return self._scrubber.text(text)
 
 
 def _shown(value: str | Secret) -> str:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import json
 import math
@@ -68,6 +69,7 @@ from afdp.errors import (
 )
 from afdp.ledger import append_record, decode_envelope, seal, trailers
 from afdp.names import branch_ref
+from afdp.secrets import Scrubber
 from afdp.store import EvidenceStore
 from afdp.workflow import catalog
 from afdp.workflow.catalog import DEFAULT_LOOKBACK, HISTORY_COLLECTORS, StepKind
@@ -473,7 +475,7 @@ class _Run:
     env: Mapping[str, str]
     run_id: str
     base_context: dict[str, Any]
-    redact: Callable[[Any], Any]
+    redact: Scrubber
     outputs: dict[str, Any] = field(default_factory=dict)  # step -> typed outputs
     series: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     analyses: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> analysis json
@@ -1035,6 +1037,7 @@ def _append(run: _Run, step: Step, outcome: _StepResult) -> None:
         error=run.redact(outcome.error) if outcome.error else None,
         attachments=dict(outcome.attachments),
     )
+    draft = _refuse_encoded_secrets(run, draft)
     try:
         written = append_record(
             request.repository,
@@ -1056,16 +1059,17 @@ def _append(run: _Run, step: Step, outcome: _StepResult) -> None:
         ) from exc
     _spool_path(run, step).unlink(missing_ok=True)
     last = written[-1]
+    # (the draft, not the outcome: a result refused for a secret is not absorbed)
     recorded = _Recorded(
-        last.sequence, step.name, last.envelope_sha256, outcome.status, result, dict(outcome.attachments)
+        last.sequence, step.name, last.envelope_sha256, draft.status, draft.result, dict(draft.attachments)
     )
     run.records[step.name] = recorded
-    _absorb(run, step, result, outcome.attachments)
+    _absorb(run, step, draft.result, draft.attachments)
     report = StepReport(
         step.name,
         step.index,
         step.kind.value,
-        outcome.status,
+        draft.status,
         draft.summary or "",
         draft.error,
         last.sequence,
@@ -1074,6 +1078,49 @@ def _append(run: _Run, step: Step, outcome: _StepResult) -> None:
     run.reports.append(report)
     if request.progress:
         request.progress(report)
+
+
+def _refuse_encoded_secrets(run: _Run, draft: rec.RecordDraft) -> rec.RecordDraft:
+    """Return ``draft``, or, when it holds a secret in an encoding the scrubber cannot
+    undo (hex, base64, URL-quoted: ``SELECT hex(...)``, an API echoing a header), a
+    failed record in its place that names the variable and keeps nothing of the result.
+    Evidence is signed and append-only: a leaked secret could never be taken back.
+    """
+    if not run.redact:
+        return draft
+    parts = [
+        canonical_bytes(
+            _json_safe(
+                {
+                    "result": draft.result,
+                    "provenance": draft.provenance,
+                    "context": draft.context,
+                    "summary": draft.summary,
+                    "error": draft.error,
+                }
+            )
+        ).decode("utf-8", "replace"),
+        *(data.decode("latin-1") for data in draft.attachments.values()),
+    ]
+    for text in parts:
+        found = run.redact.encoded(text)
+        if found is None:
+            continue
+        name, encoding = found
+        reason = (
+            f"the step's result holds the value of env.{name} ({encoding}-encoded); it was "
+            "refused before signing and nothing of it is recorded"
+        )
+        return dataclasses.replace(
+            draft,
+            status="failed",
+            result={"outputs": {}, "refused": {"secret": f"env.{name}", "encoding": encoding}},
+            provenance={},
+            attachments={},
+            summary="refused: the result holds a secret",
+            error=reason,
+        )
+    return draft
 
 
 def _genesis_metadata(request: RunRequest) -> dict[str, Any]:
@@ -1975,26 +2022,7 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _redactor(workflow: Workflow, env: Mapping[str, str]) -> Callable[[Any], Any]:
-    """Return a function replacing the values of the env variables the workflow uses."""
-    names = env_names(workflow)
-    secrets = sorted(
-        ((name, env[name]) for name in names if len(env.get(name) or "") >= 4),
-        key=lambda item: -len(item[1]),
-    )
-
-    def scrub(value: Any) -> Any:
-        if not secrets:
-            return value
-        if isinstance(value, str):
-            for name, secret in secrets:
-                if secret in value:
-                    value = value.replace(secret, f"[redacted env.{name}]")
-            return value
-        if isinstance(value, Mapping):
-            return {k: scrub(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [scrub(v) for v in value]
-        return value
-
-    return scrub
+def _redactor(workflow: Workflow, env: Mapping[str, str]) -> Scrubber:
+    """Return the scrubber of the values of the env variables the workflow uses (and of
+    every fragment of them): the last line of defence before a record is signed."""
+    return Scrubber.of(env, env_names(workflow))

@@ -230,4 +230,4 @@ def test_secret_echoed_by_a_broken_server_is_scrubbed() -> None:
         with pytest.raises(CollectorFailed, match="not the Prometheus API") as failure:
             capture_metric(workflow, "users", values=VALUES, env={"PROM_TOKEN": token}, start=at, end=at)
     assert server.requests[0]["headers"]["Authorization"] == f"Bearer {token}"
-    assert token not in str(failure.value) and "[redacted]" in str(failure.value)
+    assert token not in str(failure.value) and "[redacted env.PROM_TOKEN]" in str(failure.value)

@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from afdp.errors import NetworkError, UsageError
+from afdp.secrets import Scrubber
 from afdp.workflow.catalog import DEFAULT_INTERVAL, DEFAULT_TIMEOUT
 from afdp.workflow.interpolation import Secret, Template, UnresolvedError
 from afdp.workflow.model import Collector
@@ -337,7 +338,7 @@ class Redactor:
 
     def __init__(self, env: Mapping[str, str] | None) -> None:
         self._env = env or {}
-        self._secrets: set[str] = set()
+        self._scrubber = Scrubber()
 
     def reveal(self, rendered: str | Secret) -> str:
         """Return the real text of ``rendered`` and remember its secret parts.
@@ -351,17 +352,14 @@ class Redactor:
             except UnresolvedError as exc:
                 raise CollectorFailed(str(exc)) from None
             for name in rendered.names:
-                value = self._env.get(name)
-                if value:
-                    self._secrets.add(value)
+                self._scrubber.add(name, self._env.get(name))
             return text
         return rendered
 
     def scrub(self, text: str) -> str:
-        """Return ``text`` with every remembered secret value replaced by ``[redacted]``."""
-        for value in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(value, "[redacted]")
-        return text
+        """Return ``text`` with every remembered secret, and every fragment of one,
+        replaced by ``[redacted env.NAME]`` (:class:`afdp.secrets.Scrubber`)."""
+        return self._scrubber.text(text)
 
 
 def render(

@@ -170,7 +170,7 @@ def _call(
     except ValueError:
         raise CollectorFailed(
             f"prometheus at {target.public} answered HTTP {response.status_code} with "
-            f"{describe_body(response)}, not the Prometheus API's JSON"
+            f"{describe_body(response, target.redactor.scrub)}, not the Prometheus API's JSON"
         ) from None
     if not isinstance(answer, dict):
         raise CollectorFailed(f"prometheus at {target.public} answered JSON that is not an object")

@@ -172,16 +172,16 @@ def _call(http: Any, target: Endpoint, method: str, body: str | None, headers: M
     if not 200 <= response.status_code < 300:
         raise CollectorFailed(
             f"the REST API {target.public} answered HTTP {response.status_code} "
-            f"({describe_body(response)})"
+            f"({describe_body(response, target.redactor.scrub)})"
         )
     kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if "html" in kind or response.text.lstrip()[:15].lower().startswith(("<!doctype", "<html")):
         raise CollectorFailed(
-            f"the REST API {target.public} answered {describe_body(response)}, not JSON"
+            f"the REST API {target.public} answered {describe_body(response, target.redactor.scrub)}, not JSON"
         )
     try:
         return response.json()
     except ValueError:
         raise CollectorFailed(
-            f"the REST API {target.public} answered {describe_body(response)}, which is not JSON"
+            f"the REST API {target.public} answered {describe_body(response, target.redactor.scrub)}, which is not JSON"
         ) from None

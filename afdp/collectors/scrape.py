@@ -207,7 +207,7 @@ def _read(http: Any, target: Endpoint, selector: Selector) -> Reading:
     kind = response.headers.get("content-type", "")
     if "html" in kind or response.text.lstrip()[:15].lower().startswith(("<!doctype", "<html")):
         raise CollectorFailed(
-            f"the scrape endpoint {target.public} answered {describe_body(response)}, "
+            f"the scrape endpoint {target.public} answered {describe_body(response, target.redactor.scrub)}, "
             "not the Prometheus exposition format"
         )
     return select(response.text, selector, source=target.public)

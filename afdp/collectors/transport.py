@@ -8,7 +8,7 @@ every httpx failure into a :class:`CollectorFailed` with a one-line, secret-free
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,10 +124,14 @@ def send(
     return response
 
 
-def describe_body(response: httpx.Response) -> str:
-    """Return a short, printable description of an unexpected answer body."""
+def describe_body(response: httpx.Response, scrub: Callable[[str], str]) -> str:
+    """Return a short, printable description of an unexpected answer body.
+
+    ``scrub`` (the endpoint's redactor) runs over the whole body *before* it is cut: a
+    page that echoes a token must not leave a prefix of it behind.
+    """
     kind = response.headers.get("content-type", "no content type").split(";")[0].strip()
-    text = response.text[:200]
+    text = scrub(response.text[: 64 * 1024])[:200]
     if "html" in kind or text.lstrip().lower().startswith(("<!doctype html", "<html")):
         return f"an HTML page ({kind})"
     snippet = " ".join(text.split())[:80]

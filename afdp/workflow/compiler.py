@@ -189,8 +189,19 @@ class _Compiler:
             return None
 
     def template(
-        self, value: Any, path: DocPath, scope: Tree, *, secrets: bool, bare_dollar: bool = False
+        self,
+        value: Any,
+        path: DocPath,
+        scope: Tree,
+        *,
+        secrets: bool | str,
+        bare_dollar: bool = False,
     ) -> Template | None:
+        """Parse ``value`` as a template; ``secrets`` says where ``${env.*}`` may stand:
+        False nowhere, True anywhere (a header, an HMAC key: sent, never echoed),
+        ``"url"`` only as a whole connection URL or in a URL's user-info (credentials),
+        and a string naming the place (``"a query's text"``) nowhere, with that reason.
+        """
         if not isinstance(value, str):
             return None
         try:
@@ -199,13 +210,21 @@ class _Compiler:
             self.fail(path, f"{exc} (at character {exc.offset + 1})")
             return None
         for placeholder in template.placeholders:
-            if placeholder.secret and not secrets:
-                self.fail(
-                    path,
-                    f"{placeholder} is a secret; secrets can only be used in collectors, metric "
-                    "queries and SQL step queries (they are sent, never written)",
+            if placeholder.secret and secrets is not True:
+                misplaced = (
+                    _secret_outside_credentials(value, placeholder.offset)
+                    if secrets == "url"
+                    else (secrets if isinstance(secrets, str) else "this value")
                 )
-                continue
+                if misplaced:
+                    self.fail(
+                        path,
+                        f"{placeholder} is a secret; secrets may only stand where credentials "
+                        "go (headers, a URL's user-info or a whole connection URL, a "
+                        f"password, a webhook secret:), not in {misplaced}: what is there can "
+                        "come back in a result, an error or the evidence",
+                    )
+                    continue
             try:
                 lookup(scope, placeholder.parts)
             except UndefinedName as exc:
@@ -363,7 +382,7 @@ class _Compiler:
             else "rest"
         )
         scope = self.base_scope(env=True)
-        url = self.template(spec.get("url"), (*at, "url"), scope, secrets=True, bare_dollar=True)
+        url = self.template(spec.get("url"), (*at, "url"), scope, secrets="url", bare_dollar=True)
         if url is not None:
             self.check_url(url, str(kind), (*at, "url"))
         headers = tuple(
@@ -375,7 +394,7 @@ class _Compiler:
                 )
             )
         )
-        body = self.template(spec.get("body"), (*at, "body"), scope, secrets=True)
+        body = self.template(spec.get("body"), (*at, "body"), scope, secrets="a request body")
         for key, allowed in (
             ("method", ("rest",)),
             ("body", ("rest",)),
@@ -516,11 +535,15 @@ class _Compiler:
             except UnitError as exc:
                 self.fail((*at, "unit"), str(exc))
         scope = self.base_scope(env=True)
-        query = self.template(spec.get("query"), (*at, "query"), scope, secrets=True)
+        query = self.template(spec.get("query"), (*at, "query"), scope, secrets="a query's text")
         labels = tuple(
             (key, template)
             for key, value in self.mapping(spec.get("labels")).items()
-            if (template := self.template(value, (*at, "labels", key), scope, secrets=True))
+            if (
+                template := self.template(
+                    value, (*at, "labels", key), scope, secrets="a query's labels"
+                )
+            )
         )
         return Metric(
             name=name,
@@ -1123,7 +1146,7 @@ class _Compiler:
         text = p.get("query", spec.query)
         scope = self.base_scope(env=True, steps=True)
         query = self.template(
-            text, where("query") if "query" in p else item.path, scope, secrets=True
+            text, where("query") if "query" in p else item.path, scope, secrets="a query's text"
         )
         duration = self.duration(p.get("duration"), where("duration"))
         interval = self.duration(p.get("interval"), where("interval"))
@@ -1153,7 +1176,8 @@ class _Compiler:
             if not isinstance(spec, dict):
                 continue
             query = self.template(
-                spec.get("query"), (*where("checks"), name, "query"), scope, secrets=True
+                spec.get("query"), (*where("checks"), name, "query"), scope,
+                secrets="a query's text",
             )
             if query is not None:
                 checks.append(SqlCheck(name, query, spec.get("expect")))
@@ -1606,7 +1630,13 @@ class _Compiler:
         command: tuple[Template, ...] | None = None
         if isinstance(spec.get("command"), list):
             parts = [
-                self.template(arg, (*at, "command", index), scope, secrets=True)
+                self.template(
+                    arg,
+                    (*at, "command", index),
+                    scope,
+                    secrets="a command's arguments (the program inherits the environment: "
+                    "let it read the variable)",
+                )
                 for index, arg in enumerate(spec["command"])
             ]
             command = tuple(p for p in parts if p is not None)
@@ -1615,7 +1645,7 @@ class _Compiler:
         elif isinstance(spec.get("command"), str):
             pass  # the schema says it must be a list (argv, no shell)
         webhook = self.template(
-            spec.get("webhook"), (*at, "webhook"), scope, secrets=True, bare_dollar=True
+            spec.get("webhook"), (*at, "webhook"), scope, secrets="url", bare_dollar=True
         )
         if webhook is not None:
             head = webhook.parts[0] if webhook.parts else ""
@@ -1679,6 +1709,28 @@ class _Compiler:
 
 
 # --- small pure helpers ---------------------------------------------------------------
+
+
+def _secret_outside_credentials(text: str, offset: int) -> str:
+    """Return where the ``${env...}`` at ``offset`` of URL ``text`` stands when that is
+    not a credential's place ("" when it is: the whole URL, or its user-info)."""
+    stripped = text.strip()
+    if stripped.startswith("${") and stripped.endswith("}") and stripped.count("${") == 1:
+        return ""  # the whole URL is the secret (a connection string, $DATABASE_URL)
+    scheme_end = text.find("://")
+    if scheme_end < 0 or offset < scheme_end:
+        return "a URL's scheme"
+    authority_end = len(text)
+    for mark in "/?#":
+        found = text.find(mark, scheme_end + 3)
+        if found >= 0:
+            authority_end = min(authority_end, found)
+    at = text.rfind("@", scheme_end + 3, authority_end)
+    if at >= 0 and offset < at:
+        return ""  # user-info: user name or password
+    if offset < authority_end:
+        return "a URL's host"
+    return "a URL's path or query (sent in clear, echoed by servers and proxies)"
 
 
 def _value_type(value: Any) -> str:
