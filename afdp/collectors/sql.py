@@ -9,11 +9,18 @@ twice over:
    ``MERGE``, ``INTO``, ``CREATE``, ``DROP``, ...) anywhere outside string literals,
    quoted identifiers and comments -- this refuses ``WITH d AS (DELETE ...) SELECT``,
    ``SELECT ... INTO`` and ``EXPLAIN ANALYZE DELETE``;
-2. the database enforces it: PostgreSQL sessions start with
-   ``default_transaction_read_only=on`` and the transaction is ``READ ONLY``; SQLite is
-   opened read-only (``mode=ro``) with ``PRAGMA query_only``; MySQL/MariaDB run
-   ``SET SESSION TRANSACTION READ ONLY``. Other databases are refused (fail closed).
-   The transaction is always rolled back.
+2. the database enforces it, whatever the text screen let through (the screen is a
+   friendly early refusal, not the boundary): PostgreSQL gets exactly one query, as a
+   server-side cursor (``DECLARE ... CURSOR FOR``, whose grammar admits only SELECT,
+   VALUES or TABLE: no COMMIT, SET, COPY, PREPARE, DO or second statement) over the
+   extended query protocol (which refuses several statements), in a ``READ ONLY``
+   transaction of a session with ``default_transaction_read_only=on``, and the
+   transaction must still be open, read-only and without a write transaction id after
+   it; SQLite is opened read-only (``mode=ro``: a missing file is not created) and an
+   authorizer denies everything but reads (ATTACH, DETACH, writes, schema changes,
+   transactions, pragmas other than a few that only report); MySQL/MariaDB run
+   ``SET SESSION TRANSACTION READ ONLY`` and one statement (their drivers' default).
+   Other databases are refused (fail closed). The transaction is always rolled back.
 
 This stops writes, not every side effect a function can have (``pg_terminate_backend``):
 give AFDP a database role that can only read.
@@ -26,6 +33,7 @@ polled every ``interval``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import decimal
 import math
@@ -33,6 +41,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from afdp.collectors.base import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -198,8 +207,19 @@ class _Database:
             }
         elif self.dialect == "sqlite":
             database = url.database or ""
-            if database and database != ":memory:" and not database.startswith("file:"):
-                url = url.set(database=f"file:{database}", query={**url.query, "mode": "ro", "uri": "true"})
+            if database.startswith("file:") or url.query:
+                raise CollectorFailed(
+                    "a sqlite URL names a database file (sqlite:///path/to/file.db), without "
+                    "'file:' URIs or query parameters: AFDP opens it read-only itself",
+                    collector=self.collector,
+                )
+            if not database or database == ":memory:":
+                raise CollectorFailed(
+                    "a sqlite collector needs a database file, not an in-memory database",
+                    collector=self.collector,
+                )
+            # read-only; never created when missing (mode=ro fails instead)
+            self.sqlite_uri = "file:" + quote(database, safe="/") + "?mode=ro"
             connect_args = {"timeout": self.timeout}
         elif self.dialect in ("mysql", "mariadb"):
             connect_args = {"connect_timeout": max(1, math.ceil(self.timeout))}
@@ -218,38 +238,135 @@ class _Database:
     def read_only(self) -> str:
         """Return how read-only is enforced, for provenance."""
         return {
-            "postgresql": "READ ONLY transaction, default_transaction_read_only=on, rolled back",
-            "sqlite": "opened mode=ro, PRAGMA query_only=ON, rolled back",
-        }.get(self.dialect, "SET SESSION TRANSACTION READ ONLY, rolled back")
+            "postgresql": (
+                "one query as a server-side cursor (DECLARE ... CURSOR FOR: SELECT, VALUES or "
+                "TABLE only) over the extended query protocol, in a READ ONLY transaction "
+                "(default_transaction_read_only=on) checked still open and read-only after "
+                "it, rolled back"
+            ),
+            "sqlite": "opened read-only (mode=ro), an authorizer allowing only reads, rolled back",
+        }.get(self.dialect, "SET SESSION TRANSACTION READ ONLY, one statement, rolled back")
 
     def run(self, query: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]], bool]:
-        """Run one screened query read-only; return (columns, at most ``limit`` rows, truncated).
+        """Run one query read-only; return (columns, at most ``limit`` rows, truncated).
+
+        The text screen (:func:`check_read_only`) is only a friendly early refusal: the
+        guarantee is the database's. PostgreSQL gets exactly one statement through the
+        extended query protocol (it refuses several) in a READ ONLY transaction that
+        must still be open, read-only and without a write transaction id afterwards;
+        SQLite is opened read-only and every statement passes an authorizer that allows
+        nothing but reads. A read-only database role is still the real guarantee (a
+        function can have side effects a read-only transaction allows).
 
         Raises:
-            CollectorFailed: the database is unreachable or refused the query.
+            CollectorFailed: the database is unreachable or refused the query, or the
+                statement tried to leave the read-only transaction.
         """
-        from sqlalchemy import text
-
         try:
-            with self.engine.connect() as connection:
-                if self.dialect == "postgresql":
-                    connection = connection.execution_options(postgresql_readonly=True)
-                elif self.dialect == "sqlite":
-                    connection.exec_driver_sql("PRAGMA query_only = ON")
-                else:
-                    connection.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
-                try:
-                    result = connection.execute(text(query))
-                    columns = list(result.keys()) if result.returns_rows else []
-                    rows = [tuple(row) for row in result.fetchmany(limit + 1)] if columns else []
-                finally:
-                    connection.rollback()
+            if self.dialect == "postgresql":
+                return self._run_postgresql(query, limit)
+            if self.dialect == "sqlite":
+                return self._run_sqlite(query, limit)
+            return self._run_sqlalchemy(query, limit)
         except CollectorFailed:
             raise
-        except Exception as exc:  # SQLAlchemyError and driver errors
+        except Exception as exc:  # driver and SQLAlchemy errors
             raise CollectorFailed(
                 f"{self.dialect} at {self.public}: {self._reason(exc)}", collector=self.collector
             ) from None
+
+    def _run_postgresql(self, query: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]], bool]:
+        import psycopg
+
+        raw = self.engine.raw_connection()  # psycopg connection, options set at connect
+        try:
+            connection = raw.driver_connection
+            assert isinstance(connection, psycopg.Connection)
+            connection.rollback()
+            connection.read_only = True  # BEGIN READ ONLY before the statement
+            # A server-side cursor: psycopg sends DECLARE ... CURSOR FOR <query> over the
+            # extended query protocol. PostgreSQL's own grammar then admits exactly one
+            # SELECT, VALUES or TABLE query (no COMMIT, SET, COPY, PREPARE, DO, CALL, no
+            # second statement, no data-modifying WITH): the parser is the boundary.
+            with connection.cursor(name="afdp_read") as cursor:
+                try:
+                    cursor.execute(query)
+                except psycopg.errors.SyntaxError as exc:
+                    raise CollectorFailed(
+                        "PostgreSQL accepts one query here (SELECT, WITH ... SELECT, VALUES "
+                        "or TABLE, run as a read-only cursor; current_setting() instead of "
+                        f"SHOW): {self.redactor.scrub(one_line(exc))}",
+                        collector=self.collector,
+                    ) from None
+                columns = [c.name for c in cursor.description] if cursor.description else []
+                rows = [tuple(row) for row in cursor.fetchmany(limit + 1)] if columns else []
+            status = connection.info.transaction_status
+            if status != psycopg.pq.TransactionStatus.INTRANS:
+                raise CollectorFailed(
+                    "the statement ended or broke the read-only transaction "
+                    f"({status.name}); nothing it returned is used",
+                    collector=self.collector,
+                )
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT current_setting('transaction_read_only'), "
+                    "current_setting('default_transaction_read_only'), "
+                    "txid_current_if_assigned(), "
+                    "(SELECT count(*) FROM pg_prepared_statements)",
+                    binary=True,
+                )
+                state = cursor.fetchone()
+            if state is None or state[:2] != ("on", "on") or state[2] is not None or state[3]:
+                raise CollectorFailed(
+                    "the statement left the transaction read-write or began a write; "
+                    "nothing it returned is used",
+                    collector=self.collector,
+                )
+            return columns, rows[:limit], len(rows) > limit
+        finally:
+            with contextlib.suppress(Exception):
+                raw.driver_connection.rollback()  # type: ignore[union-attr]
+            raw.close()
+
+    def _run_sqlite(self, query: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]], bool]:
+        import sqlite3
+
+        connection = sqlite3.connect(
+            self.sqlite_uri, uri=True, timeout=self.timeout, isolation_level=None
+        )
+        try:
+            connection.set_authorizer(_sqlite_authorizer)
+            # sqlite3 refuses several statements in one execute ("one statement at a time")
+            try:
+                cursor = connection.execute(query)
+            except sqlite3.DatabaseError as exc:
+                if "not authorized" not in str(exc):
+                    raise
+                raise CollectorFailed(
+                    "the read-only authorizer refused the statement (only reads are allowed: "
+                    "no ATTACH, writes, schema changes, transactions or pragmas that change state)",
+                    collector=self.collector,
+                ) from None
+            columns = [c[0] for c in cursor.description] if cursor.description else []
+            rows = [tuple(row) for row in cursor.fetchmany(limit + 1)] if columns else []
+            return columns, rows[:limit], len(rows) > limit
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                if connection.in_transaction:
+                    connection.rollback()
+            connection.close()
+
+    def _run_sqlalchemy(self, query: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]], bool]:
+        # MySQL/MariaDB: the drivers send one statement (multi-statements are off unless a
+        # client flag asks for them), in a session set READ ONLY, rolled back.
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
+            try:
+                result = connection.exec_driver_sql(query)
+                columns = list(result.keys()) if result.returns_rows else []
+                rows = [tuple(row) for row in result.fetchmany(limit + 1)] if columns else []
+            finally:
+                connection.rollback()
         return columns, rows[:limit], len(rows) > limit
 
     def _reason(self, exc: BaseException) -> str:
@@ -259,6 +376,36 @@ class _Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, db: str | None, source: str | None) -> int:
+    """Allow reads only: SELECT, reading columns, functions, recursive CTEs and a few
+    pragmas that only report. ATTACH, DETACH, every write, schema change, transaction
+    statement and any other pragma is denied, whatever the query text looks like."""
+    import sqlite3
+
+    if action in _SQLITE_READS:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and arg2 is None and (arg1 or "").lower() in _SQLITE_PRAGMAS:
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
+def _sqlite_constants() -> tuple[frozenset[int], frozenset[str]]:
+    import sqlite3
+
+    reads = frozenset(
+        {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+    )
+    pragmas = frozenset(
+        {"table_info", "table_xinfo", "index_list", "index_info", "page_count", "page_size",
+         "freelist_count", "user_version", "schema_version", "data_version", "compile_options",
+         "database_list", "table_list"}
+    )  # fmt: skip
+    return reads, pragmas
+
+
+_SQLITE_READS, _SQLITE_PRAGMAS = _sqlite_constants()
 
 
 # --- what the flows call ------------------------------------------------------------------
