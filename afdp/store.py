@@ -9,7 +9,12 @@ unreachable objects behind, so the branch stays at its last complete record.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import os
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -283,6 +288,7 @@ class EvidenceStore:
                 f"{path} is not an evidence repository (run 'afdp init {path}')"
             ) from exc
         self.path = Path(self.repo.path)
+        self.recovered: list[str] = []  # stale locks this store removed (see _writer_lock)
         self._trees: dict[bytes, bytes] = {}
         self._last_keys: dict[bytes, bytes] = {}
 
@@ -681,21 +687,91 @@ class EvidenceStore:
         """
         deadline = time.monotonic() + LOCK_WAIT
         pause = 0.002
-        while True:
+        with self._writer_lock(ref, deadline) as died:
+            while True:
+                try:
+                    self._swap_once(ref, expected, new, reason)
+                    return
+                except RefMoved:
+                    raise
+                except pygit2.GitError as exc:
+                    if "lock" not in str(exc).lower():
+                        raise StorageError(f"cannot update {ref}: {exc}") from exc
+                    if died is not None and self._remove_stale_ref_lock(ref, died):
+                        died = None
+                        reason = f"{reason} (afdp: {self.recovered[-1]})"
+                        continue
+                    if time.monotonic() >= deadline:
+                        lock = self.path / f"{ref}.lock"
+                        raise StorageError(
+                            f"repository locked: {ref} is being updated by a process that is "
+                            f"not AFDP, or was left locked by one ({exc}); if no git command "
+                            f"is writing to this repository, recover with: rm {lock}"
+                        ) from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+
+    @contextlib.contextmanager
+    def _writer_lock(self, ref: str, deadline: float) -> Iterator[str | None]:
+        """Hold AFDP's own lock on ``ref`` (an ``flock``, which the kernel releases when
+        its holder dies) around a ref update; yield what a holder that died in the
+        middle of one left behind (its note), or None.
+
+        libgit2's ``<ref>.lock`` file names no owner, so a writer killed while updating
+        the ref leaves it behind and every later writer would fail forever. Under this
+        lock, a note left by the previous holder proves that holder died mid-update (a
+        live holder still holds the flock; a clean one erased its note): its ref lock
+        is stale and may be removed. A ``.lock`` with no such note may belong to a live
+        ``git`` process and is never broken.
+
+        Raises:
+            StorageError: another AFDP writer held the lock past ``deadline`` (exit 3).
+        """
+        directory = self.path / "afdp-locks" / "refs"
+        directory.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(ref.encode()).hexdigest()[:32] + ".lock"
+        handle = open(directory / name, "a+")  # noqa: SIM115 (closed below: releases it)
+        try:
+            pause = 0.002
+            while True:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StorageError(
+                            f"repository locked: {ref} is being updated by another AFDP writer"
+                        ) from None
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.1)
+            handle.seek(0)
+            left = handle.read().strip() or None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} since {time.time():.3f} updating {ref}\n")
+            handle.flush()
             try:
-                self._swap_once(ref, expected, new, reason)
-                return
-            except RefMoved:
-                raise
-            except pygit2.GitError as exc:
-                if "lock" not in str(exc).lower():
-                    raise StorageError(f"cannot update {ref}: {exc}") from exc
-                if time.monotonic() >= deadline:
-                    raise StorageError(
-                        f"repository locked: {ref} is being updated by another process ({exc})"
-                    ) from exc
-            time.sleep(pause)
-            pause = min(pause * 2, 0.1)
+                yield left
+            finally:
+                # Any exit of a live process (an error included) erases the note: only
+                # a holder killed mid-update (SIGKILL, a crash) leaves one behind.
+                handle.seek(0)
+                handle.truncate()
+                handle.flush()
+        finally:
+            handle.close()
+
+    def _remove_stale_ref_lock(self, ref: str, note: str) -> bool:
+        """Remove the ``<ref>.lock`` a dead AFDP writer left (see :meth:`_writer_lock`);
+        say so on stderr and in the reflog of the next update. Return True if removed."""
+        lock = self.path / f"{ref}.lock"
+        try:
+            lock.unlink()
+        except FileNotFoundError:
+            return False
+        self.recovered.append(f"removed stale lock {lock.name} of {ref} left by a writer that died ({note})")
+        print(f"afdp: warning: {self.recovered[-1]}", file=sys.stderr)
+        return True
 
     def _swap_once(
         self, ref: str, expected: pygit2.Oid | None, new: pygit2.Oid, reason: str
