@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from afdp.canonical import canonical_bytes
+from afdp.deadline import deadline, with_deadlines
 from afdp.secrets import Scrubber
 from afdp.workflow.interpolation import Secret, UnresolvedError
 
@@ -351,13 +352,11 @@ def _post_webhook(
         headers[SIGNATURE_HEADER] = signature(key, body)
     started = time.monotonic()
     try:
-        response = httpx.post(
-            url,
-            content=body,
-            headers=headers,
-            timeout=spec.timeout.seconds,
-            follow_redirects=False,
-        )
+        with (
+            with_deadlines(httpx.Client(follow_redirects=False)) as http,
+            deadline(spec.timeout.seconds),  # the whole exchange, not each read
+        ):
+            response = http.post(url, content=body, headers=headers, timeout=spec.timeout.seconds)
     except httpx.TimeoutException:
         return ActionResult(
             action,

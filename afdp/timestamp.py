@@ -27,6 +27,7 @@ import rfc3161_client
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from afdp.deadline import deadline, with_deadlines
 from afdp.errors import ConfigurationError, TimestampError, UsageError, VerificationError
 
 __all__ = [
@@ -104,12 +105,14 @@ def _http() -> httpx.Client:
     if _client is None:
         with _client_lock:
             if _client is None:
-                _client = httpx.Client(
-                    http2=False,
-                    follow_redirects=False,
-                    trust_env=True,
-                    limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=30.0),
-                    headers={"User-Agent": "afdp"},
+                _client = with_deadlines(
+                    httpx.Client(
+                        http2=False,
+                        follow_redirects=False,
+                        trust_env=True,
+                        limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=30.0),
+                        headers={"User-Agent": "afdp"},
+                    )
                 )
     return _client
 
@@ -166,9 +169,12 @@ class _Skip(Exception):
 
 def _ask(url: str, body: bytes, timeout: float) -> tuple[rfc3161_client.TimeStampResponse, bytes]:
     try:
-        reply = _http().post(url, content=body, headers=_QUERY_HEADERS, timeout=timeout)
+        # ``timeout`` is each TSA's deadline for the whole exchange (connect to last
+        # byte), not a bound on each read: a TSA dribbling its answer cannot hold us.
+        with deadline(timeout):
+            reply = _http().post(url, content=body, headers=_QUERY_HEADERS, timeout=timeout)
     except httpx.TimeoutException:
-        raise _Skip(f"timed out after {timeout:g} s") from None
+        raise _Skip(f"no whole answer within {timeout:g} s") from None
     except httpx.ConnectError as exc:
         raise _Skip(f"cannot connect: {_short(exc)}") from None
     except httpx.HTTPError as exc:

@@ -24,6 +24,7 @@ from afdp.collectors.base import (
     seconds_of,
     shown,
 )
+from afdp.deadline import deadline, with_deadlines
 from afdp.workflow.model import Collector
 
 USER_AGENT = "afdp-collector/1"
@@ -76,8 +77,10 @@ def endpoint(
 
 def client(target: Endpoint) -> httpx.Client:
     """Return an httpx client with the endpoint's headers and timeout (no redirects)."""
-    return httpx.Client(
-        headers=dict(target.headers), timeout=target.timeout, follow_redirects=False, trust_env=False
+    return with_deadlines(
+        httpx.Client(
+            headers=dict(target.headers), timeout=target.timeout, follow_redirects=False, trust_env=False
+        )
     )
 
 
@@ -100,10 +103,12 @@ def send(
         CollectorFailed: unreachable, timed out, refused, or an answer over 32 MiB.
     """
     try:
-        response = http.request(method, url, params=params, content=content, headers=headers)
+        # the collector's timeout is a deadline for the whole exchange, not each read
+        with deadline(target.timeout):
+            response = http.request(method, url, params=params, content=content, headers=headers)
     except httpx.TimeoutException:
         raise CollectorFailed(
-            f"{what} at {target.public} did not answer within {target.timeout:g}s",
+            f"{what} at {target.public} did not answer in full within {target.timeout:g}s",
             collector=target.collector,
         ) from None
     except httpx.ConnectError as exc:

@@ -226,17 +226,20 @@ def _timestamper(urls: tuple[str, ...]) -> Any:
     from asn1crypto import tsp
     from pyhanko.sign.timestamps.api import TimeStamper
 
+    from afdp.deadline import deadline, with_deadlines
+
     class FailoverTimeStamper(TimeStamper):
         async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> tsp.TimeStampResp:
             problems = []
             for url in urls:
                 try:
-                    response = httpx.post(
-                        url,
-                        content=req.dump(),
-                        headers={"Content-Type": "application/timestamp-query"},
-                        timeout=10.0,
-                    )
+                    with with_deadlines(httpx.Client()) as http, deadline(10.0):
+                        response = http.post(
+                            url,
+                            content=req.dump(),
+                            headers={"Content-Type": "application/timestamp-query"},
+                            timeout=10.0,
+                        )
                     if response.status_code != 200:
                         problems.append(f"{url}: HTTP {response.status_code}")
                         continue
