@@ -216,6 +216,57 @@ def url_host(url: Template, variables: Mapping[str, Any]) -> HostCheck:
     return HostCheck(host.lower().rstrip(".") if host else None)
 
 
+def sql_targets(url: Template, variables: Mapping[str, Any]) -> tuple[list[str], str]:
+    """Return the hosts a SQL collector's driver will connect to, or why it cannot be
+    known before the run (``([], reason)``); ``([], "")`` for a local SQLite file.
+
+    The target is read the way the driver reads it, not from the URL's authority:
+    SQLAlchemy turns the URL into the driver's connection arguments (query parameters
+    such as ``?host=`` and ``?port=`` override the authority), and for PostgreSQL libpq's
+    own parser (psycopg's ``conninfo``) gives the final ``host`` list, or ``hostaddr``,
+    which libpq connects to instead of the host. A Unix socket, a ``service`` (read from
+    a file at run time), no host at all (PGHOST or a local socket decide) or an unknown
+    dialect cannot be judged before the run.
+    """
+    missing: list[str] = []
+    rendered = str(url.render({"workflow": variables}, keep_missing=True, missing=missing))
+    if missing or any(p.parts[0] != "workflow" for p in url.placeholders) or "${" in rendered:
+        names = [p.dotted for p in url.placeholders if p.parts[0] != "workflow"] + missing
+        return [], f"it comes from {', '.join('${' + n + '}' for n in dict.fromkeys(names))}"
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(rendered)
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            return [], ""
+        _, params = parsed.get_dialect()().create_connect_args(parsed)
+    except Exception as exc:  # ArgumentError, NoSuchModuleError, ValueError: not judgeable
+        return [], f"the URL cannot be read as the driver reads it ({type(exc).__name__})"
+    if backend == "postgresql":
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+        try:
+            info = conninfo_to_dict(make_conninfo("", **{k: v for k, v in params.items() if v is not None}))
+        except Exception as exc:  # psycopg.ProgrammingError: a malformed conninfo
+            return [], f"libpq cannot read its connection string ({type(exc).__name__})"
+        if info.get("service") or info.get("servicefile"):
+            return [], "a libpq service names the target (read from a file at run time)"
+        hosts = str(info.get("hostaddr") or info.get("host") or "")
+    elif backend in ("mysql", "mariadb"):
+        if params.get("unix_socket"):
+            return [], "a Unix socket path names the target"
+        hosts = str(params.get("host") or "")
+    else:
+        return [], f"AFDP cannot judge {backend!r} connection targets"
+    targets = [h.strip() for h in hosts.split(",")]
+    if not hosts or any(not h for h in targets):
+        return [], "no host: the driver would pick one at run time (PGHOST, a local socket)"
+    if any(h.startswith(("/", "@")) for h in targets):
+        return [], "a Unix socket directory names the target"
+    return [h.lower().strip("[]").rstrip(".") for h in targets], ""
+
+
 def host_allowed(host: str, patterns: Sequence[str]) -> bool:
     """Return True when ``host`` matches an allow-list entry (exact, ``*.suffix`` or ``*``).
 
@@ -250,7 +301,10 @@ class AllowedHosts:
 
     def check(self, workflow: Workflow, locate: Locate) -> Iterable[Finding]:
         variables = workflow.variable_values()
-        for label, url, path, fallback in self._urls(workflow):
+        for label, url, path, fallback, kind in self._urls(workflow):
+            if kind == "sql":
+                yield from self._check_sql(label, url, variables, path, fallback, locate)
+                continue
             found = url_host(url, variables)
             if found.unresolved:
                 if self.unresolved == "deny":
@@ -276,7 +330,39 @@ class AllowedHosts:
                     f"(allowed: {_listing(self.hosts)})",
                 )
 
-    def _urls(self, workflow: Workflow) -> Iterable[tuple[str, Template, DocPath, Location | None]]:
+    def _check_sql(
+        self,
+        label: str,
+        url: Template,
+        variables: Mapping[str, Any],
+        path: DocPath,
+        fallback: Location | None,
+        locate: Locate,
+    ) -> Iterable[Finding]:
+        targets, unknown = sql_targets(url, variables)
+        if unknown:
+            if self.unresolved == "deny":
+                yield locate(
+                    path,
+                    fallback,
+                    self.name,
+                    f"the database {label} connects to cannot be checked before the run: "
+                    f"{unknown} (the policy denies unresolved hosts: write the host in the URL)",
+                )
+            return
+        for host in targets:
+            if not host_allowed(host, self.hosts):
+                yield locate(
+                    path,
+                    fallback,
+                    self.name,
+                    f"{label} connects to host {host!r} (as the database driver reads the URL), "
+                    f"which the policy does not allow (allowed: {_listing(self.hosts)})",
+                )
+
+    def _urls(
+        self, workflow: Workflow
+    ) -> Iterable[tuple[str, Template, DocPath, Location | None, str]]:
         if self.what == "collectors":
             for collector in workflow.collectors:
                 label = f"collector {collector.name!r}" + (
@@ -287,6 +373,7 @@ class AllowedHosts:
                     collector.url,
                     _collector_path(collector, "url"),
                     _collector_location(workflow, collector),
+                    str(collector.type),
                 )
         else:
             for action in workflow.actions:
@@ -296,6 +383,7 @@ class AllowedHosts:
                         action.webhook,
                         ("actions", action.action, "webhook"),
                         action.location,
+                        "webhook",
                     )
 
 
