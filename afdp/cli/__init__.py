@@ -117,6 +117,19 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(EXIT_OPERATIONAL)
+    except (Exception, RecursionError, MemoryError) as exc:
+        # A failure AFDP did not foresee is still one line and an exit code that no
+        # caller can read as a verdict (1 means rollback or a failed verification): 3.
+        # AFDP_DEBUG=1 shows the traceback for a bug report.
+        import os
+
+        if os.environ.get("AFDP_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())[:300]
+        message = f"internal error: {type(exc).__name__}{': ' + text if text else ''} (AFDP_DEBUG=1 shows where; please report it)"
+        click.echo(f"afdp: error: {message}", err=True)
+        _fail_json(wants_json, message, EXIT_OPERATIONAL)
+        sys.exit(EXIT_OPERATIONAL)
 
 
 def _fail_json(wanted: bool, error: str, exit_code: int) -> None:

@@ -215,7 +215,8 @@ def tokenize(text: str) -> list[Token]:
             continue
         if char.isdigit() or (char in "$€£" and i + 1 < n and text[i + 1].isdigit()):
             match = _NUMBER.match(text, i)
-            assert match is not None
+            if match is None:  # a digit the language does not read (e.g. non-ASCII)
+                raise ExpressionError(f"unexpected character {char!r}", i)
             try:
                 quantity = parse_quantity(match.group())
             except UnitError as exc:
@@ -225,7 +226,8 @@ def tokenize(text: str) -> list[Token]:
             continue
         if char.isalpha() or char == "_":
             match = _NAME.match(text, i)
-            assert match is not None
+            if match is None:  # a letter outside names' ASCII alphabet
+                raise ExpressionError(f"unexpected character {char!r}: names are ASCII", i)
             tokens.append(Token("name", match.group(), i))
             i = match.end()
             continue
