@@ -28,10 +28,12 @@ in front of a pack; so neither exporting nor verifying needs a git binary, and p
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import zlib
 from dataclasses import dataclass
@@ -350,21 +352,64 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
     raise UsageError(f"no evidence package at {path}")
 
 
+def read_regular(path: Path, limit: int, what: str = "file") -> bytes:
+    """Read a file of a package: a regular file only, opened without blocking and
+    without following a symbolic link, at most ``limit`` bytes.
+
+    A package may come from anyone (tar keeps FIFOs, devices and symlinks): a FIFO named
+    README.md would block a plain ``open`` forever, a link could point at ``/dev/zero``.
+    Every file the package reader opens goes through here.
+
+    Raises:
+        BundleError: not a regular file (named), a link, or larger than ``limit``.
+        UsageError: it cannot be opened at all (missing, no permission).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BundleError(f"{path.name} is a symbolic link; a package holds regular files only") from None
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next(
+                (name for test, name in _KINDS if test(info.st_mode)), "not a regular file"
+            )
+            raise BundleError(f"{path.name} is a {kind}, not a regular file; a package holds regular files only")
+        if info.st_size > limit:
+            raise BundleError(
+                f"{path.name} is {info.st_size} bytes, more than the {_limit(limit)} limit for a {what}"
+            )
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise BundleError(f"{path.name} is more than the {_limit(limit)} limit for a {what}")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "FIFO (named pipe)"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISDIR, "directory"),
+)
+
+
 def _read_limited(bundle: Path) -> bytes:
     """Read at most :data:`MAX_BUNDLE_BYTES` of ``bundle`` (a larger file is refused)."""
-    try:
-        with bundle.open("rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size <= MAX_BUNDLE_BYTES:  # read() preallocates: ask for what is there
-                data = handle.read(size + 1)
-            if size > MAX_BUNDLE_BYTES or len(data) > MAX_BUNDLE_BYTES:
-                raise BundleError(
-                    f"{bundle.name} is {max(size, MAX_BUNDLE_BYTES + 1)} bytes, more than the "
-                    f"{_limit(MAX_BUNDLE_BYTES)} limit for a bundle"
-                )
-    except OSError as exc:
-        raise UsageError(f"cannot read {bundle}: {exc.strerror or exc}") from exc
-    return data
+    return read_regular(bundle, MAX_BUNDLE_BYTES, "bundle")
 
 
 def read_bundle(data: bytes) -> tuple[dict[str, str], bytes]:
@@ -621,11 +666,10 @@ def _named_branch(folder: Path | None) -> str | None:
     """The branch the package README names (``| branch | `refs/...` |``), if it names one."""
     if folder is None:
         return None
-    try:
-        with (folder / README_FILE).open("rb") as handle:
-            text = handle.read(1024 * 1024).decode("utf-8", "replace")
-    except OSError:
+    readme = folder / README_FILE
+    if not os.path.lexists(readme):
         return None
+    text = read_regular(readme, 1024 * 1024, "README").decode("utf-8", "replace")
     match = _README_BRANCH.search(text)
     return match.group(1) if match else None
 
@@ -951,12 +995,13 @@ def _check_package_policy(policy: Path) -> None:
     """
     import yaml
 
-    if policy.stat().st_size > MAX_POLICY_BYTES:
+    if os.path.getsize(policy) > MAX_POLICY_BYTES:
         raise BundleError(
             f"the package's trust policy {policy} is larger than the {_limit(MAX_POLICY_BYTES)} limit"
         )
+    data = read_regular(policy, MAX_POLICY_BYTES, "trust policy")
     try:
-        document = yaml.safe_load(policy.read_text(encoding="utf-8"))
+        document = yaml.safe_load(data.decode("utf-8"))
         pinned = document["sigstore"]["trusted_root"]
     except Exception:  # noqa: BLE001 - whatever is wrong, load_trust_policy reports it
         return
@@ -969,8 +1014,7 @@ def _check_package_policy(policy: Path) -> None:
             f"the package's trust policy pins {pinned!r}, which is not a file in its "
             f"{TRUST_DIR}/ folder"
         )
-    if target.stat().st_size > MAX_POLICY_BYTES:
-        raise BundleError(f"the package's pinned {pinned} is larger than the {_limit(MAX_POLICY_BYTES)} limit")
+    read_regular(target, MAX_POLICY_BYTES, "pinned trusted root")  # regular, and small
 
 
 def verify_package(
