@@ -332,6 +332,10 @@ MAX_BUNDLE_BYTES = 256 * 1024 * 1024  # the .bundle file
 MAX_OBJECT_BYTES = 64 * 1024 * 1024  # one object: inflated size, and a delta's result
 MAX_TOTAL_BYTES = 1024 * 1024 * 1024  # all objects of a bundle, inflated and resolved
 MAX_OBJECTS = 1_000_000  # objects a pack may declare
+#: Delta instructions a whole pack may take to resolve: sizes alone do not bound the
+#: work (tens of millions of one-byte copies fit in 64 KiB of zlib). An AFDP pack of
+#: 10,000 records needs a few hundred thousand; this bounds a hostile one to seconds.
+MAX_DELTA_INSTRUCTIONS = 4_000_000
 _MIB = 1024 * 1024
 
 
@@ -497,8 +501,12 @@ def _inflate(data: bytes, pos: int, size: int) -> tuple[bytes, int]:
     return bytes(out), pos
 
 
-def _apply_delta(base: bytes, delta: bytes, where: int) -> bytes:
-    """Return ``base`` with the pack delta applied; ``where`` is its offset, for messages."""
+def _apply_delta(base: bytes, delta: bytes, where: int, budget: list[int]) -> bytes:
+    """Return ``base`` with the pack delta applied; ``where`` is its offset, for messages.
+
+    ``budget`` (one mutable count for the whole pack) is decreased by every instruction
+    applied: a pack that needs more than :data:`MAX_DELTA_INSTRUCTIONS` is refused.
+    """
 
     def varint(pos: int) -> tuple[int, int]:
         value, shift = 0, 0
@@ -522,6 +530,12 @@ def _apply_delta(base: bytes, delta: bytes, where: int) -> bytes:
             )
         out = bytearray()
         while pos < len(delta):
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise BundleError(
+                    f"pack deltas need more than {MAX_DELTA_INSTRUCTIONS} instructions to "
+                    "resolve; refused (an AFDP package needs far fewer)"
+                )
             op = delta[pos]
             pos += 1
             if op & 0x80:
@@ -562,7 +576,8 @@ def read_pack(pack: bytes) -> list[tuple[str, bytes]]:
     """Return every object of a pack as ``(type name, content)``, deltas resolved.
 
     Every size is bounded (:data:`MAX_OBJECT_BYTES` per object and delta result,
-    :data:`MAX_TOTAL_BYTES` in all, :data:`MAX_OBJECTS` objects) before it is allocated.
+    :data:`MAX_TOTAL_BYTES` in all, :data:`MAX_OBJECTS` objects) before it is allocated,
+    and so is the work: :data:`MAX_DELTA_INSTRUCTIONS` delta instructions in all.
     Deltas are resolved in one pass over the base -> delta graph, in any order.
 
     Raises:
@@ -641,10 +656,11 @@ def read_pack(pack: bytes) -> list[tuple[str, bytes]]:
         raise BundleError(f"pack object does not inflate: {exc}") from exc
     if pos != len(body):
         raise BundleError("pack has trailing data after its objects")
+    budget = [MAX_DELTA_INSTRUCTIONS]
     while resolved:
         offset, oid, (kind_name, content) = resolved.pop()
         for start, delta in waiting_offset.pop(offset, []) + waiting_id.pop(oid, []):
-            obj = (kind_name, _apply_delta(content, delta, start))
+            obj = (kind_name, _apply_delta(content, delta, start, budget))
             account(len(obj[1]))
             child = _object_id(*obj)
             by_offset[start] = obj

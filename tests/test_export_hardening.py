@@ -353,3 +353,18 @@ def test_oversized_package_policy_is_refused(cli, tmp_path, monkeypatch):
     folder = _package_with_policy(tmp_path, "version: 1\n" + "# padding\n" * 200)
     result = cli("verify", "--bundle", str(folder))
     assert result.code == 1 and "trust policy" in result.err and "larger than the 1000-byte limit" in result.err
+
+
+def test_a_delta_bomb_is_refused_quickly(cli, tmp_path, trust_file):
+    """Issue 9, item 9: sizes bound memory, not work. Eight million one-byte copy
+    instructions (16 MB of delta, 16 KiB of zlib) used to burn CPU for minutes."""
+    import time
+
+    base = entry(3, b"x")
+    ops = 8_000_000
+    delta = _varint(1) + _varint(ops) + b"\x90\x01" * ops  # copy 1 byte from offset 0
+    data = bundle_of([("1" * 40, BRANCH)], pack_of([base, ofs_delta_after([base], delta)]))
+    assert len(data) < 64 * 1024
+    started = time.monotonic()
+    assert_refused(cli, tmp_path, trust_file, data, "instructions to resolve")
+    assert time.monotonic() - started < 20  # bounded work (about 2 s here), not minutes
