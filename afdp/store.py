@@ -38,6 +38,9 @@ LOCK_WAIT = 5.0
 #: live in result.json, and attachments (metric series) stay far below 64 MiB.
 MAX_ENVELOPE_BYTES = 1 << 20
 MAX_FILE_BYTES = 64 << 20
+#: All the files one commit adds (one record), counted per name: the bound on what
+#: verification reads and holds for one record, whatever the tree lists.
+MAX_COMMIT_FILES_BYTES = MAX_FILE_BYTES + MAX_ENVELOPE_BYTES
 #: Commit and tree objects: an AFDP commit is ~1 KiB, a shard tree ~50 KiB at most.
 MAX_COMMIT_BYTES = 1 << 20
 MAX_TREE_BYTES = 4 << 20
@@ -206,6 +209,10 @@ class _Walk:
     changed: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
     unreadable: bool = False  # an object could not be read: files may be missing
+    # Bytes of files added by one commit, counted per name (the work of checking them
+    # is per name, even where many names share one blob), and the blobs already read.
+    total: int = 0
+    blobs: dict[bytes, bytes] = field(default_factory=dict)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -592,7 +599,17 @@ class EvidenceStore:
                     ("layout", f"{path} is {size} bytes, over the {limit >> 20} MiB limit for this file; not read")
                 )
                 return
-            walk.added[path] = self._raw(oid)[1]
+            walk.total += size
+            if walk.total > MAX_COMMIT_FILES_BYTES:
+                walk.problems.append(
+                    ("layout", f"the files this commit adds come to more than the "
+                     f"{MAX_COMMIT_FILES_BYTES >> 20} MiB a record may hold (at {path}); not read")
+                )
+                walk.unreadable = True
+                return
+            if oid not in walk.blobs:  # one blob under many names is held once
+                walk.blobs[oid] = self._raw(oid)[1]
+            walk.added[path] = walk.blobs[oid]
         except (pygit2.GitError, KeyError, ValueError) as exc:
             walk.problems.append(("commit", _object_problem(oid, path, exc)))
             walk.unreadable = True

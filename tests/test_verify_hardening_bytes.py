@@ -103,11 +103,12 @@ def _token_with(entry, change):
 
 
 def _extra_certificate(response):
+    import datetime
+
     from asn1crypto import cms, x509
     from cryptography import x509 as cx509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    import datetime
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = cx509.Name([cx509.NameAttribute(cx509.NameOID.COMMON_NAME, "stowaway")])
@@ -176,3 +177,31 @@ def test_a_keyless_bundle_must_be_sigstores_own_encoding_of_itself():
     assert again.canonical_json.encode() == canonical  # AFDP's own bundles pass
     spaced = json.dumps(json.loads(canonical), indent=1).encode()
     assert verify_keyless_bundle(spaced, identities=trusted(), root=STAGING).canonical_json.encode() != spaced
+
+
+# -- bounded work and memory on hostile repositories (issue 9, item 10) ---------------------
+
+
+def test_one_large_blob_under_many_names_is_refused_within_the_memory_bound(branch):  # noqa: F811
+    """A commit that lists one 8 MiB blob under 100 token names: verification must not
+    read or hash it 100 times (800 MiB), but refuse the record within its bound."""
+    import tracemalloc
+
+    repo, trust = branch
+
+    def stuffed(entry):
+        big = b"\x30" * (8 << 20)
+        files = dict(entry.files)
+        files.update({f"timestamp-{i}.tsr": big for i in range(1, 101)})
+        return replace(entry, files=files)
+
+    edit(repo, LAST, stuffed)
+    tracemalloc.start()
+    try:
+        report = report_of(repo, trust)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.state == "failed"
+    assert any("a record may hold" in f.reason for f in report.failures), report.failures
+    assert peak < 200 << 20, f"peak {peak >> 20} MiB"
