@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from afdp import records as rec
 from afdp.errors import (
     EXIT_FAILED,
     EXIT_OK,
@@ -75,6 +76,7 @@ class ActionInputs:
     git_branch: str | None
     args: tuple[str, ...]
     fail_on_rollback: bool
+    deployed_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,21 @@ def read_inputs(env: Mapping[str, str]) -> ActionInputs:
         raise UsageError("input 'deployment' is required outside GitHub Actions")
     check_name(service, what="service")
     check_name(deployment, what="deployment")
-    phase = _input(env, "phase") or "all"
+    # After a deploy, the default compares the window before the deploy (read back from
+    # Prometheus history) with the window after it: `all` would take its "baseline" now,
+    # after the deploy. The deploy time is the input, or when this step starts (the step
+    # right after the deploy).
+    phase = _input(env, "phase") or "post"
     if phase not in PHASES:
         raise UsageError(f"input 'phase' must be one of {', '.join(PHASES)}, not {phase!r}")
+    deployed_at = _input(env, "deployed-at")
+    if deployed_at:
+        try:
+            deployed_at = rec.format_time(rec.parse_time(deployed_at))
+        except (ValueError, OverflowError):
+            raise UsageError(f"input 'deployed-at' must be an RFC 3339 time, not {deployed_at!r}") from None
+    elif phase == "post":
+        deployed_at = rec.format_time(rec.utc_now())
     tsa_urls = tuple((_input(env, "tsa") or env.get("AFDP_TSA_URLS", "")).split())
     if not tsa_urls:
         raise UsageError("input 'tsa' is required: one or more RFC3161 TSA URLs")
@@ -168,6 +182,7 @@ def read_inputs(env: Mapping[str, str]) -> ActionInputs:
         environment=_input(env, "environment"),
         version=_input(env, "version"),
         git_branch=env.get("GITHUB_REF_NAME"),
+        deployed_at=deployed_at if phase == "post" else None,
         args=tuple(shlex.split(_input(env, "args") or "")),
         fail_on_rollback=(_input(env, "fail-on-rollback") or "true").lower() != "false",
     )
@@ -238,6 +253,8 @@ def _run_command(inputs: ActionInputs, key: str, public_key: str | None) -> list
     for url in inputs.tsa_urls:
         command += ["--tsa", url]
     command += ["--phase", inputs.phase, "--json"]
+    if inputs.deployed_at:
+        command += ["--deployed-at", inputs.deployed_at]
     for option, value in (
         ("--commit", inputs.commit),
         ("--deployer", inputs.deployer),

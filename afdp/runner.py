@@ -798,6 +798,8 @@ def _mark_index(workflow: Workflow, phase: str) -> int:
     for step in steps:
         if step.kind is StepKind.MARK:
             return step.index
+    if workflow.boundary is not None:  # a `wait_for: deployment` marks it
+        return workflow.boundary
     if phase == "all":
         return 0
     raise UsageError(
@@ -1333,6 +1335,9 @@ def _signal(run: _Run, step: Step, values: dict[str, Any]) -> _StepResult:
     request = run.request
     if name in request.signals:
         return _signal_received(name, "command line (--signal)")
+    if request.phase == "post" and step.index == run.workflow.boundary:
+        # --phase post runs after the deploy: the signal that marks it has happened
+        return _signal_received(name, "the deployment happened (--phase post)")
     if request.signal_dir is None:
         return _StepResult(
             "failed",

@@ -17,7 +17,9 @@ import yaml
 from conftest import build_deployment
 from test_report import build_run_deployment
 
+from afdp import records as rec
 from afdp.action import build_summary, main, read_inputs, redact
+from afdp.errors import UsageError
 from afdp.names import branch_ref
 from afdp.report import build_report
 from afdp.store import EvidenceStore, init_repository
@@ -275,3 +277,60 @@ def test_action_yml_maps_every_input_and_output():
     assert {k for k in spec["outputs"]} == written
     for name, output in spec["outputs"].items():
         assert output["value"] == "${{ steps.afdp.outputs." + name + " }}"
+
+
+BASELINE_WORKFLOW = """\
+name: gh-action-default
+version: "1"
+collectors:
+  prom: {type: prometheus, url: "http://127.0.0.1:9", timeout: 1s}
+metrics:
+  latency: {collector: prom, query: "up", unit: s}
+workflow:
+  pre_deployment:
+    - capture_baseline: {duration: 5m, metrics: [latency]}
+  deployment:
+    - mark_deployment_time
+  post_deployment:
+    - capture_impact: {duration: 1s, metrics: [same_as_baseline]}
+"""
+
+
+@pytest.mark.parametrize("given", [None, "2026-12-01T10:00:00Z"])
+def test_the_default_compares_the_window_before_the_deploy(github, tmp_path, monkeypatch, given):
+    """Issue 10, item 7: with no phase input the action runs after the deploy, so its
+    default is phase post with the deploy time (the input, or when the step starts): the
+    baseline is the window that ENDS at the deploy, read back from Prometheus history,
+    never a post-deploy window labelled "baseline"."""
+    monkeypatch.chdir(github["GITHUB_WORKSPACE"])
+    (Path(github["GITHUB_WORKSPACE"]) / ".afdp" / "deploy.yaml").write_text(BASELINE_WORKFLOW)
+    env = {k: v for k, v in github.items() if k != "INPUT_PHASE"}
+    if given:
+        env["INPUT_DEPLOYED_AT"] = given
+    before = rec.utc_now()
+    inputs = read_inputs(env)
+    assert inputs.phase == "post"
+    deployed = rec.parse_time(inputs.deployed_at)
+    if given:
+        assert deployed == rec.parse_time(given)
+    else:
+        assert deployed >= before.replace(microsecond=0)
+    main(env=env)
+    store = EvidenceStore(inputs.repository)
+    head = store.head(branch_ref("web", inputs.deployment))
+    from afdp.ledger import decode_envelope
+
+    baseline = None
+    for commit in store.history(head):
+        for path, data in store.commit_files(commit).added.items():
+            if path.endswith("capture_baseline/envelope.json"):
+                baseline = decode_envelope(data)["predicate"]["result"]
+    assert baseline is not None
+    window = baseline["window"]
+    assert window["from_history"] is True
+    assert rec.parse_time(window["end"]) == deployed  # the baseline ends at the deploy
+
+
+def test_bad_deployed_at_input_is_a_usage_error(github):
+    with pytest.raises(UsageError, match="deployed-at"):
+        read_inputs({**github, "INPUT_PHASE": "post", "INPUT_DEPLOYED_AT": "yesterday"})
