@@ -511,6 +511,11 @@ def _check_keyless(
     ):
         facts.fail("keyless.bundle", "the bundle signs another envelope than envelope.json")
         return
+    facts.signer = verified.name
+    facts.keyless_identity = verified.identity
+    trusted = policy.keyless_signer_for(verified.identity, verified.issuer)
+    if trusted is not None and not trusted.may_sign_for(item.service):
+        facts.fail("signer", f"signer {trusted.name} may not sign for service {item.service}")
     if verified.canonical_json.encode() != bundle:
         # The bundle's JSON has spellings the signatures in it do not cover (white space,
         # member order, base64 forms): the file must be sigstore's own encoding of it.
@@ -518,12 +523,6 @@ def _check_keyless(
             "keyless.bundle",
             f"{rec.BUNDLE_FILE} differs from the canonical re-encoding of the bundle it holds",
         )
-        return
-    facts.signer = verified.name
-    facts.keyless_identity = verified.identity
-    trusted = policy.keyless_signer_for(verified.identity, verified.issuer)
-    if trusted is not None and not trusted.may_sign_for(item.service):
-        facts.fail("signer", f"signer {trusted.name} may not sign for service {item.service}")
 
 
 def _check_digests(
