@@ -73,7 +73,10 @@ def test_keyless_service_limit_follows_the_identity_not_the_name(tsa):
     # for billing, so its record on api fails `signer`, whatever other signers are listed.
     from afdp.verify.checks import RecordFacts, RecordInput, _check_keyless
 
-    bundle = DSSE_BUNDLE.read_bytes()
+    from sigstore.models import Bundle
+
+    # as AFDP writes a bundle: sigstore's own encoding (the published asset is indented)
+    bundle = Bundle.from_json(DSSE_BUNDLE.read_bytes()).to_json().encode()
     envelope = json.loads(bundle)["dsseEnvelope"]
     payload, signature = base64.b64decode(envelope["payload"]), base64.b64decode(envelope["signatures"][0]["sig"])
     item = RecordInput(0, "records/000/000000-genesis", {"bundle.sigstore.json": bundle}, "api", "d-1")
