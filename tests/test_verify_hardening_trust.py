@@ -71,9 +71,9 @@ def test_same_key_or_identity_twice_is_refused(tsa, keys):
 def test_keyless_service_limit_follows_the_identity_not_the_name(tsa):
     # A real (staging) Sigstore bundle, verified offline: the beacon identity may sign only
     # for billing, so its record on api fails `signer`, whatever other signers are listed.
-    from afdp.verify.checks import RecordFacts, RecordInput, _check_keyless
-
     from sigstore.models import Bundle
+
+    from afdp.verify.checks import RecordFacts, RecordInput, _check_keyless
 
     # as AFDP writes a bundle: sigstore's own encoding (the published asset is indented)
     bundle = Bundle.from_json(DSSE_BUNDLE.read_bytes()).to_json().encode()
