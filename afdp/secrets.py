@@ -7,7 +7,8 @@ short or transformed. :class:`Scrubber` is the one mechanism that removes them:
 
 1. every secret value (4 characters or more) is replaced by ``[redacted env.NAME]``;
 2. so is every *fragment* of one: a prefix or a suffix of 6 or more characters (what a
-   cut leaves of an echo; a letters-only run is left alone, see ``_scrub_fragments``),
+   cut leaves of an echo; a letters-only run, and a URL secret's bare scheme, are left
+   alone, see ``_scrub_fragments``),
    so a truncated echo never leaves part of a token behind. Scrub before cutting, and
    scrub again after;
 3. :meth:`Scrubber.encoded` finds a secret in its common encodings (hex, base64 and
@@ -20,6 +21,7 @@ Collectors, actions and the runner all build their scrubbing on this module.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,7 @@ from urllib.parse import quote, quote_plus
 MIN_SECRET = 4
 #: A run of this many characters of a secret is a fragment worth removing.
 MIN_FRAGMENT = 6
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def redaction(name: str) -> str:
@@ -110,13 +113,13 @@ def _scrub_fragments(text: str, secret: str, mark: str) -> str:
     """
     size = MIN_FRAGMENT
     head, tail = secret[:size], secret[-size:]
-    spans: list[tuple[int, int]] = []
+    spans: list[tuple[int, int, str]] = []
     start = text.find(head)
     while start >= 0:
         end = start + size
         while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
             end += 1
-        spans.append((start, end))
+        spans.append((start, end, "prefix"))
         start = text.find(head, start + 1)
     end = text.find(tail)
     while end >= 0:
@@ -124,14 +127,22 @@ def _scrub_fragments(text: str, secret: str, mark: str) -> str:
         begin = end
         while begin > 0 and stop - begin < len(secret) and text[begin - 1] == secret[len(secret) - (stop - begin) - 1]:
             begin -= 1
-        spans.append((begin, stop))
+        spans.append((begin, stop, "suffix"))
         end = text.find(tail, end + 1)
-    spans = [(a, b) for a, b in spans if not text[a:b].isalpha()]
+    # A URL secret's scheme ("https://") is no secret: a prefix fragment must reach at
+    # least MIN_FRAGMENT characters past it, or every other URL would be blanked.
+    scheme = _SCHEME.match(secret)
+    floor = scheme.end() + size if scheme else size
+    spans = [
+        (a, b, kind)
+        for a, b, kind in spans
+        if not text[a:b].isalpha() and (kind == "suffix" or b - a >= floor)
+    ]
     if not spans:
         return text
     spans.sort()
     merged: list[list[int]] = []
-    for a, b in spans:
+    for a, b, _ in spans:
         if merged and a <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], b)
         else:

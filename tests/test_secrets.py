@@ -139,6 +139,9 @@ def test_the_scrubber_removes_cut_echoes_and_finds_encodings():
         assert _leaks(scrub.text("answer: Bearer " + TOKEN[:cut])) == []
         assert _leaks(scrub.text(TOKEN[-cut:] + " was the token")) == []
     assert scrub.text("mark_successful, sqlite, postgresql") == "mark_successful, sqlite, postgresql"
+    url = Scrubber({"DATABASE_URL": "postgresql://app:s3cret-pw@db.internal:5432/shop"})
+    assert url.text("other: postgresql://reader@replica:5432/x") == "other: postgresql://reader@replica:5432/x"
+    assert "s3cret" not in url.text("error at postgresql://app:s3cret-p") and "[redacted env.DATABASE_URL]" in url.text("error at postgresql://app:s3cret-p")
     for form in (TOKEN.encode().hex(), TOKEN.encode().hex().upper(), base64.b64encode(TOKEN.encode()).decode(),
                  base64.urlsafe_b64encode(b"ab" + TOKEN.encode()).decode(), quote(TOKEN, safe="")):
         assert scrub.encoded(f"prefix {form} suffix") is not None, form
