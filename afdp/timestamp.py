@@ -251,8 +251,8 @@ def verify_timestamp(
             (not granted), ``timestamp.hash`` (imprint not SHA-256),
             ``timestamp.imprint`` (token over another signature), ``timestamp.chain``
             (no trusted roots, bad token signature, or signer not chained to a root),
-            ``timestamp.encoding`` (parts no signature covers are present or not DER:
-            :func:`encoding_problem`).
+            ``timestamp.encoding`` (parts no signature covers are present:
+            :func:`encoding_problem`; non-DER fails ``timestamp.parse``).
     """
     # 1. parse
     try:
@@ -319,50 +319,53 @@ def verify_timestamp(
 def encoding_problem(token_der: bytes) -> str | None:
     """Return why ``token_der`` is not in the one form AFDP accepts, or None.
 
-    The form: DER (re-encoding the parsed response gives the same bytes); a status with
-    no text and no failure bits; one SignerInfo with no unsigned attributes; no CRLs;
-    and a certificate set holding only the signer's certificate and the issuers on its
-    path (each once), so nothing can be added to, dropped from or re-encoded in a token
-    without the TSA's signature or this check noticing.
+    The form: DER (rfc3161-client's parser, which :func:`verify_timestamp` ran first,
+    accepts DER only); a status with no text and no failure bits; one SignerInfo with no
+    unsigned attributes; no CRLs; and a certificate set holding only the signer's
+    certificate and the issuers on its path (each once). So nothing can be added to or
+    dropped from a token without the TSA's signature or this check noticing.
     """
-    from asn1crypto import tsp
+    from asn1crypto import core, tsp
 
     try:
         response = tsp.TimeStampResp.load(token_der)
-        if response.dump(force=True) != token_der:
-            return "the token is not in DER form (another encoding of the same response)"
         status = response["status"]
-        if status["status_string"].native is not None or status["fail_info"].native:
+        if not isinstance(status["status_string"], core.Void) or not isinstance(
+            status["fail_info"], core.Void
+        ):
             return "a granted token carries a status text or failure bits"
         signed = response["time_stamp_token"]["content"]
-        if signed["crls"].native:
+        if not isinstance(signed["crls"], core.Void):
             return "the token carries CRLs, which its signature does not cover"
         signers = list(signed["signer_infos"])
         if len(signers) != 1:
             return f"the token has {len(signers)} SignerInfos; one is expected"
-        if signers[0]["unsigned_attrs"].native:
+        if not isinstance(signers[0]["unsigned_attrs"], core.Void):
             return "the token carries unsigned attributes, which its signature does not cover"
-        certificates = [c.chosen for c in signed["certificates"]] if signed["certificates"].native else []
+        field = signed["certificates"]
+        certificates = [] if isinstance(field, core.Void) else [c.chosen for c in field]
+        sid = signers[0]["sid"]
+        if not certificates:
+            return None
+        if sid.name != "issuer_and_serial_number":
+            return None if len(certificates) == 1 else "certificates beyond the signer's path"
+        wanted = (sid.chosen["issuer"].dump(), sid.chosen["serial_number"].native)
+        current = next(
+            (c for c in certificates if (c.issuer.dump(), c.serial_number) == wanted), None
+        )
+        if current is None:
+            return "the certificate set does not hold the signer's certificate"
+        used = [current]
+        while current.issuer.dump() != current.subject.dump() and len(used) <= len(certificates):
+            issuer = next(
+                (c for c in certificates if c.subject.dump() == current.issuer.dump()), None
+            )
+            if issuer is None or issuer in used:
+                break
+            used.append(issuer)
+            current = issuer
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return f"the token cannot be read as a time-stamp response ({exc})"
-    if not certificates:
-        return None
-    sid = signers[0]["sid"]
-    if sid.name != "issuer_and_serial_number":
-        return None if len(certificates) == 1 else "certificates beyond the signer's path"
-    wanted = (sid.chosen["issuer"].dump(), sid.chosen["serial_number"].native)
-    current = next(
-        (c for c in certificates if (c.issuer.dump(), c.serial_number) == wanted), None
-    )
-    if current is None:
-        return "the certificate set does not hold the signer's certificate"
-    used = [current]
-    while not current.self_signed and len(used) <= len(certificates):
-        issuer = next((c for c in certificates if c.subject.dump() == current.issuer.dump()), None)
-        if issuer is None or issuer in used:
-            break
-        used.append(issuer)
-        current = issuer
     extra = len(certificates) - len(used)
     if extra:
         return f"the certificate set holds {extra} certificate(s) off the signer's path"
