@@ -1110,7 +1110,7 @@ def _refuse_encoded_secrets(run: _Run, draft: rec.RecordDraft) -> rec.RecordDraf
             continue
         name, encoding = found
         reason = (
-            f"the step's result holds the value of env.{name} ({encoding}-encoded); it was "
+            f"the step's result holds the value of env.{name} ({encoding}); it was "
             "refused before signing and nothing of it is recorded"
         )
         return dataclasses.replace(
@@ -1476,7 +1476,9 @@ def _capture(run: _Run, step: Step, values: dict[str, Any], *, missed: bool) -> 
             errors[name] = _error_text(got) if got is not None else "no result"
             continue
         data = got
-        document = data.to_json()
+        # The series file is evidence too: its strings (provenance) are scrubbed like
+        # the record's; numbers are left alone, so it stays the same series.
+        document = run.redact(data.to_json())
         blob = canonical_bytes(document)
         path = _attachment_name(name, attachments)
         attachments[path] = blob

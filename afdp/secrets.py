@@ -93,8 +93,10 @@ class Scrubber:
     def encoded(self, text: str) -> tuple[str, str] | None:
         """Return ``(NAME, encoding)`` of a secret found in ``text`` encoded, or None.
 
-        Encodings: ``hex`` (either case), ``base64`` and ``base64url`` at every byte
-        alignment (so inside a longer encoded value too), ``url-quoted``.
+        Encodings: ``verbatim`` (the value itself: the last-line scan runs over bytes,
+        such as attachments, that no scrubbing touched), ``hex`` (either case),
+        ``base64`` and ``base64url`` at every byte alignment (so inside a longer encoded
+        value too), ``url-quoted``.
         """
         for name, value in self._ordered():
             for label, form in _encodings(value):
@@ -159,6 +161,9 @@ def _scrub_fragments(text: str, secret: str, mark: str) -> str:
 def _encodings(value: str) -> list[tuple[str, str]]:
     raw = value.encode()
     forms = [("hex", raw.hex()), ("hex", raw.hex().upper())]
+    if len(value) >= MIN_FRAGMENT:
+        # (shorter values could be any number in a metric series)
+        forms.insert(0, ("verbatim", value))
     for pad in range(3):
         encoded = base64.b64encode(b"\0" * pad + raw).decode()
         # Drop what depends on the bytes before (the padding) and after (the last

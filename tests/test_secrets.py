@@ -148,6 +148,13 @@ def test_the_scrubber_removes_cut_echoes_and_finds_encodings():
     assert scrub.encoded("nothing here") is None
 
 
+def test_the_last_line_scan_finds_a_secret_left_verbatim():
+    # The scan before signing also reads bytes no scrubbing touched (a series file): the
+    # value itself counts as found there; a short one is not (it could be any number).
+    assert Scrubber({"API_TOKEN": TOKEN}).encoded(f'{{"source": "{TOKEN}"}}') == ("API_TOKEN", "verbatim")
+    assert Scrubber({"PIN": "1234"}).encoded('{"samples": [[1, 1234]]}') is None
+
+
 SQL_WORKFLOW = """\
 name: sql_secret
 collectors:
