@@ -346,13 +346,17 @@ def _limit(value: int) -> str:
 def _locate(path: Path) -> tuple[Path, Path | None]:
     """Return (bundle file, package folder or None) for a folder or a .bundle path."""
     if path.is_dir():
-        bundles = sorted(p for p in path.glob("*.bundle") if p.is_file())
+        # Every entry named *.bundle, whatever it is: a FIFO or a link among them is then
+        # refused by name when read (read_regular), not silently skipped.
+        bundles = sorted(path.glob("*.bundle"))
         if len(bundles) != 1:
             what = "no .bundle file" if not bundles else f"{len(bundles)} .bundle files"
             raise UsageError(f"{path} holds {what}; pass the .bundle file itself")
         return bundles[0], path
     if path.is_file():
         return path, path.parent
+    if os.path.lexists(path):
+        raise UsageError(f"{path} is a {_kind(os.lstat(path).st_mode)}, not an evidence package")
     raise UsageError(f"no evidence package at {path}")
 
 
@@ -378,10 +382,10 @@ def read_regular(path: Path, limit: int, what: str = "file") -> bytes:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            kind = next(
-                (name for test, name in _KINDS if test(info.st_mode)), "not a regular file"
+            raise BundleError(
+                f"{path.name} is a {_kind(info.st_mode)}, not a regular file; "
+                "a package holds regular files only"
             )
-            raise BundleError(f"{path.name} is a {kind}, not a regular file; a package holds regular files only")
         if info.st_size > limit:
             raise BundleError(
                 f"{path.name} is {info.st_size} bytes, more than the {_limit(limit)} limit for a {what}"
@@ -408,7 +412,13 @@ _KINDS = (
     (stat.S_ISBLK, "block device"),
     (stat.S_ISSOCK, "socket"),
     (stat.S_ISDIR, "directory"),
+    (stat.S_ISLNK, "symbolic link"),
 )
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words ("FIFO (named pipe)", "directory", ...)."""
+    return next((name for test, name in _KINDS if test(mode)), "special file")
 
 
 def _read_limited(bundle: Path) -> bytes:
@@ -736,7 +746,8 @@ def open_package(
     trust_source = "auditor"
     if trust is None:
         candidate = folder / TRUST_DIR / TRUST_POLICY_FILE if folder else None
-        if candidate is None or not candidate.is_file():
+        # lexists, not is_file: a FIFO or link in its place is refused by name when read.
+        if candidate is None or not os.path.lexists(candidate):
             raise UsageError(
                 f"evidence package {path} has no trust material ({TRUST_DIR}/{TRUST_POLICY_FILE}); "
                 "pass --trust with the auditor's trust policy"
@@ -1001,36 +1012,72 @@ def fingerprint_lines(fingerprints: dict[str, Any]) -> list[str]:
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 
 
-def _check_package_policy(policy: Path) -> None:
-    """A package's own policy may only name files inside its ``trust/`` folder, and is small.
+def _load_package_policy(policy: Path, opened: OpenedPackage) -> Any:
+    """Load a package's own trust policy, every byte of it read through :func:`read_regular`.
 
-    (A policy pinning ``trusted_root: /dev/zero`` would otherwise be read forever.)
+    The policy may only name files inside its ``trust/`` folder, and is small. (A policy
+    pinning ``trusted_root: /dev/zero`` would otherwise be read forever; a FIFO in place of
+    the policy or its pinned root would block a plain ``open`` forever.) The pinned root is
+    checked and read once here; the trust loader is handed a private copy of those bytes.
 
     Raises:
-        BundleError: the policy is too large or pins a file outside ``trust/``.
+        BundleError: the policy or its pinned root is not a regular file, too large, or the
+            policy pins a file outside ``trust/``.
+        ConfigurationError: the policy does not parse or load (as ``load_trust_policy``).
     """
+    import copy
+    import json
+
     import yaml
 
-    if os.path.getsize(policy) > MAX_POLICY_BYTES:
+    from afdp.errors import SchemaError
+    from afdp.trust import parse_trust_policy
+
+    info = os.lstat(policy)
+    if stat.S_ISREG(info.st_mode) and info.st_size > MAX_POLICY_BYTES:
         raise BundleError(
             f"the package's trust policy {policy} is larger than the {_limit(MAX_POLICY_BYTES)} limit"
         )
     data = read_regular(policy, MAX_POLICY_BYTES, "trust policy")
     try:
         document = yaml.safe_load(data.decode("utf-8"))
-        pinned = document["sigstore"]["trusted_root"]
-    except Exception:  # noqa: BLE001 - whatever is wrong, load_trust_policy reports it
-        return
-    if not isinstance(pinned, str):
-        return
-    folder = policy.parent.resolve()
-    target = (policy.parent / pinned).resolve()
-    if not target.is_relative_to(folder) or not target.is_file():
-        raise BundleError(
-            f"the package's trust policy pins {pinned!r}, which is not a file in its "
-            f"{TRUST_DIR}/ folder"
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigurationError(
+            f"trust policy {policy} is not valid YAML: {exc}".replace("\n", " ")
+        ) from exc
+    section = document.get("sigstore") if isinstance(document, dict) else None
+    pinned = section.get("trusted_root") if isinstance(section, dict) else None
+    if isinstance(pinned, str):
+        folder = policy.parent.resolve()
+        source = policy.parent / pinned
+        if not source.resolve().is_relative_to(folder) or not os.path.lexists(source):
+            raise BundleError(
+                f"the package's trust policy pins {pinned!r}, which is not a file in its "
+                f"{TRUST_DIR}/ folder"
+            )
+        root = read_regular(source, MAX_POLICY_BYTES, "pinned trusted root")
+        try:
+            json.loads(root)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"pinned Sigstore trusted root {source} is not JSON: {exc}"
+            ) from exc
+        private = opened.repository.parent / SIGSTORE_ROOT_FILE
+        private.write_bytes(root)
+        document = copy.deepcopy(document)
+        document["sigstore"]["trusted_root"] = str(private)
+    try:
+        loaded = parse_trust_policy(
+            document,
+            source=str(policy),
+            base=policy.parent,
+            evidence_repository=opened.repository,
         )
-    read_regular(target, MAX_POLICY_BYTES, "pinned trusted root")  # regular, and small
+    except SchemaError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    if isinstance(pinned, str):
+        loaded.document["sigstore"]["trusted_root"] = pinned  # as the package names it
+    return loaded
 
 
 def verify_package(
@@ -1056,8 +1103,9 @@ def verify_package(
 
     opened = open_package(path, trust=trust, service=service, deployment=deployment)
     if opened.trust_source == "package":
-        _check_package_policy(opened.trust)
-    policy = load_trust_policy(opened.trust, evidence_repository=opened.repository)
+        policy = _load_package_policy(opened.trust, opened)
+    else:
+        policy = load_trust_policy(opened.trust, evidence_repository=opened.repository)
     report = check_branch(
         opened.repository,
         service=opened.service,

@@ -9,11 +9,17 @@ gigabytes (the bundle file size and total inflated size).
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import tracemalloc
 import zlib
 from pathlib import Path
 
 import pytest
+import yaml
+from test_export import package  # noqa: F401  (fixture: a real package from afdp export)
 
 from afdp import export
 from afdp.export import BundleError, open_package, read_bundle, read_pack
@@ -368,3 +374,72 @@ def test_a_delta_bomb_is_refused_quickly(cli, tmp_path, trust_file):
     started = time.monotonic()
     assert_refused(cli, tmp_path, trust_file, data, "instructions to resolve")
     assert time.monotonic() - started < 20  # bounded work (about 2 s here), not minutes
+
+
+# -- a package's files are regular files, opened without blocking (FIFOs, links) -----------
+_VERIFY = "import sys; from afdp.cli import main; sys.exit(main())"
+
+
+def _verify_in_subprocess(path: Path, *args: str):
+    """The real CLI in its own process: a hang is a TimeoutExpired, not a stuck test run."""
+    return subprocess.run(
+        [sys.executable, "-c", _VERIFY, "verify", "--bundle", str(path), *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def _replace(target: Path, kind: str, tmp_path: Path) -> None:
+    original = target.read_bytes() if target.is_file() else b""
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "symlink-to-copy":  # even a link to the very same bytes is refused
+        copy = tmp_path / f"copy-of-{target.name}"
+        copy.write_bytes(original)
+        target.symlink_to(copy)
+    else:
+        target.symlink_to("/dev/zero")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink-to-copy", "symlink-to-zero"])
+@pytest.mark.parametrize("name", ["README.md", "trust/trust-policy.yaml", "BUNDLE"])
+def test_fifo_or_link_in_a_package_is_refused_promptly_by_name(package, trust_file, tmp_path, name, kind):  # noqa: F811
+    """A FIFO README.md used to hang `afdp verify --bundle` forever (open() blocks)."""
+    target = next(package.glob("*.bundle")) if name == "BUNDLE" else package / name
+    _replace(target, kind, tmp_path)
+    runs = [()] if name.startswith("trust/") else [(), ("--trust", str(trust_file))]
+    for args in runs:
+        done = _verify_in_subprocess(package, *args)
+        assert "Traceback" not in done.stderr, done.stderr
+        assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("afdp: error: "), done.stderr
+        assert target.name in lines[0], lines[0]
+        what = "FIFO (named pipe)" if kind == "fifo" else "symbolic link"
+        assert what in lines[0], lines[0]
+    if name.startswith("trust/"):  # the auditor's --trust never reads the package's policy
+        assert _verify_in_subprocess(package, "--trust", str(trust_file)).returncode == 0
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink-to-copy"])
+def test_fifo_or_link_as_the_pinned_trusted_root_is_refused(package, tmp_path, kind):  # noqa: F811
+    """The package policy's pinned Sigstore root is read through the same regular-file helper."""
+    policy = package / "trust" / "trust-policy.yaml"
+    document = yaml.safe_load(policy.read_text())
+    document.setdefault("sigstore", {})["trusted_root"] = "sigstore-trusted-root.json"
+    policy.write_text(yaml.safe_dump(document))
+    root = package / "trust" / "sigstore-trusted-root.json"
+    root.write_text(json.dumps({"mediaType": "x"}))
+    _replace(root, kind, tmp_path)
+    done = _verify_in_subprocess(package)
+    assert "Traceback" not in done.stderr and done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "sigstore-trusted-root.json" in lines[0], done.stderr
+
+
+def test_fifo_given_as_the_bundle_path_is_named(package, tmp_path):  # noqa: F811
+    fifo = tmp_path / "given.bundle"
+    os.mkfifo(fifo)
+    done = _verify_in_subprocess(fifo)
+    assert "Traceback" not in done.stderr and done.returncode != 0, done.stderr
+    assert done.stderr.strip() == f"afdp: error: {fifo} is a FIFO (named pipe), not an evidence package"
