@@ -29,10 +29,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from afdp.workflow.loader import MAX_DEPTH
 from afdp.workflow.units import DIMENSIONLESS, Quantity, UnitError, parse_quantity
 
 MAX_LENGTH = 4096
-MAX_NESTING = 40
+# The same limit as the YAML loader's. It bounds both the parser's recursion (parentheses,
+# brackets, 'not', unary '-') and the height of the syntax tree it builds (each operator,
+# including every '+', '-', '*', '/' of a chain, is one level), so evaluating or type
+# checking an accepted condition cannot recurse deeper either.
+MAX_NESTING = MAX_DEPTH
 
 KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false", "null"})
 COMPARISONS = ("==", "!=", "<=", ">=", "<", ">")
@@ -292,7 +297,12 @@ def parse_expression(text: object) -> Expression:
     if len(text) > MAX_LENGTH:
         raise ExpressionError(f"the condition is longer than {MAX_LENGTH} characters")
     parser = _Parser(tokenize(text))
-    tree = parser.expression()
+    try:
+        tree = parser.expression()
+    except RecursionError:  # a safety net only: the nesting limit comes first
+        raise ExpressionError(
+            f"the condition is nested more than {MAX_NESTING} levels deep"
+        ) from None
     token = parser.peek()
     if token.kind != "end":
         raise ExpressionError(f"unexpected {token.text!r} after a complete condition", token.offset)
@@ -305,6 +315,27 @@ class _Parser:
         self.position = 0
         self.depth = 0
         self.refs: list[Ref] = []
+        # id(node) -> (node, height of its subtree); the node is kept so its id is not reused
+        self.heights: dict[int, tuple[Node, int]] = {}
+
+    def deeper(self) -> None:
+        """Enter one level of parser recursion; refuse the condition past the limit."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ExpressionError(
+                f"the condition is nested more than {MAX_NESTING} levels deep", self.peek().offset
+            )
+
+    def built(self, node: Node, children: Sequence[Node], offset: int, chain: bool = False) -> Node:
+        """Record ``node``'s tree height (one more than its highest child); refuse past the limit."""
+        height = 1 + max((self.heights.get(id(c), (c, 1))[1] for c in children), default=0)
+        if height > MAX_NESTING:
+            why = " (each '+', '-', '*' or '/' of a chain is one level)" if chain else ""
+            raise ExpressionError(
+                f"the condition is nested more than {MAX_NESTING} levels deep{why}", offset
+            )
+        self.heights[id(node)] = (node, height)
+        return node
 
     def peek(self, ahead: int = 0) -> Token:
         return self.tokens[min(self.position + ahead, len(self.tokens) - 1)]
@@ -328,38 +359,36 @@ class _Parser:
             raise ExpressionError(f"expected {what}, found {found}", token.offset)
 
     def expression(self) -> Node:
-        self.depth += 1
-        if self.depth > MAX_NESTING:
-            raise ExpressionError(
-                f"the condition is nested more than {MAX_NESTING} levels deep", self.peek().offset
-            )
+        start = self.peek().offset
+        self.deeper()
         try:
             operands = [self.conjunction()]
             while self.accept("name", "or"):
                 operands.append(self.conjunction())
-            return operands[0] if len(operands) == 1 else Logical("or", tuple(operands))
+            if len(operands) == 1:
+                return operands[0]
+            return self.built(Logical("or", tuple(operands)), operands, start)
         finally:
             self.depth -= 1
 
     def conjunction(self) -> Node:
+        start = self.peek().offset
         operands = [self.negation()]
         while self.accept("name", "and"):
             operands.append(self.negation())
-        return operands[0] if len(operands) == 1 else Logical("and", tuple(operands))
+        if len(operands) == 1:
+            return operands[0]
+        return self.built(Logical("and", tuple(operands)), operands, start)
 
     def negation(self) -> Node:
         if self.peek().kind == "name" and self.peek().text == "not" and self.peek(1).text != "in":
-            self.take()
-            self.depth += 1
-            if self.depth > MAX_NESTING:
-                raise ExpressionError(
-                    f"the condition is nested more than {MAX_NESTING} levels deep",
-                    self.peek().offset,
-                )
+            offset = self.take().offset
+            self.deeper()
             try:
-                return Unary("not", self.negation())
+                operand = self.negation()
             finally:
                 self.depth -= 1
+            return self.built(Unary("not", operand), [operand], offset)
         return self.comparison()
 
     def _comparison_op(self) -> str | None:
@@ -388,30 +417,28 @@ class _Parser:
             raise ExpressionError(
                 "chained comparisons are not supported; write a < b and b < c", token.offset
             )
-        return Compare(op, left, right, offset)
+        return self.built(Compare(op, left, right, offset), [left, right], offset)
 
     def sum(self) -> Node:
         node = self.product()
         while self.peek().kind == "op" and self.peek().text in "+-":
-            op = self.take().text
-            node = Binary(op, node, self.product())
+            token = self.take()
+            right = self.product()
+            node = self.built(Binary(token.text, node, right), [node, right], token.offset, True)
         return node
 
     def product(self) -> Node:
         node = self.unary()
         while self.peek().kind == "op" and self.peek().text in ("*", "/"):
-            op = self.take().text
-            node = Binary(op, node, self.unary())
+            token = self.take()
+            right = self.unary()
+            node = self.built(Binary(token.text, node, right), [node, right], token.offset, True)
         return node
 
     def unary(self) -> Node:
+        token = self.peek()
         if self.accept("op", "-"):
-            self.depth += 1
-            if self.depth > MAX_NESTING:
-                raise ExpressionError(
-                    f"the condition is nested more than {MAX_NESTING} levels deep",
-                    self.peek().offset,
-                )
+            self.deeper()
             try:
                 operand = self.unary()
             finally:
@@ -419,7 +446,7 @@ class _Parser:
             if isinstance(operand, Literal) and isinstance(operand.value, Quantity):
                 q = operand.value
                 return Literal(Quantity(-q.value, q.unit, f"-{q.text}" if q.text else ""))
-            return Unary("-", operand)
+            return self.built(Unary("-", operand), [operand], token.offset)
         return self.atom()
 
     def atom(self) -> Node:
@@ -460,7 +487,7 @@ class _Parser:
                 while self.accept("op", ","):
                     items.append(self.expression())
                 self.expect("]", "',' or ']'")
-            return ListExpr(tuple(items))
+            return self.built(ListExpr(tuple(items)), items, token.offset)
         found = "the end of the condition" if token.kind == "end" else repr(token.text)
         raise ExpressionError(f"expected a value, found {found}", token.offset)
 
