@@ -351,9 +351,7 @@ def prepare_request(
     # Checked here too, so that `afdp run` fails before any flow engine starts.
     check_environment(workflow, os.environ)
     checked = check_overrides(workflow, overrides or {})
-    # The policy judges what will run: the workflow with the run's own values.
-    workflow = admitted_for(workflow, checked)
-    return RunRequest(
+    request = RunRequest(
         workflow=workflow,
         repository=Path(repository),
         service=service,
@@ -368,6 +366,8 @@ def prepare_request(
         signal_dir=Path(signal_dir) if signal_dir else None,
         progress=progress,
     )
+    # The policy judges what will run: the workflow with every value of this run.
+    return admit_request(request, os.environ)
 
 
 # --------------------------------------------------------------------------- executors
@@ -521,16 +521,44 @@ def scaled_collector_interval(workflow: Workflow, metric: str, time_scale: float
 # --------------------------------------------------------------------------- entry point
 
 
-def admitted_for(workflow: Workflow, overrides: Mapping[str, Any]) -> Workflow:
-    """Return ``workflow`` admitted with ``overrides``, the values the run will use.
+def admit_request(request: RunRequest, env: Mapping[str, str]) -> RunRequest:
+    """Return ``request`` with its overrides checked and its workflow admitted with
+    every value the run will render its templates with, known before it starts.
 
-    Nothing runs that its admission policy did not judge with the values it runs with:
-    a ``--set`` that points a collector or a webhook at a host the policy forbids, or an
-    action at a program it forbids, is refused here, in every path that runs a workflow
-    (``afdp run``, a resumed run, the Prefect flow, the Action, the demo).
+    This is the one place a run is admitted: :func:`prepare_request` (``afdp run``, a
+    resumed run, the Prefect flow on a worker, the GitHub Action) and
+    :func:`run_workflow` (whoever built the request: the demo, a library caller) both
+    call it, and the request it returns is exactly what runs. The policy judges the
+    ``--set workflow.X`` values, the ``${deployment.*}`` values (``--commit``,
+    ``--environment``...), the ``${env.*}`` values in ``env`` and the environment a
+    database driver reads its defaults from (this process's: libpq's ``PGHOSTADDR``,
+    ``PGHOST``, ``PGSERVICE``). A collector, webhook or database the policy forbids,
+    or an action program it forbids, is refused here, before anything is locked,
+    collected or written.
 
     Raises:
-        PolicyRejected: the overrides break a rule (exit 1).
+        UsageError: an unknown ``--set`` variable or a value of the wrong type (exit 2).
+        PolicyRejected: those values break a rule (exit 1).
+        PolicyViolation: the workflow was never admitted by any policy (exit 1).
+    """
+    from afdp.workflow.policy import RunValues
+
+    overrides = check_overrides(request.workflow, request.overrides)
+    known = RunValues(
+        overrides=overrides,
+        deployment=_deployment_values(request),
+        env=env,
+        driver_env=os.environ,
+    )
+    return replace(request, overrides=overrides, workflow=admitted_for(request.workflow, known))
+
+
+def admitted_for(workflow: Workflow, known: Any) -> Workflow:
+    """Return ``workflow`` admitted by the policy that admitted it, now with ``known``
+    (:class:`afdp.workflow.policy.RunValues`: the values the run will use).
+
+    Raises:
+        PolicyRejected: the values break a rule (exit 1).
         PolicyViolation: the workflow was never admitted by any policy (exit 1).
     """
     admission = workflow.admission
@@ -539,7 +567,7 @@ def admitted_for(workflow: Workflow, overrides: Mapping[str, Any]) -> Workflow:
             f"workflow {workflow.name!r} was not admitted by an admission policy; load it "
             "with afdp.workflow.load_workflow (which admits it) before running it"
         )
-    return cast(Workflow, admission.readmit(workflow, overrides))
+    return cast(Workflow, admission.readmit(workflow, known))
 
 
 def run_workflow(request: RunRequest, *, executor: StepExecutor | None = None) -> RunOutcome:
@@ -562,12 +590,9 @@ def run_workflow(request: RunRequest, *, executor: StepExecutor | None = None) -
     env = os.environ if request.env is None else request.env
     # Usage checks first: nothing is locked, collected or written when they fail.
     check_environment(workflow, env)
-    overrides = check_overrides(workflow, request.overrides)
     # Admission with the values this run uses, whoever built the request: a request
     # built directly (the demo, a library caller) is judged as `afdp run`'s is.
-    admitted = admitted_for(workflow, overrides)
-    if overrides != dict(request.overrides) or admitted is not workflow:
-        request = replace(request, overrides=overrides, workflow=admitted)
+    request = admit_request(request, env)
     clock = request.clock or InterruptibleClock(_default_clock())
     try:
         with run_lock(request.repository, request.service, request.deployment):

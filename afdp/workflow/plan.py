@@ -230,8 +230,8 @@ def plan_workflow(
 ) -> Plan:
     """Plan ``workflow`` for one deployment without running anything.
 
-    With ``policy``, the workflow is admitted again with ``overrides`` applied (a
-    variable set for this run may change a host or a program the policy governs).
+    With ``policy``, the workflow is admitted again with ``overrides`` and ``deployment``
+    applied (a value set for this run may change a host or a program the policy governs).
 
     Returns:
         The :class:`Plan`.
@@ -239,8 +239,12 @@ def plan_workflow(
     Raises:
         PolicyRejected: ``policy`` rejects the workflow with ``overrides`` (exit 1).
     """
-    if policy is not None and overrides:
-        policy.admit(workflow, overrides=overrides)
+    if policy is not None and (overrides or deployment):
+        from afdp.workflow.policy import RunValues
+
+        # Judged with the deployment values too, as the run will judge them.
+        known = RunValues(overrides=dict(overrides or {}), deployment=dict(deployment or {}))
+        policy.admit(workflow, known=known)
     values = workflow.values(deployment=deployment, overrides=overrides)
     variables = values["workflow"]
     planned = tuple(_plan_step(step, values) for step in workflow.steps)
