@@ -206,3 +206,10 @@ def test_pgservice_in_the_environment_cannot_be_judged(cli, tmp_path, keys, tsa,
     assert result.code == 1, (result.code, result.err)
     assert "service" in result.err and "allowed_collector_hosts" in result.err
     assert _no_branch(tmp_path)
+
+
+def test_host_entries_are_judged_as_libpq_reads_them_untrimmed(cli, tmp_path):
+    # libpq does not trim list entries: an allowed name with a stray space is another name.
+    result = _validate(cli, tmp_path, "postgresql+psycopg://u@x/app?host=db.allowed.example%20")
+    assert result.code == 1, result.out
+    assert "'db.allowed.example '" in result.out

@@ -461,8 +461,10 @@ def _libpq_hosts(host: str, hostaddr: str) -> list[str] | str:
     non-empty ``hostaddr`` is the address connected to (the host name then only serves
     authentication), else the host is looked up, or is a Unix socket directory.
     """
-    names = [h.strip() for h in host.split(",")] if host else []
-    addresses = [a.strip() for a in hostaddr.split(",")] if hostaddr else []
+    # Entries are taken as libpq takes them (no trimming): " evil.example" is not judged
+    # as "evil.example", and an allowed name with a stray space is not allowed.
+    names = host.split(",") if host else []
+    addresses = hostaddr.split(",") if hostaddr else []
     if names and addresses and len(names) != len(addresses):
         return "the host and hostaddr lists differ in length (libpq refuses them)"
     count = max(len(names), len(addresses))
