@@ -39,7 +39,7 @@ def main() -> None:
 
     scipy_import = time.perf_counter() - started
 
-    from afdp.analysis import analyze
+    from afdp.pipeline.analysis import analyze
     from afdp.workflow.model import Analyze, Metric, Threshold, Workflow
     from afdp.workflow.units import parse_quantity, parse_unit
 
@@ -114,7 +114,7 @@ def rates(runs: int, n: int = 300) -> None:
     """Print false-alarm and detection rates of ``degraded`` per scenario and rule."""
     from scipy.stats import mannwhitneyu
 
-    from afdp.analysis import TRIVIAL_CLIFFS_DELTA, analyze_metric
+    from afdp.pipeline.analysis import TRIVIAL_CLIFFS_DELTA, analyze_metric
     from afdp.workflow.model import Metric, Threshold
     from afdp.workflow.units import parse_quantity, parse_unit
 

@@ -24,12 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from afdp import records as rec
-from afdp.ledger import append_record, seal
-from afdp.notary import EmbeddedTSA, init_tsa, serve
-from afdp.signing import generate_key, load_signer
-from afdp.store import init_repository
-from afdp.trust import write_trust_policy
+from afdp.evidence import records as rec
+from afdp.evidence.ledger import append_record, seal
+from afdp.evidence.notary import EmbeddedTSA, init_tsa, serve
+from afdp.evidence.signing import generate_key, load_signer
+from afdp.evidence.store import init_repository
+from afdp.evidence.trust import write_trust_policy
 
 METRICS = ("latency_p99", "latency_mean", "error_rate", "requests_per_second")
 

@@ -19,12 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from afdp import records as rec
-from afdp.ledger import append_record, seal
-from afdp.notary import EmbeddedTSA, init_tsa, serve
-from afdp.signing import generate_key, load_signer
-from afdp.store import init_repository
-from afdp.trust import load_trust_policy, write_trust_policy
+from afdp.evidence import records as rec
+from afdp.evidence.ledger import append_record, seal
+from afdp.evidence.notary import EmbeddedTSA, init_tsa, serve
+from afdp.evidence.signing import generate_key, load_signer
+from afdp.evidence.store import init_repository
+from afdp.evidence.trust import load_trust_policy, write_trust_policy
 from afdp.verify.verifier import check_branch
 
 

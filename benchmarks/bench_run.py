@@ -42,10 +42,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from infra import free_port, prometheus_missing, start_prometheus, wait_for_series  # noqa: E402
 
-from afdp.demo_service import DemoService  # noqa: E402
-from afdp.notary import EmbeddedTSA, init_tsa, serve  # noqa: E402
-from afdp.signing import generate_key  # noqa: E402
-from afdp.store import init_repository  # noqa: E402
+from afdp.demo.service import DemoService  # noqa: E402
+from afdp.evidence.notary import EmbeddedTSA, init_tsa, serve  # noqa: E402
+from afdp.evidence.signing import generate_key  # noqa: E402
+from afdp.evidence.store import init_repository  # noqa: E402
 
 EXAMPLE = ROOT / "afdp" / "workflow" / "examples" / "api_deployment_impact.yaml"
 WAITING_KINDS = {"wait", "signal"}
@@ -192,7 +192,7 @@ def main() -> None:
 
 FLOOR = """
 import sys
-import afdp.flow  # same telemetry defaults and imports as afdp run
+import afdp.pipeline.flow  # same telemetry defaults and imports as afdp run
 from prefect import flow, task
 
 @task
@@ -234,9 +234,9 @@ def with_server_tasks(repo: Path) -> int:
 
 
 def step_cost(base: Path, tsa_url: str, n: int = 50) -> float:
-    from afdp import records as rec
-    from afdp.ledger import append_record
-    from afdp.signing import load_signer
+    from afdp.evidence import records as rec
+    from afdp.evidence.ledger import append_record
+    from afdp.evidence.signing import load_signer
 
     repo = base / "steps"
     init_repository(repo)

@@ -1,3 +1,3 @@
-"""Prefect entry points for AFDP: thin re-exports of :mod:`afdp.flow` (the flow code
+"""Prefect entry points for AFDP: thin re-exports of :mod:`afdp.pipeline.flow` (the flow code
 ships inside the package; this folder only serves ``prefect.yaml`` deployments).
 """

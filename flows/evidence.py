@@ -1,11 +1,11 @@
 """Prefect entry point for ``prefect.yaml`` (``flows/evidence.py:evidence_flow``).
 
-The flow itself lives in the package (:mod:`afdp.flow`), so it is in the wheel; this file
+The flow itself lives in the package (:mod:`afdp.pipeline.flow`), so it is in the wheel; this file
 only re-exports it for deployments made from a source checkout.
 """
 
 from __future__ import annotations
 
-from afdp.flow import PrefectExecutor, evidence_flow, publish_artifacts, run_with_prefect
+from afdp.pipeline.flow import PrefectExecutor, evidence_flow, publish_artifacts, run_with_prefect
 
 __all__ = ["PrefectExecutor", "evidence_flow", "publish_artifacts", "run_with_prefect"]

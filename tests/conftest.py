@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from afdp import records as rec
-from afdp.ledger import append_record, seal
-from afdp.signing import generate_key, load_signer
-from afdp.store import init_repository
-from afdp.trust import write_trust_policy
+from afdp.evidence import records as rec
+from afdp.evidence.ledger import append_record, seal
+from afdp.evidence.signing import generate_key, load_signer
+from afdp.evidence.store import init_repository
+from afdp.evidence.trust import write_trust_policy
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Tsa:
 @pytest.fixture(scope="session")
 def tsa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tsa]:
     """AFDP's embedded TSA, served over HTTP on a loopback port for the whole session."""
-    from afdp.notary import EmbeddedTSA, init_tsa, serve
+    from afdp.evidence.notary import EmbeddedTSA, init_tsa, serve
 
     directory = tmp_path_factory.mktemp("tsa")
     init_tsa(directory, force=True)
@@ -39,7 +39,7 @@ def tsa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tsa]:
 @pytest.fixture(scope="session")
 def other_tsa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tsa]:
     """A second, independent TSA whose root no trust policy here names."""
-    from afdp.notary import EmbeddedTSA, init_tsa, serve
+    from afdp.evidence.notary import EmbeddedTSA, init_tsa, serve
 
     directory = tmp_path_factory.mktemp("other-tsa")
     init_tsa(directory, force=True)

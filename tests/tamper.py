@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pygit2
 
-from afdp import records as rec
-from afdp.names import branch_ref
-from afdp.store import EvidenceStore
+from afdp.evidence import records as rec
+from afdp.evidence.names import branch_ref
+from afdp.evidence.store import EvidenceStore
 
 
 @dataclass(frozen=True)

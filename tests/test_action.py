@@ -1,4 +1,4 @@
-"""The GitHub Action's script (afdp.action) in a simulated GitHub environment.
+"""The GitHub Action's script (afdp.audit.action) in a simulated GitHub environment.
 
 Real parts: a real ``afdp run`` subprocess (an offline workflow), the embedded TSA over
 loopback HTTP, real Git (a bare repository as the evidence remote, pushed to with the
@@ -17,13 +17,13 @@ import yaml
 from conftest import build_deployment
 from test_report import build_run_deployment
 
-from afdp import records as rec
-from afdp.action import build_summary, main, read_inputs, redact
+from afdp.audit.action import build_summary, main, read_inputs, redact
+from afdp.audit.report import build_report
 from afdp.errors import UsageError
-from afdp.names import branch_ref
-from afdp.report import build_report
-from afdp.store import EvidenceStore, init_repository
-from afdp.trust import load_trust_policy
+from afdp.evidence import records as rec
+from afdp.evidence.names import branch_ref
+from afdp.evidence.store import EvidenceStore, init_repository
+from afdp.evidence.trust import load_trust_policy
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="the action pushes with git")
 
@@ -177,7 +177,7 @@ def test_rollback_decision_output_and_exit(github, monkeypatch, fail_on_rollback
 
 def test_verification_failure_fails_the_step(github, keys, tsa, monkeypatch):
     """Trusting the wrong key: the evidence is pushed (it is what happened), the step fails."""
-    from afdp.trust import write_trust_policy
+    from afdp.evidence.trust import write_trust_policy
 
     monkeypatch.chdir(github["GITHUB_WORKSPACE"])
     wrong = Path(github["GITHUB_WORKSPACE"]) / ".afdp" / "wrong-trust.yaml"
@@ -251,7 +251,7 @@ def test_summary_shows_decision_and_impact_table(repo, signer, tsa, trust_file, 
     inputs = read_inputs({**github, "INPUT_SERVICE": "api", "INPUT_DEPLOYMENT": "d-42"})
     summary = build_summary(inputs=inputs, outcome=None, report=report, run_exit=1, head="ab" * 20, record_count=8, pushed=True)
     assert "**Decision: rollback** (auto_rollback): response_time_p99.increase > 20ms" in summary
-    # The same numbers, units and verdicts as the compliance report (afdp.report.html.impact_cells).
+    # The same numbers, units and verdicts as the compliance report (afdp.audit.report.html.impact_cells).
     # (values and units are joined by a no-break space, as in the report)
     assert "| response_time_p99 | 122\u00a0ms | 162\u00a0ms | +40.1\u00a0ms | +32.9% | 1.0e-9 | degraded: significant change: p = 1.0e-9 |" in summary
     assert "| error_rate | 2.9% | 7% | +4.1% | +141.4% | 1.0e-8 | degraded:" in summary
@@ -268,7 +268,7 @@ def test_action_yml_maps_every_input_and_output():
     spec = yaml.safe_load(ACTION_YML.read_text())
     assert spec["runs"]["using"] == "composite"
     step = next(s for s in spec["runs"]["steps"] if s.get("id") == "afdp")
-    assert step["run"] == "python -m afdp.action"
+    assert step["run"] == "python -m afdp.audit.action"
     passed = {name.removeprefix("INPUT_").lower().replace("_", "-") for name in step["env"]}
     assert passed == set(spec["inputs"]) - {"afdp-version"}
     for name, value in step["env"].items():
@@ -318,7 +318,7 @@ def test_the_default_compares_the_window_before_the_deploy(github, tmp_path, mon
     main(env=env)
     store = EvidenceStore(inputs.repository)
     head = store.head(branch_ref("web", inputs.deployment))
-    from afdp.ledger import decode_envelope
+    from afdp.evidence.ledger import decode_envelope
 
     baseline = None
     for commit in store.history(head):

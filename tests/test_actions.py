@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from afdp.actions import (
+from afdp.pipeline.actions import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     ActionResult,
     perform_action,
     verify_signature,
 )
-from afdp.decide import DecisionOutcome, GateOutcome
+from afdp.pipeline.decide import DecisionOutcome, GateOutcome
 from afdp.workflow.compiler import compile_document
 from afdp.workflow.interpolation import parse_template
 from afdp.workflow.loader import parse
@@ -380,9 +380,9 @@ def test_timeout_kills_the_whole_process_group() -> None:
 def test_a_descendant_that_escapes_the_group_does_not_hang_the_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import afdp.actions
+    import afdp.pipeline.actions
 
-    monkeypatch.setattr(afdp.actions, "_DRAIN_SECONDS", 0.5)
+    monkeypatch.setattr(afdp.pipeline.actions, "_DRAIN_SECONDS", 0.5)
     script = (
         "import subprocess, sys, time; "
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(20)'], "

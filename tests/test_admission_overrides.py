@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from afdp.errors import PolicyViolation
-from afdp.runner import DeploymentInfo, RunRequest, run_workflow
+from afdp.pipeline.runner import DeploymentInfo, RunRequest, run_workflow
 from afdp.workflow import load_workflow
 
 WORKFLOW = """\
@@ -276,13 +276,13 @@ def test_a_resumed_run_is_judged_with_its_own_set_values(cli, tmp_path, keys, ts
 
 
 def test_the_github_action_refuses_a_forbidden_set_value(tmp_path, keys, tsa, forbidden_server):
-    """The Action's entry point (afdp.action.main) runs `afdp run` with the user's args:
+    """The Action's entry point (afdp.audit.action.main) runs `afdp run` with the user's args:
     a --set the policy forbids stops it; nothing is contacted, recorded or pushed."""
     import shutil
 
     import pygit2
 
-    from afdp.action import main
+    from afdp.audit.action import main
 
     if shutil.which("git") is None:
         pytest.skip("the action pushes with git")
@@ -319,8 +319,8 @@ def test_a_prefect_worker_admits_the_flow_parameters_again(tmp_path, keys, tsa, 
     forbidden --set among them is refused before any task runs."""
     from prefect.testing.utilities import prefect_test_harness
 
-    from afdp.flow import run_with_prefect
-    from afdp.store import init_repository
+    from afdp.evidence.store import init_repository
+    from afdp.pipeline.flow import run_with_prefect
 
     url, seen = forbidden_server
     workflow, policy, evidence = _known_files(tmp_path, "page")

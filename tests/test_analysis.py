@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from afdp.analysis import (
+from afdp.evidence.canonical import canonical_bytes
+from afdp.evidence.schemas import validate
+from afdp.pipeline.analysis import (
     AnalysisResult,
     analysis_values,
     analyze,
     analyze_metric,
 )
-from afdp.canonical import canonical_bytes
-from afdp.schemas import validate
 from afdp.workflow.compiler import compile_document
 from afdp.workflow.expressions import EvaluationError, parse_expression
 from afdp.workflow.loader import load, parse
@@ -417,7 +417,7 @@ def test_non_finite_samples_are_dropped_and_counted() -> None:
 
 
 def test_collector_metric_data_is_accepted() -> None:
-    class MetricData:  # the shape of afdp.collectors.MetricData: samples via values()
+    class MetricData:  # the shape of afdp.pipeline.collectors.MetricData: samples via values()
         def values(self) -> list[float]:
             return [0.2, 0.3, 0.25]
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from afdp.analysis import MAX_PAIRS, AnalysisResult, _hodges_lehmann, analyze_metric
-from afdp.canonical import canonical_bytes
-from afdp.schemas import validate
+from afdp.evidence.canonical import canonical_bytes
+from afdp.evidence.schemas import validate
+from afdp.pipeline.analysis import MAX_PAIRS, AnalysisResult, _hodges_lehmann, analyze_metric
 from afdp.workflow.model import Metric, Threshold
 from afdp.workflow.units import parse_quantity, parse_unit
 

@@ -16,8 +16,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from afdp.analysis import AnalysisResult, analyze, analyze_metric
-from afdp.schemas import validate
+from afdp.evidence.schemas import validate
+from afdp.pipeline.analysis import AnalysisResult, analyze, analyze_metric
 from afdp.workflow.compiler import compile_document
 from afdp.workflow.expressions import parse_expression
 from afdp.workflow.loader import parse

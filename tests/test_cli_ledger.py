@@ -15,7 +15,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from afdp.names import branch_ref
+from afdp.evidence.names import branch_ref
 
 
 @pytest.fixture()
@@ -238,7 +238,7 @@ def test_tsa_token_for_a_different_message_writes_nothing(cli, workspace, tsa):
 
     import rfc3161_client
 
-    from afdp.notary import EmbeddedTSA
+    from afdp.evidence.notary import EmbeddedTSA
 
     embedded = EmbeddedTSA.load(tsa.directory)
     foreign = rfc3161_client.TimestampRequestBuilder().data(b"someone else's signature").nonce(nonce=True).build()
@@ -274,10 +274,10 @@ def test_signer_that_cannot_sign_writes_nothing(workspace, tsa, keys):
     # CryptoSigner stands in for one whose backend fails mid-request.
     from securesystemslib.signer import CryptoSigner
 
-    from afdp import records as rec
     from afdp.errors import SigningError
-    from afdp.ledger import append_record
-    from afdp.signing import load_signer
+    from afdp.evidence import records as rec
+    from afdp.evidence.ledger import append_record
+    from afdp.evidence.signing import load_signer
 
     real = load_signer(str(keys / "dev.key"))
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pygit2
 from conftest import build_deployment
 
-from afdp.names import branch_ref
-from afdp.store import COMMITTER
+from afdp.evidence.names import branch_ref
+from afdp.evidence.store import COMMITTER
 
 
 def _afdp(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from afdp.demo_service import DemoService
+from afdp.demo.service import DemoService
 from afdp.errors import UsageError
 
 
@@ -65,7 +65,7 @@ def test_close_stops_serving() -> None:
 
 def test_runs_from_the_command_line() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "afdp.demo_service", "--port", "0", "--version", "v2"],
+        [sys.executable, "-m", "afdp.demo.service", "--port", "0", "--version", "v2"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -15,9 +15,9 @@ import pytest
 from collectors.helpers import VALUES, Answer, make_workflow, now, serve
 from infra import free_port, wait_for_series
 
-from afdp.collectors import CollectorFailed, capture_metric
-from afdp.demo_service import DemoService
+from afdp.demo.service import DemoService
 from afdp.errors import UsageError
+from afdp.pipeline.collectors import CollectorFailed, capture_metric
 
 LATENCY = (
     'sum(rate(http_request_duration_seconds_sum{{service="{s}"}}[3s])) / '

@@ -10,9 +10,9 @@ import pytest
 from collectors.helpers import VALUES, Answer, make_workflow, now, serve
 from infra import free_port
 
-from afdp.collectors import CollectorFailed, MetricData, ScaledClock, capture_metric
-from afdp.collectors.rest import select
 from afdp.errors import UsageError
+from afdp.pipeline.collectors import CollectorFailed, MetricData, ScaledClock, capture_metric
+from afdp.pipeline.collectors.rest import select
 
 TOKEN = "s3cret-token-value"
 ANSWER = {
@@ -211,7 +211,7 @@ def test_metric_data_json_and_summary() -> None:
 def test_collector_failed_survives_pickling() -> None:
     import pickle
 
-    from afdp.collectors import QueryRefused
+    from afdp.pipeline.collectors import QueryRefused
 
     for kind in (CollectorFailed, QueryRefused):
         failure = pickle.loads(pickle.dumps(kind("no data\n  at all", collector="api", metric="value")))

@@ -11,9 +11,9 @@ import pytest
 from collectors.helpers import VALUES, Answer, make_workflow, now, serve
 from infra import free_port
 
-from afdp.collectors import CollectorFailed, capture_metric
-from afdp.collectors.scrape import bucket_quantile
-from afdp.demo_service import DemoService
+from afdp.demo.service import DemoService
+from afdp.pipeline.collectors import CollectorFailed, capture_metric
+from afdp.pipeline.collectors.scrape import bucket_quantile
 
 METRICS = {
     "users": {"collector": "app", "metric": "active_users", "unit": "count"},

@@ -17,16 +17,16 @@ import sqlalchemy
 from collectors.helpers import VALUES, make_workflow, now
 from infra import free_port
 
-from afdp.collectors import (
+from afdp.errors import UsageError
+from afdp.pipeline.collectors import (
     CollectorFailed,
     QueryRefused,
     capture_metric,
     check_read_only,
     run_query,
 )
-from afdp.collectors.base import Redactor
-from afdp.collectors.sql import _Database, json_value
-from afdp.errors import UsageError
+from afdp.pipeline.collectors.base import Redactor
+from afdp.pipeline.collectors.sql import _Database, json_value
 from afdp.workflow.interpolation import parse_template
 
 ROWS = [(1, "alpha", 10), (2, "beta", 20), (3, "gamma", 30)]

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from afdp.errors import TimestampError
-from afdp.timestamp import request_timestamp
+from afdp.evidence.timestamp import request_timestamp
 
 PERMISSIVE = "version: 1\nname: test-permissive\nallowed_collector_types: [prometheus, scrape, sql, rest]\n"
 

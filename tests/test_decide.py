@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from afdp.analysis import AnalysisResult, analyze
-from afdp.decide import decide, evaluate_gate
+from afdp.pipeline.analysis import AnalysisResult, analyze
+from afdp.pipeline.decide import decide, evaluate_gate
 from afdp.workflow.compiler import compile_document
 from afdp.workflow.loader import load, parse
 from afdp.workflow.model import Analyze, Decide, Gate, Workflow

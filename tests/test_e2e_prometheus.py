@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pytest
 from infra import wait_for_series
 
-from afdp.demo_service import DemoService
+from afdp.demo.service import DemoService
 
 WORKFLOW = """\
 name: e2e_prometheus

@@ -41,7 +41,7 @@ PERMISSIVE = "version: 1\nname: test-permissive\nallowed_collector_types: [prome
 def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
 
-    import afdp.flow  # noqa: F401  (sets the telemetry defaults before Prefect loads)
+    import afdp.pipeline.flow  # noqa: F401  (sets the telemetry defaults before Prefect loads)
 
     with prefect_test_harness(server_startup_timeout=90):
         yield

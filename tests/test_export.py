@@ -18,8 +18,8 @@ from conftest import build_deployment
 from tamper import edit, with_file
 from test_report import build_run_deployment
 
-from afdp.export import BundleError, open_package, read_bundle, read_pack, write_bundle
-from afdp.trust import write_trust_policy
+from afdp.audit.export import BundleError, open_package, read_bundle, read_pack, write_bundle
+from afdp.evidence.trust import write_trust_policy
 
 TOOLS = all(shutil.which(t) for t in ("git", "openssl", "ssh-keygen"))
 
@@ -261,7 +261,7 @@ def test_git_made_deltified_bundle_reads_like_git(tmp_path):
 
 
 def _delta_count(pack: bytes) -> int:
-    from afdp import export
+    from afdp.audit import export
 
     body, pos, deltas = pack[:-20], 12, 0
     for _ in range(int.from_bytes(pack[8:12], "big")):
@@ -312,7 +312,7 @@ def test_pinned_sigstore_trusted_root_travels_with_the_package(repo, signer, tsa
     import sigstore
     import yaml
 
-    from afdp.trust import write_trust_policy
+    from afdp.evidence.trust import write_trust_policy
 
     build_deployment(repo, signer, tsa, steps=1)
     auditor = tmp_path / "auditor"

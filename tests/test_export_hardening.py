@@ -21,8 +21,8 @@ import pytest
 import yaml
 from test_export import package  # noqa: F401  (fixture: a real package from afdp export)
 
-from afdp import export
-from afdp.export import BundleError, open_package, read_bundle, read_pack
+from afdp.audit import export
+from afdp.audit.export import BundleError, open_package, read_bundle, read_pack
 
 BRANCH = "refs/heads/afdp/api/d-1"
 

@@ -14,7 +14,7 @@ import uuid
 import pygit2
 import pytest
 
-from afdp.demo_service import DemoService
+from afdp.demo.service import DemoService
 from afdp.errors import TimestampError
 
 WORKFLOW = """\
@@ -65,7 +65,7 @@ def prefect_server():
     """Prefect's test harness: a temporary database and local server for the session."""
     from prefect.testing.utilities import prefect_test_harness
 
-    import afdp.flow  # noqa: F401  (sets the telemetry defaults before Prefect loads)
+    import afdp.pipeline.flow  # noqa: F401  (sets the telemetry defaults before Prefect loads)
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
@@ -90,8 +90,8 @@ def test_flow_and_task_run_ids_land_in_the_evidence(prefect_server, tmp_path, re
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from afdp.flow import run_with_prefect
-    from afdp.trust import load_trust_policy
+    from afdp.evidence.trust import load_trust_policy
+    from afdp.pipeline.flow import run_with_prefect
     from afdp.verify.verifier import verify_branch
 
     path = tmp_path / "wf.yaml"
@@ -144,7 +144,7 @@ def test_flow_and_task_run_ids_land_in_the_evidence(prefect_server, tmp_path, re
 
 @pytest.mark.slow
 def test_a_failure_inside_the_flow_is_the_afdp_error(prefect_server, tmp_path, repo, keys):
-    from afdp.flow import run_with_prefect
+    from afdp.pipeline.flow import run_with_prefect
 
     path = tmp_path / "wf.yaml"
     path.write_text(WORKFLOW)
@@ -191,7 +191,7 @@ def test_commands_do_not_import_prefect_until_a_flow_runs(command):
         "import sys\n"
         "from afdp.cli import main\n"
         f"try:\n    main([{command!r}, '--help'])\nexcept SystemExit:\n    pass\n"
-        "import afdp.runner, afdp.demo\n"
+        "import afdp.pipeline.runner, afdp.demo.run\n"
         "print('prefect' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

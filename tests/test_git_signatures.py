@@ -1,4 +1,4 @@
-"""Git-native commit signatures (afdp/sshsig.py): plain git checks them, afdp verify too.
+"""Git-native commit signatures (afdp/evidence/sshsig.py): plain git checks them, afdp verify too.
 
 Real git (``git log --show-signature`` with ``gpg.format=ssh``, which runs OpenSSH's
 ``ssh-keygen -Y verify``) checks every evidence commit; negative tests strip or replace
@@ -19,15 +19,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from afdp.errors import ConfigurationError
-from afdp.names import branch_ref
-from afdp.sshsig import (
+from afdp.evidence.names import branch_ref
+from afdp.evidence.sshsig import (
     CommitSignatureError,
     allowed_signers_line,
     sign_git_commit,
     ssh_capable,
     verify_git_commit,
 )
-from afdp.trust import load_trust_policy, write_trust_policy
+from afdp.evidence.trust import load_trust_policy, write_trust_policy
 from afdp.verify.verifier import check_branch
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs OpenSSH's ssh-keygen (openssh-client)")
@@ -127,7 +127,7 @@ def test_garbage_commit_signature_fails(sealed, trust_file):
 
 
 def test_wrong_namespace_is_refused(signer):
-    import afdp.sshsig as sshsig
+    import afdp.evidence.sshsig as sshsig
 
     content = b"tree 0000\n\nmessage\n"
     original = sshsig.NAMESPACE
@@ -155,7 +155,7 @@ def _key_files(tmp_path: Path, private_key, name: str) -> tuple[Path, Path]:
 
 
 def test_ed25519_keys_sign_commits_too(repo, tsa, tmp_path):
-    from afdp.signing import load_signer
+    from afdp.evidence.signing import load_signer
 
     private, public = _key_files(tmp_path, ed25519.Ed25519PrivateKey.generate(), "ed")
     build_deployment(repo, load_signer(str(private)), tsa, steps=1)
@@ -171,7 +171,7 @@ def test_ed25519_keys_sign_commits_too(repo, tsa, tmp_path):
 def test_scheme_without_ssh_form_skips_the_commit_signature(repo, tsa, tmp_path):
     # RSA-PSS (securesystemslib's RSA default) has no SSH signature form: the commit stays
     # unsigned, the DSSE signature is the evidence, and verification accepts that...
-    from afdp.signing import load_signer
+    from afdp.evidence.signing import load_signer
 
     private, public = _key_files(tmp_path, rsa.generate_private_key(public_exponent=65537, key_size=2048), "rsa")
     pss = load_signer(str(private))
@@ -193,7 +193,7 @@ def test_scheme_without_ssh_form_skips_the_commit_signature(repo, tsa, tmp_path)
 
 
 def test_allowed_signers_bad_input(cli, tmp_path):
-    from afdp.signing import generate_key
+    from afdp.evidence.signing import generate_key
 
     generate_key(tmp_path / "k.key")
     bad = tmp_path / "bad.pub"

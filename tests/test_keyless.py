@@ -2,12 +2,12 @@
 
 Verification is tested on the real bundles in ../shared/assets/sigstore/ (copied from
 sigstore-python's test assets; see that folder's README) through AFDP's own function,
-:func:`afdp.keyless.verify_keyless_bundle`, offline, against the trusted roots shipped
+:func:`afdp.evidence.keyless.verify_keyless_bundle`, offline, against the trusted roots shipped
 inside the pinned ``sigstore`` package or a pinned trusted-root file.
 
 Signing needs Fulcio, Rekor and an OIDC token, none of which can exist offline. Only
 there a test double is used: ``RecordingKeylessSigner`` subclasses the real
-:class:`~afdp.keyless.KeylessSigner` and replaces just its network call
+:class:`~afdp.evidence.keyless.KeylessSigner` and replaces just its network call
 (``_sigstore_bundle``) by a bundle built from the real staging bundle with the record's
 own envelope signed by a local key. Such a bundle is well-formed but is not a real
 Sigstore signature, so verification must (and does) reject it: that is what these
@@ -32,9 +32,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from tamper import read_branch, with_file, write_branch
 
-from afdp import records as rec
 from afdp.errors import SigningError, UsageError
-from afdp.keyless import (
+from afdp.evidence import records as rec
+from afdp.evidence.keyless import (
     GITHUB_ISSUER,
     KEYLESS_KEYID,
     KeylessIdentity,
@@ -43,8 +43,8 @@ from afdp.keyless import (
     SigstoreRoot,
     verify_keyless_bundle,
 )
-from afdp.names import branch_ref
-from afdp.trust import load_trust_policy
+from afdp.evidence.names import branch_ref
+from afdp.evidence.trust import load_trust_policy
 from afdp.verify.verifier import check_branch
 
 ASSETS = Path(os.environ.get("AFDP_SHARED_ASSETS", "/work/shared/assets")) / "sigstore"
@@ -212,8 +212,8 @@ def keyless_branch(repo, tsa):
 
 
 def test_keyless_records_store_bundle_envelope_and_timestamp(keyless_branch, tsa):
-    from afdp.ledger import trailers
-    from afdp.timestamp import load_certificates, verify_timestamp
+    from afdp.evidence.ledger import trailers
+    from afdp.evidence.timestamp import load_certificates, verify_timestamp
 
     git = pygit2.Repository(str(keyless_branch))
     head = git.get(git.references[branch_ref("api", "d-42")].target)

@@ -1,4 +1,4 @@
-"""``afdp.ledger.open_branch``: a branch opened with its genesis record before any step."""
+"""``afdp.evidence.ledger.open_branch``: a branch opened with its genesis record before any step."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 from conftest import add_step
 
 from afdp.errors import TimestampError
-from afdp.ledger import open_branch, read_tail
-from afdp.names import branch_ref
-from afdp.store import EvidenceStore
-from afdp.trust import load_trust_policy
+from afdp.evidence.ledger import open_branch, read_tail
+from afdp.evidence.names import branch_ref
+from afdp.evidence.store import EvidenceStore
+from afdp.evidence.trust import load_trust_policy
 from afdp.verify.verifier import check_branch
 
 

@@ -1,4 +1,4 @@
-"""The embedded TSA (afdp/notary.py) and its CLI (afdp tsa init / serve), with real parts.
+"""The embedded TSA (afdp/evidence/notary.py) and its CLI (afdp tsa init / serve), with real parts.
 
 ``afdp tsa serve`` runs as a real subprocess on a free loopback port; records are then
 written against it over HTTP and verified, and Ctrl-C (SIGINT) / SIGTERM stop it cleanly.
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from afdp.errors import ConfigurationError, UsageError
-from afdp.notary import DEV_TSA_WARNING, EmbeddedTSA, init_tsa, serve
+from afdp.evidence.notary import DEV_TSA_WARNING, EmbeddedTSA, init_tsa, serve
 
 
 def free_port() -> int:

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tamper import edit, with_file
 
+from afdp.audit.export import export_package, open_package
 from afdp.errors import AfdpError
-from afdp.export import export_package, open_package
-from afdp.trust import load_trust_policy
+from afdp.evidence.trust import load_trust_policy
 from afdp.verify.verifier import check_branch
 
 SLOW = settings(
@@ -46,8 +46,8 @@ def _mutate(data: bytes, changes) -> bytes:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, keys, tsa):
-    from afdp.signing import load_signer
-    from afdp.trust import write_trust_policy
+    from afdp.evidence.signing import load_signer
+    from afdp.evidence.trust import write_trust_policy
 
     root = tmp_path_factory.mktemp("pkg")
     repo = root / "repo"
@@ -84,8 +84,8 @@ def test_a_mutated_package_opens_or_fails_with_one_afdp_error(exported, tmp_path
 def test_a_mutated_record_file_gives_a_report_never_an_exception(keys, tsa, tmp_path, changes, name, position):
     import pygit2
 
-    from afdp.signing import load_signer
-    from afdp.trust import write_trust_policy
+    from afdp.evidence.signing import load_signer
+    from afdp.evidence.trust import write_trust_policy
 
     repo = tmp_path / "r"
     shutil.rmtree(repo, ignore_errors=True)

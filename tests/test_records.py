@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from afdp import records as rec
-from afdp.canonical import canonical_bytes, digest
 from afdp.errors import UsageError
-from afdp.names import branch_ref, check_name, parse_branch_ref
+from afdp.evidence import records as rec
+from afdp.evidence.canonical import canonical_bytes, digest
+from afdp.evidence.names import branch_ref, check_name, parse_branch_ref
 
 
 def test_canonical_bytes_follow_rfc8785():

@@ -22,9 +22,9 @@ import pytest
 from conftest import add_step, build_deployment
 from tamper import edit, with_file
 
-from afdp import records as rec
-from afdp.canonical import canonical_bytes
-from afdp.ledger import append_record, seal
+from afdp.evidence import records as rec
+from afdp.evidence.canonical import canonical_bytes
+from afdp.evidence.ledger import append_record, seal
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian 'chromium' is not installed (.ci/run installs it)")
@@ -97,7 +97,7 @@ def chromium_open(page: Path, tmp_path: Path) -> tuple[str, list[str]]:
 
 def rendered_text(page: Path, tmp_path: Path) -> str:
     """The text a reader sees, in order: print in Chromium, extract with pdftotext."""
-    from afdp.report.pdf import print_pdf
+    from afdp.audit.report.pdf import print_pdf
 
     pdf = tmp_path / "printed.pdf"
     pdf.write_bytes(print_pdf(page.read_text(encoding="utf-8")))
@@ -106,8 +106,8 @@ def rendered_text(page: Path, tmp_path: Path) -> str:
 
 def plot_pixels(page: Path, tmp_path: Path) -> dict[str, int]:
     """Print ``page`` in Chromium, rasterize with pdftoppm, count the plot colours' pixels."""
-    from afdp.report import svg
-    from afdp.report.pdf import print_pdf
+    from afdp.audit.report import svg
+    from afdp.audit.report.pdf import print_pdf
 
     pdf = tmp_path / "raster.pdf"
     pdf.write_bytes(print_pdf(page.read_text(encoding="utf-8")))
@@ -449,7 +449,7 @@ def test_pdf_without_reachable_tsa_writes_nothing(run_branch, trust_file, keys, 
 
 
 def test_pdf_certificate_must_match_key(run_branch, trust_file, keys, tsa, cli, tmp_path):
-    from afdp.report.pdf import _load_key, self_signed_certificate
+    from afdp.audit.report.pdf import _load_key, self_signed_certificate
 
     cert = tmp_path / "other.pem"
     cert.write_bytes(self_signed_certificate(_load_key(keys / "attacker.key")))
@@ -475,7 +475,7 @@ NB = "\u00a0"
 
 
 def test_values_are_shown_in_the_metrics_unit_at_a_sensible_scale():
-    from afdp.report.units import p_value, percent, scale_for
+    from afdp.audit.report.units import p_value, percent, scale_for
 
     latency = scale_for("s", [0.0476, 0.0874])
     assert (latency.show(0.0476), latency.show(0.0874)) == (f"47.6{NB}ms", f"87.4{NB}ms")
@@ -497,7 +497,7 @@ def test_values_are_shown_in_the_metrics_unit_at_a_sensible_scale():
 
 
 def test_value_axis_has_round_ticks_and_starts_at_zero_for_non_negative_data():
-    from afdp.report.units import value_axis
+    from afdp.audit.report.units import value_axis
 
     ratio = value_axis([0.59, 5.9])  # a fail ratio in %: the QA plot started at -0.000402
     assert ratio.ticks[0] == 0 and ratio.high >= 5.9 and ratio.ticks[-1] == ratio.high
@@ -521,7 +521,7 @@ def test_value_axis_has_round_ticks_and_starts_at_zero_for_non_negative_data():
 
 
 def test_y_labels_fit_the_margin_at_any_magnitude():
-    from afdp.report import svg
+    from afdp.audit.report import svg
 
     for unit, level in (("count", 3.2e9), ("count", 12345.0), ("", 1.3e-7), ("ms", 0.004), ("B", 7.7e13), ("ratio", 1e-6)):
         drawn = svg.line_plot(metric="m", unit=unit, baseline=[(1.7e9, level), (1.7e9 + 1, level * 1.07)], impact=[(1.7e9 + 2, level * 1.3)], deployed_at=None)
@@ -535,7 +535,7 @@ def _texts(svg_text: str, cls: str) -> list[tuple[float, str]]:
 
 
 def test_plot_axes_in_display_units_and_labels_inside_the_image():
-    from afdp.report import svg
+    from afdp.audit.report import svg
 
     start = 1764054911.0  # 07:15:11 UTC
     base = [(start + i, 0.0059 + 0.0005 * i) for i in range(15)]
@@ -637,9 +637,9 @@ def test_tampered_analysis_verdicts_are_shown_unverified(run_branch, trust_file,
 
 
 def test_impact_cells_give_other_renderings_the_same_numbers():
-    from afdp.report.build import impact_rows
-    from afdp.report.evidence import Findings
-    from afdp.report.html import impact_cells
+    from afdp.audit.report.build import impact_rows
+    from afdp.audit.report.evidence import Findings
+    from afdp.audit.report.html import impact_cells
 
     analysis = {"metrics": {"latency_mean": {"unit": {"symbol": "s"}, "status": "ok", "baseline": 0.0473, "impact": 0.0874, "change": 0.848, "p_value": 0.0123, "significant": True, "degraded": True, "reasons": []}, "users": {"unit": {"symbol": "count"}, "status": "no_data", "degraded": None, "reasons": ["collection failed"]}}}
     rows = impact_rows(Findings({}, (), analysis, 6, None, None, None))

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow  # the demo's captures take ~15 s even with --fast
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from afdp.demo import run_demo
+    from afdp.demo.run import run_demo
 
     result = run_demo(out_dir=tmp_path_factory.mktemp("demo") / "out", fast=True)
     assert result.verified, result.verification

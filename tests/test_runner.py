@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from afdp import records as rec
 from afdp.errors import PolicyViolation, UsageError
-from afdp.ledger import decode_envelope
-from afdp.names import branch_ref
-from afdp.runner import DeploymentInfo, RunRequest, StepExecutor, run_workflow
-from afdp.store import EvidenceStore
-from afdp.trust import load_trust_policy
+from afdp.evidence import records as rec
+from afdp.evidence.ledger import decode_envelope
+from afdp.evidence.names import branch_ref
+from afdp.evidence.store import EvidenceStore
+from afdp.evidence.trust import load_trust_policy
+from afdp.pipeline.runner import DeploymentInfo, RunRequest, StepExecutor, run_workflow
 from afdp.verify.verifier import check_branch, verify_branch
 from afdp.workflow import load_workflow
 
@@ -401,7 +401,7 @@ def test_every_shipped_example_runs_to_a_verified_seal_when_no_source_answers(ex
     and the branch verifies."""
     from infra import free_port
 
-    from afdp.runner import env_names
+    from afdp.pipeline.runner import env_names
 
     dead = f"http://127.0.0.1:{free_port()}"
     text = example.read_text()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from afdp.demo_service import DemoService
-from afdp.runner import DeploymentInfo, RunRequest, run_workflow
-from afdp.trust import load_trust_policy
+from afdp.demo.service import DemoService
+from afdp.evidence.trust import load_trust_policy
+from afdp.pipeline.runner import DeploymentInfo, RunRequest, run_workflow
 from afdp.verify.verifier import verify_branch
 from afdp.workflow import load_workflow
 
@@ -146,7 +146,7 @@ def test_regression_is_detected_and_rolled_back(tmp_path, service, repo, signer,
 def test_metric_series_are_attachments_and_read_back_for_the_post_phase(tmp_path, service, repo, signer, tsa):
     workflow = make_workflow(tmp_path)
     outcome, _ = run_both_phases(workflow, service, repo, signer, tsa, tmp_path, deploy="v2")
-    from afdp.story import read_story
+    from afdp.audit.story import read_story
 
     story = read_story(repo, service="shop", deployment="d-7")
     assert [r["step"] for r in story["records"]][1] == "capture_baseline"

@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from infra import free_port
 
-from afdp.runner import RunRequest, run_workflow
-from afdp.trust import load_trust_policy
+from afdp.evidence.trust import load_trust_policy
+from afdp.pipeline.runner import RunRequest, run_workflow
 from afdp.verify.verifier import verify_branch
 from afdp.workflow import load_workflow
 

@@ -25,8 +25,10 @@ import pytest
 from test_runner import predicates, request_for, workflow_from
 
 from afdp.errors import StorageError, TimestampError
-from afdp.names import branch_ref
-from afdp.runner import (
+from afdp.evidence.names import branch_ref
+from afdp.evidence.store import EvidenceStore
+from afdp.evidence.trust import load_trust_policy
+from afdp.pipeline.runner import (
     InterruptibleClock,
     RunCancelled,
     action_text,
@@ -34,8 +36,6 @@ from afdp.runner import (
     run_lock,
     run_workflow,
 )
-from afdp.store import EvidenceStore
-from afdp.trust import load_trust_policy
 from afdp.verify.verifier import verify_branch
 
 AFDP = [sys.executable, "-m", "afdp"]
@@ -253,7 +253,7 @@ workflow:
 
 
 def _interrupt_a_run(tmp_path, repo, keys, tsa, *extra: str) -> tuple[subprocess.CompletedProcess, float, str]:
-    from afdp.demo_service import DemoService
+    from afdp.demo.service import DemoService
 
     path = tmp_path / "long.yaml"
     path.write_text(CAPTURE)
@@ -380,7 +380,7 @@ def test_overrides_are_recorded_in_the_evidence(tmp_path, repo, keys, tsa, cli):
 
 
 def test_post_phase_never_files_a_live_sample_as_the_baseline(tmp_path, repo, signer, tsa, trust_file):
-    from afdp.demo_service import DemoService
+    from afdp.demo.service import DemoService
 
     workflow = workflow_from(tmp_path, CAPTURE.replace("2m", "2s"))
     with DemoService(name="api", version="v1") as service:
@@ -434,8 +434,8 @@ def test_the_prefect_flow_ships_in_the_package_not_in_flows():
     code = (
         "import sys\n"
         "sys.modules['flows'] = None  # as in a wheel install: no flows package\n"
-        "from afdp.flow import evidence_flow, run_with_prefect\n"
-        "import afdp.cli.run as r, afdp.demo as d, inspect\n"
+        "from afdp.pipeline.flow import evidence_flow, run_with_prefect\n"
+        "import afdp.cli.run as r, afdp.demo.run as d, inspect\n"
         "assert 'flows.' not in inspect.getsource(r) and 'flows.' not in inspect.getsource(d)\n"
         "print(evidence_flow.name)\n"
     )
@@ -448,7 +448,7 @@ def test_the_prefect_flow_ships_in_the_package_not_in_flows():
 
 
 def test_collections_retry_inside_the_step_only_where_a_retry_can_help():
-    from afdp.runner import StepExecutor
+    from afdp.pipeline.runner import StepExecutor
 
     class Retrying(StepExecutor):
         retries = 2

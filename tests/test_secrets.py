@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import pytest
 
-from afdp.secrets import MIN_FRAGMENT, Scrubber
+from afdp.pipeline.secrets import MIN_FRAGMENT, Scrubber
 
 TOKEN = "tok-9f8e7d6c5b4a3f2e1d0c+Zx/q="
 

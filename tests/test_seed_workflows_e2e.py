@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from infra import wait_for_series
 
-from afdp.demo_service import DemoService
+from afdp.demo.service import DemoService
 
 SEED = Path(__file__).parent / "workflow" / "seed_api_deployment_impact.yaml"
 FIRST = Path(__file__).parent / "workflow" / "seed_my_first_workflow.yaml"

@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy
 from collectors.helpers import make_workflow
 
-from afdp.collectors.base import CollectorFailed, Redactor
-from afdp.collectors.sql import _Database
+from afdp.pipeline.collectors.base import CollectorFailed, Redactor
+from afdp.pipeline.collectors.sql import _Database
 
 VALUES = {"deployment": {"service": "api"}, "workflow": {}}
 
@@ -171,7 +171,7 @@ PERMISSIVE = "version: 1\nname: test-permissive\nallowed_collector_types: [prome
 def test_a_run_whose_screen_was_fooled_writes_nothing(cli, tmp_path, keys, tsa, fresh_postgres_url, monkeypatch):
     """`afdp run` with the text screen switched off (as if an attacker's spelling got past
     it): the step fails, the database is unchanged, and the run still completes."""
-    import afdp.collectors.sql as sql
+    import afdp.pipeline.collectors.sql as sql
 
     monkeypatch.setattr(sql, "check_read_only", lambda text: None)
     monkeypatch.setenv("SHOP_DB", fresh_postgres_url)

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from conftest import add_step
 
-from afdp.names import branch_ref
+from afdp.evidence.names import branch_ref
 
 HOLDER = """
 import sys, time
-from afdp.store import EvidenceStore
+from afdp.evidence.store import EvidenceStore
 store = EvidenceStore(sys.argv[1])
 ref, hold = sys.argv[2], float(sys.argv[3])
 with store._writer_lock(ref, time.monotonic() + 5):

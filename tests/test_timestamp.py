@@ -1,4 +1,4 @@
-"""Time-stamp tokens (afdp/timestamp.py): requesting them and each verification check.
+"""Time-stamp tokens (afdp/evidence/timestamp.py): requesting them and each verification check.
 
 Every check of :func:`verify_timestamp` gets its own negative test, with a real token
 bent in exactly one way (the pattern of rfc3161-client's own tests): parse, status,
@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from afdp.errors import ConfigurationError, TimestampError, UsageError
-from afdp.notary import POLICY_OID, EmbeddedTSA
-from afdp.timestamp import (
+from afdp.evidence.notary import POLICY_OID, EmbeddedTSA
+from afdp.evidence.timestamp import (
     TimestampVerificationError,
     load_certificates,
     request_timestamp,

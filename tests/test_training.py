@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from afdp.analysis import analyze
-from afdp.canonical import canonical_bytes
-from afdp.decide import decide
 from afdp.errors import SchemaError
-from afdp.schemas import validate
-from afdp.training import build_training_record
+from afdp.evidence.canonical import canonical_bytes
+from afdp.evidence.schemas import validate
+from afdp.pipeline.analysis import analyze
+from afdp.pipeline.decide import decide
+from afdp.pipeline.training import build_training_record
 from afdp.workflow.compiler import compile_document
 from afdp.workflow.loader import load
 from afdp.workflow.model import Analyze, Decide

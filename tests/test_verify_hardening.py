@@ -16,8 +16,8 @@ import pygit2
 import pytest
 from conftest import build_deployment
 
-from afdp.names import branch_ref
-from afdp.trust import load_trust_policy
+from afdp.evidence.names import branch_ref
+from afdp.evidence.trust import load_trust_policy
 from afdp.verify.verifier import check_all, check_branch
 
 TREE = pygit2.enums.ObjectType.TREE
@@ -249,7 +249,7 @@ def test_missing_commit_is_a_repository_failure(sealed, trust_file):
 
 
 def test_oversized_envelope_is_refused_before_reading(sealed, trust_file, monkeypatch):
-    from afdp.store import MAX_ENVELOPE_BYTES, EvidenceStore
+    from afdp.evidence.store import MAX_ENVELOPE_BYTES, EvidenceStore
 
     git = pygit2.Repository(str(sealed))
     big = git.create_blob(b" " * (MAX_ENVELOPE_BYTES + 1))
@@ -272,9 +272,9 @@ def test_oversized_envelope_is_refused_before_reading(sealed, trust_file, monkey
 
 
 def test_oversized_attachment_is_refused(sealed, trust_file, monkeypatch):
-    import afdp.store
+    import afdp.evidence.store
 
-    monkeypatch.setattr(afdp.store, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(afdp.evidence.store, "MAX_FILE_BYTES", 100)
     report = report_of(sealed, trust_file)
     assert any(c == "layout" and "timestamp-0.tsr is" in r and "limit" in r for c, r in checks(report))
 
@@ -324,12 +324,12 @@ def test_cli_exit_code_for_a_tag_branch(repo, signer, tsa, trust_file, cli):
 
 
 def test_oversized_commit_and_tree_objects_are_not_read(sealed, trust_file, monkeypatch):
-    import afdp.store
+    import afdp.evidence.store
 
-    monkeypatch.setattr(afdp.store, "MAX_COMMIT_BYTES", 100)
+    monkeypatch.setattr(afdp.evidence.store, "MAX_COMMIT_BYTES", 100)
     report = report_of(sealed, trust_file)
     assert [c for c, _ in checks(report)] == ["repository"] and "over the" in report.failures[0].reason
-    monkeypatch.setattr(afdp.store, "MAX_COMMIT_BYTES", 1 << 20)
-    monkeypatch.setattr(afdp.store, "MAX_TREE_BYTES", 40)
+    monkeypatch.setattr(afdp.evidence.store, "MAX_COMMIT_BYTES", 1 << 20)
+    monkeypatch.setattr(afdp.evidence.store, "MAX_TREE_BYTES", 40)
     report = report_of(sealed, trust_file)
     assert any(c == "commit" and "tree, over the" in r for c, r in checks(report))

@@ -18,7 +18,7 @@ import pytest
 from tamper import edit, with_file
 from test_verify_hardening_unsigned_commits import branch, pss, report_of  # noqa: F401  (fixtures)
 
-from afdp.canonical import canonical_bytes, sha256_hex
+from afdp.evidence.canonical import canonical_bytes, sha256_hex
 
 LAST = -1  # the seal
 
@@ -168,7 +168,7 @@ def test_a_keyless_bundle_must_be_sigstores_own_encoding_of_itself():
     otherwise (the asset as published, indented) is not it."""
     from test_keyless import DSSE_BUNDLE, STAGING, trusted
 
-    from afdp.keyless import verify_keyless_bundle
+    from afdp.evidence.keyless import verify_keyless_bundle
 
     published = DSSE_BUNDLE.read_bytes()
     canonical = verify_keyless_bundle(published, identities=trusted(), root=STAGING).canonical_json.encode()

@@ -17,10 +17,10 @@ import pytest
 from conftest import build_deployment
 from tamper import read_branch
 
-from afdp import records as rec
-from afdp.canonical import canonical_bytes, sha256_hex
-from afdp.signing import sign_bytes, signer_keyid
-from afdp.trust import load_trust_policy
+from afdp.evidence import records as rec
+from afdp.evidence.canonical import canonical_bytes, sha256_hex
+from afdp.evidence.signing import sign_bytes, signer_keyid
+from afdp.evidence.trust import load_trust_policy
 from afdp.verify.checks import MAX_JSON_DEPTH, json_depth_exceeds
 from afdp.verify.verifier import check_branch
 
@@ -38,7 +38,7 @@ def statement_of(files: dict[str, bytes]) -> dict:
 
 
 def signed_files(statement: dict, signer, tsa_url: str, payload: bytes | None = None) -> dict[str, bytes]:
-    from afdp.timestamp import request_timestamp
+    from afdp.evidence.timestamp import request_timestamp
 
     payload = canonical_bytes(statement) if payload is None else payload
     signature = sign_bytes(signer, rec.pae(rec.PAYLOAD_TYPE, payload))
@@ -142,7 +142,7 @@ def test_report_on_a_deeply_nested_record_does_not_crash(sealed, trust_file, cli
 
 
 def test_timestamp_chain_failure_is_one_line_without_repeated_prefix(repo, signer, other_tsa, trust_file):
-    from afdp.ledger import append_record
+    from afdp.evidence.ledger import append_record
 
     draft = rec.RecordDraft(kind=rec.KIND_STEP, step="s", result={"x": 1})
     append_record(repo, service="api", deployment="d-42", draft=draft, signer=signer, tsa_urls=[other_tsa.url])

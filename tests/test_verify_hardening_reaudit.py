@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tamper import Entry, read_branch, write_branch
 
-from afdp import records as rec
-from afdp.names import branch_ref
-from afdp.story import read_story
-from afdp.trust import load_trust_policy, write_trust_policy
+from afdp.audit.story import read_story
+from afdp.evidence import records as rec
+from afdp.evidence.names import branch_ref
+from afdp.evidence.trust import load_trust_policy, write_trust_policy
 from afdp.verify.verifier import check_branch
 
 REF = branch_ref("api", "d-42")
@@ -36,7 +36,7 @@ RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 @pytest.fixture()
 def branch(repo: Path, tmp_path: Path, tsa):
     """A sealed RSA-PSS branch (no commit signatures): 0 genesis, 1-2 steps, 3 seal."""
-    from afdp.signing import load_signer
+    from afdp.evidence.signing import load_signer
 
     private, public = tmp_path / "rsa.key", tmp_path / "rsa.key.pub"
     private.write_bytes(RSA_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
@@ -248,8 +248,8 @@ def test_forged_author_on_an_unsigned_commit_fails(branch):
 @pytest.fixture()
 def authored(branch, tmp_path, tsa):
     """A second RSA-PSS branch (api/d-43) written with --author Dana."""
-    from afdp.ledger import append_record, seal
-    from afdp.signing import load_signer
+    from afdp.evidence.ledger import append_record, seal
+    from afdp.evidence.signing import load_signer
 
     repo, trust = branch
     signer = load_signer(str(tmp_path / "rsa.key"))

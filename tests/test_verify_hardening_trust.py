@@ -13,8 +13,8 @@ import yaml
 from conftest import build_deployment
 
 from afdp.errors import ConfigurationError, UsageError
-from afdp.keyless import GITHUB_ISSUER
-from afdp.trust import load_trust_policy, parse_trust_policy
+from afdp.evidence.keyless import GITHUB_ISSUER
+from afdp.evidence.trust import load_trust_policy, parse_trust_policy
 
 ASSETS = Path("/work/shared/assets/sigstore")
 DSSE_BUNDLE = ASSETS / "dsse-statement.txt.sigstore.json"
@@ -153,7 +153,7 @@ def test_policy_inside_the_repository_is_refused_whatever_repo_path(repo, signer
 
 
 def test_policy_in_a_bare_repositorys_git_dir_is_refused(tmp_path, trust_file):
-    from afdp.store import init_repository
+    from afdp.evidence.store import init_repository
 
     bare = tmp_path / "bare.git"
     init_repository(bare, bare=True)

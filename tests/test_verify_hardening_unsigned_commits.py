@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tamper import Entry, read_branch, with_file, write_branch
 
-from afdp import records as rec
-from afdp.trust import load_trust_policy, write_trust_policy
+from afdp.evidence import records as rec
+from afdp.evidence.trust import load_trust_policy, write_trust_policy
 from afdp.verify.verifier import check_branch
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -28,7 +28,7 @@ RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 @pytest.fixture()
 def pss(tmp_path: Path, tsa):
-    from afdp.signing import load_signer
+    from afdp.evidence.signing import load_signer
 
     private, public = tmp_path / "rsa.key", tmp_path / "rsa.key.pub"
     private.write_bytes(RSA_KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
@@ -117,7 +117,7 @@ def test_another_well_formed_tsa_url_is_accepted_but_reported_unverified(branch)
 
 
 def test_extra_token_in_a_bound_record_fails(branch, tsa):
-    from afdp.timestamp import request_timestamp
+    from afdp.evidence.timestamp import request_timestamp
 
     repo, trust = branch
     entries = read_branch(repo)
@@ -131,7 +131,7 @@ def test_extra_token_in_a_bound_record_fails(branch, tsa):
 
 
 def test_replaced_token_in_a_bound_record_fails(branch, tsa):
-    from afdp.timestamp import request_timestamp
+    from afdp.evidence.timestamp import request_timestamp
 
     repo, trust = branch
     entries = read_branch(repo)
@@ -153,7 +153,7 @@ def test_replaced_token_in_a_bound_record_fails(branch, tsa):
 
 def test_token_added_to_the_last_record_within_the_skew_is_accepted(branch, tsa):
     # What stays unbound (docs/evidence.md): the seal's own tokens, within the clock skew.
-    from afdp.timestamp import request_timestamp
+    from afdp.evidence.timestamp import request_timestamp
 
     repo, trust = branch
     entries = read_branch(repo)
@@ -169,7 +169,7 @@ def test_token_dated_long_after_the_last_record_finished_fails(repo, pss, tsa):
     # genuine token lies outside the window: what a re-dated token would look like.
     from datetime import timedelta
 
-    from afdp.ledger import append_record
+    from afdp.evidence.ledger import append_record
 
     signer, trust = pss
     build_deployment(repo, signer, tsa, steps=1, sealed=False)

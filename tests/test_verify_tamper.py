@@ -15,9 +15,9 @@ import pytest
 from conftest import add_step, build_deployment
 from tamper import Entry, edit, read_branch, with_file, write_branch
 
-from afdp import records as rec
-from afdp.canonical import canonical_bytes
-from afdp.trust import load_trust_policy, write_trust_policy
+from afdp.evidence import records as rec
+from afdp.evidence.canonical import canonical_bytes
+from afdp.evidence.trust import load_trust_policy, write_trust_policy
 from afdp.verify.verifier import check_branch, verify_branch
 
 
@@ -46,7 +46,7 @@ def test_untampered_branch_verifies(sealed, trust_file):
 
 def _resign(entry: Entry, signer, tsa_url: str, mutate=None) -> Entry:
     """Re-sign (and re-stamp) a record's statement with ``signer``: a well-formed forgery."""
-    from afdp.timestamp import request_timestamp
+    from afdp.evidence.timestamp import request_timestamp
 
     envelope = json.loads(entry.files[rec.ENVELOPE_FILE])
     statement = json.loads(base64.b64decode(envelope["payload"]))
@@ -188,7 +188,7 @@ def test_branch_moved_back_is_unsealed(sealed, trust_file):
     # Truncation: the ref is moved back to an earlier (genuine, signed) commit.
     import pygit2
 
-    from afdp.names import branch_ref
+    from afdp.evidence.names import branch_ref
 
     git = pygit2.Repository(str(sealed))
     ref = git.references[branch_ref("api", "d-42")]
@@ -205,7 +205,7 @@ def test_records_appended_after_the_seal(sealed, signer, tsa, trust_file):
     # The ledger refuses to write after a seal, so the attacker forges one with the real key.
     entries = read_branch(sealed)
     seal_entry = entries[-1]
-    from afdp.canonical import sha256_hex
+    from afdp.evidence.canonical import sha256_hex
 
     draft = rec.RecordDraft(kind=rec.KIND_STEP, step="late_step", result={"x": 1})
     late = rec.build_record(draft, service="api", deployment="d-42", sequence=6, prev=sha256_hex(seal_entry.files[rec.ENVELOPE_FILE]), prev_timestamps={n: sha256_hex(d) for n, d in seal_entry.files.items() if rec.TIMESTAMP_FILE.fullmatch(n)})
@@ -301,7 +301,7 @@ def test_parallel_and_serial_verification_agree(sealed, trust_file):
 def test_concurrent_writers_never_lose_or_duplicate_records(repo, keys, tsa, trust_file):
     import threading
 
-    from afdp.signing import load_signer
+    from afdp.evidence.signing import load_signer
 
     errors: list[BaseException] = []
 
@@ -349,8 +349,8 @@ def test_commit_that_appends_a_record_and_edits_an_older_one(sealed, trust_file)
     # the verifier must fall back to the full diff and report the edit.
     import pygit2
 
-    from afdp.names import branch_ref
-    from afdp.store import EvidenceStore
+    from afdp.evidence.names import branch_ref
+    from afdp.evidence.store import EvidenceStore
 
     target = read_branch(sealed)[1]
     git_store = EvidenceStore(sealed)
@@ -370,8 +370,8 @@ def test_commit_that_appends_a_record_and_edits_an_older_one(sealed, trust_file)
 
 
 def test_fast_and_full_commit_comparison_agree_on_afdp_commits(sealed):
-    from afdp.names import branch_ref
-    from afdp.store import EvidenceStore
+    from afdp.evidence.names import branch_ref
+    from afdp.evidence.store import EvidenceStore
 
     store = EvidenceStore(sealed)
     for commit in store.history(store.head(branch_ref("api", "d-42")))[1:]:

@@ -83,7 +83,7 @@ def test_a_time_scale_shrinks_the_collectors_own_interval(tmp_path) -> None:
     """--time-scale divides a window; the samples taken in it must shrink with it, or a
     scaled window holds too few samples for any test (a capture's own interval is scaled
     where it is read)."""
-    from afdp.runner import scaled_collector_interval
+    from afdp.pipeline.runner import scaled_collector_interval
     from afdp.workflow import load_workflow
 
     path = tmp_path / "rest.yaml"

@@ -127,8 +127,8 @@ def report_cmd(
     The report is written even when verification fails, and then says FAILED on its first
     line; the exit code is 1 for FAILED (and for UNSEALED unless --allow-unsealed).
     """
-    from afdp.report import VERIFIED, PdfSigning, build_report, write_report
-    from afdp.trust import load_trust_policy
+    from afdp.audit.report import VERIFIED, PdfSigning, build_report, write_report
+    from afdp.evidence.trust import load_trust_policy
 
     fmt = fmt or {".pdf": "pdf", ".json": "json"}.get(out.suffix.lower(), "html")
     signing = None
@@ -217,8 +217,8 @@ def export_cmd(
     Verify it anywhere with 'afdp verify --bundle OUT/'. A branch that fails verification
     is still exported (its report and README say FAILED first) and the exit code is 1.
     """
-    from afdp.export import export_package
-    from afdp.report import VERIFIED
+    from afdp.audit.export import export_package
+    from afdp.audit.report import VERIFIED
 
     package = export_package(
         repository,

@@ -58,7 +58,7 @@ keyless_option = click.option(
 
 
 def _signer(key: str | None, public_key: str | None, keyless: bool) -> Any:
-    from afdp.signing import load_signer
+    from afdp.evidence.signing import load_signer
 
     if keyless and key and not key.startswith("sigstore:"):
         raise UsageError("give either --key or --keyless, not both")
@@ -87,7 +87,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 @json_option
 def init_cmd(path: Path, bare: bool, examples: bool, as_json: bool) -> None:
     """Create an evidence Git repository at PATH, or adopt the one there."""
-    from afdp.store import init_repository
+    from afdp.evidence.store import init_repository
     from afdp.workflow.starter import install_examples
 
     _, created = init_repository(path, bare=bare)
@@ -113,7 +113,7 @@ def keys_group() -> None:
 @json_option
 def keys_generate_cmd(path: Path, force: bool, as_json: bool) -> None:
     """Write an ECDSA P-256 key to PATH (PKCS#8 PEM, 0600) and PATH.pub (PEM)."""
-    from afdp.signing import generate_key
+    from afdp.evidence.signing import generate_key
 
     generated = generate_key(path, force=force)
     if as_json:
@@ -143,7 +143,7 @@ def keys_allowed_signers_cmd(public_key: Path, principal: str) -> None:
     git -c gpg.format=ssh -c gpg.ssh.allowedSignersFile=FILE log --show-signature BRANCH
     """
     from afdp.errors import ConfigurationError
-    from afdp.sshsig import allowed_signers_line
+    from afdp.evidence.sshsig import allowed_signers_line
 
     try:
         pem = public_key.read_bytes()
@@ -218,7 +218,7 @@ def trust_init_cmd(
     as_json: bool,
 ) -> None:
     """Write a trust policy at PATH from public keys and TSA root certificates."""
-    from afdp.trust import write_trust_policy
+    from afdp.evidence.trust import write_trust_policy
 
     issuers = list(keyless_issuers) or ["https://token.actions.githubusercontent.com"]
     if len(issuers) == 1:
@@ -325,9 +325,9 @@ def record_cmd(
     as_json: bool,
 ) -> None:
     """Record one step result as a signed, time-stamped evidence record."""
-    from afdp import records as rec
-    from afdp.ledger import append_record
-    from afdp.names import branch_ref
+    from afdp.evidence import records as rec
+    from afdp.evidence.ledger import append_record
+    from afdp.evidence.names import branch_ref
 
     branch_ref(service, deployment)  # names first: a bad name is a usage error before any I/O
     urls = _tsa_urls(tsa)
@@ -384,8 +384,8 @@ def seal_cmd(
     as_json: bool,
 ) -> None:
     """Seal a deployment's branch: a last record covering every record before it."""
-    from afdp.ledger import seal
-    from afdp.names import branch_ref
+    from afdp.evidence.ledger import seal
+    from afdp.evidence.names import branch_ref
 
     branch_ref(service, deployment)
     urls = _tsa_urls(tsa)
@@ -449,13 +449,13 @@ def verify_cmd(
     record, the check and the reason), 2 for usage errors, 3 for operational errors.
     """
     from afdp.cli.output import print_reports, progress_for
-    from afdp.trust import load_trust_policy
+    from afdp.evidence.trust import load_trust_policy
     from afdp.verify.verifier import check_all, check_branch
 
-    if bundle is not None:  # an exported evidence package (afdp.export.verify_package)
+    if bundle is not None:  # an exported evidence package (afdp.audit.export.verify_package)
         if repository is not None or all_branches:
             raise UsageError("--bundle replaces --repo and --all")
-        from afdp.export import verify_package
+        from afdp.audit.export import verify_package
 
         outcome = verify_package(
             bundle,
@@ -522,8 +522,8 @@ def log_cmd(repository: Path, service: str, deployment: str, as_json: bool) -> N
 
     This reads the branch without verifying it; run 'afdp verify' for a verdict.
     """
+    from afdp.audit.story import read_story
     from afdp.cli.output import print_story
-    from afdp.story import read_story
 
     story = read_story(repository, service=service, deployment=deployment)
     if as_json:

@@ -1,6 +1,6 @@
 """``afdp tsa``: AFDP's own RFC 3161 time-stamping authority (init, serve).
 
-Thin by design: parse, call :mod:`afdp.notary`, print. The embedded TSA is for
+Thin by design: parse, call :mod:`afdp.evidence.notary`, print. The embedded TSA is for
 development and air-gapped teams; production evidence should be time-stamped by one or
 more public or company TSAs (see ``notary/README.md``).
 """
@@ -39,7 +39,7 @@ def tsa_init_cmd(directory: Path, common_name: str, force: bool, as_json: bool) 
     The root's private key is discarded once it has issued tsa.pem, so no second TSA
     certificate can ever be minted under the root auditors pin.
     """
-    from afdp.notary import DEV_TSA_WARNING, init_tsa
+    from afdp.evidence.notary import DEV_TSA_WARNING, init_tsa
 
     files = init_tsa(directory, common_name=common_name, force=force)
     if as_json:
@@ -84,7 +84,7 @@ def tsa_serve_cmd(directory: Path, port: int, host: str) -> None:
 
     Runs until Ctrl-C (or SIGTERM), then stops cleanly with exit code 0.
     """
-    from afdp.notary import DEV_TSA_WARNING, EmbeddedTSA, serve
+    from afdp.evidence.notary import DEV_TSA_WARNING, EmbeddedTSA, serve
 
     tsa = EmbeddedTSA.load(directory)
     server = serve(tsa, host=host, port=port)

@@ -1,7 +1,7 @@
 """The commands that run flows: ``afdp run`` and ``afdp demo``.
 
-Thin: parse, build a request, call one library function (:func:`afdp.runner.run_workflow`
-directly, or the Prefect flow in :mod:`afdp.flow` over it), print. Prefect is imported
+Thin: parse, build a request, call one library function (:func:`afdp.pipeline.runner.run_workflow`
+directly, or the Prefect flow in :mod:`afdp.pipeline.flow` over it), print. Prefect is imported
 only when a run asks for it, so ``afdp run --help`` stays fast.
 
 Ctrl-C is handled here, before click would turn it into "Aborted": one line, exit 130;
@@ -226,7 +226,7 @@ def _run(
         "signal_dir": str(signal_dir or env_dir) if (signal_dir or env_dir) else None,
         "policy": str(policy) if policy else None,
     }
-    from afdp.runner import prepare_request, run_workflow
+    from afdp.pipeline.runner import prepare_request, run_workflow
 
     progress = _progress_printer(enabled=not as_json)
     # Workflow, admission and key are checked here, before any flow engine starts.
@@ -246,7 +246,7 @@ def _run(
 
 def _run_with_prefect(params: dict[str, Any], progress: Any, request: Any) -> Any:
     try:
-        from afdp.flow import run_with_prefect
+        from afdp.pipeline.flow import run_with_prefect
     except ImportError as exc:
         if "prefect" in str(exc):
             raise UsageError(f"cannot run as a Prefect flow ({exc}); install prefect, or pass --no-prefect") from exc
@@ -319,7 +319,7 @@ def print_outcome(outcome: Any) -> None:
             soft_wrap=True,
         )
     if action:
-        from afdp.runner import action_text
+        from afdp.pipeline.runner import action_text
 
         console.print(f"action: {action_text(decision.get('action') or action.get('action'), action)}", soft_wrap=True)
     failed = len(outcome.failed_steps)
@@ -347,7 +347,7 @@ def demo_cmd(out_dir: Path | None, fast: bool, prefect: bool, as_json: bool) -> 
     the training record, seals and verifies. The last line printed is the exact
     'afdp verify' command that re-checks the evidence.
     """
-    from afdp.demo import run_demo
+    from afdp.demo.run import run_demo
 
     try:
         with _on_interrupt():

@@ -23,14 +23,14 @@ check so an auditor sees exactly what is wrong:
 9. ``time``       started <= finished <= first time-stamp (+ the policy's clock skew)
 10. ``commit-signature``  the commit carrying the record has an SSH signature (git's
                  ``gpgsig``) by the record's trusted key, whenever that key's scheme has
-                 an SSH form (see ``afdp.sshsig``); a signature that cannot be checked fails
+                 an SSH form (see ``afdp.evidence.sshsig``); a signature that cannot be checked fails
 11. ``commit`` (the part that needs the record) the commit message is exactly the one
-                 AFDP writes for this verified record (``afdp.ledger.commit_message``):
+                 AFDP writes for this verified record (``afdp.evidence.ledger.commit_message``):
                  subject, body and every AFDP-* trailer; only the AFDP-TSA URL is not
                  bound by any signature: it must be an http(s) URL and is reported as
                  unverified; without a valid ``timestamp-0.tsr`` the message cannot be
                  regenerated, which fails (closed). The commit's headers, committer and
-                 raw message encoding are checked per commit (``afdp.store``).
+                 raw message encoding are checked per commit (``afdp.evidence.store``).
 
 Attacker-written bytes never raise out of here: JSON nested deeper than ``MAX_JSON_DEPTH``
 is refused before it is parsed, and anything unexpected becomes a failure of the check
@@ -49,12 +49,12 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from afdp import records as rec
-from afdp import schemas
-from afdp.canonical import canonical_bytes, sha256_hex
 from afdp.errors import AfdpError
-from afdp.keyless import KEYLESS_KEYID
-from afdp.trust import TrustPolicy
+from afdp.evidence import records as rec
+from afdp.evidence import schemas
+from afdp.evidence.canonical import canonical_bytes, sha256_hex
+from afdp.evidence.keyless import KEYLESS_KEYID
+from afdp.evidence.trust import TrustPolicy
 
 #: JSON deeper than this (arrays and objects) is refused before parsing: no AFDP document
 #: comes close, and deep nesting exhausts the recursion of parsers and validators.
@@ -364,7 +364,7 @@ def _seal_entry_ok(entry: Any) -> bool:
 def _keyless_label(message: str | None, facts: RecordFacts, policy: TrustPolicy) -> str:
     # The writer names the Sigstore instance it signed with; which root verifies the
     # bundle is the auditor's choice, so either instance name is accepted here.
-    from afdp.keyless import INSTANCES
+    from afdp.evidence.keyless import INSTANCES
 
     if facts.keyless_identity is None:
         # the bundle did not verify (already a failure): its signer line cannot be
@@ -397,7 +397,7 @@ _TSA_LINE = re.compile(r"^AFDP-TSA: (.*)$", re.MULTILINE | re.ASCII)
 
 
 def _check_message(item: RecordInput, statement: dict[str, Any], label: str, facts: RecordFacts) -> None:
-    from afdp.ledger import commit_message
+    from afdp.evidence.ledger import commit_message
 
     actual = item.commit_message
     if actual is None:
@@ -435,8 +435,8 @@ def _check_author(item: RecordInput, predicate: dict[str, Any], facts: RecordFac
     # (context.git_author, written by the ledger for --author). A commit with a Git
     # signature (check 10) is bound by it: an author the record does not name is then
     # accepted only if the record names none (evidence written before the record did).
-    from afdp.ledger import GIT_AUTHOR_KEY, git_identity
-    from afdp.store import COMMITTER
+    from afdp.evidence.ledger import GIT_AUTHOR_KEY, git_identity
+    from afdp.evidence.store import COMMITTER
 
     if item.commit_author is None:
         return  # malformed author header: already a "commit" problem of the commit
@@ -453,7 +453,7 @@ def _check_author(item: RecordInput, predicate: dict[str, Any], facts: RecordFac
 
 
 def _check_commit_signature(item: RecordInput, key: Any, facts: RecordFacts) -> None:
-    from afdp.sshsig import CommitSignatureError, ssh_capable, verify_git_commit
+    from afdp.evidence.sshsig import CommitSignatureError, ssh_capable, verify_git_commit
 
     if key is None:
         # No trusted key (keyless record, or check 6 failed): nothing to check a commit
@@ -483,7 +483,7 @@ def _check_keyless(
     policy: TrustPolicy,
     facts: RecordFacts,
 ) -> None:
-    from afdp.keyless import KeylessVerificationError, verify_keyless_bundle
+    from afdp.evidence.keyless import KeylessVerificationError, verify_keyless_bundle
 
     # 6k. keyless.bundle
     bundle = files.get(rec.BUNDLE_FILE)
@@ -581,7 +581,7 @@ def _timestamp_reason(exc: AfdpError) -> str:
 def _check_timestamps(
     files: dict[str, bytes], signature: bytes, policy: TrustPolicy, roots: Any, facts: RecordFacts
 ) -> None:
-    from afdp.timestamp import verify_timestamp
+    from afdp.evidence.timestamp import verify_timestamp
 
     tokens = sorted(n for n in files if rec.TIMESTAMP_FILE.fullmatch(n))
     for name in tokens:

@@ -43,12 +43,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from afdp import records as rec
 from afdp.errors import NotFoundError, VerificationError
-from afdp.ledger import trailers
-from afdp.names import branch_ref
-from afdp.store import EvidenceStore, StorageError
-from afdp.trust import TrustPolicy
+from afdp.evidence import records as rec
+from afdp.evidence.ledger import trailers
+from afdp.evidence.names import branch_ref
+from afdp.evidence.store import EvidenceStore, StorageError
+from afdp.evidence.trust import TrustPolicy
 from afdp.verify.checks import RecordFacts, RecordInput, check_record
 
 #: Branches shorter than this are checked in-process: a worker pool costs more than it saves.

@@ -262,7 +262,7 @@ class _Compiler:
     # --- the whole document ---------------------------------------------------------
 
     def run(self) -> Workflow:
-        from afdp.canonical import digest
+        from afdp.evidence.canonical import digest
 
         data = self.data
         self.compile_variables()

@@ -913,7 +913,7 @@ def default_policy_path() -> Path:
     Raises:
         SchemaError: the installation has no policies folder.
     """
-    from afdp.schemas import data_dir
+    from afdp.evidence.schemas import data_dir
 
     return data_dir("policies") / DEFAULT_POLICY_FILE
 

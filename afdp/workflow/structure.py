@@ -1,7 +1,7 @@
 """Structural validation against a JSON Schema, with messages a workflow author can act on.
 
 The schema in ``evidence-schema/`` is the single source of truth for structure; this
-module runs it (through :mod:`afdp.schemas`) and turns each JSON Schema error into a
+module runs it (through :mod:`afdp.evidence.schemas`) and turns each JSON Schema error into a
 :class:`~afdp.workflow.findings.Finding` located in the YAML file, saying what was
 expected. The schema annotates itself for that purpose:
 
@@ -58,7 +58,7 @@ def check(document: Document, schema_name: str) -> list[Finding]:
     Raises:
         SchemaError: the schema itself cannot be loaded (a broken installation).
     """
-    from afdp.schemas import load_schema
+    from afdp.evidence.schemas import load_schema
 
     root = load_schema(schema_name)
     findings: list[Finding] = []
@@ -69,12 +69,12 @@ def check(document: Document, schema_name: str) -> list[Finding]:
 
 @functools.cache
 def _validator(schema_name: str) -> Any:
-    # Unlike afdp.schemas.validator, the schema is not checked against the metaschema
+    # Unlike afdp.evidence.schemas.validator, the schema is not checked against the metaschema
     # here: that costs more than 100 ms, on every `afdp validate`, for a file that only
     # changes with AFDP itself. tests/test_workflow_schema.py checks it instead.
     import jsonschema
 
-    from afdp.schemas import load_schema
+    from afdp.evidence.schemas import load_schema
 
     return jsonschema.Draft202012Validator(load_schema(schema_name))
 

@@ -1,0 +1,463 @@
+"""Appending evidence: chain, sign, time-stamp, commit, move the branch (compare-and-swap).
+
+This is the only place records are written. Each append:
+
+1. reads the branch head and the digest of its last record (creating a genesis record
+   first if the deployment has no branch yet);
+2. builds the in-toto statement with ``prev`` = that digest, signs it (DSSE);
+3. asks the TSAs, in order, for an RFC3161 token over the signature;
+4. writes blobs, trees and a commit, then moves the branch only if it has not moved.
+
+If the branch moved (a concurrent writer), the record is rebuilt on the new head and
+signed and time-stamped again. Any failure before step 4 leaves the branch untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pygit2
+
+from afdp.errors import NotFoundError, PolicyViolation, StorageError, UsageError
+from afdp.evidence import records as rec
+from afdp.evidence.canonical import canonical_bytes, sha256_hex
+from afdp.evidence.keyless import KEYLESS_KEYID, KeylessSigner
+from afdp.evidence.names import branch_ref
+from afdp.evidence.signing import AnySigner, sign_bytes, signer_keyid
+from afdp.evidence.sshsig import sign_git_commit
+from afdp.evidence.store import COMMITTER, EvidenceStore, RefMoved
+
+MAX_ATTEMPTS = 32
+
+
+def _back_off(attempt: int) -> None:
+    # Randomised, growing pause after a lost race, so that writers which keep colliding
+    # spread out instead of starving one another (each retry re-signs and re-stamps).
+    time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
+
+
+@dataclass(frozen=True)
+class AppendedRecord:
+    """What :func:`append_record` wrote."""
+
+    service: str
+    deployment: str
+    sequence: int
+    step: str
+    kind: str
+    envelope_sha256: str
+    commit_id: str
+    tsa_url: str
+    timestamp: str
+    branch: str
+
+
+@dataclass(frozen=True)
+class BranchTail:
+    """The last record of a branch as the writer needs it (read, not verified)."""
+
+    head: pygit2.Commit
+    sequence: int
+    step: str
+    kind: str
+    envelope_sha256: str
+    timestamps: dict[str, str]  # token file name -> hex SHA-256, cited by the next record
+
+
+def trailers(message: str) -> dict[str, str]:
+    """Return the ``AFDP-*`` trailers of a commit message."""
+    found: dict[str, str] = {}
+    for line in message.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key.startswith("AFDP-"):
+            found[key] = value.strip()
+    return found
+
+
+def read_tail(store: EvidenceStore, head: pygit2.Commit) -> BranchTail:
+    """Return the last record of a branch from its head commit.
+
+    Raises:
+        StorageError: the head is not an AFDP record commit, or its trailers disagree
+            with the record it carries (the branch was altered; run ``afdp verify``).
+    """
+    info = trailers(store.message_of(head))
+    try:
+        sequence = int(info["AFDP-Record"])
+        step, kind = info["AFDP-Step"], info["AFDP-Kind"]
+    except (KeyError, ValueError) as exc:
+        raise StorageError(
+            f"branch head {str(head.id)[:12]} is not an AFDP record commit; run 'afdp verify'"
+        ) from exc
+    files = store.list_dir(head.tree, rec.record_dir(sequence, step))
+    envelope = files.get(rec.ENVELOPE_FILE)
+    tokens = {n: sha256_hex(d) for n, d in files.items() if rec.TIMESTAMP_FILE.fullmatch(n)}
+    if (
+        envelope is None
+        or not tokens
+        or info.get("AFDP-Digest") != f"sha256:{sha256_hex(envelope)}"
+    ):
+        raise StorageError(
+            f"branch head {str(head.id)[:12]} does not match the record it names; run 'afdp verify'"
+        )
+    return BranchTail(head, sequence, step, kind, sha256_hex(envelope), tokens)
+
+
+def _message(
+    record: rec.UnsignedRecord, digest: str, keyid: str, tsa_url: str, gen_time: str
+) -> str:
+    return commit_message(record.statement, digest, keyid, tsa_url, gen_time)
+
+
+def commit_message(
+    statement: dict[str, Any], digest: str, keyid: str, tsa_url: str, gen_time: str
+) -> str:
+    """Return the commit message of a record: a function of the signed statement, the
+    envelope digest, the signer label (keyid, or ``sigstore:<instance> <identity>``),
+    the TSA URL that answered and the token's time (``format_time``).
+
+    Verification regenerates it from the verified record and compares: every line but
+    the TSA URL (which no signature covers) is bound to the record.
+    """
+    predicate = statement["predicate"]
+    kind = rec.KIND_OF_PREDICATE[statement["predicateType"]]
+    step, sequence = predicate["step"]["name"], predicate["sequence"]
+    subject = {
+        rec.KIND_GENESIS: f"genesis: evidence opened for {predicate['service']}/{predicate['deployment']}",
+        rec.KIND_SEAL: f"seal: {predicate['summary']}",
+    }.get(kind, f"{step}: {predicate['status']} - {predicate['summary']}")
+    prev = predicate["prev"]["sha256"] if predicate["prev"] else "none"
+    lines = [
+        subject[:200],
+        "",
+        f"Record {sequence} of {predicate['service']}/{predicate['deployment']}"
+        f" ({kind}, status {predicate['status']}).",
+    ]
+    if predicate["error"]:
+        lines.append(f"Error: {predicate['error'][:500]}")
+    lines += [
+        "",
+        f"AFDP-Service: {predicate['service']}",
+        f"AFDP-Deployment: {predicate['deployment']}",
+        f"AFDP-Record: {sequence}",
+        f"AFDP-Step: {step}",
+        f"AFDP-Kind: {kind}",
+        f"AFDP-Status: {predicate['status']}",
+        f"AFDP-Digest: sha256:{digest}",
+        f"AFDP-Prev: {'sha256:' + prev if prev != 'none' else prev}",
+        f"AFDP-Signer: {keyid}",
+        f"AFDP-TSA: {tsa_url}",
+        f"AFDP-Timestamp: {gen_time}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _sign_and_stamp(
+    record: rec.UnsignedRecord, signer: AnySigner, tsa_urls: Sequence[str], timeout: float
+) -> tuple[dict[str, bytes], str, str, str, str]:
+    from afdp.evidence.timestamp import request_timestamp
+
+    payload = canonical_bytes(record.statement)
+    files = dict(record.files)
+    if isinstance(signer, KeylessSigner):
+        # Sigstore signs the same canonical statement; its bundle is stored beside the
+        # envelope, which carries the very same payload and signature.
+        signed = signer.sign_statement(payload)
+        keyid, signature = KEYLESS_KEYID, signed.signature
+        files[rec.BUNDLE_FILE] = signed.bundle
+        label = f"{signer.label} {signed.identity}".strip()
+    else:
+        keyid = label = signer_keyid(signer)
+        signature = sign_bytes(signer, rec.pae(rec.PAYLOAD_TYPE, payload))
+    envelope = rec.envelope_json(payload, keyid, signature)
+    token = request_timestamp(signature, tsa_urls, timeout=timeout)
+    files[rec.ENVELOPE_FILE] = envelope
+    files["timestamp-0.tsr"] = token.der
+    return files, sha256_hex(envelope), label, token.url, rec.format_time(token.gen_time)
+
+
+#: The predicate ``context`` key that binds a commit author other than AFDP's.
+GIT_AUTHOR_KEY = "git_author"
+
+
+def git_identity(author: tuple[str, str]) -> str:
+    """Return ``Name <email>`` as git writes it in a commit's author header (libgit2
+    trims surrounding whitespace from both)."""
+    return f"{author[0].strip()} <{author[1].strip()}>"
+
+
+def with_git_author(record: rec.UnsignedRecord, author: tuple[str, str]) -> rec.UnsignedRecord:
+    """Return ``record`` stating its commit's author in the signed predicate's context
+    (``context.git_author``) when it is not AFDP's own identity, so that verification
+    binds the author of commits no Git signature covers; unchanged otherwise."""
+    if git_identity(author) == git_identity(COMMITTER):
+        return record
+    predicate = record.statement["predicate"]
+    context = {**predicate.get("context", {}), GIT_AUTHOR_KEY: git_identity(author)}
+    statement = {**record.statement, "predicate": {**predicate, "context": context}}
+    return replace(record, statement=statement)
+
+
+def _append_once(
+    store: EvidenceStore,
+    ref: str,
+    head: pygit2.Commit | None,
+    record: rec.UnsignedRecord,
+    signer: AnySigner,
+    tsa_urls: Sequence[str],
+    timeout: float,
+    author: tuple[str, str],
+    service: str,
+    deployment: str,
+) -> AppendedRecord:
+    record = with_git_author(record, author)
+    files, digest, keyid, url, gen_time = _sign_and_stamp(record, signer, tsa_urls, timeout)
+    message = _message(record, digest, keyid, url, gen_time)
+    commit_id = store.write_commit(
+        head,
+        record.directory,
+        files,
+        message,
+        author=author,
+        # Git-native signature by the same key (None for schemes SSH cannot express);
+        # keyless records have no key: their bundle is the signature.
+        sign=None if isinstance(signer, KeylessSigner) else lambda c: sign_git_commit(signer, c),
+    )
+    store.compare_and_swap(
+        ref, head.id if head else None, commit_id, f"afdp: record {record.sequence}"
+    )
+    return AppendedRecord(
+        service,
+        deployment,
+        record.sequence,
+        record.step,
+        record.kind,
+        digest,
+        str(commit_id),
+        url,
+        gen_time,
+        ref,
+    )
+
+
+def _genesis(
+    service: str, deployment: str, metadata: dict[str, Any] | None, workflow_digest: str | None
+) -> rec.UnsignedRecord:
+    return rec.build_record(
+        rec.RecordDraft(
+            kind=rec.KIND_GENESIS,
+            step="genesis",
+            result={
+                "service": service,
+                "deployment": deployment,
+                "opened_at": rec.format_time(rec.utc_now()),
+                "metadata": metadata or {},
+            },
+            workflow_digest=workflow_digest,
+        ),
+        service=service,
+        deployment=deployment,
+        sequence=0,
+        prev=None,
+    )
+
+
+def open_branch(
+    repository: Path | str,
+    *,
+    service: str,
+    deployment: str,
+    signer: AnySigner,
+    tsa_urls: Sequence[str],
+    workflow_digest: str | None = None,
+    genesis_metadata: dict[str, Any] | None = None,
+    author: tuple[str, str] | None = None,
+    timeout: float = 10.0,
+) -> AppendedRecord | None:
+    """Open a deployment's branch with its genesis record, before any step has a result.
+
+    Lets a run prove that its signer signs and a TSA answers before it collects anything.
+    Returns the genesis record written, or None when the branch already exists (opened
+    by an earlier run or, meanwhile, by another writer).
+
+    Raises:
+        UsageError: bad names, no TSA URL.
+        SigningError / TimestampError: nothing was written.
+        StorageError: the repository is locked.
+    """
+    if not tsa_urls:
+        raise UsageError("at least one --tsa URL is required: every record is time-stamped")
+    store = EvidenceStore(repository)
+    ref = branch_ref(service, deployment)
+    if store.head(ref) is not None:
+        return None
+    genesis = _genesis(service, deployment, genesis_metadata, workflow_digest)
+    try:
+        return _append_once(
+            store,
+            ref,
+            None,
+            genesis,
+            signer,
+            tsa_urls,
+            timeout,
+            author or ("AFDP", "afdp@evidence.invalid"),
+            service,
+            deployment,
+        )
+    except RefMoved:
+        return None
+
+
+def append_record(
+    repository: Path | str,
+    *,
+    service: str,
+    deployment: str,
+    draft: rec.RecordDraft,
+    signer: AnySigner,
+    tsa_urls: Sequence[str],
+    author: tuple[str, str] | None = None,
+    genesis_metadata: dict[str, Any] | None = None,
+    timeout: float = 10.0,
+) -> list[AppendedRecord]:
+    """Append one record to a deployment's branch, opening the branch if needed.
+
+    Returns the records written: the genesis record first when the branch was new,
+    then the requested one.
+
+    Raises:
+        UsageError: bad names, no TSA URL, a draft of the wrong kind.
+        PolicyViolation: the branch is already sealed.
+        SigningError / TimestampError: nothing was written.
+        StorageError: the repository is locked, or the branch kept moving.
+    """
+    if not tsa_urls:
+        raise UsageError("at least one --tsa URL is required: every record is time-stamped")
+    if draft.kind == rec.KIND_GENESIS:
+        raise UsageError("genesis records are written automatically")
+    store = EvidenceStore(repository)
+    ref = branch_ref(service, deployment)
+    who = author or ("AFDP", "afdp@evidence.invalid")
+    written: list[AppendedRecord] = []
+    for attempt in range(MAX_ATTEMPTS):
+        head = store.head(ref)
+        if head is None:
+            genesis = _genesis(service, deployment, genesis_metadata, draft.workflow_digest)
+            try:
+                written.append(
+                    _append_once(
+                        store,
+                        ref,
+                        None,
+                        genesis,
+                        signer,
+                        tsa_urls,
+                        timeout,
+                        who,
+                        service,
+                        deployment,
+                    )
+                )
+            except RefMoved:
+                _back_off(attempt)  # another writer opened the branch first; append on theirs
+            continue
+        tail = read_tail(store, head)
+        if tail.kind == rec.KIND_SEAL:
+            raise PolicyViolation(
+                f"{service}/{deployment} is sealed (record {tail.sequence}); no record may follow the seal"
+            )
+        draft_record = draft
+        if draft.kind == rec.KIND_SEAL:
+            draft_record = _seal_draft(store, head, draft)
+        record = rec.build_record(
+            draft_record,
+            service=service,
+            deployment=deployment,
+            sequence=tail.sequence + 1,
+            prev=tail.envelope_sha256,
+            prev_timestamps=tail.timestamps,
+        )
+        try:
+            written.append(
+                _append_once(
+                    store, ref, head, record, signer, tsa_urls, timeout, who, service, deployment
+                )
+            )
+            return written
+        except RefMoved:
+            _back_off(attempt)
+            continue
+    raise StorageError(
+        f"{ref} kept moving under concurrent writers; gave up after {MAX_ATTEMPTS} attempts"
+    )
+
+
+def _seal_draft(
+    store: EvidenceStore, head: pygit2.Commit, draft: rec.RecordDraft
+) -> rec.RecordDraft:
+    entries = []
+    for commit in store.history(head):
+        info = trailers(store.message_of(commit))
+        sequence, step = int(info["AFDP-Record"]), info["AFDP-Step"]
+        envelope = store.read_blob(
+            commit.tree, f"{rec.record_dir(sequence, step)}/{rec.ENVELOPE_FILE}"
+        )
+        if envelope is None:
+            raise StorageError(f"record {sequence} has no envelope; run 'afdp verify'")
+        entries.append((sequence, step, sha256_hex(envelope)))
+    result = rec.seal_result(entries)
+    return rec.RecordDraft(
+        kind=rec.KIND_SEAL,
+        step="seal",
+        result=result,
+        summary=f"{len(entries)} records sealed",
+        workflow_digest=draft.workflow_digest,
+        context=draft.context,
+    )
+
+
+def seal(
+    repository: Path | str,
+    *,
+    service: str,
+    deployment: str,
+    signer: AnySigner,
+    tsa_urls: Sequence[str],
+    workflow_digest: str | None = None,
+    timeout: float = 10.0,
+) -> AppendedRecord:
+    """Seal a deployment's branch: a last record committing to every record before it.
+
+    Raises:
+        NotFoundError: the deployment has no evidence branch.
+        PolicyViolation: the branch is already sealed.
+    """
+    store = EvidenceStore(repository)
+    if store.head(branch_ref(service, deployment)) is None:
+        raise NotFoundError(f"no evidence for {service}/{deployment} in {repository}")
+    draft = rec.RecordDraft(
+        kind=rec.KIND_SEAL, step="seal", result=None, workflow_digest=workflow_digest
+    )
+    return append_record(
+        repository,
+        service=service,
+        deployment=deployment,
+        draft=draft,
+        signer=signer,
+        tsa_urls=tsa_urls,
+        timeout=timeout,
+    )[-1]
+
+
+def decode_envelope(envelope: bytes) -> dict[str, Any]:
+    """Return the statement inside a DSSE envelope (no verification: for display only)."""
+    document = json.loads(envelope)
+    return json.loads(base64.b64decode(document["payload"]))  # type: ignore[no-any-return]
