@@ -1,0 +1,179 @@
+"""The whole analysis of a step: every metric, the summary, and what conditions read.
+
+:func:`analyze` runs :func:`analyze_metric` for each metric of an analysis step and returns
+an :class:`AnalysisResult` (its evidence document and summary); :func:`analysis_values`
+turns such a document into the namespace workflow conditions evaluate over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from afdp.evidence.canonical import json_safe
+from afdp.pipeline.analysis.verdicts import MetricAnalysis, _any3, analyze_metric
+from afdp.workflow.units import Quantity, Unit
+
+if TYPE_CHECKING:
+    from afdp.workflow.model import Analyze, Workflow
+
+
+SCHEMA = "analysis.v1"
+
+
+_CHANGE_UNIT = Unit("%", "ratio", 0.01)
+_FACTOR_UNIT = Unit("x", "ratio", 1.0)
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """An analysis step's result: every metric and the summary conditions read."""
+
+    baseline_step: str
+    impact_step: str
+    method: str | None
+    confidence: float
+    min_samples: int
+    metrics: tuple[MetricAnalysis, ...]
+
+    def metric(self, name: str) -> MetricAnalysis:
+        """Return the analysis of metric ``name``.
+
+        Raises:
+            KeyError: the metric was not analyzed.
+        """
+        for item in self.metrics:
+            if item.metric == name:
+                return item
+        raise KeyError(name)
+
+    @property
+    def any_degradation(self) -> bool | None:
+        """Return True if a metric degraded, None if none did but some are unknown."""
+        return _any3(m.degraded for m in self.metrics)
+
+    @property
+    def significant_degradation(self) -> bool | None:
+        """Return the same as :attr:`any_degradation`, for degradations the test found."""
+        if self.method is None:
+            return None
+        return _any3(m.significant_degradation for m in self.metrics)
+
+    @property
+    def all_metrics_within_normal(self) -> bool:
+        """Return True when every metric is known not degraded and nothing is exceeded."""
+        return all(m.degraded is False and m.exceeded is False for m in self.metrics)
+
+    @property
+    def exceeded(self) -> list[str]:
+        """Return the metrics with an exceeded threshold."""
+        return [m.metric for m in self.metrics if m.exceeded]
+
+    @property
+    def inconclusive(self) -> list[str]:
+        """Return the metrics whose degradation is unknown."""
+        return [m.metric for m in self.metrics if m.degraded is None]
+
+    def summary(self) -> dict[str, Any]:
+        """Return the summary fields (``any_degradation`` ... ``inconclusive``)."""
+        return {
+            "any_degradation": self.any_degradation,
+            "significant_degradation": self.significant_degradation,
+            "all_metrics_within_normal": self.all_metrics_within_normal,
+            "exceeded": self.exceeded,
+            "inconclusive": self.inconclusive,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the analysis as evidence (schema ``evidence-schema/analysis.v1``)."""
+        return json_safe(
+            {
+                "schema": SCHEMA,
+                "baseline_step": self.baseline_step,
+                "impact_step": self.impact_step,
+                "method": self.method,
+                "confidence": self.confidence,
+                "alpha": 1.0 - self.confidence,
+                "min_samples": self.min_samples,
+                "metrics": {m.metric: m.to_json() for m in self.metrics},
+                "summary": self.summary(),
+            }
+        )
+
+    def values(self) -> dict[str, Any]:
+        """Return the namespace conditions evaluate over (see :func:`analysis_values`)."""
+        return analysis_values(self.to_json())
+
+
+def analysis_values(document: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the expression namespace for an analysis document (``to_json()`` output).
+
+    ``{metric: {baseline, impact, increase, decrease: Quantity in the metric's unit;
+    change: Quantity in %; factor: Quantity in x; p_value: float; significant, exceeded,
+    degraded: bool}}`` (None where unknown), plus the summary names at the top level.
+    Works on a document read back from evidence, so a resumed run decides exactly as
+    the original would have.
+    """
+    out: dict[str, Any] = {}
+    for name, item in document.get("metrics", {}).items():
+        spec = item["unit"]
+        unit = Unit(spec["symbol"], spec["dimension"], spec["factor"])
+        fields: dict[str, Any] = {}
+        for key in ("baseline", "impact", "increase", "decrease"):
+            fields[key] = _quantity(item.get(key), unit)
+        change = item.get("change")
+        fields["change"] = None if change is None else Quantity(change * 100.0, _CHANGE_UNIT)
+        fields["factor"] = _quantity(item.get("factor"), _FACTOR_UNIT)
+        fields["p_value"] = item.get("p_value")
+        for key in ("significant", "exceeded", "degraded"):
+            fields[key] = item.get(key)
+        out[name] = fields
+    out.update(document.get("summary", {}))
+    return out
+
+
+def _quantity(value: float | None, unit: Unit) -> Quantity | None:
+    return None if value is None else Quantity(float(value), unit)
+
+
+def analyze(
+    params: Analyze,
+    workflow: Workflow,
+    baseline: Mapping[str, Sequence[float] | None],
+    impact: Mapping[str, Sequence[float] | None],
+) -> AnalysisResult:
+    """Analyze every metric of an analysis step, baseline samples against impact samples.
+
+    ``baseline`` and ``impact`` map metric names to samples in the metric's unit (a
+    sequence of numbers, or a collector's ``MetricData``); a metric missing from either
+    (its collection failed) is analyzed as ``no_data``.
+
+    Returns:
+        The :class:`AnalysisResult`.
+
+    Raises:
+        KeyError: ``params`` names a metric the workflow does not define.
+        ValueError: an unknown method or a confidence outside (0, 1).
+    """
+    results = tuple(
+        analyze_metric(
+            workflow.metric(name),
+            baseline.get(name),
+            impact.get(name),
+            thresholds=params.thresholds,
+            method=params.method,
+            confidence=params.confidence,
+            min_samples=params.min_samples,
+            tolerance_decides=params.tolerance_decides,
+        )
+        for name in params.metrics
+    )
+    return AnalysisResult(
+        params.baseline,
+        params.impact,
+        params.method,
+        params.confidence,
+        params.min_samples,
+        results,
+    )
