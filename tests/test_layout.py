@@ -80,3 +80,29 @@ def test_no_top_level_module_but_the_foundation() -> None:
     # The flat room is gone: at the top only the foundation every package may import.
     top = sorted(p.name for p in (ROOT / "afdp").glob("*.py"))
     assert top == ["__init__.py", "__main__.py", "_legacy.py", "deadline.py", "errors.py"]
+
+
+def test_every_step_kind_has_the_handler_the_catalog_names() -> None:
+    from afdp.pipeline.runner import handler_for
+    from afdp.workflow.catalog import STEP_HANDLERS, StepKind
+
+    assert set(STEP_HANDLERS) == set(StepKind)
+    for kind, target in STEP_HANDLERS.items():
+        module, _, function = target.partition(":")
+        handler = handler_for(kind)
+        assert handler.__name__ == function
+        assert handler.__module__ == f"afdp.pipeline.runner.steps.{module}"
+
+
+def test_a_step_kind_without_a_handler_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from afdp.errors import UsageError
+    from afdp.pipeline.runner import handler_for
+    from afdp.workflow import catalog
+
+    handler_for.cache_clear()
+    monkeypatch.setitem(catalog.STEP_HANDLERS, catalog.StepKind.WAIT, "timing:no_such_handler")
+    try:
+        with pytest.raises(UsageError, match="not supported"):
+            handler_for(catalog.StepKind.WAIT)
+    finally:
+        handler_for.cache_clear()

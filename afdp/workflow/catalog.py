@@ -35,6 +35,28 @@ class StepKind(enum.Enum):
     RECORD = "record"  # emit an ML training record (or A/B or lessons-learned record)
 
 
+#: The one table of which module runs each step kind: ``module:function`` under
+#: :mod:`afdp.pipeline.runner.steps` (one module per step family). The workflow language
+#: may not import the pipeline, so the table names the handler and the runner resolves it
+#: (``afdp.pipeline.runner.run.handler_for``); a test checks every kind resolves. To add
+#: a step kind: a member above, its :class:`StepType` entries below, a handler function
+#: ``(run, step, values) -> StepResult`` in a steps module, and its line here.
+STEP_HANDLERS: dict[StepKind, str] = {
+    StepKind.WAIT: "timing:handle_wait",
+    StepKind.SIGNAL: "timing:handle_signal",
+    StepKind.MARK: "timing:handle_mark",
+    StepKind.METADATA: "timing:handle_metadata",
+    StepKind.CAPTURE: "capture:handle_capture",
+    StepKind.QUERY: "sql:handle_query",
+    StepKind.CHECK: "sql:handle_check",
+    StepKind.SEGMENT: "judge:handle_segment",
+    StepKind.ANALYZE: "judge:handle_analyze",
+    StepKind.GATE: "judge:handle_gate",
+    StepKind.DECIDE: "judge:handle_decide",
+    StepKind.RECORD: "record:handle_record",
+}
+
+
 @dataclass(frozen=True)
 class StepType:
     """One step type: its kind and how its parameters may be written.

@@ -1,0 +1,126 @@
+"""A step's outputs as conditions see them: typed quantities with units (``typed_outputs``) and the plain JSON written into the record (``plain_outputs``), plus the summary statistics of a captured series."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from afdp.workflow import catalog
+from afdp.workflow.model import (
+    Analyze,
+    Capture,
+    Query,
+    Segment,
+    Step,
+    Workflow,
+)
+from afdp.workflow.units import DIMENSIONLESS, Quantity, Unit, parse_unit
+
+if TYPE_CHECKING:
+    pass
+from afdp.pipeline.runner.state import _json_safe
+
+_RATIO = parse_unit("ratio")
+
+
+_SECONDS = parse_unit("s")
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    """Return capture outputs for one metric, in the metric's unit (None when empty)."""
+    if not values:
+        return {name: None for name in catalog.CAPTURE_FIELDS} | {"count": 0}
+    ordered = sorted(values)
+    return {
+        "mean": sum(ordered) / len(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
+        "last": values[-1],
+        "p50": _percentile(ordered, 0.50),
+        "p95": _percentile(ordered, 0.95),
+        "p99": _percentile(ordered, 0.99),
+        "count": len(ordered),
+    }
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    if len(ordered) == 1:
+        return ordered[0]
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _field_unit(kind: str, metric_unit: Unit) -> Unit | None:
+    if kind == "@":
+        return metric_unit
+    if kind == "ratio":
+        return _RATIO
+    if kind == "time":
+        return _SECONDS
+    if kind == "number":
+        return DIMENSIONLESS
+    return None
+
+
+def _metric_fields(workflow: Workflow, step: Step) -> tuple[Mapping[str, str], tuple[str, ...]]:
+    params = step.params
+    if isinstance(params, Capture):
+        return catalog.CAPTURE_FIELDS, params.metrics
+    if isinstance(params, Analyze):
+        return catalog.ANALYSIS_FIELDS, params.metrics
+    return {}, ()
+
+
+def typed_outputs(workflow: Workflow, step: Step, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a step's outputs (as recorded, plain JSON) as values for conditions and templates:
+    numbers in a metric's unit become :class:`Quantity` objects, as the compiler typed them.
+    """
+    fields, metrics = _metric_fields(workflow, step)
+    typed: dict[str, Any] = {}
+    for key, value in outputs.items():
+        if key in metrics and isinstance(value, Mapping):
+            unit = workflow.metric(key).unit
+            typed[key] = {
+                name: _quantity(v, _field_unit(fields.get(name, ""), unit), fields.get(name, ""))
+                for name, v in value.items()
+            }
+        elif isinstance(step.params, Segment):
+            typed[key] = Quantity(float(value), _RATIO) if isinstance(value, (int, float)) else value
+        elif isinstance(step.params, Query) and key == "longest_lock_wait" and value is not None:
+            typed[key] = Quantity(float(value), _SECONDS)
+        else:
+            typed[key] = value
+    return typed
+
+
+def _quantity(value: Any, unit: Unit | None, kind: str) -> Any:
+    if unit is None or kind == "number" or value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return Quantity(float(value), unit)
+    return value
+
+
+def plain_outputs(workflow: Workflow, step: Step, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return typed outputs as plain JSON: quantities as numbers in their field's unit."""
+    fields, metrics = _metric_fields(workflow, step)
+    plain: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in metrics and isinstance(value, Mapping):
+            unit = workflow.metric(key).unit
+            plain[key] = {
+                name: _number_in(v, _field_unit(fields.get(name, ""), unit)) for name, v in value.items()
+            }
+        else:
+            plain[key] = _number_in(value, None)
+    return _json_safe(plain)
+
+
+def _number_in(value: Any, unit: Unit | None) -> Any:
+    if isinstance(value, Quantity):
+        target = unit if unit is not None and unit.dimension == value.unit.dimension else None
+        return value.base / target.factor if target is not None else value.base
+    return value

@@ -1,0 +1,181 @@
+"""steps.judge"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from afdp.evidence.names import branch_ref
+from afdp.workflow.catalog import StepKind
+from afdp.workflow.model import (
+    Analyze,
+    Decide,
+    Gate,
+    Segment,
+    Step,
+)
+
+if TYPE_CHECKING:
+    pass
+from afdp.pipeline.runner.outputs import plain_outputs
+from afdp.pipeline.runner.state import RunState, StepResult, _json_safe
+
+
+def handle_segment(run: RunState, step: Step, values: dict[str, Any]) -> StepResult:
+    params = step.params
+    assert isinstance(params, Segment)
+    outputs = {name: share.base for name, share in params.groups}
+    text = ", ".join(f"{name} {share}" for name, share in params.groups)
+    return StepResult("ok", {"outputs": outputs}, f"segments: {text}")
+
+
+def _analysis_source(run: RunState, step: Step, name: str | None) -> str | None:
+    if name:
+        return name
+    earlier = [s.name for s in run.workflow.steps[: step.index] if s.kind is StepKind.ANALYZE]
+    return earlier[-1] if earlier else None
+
+
+def handle_analyze(run: RunState, step: Step, values: dict[str, Any]) -> StepResult:
+    from afdp.pipeline.analysis import analyze
+
+    params = step.params
+    assert isinstance(params, Analyze)
+    baseline = {m: v for m, v in run.series.get(params.baseline, {}).items() if m in params.metrics}
+    impact = {m: v for m, v in run.series.get(params.impact, {}).items() if m in params.metrics}
+    analysis = analyze(params, run.workflow, baseline, impact)
+    document = analysis.to_json()
+    outputs = plain_outputs(run.workflow, step, analysis.values())
+    degraded = [m for m in params.metrics if isinstance(outputs.get(m), Mapping) and outputs[m].get("degraded")]
+    inconclusive = list((document.get("summary") or {}).get("inconclusive") or document.get("inconclusive") or [])
+    summary = analysis_summary(params.metrics, degraded, inconclusive)
+    return StepResult("ok", {"outputs": outputs, "analysis": document}, summary)
+
+
+def analysis_summary(metrics: Sequence[str], degraded: Sequence[str], inconclusive: Sequence[str]) -> str:
+    """Return the one-line summary of an analysis, missing data first: "no degradation"
+    must never hide that most metrics could not be compared.
+    """
+    total = len(metrics)
+    missing = f"{len(inconclusive)} of {total} metric(s) had no data ({', '.join(inconclusive)})"
+    if inconclusive and len(inconclusive) == total:
+        return f"inconclusive: no metric could be compared; {missing}"
+    if degraded:
+        text = f"degraded: {', '.join(degraded)}"
+        return text + (f"; inconclusive: {missing}" if inconclusive else "")
+    if inconclusive:
+        return f"inconclusive: {missing}; no degradation in the rest"
+    return "no degradation detected"
+
+
+def _decision_values(run: RunState, step: Step, values: dict[str, Any], analysis: str | None) -> dict[str, Any]:
+    merged = dict(values)
+    source = _analysis_source(run, step, analysis)
+    if source and source in run.outputs:
+        merged.update(run.outputs[source])
+    return merged
+
+
+def _payload(run: RunState, decision: Mapping[str, Any], analysis: str | None) -> dict[str, Any]:
+    request = run.request
+    analysis_doc = run.analyses.get(analysis) if analysis else None
+    if analysis_doc is None and run.analyses:
+        analysis_doc = next(reversed(run.analyses.values()))
+    return _json_safe(
+        {
+            "service": request.service,
+            "deployment": request.deployment,
+            "branch": branch_ref(request.service, request.deployment),
+            "workflow": {"name": run.workflow.name, "sha256": run.workflow.digest},
+            "commit": request.info.commit,
+            "version": request.info.version,
+            "decision": dict(decision),
+            "summary": (analysis_doc or {}).get("summary"),
+        }
+    )
+
+
+def _act(
+    run: RunState,
+    outcome: Any,
+    values: dict[str, Any],
+    analysis: str | None,
+    *,
+    decision: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    from afdp.pipeline.actions import perform_action
+
+    decision = decision if decision is not None else outcome.to_json()
+    spec = run.workflow.action(outcome.action) if outcome.action else None
+    result = perform_action(spec, outcome, values=values, env=run.env, payload=_payload(run, decision, analysis))
+    return dict(result.to_json())
+
+
+def handle_decide(run: RunState, step: Step, values: dict[str, Any]) -> StepResult:
+    from afdp.pipeline.decide import decide
+
+    params = step.params
+    assert isinstance(params, Decide)
+    source = _analysis_source(run, step, params.analysis)
+    merged = _decision_values(run, step, values, source)
+    failed = tuple(
+        (r.name, r.error or r.summary) for r in run.reports if r.status == "failed"
+    )
+    outcome = decide(run.workflow, params, merged, failed_steps=failed)
+    decision = outcome.to_json()
+    action = _act(run, outcome, merged, source)
+    outputs = {
+        "decision": decision.get("decision"),
+        "action": decision.get("action"),
+        "label": decision.get("label"),
+        "success_criteria_met": decision.get("success_criteria_met"),
+    }
+    summary = f"{decision.get('action')}" + (f" ({decision.get('decision')})" if decision.get("decision") else "")
+    summary += f"; {action_text(decision.get('action'), action)}"
+    result = {"outputs": outputs, "decision": decision, "action": action}
+    if action.get("status") == "failed":
+        return StepResult("failed", result, summary, error=f"{decision.get('action')} action failed: {action.get('detail')}")
+    return StepResult("ok", result, summary)
+
+
+def action_text(name: Any, action: Mapping[str, Any] | None) -> str:
+    """Return one line saying what happened to the decided action."""
+    action = action or {}
+    status = action.get("status")
+    if status == "not_configured" or not status:
+        return f"no action configured for {name}"
+    kind = f" ({action['kind']})" if action.get("kind") else ""
+    detail = f": {action['detail']}" if action.get("detail") else ""
+    return f"{name} action{kind} {status}{detail}"
+
+
+def handle_gate(run: RunState, step: Step, values: dict[str, Any]) -> StepResult:
+    from afdp.pipeline.decide import evaluate_gate
+
+    params = step.params
+    assert isinstance(params, Gate)
+    source = _analysis_source(run, step, params.analysis)
+    merged = _decision_values(run, step, values, source)
+    outcome = evaluate_gate(run.workflow, params, merged)
+    gate = outcome.to_json()
+    result: dict[str, Any] = {"outputs": outcome.values(), "gate": gate, "stop": outcome.stop}
+    if not outcome.stop:
+        return StepResult("ok", result, f"gate not triggered ({params.condition})")
+    decision = {
+        "decision": step.name,
+        "action": outcome.action,
+        "label": outcome.label,
+        "success_criteria_met": None,
+        "reason": (
+            f"gate {step.name}: {params.condition} holds"
+            if outcome.triggered
+            else f"gate {step.name}: {params.condition} could not be evaluated ({outcome.error}); stopping"
+        ),
+    }
+    action = _act(run, outcome, merged, source, decision=decision)
+    result.update(decision=decision, action=action)
+    what = "triggered" if outcome.triggered else "inconclusive"
+    summary = f"gate {what}: {outcome.action}, workflow stopped; {action_text(outcome.action, action)}"
+    if action.get("status") == "failed":
+        return StepResult("failed", result, summary, error=f"{outcome.action} action failed: {action.get('detail')}")
+    return StepResult("ok", result, summary)

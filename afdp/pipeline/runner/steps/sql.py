@@ -1,0 +1,112 @@
+"""steps.sql"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from afdp.errors import (
+    AfdpError,
+)
+from afdp.evidence import records as rec
+from afdp.workflow.model import (
+    Check,
+    Query,
+    Step,
+)
+
+if TYPE_CHECKING:
+    pass
+from afdp.pipeline.runner.state import RunState, StepResult, _json_safe
+
+
+def handle_query(run: RunState, step: Step, values: dict[str, Any]) -> StepResult:
+    from afdp.pipeline.collectors import run_query
+
+    params = step.params
+    assert isinstance(params, Query)
+    samples: list[dict[str, Any]] = []
+    provenance: dict[str, Any] = {}
+    deadline = time.monotonic() + (run.scaled(params.duration.seconds) if params.duration else 0)
+    interval = run.scaled(params.interval.seconds) if params.interval else 1.0
+    while True:
+        answer = run_query(
+            run.workflow, params.collector, params.query, values=values, env=run.env, limit=params.limit
+        )
+        rows = [_json_safe(dict(row)) for row in answer.rows]
+        samples.append({"at": rec.format_time(rec.utc_now()), "rows": rows})
+        provenance = dict(answer.provenance)
+        if time.monotonic() + interval > deadline:
+            break
+        run.clock.sleep(interval)
+    last = samples[-1]["rows"]
+    first_value = next(iter(last[0].values())) if last and last[0] else None
+    outputs: dict[str, Any] = {"rows": last, "row_count": len(last), "value": first_value}
+    summary = f"{len(last)} row(s)" + (f" x {len(samples)} sample(s)" if len(samples) > 1 else "")
+    if params.alert_threshold is not None:
+        longest = 0.0
+        for sample in samples:
+            for row in sample["rows"]:
+                first = next(iter(row.values()), None) if row else None
+                if isinstance(first, (int, float)) and not isinstance(first, bool):
+                    longest = max(longest, float(first))
+        outputs["longest_lock_wait"] = longest
+        outputs["alert"] = longest > params.alert_threshold.seconds
+        summary += f"; longest lock wait {longest:.3f}s" + (" (ALERT)" if outputs["alert"] else "")
+    result: dict[str, Any] = {"outputs": outputs}
+    if len(samples) > 1:
+        result["samples"] = samples
+    if outputs.get("alert"):
+        # A monitor whose alert fired has found what it watches for: its step fails, and
+        # the decision hears of it (a failed step never ends in mark_successful).
+        assert params.alert_threshold is not None
+        error = (
+            f"alert threshold exceeded: {outputs['longest_lock_wait']:g}s > "
+            f"{params.alert_threshold} ({params.alert_threshold.seconds:g}s)"
+        )
+        return StepResult("failed", result, summary, error, provenance={"query": provenance})
+    return StepResult("ok", result, summary, provenance={"query": provenance})
+
+
+def handle_check(run: RunState, step: Step, values: dict[str, Any]) -> StepResult:
+    from afdp.pipeline.collectors import run_query
+
+    params = step.params
+    assert isinstance(params, Check)
+    checks: list[dict[str, Any]] = []
+    provenance: dict[str, Any] = {}
+    errors: list[str] = []
+    for check in params.checks:
+        entry: dict[str, Any] = {"name": check.name, "expect": _json_safe(check.expect)}
+        try:
+            answer = run_query(run.workflow, params.collector, check.query, values=values, env=run.env, limit=1)
+        except AfdpError as exc:
+            entry.update(passed=False, error=exc.diagnostics())
+            errors.append(f"{check.name}: {exc.diagnostics()}")
+            checks.append(entry)
+            continue
+        rows = answer.rows
+        got = _json_safe(next(iter(rows[0].values()))) if rows and rows[0] else None
+        entry.update(actual=got, passed=_same(got, check.expect))
+        provenance[check.name] = dict(answer.provenance)
+        checks.append(entry)
+    failed = [c["name"] for c in checks if not c["passed"]]
+    outputs = {"passed": not failed, "failed": failed}
+    summary = f"{len(checks) - len(failed)}/{len(checks)} check(s) passed"
+    # A check that does not hold fails its step, as one that could not run does.
+    errors += [
+        f"{c['name']}: expected {c['expect']!r}, got {c['actual']!r}"
+        for c in checks
+        if not c["passed"] and "actual" in c
+    ]
+    status = "failed" if failed else "ok"
+    return StepResult(
+        status, {"outputs": outputs, "checks": checks}, summary, "; ".join(errors) or None, provenance
+    )
+
+
+def _same(got: Any, expect: Any) -> bool:
+    if isinstance(got, (int, float)) and isinstance(expect, (int, float)) and not isinstance(got, bool):
+        return math.isclose(float(got), float(expect), rel_tol=1e-9, abs_tol=1e-12)
+    return bool(got == expect)
