@@ -5,6 +5,12 @@ compare-and-swap inside a libgit2 reference transaction (lock, re-read, compare,
 a concurrent writer that lost the race sees :class:`RefMoved` and retries on the new
 head; nothing is ever force-moved, and a crash before the ref update leaves only
 unreachable objects behind, so the branch stays at its last complete record.
+
+Why one module of about 700 lines: :class:`EvidenceStore` is the only code that touches
+the repository's objects and refs. Its read path (every object size-capped, trees
+diffed entry by entry) and its write path (objects first, the ref last, under the
+writer lock) share the same caps and raw readers; split, those invariants would live in
+two places. The byte-level parsers it relies on are in :mod:`afdp.evidence.gitraw`.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -24,11 +29,27 @@ from typing import Any
 import pygit2
 
 from afdp.errors import NotFoundError, StorageError, UsageError
+from afdp.evidence.gitraw import (
+    COMMITTER,
+    DIR_MODE,
+    FILE_MODE,
+    MODE_NAMES,
+    RawCommit,
+    TreeError,
+    commit_header_problems,
+    parse_commit,
+    parse_tree,
+    sort_key,
+    tree_entries,
+)
 from afdp.evidence.names import BRANCH_PREFIX, parse_branch_ref
 
 _TREE = pygit2.enums.FileMode.TREE
 _BLOB = pygit2.enums.FileMode.BLOB
-COMMITTER = ("AFDP", "afdp@evidence.invalid")
+
+
+
+
 #: How long a writer waits for another writer's ref lock before reporting "locked".
 LOCK_WAIT = 5.0
 
@@ -38,159 +59,16 @@ LOCK_WAIT = 5.0
 #: live in result.json, and attachments (metric series) stay far below 64 MiB.
 MAX_ENVELOPE_BYTES = 1 << 20
 MAX_FILE_BYTES = 64 << 20
+
+
 #: All the files one commit adds (one record), counted per name: the bound on what
 #: verification reads and holds for one record, whatever the tree lists.
 MAX_COMMIT_FILES_BYTES = MAX_FILE_BYTES + MAX_ENVELOPE_BYTES
+
+
 #: Commit and tree objects: an AFDP commit is ~1 KiB, a shard tree ~50 KiB at most.
 MAX_COMMIT_BYTES = 1 << 20
 MAX_TREE_BYTES = 4 << 20
-_DIR_MODE = b"40000"
-_FILE_MODE = b"100644"
-_MODE_NAMES = {
-    b"100755": "an executable file",
-    b"120000": "a symbolic link",
-    b"160000": "a submodule (gitlink)",
-}
-
-
-class TreeError(ValueError):
-    """A raw Git tree is malformed, or is one ``git fsck`` rejects (duplicate or unsorted
-    entries, empty or unsafe names)."""
-
-
-def _tree_entries(raw: bytes) -> dict[str, tuple[bytes, bytes]]:
-    """Parse raw Git tree bytes into ``{name: (mode, 20-byte id)}``.
-
-    Raises:
-        TreeError: the bytes are not whole, sorted, unique tree entries.
-    """
-    return {name: (mode, oid) for name, mode, oid in _parse_tree(raw)}
-
-
-def _sort_key(name: bytes, mode: bytes) -> bytes:
-    # git orders tree entries by name, a directory's name compared as if it ended in "/"
-    return name + b"/" if mode == _DIR_MODE else name
-
-
-def _parse_tree(raw: bytes, after: bytes | None = None) -> list[tuple[str, bytes, bytes]]:
-    """Parse raw tree bytes into ``[(name, mode, 20-byte id)]``, checking what git fsck does.
-
-    ``after`` is the sort key of the entry before ``raw`` (when ``raw`` is the tail of a
-    tree), so that entries are checked across the boundary too.
-
-    Raises:
-        TreeError: truncated entries, duplicate names (git shows the first, a dict keeps
-            the last: never let two readers disagree), unsorted entries, unsafe names.
-    """
-    entries: list[tuple[str, bytes, bytes]] = []
-    names: set[bytes] = set()
-    last = after
-    at, end = 0, len(raw)
-    while at < end:
-        space = raw.find(b" ", at)
-        nul = raw.find(b"\0", space + 1) if space >= 0 else -1
-        if space < 0 or nul < 0 or nul + 21 > end:
-            raise TreeError("truncated tree entry")
-        mode, name = raw[at:space], raw[space + 1 : nul]
-        shown = name.decode("utf-8", "surrogateescape")
-        if not name or name in (b".", b"..") or b"/" in name or name.lower() == b".git":
-            raise TreeError(f"unsafe entry name {shown!r}")
-        if name in names:
-            raise TreeError(f"duplicate entry {shown!r} (git fsck: duplicateEntries)")
-        key = _sort_key(name, mode)
-        if last is not None and key <= last:
-            bare = last.rstrip(b"/")
-            if bare == name:
-                raise TreeError(f"duplicate entry {shown!r} (git fsck: duplicateEntries)")
-            raise TreeError(f"entry {shown!r} is out of order (git fsck: treeNotSorted)")
-        names.add(name)
-        last = key
-        entries.append((shown, mode, raw[nul + 1 : nul + 21]))
-        at = nul + 21
-    return entries
-
-
-#: The only commit headers AFDP writes (``gpgsig``: the SSH signature, on branches whose
-#: key has an SSH form). Anything else (``encoding``, ``mergetag``, ``gpgsig-sha256``,
-#: extra ``x-*`` headers) changes what git shows or is not bound by any check: refused.
-COMMIT_HEADERS = ("tree", "parent", "author", "committer", "gpgsig")
-_IDENTITY = re.compile(rb"(?P<name>[^<>\n]*) <(?P<email>[^<>\n]*)> (?P<time>[0-9]{1,12}) (?P<tz>[+-][0-9]{4})", re.ASCII)
-
-
-@dataclass(frozen=True)
-class RawCommit:
-    """A commit object as stored: its headers in order (continuation lines joined) and
-    the exact message bytes (what git shows, absent an ``encoding`` header)."""
-
-    headers: tuple[tuple[str, bytes], ...]
-    message: bytes
-
-    def text(self) -> str:
-        """Return the message for display: UTF-8, undecodable bytes replaced (never raises)."""
-        return self.message.decode("utf-8", "replace")
-
-    def author_identity(self) -> str | None:
-        """Return the author's ``Name <email>`` (None if the header is malformed)."""
-        found = _IDENTITY.fullmatch(dict(self.headers).get("author", b""))
-        if found is None:
-            return None
-        return (found.group("name") + b" <" + found.group("email") + b">").decode("utf-8", "replace")
-
-    def author_name(self) -> str:
-        """Return the author's name for display (never raises)."""
-        value = dict(self.headers).get("author", b"")
-        return value.split(b" <", 1)[0].decode("utf-8", "replace")
-
-
-def parse_commit(raw: bytes) -> RawCommit:
-    """Split raw commit bytes into headers and message (never raises: a missing blank
-    line means no message)."""
-    head, _, message = raw.partition(b"\n\n")
-    headers: list[tuple[str, bytes]] = []
-    for line in head.split(b"\n"):
-        if line.startswith(b" ") and headers:
-            name, value = headers[-1]
-            headers[-1] = (name, value + b"\n" + line[1:])
-            continue
-        key, _, value = line.partition(b" ")
-        headers.append((key.decode("utf-8", "replace"), value))
-    return RawCommit(tuple(headers), message)
-
-
-def commit_header_problems(commit: RawCommit) -> list[str]:
-    """Return what in a commit's headers AFDP never writes, one line each (empty: none).
-
-    Bound: the header set (tree, parents, author, committer, at most one gpgsig), the
-    committer (exactly AFDP's identity, time zone +0000), the author's time and zone
-    (the committer's). The author's name and email are display only (see docs/evidence.md).
-    """
-    problems = []
-    names = [name for name, _ in commit.headers]
-    for name in dict.fromkeys(names):
-        if name not in COMMIT_HEADERS:
-            problems.append(f"commit header {name[:40]!r} is not one AFDP writes (git may show other content)")
-    for name in ("tree", "author", "committer"):
-        if names.count(name) != 1:
-            problems.append(f"commit has {names.count(name)} {name!r} headers; AFDP writes one")
-    if names.count("gpgsig") > 1:
-        problems.append(f"commit has {names.count('gpgsig')} 'gpgsig' headers; AFDP writes at most one")
-    values = dict(commit.headers)
-    committer = _IDENTITY.fullmatch(values.get("committer", b""))
-    author = _IDENTITY.fullmatch(values.get("author", b""))
-    expected = f"{COMMITTER[0]} <{COMMITTER[1]}>".encode()
-    if committer is None or committer.group("name") + b" <" + committer.group("email") + b">" != expected or committer.group("tz") != b"+0000":
-        shown = values.get("committer", b"").decode("utf-8", "replace")[:100]
-        problems.append(f"committer {shown!r} is not AFDP's ({expected.decode()} <time> +0000)")
-    if author is None:
-        shown = values.get("author", b"").decode("utf-8", "replace")[:100]
-        problems.append(f"author {shown!r} is not 'Name <email> <time> <zone>'")
-    elif committer is not None and (author.group("time"), author.group("tz")) != (committer.group("time"), b"+0000"):
-        problems.append(
-            "author time "
-            f"{author.group('time').decode()} {author.group('tz').decode()} differs from the commit time "
-            f"{committer.group('time').decode()} +0000: AFDP writes both at once"
-        )
-    return problems
 
 
 class ObjectError(StorageError):
@@ -503,11 +381,11 @@ class EvidenceStore:
     def _last_key(self, oid: bytes, raw: bytes) -> bytes | None:
         key = self._last_keys.get(oid)
         if key is None:
-            entries = _parse_tree(raw)
+            entries = parse_tree(raw)
             if not entries:
                 return None
             name, mode, _ = entries[-1]
-            key = _sort_key(name.encode("utf-8", "surrogateescape"), mode)
+            key = sort_key(name.encode("utf-8", "surrogateescape"), mode)
         return key
 
     def _remember_last(self, oid: bytes, entries: list[tuple[str, bytes, bytes]], fallback: bytes | None) -> None:
@@ -515,7 +393,7 @@ class EvidenceStore:
             self._last_keys.pop(next(iter(self._last_keys)))
         if entries:
             name, mode, _ = entries[-1]
-            self._last_keys[oid] = _sort_key(name.encode("utf-8", "surrogateescape"), mode)
+            self._last_keys[oid] = sort_key(name.encode("utf-8", "surrogateescape"), mode)
         elif fallback is not None:
             self._last_keys[oid] = fallback
 
@@ -550,12 +428,12 @@ class EvidenceStore:
             if old_raw and old_id is not None and len(new_raw) > len(old_raw) and new_raw.startswith(old_raw):
                 # entries appended at the end: only they are new
                 boundary = self._last_key(old_id, old_raw)
-                appended = _parse_tree(new_raw[len(old_raw) :], after=boundary)
+                appended = parse_tree(new_raw[len(old_raw) :], after=boundary)
                 self._remember_last(new_id, appended, boundary)
                 for name, mode, oid in appended:
                     self._add(prefix + name, mode, oid, walk)
                 return
-            entries = _parse_tree(new_raw)
+            entries = parse_tree(new_raw)
         except TreeError as exc:
             walk.problems.append(("commit", f"{where}: {exc}"))
             return
@@ -563,7 +441,7 @@ class EvidenceStore:
         old: dict[str, tuple[bytes, bytes]] = {}
         if old_raw:
             try:
-                old = _tree_entries(old_raw)
+                old = tree_entries(old_raw)
             except TreeError:
                 old = {}
         for name, mode, oid in entries:
@@ -572,18 +450,18 @@ class EvidenceStore:
             if before is None:
                 self._add(path, mode, oid, walk)
             elif before != (mode, oid):
-                if mode == _DIR_MODE and before[0] == _DIR_MODE:
+                if mode == DIR_MODE and before[0] == DIR_MODE:
                     self._diff_trees(before[1], oid, path + "/", walk)
                 else:
                     walk.changed.append(path)
         walk.changed.extend(prefix + name for name in old)
 
     def _add(self, path: str, mode: bytes, oid: bytes, walk: _Walk) -> None:
-        if mode == _DIR_MODE:
+        if mode == DIR_MODE:
             self._diff_trees(None, oid, path + "/", walk)
             return
-        if mode != _FILE_MODE:
-            what = _MODE_NAMES.get(mode, "an entry of unknown mode")
+        if mode != FILE_MODE:
+            what = MODE_NAMES.get(mode, "an entry of unknown mode")
             walk.problems.append(
                 ("layout", f"{path} has mode {mode.decode('ascii', 'replace')} ({what}); only regular files (100644) are allowed")
             )

@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 from afdp.pipeline.runner.state import _json_safe
 
 _RATIO = parse_unit("ratio")
-
-
 _SECONDS = parse_unit("s")
 
 

@@ -29,11 +29,7 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
-
-
 PHASES = ("all", "pre", "post")
-
-
 _ENV_REF = re.compile(r"\$\{\s*env\.([A-Za-z_][A-Za-z0-9_]*)\s*\}")
 
 
