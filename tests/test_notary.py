@@ -1,4 +1,4 @@
-"""The embedded TSA (afdp/evidence/notary.py) and its CLI (afdp tsa init / serve), with real parts.
+"""The embedded TSA (afdp/evidence/notary/) and its CLI (afdp tsa init / serve), with real parts.
 
 ``afdp tsa serve`` runs as a real subprocess on a free loopback port; records are then
 written against it over HTTP and verified, and Ctrl-C (SIGINT) / SIGTERM stop it cleanly.
