@@ -23,6 +23,8 @@ from test_export import package  # noqa: F401  (fixture: a real package from afd
 
 from afdp.audit import export
 from afdp.audit.export import BundleError, open_package, read_bundle, read_pack
+from afdp.audit.export import bundle as export_bundle
+from afdp.audit.export import reader as export_reader
 
 BRANCH = "refs/heads/afdp/api/d-1"
 
@@ -154,7 +156,7 @@ def test_zlib_bomb_stops_at_the_declared_size(cli, tmp_path, trust_file):
 
 
 def test_total_inflated_size_is_capped(cli, tmp_path, trust_file, monkeypatch):
-    monkeypatch.setattr(export, "MAX_TOTAL_BYTES", 10_000)
+    monkeypatch.setattr(export_bundle, "MAX_TOTAL_BYTES", 10_000)
     entries = [entry(3, bytes([n]) * 4000) for n in range(4)]
     data = bundle_of([("1" * 40, BRANCH)], pack_of(entries))
     assert_refused(cli, tmp_path, trust_file, data, "more than the 10000-byte limit in total")
@@ -162,7 +164,7 @@ def test_total_inflated_size_is_capped(cli, tmp_path, trust_file, monkeypatch):
 
 def test_bundle_file_size_is_capped(cli, tmp_path, trust_file, monkeypatch):
     entries, head = tiny_history()
-    monkeypatch.setattr(export, "MAX_BUNDLE_BYTES", 100)
+    monkeypatch.setattr(export_bundle, "MAX_BUNDLE_BYTES", 100)
     data = bundle_of([(head, BRANCH)], pack_of(entries))
     assert_refused(cli, tmp_path, trust_file, data, f"is {len(data)} bytes, more than the 100-byte limit")
 
@@ -355,7 +357,7 @@ def test_package_policy_pinning_a_file_outside_the_package_is_refused(cli, tmp_p
 
 
 def test_oversized_package_policy_is_refused(cli, tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "MAX_POLICY_BYTES", 1000)
+    monkeypatch.setattr(export_reader, "MAX_POLICY_BYTES", 1000)
     folder = _package_with_policy(tmp_path, "version: 1\n" + "# padding\n" * 200)
     result = cli("verify", "--bundle", str(folder))
     assert result.code == 1 and "trust policy" in result.err and "larger than the 1000-byte limit" in result.err
