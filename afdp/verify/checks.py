@@ -35,6 +35,12 @@ check so an auditor sees exactly what is wrong:
 Attacker-written bytes never raise out of here: JSON nested deeper than ``MAX_JSON_DEPTH``
 is refused before it is parsed, and anything unexpected becomes a failure of the check
 that was running.
+
+Why one module of about 600 lines: the checks share one record's decoded state and one
+failure discipline (:func:`check_record` runs them in this order and stops a record at
+its first unrecoverable failure); the heavier parts they lean on already live apart
+(time-stamp tokens in :mod:`afdp.evidence.timestamp`, Sigstore bundles in
+:mod:`afdp.evidence.keyless`, SSH signatures in :mod:`afdp.evidence.sshsig`).
 """
 
 from __future__ import annotations

@@ -28,125 +28,56 @@ the chain checks over the results in order:
 15. ``after-seal``  no record follows a seal
 
 Nothing unverifiable passes: a check that cannot run is a failure (fail closed). Every
-failure names the record (or commit), the check and the reason; all are reported.
-"""
+failure names the record (or commit), the check and the reason; all are reported."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from afdp.errors import NotFoundError, VerificationError
+from afdp.errors import NotFoundError
 from afdp.evidence import records as rec
 from afdp.evidence.ledger import trailers
 from afdp.evidence.names import branch_ref
 from afdp.evidence.store import EvidenceStore, StorageError
 from afdp.evidence.trust import TrustPolicy
+from afdp.verify.chain import Slot, chain_checks, problem
 from afdp.verify.checks import RecordFacts, RecordInput, check_record
+from afdp.verify.report import (
+    BranchReport,
+    EvidenceVerificationError,
+    Failure,
+    VerifiedRecord,
+    iter_failures,
+)
+
+#: The reports' types live in :mod:`afdp.verify.report`, the chain checks in
+#: :mod:`afdp.verify.chain`; both are re-exported here, where callers import them.
+__all__ = [
+    "BranchReport",
+    "EvidenceVerificationError",
+    "Failure",
+    "ProgressCallback",
+    "VerifiedRecord",
+    "check_all",
+    "check_branch",
+    "iter_failures",
+    "unsafe_branch_reports",
+    "verify_branch",
+]
 
 #: Branches shorter than this are checked in-process: a worker pool costs more than it saves.
 PARALLEL_THRESHOLD = 400
 BATCH = 200
+
+
 #: A batch of records is handed to the workers once it holds this many bytes of files.
 BATCH_BYTES = 64 << 20
-TIME_ORDER_TOLERANCE = timedelta(seconds=1)
-
 ProgressCallback = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One failed check: which record (or commit), which check, and why."""
-
-    where: str
-    check: str
-    reason: str
-    sequence: int | None = None
-    commit: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.check}: {self.reason}"
-
-
-@dataclass(frozen=True)
-class VerifiedRecord:
-    """A record as verification saw it; on a passing branch every field is verified."""
-
-    sequence: int
-    step: str
-    kind: str
-    status: str
-    summary: str
-    envelope_sha256: str
-    signer: str | None
-    keyid: str | None
-    timestamps: tuple[tuple[str, str], ...]
-    started_at: str | None
-    finished_at: str | None
-    commit: str
-    #: The AFDP-TSA commit trailer: a well-formed URL, but no signature covers it.
-    tsa_url: str | None = None
-    unverified: tuple[str, ...] = ("tsa_url",)
-
-
-@dataclass(frozen=True)
-class BranchReport:
-    """The transcript of verifying one deployment branch."""
-
-    service: str
-    deployment: str
-    ref: str
-    head: str | None
-    records: tuple[VerifiedRecord, ...]
-    failures: tuple[Failure, ...]
-    sealed: bool
-    allow_unsealed: bool
-    trust_policy: str
-    checked_at: str = field(default_factory=lambda: rec.format_time(rec.utc_now()))
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    @property
-    def state(self) -> str:
-        """``verified`` (sealed and clean), ``unsealed`` (clean, allowed) or ``failed``."""
-        if self.failures:
-            return "failed"
-        return "verified" if self.sealed else "unsealed"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "deployment": self.deployment,
-            "branch": self.ref,
-            "head": self.head,
-            "state": self.state,
-            "ok": self.ok,
-            "sealed": self.sealed,
-            "record_count": len(self.records),
-            "trust_policy": self.trust_policy,
-            "checked_at": self.checked_at,
-            "failures": [asdict(f) for f in self.failures],
-            "records": [asdict(r) for r in self.records],
-        }
-
-
-class EvidenceVerificationError(VerificationError):
-    """A branch failed verification; ``report`` holds every failure."""
-
-    def __init__(self, report: BranchReport) -> None:
-        self.report = report
-        first = report.failures[0]
-        more = f" (and {len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
-        super().__init__(f"{report.service}/{report.deployment}: {first}{more}")
 
 
 # -- worker side ---------------------------------------------------------------------------
@@ -169,17 +100,6 @@ def _init_worker(policy: TrustPolicy) -> None:
 
 def _check_batch(items: list[RecordInput]) -> list[RecordFacts]:
     return [check_record(item, _WORKER["policy"], _WORKER["roots"]) for item in items]
-
-
-# -- main side -----------------------------------------------------------------------------
-@dataclass
-class _Slot:
-    """A record-bearing commit awaiting its per-record results."""
-
-    commit: str
-    digest_trailer: str | None
-    facts: RecordFacts | None = None
-    unreadable: bool = False  # an object is missing or corrupt: already a commit failure
 
 
 def check_branch(
@@ -218,7 +138,7 @@ def check_branch(
         Failure("repository", "repository", f"git would show other content than verification reads: {what}")
         for what in substituted
     ]
-    slots: list[_Slot] = []
+    slots: list[Slot] = []
     try:
         commits = store.history(head)
     except StorageError as exc:
@@ -264,7 +184,7 @@ def check_branch(
             content = store.commit_files(commit)
             batch_bytes += sum(len(data) for data in content.added.values())
             for check, reason in content.problems:
-                failures.append(_problem(where, check, reason, str(commit.id)))
+                failures.append(problem(where, check, reason, str(commit.id)))
             if content.changed:
                 failures.append(
                     Failure(
@@ -317,7 +237,7 @@ def check_branch(
                             commit=str(commit.id),
                         )
                     )
-                slots.append(_Slot(str(commit.id), trailers(content.message).get("AFDP-Digest"), unreadable=content.unreadable))
+                slots.append(Slot(str(commit.id), trailers(content.message).get("AFDP-Digest"), unreadable=content.unreadable))
                 commit_signature, commit_payload = commit.gpg_signature
                 batch.append(
                     RecordInput(
@@ -348,7 +268,7 @@ def check_branch(
         slots[facts.position].facts = facts
     if progress is not None:
         progress(total, total)
-    records, sealed = _chain_checks(slots, failures, policy)
+    records, sealed = chain_checks(slots, failures, policy)
     if not sealed and not allow_unsealed:
         failures.append(
             Failure(
@@ -368,18 +288,6 @@ def check_branch(
         allow_unsealed,
         policy.source,
     )
-
-
-_IN_RECORD = re.compile(r"records/[0-9]+/([0-9]{6,})-([A-Za-z0-9._-]+)/(.+)")
-
-
-def _problem(where: str, check: str, reason: str, commit: str) -> Failure:
-    """A tree problem, named after the record it lies in when it lies in one."""
-    match = _IN_RECORD.match(reason)
-    if match and check == "layout":
-        sequence, step, rest = int(match.group(1)), match.group(2), match.group(3)
-        return Failure(f"record {sequence} ({step})", check, rest, sequence, commit)
-    return Failure(where, check, reason, commit=commit)
 
 
 def _failed_branch(
@@ -403,214 +311,6 @@ def _worker_count(jobs: int | None, total: int) -> int:
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     )
     return max(1, min(jobs or available, available if jobs is None else jobs))
-
-
-def _label(facts: RecordFacts) -> str:
-    name = facts.step or facts.directory.rsplit("/", 1)[-1]
-    number = facts.sequence if facts.sequence is not None else facts.position
-    return f"record {number} ({name})"
-
-
-def _chain_checks(
-    slots: list[_Slot], failures: list[Failure], policy: TrustPolicy
-) -> tuple[list[VerifiedRecord], bool]:
-    records: list[VerifiedRecord] = []
-    previous: RecordFacts | None = None
-    previous_time: datetime | None = None
-    seal_at: int | None = None
-    for position, slot in enumerate(slots):
-        facts = slot.facts
-        assert facts is not None  # every slot was checked
-        where = _label(facts)
-        # A record whose objects could not be read (a commit failure names them) and
-        # whose envelope is therefore absent: "no envelope.json" would be a follow-on.
-        # Its neighbours' chain and seal checks likewise skip what cannot be known.
-        hidden = slot.unreadable and facts.envelope_sha256 is None
-        for check, reason in facts.failures:
-            if not hidden:
-                failures.append(Failure(where, check, reason, facts.sequence, slot.commit))
-        previous_unknown = position > 0 and slots[position - 1].unreadable and (previous is None or previous.envelope_sha256 is None)
-        if facts.envelope_sha256 and slot.digest_trailer != f"sha256:{facts.envelope_sha256}":
-            failures.append(
-                Failure(
-                    where,
-                    "commit",
-                    "commit's AFDP-Digest trailer does not name this record",
-                    facts.sequence,
-                    slot.commit,
-                )
-            )
-        # 12. chain
-        if facts.sequence is not None and facts.sequence != position:
-            failures.append(
-                Failure(
-                    where,
-                    "chain",
-                    f"record {facts.sequence} stands at position {position}: records are missing, added or out of order",
-                    facts.sequence,
-                    slot.commit,
-                )
-            )
-        if position == 0 and facts.kind not in (None, rec.KIND_GENESIS):
-            failures.append(
-                Failure(
-                    where,
-                    "chain",
-                    "the branch does not start with a genesis record",
-                    facts.sequence,
-                    slot.commit,
-                )
-            )
-        if position > 0 and facts.kind is not None and previous is not None and not previous_unknown:
-            cited = facts.prev_timestamps or {}
-            held = previous.token_files
-            if cited != held:
-                extra = sorted(held.keys() - cited.keys())
-                missing = sorted(cited.keys() - held.keys())
-                swapped = sorted(n for n in held.keys() & cited.keys() if held[n] != cited[n])
-                parts = [
-                    f"{label} {', '.join(names)}"
-                    for label, names in (
-                        ("not cited by the next record:", extra),
-                        ("cited but missing:", missing),
-                        ("differ from the digest the next record cites:", swapped),
-                    )
-                    if names
-                ]
-                failures.append(
-                    Failure(
-                        _label(previous),
-                        "chain",
-                        f"time-stamp tokens {'; '.join(parts)} (record {facts.sequence} binds this record's tokens)",
-                        previous.sequence,
-                        slots[position - 1].commit,
-                    )
-                )
-        if position > 0 and facts.kind is not None and not previous_unknown:
-            expected = previous.envelope_sha256 if previous else None
-            if facts.prev != expected:
-                failures.append(
-                    Failure(
-                        where,
-                        "chain",
-                        f"prev cites {str(facts.prev)[:16]}…, but the record before it is {str(expected)[:16]}…",
-                        facts.sequence,
-                        slot.commit,
-                    )
-                )
-        # 13. time-order
-        if facts.timestamps:
-            stamped = min(datetime.fromisoformat(t) for t, _ in facts.timestamps)
-            if previous_time is not None and stamped + TIME_ORDER_TOLERANCE < previous_time:
-                failures.append(
-                    Failure(
-                        where,
-                        "time-order",
-                        f"time-stamped {stamped.isoformat()}, before the record preceding it ({previous_time.isoformat()})",
-                        facts.sequence,
-                        slot.commit,
-                    )
-                )
-            previous_time = max(stamped, previous_time) if previous_time else stamped
-        # 15. after-seal
-        if seal_at is not None:
-            failures.append(
-                Failure(
-                    where,
-                    "after-seal",
-                    f"record follows the seal (record {seal_at})",
-                    facts.sequence,
-                    slot.commit,
-                )
-            )
-        if facts.kind == rec.KIND_SEAL and seal_at is None:
-            seal_at = position
-            _check_seal(slots[:position], facts, where, slot.commit, failures)
-        previous = facts
-        records.append(
-            VerifiedRecord(
-                facts.sequence if facts.sequence is not None else position,
-                facts.step or "?",
-                facts.kind or "?",
-                facts.status or "?",
-                facts.summary or "",
-                facts.envelope_sha256 or "",
-                facts.signer,
-                facts.keyid,
-                tuple(facts.timestamps),
-                facts.started_at,
-                facts.finished_at,
-                slot.commit,
-                facts.tsa_url,
-            )
-        )
-    if slots and slots[-1].facts is not None:
-        _check_last_tokens(slots[-1].facts, slots[-1].commit, failures, policy)
-    return records, seal_at is not None and seal_at == len(slots) - 1
-
-
-def _check_last_tokens(
-    facts: RecordFacts, commit: str, failures: list[Failure], policy: TrustPolicy
-) -> None:
-    # 9. time, for the last record only: no later record binds its time-stamp tokens
-    # (12. chain does for every other record), so a token could be added or swapped
-    # later. The writer asks for its token right after signing, so a token dated more
-    # than the clock skew after the record's signed finished_at is refused.
-    if facts.finished_at is None:
-        return
-    try:
-        finished = rec.parse_time(facts.finished_at)
-    except ValueError:
-        return  # already a schema failure
-    for name, stamped in sorted(facts.token_times.items()):
-        if stamped > finished + policy.clock_skew:
-            failures.append(
-                Failure(
-                    _label(facts),
-                    "time",
-                    f"{name} is dated {stamped.isoformat()}, more than {int(policy.clock_skew.total_seconds())} s "
-                    f"after the record finished ({facts.finished_at}); the last record's tokens are bound "
-                    "by no later record, so a later token is refused",
-                    facts.sequence,
-                    commit,
-                )
-            )
-
-
-def _check_seal(
-    before: list[_Slot], seal: RecordFacts, where: str, commit: str, failures: list[Failure]
-) -> None:
-    # 14. seal: exactly the records before it, in order, by envelope digest
-    entries = seal.seal_entries
-    if entries is None:
-        failures.append(Failure(where, "seal", "seal lists no records", seal.sequence, commit))
-        return
-    expected: list[tuple[Any, Any, Any]] = [
-        (i, s.facts.step, s.facts.envelope_sha256) for i, s in enumerate(before) if s.facts
-    ]
-    listed: list[tuple[Any, Any, Any]] = [
-        (e.get("sequence"), e.get("step"), e.get("sha256")) if isinstance(e, dict) else (None, None, None)
-        for e in entries
-    ]
-    # an unreadable record (already a commit failure) cannot be compared: take the
-    # seal's word for it rather than report a follow-on difference
-    unknown = {i for i, s in enumerate(before) if s.unreadable and (s.facts is None or s.facts.envelope_sha256 is None)}
-    if unknown and len(listed) == len(expected):
-        expected = [listed[i] if i in unknown else e for i, e in enumerate(expected)]
-    if listed != expected:
-        mismatch = next(
-            (i for i, (a, b) in enumerate(zip(listed, expected, strict=False)) if a != b),
-            min(len(listed), len(expected)),
-        )
-        failures.append(
-            Failure(
-                where,
-                "seal",
-                f"seal covers {len(listed)} records but the branch has {len(expected)} before it; first difference at record {mismatch}",
-                seal.sequence,
-                commit,
-            )
-        )
 
 
 def verify_branch(repository: Path | str, **kwargs: Any) -> BranchReport:
@@ -688,9 +388,3 @@ def unsafe_branch_reports(
 def _split_unsafe(name: str) -> tuple[str, str]:
     service, _, deployment = name[len("refs/heads/afdp/") :].partition("/")
     return service, deployment
-
-
-def iter_failures(reports: Iterable[BranchReport]) -> Iterable[tuple[BranchReport, Failure]]:
-    for report in reports:
-        for failure in report.failures:
-            yield report, failure

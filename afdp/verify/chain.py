@@ -1,0 +1,246 @@
+"""The chain checks (11-15) over the per-record results in order: commit shape and message, ``prev`` links and time-stamp references, time order, the seal, nothing after the seal."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from afdp.evidence import records as rec
+from afdp.evidence.trust import TrustPolicy
+from afdp.verify.checks import RecordFacts
+from afdp.verify.report import Failure, VerifiedRecord
+
+TIME_ORDER_TOLERANCE = timedelta(seconds=1)
+
+
+# -- main side -----------------------------------------------------------------------------
+@dataclass
+class Slot:
+    """A record-bearing commit awaiting its per-record results."""
+
+    commit: str
+    digest_trailer: str | None
+    facts: RecordFacts | None = None
+    unreadable: bool = False  # an object is missing or corrupt: already a commit failure
+
+
+_IN_RECORD = re.compile(r"records/[0-9]+/([0-9]{6,})-([A-Za-z0-9._-]+)/(.+)")
+
+
+def problem(where: str, check: str, reason: str, commit: str) -> Failure:
+    """A tree problem, named after the record it lies in when it lies in one."""
+    match = _IN_RECORD.match(reason)
+    if match and check == "layout":
+        sequence, step, rest = int(match.group(1)), match.group(2), match.group(3)
+        return Failure(f"record {sequence} ({step})", check, rest, sequence, commit)
+    return Failure(where, check, reason, commit=commit)
+
+
+def _label(facts: RecordFacts) -> str:
+    name = facts.step or facts.directory.rsplit("/", 1)[-1]
+    number = facts.sequence if facts.sequence is not None else facts.position
+    return f"record {number} ({name})"
+
+
+def chain_checks(
+    slots: list[Slot], failures: list[Failure], policy: TrustPolicy
+) -> tuple[list[VerifiedRecord], bool]:
+    records: list[VerifiedRecord] = []
+    previous: RecordFacts | None = None
+    previous_time: datetime | None = None
+    seal_at: int | None = None
+    for position, slot in enumerate(slots):
+        facts = slot.facts
+        assert facts is not None  # every slot was checked
+        where = _label(facts)
+        # A record whose objects could not be read (a commit failure names them) and
+        # whose envelope is therefore absent: "no envelope.json" would be a follow-on.
+        # Its neighbours' chain and seal checks likewise skip what cannot be known.
+        hidden = slot.unreadable and facts.envelope_sha256 is None
+        for check, reason in facts.failures:
+            if not hidden:
+                failures.append(Failure(where, check, reason, facts.sequence, slot.commit))
+        previous_unknown = position > 0 and slots[position - 1].unreadable and (previous is None or previous.envelope_sha256 is None)
+        if facts.envelope_sha256 and slot.digest_trailer != f"sha256:{facts.envelope_sha256}":
+            failures.append(
+                Failure(
+                    where,
+                    "commit",
+                    "commit's AFDP-Digest trailer does not name this record",
+                    facts.sequence,
+                    slot.commit,
+                )
+            )
+        # 12. chain
+        if facts.sequence is not None and facts.sequence != position:
+            failures.append(
+                Failure(
+                    where,
+                    "chain",
+                    f"record {facts.sequence} stands at position {position}: records are missing, added or out of order",
+                    facts.sequence,
+                    slot.commit,
+                )
+            )
+        if position == 0 and facts.kind not in (None, rec.KIND_GENESIS):
+            failures.append(
+                Failure(
+                    where,
+                    "chain",
+                    "the branch does not start with a genesis record",
+                    facts.sequence,
+                    slot.commit,
+                )
+            )
+        if position > 0 and facts.kind is not None and previous is not None and not previous_unknown:
+            cited = facts.prev_timestamps or {}
+            held = previous.token_files
+            if cited != held:
+                extra = sorted(held.keys() - cited.keys())
+                missing = sorted(cited.keys() - held.keys())
+                swapped = sorted(n for n in held.keys() & cited.keys() if held[n] != cited[n])
+                parts = [
+                    f"{label} {', '.join(names)}"
+                    for label, names in (
+                        ("not cited by the next record:", extra),
+                        ("cited but missing:", missing),
+                        ("differ from the digest the next record cites:", swapped),
+                    )
+                    if names
+                ]
+                failures.append(
+                    Failure(
+                        _label(previous),
+                        "chain",
+                        f"time-stamp tokens {'; '.join(parts)} (record {facts.sequence} binds this record's tokens)",
+                        previous.sequence,
+                        slots[position - 1].commit,
+                    )
+                )
+        if position > 0 and facts.kind is not None and not previous_unknown:
+            expected = previous.envelope_sha256 if previous else None
+            if facts.prev != expected:
+                failures.append(
+                    Failure(
+                        where,
+                        "chain",
+                        f"prev cites {str(facts.prev)[:16]}…, but the record before it is {str(expected)[:16]}…",
+                        facts.sequence,
+                        slot.commit,
+                    )
+                )
+        # 13. time-order
+        if facts.timestamps:
+            stamped = min(datetime.fromisoformat(t) for t, _ in facts.timestamps)
+            if previous_time is not None and stamped + TIME_ORDER_TOLERANCE < previous_time:
+                failures.append(
+                    Failure(
+                        where,
+                        "time-order",
+                        f"time-stamped {stamped.isoformat()}, before the record preceding it ({previous_time.isoformat()})",
+                        facts.sequence,
+                        slot.commit,
+                    )
+                )
+            previous_time = max(stamped, previous_time) if previous_time else stamped
+        # 15. after-seal
+        if seal_at is not None:
+            failures.append(
+                Failure(
+                    where,
+                    "after-seal",
+                    f"record follows the seal (record {seal_at})",
+                    facts.sequence,
+                    slot.commit,
+                )
+            )
+        if facts.kind == rec.KIND_SEAL and seal_at is None:
+            seal_at = position
+            _check_seal(slots[:position], facts, where, slot.commit, failures)
+        previous = facts
+        records.append(
+            VerifiedRecord(
+                facts.sequence if facts.sequence is not None else position,
+                facts.step or "?",
+                facts.kind or "?",
+                facts.status or "?",
+                facts.summary or "",
+                facts.envelope_sha256 or "",
+                facts.signer,
+                facts.keyid,
+                tuple(facts.timestamps),
+                facts.started_at,
+                facts.finished_at,
+                slot.commit,
+                facts.tsa_url,
+            )
+        )
+    if slots and slots[-1].facts is not None:
+        _check_last_tokens(slots[-1].facts, slots[-1].commit, failures, policy)
+    return records, seal_at is not None and seal_at == len(slots) - 1
+
+
+def _check_last_tokens(
+    facts: RecordFacts, commit: str, failures: list[Failure], policy: TrustPolicy
+) -> None:
+    # 9. time, for the last record only: no later record binds its time-stamp tokens
+    # (12. chain does for every other record), so a token could be added or swapped
+    # later. The writer asks for its token right after signing, so a token dated more
+    # than the clock skew after the record's signed finished_at is refused.
+    if facts.finished_at is None:
+        return
+    try:
+        finished = rec.parse_time(facts.finished_at)
+    except ValueError:
+        return  # already a schema failure
+    for name, stamped in sorted(facts.token_times.items()):
+        if stamped > finished + policy.clock_skew:
+            failures.append(
+                Failure(
+                    _label(facts),
+                    "time",
+                    f"{name} is dated {stamped.isoformat()}, more than {int(policy.clock_skew.total_seconds())} s "
+                    f"after the record finished ({facts.finished_at}); the last record's tokens are bound "
+                    "by no later record, so a later token is refused",
+                    facts.sequence,
+                    commit,
+                )
+            )
+
+
+def _check_seal(
+    before: list[Slot], seal: RecordFacts, where: str, commit: str, failures: list[Failure]
+) -> None:
+    # 14. seal: exactly the records before it, in order, by envelope digest
+    entries = seal.seal_entries
+    if entries is None:
+        failures.append(Failure(where, "seal", "seal lists no records", seal.sequence, commit))
+        return
+    expected: list[tuple[Any, Any, Any]] = [
+        (i, s.facts.step, s.facts.envelope_sha256) for i, s in enumerate(before) if s.facts
+    ]
+    listed: list[tuple[Any, Any, Any]] = [
+        (e.get("sequence"), e.get("step"), e.get("sha256")) if isinstance(e, dict) else (None, None, None)
+        for e in entries
+    ]
+    # an unreadable record (already a commit failure) cannot be compared: take the
+    # seal's word for it rather than report a follow-on difference
+    unknown = {i for i, s in enumerate(before) if s.unreadable and (s.facts is None or s.facts.envelope_sha256 is None)}
+    if unknown and len(listed) == len(expected):
+        expected = [listed[i] if i in unknown else e for i, e in enumerate(expected)]
+    if listed != expected:
+        mismatch = next(
+            (i for i, (a, b) in enumerate(zip(listed, expected, strict=False)) if a != b),
+            min(len(listed), len(expected)),
+        )
+        failures.append(
+            Failure(
+                where,
+                "seal",
+                f"seal covers {len(listed)} records but the branch has {len(expected)} before it; first difference at record {mismatch}",
+                seal.sequence,
+                commit,
+            )
+        )

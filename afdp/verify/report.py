@@ -1,0 +1,104 @@
+"""What verification says: one :class:`Failure` per failed check (record or commit, check, reason), a :class:`VerifiedRecord` per record that passed, and the :class:`BranchReport` of a branch (with ``--json`` form); :func:`iter_failures` walks many reports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from afdp.errors import VerificationError
+from afdp.evidence import records as rec
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed check: which record (or commit), which check, and why."""
+
+    where: str
+    check: str
+    reason: str
+    sequence: int | None = None
+    commit: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.check}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class VerifiedRecord:
+    """A record as verification saw it; on a passing branch every field is verified."""
+
+    sequence: int
+    step: str
+    kind: str
+    status: str
+    summary: str
+    envelope_sha256: str
+    signer: str | None
+    keyid: str | None
+    timestamps: tuple[tuple[str, str], ...]
+    started_at: str | None
+    finished_at: str | None
+    commit: str
+    #: The AFDP-TSA commit trailer: a well-formed URL, but no signature covers it.
+    tsa_url: str | None = None
+    unverified: tuple[str, ...] = ("tsa_url",)
+
+
+@dataclass(frozen=True)
+class BranchReport:
+    """The transcript of verifying one deployment branch."""
+
+    service: str
+    deployment: str
+    ref: str
+    head: str | None
+    records: tuple[VerifiedRecord, ...]
+    failures: tuple[Failure, ...]
+    sealed: bool
+    allow_unsealed: bool
+    trust_policy: str
+    checked_at: str = field(default_factory=lambda: rec.format_time(rec.utc_now()))
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def state(self) -> str:
+        """``verified`` (sealed and clean), ``unsealed`` (clean, allowed) or ``failed``."""
+        if self.failures:
+            return "failed"
+        return "verified" if self.sealed else "unsealed"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "deployment": self.deployment,
+            "branch": self.ref,
+            "head": self.head,
+            "state": self.state,
+            "ok": self.ok,
+            "sealed": self.sealed,
+            "record_count": len(self.records),
+            "trust_policy": self.trust_policy,
+            "checked_at": self.checked_at,
+            "failures": [asdict(f) for f in self.failures],
+            "records": [asdict(r) for r in self.records],
+        }
+
+
+class EvidenceVerificationError(VerificationError):
+    """A branch failed verification; ``report`` holds every failure."""
+
+    def __init__(self, report: BranchReport) -> None:
+        self.report = report
+        first = report.failures[0]
+        more = f" (and {len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
+        super().__init__(f"{report.service}/{report.deployment}: {first}{more}")
+
+
+def iter_failures(reports: Iterable[BranchReport]) -> Iterable[tuple[BranchReport, Failure]]:
+    for report in reports:
+        for failure in report.failures:
+            yield report, failure
