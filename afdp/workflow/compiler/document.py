@@ -1,0 +1,113 @@
+"""The whole document: from a parsed document to a validated Workflow.
+
+The schema check, then every section in order (variables, collectors, metrics,
+analyzers, stages, steps, decisions, actions, outputs), built into a
+:class:`~afdp.workflow.model.Workflow`.
+"""
+
+from __future__ import annotations
+
+from afdp.errors import UsageError
+from afdp.workflow import catalog
+from afdp.workflow.compiler.actions import _Actions
+from afdp.workflow.compiler.decisions import _Decisions
+from afdp.workflow.compiler.steps import _Steps
+from afdp.workflow.findings import WorkflowInvalid, unique
+from afdp.workflow.loader import Document
+from afdp.workflow.model import Analyze, Capture, Check, Query, Step, Variable, Workflow
+
+SCHEMA = "workflow.v1"
+
+
+def compile_document(document: Document) -> Workflow:
+    """Validate a parsed workflow document and build the typed model.
+
+    Returns:
+        The :class:`Workflow`.
+
+    Raises:
+        WorkflowInvalid: every structural and semantic problem, each located.
+    """
+    from afdp.workflow.structure import check
+
+    findings = check(document, SCHEMA)
+    compiler = _Compiler(document)
+    try:
+        workflow = compiler.run()
+    except Exception:
+        # A document the schema rejected may break assumptions deep in the compiler;
+        # the schema findings already explain it. Without them this is our bug.
+        if not findings:
+            raise
+        workflow = None
+    findings.extend(compiler.findings)
+    if findings or workflow is None:
+        raise WorkflowInvalid(findings)
+    return workflow
+
+
+class _Compiler(_Steps, _Decisions, _Actions):
+    """Every section of the language, compiled in order by :meth:`run`."""
+
+    def run(self) -> Workflow:
+        from afdp.evidence.canonical import digest
+
+        data = self.data
+        self.compile_variables()
+        self.compile_collectors()
+        self.compile_metrics()
+        self.compile_analyzers()
+        stages = self.compile_stages()
+        phases = self.compile_steps(stages)
+        decisions, criteria = self.compile_decisions()
+        actions = self.compile_actions()
+        self.check_outputs()
+        used_metrics = {m for step in self.steps for m in _step_metrics(step)}
+        used_metrics |= {m for a in self.analyzers.values() for m in a.metrics}
+        metrics = tuple(m for m in self.metrics.values() if not m.builtin or m.name in used_metrics)
+        used_collectors = {m.collector for m in metrics} | {
+            p.collector for p in (s.params for s in self.steps) if isinstance(p, (Query, Check))
+        }
+        collectors = tuple(
+            c for c in self.collectors.values() if not c.builtin or c.name in used_collectors
+        )
+        version = data.get("version")
+        try:
+            workflow_digest = digest(self.doc.data)
+        except UsageError as exc:
+            # The YAML loader already refuses such numbers; a document built elsewhere may not.
+            self.fail((), f"the workflow cannot be digested: {exc}")
+            workflow_digest = ""
+        return Workflow(
+            name=str(data.get("name", "")),
+            version="" if version is None else str(version),
+            description=str(data.get("description", "")),
+            triggers=tuple(data.get("triggers") or ("deployment_completed",)),
+            phases=phases,
+            collectors=collectors,
+            metrics=metrics,
+            analyzers=tuple(self.analyzers.values()),
+            decisions=decisions,
+            success_criteria=criteria,
+            outputs=tuple(data.get("outputs") or ()),
+            variables=tuple(
+                Variable(name, value)
+                for name, value in self.variables.items()
+                if name not in self.default_variables
+                or catalog.DEFAULT_VARIABLES[name][0] in {c.name for c in collectors}
+            ),
+            stages=tuple(stages),
+            digest=workflow_digest,
+            source=self.doc.name,
+            actions=actions,
+            document=self.doc.data,
+            notes=unique(self.notes),
+            boundary=self.boundary,
+        )
+
+
+def _step_metrics(step: Step) -> tuple[str, ...]:
+    params = step.params
+    if isinstance(params, (Capture, Analyze)):
+        return params.metrics
+    return ()
