@@ -40,3 +40,48 @@ def test_readme_commands_exist() -> None:
     available = set(cli.list_commands(None))  # type: ignore[arg-type]
     assert used, "the README shows no afdp command"
     assert used <= available, f"README names commands the CLI lacks: {sorted(used - available)}"
+
+
+def _code_paths() -> list[tuple[str, str]]:
+    found = []
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        for ref in sorted(set(re.findall(r"`(afdp/[A-Za-z0-9_/.]+?)(?:::[A-Za-z_]+)?`", text))):
+            found.append((path.name, ref))
+    return found
+
+
+@pytest.mark.parametrize(("name", "ref"), _code_paths(), ids=lambda v: str(v)[:60])
+def test_every_source_path_the_docs_name_exists(name: str, ref: str) -> None:
+    # docs/architecture.md answers "where is ..." with file names: each must be real.
+    assert (ROOT / ref.rstrip("/")).exists(), f"{name} names {ref}, which does not exist"
+
+
+def _dotted_names() -> list[tuple[str, str]]:
+    found = []
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        for ref in sorted(set(re.findall(r"`(afdp(?:\.[a-z_][A-Za-z0-9_]*)+)(?![\w/.])", text))):
+            found.append((path.name, ref))
+    return found
+
+
+@pytest.mark.parametrize(("name", "ref"), _dotted_names(), ids=lambda v: str(v)[:60])
+def test_every_module_name_the_docs_give_imports(name: str, ref: str) -> None:
+    import importlib
+    import warnings
+
+    parts = ref.split(".")
+    for cut in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # 0.1 names are documented
+                obj: object = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[cut:]:
+            assert hasattr(obj, attribute), f"{name} names {ref}: {module_name} has no {attribute}"
+            obj = getattr(obj, attribute)
+        return
+    pytest.fail(f"{name} names {ref}, which is no module")
