@@ -300,18 +300,21 @@ def open_branch(
         return None
     genesis = _genesis(service, deployment, genesis_metadata, workflow_digest)
     try:
-        return _append_once(
-            store,
-            ref,
-            None,
-            genesis,
-            signer,
-            tsa_urls,
-            timeout,
-            author or ("AFDP", "afdp@evidence.invalid"),
-            service,
-            deployment,
-        )
+        with store.branch_turn(ref):
+            if store.head(ref) is not None:
+                return None  # opened meanwhile by the writer whose turn came first
+            return _append_once(
+                store,
+                ref,
+                None,
+                genesis,
+                signer,
+                tsa_urls,
+                timeout,
+                author or ("AFDP", "afdp@evidence.invalid"),
+                service,
+                deployment,
+            )
     except RefMoved:
         return None
 
@@ -346,6 +349,26 @@ def append_record(
     store = EvidenceStore(repository)
     ref = branch_ref(service, deployment)
     who = author or ("AFDP", "afdp@evidence.invalid")
+    # One writer at a time per branch: a lost race would cost a new signature and a
+    # new time-stamp; the compare-and-swap below still guards against any other writer.
+    with store.branch_turn(ref):
+        return _append_in_turn(
+            store, ref, service, deployment, draft, signer, tsa_urls, who, genesis_metadata, timeout
+        )
+
+
+def _append_in_turn(
+    store: EvidenceStore,
+    ref: str,
+    service: str,
+    deployment: str,
+    draft: rec.RecordDraft,
+    signer: AnySigner,
+    tsa_urls: Sequence[str],
+    who: tuple[str, str],
+    genesis_metadata: dict[str, Any] | None,
+    timeout: float,
+) -> list[AppendedRecord]:
     written: list[AppendedRecord] = []
     for attempt in range(MAX_ATTEMPTS):
         head = store.head(ref)

@@ -52,6 +52,10 @@ _BLOB = pygit2.enums.FileMode.BLOB
 
 #: How long a writer waits for another writer's ref lock before reporting "locked".
 LOCK_WAIT = 5.0
+#: How long a writer waits for its turn on a branch (see EvidenceStore.branch_turn):
+#: long enough for the writers ahead of it to sign and time-stamp, each within its
+#: TSA deadline.
+TURN_WAIT = 120.0
 
 
 #: Size limits checked from the object header before a blob is read (verification
@@ -605,6 +609,45 @@ class EvidenceStore:
                         ) from exc
                 time.sleep(pause)
                 pause = min(pause * 2, 0.1)
+
+    @contextlib.contextmanager
+    def branch_turn(self, ref: str, *, wait: float = TURN_WAIT) -> Iterator[None]:
+        """Take this writer's turn on ``ref``: writers of one branch append one at a time.
+
+        Held around a whole append (read the head, sign, time-stamp, commit, swap), so
+        concurrent AFDP writers of one branch queue instead of racing: N records cost N
+        signatures and N time-stamps, where racing writers re-signed and re-stamped
+        after every lost compare-and-swap. The lock is an ``flock`` on a file under the
+        common git directory (shared by worktrees), so the kernel releases the turn of
+        a writer that dies; a writer that is merely slow holds it for as long as its
+        TSA takes. Correctness never rests on it: the compare-and-swap still refuses
+        any update from a stale head (another tool, a writer past ``wait``).
+
+        Raises:
+            StorageError: another writer held the turn for more than ``wait`` seconds.
+        """
+        directory = common_dir(self.path) / "afdp-locks" / "branches"
+        directory.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256(ref.encode()).hexdigest()[:32] + ".lock"
+        deadline = time.monotonic() + wait
+        with open(directory / name, "a") as handle:
+            pause = 0.001
+            while True:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise StorageError(
+                            f"{ref} is being appended to by another AFDP writer that held "
+                            f"its turn for more than {wait:g} s"
+                        ) from None
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.02)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def _writer_lock(self, ref: str, deadline: float) -> Iterator[str | None]:
