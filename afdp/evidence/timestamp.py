@@ -21,6 +21,7 @@ import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import rfc3161_client
@@ -343,29 +344,48 @@ def encoding_problem(token_der: bytes) -> str | None:
         if not isinstance(signers[0]["unsigned_attrs"], core.Void):
             return "the token carries unsigned attributes, which its signature does not cover"
         field = signed["certificates"]
-        certificates = [] if isinstance(field, core.Void) else [c.chosen for c in field]
         sid = signers[0]["sid"]
-        if not certificates:
+        if isinstance(field, core.Void):
             return None
-        if sid.name != "issuer_and_serial_number":
-            return None if len(certificates) == 1 else "certificates beyond the signer's path"
-        wanted = (sid.chosen["issuer"].dump(), sid.chosen["serial_number"].native)
-        current = next(
-            (c for c in certificates if (c.issuer.dump(), c.serial_number) == wanted), None
-        )
-        if current is None:
-            return "the certificate set does not hold the signer's certificate"
-        used = [current]
-        while current.issuer.dump() != current.subject.dump() and len(used) <= len(certificates):
-            issuer = next(
-                (c for c in certificates if c.subject.dump() == current.issuer.dump()), None
-            )
-            if issuer is None or issuer in used:
-                break
-            used.append(issuer)
-            current = issuer
+        # Every token of one TSA carries the same certificate set and signer id: judge
+        # each pair once (the parse of the certificates is most of this check's cost).
+        key = (field.dump(), sid.dump())
+        if key not in _certificate_set_problems:
+            problem = _certificate_set_problem([c.chosen for c in field], sid)
+            with _verifiers_lock:
+                if len(_certificate_set_problems) >= _MAX_VERIFIERS:
+                    _certificate_set_problems.clear()
+                _certificate_set_problems[key] = problem
+        return _certificate_set_problems[key]
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return f"the token cannot be read as a time-stamp response ({exc})"
+
+
+#: ``(certificate set DER, signer id DER)`` -> what is wrong with that set, or None.
+_certificate_set_problems: dict[tuple[bytes, bytes], str | None] = {}
+
+
+def _certificate_set_problem(certificates: list[Any], sid: Any) -> str | None:
+    """Why this certificate set is not exactly the signer's path (each certificate once)."""
+    if not certificates:
+        return None
+    if sid.name != "issuer_and_serial_number":
+        return None if len(certificates) == 1 else "certificates beyond the signer's path"
+    wanted = (sid.chosen["issuer"].dump(), sid.chosen["serial_number"].native)
+    current = next(
+        (c for c in certificates if (c.issuer.dump(), c.serial_number) == wanted), None
+    )
+    if current is None:
+        return "the certificate set does not hold the signer's certificate"
+    used = [current]
+    while current.issuer.dump() != current.subject.dump() and len(used) <= len(certificates):
+        issuer = next(
+            (c for c in certificates if c.subject.dump() == current.issuer.dump()), None
+        )
+        if issuer is None or issuer in used:
+            break
+        used.append(issuer)
+        current = issuer
     extra = len(certificates) - len(used)
     if extra:
         return f"the certificate set holds {extra} certificate(s) off the signer's path"
