@@ -21,15 +21,16 @@ import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import rfc3161_client
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from afdp.deadline import deadline, with_deadlines
 from afdp.errors import ConfigurationError, TimestampError, UsageError, VerificationError
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "TimestampToken",
@@ -95,11 +96,15 @@ class VerifiedTimestamp:
 
 # --------------------------------------------------------------------------- client
 
-_client: httpx.Client | None = None
+_client: httpx.Client | None = None  # HTTP is imported on first use: verify never needs it
 _client_lock = threading.Lock()
 
 
 def _http() -> httpx.Client:
+    import httpx
+
+    from afdp.deadline import with_deadlines
+
     # One client for the process: keep-alive connections make a round trip to a nearby
     # TSA a fraction of a millisecond instead of a TCP handshake each time.
     global _client
@@ -169,6 +174,10 @@ class _Skip(Exception):
 
 
 def _ask(url: str, body: bytes, timeout: float) -> tuple[rfc3161_client.TimeStampResponse, bytes]:
+    import httpx
+
+    from afdp.deadline import deadline
+
     try:
         # ``timeout`` is each TSA's deadline for the whole exchange (connect to last
         # byte), not a bound on each read: a TSA dribbling its answer cannot hold us.
