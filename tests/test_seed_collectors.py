@@ -224,7 +224,7 @@ def test_dollar_names_stay_errors_in_conditions_and_money_still_parses(tmp_path,
     assert ok.code == 0, ok.out
     bad = cli("validate", str(write(tmp_path, rest.format(limit="$API_TOKEN"), "secret.yaml")))
     assert bad.code == 1, bad.out
-    assert "decisions.lost_revenue.condition: invalid condition" in bad.out and "$" in bad.out
+    assert "decisions.lost_revenue.condition: invalid condition: $API_TOKEN is not read in conditions" in bad.out
 
 
 def test_the_policy_judges_the_real_database_target_behind_dollar_database_url(tmp_path, cli, monkeypatch, keys, tsa) -> None:
@@ -449,3 +449,12 @@ def test_seed_collectors_no_change_is_a_success(tmp_path, cli, prometheus_server
     assert not [m for m, v in metrics.items() if v["degraded"]], metrics
     assert set(metrics) == {"active_users", "revenue_per_minute"}
     assert outcome["decision"]["action"] == "mark_successful", outcome["decision"]
+
+
+def test_dollar_names_in_webhooks_are_environment_secrets_too(tmp_path) -> None:
+    text = seed_text() + "actions:\n  alert:\n    webhook: https://afdp:$HOOK_PW@hooks.example.com/afdp\n    secret: $AFDP_WEBHOOK_SECRET\n"
+    workflow = load_workflow(write(tmp_path, text))
+    (alert,) = workflow.actions
+    assert [str(p) for p in alert.webhook.placeholders] == ["${env.HOOK_PW}"]
+    assert [str(p) for p in alert.secret.placeholders] == ["${env.AFDP_WEBHOOK_SECRET}"]
+    assert str(alert.secret.render({}, env={"AFDP_WEBHOOK_SECRET": "k"})) == "[redacted env.AFDP_WEBHOOK_SECRET]"
