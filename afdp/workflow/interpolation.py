@@ -26,6 +26,7 @@ MAX_RENDERED = 64 * 1024
 
 _PLACEHOLDER = re.compile(r"\$\{\s*([A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)\s*\}")
 _BARE_DOLLAR = re.compile(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)")
+_BARE_NAME = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 class TemplateError(ValueError):
@@ -230,11 +231,15 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def parse_template(text: str, *, check_bare_dollar: bool = False) -> Template:
+def parse_template(
+    text: str, *, check_bare_dollar: bool = False, bare_env: bool = False
+) -> Template:
     """Parse ``${...}`` references in ``text``.
 
     With ``check_bare_dollar`` a shell-style ``$NAME`` is an error (in URLs and headers it
-    is almost always a forgotten ``${env.NAME}``).
+    is almost always a forgotten ``${env.NAME}``). With ``bare_env`` (the places where
+    credentials go: a collector's URL, endpoint or connection, headers, webhooks) it is
+    read as ``${env.NAME}``, a secret, and ``$$NAME`` writes a literal ``$NAME``.
 
     Returns:
         The :class:`Template`.
@@ -258,6 +263,21 @@ def parse_template(text: str, *, check_bare_dollar: bool = False) -> Template:
             i = start + 3
             continue
         if not text.startswith("${", start):
+            if bare_env:
+                escaped = _BARE_NAME.match(text, start + 1) if text.startswith("$$", start) else None
+                if escaped:  # $$NAME: a literal $NAME
+                    literal.append("$" + escaped.group(1))
+                    i = escaped.end()
+                    continue
+                bare = _BARE_NAME.match(text, start)
+                if bare:
+                    joined = "".join(literal)
+                    if joined:
+                        parts.append(joined)
+                    literal = []
+                    parts.append(Placeholder(("env", bare.group(1)), start))
+                    i = bare.end()
+                    continue
             if check_bare_dollar:
                 bare = _BARE_DOLLAR.match(text, start)
                 if bare:

@@ -26,7 +26,7 @@ from afdp.workflow.findings import Finding
 from afdp.workflow.interpolation import Template, UnresolvedError
 from afdp.workflow.units import Duration, Quantity, Unit
 
-CollectorType = Literal["prometheus", "scrape", "sql", "rest"]
+CollectorType = Literal["prometheus", "scrape", "sql", "rest"]  # (``type: pull`` is prometheus)
 Action = Literal["rollback", "alert", "mark_successful"]
 Better = Literal["lower", "higher", "none"]
 
@@ -58,6 +58,11 @@ class Collector:
       metrics pick a field with ``select``.
 
     ``builtin`` is True for the default ``prometheus`` collector (not in the document).
+    ``url_key`` is the key the address was written under (``url``, ``endpoint``, or
+    ``connection`` for sql). ``default_query`` is the text of a prometheus collector's
+    ``query_template`` or a sql collector's ``query`` (``default_query_key`` says which):
+    the query of every metric reading from it that gives none, with ``${metric.name}``
+    replaced by the metric's name.
     """
 
     name: str
@@ -71,6 +76,9 @@ class Collector:
     timeout: Duration | None = None
     builtin: bool = False
     location: Location | None = None
+    url_key: str = "url"
+    default_query: str | None = None
+    default_query_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,9 @@ class Metric:
 
     ``query`` (prometheus, sql), ``metric`` plus ``labels`` and ``aggregate`` (scrape)
     or ``select`` (rest) say what to read from ``collector``. ``unit`` is the unit of the
-    collected number; ``better`` says which direction is an improvement.
+    collected number; ``better`` says which direction is an improvement. ``column``
+    (sql, a query taken from the collector) is the result column read when the row has
+    one of that name (else the first column).
     """
 
     name: str
@@ -92,6 +102,7 @@ class Metric:
     aggregate: str | None = None
     select: str | None = None
     builtin: bool = False
+    column: str | None = None
 
 
 @dataclass(frozen=True)

@@ -490,12 +490,17 @@ def capture(
     except CollectorFailed as exc:
         raise CollectorFailed(exc.reason, collector=collector.name, metric=metric.name) from None
     source = f"the {database.dialect} database"
+    read_columns: set[str] = set()
 
     def read() -> float:
         columns, rows, _ = database.run(sql, 1)
         if not rows or not columns:
             return math.nan
-        return _number(rows[0][0])
+        # A query taken from the collector may serve several metrics: each reads the
+        # column named after it when there is one.
+        index = columns.index(metric.column) if metric.column in columns else 0
+        read_columns.add(columns[index])
+        return _number(rows[0][index])
 
     failures = 0
     try:
@@ -516,9 +521,14 @@ def capture(
             collector=collector.name,
             metric=metric.name,
         )
+    column = next(iter(read_columns)) if len(read_columns) == 1 else None
     provenance = {
         **_source(collector, database, rendered),
-        "meaning": "the first column of the first row at each read",
+        "meaning": (
+            f"column {column} of the first row at each read"
+            if metric.column is not None and column is not None
+            else "the first column of the first row at each read"
+        ),
         "window": {"start": rfc3339(start), "end": rfc3339(end)},
         "interval": every,
         "reads": len(reads),

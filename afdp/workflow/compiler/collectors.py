@@ -7,6 +7,7 @@ collector. The URL check is shared with the webhooks of ``actions:``.
 
 from __future__ import annotations
 
+import re
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -28,6 +29,19 @@ _SQL_SCHEMES = (
 )
 
 
+_METRIC_REF = re.compile(r"\$\{\s*metric\.[^}]*\}")
+
+
+def _normalize(text: str) -> str:
+    return re.sub(r"\$\{\s*metric\.name\s*\}", "${metric.name}", text)
+
+
+def metric_query(text: str, name: str) -> str:
+    """Return a collector's default query ``text`` for the metric ``name``: each
+    ``${metric.name}`` replaced by it (metric names are identifiers: nothing to escape)."""
+    return _normalize(text).replace("${metric.name}", name)
+
+
 class _Collectors(_Variables):
     """Collectors and the URLs they (or webhooks) are reached at."""
 
@@ -46,15 +60,20 @@ class _Collectors(_Variables):
         self, name: str, spec: dict[str, Any], path: DocPath | None, *, builtin: bool
     ) -> Collector:
         at: DocPath = path or ("collectors",)
-        kind = (
-            spec.get("type")
-            if spec.get("type") in ("prometheus", "scrape", "sql", "rest")
-            else "rest"
-        )
+        kind = spec.get("type") if spec.get("type") in ("prometheus", "scrape", "sql", "rest") else "rest"
+        if spec.get("type") == "pull":
+            kind = "prometheus"
+            self.note(
+                (*at, "type"),
+                "type: pull is read as type: prometheus: the Prometheus HTTP API at its "
+                "endpoint, queried with PromQL (range queries every step, 15s by default)",
+            )
+        url_key = self.url_key(spec, str(kind), at)
         scope = self.base_scope(env=True)
-        url = self.template(spec.get("url"), (*at, "url"), scope, secrets="url", bare_dollar=True)
+        url = self.template(spec.get(url_key), (*at, url_key), scope, secrets="url", bare_dollar=True)
         if url is not None:
-            self.check_url(url, str(kind), (*at, "url"))
+            self.check_url(url, str(kind), (*at, url_key))
+        default_query, query_key = self.default_query(spec, str(kind), at, scope)
         headers = tuple(
             (key, template)
             for key, value in self.mapping(spec.get("headers")).items()
@@ -100,7 +119,100 @@ class _Collectors(_Variables):
             timeout=self.duration(spec.get("timeout", catalog.DEFAULT_TIMEOUT), (*at, "timeout")),
             builtin=builtin,
             location=None if path is None else self.location(path),
+            url_key=url_key,
+            default_query=default_query,
+            default_query_key=query_key,
         )
+
+    def url_key(self, spec: dict[str, Any], kind: str, at: DocPath) -> str:
+        """Return the key the collector's address is written under: ``url``, or the
+        guide's ``endpoint`` (HTTP sources) and ``connection`` (sql); exactly one."""
+        given = [key for key in ("url", "endpoint", "connection") if key in spec]
+        if len(given) > 1:
+            self.fail(
+                (*at, given[1]),
+                f"{' and '.join(given)} both give the address; write one of them",
+                prefer_key=True,
+            )
+        if not given:
+            self.fail(
+                at,
+                "the collector needs an address: "
+                + ("connection: (a database URL, e.g. $DATABASE_URL)" if kind == "sql" else "endpoint: or url: (http://host:port)"),
+                prefer_key=True,
+            )
+            return "url"
+        key = given[0]
+        if key == "connection" and kind != "sql":
+            self.fail(
+                (*at, key),
+                f"connection: is a sql collector's database URL; a {kind} collector is reached at endpoint: (or url:)",
+                prefer_key=True,
+            )
+        elif key == "endpoint" and kind == "sql":
+            self.fail(
+                (*at, key),
+                "a sql collector's database URL is written connection: (or url:), not endpoint:",
+                prefer_key=True,
+            )
+        elif key == "endpoint":
+            what = {
+                "prometheus": "the Prometheus HTTP API's base URL",
+                "scrape": "the /metrics page read every interval",
+                "rest": "the JSON API called every interval",
+            }.get(kind, "the address")
+            self.note((*at, key), f"endpoint: is read as url:, {what}")
+        elif key == "connection":
+            self.note(
+                (*at, key),
+                "connection: is read as url:, the database's SQLAlchemy URL "
+                "(postgresql://user@host/db); queries run read-only",
+            )
+        return key
+
+    def default_query(
+        self, spec: dict[str, Any], kind: str, at: DocPath, scope: Any
+    ) -> tuple[str | None, str | None]:
+        """Check a prometheus collector's ``query_template`` or a sql collector's
+        ``query``: the query of every metric on the collector that gives none."""
+        key = "query_template" if "query_template" in spec else "query" if "query" in spec else None
+        if key is None or not isinstance(spec.get(key), str):
+            return None, None
+        wanted = "query_template" if kind == "prometheus" else "query" if kind == "sql" else None
+        if key != wanted:
+            hint = (
+                "a prometheus (pull) collector's default query is query_template:, a sql "
+                "collector's is query:"
+            )
+            self.fail((*at, key), f"{key!r} does not apply to a {kind} collector; {hint}", prefer_key=True)
+            return None, None
+        if "query_template" in spec and "query" in spec:
+            self.fail((*at, "query"), "give query_template: or query:, not both", prefer_key=True)
+        text = str(spec[key]).strip()
+        other = _METRIC_REF.search(_normalize(text).replace("${metric.name}", ""))
+        if other:
+            self.fail(
+                (*at, key),
+                f"{other.group(0)}: a collector's {key} knows only ${{metric.name}} (the "
+                "name of the metric it is the query of)",
+            )
+            return None, None
+        # Checked once here, with a stand-in name; each metric renders its own.
+        self.template(
+            metric_query(text, "metric"), (*at, key), scope, secrets="a query's text"
+        )
+        self.note(
+            (*at, key),
+            f"{key}: is the query of every metric on collector {at[-1]!r} that gives no "
+            "query: of its own ("
+            + (
+                "${metric.name} replaced by the metric's name)"
+                if "${metric.name}" in _normalize(text)
+                else "no ${metric.name} in it: the same query for each)"
+            )
+            + ("; a metric reads the column named after it, else the first column" if kind == "sql" else ""),
+        )
+        return text, key
 
     def check_url(self, url: Template, kind: str, path: DocPath, *, what: str = "") -> None:
         # Only the literal start of a templated URL can be checked before run time.

@@ -10,6 +10,7 @@ small pure helpers used by several sections. Each section is a mixin of :class:`
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -96,15 +97,24 @@ class _Base:
         False nowhere, True anywhere (a header, an HMAC key: sent, never echoed),
         ``"url"`` only as a whole connection URL or in a URL's user-info (credentials),
         and a string naming the place (``"a query's text"``) nowhere, with that reason.
+        With ``bare_dollar`` (the places where credentials go) a shell-style ``$NAME`` is
+        read as ``${env.NAME}`` and noted.
         """
         if not isinstance(value, str):
             return None
         try:
-            template = parse_template(value, check_bare_dollar=bare_dollar)
+            template = parse_template(value, bare_env=bare_dollar)
         except TemplateError as exc:
             self.fail(path, f"{exc} (at character {exc.offset + 1})")
             return None
         for placeholder in template.placeholders:
+            if bare_dollar and placeholder.secret and not value.startswith("${", placeholder.offset):
+                self.note(
+                    path,
+                    f"${placeholder.parts[1]} is read as the environment secret {placeholder}: "
+                    "sent with the request, never written to evidence, plans or logs "
+                    f"($${placeholder.parts[1]} would be the literal text)",
+                )
             if placeholder.secret and secrets is not True:
                 misplaced = (
                     _secret_outside_credentials(value, placeholder.offset)
@@ -160,7 +170,9 @@ def _secret_outside_credentials(text: str, offset: int) -> str:
     not a credential's place ("" when it is: the whole URL, or its user-info)."""
     stripped = text.strip()
     if stripped.startswith("${") and stripped.endswith("}") and stripped.count("${") == 1:
-        return ""  # the whole URL is the secret (a connection string, $DATABASE_URL)
+        return ""  # the whole URL is the secret (a connection string, ${env.DATABASE_URL})
+    if re.fullmatch(r"\$[A-Za-z_][A-Za-z0-9_]*", stripped):
+        return ""  # the same, written shell-style: $DATABASE_URL
     scheme_end = text.find("://")
     if scheme_end < 0 or offset < scheme_end:
         return "a URL's scheme"

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from afdp.workflow import catalog
+from afdp.workflow.compiler.collectors import metric_query
 from afdp.workflow.compiler.variables import _Variables
+from afdp.workflow.interpolation import Template, TemplateError, parse_template
 from afdp.workflow.loader import DocPath
 from afdp.workflow.model import Metric
 from afdp.workflow.scope import suggest
@@ -67,7 +69,8 @@ class _Metrics(_Variables):
         ]
         if builtin and needs not in spec:
             return None  # the built-in catalog only fits a Prometheus collector
-        if needs not in spec:
+        inherited = needs == "query" and "query" not in spec and collector.default_query is not None
+        if needs not in spec and not inherited:
             self.fail(
                 at,
                 f"metric {name!r} reads from {collector.type} collector {collector.name!r}, so it needs {needs!r}",
@@ -77,7 +80,7 @@ class _Metrics(_Variables):
             "query": ("prometheus", "sql"),
             "metric": ("scrape",),
             "labels": ("scrape",),
-            "aggregate": ("scrape",),
+            "aggregate": ("scrape", "prometheus"),
             "select": ("rest",),
         }
         for key, kinds in applies.items():
@@ -95,6 +98,15 @@ class _Metrics(_Variables):
                 self.fail((*at, "unit"), str(exc))
         scope = self.base_scope(env=True)
         query = self.template(spec.get("query"), (*at, "query"), scope, secrets="a query's text")
+        if inherited and collector.default_query is not None:
+            try:  # checked (and any problem reported) where the collector writes it
+                query = parse_template(metric_query(collector.default_query, name))
+            except TemplateError:
+                query = None
+        aggregate = spec.get("aggregate", "sum" if collector.type == "scrape" else None)
+        if collector.type == "prometheus" and query is not None and isinstance(aggregate, str):
+            # aggregate: sum on a PromQL metric: one series from an answer of several.
+            query = Template(f"{aggregate}({query.source})", (f"{aggregate}(", *query.parts, ")"))
         labels = tuple(
             (key, template)
             for key, value in self.mapping(spec.get("labels")).items()
@@ -114,9 +126,10 @@ class _Metrics(_Variables):
             query=query,
             metric=spec.get("metric") if isinstance(spec.get("metric"), str) else None,
             labels=labels,
-            aggregate=spec.get("aggregate", "sum" if collector.type == "scrape" else None),
+            aggregate=aggregate,
             select=spec.get("select") if isinstance(spec.get("select"), str) else None,
             builtin=builtin,
+            column=name if inherited and collector.type == "sql" else None,
         )
 
     def check_metric_names(self, names: Any, path: DocPath) -> tuple[str, ...]:

@@ -68,6 +68,12 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token("ref", match.group(), i, tuple(match.group(1).split("."))))
             i = match.end()
             continue
+        if char == "$" and (bare := re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)", text[i:])):
+            raise ExpressionError(
+                f"${bare.group(1)} is not read in conditions: environment variables (secrets) "
+                "cannot be used there; money is a number after the sign ($1000_per_hour)",
+                i,
+            )
         if char.isdigit() or (char in "$€£" and i + 1 < n and text[i + 1].isdigit()):
             match = _NUMBER.match(text, i)
             if match is None:  # a digit the language does not read (e.g. non-ASCII)

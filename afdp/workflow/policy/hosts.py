@@ -396,7 +396,7 @@ class AllowedHosts:
                 yield (
                     label,
                     collector.url,
-                    collector_path(collector, "url"),
+                    collector_path(collector, collector.url_key),
                     collector_location(workflow, collector),
                     str(collector.type),
                 )
