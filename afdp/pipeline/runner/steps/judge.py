@@ -172,7 +172,7 @@ def handle_decide(run: RunState, step: Step, values: dict[str, Any]) -> StepResu
     summary += f"; {action_text(decision.get('action'), action)}"
     result: dict[str, Any] = {"outputs": outputs, "decision": decision, "action": action}
     if notifications:
-        result["notifications"] = notifications
+        decision["notifications"] = notifications  # evidence in the decision's record
         sent = [f"{n['channel']} {n['status']}" for n in notifications]
         summary += "; notified " + ", ".join(sent)
     if action.get("status") == "failed":
