@@ -201,7 +201,11 @@ def _print_plan(plan: dict[str, Any]) -> None:
         for d in plan["decisions"]:
             echo(
                 f"  {d['name']}: if {d['condition']} -> {d['action']} (label {d['training_label']})"
+                + (f", severity {d['severity']}" if d.get("severity") else "")
             )
+            for c in d.get("channels") or ():
+                signed = ", signed" if c.get("signed") else ""
+                echo(f"    notify {c['name']}: {c['type']} {c['target']}{signed}")
     if plan["actions"]:
         echo("")
         echo("actions")

@@ -174,6 +174,32 @@ class ActionSpec:
 
 
 @dataclass(frozen=True)
+class NotificationChannel:
+    """A channel a decision's ``notify:`` names (top-level ``notifications:``).
+
+    ``type``: ``webhook`` (the decision POSTed as JSON, HMAC-signed under ``secret``),
+    ``slack`` (a Slack-compatible incoming webhook: ``{"text": ...}``) or ``email``
+    (SMTP to ``host``:``port`` from ``sender`` to ``recipients``, with ``starttls`` and
+    ``username``/``password`` from ``${env.*}``). ``url`` is the webhook/Slack URL, or
+    ``smtp://host:port`` for email (what the admission policy judges).
+    """
+
+    name: str
+    type: str
+    url: Template
+    timeout: Duration
+    secret: Template | None = None
+    host: str | None = None
+    port: int | None = None
+    sender: str | None = None
+    recipients: tuple[str, ...] = ()
+    starttls: bool = False
+    username: Template | None = None
+    password: Template | None = None
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
 class Stage:
     """One rollout stage (canary, partial, full): expanded into steps of its own phase.
 
@@ -411,6 +437,7 @@ class Workflow:
     digest: str
     source: str
     actions: tuple[ActionSpec, ...] = ()
+    notifications: tuple[NotificationChannel, ...] = ()
     document: Any = field(default=None, compare=False, hash=False, repr=False)
     #: Warnings and notes for the author (``afdp validate`` prints them): how AFDP read
     #: what the file leaves open, and constructs that would give a meaningless verdict.
@@ -470,6 +497,13 @@ class Workflow:
         for spec in self.actions:
             if spec.action == name:
                 return spec
+        return None
+
+    def channel(self, name: str) -> NotificationChannel | None:
+        """Return the notification channel ``name`` (None when not configured)."""
+        for channel in self.notifications:
+            if channel.name == name:
+                return channel
         return None
 
     def max_duration(self) -> Duration:

@@ -285,6 +285,7 @@ def plan_workflow(
             "training_label": d.training_label,
             "notify": list(d.notify),
             "severity": d.severity,
+            "channels": [_channel(workflow, name, values) for name in d.notify],
         }
         for d in workflow.decisions
     )
@@ -311,6 +312,18 @@ def plan_workflow(
         actions=actions,
         policy=policy.name if policy is not None else None,
     )
+
+
+def _channel(workflow: Workflow, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return where a ``notify:`` channel sends: ``{name, type, target, signed}``."""
+    channel = workflow.channel(name)
+    if channel is None:
+        return {"name": name, "type": None, "target": None, "signed": False}
+    if channel.type == "email":
+        target = f"smtp://{channel.host}:{channel.port} to {', '.join(channel.recipients)}"
+    else:
+        target = _render(channel.url, values)
+    return {"name": name, "type": channel.type, "target": target, "signed": channel.secret is not None}
 
 
 def _plan_step(step: Step, values: Mapping[str, Any]) -> PlannedStep:

@@ -11,8 +11,10 @@ from typing import Any, cast
 from afdp.workflow import catalog
 from afdp.workflow.catalog import StepKind
 from afdp.workflow.compiler.analyses import _Analyses
-from afdp.workflow.expressions import Expression
-from afdp.workflow.model import Analyze, Decision
+from afdp.workflow.expressions import Expression, ExpressionError, parse_expression
+from afdp.workflow.model import Analyze, Decision, Step
+from afdp.workflow.quantities import BY_NAME, source_metric
+from afdp.workflow.scope import Tree
 
 
 class _Decisions(_Analyses):
@@ -45,8 +47,12 @@ class _Decisions(_Analyses):
                     criteria.append(expression)
             decisions: list[Decision] = []
             scope = self.analysis_scope(analysis, decisions=True)
+            scope.update(self.named_quantities(analysis, scope))
             for name, spec in raw.items():
                 if not isinstance(spec, dict):
+                    continue
+                notify = self.channels_named(name, spec.get("notify"))
+                if not self.quantities_known(spec.get("condition"), name, scope, analysis):
                     continue
                 condition = self.condition(
                     spec.get("condition"), ("decisions", name, "condition"), scope
@@ -64,7 +70,7 @@ class _Decisions(_Analyses):
                         condition=condition,
                         action=cast(Any, action),
                         training_label=spec.get("training_label") or catalog.DEFAULT_LABELS[action],
-                        notify=tuple(spec.get("notify") or ()),
+                        notify=notify,
                         severity=spec.get("severity"),
                     )
                 )
@@ -88,3 +94,74 @@ class _Decisions(_Analyses):
                     level="warning",
                 )
                 return
+
+    def named_quantities(self, analysis: Step | None, scope: dict[str, Tree]) -> dict[str, Tree]:
+        """Return the named quantities (``latency_increase``...) whose metric the analysis
+        has, typed in that metric's dimension; a metric of the same name wins."""
+        if analysis is None:
+            return {}
+        listed = self.analysed(analysis)
+        out: dict[str, Tree] = {}
+        for quantity in BY_NAME.values():
+            metric = source_metric(quantity, listed)
+            if metric is not None and quantity.name not in scope:
+                out[quantity.name] = dict(listed)[metric]
+        return out
+
+    def analysed(self, analysis: Step) -> list[tuple[str, str]]:
+        params = cast(Analyze, analysis.params)
+        return [
+            (m, self.metrics[m].unit.dimension) for m in params.metrics if m in self.metrics
+        ]
+
+    def quantities_known(
+        self, text: Any, name: str, scope: dict[str, Tree], analysis: Step | None
+    ) -> bool:
+        """Fail, naming what to declare, for a named quantity whose metric is not analysed."""
+        if not isinstance(text, str):
+            return True
+        try:
+            refs = parse_expression(text).refs
+        except ExpressionError:
+            return True  # self.condition reports it
+        ok = True
+        for ref in refs:
+            quantity = BY_NAME.get(ref.parts[0])
+            if quantity is None:
+                continue
+            if ref.parts[0] in scope:
+                if analysis is not None and ref.parts[0] not in self.metrics:
+                    metric = source_metric(quantity, self.analysed(analysis))
+                    self.note(
+                        ("decisions", name, "condition"),
+                        f"{quantity.name} is {quantity.meaning}, read from metric {metric!r} of "
+                        f"{analysis.name!r} (the test's shift when a test runs, else the "
+                        "difference of the central values)",
+                    )
+                continue
+            where = (
+                f"the analysis {analysis.name!r} analyses no such metric"
+                if analysis is not None
+                else "there is no analysis before the decisions step"
+            )
+            self.fail(
+                ("decisions", name, "condition"),
+                f"{quantity.name} reads a metric: {where}; {quantity.declare}",
+            )
+            ok = False
+        return ok
+
+    def channels_named(self, name: str, value: Any) -> tuple[str, ...]:
+        """Return the ``notify:`` channels; each must be configured under ``notifications:``."""
+        channels = tuple(c for c in (value or ()) if isinstance(c, str))
+        configured = self.mapping(self.data.get("notifications"))
+        for index, channel in enumerate(channels):
+            if channel not in configured:
+                known = ", ".join(sorted(configured)) or "none"
+                self.fail(
+                    ("decisions", name, "notify", index),
+                    f"channel {channel!r} is not configured: declare it under notifications: "
+                    f"(e.g. notifications: {{{channel}: {{type: webhook, url: https://...}}}}); "
+                    f"configured: {known}",
+                )
+        return channels

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from afdp.errors import UsageError
 from afdp.workflow import catalog
-from afdp.workflow.compiler.actions import _Actions
 from afdp.workflow.compiler.decisions import _Decisions
+from afdp.workflow.compiler.notifications import _Notifications
 from afdp.workflow.compiler.steps import _Steps
 from afdp.workflow.findings import WorkflowInvalid, unique
 from afdp.workflow.loader import Document
@@ -46,7 +46,7 @@ def compile_document(document: Document) -> Workflow:
     return workflow
 
 
-class _Compiler(_Steps, _Decisions, _Actions):
+class _Compiler(_Steps, _Decisions, _Notifications):
     """Every section of the language, compiled in order by :meth:`run`."""
 
     def run(self) -> Workflow:
@@ -61,6 +61,7 @@ class _Compiler(_Steps, _Decisions, _Actions):
         phases = self.compile_steps(stages)
         decisions, criteria = self.compile_decisions()
         actions = self.compile_actions()
+        notifications = self.compile_notifications()
         self.check_outputs()
         used_metrics = {m for step in self.steps for m in _step_metrics(step)}
         used_metrics |= {m for a in self.analyzers.values() for m in a.metrics}
@@ -100,6 +101,7 @@ class _Compiler(_Steps, _Decisions, _Actions):
             digest=workflow_digest,
             source=self.doc.name,
             actions=actions,
+            notifications=notifications,
             document=self.doc.data,
             notes=unique(self.notes),
             boundary=self.boundary,

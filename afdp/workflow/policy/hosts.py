@@ -410,3 +410,11 @@ class AllowedHosts:
                         action.location,
                         "webhook",
                     )
+            for channel in workflow.notifications:
+                yield (
+                    f"the {channel.type} channel {channel.name!r}",
+                    channel.url,
+                    ("notifications", channel.name, "host" if channel.type == "email" else "url"),
+                    channel.location,
+                    "webhook",
+                )

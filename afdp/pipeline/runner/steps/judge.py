@@ -90,6 +90,7 @@ def _payload(run: RunState, decision: Mapping[str, Any], analysis: str | None) -
             "commit": request.info.commit,
             "version": request.info.version,
             "decision": dict(decision),
+            "severity": decision.get("severity"),
             "summary": (analysis_doc or {}).get("summary"),
         }
     )
@@ -111,6 +112,39 @@ def _act(
     return dict(result.to_json())
 
 
+def _named_quantities(run: RunState, source: str | None, merged: dict[str, Any]) -> dict[str, Any]:
+    """Add the named quantities (``latency_increase``...) of the analysis to ``merged``
+    (a metric of the same name wins) and return their evidence."""
+    from afdp.workflow.quantities import quantity_values
+
+    document = run.analyses.get(source) if source else None
+    if not document:
+        return {}
+    found, evidence = quantity_values(document)
+    for name, value in found.items():
+        merged.setdefault(name, value)
+    return {name: item for name, item in evidence.items() if merged.get(name) is found[name]}
+
+
+def _notify(
+    run: RunState, outcome: Any, decision: dict[str, Any], values: dict[str, Any], source: str | None
+) -> list[dict[str, Any]]:
+    """Send the decision to the channels the matched decision's ``notify:`` names."""
+    if not outcome.notify:
+        return []
+    from afdp.pipeline.notify import notify
+
+    results = notify(
+        run.workflow,
+        outcome.notify,
+        decision,
+        values=values,
+        env=run.env,
+        payload=_payload(run, decision, source),
+    )
+    return [r.to_json() for r in results]
+
+
 def handle_decide(run: RunState, step: Step, values: dict[str, Any]) -> StepResult:
     from afdp.pipeline.decide import decide
 
@@ -118,12 +152,16 @@ def handle_decide(run: RunState, step: Step, values: dict[str, Any]) -> StepResu
     assert isinstance(params, Decide)
     source = _analysis_source(run, step, params.analysis)
     merged = _decision_values(run, step, values, source)
+    quantities = _named_quantities(run, source, merged)
     failed = tuple(
         (r.name, r.error or r.summary) for r in run.reports if r.status == "failed"
     )
     outcome = decide(run.workflow, params, merged, failed_steps=failed)
     decision = outcome.to_json()
+    if quantities:
+        decision["quantities"] = quantities
     action = _act(run, outcome, merged, source)
+    notifications = _notify(run, outcome, decision, merged, source)
     outputs = {
         "decision": decision.get("decision"),
         "action": decision.get("action"),
@@ -132,7 +170,11 @@ def handle_decide(run: RunState, step: Step, values: dict[str, Any]) -> StepResu
     }
     summary = f"{decision.get('action')}" + (f" ({decision.get('decision')})" if decision.get("decision") else "")
     summary += f"; {action_text(decision.get('action'), action)}"
-    result = {"outputs": outputs, "decision": decision, "action": action}
+    result: dict[str, Any] = {"outputs": outputs, "decision": decision, "action": action}
+    if notifications:
+        decision["notifications"] = notifications  # evidence in the decision's record
+        sent = [f"{n['channel']} {n['status']}" for n in notifications]
+        summary += "; notified " + ", ".join(sent)
     if action.get("status") == "failed":
         return StepResult("failed", result, summary, error=f"{decision.get('action')} action failed: {action.get('detail')}")
     return StepResult("ok", result, summary)
