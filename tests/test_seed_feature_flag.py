@@ -151,3 +151,66 @@ def test_flagd_refuses_to_overwrite_what_is_not_a_flag_file(tmp_path: Path) -> N
     assert path.read_text() == '{"important": true}'
     with pytest.raises(flags.FlagError, match="must end in .json"):
         flags.write_flagd(tmp_path / "bashrc", "f", {})
+
+
+def _webhook_server(status: int):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((dict(self.headers), body))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, received
+
+
+def _webhook_step(tmp_path: Path, port: int):
+    body = BASE.replace("{ENABLE}", f"{{url: 'http://127.0.0.1:{port}/flags', secret: '${{env.FLAG_KEY}}'}}")
+    workflow = load_workflow(_variant(tmp_path, body))
+    return workflow.step("enable_feature").params
+
+
+def test_webhook_provider_posts_a_signed_change(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from afdp.pipeline.actions import verify_signature
+    from afdp.pipeline.runner.steps.abtest import _post
+
+    server, received = _webhook_server(204)
+    try:
+        params = _webhook_step(tmp_path, server.server_address[1])
+        run = SimpleNamespace(env={"FLAG_KEY": "k3y-s3cret"})
+        change = {"flag": "ab", "group": "treatment_group", "before": None, "after": {"variants": {}}}
+        sent = _post(run, params, {}, change)  # type: ignore[arg-type]
+    finally:
+        server.shutdown()
+    assert sent["http_status"] == 204 and sent["signed"] is True
+    assert "k3y-s3cret" not in json.dumps(sent)
+    headers, body = received[0]
+    assert verify_signature(b"k3y-s3cret", body, headers["X-AFDP-Signature"])
+    assert json.loads(body)["type"] == "afdp.flag_change" and json.loads(body)["group"] == "treatment_group"
+
+
+def test_webhook_provider_refusal_fails_the_step(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from afdp.pipeline.runner.steps.abtest import _post
+
+    server, _ = _webhook_server(503)
+    try:
+        params = _webhook_step(tmp_path, server.server_address[1])
+        with pytest.raises(flags.FlagError, match="HTTP 503"):
+            _post(SimpleNamespace(env={"FLAG_KEY": "k"}), params, {}, {"flag": "ab"})  # type: ignore[arg-type]
+    finally:
+        server.shutdown()

@@ -46,8 +46,19 @@ def _ab_run(tmp_path, cli, prometheus_server, keys, tsa, *, effect: str, deploym
     return repo, json.loads(result.out), flag_file
 
 
-def _step(outcome, name):
-    return next(s for s in outcome["steps"] if s["name"] == name)
+def _result(repo: Path, deployment: str, step: str) -> dict:
+    """The signed result of ``step`` as the evidence branch holds it."""
+    from tamper import read_branch
+
+    from afdp.evidence.ledger import decode_envelope
+
+    for entry in read_branch(repo, "shop", deployment):
+        if entry.directory and entry.directory.endswith(f"-{step}") and "envelope.json" in entry.files:
+            predicate = decode_envelope(entry.files["envelope.json"])["predicate"]
+            if predicate.get("result") is not None:
+                return predicate["result"]
+            return json.loads(entry.files["result.json"])
+    raise AssertionError(f"no record of {step}")
 
 
 @pytest.mark.slow
@@ -65,14 +76,31 @@ def test_seed_example3_harmful_feature_is_found_against_control(tmp_path, cli, p
     assert "unrelated" in document["flags"]
     salt = flags.deployment_salt("shop", "ab-bad")
     assert definition["targeting"]["fractional"][0] == {"cat": [salt, {"var": "targetingKey"}]}
+    # The records say so: the rule, the flag change, the revenue difference and the verdict.
+    segment = _result(repo, "ab-bad", "segment_users")
+    assert segment["assignment"]["salt"] == salt
+    assert segment["assignment"]["bucket_ranges"] == {"control_group": [0, 50], "treatment_group": [50, 100]}
+    change = _result(repo, "ab-bad", "enable_feature")["change"]
+    assert change["before"]["variants"] == {"control_group": False, "treatment_group": False}
+    assert change["after"]["variants"] == {"control_group": False, "treatment_group": True}
+    revenue = _result(repo, "ab-bad", "business_impact")["revenue_difference"]
+    assert revenue["difference"] < 0 and revenue["high"] < 0, revenue  # the whole interval is a loss
+    assert revenue["low"] < revenue["difference"] < revenue["high"]
+    ab = _result(repo, "ab-bad", "generate_ab_test_record")["ab_test"]
+    assert ab["verdict"].startswith("treatment worse than control"), ab["verdict"]
+    assert ab["comparison"]["control"] == "control_group" and ab["comparison"]["treatment"] == "treatment_group"
     verified = cli("verify", "--repo", str(repo), "--service", "shop", "--deployment", "ab-bad", "--trust", str(trust_file), "--json")
     assert verified.code == 0, verified.out
 
 
 @pytest.mark.slow
 def test_seed_example3_feature_without_effect_is_no_false_alarm(tmp_path, cli, prometheus_server, keys, tsa):
-    _, outcome, _ = _ab_run(tmp_path, cli, prometheus_server, keys, tsa, effect="none", deployment="ab-same")
+    repo, outcome, _ = _ab_run(tmp_path, cli, prometheus_server, keys, tsa, effect="none", deployment="ab-same")
     assert all(s["status"] == "ok" for s in outcome["steps"]), [(s["name"], s["status"], s.get("error")) for s in outcome["steps"]]
     metrics = outcome["analysis"]["metrics"]
     assert not [m for m, v in metrics.items() if v["degraded"]], metrics
     assert outcome["decision"]["action"] == "mark_successful", outcome["decision"]
+    revenue = _result(repo, "ab-same", "business_impact")["revenue_difference"]
+    assert abs(revenue["relative"]) < 0.05, revenue  # no effect: within noise of zero
+    ab = _result(repo, "ab-same", "generate_ab_test_record")["ab_test"]
+    assert ab["verdict"] == "treatment not worse than control", ab
