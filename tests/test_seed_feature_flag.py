@@ -214,3 +214,17 @@ def test_webhook_provider_refusal_fails_the_step(tmp_path: Path) -> None:
             _post(SimpleNamespace(env={"FLAG_KEY": "k"}), params, {}, {"flag": "ab"})  # type: ignore[arg-type]
     finally:
         server.shutdown()
+
+
+def test_flag_webhook_host_is_judged_by_the_policy(tmp_path: Path) -> None:
+    from afdp.workflow.findings import PolicyRejected
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nallowed_webhook_hosts: [hooks.example.com]\n")
+    allowed = BASE.replace("{ENABLE}", "{url: 'https://hooks.example.com/flags'}")
+    assert load_workflow(_variant(tmp_path, allowed), policy=policy).steps
+    denied = BASE.replace("{ENABLE}", "{url: 'https://evil.example.net/flags'}")
+    with pytest.raises(PolicyRejected) as caught:
+        load_workflow(_variant(tmp_path, denied), policy=policy)
+    text = str(caught.value.findings if hasattr(caught.value, "findings") else caught.value)
+    assert "flag webhook of step 'enable_feature'" in text and "evil.example.net" in text
