@@ -20,6 +20,18 @@ draws. :meth:`DemoService.deploy` switches the behaviour to another version's
 second, each one-second interval aggregates ~200 requests, so per-interval means and
 error rates of v1 and v2 do not overlap and Mann-Whitney separates 10 samples of each.
 
+With ``flag_file`` (a flagd flag file) the service also simulates an A/B experiment on
+feature flag ``flag``: ``sessions_per_second`` user sessions, each user's group being the
+*variant* the flag evaluates to for that user id (:func:`afdp.pipeline.flags.evaluate`,
+flagd's ``fractional`` rule) and the feature on when the variant's *value* is true. The
+file is re-read when it changes. Per ``group`` label (the variant) it exports
+``ab_sessions_total``, ``ab_conversions_total``, ``ab_feature_used_total``,
+``ab_revenue_dollars_total`` (counters) and ``ab_session_duration_seconds`` (summary),
+which the catalog's ``conversion_rate``, ``session_duration``, ``feature_adoption`` and
+``revenue_per_user`` read. ``feature_effect`` (:data:`AB_EFFECTS`) says what the feature
+does to the users who get it: ``none``, ``harmful`` (fewer conversions, shorter sessions,
+smaller orders) or ``helpful``. Without a flag file none of these series exist.
+
 Real requests are served too: ``GET /`` answers JSON and is measured like the synthetic
 ones; ``GET /metrics`` is the exposition page; ``GET /healthz`` answers ``ok``.
 
@@ -37,9 +49,17 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Summary,
+)
 from prometheus_client.exposition import generate_latest
 
 from afdp.errors import UsageError
@@ -64,6 +84,24 @@ class Profile:
     latency_added: float = 0.0
     error_rate: float = 0.01
 
+
+@dataclass(frozen=True)
+class ABEffect:
+    """What the feature does to a session that has it: conversion probability added,
+    session duration and order value multiplied."""
+
+    conversion: float = 0.0
+    duration_factor: float = 1.0
+    order_factor: float = 1.0
+
+
+AB_EFFECTS: dict[str, ABEffect] = {
+    "none": ABEffect(),
+    "harmful": ABEffect(conversion=-0.04, duration_factor=0.8, order_factor=0.85),
+    "helpful": ABEffect(conversion=0.03, duration_factor=1.2),
+}
+AB_CONVERSION = 0.10  # a session converts (places an order) with this probability
+AB_USERS = 20_000  # sessions come from this many distinct user ids
 
 PROFILES: dict[str, Profile] = {
     "v1": Profile(),
@@ -130,6 +168,10 @@ class DemoService:
         host: str = "127.0.0.1",
         port: int = 0,
         tick: float = 0.05,
+        flag_file: str | Path | None = None,
+        flag: str = "feature_flag_analysis",
+        feature_effect: str = "none",
+        sessions_per_second: float = 1000.0,
     ) -> None:
         if version not in PROFILES:
             raise UsageError(f"unknown demo version {version!r}; expected one of {', '.join(PROFILES)}")
@@ -156,6 +198,13 @@ class DemoService:
         for code in ("200", "500"):
             self._requests.labels(service=name, code=code)
         self._latency.labels(service=name)
+        if feature_effect not in AB_EFFECTS:
+            raise UsageError(f"unknown feature effect {feature_effect!r}; expected one of {', '.join(AB_EFFECTS)}")
+        self._ab: _ABExperiment | None = (
+            _ABExperiment(self, Path(flag_file), flag, AB_EFFECTS[feature_effect], sessions_per_second)
+            if flag_file is not None
+            else None
+        )
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._rate = float(requests_per_second)
@@ -265,9 +314,92 @@ class DemoService:
             with self._lock:
                 for _ in range(count):
                     self._record_one()
+                if self._ab is not None:
+                    self._ab.tick(now)
                 # Active users wander around 100 (mean-reverting random walk).
                 self._users_now += 0.1 * (100.0 - self._users_now) + self._random.gauss(0.0, 2.0)
                 self._users.labels(service=self.name).set(round(max(self._users_now, 0.0)))
+
+
+class _ABExperiment:
+    """The A/B sessions of a :class:`DemoService` (see the module docstring)."""
+
+    def __init__(self, service: DemoService, path: Path, flag: str, effect: ABEffect, rate: float) -> None:
+        if not rate > 0:
+            raise UsageError("sessions_per_second must be positive")
+        self.service, self.path, self.flag, self.effect, self.rate = service, path, flag, effect, rate
+        self.random = random.Random(7)
+        self.carry = 0.0
+        self.last: float | None = None
+        self.stamp: tuple[int, int] | None = None
+        self.document: dict[str, object] = {}
+        self.cache: dict[str, tuple[str, object] | None] = {}
+        registry, labels = service.registry, ["service", "group"]
+        self.sessions = Counter("ab_sessions_total", "A/B sessions.", labels, registry=registry)
+        self.conversions = Counter("ab_conversions_total", "A/B sessions that ordered.", labels, registry=registry)
+        self.used = Counter("ab_feature_used_total", "A/B sessions that used the feature.", labels, registry=registry)
+        self.revenue = Counter("ab_revenue_dollars_total", "A/B order revenue.", labels, registry=registry)
+        self.duration = Summary("ab_session_duration_seconds", "A/B session length.", labels, registry=registry)
+
+    def _reload(self) -> None:
+        from afdp.pipeline.flags import FlagError, read_flagd
+
+        try:
+            stat = self.path.stat()
+        except OSError:
+            self.stamp, self.document, self.cache = None, {}, {}
+            return
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self.stamp:
+            return
+        try:
+            self.document = read_flagd(self.path)
+        except FlagError:
+            self.document = {}
+        self.stamp, self.cache = stamp, {}
+
+    def tick(self, now: float) -> None:
+        from afdp.pipeline.flags import evaluate
+
+        self._reload()
+        if self.last is None:
+            self.last = now
+            return
+        self.carry += (now - self.last) * self.rate
+        self.last = now
+        count = int(self.carry)
+        self.carry -= count
+        rng, effect, name = self.random, self.effect, self.service.name
+        totals: dict[str, list[float]] = {}
+        durations: dict[str, list[float]] = {}
+        for _ in range(count):
+            user = f"user-{rng.randrange(AB_USERS)}"
+            if user not in self.cache:
+                self.cache[user] = evaluate(self.document, self.flag, user)
+            got = self.cache[user]
+            if got is None:
+                continue  # no experiment yet: the user has no group
+            group, value = got
+            on = value is True
+            row = totals.setdefault(group, [0.0, 0.0, 0.0, 0.0])
+            row[0] += 1
+            conversion = AB_CONVERSION + (effect.conversion if on else 0.0)
+            if rng.random() < conversion:
+                row[1] += 1
+                order = 50.0 * math.exp(rng.gauss(0.0, 0.3)) * (effect.order_factor if on else 1.0)
+                row[3] += order
+            if on and rng.random() < 0.6:
+                row[2] += 1
+            length = 120.0 * math.exp(rng.gauss(0.0, 0.5)) * (effect.duration_factor if on else 1.0)
+            durations.setdefault(group, []).append(length)
+        for group, (sessions, conversions, used, revenue) in totals.items():
+            self.sessions.labels(service=name, group=group).inc(sessions)
+            self.conversions.labels(service=name, group=group).inc(conversions)
+            self.used.labels(service=name, group=group).inc(used)
+            self.revenue.labels(service=name, group=group).inc(revenue)
+            summary = self.duration.labels(service=name, group=group)
+            for length in durations.get(group, []):
+                summary.observe(length)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,10 @@ class StepKind(enum.Enum):
     CAPTURE = "capture"  # collect metric samples over a window (or one snapshot)
     QUERY = "query"  # run a SQL query (optionally repeatedly) and record the rows
     CHECK = "check"  # run SQL checks and record which passed
-    SEGMENT = "segment"  # record a declared user segmentation (the flag system splits)
+    SEGMENT = "segment"  # assign users to groups deterministically and record the rule
+    FLAG = "flag"  # switch a feature flag on for a group (flagd file or webhook)
     ANALYZE = "analyze"  # compare two captures: thresholds and statistical tests
+    BUSINESS = "business"  # the revenue difference (with an interval) of an A/B comparison
     GATE = "gate"  # evaluate one condition; if true, decide (rollback) and stop
     DECIDE = "decide"  # evaluate success criteria and the workflow's decisions
     RECORD = "record"  # emit an ML training record (or A/B or lessons-learned record)
@@ -49,8 +51,10 @@ STEP_HANDLERS: dict[StepKind, str] = {
     StepKind.CAPTURE: "capture:handle_capture",
     StepKind.QUERY: "sql:handle_query",
     StepKind.CHECK: "sql:handle_check",
-    StepKind.SEGMENT: "judge:handle_segment",
+    StepKind.SEGMENT: "abtest:handle_segment",
+    StepKind.FLAG: "abtest:handle_enable_feature",
     StepKind.ANALYZE: "judge:handle_analyze",
+    StepKind.BUSINESS: "abtest:handle_business_impact",
     StepKind.GATE: "judge:handle_gate",
     StepKind.DECIDE: "judge:handle_decide",
     StepKind.RECORD: "record:handle_record",
@@ -187,7 +191,8 @@ _TYPES = (
     StepType(
         "verify_data_integrity", StepKind.CHECK, "run SQL integrity checks", required=("checks",)
     ),
-    StepType("segment_users", StepKind.SEGMENT, "record the declared user segments"),
+    StepType("segment_users", StepKind.SEGMENT, "assign users to groups by a salted hash"),
+    StepType("enable_feature", StepKind.FLAG, "switch a feature flag on for a group"),
     StepType("analyze_differences", StepKind.ANALYZE, "compare baseline and impact"),
     StepType("compare", StepKind.ANALYZE, "compare two captures", scalar="pairing"),
     StepType("compare_performance", StepKind.ANALYZE, "compare two performance snapshots"),
@@ -199,6 +204,11 @@ _TYPES = (
         StepKind.ANALYZE,
         "statistical test of baseline vs impact",
         required=("method",),
+    ),
+    StepType(
+        "business_impact",
+        StepKind.BUSINESS,
+        "revenue difference between the A/B groups, with an interval",
     ),
     StepType(
         "gate",
@@ -327,12 +337,43 @@ DECISION_OUTPUTS: Mapping[str, str] = {
 QUERY_OUTPUTS: Mapping[str, str] = {"rows": LIST, "row_count": "number", "value": ANY}
 LOCK_OUTPUTS: Mapping[str, str] = {"longest_lock_wait": "time", "alert": BOOL}
 CHECK_OUTPUTS: Mapping[str, str] = {"passed": BOOL, "failed": LIST}
+FLAG_OUTPUTS: Mapping[str, str] = {"flag": STRING, "enabled_at": STRING, "changed": BOOL}
+BUSINESS_OUTPUTS: Mapping[str, str] = {
+    "revenue_difference": "number",
+    "revenue_difference_low": "number",
+    "revenue_difference_high": "number",
+    "user_satisfaction_maintained": BOOL,
+}
+
+#: ``integrity:`` entries and the guarantee each one names. None can be switched off:
+#: ``afdp validate`` prints each as a note, saying what it means concretely.
+INTEGRITY: Mapping[str, str] = {
+    "sign_user_segments": (
+        "always on: segment_users' record holds the assignment rule (flagd fractional: "
+        "MurmurHash3 of the per-deployment salt + user id, its bucket ranges per group), "
+        "signed (DSSE) and time-stamped like every record, so anyone can recompute any "
+        "user's group and prove it was fixed before the feature was enabled"
+    ),
+    "notarize_results": (
+        "always on: every record, the A/B comparison and the ab_test record included, "
+        "carries an RFC 3161 time-stamp token from the TSA (afdp run --tsa), which "
+        "openssl ts -verify checks without AFDP"
+    ),
+    "immutable_audit_trail": (
+        "always on: records are hash-chained (each cites its predecessor's digest) on the "
+        "deployment's own Git branch, refs move by compare-and-swap only and the seal "
+        "commits to every record; afdp verify fails on any change"
+    ),
+}
 
 # The built-in collector and metric catalog. Queries follow common Prometheus naming
 # (http_request_duration_seconds histogram, http_requests_total with a ``code`` label,
 # series labelled ``service``); a workflow overrides any of them by declaring a metric
 # or a collector with the same name.
 DEFAULT_COLLECTOR_NAME = "prometheus"
+#: The pseudo-collector name under which ``DEFAULT_VARIABLES`` lists ``FLAG_FILE``: the
+#: flagd file an ``enable_feature`` step writes when it names no provider.
+FLAG_FILE_USER = "@enable_feature"
 DEFAULT_COLLECTORS: Mapping[str, Mapping[str, Any]] = {
     "prometheus": {"type": "prometheus", "url": "${workflow.PROMETHEUS_URL}"},
 }
@@ -342,6 +383,8 @@ DEFAULT_COLLECTORS: Mapping[str, Mapping[str, Any]] = {
 #: guide's Example 1) runs as written.
 DEFAULT_VARIABLES: Mapping[str, tuple[str, str]] = {
     "PROMETHEUS_URL": ("prometheus", "http://localhost:9090"),
+    # Not a collector: kept while an enable_feature step writes the default flag file.
+    "FLAG_FILE": (FLAG_FILE_USER, "flags.flagd.json"),
 }
 
 
@@ -404,3 +447,45 @@ DEFAULT_METRICS: Mapping[str, Mapping[str, Any]] = {
         "better": "lower",
     },
 }
+
+
+def _per_group(numerator: str, denominator: str) -> str:
+    labels = '{service="${deployment.service}",group="${segment.group}"}'
+    window = "[${segment.window}]"
+    return f"sum(rate({numerator}{labels}{window})) / sum(rate({denominator}{labels}{window}))"
+
+
+#: A/B metrics (the guide's Example 3), per group: each series carries a ``group`` label
+#: whose values are the groups of ``segment_users`` (what the OpenFeature evaluation's
+#: variant is). ``${segment.group}`` makes a capture after ``segment_users`` capture the
+#: metric once per group. A session is one user visit.
+AB_METRICS: Mapping[str, Mapping[str, Any]] = {
+    "conversion_rate": {
+        "collector": "prometheus",
+        "query": _per_group("ab_conversions_total", "ab_sessions_total"),
+        "unit": "ratio",
+        "better": "higher",
+    },
+    "session_duration": {
+        "collector": "prometheus",
+        "query": _per_group("ab_session_duration_seconds_sum", "ab_session_duration_seconds_count"),
+        "unit": "s",
+        "better": "higher",
+    },
+    "feature_adoption": {
+        "collector": "prometheus",
+        "query": _per_group("ab_feature_used_total", "ab_sessions_total"),
+        "unit": "ratio",
+        "better": "higher",
+    },
+    "revenue_per_user": {
+        "collector": "prometheus",
+        "query": _per_group("ab_revenue_dollars_total", "ab_sessions_total"),
+        "unit": "$",
+        "better": "higher",
+    },
+}
+DEFAULT_METRICS = {**DEFAULT_METRICS, **AB_METRICS}
+#: The metric business_impact reads revenue from, and those it judges satisfaction by.
+REVENUE_METRIC = "revenue_per_user"
+SATISFACTION_METRICS = ("conversion_rate", "session_duration")

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-NAMESPACES = ("deployment", "workflow", "env", "steps")
+NAMESPACES = ("deployment", "workflow", "env", "steps", "segment")
 MAX_RENDERED = 64 * 1024
 
 _PLACEHOLDER = re.compile(r"\$\{\s*([A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)\s*\}")

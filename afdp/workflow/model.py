@@ -266,6 +266,9 @@ class Capture:
     duration: Duration | None
     interval: Duration | None
     role: Literal["before", "after"]
+    #: Per-group capture (after ``segment_users``, of metrics written with
+    #: ``${segment.group}``): each metric is captured once per group, in this order.
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -308,6 +311,38 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class EnableFeature:
+    """Switch feature ``flag`` on for ``percentage`` of ``group`` (an earlier ``segment``).
+
+    ``provider`` ``flagd``: the flag is written (atomically) into the flagd flag file
+    ``file``; ``webhook``: the change is POSTed as JSON to ``url`` (HMAC-signed with
+    ``secret``). Enabling the feature marks the deployment when nothing else does.
+    """
+
+    flag: str
+    group: str
+    percentage: Quantity
+    segment: str
+    provider: Literal["flagd", "webhook"]
+    file: Template | None = None
+    url: Template | None = None
+    secret: Template | None = None
+    timeout: Duration | None = None
+
+
+@dataclass(frozen=True)
+class BusinessImpact:
+    """The business difference between the groups of the A/B ``analysis`` (a step name):
+    ``revenue_metric``'s treatment-minus-control difference with a confidence interval,
+    and whether each of ``satisfaction_metrics`` held up."""
+
+    analysis: str
+    revenue_metric: str | None
+    satisfaction_metrics: tuple[str, ...]
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
 class Analyze:
     """Compare capture ``baseline`` with capture ``impact`` (step names) over ``metrics``.
 
@@ -327,6 +362,9 @@ class Analyze:
     #: Judged by the defaults (no thresholds, no method written): when the test cannot
     #: run, the default tolerance alone decides (not exceeded: not degraded).
     tolerance_decides: bool = False
+    #: An A/B comparison: (control, treatment) groups of the ``impact`` capture, compared
+    #: in the same window (``baseline`` is then the same capture); None: before vs after.
+    groups: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -364,7 +402,9 @@ StepParams = (
     | Query
     | Check
     | Segment
+    | EnableFeature
     | Analyze
+    | BusinessImpact
     | Gate
     | Decide
     | GenerateRecord
@@ -449,6 +489,8 @@ class Workflow:
     #: it was admitted with (set by ``AdmissionPolicy.admit``); None: never admitted.
     #: A run with other values is admitted again with them before anything runs.
     admission: Any = field(default=None, compare=False, hash=False, repr=False)
+    #: The ``integrity:`` entries the workflow lists (each always on; validate says how).
+    integrity: tuple[str, ...] = ()
 
     @property
     def steps(self) -> tuple[Step, ...]:

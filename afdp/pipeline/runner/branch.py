@@ -130,6 +130,15 @@ def _absorb(
     if step.kind is StepKind.MARK and isinstance(outputs, Mapping) and outputs.get("deployed_at"):
         run.deployed_at = rec.parse_time(outputs["deployed_at"])
     if (
+        step.kind is StepKind.FLAG
+        and step.index == run.workflow.boundary
+        and isinstance(outputs, Mapping)
+        and outputs.get("enabled_at")
+        and run.deployed_at is None
+    ):
+        # With no mark_deployment_time, enabling the feature marks the deployment.
+        run.deployed_at = rec.parse_time(outputs["enabled_at"])
+    if (
         step.kind is StepKind.SIGNAL
         and step.index == run.workflow.boundary
         and isinstance(outputs, Mapping)

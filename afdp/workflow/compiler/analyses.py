@@ -19,7 +19,7 @@ from afdp.workflow.compiler.common import _fields, _RawStep
 from afdp.workflow.compiler.outputs import _Outputs
 from afdp.workflow.expressions import BOOL
 from afdp.workflow.loader import DocPath
-from afdp.workflow.model import Analyze, Capture, Step
+from afdp.workflow.model import Analyze, Capture, EnableFeature, Step
 from afdp.workflow.scope import Tree, suggest
 from afdp.workflow.units import parse_duration
 
@@ -93,7 +93,11 @@ class _Analyses(_Analyzers, _Captures, _Outputs):
                 prefer_key=True,
             )
             return None
-        if impact.index <= baseline.index:
+        groups = self.ab_groups(impact) if "baseline" not in p else None
+        if groups is not None:
+            # An A/B comparison: control against treatment in the impact's own window.
+            baseline = impact
+        elif impact.index <= baseline.index:
             self.fail(
                 item.path,
                 f"the impact capture {impact.name!r} must come after the baseline {baseline.name!r}",
@@ -114,6 +118,8 @@ class _Analyses(_Analyzers, _Captures, _Outputs):
             metrics = tuple(m for m in metrics if m in common)
         else:
             metrics = common
+        if groups is not None:
+            metrics = tuple(m for m in metrics if self.grouped(m))
         if not metrics:
             if not base_metrics or not impact_metrics:
                 return None  # a capture whose metrics were all undefined: already reported
@@ -156,6 +162,16 @@ class _Analyses(_Analyzers, _Captures, _Outputs):
                 f"{catalog.DEFAULT_TOLERANCE} alone decides, as it does when the samples are "
                 "too few or too dependent for the test)",
             )
+        if groups is not None and not thresholds and method is not None and not judged_by_default:
+            # A/B: a significant difference too small to matter is not a degradation.
+            thresholds = self.default_thresholds(metrics)
+            self.note(
+                item.path,
+                f"{item.type} compares {groups[0]!r} (control) with {groups[1]!r} (treatment) "
+                f"in {impact.name!r}'s window (not before with after); a metric is degraded "
+                f"when the treatment is worse than the control by more than "
+                f"{catalog.DEFAULT_TOLERANCE} of the control's value and {method} confirms it",
+            )
         confidence = p.get(
             "confidence", statistical.confidence if statistical else catalog.DEFAULT_CONFIDENCE
         )
@@ -196,7 +212,18 @@ class _Analyses(_Analyzers, _Captures, _Outputs):
             else catalog.DEFAULT_MIN_SAMPLES,
             analyzers=tuple(a.name for a in chosen),
             tolerance_decides=judged_by_default,
+            groups=groups,
         )
+
+    def ab_groups(self, impact: Step) -> tuple[str, str] | None:
+        """Return (control, treatment) for an analysis of the per-group capture ``impact``."""
+        groups: tuple[str, ...] = getattr(impact.params, "groups", ())
+        if len(groups) < 2:
+            return None
+        flags = [s.params for s in self.steps if isinstance(s.params, EnableFeature)]
+        treatment = flags[-1].group if flags and flags[-1].group in groups else groups[-1]
+        control = next(g for g in groups if g != treatment)
+        return control, treatment
 
     def replace_step(self, step: Step) -> None:
         """Put ``step`` in the place of the step of the same name built earlier."""

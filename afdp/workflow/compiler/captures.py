@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
+from afdp.workflow import catalog
 from afdp.workflow.catalog import StepType
 from afdp.workflow.compiler.common import _RawStep
 from afdp.workflow.compiler.metrics import _Metrics
 from afdp.workflow.loader import DocPath
-from afdp.workflow.model import Capture, Step
+from afdp.workflow.model import Capture, Segment, Step
 
 
 class _Captures(_Metrics):
@@ -84,4 +85,29 @@ class _Captures(_Metrics):
             )
         if interval and not duration:
             self.fail(where("interval"), "an interval needs a duration: how long to keep sampling")
-        return Capture(metrics, duration, interval, cast(Any, role))
+        groups: tuple[str, ...] = ()
+        grouped = [m for m in metrics if self.grouped(m)]
+        if grouped:
+            segment = self.latest_segment()
+            if segment is None:
+                self.fail(
+                    where("metrics"),
+                    f"{', '.join(grouped)} {'is' if len(grouped) == 1 else 'are'} measured per "
+                    "A/B group (${segment.group}); add '- segment_users: {control_group: 50%, "
+                    "treatment_group: 50%}' before this step",
+                )
+                return None
+            groups = tuple(name for name, _ in cast(Segment, segment.params).groups)
+            if duration is None:
+                self.note(
+                    item.path,
+                    f"{item.type} captures {', '.join(grouped)} per group "
+                    f"({', '.join(groups)}) of {segment.name!r}; written without a duration, it "
+                    f"samples the next {catalog.DEFAULT_LOOKBACK} (the groups exist from "
+                    f"{segment.name!r} on, so there is no history to read back)",
+                )
+        return Capture(metrics, duration, interval, cast(Any, role), groups)
+
+    def latest_segment(self) -> Step | None:
+        segments = [s for s in self.steps if isinstance(s.params, Segment)]
+        return segments[-1] if segments else None

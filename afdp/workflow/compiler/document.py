@@ -14,7 +14,16 @@ from afdp.workflow.compiler.notifications import _Notifications
 from afdp.workflow.compiler.steps import _Steps
 from afdp.workflow.findings import WorkflowInvalid, unique
 from afdp.workflow.loader import Document
-from afdp.workflow.model import Analyze, Capture, Check, Query, Step, Variable, Workflow
+from afdp.workflow.model import (
+    Analyze,
+    Capture,
+    Check,
+    EnableFeature,
+    Query,
+    Step,
+    Variable,
+    Workflow,
+)
 
 SCHEMA = "workflow.v1"
 
@@ -63,6 +72,7 @@ class _Compiler(_Steps, _Decisions, _Notifications):
         actions = self.compile_actions()
         notifications = self.compile_notifications()
         self.check_outputs()
+        integrity = self.compile_integrity()
         used_metrics = {m for step in self.steps for m in _step_metrics(step)}
         used_metrics |= {m for a in self.analyzers.values() for m in a.metrics}
         metrics = tuple(m for m in self.metrics.values() if not m.builtin or m.name in used_metrics)
@@ -96,6 +106,10 @@ class _Compiler(_Steps, _Decisions, _Notifications):
                 for name, value in self.variables.items()
                 if name not in self.default_variables
                 or catalog.DEFAULT_VARIABLES[name][0] in {c.name for c in collectors}
+                or (
+                    catalog.DEFAULT_VARIABLES[name][0] == catalog.FLAG_FILE_USER
+                    and any(isinstance(s.params, EnableFeature) for s in self.steps)
+                )
             ),
             stages=tuple(stages),
             digest=workflow_digest,
@@ -105,6 +119,7 @@ class _Compiler(_Steps, _Decisions, _Notifications):
             document=self.doc.data,
             notes=unique(self.notes),
             boundary=self.boundary,
+            integrity=integrity,
         )
 
 

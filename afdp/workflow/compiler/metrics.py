@@ -97,6 +97,9 @@ class _Metrics(_Variables):
             except UnitError as exc:
                 self.fail((*at, "unit"), str(exc))
         scope = self.base_scope(env=True)
+        # A/B metrics are written per group: a capture after segment_users renders them
+        # once per group (``group``) over a rate window of its sampling interval (``window``).
+        scope["segment"] = {"group": "string", "window": "string"}
         query = self.template(spec.get("query"), (*at, "query"), scope, secrets="a query's text")
         if inherited and collector.default_query is not None:
             try:  # checked (and any problem reported) where the collector writes it
@@ -130,6 +133,19 @@ class _Metrics(_Variables):
             select=spec.get("select") if isinstance(spec.get("select"), str) else None,
             builtin=builtin,
             column=name if inherited and collector.type == "sql" else None,
+        )
+
+    def grouped(self, name: str) -> bool:
+        """Return True when metric ``name`` is written per A/B group (``${segment.*}``)."""
+        metric = self.metrics.get(name)
+        if metric is None:
+            return False
+        templates = [metric.query, *(template for _, template in metric.labels)]
+        return any(
+            p.parts[0] == "segment"
+            for template in templates
+            if template is not None
+            for p in template.placeholders
         )
 
     def check_metric_names(self, names: Any, path: DocPath) -> tuple[str, ...]:

@@ -14,10 +14,12 @@ from afdp.workflow.compiler.variables import _Variables
 from afdp.workflow.expressions import BOOL, STRING
 from afdp.workflow.model import (
     Analyze,
+    BusinessImpact,
     Capture,
     CaptureMetadata,
     Check,
     Decide,
+    EnableFeature,
     Gate,
     Query,
     Segment,
@@ -35,6 +37,8 @@ class _Outputs(_Variables):
         self.outputs[step.name] = self.step_outputs(step)
         if step.kind is StepKind.MARK and self.boundary is None:
             self.boundary = step.index
+        if self.boundary is None and not self.has_mark and isinstance(step.params, EnableFeature):
+            self.boundary = step.index  # enabling the feature is the change observed
         if (
             self.boundary is None
             and not self.has_mark
@@ -78,6 +82,10 @@ class _Outputs(_Variables):
             }
             tree.update(catalog.ANALYSIS_SUMMARY)
             return tree
+        if isinstance(params, EnableFeature):
+            return dict(catalog.FLAG_OUTPUTS)
+        if isinstance(params, BusinessImpact):
+            return dict(catalog.BUSINESS_OUTPUTS)
         if isinstance(params, Gate):
             return {"triggered": BOOL}
         if isinstance(params, Decide):

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from afdp.workflow import catalog
 from afdp.workflow.catalog import STEP_TYPES, StepKind, StepType
+from afdp.workflow.compiler.abtest import _AbTest
 from afdp.workflow.compiler.common import _RawStep
 from afdp.workflow.compiler.sql import _Sql
 from afdp.workflow.compiler.stages import _Stages
@@ -36,7 +37,7 @@ COMMON_STEP_KEYS = frozenset({"name", "when", "unless", "description"})
 FLAT_PHASE = "main"
 
 
-class _Steps(_Stages, _Sql):
+class _Steps(_Stages, _Sql, _AbTest):
     """The workflow's steps, in execution order."""
 
     def raw_steps(self, stages: list[Stage]) -> list[_RawStep]:
@@ -96,7 +97,7 @@ class _Steps(_Stages, _Sql):
         kinds = [STEP_TYPES[r.type].kind if r.type in STEP_TYPES else None for r in raw]
         if StepKind.DECIDE in kinds:
             return
-        judging = (StepKind.ANALYZE, StepKind.CHECK)
+        judging = (StepKind.ANALYZE, StepKind.CHECK, StepKind.BUSINESS)
         judged = [i for i, r in enumerate(raw) if r.stage is not None or kinds[i] in judging]
         if not judged:
             return
@@ -274,8 +275,12 @@ class _Steps(_Stages, _Sql):
             return self.check(item, where)
         if kind is StepKind.SEGMENT:
             return self.segment(item)
+        if kind is StepKind.FLAG:
+            return self.enable_feature(item, where, name)
         if kind is StepKind.ANALYZE:
             return self.analyze(spec, item, where, name)
+        if kind is StepKind.BUSINESS:
+            return self.business_impact(item, where)
         if kind is StepKind.GATE:
             analysis = self.latest_analysis()
             condition = self.condition(

@@ -308,7 +308,8 @@ def host_allowed(host: str, patterns: Sequence[str]) -> bool:
 class AllowedHosts:
     """URLs reach only ``hosts``; ``unresolved`` says what to do when the host is unknown.
 
-    ``what`` is ``collectors`` (collector URLs) or ``webhooks`` (action webhooks).
+    ``what`` is ``collectors`` (collector URLs) or ``webhooks`` (action webhooks and the
+    flag webhooks of ``enable_feature`` steps).
     """
 
     hosts: tuple[str, ...]
@@ -418,3 +419,7 @@ class AllowedHosts:
                     channel.location,
                     "webhook",
                 )
+            for step in workflow.steps:
+                url = getattr(step.params, "url", None)
+                if step.type == "enable_feature" and url is not None:
+                    yield (f"the flag webhook of step {step.name!r}", url, (), step.location, "webhook")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from afdp.evidence import records as rec
 from afdp.evidence.canonical import canonical_bytes, sha256_hex
-from afdp.workflow.catalog import DEFAULT_LOOKBACK, HISTORY_COLLECTORS
+from afdp.workflow.catalog import DEFAULT_INTERVAL, DEFAULT_LOOKBACK, HISTORY_COLLECTORS
 from afdp.workflow.model import (
     Capture,
     Step,
@@ -65,6 +65,9 @@ def handle_capture(run: RunState, step: Step, values: dict[str, Any], *, missed:
             timedelta(seconds=params.duration.seconds) if params.duration else lookback
         )
         missed = True
+    elif params.duration is None and params.groups:
+        # The groups exist from segment_users on: sample forward, there is no history.
+        start, end = now, now + timedelta(seconds=run.scaled(parse_duration(DEFAULT_LOOKBACK).seconds))
     elif params.duration is None:
         start, end = now - lookback, now
     else:
@@ -73,7 +76,12 @@ def handle_capture(run: RunState, step: Step, values: dict[str, Any], *, missed:
     calls: dict[str, Callable[[], Any]] = {}
     timings: dict[str, float] = {}
     no_history: dict[str, str] = {}
-    for name in params.metrics:
+    keys: list[tuple[str, str, str | None]] = [
+        (f"{m}@{g}", m, g) if params.groups and _grouped(workflow, m) else (m, m, None)
+        for m in params.metrics
+        for g in (params.groups if params.groups and _grouped(workflow, m) else (None,))
+    ]
+    for key, name, group in keys:
         kind = _collector_type(workflow, name)
         if missed and kind not in HISTORY_SOURCES:
             # A live source answers "now", never the window before the deployment: a
@@ -82,14 +90,21 @@ def handle_capture(run: RunState, step: Step, values: dict[str, Any], *, missed:
                 f"{kind} source keeps no history; run --phase pre before deploying"
             )
             continue
-        calls[name] = _bind_capture(
-            capture_metric, workflow, name, values, run.env, start, end,
+        every = (
             interval
             if interval is not None
-            else scaled_collector_interval(workflow, name, run.request.time_scale),
-            run.clock, timings,
+            else scaled_collector_interval(workflow, name, run.request.time_scale)
+        )
+        scoped = values
+        if group is not None:
+            # ${segment.window}: each sample's rate window is its own stretch of time.
+            seconds = max(every or parse_duration(DEFAULT_INTERVAL).seconds, MIN_RATE_WINDOW)
+            scoped = {**values, "segment": {"group": group, "window": f"{round(seconds * 1000)}ms"}}
+        calls[key] = _bind_capture(
+            capture_metric, workflow, name, scoped, run.env, start, end, every, run.clock, timings,
+            key=key,
         )  # fmt: skip
-        calls[name].history = kind in HISTORY_SOURCES  # type: ignore[attr-defined]
+        calls[key].history = kind in HISTORY_SOURCES  # type: ignore[attr-defined]
     collected, context = run.executor.collect(step, calls)
     outputs: dict[str, Any] = {
         "started_at": rec.format_time(start),
@@ -99,7 +114,8 @@ def handle_capture(run: RunState, step: Step, values: dict[str, Any], *, missed:
     provenance: dict[str, Any] = {}
     errors: dict[str, str] = {}
     attachments: dict[str, bytes] = {}
-    for name in params.metrics:
+    grouped_stats: dict[str, dict[str, Any]] = {}
+    for name, metric_name, group in keys:
         if name in no_history:
             errors[name] = no_history[name]
             continue
@@ -115,9 +131,14 @@ def handle_capture(run: RunState, step: Step, values: dict[str, Any], *, missed:
         path = _attachment_name(name, attachments)
         attachments[path] = blob
         values_list = [float(v) for _, v in data.samples]
-        outputs[name] = _stats(values_list)
+        if group is not None:
+            grouped_stats.setdefault(group, {})[metric_name] = _stats(values_list)
+        else:
+            outputs[name] = _stats(values_list)
         series_refs[name] = {"path": path, "sha256": sha256_hex(blob), "samples": len(values_list), "unit": data.unit}
         provenance[name] = dict(data.provenance)
+    if grouped_stats:
+        outputs["groups"] = grouped_stats
     result = {
         "outputs": outputs,
         "role": params.role,
@@ -128,8 +149,10 @@ def handle_capture(run: RunState, step: Step, values: dict[str, Any], *, missed:
         # collectors' own I/O and waiting, as opposed to AFDP's overhead.
         "collect_seconds": {k: round(v, 3) for k, v in sorted(timings.items())},
     }
-    ok = len(params.metrics) - len(errors)
-    summary = f"captured {ok}/{len(params.metrics)} metric(s)"
+    ok = len(keys) - len(errors)
+    summary = f"captured {ok}/{len(keys)} metric(s)" + (
+        f" per group ({', '.join(params.groups)})" if params.groups else ""
+    )
     if errors:
         summary += f"; failed: {', '.join(sorted(errors))}"
         error = "; ".join(f"{m}: {e}" for m, e in sorted(errors.items()))
@@ -139,6 +162,18 @@ def handle_capture(run: RunState, step: Step, values: dict[str, Any], *, missed:
 
 #: Collector types that can answer a window in the past (from their own storage).
 HISTORY_SOURCES = HISTORY_COLLECTORS
+
+
+#: The shortest ``${segment.window}``: a rate needs two scrapes inside its window.
+MIN_RATE_WINDOW = 2.0
+
+
+def _grouped(workflow: Workflow, metric: str) -> bool:
+    spec = workflow.metric(metric)
+    templates = [spec.query, *(t for _, t in spec.labels)]
+    return any(
+        p.parts[0] == "segment" for t in templates if t is not None for p in t.placeholders
+    )
 
 
 def _collector_type(workflow: Workflow, metric: str) -> str:
@@ -159,6 +194,8 @@ def _bind_capture(
     interval: float | None,
     clock: Any,
     timings: dict[str, float],
+    *,
+    key: str | None = None,
 ) -> Callable[[], Any]:
     first: list[float] = []
 
@@ -172,7 +209,7 @@ def _bind_capture(
                 workflow, metric, values=values, env=env, start=start, end=end, interval=interval, clock=clock
             )
         finally:
-            timings[metric] = time.monotonic() - first[0]
+            timings[key or metric] = time.monotonic() - first[0]
 
-    call.__name__ = f"capture_{metric}"
+    call.__name__ = f"capture_{(key or metric).replace('@', '_')}"
     return call

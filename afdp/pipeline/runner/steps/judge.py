@@ -11,7 +11,6 @@ from afdp.workflow.model import (
     Analyze,
     Decide,
     Gate,
-    Segment,
     Step,
 )
 
@@ -19,14 +18,6 @@ if TYPE_CHECKING:
     pass
 from afdp.pipeline.runner.outputs import plain_outputs
 from afdp.pipeline.runner.state import RunState, StepResult, _json_safe
-
-
-def handle_segment(run: RunState, step: Step, values: dict[str, Any]) -> StepResult:
-    params = step.params
-    assert isinstance(params, Segment)
-    outputs = {name: share.base for name, share in params.groups}
-    text = ", ".join(f"{name} {share}" for name, share in params.groups)
-    return StepResult("ok", {"outputs": outputs}, f"segments: {text}")
 
 
 def _analysis_source(run: RunState, step: Step, name: str | None) -> str | None:
@@ -41,14 +32,24 @@ def handle_analyze(run: RunState, step: Step, values: dict[str, Any]) -> StepRes
 
     params = step.params
     assert isinstance(params, Analyze)
-    baseline = {m: v for m, v in run.series.get(params.baseline, {}).items() if m in params.metrics}
-    impact = {m: v for m, v in run.series.get(params.impact, {}).items() if m in params.metrics}
+    if params.groups is not None:
+        # A/B: control against treatment, both from the impact capture's window.
+        control, treatment = params.groups
+        window = run.series.get(params.impact, {})
+        baseline = {m: window[f"{m}@{control}"] for m in params.metrics if f"{m}@{control}" in window}
+        impact = {m: window[f"{m}@{treatment}"] for m in params.metrics if f"{m}@{treatment}" in window}
+    else:
+        baseline = {m: v for m, v in run.series.get(params.baseline, {}).items() if m in params.metrics}
+        impact = {m: v for m, v in run.series.get(params.impact, {}).items() if m in params.metrics}
     analysis = analyze(params, run.workflow, baseline, impact)
     document = analysis.to_json()
     outputs = plain_outputs(run.workflow, step, analysis.values())
     degraded = [m for m in params.metrics if isinstance(outputs.get(m), Mapping) and outputs[m].get("degraded")]
     inconclusive = list((document.get("summary") or {}).get("inconclusive") or document.get("inconclusive") or [])
     summary = analysis_summary(params.metrics, degraded, inconclusive)
+    if params.groups is not None:
+        document = {**document, "pairing": {"control": params.groups[0], "treatment": params.groups[1], "window": params.impact}}
+        summary = f"{params.groups[1]} vs {params.groups[0]}: {summary}"
     return StepResult("ok", {"outputs": outputs, "analysis": document}, summary)
 
 
