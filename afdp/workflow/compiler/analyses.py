@@ -136,6 +136,7 @@ class _Analyses(_Analyzers, _Captures, _Outputs):
                     chosen.append(self.analyzers[analyzer])
         else:
             chosen = list(self.analyzers.values())  # declared analyzers apply to every analysis
+        self.check_guide_analyzers(chosen, metrics, item.path, item.type)
         thresholds = list(self.thresholds(p.get("thresholds"), where("thresholds"), metrics))
         for analyzer in chosen:
             thresholds.extend(t for t in analyzer.thresholds if t.metric in metrics)
