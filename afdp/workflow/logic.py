@@ -305,7 +305,17 @@ class _Parser:
             raise LogicError(f"invalid condition: {exc}", line.number, column + offset + exc.offset) from None
         rewritten = _rewrite(expression.tree, self, line, column + offset)
         refs = tuple(_refs(rewritten))
-        return Expression(expression.source, rewritten, refs)
+        bound = Expression(expression.source, rewritten, refs)
+        problems = bound.check(self.type_of)
+        if problems:
+            raise LogicError(f"invalid condition: {problems[0]}", line.number, column + offset)
+        return bound
+
+    def type_of(self, ref: Ref) -> str:
+        if ref.parts[2] == "count":
+            return "number"
+        unit = getattr(self.metrics.get(ref.parts[1]), "unit", None)
+        return str(getattr(unit, "dimension", "any"))
 
     def bind(self, ref: Ref, line: _Line, column: int) -> Ref:
         at = column + ref.offset

@@ -38,6 +38,7 @@ class _Analyses(_Analyzers, _Captures, _Outputs):
             for metric in params.metrics:
                 scope[metric] = _fields(catalog.ANALYSIS_FIELDS, self.metrics[metric].unit)
             scope.update(catalog.ANALYSIS_SUMMARY)
+            scope.update(self.analyzer_tree(params))
         if decisions:
             scope["success_criteria_met"] = BOOL
         return scope

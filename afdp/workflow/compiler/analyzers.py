@@ -10,13 +10,14 @@ import dataclasses
 from typing import Any, cast
 
 from afdp.workflow import catalog, logic
-from afdp.workflow.compiler.metrics import _Metrics
 from afdp.workflow.business import GROUP_NEEDS, resolve_groups
+from afdp.workflow.compiler.metrics import RESERVED_NAMES, _Metrics
+from afdp.workflow.expressions import BOOL, STRING
 from afdp.workflow.findings import Finding
 from afdp.workflow.loader import DocPath
 from afdp.workflow.logic import LogicError, counts_as_degradation, parse_logic
-from afdp.workflow.model import Analyzer, Threshold
-from afdp.workflow.scope import suggest
+from afdp.workflow.model import Analyze, Analyzer, Threshold
+from afdp.workflow.scope import Tree, suggest
 from afdp.workflow.units import Quantity, Unit, UnitError, parse_quantity
 
 
@@ -67,6 +68,13 @@ class _Analyzers(_Metrics):
                 )
                 return
         output = spec.get("output") if isinstance(spec.get("output"), str) else None
+        if kind == "business_impact" and (output or name) in (*self.metrics, *RESERVED_NAMES):
+            self.fail(
+                (*path, "output") if output else path,
+                f"output {output or name!r} would hide a metric or a reserved name in conditions; choose another",
+                prefer_key=True,
+            )
+            return
         if kind == "logic":
             inputs = tuple(spec.get("input") or ("baseline", "current"))
             text = spec.get("logic")
@@ -162,6 +170,32 @@ class _Analyzers(_Metrics):
                     + "; ".join(f"{g} = {', '.join(names)}" for g, names in used.items())
                     + f"; money per hour = {formula}, from the medians; positive is money lost",
                 )
+
+    def analyzer_tree(self, params: Analyze) -> dict[str, Tree]:
+        """Return what an analysis' logic and business_impact analyzers add to conditions."""
+        tree: dict[str, Tree] = {}
+        verdicts: dict[str, Tree] = {}
+        for name in params.analyzers:
+            analyzer = self.analyzers.get(name)
+            if analyzer is None:
+                continue
+            if analyzer.type == "logic":
+                verdicts[name] = {"verdict": STRING, "degraded": BOOL}
+            elif analyzer.type == "business_impact" and analyzer.output:
+                groups = resolve_groups(params.metrics, {m: self.metrics[m].unit for m in params.metrics})
+                revenue = groups.get("revenue_data") or ()
+                if not revenue:
+                    continue
+                money = self.metrics[revenue[0]].unit.dimension.partition("/")[0]
+                tree[analyzer.output] = {
+                    "loss_per_hour": f"{money}/time",
+                    "average_order_value": money,
+                    "lost_orders_per_hour": "number/time",
+                    "attributed": BOOL,
+                }
+        if verdicts:
+            tree["analyzers"] = verdicts
+        return tree
 
     def _logic_finding(self, path: DocPath, text: Any, exc: LogicError) -> Finding:
         base = self.doc.finding(path, "", prefer_key=False)
