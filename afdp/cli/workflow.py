@@ -202,6 +202,11 @@ def _print_plan(plan: dict[str, Any]) -> None:
             echo(
                 f"  {d['name']}: if {d['condition']} -> {d['action']} (label {d['training_label']})"
             )
+    if plan.get("analyzers"):
+        echo("")
+        echo("analyzers")
+        for a in plan["analyzers"]:
+            echo(f"  {a['name']} ({a['type']}): {a['does']}")
     if plan["actions"]:
         echo("")
         echo("actions")

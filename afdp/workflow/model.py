@@ -332,6 +332,18 @@ class GenerateRecord:
     training_label: str | None = None
 
 
+@dataclass(frozen=True)
+class Predict:
+    """A predictive step of ``before_deployment:`` (``predict_likely_impact``, ...).
+
+    It needs a trained model and the history of past deployments (the learning from
+    evidence); until that exists the run records it as skipped with ``reason``.
+    """
+
+    prediction: str
+    reason: str
+
+
 StepParams = (
     Wait
     | WaitForSignal
@@ -345,6 +357,7 @@ StepParams = (
     | Gate
     | Decide
     | GenerateRecord
+    | Predict
 )
 
 
