@@ -206,6 +206,11 @@ def _print_plan(plan: dict[str, Any]) -> None:
             for c in d.get("channels") or ():
                 signed = ", signed" if c.get("signed") else ""
                 echo(f"    notify {c['name']}: {c['type']} {c['target']}{signed}")
+    if plan.get("analyzers"):
+        echo("")
+        echo("analyzers")
+        for a in plan["analyzers"]:
+            echo(f"  {a['name']} ({a['type']}): {a['does']}")
     if plan["actions"]:
         echo("")
         echo("actions")

@@ -236,6 +236,13 @@ def _degraded(values: Mapping[str, Any]) -> list[str]:
         for name, value in values.items()
         if isinstance(value, Mapping) and value.get("degraded") is True
     )
+    analyzers = values.get("analyzers")
+    if isinstance(analyzers, Mapping):  # logic analyzers' verdicts (docs/workflows.md)
+        named += sorted(
+            f"analyzers.{name} ({value.get('verdict')})"
+            for name, value in analyzers.items()
+            if isinstance(value, Mapping) and value.get("degraded") is True
+        )
     if named or values.get("any_degradation") is not True:
         return named
     return ["(unnamed metric)"]

@@ -35,6 +35,7 @@ class StepKind(enum.Enum):
     GATE = "gate"  # evaluate one condition; if true, decide (rollback) and stop
     DECIDE = "decide"  # evaluate success criteria and the workflow's decisions
     RECORD = "record"  # emit an ML training record (or A/B or lessons-learned record)
+    PREDICT = "predict"  # a before_deployment prediction (recorded as skipped: no model yet)
 
 
 #: The one table of which module runs each step kind: ``module:function`` under
@@ -58,7 +59,18 @@ STEP_HANDLERS: dict[StepKind, str] = {
     StepKind.GATE: "judge:handle_gate",
     StepKind.DECIDE: "judge:handle_decide",
     StepKind.RECORD: "record:handle_record",
+    StepKind.PREDICT: "predict:handle_predict",
 }
+
+#: The predictive steps of ``before_deployment:`` and what each would do; they need a
+#: trained model and past deployments' evidence, so the run records them as skipped.
+PREDICTIONS: Mapping[str, str] = {
+    "analyze_similar_past_deployments": "find past deployments of this service like this one in the evidence",
+    "predict_likely_impact": "predict this deployment's impact from a model trained on past evidence",
+    "recommend_deployment_window": "recommend when to deploy from past deployments' outcomes by hour",
+    "suggest_rollback_threshold": "suggest rollback thresholds from past deployments' metric movements",
+}
+PREDICTION_SKIPPED = "needs a trained model / history (learning from evidence); not run"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from afdp.workflow.catalog import StepKind
 from afdp.workflow.expressions import Expression
 from afdp.workflow.findings import Finding
 from afdp.workflow.interpolation import Template, UnresolvedError
+from afdp.workflow.logic import Program
 from afdp.workflow.units import Duration, Quantity, Unit
 
 CollectorType = Literal["prometheus", "scrape", "sql", "rest"]  # (``type: pull`` is prometheus)
@@ -128,15 +129,28 @@ class Threshold:
 
 @dataclass(frozen=True)
 class Analyzer:
-    """A reusable analysis: thresholds, or a statistical test (``mann_whitney`` / ``welch_t``)."""
+    """A reusable analysis: thresholds, a statistical test (``mann_whitney`` / ``welch_t``),
+    a ``logic`` program over the baseline and current captures (``type: logic``), a
+    business impact in money per hour (``type: business_impact``, ``correlate``), or an
+    ML predictor (``type: ml_predictor``: recorded as not run until a model is trained).
+    """
 
     name: str
-    type: Literal["threshold", "statistical"]
+    type: Literal["threshold", "statistical", "logic", "business_impact", "ml_predictor"]
     thresholds: tuple[Threshold, ...] = ()
     method: str | None = None
     confidence: float = 0.95
     min_samples: int = 5
     metrics: tuple[str, ...] = ()
+    #: ``logic``: the inputs it names (``baseline``, ``current``) and the parsed program.
+    inputs: tuple[str, ...] = ()
+    logic: Program | None = None
+    #: ``business_impact``: the groups to correlate; ``output``: the name of the result.
+    correlate: tuple[str, ...] = ()
+    output: str | None = None
+    #: ``ml_predictor``: the model and its features (not run yet).
+    model: str | None = None
+    features: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -393,6 +407,18 @@ class GenerateRecord:
     training_label: str | None = None
 
 
+@dataclass(frozen=True)
+class Predict:
+    """A predictive step of ``before_deployment:`` (``predict_likely_impact``, ...).
+
+    It needs a trained model and the history of past deployments (the learning from
+    evidence); until that exists the run records it as skipped with ``reason``.
+    """
+
+    prediction: str
+    reason: str
+
+
 StepParams = (
     Wait
     | WaitForSignal
@@ -408,6 +434,7 @@ StepParams = (
     | Gate
     | Decide
     | GenerateRecord
+    | Predict
 )
 
 

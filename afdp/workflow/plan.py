@@ -94,6 +94,8 @@ class Plan:
     success_criteria: tuple[str, ...]
     actions: tuple[dict[str, Any], ...]
     policy: str | None = None
+    #: The guide's analyzers (logic, business_impact, ml_predictor) and what each does.
+    analyzers: tuple[dict[str, Any], ...] = ()
 
     @property
     def max_duration(self) -> Duration:
@@ -144,6 +146,7 @@ class Plan:
             "collectors": list(self.collectors),
             "metrics": list(self.metrics),
             "decisions": list(self.decisions),
+            "analyzers": list(self.analyzers),
             "success_criteria": list(self.success_criteria),
             "actions": list(self.actions),
             "summary": {
@@ -311,6 +314,7 @@ def plan_workflow(
         success_criteria=tuple(c.source for c in workflow.success_criteria),
         actions=actions,
         policy=policy.name if policy is not None else None,
+        analyzers=tuple(_analyzer(a) for a in workflow.analyzers),
     )
 
 
@@ -326,6 +330,23 @@ def _channel(workflow: Workflow, name: str, values: Mapping[str, Any]) -> dict[s
     return {"name": name, "type": channel.type, "target": target, "signed": channel.secret is not None}
 
 
+def _analyzer(analyzer: Any) -> dict[str, Any]:
+    """Return what the plan says of an analyzer: its type and what it will do."""
+    out: dict[str, Any] = {"name": analyzer.name, "type": analyzer.type}
+    if analyzer.type == "logic" and analyzer.logic is not None:
+        out["does"] = f"evaluates its logic over {', '.join(analyzer.inputs)} ({', '.join(analyzer.metrics)}); verdicts {', '.join(analyzer.logic.verdicts) or 'none'}"
+        out["logic"] = analyzer.logic.source
+    elif analyzer.type == "business_impact":
+        out["does"] = f"money per hour from {', '.join(analyzer.correlate)} -> {analyzer.output}"
+    elif analyzer.type == "ml_predictor":
+        out["does"] = f"not run: needs the trained model {analyzer.model}"
+    elif analyzer.thresholds:
+        out["does"] = "thresholds " + ", ".join(f"{t.key} {t.limit}" for t in analyzer.thresholds)
+    else:
+        out["does"] = f"{analyzer.method} test at confidence {analyzer.confidence}"
+    return out
+
+
 def _plan_step(step: Step, values: Mapping[str, Any]) -> PlannedStep:
     when = _condition(step.when, values) if step.when is not None else None
     unless = _condition(step.unless, values) if step.unless is not None else None
@@ -337,6 +358,8 @@ def _plan_step(step: Step, values: Mapping[str, Any]) -> PlannedStep:
         status = "conditional"
     else:
         status = "run"
+    if step.kind is catalog.StepKind.PREDICT:
+        status = "skipped"  # needs a trained model: recorded as skipped with the reason
     missing: list[str] = []
     params = _params(step.params, values, missing)
     return PlannedStep(step, status, when, unless, params, tuple(dict.fromkeys(missing)))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from afdp.evidence.canonical import json_safe
+from afdp.pipeline.analysis.analyzers import analyzer_values, run_analyzers
 from afdp.pipeline.analysis.verdicts import MetricAnalysis, _any3, analyze_metric
 from afdp.workflow.units import Quantity, Unit
 
@@ -36,6 +37,9 @@ class AnalysisResult:
     confidence: float
     min_samples: int
     metrics: tuple[MetricAnalysis, ...]
+    #: The outcomes of the guide's analyzers (logic, business_impact, ml_predictor):
+    #: :mod:`afdp.pipeline.analysis.analyzers`. Empty for an analysis with none.
+    analyzers: tuple[dict[str, Any], ...] = ()
 
     def metric(self, name: str) -> MetricAnalysis:
         """Return the analysis of metric ``name``.
@@ -50,8 +54,11 @@ class AnalysisResult:
 
     @property
     def any_degradation(self) -> bool | None:
-        """Return True if a metric degraded, None if none did but some are unknown."""
-        return _any3(m.degraded for m in self.metrics)
+        """Return True if a metric degraded (or a logic analyzer's verdict is a
+        degradation), None if none did but some are unknown."""
+        flags = [m.degraded for m in self.metrics]
+        flags += [a.get("degraded") for a in self.analyzers if a.get("type") == "logic"]
+        return _any3(flags)
 
     @property
     def significant_degradation(self) -> bool | None:
@@ -62,8 +69,11 @@ class AnalysisResult:
 
     @property
     def all_metrics_within_normal(self) -> bool:
-        """Return True when every metric is known not degraded and nothing is exceeded."""
-        return all(m.degraded is False and m.exceeded is False for m in self.metrics)
+        """Return True when every metric is known not degraded and nothing is exceeded
+        (and no logic analyzer's verdict is, or may be, a degradation)."""
+        return all(m.degraded is False and m.exceeded is False for m in self.metrics) and all(
+            a.get("degraded") is False for a in self.analyzers if a.get("type") == "logic"
+        )
 
     @property
     def exceeded(self) -> list[str]:
@@ -72,8 +82,13 @@ class AnalysisResult:
 
     @property
     def inconclusive(self) -> list[str]:
-        """Return the metrics whose degradation is unknown."""
-        return [m.metric for m in self.metrics if m.degraded is None]
+        """Return the metrics (and ``analyzers.<name>`` logic analyzers) whose
+        degradation is unknown."""
+        return [m.metric for m in self.metrics if m.degraded is None] + [
+            f"analyzers.{a['name']}"
+            for a in self.analyzers
+            if a.get("type") == "logic" and a.get("degraded") is None
+        ]
 
     def summary(self) -> dict[str, Any]:
         """Return the summary fields (``any_degradation`` ... ``inconclusive``)."""
@@ -87,8 +102,10 @@ class AnalysisResult:
 
     def to_json(self) -> dict[str, Any]:
         """Return the analysis as evidence (schema ``evidence-schema/analysis.v1``)."""
+        extra = {"analyzers": list(self.analyzers)} if self.analyzers else {}
         return json_safe(
             {
+                **extra,
                 "schema": SCHEMA,
                 "baseline_step": self.baseline_step,
                 "impact_step": self.impact_step,
@@ -130,6 +147,7 @@ def analysis_values(document: Mapping[str, Any]) -> dict[str, Any]:
             fields[key] = item.get(key)
         out[name] = fields
     out.update(document.get("summary", {}))
+    out.update(analyzer_values(document.get("analyzers") or ()))
     return out
 
 
@@ -169,6 +187,7 @@ def analyze(
         )
         for name in params.metrics
     )
+    chosen = [a for a in workflow.analyzers if a.name in params.analyzers]
     return AnalysisResult(
         params.baseline,
         params.impact,
@@ -176,4 +195,5 @@ def analyze(
         params.confidence,
         params.min_samples,
         results,
+        tuple(run_analyzers(chosen, results)),
     )

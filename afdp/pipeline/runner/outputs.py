@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from afdp.pipeline.analysis.analyzers import business_plain, business_typed
 from afdp.workflow import catalog
 from afdp.workflow.model import (
     Analyze,
@@ -85,6 +86,8 @@ def typed_outputs(workflow: Workflow, step: Step, outputs: Mapping[str, Any]) ->
                 name: _quantity(v, _field_unit(fields.get(name, ""), unit), fields.get(name, ""))
                 for name, v in value.items()
             }
+        elif isinstance(value, Mapping) and key in _business_outputs(workflow, step):
+            typed[key] = business_typed(value)
         elif isinstance(step.params, Segment):
             typed[key] = Quantity(float(value), _RATIO) if isinstance(value, (int, float)) else value
         elif isinstance(step.params, Query) and key == "longest_lock_wait" and value is not None:
@@ -112,9 +115,21 @@ def plain_outputs(workflow: Workflow, step: Step, values: Mapping[str, Any]) -> 
             plain[key] = {
                 name: _number_in(v, _field_unit(fields.get(name, ""), unit)) for name, v in value.items()
             }
+        elif isinstance(value, Mapping) and key in _business_outputs(workflow, step):
+            plain[key] = business_plain(value)
         else:
             plain[key] = _number_in(value, None)
     return _json_safe(plain)
+
+
+def _business_outputs(workflow: Workflow, step: Step) -> set[str]:
+    """Return the output names of the business_impact analyzers an analysis step runs."""
+    if not isinstance(step.params, Analyze):
+        return set()
+    names = step.params.analyzers
+    return {
+        str(a.output) for a in workflow.analyzers if a.type == "business_impact" and a.name in names and a.output
+    }
 
 
 def _number_in(value: Any, unit: Unit | None) -> Any:

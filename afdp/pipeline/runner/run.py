@@ -241,7 +241,7 @@ def _execute(run: RunState, step: Step, *, missed: bool) -> StepResult:
     started = rec.utc_now()
     if run.stopped_by and step.kind is not StepKind.RECORD:
         return _skipped(f"skipped: gate {run.stopped_by} triggered and stopped the workflow")
-    if missed and not (
+    if missed and step.kind is not StepKind.PREDICT and not (
         step.kind is StepKind.CAPTURE and isinstance(step.params, Capture)
         and step.params.role == "before"
     ):

@@ -38,6 +38,7 @@ class _Analyses(_Analyzers, _Captures, _Outputs):
             for metric in params.metrics:
                 scope[metric] = _fields(catalog.ANALYSIS_FIELDS, self.metrics[metric].unit)
             scope.update(catalog.ANALYSIS_SUMMARY)
+            scope.update(self.analyzer_tree(params))
         if decisions:
             scope["success_criteria_met"] = BOOL
         return scope
@@ -142,6 +143,7 @@ class _Analyses(_Analyzers, _Captures, _Outputs):
                     chosen.append(self.analyzers[analyzer])
         else:
             chosen = list(self.analyzers.values())  # declared analyzers apply to every analysis
+        self.check_guide_analyzers(chosen, metrics, item.path, item.type)
         thresholds = list(self.thresholds(p.get("thresholds"), where("thresholds"), metrics))
         for analyzer in chosen:
             thresholds.extend(t for t in analyzer.thresholds if t.metric in metrics)

@@ -6,13 +6,18 @@ cover and their units; the default tolerance of a comparison that declares none.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, cast
 
-from afdp.workflow import catalog
-from afdp.workflow.compiler.metrics import _Metrics
+from afdp.workflow import catalog, logic
+from afdp.workflow.business import GROUP_NEEDS, resolve_groups
+from afdp.workflow.compiler.metrics import RESERVED_NAMES, _Metrics
+from afdp.workflow.expressions import BOOL, STRING
+from afdp.workflow.findings import Finding
 from afdp.workflow.loader import DocPath
-from afdp.workflow.model import Analyzer, Threshold
-from afdp.workflow.scope import suggest
+from afdp.workflow.logic import LogicError, counts_as_degradation, parse_logic
+from afdp.workflow.model import Analyze, Analyzer, Threshold
+from afdp.workflow.scope import Tree, suggest
 from afdp.workflow.units import Quantity, Unit, UnitError, parse_quantity
 
 
@@ -24,6 +29,19 @@ class _Analyzers(_Metrics):
             if not isinstance(spec, dict):
                 continue
             path = ("analyzers", name)
+            kind = _kind(spec)
+            if kind is None:
+                self.fail(
+                    path,
+                    "an analyzer needs type: threshold (with thresholds:), type: statistical "
+                    "(with method:), logic: (with input:), correlate: (business_impact) or "
+                    "model: (ml_predictor)",
+                    prefer_key=True,
+                )
+                continue
+            if kind not in ("threshold", "statistical"):
+                self.compile_guide_analyzer(name, kind, spec, path)
+                continue
             metrics = self.check_metric_names(spec.get("metrics"), (*path, "metrics"))
             thresholds = self.thresholds(
                 spec.get("thresholds"), (*path, "thresholds"), metrics or tuple(self.metrics)
@@ -37,6 +55,156 @@ class _Analyzers(_Metrics):
                 min_samples=int(spec.get("min_samples", catalog.DEFAULT_MIN_SAMPLES)),
                 metrics=metrics,
             )
+
+    def compile_guide_analyzer(self, name: str, kind: str, spec: dict[str, Any], path: DocPath) -> None:
+        """A ``logic``, ``business_impact`` or ``ml_predictor`` analyzer (the guide's forms)."""
+        allowed = {"type", "description", "output", *_KEYS[kind]}
+        for key in spec:
+            if key not in allowed:
+                self.fail(
+                    (*path, key),
+                    f"{key!r} does not belong to a {kind} analyzer (its keys: {', '.join(sorted(allowed))})",
+                    prefer_key=True,
+                )
+                return
+        output = spec.get("output") if isinstance(spec.get("output"), str) else None
+        if kind == "business_impact" and (output or name) in (*self.metrics, *RESERVED_NAMES):
+            self.fail(
+                (*path, "output") if output else path,
+                f"output {output or name!r} would hide a metric or a reserved name in conditions; choose another",
+                prefer_key=True,
+            )
+            return
+        if kind == "logic":
+            inputs = tuple(spec.get("input") or ("baseline", "current"))
+            text = spec.get("logic")
+            if text is None:
+                self.fail(path, "a logic analyzer needs logic: (an if/return program)", prefer_key=True)
+                return
+            try:
+                program = parse_logic(text, inputs, self.metrics)
+            except LogicError as exc:
+                self.findings.append(self._logic_finding((*path, "logic"), text, exc))
+                return
+            classes = ", ".join(
+                f"{v!r} ({'degradation' if counts_as_degradation(v) else 'recorded, not a degradation'})"
+                for v in program.verdicts
+            ) or "none"
+            reads = ", ".join(
+                dict.fromkeys(
+                    f"{i}.{w}" + (f" = {m}" if w != m else "") + f" ({s})" for i, w, m, s in program.reads
+                )
+            )
+            self.note(
+                (*path, "logic"),
+                f"logic analyzer {name}: run by AFDP's own evaluator (no Python); {reads}; "
+                "a metric without a statistic is the median of its capture's samples "
+                f"({', '.join(logic.STATISTICS)} can be named); verdicts: {classes}; "
+                "a verdict counts as a degradation when one of its words says so "
+                "(degradation, regression, rollback, failure, ...); no return: no verdict",
+            )
+            self.analyzers[name] = Analyzer(
+                name=name, type="logic", inputs=inputs, logic=program, output=output, metrics=program.metrics
+            )
+        elif kind == "business_impact":
+            raw = spec.get("correlate")
+            correlate = tuple(str(g) for g in raw) if isinstance(raw, list) else ()
+            if not correlate:
+                self.fail(path, "a business_impact analyzer needs correlate: [technical_metrics, revenue_data, user_behavior]", prefer_key=True)
+                return
+            self.analyzers[name] = Analyzer(
+                name=name, type="business_impact", correlate=correlate, output=output or name
+            )
+        else:
+            raw = spec.get("features")
+            features = tuple(str(f) for f in raw) if isinstance(raw, list) else ()
+            model = spec.get("model") if isinstance(spec.get("model"), str) else None
+            self.note(
+                (*path, "model") if "model" in spec else path,
+                f"ml_predictor {name}: needs a trained model ({model or 'unnamed'}) and the "
+                "learning from evidence that trains it; until then it validates and every "
+                "analysis records it as skipped (not run), never as a verdict",
+                level="warning",
+            )
+            self.analyzers[name] = Analyzer(
+                name=name, type="ml_predictor", model=model, features=features, output=output
+            )
+
+    def check_guide_analyzers(self, chosen: list[Analyzer], metrics: tuple[str, ...], at: DocPath, step: str) -> None:
+        """Check that each logic / business_impact analyzer an analysis runs has its inputs there."""
+        for analyzer in chosen:
+            if analyzer.type == "logic":
+                missing = [m for m in analyzer.metrics if m not in metrics]
+                if missing:
+                    self.fail(
+                        at,
+                        f"analyzer {analyzer.name!r} reads {', '.join(missing)}, which {step} does "
+                        f"not compare (it compares {', '.join(metrics)}); capture it on both sides "
+                        "or list the analyses it applies to with analyzers:",
+                        prefer_key=True,
+                    )
+            elif analyzer.type == "business_impact":
+                groups = resolve_groups(metrics, {m: self.metrics[m].unit for m in metrics})
+                lacking = [g for g in analyzer.correlate if not groups.get(g)]
+                if "user_behavior" in analyzer.correlate and "revenue_data" not in analyzer.correlate:
+                    lacking.append("revenue_data")
+                if lacking:
+                    self.fail(
+                        at,
+                        f"analyzer {analyzer.name!r} correlates {', '.join(analyzer.correlate)}, but "
+                        f"{step} compares no metric for "
+                        + "; ".join(f"{g} (needs {GROUP_NEEDS[g]})" for g in dict.fromkeys(lacking)),
+                        prefer_key=True,
+                    )
+                    continue
+                used = {g: groups[g] for g in analyzer.correlate}
+                formula = (
+                    "lost orders per hour (user_behavior, baseline - current) x average order "
+                    "value (revenue_data / user_behavior at baseline)"
+                    if "user_behavior" in used
+                    else "revenue per hour at baseline - revenue per hour now (revenue_data)"
+                )
+                self.note(
+                    at,
+                    f"business_impact {analyzer.name} -> {analyzer.output}: "
+                    + "; ".join(f"{g} = {', '.join(names)}" for g, names in used.items())
+                    + f"; money per hour = {formula}, from the medians; positive is money lost",
+                )
+
+    def analyzer_tree(self, params: Analyze) -> dict[str, Tree]:
+        """Return what an analysis' logic and business_impact analyzers add to conditions."""
+        tree: dict[str, Tree] = {}
+        verdicts: dict[str, Tree] = {}
+        for name in params.analyzers:
+            analyzer = self.analyzers.get(name)
+            if analyzer is None:
+                continue
+            if analyzer.type == "logic":
+                verdicts[name] = {"verdict": STRING, "degraded": BOOL}
+            elif analyzer.type == "business_impact" and analyzer.output:
+                groups = resolve_groups(params.metrics, {m: self.metrics[m].unit for m in params.metrics})
+                revenue = groups.get("revenue_data") or ()
+                if not revenue:
+                    continue
+                money = self.metrics[revenue[0]].unit.dimension.partition("/")[0]
+                tree[analyzer.output] = {
+                    "loss_per_hour": f"{money}/time",
+                    "average_order_value": money,
+                    "lost_orders_per_hour": "number/time",
+                    "attributed": BOOL,
+                }
+        if verdicts:
+            tree["analyzers"] = verdicts
+        return tree
+
+    def _logic_finding(self, path: DocPath, text: Any, exc: LogicError) -> Finding:
+        base = self.doc.finding(path, "", prefer_key=False)
+        multi = isinstance(text, str) and "\n" in text
+        line = base.line + exc.line if multi else base.line
+        column = exc.column if multi else base.column + exc.column
+        return dataclasses.replace(
+            base, line=line, column=column, message=f"logic line {exc.line}, column {exc.column}: {exc}"
+        )
 
     def thresholds(
         self, raw: Any, path: DocPath, metrics: tuple[str, ...], *, strict: bool = True
@@ -88,6 +256,19 @@ class _Analyzers(_Metrics):
             for m in metrics
             if m in self.metrics
         ]
+
+
+_KEYS = {"logic": ("logic", "input"), "business_impact": ("correlate",), "ml_predictor": ("model", "features")}
+
+
+def _kind(spec: dict[str, Any]) -> str | None:
+    """Return the analyzer's type: written, or read from the keys the guide writes."""
+    if isinstance(spec.get("type"), str):
+        return str(spec["type"])
+    for kind, keys in _KEYS.items():
+        if keys[0] in spec:
+            return kind
+    return None
 
 
 def _method(value: Any) -> str | None:

@@ -11,6 +11,7 @@ from afdp.errors import UsageError
 from afdp.workflow import catalog
 from afdp.workflow.compiler.decisions import _Decisions
 from afdp.workflow.compiler.notifications import _Notifications
+from afdp.workflow.compiler.predictive import _Predictive
 from afdp.workflow.compiler.steps import _Steps
 from afdp.workflow.findings import WorkflowInvalid, unique
 from afdp.workflow.loader import Document
@@ -55,7 +56,7 @@ def compile_document(document: Document) -> Workflow:
     return workflow
 
 
-class _Compiler(_Steps, _Decisions, _Notifications):
+class _Compiler(_Steps, _Decisions, _Notifications, _Predictive):
     """Every section of the language, compiled in order by :meth:`run`."""
 
     def run(self) -> Workflow:
@@ -67,7 +68,8 @@ class _Compiler(_Steps, _Decisions, _Notifications):
         self.compile_metrics()
         self.compile_analyzers()
         stages = self.compile_stages()
-        phases = self.compile_steps(stages)
+        predictive = self.compile_before_deployment()
+        phases = (*predictive, *self.compile_steps(stages))
         decisions, criteria = self.compile_decisions()
         actions = self.compile_actions()
         notifications = self.compile_notifications()

@@ -18,7 +18,7 @@ from afdp.workflow.scope import suggest
 from afdp.workflow.units import DIMENSIONLESS, UnitError, parse_unit
 
 RESERVED_NAMES = frozenset(
-    {"deployment", "workflow", "steps", "env", "success_criteria_met", *catalog.ANALYSIS_SUMMARY}
+    {"deployment", "workflow", "steps", "env", "success_criteria_met", "analyzers", *catalog.ANALYSIS_SUMMARY}
 )
 
 

@@ -32,6 +32,10 @@ from afdp.workflow.scope import Tree
 class _Outputs(_Variables):
     """Step outputs, the scope of step references, and ``outputs:``."""
 
+    def analyzer_tree(self, params: Analyze) -> dict[str, Tree]:
+        """What an analysis' analyzers add to conditions (:class:`_Analyzers` says)."""
+        return {}
+
     def add_step(self, step: Step) -> None:
         self.steps.append(step)
         self.outputs[step.name] = self.step_outputs(step)
@@ -81,6 +85,7 @@ class _Outputs(_Variables):
                 m: _fields(catalog.ANALYSIS_FIELDS, self.metrics[m].unit) for m in params.metrics
             }
             tree.update(catalog.ANALYSIS_SUMMARY)
+            tree.update(self.analyzer_tree(params))
             return tree
         if isinstance(params, EnableFeature):
             return dict(catalog.FLAG_OUTPUTS)
