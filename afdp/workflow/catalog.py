@@ -33,6 +33,8 @@ class StepKind(enum.Enum):
     GATE = "gate"  # evaluate one condition; if true, decide (rollback) and stop
     DECIDE = "decide"  # evaluate success criteria and the workflow's decisions
     RECORD = "record"  # emit an ML training record (or A/B or lessons-learned record)
+    DATABASE = "database"  # database snapshot, comparison or integrity check (migrations)
+    CORRELATE = "correlate"  # correlation across past deployments (read through the verifier)
 
 
 #: The one table of which module runs each step kind: ``module:function`` under
@@ -54,6 +56,8 @@ STEP_HANDLERS: dict[StepKind, str] = {
     StepKind.GATE: "judge:handle_gate",
     StepKind.DECIDE: "judge:handle_decide",
     StepKind.RECORD: "record:handle_record",
+    StepKind.DATABASE: "migration:handle_database",
+    StepKind.CORRELATE: "correlation:handle_correlation",
 }
 
 
@@ -65,7 +69,9 @@ class StepType:
     the one a list shorthand fills (``- capture_baseline: [error_rate]``). ``required``
     parameters forbid the bare form (``- wait`` alone). ``role`` places a capture before
     or after the deployment for analyses; ``record`` names the record a RECORD step emits;
-    ``query`` is the default SQL (PostgreSQL) of a QUERY step.
+    ``query`` is the default SQL (PostgreSQL) of a QUERY step; ``fallback`` the default
+    SQL run when ``query`` cannot be (an extension not installed), ``sources`` what each
+    of the two reads (recorded as ``source``).
     """
 
     name: str
@@ -77,6 +83,26 @@ class StepType:
     role: str | None = None
     record: str | None = None
     query: str | None = None
+    fallback: str | None = None
+    sources: tuple[str, str] | None = None
+
+
+#: ``monitor_locks``: the longest a strong relation lock (one that blocks readers or
+#: writers: Share and stronger) has been held by another session (the age of the
+#: transaction holding it: a lock lasts until its transaction ends) or waited for.
+LOCKS_QUERY = (
+    "SELECT COALESCE(EXTRACT(EPOCH FROM GREATEST(max(now() - a.xact_start) FILTER (WHERE l.granted), "
+    "max(now() - l.waitstart) FILTER (WHERE NOT l.granted))), 0) AS longest_lock_seconds, "
+    "COALESCE(EXTRACT(EPOCH FROM max(now() - a.xact_start) FILTER (WHERE l.granted)), 0) AS longest_lock_held_seconds, "
+    "COALESCE(EXTRACT(EPOCH FROM max(now() - l.waitstart) FILTER (WHERE NOT l.granted)), 0) AS longest_lock_wait_seconds, "
+    "count(*) FILTER (WHERE NOT l.granted) AS waiting_locks, "
+    "COALESCE(json_agg(json_build_object('pid', l.pid, 'relation', l.relation::regclass::text, "
+    "'mode', l.mode, 'granted', l.granted) ORDER BY l.pid, l.mode), '[]') AS locks "
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'relation' AND l.pid <> pg_backend_pid() AND l.database = "
+    "(SELECT oid FROM pg_database WHERE datname = current_database()) AND (NOT l.granted OR l.mode IN "
+    "('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'))"
+)
 
 
 _TYPES = (
@@ -144,7 +170,8 @@ _TYPES = (
         scalar="collector",
         query=(
             "SELECT relname AS table_name, pg_total_relation_size(relid) AS total_bytes, "
-            "n_live_tup AS live_rows FROM pg_stat_user_tables ORDER BY total_bytes DESC LIMIT 100"
+            "n_live_tup AS live_rows, schemaname AS schema_name FROM pg_stat_user_tables "
+            "ORDER BY total_bytes DESC, schema_name, table_name LIMIT 100"
         ),
     ),
     StepType(
@@ -156,13 +183,24 @@ _TYPES = (
             "SELECT queryid, calls, total_exec_time, mean_exec_time, rows FROM pg_stat_statements "
             "ORDER BY total_exec_time DESC LIMIT 20"
         ),
+        fallback=(
+            "SELECT datname, numbackends, xact_commit, xact_rollback, blks_read, blks_hit, "
+            "tup_returned, tup_fetched, tup_inserted, tup_updated, tup_deleted, deadlocks, "
+            "temp_bytes FROM pg_stat_database WHERE datname = current_database()"
+        ),
+        sources=("pg_stat_statements", "pg_stat_database"),
     ),
     StepType(
         "track_blocked_queries",
         StepKind.QUERY,
         "count queries waiting on locks",
         scalar="collector",
-        query="SELECT count(*) AS blocked_queries FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+        query=(
+            "SELECT count(*) AS blocked_queries, COALESCE(json_agg(json_build_object("
+            "'pid', pid, 'blocked_by', pg_blocking_pids(pid), 'wait_event', wait_event, "
+            "'waiting_seconds', EXTRACT(EPOCH FROM now() - state_change)) ORDER BY pid), '[]') AS blocked "
+            "FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0"
+        ),
     ),
     StepType(
         "measure_replication_lag",
@@ -170,22 +208,24 @@ _TYPES = (
         "measure replica replay lag",
         scalar="collector",
         query=(
-            "SELECT COALESCE(EXTRACT(EPOCH FROM max(replay_lag)), 0) AS replication_lag_seconds "
-            "FROM pg_stat_replication"
+            "SELECT CASE WHEN pg_is_in_recovery() THEN COALESCE(EXTRACT(EPOCH FROM "
+            "now() - pg_last_xact_replay_timestamp()), 0) ELSE COALESCE((SELECT EXTRACT(EPOCH FROM "
+            "max(replay_lag)) FROM pg_stat_replication), 0) END AS replication_lag_seconds, "
+            "(SELECT count(*) FROM pg_stat_replication) AS replicas, CASE WHEN pg_is_in_recovery() "
+            "THEN 'standby: lag is the age of the last replayed transaction' WHEN "
+            "(SELECT count(*) FROM pg_stat_replication) = 0 THEN 'not applicable: a primary without "
+            "replicas' ELSE 'primary: lag is the longest replay lag of its replicas' END AS replication"
         ),
     ),
     StepType(
         "monitor_locks",
         StepKind.QUERY,
-        "watch lock waits, flag waits longer than alert_threshold",
+        "watch locks, flag a lock held or waited for longer than alert_threshold",
         scalar="collector",
-        query=(
-            "SELECT COALESCE(EXTRACT(EPOCH FROM max(now() - query_start)), 0) AS longest_lock_wait_seconds, "
-            "count(*) AS waiting_queries FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        ),
+        query=LOCKS_QUERY,
     ),
     StepType(
-        "verify_data_integrity", StepKind.CHECK, "run SQL integrity checks", required=("checks",)
+        "verify_data_integrity", StepKind.CHECK, "run SQL integrity checks", listing="tables"
     ),
     StepType("segment_users", StepKind.SEGMENT, "record the declared user segments"),
     StepType("analyze_differences", StepKind.ANALYZE, "compare baseline and impact"),
@@ -327,12 +367,30 @@ DECISION_OUTPUTS: Mapping[str, str] = {
 QUERY_OUTPUTS: Mapping[str, str] = {"rows": LIST, "row_count": "number", "value": ANY}
 LOCK_OUTPUTS: Mapping[str, str] = {"longest_lock_wait": "time", "alert": BOOL}
 CHECK_OUTPUTS: Mapping[str, str] = {"passed": BOOL, "failed": LIST}
+DATABASE_OUTPUTS: Mapping[str, Mapping[str, str]] = {
+    "snapshot": {"source": STRING, "taken_at": STRING},
+    "compare": {"degraded": BOOL, "degraded_measures": LIST},
+    "user_impact": {"degraded": BOOL, "degraded_measures": LIST},
+    "integrity": {"passed": BOOL, "failed": LIST, "changed_tables": LIST},
+}
 
 # The built-in collector and metric catalog. Queries follow common Prometheus naming
 # (http_request_duration_seconds histogram, http_requests_total with a ``code`` label,
 # series labelled ``service``); a workflow overrides any of them by declaring a metric
 # or a collector with the same name.
 DEFAULT_COLLECTOR_NAME = "prometheus"
+#: The database a SQL step reads when the workflow declares no sql collector (the
+#: guide's Example 2 declares none): a secret URL, sent and never written.
+DEFAULT_SQL_COLLECTOR = "database"
+DEFAULT_SQL_COLLECTOR_SPEC: Mapping[str, Any] = {"type": "sql", "url": "${env.DATABASE_URL}"}
+#: ``correlation:`` figures, and how many verified past deployments each needs before
+#: it is computed (below: "not enough data").
+CORRELATIONS = (
+    "migration_size_to_duration",
+    "time_of_day_to_impact",
+    "table_type_to_lock_duration",
+)
+MIN_CORRELATION_DEPLOYMENTS = 5
 DEFAULT_COLLECTORS: Mapping[str, Mapping[str, Any]] = {
     "prometheus": {"type": "prometheus", "url": "${workflow.PROMETHEUS_URL}"},
 }

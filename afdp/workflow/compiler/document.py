@@ -14,7 +14,7 @@ from afdp.workflow.compiler.decisions import _Decisions
 from afdp.workflow.compiler.steps import _Steps
 from afdp.workflow.findings import WorkflowInvalid, unique
 from afdp.workflow.loader import Document
-from afdp.workflow.model import Analyze, Capture, Check, Query, Step, Variable, Workflow
+from afdp.workflow.model import Analyze, Capture, Check, Database, Query, Step, Variable, Workflow
 
 SCHEMA = "workflow.v1"
 
@@ -66,7 +66,7 @@ class _Compiler(_Steps, _Decisions, _Actions):
         used_metrics |= {m for a in self.analyzers.values() for m in a.metrics}
         metrics = tuple(m for m in self.metrics.values() if not m.builtin or m.name in used_metrics)
         used_collectors = {m.collector for m in metrics} | {
-            p.collector for p in (s.params for s in self.steps) if isinstance(p, (Query, Check))
+            p.collector for p in (s.params for s in self.steps) if isinstance(p, (Query, Check, Database))
         }
         collectors = tuple(
             c for c in self.collectors.values() if not c.builtin or c.name in used_collectors

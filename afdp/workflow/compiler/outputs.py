@@ -11,11 +11,13 @@ from afdp.workflow import catalog
 from afdp.workflow.catalog import StepKind
 from afdp.workflow.compiler.common import _fields
 from afdp.workflow.compiler.variables import _Variables
-from afdp.workflow.expressions import BOOL, STRING
+from afdp.workflow.expressions import ANY, BOOL, STRING
 from afdp.workflow.model import (
     Analyze,
     Capture,
     CaptureMetadata,
+    Correlate,
+    Database,
     Check,
     Decide,
     Gate,
@@ -70,6 +72,10 @@ class _Outputs(_Variables):
             return out
         if isinstance(params, Check):
             return dict(catalog.CHECK_OUTPUTS)
+        if isinstance(params, Database):
+            return dict(catalog.DATABASE_OUTPUTS[params.op])
+        if isinstance(params, Correlate):
+            return {figure: ANY for figure in params.figures}
         if isinstance(params, Segment):
             return {name: "ratio" for name, _ in params.groups}
         if isinstance(params, Analyze):

@@ -13,11 +13,12 @@ from typing import Any, cast
 from afdp.workflow import catalog
 from afdp.workflow.catalog import STEP_TYPES, StepKind, StepType
 from afdp.workflow.compiler.common import _RawStep
-from afdp.workflow.compiler.sql import _Sql
+from afdp.workflow.compiler.migration import _Migration
 from afdp.workflow.compiler.stages import _Stages
 from afdp.workflow.loader import DocPath
 from afdp.workflow.model import (
     CaptureMetadata,
+    Database,
     Decide,
     Gate,
     GenerateRecord,
@@ -36,7 +37,7 @@ COMMON_STEP_KEYS = frozenset({"name", "when", "unless", "description"})
 FLAT_PHASE = "main"
 
 
-class _Steps(_Stages, _Sql):
+class _Steps(_Stages, _Migration):
     """The workflow's steps, in execution order."""
 
     def raw_steps(self, stages: list[Stage]) -> list[_RawStep]:
@@ -82,6 +83,7 @@ class _Steps(_Stages, _Sql):
             ]
             raw[cut:cut] = inserted
         self.implicit_decision(raw)
+        self.correlation_step(raw)
         return raw
 
     def implicit_decision(self, raw: list[_RawStep]) -> None:
@@ -174,6 +176,18 @@ class _Steps(_Stages, _Sql):
                 phases.setdefault(item.stage.name, []).extend(built)
                 phase_stage[item.stage.name] = self.stage_with_condition(item.stage, built)
                 continue
+            if item.type == "@correlation":
+                if "correlation" in names:
+                    self.fail(
+                        ("correlation",),
+                        "correlation runs as a step named 'correlation'; another step has that name",
+                        prefer_key=True,
+                    )
+                    continue
+                step = self.build_correlation(item, len(self.steps))
+                self.add_step(step)
+                phases.setdefault(item.phase, []).append(step)
+                continue
             counts[item.type] = counts.get(item.type, 0) + 1
             explicit = item.common.get("name")
             name = (
@@ -217,7 +231,7 @@ class _Steps(_Stages, _Sql):
         return Step(
             name=name,
             type=item.type,
-            kind=spec.kind,
+            kind=catalog.StepKind.DATABASE if isinstance(params, Database) else spec.kind,
             index=index,
             phase=item.phase,
             params=params,
@@ -241,6 +255,9 @@ class _Steps(_Stages, _Sql):
             return at if scalar_shorthand and key == spec.scalar else (*at, key)
 
         kind = spec.kind
+        database = self.database_form(spec, item, where)
+        if database is not False:
+            return cast(Database | None, database)
         if kind is StepKind.WAIT:
             duration = self.duration(p.get("duration"), where("duration"))
             return Wait(duration) if duration else None
