@@ -37,6 +37,12 @@ class StepKind(enum.Enum):
     CORRELATE = "correlate"  # correlation across past deployments (read through the verifier)
 
 
+#: Kinds no step type names by itself: the compiler reaches them from how a step is
+#: written (``snapshot_performance`` with no metrics is a database snapshot) or from a
+#: section (``correlation:``).
+FORM_KINDS = frozenset({StepKind.DATABASE, StepKind.CORRELATE})
+
+
 #: The one table of which module runs each step kind: ``module:function`` under
 #: :mod:`afdp.pipeline.runner.steps` (one module per step family). The workflow language
 #: may not import the pipeline, so the table names the handler and the runner resolves it
@@ -70,8 +76,8 @@ class StepType:
     parameters forbid the bare form (``- wait`` alone). ``role`` places a capture before
     or after the deployment for analyses; ``record`` names the record a RECORD step emits;
     ``query`` is the default SQL (PostgreSQL) of a QUERY step; ``fallback`` the default
-    SQL run when ``query`` cannot be (an extension not installed), ``sources`` what each
-    of the two reads (recorded as ``source``).
+    SQL run when ``query`` cannot be (an extension not installed: ``probe`` returns false,
+    or the query fails), ``sources`` what each of the two reads (recorded as ``source``).
     """
 
     name: str
@@ -85,7 +91,16 @@ class StepType:
     query: str | None = None
     fallback: str | None = None
     sources: tuple[str, str] | None = None
+    probe: str | None = None
 
+
+#: Whether pg_stat_statements can be read (installed and preloaded), asked before reading
+#: it: a failed read would count as a rolled-back transaction in the statistics AFDP
+#: compares.
+PG_STAT_STATEMENTS_PROBE = (
+    "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements') AND "
+    "current_setting('shared_preload_libraries') ~ 'pg_stat_statements' AS available"
+)
 
 #: ``monitor_locks``: the longest a strong relation lock (one that blocks readers or
 #: writers: Share and stronger) has been held by another session (the age of the
@@ -189,6 +204,7 @@ _TYPES = (
             "temp_bytes FROM pg_stat_database WHERE datname = current_database()"
         ),
         sources=("pg_stat_statements", "pg_stat_database"),
+        probe=PG_STAT_STATEMENTS_PROBE,
     ),
     StepType(
         "track_blocked_queries",

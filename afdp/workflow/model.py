@@ -248,6 +248,7 @@ class Query:
     #: names what each reads, recorded as ``source``.
     fallback: Template | None = None
     sources: tuple[str, str] | None = None
+    probe: Template | None = None
     #: ``record_table_sizes`` read by a later ``verify_data_integrity``: also fingerprint
     #: (exact row count and checksum) these tables, or, with ``("*",)``, every table listed.
     fingerprint: tuple[str, ...] = ()

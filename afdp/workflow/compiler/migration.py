@@ -26,6 +26,7 @@ from afdp.workflow.interpolation import Template
 from afdp.workflow.loader import DocPath
 from afdp.workflow.model import Capture, Correlate, Database, Query, SqlCheck, Step
 
+
 class _Migration(_Sql, _Collectors):
     """The database forms of migration steps, the default database, and correlation."""
 
@@ -50,7 +51,10 @@ class _Migration(_Sql, _Collectors):
             )
         if spec.fallback is not None and "query" not in item.params:
             built = dataclasses.replace(
-                built, fallback=Template(spec.fallback, (spec.fallback,)), sources=spec.sources
+                built,
+                fallback=Template(spec.fallback, (spec.fallback,)),
+                sources=spec.sources,
+                probe=Template(spec.probe, (spec.probe,)) if spec.probe else None,
             )
         return built
 
@@ -110,7 +114,7 @@ class _Migration(_Sql, _Collectors):
                 f"{baseline.name!r} (the statistics up to then) with the activity since, read "
                 f"from a snapshot it takes when it runs: {measured}; a degradation fails the step",
             )
-            return Database(op, cast(Database, baseline.params).collector, baseline=baseline.name)
+            return Database(cast(Any, op), cast(Database, baseline.params).collector, baseline=baseline.name)
         if item.type == "verify_data_integrity":
             if "checks" in p and "tables" not in p:
                 return False

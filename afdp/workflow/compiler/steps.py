@@ -184,9 +184,9 @@ class _Steps(_Stages, _Migration):
                         prefer_key=True,
                     )
                     continue
-                step = self.build_correlation(item, len(self.steps))
-                self.add_step(step)
-                phases.setdefault(item.phase, []).append(step)
+                correlation = self.build_correlation(item, len(self.steps))
+                self.add_step(correlation)
+                phases.setdefault(item.phase, []).append(correlation)
                 continue
             counts[item.type] = counts.get(item.type, 0) + 1
             explicit = item.common.get("name")
