@@ -198,6 +198,9 @@ def test_seed_example2_bad_migration_alerts_on_every_step(tmp_path, cli, keys, t
     assert cli("init", str(repo)).code == 0
     # Past evidence: one branch signed by a key the auditor does not trust.
     build_deployment(repo, attacker, tsa, service="orders-db", deployment="forged")
+    # and one earlier migration, recorded by this workflow (it verifies).
+    earlier, _ = _migrate(fresh_postgres_url, cli, repo, keys, tsa, "m-earlier", bad=False, trust=trust_file)
+    assert earlier["decision"]["action"] == "mark_successful"
     outcome, records = _migrate(fresh_postgres_url, cli, repo, keys, tsa, "m-bad", bad=True, trust=trust_file)
 
     locks = records["monitor_locks"]
@@ -230,7 +233,15 @@ def test_seed_example2_bad_migration_alerts_on_every_step(tmp_path, cli, keys, t
     assert lessons["changed"]["lock_alert"] is True
     assert lessons["durations"]["longest_lock_seconds"] > 0.5
 
+    # Correlation read the past through the verifier: the forged branch is excluded and
+    # named, the earlier migration is the one deployment behind each figure.
     correlation = records["correlation"]["result"]
-    assert correlation["excluded"][0]["deployment"] == "forged"
-    assert correlation["verified"] == []
-    assert all(f["status"] == "not enough data" for f in correlation["figures"].values())
+    assert [e["deployment"] for e in correlation["excluded"]] == ["forged"]
+    assert correlation["excluded"][0]["reason"]  # the failed check and why
+    assert correlation["verified"] == ["m-earlier"]
+    (past,) = correlation["migrations"]
+    assert past["deployment"] == "m-earlier" and past["impact"] is False
+    assert past["size_bytes"] > 0 and past["duration_seconds"] > 0 and past["table_class"] == "small"
+    for figure in correlation["figures"].values():
+        assert figure["status"] == "not enough data" and figure["deployments"] == 1, figure
+    assert correlation["minimum"] == 5
