@@ -68,7 +68,8 @@ def test_schema_and_catalog_agree_on_the_rest() -> None:
 
 
 def test_every_step_kind_has_a_step_type() -> None:
-    assert {spec.kind for spec in STEP_TYPES.values()} == set(StepKind)
+    # (the database and correlate kinds are reached from how a step or section is written)
+    assert {spec.kind for spec in STEP_TYPES.values()} == set(StepKind) - catalog.FORM_KINDS
 
 
 def test_shipped_policies_are_valid() -> None:

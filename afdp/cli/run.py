@@ -148,8 +148,11 @@ def _tsa_urls(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--public-key", type=click.Path(dir_okay=False), help="PEM public key; required with a key URI.")
 @click.option("--tsa", multiple=True, metavar="URL", help=f"RFC3161 TSA URL (repeatable). Default: ${_TSA_ENV}.")
 @click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help="Set a workflow variable (repeatable).")
-@click.option("--phase", type=click.Choice(["all", "pre", "post"]), default="all", show_default=True,
-              help="pre: up to the deployment mark (branch left open); post: from the mark, then seal.")
+@click.option("--phase", default="all", show_default=True, metavar="all|pre|post|PHASE",
+              help="pre: up to the deployment mark (branch left open); post: from the mark, then seal; "
+                   "a phase of the workflow by name: every step up to the end of that phase.")
+@click.option("--trust", "trust", type=click.Path(path_type=Path, dir_okay=False),
+              help="Trust policy for reading past evidence (correlation: only branches that verify count).")
 @click.option("--signal", "signals", multiple=True, metavar="NAME", help="Treat signal NAME as received (repeatable).")
 @click.option("--signal-dir", type=click.Path(path_type=Path, file_okay=False),
               help=f"Wait for signals as files named after them in this folder. Default: ${_SIGNAL_DIR_ENV}.")
@@ -192,6 +195,7 @@ def _run(
     tsa: tuple[str, ...],
     settings: tuple[str, ...],
     phase: str,
+    trust: Path | None,
     signals: tuple[str, ...],
     signal_dir: Path | None,
     policy: Path | None,
@@ -231,6 +235,10 @@ def _run(
     progress = _progress_printer(enabled=not as_json)
     # Workflow, admission and key are checked here, before any flow engine starts.
     request = prepare_request(**params, progress=progress)
+    if trust is not None:
+        import dataclasses
+
+        request = dataclasses.replace(request, trust_policy=trust)
     try:
         outcome = _run_with_prefect(params, progress, request) if prefect else run_workflow(request)
     finally:

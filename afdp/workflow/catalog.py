@@ -36,6 +36,14 @@ class StepKind(enum.Enum):
     DECIDE = "decide"  # evaluate success criteria and the workflow's decisions
     RECORD = "record"  # emit an ML training record (or A/B or lessons-learned record)
     PREDICT = "predict"  # a before_deployment prediction (recorded as skipped: no model yet)
+    DATABASE = "database"  # database snapshot, comparison or integrity check (migrations)
+    CORRELATE = "correlate"  # correlation across past deployments (read through the verifier)
+
+
+#: Kinds no step type names by itself: the compiler reaches them from how a step is
+#: written (``snapshot_performance`` with no metrics is a database snapshot) or from a
+#: section (``correlation:``).
+FORM_KINDS = frozenset({StepKind.DATABASE, StepKind.CORRELATE})
 
 
 #: The one table of which module runs each step kind: ``module:function`` under
@@ -60,6 +68,8 @@ STEP_HANDLERS: dict[StepKind, str] = {
     StepKind.DECIDE: "judge:handle_decide",
     StepKind.RECORD: "record:handle_record",
     StepKind.PREDICT: "predict:handle_predict",
+    StepKind.DATABASE: "migration:handle_database",
+    StepKind.CORRELATE: "correlation:handle_correlation",
 }
 
 #: The predictive steps of ``before_deployment:`` and what each would do; they need a
@@ -81,7 +91,9 @@ class StepType:
     the one a list shorthand fills (``- capture_baseline: [error_rate]``). ``required``
     parameters forbid the bare form (``- wait`` alone). ``role`` places a capture before
     or after the deployment for analyses; ``record`` names the record a RECORD step emits;
-    ``query`` is the default SQL (PostgreSQL) of a QUERY step.
+    ``query`` is the default SQL (PostgreSQL) of a QUERY step; ``fallback`` the default
+    SQL run when ``query`` cannot be (an extension not installed: ``probe`` returns false,
+    or the query fails), ``sources`` what each of the two reads (recorded as ``source``).
     """
 
     name: str
@@ -93,6 +105,35 @@ class StepType:
     role: str | None = None
     record: str | None = None
     query: str | None = None
+    fallback: str | None = None
+    sources: tuple[str, str] | None = None
+    probe: str | None = None
+
+
+#: Whether pg_stat_statements can be read (installed and preloaded), asked before reading
+#: it: a failed read would count as a rolled-back transaction in the statistics AFDP
+#: compares.
+PG_STAT_STATEMENTS_PROBE = (
+    "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements') AND "
+    "current_setting('shared_preload_libraries') ~ 'pg_stat_statements' AS available"
+)
+
+#: ``monitor_locks``: the longest a strong relation lock (one that blocks readers or
+#: writers: Share and stronger) has been held by another session (the age of the
+#: transaction holding it: a lock lasts until its transaction ends) or waited for.
+LOCKS_QUERY = (
+    "SELECT COALESCE(EXTRACT(EPOCH FROM GREATEST(max(now() - a.xact_start) FILTER (WHERE l.granted), "
+    "max(now() - l.waitstart) FILTER (WHERE NOT l.granted))), 0) AS longest_lock_seconds, "
+    "COALESCE(EXTRACT(EPOCH FROM max(now() - a.xact_start) FILTER (WHERE l.granted)), 0) AS longest_lock_held_seconds, "
+    "COALESCE(EXTRACT(EPOCH FROM max(now() - l.waitstart) FILTER (WHERE NOT l.granted)), 0) AS longest_lock_wait_seconds, "
+    "count(*) FILTER (WHERE NOT l.granted) AS waiting_locks, "
+    "COALESCE(json_agg(json_build_object('pid', l.pid, 'relation', l.relation::regclass::text, "
+    "'mode', l.mode, 'granted', l.granted) ORDER BY l.pid, l.mode), '[]') AS locks "
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'relation' AND l.pid <> pg_backend_pid() AND l.database = "
+    "(SELECT oid FROM pg_database WHERE datname = current_database()) AND (NOT l.granted OR l.mode IN "
+    "('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'))"
+)
 
 
 _TYPES = (
@@ -160,7 +201,8 @@ _TYPES = (
         scalar="collector",
         query=(
             "SELECT relname AS table_name, pg_total_relation_size(relid) AS total_bytes, "
-            "n_live_tup AS live_rows FROM pg_stat_user_tables ORDER BY total_bytes DESC LIMIT 100"
+            "n_live_tup AS live_rows, schemaname AS schema_name FROM pg_stat_user_tables "
+            "ORDER BY total_bytes DESC, schema_name, table_name LIMIT 100"
         ),
     ),
     StepType(
@@ -172,13 +214,25 @@ _TYPES = (
             "SELECT queryid, calls, total_exec_time, mean_exec_time, rows FROM pg_stat_statements "
             "ORDER BY total_exec_time DESC LIMIT 20"
         ),
+        fallback=(
+            "SELECT datname, numbackends, xact_commit, xact_rollback, blks_read, blks_hit, "
+            "tup_returned, tup_fetched, tup_inserted, tup_updated, tup_deleted, deadlocks, "
+            "temp_bytes FROM pg_stat_database WHERE datname = current_database()"
+        ),
+        sources=("pg_stat_statements", "pg_stat_database"),
+        probe=PG_STAT_STATEMENTS_PROBE,
     ),
     StepType(
         "track_blocked_queries",
         StepKind.QUERY,
         "count queries waiting on locks",
         scalar="collector",
-        query="SELECT count(*) AS blocked_queries FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+        query=(
+            "SELECT count(*) AS blocked_queries, COALESCE(json_agg(json_build_object("
+            "'pid', pid, 'blocked_by', pg_blocking_pids(pid), 'wait_event', wait_event, "
+            "'waiting_seconds', EXTRACT(EPOCH FROM now() - state_change)) ORDER BY pid), '[]') AS blocked "
+            "FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0"
+        ),
     ),
     StepType(
         "measure_replication_lag",
@@ -186,22 +240,24 @@ _TYPES = (
         "measure replica replay lag",
         scalar="collector",
         query=(
-            "SELECT COALESCE(EXTRACT(EPOCH FROM max(replay_lag)), 0) AS replication_lag_seconds "
-            "FROM pg_stat_replication"
+            "SELECT CASE WHEN pg_is_in_recovery() THEN COALESCE(EXTRACT(EPOCH FROM "
+            "now() - pg_last_xact_replay_timestamp()), 0) ELSE COALESCE((SELECT EXTRACT(EPOCH FROM "
+            "max(replay_lag)) FROM pg_stat_replication), 0) END AS replication_lag_seconds, "
+            "(SELECT count(*) FROM pg_stat_replication) AS replicas, CASE WHEN pg_is_in_recovery() "
+            "THEN 'standby: lag is the age of the last replayed transaction' WHEN "
+            "(SELECT count(*) FROM pg_stat_replication) = 0 THEN 'not applicable: a primary without "
+            "replicas' ELSE 'primary: lag is the longest replay lag of its replicas' END AS replication"
         ),
     ),
     StepType(
         "monitor_locks",
         StepKind.QUERY,
-        "watch lock waits, flag waits longer than alert_threshold",
+        "watch locks, flag a lock held or waited for longer than alert_threshold",
         scalar="collector",
-        query=(
-            "SELECT COALESCE(EXTRACT(EPOCH FROM max(now() - query_start)), 0) AS longest_lock_wait_seconds, "
-            "count(*) AS waiting_queries FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-        ),
+        query=LOCKS_QUERY,
     ),
     StepType(
-        "verify_data_integrity", StepKind.CHECK, "run SQL integrity checks", required=("checks",)
+        "verify_data_integrity", StepKind.CHECK, "run SQL integrity checks", listing="tables"
     ),
     StepType("segment_users", StepKind.SEGMENT, "assign users to groups by a salted hash"),
     StepType("enable_feature", StepKind.FLAG, "switch a feature flag on for a group"),
@@ -377,6 +433,12 @@ INTEGRITY: Mapping[str, str] = {
         "commits to every record; afdp verify fails on any change"
     ),
 }
+DATABASE_OUTPUTS: Mapping[str, Mapping[str, str]] = {
+    "snapshot": {"source": STRING, "taken_at": STRING},
+    "compare": {"degraded": BOOL, "degraded_measures": LIST},
+    "user_impact": {"degraded": BOOL, "degraded_measures": LIST},
+    "integrity": {"passed": BOOL, "failed": LIST, "changed_tables": LIST},
+}
 
 # The built-in collector and metric catalog. Queries follow common Prometheus naming
 # (http_request_duration_seconds histogram, http_requests_total with a ``code`` label,
@@ -386,6 +448,18 @@ DEFAULT_COLLECTOR_NAME = "prometheus"
 #: The pseudo-collector name under which ``DEFAULT_VARIABLES`` lists ``FLAG_FILE``: the
 #: flagd file an ``enable_feature`` step writes when it names no provider.
 FLAG_FILE_USER = "@enable_feature"
+#: The database a SQL step reads when the workflow declares no sql collector (the
+#: guide's Example 2 declares none): a secret URL, sent and never written.
+DEFAULT_SQL_COLLECTOR = "database"
+DEFAULT_SQL_COLLECTOR_SPEC: Mapping[str, Any] = {"type": "sql", "url": "${env.DATABASE_URL}"}
+#: ``correlation:`` figures, and how many verified past deployments each needs before
+#: it is computed (below: "not enough data").
+CORRELATIONS = (
+    "migration_size_to_duration",
+    "time_of_day_to_impact",
+    "table_type_to_lock_duration",
+)
+MIN_CORRELATION_DEPLOYMENTS = 5
 DEFAULT_COLLECTORS: Mapping[str, Mapping[str, Any]] = {
     "prometheus": {"type": "prometheus", "url": "${workflow.PROMETHEUS_URL}"},
 }

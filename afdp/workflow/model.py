@@ -298,6 +298,14 @@ class Query:
     interval: Duration | None = None
     alert_threshold: Duration | None = None
     limit: int | None = None
+    #: Run when ``query`` fails (the default's extension is not installed); ``sources``
+    #: names what each reads, recorded as ``source``.
+    fallback: Template | None = None
+    sources: tuple[str, str] | None = None
+    probe: Template | None = None
+    #: ``record_table_sizes`` read by a later ``verify_data_integrity``: also fingerprint
+    #: (exact row count and checksum) these tables, or, with ``("*",)``, every table listed.
+    fingerprint: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -315,6 +323,35 @@ class Check:
 
     collector: str
     checks: tuple[SqlCheck, ...]
+
+
+@dataclass(frozen=True)
+class Database:
+    """A database step of a migration workflow (kind ``database``).
+
+    ``op`` is ``snapshot`` (``snapshot_performance`` with no metrics: the database's own
+    statistics), ``compare``/``user_impact`` (``compare_performance`` /
+    ``analyze_user_impact`` with no captures: the snapshot ``baseline`` against a fresh
+    one), or ``integrity`` (``verify_data_integrity`` with no checks: row counts and
+    checksums of ``tables``, or of every table ``source`` fingerprinted, against the
+    fingerprints ``source`` took before).
+    """
+
+    op: Literal["snapshot", "compare", "user_impact", "integrity"]
+    collector: str
+    baseline: str | None = None
+    source: str | None = None
+    tables: tuple[str, ...] = ()
+    checks: tuple[SqlCheck, ...] = ()
+
+
+@dataclass(frozen=True)
+class Correlate:
+    """The ``correlation:`` section, run as a step after the last one: each named figure
+    over the past deployments of the same service whose branches verify."""
+
+    figures: tuple[str, ...]
+    minimum: int
 
 
 @dataclass(frozen=True)
@@ -429,6 +466,8 @@ StepParams = (
     | Check
     | Segment
     | EnableFeature
+    | Database
+    | Correlate
     | Analyze
     | BusinessImpact
     | Gate

@@ -146,13 +146,17 @@ class RunRequest:
     env: Mapping[str, str] | None = None
     clock: Any = None
     author: tuple[str, str] | None = None
+    #: The auditor's trust policy file, for steps that read past evidence (``correlation``):
+    #: only branches that verify against it count.
+    trust_policy: Path | None = None
     #: Called with each :class:`StepReport` once its record is written; if it also has a
     #: ``starting(step, seconds)`` method, that is called before each step runs.
     progress: Callable[[StepReport], None] | None = None
 
     def __post_init__(self) -> None:
-        if self.phase not in PHASES:
-            raise UsageError(f"invalid phase {self.phase!r}: use one of {', '.join(PHASES)}")
+        if self.phase not in PHASES and self.phase not in {p.name for p in self.workflow.phases}:
+            names = ", ".join((*PHASES, *(p.name for p in self.workflow.phases)))
+            raise UsageError(f"invalid phase {self.phase!r}: use one of {names}")
         if not self.tsa_urls:
             raise UsageError("at least one TSA URL is required: every record is time-stamped")
         if not (self.time_scale >= 1.0 and math.isfinite(self.time_scale)):

@@ -129,7 +129,8 @@ def _run_locked(request: RunRequest, executor: StepExecutor, env: Mapping[str, s
         redact=_redactor(workflow, env),
     )
     existing, sealed_seq = _read_branch(request)
-    mark = _mark_index(workflow, request.phase)
+    named = request.phase not in ("all", "pre", "post")
+    mark = _mark_index(workflow, "all" if named else request.phase)
     _check_prefix(request, existing)
     if existing:
         # Before anything else, sealed or not: a run that names another deployment (or
@@ -147,6 +148,11 @@ def _run_locked(request: RunRequest, executor: StepExecutor, env: Mapping[str, s
                 f"{request.service}/{request.deployment} is already past the deployment mark "
                 f"({len(existing)} steps recorded); run --phase post"
             )
+    elif named:
+        # A phase of the workflow by name: every step up to the end of that phase (the
+        # guide's pre_migration / during_migration / post_migration run one at a time).
+        end = max(s.index for s in steps if s.phase == request.phase) + 1
+        selected = range(0, end)
     else:
         selected = range(0, len(steps))
 
@@ -178,7 +184,8 @@ def _run_locked(request: RunRequest, executor: StepExecutor, env: Mapping[str, s
 
     seal_digest = None
     sealed = sealed_seq is not None
-    if request.phase != "pre" and not sealed:
+    last_step = selected[-1] == len(steps) - 1 if len(selected) else False
+    if request.phase != "pre" and not sealed and (not named or last_step):
         written = seal(
             request.repository,
             service=request.service,

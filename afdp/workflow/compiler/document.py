@@ -19,6 +19,7 @@ from afdp.workflow.model import (
     Analyze,
     Capture,
     Check,
+    Database,
     EnableFeature,
     Query,
     Step,
@@ -79,7 +80,7 @@ class _Compiler(_Steps, _Decisions, _Notifications, _Predictive):
         used_metrics |= {m for a in self.analyzers.values() for m in a.metrics}
         metrics = tuple(m for m in self.metrics.values() if not m.builtin or m.name in used_metrics)
         used_collectors = {m.collector for m in metrics} | {
-            p.collector for p in (s.params for s in self.steps) if isinstance(p, (Query, Check))
+            p.collector for p in (s.params for s in self.steps) if isinstance(p, (Query, Check, Database))
         }
         collectors = tuple(
             c for c in self.collectors.values() if not c.builtin or c.name in used_collectors

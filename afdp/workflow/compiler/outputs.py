@@ -11,13 +11,15 @@ from afdp.workflow import catalog
 from afdp.workflow.catalog import StepKind
 from afdp.workflow.compiler.common import _fields
 from afdp.workflow.compiler.variables import _Variables
-from afdp.workflow.expressions import BOOL, STRING
+from afdp.workflow.expressions import ANY, BOOL, STRING
 from afdp.workflow.model import (
     Analyze,
     BusinessImpact,
     Capture,
     CaptureMetadata,
     Check,
+    Correlate,
+    Database,
     Decide,
     EnableFeature,
     Gate,
@@ -78,6 +80,10 @@ class _Outputs(_Variables):
             return out
         if isinstance(params, Check):
             return dict(catalog.CHECK_OUTPUTS)
+        if isinstance(params, Database):
+            return dict(catalog.DATABASE_OUTPUTS[params.op])
+        if isinstance(params, Correlate):
+            return {figure: ANY for figure in params.figures}
         if isinstance(params, Segment):
             return {name: "ratio" for name, _ in params.groups}
         if isinstance(params, Analyze):

@@ -14,11 +14,12 @@ from afdp.workflow import catalog
 from afdp.workflow.catalog import STEP_TYPES, StepKind, StepType
 from afdp.workflow.compiler.abtest import _AbTest
 from afdp.workflow.compiler.common import _RawStep
-from afdp.workflow.compiler.sql import _Sql
+from afdp.workflow.compiler.migration import _Migration
 from afdp.workflow.compiler.stages import _Stages
 from afdp.workflow.loader import DocPath
 from afdp.workflow.model import (
     CaptureMetadata,
+    Database,
     Decide,
     Gate,
     GenerateRecord,
@@ -37,7 +38,7 @@ COMMON_STEP_KEYS = frozenset({"name", "when", "unless", "description"})
 FLAT_PHASE = "main"
 
 
-class _Steps(_Stages, _Sql, _AbTest):
+class _Steps(_Stages, _Migration, _AbTest):
     """The workflow's steps, in execution order."""
 
     def raw_steps(self, stages: list[Stage]) -> list[_RawStep]:
@@ -83,6 +84,7 @@ class _Steps(_Stages, _Sql, _AbTest):
             ]
             raw[cut:cut] = inserted
         self.implicit_decision(raw)
+        self.correlation_step(raw)
         return raw
 
     def implicit_decision(self, raw: list[_RawStep]) -> None:
@@ -175,6 +177,18 @@ class _Steps(_Stages, _Sql, _AbTest):
                 phases.setdefault(item.stage.name, []).extend(built)
                 phase_stage[item.stage.name] = self.stage_with_condition(item.stage, built)
                 continue
+            if item.type == "@correlation":
+                if "correlation" in names:
+                    self.fail(
+                        ("correlation",),
+                        "correlation runs as a step named 'correlation'; another step has that name",
+                        prefer_key=True,
+                    )
+                    continue
+                correlation = self.build_correlation(item, len(self.steps))
+                self.add_step(correlation)
+                phases.setdefault(item.phase, []).append(correlation)
+                continue
             counts[item.type] = counts.get(item.type, 0) + 1
             explicit = item.common.get("name")
             name = (
@@ -218,7 +232,7 @@ class _Steps(_Stages, _Sql, _AbTest):
         return Step(
             name=name,
             type=item.type,
-            kind=spec.kind,
+            kind=catalog.StepKind.DATABASE if isinstance(params, Database) else spec.kind,
             index=index,
             phase=item.phase,
             params=params,
@@ -242,6 +256,9 @@ class _Steps(_Stages, _Sql, _AbTest):
             return at if scalar_shorthand and key == spec.scalar else (*at, key)
 
         kind = spec.kind
+        database = self.database_form(spec, item, where)
+        if database is not False:
+            return cast(Database | None, database)
         if kind is StepKind.WAIT:
             duration = self.duration(p.get("duration"), where("duration"))
             return Wait(duration) if duration else None

@@ -12,6 +12,7 @@ from afdp.workflow.loader import DocPath
 from afdp.workflow.model import (
     Analyze,
     Capture,
+    Database,
     Query,
     Step,
     Workflow,
@@ -191,10 +192,19 @@ class RequiredStep:
         """
         if self.types and step.type not in self.types:
             return False
-        if self.kind is not None and step.kind is not self.kind:
+        database = isinstance(step.params, Database) and step.params.op != "integrity"
+        if self.kind is not None and step.kind is not self.kind and not (
+            database and self.kind is StepKind.CAPTURE
+        ):
             return False
         if self.role is not None:
             params = step.params
+            if isinstance(params, Database) and self.kind in (None, StepKind.CAPTURE):
+                # A database snapshot is a capture; a database comparison takes its own
+                # snapshot after the migration, the impact it compares the baseline with.
+                if self.role == "baseline":
+                    return step.name in compared["baseline"]
+                return self.role == "impact" and params.op in ("compare", "user_impact")
             if not isinstance(params, Capture):
                 return False
             if self.role in ("before", "after"):
@@ -210,6 +220,9 @@ class RequiredStep:
             if isinstance(step.params, Analyze):
                 compared["baseline"].add(step.params.baseline)
                 compared["impact"].add(step.params.impact)
+            elif isinstance(step.params, Database) and step.params.baseline:
+                compared["baseline"].add(step.params.baseline)
+                compared["impact"].add(step.name)
         count = sum(1 for step in workflow.steps if self.matches(step, compared))
         if count >= self.min_count:
             return

@@ -50,6 +50,8 @@ def handle_record(run: RunState, step: Step, values: dict[str, Any]) -> StepResu
     if params.record == "ab_test":
         result["ab_test"] = ab_test_result(run)
         summary += f"; {result['ab_test']['verdict']}"
+    if params.record == "lessons_learned":
+        result["findings"] = lessons_findings(run)
     return StepResult("ok", result, summary)
 
 
@@ -100,3 +102,51 @@ def ab_test_result(run: RunState) -> dict[str, Any]:
         "verdict": verdict,
         "decision": dict(run.decision) if run.decision else None,
     }
+
+
+def lessons_findings(run: RunState) -> dict[str, Any]:
+    """What a lessons-learned record says about this run: what alerted (failed steps and
+    their reasons), what changed (tables, degraded measures, locks, blocked queries,
+    replication), and how long things took (the window from the first database snapshot
+    to the first post-migration comparison, the longest lock)."""
+    alerted = [
+        {"step": r.name, "error": r.error or r.summary}
+        for r in run.reports
+        if r.status == "failed"
+    ]
+    changed: dict[str, Any] = {}
+    durations: dict[str, Any] = {}
+    times: list[tuple[str, str]] = []
+    for name, recorded in sorted(run.records.items(), key=lambda item: item[1].sequence):
+        result = recorded.result if isinstance(recorded.result, dict) else {}
+        found = result.get("outputs")
+        outputs: dict[str, Any] = found if isinstance(found, dict) else {}
+        step = run.workflow.step(name) if name in {s.name for s in run.workflow.steps} else None
+        kind = step.type if step is not None else name
+        if outputs.get("changed_tables"):
+            changed.setdefault("tables", []).extend(outputs["changed_tables"])
+        if outputs.get("degraded_measures"):
+            changed.setdefault("degraded_measures", {})[name] = outputs["degraded_measures"]
+        if "longest_lock_wait" in outputs:
+            durations["longest_lock_seconds"] = max(
+                float(outputs["longest_lock_wait"] or 0), durations.get("longest_lock_seconds", 0.0)
+            )
+            changed["lock_alert"] = bool(outputs.get("alert")) or changed.get("lock_alert", False)
+        if kind == "track_blocked_queries" and outputs.get("value") is not None:
+            changed["blocked_queries"] = outputs["value"]
+        if kind == "measure_replication_lag" and outputs.get("rows"):
+            row = outputs["rows"][0]
+            changed["replication"] = {
+                "lag_seconds": row.get("replication_lag_seconds"),
+                "reading": row.get("replication"),
+            }
+        snapshot = result.get("snapshot")
+        if isinstance(snapshot, dict) and isinstance(snapshot.get("taken_at"), str):
+            times.append((name, snapshot["taken_at"]))
+        elif isinstance(result.get("taken_at"), str):
+            times.append((name, result["taken_at"]))
+    if len(times) >= 2:
+        first, last = rec.parse_time(times[0][1]), rec.parse_time(times[-1][1])
+        durations["window_seconds"] = (last - first).total_seconds()
+        durations["window"] = {"from": times[0][0], "to": times[-1][0]}
+    return {"alerted": alerted, "changed": changed, "durations": durations}

@@ -18,22 +18,21 @@ from afdp.workflow.model import (
 
 if TYPE_CHECKING:
     pass
-from afdp.pipeline.runner.state import RunState, StepResult, _json_safe
+from afdp.pipeline.runner.state import RunState, StepResult, _json_safe, _one_line
 
 
 def handle_query(run: RunState, step: Step, values: dict[str, Any]) -> StepResult:
-    from afdp.pipeline.collectors import run_query
-
     params = step.params
     assert isinstance(params, Query)
     samples: list[dict[str, Any]] = []
     provenance: dict[str, Any] = {}
     deadline = time.monotonic() + (run.scaled(params.duration.seconds) if params.duration else 0)
     interval = run.scaled(params.interval.seconds) if params.interval else 1.0
+    source: dict[str, Any] = {}
+    queries = 0
     while True:
-        answer = run_query(
-            run.workflow, params.collector, params.query, values=values, env=run.env, limit=params.limit
-        )
+        answer, source = _query_or_fallback(run, params, values)
+        queries += 1 + (params.probe is not None) + ("fallback_reason" in source)
         rows = [_json_safe(dict(row)) for row in answer.rows]
         samples.append({"at": rec.format_time(rec.utc_now()), "rows": rows})
         provenance = dict(answer.provenance)
@@ -45,6 +44,8 @@ def handle_query(run: RunState, step: Step, values: dict[str, Any]) -> StepResul
     outputs: dict[str, Any] = {"rows": last, "row_count": len(last), "value": first_value}
     summary = f"{len(last)} row(s)" + (f" x {len(samples)} sample(s)" if len(samples) > 1 else "")
     if params.alert_threshold is not None:
+        # The threshold is a duration like every window: --time-scale shortens it too.
+        threshold = run.scaled(params.alert_threshold.seconds)
         longest = 0.0
         for sample in samples:
             for row in sample["rows"]:
@@ -52,21 +53,63 @@ def handle_query(run: RunState, step: Step, values: dict[str, Any]) -> StepResul
                 if isinstance(first, (int, float)) and not isinstance(first, bool):
                     longest = max(longest, float(first))
         outputs["longest_lock_wait"] = longest
-        outputs["alert"] = longest > params.alert_threshold.seconds
+        outputs["alert"] = longest > threshold
         summary += f"; longest lock wait {longest:.3f}s" + (" (ALERT)" if outputs["alert"] else "")
-    result: dict[str, Any] = {"outputs": outputs}
+    result: dict[str, Any] = {"outputs": outputs, **source}
     if len(samples) > 1:
         result["samples"] = samples
+    if params.fingerprint:
+        from afdp.pipeline.runner.steps.migration import fingerprint_tables
+
+        wanted = [
+            (str(row.get("schema_name") or "public"), str(row["table_name"]))
+            for row in last if row.get("table_name")
+        ] if "*" in params.fingerprint else [_split_name(name) for name in params.fingerprint]
+        result["fingerprints"] = fingerprint_tables(run, params.collector, wanted, values)
+        queries += 2 * len(wanted)
+        summary += f"; {len(result['fingerprints'])} table(s) fingerprinted"
+    # Read-only transactions this step ran on the database (a database comparison
+    # later leaves them out of the users' rollbacks).
+    result["database_queries"] = queries
     if outputs.get("alert"):
         # A monitor whose alert fired has found what it watches for: its step fails, and
         # the decision hears of it (a failed step never ends in mark_successful).
         assert params.alert_threshold is not None
         error = (
             f"alert threshold exceeded: {outputs['longest_lock_wait']:g}s > "
-            f"{params.alert_threshold} ({params.alert_threshold.seconds:g}s)"
+            f"{params.alert_threshold} ({threshold:g}s): a lock held or waited for longer"
         )
         return StepResult("failed", result, summary, error, provenance={"query": provenance})
     return StepResult("ok", result, summary, provenance={"query": provenance})
+
+
+def _query_or_fallback(run: RunState, params: Query, values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Run the step's query; when it fails and the step has a fallback (the default
+    query reads an extension that is not installed), run that, saying which was read."""
+    from afdp.pipeline.collectors import CollectorFailed, run_query
+
+    try:
+        if params.probe is not None and params.fallback is not None:
+            probe = run_query(run.workflow, params.collector, params.probe, values=values, env=run.env, limit=1)
+            if not (probe.rows and next(iter(probe.rows[0].values()), False) is True):
+                raise CollectorFailed(f"{(params.sources or ('the query',))[0]} is not installed and preloaded")
+        answer = run_query(
+            run.workflow, params.collector, params.query, values=values, env=run.env, limit=params.limit
+        )
+    except AfdpError as exc:
+        if params.fallback is None or params.sources is None:
+            raise
+        answer = run_query(
+            run.workflow, params.collector, params.fallback, values=values, env=run.env, limit=params.limit
+        )
+        reason = _one_line(exc.diagnostics())[:300]
+        return answer, {"source": params.sources[1], "fallback_reason": f"{params.sources[0]}: {reason}"}
+    return answer, ({"source": params.sources[0]} if params.sources else {})
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    schema, dot, table = name.rpartition(".")
+    return (schema, table) if dot else ("public", name)
 
 
 def handle_check(run: RunState, step: Step, values: dict[str, Any]) -> StepResult:
