@@ -33,6 +33,7 @@ class StepKind(enum.Enum):
     GATE = "gate"  # evaluate one condition; if true, decide (rollback) and stop
     DECIDE = "decide"  # evaluate success criteria and the workflow's decisions
     RECORD = "record"  # emit an ML training record (or A/B or lessons-learned record)
+    STORE = "store"  # where the results go: the evidence branch, plus a file or a URL
 
 
 #: The one table of which module runs each step kind: ``module:function`` under
@@ -54,6 +55,7 @@ STEP_HANDLERS: dict[StepKind, str] = {
     StepKind.GATE: "judge:handle_gate",
     StepKind.DECIDE: "judge:handle_decide",
     StepKind.RECORD: "record:handle_record",
+    StepKind.STORE: "store:handle_store",
 }
 
 
@@ -222,6 +224,12 @@ _TYPES = (
         "emit a lessons-learned record",
         record="lessons_learned",
     ),
+    StepType(
+        "store",
+        StepKind.STORE,
+        "store the results: the evidence branch, plus a results file or a URL",
+        scalar="data",
+    ),
 )
 
 STEP_TYPES: Mapping[str, StepType] = {t.name: t for t in _TYPES}
@@ -307,6 +315,7 @@ ANALYSIS_FIELDS: Mapping[str, str] = {
     "decrease": "@",
     "change": "ratio",
     "factor": "ratio",
+    "shift": "@",
     "p_value": "number",
     "significant": BOOL,
     "exceeded": BOOL,
@@ -318,6 +327,7 @@ ANALYSIS_SUMMARY: Mapping[str, str] = {
     "all_metrics_within_normal": BOOL,
     "exceeded": LIST,
 }
+STORE_OUTPUTS: Mapping[str, str] = {"destinations": LIST, "sha256": STRING}
 DECISION_OUTPUTS: Mapping[str, str] = {
     "decision": STRING,
     "action": STRING,
@@ -389,6 +399,25 @@ DEFAULT_METRICS: Mapping[str, Mapping[str, Any]] = {
         "collector": "prometheus",
         "query": 'sum(active_users{service="${deployment.service}"})',
         "unit": "count",
+        "better": "higher",
+    },
+    # Revenue from a counter of order revenue (the name the docs' examples use).
+    "revenue_per_hour": {
+        "collector": "prometheus",
+        "query": 'sum(rate(order_revenue_dollars_total{service="${deployment.service}"}[1m])) * 3600',
+        "unit": "$/hour",
+        "better": "higher",
+    },
+    # Apdex with T = 250 ms from the latency histogram: (satisfied + tolerating / 2) / all,
+    # satisfied answering within T, tolerating within 4T (le "1" or "1.0", by exporter).
+    "user_satisfaction": {
+        "collector": "prometheus",
+        "query": (
+            '(sum(rate(http_request_duration_seconds_bucket{service="${deployment.service}",le="0.25"}[1m])) + '
+            'sum(rate(http_request_duration_seconds_bucket{service="${deployment.service}",le=~"1|1\\\\.0"}[1m]))) / 2 / '
+            'sum(rate(http_request_duration_seconds_count{service="${deployment.service}"}[1m]))'
+        ),
+        "unit": "ratio",
         "better": "higher",
     },
     "cpu_usage": {

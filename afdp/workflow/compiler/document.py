@@ -10,6 +10,7 @@ from __future__ import annotations
 from afdp.errors import UsageError
 from afdp.workflow import catalog
 from afdp.workflow.compiler.actions import _Actions
+from afdp.workflow.compiler.context import _Context
 from afdp.workflow.compiler.decisions import _Decisions
 from afdp.workflow.compiler.steps import _Steps
 from afdp.workflow.findings import WorkflowInvalid, unique
@@ -46,7 +47,7 @@ def compile_document(document: Document) -> Workflow:
     return workflow
 
 
-class _Compiler(_Steps, _Decisions, _Actions):
+class _Compiler(_Steps, _Decisions, _Actions, _Context):
     """Every section of the language, compiled in order by :meth:`run`."""
 
     def run(self) -> Workflow:
@@ -56,6 +57,7 @@ class _Compiler(_Steps, _Decisions, _Actions):
         self.compile_variables()
         self.compile_collectors()
         self.compile_metrics()
+        self.compile_context()
         self.compile_analyzers()
         stages = self.compile_stages()
         phases = self.compile_steps(stages)
@@ -103,6 +105,7 @@ class _Compiler(_Steps, _Decisions, _Actions):
             document=self.doc.data,
             notes=unique(self.notes),
             boundary=self.boundary,
+            context=self.context_metrics,
         )
 
 

@@ -15,6 +15,7 @@ from afdp.workflow.catalog import STEP_TYPES, StepKind, StepType
 from afdp.workflow.compiler.common import _RawStep
 from afdp.workflow.compiler.sql import _Sql
 from afdp.workflow.compiler.stages import _Stages
+from afdp.workflow.compiler.store import _Store
 from afdp.workflow.loader import DocPath
 from afdp.workflow.model import (
     CaptureMetadata,
@@ -36,7 +37,7 @@ COMMON_STEP_KEYS = frozenset({"name", "when", "unless", "description"})
 FLAT_PHASE = "main"
 
 
-class _Steps(_Stages, _Sql):
+class _Steps(_Stages, _Sql, _Store):
     """The workflow's steps, in execution order."""
 
     def raw_steps(self, stages: list[Stage]) -> list[_RawStep]:
@@ -91,7 +92,7 @@ class _Steps(_Stages, _Sql):
         alert and its absence a success, so a run never ends without a decision and a
         training label.
         """
-        if self.data.get("decisions") or self.data.get("success_criteria"):
+        if self.data.get("decisions"):
             return  # declared: compile_decisions asks for the step that evaluates them
         kinds = [STEP_TYPES[r.type].kind if r.type in STEP_TYPES else None for r in raw]
         if StepKind.DECIDE in kinds:
@@ -105,6 +106,14 @@ class _Steps(_Stages, _Sql):
             judged[-1] + 1,
             _RawStep("decisions", {}, {}, after.path, after.path, after.phase, implicit=True),
         )
+        if self.data.get("success_criteria"):
+            self.note(
+                after.path,
+                "no decisions step: AFDP adds one right after this step; it evaluates the "
+                "success_criteria: all met and no degradation decides mark_successful (label "
+                "safe_deployment), otherwise alert",
+            )
+            return
         self.note(
             after.path,
             "no decisions step: AFDP adds one right after this step; degradation found by "
@@ -300,6 +309,8 @@ class _Steps(_Stages, _Sql):
             return Decide(names, analysis.name if analysis else None)
         if kind is StepKind.RECORD:
             return GenerateRecord(spec.record or "training", p.get("training_label"))
+        if kind is StepKind.STORE:
+            return self.store(item, where)
         raise AssertionError(kind)
 
     def doc_value(self, path: DocPath) -> Any:

@@ -13,6 +13,7 @@ from afdp.workflow.interpolation import Template
 from afdp.workflow.loader import DocPath
 from afdp.workflow.model import (
     Location,
+    Store,
     Workflow,
 )
 from afdp.workflow.policy.base import (
@@ -408,5 +409,14 @@ class AllowedHosts:
                         action.webhook,
                         ("actions", action.action, "webhook"),
                         action.location,
+                        "webhook",
+                    )
+            for step in workflow.steps:
+                if isinstance(step.params, Store) and step.params.url is not None:
+                    yield (
+                        f"the store url of step {step.name!r}",
+                        step.params.url,
+                        (),
+                        step.location,
                         "webhook",
                     )
