@@ -130,6 +130,11 @@ def handle_capture(run: RunState, step: Step, values: dict[str, Any], *, missed:
     }
     ok = len(params.metrics) - len(errors)
     summary = f"captured {ok}/{len(params.metrics)} metric(s)"
+    unjudged = run.workflow.unjudged_context()
+    if errors and set(errors) <= unjudged:
+        # Only business context (context:) is missing: shown as missing, not a failure.
+        summary += f"; context not captured: {', '.join(sorted(errors))}"
+        return StepResult("ok", result, summary, None, provenance, attachments, context)
     if errors:
         summary += f"; failed: {', '.join(sorted(errors))}"
         error = "; ".join(f"{m}: {e}" for m, e in sorted(errors.items()))
