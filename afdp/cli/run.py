@@ -157,6 +157,8 @@ def _tsa_urls(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--signal-dir", type=click.Path(path_type=Path, file_okay=False),
               help=f"Wait for signals as files named after them in this folder. Default: ${_SIGNAL_DIR_ENV}.")
 @click.option("--policy", type=click.Path(path_type=Path, dir_okay=False), help="Admission policy (default: the shipped one).")
+@click.option("--results-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Where a 'store: {results: FILE}' step writes its results file. Default: the current directory.")
 @click.option("--fast", is_flag=True, help=f"Divide every wait and capture window by {FAST_SCALE:g} (demos, tests).")
 @click.option("--time-scale", type=click.FloatRange(min=1.0), help="Divide every wait and window by this (overrides --fast; recorded in the evidence).")
 @click.option("--prefect/--no-prefect", default=True, show_default=True,
@@ -199,6 +201,7 @@ def _run(
     signals: tuple[str, ...],
     signal_dir: Path | None,
     policy: Path | None,
+    results_dir: Path | None,
     fast: bool,
     time_scale: float | None,
     prefect: bool,
@@ -229,6 +232,7 @@ def _run(
         "signals": list(signals),
         "signal_dir": str(signal_dir or env_dir) if (signal_dir or env_dir) else None,
         "policy": str(policy) if policy else None,
+        "results_dir": str(results_dir) if results_dir else None,
     }
     from afdp.pipeline.runner import prepare_request, run_workflow
 

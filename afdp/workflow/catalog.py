@@ -38,6 +38,7 @@ class StepKind(enum.Enum):
     PREDICT = "predict"  # a before_deployment prediction (recorded as skipped: no model yet)
     DATABASE = "database"  # database snapshot, comparison or integrity check (migrations)
     CORRELATE = "correlate"  # correlation across past deployments (read through the verifier)
+    STORE = "store"  # where the results go: the evidence branch, plus a file or a URL
 
 
 #: Kinds no step type names by itself: the compiler reaches them from how a step is
@@ -70,6 +71,7 @@ STEP_HANDLERS: dict[StepKind, str] = {
     StepKind.PREDICT: "predict:handle_predict",
     StepKind.DATABASE: "migration:handle_database",
     StepKind.CORRELATE: "correlation:handle_correlation",
+    StepKind.STORE: "store:handle_store",
 }
 
 #: The predictive steps of ``before_deployment:`` and what each would do; they need a
@@ -300,6 +302,12 @@ _TYPES = (
         "emit a lessons-learned record",
         record="lessons_learned",
     ),
+    StepType(
+        "store",
+        StepKind.STORE,
+        "store the results: the evidence branch, plus a results file or a URL",
+        scalar="data",
+    ),
 )
 
 STEP_TYPES: Mapping[str, StepType] = {t.name: t for t in _TYPES}
@@ -385,6 +393,7 @@ ANALYSIS_FIELDS: Mapping[str, str] = {
     "decrease": "@",
     "change": "ratio",
     "factor": "ratio",
+    "shift": "@",
     "p_value": "number",
     "significant": BOOL,
     "exceeded": BOOL,
@@ -396,6 +405,7 @@ ANALYSIS_SUMMARY: Mapping[str, str] = {
     "all_metrics_within_normal": BOOL,
     "exceeded": LIST,
 }
+STORE_OUTPUTS: Mapping[str, str] = {"destinations": LIST, "sha256": STRING}
 DECISION_OUTPUTS: Mapping[str, str] = {
     "decision": STRING,
     "action": STRING,
@@ -518,6 +528,25 @@ DEFAULT_METRICS: Mapping[str, Mapping[str, Any]] = {
         "collector": "prometheus",
         "query": 'sum(active_users{service="${deployment.service}"})',
         "unit": "count",
+        "better": "higher",
+    },
+    # Revenue from a counter of order revenue (the name the docs' examples use).
+    "revenue_per_hour": {
+        "collector": "prometheus",
+        "query": 'sum(rate(order_revenue_dollars_total{service="${deployment.service}"}[1m])) * 3600',
+        "unit": "$/hour",
+        "better": "higher",
+    },
+    # Apdex with T = 250 ms from the latency histogram: (satisfied + tolerating / 2) / all,
+    # satisfied answering within T, tolerating within 4T (le "1" or "1.0", by exporter).
+    "user_satisfaction": {
+        "collector": "prometheus",
+        "query": (
+            '(sum(rate(http_request_duration_seconds_bucket{service="${deployment.service}",le="0.25"}[1m])) + '
+            'sum(rate(http_request_duration_seconds_bucket{service="${deployment.service}",le=~"1|1\\\\.0"}[1m]))) / 2 / '
+            'sum(rate(http_request_duration_seconds_count{service="${deployment.service}"}[1m]))'
+        ),
+        "unit": "ratio",
         "better": "higher",
     },
     "cpu_usage": {

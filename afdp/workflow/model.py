@@ -456,6 +456,21 @@ class Predict:
     reason: str
 
 
+@dataclass(frozen=True)
+class Store:
+    """Where the run's results go: the evidence branch always, plus optional exports.
+
+    ``results``: a file name (relative, under the run's results directory) the JSON
+    results document is written to; ``url``: where the same document is POSTed (with an
+    HMAC ``secret`` when given). Neither: the evidence branch only.
+    """
+
+    results: str | None = None
+    url: Template | None = None
+    secret: Template | None = None
+    timeout: Duration | None = None
+
+
 StepParams = (
     Wait
     | WaitForSignal
@@ -474,6 +489,7 @@ StepParams = (
     | Decide
     | GenerateRecord
     | Predict
+    | Store
 )
 
 
@@ -557,6 +573,9 @@ class Workflow:
     admission: Any = field(default=None, compare=False, hash=False, repr=False)
     #: The ``integrity:`` entries the workflow lists (each always on; validate says how).
     integrity: tuple[str, ...] = ()
+    #: Business context metrics (``context:``): captured with every baseline and impact
+    #: capture, shown in analyses and reports, judged only when a criterion names them.
+    context: tuple[str, ...] = ()
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -613,6 +632,26 @@ class Workflow:
             if channel.name == name:
                 return channel
         return None
+
+    def unjudged_context(self) -> frozenset[str]:
+        """Return the ``context:`` metrics no success criterion, decision, gate or
+        threshold names: analyses show them but do not judge them."""
+        conditions = [*self.success_criteria, *(d.condition for d in self.decisions)]
+        named: set[str] = set()
+        for step in self.steps:
+            if isinstance(step.params, Gate):
+                conditions.append(step.params.condition)
+            if isinstance(step.params, Analyze):
+                named.update(
+                    t.metric for t in step.params.thresholds if not t.key.startswith("default_")
+                )
+        for expression in conditions:
+            for ref in expression.refs:
+                parts = ref.parts
+                named.update(str(p) for p in parts[:1])
+                if parts and parts[0] == "steps" and len(parts) > 2:
+                    named.add(str(parts[2]))
+        return frozenset(self.context) - named
 
     def max_duration(self) -> Duration:
         """Return the longest the workflow can run: waits, capture windows, signal timeouts."""

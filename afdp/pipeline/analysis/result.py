@@ -8,7 +8,7 @@ turns such a document into the namespace workflow conditions evaluate over.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from afdp.evidence.canonical import json_safe
@@ -55,8 +55,9 @@ class AnalysisResult:
     @property
     def any_degradation(self) -> bool | None:
         """Return True if a metric degraded (or a logic analyzer's verdict is a
-        degradation), None if none did but some are unknown."""
-        flags = [m.degraded for m in self.metrics]
+        degradation), None if none did but some are unknown. Unjudged business context
+        never counts."""
+        flags = [m.degraded for m in self.judged]
         flags += [a.get("degraded") for a in self.analyzers if a.get("type") == "logic"]
         return _any3(flags)
 
@@ -65,39 +66,47 @@ class AnalysisResult:
         """Return the same as :attr:`any_degradation`, for degradations the test found."""
         if self.method is None:
             return None
-        return _any3(m.significant_degradation for m in self.metrics)
+        return _any3(m.significant_degradation for m in self.judged)
 
     @property
     def all_metrics_within_normal(self) -> bool:
-        """Return True when every metric is known not degraded and nothing is exceeded
-        (and no logic analyzer's verdict is, or may be, a degradation)."""
-        return all(m.degraded is False and m.exceeded is False for m in self.metrics) and all(
+        """Return True when every judged metric is known not degraded and nothing is
+        exceeded (and no logic analyzer's verdict is, or may be, a degradation)."""
+        return all(m.degraded is False and m.exceeded is False for m in self.judged) and all(
             a.get("degraded") is False for a in self.analyzers if a.get("type") == "logic"
         )
 
     @property
     def exceeded(self) -> list[str]:
         """Return the metrics with an exceeded threshold."""
-        return [m.metric for m in self.metrics if m.exceeded]
+        return [m.metric for m in self.judged if m.exceeded]
 
     @property
     def inconclusive(self) -> list[str]:
-        """Return the metrics (and ``analyzers.<name>`` logic analyzers) whose
+        """Return the judged metrics (and ``analyzers.<name>`` logic analyzers) whose
         degradation is unknown."""
-        return [m.metric for m in self.metrics if m.degraded is None] + [
+        return [m.metric for m in self.judged if m.degraded is None] + [
             f"analyzers.{a['name']}"
             for a in self.analyzers
             if a.get("type") == "logic" and a.get("degraded") is None
         ]
 
+    @property
+    def judged(self) -> tuple[MetricAnalysis, ...]:
+        """Return the metrics that are judged (all but unjudged business context)."""
+        return tuple(m for m in self.metrics if not m.context)
+
     def summary(self) -> dict[str, Any]:
-        """Return the summary fields (``any_degradation`` ... ``inconclusive``)."""
+        """Return the summary fields (``any_degradation`` ... ``inconclusive``), and
+        ``context``: the metrics shown as business context, not judged (when any)."""
+        context = [m.metric for m in self.metrics if m.context]
         return {
             "any_degradation": self.any_degradation,
             "significant_degradation": self.significant_degradation,
             "all_metrics_within_normal": self.all_metrics_within_normal,
             "exceeded": self.exceeded,
             "inconclusive": self.inconclusive,
+            **({"context": context} if context else {}),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -143,6 +152,10 @@ def analysis_values(document: Mapping[str, Any]) -> dict[str, Any]:
         fields["change"] = None if change is None else Quantity(change * 100.0, _CHANGE_UNIT)
         fields["factor"] = _quantity(item.get("factor"), _FACTOR_UNIT)
         fields["p_value"] = item.get("p_value")
+        # The test's location shift (Hodges-Lehmann for Mann-Whitney, the mean difference
+        # for Welch); without a test, the difference of the central values.
+        shift = ((item.get("test") or {}).get("shift") or {}).get("value")
+        fields["shift"] = _quantity(item.get("increase") if shift is None else shift, unit)
         for key in ("significant", "exceeded", "degraded"):
             fields[key] = item.get(key)
         out[name] = fields
@@ -160,6 +173,8 @@ def analyze(
     workflow: Workflow,
     baseline: Mapping[str, Sequence[float] | None],
     impact: Mapping[str, Sequence[float] | None],
+    *,
+    context: frozenset[str] | set[str] = frozenset(),
 ) -> AnalysisResult:
     """Analyze every metric of an analysis step, baseline samples against impact samples.
 
@@ -169,6 +184,9 @@ def analyze(
 
     Returns:
         The :class:`AnalysisResult`.
+
+    ``context`` names business context metrics that are measured and shown but not
+    judged: ``degraded`` null (``decided_by: context``), left out of the summary.
 
     Raises:
         KeyError: ``params`` names a metric the workflow does not define.
@@ -186,6 +204,19 @@ def analyze(
             tolerance_decides=params.tolerance_decides,
         )
         for name in params.metrics
+    )
+    results = tuple(
+        replace(
+            r,
+            degraded=None,
+            significant_degradation=None,
+            exceeded=None,
+            decided_by="context",
+            context=True,
+        )
+        if r.metric in context
+        else r
+        for r in results
     )
     chosen = [a for a in workflow.analyzers if a.name in params.analyzers]
     return AnalysisResult(

@@ -61,6 +61,8 @@ class MetricAnalysis:
     reasons: tuple[str, ...]
     dependence: Dependence | None = None
     decided_by: str | None = None
+    #: A business context metric (``context:``): measured and shown, never judged.
+    context: bool = False
 
     @property
     def decrease(self) -> float | None:
@@ -121,6 +123,7 @@ class MetricAnalysis:
                 "independence": self.dependence.to_json() if self.dependence else None,
                 "decided_by": self.decided_by,
                 "reasons": list(self.reasons),
+                **({"context": True} if self.context else {}),
             }
         )
 

@@ -143,6 +143,8 @@ class RunRequest:
     time_scale: float = 1.0
     signals: frozenset[str] = frozenset()
     signal_dir: Path | None = None
+    #: Where ``store: {results: FILE}`` writes (None: the current directory).
+    results_dir: Path | None = None
     env: Mapping[str, str] | None = None
     clock: Any = None
     author: tuple[str, str] | None = None
@@ -263,6 +265,7 @@ def prepare_request(
     signal_dir: str | Path | None = None,
     policy: str | Path | None = None,
     progress: Callable[[StepReport], None] | None = None,
+    results_dir: str | Path | None = None,
 ) -> RunRequest:
     """Build a :class:`RunRequest` from plain values (CLI options, Prefect flow parameters):
     load and admit the workflow, load the signer.
@@ -292,6 +295,7 @@ def prepare_request(
         time_scale=time_scale,
         signals=frozenset(signals),
         signal_dir=Path(signal_dir) if signal_dir else None,
+        results_dir=Path(results_dir) if results_dir else None,
         progress=progress,
     )
     # The policy judges what will run: the workflow with every value of this run.

@@ -77,6 +77,8 @@ class _Captures(_Metrics):
                     prefer_key=True,
                 )
                 return None
+        # Business context (context:) is captured with every baseline and impact.
+        metrics += tuple(m for m in self.context_metrics if m not in metrics)
         duration = self.duration(p.get("duration"), where("duration"))
         interval = self.duration(p.get("interval"), where("interval"))
         if duration and interval and interval > duration:

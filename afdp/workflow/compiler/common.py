@@ -58,6 +58,7 @@ class _Base:
         self.default_variables: set[str] = set()  # catalog.DEFAULT_VARIABLES taken
         self.replaced: dict[str, Step] = {}  # steps rebuilt after they were built (by name)
         self.step_paths: dict[str, DocPath] = {}  # where each written step is
+        self.context_metrics: tuple[str, ...] = ()  # context: metrics, added to captures
 
     def fail(self, path: DocPath, message: str, *, prefer_key: bool = False) -> None:
         self.findings.append(self.doc.finding(path, message, prefer_key=prefer_key))

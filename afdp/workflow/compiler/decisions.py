@@ -10,14 +10,14 @@ from typing import Any, cast
 
 from afdp.workflow import catalog
 from afdp.workflow.catalog import StepKind
-from afdp.workflow.compiler.analyses import _Analyses
+from afdp.workflow.compiler.criteria import _Criteria
 from afdp.workflow.expressions import Expression, ExpressionError, parse_expression
 from afdp.workflow.model import Analyze, Decision, Step
 from afdp.workflow.quantities import BY_NAME, source_metric
 from afdp.workflow.scope import Tree
 
 
-class _Decisions(_Analyses):
+class _Decisions(_Criteria):
     """Decisions and success criteria."""
 
     def compile_decisions(self) -> tuple[tuple[Decision, ...], tuple[Expression, ...]]:
@@ -40,9 +40,7 @@ class _Decisions(_Analyses):
         try:
             criteria: list[Expression] = []
             for index, text in enumerate(criteria_raw if isinstance(criteria_raw, list) else []):
-                expression = self.condition(
-                    text, ("success_criteria", index), self.analysis_scope(analysis)
-                )
+                expression = self.criterion(text, ("success_criteria", index), analysis)
                 if expression is not None:
                     criteria.append(expression)
             decisions: list[Decision] = []

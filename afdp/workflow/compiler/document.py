@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from afdp.errors import UsageError
 from afdp.workflow import catalog
+from afdp.workflow.compiler.context import _Context
 from afdp.workflow.compiler.decisions import _Decisions
 from afdp.workflow.compiler.notifications import _Notifications
 from afdp.workflow.compiler.predictive import _Predictive
@@ -57,7 +58,7 @@ def compile_document(document: Document) -> Workflow:
     return workflow
 
 
-class _Compiler(_Steps, _Decisions, _Notifications, _Predictive):
+class _Compiler(_Steps, _Decisions, _Notifications, _Predictive, _Context):
     """Every section of the language, compiled in order by :meth:`run`."""
 
     def run(self) -> Workflow:
@@ -67,6 +68,7 @@ class _Compiler(_Steps, _Decisions, _Notifications, _Predictive):
         self.compile_variables()
         self.compile_collectors()
         self.compile_metrics()
+        self.compile_context()
         self.compile_analyzers()
         stages = self.compile_stages()
         predictive = self.compile_before_deployment()
@@ -123,6 +125,7 @@ class _Compiler(_Steps, _Decisions, _Notifications, _Predictive):
             notes=unique(self.notes),
             boundary=self.boundary,
             integrity=integrity,
+            context=self.context_metrics,
         )
 
 

@@ -101,6 +101,8 @@ class _Outputs(_Variables):
             return {"triggered": BOOL}
         if isinstance(params, Decide):
             return dict(catalog.DECISION_OUTPUTS)
+        if kind is StepKind.STORE:
+            return dict(catalog.STORE_OUTPUTS)
         return {"label": STRING}
 
     def check_outputs(self) -> None:

@@ -16,6 +16,7 @@ from afdp.workflow.compiler.abtest import _AbTest
 from afdp.workflow.compiler.common import _RawStep
 from afdp.workflow.compiler.migration import _Migration
 from afdp.workflow.compiler.stages import _Stages
+from afdp.workflow.compiler.store import _Store
 from afdp.workflow.loader import DocPath
 from afdp.workflow.model import (
     CaptureMetadata,
@@ -38,7 +39,7 @@ COMMON_STEP_KEYS = frozenset({"name", "when", "unless", "description"})
 FLAT_PHASE = "main"
 
 
-class _Steps(_Stages, _Migration, _AbTest):
+class _Steps(_Stages, _Migration, _AbTest, _Store):
     """The workflow's steps, in execution order."""
 
     def raw_steps(self, stages: list[Stage]) -> list[_RawStep]:
@@ -94,7 +95,7 @@ class _Steps(_Stages, _Migration, _AbTest):
         alert and its absence a success, so a run never ends without a decision and a
         training label.
         """
-        if self.data.get("decisions") or self.data.get("success_criteria"):
+        if self.data.get("decisions"):
             return  # declared: compile_decisions asks for the step that evaluates them
         kinds = [STEP_TYPES[r.type].kind if r.type in STEP_TYPES else None for r in raw]
         if StepKind.DECIDE in kinds:
@@ -108,6 +109,14 @@ class _Steps(_Stages, _Migration, _AbTest):
             judged[-1] + 1,
             _RawStep("decisions", {}, {}, after.path, after.path, after.phase, implicit=True),
         )
+        if self.data.get("success_criteria"):
+            self.note(
+                after.path,
+                "no decisions step: AFDP adds one right after this step; it evaluates the "
+                "success_criteria: all met and no degradation decides mark_successful (label "
+                "safe_deployment), otherwise alert",
+            )
+            return
         self.note(
             after.path,
             "no decisions step: AFDP adds one right after this step; degradation found by "
@@ -322,6 +331,8 @@ class _Steps(_Stages, _Migration, _AbTest):
             return Decide(names, analysis.name if analysis else None)
         if kind is StepKind.RECORD:
             return GenerateRecord(spec.record or "training", p.get("training_label"))
+        if kind is StepKind.STORE:
+            return self.store(item, where)
         raise AssertionError(kind)
 
     def doc_value(self, path: DocPath) -> Any:

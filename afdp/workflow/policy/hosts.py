@@ -13,6 +13,7 @@ from afdp.workflow.interpolation import Template
 from afdp.workflow.loader import DocPath
 from afdp.workflow.model import (
     Location,
+    Store,
     Workflow,
 )
 from afdp.workflow.policy.base import (
@@ -423,3 +424,12 @@ class AllowedHosts:
                 url = getattr(step.params, "url", None)
                 if step.type == "enable_feature" and url is not None:
                     yield (f"the flag webhook of step {step.name!r}", url, (), step.location, "webhook")
+            for step in workflow.steps:
+                if isinstance(step.params, Store) and step.params.url is not None:
+                    yield (
+                        f"the store url of step {step.name!r}",
+                        step.params.url,
+                        (),
+                        step.location,
+                        "webhook",
+                    )

@@ -41,7 +41,7 @@ def handle_analyze(run: RunState, step: Step, values: dict[str, Any]) -> StepRes
     else:
         baseline = {m: v for m, v in run.series.get(params.baseline, {}).items() if m in params.metrics}
         impact = {m: v for m, v in run.series.get(params.impact, {}).items() if m in params.metrics}
-    analysis = analyze(params, run.workflow, baseline, impact)
+    analysis = analyze(params, run.workflow, baseline, impact, context=run.workflow.unjudged_context())
     document = analysis.to_json()
     outputs = plain_outputs(run.workflow, step, analysis.values())
     degraded = [m for m in params.metrics if isinstance(outputs.get(m), Mapping) and outputs[m].get("degraded")]
