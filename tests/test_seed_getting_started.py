@@ -403,3 +403,11 @@ def test_step3_each_criterion_catches_its_regression(tmp_path, change, failing):
 def test_a_small_latency_shift_within_10ms_passes(tmp_path):
     outcome = _step3_verdict(tmp_path, latency_added=0.004, errors_after=0.01, revenue_after=10_000, seed=1)
     assert outcome.criteria[0].result is True, outcome.criteria[0]
+
+
+def test_the_report_marks_context_metrics_as_not_judged():
+    from afdp.audit.report.build import metric_verdict
+
+    verdict, why = metric_verdict({"status": "ok", "degraded": None, "context": True, "reasons": []})
+    assert verdict == "context (not judged)" and "not judged" in why[0]
+    assert metric_verdict({"status": "ok", "degraded": None, "reasons": []})[0] == "inconclusive"

@@ -243,6 +243,7 @@ VERDICTS = (
     "insufficient samples",
     "not analysed",
     "within normal",
+    "context (not judged)",
 )
 
 
@@ -256,6 +257,10 @@ def metric_verdict(metric: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
     """
     status = str(metric.get("status") or "ok")
     degraded = metric.get("degraded")
+    if metric.get("context") is True:
+        # Business context (the workflow's context:): shown, never judged.
+        why_context = "business context (context:): measured and shown, not judged"
+        return "context (not judged)", (why_context, *(str(r) for r in _list(metric.get("reasons"))))
     if degraded is True:
         verdict = "degraded"
     elif degraded is False:

@@ -336,6 +336,7 @@ _VERDICT_CLASS = {
     "no data": "warn",
     "insufficient samples": "warn",
     "not analysed": "muted",
+    "context (not judged)": "muted",
 }
 
 
