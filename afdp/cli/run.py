@@ -154,6 +154,9 @@ def _tsa_urls(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--signal-dir", type=click.Path(path_type=Path, file_okay=False),
               help=f"Wait for signals as files named after them in this folder. Default: ${_SIGNAL_DIR_ENV}.")
 @click.option("--policy", type=click.Path(path_type=Path, dir_okay=False), help="Admission policy (default: the shipped one).")
+@click.option("--trigger", type=click.Choice(["deployment_completed", "deployment_started", "manual_trigger"]),
+              default="manual_trigger", show_default=True,
+              help="What started this run (recorded); must be one of the workflow's triggers.")
 @click.option("--fast", is_flag=True, help=f"Divide every wait and capture window by {FAST_SCALE:g} (demos, tests).")
 @click.option("--time-scale", type=click.FloatRange(min=1.0), help="Divide every wait and window by this (overrides --fast; recorded in the evidence).")
 @click.option("--prefect/--no-prefect", default=True, show_default=True,
@@ -195,6 +198,7 @@ def _run(
     signals: tuple[str, ...],
     signal_dir: Path | None,
     policy: Path | None,
+    trigger: str,
     fast: bool,
     time_scale: float | None,
     prefect: bool,
@@ -225,6 +229,7 @@ def _run(
         "signals": list(signals),
         "signal_dir": str(signal_dir or env_dir) if (signal_dir or env_dir) else None,
         "policy": str(policy) if policy else None,
+        "trigger": trigger,
     }
     from afdp.pipeline.runner import prepare_request, run_workflow
 

@@ -161,6 +161,7 @@ def evidence_flow(
     signals: list[str] | None = None,
     signal_dir: str | None = None,
     policy: str | None = None,
+    trigger: str = "deployment_completed",
 ) -> dict[str, Any]:
     """Run an AFDP evidence workflow for one deployment; return the outcome as JSON.
 
@@ -188,6 +189,7 @@ def evidence_flow(
             signal_dir=signal_dir,
             policy=policy,
             progress=progress,
+            trigger=trigger,
         )
         outcome = run_workflow(request, executor=PrefectExecutor())
     except AfdpError as exc:

@@ -411,6 +411,9 @@ class Workflow:
     #: it was admitted with (set by ``AdmissionPolicy.admit``); None: never admitted.
     #: A run with other values is admitted again with them before anything runs.
     admission: Any = field(default=None, compare=False, hash=False, repr=False)
+    #: The workflow file's bytes exactly as read (None: compiled from text, not a file);
+    #: a run stores them in its genesis record (``workflow.yaml``).
+    source_bytes: bytes | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def steps(self) -> tuple[Step, ...]:
