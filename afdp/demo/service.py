@@ -105,6 +105,13 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     demo: DemoService
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return  # a scraper that gave up (its timeout) is not the service's error
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
 
 class DemoService:
     """A running demo service; see the module docstring.

@@ -33,6 +33,7 @@ class StepKind(enum.Enum):
     GATE = "gate"  # evaluate one condition; if true, decide (rollback) and stop
     DECIDE = "decide"  # evaluate success criteria and the workflow's decisions
     RECORD = "record"  # emit an ML training record (or A/B or lessons-learned record)
+    TRAFFIC = "traffic"  # shift a share of traffic to the new version (the traffic_split action)
 
 
 #: The one table of which module runs each step kind: ``module:function`` under
@@ -54,6 +55,7 @@ STEP_HANDLERS: dict[StepKind, str] = {
     StepKind.GATE: "judge:handle_gate",
     StepKind.DECIDE: "judge:handle_decide",
     StepKind.RECORD: "record:handle_record",
+    StepKind.TRAFFIC: "traffic:handle_traffic",
 }
 
 
@@ -206,6 +208,13 @@ _TYPES = (
         "stop with a decision when a condition holds",
         required=("condition",),
     ),
+    StepType(
+        "shift_traffic",
+        StepKind.TRAFFIC,
+        "send the new traffic share to the traffic_split action (a stage's first step)",
+        scalar="traffic",
+        required=("traffic",),
+    ),
     StepType("decisions", StepKind.DECIDE, "evaluate success criteria and decisions"),
     StepType(
         "generate_training_record",
@@ -257,6 +266,9 @@ OUTPUTS = (
     "lessons_learned",
 )
 ACTIONS = ("rollback", "alert", "mark_successful")
+#: Actions a rollout carries out itself, not a decision: ``traffic_split`` receives each
+#: stage's traffic share (``shift_traffic`` steps).
+STAGE_ACTIONS = ("traffic_split",)
 # The seed documents' spellings of the same actions.
 ACTION_ALIASES: Mapping[str, str] = {"trigger_rollback": "rollback", "send_alert": "alert"}
 DEFAULT_LABELS: Mapping[str, str] = {

@@ -27,7 +27,7 @@ from afdp.workflow.interpolation import Template, UnresolvedError
 from afdp.workflow.units import Duration, Quantity, Unit
 
 CollectorType = Literal["prometheus", "scrape", "sql", "rest"]
-Action = Literal["rollback", "alert", "mark_successful"]
+Action = Literal["rollback", "alert", "mark_successful", "traffic_split"]
 Better = Literal["lower", "higher", "none"]
 
 
@@ -318,6 +318,16 @@ class GenerateRecord:
     training_label: str | None = None
 
 
+@dataclass(frozen=True)
+class ShiftTraffic:
+    """Send ``traffic`` (a share, 0..1) of the deployment's traffic to the new version for
+    ``stage``, through the workflow's ``traffic_split`` action (an HMAC-signed webhook or
+    a command)."""
+
+    traffic: Quantity
+    stage: str
+
+
 StepParams = (
     Wait
     | WaitForSignal
@@ -331,6 +341,7 @@ StepParams = (
     | Gate
     | Decide
     | GenerateRecord
+    | ShiftTraffic
 )
 
 
