@@ -81,6 +81,14 @@ def test_trigger_is_recorded_and_the_workflow_and_policy_are_stored(cli, tmp_pat
     assert metadata["workflow"]["sha256"] == predicate["workflow"]["sha256"]
     verified = cli("verify", "--repo", str(repo), "--service", "api", "--deployment", "d-1", "--trust", str(trust_file))
     assert verified.code == 0, verified.out
+    # The audit report says what started the run, what ran and what admitted it.
+    out = tmp_path / "report.html"
+    report = cli("report", "--repo", str(repo), "--service", "api", "--deployment", "d-1", "--trust", str(trust_file), "--out", str(out))
+    assert report.code == 0, report.out + report.err
+    html = out.read_text(encoding="utf-8")
+    assert "started by (trigger)" in html and "deployment_completed" in html
+    assert f"triggered (workflow.yaml, sha256 {hashlib.sha256(WORKFLOW.encode()).hexdigest()[:16]}" in html
+    assert "team-policy (admission-policy.yaml" in html
     # Plain git shows the workflow that ran.
     store = EvidenceStore(repo)
     head = store.head("refs/heads/afdp/api/d-1")
