@@ -57,7 +57,7 @@ def test_schema_and_catalog_agree_on_the_rest() -> None:
     assert SCHEMA["properties"]["triggers"]["items"]["enum"] == list(catalog.TRIGGERS)
     assert SCHEMA["properties"]["outputs"]["items"]["enum"] == list(catalog.OUTPUTS)
     actions = SCHEMA["properties"]["actions"]["propertyNames"]["enum"]
-    assert actions == list(catalog.ACTIONS)
+    assert actions == list(catalog.ACTIONS) + list(catalog.STAGE_ACTIONS)
     decision_actions = set(DEFS["decision"]["properties"]["action"]["enum"])
     assert decision_actions == set(catalog.ACTIONS) | set(catalog.ACTION_ALIASES)
     policy_defs = POLICY_SCHEMA["$defs"]

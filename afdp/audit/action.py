@@ -252,7 +252,8 @@ def _run_command(inputs: ActionInputs, key: str, public_key: str | None) -> list
         command += ["--public-key", public_key]
     for url in inputs.tsa_urls:
         command += ["--tsa", url]
-    command += ["--phase", inputs.phase, "--json"]
+    # The Action runs after a deploy: the deployment_completed trigger (args may override).
+    command += ["--phase", inputs.phase, "--trigger", "deployment_completed", "--json"]
     if inputs.deployed_at:
         command += ["--deployed-at", inputs.deployed_at]
     for option, value in (

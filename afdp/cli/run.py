@@ -159,6 +159,9 @@ def _tsa_urls(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--policy", type=click.Path(path_type=Path, dir_okay=False), help="Admission policy (default: the shipped one).")
 @click.option("--results-dir", type=click.Path(path_type=Path, file_okay=False),
               help="Where a 'store: {results: FILE}' step writes its results file. Default: the current directory.")
+@click.option("--trigger", type=click.Choice(["deployment_completed", "deployment_started", "manual_trigger"]),
+              default="manual_trigger", show_default=True,
+              help="What started this run (recorded); must be one of the workflow's triggers.")
 @click.option("--fast", is_flag=True, help=f"Divide every wait and capture window by {FAST_SCALE:g} (demos, tests).")
 @click.option("--time-scale", type=click.FloatRange(min=1.0), help="Divide every wait and window by this (overrides --fast; recorded in the evidence).")
 @click.option("--prefect/--no-prefect", default=True, show_default=True,
@@ -202,6 +205,7 @@ def _run(
     signal_dir: Path | None,
     policy: Path | None,
     results_dir: Path | None,
+    trigger: str,
     fast: bool,
     time_scale: float | None,
     prefect: bool,
@@ -233,6 +237,7 @@ def _run(
         "signal_dir": str(signal_dir or env_dir) if (signal_dir or env_dir) else None,
         "policy": str(policy) if policy else None,
         "results_dir": str(results_dir) if results_dir else None,
+        "trigger": trigger,
     }
     from afdp.pipeline.runner import prepare_request, run_workflow
 

@@ -18,7 +18,7 @@ import base64
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -248,7 +248,11 @@ def _append_once(
 
 
 def _genesis(
-    service: str, deployment: str, metadata: dict[str, Any] | None, workflow_digest: str | None
+    service: str,
+    deployment: str,
+    metadata: dict[str, Any] | None,
+    workflow_digest: str | None,
+    attachments: Mapping[str, bytes] | None = None,
 ) -> rec.UnsignedRecord:
     return rec.build_record(
         rec.RecordDraft(
@@ -261,6 +265,7 @@ def _genesis(
                 "metadata": metadata or {},
             },
             workflow_digest=workflow_digest,
+            attachments=dict(attachments or {}),
         ),
         service=service,
         deployment=deployment,
@@ -280,6 +285,7 @@ def open_branch(
     genesis_metadata: dict[str, Any] | None = None,
     author: tuple[str, str] | None = None,
     timeout: float = 10.0,
+    genesis_attachments: Mapping[str, bytes] | None = None,
 ) -> AppendedRecord | None:
     """Open a deployment's branch with its genesis record, before any step has a result.
 
@@ -298,7 +304,7 @@ def open_branch(
     ref = branch_ref(service, deployment)
     if store.head(ref) is not None:
         return None
-    genesis = _genesis(service, deployment, genesis_metadata, workflow_digest)
+    genesis = _genesis(service, deployment, genesis_metadata, workflow_digest, genesis_attachments)
     try:
         with store.branch_turn(ref):
             if store.head(ref) is not None:
@@ -330,6 +336,7 @@ def append_record(
     author: tuple[str, str] | None = None,
     genesis_metadata: dict[str, Any] | None = None,
     timeout: float = 10.0,
+    genesis_attachments: Mapping[str, bytes] | None = None,
 ) -> list[AppendedRecord]:
     """Append one record to a deployment's branch, opening the branch if needed.
 
@@ -373,7 +380,9 @@ def _append_in_turn(
     for attempt in range(MAX_ATTEMPTS):
         head = store.head(ref)
         if head is None:
-            genesis = _genesis(service, deployment, genesis_metadata, draft.workflow_digest)
+            genesis = _genesis(
+                service, deployment, genesis_metadata, draft.workflow_digest, genesis_attachments
+            )
             try:
                 written.append(
                     _append_once(

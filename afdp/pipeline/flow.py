@@ -162,6 +162,7 @@ def evidence_flow(
     signal_dir: str | None = None,
     policy: str | None = None,
     results_dir: str | None = None,
+    trigger: str = "deployment_completed",
 ) -> dict[str, Any]:
     """Run an AFDP evidence workflow for one deployment; return the outcome as JSON.
 
@@ -190,6 +191,7 @@ def evidence_flow(
             policy=policy,
             progress=progress,
             results_dir=results_dir,
+            trigger=trigger,
         )
         outcome = run_workflow(request, executor=PrefectExecutor())
     except AfdpError as exc:

@@ -24,6 +24,9 @@ check so an auditor sees exactly what is wrong:
 10. ``commit-signature``  the commit carrying the record has an SSH signature (git's
                  ``gpgsig``) by the record's trusted key, whenever that key's scheme has
                  an SSH form (see ``afdp.evidence.sshsig``); a signature that cannot be checked fails
+5s. ``sources``  (genesis) the stored workflow and admission-policy files are the ones
+                 the metadata names (digest and size); the metadata's workflow digest is
+                 the one the record cites
 11. ``commit`` (the part that needs the record) the commit message is exactly the one
                  AFDP writes for this verified record (``afdp.evidence.ledger.commit_message``):
                  subject, body and every AFDP-* trailer; only the AFDP-TSA URL is not
@@ -278,6 +281,10 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
     _check_digests(
         files, predicate, statement["subject"][0]["digest"]["sha256"], facts, keyless_record
     )
+    if kind == rec.KIND_GENESIS:
+        # 5s. sources: the workflow and admission policy files the genesis record carries
+        facts.stage = "sources"
+        _check_sources(predicate, facts)
     if kind == rec.KIND_SEAL and len(facts.failures) == digest_failures:
         # A long branch's seal lists so many records that its result lives in result.json;
         # it is read only once its digest has been checked above.
@@ -529,6 +536,49 @@ def _check_keyless(
             "keyless.bundle",
             f"{rec.BUNDLE_FILE} differs from the canonical re-encoding of the bundle it holds",
         )
+
+
+def _check_sources(predicate: dict[str, Any], facts: RecordFacts) -> None:
+    """The genesis record's ``metadata.workflow.file`` and ``metadata.admission_policy.file``
+    (what ran and what admitted it) each name a stored artifact with the same SHA-256 and
+    size (the artifact's bytes were matched to that digest by check 5), and
+    ``metadata.workflow.sha256`` is the workflow digest every record cites. Genesis
+    records written before files were stored name none, and pass.
+    """
+    result = predicate.get("result")
+    metadata = result.get("metadata") if isinstance(result, dict) else None
+    if not isinstance(metadata, dict):
+        return
+    artifacts = {a["path"]: a for a in predicate["artifacts"]}
+    workflow = metadata.get("workflow")
+    policy = metadata.get("admission_policy")
+    cited = (predicate.get("workflow") or {}).get("sha256")
+    if isinstance(workflow, dict) and "sha256" in workflow and workflow["sha256"] != cited:
+        facts.fail("sources", "metadata.workflow.sha256 differs from the workflow digest the record cites")
+    for where, holder in (("workflow", workflow), ("admission_policy", policy)):
+        entry = holder.get("file") if isinstance(holder, dict) else None
+        if entry is None:
+            continue
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("sha256"), str)
+            and isinstance(entry.get("size"), int)
+        ):
+            facts.fail("sources", f"metadata.{where}.file is not {{path, sha256, size}}")
+            continue
+        path = entry.get("path")
+        if path is None:
+            if "withheld" not in entry:
+                facts.fail("sources", f"metadata.{where}.file names no stored file and no reason")
+            continue
+        artifact = artifacts.get(path) if isinstance(path, str) else None
+        if artifact is None:
+            facts.fail("sources", f"the {where} file {path!r} is not stored in the record")
+        elif (artifact["sha256"], artifact["size"]) != (entry["sha256"], entry["size"]):
+            facts.fail(
+                "sources",
+                f"the stored {where} file {path!r} does not match the digest recorded in metadata.{where}.file",
+            )
 
 
 def _check_digests(

@@ -8,6 +8,7 @@ admission policy (:mod:`.policy`). Nothing heavy is imported here, so the CLI st
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +46,7 @@ def load_workflow(
 
     rules = policy if isinstance(policy, AdmissionPolicy) else load_policy(policy)
     document = load(path)
-    workflow = compile_document(document)
+    workflow = dataclasses.replace(compile_document(document), source_bytes=document.raw)
     return rules.admit(workflow, document, overrides=overrides)
 
 

@@ -39,6 +39,7 @@ class StepKind(enum.Enum):
     DATABASE = "database"  # database snapshot, comparison or integrity check (migrations)
     CORRELATE = "correlate"  # correlation across past deployments (read through the verifier)
     STORE = "store"  # where the results go: the evidence branch, plus a file or a URL
+    TRAFFIC = "traffic"  # shift a share of traffic to the new version (the traffic_split action)
 
 
 #: Kinds no step type names by itself: the compiler reaches them from how a step is
@@ -72,6 +73,7 @@ STEP_HANDLERS: dict[StepKind, str] = {
     StepKind.DATABASE: "migration:handle_database",
     StepKind.CORRELATE: "correlation:handle_correlation",
     StepKind.STORE: "store:handle_store",
+    StepKind.TRAFFIC: "traffic:handle_traffic",
 }
 
 #: The predictive steps of ``before_deployment:`` and what each would do; they need a
@@ -286,6 +288,13 @@ _TYPES = (
         "stop with a decision when a condition holds",
         required=("condition",),
     ),
+    StepType(
+        "shift_traffic",
+        StepKind.TRAFFIC,
+        "send the new traffic share to the traffic_split action (a stage's first step)",
+        scalar="traffic",
+        required=("traffic",),
+    ),
     StepType("decisions", StepKind.DECIDE, "evaluate success criteria and decisions"),
     StepType(
         "generate_training_record",
@@ -343,6 +352,9 @@ OUTPUTS = (
     "lessons_learned",
 )
 ACTIONS = ("rollback", "alert", "mark_successful")
+#: Actions a rollout carries out itself, not a decision: ``traffic_split`` receives each
+#: stage's traffic share (``shift_traffic`` steps).
+STAGE_ACTIONS = ("traffic_split",)
 # The seed documents' spellings of the same actions.
 ACTION_ALIASES: Mapping[str, str] = {"trigger_rollback": "rollback", "send_alert": "alert"}
 DEFAULT_LABELS: Mapping[str, str] = {

@@ -21,6 +21,7 @@ and RFC 8785, plus a map from document path to source position.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -93,6 +94,9 @@ class Document:
     data: Any
     marks: Mapping[DocPath, Mark] = field(default_factory=dict)
     key_marks: Mapping[DocPath, Mark] = field(default_factory=dict)
+    #: The file's bytes exactly as read (None for a document parsed from text): what a
+    #: run stores in its evidence, so an auditor reads exactly what ran.
+    raw: bytes | None = field(default=None, compare=False, repr=False)
 
     def locate(self, path: DocPath, *, prefer_key: bool = False) -> Mark:
         """Return the position of ``path``, or of its nearest ancestor that has one."""
@@ -122,6 +126,17 @@ def read_source(path: str | Path, *, what: str = "workflow") -> tuple[str, str]:
         UsageError: the file does not exist, is a directory or cannot be read (exit 2).
         WorkflowInvalid: larger than :data:`MAX_BYTES` or not UTF-8 (exit 1).
     """
+    name, raw = read_bytes(path, what=what)
+    return name, decode(name, raw)
+
+
+def read_bytes(path: str | Path, *, what: str = "workflow") -> tuple[str, bytes]:
+    """Read a YAML file's bytes: return ``(display name, bytes)`` (not yet decoded).
+
+    Raises:
+        UsageError: the file does not exist, is a directory or cannot be read (exit 2).
+        WorkflowInvalid: larger than :data:`MAX_BYTES` or not UTF-8 (exit 1).
+    """
     file = Path(path)
     name = str(path)
     try:
@@ -141,7 +156,7 @@ def read_source(path: str | Path, *, what: str = "workflow") -> tuple[str, str]:
         raise UsageError(f"cannot read {what} file {name}: {exc.strerror or exc}") from None
     if len(raw) > MAX_BYTES:  # grew between stat and read, or a device
         raise WorkflowInvalid([_too_big(name, len(raw))])
-    return name, decode(name, raw)
+    return name, raw
 
 
 def _too_big(name: str, size: int) -> Finding:
@@ -177,8 +192,8 @@ def load(path: str | Path, *, what: str = "workflow") -> Document:
         UsageError: the file is missing or unreadable (exit 2).
         WorkflowInvalid: every problem found, each located (exit 1).
     """
-    name, text = read_source(path, what=what)
-    return parse(text, name=name)
+    name, raw = read_bytes(path, what=what)
+    return dataclasses.replace(parse(decode(name, raw), name=name), raw=raw)
 
 
 def parse(text: str, *, name: str = "<string>") -> Document:

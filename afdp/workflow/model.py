@@ -28,7 +28,7 @@ from afdp.workflow.logic import Program
 from afdp.workflow.units import Duration, Quantity, Unit
 
 CollectorType = Literal["prometheus", "scrape", "sql", "rest"]  # (``type: pull`` is prometheus)
-Action = Literal["rollback", "alert", "mark_successful"]
+Action = Literal["rollback", "alert", "mark_successful", "traffic_split"]
 Better = Literal["lower", "higher", "none"]
 
 
@@ -471,6 +471,16 @@ class Store:
     timeout: Duration | None = None
 
 
+@dataclass(frozen=True)
+class ShiftTraffic:
+    """Send ``traffic`` (a share, 0..1) of the deployment's traffic to the new version for
+    ``stage``, through the workflow's ``traffic_split`` action (an HMAC-signed webhook or
+    a command)."""
+
+    traffic: Quantity
+    stage: str
+
+
 StepParams = (
     Wait
     | WaitForSignal
@@ -490,6 +500,7 @@ StepParams = (
     | GenerateRecord
     | Predict
     | Store
+    | ShiftTraffic
 )
 
 
@@ -576,6 +587,9 @@ class Workflow:
     #: Business context metrics (``context:``): captured with every baseline and impact
     #: capture, shown in analyses and reports, judged only when a criterion names them.
     context: tuple[str, ...] = ()
+    #: The workflow file's bytes exactly as read (None: compiled from text, not a file);
+    #: a run stores them in its genesis record (``workflow.yaml``).
+    source_bytes: bytes | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def steps(self) -> tuple[Step, ...]:

@@ -141,6 +141,7 @@ def find(views: list[RecordView]) -> Findings:
             metadata = view.result.get("metadata")
             if isinstance(metadata, Mapping):
                 _merge_deployment(deployment, metadata)
+                _merge_sources(deployment, metadata)
             if "opened_at" in view.result:
                 deployment.setdefault("opened_at", view.result["opened_at"])
             continue
@@ -202,7 +203,22 @@ DEPLOYMENT_KEYS: dict[str, tuple[str, ...]] = {
     "deployed_at": ("deployed_at", "deployment_time", "marked_at"),
     "repository": ("repository", "repo_url", "source_repository"),
     "workflow_run": ("workflow_run", "run_url", "flow_run_id"),
+    "trigger": ("trigger",),
 }
+
+
+def _merge_sources(target: dict[str, Any], metadata: Mapping[str, Any]) -> None:
+    """The workflow file and admission policy the genesis record stores (name: path and
+    SHA-256), so the report says exactly what ran and what admitted it."""
+    for name, key in (("workflow_file", "workflow"), ("admission_policy", "admission_policy")):
+        holder = metadata.get(key)
+        if not isinstance(holder, Mapping):
+            continue
+        entry = holder.get("file")
+        if isinstance(entry, Mapping) and isinstance(entry.get("sha256"), str):
+            label = holder.get("name") if isinstance(holder.get("name"), str) else ""
+            stored = entry.get("path") if isinstance(entry.get("path"), str) else "not stored"
+            target.setdefault(name, f"{label} ({stored}, sha256 {entry['sha256'][:16]}…)".strip())
 
 
 def _merge_deployment(target: dict[str, Any], source: Mapping[str, Any]) -> None:

@@ -170,6 +170,9 @@ def _section(s: DeploymentSection, *, single: bool) -> str:
         "environment": "environment",
         "repository": "source repository",
         "workflow_run": "workflow run",
+        "trigger": "started by (trigger)",
+        "workflow_file": "workflow that ran",
+        "admission_policy": "admitted by policy",
         "opened_at": "evidence opened",
     }
     for key, label in labels.items():

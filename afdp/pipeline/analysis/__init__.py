@@ -64,7 +64,8 @@ Definitions (these are what workflow conditions read, see
   (independent) samples for the test when no threshold decides, a watching threshold
   that could not be evaluated (unless the test already rules the degradation out).
   ``significant_degradation`` equals ``degraded`` when a test ran and took part in the
-  decision, and is null otherwise.
+  decision, is false when the metric is known not degraded (a metric that did not
+  degrade did not degrade significantly), and is null otherwise.
 - **dependent samples**: both tests assume independent samples, but series sampled
   faster than they change are autocorrelated (a Prometheus range query with a 1 s step
   over ``rate(...[5s])`` repeats most of each window in the next sample; a gauge

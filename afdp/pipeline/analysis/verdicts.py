@@ -338,6 +338,12 @@ def _analyze_metric(
 
     # Degradations the test took part in (None when no test could run).
     significant_degradation = None if method is None or not usable_test else degraded
+    if method is not None and degraded is False:
+        # Known not degraded (a watching threshold decided it while the test could not
+        # run): there is no degradation, significant or not. A stage's
+        # `abort_on: significant_degradation` must not stop a rollout that changed nothing
+        # because its window was too short for the test.
+        significant_degradation = False
     if degraded is None:
         reasons.append("degradation unknown: see the reasons above")
 

@@ -169,21 +169,74 @@ def _absorb(
         run.training = dict(result["record"])
 
 
-def _genesis_metadata(request: RunRequest) -> dict[str, Any]:
+#: The names the workflow file and the admission policy file are stored under in the
+#: genesis record (bytes exactly as read; ``metadata.*.file`` gives their SHA-256).
+WORKFLOW_FILE = "workflow.yaml"
+POLICY_FILE = "admission-policy.yaml"
+
+
+def _genesis_files(run: RunState) -> dict[str, bytes]:
+    """Return the files the genesis record carries: the workflow YAML and the admission
+    policy that admitted it, byte for byte as they were read. A file that holds the value
+    of a secret the workflow uses (written in literally) is not stored: its digest is.
+    """
+    workflow = run.request.workflow
+    admission = workflow.admission
+    candidates = {
+        WORKFLOW_FILE: workflow.source_bytes,
+        POLICY_FILE: getattr(getattr(admission, "policy", None), "raw", None),
+    }
+    files: dict[str, bytes] = {}
+    for name, data in candidates.items():
+        if data is None:
+            continue
+        if run.redact:
+            text = data.decode("utf-8", "replace")
+            if run.redact.text(text) != text or run.redact.encoded(text) is not None:
+                continue
+        files[name] = data
+    return files
+
+
+def _file_entry(name: str, data: bytes | None, files: Mapping[str, bytes]) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    entry: dict[str, Any] = {"sha256": sha256_hex(data), "size": len(data)}
+    if name in files:
+        entry["path"] = name
+    else:
+        entry["withheld"] = "holds the value of a secret the workflow uses; only its digest is kept"
+    return entry
+
+
+def _genesis_metadata(request: RunRequest, files: Mapping[str, bytes] | None = None) -> dict[str, Any]:
     workflow = request.workflow
-    return _json_safe(
-        {
-            "workflow": {
-                "name": workflow.name,
-                "version": workflow.version,
-                "sha256": workflow.digest,
-                "steps": [s.name for s in workflow.steps],
-            },
-            "deployment": request.info.to_json(),
-            # --set values (workflow variables, never ${env.*} secrets).
-            "overrides": dict(request.overrides),
-        }
-    )
+    files = files or {}
+    policy = getattr(workflow.admission, "policy", None)
+    described: dict[str, Any] = {
+        "name": workflow.name,
+        "version": workflow.version,
+        "sha256": workflow.digest,
+        "steps": [s.name for s in workflow.steps],
+    }
+    source = _file_entry(WORKFLOW_FILE, workflow.source_bytes, files)
+    if source is not None:
+        described["file"] = source
+    metadata: dict[str, Any] = {
+        "workflow": described,
+        "deployment": request.info.to_json(),
+        # How the run was started (afdp run --trigger, the Action, a webhook's flow).
+        "trigger": request.trigger,
+        # --set values (workflow variables, never ${env.*} secrets).
+        "overrides": dict(request.overrides),
+    }
+    if policy is not None:
+        admitted: dict[str, Any] = {"name": policy.name}
+        policy_file = _file_entry(POLICY_FILE, getattr(policy, "raw", None), files)
+        if policy_file is not None:
+            admitted["file"] = policy_file
+        metadata["admission_policy"] = admitted
+    return _json_safe(metadata)
 
 
 def _open_or_probe(run: RunState) -> None:
@@ -203,6 +256,7 @@ def _open_or_probe(run: RunState) -> None:
         return
     from afdp.evidence.ledger import open_branch
 
+    files = _genesis_files(run)
     # Opened by another writer meanwhile (None): the tail check catches a foreign record.
     open_branch(
         request.repository,
@@ -211,7 +265,8 @@ def _open_or_probe(run: RunState) -> None:
         signer=request.signer,
         tsa_urls=request.tsa_urls,
         workflow_digest=request.workflow.digest,
-        genesis_metadata=run.redact(_genesis_metadata(request)),
+        genesis_metadata=run.redact(_genesis_metadata(request, files)),
+        genesis_attachments=files,
         author=request.author,
     )
 

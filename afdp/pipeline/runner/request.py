@@ -151,6 +151,10 @@ class RunRequest:
     #: The auditor's trust policy file, for steps that read past evidence (``correlation``):
     #: only branches that verify against it count.
     trust_policy: Path | None = None
+    #: How the run was started (one of the workflow's ``triggers:``): ``manual_trigger``
+    #: from the CLI, ``deployment_completed`` from the GitHub Action or a webhook-started
+    #: flow; recorded in the genesis record.
+    trigger: str = "manual_trigger"
     #: Called with each :class:`StepReport` once its record is written; if it also has a
     #: ``starting(step, seconds)`` method, that is called before each step runs.
     progress: Callable[[StepReport], None] | None = None
@@ -164,6 +168,7 @@ class RunRequest:
         if not (self.time_scale >= 1.0 and math.isfinite(self.time_scale)):
             raise UsageError("time scale must be a finite number >= 1")
         branch_ref(self.service, self.deployment)  # checks both names
+        check_trigger(self.workflow, self.trigger)
 
 
 @dataclass(frozen=True)
@@ -266,6 +271,7 @@ def prepare_request(
     policy: str | Path | None = None,
     progress: Callable[[StepReport], None] | None = None,
     results_dir: str | Path | None = None,
+    trigger: str = "manual_trigger",
 ) -> RunRequest:
     """Build a :class:`RunRequest` from plain values (CLI options, Prefect flow parameters):
     load and admit the workflow, load the signer.
@@ -297,6 +303,7 @@ def prepare_request(
         signal_dir=Path(signal_dir) if signal_dir else None,
         results_dir=Path(results_dir) if results_dir else None,
         progress=progress,
+        trigger=trigger,
     )
     # The policy judges what will run: the workflow with every value of this run.
     return admit_request(request, os.environ)
@@ -349,6 +356,33 @@ def admitted_for(workflow: Workflow, known: Any) -> Workflow:
             "with afdp.workflow.load_workflow (which admits it) before running it"
         )
     return cast(Workflow, admission.readmit(workflow, known))
+
+
+def declared_triggers(workflow: Workflow) -> tuple[str, ...] | None:
+    """Return the triggers the workflow's file lists, or None when it has no ``triggers:``
+    (then any trigger may start it: workflows written before triggers were enforced)."""
+    document = workflow.document
+    if isinstance(document, Mapping) and document.get("triggers"):
+        return tuple(workflow.triggers)
+    return None
+
+
+def check_trigger(workflow: Workflow, trigger: str) -> None:
+    """Refuse a run started by a trigger the workflow does not list.
+
+    Raises:
+        UsageError: an unknown trigger, or one the workflow's ``triggers:`` does not list (exit 2).
+    """
+    from afdp.workflow.catalog import TRIGGERS
+
+    if trigger not in TRIGGERS:
+        raise UsageError(f"unknown trigger {trigger!r}: use one of {', '.join(TRIGGERS)}")
+    listed = declared_triggers(workflow)
+    if listed is not None and trigger not in listed:
+        raise UsageError(
+            f"workflow {workflow.name} is not started by {trigger} (its triggers: "
+            f"{', '.join(listed)}); pass --trigger {listed[0]} or add {trigger} to triggers:"
+        )
 
 
 def env_names(workflow: Workflow) -> list[str]:

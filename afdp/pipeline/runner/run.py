@@ -42,6 +42,7 @@ from afdp.pipeline.runner.branch import (
     _check_prefix,
     _check_same_deployment,
     _check_tail,
+    _genesis_files,
     _genesis_metadata,
     _open_or_probe,
     _read_branch,
@@ -346,6 +347,7 @@ def _append(run: RunState, step: Step, outcome: StepResult) -> None:
         attachments=dict(outcome.attachments),
     )
     draft = _refuse_encoded_secrets(run, draft)
+    files = _genesis_files(run)
     try:
         written = append_record(
             request.repository,
@@ -355,7 +357,8 @@ def _append(run: RunState, step: Step, outcome: StepResult) -> None:
             signer=request.signer,
             tsa_urls=request.tsa_urls,
             author=request.author,
-            genesis_metadata=run.redact(_genesis_metadata(request)),
+            genesis_metadata=run.redact(_genesis_metadata(request, files)),
+            genesis_attachments=files,
         )
     except (SigningError, TimestampError, StorageError, NetworkError) as exc:
         # The work is done (a baseline window cannot be taken again): keep it on disk

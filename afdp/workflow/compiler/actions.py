@@ -33,7 +33,7 @@ class _Actions(_Collectors):
             return tuple(
                 spec
                 for name, value in raw.items()
-                if name in catalog.ACTIONS
+                if (name in catalog.ACTIONS or name in catalog.STAGE_ACTIONS)
                 and isinstance(value, dict)
                 and (spec := self.action(name, value, scope)) is not None
             )

@@ -87,6 +87,15 @@ class _Compiler(_Steps, _Decisions, _Notifications, _Predictive, _Context):
         collectors = tuple(
             c for c in self.collectors.values() if not c.builtin or c.name in used_collectors
         )
+        triggers = data.get("triggers")
+        if isinstance(triggers, list) and triggers and all(isinstance(t, str) for t in triggers):
+            self.note(
+                ("triggers",),
+                f"runs may start only from {', '.join(triggers)}: `afdp run` is manual_trigger "
+                "unless --trigger says otherwise, the GitHub Action and a Prefect deployment "
+                "are deployment_completed; any other trigger is refused (exit 2), and the "
+                "genesis record names the one that started the run",
+            )
         version = data.get("version")
         try:
             workflow_digest = digest(self.doc.data)

@@ -25,6 +25,7 @@ from afdp.workflow.model import (
     Gate,
     Query,
     Segment,
+    ShiftTraffic,
     Step,
     WaitForSignal,
 )
@@ -86,6 +87,8 @@ class _Outputs(_Variables):
             return {figure: ANY for figure in params.figures}
         if isinstance(params, Segment):
             return {name: "ratio" for name, _ in params.groups}
+        if isinstance(params, ShiftTraffic):
+            return {"traffic": "ratio", "stage": STRING}
         if isinstance(params, Analyze):
             tree = {
                 m: _fields(catalog.ANALYSIS_FIELDS, self.metrics[m].unit) for m in params.metrics

@@ -12,7 +12,16 @@ from afdp.workflow import catalog
 from afdp.workflow.catalog import STEP_TYPES
 from afdp.workflow.compiler.analyses import _Analyses
 from afdp.workflow.loader import DocPath
-from afdp.workflow.model import Analyze, Capture, Gate, Stage, Step, StepParams, WaitForSignal
+from afdp.workflow.model import (
+    Analyze,
+    Capture,
+    Gate,
+    ShiftTraffic,
+    Stage,
+    Step,
+    StepParams,
+    WaitForSignal,
+)
 from afdp.workflow.units import (
     DIMENSIONLESS,
     Duration,
@@ -107,11 +116,15 @@ class _Stages(_Analyses):
             built.append(step)
             return step
 
-        add(
-            "signal",
-            "wait_for_signal",
-            WaitForSignal(stage.signal, parse_duration(catalog.DEFAULT_SIGNAL_TIMEOUT)),
-        )
+        if self.has_traffic_split() and "signal" not in spec:
+            # AFDP shifts the traffic itself (the traffic_split action), then watches.
+            add("traffic", "shift_traffic", ShiftTraffic(stage.traffic, stage.name))
+        else:
+            add(
+                "signal",
+                "wait_for_signal",
+                WaitForSignal(stage.signal, parse_duration(catalog.DEFAULT_SIGNAL_TIMEOUT)),
+            )
         baseline_params = cast(Capture, baseline.params)
         impact = add(
             "impact",
@@ -161,6 +174,33 @@ class _Stages(_Analyses):
                     Gate(condition, "rollback", catalog.DEFAULT_LABELS["rollback"], analysis.name),
                 )
         return built
+
+    def has_traffic_split(self) -> bool:
+        """Return True when ``actions: traffic_split:`` says how to shift traffic."""
+        return "traffic_split" in self.mapping(self.data.get("actions"))
+
+    def shift_traffic(
+        self, params: dict[str, object], at: DocPath, step_path: DocPath, phase: str
+    ) -> ShiftTraffic | None:
+        """A written ``shift_traffic`` step: ``traffic`` (a share up to 100%), ``stage``
+        (default: its phase); it needs ``actions: traffic_split``."""
+        if not self.has_traffic_split():
+            self.fail(
+                step_path,
+                "shift_traffic sends the traffic share to the traffic_split action; "
+                "configure it: actions: {traffic_split: {webhook: https://..., secret: ${env.NAME}}}",
+                prefer_key=True,
+            )
+            return None
+        try:
+            traffic = parse_quantity(params.get("traffic"), allow_negative=False)
+        except UnitError:
+            return None  # reported by the schema
+        if traffic.base > 1:
+            self.fail(at, f"traffic {traffic} is more than 100%")
+            return None
+        stage = params.get("stage")
+        return ShiftTraffic(traffic, stage if isinstance(stage, str) else phase)
 
     def stage_with_condition(self, stage: Stage, built: list[Step]) -> Stage:
         gate = next((s for s in built if isinstance(s.params, Gate)), None)

@@ -62,6 +62,8 @@ class _Steps(_Stages, _Migration, _AbTest, _Store):
         if stages:
             marks = [i for i, r in enumerate(raw) if r.type == "mark_deployment_time"]
             if not marks:
+                marks = self.implicit_mark(raw)
+            if not marks:
                 self.fail(
                     ("stages",),
                     "stages run after the deployment mark; add '- mark_deployment_time' to the workflow",
@@ -87,6 +89,34 @@ class _Steps(_Stages, _Migration, _AbTest, _Store):
         self.implicit_decision(raw)
         self.correlation_step(raw)
         return raw
+
+    def implicit_mark(self, raw: list[_RawStep]) -> list[int]:
+        """Stages with no ``mark_deployment_time``: the rollout is the deployment, so AFDP
+        marks it right after the last baseline capture (the stages follow that step's
+        phase) and says so in a note. Returns the mark's index, or [] when nothing
+        captures a baseline (the stages' own error then says what is missing) or a
+        ``wait_for: deployment...`` signal already marks the deployment elsewhere.
+        """
+        if any(r.type in ("wait_for_signal", "wait_for") for r in raw):
+            return []
+        before = [
+            i for i, r in enumerate(raw)
+            if r.type in STEP_TYPES and STEP_TYPES[r.type].role == "before"
+        ]
+        if not before:
+            return []
+        after = raw[before[-1]]
+        raw.insert(
+            before[-1] + 1,
+            _RawStep("mark_deployment_time", {}, {}, after.path, after.path, after.phase, implicit=True),
+        )
+        self.note(
+            ("stages",),
+            "no mark_deployment_time: the rollout is the deployment, so AFDP marks it "
+            f"right after {after.type} (the last baseline capture); every stage is "
+            "compared with that baseline",
+        )
+        return [before[-1] + 1]
 
     def implicit_decision(self, raw: list[_RawStep]) -> None:
         """Give a workflow that judges something but never decides (no ``- decisions``
@@ -303,6 +333,8 @@ class _Steps(_Stages, _Migration, _AbTest, _Store):
             return self.segment(item)
         if kind is StepKind.FLAG:
             return self.enable_feature(item, where, name)
+        if kind is StepKind.TRAFFIC:
+            return self.shift_traffic(p, where("traffic"), item.path, item.phase)
         if kind is StepKind.ANALYZE:
             return self.analyze(spec, item, where, name)
         if kind is StepKind.BUSINESS:

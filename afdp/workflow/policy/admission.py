@@ -25,6 +25,9 @@ class AdmissionPolicy:
     source: str
     rules: AllOf
     description: str = ""
+    #: The policy file's bytes exactly as read (None: built in memory); a run stores
+    #: them in its genesis record (``admission-policy.yaml``).
+    raw: bytes | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def violations(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def load_policy(path: str | Path | None = None) -> AdmissionPolicy:
     findings = check(document, SCHEMA)
     if findings:
         raise PolicyInvalid(findings)
-    return build_policy(document)
+    return dataclasses.replace(build_policy(document), raw=document.raw)
 
 
 def build_policy(document: Document) -> AdmissionPolicy:
