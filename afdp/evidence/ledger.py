@@ -360,7 +360,17 @@ def append_record(
     # new time-stamp; the compare-and-swap below still guards against any other writer.
     with store.branch_turn(ref):
         return _append_in_turn(
-            store, ref, service, deployment, draft, signer, tsa_urls, who, genesis_metadata, timeout
+            store,
+            ref,
+            service,
+            deployment,
+            draft,
+            signer,
+            tsa_urls,
+            who,
+            genesis_metadata,
+            genesis_attachments,
+            timeout,
         )
 
 
@@ -374,6 +384,7 @@ def _append_in_turn(
     tsa_urls: Sequence[str],
     who: tuple[str, str],
     genesis_metadata: dict[str, Any] | None,
+    genesis_attachments: Mapping[str, bytes] | None,
     timeout: float,
 ) -> list[AppendedRecord]:
     written: list[AppendedRecord] = []
