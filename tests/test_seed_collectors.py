@@ -157,8 +157,9 @@ metrics:
   http_requests_total: {collector: prometheus, unit: 1/s}
   http_errors_total: {collector: prometheus, unit: 1/s}
   latency: {collector: prometheus, query: 'avg(up)', unit: s}
+  busiest: {collector: prometheus, query: 'rate(cpu_seconds_total[1m])', aggregate: max, unit: s}
 workflow:
-  - capture_baseline: {metrics: [http_requests_total, http_errors_total, latency], duration: 1m}
+  - capture_baseline: {metrics: [http_requests_total, http_errors_total, latency, busiest], duration: 1m}
   - mark_deployment_time
   - capture_impact: {duration: 1m}
   - analyze_differences
@@ -169,6 +170,7 @@ workflow:
     )
     assert workflow.metric("http_errors_total").query.source.startswith("sum(rate(http_errors_total{")
     assert workflow.metric("latency").query.source == "avg(up)"  # its own query wins
+    assert workflow.metric("busiest").query.source == "max(rate(cpu_seconds_total[1m]))"
     plan = plan_workflow(workflow, deployment={"service": "api", "id": "d-1"})
     rendered = {m["name"]: m["query"] for m in plan.to_json()["metrics"]}
     assert rendered["http_errors_total"] == 'sum(rate(http_errors_total{service="api"}[1m]))'

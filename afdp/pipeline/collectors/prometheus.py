@@ -190,7 +190,7 @@ def _one_series(result: list[Any]) -> None:
         shown_labels = ",".join(f'{k}="{v}"' for k, v in sorted(first.items()))[:100]
         raise CollectorFailed(
             f"the query returned {len(result)} series; aggregate it to one with sum(...), "
-            f"avg(...) or max(...) (first: {{{shown_labels}}})"
+            f"avg(...) or max(...), or aggregate: sum on the metric (first: {{{shown_labels}}})"
         )
 
 

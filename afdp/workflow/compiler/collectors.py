@@ -60,7 +60,11 @@ class _Collectors(_Variables):
         self, name: str, spec: dict[str, Any], path: DocPath | None, *, builtin: bool
     ) -> Collector:
         at: DocPath = path or ("collectors",)
-        kind = spec.get("type") if spec.get("type") in ("prometheus", "scrape", "sql", "rest") else "rest"
+        kind = (
+            spec.get("type")
+            if spec.get("type") in ("prometheus", "scrape", "sql", "rest")
+            else "rest"
+        )
         if spec.get("type") == "pull":
             kind = "prometheus"
             self.note(
@@ -138,7 +142,11 @@ class _Collectors(_Variables):
             self.fail(
                 at,
                 "the collector needs an address: "
-                + ("connection: (a database URL, e.g. $DATABASE_URL)" if kind == "sql" else "endpoint: or url: (http://host:port)"),
+                + (
+                    "connection: (a database URL, e.g. $DATABASE_URL)"
+                    if kind == "sql"
+                    else "endpoint: or url: (http://host:port)"
+                ),
                 prefer_key=True,
             )
             return "url"
@@ -146,7 +154,8 @@ class _Collectors(_Variables):
         if key == "connection" and kind != "sql":
             self.fail(
                 (*at, key),
-                f"connection: is a sql collector's database URL; a {kind} collector is reached at endpoint: (or url:)",
+                f"connection: is a sql collector's database URL; a {kind} collector is "
+                "reached at endpoint: (or url:)",
                 prefer_key=True,
             )
         elif key == "endpoint" and kind == "sql":
@@ -210,7 +219,11 @@ class _Collectors(_Variables):
                 if "${metric.name}" in _normalize(text)
                 else "no ${metric.name} in it: the same query for each)"
             )
-            + ("; a metric reads the column named after it, else the first column" if kind == "sql" else ""),
+            + (
+                "; a metric reads the column named after it, else the first column"
+                if kind == "sql"
+                else ""
+            ),
         )
         return text, key
 

@@ -17,6 +17,7 @@ from afdp.workflow.model import Metric
 from afdp.workflow.scope import suggest
 from afdp.workflow.units import DIMENSIONLESS, UnitError, parse_unit
 
+_AGGREGATES = ("sum", "avg", "max", "min")
 RESERVED_NAMES = frozenset(
     {"deployment", "workflow", "steps", "env", "success_criteria_met", "analyzers", *catalog.ANALYSIS_SUMMARY}
 )
@@ -107,9 +108,11 @@ class _Metrics(_Variables):
             except TemplateError:
                 query = None
         aggregate = spec.get("aggregate", "sum" if collector.type == "scrape" else None)
-        if collector.type == "prometheus" and query is not None and isinstance(aggregate, str):
+        if collector.type == "prometheus" and query is not None and aggregate in _AGGREGATES:
             # aggregate: sum on a PromQL metric: one series from an answer of several.
-            query = Template(f"{aggregate}({query.source})", (f"{aggregate}(", *query.parts, ")"))
+            query = Template(
+                f"{aggregate}({query.source})", (f"{aggregate}(", *query.parts, ")")
+            )
         labels = tuple(
             (key, template)
             for key, value in self.mapping(spec.get("labels")).items()
