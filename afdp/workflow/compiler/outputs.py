@@ -19,6 +19,7 @@ from afdp.workflow.model import (
     Check,
     Decide,
     Gate,
+    Predict,
     Query,
     Segment,
     Step,
@@ -85,6 +86,8 @@ class _Outputs(_Variables):
             return tree
         if isinstance(params, Gate):
             return {"triggered": BOOL}
+        if isinstance(params, Predict):
+            return {}
         if isinstance(params, Decide):
             return dict(catalog.DECISION_OUTPUTS)
         return {"label": STRING}

@@ -23,6 +23,7 @@ from afdp.workflow.model import (
     GenerateRecord,
     MarkDeployment,
     Phase,
+    Predict,
     Stage,
     Step,
     StepParams,
@@ -300,6 +301,13 @@ class _Steps(_Stages, _Sql):
             return Decide(names, analysis.name if analysis else None)
         if kind is StepKind.RECORD:
             return GenerateRecord(spec.record or "training", p.get("training_label"))
+        if kind is StepKind.PREDICT:
+            self.note(
+                item.path,
+                f"{item.type} needs a trained model / history of past deployments (learning "
+                "from evidence); it is recorded as skipped with that reason, not run and not an error",
+            )
+            return Predict(item.type, catalog.PREDICTION_SKIPPED)
         raise AssertionError(kind)
 
     def doc_value(self, path: DocPath) -> Any:
