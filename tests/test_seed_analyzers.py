@@ -307,6 +307,13 @@ def test_no_return_reached_is_no_verdict_and_missing_data_is_unknown():
     assert unknown.degraded is None and "has no value" in str(unknown.error)
 
 
+def test_division_by_zero_is_unknown_not_a_pass():
+    program = logic.parse_logic('if current.latency / baseline.latency > 1.1:\n  return "degradation_detected"\n', ("baseline", "current"), {"response_time": _unit_metric()})
+    outcome = logic.run_logic(program, _values(0.0, 0.1))
+    assert outcome.degraded is None and "division by zero" in str(outcome.error)
+    assert logic.run_logic(program, _values(0.1, 0.2)).verdict == "degradation_detected"
+
+
 def _unit_metric():
     from afdp.workflow.units import parse_unit
 
