@@ -129,6 +129,17 @@ def test_seed_predictive_steps_validate_with_a_note_and_plan_as_skipped(tmp_path
     assert {s["status"] for s in steps} == {"skipped"}
 
 
+def test_predictive_steps_inside_workflow_validate_with_a_note(tmp_path, cli):
+    path = tmp_path / "w.yaml"
+    path.write_text(REST.replace("  - mark_deployment_time\n", "  - predict_likely_impact\n  - type: suggest_rollback_threshold\n  - mark_deployment_time\n"))
+    result = cli("validate", str(path))
+    assert result.code == 0, result.out
+    assert "workflow[1]: note: predict_likely_impact needs a trained model / history" in result.out
+    workflow = load_workflow(path)
+    assert workflow.step("suggest_rollback_threshold").kind.value == "predict"
+    assert findings_of(REST.replace("  - mark_deployment_time\n", "  - predict_likely_impact: {horizon: 1h}\n  - mark_deployment_time\n"))
+
+
 def test_unknown_predictive_step_is_refused_located():
     problems = findings_of(REST + "before_deployment:\n  - predict_the_future\n")
     assert any("before_deployment" in p and "predict_the_future" in p for p in problems), problems
@@ -294,6 +305,13 @@ def test_no_return_reached_is_no_verdict_and_missing_data_is_unknown():
     assert quiet.verdict is None and quiet.degraded is False and quiet.error is None
     unknown = logic.run_logic(program, {"baseline": {}, "current": {}})
     assert unknown.degraded is None and "has no value" in str(unknown.error)
+
+
+def test_division_by_zero_is_unknown_not_a_pass():
+    program = logic.parse_logic('if current.latency / baseline.latency > 1.1:\n  return "degradation_detected"\n', ("baseline", "current"), {"response_time": _unit_metric()})
+    outcome = logic.run_logic(program, _values(0.0, 0.1))
+    assert outcome.degraded is None and "division by zero" in str(outcome.error)
+    assert logic.run_logic(program, _values(0.1, 0.2)).verdict == "degradation_detected"
 
 
 def _unit_metric():

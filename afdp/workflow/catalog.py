@@ -317,6 +317,12 @@ _TYPES = (
         "store the results: the evidence branch, plus a results file or a URL",
         scalar="data",
     ),
+    # The guide's predictive steps (usually under before_deployment:): recorded as
+    # skipped until models are trained from evidence (PREDICTIONS says what each would do).
+    StepType("analyze_similar_past_deployments", StepKind.PREDICT, "find similar past deployments (needs history; skipped)"),
+    StepType("predict_likely_impact", StepKind.PREDICT, "predict the impact (needs a trained model; skipped)"),
+    StepType("recommend_deployment_window", StepKind.PREDICT, "recommend a deployment window (needs history; skipped)"),
+    StepType("suggest_rollback_threshold", StepKind.PREDICT, "suggest rollback thresholds (needs history; skipped)"),
 )
 
 STEP_TYPES: Mapping[str, StepType] = {t.name: t for t in _TYPES}

@@ -23,6 +23,7 @@ from afdp.workflow.model import (
     Decide,
     EnableFeature,
     Gate,
+    Predict,
     Query,
     Segment,
     ShiftTraffic,
@@ -102,6 +103,8 @@ class _Outputs(_Variables):
             return dict(catalog.BUSINESS_OUTPUTS)
         if isinstance(params, Gate):
             return {"triggered": BOOL}
+        if isinstance(params, Predict):
+            return {}
         if isinstance(params, Decide):
             return dict(catalog.DECISION_OUTPUTS)
         if kind is StepKind.STORE:

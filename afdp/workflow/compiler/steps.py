@@ -26,6 +26,7 @@ from afdp.workflow.model import (
     GenerateRecord,
     MarkDeployment,
     Phase,
+    Predict,
     Stage,
     Step,
     StepParams,
@@ -365,6 +366,13 @@ class _Steps(_Stages, _Migration, _AbTest, _Store):
             return GenerateRecord(spec.record or "training", p.get("training_label"))
         if kind is StepKind.STORE:
             return self.store(item, where)
+        if kind is StepKind.PREDICT:
+            self.note(
+                item.path,
+                f"{item.type} needs a trained model / history of past deployments (learning "
+                "from evidence); it is recorded as skipped with that reason, not run and not an error",
+            )
+            return Predict(item.type, catalog.PREDICTION_SKIPPED)
         raise AssertionError(kind)
 
     def doc_value(self, path: DocPath) -> Any:

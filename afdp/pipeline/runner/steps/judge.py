@@ -46,7 +46,16 @@ def handle_analyze(run: RunState, step: Step, values: dict[str, Any]) -> StepRes
     outputs = plain_outputs(run.workflow, step, analysis.values())
     degraded = [m for m in params.metrics if isinstance(outputs.get(m), Mapping) and outputs[m].get("degraded")]
     inconclusive = list((document.get("summary") or {}).get("inconclusive") or document.get("inconclusive") or [])
+    undecided = [x for x in inconclusive if x.startswith("analyzers.")]
+    inconclusive = [x for x in inconclusive if x not in undecided]
     summary = analysis_summary(params.metrics, degraded, inconclusive)
+    verdicts = [
+        f"{a['name']}: {a['verdict']}" for a in document.get("analyzers", ()) if a.get("degraded")
+    ]
+    if verdicts:
+        summary += f"; analyzer verdict {', '.join(verdicts)}"
+    if undecided:
+        summary += f"; undecided: {', '.join(undecided)}"
     if params.groups is not None:
         document = {**document, "pairing": {"control": params.groups[0], "treatment": params.groups[1], "window": params.impact}}
         summary = f"{params.groups[1]} vs {params.groups[0]}: {summary}"
