@@ -206,3 +206,11 @@ def test_figures_over_enough_past_migrations():
     figure = _figure("time_of_day_to_impact", sample, 5)
     assert figure["groups"]["evening"] == {"deployments": 1, "status": NOT_ENOUGH}
     assert json.dumps(figure)  # JSON-safe: it becomes a record
+
+
+def test_afdp_own_query_time_is_not_the_users_statement_time():
+    before = _snapshot(300, 0, 30.0)
+    after = _snapshot(600, 36, 1000.0)  # 940 ms of it: AFDP's own full-table checksums
+    assert compare_snapshots(before, after, "compare", own=36)["degraded_measures"] == ["mean_statement_time"]
+    quiet = compare_snapshots(before, after, "compare", own=36, own_ms=940.0)
+    assert quiet["degraded_measures"] == [] and quiet["afdp_milliseconds_excluded"] == 940.0

@@ -245,3 +245,62 @@ def test_seed_example2_bad_migration_alerts_on_every_step(tmp_path, cli, keys, t
     for figure in correlation["figures"].values():
         assert figure["status"] == "not enough data" and figure["deployments"] == 1, figure
     assert correlation["minimum"] == 5
+
+
+NAMED = """\
+name: named_tables
+workflow:
+  before:
+    - snapshot_performance
+    - record_table_sizes
+  after:
+    - verify_data_integrity: [customers]
+    - compare_performance
+"""
+
+
+@pytest.mark.slow
+def test_named_tables_only_those_are_fingerprinted_and_checked(tmp_path, cli, keys, tsa, fresh_postgres_url, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", fresh_postgres_url)
+    _setup(fresh_postgres_url)
+    workflow = tmp_path / "named.yaml"
+    workflow.write_text(NAMED)
+    repo = tmp_path / "evidence"
+    assert cli("init", str(repo)).code == 0
+
+    def run(deployment: str, change: str):
+        for extra in (("--phase", "before"), ()):
+            result = cli(
+                "run", str(workflow), "--service", "orders-db", "--deployment", deployment, "--repo", str(repo),
+                "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--no-prefect", "--json", *extra,
+            )
+            assert result.code == 0, result.err + result.out
+            if not extra:
+                break
+            with _connect(fresh_postgres_url) as db:
+                db.execute(change)
+        records = {}
+        from afdp.evidence.ledger import decode_envelope, trailers
+        from afdp.evidence.names import branch_ref
+        from afdp.evidence.records import ENVELOPE_FILE, KIND_STEP, record_dir
+        from afdp.evidence.store import EvidenceStore
+
+        store = EvidenceStore(repo)
+        for commit in store.history(store.head(branch_ref("orders-db", deployment))):
+            info = trailers(store.message_of(commit))
+            if info.get("AFDP-Kind") == KIND_STEP:
+                files = store.list_dir(commit.tree, record_dir(int(info["AFDP-Record"]), info["AFDP-Step"]))
+                records[info["AFDP-Step"]] = decode_envelope(files[ENVELOPE_FILE])["predicate"]
+        return records
+
+    # A table that is not named may change: only customers is fingerprinted and checked.
+    quiet = run("n-1", "UPDATE orders SET amount = 0 WHERE id = 2")
+    assert [f["table"] for f in quiet["record_table_sizes"]["result"]["fingerprints"]] == ["public.customers"]
+    assert quiet["verify_data_integrity"]["status"] == "ok"
+    assert [t["name"] for t in quiet["verify_data_integrity"]["result"]["tables"]] == ["public.customers"]
+    # A deleted row of a named table is found.
+    bad = run("n-2", "DELETE FROM customers WHERE id = 7")
+    integrity = bad["verify_data_integrity"]
+    assert integrity["status"] == "failed"
+    assert integrity["result"]["outputs"]["changed_tables"] == ["public.customers"]
+    assert "rows 100 -> 99" in integrity["error"]

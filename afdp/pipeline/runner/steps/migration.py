@@ -20,6 +20,7 @@ identifiers quoted (``"..."``) and never interpolated as ``${...}``.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -97,6 +98,7 @@ def take_snapshot(run: RunState, collector: str, values: dict[str, Any]) -> dict
     from afdp.pipeline.collectors import CollectorFailed
 
     rows = _rows(run, collector, _DATABASE, values)
+    read = time.monotonic()
     stats = rows[0]["stats"] if rows and isinstance(rows[0].get("stats"), dict) else {}
     snapshot: dict[str, Any] = {
         "taken_at": rows[0]["taken_at"] if rows else rec.format_time(rec.utc_now()),
@@ -120,6 +122,7 @@ def take_snapshot(run: RunState, collector: str, values: dict[str, Any]) -> dict
     else:
         snapshot["statements"] = statements[0] if statements else None
         snapshot["source"] = "pg_stat_statements"
+    snapshot["queries_after_ms"] = round((time.monotonic() - read) * 1000, 3)
     return snapshot
 
 
@@ -168,11 +171,12 @@ def _measures(side: dict[str, float | None], source: str) -> dict[str, float | N
 
 
 def compare_snapshots(
-    before: dict[str, Any], after: dict[str, Any], op: str, own: int = 0
+    before: dict[str, Any], after: dict[str, Any], op: str, own: int = 0, own_ms: float = 0.0
 ) -> dict[str, Any]:
     """Return the comparison of two snapshots for ``op`` (``compare``/``user_impact``);
     ``own``: AFDP's own read-only transactions in the window (each a rollback), taken
-    out of the window's rollbacks and transactions."""
+    out of the window's rollbacks and transactions; ``own_ms``: the time they took (a
+    bound on their active time), taken out of the window's statement time."""
     source = (
         "pg_stat_statements"
         if before.get("source") == after.get("source") == "pg_stat_statements"
@@ -180,10 +184,14 @@ def compare_snapshots(
     )
     sides = _sides(before, after)
     window_sides = sides["window"]
-    for key in ("database.xact_rollback",):
+    for key, taken in (
+        ("database.xact_rollback", float(own)),
+        ("database.active_time", own_ms),
+        ("statements.total_exec_time_ms", own_ms),
+    ):
         value = window_sides.get(key)
         if value is not None:
-            window_sides[key] = max(0.0, value - own)
+            window_sides[key] = max(0.0, value - taken)
     base, window = _measures(sides["baseline"], source), _measures(sides["window"], source)
     active = min(base["transactions"] or 0, window["transactions"] or 0) >= MIN_ACTIVITY
     measures: dict[str, Any] = {}
@@ -216,6 +224,7 @@ def compare_snapshots(
         "source": source,
         "transactions": {"baseline": base["transactions"], "window": window["transactions"]},
         "afdp_transactions_excluded": own,
+        "afdp_milliseconds_excluded": round(own_ms, 3),
         "measures": measures,
         "degraded_measures": degraded,
     }
@@ -278,11 +287,13 @@ def handle_database(run: RunState, step: Step, values: dict[str, Any]) -> StepRe
     params = step.params
     assert isinstance(params, Database)
     if params.op == "snapshot":
+        started = time.monotonic()
         snapshot = take_snapshot(run, params.collector, values)
         return StepResult(
             "ok",
             {"outputs": {"source": snapshot["source"], "taken_at": snapshot["taken_at"]},
-             "snapshot": snapshot, "database_queries": 1 + int(snapshot["queries_after"])},
+             "snapshot": snapshot, "database_queries": 1 + int(snapshot["queries_after"]),
+             "database_ms": round((time.monotonic() - started) * 1000, 3)},
             f"database statistics from {snapshot['source']}",
         )
     if params.op in ("compare", "user_impact"):
@@ -296,11 +307,13 @@ def _recorded(run: RunState, name: str | None, key: str) -> Any:
     return result.get(key)
 
 
-def _own_queries(run: RunState, baseline: str | None, before: dict[str, Any]) -> int:
+def _own_queries(run: RunState, baseline: str | None, before: dict[str, Any]) -> tuple[int, float]:
     """Return how many read-only transactions AFDP ran on the database since the
-    baseline snapshot read its counters, as the records since then say."""
+    baseline snapshot read its counters, and how long they took, as the records since
+    then say."""
     start = run.records.get(baseline or "")
     queries = int(before.get("queries_after") or 0)
+    elapsed = float(before.get("queries_after_ms") or 0.0)
     for recorded in run.records.values():
         if start is None or recorded.sequence <= start.sequence:
             continue
@@ -308,7 +321,10 @@ def _own_queries(run: RunState, baseline: str | None, before: dict[str, Any]) ->
         count = result.get("database_queries")
         if isinstance(count, int):
             queries += count
-    return queries * TRANSACTIONS_PER_QUERY
+        took = result.get("database_ms")
+        if isinstance(took, (int, float)):
+            elapsed += float(took)
+    return queries * TRANSACTIONS_PER_QUERY, elapsed
 
 
 def _compare(run: RunState, params: Database, values: dict[str, Any]) -> StepResult:
@@ -316,12 +332,15 @@ def _compare(run: RunState, params: Database, values: dict[str, Any]) -> StepRes
     if not isinstance(before, dict):
         reason = f"the baseline snapshot {params.baseline!r} was not recorded"
         return StepResult("failed", {"outputs": {}}, reason, reason)
+    started = time.monotonic()
     after = take_snapshot(run, params.collector, values)
-    comparison = compare_snapshots(before, after, params.op, _own_queries(run, params.baseline, before))
+    own, own_ms = _own_queries(run, params.baseline, before)
+    comparison = compare_snapshots(before, after, params.op, own, own_ms)
     degraded = comparison["degraded_measures"]
     outputs = {"degraded": bool(degraded), "degraded_measures": degraded}
     result = {"outputs": outputs, "baseline": params.baseline, "snapshot": after,
-              "comparison": comparison, "database_queries": 1 + int(after["queries_after"])}
+              "comparison": comparison, "database_queries": 1 + int(after["queries_after"]),
+              "database_ms": round((time.monotonic() - started) * 1000, 3)}
     window = comparison["transactions"]["window"]
     summary = (
         f"{'DEGRADED: ' + ', '.join(degraded) if degraded else 'no degradation'} "
@@ -339,6 +358,7 @@ def _compare(run: RunState, params: Database, values: dict[str, Any]) -> StepRes
 
 
 def _integrity(run: RunState, params: Database, values: dict[str, Any]) -> StepResult:
+    started = time.monotonic()
     before = _recorded(run, params.source, "fingerprints")
     entries: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -393,7 +413,8 @@ def _integrity(run: RunState, params: Database, values: dict[str, Any]) -> StepR
     outputs = {"passed": not failed, "failed": failed, "changed_tables": changed}
     result = {"outputs": outputs, "source": params.source, "tables": entries,
               "checks": checks, "taken_at": rec.format_time(rec.utc_now()),
-              "database_queries": 2 * len(entries) + len(checks)}
+              "database_queries": 2 * len(entries) + len(checks),
+              "database_ms": round((time.monotonic() - started) * 1000, 3)}
     total = len(entries) + len(checks)
     summary = f"{total - len(failed)}/{total} table(s) and check(s) unchanged/passed"
     if failed:

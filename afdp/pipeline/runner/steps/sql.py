@@ -30,8 +30,11 @@ def handle_query(run: RunState, step: Step, values: dict[str, Any]) -> StepResul
     interval = run.scaled(params.interval.seconds) if params.interval else 1.0
     source: dict[str, Any] = {}
     queries = 0
+    spent = 0.0
     while True:
+        began = time.monotonic()
         answer, source = _query_or_fallback(run, params, values)
+        spent += time.monotonic() - began
         queries += 1 + (params.probe is not None) + ("fallback_reason" in source)
         rows = [_json_safe(dict(row)) for row in answer.rows]
         samples.append({"at": rec.format_time(rec.utc_now()), "rows": rows})
@@ -65,12 +68,15 @@ def handle_query(run: RunState, step: Step, values: dict[str, Any]) -> StepResul
             (str(row.get("schema_name") or "public"), str(row["table_name"]))
             for row in last if row.get("table_name")
         ] if "*" in params.fingerprint else [_split_name(name) for name in params.fingerprint]
+        began = time.monotonic()
         result["fingerprints"] = fingerprint_tables(run, params.collector, wanted, values)
+        spent += time.monotonic() - began
         queries += 2 * len(wanted)
         summary += f"; {len(result['fingerprints'])} table(s) fingerprinted"
     # Read-only transactions this step ran on the database (a database comparison
     # later leaves them out of the users' rollbacks).
     result["database_queries"] = queries
+    result["database_ms"] = round(spent * 1000, 3)
     if outputs.get("alert"):
         # A monitor whose alert fired has found what it watches for: its step fails, and
         # the decision hears of it (a failed step never ends in mark_successful).
