@@ -38,8 +38,10 @@ SNIPPET = (Path(__file__).parent / "seeds" / "decisions.yaml").read_text(encodin
 SECRET = "notify-secret-7f3a"  # noqa: S105 (a test key)
 
 # The demo service answers ~200 requests a second; each successful one is an order of
-# $0.25 (revenue per hour = successful requests per second x 3600 x 0.25). Windows of 5 s
-# (Prometheus scrapes every second) so the scaled 20 s impact window sees the new version.
+# $0.25 (revenue per hour = successful requests per second x 3600 x 0.25). Rate windows of
+# 15 s (Prometheus scrapes every second): short enough that the scaled 20 s impact window
+# sees the new version, long enough that scrape jitter on a loaded machine does not move
+# a no-change comparison past the thresholds.
 REST = """
 name: decision_points
 version: 1.0
@@ -47,18 +49,18 @@ version: 1.0
 metrics:
   response_time:
     query: >-
-      sum(rate(http_request_duration_seconds_sum{{service="${{deployment.service}}"}}[5s])) /
-      sum(rate(http_request_duration_seconds_count{{service="${{deployment.service}}"}}[5s]))
+      sum(rate(http_request_duration_seconds_sum{{service="${{deployment.service}}"}}[15s])) /
+      sum(rate(http_request_duration_seconds_count{{service="${{deployment.service}}"}}[15s]))
     unit: s
     better: lower
   error_rate:
     query: >-
-      sum(rate(http_requests_total{{service="${{deployment.service}}",code=~"5.."}}[5s])) /
-      sum(rate(http_requests_total{{service="${{deployment.service}}"}}[5s]))
+      sum(rate(http_requests_total{{service="${{deployment.service}}",code=~"5.."}}[15s])) /
+      sum(rate(http_requests_total{{service="${{deployment.service}}"}}[15s]))
     unit: ratio
     better: lower
   revenue_per_hour:
-    query: sum(rate(http_requests_total{{service="${{deployment.service}}",code!~"5.."}}[5s])) * 3600 * 0.25
+    query: sum(rate(http_requests_total{{service="${{deployment.service}}",code!~"5.."}}[15s])) * 3600 * 0.25
     unit: $/hour
     better: higher
 
@@ -439,7 +441,7 @@ def _run(tmp_path, cli, prometheus_server, keys, tsa, receiver, monkeypatch, *, 
     with demo.DemoService(name="api", version="v1") as service:
         prometheus = prometheus_server([service.metrics_url])
         wait_for_series(prometheus, 'http_requests_total{service="api"}')
-        time.sleep(12)  # v1 history for the baseline window (10 s scaled)
+        time.sleep(27)  # v1 history: the baseline window (10 s scaled) and a 15 s rate window before it
         deployed_at = service.deploy(to)
         result = cli(
             "run", str(path), "--service", "api", "--deployment", deployment, "--commit", "4f2a9c1",
@@ -467,7 +469,7 @@ def test_run_a_real_regression_rolls_back_and_notifies_oncall_and_management(
 ):
     result, outcome, step = _run(tmp_path, cli, prometheus_server, keys, tsa, receiver, monkeypatch, to="v2", deployment="reg-1")
     decision = outcome["decision"]
-    assert decision["decision"] == "auto_rollback", decision
+    assert decision["decision"] == "auto_rollback", (decision["reason"], decision["quantities"]["revenue_drop"])
     assert decision["action"] == "rollback" and decision["label"] == "rollback"
     assert result.code == 1, result.err  # a rollback decision exits 1
     drop = decision["quantities"]["revenue_drop"]
@@ -493,7 +495,7 @@ def test_run_a_latency_only_regression_alerts_with_its_severity(
     result, outcome, step = _run(tmp_path, cli, prometheus_server, keys, tsa, receiver, monkeypatch, to="v3", deployment="slow-1")
     assert result.code == 0, result.err
     decision = outcome["decision"]
-    assert decision["decision"] == "alert_only", decision
+    assert decision["decision"] == "alert_only", (decision["reason"], decision.get("quantities"))
     assert decision["action"] == "alert" and decision["severity"] == "warning"
     latency = decision["quantities"]["latency_increase"]
     assert latency["metric"] == "response_time" and latency["value"] > 0.020, latency
