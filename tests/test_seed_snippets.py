@@ -103,3 +103,16 @@ def test_what_is_not_done_yet_is_refused_with_a_reason(tmp_path: Path, cli, name
     checked = cli("validate", str(path))
     assert checked.code == 1
     assert "not supported yet" in checked.out + checked.err
+
+
+def test_the_guide_workflows_shipped_by_init_are_the_guides_own() -> None:
+    # afdp init --examples copies these to workflows/guide/: the guide's text, unedited.
+    from afdp.workflow.starter import guide_files
+
+    shipped = {f.name: f.read_bytes() for f in guide_files()}
+    assert shipped == {
+        "api_deployment_impact.yaml": (SEEDS / "example1_api_deployment_impact.yaml").read_bytes(),
+        "database_migration_impact.yaml": (SEEDS / "example2_database_migration.yaml").read_bytes(),
+        "feature_flag_analysis.yaml": (SEEDS / "example3_feature_flag.yaml").read_bytes(),
+        "my_first_workflow.yaml": (SEEDS / "getting_started_step1.yaml").read_bytes(),
+    }

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from afdp.cli import main
-from afdp.workflow.starter import example_files
+from afdp.workflow.starter import example_files, guide_files
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = {f.stem: f for f in example_files()}
@@ -240,8 +240,8 @@ def test_init_examples_copies_valid_workflows(
     code, out, err = run_cli(capsys, "init", str(target), "--examples", "--json")
     assert code == 0, err
     data = json.loads(out)
-    written = sorted(Path(p).name for p in data["examples"])
-    assert written == sorted(f.name for f in example_files())
+    written = sorted(str(Path(p).relative_to(target / "workflows")) for p in data["examples"])
+    assert written == sorted([f.name for f in example_files()] + [f"guide/{f.name}" for f in guide_files()])
     for name in written:
         code, out, err = run_cli(capsys, "validate", str(target / "workflows" / name))
         assert code == 0, out + err
