@@ -70,6 +70,8 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(
         self, fullname: str, path: object = None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
+        if not fullname.startswith("afdp."):
+            return None
         target_name = new_name(fullname)
         if target_name is None or importlib.util.find_spec(target_name) is None:
             return None
@@ -101,6 +103,15 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def install() -> None:
-    """Add the finder once, after the normal ones (a real module always wins)."""
+    """Add the finder once, before the normal ones.
+
+    First, because a moved package's old name resolves to the new package object, whose
+    ``__path__`` the normal finders would then search for ``afdp.collectors.sql``: they
+    would load a second copy of the submodule under the old name and set it as the
+    package's ``sql`` attribute, so ``import afdp.pipeline.collectors.sql`` (which reads
+    that attribute) would give the copy, and a monkeypatch on it would change nothing.
+    This finder answers only for old ``afdp.*`` names (no file exists under them any
+    more) and returns None for everything else at the cost of one prefix test.
+    """
     if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
-        sys.meta_path.append(_MovedModules())
+        sys.meta_path.insert(0, _MovedModules())

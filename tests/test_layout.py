@@ -49,12 +49,34 @@ def test_old_module_names_are_the_new_modules(old: str) -> None:
 
 
 def test_old_submodule_names_follow_their_package() -> None:
+    real = importlib.import_module("afdp.pipeline.collectors.sql")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import afdp.collectors.sql as old  # type: ignore[import-not-found]
     import afdp.pipeline.collectors.sql as new
 
-    assert old is new
+    # One module object under both names: no second copy loaded through the old name,
+    # and the package's attribute (what `import a.b.c as x` reads) is still the real one.
+    assert old is real and new is real
+    assert sys.modules["afdp.pipeline.collectors.sql"] is real
+    assert importlib.import_module("afdp.pipeline.collectors").sql is real
+
+
+def test_a_monkeypatch_through_the_new_name_still_works_after_an_old_import(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import afdp.collectors.sql  # type: ignore[import-not-found]  # noqa: F401
+    import afdp.pipeline.collectors.sql as sql
+    from afdp.pipeline.collectors.sql import QueryRefused
+
+    monkeypatch.setattr(sql, "check_read_only", lambda text: None)
+    # The code that runs the screen reads the patched function: nothing is refused.
+    importlib.import_module("afdp.pipeline.collectors.sql").check_read_only("SELECT 1; SELECT 2")
+    monkeypatch.undo()
+    with pytest.raises(QueryRefused):
+        sql.check_read_only("SELECT 1; SELECT 2")
 
 
 def test_unknown_names_are_still_missing() -> None:
