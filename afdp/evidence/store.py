@@ -626,24 +626,13 @@ class EvidenceStore:
         Raises:
             StorageError: another writer held the turn for more than ``wait`` seconds.
         """
-        directory = common_dir(self.path) / "afdp-locks" / "branches"
-        directory.mkdir(parents=True, exist_ok=True)
-        name = hashlib.sha256(ref.encode()).hexdigest()[:32] + ".lock"
         deadline = time.monotonic() + wait
-        with open(directory / name, "a") as handle:
-            pause = 0.001
-            while True:
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise StorageError(
-                            f"{ref} is being appended to by another AFDP writer that held "
-                            f"its turn for more than {wait:g} s"
-                        ) from None
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.02)
+        with open(_lock_path(common_dir(self.path) / "afdp-locks" / "branches", ref), "a") as handle:
+            if not _flock_by(handle.fileno(), deadline, pause=0.001, longest=0.02):
+                raise StorageError(
+                    f"{ref} is being appended to by another AFDP writer that held "
+                    f"its turn for more than {wait:g} s"
+                )
             try:
                 yield
             finally:
@@ -665,23 +654,13 @@ class EvidenceStore:
         Raises:
             StorageError: another AFDP writer held the lock past ``deadline`` (exit 3).
         """
-        directory = self.path / "afdp-locks" / "refs"
-        directory.mkdir(parents=True, exist_ok=True)
-        name = hashlib.sha256(ref.encode()).hexdigest()[:32] + ".lock"
-        handle = open(directory / name, "a+")  # noqa: SIM115 (closed below: releases it)
+        path = _lock_path(self.path / "afdp-locks" / "refs", ref)
+        handle = open(path, "a+")  # noqa: SIM115 (closed below: releases it)
         try:
-            pause = 0.002
-            while True:
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise StorageError(
-                            f"repository locked: {ref} is being updated by another AFDP writer"
-                        ) from None
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.1)
+            if not _flock_by(handle.fileno(), deadline, pause=0.002, longest=0.1):
+                raise StorageError(
+                    f"repository locked: {ref} is being updated by another AFDP writer"
+                )
             handle.seek(0)
             left = handle.read().strip() or None
             handle.seek(0)
@@ -724,3 +703,23 @@ class EvidenceStore:
             # passes an explicit Signature to libgit2 wrongly (TypeError), and the
             # reflog is not evidence anyway: the commits and their trailers are.
             txn.set_target(ref, new, signature=None, message=reason)
+
+
+def _lock_path(directory: Path, ref: str) -> Path:
+    """The file of AFDP's ``flock`` on ``ref`` under ``directory`` (created if missing)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / (hashlib.sha256(ref.encode()).hexdigest()[:32] + ".lock")
+
+
+def _flock_by(fd: int, deadline: float, *, pause: float, longest: float) -> bool:
+    """Take an exclusive ``flock`` on ``fd``, polling with growing pauses (``pause``
+    doubling up to ``longest``) until ``deadline``; False if it was still held then."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, longest)
