@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,13 @@ from afdp.evidence.ledger import append_record, seal
 from afdp.evidence.signing import generate_key, load_signer
 from afdp.evidence.store import init_repository
 from afdp.evidence.trust import write_trust_policy
+
+# The slow end-to-end tests run 6 at a time on 2 cores, and several start a Prefect
+# ephemeral API server each; under that load one can take longer than Prefect's default
+# 20 s to come up (CI saw it once). The tests are about AFDP, not about how fast Prefect
+# starts on a loaded machine: give its start-up room unless the caller chose a value.
+# Tests that check the start-up error set their own value in the child's environment.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 @dataclass(frozen=True)

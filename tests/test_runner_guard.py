@@ -266,7 +266,7 @@ def _interrupt_a_run(tmp_path, repo, keys, tsa, *extra: str) -> tuple[subprocess
         env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
         env.pop("PREFECT_API_URL", None)
         child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 150
         while head_of(repo) is None and time.monotonic() < deadline and child.poll() is None:
             time.sleep(0.1)
         assert head_of(repo) is not None, child.communicate(timeout=30)
