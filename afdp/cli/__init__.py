@@ -32,6 +32,17 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("afdp.cli.workflow", "plan_cmd"),
     "run": ("afdp.cli.run", "run_cmd"),
     "demo": ("afdp.cli.run", "demo_cmd"),
+    # Learning from evidence (docs/learning.md).
+    "dataset": ("afdp.cli.dataset", "dataset_group"),
+    "replay": ("afdp.cli.dataset", "replay_cmd"),
+    "similar": ("afdp.cli.predict", "similar_cmd"),
+    "predict": ("afdp.cli.predict", "predict_cmd"),
+    "insights": ("afdp.cli.predict", "insights_cmd"),
+    "import": ("afdp.cli.history", "import_cmd"),
+    # AFDP as a service (docs/service.md).
+    "serve": ("afdp.cli.serve", "serve_cmd"),
+    "find": ("afdp.cli.remote", "find_cmd"),
+    "push": ("afdp.cli.remote", "push_cmd"),
 }
 
 _SHORT_HELP: dict[str, str] = {
@@ -49,6 +60,15 @@ _SHORT_HELP: dict[str, str] = {
     "plan": "Show what a workflow would do (dry run).",
     "run": "Run an evidence workflow for one deployment (Prefect flow).",
     "demo": "Run the whole story locally: no config, no network.",
+    "dataset": "Export a training dataset from evidence that verified.",
+    "replay": "Recompute recorded verdicts from the recorded samples.",
+    "similar": "List past deployments most like a planned one.",
+    "predict": "Predict a deployment's impact, with intervals, from verified history.",
+    "insights": "Report patterns learned from verified deployment history.",
+    "import": "Import past deployments as evidence marked imported.",
+    "serve": "Serve the webhook intake, the dashboard and /metrics.",
+    "find": "Find what happened when a commit or image was deployed.",
+    "push": "Push evidence branches to a central remote (never forced).",
 }
 
 
