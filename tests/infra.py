@@ -15,6 +15,10 @@ Fixtures (register with ``pytest_plugins = ("infra",)`` in conftest, or import t
 - ``fresh_postgres_url`` (function): a new, empty database on that server for one test.
 - ``sqlite_url`` (function): a SQLAlchemy URL of a new SQLite file in the test's tmp dir.
 
+A Prometheus with a past: :func:`backfill_openmetrics` writes OpenMetrics samples with
+past timestamps as TSDB blocks (``promtool tsdb create-blocks-from openmetrics``) into a
+directory; :func:`start_prometheus` on that directory then answers them from history.
+
 Outside pytest, :func:`start_prometheus` and :func:`start_postgres` are context managers
 doing the same. A fixture skips (with the reason) only when the binary is not installed;
 a binary that is installed but fails to start fails the test with its log.
@@ -166,6 +170,36 @@ def start_prometheus(
         finally:
             _stop(process)
     raise InfraError(f"prometheus did not start: {last_error}")
+
+
+PROMTOOL_BINARY = os.environ.get("AFDP_TEST_PROMTOOL", "/usr/bin/promtool")
+
+
+def backfill_openmetrics(text: str, directory: Path) -> Path:
+    """Write the OpenMetrics ``text`` (samples with past timestamps, ending ``# EOF``) as
+    TSDB blocks into ``directory / "data"`` with ``promtool tsdb create-blocks-from
+    openmetrics``, so a :func:`start_prometheus` on ``directory`` answers a real history.
+
+    Returns:
+        The TSDB directory.
+
+    Raises:
+        InfraError: promtool refused the input (its output is in the message).
+    """
+    data = directory / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    source = directory / "history.om"
+    source.write_text(text)
+    done = subprocess.run(
+        [PROMTOOL_BINARY, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise InfraError(f"promtool backfill failed: {done.stdout[-800:]} {done.stderr[-800:]}")
+    return data
 
 
 def _wait_ready(process: subprocess.Popen[bytes], url: str) -> bool:

@@ -60,6 +60,10 @@ def read_story(repository: Path | str, *, service: str, deployment: str) -> dict
                 kind=info.get("AFDP-Kind"),
                 status=predicate.get("status"),
                 summary=predicate.get("summary"),
+                # afdp import: the past time this record describes (None: captured live)
+                described_time=(
+                    predicate.get("described_time") if predicate.get("imported") is True else None
+                ),
             )
         except (KeyError, ValueError, TypeError, json.JSONDecodeError):
             row.update(kind="not-afdp")
@@ -70,6 +74,9 @@ def read_story(repository: Path | str, *, service: str, deployment: str) -> dict
         "branch": ref,
         "head": str(head.id),
         "sealed": bool(rows) and rows[-1]["kind"] == rec.KIND_SEAL,
+        # Imported from history (afdp import) when the genesis record says so.
+        "imported": bool(rows) and rows[0].get("described_time") is not None,
+        "described_time": rows[0].get("described_time") if rows else None,
         "verified": False,
         "records": rows,
     }

@@ -63,6 +63,12 @@ def print_reports(reports: list[BranchReport]) -> None:
             _console.print(
                 f"[bold green]VERIFIED[/] {name}: {len(report.records)} record(s), sealed; signed by {', '.join(signers)}; head {report.head[:12] if report.head else '-'}"
             )
+        if report.imported and report.state != "failed":
+            # Verified as imported: an honest record of the past, never a live capture.
+            _console.print(
+                f"  IMPORTED from history: describes the deployment of {escape(str(report.described_time))}; "
+                "signed and time-stamped at import, not captured live"
+            )
     if len(reports) > 1:
         failed = sum(1 for r in reports if not r.ok)
         _console.print(
@@ -93,6 +99,8 @@ def print_story(story: dict[str, Any]) -> None:
             )
         )
     title = f"{story['service']}/{story['deployment']} ({story['branch']})"
+    if story.get("imported"):
+        title += f" IMPORTED from history: describes {story.get('described_time')}, recorded at import"
     state = "sealed" if story["sealed"] else "not sealed (in progress or truncated)"
     footer = f"{len(story['records'])} record(s), {state}. Not verified: run 'afdp verify' for a verdict."
     if not _console.is_terminal:

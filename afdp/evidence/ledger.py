@@ -69,6 +69,8 @@ class BranchTail:
     kind: str
     envelope_sha256: str
     timestamps: dict[str, str]  # token file name -> hex SHA-256, cited by the next record
+    #: The branch's import marker (afdp import), as its last record states it.
+    imported: rec.Imported | None = None
 
 
 def trailers(message: str) -> dict[str, str]:
@@ -107,7 +109,13 @@ def read_tail(store: EvidenceStore, head: pygit2.Commit) -> BranchTail:
         raise StorageError(
             f"branch head {str(head.id)[:12]} does not match the record it names; run 'afdp verify'"
         )
-    return BranchTail(head, sequence, step, kind, sha256_hex(envelope), tokens)
+    try:
+        imported = rec.imported_of(decode_envelope(envelope)["predicate"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageError(
+            f"branch head {str(head.id)[:12]} holds a record that cannot be read; run 'afdp verify'"
+        ) from exc
+    return BranchTail(head, sequence, step, kind, sha256_hex(envelope), tokens, imported)
 
 
 def _message(
@@ -134,12 +142,21 @@ def commit_message(
         rec.KIND_SEAL: f"seal: {predicate['summary']}",
     }.get(kind, f"{step}: {predicate['status']} - {predicate['summary']}")
     prev = predicate["prev"]["sha256"] if predicate["prev"] else "none"
+    imported = predicate.get("imported") is True
+    if imported:
+        # Plain in `git log --oneline`: this record describes the past, written now.
+        subject = f"[imported] {subject}"
     lines = [
         subject[:200],
         "",
         f"Record {sequence} of {predicate['service']}/{predicate['deployment']}"
         f" ({kind}, status {predicate['status']}).",
     ]
+    if imported:
+        lines.append(
+            f"Imported from history: describes the deployment of {predicate.get('described_time')};"
+            " signed and time-stamped when imported, not captured live."
+        )
     if predicate["error"]:
         lines.append(f"Error: {predicate['error'][:500]}")
     lines += [
@@ -156,6 +173,8 @@ def commit_message(
         f"AFDP-TSA: {tsa_url}",
         f"AFDP-Timestamp: {gen_time}",
     ]
+    if imported:
+        lines.append(f"AFDP-Imported: {predicate.get('described_time')}")
     return "\n".join(lines) + "\n"
 
 
@@ -253,6 +272,7 @@ def _genesis(
     metadata: dict[str, Any] | None,
     workflow_digest: str | None,
     attachments: Mapping[str, bytes] | None = None,
+    imported: rec.Imported | None = None,
 ) -> rec.UnsignedRecord:
     return rec.build_record(
         rec.RecordDraft(
@@ -266,6 +286,7 @@ def _genesis(
             },
             workflow_digest=workflow_digest,
             attachments=dict(attachments or {}),
+            imported=imported,
         ),
         service=service,
         deployment=deployment,
@@ -286,6 +307,7 @@ def open_branch(
     author: tuple[str, str] | None = None,
     timeout: float = 10.0,
     genesis_attachments: Mapping[str, bytes] | None = None,
+    imported: rec.Imported | None = None,
 ) -> AppendedRecord | None:
     """Open a deployment's branch with its genesis record, before any step has a result.
 
@@ -304,7 +326,9 @@ def open_branch(
     ref = branch_ref(service, deployment)
     if store.head(ref) is not None:
         return None
-    genesis = _genesis(service, deployment, genesis_metadata, workflow_digest, genesis_attachments)
+    genesis = _genesis(
+        service, deployment, genesis_metadata, workflow_digest, genesis_attachments, imported
+    )
     try:
         with store.branch_turn(ref):
             if store.head(ref) is not None:
@@ -392,7 +416,12 @@ def _append_in_turn(
         head = store.head(ref)
         if head is None:
             genesis = _genesis(
-                service, deployment, genesis_metadata, draft.workflow_digest, genesis_attachments
+                service,
+                deployment,
+                genesis_metadata,
+                draft.workflow_digest,
+                genesis_attachments,
+                draft.imported,
             )
             try:
                 written.append(
@@ -419,7 +448,26 @@ def _append_in_turn(
             )
         draft_record = draft
         if draft.kind == rec.KIND_SEAL:
-            draft_record = _seal_draft(store, head, draft)
+            # A seal describes the branch it closes: imported when the branch is.
+            draft_record = replace(_seal_draft(store, head, draft), imported=tail.imported)
+        elif draft.imported != tail.imported:
+            # One branch tells one story: live records never continue an imported
+            # branch, nor imported ones a live branch (nor another described time).
+            raise PolicyViolation(
+                f"{service}/{deployment} is "
+                + (
+                    f"imported (describes {rec.format_time(tail.imported.described_time)})"
+                    if tail.imported
+                    else "a live-captured branch"
+                )
+                + ": a record "
+                + (
+                    f"imported for {rec.format_time(draft.imported.described_time)}"
+                    if draft.imported
+                    else "captured live"
+                )
+                + " cannot be appended to it"
+            )
         record = rec.build_record(
             draft_record,
             service=service,

@@ -97,6 +97,37 @@ def record_dir(sequence: int, step: str) -> str:
 
 
 @dataclass(frozen=True)
+class Imported:
+    """The marker of a record imported from history (``afdp import``).
+
+    Such a record describes a past deployment whose time is ``described_time``; its
+    signed ``started_at``/``finished_at`` and its RFC3161 tokens are when it was written
+    (at import), never the described past. Written into the signed predicate as
+    ``"imported": true`` and ``"described_time"``, so it cannot be taken off a record.
+    """
+
+    described_time: datetime
+
+    def __post_init__(self) -> None:
+        # Held as written (UTC, milliseconds), so a marker read back compares equal.
+        object.__setattr__(self, "described_time", parse_time(format_time(self.described_time)))
+
+    def to_predicate(self) -> dict[str, Any]:
+        return {"imported": True, "described_time": format_time(self.described_time)}
+
+
+def imported_of(predicate: Mapping[str, Any]) -> Imported | None:
+    """Return the import marker of a (decoded) predicate, or None for a live record.
+
+    Raises:
+        ValueError: ``described_time`` is not an RFC 3339 time.
+    """
+    if predicate.get("imported") is not True:
+        return None
+    return Imported(parse_time(str(predicate.get("described_time"))))
+
+
+@dataclass(frozen=True)
 class RecordDraft:
     """What a caller supplies for one record, before chaining, signing and time-stamping."""
 
@@ -113,6 +144,8 @@ class RecordDraft:
     summary: str | None = None
     error: str | None = None
     attachments: Mapping[str, bytes] = field(default_factory=dict)
+    #: Set on every record ``afdp import`` writes (see :class:`Imported`).
+    imported: Imported | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in PREDICATE_TYPES:
@@ -202,6 +235,8 @@ def build_record(
         ),
         "artifacts": [],
     }
+    if draft.imported is not None:
+        predicate.update(draft.imported.to_predicate())
     if len(result_bytes) > INLINE_RESULT_LIMIT:
         files[RESULT_FILE] = result_bytes
         predicate["result"] = None

@@ -55,6 +55,7 @@ def build_training_record(
     cited: Sequence[Mapping[str, Any]],
     action: Mapping[str, Any] | None = None,
     label: str | None = None,
+    imported: bool = False,
 ) -> dict[str, Any]:
     """Return the training record of one deployment.
 
@@ -66,6 +67,9 @@ def build_training_record(
     document (``DecisionOutcome.to_json()``); ``action``: an ``ActionResult.to_json()``;
     ``cited``: ``[{step, sequence, sha256}]`` of the records used; ``label`` overrides
     the decision's training label (a ``generate_training_record`` step's own label).
+    ``imported``: the deployment was brought in from history by ``afdp import``; the
+    record then says ``"imported": true`` (absent on live-captured records), so a
+    dataset can tell and filter the two.
 
     Returns:
         The record, canonical-JSON-safe.
@@ -157,6 +161,8 @@ def build_training_record(
             ],
         }
     )
+    if imported:
+        record["imported"] = True
     validate(SCHEMA, record, what="training record")
     return record
 

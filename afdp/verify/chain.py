@@ -51,6 +51,7 @@ def chain_checks(
     previous: RecordFacts | None = None
     previous_time: datetime | None = None
     seal_at: int | None = None
+    genesis_marker: tuple[str | None] | None = None
     for position, slot in enumerate(slots):
         facts = slot.facts
         assert facts is not None  # every slot was checked
@@ -131,6 +132,27 @@ def chain_checks(
                         slot.commit,
                     )
                 )
+        # 12i. imported: one branch tells one story, imported or live, and of one time
+        if facts.kind is not None and not hidden:
+            if genesis_marker is None:
+                genesis_marker = (facts.described_time,)
+            elif (facts.described_time,) != genesis_marker:
+                said = genesis_marker[0]
+                failures.append(
+                    Failure(
+                        where,
+                        "imported",
+                        (
+                            f"record is imported (describes {facts.described_time})"
+                            if facts.described_time
+                            else "record is not marked imported"
+                        )
+                        + ", but the branch's genesis "
+                        + (f"is imported (describes {said})" if said else "is a live-captured record"),
+                        facts.sequence,
+                        slot.commit,
+                    )
+                )
         # 13. time-order
         if facts.timestamps:
             stamped = min(datetime.fromisoformat(t) for t, _ in facts.timestamps)
@@ -175,6 +197,7 @@ def chain_checks(
                 facts.finished_at,
                 slot.commit,
                 facts.tsa_url,
+                described_time=facts.described_time,
             )
         )
     if slots and slots[-1].facts is not None:

@@ -146,6 +146,7 @@ class RecordFacts:
     prev_timestamps: dict[str, str] | None = None  # what the record cites of its predecessor
     tsa_url: str | None = None  # the AFDP-TSA trailer (no signature covers it)
     keyless_identity: str | None = None  # the verified certificate identity (keyless)
+    described_time: str | None = None  # imported records only (afdp import): the past they describe
     stage: str = "layout"  # the check running (names an unexpected error)
 
     def fail(self, check: str, reason: str) -> None:
@@ -243,6 +244,8 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
     if predicate["prev_timestamps"] is not None:
         facts.prev_timestamps = {t["path"]: t["sha256"] for t in predicate["prev_timestamps"]}
     facts.started_at, facts.finished_at = predicate["started_at"], predicate["finished_at"]
+    if predicate.get("imported") is True:  # the schema ties described_time to it
+        facts.described_time = predicate.get("described_time")
     times = {}
     for name in ("started_at", "finished_at"):
         try:

@@ -43,6 +43,13 @@ class VerifiedRecord:
     #: The AFDP-TSA commit trailer: a well-formed URL, but no signature covers it.
     tsa_url: str | None = None
     unverified: tuple[str, ...] = ("tsa_url",)
+    #: ``afdp import``: the past deployment time this record describes (its signed
+    #: times and tokens are when it was imported); None on a live-captured record.
+    described_time: str | None = None
+
+    @property
+    def imported(self) -> bool:
+        return self.described_time is not None
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,17 @@ class BranchReport:
         return not self.failures
 
     @property
+    def imported(self) -> bool:
+        """Return True when the branch was imported from history (``afdp import``): its
+        genesis record says so, and check 12i holds every other record to it."""
+        return bool(self.records) and self.records[0].imported
+
+    @property
+    def described_time(self) -> str | None:
+        """Return the past deployment time an imported branch describes (else None)."""
+        return self.records[0].described_time if self.records else None
+
+    @property
     def state(self) -> str:
         """``verified`` (sealed and clean), ``unsealed`` (clean, allowed) or ``failed``."""
         if self.failures:
@@ -80,11 +98,13 @@ class BranchReport:
             "state": self.state,
             "ok": self.ok,
             "sealed": self.sealed,
+            "imported": self.imported,
+            "described_time": self.described_time,
             "record_count": len(self.records),
             "trust_policy": self.trust_policy,
             "checked_at": self.checked_at,
             "failures": [asdict(f) for f in self.failures],
-            "records": [asdict(r) for r in self.records],
+            "records": [{**asdict(r), "imported": r.imported} for r in self.records],
         }
 
 

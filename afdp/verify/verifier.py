@@ -22,6 +22,8 @@ the chain checks over the results in order:
 12. ``chain``       record N stands at position N, genesis first, its ``prev`` is the
                     digest of record N-1's envelope, and its ``prev_timestamps`` name
                     exactly record N-1's time-stamp token files, by SHA-256
+12i. ``imported``   every record carries the genesis record's import marker
+                    (``imported``, ``described_time``: ``afdp import``) or none does
 13. ``time-order``  time-stamps never go backwards along the chain (1 s tolerance)
 14. ``seal``        the last record is a seal that lists every record before it
                     (an unsealed branch fails unless unsealed branches are allowed)

@@ -303,7 +303,7 @@ def _decision(decision: dict[str, Any], record: int | None) -> str:
             rows.append(f"<tr><th>{escape(label)}</th><td>{escape(_text(decision[key]))}</td></tr>")
     performed = decision.get("action_result")
     if isinstance(performed, dict):
-        status = {"ok": "done", "failed": "FAILED", "not_configured": "not configured"}.get(
+        status = {"ok": "done", "failed": "FAILED", "not_configured": "not configured", "not_performed": "not performed (imported from history)"}.get(
             str(performed.get("status")), str(performed.get("status") or "")
         )
         text = " ".join(

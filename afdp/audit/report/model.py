@@ -64,6 +64,15 @@ class DeploymentSection:
 
     @property
     def headline(self) -> str:
+        text = self._headline()
+        if self.verdict != FAILED and self.verification.imported:
+            text += (
+                f"; IMPORTED from history: describes the deployment of "
+                f"{self.verification.described_time}, recorded at import, not captured live"
+            )
+        return text
+
+    def _headline(self) -> str:
         v = self.verification
         if self.verdict == FAILED:
             return (
@@ -86,6 +95,7 @@ class DeploymentSection:
         return {
             "verdict": self.verdict,
             "headline": self.headline,
+            "imported": self.verdict != FAILED and self.verification.imported,
             "service": self.verification.service,
             "deployment": self.verification.deployment,
             "deployment_facts": self.findings.deployment,

@@ -230,6 +230,9 @@ def _genesis_metadata(request: RunRequest, files: Mapping[str, bytes] | None = N
         # --set values (workflow variables, never ${env.*} secrets).
         "overrides": dict(request.overrides),
     }
+    if request.import_source is not None:
+        # afdp import: where the past deployment was read from (records say imported).
+        metadata["import"] = dict(request.import_source)
     if policy is not None:
         admitted: dict[str, Any] = {"name": policy.name}
         policy_file = _file_entry(POLICY_FILE, getattr(policy, "raw", None), files)
@@ -268,6 +271,7 @@ def _open_or_probe(run: RunState) -> None:
         genesis_metadata=run.redact(_genesis_metadata(request, files)),
         genesis_attachments=files,
         author=request.author,
+        imported=request.imported,
     )
 
 

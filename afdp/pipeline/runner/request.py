@@ -158,6 +158,11 @@ class RunRequest:
     #: Called with each :class:`StepReport` once its record is written; if it also has a
     #: ``starting(step, seconds)`` method, that is called before each step runs.
     progress: Callable[[StepReport], None] | None = None
+    #: ``afdp import``: every record is marked imported, describing this past time
+    #: (:class:`afdp.evidence.records.Imported`); decided actions and notifications are
+    #: recorded, never carried out. ``import_source`` goes into the genesis metadata.
+    imported: rec.Imported | None = None
+    import_source: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES and self.phase not in {p.name for p in self.workflow.phases}:

@@ -345,6 +345,7 @@ def _append(run: RunState, step: Step, outcome: StepResult) -> None:
         summary=run.redact(_one_line(outcome.summary))[:200],
         error=run.redact(outcome.error) if outcome.error else None,
         attachments=dict(outcome.attachments),
+        imported=request.imported,
     )
     draft = _refuse_encoded_secrets(run, draft)
     files = _genesis_files(run)

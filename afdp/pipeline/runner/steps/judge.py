@@ -27,6 +27,10 @@ def _analysis_source(run: RunState, step: Step, name: str | None) -> str | None:
     return earlier[-1] if earlier else None
 
 
+#: The action status of a decision recorded by ``afdp import``: decided, not carried out.
+NOT_PERFORMED = "not_performed"
+
+
 def handle_analyze(run: RunState, step: Step, values: dict[str, Any]) -> StepResult:
     from afdp.pipeline.analysis import analyze
 
@@ -118,6 +122,21 @@ def _act(
 
     decision = decision if decision is not None else outcome.to_json()
     spec = run.workflow.action(outcome.action) if outcome.action else None
+    if run.request.imported is not None:
+        # afdp import judges a past deployment: the decision is evidence, but acting
+        # on it now (rolling back today's version, paging today) would be wrong.
+        return {
+            "action": outcome.action,
+            "status": NOT_PERFORMED,
+            "kind": None,
+            "target": None,
+            "detail": "imported from history: the decision is recorded, its action is not carried out",
+            "exit_code": None,
+            "http_status": None,
+            "output": None,
+            "duration_seconds": None,
+            "signed": False,
+        }
     result = perform_action(spec, outcome, values=values, env=run.env, payload=_payload(run, decision, analysis))
     return dict(result.to_json())
 
@@ -139,8 +158,9 @@ def _named_quantities(run: RunState, source: str | None, merged: dict[str, Any])
 def _notify(
     run: RunState, outcome: Any, decision: dict[str, Any], values: dict[str, Any], source: str | None
 ) -> list[dict[str, Any]]:
-    """Send the decision to the channels the matched decision's ``notify:`` names."""
-    if not outcome.notify:
+    """Send the decision to the channels the matched decision's ``notify:`` names
+    (none for an imported past deployment: nobody is paged about the past)."""
+    if not outcome.notify or run.request.imported is not None:
         return []
     from afdp.pipeline.notify import notify
 

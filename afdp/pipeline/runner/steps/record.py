@@ -41,6 +41,7 @@ def handle_record(run: RunState, step: Step, values: dict[str, Any]) -> StepResu
         cited=cited,
         action=run.action,
         label=params.training_label,
+        imported=run.request.imported is not None,
     )
     label = record.get("label")
     if label is None and decision:

@@ -1,0 +1,690 @@
+"""Importing past deployments (``afdp import``): evidence of the past, marked as such.
+
+Teams already have a history of deployments: GitHub deployments or releases, or a CSV of
+deploy times. :func:`import_history` turns each into a deployment branch judged exactly
+as a live run judges one, so predictions have data from day one:
+
+1. the history file is read and checked whole (:func:`read_history`); any bad entry is a
+   :class:`~afdp.errors.UsageError` naming the file, the entry and the field, and nothing
+   is recorded;
+2. each deployment gets a deterministic branch ``afdp/<service>/imported-<source>-<id>``
+   (:func:`deployment_name`): a branch that already exists is skipped and said so, so
+   importing the same history twice records nothing twice and rewrites nothing;
+3. the workflow runs through the live runner (:func:`afdp.pipeline.runner.run_workflow`)
+   in its ``post`` phase, on a :class:`HistoryClock` that starts at the deployment's
+   time: the baseline is the workflow's window before that time and every later capture
+   is a ``query_range`` over its window after it, answered from Prometheus' own history;
+   analysis, decision and training record are the live code's;
+4. every record carries the signed marker ``imported: true`` and ``described_time`` (the
+   deployment's time), while its signed times and RFC3161 tokens are when it was written:
+   an imported record can never pass for a live-captured one.
+
+What cannot describe the past is never invented: only Prometheus collectors are queried
+(any other source is recorded as failed, "keeps no history"); a window Prometheus no
+longer holds is a failed capture with Prometheus' answer and the analysis says
+``no_data``; decided actions and notifications are recorded as ``not_performed``; steps
+that act on or read live systems (SQL, flags, traffic, signals, stores) are recorded as
+skipped with the reason; a deployment whose impact window has not ended yet is skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from afdp.errors import UsageError
+from afdp.evidence import records as rec
+from afdp.evidence.canonical import sha256_hex
+from afdp.evidence.names import branch_ref
+from afdp.pipeline.runner.executor import StepExecutor
+from afdp.pipeline.runner.request import DeploymentInfo, RunRequest, declared_triggers
+from afdp.pipeline.runner.state import _skipped
+from afdp.workflow.catalog import StepKind
+from afdp.workflow.interpolation import Template
+from afdp.workflow.model import Step, Workflow
+
+#: The kinds of history file ``afdp import`` reads, by option name.
+SOURCES = ("github-deployments", "github-releases", "csv")
+#: Branch-name prefix of every imported deployment: ``imported-<tag>-<id>``.
+PREFIX = "imported"
+_TAGS = {"github-deployments": "ghd", "github-releases": "ghr", "csv": "csv"}
+#: CSV columns, in the order the docs list them; ``deployed_at`` is required.
+CSV_COLUMNS = (
+    "deployed_at",
+    "id",
+    "service",
+    "version",
+    "commit",
+    "environment",
+    "deployer",
+    "change_size",
+    "changed_files",
+    "branch",
+    "commit_message",
+)
+#: Step kinds that act on or read live systems: recorded as skipped in an import.
+LIVE_KINDS = frozenset(
+    {
+        StepKind.QUERY,
+        StepKind.CHECK,
+        StepKind.SEGMENT,
+        StepKind.FLAG,
+        StepKind.BUSINESS,
+        StepKind.DATABASE,
+        StepKind.CORRELATE,
+        StepKind.STORE,
+        StepKind.TRAFFIC,
+    }
+)
+#: Prometheus stores a sample a moment after its time: a window must have ended this
+#: long ago before it counts as history.
+SETTLE = timedelta(seconds=30)
+_HEX = re.compile(r"[0-9a-fA-F]{7,64}")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}")
+
+
+@dataclass(frozen=True)
+class PastDeployment:
+    """One deployment read from a history file (checked, not yet imported)."""
+
+    source: str
+    key: str  # the entry's own id in its source (GitHub id, CSV id or time+commit)
+    where: str  # "row 3", "entry 2 (id 1234)": for messages
+    deployed_at: datetime
+    service: str | None = None
+    commit: str | None = None
+    deployer: str | None = None
+    environment: str | None = None
+    version: str | None = None
+    changed_files: tuple[str, ...] = ()
+    deployment_size: int | None = None
+    branch: str | None = None
+    commit_message: str | None = None
+    #: Why this entry is not imported although it is well-formed (a failed GitHub
+    #: deployment, a draft release, another service's row).
+    skip: str | None = None
+
+    def info(self) -> DeploymentInfo:
+        return DeploymentInfo(
+            commit=self.commit,
+            deployer=self.deployer,
+            environment=self.environment,
+            version=self.version,
+            changed_files=self.changed_files,
+            deployment_size=self.deployment_size,
+            branch=self.branch,
+            commit_message=self.commit_message,
+            deployed_at=self.deployed_at,
+        )
+
+
+def deployment_name(entry: PastDeployment) -> str:
+    """Return the deployment id of an imported entry: ``imported-<ghd|ghr|csv>-<id>``.
+
+    Deterministic, so a second import of the same history finds the branch the first
+    wrote. The signed ``imported`` marker, not this name, is what verification trusts.
+    """
+    return f"{PREFIX}-{_TAGS[entry.source]}-{entry.key}"[:100]
+
+
+# -- reading history files --------------------------------------------------------------
+
+
+def read_history(path: Path, source: str, *, service: str, now: datetime | None = None) -> list[PastDeployment]:
+    """Return every deployment of a history file, checked whole before anything is written.
+
+    ``source``: one of :data:`SOURCES`. GitHub files are the JSON of the REST API's
+    ``GET /repos/{owner}/{repo}/deployments`` (each object may carry a ``statuses`` list:
+    the JSON of that deployment's ``.../statuses``) or ``GET .../releases``.
+
+    Raises:
+        UsageError: unreadable file, or an entry that is malformed: the message names the
+            file, the entry (row or index) and the field (exit 2).
+    """
+    if source not in SOURCES:
+        raise UsageError(f"unknown history source {source!r}: use one of {', '.join(SOURCES)}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read it: {exc}") from exc
+    moment = now or rec.utc_now()
+    if source == "csv":
+        entries = _read_csv(path, text, service)
+    else:
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"{path}: not JSON: {exc}") from exc
+        if not isinstance(document, list):
+            raise UsageError(f"{path}: expected a JSON array (the API's list answer), got {type(document).__name__}")
+        reader = _github_deployment if source == "github-deployments" else _github_release
+        entries = []
+        for index, item in enumerate(document):
+            if not isinstance(item, dict):
+                raise UsageError(f"{path}: entry {index}: expected an object, got {type(item).__name__}")
+            entries.append(reader(path, index, item))
+    seen: dict[str, str] = {}
+    for entry in entries:
+        if entry.deployed_at > moment:
+            raise UsageError(f"{path}: {entry.where}: deployed_at {rec.format_time(entry.deployed_at)} is in the future")
+        name = deployment_name(entry)
+        if name in seen:
+            raise UsageError(f"{path}: {entry.where}: the same deployment as {seen[name]} ({name})")
+        seen[name] = entry.where
+    return entries
+
+
+def _fail(path: Path, where: str, name: str, problem: str) -> UsageError:
+    return UsageError(f"{path}: {where}, {name}: {problem}")
+
+
+def _time(path: Path, where: str, name: str, value: Any) -> datetime:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(path, where, name, "missing (an RFC 3339 time with a zone, e.g. 2026-11-02T14:05:00Z)")
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise _fail(path, where, name, f"{value[:40]!r} is not an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise _fail(path, where, name, f"{value[:40]!r} has no time zone (add Z or +hh:mm)")
+    return moment.astimezone(UTC)
+
+
+def _text(path: Path, where: str, name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise _fail(path, where, name, f"expected text, got {type(value).__name__}")
+    text = str(value).strip()
+    if any(ord(c) < 32 for c in text):
+        raise _fail(path, where, name, "contains control characters")
+    return text[:500] or None
+
+
+def _commit(path: Path, where: str, name: str, value: Any) -> str | None:
+    text = _text(path, where, name, value)
+    if text is not None and not _HEX.fullmatch(text):
+        raise _fail(path, where, name, f"{text[:40]!r} is not a hex commit id (7-64 hex digits)")
+    return text.lower() if text else None
+
+
+def _key(path: Path, where: str, name: str, value: Any) -> str:
+    text = _text(path, where, name, value)
+    if text is None or not _ID.fullmatch(text):
+        raise _fail(path, where, name, f"{str(value)[:40]!r} is not an id (letters, digits, '.', '_', '-')")
+    return text
+
+
+def _read_csv(path: Path, text: str, service: str) -> list[PastDeployment]:
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if not header:
+        raise UsageError(f"{path}: empty CSV: the first line names the columns ({', '.join(CSV_COLUMNS)})")
+    unknown = [h for h in header if h not in CSV_COLUMNS]
+    if unknown:
+        raise UsageError(f"{path}: line 1: unknown column(s) {', '.join(map(repr, unknown))}; columns: {', '.join(CSV_COLUMNS)}")
+    if "deployed_at" not in header:
+        raise UsageError(f"{path}: line 1: no deployed_at column (required)")
+    if len(set(header)) != len(header):
+        raise UsageError(f"{path}: line 1: a column is named twice")
+    reader.fieldnames = header
+    entries = []
+    for row in reader:
+        where = f"row {reader.line_num}"
+        if None in row:
+            raise UsageError(f"{path}: {where}: more fields than columns")
+        values = {k: (v if v is None else v.strip()) for k, v in row.items()}
+        if not any(values.values()):
+            continue  # a blank line
+        deployed = _time(path, where, "deployed_at", values.get("deployed_at"))
+        commit = _commit(path, where, "commit", values.get("commit") or None)
+        size_text = values.get("change_size") or None
+        size = None
+        if size_text is not None:
+            if not size_text.isdigit():
+                raise _fail(path, where, "change_size", f"{size_text[:20]!r} is not a whole number of lines >= 0")
+            size = int(size_text)
+        files = tuple(f.strip() for f in (values.get("changed_files") or "").split(";") if f.strip())
+        key = (
+            _key(path, where, "id", values["id"])
+            if values.get("id")
+            else deployed.strftime("%Y%m%dT%H%M%SZ") + (f"-{commit[:12]}" if commit else "")
+        )
+        row_service = _text(path, where, "service", values.get("service") or None)
+        entries.append(
+            PastDeployment(
+                source="csv",
+                key=key,
+                where=where,
+                deployed_at=deployed,
+                service=row_service,
+                commit=commit,
+                deployer=_text(path, where, "deployer", values.get("deployer") or None),
+                environment=_text(path, where, "environment", values.get("environment") or None),
+                version=_text(path, where, "version", values.get("version") or None),
+                changed_files=files,
+                deployment_size=size,
+                branch=_text(path, where, "branch", values.get("branch") or None),
+                commit_message=_text(path, where, "commit_message", values.get("commit_message") or None),
+                skip=(
+                    f"row names service {row_service!r}, not {service!r}"
+                    if row_service is not None and row_service != service
+                    else None
+                ),
+            )
+        )
+    return entries
+
+
+def _login(path: Path, where: str, name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _fail(path, where, name, "expected a user object with a login")
+    return _text(path, where, f"{name}.login", value.get("login"))
+
+
+def _github_deployment(path: Path, index: int, item: dict[str, Any]) -> PastDeployment:
+    where = f"entry {index}"
+    key = _key(path, where, "id", item.get("id"))
+    where = f"entry {index} (id {key})"
+    deployed = _time(path, where, "created_at", item.get("created_at"))
+    skip = None
+    statuses = item.get("statuses")
+    if statuses is not None:
+        # The deployment's own statuses, when given: it took effect at its (first)
+        # success; one that never succeeded did not change what ran.
+        if not isinstance(statuses, list) or not all(isinstance(s, dict) for s in statuses):
+            raise _fail(path, where, "statuses", "expected a list of deployment status objects")
+        successes = []
+        for number, status in enumerate(statuses):
+            state = status.get("state")
+            if not isinstance(state, str):
+                raise _fail(path, where, f"statuses[{number}].state", "missing")
+            if state == "success":
+                successes.append(_time(path, where, f"statuses[{number}].created_at", status.get("created_at")))
+        if successes:
+            deployed = min(successes)
+        else:
+            states = sorted({str(s.get("state")) for s in statuses}) or ["none"]
+            skip = f"the deployment never succeeded (statuses: {', '.join(states)})"
+    payload = item.get("payload")
+    if isinstance(payload, str) and payload.strip():
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            payload = None
+    payload = payload if isinstance(payload, dict) else {}
+    size = payload.get("change_size")
+    files = payload.get("changed_files")
+    return PastDeployment(
+        source="github-deployments",
+        key=key,
+        where=where,
+        deployed_at=deployed,
+        commit=_commit(path, where, "sha", item.get("sha")),
+        deployer=_login(path, where, "creator", item.get("creator")),
+        environment=_text(path, where, "environment", item.get("environment")),
+        version=_text(path, where, "payload.version", payload.get("version")),
+        branch=_text(path, where, "ref", item.get("ref")),
+        commit_message=_text(path, where, "description", item.get("description")),
+        deployment_size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
+        changed_files=tuple(str(f) for f in files) if isinstance(files, list) else (),
+        skip=skip,
+    )
+
+
+def _github_release(path: Path, index: int, item: dict[str, Any]) -> PastDeployment:
+    where = f"entry {index}"
+    key = _key(path, where, "id", item.get("id"))
+    where = f"entry {index} (id {key})"
+    version = _text(path, where, "tag_name", item.get("tag_name"))
+    if version is None:
+        raise _fail(path, where, "tag_name", "missing")
+    skip = None
+    published = item.get("published_at")
+    if item.get("draft") is True or published is None:
+        # A draft was never published: nothing was released at any time.
+        skip = "a draft release (never published)"
+        deployed = _time(path, where, "created_at", item.get("created_at"))
+    else:
+        deployed = _time(path, where, "published_at", published)
+    target = _text(path, where, "target_commitish", item.get("target_commitish"))
+    is_sha = target is not None and re.fullmatch(r"[0-9a-fA-F]{40}", target) is not None
+    return PastDeployment(
+        source="github-releases",
+        key=key,
+        where=where,
+        deployed_at=deployed,
+        commit=target.lower() if is_sha and target else None,
+        branch=None if is_sha else target,
+        deployer=_login(path, where, "author", item.get("author")),
+        version=version,
+        commit_message=_text(path, where, "name", item.get("name")),
+        skip=skip,
+    )
+
+
+# -- running a workflow over the past -----------------------------------------------------
+
+
+class HistoryClock:
+    """The run's clock for a past deployment: ``now()`` starts at the deployment's time
+    and advances only when the run waits, instantly (nothing is slept).
+
+    A wait of the run (its own thread) moves time on by its length. A collector thread's
+    wait moves it to that thread's last reading plus the wait, so the metrics of one
+    capture, collected in parallel over the same window, move it once, not once each.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+        self._owner = threading.get_ident()
+        self._lock = threading.Lock()
+        self._read = threading.local()
+
+    def now(self) -> datetime:
+        with self._lock:
+            self._read.at = self._now
+            return self._now
+
+    def sleep(self, seconds: float) -> None:
+        step = timedelta(seconds=max(0.0, seconds))
+        with self._lock:
+            if threading.get_ident() == self._owner:
+                self._now += step
+            else:
+                base = getattr(self._read, "at", self._now)
+                self._now = max(self._now, base + step)
+            self._read.at = self._now
+
+
+class ImportExecutor(StepExecutor):
+    """Runs steps inline, but never a step that acts on or reads a live system (recorded
+    as skipped with the reason), nor a collection from a source without history."""
+
+    def context(self) -> dict[str, Any]:
+        return {"engine": "afdp", "imported": True}
+
+    def run(self, step: Step, work: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+        reason = live_reason(step)
+        if reason is not None:
+            return _skipped(f"skipped: imported from history: {reason}"), {}
+        return work(), {}
+
+    def collect(self, step: Step, calls: Mapping[str, Callable[[], Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+        from afdp.pipeline.collectors.base import CollectorFailed
+
+        history = {k: c for k, c in calls.items() if getattr(c, "history", False)}
+        out, context = super().collect(step, history)
+        for key in calls.keys() - history.keys():
+            out[key] = CollectorFailed(
+                "this source keeps no history, so it cannot describe a past deployment (import)"
+            )
+        return out, context
+
+
+def live_reason(step: Step) -> str | None:
+    """Return why ``step`` cannot be run for a past deployment, or None if it can."""
+    if step.kind in LIVE_KINDS:
+        return f"a {step.type} step acts on or reads a live system, which cannot describe the past"
+    return None
+
+
+def with_prometheus(workflow: Workflow, url: str) -> Workflow:
+    """Return ``workflow`` with every Prometheus collector reading from ``url`` (the
+    server that holds the history). The admission policy judges it again before the run;
+    each capture's provenance names the server that answered."""
+    literal = Template(url, (url,))
+    collectors = tuple(
+        replace(c, url=literal) if c.type == "prometheus" else c for c in workflow.collectors
+    )
+    return replace(workflow, collectors=collectors)
+
+
+def _mark(workflow: Workflow) -> int:
+    for step in workflow.steps:
+        if step.kind is StepKind.MARK:
+            return step.index
+    if workflow.boundary is not None:
+        return workflow.boundary
+    raise UsageError(
+        f"workflow {workflow.name} has no mark_deployment_time step: an import needs it to "
+        "place the past deployment between its baseline and its impact"
+    )
+
+
+def _after(workflow: Workflow) -> timedelta:
+    """How long after the deployment the workflow's post-deployment steps reach."""
+    mark = _mark(workflow)
+    millis = sum(s.max_duration().milliseconds for s in workflow.steps[mark:] if live_reason(s) is None)
+    return timedelta(milliseconds=millis)
+
+
+def _trigger(workflow: Workflow) -> str:
+    listed = declared_triggers(workflow)
+    for name in ("deployment_completed", "manual_trigger"):
+        if listed is None or name in listed:
+            return name
+    return listed[0] if listed else "manual_trigger"
+
+
+@dataclass(frozen=True)
+class ImportedDeployment:
+    """What the import did with one past deployment."""
+
+    where: str
+    deployment: str
+    described_time: str
+    status: str  # imported | resumed | skipped | would_import
+    reason: str | None = None
+    branch: str | None = None
+    decision: str | None = None
+    analysis: str | None = None
+    failed_steps: tuple[str, ...] = ()
+    seal_digest: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "where": self.where,
+            "deployment": self.deployment,
+            "described_time": self.described_time,
+            "status": self.status,
+            "reason": self.reason,
+            "branch": self.branch,
+            "decision": self.decision,
+            "analysis": self.analysis,
+            "failed_steps": list(self.failed_steps),
+            "seal_digest": self.seal_digest,
+        }
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """Every entry of the history file and what became of it."""
+
+    source: str
+    file: str
+    file_sha256: str
+    service: str
+    dry_run: bool
+    deployments: tuple[ImportedDeployment, ...] = field(default_factory=tuple)
+
+    def count(self, status: str) -> int:
+        return sum(1 for d in self.deployments if d.status == status)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "file": self.file,
+            "file_sha256": self.file_sha256,
+            "service": self.service,
+            "dry_run": self.dry_run,
+            "imported": self.count("imported") + self.count("resumed"),
+            "skipped": self.count("skipped"),
+            "deployments": [d.to_json() for d in self.deployments],
+        }
+
+
+def import_history(
+    *,
+    history: Path,
+    source: str,
+    service: str,
+    workflow_path: Path,
+    repository: Path,
+    key: str,
+    tsa_urls: Sequence[str],
+    prometheus: str,
+    overrides: Mapping[str, Any] | None = None,
+    public_key: str | None = None,
+    policy: Path | None = None,
+    dry_run: bool = False,
+    progress: Callable[[ImportedDeployment], None] | None = None,
+    now: datetime | None = None,
+) -> ImportOutcome:
+    """Import every deployment of ``history`` into ``repository`` (see the module doc).
+
+    Returns:
+        The :class:`ImportOutcome`: per entry, imported / resumed (an interrupted import
+        continued) / skipped (with the reason) / would_import (``dry_run``).
+
+    Raises:
+        UsageError: a bad history file, workflow, ``--set`` or name (nothing written).
+        PolicyRejected: the admission policy refuses the workflow with this Prometheus.
+        SigningError / TimestampError / StorageError: a record could not be written; the
+            deployments imported before it stay, and a re-run continues.
+    """
+    from afdp.evidence.signing import load_signer
+    from afdp.evidence.store import EvidenceStore
+    from afdp.pipeline.runner import check_overrides, run_workflow
+    from afdp.workflow import load_workflow
+
+    moment = now or rec.utc_now()
+    entries = read_history(history, source, service=service, now=moment)
+    if not re.match(r"https?://", prometheus):
+        raise UsageError(f"--prometheus {prometheus!r}: expected an http(s) URL")
+    workflow = with_prometheus(load_workflow(workflow_path, policy=policy), prometheus.rstrip("/"))
+    reach = _after(workflow)
+    check_overrides(workflow, overrides or {})
+    branch_ref(service, "x")  # the service name, checked before anything else
+    raw = history.read_bytes()
+    source_facts = {
+        "source": source,
+        "file": history.name,
+        "file_sha256": sha256_hex(raw),
+        "prometheus": prometheus.rstrip("/"),
+    }
+    signer = None if dry_run else load_signer(key, public_key=public_key)
+    store = EvidenceStore(repository)
+    results: list[ImportedDeployment] = []
+    for entry in entries:
+        name = deployment_name(entry)
+        described = rec.format_time(entry.deployed_at)
+        ref = branch_ref(service, name)
+
+        def done(status: str, reason: str | None = None, **more: Any) -> None:
+            item = ImportedDeployment(entry.where, name, described, status, reason, ref, **more)  # noqa: B023
+            results.append(item)
+            if progress is not None:
+                progress(item)
+
+        if entry.skip is not None:
+            done("skipped", entry.skip)
+            continue
+        ends = entry.deployed_at + reach
+        if ends + SETTLE > moment:
+            done("skipped", f"its impact window ends at {rec.format_time(ends)}: not history yet (use afdp run)")
+            continue
+        head = store.head(ref)
+        resumed = False
+        if head is not None:
+            marker = _marker(store, ref)
+            if marker is None:
+                done("skipped", "a live-captured branch of that name exists; left untouched")
+                continue
+            if _sealed(store, head):
+                done("skipped", "already imported (the branch exists and is sealed); nothing rewritten")
+                continue
+            resumed = True  # an import interrupted earlier: continue it, nothing rewritten
+        if dry_run:
+            done("would_import", "resumes the interrupted import" if resumed else None)
+            continue
+        assert signer is not None
+        request = RunRequest(
+            workflow=workflow,
+            repository=repository,
+            service=service,
+            deployment=name,
+            signer=signer,
+            tsa_urls=tuple(tsa_urls),
+            info=entry.info(),
+            overrides=dict(overrides or {}),
+            phase="post",
+            clock=HistoryClock(entry.deployed_at),
+            trigger=_trigger(workflow),
+            imported=rec.Imported(entry.deployed_at),
+            import_source={**source_facts, "entry": entry.where, "id": entry.key},
+        )
+        outcome = run_workflow(request, executor=ImportExecutor())
+        decision = (outcome.decision or {}).get("action")
+        summary = ((outcome.analysis or {}).get("summary") or {})
+        analysis = None
+        if isinstance(summary, dict):
+            if summary.get("any_degradation"):
+                analysis = "degraded"
+            elif summary.get("inconclusive"):
+                analysis = f"inconclusive ({', '.join(summary['inconclusive'])})"
+            elif summary.get("any_degradation") is False:
+                analysis = "no degradation"
+        done(
+            "resumed" if resumed else "imported",
+            None,
+            decision=decision,
+            analysis=analysis,
+            failed_steps=tuple(s.name for s in outcome.failed_steps),
+            seal_digest=outcome.seal_digest,
+        )
+    return ImportOutcome(source, str(history), sha256_hex(raw), service, dry_run, tuple(results))
+
+
+def _marker(store: Any, ref: str) -> rec.Imported | None:
+    from afdp.evidence.ledger import decode_envelope, trailers
+
+    head = store.head(ref)
+    first = list(store.history(head))[0]
+    info = trailers(store.message_of(first))
+    envelope = store.read_blob(first.tree, f"{rec.record_dir(int(info.get('AFDP-Record', 0)), info.get('AFDP-Step', 'genesis'))}/{rec.ENVELOPE_FILE}")
+    try:
+        return rec.imported_of(decode_envelope(envelope or b"")["predicate"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _sealed(store: Any, head: Any) -> bool:
+    from afdp.evidence.ledger import trailers
+
+    return trailers(store.message_of(head)).get("AFDP-Kind") == rec.KIND_SEAL
+
+
+__all__ = [
+    "CSV_COLUMNS",
+    "SOURCES",
+    "HistoryClock",
+    "ImportExecutor",
+    "ImportOutcome",
+    "ImportedDeployment",
+    "PastDeployment",
+    "deployment_name",
+    "import_history",
+    "read_history",
+    "with_prometheus",
+]
