@@ -475,3 +475,64 @@ def test_history_clock_moves_once_per_parallel_capture():
     assert clock.now() == start + timedelta(seconds=300)  # three metrics of one window
     clock.sleep(60)  # the run's own wait
     assert clock.now() == start + timedelta(seconds=360)
+
+
+class _FlakyTsa(BaseHTTPRequestHandler):
+    """A loopback proxy to the real TSA that answers ``budget`` requests, then fails
+    (a TSA going down in the middle of an import)."""
+
+    target = ""
+    budget = 0
+
+    def do_POST(self) -> None:  # noqa: N802
+        import httpx
+
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if _FlakyTsa.budget <= 0:
+            self.send_response(503)
+            self.end_headers()
+            return
+        _FlakyTsa.budget -= 1
+        answer = httpx.post(_FlakyTsa.target, content=body, headers={"Content-Type": "application/timestamp-query"})
+        self.send_response(answer.status_code)
+        self.send_header("Content-Type", answer.headers.get("Content-Type", "application/timestamp-reply"))
+        self.send_header("Content-Length", str(len(answer.content)))
+        self.end_headers()
+        self.wfile.write(answer.content)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_interrupted_import_resumes_with_the_same_windows(tmp_path, cli, keys, tsa, trust_file, history_prometheus):
+    prometheus, times = history_prometheus
+    repo = tmp_path / "evidence"
+    assert cli("init", str(repo)).code == 0
+    workflow, _, _ = _files(tmp_path, times)
+    table = tmp_path / "one.csv"
+    table.write_text(f"deployed_at,id,commit\n{rec.format_time(times['A'])},a1,{COMMIT_A}\n")
+    server = HTTPServer(("127.0.0.1", 0), _FlakyTsa)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _FlakyTsa.target, _FlakyTsa.budget = tsa.url, 5  # genesis .. the wait: then the TSA is down
+    flaky = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        first = cli("import", "--repo", str(repo), "--key", str(keys / "dev.key"), "--tsa", flaky,
+                    "--csv", str(table), "--service", "api", "--workflow", str(workflow),
+                    "--prometheus", prometheus, "--json")  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert first.code == 3, (first.out, first.err)
+    written = [p["step"]["name"] for p in _predicates(repo, "imported-csv-a1")]
+    assert written[-1] != "seal" and "capture_impact" not in written, written
+    again = _import(cli, repo, keys, tsa, prometheus, workflow, "--csv", str(table))
+    assert again.code == 0, again.err
+    item = again.json()["deployments"][0]
+    assert item["status"] == "resumed" and item["decision"] == "rollback", item
+    by_step = {p["step"]["name"]: p for p in _predicates(repo, "imported-csv-a1")}
+    impact = by_step["capture_impact"]["result"]["window"]
+    assert rec.parse_time(impact["start"]) == times["A"] + timedelta(minutes=1)  # after the wait, as uninterrupted
+    assert rec.parse_time(impact["end"]) == times["A"] + timedelta(minutes=6)
+    verified = cli("verify", "--repo", str(repo), "--all", "--trust", str(trust_file), "--json")
+    assert verified.code == 0, verified.out

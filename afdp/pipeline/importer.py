@@ -396,6 +396,12 @@ class HistoryClock:
             self._read.at = self._now
             return self._now
 
+    def set(self, moment: datetime) -> None:
+        """Put the clock at ``moment`` (where a step of the past run begins)."""
+        with self._lock:
+            self._now = moment
+            self._read.at = moment
+
     def sleep(self, seconds: float) -> None:
         step = timedelta(seconds=max(0.0, seconds))
         with self._lock:
@@ -409,7 +415,17 @@ class HistoryClock:
 
 class ImportExecutor(StepExecutor):
     """Runs steps inline, but never a step that acts on or reads a live system (recorded
-    as skipped with the reason), nor a collection from a source without history."""
+    as skipped with the reason), nor a collection from a source without history.
+
+    Each step starts with the clock at its place in the past (:func:`step_times`), so a
+    run that resumes an interrupted import captures the very windows an uninterrupted
+    one does: the past run's timeline is a function of the workflow and the deployment
+    time, never of what happened to be recorded before.
+    """
+
+    def __init__(self, clock: HistoryClock, times: Mapping[int, datetime]) -> None:
+        self.clock = clock
+        self.times = dict(times)
 
     def context(self) -> dict[str, Any]:
         return {"engine": "afdp", "imported": True}
@@ -418,6 +434,8 @@ class ImportExecutor(StepExecutor):
         reason = live_reason(step)
         if reason is not None:
             return _skipped(f"skipped: imported from history: {reason}"), {}
+        if step.index in self.times:
+            self.clock.set(self.times[step.index])
         return work(), {}
 
     def collect(self, step: Step, calls: Mapping[str, Callable[[], Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -448,6 +466,26 @@ def with_prometheus(workflow: Workflow, url: str) -> Workflow:
         replace(c, url=literal) if c.type == "prometheus" else c for c in workflow.collectors
     )
     return replace(workflow, collectors=collectors)
+
+
+def step_times(workflow: Workflow, deployed_at: datetime) -> dict[int, datetime]:
+    """Return where each step of the past run begins: the deployment's time, moved on
+    by every wait and by every capture window (and the collector's settling second)."""
+    from afdp.pipeline.collectors.prometheus import SETTLE_SECONDS
+    from afdp.workflow.model import Capture, Wait
+
+    mark = _mark(workflow)
+    moment = deployed_at
+    times: dict[int, datetime] = {}
+    for step in workflow.steps:
+        times[step.index] = moment
+        if step.index < mark or live_reason(step) is not None:
+            continue
+        if isinstance(step.params, Wait):
+            moment += timedelta(seconds=step.params.duration.seconds)
+        elif isinstance(step.params, Capture) and step.params.duration is not None and step.params.duration.seconds > 0:
+            moment += timedelta(seconds=step.params.duration.seconds + SETTLE_SECONDS)
+    return times
 
 
 def _mark(workflow: Workflow) -> int:
@@ -619,6 +657,7 @@ def import_history(
             done("would_import", "resumes the interrupted import" if resumed else None)
             continue
         assert signer is not None
+        clock = HistoryClock(entry.deployed_at)
         request = RunRequest(
             workflow=workflow,
             repository=repository,
@@ -629,12 +668,13 @@ def import_history(
             info=entry.info(),
             overrides=dict(overrides or {}),
             phase="post",
-            clock=HistoryClock(entry.deployed_at),
+            clock=clock,
             trigger=_trigger(workflow),
             imported=rec.Imported(entry.deployed_at),
             import_source={**source_facts, "entry": entry.where, "id": entry.key},
         )
-        outcome = run_workflow(request, executor=ImportExecutor())
+        executor = ImportExecutor(clock, step_times(workflow, entry.deployed_at))
+        outcome = run_workflow(request, executor=executor)
         decision = (outcome.decision or {}).get("action")
         summary = ((outcome.analysis or {}).get("summary") or {})
         analysis = None
