@@ -536,3 +536,104 @@ def test_interrupted_import_resumes_with_the_same_windows(tmp_path, cli, keys, t
     assert rec.parse_time(impact["end"]) == times["A"] + timedelta(minutes=6)
     verified = cli("verify", "--repo", str(repo), "--all", "--trust", str(trust_file), "--json")
     assert verified.code == 0, verified.out
+
+
+def _imported_branch(repo, signer, tsa, deployment="imp"):
+    when = datetime(2026, 11, 2, 14, 5, tzinfo=UTC)
+    draft = rec.RecordDraft(kind=rec.KIND_STEP, step="capture", result={"p99": 1}, imported=rec.Imported(when))
+    append_record(repo, service="api", deployment=deployment, draft=draft, signer=signer, tsa_urls=[tsa.url])
+    seal(repo, service="api", deployment=deployment, signer=signer, tsa_urls=[tsa.url])
+    return when
+
+
+def _verify(cli, repo, trust_file, deployment):
+    result = cli("verify", "--repo", str(repo), "--service", "api", "--deployment", deployment,
+                 "--trust", str(trust_file), "--json")  # fmt: skip
+    return result.code, result.json()["branches"][0]
+
+
+def test_stripping_the_imported_subject_or_trailer_fails_the_commit_check(repo, signer, tsa, trust_file, cli):
+    from tamper import edit
+
+    _imported_branch(repo, signer, tsa)
+    code, branch = _verify(cli, repo, trust_file, "imp")
+    assert code == 0 and branch["imported"] is True
+    assert branch["records"][1]["described_time"] == "2026-11-02T14:05:00.000Z"
+
+    def strip(entry):
+        lines = [line for line in entry.message.removeprefix("[imported] ").splitlines() if not line.startswith(("AFDP-Imported", "Imported from history"))]
+        return type(entry)("\n".join(lines) + "\n", entry.directory, entry.files)
+
+    edit(repo, 1, strip, deployment="imp")
+    code, branch = _verify(cli, repo, trust_file, "imp")
+    assert code == 1
+    assert any(f["check"] == "commit" and f["sequence"] == 1 and "message" in f["reason"] for f in branch["failures"]), branch["failures"]
+
+
+def test_removing_the_marker_from_a_signed_record_fails_its_signature(repo, signer, tsa, trust_file, cli):
+    from tamper import edit, with_file
+
+    _imported_branch(repo, signer, tsa)
+
+    def unmark(entry):
+        envelope = json.loads(entry.files["envelope.json"])
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        del statement["predicate"]["imported"], statement["predicate"]["described_time"]
+        from afdp.evidence.canonical import canonical_bytes
+
+        envelope["payload"] = base64.b64encode(canonical_bytes(statement)).decode()
+        return with_file(entry, "envelope.json", canonical_bytes(envelope))
+
+    edit(repo, 1, unmark, deployment="imp")
+    code, branch = _verify(cli, repo, trust_file, "imp")
+    assert code == 1
+    assert any(f["check"] == "signature" and f["sequence"] == 1 for f in branch["failures"]), branch["failures"]
+
+
+def test_schemas_take_the_marker_only_with_its_described_time():
+    from afdp.errors import SchemaError
+    from afdp.evidence.schemas import validate
+
+    when = datetime(2026, 11, 2, 14, 5, tzinfo=UTC)
+    built = rec.build_record(
+        rec.RecordDraft(kind=rec.KIND_STEP, step="capture", result={}, imported=rec.Imported(when)),
+        service="api", deployment="d", sequence=1, prev="a" * 64, prev_timestamps={"timestamp-0.tsr": "b" * 64},
+    )  # fmt: skip
+    predicate = built.statement["predicate"]
+    validate("predicate-step.v1", predicate)
+    for field_name in ("imported", "described_time"):
+        partial = {k: v for k, v in predicate.items() if k != field_name}
+        with pytest.raises(SchemaError):
+            validate("predicate-step.v1", partial)
+    with pytest.raises(SchemaError):
+        validate("predicate-step.v1", {**predicate, "imported": False})
+    live = rec.build_record(
+        rec.RecordDraft(kind=rec.KIND_STEP, step="capture", result={}),
+        service="api", deployment="d", sequence=1, prev="a" * 64, prev_timestamps={"timestamp-0.tsr": "b" * 64},
+    )  # fmt: skip
+    assert "imported" not in live.statement["predicate"]  # live records are unchanged
+
+
+def test_verify_fails_an_imported_record_on_a_live_branch(repo, signer, tsa, trust_file, cli):
+    from afdp.evidence import ledger
+    from afdp.evidence.store import EvidenceStore
+
+    live = rec.RecordDraft(kind=rec.KIND_STEP, step="capture", result={})
+    append_record(repo, service="api", deployment="d-42", draft=live, signer=signer, tsa_urls=[tsa.url])
+    store = EvidenceStore(repo)
+    ref = "refs/heads/afdp/api/d-42"
+    tail = ledger.read_tail(store, store.head(ref))
+    marked = rec.build_record(
+        rec.RecordDraft(kind=rec.KIND_STEP, step="late", result={}, imported=rec.Imported(datetime(2026, 1, 1, tzinfo=UTC))),
+        service="api", deployment="d-42", sequence=tail.sequence + 1,
+        prev=tail.envelope_sha256, prev_timestamps=tail.timestamps,
+    )  # fmt: skip
+    ledger._append_once(store, ref, tail.head, marked, signer, [tsa.url], 10.0, ("AFDP", "afdp@evidence.invalid"), "api", "d-42")
+    result = cli("verify", "--repo", str(repo), "--service", "api", "--deployment", "d-42",
+                 "--trust", str(trust_file), "--allow-unsealed", "--json")  # fmt: skip
+    assert result.code == 1
+    branch = result.json()["branches"][0]
+    assert branch["imported"] is False
+    assert any(
+        f["check"] == "imported" and f["sequence"] == 2 and "live-captured" in f["reason"] for f in branch["failures"]
+    ), branch["failures"]
