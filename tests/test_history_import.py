@@ -62,6 +62,7 @@ workflow:
     - capture_impact:
         duration: 5_minutes
         metrics: [same_as_baseline]
+    - wait_for_signal: smoke_tests_passed
     - analyze_differences:
         method: mann_whitney
         thresholds:
@@ -256,6 +257,8 @@ def test_import_judges_the_past_from_prometheus_history(tmp_path, cli, keys, tsa
     assert rec.parse_time(impact["start"]) == times["A"] + timedelta(minutes=1)
     assert by_step["capture_impact"]["provenance"]["latency"]["api"] == "query_range"
     assert by_step["decisions"]["result"]["action"]["status"] == "not_performed"
+    signal = by_step["wait_for_signal"]
+    assert signal["status"] == "skipped" and "cannot be received now" in signal["summary"], signal
     training = by_step["generate_training_record"]["result"]["record"]
     assert training["imported"] is True and training["label"] == "regression"
     assert training["features"]["deployed_at"].startswith(times["A"].strftime("%Y-%m-%dT%H:%M:%S"))

@@ -423,15 +423,19 @@ class ImportExecutor(StepExecutor):
     time, never of what happened to be recorded before.
     """
 
-    def __init__(self, clock: HistoryClock, times: Mapping[int, datetime]) -> None:
+    def __init__(self, clock: HistoryClock, times: Mapping[int, datetime], *, boundary: int | None = None) -> None:
         self.clock = clock
         self.times = dict(times)
+        self.boundary = boundary
 
     def context(self) -> dict[str, Any]:
         return {"engine": "afdp", "imported": True}
 
     def run(self, step: Step, work: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
         reason = live_reason(step)
+        if step.kind is StepKind.SIGNAL and step.index != self.boundary:
+            # (the signal that marks the deployment has happened: the runner says so)
+            reason = f"signal {step.name} of a past deployment cannot be received now"
         if reason is not None:
             return _skipped(f"skipped: imported from history: {reason}"), {}
         if step.index in self.times:
@@ -503,7 +507,11 @@ def _mark(workflow: Workflow) -> int:
 def _after(workflow: Workflow) -> timedelta:
     """How long after the deployment the workflow's post-deployment steps reach."""
     mark = _mark(workflow)
-    millis = sum(s.max_duration().milliseconds for s in workflow.steps[mark:] if live_reason(s) is None)
+    millis = sum(
+        s.max_duration().milliseconds
+        for s in workflow.steps[mark:]
+        if live_reason(s) is None and s.kind is not StepKind.SIGNAL  # never waited for
+    )
     return timedelta(milliseconds=millis)
 
 
@@ -673,7 +681,7 @@ def import_history(
             imported=rec.Imported(entry.deployed_at),
             import_source={**source_facts, "entry": entry.where, "id": entry.key},
         )
-        executor = ImportExecutor(clock, step_times(workflow, entry.deployed_at))
+        executor = ImportExecutor(clock, step_times(workflow, entry.deployed_at), boundary=workflow.boundary)
         outcome = run_workflow(request, executor=executor)
         decision = (outcome.decision or {}).get("action")
         summary = ((outcome.analysis or {}).get("summary") or {})
