@@ -288,6 +288,13 @@ def test_import_judges_the_past_from_prometheus_history(tmp_path, cli, keys, tsa
     again = _import(cli, repo, keys, tsa, prometheus, workflow, "--github-deployments", str(github), hook_port=hook)
     assert again.code == 0 and again.json()["imported"] == 0
     assert _refs(repo) == before
+    # ... nor the same deployment from another history file (same time and commit).
+    other_file = tmp_path / "same.csv"
+    other_file.write_text(f"deployed_at,id,commit\n{rec.format_time(times['B'])},rel-7,{COMMIT_B}\n")
+    again = _import(cli, repo, keys, tsa, prometheus, workflow, "--csv", str(other_file), hook_port=hook)
+    item = again.json()["deployments"][0]
+    assert item["status"] == "skipped" and "already imported as imported-ghd-1001" in item["reason"], item
+    assert _refs(repo) == before
 
     # The report says so too.
     report = cli("report", "--repo", str(repo), "--service", "api", "--deployment", name_a,

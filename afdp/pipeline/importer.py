@@ -631,6 +631,7 @@ def import_history(
     }
     signer = None if dry_run else load_signer(key, public_key=public_key)
     store = EvidenceStore(repository)
+    known = _imported_index(store, service)
     results: list[ImportedDeployment] = []
     for entry in entries:
         name = deployment_name(entry)
@@ -650,6 +651,10 @@ def import_history(
         if ends + SETTLE > moment:
             done("skipped", f"its impact window ends at {rec.format_time(ends)}: not history yet (use afdp run)")
             continue
+        same = known.get((described, entry.commit))
+        if same is not None and same != name:
+            done("skipped", f"already imported as {same} (same time and commit); nothing rewritten")
+            continue
         head = store.head(ref)
         resumed = False
         if head is not None:
@@ -661,6 +666,7 @@ def import_history(
                 done("skipped", "already imported (the branch exists and is sealed); nothing rewritten")
                 continue
             resumed = True  # an import interrupted earlier: continue it, nothing rewritten
+        known[(described, entry.commit)] = name
         if dry_run:
             done("would_import", "resumes the interrupted import" if resumed else None)
             continue
@@ -704,17 +710,44 @@ def import_history(
     return ImportOutcome(source, str(history), sha256_hex(raw), service, dry_run, tuple(results))
 
 
-def _marker(store: Any, ref: str) -> rec.Imported | None:
+def _genesis(store: Any, ref: str) -> dict[str, Any] | None:
+    """Return the (unverified) genesis predicate of a branch, or None if unreadable."""
     from afdp.evidence.ledger import decode_envelope, trailers
 
-    head = store.head(ref)
-    first = list(store.history(head))[0]
-    info = trailers(store.message_of(first))
-    envelope = store.read_blob(first.tree, f"{rec.record_dir(int(info.get('AFDP-Record', 0)), info.get('AFDP-Step', 'genesis'))}/{rec.ENVELOPE_FILE}")
     try:
-        return rec.imported_of(decode_envelope(envelope or b"")["predicate"])
-    except (ValueError, KeyError, TypeError):
+        first = store.history(store.head(ref))[0]
+        info = trailers(store.message_of(first))
+        directory = rec.record_dir(int(info["AFDP-Record"]), info["AFDP-Step"])
+        predicate = decode_envelope(store.read_blob(first.tree, f"{directory}/{rec.ENVELOPE_FILE}") or b"")["predicate"]
+    except (KeyError, ValueError, TypeError, IndexError):
         return None
+    return predicate if isinstance(predicate, dict) else None
+
+
+def _marker(store: Any, ref: str) -> rec.Imported | None:
+    predicate = _genesis(store, ref)
+    try:
+        return rec.imported_of(predicate) if predicate is not None else None
+    except ValueError:
+        return None
+
+
+def _imported_index(store: Any, service: str) -> dict[tuple[str, str | None], str]:
+    """Return ``{(described time, commit): deployment}`` of the service's imported
+    branches, so a deployment already imported from another file (a CSV, then the same
+    deployments' GitHub JSON) is recognised and not imported twice."""
+    index: dict[tuple[str, str | None], str] = {}
+    for svc, deployment in store.branches():
+        if svc != service or not deployment.startswith(f"{PREFIX}-"):
+            continue
+        predicate = _genesis(store, branch_ref(svc, deployment))
+        if predicate is None or predicate.get("imported") is not True:
+            continue
+        result = predicate.get("result")
+        facts = ((result or {}).get("metadata") or {}).get("deployment") if isinstance(result, dict) else None
+        commit = facts.get("commit") if isinstance(facts, dict) else None
+        index[(str(predicate.get("described_time")), commit if isinstance(commit, str) else None)] = deployment
+    return index
 
 
 def _sealed(store: Any, head: Any) -> bool:
