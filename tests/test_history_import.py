@@ -647,3 +647,23 @@ def test_verify_fails_an_imported_record_on_a_live_branch(repo, signer, tsa, tru
     assert any(
         f["check"] == "imported" and f["sequence"] == 2 and "live-captured" in f["reason"] for f in branch["failures"]
     ), branch["failures"]
+
+
+def test_a_branch_of_the_same_name_that_is_not_this_import_is_left_untouched(tmp_path, cli, keys, tsa, signer):
+    repo = tmp_path / "evidence"
+    assert cli("init", str(repo)).code == 0
+    workflow = tmp_path / "workflow.yaml"
+    workflow.write_text(WORKFLOW)
+    live = rec.RecordDraft(kind=rec.KIND_STEP, step="capture", result={})
+    append_record(repo, service="api", deployment="imported-csv-d1", draft=live, signer=signer, tsa_urls=[tsa.url])
+    other = rec.RecordDraft(kind=rec.KIND_STEP, step="capture", result={}, imported=rec.Imported(datetime(2026, 1, 1, tzinfo=UTC)))
+    append_record(repo, service="api", deployment="imported-csv-d2", draft=other, signer=signer, tsa_urls=[tsa.url])
+    before = _refs(repo)
+    table = tmp_path / "d.csv"
+    table.write_text("deployed_at,id\n2026-11-02T14:05:00Z,d1\n2026-11-02T15:05:00Z,d2\n")
+    result = _import(cli, repo, keys, tsa, "http://127.0.0.1:1", workflow, "--csv", str(table))
+    assert result.code == 0, result.err
+    first, second = result.json()["deployments"]
+    assert first["status"] == "skipped" and "live-captured branch" in first["reason"]
+    assert second["status"] == "skipped" and "describes 2026-01-01T00:00:00.000Z" in second["reason"]
+    assert _refs(repo) == before

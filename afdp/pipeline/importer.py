@@ -662,6 +662,12 @@ def import_history(
             if marker is None:
                 done("skipped", "a live-captured branch of that name exists; left untouched")
                 continue
+            if marker.described_time != entry.deployed_at:
+                done(
+                    "skipped",
+                    f"an imported branch of that name describes {rec.format_time(marker.described_time)}; left untouched",
+                )
+                continue
             if _sealed(store, head):
                 done("skipped", "already imported (the branch exists and is sealed); nothing rewritten")
                 continue
