@@ -14,23 +14,73 @@ from afdp.errors import UsageError
 
 
 @click.command("import")
-@click.option("--repo", "repository", required=True, type=click.Path(path_type=Path), help="Evidence Git repository.")
+@click.option(
+    "--repo",
+    "repository",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Evidence Git repository.",
+)
 @click.option("--key", required=True, help="Private key file (PEM) or securesystemslib key URI.")
-@click.option("--public-key", type=click.Path(dir_okay=False), help="PEM public key; required with a key URI.")
-@click.option("--tsa", multiple=True, metavar="URL", help="RFC3161 TSA URL (repeatable). Default: $AFDP_TSA_URLS.")
-@click.option("--github-deployments", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE.json",
-              help="JSON of GitHub's GET /repos/{owner}/{repo}/deployments (objects may carry their 'statuses').")
-@click.option("--github-releases", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE.json",
-              help="JSON of GitHub's GET /repos/{owner}/{repo}/releases.")
-@click.option("--csv", "csv_file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
-              help="CSV of deploy times (columns: docs/learning.md).")
+@click.option(
+    "--public-key", type=click.Path(dir_okay=False), help="PEM public key; required with a key URI."
+)
+@click.option(
+    "--tsa",
+    multiple=True,
+    metavar="URL",
+    help="RFC3161 TSA URL (repeatable). Default: $AFDP_TSA_URLS.",
+)
+@click.option(
+    "--github-deployments",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE.json",
+    help="JSON of GitHub's GET /repos/{owner}/{repo}/deployments (objects may carry their 'statuses').",
+)
+@click.option(
+    "--github-releases",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE.json",
+    help="JSON of GitHub's GET /repos/{owner}/{repo}/releases.",
+)
+@click.option(
+    "--csv",
+    "csv_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    help="CSV of deploy times (columns: docs/learning.md).",
+)
 @click.option("--service", required=True, help="The service these deployments are of.")
-@click.option("--workflow", "workflow_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="The evidence workflow to judge each past deployment with.")
-@click.option("--prometheus", required=True, metavar="URL", help="The Prometheus that holds the metrics' history.")
-@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help="Set a workflow variable (repeatable).")
-@click.option("--policy", type=click.Path(path_type=Path, dir_okay=False), help="Admission policy (default: the shipped one).")
-@click.option("--dry-run", is_flag=True, help="Read and check the history; say what would be imported; write nothing.")
+@click.option(
+    "--workflow",
+    "workflow_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The evidence workflow to judge each past deployment with.",
+)
+@click.option(
+    "--prometheus",
+    required=True,
+    metavar="URL",
+    help="The Prometheus that holds the metrics' history.",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a workflow variable (repeatable).",
+)
+@click.option(
+    "--policy",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Admission policy (default: the shipped one).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Read and check the history; say what would be imported; write nothing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def import_cmd(
     repository: Path,
@@ -59,7 +109,15 @@ def import_cmd(
     """
     from afdp.pipeline.importer import import_history
 
-    given = [(n, p) for n, p in (("github-deployments", github_deployments), ("github-releases", github_releases), ("csv", csv_file)) if p is not None]
+    given = [
+        (n, p)
+        for n, p in (
+            ("github-deployments", github_deployments),
+            ("github-releases", github_releases),
+            ("csv", csv_file),
+        )
+        if p is not None
+    ]
     if len(given) != 1:
         raise UsageError("give exactly one of --github-deployments, --github-releases, --csv")
     source, path = given[0]
@@ -71,10 +129,14 @@ def import_cmd(
         what = item.status.replace("_", " ")
         extra = f": {item.reason}" if item.reason else ""
         if item.status in ("imported", "resumed"):
-            extra = f": {item.analysis or 'analysis not recorded'}; decision {item.decision or 'none'}"
+            extra = (
+                f": {item.analysis or 'analysis not recorded'}; decision {item.decision or 'none'}"
+            )
             if item.failed_steps:
                 extra += f"; failed steps: {', '.join(item.failed_steps)}"
-        click.echo(f"{what} {item.deployment} ({item.where}, deployed {item.described_time}){extra}")
+        click.echo(
+            f"{what} {item.deployment} ({item.where}, deployed {item.described_time}){extra}"
+        )
 
     outcome = import_history(
         history=path,
@@ -100,6 +162,10 @@ def import_cmd(
     click.echo(
         f"{verb} {count}, skipped {outcome.count('skipped')} of {len(outcome.deployments)} "
         f"deployment(s) from {path}"
-        + ("" if dry_run else f"; every record is marked imported: check with afdp verify --repo {repository} --all --trust TRUST.yaml"),
+        + (
+            ""
+            if dry_run
+            else f"; every record is marked imported: check with afdp verify --repo {repository} --all --trust TRUST.yaml"
+        ),
         file=sys.stdout,
     )
