@@ -250,7 +250,8 @@ def test_import_judges_the_past_from_prometheus_history(tmp_path, cli, keys, tsa
         assert rec.parse_time(predicate["started_at"]) > times["A"] + timedelta(minutes=60)
     by_step = {p["step"]["name"]: p for p in predicates}
     genesis = by_step["genesis"]["result"]["metadata"]
-    assert genesis["import"]["source"] == "csv" and genesis["import"]["entry"] == "row 2"
+    assert genesis["imported"]["source"] == "csv" and genesis["imported"]["entry"] == "row 2"
+    assert genesis["imported"]["described_time"] == rec.format_time(times["A"])
     window = by_step["capture_baseline"]["result"]["window"]
     assert window["from_history"] is True and rec.parse_time(window["end"]) == times["A"]
     impact = by_step["capture_impact"]["result"]["window"]

@@ -403,7 +403,12 @@ def import_history(
             clock=clock,
             trigger=_trigger(workflow),
             imported=rec.Imported(entry.deployed_at),
-            import_source={**source_facts, "entry": entry.where, "id": entry.key},
+            import_source={
+                **source_facts,
+                "entry": entry.where,
+                "id": entry.key,
+                "described_time": described,
+            },
         )
         executor = ImportExecutor(
             clock, step_times(workflow, entry.deployed_at), boundary=workflow.boundary

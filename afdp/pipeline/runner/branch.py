@@ -232,7 +232,7 @@ def _genesis_metadata(request: RunRequest, files: Mapping[str, bytes] | None = N
     }
     if request.import_source is not None:
         # afdp import: where the past deployment was read from (records say imported).
-        metadata["import"] = dict(request.import_source)
+        metadata["imported"] = dict(request.import_source)
     if policy is not None:
         admitted: dict[str, Any] = {"name": policy.name}
         policy_file = _file_entry(POLICY_FILE, getattr(policy, "raw", None), files)
