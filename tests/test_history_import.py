@@ -668,3 +668,22 @@ def test_a_branch_of_the_same_name_that_is_not_this_import_is_left_untouched(tmp
     assert first["status"] == "skipped" and "live-captured branch" in first["reason"]
     assert second["status"] == "skipped" and "describes 2026-01-01T00:00:00.000Z" in second["reason"]
     assert _refs(repo) == before
+
+
+def test_environment_filter_skips_other_environments(tmp_path, cli, keys, tsa):
+    repo = tmp_path / "evidence"
+    assert cli("init", str(repo)).code == 0
+    workflow = tmp_path / "workflow.yaml"
+    workflow.write_text(WORKFLOW)
+    table = tmp_path / "d.csv"
+    table.write_text(
+        "deployed_at,id,environment\n2026-11-02T14:05:00Z,p1,production\n"
+        "2026-11-02T15:05:00Z,s1,staging\n2026-11-02T16:05:00Z,n1,\n"
+    )
+    result = _import(cli, repo, keys, tsa, "http://127.0.0.1:1", workflow, "--csv", str(table),
+                     extra=("--dry-run", "--environment", "production"))  # fmt: skip
+    assert result.code == 0, result.err
+    got = {d["deployment"]: (d["status"], d["reason"]) for d in result.json()["deployments"]}
+    assert got["imported-csv-p1"] == ("would_import", None)
+    assert got["imported-csv-s1"] == ("skipped", "environment staging, not production")
+    assert got["imported-csv-n1"] == ("skipped", "environment not given, not production")

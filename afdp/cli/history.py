@@ -52,6 +52,11 @@ from afdp.errors import UsageError
 )
 @click.option("--service", required=True, help="The service these deployments are of.")
 @click.option(
+    "--environment",
+    metavar="ENV",
+    help="Import only the deployments to ENV (production, ...); skip the rest.",
+)
+@click.option(
     "--workflow",
     "workflow_path",
     required=True,
@@ -91,6 +96,7 @@ def import_cmd(
     github_releases: Path | None,
     csv_file: Path | None,
     service: str,
+    environment: str | None,
     workflow_path: Path,
     prometheus: str,
     settings: tuple[str, ...],
@@ -151,6 +157,7 @@ def import_cmd(
         overrides=_parse_set(settings),
         policy=policy,
         dry_run=dry_run,
+        environment=environment,
         progress=show,
     )
     if as_json:

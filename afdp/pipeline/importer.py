@@ -300,10 +300,13 @@ def import_history(
     public_key: str | None = None,
     policy: Path | None = None,
     dry_run: bool = False,
+    environment: str | None = None,
     progress: Callable[[ImportedDeployment], None] | None = None,
     now: datetime | None = None,
 ) -> ImportOutcome:
     """Import every deployment of ``history`` into ``repository`` (see the module doc).
+
+    ``environment``: import only the entries of that environment (others are skipped).
 
     Returns:
         The :class:`ImportOutcome`: per entry, imported / resumed (an interrupted import
@@ -352,6 +355,9 @@ def import_history(
 
         if entry.skip is not None:
             done("skipped", entry.skip)
+            continue
+        if environment is not None and entry.environment != environment:
+            done("skipped", f"environment {entry.environment or 'not given'}, not {environment}")
             continue
         ends = entry.deployed_at + reach
         if ends + SETTLE > moment:
