@@ -92,6 +92,8 @@ class _Hook(BaseHTTPRequestHandler):
         self.send_response(200)
         self.end_headers()
 
+    do_GET = do_POST  # noqa: N815
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -687,3 +689,58 @@ def test_environment_filter_skips_other_environments(tmp_path, cli, keys, tsa):
     assert got["imported-csv-p1"] == ("would_import", None)
     assert got["imported-csv-s1"] == ("skipped", "environment staging, not production")
     assert got["imported-csv-n1"] == ("skipped", "environment not given, not production")
+
+
+LIVE_ONLY = """\
+name: live_only
+version: "1"
+variables:
+  HOOK_PORT: 9
+collectors:
+  page:
+    type: scrape
+    url: http://127.0.0.1:${workflow.HOOK_PORT}/metrics
+metrics:
+  hits:
+    collector: page
+    metric: http_requests_total
+    unit: 1/s
+workflow:
+  pre_deployment:
+    - capture_baseline:
+        duration: 1_minute
+        metrics: [hits]
+  deployment:
+    - mark_deployment_time
+  post_deployment:
+    - capture_impact:
+        duration: 1_minute
+        metrics: [same_as_baseline]
+    - analyze_differences:
+        method: mann_whitney
+    - store:
+        results: results.json
+        url: http://127.0.0.1:${workflow.HOOK_PORT}/store
+"""
+
+
+def test_live_sources_and_live_steps_are_never_used_for_the_past(tmp_path, cli, keys, tsa, trust_file, hook):
+    """A /metrics page answers now, never the past: both captures are failed with that
+    reason, the page is never read, and the store step (a POST) is skipped."""
+    repo = tmp_path / "evidence"
+    assert cli("init", str(repo)).code == 0
+    workflow = tmp_path / "workflow.yaml"
+    workflow.write_text(LIVE_ONLY)
+    table = tmp_path / "d.csv"
+    table.write_text("deployed_at,id\n2026-11-02T14:05:00Z,p1\n")
+    result = _import(cli, repo, keys, tsa, "http://127.0.0.1:1", workflow, "--csv", str(table), hook_port=hook)
+    assert result.code == 0, result.err
+    assert result.json()["deployments"][0]["status"] == "imported"
+    assert _Hook.calls == []
+    by_step = {p["step"]["name"]: p for p in _predicates(repo, "imported-csv-p1")}
+    assert by_step["capture_baseline"]["status"] == "failed" and "keeps no history" in by_step["capture_baseline"]["error"]
+    assert by_step["capture_impact"]["status"] == "failed"
+    assert "cannot describe a past deployment" in by_step["capture_impact"]["error"]
+    assert by_step["store"]["status"] == "skipped" and "live system" in by_step["store"]["summary"]
+    verified = cli("verify", "--repo", str(repo), "--all", "--trust", str(trust_file), "--json")
+    assert verified.code == 0 and verified.json()["branches"][0]["imported"] is True
