@@ -49,6 +49,10 @@ actions:
   rollback:
     webhook: http://127.0.0.1:${workflow.HOOK_PORT}/rollback
     timeout: 2s
+notifications:
+  oncall:
+    type: webhook
+    url: http://127.0.0.1:${workflow.HOOK_PORT}/oncall
 workflow:
   pre_deployment:
     - capture_baseline:
@@ -74,6 +78,7 @@ decisions:
     condition: latency.degraded
     action: rollback
     training_label: regression
+    notify: [oncall]
   all_clear:
     condition: all_metrics_within_normal
     action: mark_successful
@@ -163,7 +168,7 @@ def _files(tmp_path: Path, times: dict[str, datetime]) -> tuple[Path, Path, Path
             [
                 {
                     "id": 1001, "sha": COMMIT_B, "ref": "main", "task": "deploy",
-                    "payload": {"version": "v2.1.0"}, "environment": "production",
+                    "payload": {"version": "v2.1.0", "change_size": 12, "changed_files": ["src/c.py"]}, "environment": "production",
                     "description": "routine", "creator": {"login": "dave"},
                     "created_at": rec.format_time(times["B"] - timedelta(minutes=3)),
                     "statuses": [
@@ -221,7 +226,7 @@ def test_import_judges_the_past_from_prometheus_history(tmp_path, cli, keys, tsa
     assert regression["analysis"] == "degraded"
     assert no_data["status"] == "imported" and no_data["analysis"].startswith("inconclusive"), no_data
     assert other["status"] == "skipped" and "billing" in other["reason"]
-    assert _Hook.calls == []  # the rollback of a past deployment is recorded, never carried out
+    assert _Hook.calls == []  # the rollback of a past deployment is recorded, never carried out (nor notified)
 
     result = _import(cli, repo, keys, tsa, prometheus, workflow, "--github-deployments", str(github), hook_port=hook)
     assert result.code == 0, result.err
@@ -265,6 +270,10 @@ def test_import_judges_the_past_from_prometheus_history(tmp_path, cli, keys, tsa
     training = by_step["generate_training_record"]["result"]["record"]
     assert training["imported"] is True and training["label"] == "regression"
     assert training["features"]["deployed_at"].startswith(times["A"].strftime("%Y-%m-%dT%H:%M:%S"))
+
+    features = {p["step"]["name"]: p for p in _predicates(repo, "imported-ghd-1001")}["generate_training_record"]["result"]["record"]["features"]
+    assert (features["version"], features["change_size"], features["changed_files_count"]) == ("v2.1.0", 12, 1)
+    assert features["commit"] == COMMIT_B
 
     # No data is said, never invented.
     missing = {p["step"]["name"]: p for p in _predicates(repo, no_data["deployment"])}
