@@ -80,17 +80,24 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print machin
 
 @click.command("init")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--bare", is_flag=True, help="Create a bare repository (no work tree).")
+@click.option(
+    "--bare",
+    is_flag=True,
+    help="Create a bare repository (no work tree) that receives pushed evidence: it refuses "
+    "non-fast-forward pushes and deletions from every client (receive.denyNonFastForwards, "
+    "receive.denyDeletes).",
+)
 @click.option(
     "--examples", is_flag=True, help="Also copy the example workflows into PATH/workflows/."
 )
 @json_option
 def init_cmd(path: Path, bare: bool, examples: bool, as_json: bool) -> None:
     """Create an evidence Git repository at PATH, or adopt the one there."""
+    from afdp.evidence.remote import init_remote
     from afdp.evidence.store import init_repository
     from afdp.workflow.starter import install_examples
 
-    _, created = init_repository(path, bare=bare)
+    _, created = init_remote(path) if bare else init_repository(path)
     copied = install_examples(path) if examples else []
     if as_json:
         _emit_json(

@@ -1,0 +1,92 @@
+"""Service commands over many deployments: ``afdp push`` (the central evidence remote)
+and ``afdp find`` (what happened when a commit or image was deployed).
+
+Thin: parse, call one library function, print, exit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from afdp.errors import UsageError
+
+_OUTCOME_STYLE = {
+    "created": "green",
+    "pushed": "green",
+    "up-to-date": "green",
+    "behind": "yellow",
+    "diverged": "bold red",
+    "rejected": "bold red",
+    "invalid": "bold red",
+}
+
+
+def _emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+def _branch_ref(text: str) -> str:
+    from afdp.evidence.names import BRANCH_PREFIX, parse_branch_ref
+
+    ref = text if text.startswith("refs/") else "refs/heads/" + (text if text.startswith("afdp/") else f"afdp/{text}")
+    if parse_branch_ref(ref) is None:
+        raise UsageError(f"--branch {text!r} is not an AFDP evidence branch ({BRANCH_PREFIX[len('refs/heads/'):]}<service>/<deployment>)")
+    return ref
+
+
+@click.command("push")
+@click.option("--repo", "repository", required=True, type=click.Path(path_type=Path), help="Evidence Git repository.")
+@click.option("--remote", "url", help="Git remote URL or path (file, ssh://, https://, git://). Credentials in it are never printed or queued.")
+@click.option("--branch", "branches", multiple=True, metavar="afdp/SERVICE/DEPLOYMENT", help="A branch to push (repeatable).")
+@click.option("--all", "all_branches", is_flag=True, help="Push every AFDP branch of the repository.")
+@click.option("--pending", is_flag=True, help="Push what runs queued because their push failed (to the remote each was queued for, or to --remote).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def push_cmd(repository: Path, url: str | None, branches: tuple[str, ...], all_branches: bool, pending: bool, as_json: bool) -> None:
+    """Push evidence branches to a central remote: fast-forwards only, never forced.
+
+    Per branch: created, pushed, up-to-date, behind (the remote is ahead on the same
+    chain: nothing to push) or diverged (the remote holds other evidence: refused and
+    reported, never overwritten). Exit 0 when every branch is on the remote; 1 when a
+    branch diverged; 2 usage error; 3 remote unreachable or refusing.
+    """
+    from afdp.evidence import remote
+
+    chosen = sum((bool(branches), all_branches, pending))
+    if chosen != 1:
+        raise UsageError("give --branch (repeatable), --all or --pending")
+    if not pending and not url:
+        raise UsageError("--remote URL is required (except with --pending)")
+    if pending:
+        reports = remote.push_pending(repository, url=url)
+    else:
+        assert url is not None
+        refs = None if all_branches else [_branch_ref(b) for b in branches]
+        reports = [remote.push_branches(repository, url, refs=refs)]
+    if as_json:
+        _emit_json({"ok": all(r.ok for r in reports), "remotes": [r.to_json() for r in reports]})
+    else:
+        _print_push(reports, pending=pending)
+    code = max((r.exit_code for r in reports), default=0)
+    if code:
+        sys.exit(code)
+
+
+def _print_push(reports: list[Any], *, pending: bool) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False, soft_wrap=True)
+    if not reports:
+        console.print("nothing queued to push" if pending else "nothing to push")
+    for report in reports:
+        for branch in report.branches:
+            style = _OUTCOME_STYLE.get(branch.outcome, "bold")
+            name = escape(branch.ref.removeprefix("refs/heads/"))
+            console.print(f"[{style}]{branch.outcome:>10}[/] {name}: {escape(branch.detail)}")
+        settled = sum(1 for b in report.branches if b.ok)
+        console.print(f"{escape(report.remote)}: {settled} of {len(report.branches)} branch(es) on the remote")
