@@ -90,3 +90,71 @@ def _print_push(reports: list[Any], *, pending: bool) -> None:
             console.print(f"[{style}]{branch.outcome:>10}[/] {name}: {escape(branch.detail)}")
         settled = sum(1 for b in report.branches if b.ok)
         console.print(f"{escape(report.remote)}: {settled} of {len(report.branches)} branch(es) on the remote")
+
+
+@click.command("find")
+@click.option("--repo", "repository", required=True, type=click.Path(path_type=Path), help="Evidence Git repository.")
+@click.option("--commit", help="A deployed commit (7 to 64 hex digits: a prefix matches).")
+@click.option("--image", help="A deployed image by digest: sha256:HEX or NAME@sha256:HEX.")
+@click.option("--service", help="Only this service's deployments.")
+@click.option("--since", help="Only deployments at or after this date (YYYY-MM-DD) or RFC 3339 time.")
+@click.option("--trust", "trust_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="The auditor's trust policy: every hit is verified (without it, hits say 'unverified').")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def find_cmd(repository: Path, commit: str | None, image: str | None, service: str | None, since: str | None,
+             trust_path: Path | None, as_json: bool) -> None:
+    """Find what happened when a commit or an image was deployed, across all branches.
+
+    Each hit: service, deployment, time, decision and verification status, read from its
+    branch (the lookup index is only a cache, rebuilt from the evidence). Exit 0 when
+    no hit failed verification (none found included), 1 when one did, 2 usage error.
+    """
+    from afdp.audit.find import find_deployments, make_query
+
+    query = make_query(commit=commit, image=image, service=service, since=since)
+    policy = None
+    if trust_path is not None:
+        from afdp.evidence.trust import load_trust_policy
+
+        policy = load_trust_policy(trust_path, evidence_repository=repository)
+    result = find_deployments(repository, query, policy=policy)
+    if as_json:
+        _emit_json(result.to_json())
+    else:
+        _print_hits(result)
+    if not result.ok:
+        sys.exit(1)
+
+
+def _print_hits(result: Any) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+    columns = ["service", "deployment", "time", "decision", "verification", "commit", "image"]
+    rows = []
+    for hit in result.hits:
+        facts = hit.facts
+        decision = facts.decision or {}
+        shown = decision.get("action") or "-"
+        if decision.get("decision"):
+            shown += f" ({decision['decision']})"
+        status = hit.verification.upper() + (f": {hit.first_failure}" if hit.first_failure else "")
+        rows.append((facts.service, facts.deployment, facts.time or "-", shown, status, (facts.commit or "-")[:12], facts.image or "-"))
+    if not console.is_terminal:
+        print("\t".join(columns))
+        for row in rows:
+            print("\t".join(" ".join(v.split()) for v in row))
+    elif rows:
+        table = Table(title_justify="left")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(escape(v) for v in row))
+        console.print(table)
+    if not rows:
+        console.print("no deployment found")
+    unverified = sum(1 for h in result.hits if h.verification == "unverified")
+    if unverified:
+        console.print(f"{unverified} hit(s) not verified: pass --trust to verify each branch")

@@ -136,7 +136,8 @@ def _tsa_urls(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.argument("workflow_path", metavar="WORKFLOW", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--service", required=True, help="Service name (A-Z a-z 0-9 . _ -).")
 @click.option("--deployment", required=True, help="Deployment id (A-Z a-z 0-9 . _ -).")
-@click.option("--commit", help="Git commit being deployed.")
+@click.option("--commit", help="Git commit being deployed (a full id is also the decision record's in-toto subject).")
+@click.option("--image", help="Container image deployed, by digest: NAME@sha256:HEX (the decision record's in-toto subject).")
 @click.option("--deployer", help="Who deploys (user or CI identity).")
 @click.option("--environment", help="Target environment (production, staging, ...).")
 @click.option("--version", "service_version", help="Version being deployed.")
@@ -192,6 +193,7 @@ def _run(
     service: str,
     deployment: str,
     commit: str | None,
+    image: str | None,
     deployer: str | None,
     environment: str | None,
     service_version: str | None,
@@ -233,6 +235,7 @@ def _run(
         "tsa_urls": list(_tsa_urls(tsa)),
         "info": {
             "commit": commit,
+            "image": image,
             "deployer": deployer,
             "environment": environment,
             "version": service_version,
