@@ -241,3 +241,51 @@ def test_find_bad_input_is_one_line_and_exit_2(cli, repo, index_key, args, messa
     result = cli("find", "--repo", str(repo), *args)
     assert result.code == 2, (result.out, result.err)
     assert message in result.err and len(result.err.strip().splitlines()) == 1
+
+
+GATED = """\
+name: gated
+version: "1"
+workflow:
+  deployment:
+    - mark_deployment_time
+  post_deployment:
+    - gate:
+        condition: deployment.service == 'api'
+        action: rollback
+    - decisions
+decisions:
+  ship_it:
+    condition: deployment.service == 'api'
+    action: mark_successful
+"""
+
+
+def test_a_gate_that_stops_the_run_names_the_artifact_and_push_follows_a_rollback(cli, tmp_path, repo, keys, tsa, monkeypatch, index_key):
+    workflow = tmp_path / "gated.yaml"
+    workflow.write_text(GATED)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(PERMISSIVE)
+    central = tmp_path / "central.git"
+    assert cli("init", str(central), "--bare").code == 0
+    monkeypatch.setenv("AFDP_EVIDENCE_REMOTE", str(central))  # the remote from the environment
+    ran = cli(
+        "run", str(workflow), "--policy", str(policy), "--service", "api", "--deployment", "g-1", "--repo", str(repo),
+        "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--fast", "--no-prefect", "--json", "--image", IMAGE_Y,
+    )  # fmt: skip
+    assert ran.code == 1, ran.err  # rollback: the run fails the CI step, and still pushes
+    assert ran.json()["push"]["report"]["branches"][0]["outcome"] == "created"
+    statement = json.loads(base64.b64decode(json.loads(record_files(central, "g-1", "gate")["envelope.json"])["payload"]))
+    assert statement["subject"][1:] == [{"name": "ghcr.io/acme/api", "digest": {"sha256": "2" * 64}}]
+    [hit] = find_deployments(central, make_query(commit=None, image=IMAGE_Y, service=None, since=None)).hits
+    assert hit.facts.decision["action"] == "rollback" and hit.facts.subjects == statement["subject"][1:]
+
+
+def test_index_entries_of_branches_that_are_gone_are_dropped(fleet3, index_key):
+    import pygit2
+
+    refresh_index(fleet3)
+    pygit2.Repository(str(fleet3)).references.delete("refs/heads/afdp/web/w-1")
+    facts, stats = refresh_index(fleet3)
+    assert [f.deployment for f in facts] == ["d-1", "d-2"] and stats.written
+    assert "w-1" not in (fleet3 / ".git" / INDEX_FILE).read_text()

@@ -266,3 +266,42 @@ def test_network_remote_over_git_daemon(repo, remote, git_daemon, signer, tsa, t
     assert diverged.branches[0].outcome == "diverged" and diverged.exit_code == 1
     assert head_of(remote) == head_of(repo)
     assert os.environ.get("GIT_TERMINAL_PROMPT") is None  # the test changed nothing global
+
+
+def test_a_look_alike_ref_is_never_pushed(cli, repo, remote, signer, tsa):
+    build_deployment(repo, signer, tsa, steps=1)
+    store = pygit2.Repository(str(repo))
+    store.references.create("refs/heads/afdp/web", store.references[REF].target)  # not <service>/<deployment>
+    result = cli("push", "--repo", str(repo), "--remote", str(remote), "--all", "--json")
+    assert result.code == 1
+    outcomes = {b["ref"]: b["outcome"] for b in result.json()["remotes"][0]["branches"]}
+    assert outcomes == {"refs/heads/afdp/web": "invalid", REF: "created"}
+    assert pygit2.Repository(str(remote)).references.get("refs/heads/afdp/web") is None
+
+
+def test_a_remote_that_keeps_refusing_is_rejected_with_its_reason_exit_3(cli, repo, remote, signer, tsa):
+    build_deployment(repo, signer, tsa, steps=1)
+    hook = remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\ncat >/dev/null\necho 'evidence freeze in effect' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    result = cli("push", "--repo", str(repo), "--remote", str(remote), "--all", "--json")
+    assert result.code == 3
+    [branch] = result.json()["remotes"][0]["branches"]
+    assert branch["outcome"] == "rejected" and branch["attempts"] == 8 and "pre-receive hook declined" in branch["detail"]
+    assert head_of(remote) is None
+
+
+def test_pending_for_one_remote_and_any_settling_push_clears_markers(cli, repo, signer, tsa, tmp_path):
+    build_deployment(repo, signer, tsa, deployment="d-1", steps=1)
+    build_deployment(repo, signer, tsa, deployment="d-2", steps=1)
+    first, second = tmp_path / "first.git", tmp_path / "second.git"
+    push_after_run(repo, str(first), branch_ref("api", "d-1"))
+    push_after_run(repo, str(second), branch_ref("api", "d-2"))
+    assert len(pending_pushes(repo)) == 2
+    for path in (first, second):
+        assert cli("init", str(path), "--bare").code == 0
+    only = cli("push", "--repo", str(repo), "--pending", "--remote", str(first), "--json")
+    assert only.code == 0 and [b["ref"] for b in only.json()["remotes"][0]["branches"]] == [branch_ref("api", "d-1")]
+    assert [p.ref for p in pending_pushes(repo)] == [branch_ref("api", "d-2")]
+    assert cli("push", "--repo", str(repo), "--remote", str(second), "--all").code == 0  # settles d-2 there
+    assert pending_pushes(repo) == []

@@ -104,3 +104,18 @@ def test_verify_remote_bad_input(cli, repo, trust_file, tmp_path):
     inside.write_bytes(trust_file.read_bytes())
     refused = cli("verify", "--remote", str(central), "--all", "--trust", str(inside))
     assert refused.code == 2
+
+
+def test_verify_remote_reports_notes_refs_and_names_the_remote_when_empty(cli, repo, signer, tsa, trust_file, tmp_path):
+    central = tmp_path / "central.git"
+    assert cli("init", str(central), "--bare").code == 0
+    empty = cli("verify", "--remote", str(central), "--all", "--trust", str(trust_file))
+    assert empty.code == 2 and f"no AFDP evidence branches in {central}" in empty.err and "afdp-remote-" not in empty.err
+    build_deployment(repo, signer, tsa, steps=1)
+    assert push_branches(repo, str(central)).ok
+    import pygit2
+
+    server = pygit2.Repository(str(central))
+    server.references.create("refs/notes/commits", server.references["refs/heads/afdp/api/d-42"].target)
+    noted = cli("verify", "--remote", str(central), "--all", "--trust", str(trust_file))
+    assert noted.code == 1 and "refs/notes/commits" in noted.out and "repository" in noted.out

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from afdp.errors import EXIT_FAILED, UsageError
+from afdp.errors import EXIT_FAILED, NotFoundError, UsageError
 
 _TSA_ENV = "AFDP_TSA_URLS"
 
@@ -505,7 +505,15 @@ def verify_cmd(
             repository = _fetch_remote(remote_url, scratch)
         assert repository is not None
         policy = load_trust_policy(trust_path, evidence_repository=_local_remote(remote_url) or repository)
-        reports = _verify(repository, service, deployment, all_branches, policy, allow_unsealed, jobs, as_json)
+        try:
+            reports = _verify(repository, service, deployment, all_branches, policy, allow_unsealed, jobs, as_json)
+        except NotFoundError as exc:
+            if remote_url is None:
+                raise
+            from afdp.evidence.remote import redact
+
+            # name the remote, not the scratch repository it was fetched into
+            raise NotFoundError(str(exc).replace(str(repository), redact(remote_url))) from exc
     if as_json:
         document: dict[str, Any] = {"ok": all(r.ok for r in reports)}
         if remote_url is not None:

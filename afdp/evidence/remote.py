@@ -150,9 +150,9 @@ class PushReport:
 
 
 def _git(args: Sequence[str], *, git_dir: Path | None = None, remote: str = "") -> subprocess.CompletedProcess[str]:
+    # No HTTPS password prompt (credential helpers still answer); stdin is closed, and a
+    # remote that hangs is cut off after GIT_TIMEOUT.
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    # Never wait for a password or a host-key question: a run must not hang on a prompt.
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
     command = ["git"]
     if git_dir is not None:
         command.append(f"--git-dir={git_dir}")
@@ -216,7 +216,7 @@ def _fetch_objects(store: EvidenceStore, url: str, refs: Iterable[str]) -> None:
     if not wanted:
         return
     fetched = _git(
-        ["fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--", url, *wanted],
+        ["fetch", "--no-tags", "--no-write-fetch-head", "--no-auto-gc", "--quiet", "--", url, *wanted],
         git_dir=store.path,
         remote=url,
     )
