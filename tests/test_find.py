@@ -289,3 +289,21 @@ def test_index_entries_of_branches_that_are_gone_are_dropped(fleet3, index_key):
     facts, stats = refresh_index(fleet3)
     assert [f.deployment for f in facts] == ["d-1", "d-2"] and stats.written
     assert "w-1" not in (fleet3 / ".git" / INDEX_FILE).read_text()
+
+
+def test_post_phase_naming_another_image_than_the_pre_phase_is_refused(cli, tmp_path, repo, keys, tsa):
+    workflow = tmp_path / "phased.yaml"
+    workflow.write_text(SHIP.replace("workflow:\n", "workflow:\n  pre_deployment:\n    - wait: 1s\n", 1))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(PERMISSIVE)
+
+    def run(phase: str, image: str):
+        return cli(
+            "run", str(workflow), "--policy", str(policy), "--service", "api", "--deployment", "p-1", "--repo", str(repo),
+            "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--fast", "--no-prefect", "--phase", phase, "--image", image,
+        )  # fmt: skip
+
+    assert run("pre", IMAGE_X).code == 0
+    other = run("post", IMAGE_Y)
+    assert other.code == 2 and "image" in other.err and "one deployment's evidence must tell one story" in other.err
+    assert run("post", IMAGE_X).code == 0
