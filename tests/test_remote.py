@@ -305,3 +305,15 @@ def test_pending_for_one_remote_and_any_settling_push_clears_markers(cli, repo, 
     assert [p.ref for p in pending_pushes(repo)] == [branch_ref("api", "d-2")]
     assert cli("push", "--repo", str(repo), "--remote", str(second), "--all").code == 0  # settles d-2 there
     assert pending_pushes(repo) == []
+
+
+def test_a_remote_branch_that_points_at_a_tag_is_diverged_not_overwritten(repo, remote, signer, tsa):
+    build_deployment(repo, signer, tsa, steps=1, sealed=False)
+    assert push_branches(repo, str(remote)).ok
+    add_step(repo, signer, tsa, "capture_impact", {"p99_ms": 130})
+    git("--git-dir", str(remote), "tag", "-a", "t", "-m", "not evidence", REF)
+    tag = git("--git-dir", str(remote), "rev-parse", "refs/tags/t").stdout.strip()
+    pygit2.Repository(str(remote)).references.create(REF, tag, force=True)  # git itself refuses; libgit2 does not
+    [branch] = push_branches(repo, str(remote)).branches
+    assert branch.outcome == "diverged" and "not a commit" in branch.detail and branch.attempts == 1
+    assert head_of(remote) == tag

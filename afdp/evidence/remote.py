@@ -234,6 +234,13 @@ def _has_commit(repo: pygit2.Repository, oid: str) -> bool:
         return False
 
 
+def _has_object(repo: pygit2.Repository, oid: str) -> bool:
+    try:
+        return repo.odb.exists(oid)
+    except (ValueError, pygit2.GitError):
+        return False
+
+
 def _classify(repo: pygit2.Repository, ref: str, local: str, remote: str | None, attempts: int) -> BranchPush | None:
     """Return the settled outcome for ``ref``, or None if ``local`` must be pushed."""
     if remote is None or remote == local:
@@ -347,7 +354,7 @@ def push_branches(
         updates: dict[str, str] = {}
         for ref in pending:
             remote = advertised.get(ref)
-            if remote is not None and not _has_commit(store.repo, remote) and ref in missing:
+            if remote is not None and ref in missing and not _has_object(store.repo, remote):
                 # it moved again between listing and fetching: list anew next round
                 last_reason[ref] = "the remote branch moved while it was fetched"
                 continue
