@@ -149,7 +149,8 @@ def _print_hits(result: Any) -> None:
     elif rows:
         table = Table(title_justify="left")
         for column in columns:
-            table.add_column(column, overflow="fold")
+            # identifiers never wrap (a split id cannot be copied); the rest folds
+            table.add_column(column, no_wrap=column not in ("decision", "image"), overflow="fold")
         for row in rows:
             table.add_row(*(escape(v) for v in row))
         console.print(table)
