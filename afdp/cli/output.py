@@ -76,6 +76,60 @@ def print_reports(reports: list[BranchReport]) -> None:
         )
 
 
+def summary_rows(reports: list[BranchReport]) -> list[dict[str, Any]]:
+    """One row per branch: branch, service, deployment, records, result, first failing check."""
+    rows = []
+    for report in reports:
+        first = report.failures[0] if report.failures else None
+        rows.append(
+            {
+                "branch": report.ref.removeprefix("refs/heads/"),
+                "service": report.service,
+                "deployment": report.deployment,
+                "records": len(report.records),
+                "result": report.state,
+                "first_failure": (
+                    {"where": first.where, "check": first.check, "reason": first.reason}
+                    if first is not None
+                    else None
+                ),
+            }
+        )
+    return rows
+
+
+def print_summary(reports: list[BranchReport]) -> None:
+    """Print the table of many branches (a rich table on a terminal, tab-separated rows
+    with a header line elsewhere), before the per-branch verdicts of :func:`print_reports`."""
+    rows = summary_rows(reports)
+    columns = ["branch", "service", "deployment", "records", "result", "first failing check"]
+    values = [
+        (
+            row["branch"],
+            row["service"],
+            row["deployment"],
+            str(row["records"]),
+            row["result"].upper(),
+            f"{row['first_failure']['check']} ({row['first_failure']['where']})" if row["first_failure"] else "-",
+        )
+        for row in rows
+    ]
+    if not _console.is_terminal:
+        print("\t".join(columns))
+        for line in values:
+            print("\t".join(" ".join(v.split()) for v in line))
+        return
+    table = Table(title="verify --all", title_justify="left")
+    for column in columns:
+        table.add_column(column, no_wrap=column != "first failing check", overflow="fold")
+    colours = {"VERIFIED": "green", "UNSEALED": "yellow", "FAILED": "bold red"}
+    for line in values:
+        shown = [escape(v) for v in line]
+        shown[4] = f"[{colours.get(line[4], 'bold')}]{shown[4]}[/]"
+        table.add_row(*shown)
+    _console.print(table)
+
+
 def print_story(story: dict[str, Any]) -> None:
     """Print a deployment's records (unverified): a table on a terminal, plain rows elsewhere.
 

@@ -25,6 +25,7 @@ from afdp.errors import EXIT_FAILED, UsageError
 
 _TSA_ENV = "AFDP_TSA_URLS"
 _SIGNAL_DIR_ENV = "AFDP_SIGNAL_DIR"
+_REMOTE_ENV = "AFDP_EVIDENCE_REMOTE"
 #: ``--fast`` divides every wait, window and timeout by this.
 FAST_SCALE = 20.0
 EXIT_INTERRUPTED = 130
@@ -135,7 +136,8 @@ def _tsa_urls(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.argument("workflow_path", metavar="WORKFLOW", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--service", required=True, help="Service name (A-Z a-z 0-9 . _ -).")
 @click.option("--deployment", required=True, help="Deployment id (A-Z a-z 0-9 . _ -).")
-@click.option("--commit", help="Git commit being deployed.")
+@click.option("--commit", help="Git commit being deployed (a full id is also the decision record's in-toto subject).")
+@click.option("--image", help="Container image deployed, by digest: NAME@sha256:HEX (the decision record's in-toto subject).")
 @click.option("--deployer", help="Who deploys (user or CI identity).")
 @click.option("--environment", help="Target environment (production, staging, ...).")
 @click.option("--version", "service_version", help="Version being deployed.")
@@ -166,6 +168,10 @@ def _tsa_urls(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--time-scale", type=click.FloatRange(min=1.0), help="Divide every wait and window by this (overrides --fast; recorded in the evidence).")
 @click.option("--prefect/--no-prefect", default=True, show_default=True,
               help="Run as a Prefect flow (PREFECT_API_URL, or Prefect's ephemeral mode).")
+@click.option("--push", "push_url", metavar="URL",
+              help="At the end, push the deployment's branch to this evidence remote (never forced). "
+                   "If it cannot be pushed the run still succeeds: a warning, and the branch is queued for "
+                   "'afdp push --pending'. Default: $AFDP_EVIDENCE_REMOTE.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's outcome as JSON.")
 def run_cmd(**options: Any) -> None:
     """Run an evidence workflow for one deployment; every step becomes a signed record.
@@ -187,6 +193,7 @@ def _run(
     service: str,
     deployment: str,
     commit: str | None,
+    image: str | None,
     deployer: str | None,
     environment: str | None,
     service_version: str | None,
@@ -209,8 +216,14 @@ def _run(
     fast: bool,
     time_scale: float | None,
     prefect: bool,
+    push_url: str | None,
     as_json: bool,
 ) -> None:
+    push_url = push_url or os.environ.get(_REMOTE_ENV) or None
+    if push_url:
+        from afdp.evidence.remote import check_remote_url
+
+        check_remote_url(push_url)  # a bad URL is a usage error before anything runs
     env_dir = os.environ.get(_SIGNAL_DIR_ENV)
     params: dict[str, Any] = {
         "workflow_path": str(workflow_path),
@@ -222,6 +235,7 @@ def _run(
         "tsa_urls": list(_tsa_urls(tsa)),
         "info": {
             "commit": commit,
+            "image": image,
             "deployer": deployer,
             "environment": environment,
             "version": service_version,
@@ -253,12 +267,30 @@ def _run(
     finally:
         if progress is not None:
             progress.close()
+    pushed = _push(repository, push_url, outcome) if push_url else None
     if as_json:
-        click.echo(json.dumps(outcome.to_json(), indent=2, default=str))
+        document = outcome.to_json()
+        if pushed is not None:
+            document["push"] = pushed.to_json()
+        click.echo(json.dumps(document, indent=2, default=str))
     else:
         print_outcome(outcome)
+        if pushed is not None and pushed.report is not None and pushed.report.ok:
+            branch = pushed.report.branches[0]
+            click.echo(f"pushed: {branch.ref.removeprefix('refs/heads/')} {branch.outcome} on {pushed.report.remote}")
+    if pushed is not None and pushed.warning:
+        click.echo(f"afdp: warning: {pushed.warning}", err=True)
     if outcome.decision and outcome.decision.get("action") == "rollback":
         sys.exit(EXIT_FAILED)
+
+
+def _push(repository: Path, url: str, outcome: Any) -> Any:
+    """Push the run's branch (afdp.evidence.remote.push_after_run): never raises for the
+    remote; the evidence is committed locally whatever it says."""
+    from afdp.evidence.names import branch_ref
+    from afdp.evidence.remote import push_after_run
+
+    return push_after_run(repository, url, branch_ref(outcome.service, outcome.deployment))
 
 
 def _run_with_prefect(params: dict[str, Any], progress: Any, request: Any) -> Any:

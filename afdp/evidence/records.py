@@ -70,6 +70,67 @@ def token_names_problem(names: Iterable[str]) -> str | None:
     return None
 
 
+#: A container image by digest: ``[NAME[:TAG]@]sha256:<64 hex>`` (NAME as OCI references
+#: spell it, lowercase).
+IMAGE_REFERENCE = re.compile(
+    r"(?:(?P<reference>[a-z0-9][A-Za-z0-9._/:-]{0,254})@)?sha256:(?P<digest>[0-9a-f]{64})", re.ASCII
+)
+#: A full Git commit id (SHA-1, or SHA-256 for SHA-256 repositories), lowercase hex.
+GIT_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}", re.ASCII)
+#: The key of a record's ``context`` naming the deployed artifact (decision records).
+DEPLOYED_ARTIFACT = "deployed_artifact"
+
+
+def parse_image(text: str) -> tuple[str | None, str]:
+    """Return ``(name without tag, sha256 hex)`` of an image reference by digest.
+
+    Raises:
+        UsageError: ``text`` is not ``[NAME[:TAG]@]sha256:<64 lowercase hex>``.
+    """
+    match = IMAGE_REFERENCE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise UsageError(
+            f"image {text!r} must name a digest: NAME@sha256:<64 hex> (or sha256:<64 hex>)"
+        )
+    reference = match.group("reference")
+    if reference is None:
+        return None, match.group("digest")
+    head, _, last = reference.rpartition("/")
+    # a tag (":v2" after the last "/") is not part of the name; a registry port is
+    name = f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+    if not name or name.endswith("/"):
+        raise UsageError(f"image {text!r} has no name before its tag")
+    return name, match.group("digest")
+
+
+def artifact_subjects(artifact: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Return the in-toto subjects of a deployed artifact (``{"image", "commit"}``).
+
+    The image by digest becomes ``{"name": NAME, "digest": {"sha256": HEX}}`` (no
+    ``name`` when only the digest is known), a full commit id ``{"digest":
+    {"gitCommit": HEX}}``: the descriptors policy engines and admission controllers
+    look attestations up by.
+
+    Raises:
+        UsageError: ``artifact`` is not an object of an image by digest and/or a full
+            commit id, or names anything else.
+    """
+    if artifact is None:
+        return []
+    if not isinstance(artifact, Mapping) or not artifact or set(artifact) - {"image", "commit"}:
+        raise UsageError(f"{DEPLOYED_ARTIFACT} must be an object with image and/or commit, not {artifact!r}")
+    subjects: list[dict[str, Any]] = []
+    if "image" in artifact:
+        name, digest = parse_image(artifact["image"])
+        subjects.append({**({"name": name} if name else {}), "digest": {"sha256": digest}})
+    if "commit" in artifact:
+        commit = artifact["commit"]
+        if not isinstance(commit, str) or not GIT_COMMIT.fullmatch(commit):
+            raise UsageError(f"deployed commit {commit!r} is not a full lowercase Git commit id")
+        subjects.append({"digest": {"gitCommit": commit}})
+    return subjects
+
+
 def utc_now() -> datetime:
     """Return the current time as an aware UTC datetime."""
     return datetime.now(UTC)
@@ -254,11 +315,14 @@ def build_record(
         predicate["artifacts"].append({"path": name, "sha256": sha256_hex(data), "size": len(data)})
     statement = {
         "_type": STATEMENT_TYPE,
+        # subject[0] is the record itself; a decision record's further subjects are the
+        # deployed artifact its context names (see artifact_subjects)
         "subject": [
             {
                 "name": f"afdp:{service}/{deployment}/{sequence:06d}-{draft.step}",
                 "digest": {"sha256": result_digest},
-            }
+            },
+            *artifact_subjects(draft.context.get(DEPLOYED_ARTIFACT)),
         ],
         "predicateType": PREDICATE_TYPES[draft.kind],
         "predicate": predicate,

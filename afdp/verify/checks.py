@@ -7,7 +7,8 @@ check so an auditor sees exactly what is wrong:
 1. ``layout``     the record directory holds only the files a record may hold
 2. ``envelope``   envelope.json is a canonical DSSE envelope matching its schema
 3. ``schema``     the payload is an in-toto Statement v1 whose predicate matches its kind
-4. ``identity``   subject and predicate name this branch, this position and this step
+4. ``identity``   subject and predicate name this branch, this position and this step;
+                 further subjects are exactly the deployed artifact ``context.deployed_artifact`` names
 5. ``digest``     the subject digest is the SHA-256 of the canonical result; artifacts match
 6. ``signer``     the signing key is in the trust policy and may sign for this service
 7. ``signature``  the DSSE signature verifies over the envelope's PAE
@@ -58,7 +59,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from afdp.errors import AfdpError
+from afdp.errors import AfdpError, UsageError
 from afdp.evidence import records as rec
 from afdp.evidence import schemas
 from afdp.evidence.canonical import canonical_bytes, sha256_hex
@@ -265,6 +266,20 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
         facts.fail(
             "identity",
             f"subject {statement['subject'][0]['name']!r} does not name this record ({expected_subject})",
+        )
+    # a further subject (a decision record's) is exactly the deployed artifact the signed
+    # context names: an admission controller reading only the subject reads the same
+    context = predicate["context"] if isinstance(predicate["context"], dict) else {}
+    try:
+        expected_artifacts = rec.artifact_subjects(context.get(rec.DEPLOYED_ARTIFACT))
+    except UsageError as exc:
+        facts.fail("identity", f"context.{rec.DEPLOYED_ARTIFACT} is malformed: {exc}")
+        expected_artifacts = None
+    if expected_artifacts is not None and statement["subject"][1:] != expected_artifacts:
+        facts.fail(
+            "identity",
+            f"subjects after the first ({len(statement['subject']) - 1}) are not the deployed "
+            f"artifact the record's context names ({len(expected_artifacts)} subject(s))",
         )
     if (predicate["service"], predicate["deployment"]) != (item.service, item.deployment):
         facts.fail(

@@ -339,6 +339,11 @@ def check_all(
 ) -> list[BranchReport]:
     """Check every AFDP branch (of ``service``, if given) and return their reports.
 
+    Branches are checked in parallel worker processes (``jobs``, default all cores), one
+    branch per worker, each worker running the same :func:`check_branch`; a single
+    branch uses the workers for its records instead. ``progress`` is then called with
+    (branches done, branches).
+
     Raises:
         NotFoundError: the repository has no AFDP branches to check.
     """
@@ -350,6 +355,24 @@ def check_all(
             f"no AFDP evidence branches in {repository}"
             + (f" for service {service}" if service else "")
         )
+    workers = min(len(branches), _worker_count(jobs, PARALLEL_THRESHOLD))
+    if workers > 1:
+        reports: list[BranchReport] = []
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_init_worker,
+            initargs=(policy,),
+        ) as pool:
+            futures = [
+                pool.submit(_check_branch_in_worker, str(repository), s, d, allow_unsealed)
+                for s, d in branches
+            ]
+            for done, future in enumerate(futures, 1):
+                reports.append(future.result())
+                if progress is not None:
+                    progress(done, len(futures))
+        return unsafe + reports
     return unsafe + [
         check_branch(
             repository,
@@ -362,6 +385,18 @@ def check_all(
         )
         for s, d in branches
     ]
+
+
+def _check_branch_in_worker(repository: str, service: str, deployment: str, allow_unsealed: bool) -> BranchReport:
+    # One branch per worker process: its records are checked in this process (jobs=1).
+    return check_branch(
+        repository,
+        service=service,
+        deployment=deployment,
+        policy=_WORKER["policy"],
+        allow_unsealed=allow_unsealed,
+        jobs=1,
+    )
 
 
 def unsafe_branch_reports(

@@ -275,7 +275,7 @@ def _open_or_probe(run: RunState) -> None:
     )
 
 
-_FACTS = ("commit", "deployer", "environment", "version")
+_FACTS = ("commit", "image", "deployer", "environment", "version")
 
 
 def _check_same_deployment(store: EvidenceStore, head: Any, request: RunRequest) -> None:

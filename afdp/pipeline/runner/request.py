@@ -80,6 +80,9 @@ class DeploymentInfo:
     """What is known about the deployment before any step runs (``${deployment.*}``)."""
 
     commit: str | None = None
+    #: the image deployed, by digest (``NAME@sha256:<hex>``): the decision record names it
+    #: as its in-toto subject
+    image: str | None = None
     deployer: str | None = None
     environment: str | None = None
     version: str | None = None
@@ -108,11 +111,24 @@ class DeploymentInfo:
             except ValueError as exc:
                 raise UsageError(f"deployed_at {deployed!r} is not an RFC 3339 time") from exc
         data["changed_files"] = tuple(data.get("changed_files") or ())
+        if data.get("image") is not None:
+            rec.parse_image(data["image"])  # an image is named by digest, or refused
         return cls(**data)
+
+    def deployed_artifact(self) -> dict[str, str] | None:
+        """Return what a decision record names as its in-toto subject: the image by
+        digest and the commit when it is a full commit id (else None)."""
+        artifact: dict[str, str] = {}
+        if self.image:
+            artifact["image"] = self.image
+        if self.commit and rec.GIT_COMMIT.fullmatch(self.commit):
+            artifact["commit"] = self.commit
+        return artifact or None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "commit": self.commit,
+            "image": self.image,
             "deployer": self.deployer,
             "environment": self.environment,
             "version": self.version,
@@ -453,6 +469,7 @@ def _deployment_values(request: RunRequest) -> dict[str, Any]:
         "environment": info.environment,
         "version": info.version,
         "commit": info.commit,
+        "image": info.image,
         "deployer": info.deployer,
         "repository": info.source_repository,
     }

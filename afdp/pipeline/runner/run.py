@@ -338,7 +338,11 @@ def _append(run: RunState, step: Step, outcome: StepResult) -> None:
         finished_at=max(finished, started),
         provenance=run.redact(_json_safe(dict(outcome.provenance))),
         context=_merge(
-            {**run.base_context, "step": {"type": step.type, "kind": step.kind.value, "phase": step.phase}},
+            {
+                **run.base_context,
+                "step": {"type": step.type, "kind": step.kind.value, "phase": step.phase},
+                **_artifact_context(run, step, outcome),
+            },
             run.redact(_json_safe(dict(outcome.context))),
         ),
         workflow_digest=run.workflow.digest,
@@ -390,6 +394,15 @@ def _append(run: RunState, step: Step, outcome: StepResult) -> None:
     run.reports.append(report)
     if request.progress:
         request.progress(report)
+
+
+def _artifact_context(run: RunState, step: Step, outcome: StepResult) -> dict[str, Any]:
+    """The deployed artifact, for a record that decides (a decide step, a gate that
+    stopped the run): its statement then names the image digest and commit as subjects,
+    so an admission controller asks "was this artifact's rollout judged safe" of it."""
+    decides = step.kind is StepKind.DECIDE or (step.kind is StepKind.GATE and outcome.result.get("stop"))
+    artifact = run.request.info.deployed_artifact() if decides else None
+    return {rec.DEPLOYED_ARTIFACT: artifact} if artifact else {}
 
 
 def _refuse_encoded_secrets(run: RunState, draft: rec.RecordDraft) -> rec.RecordDraft:
