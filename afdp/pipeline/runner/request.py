@@ -400,6 +400,11 @@ def env_names(workflow: Workflow) -> list[str]:
         for template in (collector.url, collector.body, *(t for _, t in collector.headers)):
             if template is not None:
                 names.update(p.parts[1] for p in template.placeholders if p.secret)
+    # The admission policy's channels too (notification_channels:): not in the document.
+    for channel in getattr(workflow, "notifications", ()) or ():
+        for template in (channel.url, channel.secret, channel.username, channel.password):
+            if template is not None:
+                names.update(p.parts[1] for p in template.placeholders if p.secret)
     return sorted(names)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from afdp.workflow.findings import Finding, PolicyRejected
 from afdp.workflow.loader import Document
 from afdp.workflow.model import (
+    NotificationChannel,
     Variable,
     Workflow,
 )
@@ -25,6 +26,8 @@ class AdmissionPolicy:
     source: str
     rules: AllOf
     description: str = ""
+    #: The policy's ``notification_channels``: given to every workflow it admits.
+    channels: tuple[NotificationChannel, ...] = ()
     #: The policy file's bytes exactly as read (None: built in memory); a run stores
     #: them in its genesis record (``admission-policy.yaml``).
     raw: bytes | None = dataclasses.field(default=None, compare=False, repr=False)
@@ -71,7 +74,20 @@ class AdmissionPolicy:
             known = RunValues(overrides=dict(overrides or {}))
         # The environments are judged, never kept: a workflow may be serialized.
         kept = RunValues(overrides=dict(known.overrides), deployment=known.deployment)
-        return dataclasses.replace(workflow, admission=Admission(self, kept))
+        return dataclasses.replace(
+            workflow, admission=Admission(self, kept), notifications=self.with_channels(workflow)
+        )
+
+    @property
+    def channel_names(self) -> frozenset[str]:
+        """Return the names of the policy's notification channels."""
+        return frozenset(c.name for c in self.channels)
+
+    def with_channels(self, workflow: Workflow) -> tuple[NotificationChannel, ...]:
+        """Return the workflow's own channels followed by this policy's channels (any
+        policy channels it carried from an earlier admission are replaced)."""
+        own = tuple(c for c in workflow.notifications if c.origin == "workflow")
+        return own + self.channels
 
 
 @dataclass(frozen=True)

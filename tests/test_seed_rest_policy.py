@@ -1,0 +1,229 @@
+"""Issue 12, the rest: what the admission policy decides about notifications and flag files.
+
+* ``notification_channels`` in the policy: a workflow's ``notify:`` may name them, a run
+  sends to them (a real loopback receiver), a workflow may not redefine one.
+* ``allowed_notification_destinations``: a workflow's own channel that sends elsewhere is
+  refused at admission, one located line, exit 1 from ``afdp validate`` and ``afdp run``;
+  the URL is compared as it will be used (percent-decoding, dot segments, whole segments,
+  port), so another spelling of a forbidden URL is still forbidden.
+* ``allowed_flag_targets``: ``enable_feature``'s flagd file (Example 3) must be an allowed
+  file or under an allowed directory, resolved as the filesystem will (symlinks, ``..``);
+  the runner checks the path again right before it writes (a symlink swapped in after
+  admission is refused too).
+
+Real parts: the CLI entry point, a loopback HTTP receiver (tests/test_seed_decisions.py),
+the real filesystem with real symlinks, ``afdp run --no-prefect`` with the embedded TSA.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_seed_decisions import SECRET, receiver  # noqa: F401 (a fixture)
+
+from afdp.pipeline.actions import verify_signature
+from afdp.pipeline.notify import notify
+from afdp.pipeline.runner.request import env_names
+from afdp.workflow import load_workflow
+from afdp.workflow.findings import PolicyInvalid, PolicyRejected
+
+WORKFLOW = """\
+name: notified
+workflow:
+  - capture_baseline: {{duration: 1m, metrics: [error_rate]}}
+  - mark_deployment_time
+  - capture_impact: {{duration: 1m}}
+  - analyze_differences: {{thresholds: {{error_rate_increase: 1%}}}}
+  - decisions
+decisions:
+  bad:
+    condition: error_rate.increase > 5%
+    action: rollback
+    notify: [{notify}]
+{notifications}"""
+
+POLICY = """\
+version: 1
+name: platform
+notification_channels:
+  oncall:
+    type: webhook
+    url: {hooks}/oncall
+    secret: ${{env.AFDP_NOTIFY_SECRET}}
+allowed_notification_destinations:
+  - https://hooks.example.com/afdp/
+  - smtp://smtp.example.com:587
+  - "*@example.com"
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def workflow(tmp_path: Path, *, notify: str = "oncall", notifications: str = "") -> Path:
+    return write(tmp_path, "wf.yaml", WORKFLOW.format(notify=notify, notifications=notifications))
+
+
+def policy(tmp_path: Path, hooks: str = "https://hooks.example.com/afdp", extra: str = "") -> Path:
+    return write(tmp_path, "policy.yaml", POLICY.format(hooks=hooks) + extra)
+
+
+def own_channel(url: str, name: str = "team") -> str:
+    return f"notifications:\n  {name}:\n    type: webhook\n    url: {url}\n"
+
+
+# --- 1. channels configured in the policy ---------------------------------------------
+
+
+def test_notify_may_name_a_channel_the_policy_declares(tmp_path, cli):
+    wf, pol = workflow(tmp_path), policy(tmp_path)
+    assert cli("validate", str(wf), "--policy", str(pol)).code == 0
+    # Without that policy the channel exists nowhere: a located error, as before.
+    result = cli("validate", str(wf))
+    assert result.code == 1
+    assert "decisions.bad.notify[0]: channel 'oncall' is not configured" in result.out
+    assert "admission policy's notification_channels" in result.out
+    plan = cli("plan", str(wf), "--policy", str(pol), "--set", "deployment.service=api", "--set", "deployment.id=d-1")
+    assert plan.code == 0, plan.out
+    assert "notify oncall: webhook https://hooks.example.com/afdp/oncall, signed (the admission policy's channel)" in plan.out
+
+
+def test_a_run_sends_to_the_policy_channel(tmp_path, receiver):  # noqa: F811
+    admitted = load_workflow(workflow(tmp_path), policy=policy(tmp_path, hooks=receiver.url))
+    channel = admitted.channel("oncall")
+    assert channel is not None and channel.origin == "policy"
+    # The run requires the policy channel's secret like the workflow's own (checked first).
+    assert "AFDP_NOTIFY_SECRET" in env_names(admitted)
+    results = notify(
+        admitted, ("oncall",), {"action": "rollback", "severity": "critical"},
+        values={}, env={"AFDP_NOTIFY_SECRET": SECRET}, payload={"service": "api", "deployment": "d-1"},
+    )
+    assert [(r.channel, r.status) for r in results] == [("oncall", "ok")]
+    (request,) = receiver.requests
+    assert request["path"] == "/hooks/oncall"
+    assert verify_signature(SECRET.encode(), request["body"], request["headers"]["X-AFDP-Signature"])
+    assert json.loads(request["body"])["decision"]["action"] == "rollback"
+
+
+def test_a_workflow_may_not_redefine_a_policy_channel(tmp_path, cli):
+    wf = workflow(tmp_path, notifications=own_channel("https://hooks.example.com/afdp/mine", "oncall"))
+    result = cli("validate", str(wf), "--policy", str(policy(tmp_path)))
+    assert result.code == 1
+    assert "notifications.oncall: notification_channels: channel 'oncall' is the policy's own" in result.out
+
+
+def test_a_policy_channel_is_checked_like_a_workflow_channel(tmp_path, cli):
+    bad = POLICY.format(hooks="https://hooks.example.com/afdp").replace(
+        "${env.AFDP_NOTIFY_SECRET}", "plain-text-key"
+    )
+    result = cli("validate", str(workflow(tmp_path)), "--policy", str(write(tmp_path, "p.yaml", bad)))
+    assert result.code == 2
+    assert "notification_channels.oncall.secret" in result.err + result.out
+    assert "must come from the environment" in result.err + result.out
+    with pytest.raises(PolicyInvalid):
+        load_workflow(workflow(tmp_path), policy=tmp_path / "p.yaml")
+
+
+# --- 1. destinations of a workflow's own channels -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example.com/afdp/team",
+        "https://hooks.example.com:443/afdp/team/x?y=1",
+        "https://HOOKS.example.com./afdp/a/../b",
+    ],
+)
+def test_own_channels_to_allowed_destinations_are_admitted(tmp_path, url):
+    wf = workflow(tmp_path, notify="team", notifications=own_channel(url))
+    admitted = load_workflow(wf, policy=policy(tmp_path))
+    assert admitted.channel("team").origin == "workflow"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://evil.example.net/afdp/team", "https://evil.example.net/afdp/team"),
+        ("https://hooks.example.com/afdp-evil/x", "https://hooks.example.com/afdp-evil/x"),
+        ("https://hooks.example.com/afdp/../evil", "https://hooks.example.com/afdp/../evil"),
+        ("https://hooks.example.com/afdp/%2e%2e/evil", "https://hooks.example.com/afdp/%2e%2e/evil"),
+        ("https://hooks.example.com/afdp%2F..%2Fevil", "https://hooks.example.com/afdp%2F..%2Fevil"),
+        ("https://hooks.example.com/afdp/%252e%252e/evil", "https://hooks.example.com/afdp/%252e%252e/evil"),
+        ("https://hooks.example.com:8443/afdp/team", "https://hooks.example.com:8443/afdp/team"),
+        ("http://hooks.example.com/afdp/team", "http://hooks.example.com/afdp/team"),
+        ("https://hooks.example.com@evil.example.net/afdp/", "https://hooks.example.com@evil.example.net/afdp/"),
+    ],
+)
+def test_own_channels_elsewhere_are_refused_in_one_line(tmp_path, cli, url, shown):
+    wf = workflow(tmp_path, notify="team", notifications=own_channel(url))
+    result = cli("validate", str(wf), "--policy", str(policy(tmp_path)))
+    assert result.code == 1, result.out
+    lines = [line for line in result.out.splitlines() if "allowed_notification_destinations" in line]
+    assert len(lines) == 1, result.out
+    assert lines[0].startswith(f"{wf}:16:5: ") and "notifications.team.url" in lines[0]
+    assert f"the webhook channel 'team' sends to {shown}, which the policy does not allow" in lines[0]
+
+
+def test_email_channels_need_the_server_and_every_recipient_allowed(tmp_path):
+    def email(host: str, port: int, to: str) -> str:
+        return (
+            "notifications:\n  team:\n    type: email\n"
+            f"    host: {host}\n    port: {port}\n    starttls: true\n    from: afdp@example.com\n    to: {to}\n"
+        )
+
+    ok = workflow(tmp_path, notify="team", notifications=email("smtp.example.com", 587, "[ops@example.com]"))
+    load_workflow(ok, policy=policy(tmp_path))
+    for host, port, to, expected in [
+        ("smtp.evil.net", 587, "[ops@example.com]", "sends through smtp://smtp.evil.net:587"),
+        ("smtp.example.com", 25, "[ops@example.com]", "sends through smtp://smtp.example.com:25"),
+        ("smtp.example.com", 587, "[ops@example.com, spy@evil.net]", "sends to spy@evil.net,"),
+        ("smtp.example.com", 587, "[ops@example.com.evil.net]", "sends to ops@example.com.evil.net,"),
+    ]:
+        bad = workflow(tmp_path, notify="team", notifications=email(host, port, to))
+        with pytest.raises(PolicyRejected) as caught:
+            load_workflow(bad, policy=policy(tmp_path))
+        messages = [f.message for f in caught.value.findings]
+        assert len(messages) == 1 and expected in messages[0], messages
+
+
+def test_an_empty_destination_list_leaves_only_the_policy_channels(tmp_path):
+    empty = write(tmp_path, "empty.yaml", "version: 1\nallowed_notification_destinations: []\n")
+    wf = workflow(tmp_path, notify="team", notifications=own_channel("https://hooks.example.com/afdp/x"))
+    with pytest.raises(PolicyRejected, match="does not allow"):
+        load_workflow(wf, policy=empty)
+
+
+def test_a_destination_known_only_at_run_time_is_denied_unless_allowed(tmp_path):
+    wf = workflow(tmp_path, notify="team", notifications=own_channel("https://hooks.example.com/afdp/${deployment.service}"))
+    with pytest.raises(PolicyRejected, match=r"cannot be checked before the run: it comes from \$\{deployment.service\}"):
+        load_workflow(wf, policy=policy(tmp_path))
+    lenient = policy(tmp_path, extra="unresolved_hosts: allow\n")
+    admitted = load_workflow(wf, policy=lenient)
+    # A run knows its deployment: judged then with the real value.
+    from afdp.workflow.policy import RunValues
+
+    admission = admitted.admission
+    admission.readmit(admitted, RunValues(deployment={"service": "api", "id": "d-1"}))
+
+
+def test_afdp_run_refuses_a_channel_to_a_forbidden_destination(tmp_path, cli, keys, tsa):
+    wf = workflow(tmp_path, notify="team", notifications=own_channel("https://evil.example.net/x"))
+    repo = tmp_path / "evidence"
+    assert cli("init", str(repo)).code == 0
+    result = cli(
+        "run", str(wf), "--service", "api", "--deployment", "d-1", "--repo", str(repo),
+        "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--policy", str(policy(tmp_path)), "--no-prefect",
+    )
+    assert result.code == 1, result.out + result.err
+    text = result.out + result.err
+    assert "allowed_notification_destinations: the webhook channel 'team' sends to https://evil.example.net/x" in text
+    assert "Traceback" not in text
+    from afdp.evidence.store import EvidenceStore
+
+    assert list(EvidenceStore(repo).branches()) == []  # nothing was written
