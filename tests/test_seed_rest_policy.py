@@ -227,3 +227,124 @@ def test_afdp_run_refuses_a_channel_to_a_forbidden_destination(tmp_path, cli, ke
     from afdp.evidence.store import EvidenceStore
 
     assert list(EvidenceStore(repo).branches()) == []  # nothing was written
+
+
+# --- 2. the flagd file of Example 3, judged by the policy ----------------------------
+
+EXAMPLE3 = Path(__file__).parent / "seeds" / "example3_feature_flag.yaml"
+
+
+def flag_policy(tmp_path: Path, *targets: str) -> Path:
+    listed = "".join(f"  - {json.dumps(t)}\n" for t in targets)
+    return write(tmp_path, "flags-policy.yaml", f"version: 1\nallowed_flag_targets:\n{listed}")
+
+
+def plan(cli, pol: Path, flag_file: str):
+    # afdp plan admits the workflow as written (its default flags.flagd.json, relative:
+    # the current directory), then again with the --set values.
+    return cli(
+        "plan", str(EXAMPLE3), "--policy", str(pol), "--set", "deployment.service=shop",
+        "--set", "deployment.id=ab-1", "--set", f"workflow.FLAG_FILE={flag_file}",
+    )
+
+
+def test_the_guides_flag_file_must_be_one_the_policy_names(tmp_path, cli, monkeypatch):
+    flags_dir = tmp_path / "flagd"
+    flags_dir.mkdir()
+    pol = flag_policy(tmp_path, f"{flags_dir}/")
+    # The guide's default (flags.flagd.json) is relative: the directory the run starts in.
+    monkeypatch.chdir(flags_dir)
+    assert cli("validate", str(EXAMPLE3), "--policy", str(pol)).code == 0
+    assert plan(cli, pol, str(flags_dir / "shop.flagd.json")).code == 0
+    result = plan(cli, pol, str(tmp_path / "shop.flagd.json"))
+    assert result.code == 1 and "allowed_flag_targets" in result.out + result.err
+    monkeypatch.chdir(tmp_path)
+    result = cli("validate", str(EXAMPLE3), "--policy", str(pol))
+    assert result.code == 1
+    (line,) = [x for x in result.out.splitlines() if "allowed_flag_targets" in x]
+    assert f"step 'enable_feature' writes the flag file flags.flagd.json (resolved: {tmp_path}/flags.flagd.json)" in line
+    assert f"which the policy does not allow (allowed: {flags_dir}/)" in line
+
+
+def test_a_flag_file_is_judged_where_the_filesystem_resolves_it(tmp_path, cli, monkeypatch):
+    flags_dir, other = tmp_path / "flagd", tmp_path / "etc"
+    flags_dir.mkdir()
+    other.mkdir()
+    monkeypatch.chdir(flags_dir)
+    (flags_dir / "link.flagd.json").symlink_to(other / "shadow.json")
+    (flags_dir / "subdir").symlink_to(other, target_is_directory=True)
+    pol = flag_policy(tmp_path, f"{flags_dir}/", "/nonexistent/exact.flagd.json")
+    for spelled, resolved in [
+        (f"{flags_dir}/../etc/x.json", f"{other}/x.json"),
+        (f"{flags_dir}/link.flagd.json", f"{other}/shadow.json"),
+        (f"{flags_dir}/subdir/x.json", f"{other}/x.json"),
+        # Lexically this is flagd/etc/x.json, inside the directory; the filesystem follows
+        # subdir to etc first, so the two '..' climb out of the test's directory.
+        (f"{flags_dir}//./subdir/../../etc/x.json", f"{tmp_path.parent}/etc/x.json"),
+    ]:
+        result = plan(cli, pol, spelled)
+        assert result.code == 1, spelled
+        assert f"writes the flag file {spelled} (resolved: {resolved}), which the policy does not allow" in result.err
+    assert plan(cli, pol, f"{flags_dir}/a/../shop.json").code == 0
+    assert plan(cli, pol, "/nonexistent/exact.flagd.json").code == 0
+    assert plan(cli, pol, "/nonexistent/exact.flagd.json.bak").code == 1
+    # An allowed directory reached through a symlink is the same directory.
+    (tmp_path / "alias").symlink_to(flags_dir, target_is_directory=True)
+    assert plan(cli, pol, f"{tmp_path}/alias/shop.json").code == 0
+    # The directory itself is no flag file.
+    assert plan(cli, pol, str(flags_dir)).code == 1
+
+
+def test_the_runner_judges_the_flag_file_again_right_before_writing(tmp_path):
+    from types import SimpleNamespace
+
+    from afdp.pipeline import flags
+    from afdp.pipeline.runner.steps.abtest import _flag_path
+
+    flags_dir, other = tmp_path / "flagd", tmp_path / "etc"
+    flags_dir.mkdir()
+    other.mkdir()
+    link = flags_dir / "live.flagd.json"
+    link.symlink_to(flags_dir / "real.flagd.json")
+    pol = flag_policy(tmp_path, f"{flags_dir}/")
+    admitted = load_workflow(EXAMPLE3, policy=pol, overrides={"FLAG_FILE": str(link)})
+    step = admitted.step("enable_feature")
+    values = {"workflow": admitted.variable_values({"FLAG_FILE": str(link)})}
+    # A test double of the run (as tests/test_seed_feature_flag.py does): the handler
+    # reads only its environment and the admitted workflow.
+    run = SimpleNamespace(env={}, workflow=admitted)
+    assert _flag_path(step.params, values, run) == flags_dir / "real.flagd.json"  # type: ignore[arg-type]
+    link.unlink()
+    link.symlink_to(other / "passwd.json")  # swapped after admission
+    with pytest.raises(flags.FlagError, match=r"allowed_flag_targets: .*resolved: .*etc/passwd.json"):
+        _flag_path(step.params, values, run)  # type: ignore[arg-type]
+
+
+def test_flag_api_urls_and_unknown_paths(tmp_path):
+    pol = flag_policy(tmp_path, "https://flags.example.com/api/")
+    base = EXAMPLE3.read_text(encoding="utf-8")
+    ok = base.replace("percentage: 100%", "percentage: 100%\n        url: https://flags.example.com/api/v1/flags")
+    assert load_workflow(write(tmp_path, "ok.yaml", ok), policy=pol)
+    bad = base.replace("percentage: 100%", "percentage: 100%\n        url: https://flags.example.com/api/../admin")
+    with pytest.raises(PolicyRejected, match="calls the flag API https://flags.example.com/api/../admin, which the policy does not allow"):
+        load_workflow(write(tmp_path, "bad.yaml", bad), policy=pol)
+    # A flagd file that depends on the deployment cannot be judged by validate: refused
+    # unless the policy allows unresolved targets; a run judges it with its deployment.
+    late = base.replace("percentage: 100%", "percentage: 100%\n        file: /srv/flagd/${deployment.service}.json")
+    with pytest.raises(PolicyRejected, match=r"cannot be checked before the run: it comes from \$\{deployment.service\}"):
+        load_workflow(write(tmp_path, "late.yaml", late), policy=pol)
+    lenient = write(tmp_path, "lenient.yaml", "version: 1\nunresolved_hosts: allow\nallowed_flag_targets: [/srv/flagd/]\n")
+    admitted = load_workflow(write(tmp_path, "late.yaml", late), policy=lenient)
+    from afdp.workflow.policy import RunValues
+
+    admitted.admission.readmit(admitted, RunValues(deployment={"service": "shop", "id": "ab-1"}))
+    with pytest.raises(PolicyRejected, match="resolved: /srv/x.json"):
+        admitted.admission.readmit(admitted, RunValues(deployment={"service": "../x", "id": "ab-1"}))
+
+
+def test_relative_flag_targets_in_a_policy_are_refused(tmp_path, cli):
+    pol = flag_policy(tmp_path, "flags/")
+    result = cli("validate", str(EXAMPLE3), "--policy", str(pol))
+    assert result.code == 2
+    assert "allowed_flag_targets[0]" in result.err + result.out
+    assert "an absolute flag file or directory path" in result.err + result.out

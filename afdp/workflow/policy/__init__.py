@@ -50,6 +50,7 @@ from afdp.workflow.policy.destinations import (
     AllowedFlagTargets,
     AllowedNotificationDestinations,
     PolicyChannels,
+    resolve_file,
 )
 from afdp.workflow.policy.hosts import (
     AllowedHosts,
@@ -98,6 +99,7 @@ __all__ = [
     "host_allowed",
     "load_policy",
     "render_known",
+    "resolve_file",
     "sql_targets",
     "url_host",
     "with_overrides",

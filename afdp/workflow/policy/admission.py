@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from afdp.workflow.findings import Finding, PolicyRejected
 from afdp.workflow.loader import Document
@@ -16,6 +16,8 @@ from afdp.workflow.model import (
 )
 from afdp.workflow.policy.base import Locator, RunValues
 from afdp.workflow.policy.rules import AllOf
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,10 @@ class AdmissionPolicy:
         return dataclasses.replace(
             workflow, admission=Admission(self, kept), notifications=self.with_channels(workflow)
         )
+
+    def rule(self, kind: type[R]) -> R | None:
+        """Return this policy's rule of class ``kind`` (None when the policy has none)."""
+        return next((r for r in self.rules.rules if isinstance(r, kind)), None)
 
     @property
     def channel_names(self) -> frozenset[str]:

@@ -16,9 +16,10 @@ Every target is compared the way it will be used, never as spelled: a URL's path
 percent-decoded (until nothing changes) and its dot segments removed before the prefix
 comparison, at segment boundaries (``/afdp/`` does not allow ``/afdp-evil``); a flag
 file is resolved as the filesystem will resolve it (``os.path.realpath``: symlinks and
-``..``, relative to the current directory), and so is each allowed path. A target that
-depends on a value not known when judging (``${steps.*}``, an unset ``${env.*}``) follows
-``unresolved_hosts`` for URLs and is always refused for files.
+``..``, relative to the current directory), and so is each allowed path; the runner
+judges the flag file again right before it writes it. A target that depends on a value
+not known when judging (``${deployment.*}`` for ``afdp validate``, ``${steps.*}``) follows
+``unresolved_hosts`` (deny unless the policy says allow).
 """
 
 from __future__ import annotations
@@ -242,12 +243,13 @@ class AllowedFlagTargets:
     unresolved: Literal["allow", "deny"]
     name: str = "allowed_flag_targets"
 
-    def judge_file(self, path: str) -> str | None:
-        """Return why writing the flag file ``path`` is not allowed (None: allowed).
+    def judge_file(self, path: str, resolved: str | None = None) -> str | None:
+        """Return why writing the flag file ``path`` (``resolved``: its resolved form,
+        when the caller already resolved it) is not allowed (None: allowed).
 
         The runner asks again right before it writes, with the path it will write.
         """
-        resolved = resolve_file(path)
+        resolved = resolve_file(path) if resolved is None else resolved
         if file_allowed(resolved, self.targets):
             return None
         shown = path if resolved == path else f"{path} (resolved: {resolved})"
@@ -266,15 +268,18 @@ class AllowedFlagTargets:
             label = f"step {step.name!r}"
             if params.provider == "flagd" and params.file is not None:
                 found = render_known(params.file, namespaces, known.env)
-                if found.unknown or found.secret:
-                    yield locate(
-                        step_path(step),
-                        step.location,
-                        self.name,
-                        f"the flag file {label} writes cannot be checked before the run: "
-                        f"{found.why_unknown if found.unknown else 'it comes from ${env.*}'} "
-                        "(write the path out, or set it with --set)",
-                    )
+                if found.unknown:
+                    # A run knows its deployment when it starts and judges again then,
+                    # and the runner judges the path it writes right before writing.
+                    if self.unresolved == "deny":
+                        yield locate(
+                            step_path(step),
+                            step.location,
+                            self.name,
+                            f"the flag file {label} writes cannot be checked before the run: "
+                            f"{found.why_unknown} (the policy denies unresolved targets: write "
+                            "the path out, or set it with --set)",
+                        )
                     continue
                 why = self.judge_file(found.text)
                 if why is not None:
