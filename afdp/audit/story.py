@@ -22,12 +22,11 @@ from typing import Any
 
 from afdp.errors import NotFoundError
 from afdp.evidence import records as rec
+from afdp.evidence.canonical import sha256_hex
 from afdp.evidence.ledger import decode_envelope, trailers
 from afdp.evidence.names import branch_ref
-from afdp.evidence.canonical import sha256_hex
 from afdp.evidence.store import EvidenceStore
 from afdp.evidence.trust import TrustPolicy
-
 
 #: The stored source files of a genesis record, by the name ``afdp log --show-source`` takes.
 SOURCE_FILES = {"workflow": "workflow.yaml", "admission-policy": "admission-policy.yaml"}
