@@ -23,8 +23,9 @@ import time
 
 import numpy as np
 import pytest
-from test_seed_migration_e2e import ROWS, _connect, _records, _run, _setup, _workload
+from test_seed_migration_e2e import _connect, _records, _run, _setup, _workload
 
+from afdp.evidence.records import parse_time
 from afdp.workflow.catalog import MIN_CORRELATION_DEPLOYMENTS
 
 PAUSES = (0.5, 1.5, 2.5, 3.5, 4.5, 5.5)  # seconds between the lock monitor and the checks
@@ -112,8 +113,6 @@ def test_example2_correlation_over_five_verified_past_migrations(
         assert past[f"m-{index}"]["size_bytes"] == sum(t["total_bytes"] for t in tables)
         before = max(records[s]["finished_at"] for s in ("snapshot_performance", "record_table_sizes"))
         after = records["verify_data_integrity"]["started_at"]
-        from afdp.evidence.records import parse_time
-
         assert past[f"m-{index}"]["duration_seconds"] == pytest.approx(
             (parse_time(after) - parse_time(before)).total_seconds(), abs=1e-6
         )
