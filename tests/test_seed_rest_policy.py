@@ -97,8 +97,11 @@ def test_a_run_sends_to_the_policy_channel(tmp_path, receiver):  # noqa: F811
     admitted = load_workflow(workflow(tmp_path), policy=policy(tmp_path, hooks=receiver.url))
     channel = admitted.channel("oncall")
     assert channel is not None and channel.origin == "policy"
-    # The run requires the policy channel's secret like the workflow's own (checked first).
+    # The run requires the policy channel's secret like the workflow's own (checked first),
+    # and scrubs it from the evidence; a workflow that notifies no policy channel does not.
     assert "AFDP_NOTIFY_SECRET" in env_names(admitted)
+    quiet = write(tmp_path, "quiet.yaml", WORKFLOW.format(notify="team", notifications=own_channel("https://hooks.example.com/afdp/t")))
+    assert "AFDP_NOTIFY_SECRET" not in env_names(load_workflow(quiet, policy=tmp_path / "policy.yaml"))
     results = notify(
         admitted, ("oncall",), {"action": "rollback", "severity": "critical"},
         values={}, env={"AFDP_NOTIFY_SECRET": SECRET}, payload={"service": "api", "deployment": "d-1"},
@@ -348,3 +351,17 @@ def test_relative_flag_targets_in_a_policy_are_refused(tmp_path, cli):
     assert result.code == 2
     assert "allowed_flag_targets[0]" in result.err + result.out
     assert "an absolute flag file or directory path" in result.err + result.out
+
+
+def test_the_platform_example_policy_declares_its_channel_and_destinations():
+    from afdp.workflow.policy import AllowedFlagTargets, AllowedNotificationDestinations, load_policy
+
+    shipped = load_policy(Path(__file__).resolve().parent.parent / "policies" / "admission.platform-example.yaml")
+    assert shipped.channel_names == {"platform_oncall"}
+    (channel,) = shipped.channels
+    assert channel.origin == "policy" and channel.secret is not None
+    destinations = shipped.rule(AllowedNotificationDestinations)
+    assert destinations is not None and "https://hooks.example.com/afdp/" in destinations.destinations
+    flags = shipped.rule(AllowedFlagTargets)
+    assert flags is not None and flags.judge_file("/etc/flagd/app.flagd.json") is None
+    assert flags.judge_file("/etc/flagd/../passwd.json") is not None
