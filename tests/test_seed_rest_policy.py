@@ -354,7 +354,11 @@ def test_relative_flag_targets_in_a_policy_are_refused(tmp_path, cli):
 
 
 def test_the_platform_example_policy_declares_its_channel_and_destinations():
-    from afdp.workflow.policy import AllowedFlagTargets, AllowedNotificationDestinations, load_policy
+    from afdp.workflow.policy import (
+        AllowedFlagTargets,
+        AllowedNotificationDestinations,
+        load_policy,
+    )
 
     shipped = load_policy(Path(__file__).resolve().parent.parent / "policies" / "admission.platform-example.yaml")
     assert shipped.channel_names == {"platform_oncall"}
