@@ -369,3 +369,68 @@ def test_the_platform_example_policy_declares_its_channel_and_destinations():
     flags = shipped.rule(AllowedFlagTargets)
     assert flags is not None and flags.judge_file("/etc/flagd/app.flagd.json") is None
     assert flags.judge_file("/etc/flagd/../passwd.json") is not None
+
+
+RUN_WORKFLOW = """\
+name: notified_run
+metrics:
+  error_rate:
+    query: >-
+      sum(rate(http_requests_total{service="${deployment.service}",code=~"5.."}[15s])) /
+      sum(rate(http_requests_total{service="${deployment.service}"}[15s]))
+    unit: ratio
+    better: lower
+workflow:
+  - capture_baseline: {duration: 5_minutes, metrics: [error_rate]}
+  - wait_for_signal: deployment_started
+  - mark_deployment_time
+  - capture_impact: {duration: 10_minutes}
+  - analyze_differences: {thresholds: {error_rate_increase: 1%}}
+  - decisions
+decisions:
+  bad:
+    condition: error_rate.increase > 1%
+    action: rollback
+    notify: [oncall]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("shutil").which("prometheus") is None, reason="Debian's prometheus is not installed")
+def test_a_real_run_notifies_the_policy_channel(tmp_path, cli, prometheus_server, keys, tsa, receiver, monkeypatch):  # noqa: F811
+    """A real run (the demo service's v2 regression, a real Prometheus, ``afdp run``):
+    the decision names only ``oncall``, which only the policy declares; the signed
+    notification reaches the receiver and its outcome is in the decision's record."""
+    import time
+    from datetime import UTC
+
+    from infra import wait_for_series
+
+    from afdp.demo.service import DemoService
+
+    monkeypatch.setenv("AFDP_NOTIFY_SECRET", SECRET)
+    wf = write(tmp_path, "run.yaml", RUN_WORKFLOW)
+    pol = policy(tmp_path, hooks=receiver.url)
+    repo = tmp_path / "evidence"
+    assert cli("init", str(repo)).code == 0
+    with DemoService(name="api", version="v1") as service:
+        prometheus = prometheus_server([service.metrics_url])
+        wait_for_series(prometheus, 'http_requests_total{service="api"}')
+        time.sleep(27)  # v1 history: the baseline window (10 s scaled) and a 15 s rate window
+        deployed_at = service.deploy("v2")
+        result = cli(
+            "run", str(wf), "--service", "api", "--deployment", "d-9", "--repo", str(repo),
+            "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--policy", str(pol),
+            "--set", f"PROMETHEUS_URL={prometheus}", "--phase", "post",
+            "--deployed-at", deployed_at.astimezone(UTC).isoformat(), "--time-scale", "30",
+            "--no-prefect", "--json",
+        )  # fmt: skip
+    assert result.code == 1, result.err  # rollback
+    decision = json.loads(result.out)["decision"]
+    assert decision["decision"] == "bad" and decision["action"] == "rollback"
+    (sent,) = decision["notifications"]
+    assert (sent["channel"], sent["type"], sent["status"], sent["signed"]) == ("oncall", "webhook", "ok", True)
+    (request,) = receiver.requests
+    assert request["path"] == "/hooks/oncall"
+    assert verify_signature(SECRET.encode(), request["body"], request["headers"]["X-AFDP-Signature"])
+    assert SECRET not in result.out
