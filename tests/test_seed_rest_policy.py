@@ -160,7 +160,8 @@ def test_own_channels_to_allowed_destinations_are_admitted(tmp_path, url):
         ("https://hooks.example.com/afdp/%252e%252e/evil", "https://hooks.example.com/afdp/%252e%252e/evil"),
         ("https://hooks.example.com:8443/afdp/team", "https://hooks.example.com:8443/afdp/team"),
         ("http://hooks.example.com/afdp/team", "http://hooks.example.com/afdp/team"),
-        ("https://hooks.example.com@evil.example.net/afdp/", "https://hooks.example.com@evil.example.net/afdp/"),
+        # user-info is credentials, never where a request goes (and never shown)
+        ("https://hooks.example.com@evil.example.net/afdp/", "https://evil.example.net/afdp/"),
     ],
 )
 def test_own_channels_elsewhere_are_refused_in_one_line(tmp_path, cli, url, shown):
@@ -434,3 +435,14 @@ def test_a_real_run_notifies_the_policy_channel(tmp_path, cli, prometheus_server
     assert request["path"] == "/hooks/oncall"
     assert verify_signature(SECRET.encode(), request["body"], request["headers"]["X-AFDP-Signature"])
     assert SECRET not in result.out
+
+
+def test_credentials_in_a_channel_url_do_not_hide_where_it_sends(tmp_path):
+    ok = workflow(tmp_path, notify="team", notifications=own_channel("https://${env.HOOK_USER}:${env.HOOK_PASSWORD}@hooks.example.com/afdp/t"))
+    assert load_workflow(ok, policy=policy(tmp_path)).channel("team") is not None
+    bad = workflow(tmp_path, notify="team", notifications=own_channel("https://u:${env.HOOK_PASSWORD}@evil.example.net/afdp/t"))
+    with pytest.raises(PolicyRejected) as caught:
+        load_workflow(bad, policy=policy(tmp_path))
+    (finding,) = caught.value.findings
+    assert "sends to https://evil.example.net/afdp/t, which the policy does not allow" in finding.message
+    assert "HOOK_PASSWORD" not in finding.message and "u:" not in finding.message

@@ -96,6 +96,23 @@ def under_prefix(target: UrlTarget, entry: UrlTarget, *, any_port: bool = False)
     return not base or target.path == base or target.path.startswith(base + "/")
 
 
+def without_userinfo(url: str) -> str:
+    """Return ``url`` without the user-info of its authority (credentials are no part of
+    where a request goes, and are never shown)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    return f"{scheme}://{authority.rpartition('@')[2]}{tail}"
+
+
+def _only_credentials(unknown: Sequence[str], text: str) -> bool:
+    """True when the only values not known are secrets in the user-info (``text`` is the
+    URL without it): where the request goes is known."""
+    return all(u.startswith("env.") for u in unknown) and "${" not in text and "[redacted" not in text
+
+
 def _is_address_pattern(entry: str) -> bool:
     return "://" not in entry and "@" in entry
 
@@ -146,7 +163,8 @@ class AllowedNotificationDestinations:
                 continue
             found = render_known(channel.url, namespaces, known.env)
             path = ("notifications", channel.name, "url")
-            if found.unknown:
+            text = without_userinfo(found.text)
+            if found.unknown and not _only_credentials(found.unknown, text):
                 if self.unresolved == "deny":
                     yield locate(
                         path,
@@ -156,8 +174,8 @@ class AllowedNotificationDestinations:
                         "(the policy denies unresolved destinations: write the URL out)",
                     )
                 continue
-            shown = render_known(channel.url, namespaces, None).text if found.secret else found.text
-            target = parse_url(found.text)
+            shown = without_userinfo(render_known(channel.url, namespaces, None).text)
+            target = parse_url(text)
             allowed = target is not None and any(
                 entry is not None and under_prefix(target, entry) for _, entry in urls
             )
