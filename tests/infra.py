@@ -342,8 +342,11 @@ def _postgres_ready(process: subprocess.Popen[bytes], bindir: Path, port: int) -
 
 
 @contextlib.contextmanager
-def start_postgres(*, database: str = "afdp") -> Iterator[str]:
+def start_postgres(*, database: str = "afdp", preload: Sequence[str] = ()) -> Iterator[str]:
     """Run a throw-away PostgreSQL server on a free 127.0.0.1 port.
+
+    ``preload`` names libraries for ``shared_preload_libraries`` (``pg_stat_statements``:
+    the server then tracks statement times; a database still needs ``CREATE EXTENSION``).
 
     The server is a direct child of this process (``postgres``, not ``pg_ctl``'s daemon)
     and gets SIGTERM if this process dies, so a killed test run leaves no server behind.
@@ -390,7 +393,8 @@ def start_postgres(*, database: str = "afdp") -> Iterator[str]:
                         user,
                         [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockets),
                          "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                         "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+                         "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+                         *(["-c", f"shared_preload_libraries={','.join(preload)}"] if preload else [])],
                         die_with_parent=True,
                     ),
                     stdout=out,
@@ -430,6 +434,22 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(f"PostgreSQL is not installed (no {POSTGRES_BIN_GLOB}/initdb)")
     try:
         with start_postgres() as url:
+            yield url
+    except InfraError as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def postgres_statements_url() -> Iterator[str]:
+    """Like :func:`postgres_url`, on a server started with
+    ``shared_preload_libraries=pg_stat_statements`` (skips when the module is missing)."""
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.skip(f"PostgreSQL is not installed (no {POSTGRES_BIN_GLOB}/initdb)")
+    if not (bindir.parent / "lib" / "pg_stat_statements.so").exists():
+        pytest.skip("pg_stat_statements is not installed with this PostgreSQL")
+    try:
+        with start_postgres(preload=("pg_stat_statements",)) as url:
             yield url
     except InfraError as exc:
         pytest.fail(str(exc))

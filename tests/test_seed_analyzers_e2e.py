@@ -116,6 +116,15 @@ def test_seed_logic_analyzer_detects_a_real_latency_regression(tmp_path, cli, pr
     assert ml["status"] == "skipped" and "trained model" in ml["reason"]
     verified = cli("verify", "--repo", str(repo), "--service", "api", "--deployment", "an-reg", "--trust", str(trust_file))
     assert verified.code == 0, verified.out
+    # The compliance report shows the analyzers' results (tests/test_seed_rest_report.py).
+    out = tmp_path / "report.json"
+    report = cli("report", "--repo", str(repo), "--service", "api", "--deployment", "an-reg", "--trust", str(trust_file), "--out", str(out))
+    assert report.code == 0, report.err
+    rows = {r["name"]: r for r in json.loads(out.read_text())["deployments"][0]["analyzers"]}
+    assert rows["threshold_checker"]["result"].startswith("degradation_detected (a degradation")
+    assert rows["business_impact"]["outcome"]["loss_per_hour"] == money["loss_per_hour"]
+    assert rows["business_impact"]["result"].startswith("loss per hour ")
+    assert rows["ml_predictor"]["status"] == "skipped"
 
 
 @pytest.mark.slow

@@ -156,13 +156,30 @@ def print_story(story: dict[str, Any]) -> None:
     if story.get("imported"):
         title += f" IMPORTED from history: describes {story.get('described_time')}, recorded at import"
     state = "sealed" if story["sealed"] else "not sealed (in progress or truncated)"
-    footer = f"{len(story['records'])} record(s), {state}. Not verified: run 'afdp verify' for a verdict."
+    verification = story.get("verification") or {"state": "not checked", "failures": []}
+    if verification["state"] == "not checked":
+        verdict = "Not verified: pass --trust (or run 'afdp verify') for a verdict."
+    elif story.get("verified"):
+        verdict = f"Verified against the trust policy ({verification['state']})."
+    else:
+        first = (verification.get("failures") or [{}])[0]
+        verdict = (
+            f"VERIFICATION FAILED: {first.get('where')}: {first.get('check')}: {first.get('reason')}"
+            if first
+            else "VERIFICATION FAILED"
+        )
+    footer = f"{len(story['records'])} record(s), {state}. {verdict}"
+    header = _provenance_lines(story)
     if not _console.is_terminal:
         print(title)
+        for line in header:
+            print(line)
         for values in rows:
             print("\t".join(" ".join(v.split()) for v in values))
         print(footer)
         return
+    for line in header:
+        _console.print(escape(line))
     # A narrow terminal drops the columns a reader needs least (signer, then digest:
     # `afdp log | cat` and --json keep them) rather than squeezing every column to nothing.
     columns = ["#", "step", "status", "signer", "time-stamp", "digest", "summary"]
@@ -189,6 +206,24 @@ def print_story(story: dict[str, Any]) -> None:
         table.add_row(*(escape(shown[i]) for i in keep))
     _console.print(table)
     _console.print(escape(footer))
+
+
+def _provenance_lines(story: dict[str, Any]) -> list[str]:
+    """Return how the run started and what ran: the trigger and the stored sources, each
+    marked verified or not (``afdp log --show-source NAME`` prints a source's bytes)."""
+    lines = []
+    mark = "" if story.get("verified") else " [unverified]"
+    trigger = story.get("trigger") or {}
+    if trigger.get("name"):
+        lines.append(f"trigger: {trigger['name']}{mark}")
+    for source in story.get("sources") or ():
+        state = "verified" if source["verified"] else source["note"]
+        size = "?" if source["size"] is None else f"{source['size']} bytes"
+        lines.append(
+            f"source {source['name']}: {source['file']}, {size}, sha256:{source['sha256']} "
+            f"({state}; afdp log --show-source {source['name']})"
+        )
+    return lines
 
 
 def _short_signer(signer: str | None) -> str:

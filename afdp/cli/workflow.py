@@ -205,7 +205,8 @@ def _print_plan(plan: dict[str, Any]) -> None:
             )
             for c in d.get("channels") or ():
                 signed = ", signed" if c.get("signed") else ""
-                echo(f"    notify {c['name']}: {c['type']} {c['target']}{signed}")
+                origin = " (the admission policy's channel)" if c.get("origin") == "policy" else ""
+                echo(f"    notify {c['name']}: {c['type']} {c['target']}{signed}{origin}")
     if plan.get("analyzers"):
         echo("")
         echo("analyzers")

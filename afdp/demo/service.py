@@ -35,7 +35,10 @@ smaller orders) or ``helpful``. Without a flag file none of these series exist.
 Real requests are served too: ``GET /`` answers JSON and is measured like the synthetic
 ones; ``GET /metrics`` is the exposition page; ``GET /healthz`` answers ``ok``.
 
-Run it by hand with ``python -m afdp.demo.service --port 8000 --version v1``.
+Run it by hand with ``python -m afdp.demo.service --port 8000 --version v1``; add
+``--deploy-to v2 --deploy-after 120`` to deploy the regression two minutes later (it prints
+the deployment time), and ``--flag-file flags.flagd.json --feature-effect harmful`` for
+the A/B experiment (docs/workflows.md, "The guide's examples against the demo service").
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ import argparse
 import json
 import math
 import random
+import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -412,7 +417,13 @@ class _ABExperiment:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a demo service in the foreground until interrupted; return the exit code."""
+    """Run a demo service in the foreground until interrupted (SIGINT or SIGTERM); return
+    the exit code (0; 2 bad options; 3 the port could not be bound).
+
+    It prints one line when it serves (``<name> <version> serving <metrics URL>``), one
+    when it deploys (``<name> deployed <version> at <UTC time>``: the time to give
+    ``afdp run --deployed-at``) and, with ``--flag-file``, one naming the A/B experiment.
+    """
     parser = argparse.ArgumentParser(prog="python -m afdp.demo.service", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1")
@@ -420,24 +431,68 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", default="v1", choices=sorted(PROFILES))
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--rps", type=float, default=200.0, help="synthetic requests per second")
+    parser.add_argument(
+        "--deploy-to", choices=sorted(PROFILES), help="switch to this version after --deploy-after seconds"
+    )
+    parser.add_argument("--deploy-after", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument(
+        "--flag-file",
+        type=Path,
+        help="a flagd flag file: simulate the A/B experiment whose groups the flag assigns "
+        "(the file is re-read when it changes; afdp's segment_users/enable_feature write it)",
+    )
+    parser.add_argument("--flag", default="feature_flag_analysis", help="the flag's name (default: %(default)s)")
+    parser.add_argument(
+        "--feature-effect", default="none", choices=sorted(AB_EFFECTS),
+        help="what the feature does to the users who get it (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--sessions-per-second", type=float, default=1000.0, help="A/B user sessions per second")
     args = parser.parse_args(argv)
+    if args.deploy_to is None and args.deploy_after:
+        parser.error("--deploy-after needs --deploy-to")
+    if args.deploy_after < 0:
+        parser.error("--deploy-after must not be negative")
     try:
         service = DemoService(
             args.name, version=args.version, seed=args.seed, requests_per_second=args.rps,
-            host=args.host, port=args.port,
+            host=args.host, port=args.port, flag_file=args.flag_file, flag=args.flag,
+            feature_effect=args.feature_effect, sessions_per_second=args.sessions_per_second,
         )  # fmt: skip
     except (UsageError, OSError) as exc:
-        print(f"error: {exc}")
+        print(f"python -m afdp.demo.service: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 3
     print(f"{service.name} {service.version} serving {service.metrics_url} (Ctrl-C to stop)", flush=True)
+    if args.flag_file is not None:
+        print(
+            f"{service.name} A/B experiment on flag {args.flag} from {args.flag_file} "
+            f"(feature effect: {args.feature_effect})",
+            flush=True,
+        )
+    stop = threading.Event()
+
+    def deploy_later() -> None:
+        if not stop.wait(args.deploy_after):
+            at = service.deploy(args.deploy_to)
+            stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            print(f"{service.name} deployed {args.deploy_to} at {stamp}", flush=True)
+
+    if args.deploy_to is not None:
+        threading.Thread(target=deploy_later, name="demo-deploy", daemon=True).start()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
+        stop.set()
+        signal.signal(signal.SIGTERM, previous)
         service.close()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def load_workflow(
 
     rules = policy if isinstance(policy, AdmissionPolicy) else load_policy(policy)
     document = load(path)
-    workflow = dataclasses.replace(compile_document(document), source_bytes=document.raw)
+    workflow = dataclasses.replace(compile_document(document, policy_channels=rules.channel_names), source_bytes=document.raw)
     return rules.admit(workflow, document, overrides=overrides)
 
 

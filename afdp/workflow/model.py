@@ -195,7 +195,9 @@ class NotificationChannel:
     ``slack`` (a Slack-compatible incoming webhook: ``{"text": ...}``) or ``email``
     (SMTP to ``host``:``port`` from ``sender`` to ``recipients``, with ``starttls`` and
     ``username``/``password`` from ``${env.*}``). ``url`` is the webhook/Slack URL, or
-    ``smtp://host:port`` for email (what the admission policy judges).
+    ``smtp://host:port`` for email (what the admission policy judges). ``origin`` is
+    ``workflow`` (its ``notifications:``) or ``policy`` (the admission policy's
+    ``notification_channels:``, given to every workflow it admits).
     """
 
     name: str
@@ -211,6 +213,7 @@ class NotificationChannel:
     username: Template | None = None
     password: Template | None = None
     location: Location | None = None
+    origin: Literal["workflow", "policy"] = "workflow"
 
 
 @dataclass(frozen=True)

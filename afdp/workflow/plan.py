@@ -319,15 +319,22 @@ def plan_workflow(
 
 
 def _channel(workflow: Workflow, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Return where a ``notify:`` channel sends: ``{name, type, target, signed}``."""
+    """Return where a ``notify:`` channel sends: ``{name, type, target, signed, origin}``
+    (``origin``: ``workflow``, or ``policy`` for the admission policy's channels)."""
     channel = workflow.channel(name)
     if channel is None:
-        return {"name": name, "type": None, "target": None, "signed": False}
+        return {"name": name, "type": None, "target": None, "signed": False, "origin": None}
     if channel.type == "email":
         target = f"smtp://{channel.host}:{channel.port} to {', '.join(channel.recipients)}"
     else:
         target = _render(channel.url, values)
-    return {"name": name, "type": channel.type, "target": target, "signed": channel.secret is not None}
+    return {
+        "name": name,
+        "type": channel.type,
+        "target": target,
+        "signed": channel.secret is not None,
+        "origin": channel.origin,
+    }
 
 
 def _analyzer(analyzer: Any) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def validate_file(path: str | Path, *, policy: str | Path | None = None) -> Vali
     name = str(path)
     try:
         document = load(path)
-        workflow = compile_document(document)
+        workflow = compile_document(document, policy_channels=rules.channel_names)
     except WorkflowInvalid as exc:
         return Validation(name, "invalid", exc.findings, rules.name, rules.source)
     try:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from afdp.audit.report import svg, units
+from afdp.audit.report import analyzers, svg, units
 from afdp.audit.report.evidence import Series
 from afdp.audit.report.model import FAILED, UNSEALED, AuditReport, DeploymentSection, ImpactRow
 from afdp.audit.report.units import Scale
@@ -198,6 +198,9 @@ def _section(s: DeploymentSection, *, single: bool) -> str:
         out.append(
             '<p class="muted">No metric samples or analysis are recorded on this branch.</p>'
         )
+    out.append(
+        analyzers.render(analyzers.analyzer_rows(s.findings.analysis), s.findings.analysis_record, mark)
+    )
     metrics = sorted({x.metric for x in s.findings.series if x.phase in ("baseline", "impact")})
     for metric in metrics:
         baseline, impact = s.series_of(metric)

@@ -10,6 +10,7 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from afdp.audit.report.analyzers import analyzer_rows
 from afdp.audit.report.controls import ControlResult
 from afdp.audit.report.evidence import Findings, RecordView, Series
 from afdp.verify.verifier import BranchReport
@@ -129,6 +130,9 @@ class DeploymentSection:
             "deployed_at": self.findings.deployed_at,
             "analysis": self.findings.analysis,
             "analysis_record": self.findings.analysis_record,
+            # The workflow's analyzers: logic verdicts, money per hour with its inputs and
+            # formula (afdp.audit.report.analyzers); "outcome" is the record's JSON.
+            "analyzers": analyzer_rows(self.findings.analysis),
             "decision": self.findings.decision,
             "decision_record": self.findings.decision_record,
             "controls": [c.to_json() for c in self.controls],

@@ -421,6 +421,15 @@ def env_names(workflow: Workflow) -> list[str]:
         for template in (collector.url, collector.body, *(t for _, t in collector.headers)):
             if template is not None:
                 names.update(p.parts[1] for p in template.placeholders if p.secret)
+    # The admission policy's channels the workflow notifies (notification_channels:):
+    # not in the document; a policy channel no decision names needs nothing.
+    named = {c for d in getattr(workflow, "decisions", ()) or () for c in d.notify}
+    for channel in getattr(workflow, "notifications", ()) or ():
+        if channel.origin == "policy" and channel.name not in named:
+            continue
+        for template in (channel.url, channel.secret, channel.username, channel.password):
+            if template is not None:
+                names.update(p.parts[1] for p in template.placeholders if p.secret)
     return sorted(names)
 
 

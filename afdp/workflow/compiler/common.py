@@ -59,6 +59,8 @@ class _Base:
         self.replaced: dict[str, Step] = {}  # steps rebuilt after they were built (by name)
         self.step_paths: dict[str, DocPath] = {}  # where each written step is
         self.context_metrics: tuple[str, ...] = ()  # context: metrics, added to captures
+        # Channels the admission policy gives every workflow (notification_channels:).
+        self.provided_channels: frozenset[str] = frozenset()
 
     def fail(self, path: DocPath, message: str, *, prefer_key: bool = False) -> None:
         self.findings.append(self.doc.finding(path, message, prefer_key=prefer_key))

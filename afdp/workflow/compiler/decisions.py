@@ -150,16 +150,18 @@ class _Decisions(_Criteria):
         return ok
 
     def channels_named(self, name: str, value: Any) -> tuple[str, ...]:
-        """Return the ``notify:`` channels; each must be configured under ``notifications:``."""
+        """Return the ``notify:`` channels; each must be configured under ``notifications:``
+        or be one of the admission policy's ``notification_channels:``."""
         channels = tuple(c for c in (value or ()) if isinstance(c, str))
-        configured = self.mapping(self.data.get("notifications"))
+        configured = set(self.mapping(self.data.get("notifications"))) | set(self.provided_channels)
         for index, channel in enumerate(channels):
             if channel not in configured:
                 known = ", ".join(sorted(configured)) or "none"
                 self.fail(
                     ("decisions", name, "notify", index),
                     f"channel {channel!r} is not configured: declare it under notifications: "
-                    f"(e.g. notifications: {{{channel}: {{type: webhook, url: https://...}}}}); "
+                    f"(e.g. notifications: {{{channel}: {{type: webhook, url: https://...}}}}) "
+                    "or use a channel of the admission policy's notification_channels:; "
                     f"configured: {known}",
                 )
         return channels

@@ -7,6 +7,8 @@ analyzers, stages, steps, decisions, actions, outputs), built into a
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from afdp.errors import UsageError
 from afdp.workflow import catalog
 from afdp.workflow.compiler.context import _Context
@@ -31,8 +33,11 @@ from afdp.workflow.model import (
 SCHEMA = "workflow.v1"
 
 
-def compile_document(document: Document) -> Workflow:
+def compile_document(document: Document, *, policy_channels: Collection[str] = ()) -> Workflow:
     """Validate a parsed workflow document and build the typed model.
+
+    ``policy_channels`` are the names of the notification channels the admission policy
+    that will judge the workflow provides: ``notify:`` may name them.
 
     Returns:
         The :class:`Workflow`.
@@ -44,6 +49,7 @@ def compile_document(document: Document) -> Workflow:
 
     findings = check(document, SCHEMA)
     compiler = _Compiler(document)
+    compiler.provided_channels = frozenset(policy_channels)
     try:
         workflow = compiler.run()
     except Exception:

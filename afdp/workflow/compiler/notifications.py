@@ -8,7 +8,7 @@ channels an SMTP ``host``/``port``; secrets (an HMAC key, an SMTP password) only
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from afdp.workflow.catalog import StepKind
 from afdp.workflow.compiler.actions import _Actions
@@ -42,15 +42,25 @@ class _Notifications(_Actions):
         finally:
             self.outputs = saved
 
-    def channel(self, name: str, spec: dict[str, Any], scope: Tree) -> NotificationChannel | None:
-        at: DocPath = ("notifications", name)
+    def channel(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        scope: Tree,
+        *,
+        section: str = "notifications",
+        origin: Literal["workflow", "policy"] = "workflow",
+    ) -> NotificationChannel | None:
+        """Return the channel ``name`` written at ``section.name`` (``notifications`` in a
+        workflow, ``notification_channels`` in an admission policy), or None (failed)."""
+        at: DocPath = (section, name)
         kind = spec.get("type")
         if kind not in CHANNEL_TYPES:
             return None  # the schema says which types exist
         timeout = self.duration(spec.get("timeout", DEFAULT_NOTIFY_TIMEOUT), (*at, "timeout"))
         secret = self.env_only(spec.get("secret"), (*at, "secret"), scope, "an HMAC key")
         if kind == "email":
-            return self.email(name, spec, at, scope, timeout)
+            return self.email(name, spec, at, scope, timeout, origin)
         for key in ("host", "port", "from", "to", "starttls", "username", "password"):
             if key in spec:
                 self.fail((*at, key), f"{key}: is for email channels; a {kind} channel has url:", prefer_key=True)
@@ -69,10 +79,18 @@ class _Notifications(_Actions):
             return None
         if timeout is None:
             return None
-        return NotificationChannel(name, kind, url, timeout, secret=secret, location=self.location(at))
+        return NotificationChannel(
+            name, kind, url, timeout, secret=secret, location=self.location(at), origin=origin
+        )
 
     def email(
-        self, name: str, spec: dict[str, Any], at: DocPath, scope: Tree, timeout: Any
+        self,
+        name: str,
+        spec: dict[str, Any],
+        at: DocPath,
+        scope: Tree,
+        timeout: Any,
+        origin: Literal["workflow", "policy"] = "workflow",
     ) -> NotificationChannel | None:
         ok = True
         host = spec.get("host")
@@ -117,6 +135,7 @@ class _Notifications(_Actions):
             username=username,
             password=password,
             location=self.location(at),
+            origin=origin,
         )
 
     def env_only(

@@ -15,6 +15,9 @@ Rules (all optional; an omitted rule allows everything it governs):
 3. ``allowed_collector_types`` and ``allowed_collector_hosts``: what collectors are and
    whom they reach; ``unresolved_hosts`` decides URLs whose host is only known at run time.
 4. ``allowed_action_commands`` and ``allowed_webhook_hosts``: what actions may run or call.
+   ``notification_channels`` (channels the policy gives every workflow) and
+   ``allowed_notification_destinations`` (where a workflow's own channels may send);
+   ``allowed_flag_targets`` (the flag files and flag APIs ``enable_feature`` may write).
 5. ``required_variables`` and ``required_steps`` (for example a baseline and an impact).
 6. ``limits``: ``max_duration``, ``max_steps``, ``max_metrics``, ``max_capture_duration``.
 
@@ -27,7 +30,8 @@ depends on a value not known then (``${steps.*}`` always) is "unresolved". A SQL
 collector's target is the one its driver will use (:func:`sql_targets`).
 
 The package: :mod:`.base` (what rules share), :mod:`.rules` (structure rules),
-:mod:`.hosts` (hosts and SQL targets), :mod:`.admission` (a policy applied),
+:mod:`.hosts` (hosts and SQL targets), :mod:`.destinations` (notification
+destinations and flag targets, compared as they will be used), :mod:`.admission` (a policy applied),
 :mod:`.loading` (reading a policy file).
 """
 
@@ -41,6 +45,12 @@ from afdp.workflow.policy.base import (
     DEFAULTS_ONLY,
     Rule,
     RunValues,
+)
+from afdp.workflow.policy.destinations import (
+    AllowedFlagTargets,
+    AllowedNotificationDestinations,
+    PolicyChannels,
+    resolve_file,
 )
 from afdp.workflow.policy.hosts import (
     AllowedHosts,
@@ -71,11 +81,14 @@ __all__ = [
     "AllOf",
     "AllowedCollectorTypes",
     "AllowedCommands",
+    "AllowedFlagTargets",
+    "AllowedNotificationDestinations",
     "AllowedHosts",
     "AllowedStepTypes",
     "AllowedWorkflows",
     "DEFAULTS_ONLY",
     "Limits",
+    "PolicyChannels",
     "RequiredStep",
     "RequiredVariables",
     "Rule",
@@ -86,6 +99,7 @@ __all__ = [
     "host_allowed",
     "load_policy",
     "render_known",
+    "resolve_file",
     "sql_targets",
     "url_host",
     "with_overrides",

@@ -5,16 +5,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from afdp.workflow.findings import Finding, PolicyRejected
 from afdp.workflow.loader import Document
 from afdp.workflow.model import (
+    NotificationChannel,
     Variable,
     Workflow,
 )
 from afdp.workflow.policy.base import Locator, RunValues
 from afdp.workflow.policy.rules import AllOf
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class AdmissionPolicy:
     source: str
     rules: AllOf
     description: str = ""
+    #: The policy's ``notification_channels``: given to every workflow it admits.
+    channels: tuple[NotificationChannel, ...] = ()
     #: The policy file's bytes exactly as read (None: built in memory); a run stores
     #: them in its genesis record (``admission-policy.yaml``).
     raw: bytes | None = dataclasses.field(default=None, compare=False, repr=False)
@@ -71,7 +76,24 @@ class AdmissionPolicy:
             known = RunValues(overrides=dict(overrides or {}))
         # The environments are judged, never kept: a workflow may be serialized.
         kept = RunValues(overrides=dict(known.overrides), deployment=known.deployment)
-        return dataclasses.replace(workflow, admission=Admission(self, kept))
+        return dataclasses.replace(
+            workflow, admission=Admission(self, kept), notifications=self.with_channels(workflow)
+        )
+
+    def rule(self, kind: type[R]) -> R | None:
+        """Return this policy's rule of class ``kind`` (None when the policy has none)."""
+        return next((r for r in self.rules.rules if isinstance(r, kind)), None)
+
+    @property
+    def channel_names(self) -> frozenset[str]:
+        """Return the names of the policy's notification channels."""
+        return frozenset(c.name for c in self.channels)
+
+    def with_channels(self, workflow: Workflow) -> tuple[NotificationChannel, ...]:
+        """Return the workflow's own channels followed by this policy's channels (any
+        policy channels it carried from an earlier admission are replaced)."""
+        own = tuple(c for c in workflow.notifications if c.origin == "workflow")
+        return own + self.channels
 
 
 @dataclass(frozen=True)

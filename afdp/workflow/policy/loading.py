@@ -9,8 +9,14 @@ from typing import Any
 from afdp.workflow.catalog import STEP_TYPES, StepKind
 from afdp.workflow.findings import Finding, PolicyInvalid
 from afdp.workflow.loader import Document
+from afdp.workflow.model import NotificationChannel
 from afdp.workflow.policy.admission import AdmissionPolicy
 from afdp.workflow.policy.base import Rule
+from afdp.workflow.policy.destinations import (
+    AllowedFlagTargets,
+    AllowedNotificationDestinations,
+    PolicyChannels,
+)
 from afdp.workflow.policy.hosts import AllowedHosts
 from afdp.workflow.policy.rules import (
     AllOf,
@@ -90,7 +96,15 @@ def build_policy(document: Document) -> AdmissionPolicy:
         rules.append(AllowedStepTypes(frozenset(data["allowed_step_types"])))
     if "allowed_collector_types" in data:
         rules.append(AllowedCollectorTypes(frozenset(data["allowed_collector_types"])))
-    host_lists = "allowed_collector_hosts" in data or "allowed_webhook_hosts" in data
+    host_lists = any(
+        key in data
+        for key in (
+            "allowed_collector_hosts",
+            "allowed_webhook_hosts",
+            "allowed_notification_destinations",
+            "allowed_flag_targets",
+        )
+    )
     unresolved = data.get("unresolved_hosts", "deny" if host_lists else "allow")
     if "allowed_collector_hosts" in data:
         rules.append(AllowedHosts(tuple(data["allowed_collector_hosts"]), unresolved, "collectors"))
@@ -103,6 +117,25 @@ def build_policy(document: Document) -> AdmissionPolicy:
                 name="allowed_webhook_hosts",
             )
         )
+    channels = _policy_channels(document, problems)
+    if channels:
+        rules.append(PolicyChannels(channels))
+    if "allowed_notification_destinations" in data:
+        rules.append(
+            AllowedNotificationDestinations(tuple(data["allowed_notification_destinations"]), unresolved)
+        )
+    if "allowed_flag_targets" in data:
+        targets = tuple(data["allowed_flag_targets"])
+        for index, target in enumerate(targets):
+            if "://" not in target and not Path(target).expanduser().is_absolute():
+                problems.append(
+                    document.finding(
+                        ("allowed_flag_targets", index),
+                        f"{target!r} is not an absolute path or an http(s) URL: a relative path "
+                        "would mean another file in every directory a run starts from",
+                    )
+                )
+        rules.append(AllowedFlagTargets(targets, unresolved))
     if "allowed_action_commands" in data:
         rules.append(AllowedCommands(tuple(data["allowed_action_commands"])))
     if "required_variables" in data:
@@ -161,6 +194,29 @@ def build_policy(document: Document) -> AdmissionPolicy:
         source=document.name,
         rules=AllOf(tuple(rules)),
         description=data.get("description", ""),
+        channels=channels,
     )
+
+
+def _policy_channels(document: Document, problems: list[Finding]) -> tuple[NotificationChannel, ...]:
+    """Compile the policy's ``notification_channels`` exactly as a workflow's
+    ``notifications:`` (the same checks; ``${deployment.*}`` and ``${env.*}`` only)."""
+    raw = document.data.get("notification_channels")
+    if not isinstance(raw, dict) or not raw:
+        return ()
+    from afdp.workflow.compiler.notifications import _Notifications
+
+    compiler = _Notifications(document)
+    scope = compiler.base_scope(env=True)
+    channels = []
+    for name, spec in raw.items():
+        if isinstance(spec, dict):
+            channel = compiler.channel(
+                str(name), spec, scope, section="notification_channels", origin="policy"
+            )
+            if channel is not None:
+                channels.append(channel)
+    problems.extend(compiler.findings)
+    return tuple(channels)
 
 

@@ -71,8 +71,25 @@ def handle_segment(run: RunState, step: Step, values: dict[str, Any]) -> StepRes
 
 
 def _flag_path(params: EnableFeature, values: dict[str, Any], run: RunState) -> Path:
+    """Return the flag file to write, resolved as the filesystem resolves it (symlinks,
+    ``..``), judged again by the admission policy's ``allowed_flag_targets`` right before
+    it is written (a symlink swapped in after admission is refused too).
+
+    Raises:
+        FlagError: the policy does not allow the resolved file (the step fails).
+    """
+    from afdp.workflow.policy import AllowedFlagTargets, resolve_file
+
     assert params.file is not None
-    return Path(str(params.file.render(values, env=run.env))).expanduser().absolute()
+    written = str(params.file.render(values, env=run.env))
+    resolved = resolve_file(written)
+    admission = run.workflow.admission
+    targets = admission.policy.rule(AllowedFlagTargets) if admission is not None else None
+    if targets is not None:
+        why = targets.judge_file(written, resolved)
+        if why is not None:
+            raise flags.FlagError(f"allowed_flag_targets: the step {why}")
+    return Path(resolved)
 
 
 def handle_enable_feature(run: RunState, step: Step, values: dict[str, Any]) -> StepResult:
