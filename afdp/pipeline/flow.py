@@ -329,3 +329,48 @@ def engine_error(exc: BaseException) -> AfdpError:
     else:
         what = f"{where} failed: {text}"
     return NetworkError(f"{what}; {fix}")
+
+
+def submit_deployment_run(
+    prefect_deployment: str,
+    *,
+    parameters: Mapping[str, Any],
+    idempotency_key: str,
+    tags: list[str] | None = None,
+    flow_run_name: str | None = None,
+) -> str:
+    """Create a flow run of ``prefect_deployment`` (``FLOW/DEPLOYMENT``) and return its id.
+
+    Does not wait: a worker of the deployment's work pool picks the run up. The run's
+    parameters are the deployment's defaults updated with ``parameters``. Prefect returns
+    the existing run for an ``idempotency_key`` it has seen, so one AFDP deployment is one
+    flow run however often it is submitted (``afdp serve`` uses ``service/deployment``).
+
+    Raises:
+        ConfigurationError: no such Prefect deployment (exit 2).
+        NetworkError: the Prefect API could not be reached or refused the run (exit 3).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            try:
+                deployment = client.read_deployment_by_name(prefect_deployment)
+            except ObjectNotFound:
+                raise ConfigurationError(f"no Prefect deployment {prefect_deployment!r} on the server") from None
+            run = client.create_flow_run_from_deployment(
+                deployment.id,
+                parameters=dict(parameters),
+                tags=list(tags or ()),
+                idempotency_key=idempotency_key,
+                name=flow_run_name,
+            )
+    except AfdpError:
+        raise
+    except Exception as exc:
+        raise NetworkError(
+            f"could not create a flow run of {prefect_deployment} at {_api_url() or 'the Prefect API'}: "
+            f"{_first_lines(exc, 1)}"
+        ) from exc
+    return str(run.id)
