@@ -298,6 +298,7 @@ def create_app(settings: ServeSettings) -> Starlette:
         Route("/events", generic_events, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/static/afdp.css", stylesheet, methods=["GET"]),
+        Route("/favicon.ico", lambda request: Response(status_code=204), methods=["GET"]),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
