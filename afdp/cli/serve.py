@@ -72,6 +72,7 @@ def serve_cmd(repository: Path, config: Path, host: str, port: int, trust: Path 
         ledger_path=ledger,
         max_body=max_body,
     )
+    settings.submitter.prepare()
     app = create_app(settings)
     shown = f"[{host}]" if ":" in host else host
     click.echo(

@@ -42,12 +42,20 @@ class RunSubmitter:
     and forgets the delivery, so the sender's retry is accepted).
     """
 
+    def prepare(self) -> None:
+        """Load what :meth:`submit` needs before the first event arrives (default: nothing)."""
+
     def submit(self, event: DeploymentEvent) -> str:
         raise NotImplementedError
 
 
 class PrefectSubmitter(RunSubmitter):
     """Creates a Prefect flow run of the service's deployment (no wait)."""
+
+    def prepare(self) -> None:
+        # Importing Prefect takes seconds: done at start-up, not inside the first webhook
+        # (GitHub gives a webhook 10 s).
+        import afdp.pipeline.flow  # noqa: F401
 
     def submit(self, event: DeploymentEvent) -> str:
         from afdp.pipeline.flow import submit_deployment_run
