@@ -383,6 +383,9 @@ def test_cli_refuses_unsafe_settings(cli, repo, tmp_path, monkeypatch):
     bad.write_text("services:\n  api:\n    prefect_deployment: a/b\n    parameters: {service: x}\n")
     result = cli("serve", "--repo", str(repo), "--config", str(bad))
     assert result.code == 2 and "come from the event" in result.err
+    bad.write_text("services:\n  api:\n    prefect_deployment: a/b\n    retries: -1\n")
+    result = cli("serve", "--repo", str(repo), "--config", str(bad))
+    assert result.code == 2 and "retries must be a whole number" in result.err
     result = cli("serve", "--repo", str(repo), "--config", str(tmp_path / "missing.yaml"))
     assert result.code == 2 and re.search(r"cannot read services file", result.err)
 

@@ -6,6 +6,10 @@ Everything is real and on loopback: ``prefect server start`` (its own PREFECT_HO
 twice, ``afdp serve`` as a subprocess, the embedded TSA and one
 :class:`~afdp.demo.service.DemoService` per service as the metric source. Each branch
 must then pass ``afdp verify``, and the dashboard must say VERIFIED for each.
+
+Service ``delta``'s TSA is down when its run starts (nothing listens on its port yet): the
+run fails, Prefect runs it again (the intake set retries on the flow run), and once a real
+TSA answers on that port the run completes and verifies.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from afdp.service.intake import sign
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "prefect-e2e-webhook-secret-0123"
 TOKEN = "prefect-e2e-ui-token-0123456789"
-SERVICES = ("alpha", "beta", "gamma")
+SERVICES = ("alpha", "beta", "gamma", "delta")
 WORKFLOW = """\
 name: serve_e2e
 version: "1"
@@ -120,7 +124,7 @@ AFDP = [sys.executable, "-c", "from afdp.cli import main; main()"]
 
 @pytest.mark.slow
 def test_events_for_several_services_become_verified_branches(tmp_path, repo, keys, tsa, trust_file):
-    prefect_port, serve_port = free_port(), free_port()
+    prefect_port, serve_port, late_tsa_port = free_port(), free_port(), free_port()
     api = f"http://127.0.0.1:{prefect_port}/api"
     env = {
         **os.environ,
@@ -161,9 +165,11 @@ def test_events_for_several_services_become_verified_branches(tmp_path, repo, ke
                         "workflow_path": str(workflow),
                         "repository": str(repo),
                         "key": str(keys / "dev.key"),
-                        "tsa_urls": [tsa.url],
+                        "tsa_urls": [tsa.url if name != "delta" else f"http://127.0.0.1:{late_tsa_port}/"],
                         "overrides": {"METRICS_URL": demos[name].metrics_url},
                     },
+                    "retries": 3,
+                    "retry_delay_seconds": 5,
                 }
                 for name in SERVICES
             }
@@ -211,6 +217,21 @@ def test_events_for_several_services_become_verified_branches(tmp_path, repo, ke
         bad = httpx.post(f"{url}/events", content=b"{}", headers={"X-AFDP-Signature-256": "sha256=" + "0" * 64})
         assert bad.status_code == 401
 
+        # delta's first attempt fails (no TSA), and waits for its retry; then the TSA comes up.
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            found = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"name": {"any_": ["delta-rel-1"]}}},
+                               timeout=60).json()
+            if found and found[0]["state_name"] == "AwaitingRetry":
+                break
+            assert not found or found[0]["state_type"] not in ("COMPLETED", "FAILED", "CRASHED"), found[0]
+            time.sleep(1)
+        else:
+            raise AssertionError("delta's run never waited for a retry")
+        from afdp.evidence.notary import EmbeddedTSA, serve
+
+        stack.enter_context(serve(EmbeddedTSA.load(tsa.directory), host="127.0.0.1", port=late_tsa_port))
+
         expected = {(e["service"], e["deployment"]) for e in events}
         headers = {"Authorization": f"Bearer {TOKEN}"}
         deadline = time.monotonic() + 420
@@ -238,6 +259,7 @@ def test_events_for_several_services_become_verified_branches(tmp_path, repo, ke
                           timeout=60).json()
         assert sorted(r["name"] for r in runs) == sorted(f"{s}-{d}" for s, d in expected)
         assert all(r["state_type"] == "COMPLETED" for r in runs), [(r["name"], r["state_type"]) for r in runs]
+        assert {r["name"]: r["run_count"] for r in runs}["delta-rel-1"] >= 2
         # One run at a time per service (concurrency_limit 1): alpha's two runs did not overlap.
         alpha = sorted((r for r in runs if r["name"].startswith("alpha-")), key=lambda r: r["start_time"])
         assert _time(alpha[0]["end_time"]) <= _time(alpha[1]["start_time"])

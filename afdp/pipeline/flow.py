@@ -338,6 +338,8 @@ def submit_deployment_run(
     idempotency_key: str,
     tags: list[str] | None = None,
     flow_run_name: str | None = None,
+    retries: int = 0,
+    retry_delay_seconds: float = 30.0,
 ) -> str:
     """Create a flow run of ``prefect_deployment`` (``FLOW/DEPLOYMENT``) and return its id.
 
@@ -345,6 +347,11 @@ def submit_deployment_run(
     parameters are the deployment's defaults updated with ``parameters``. Prefect returns
     the existing run for an ``idempotency_key`` it has seen, so one AFDP deployment is one
     flow run however often it is submitted (``afdp serve`` uses ``service/deployment``).
+
+    ``retries``: a failed run (a TSA or signer briefly unreachable) is run again up to this
+    many times, ``retry_delay_seconds`` apart; each attempt resumes the branch after its
+    last committed record, so nothing is recorded twice. Set on the run as it is created
+    (the engine keeps a run's own policy), so ``afdp run`` keeps failing at once.
 
     Raises:
         ConfigurationError: no such Prefect deployment (exit 2).
@@ -366,6 +373,13 @@ def submit_deployment_run(
                 idempotency_key=idempotency_key,
                 name=flow_run_name,
             )
+            if retries and run.empirical_policy.retries is None:
+                from prefect.client.schemas.objects import FlowRunPolicy
+
+                client.update_flow_run(
+                    run.id,
+                    empirical_policy=FlowRunPolicy(retries=retries, retry_delay=int(retry_delay_seconds)),
+                )
     except AfdpError:
         raise
     except Exception as exc:

@@ -9,6 +9,8 @@ A services file::
         environments: [production]                 # optional: other environments ignored
         parameters:                                # optional: extra flow parameters
           time_scale: 20
+        retries: 2                                 # optional: failed runs run again (resumed)
+        retry_delay_seconds: 30
 
 An event for a service not listed is refused (404); nothing is started.
 """
@@ -26,6 +28,8 @@ import yaml
 from afdp.errors import ConfigurationError
 from afdp.evidence.names import check_name
 
+DEFAULT_RETRIES = 2
+DEFAULT_RETRY_DELAY = 30
 #: Flow parameters an event sets itself; a services file may not preset them.
 EVENT_PARAMETERS = frozenset({"service", "deployment", "info", "trigger"})
 #: Parameters of :func:`afdp.pipeline.flow.evidence_flow` a services file may preset.
@@ -46,6 +50,9 @@ class ServiceConfig:
     github_repository: str | None = None
     environments: tuple[str, ...] = ()
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    #: A failed run (TSA, signer or Git briefly unavailable) runs again, resuming the branch.
+    retries: int = DEFAULT_RETRIES
+    retry_delay_seconds: int = DEFAULT_RETRY_DELAY
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,8 @@ def _service(name: str, entry: Any, path: Path) -> ServiceConfig:
         raise ConfigurationError(f"{where}: {exc}") from exc
     if not isinstance(entry, Mapping):
         raise ConfigurationError(f"{where}: expected a mapping")
-    unknown = sorted(set(entry) - {"prefect_deployment", "github_repository", "environments", "parameters"})
+    keys = {"prefect_deployment", "github_repository", "environments", "parameters", "retries", "retry_delay_seconds"}
+    unknown = sorted(set(entry) - keys)
     if unknown:
         raise ConfigurationError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}")
     deployment = entry.get("prefect_deployment")
@@ -117,12 +125,19 @@ def _service(name: str, entry: Any, path: Path) -> ServiceConfig:
     unknown_params = sorted(set(parameters) - ALLOWED_PARAMETERS)
     if unknown_params:
         raise ConfigurationError(f"{where}: unknown flow parameter(s) {', '.join(map(str, unknown_params))}")
+    retries = entry.get("retries", DEFAULT_RETRIES)
+    delay = entry.get("retry_delay_seconds", DEFAULT_RETRY_DELAY)
+    for what, value, top in (("retries", retries, 10), ("retry_delay_seconds", delay, 3600)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+            raise ConfigurationError(f"{where}: {what} must be a whole number from 0 to {top}")
     return ServiceConfig(
         name=name,
         prefect_deployment=deployment,
         github_repository=repository,
         environments=tuple(environments),
         parameters=dict(parameters),
+        retries=retries,
+        retry_delay_seconds=delay,
     )
 
 

@@ -66,4 +66,6 @@ class PrefectSubmitter(RunSubmitter):
             idempotency_key=idempotency_key(event),
             tags=event.tags,
             flow_run_name=f"{event.service.name}-{event.deployment}",
+            retries=event.service.retries,
+            retry_delay_seconds=event.service.retry_delay_seconds,
         )
