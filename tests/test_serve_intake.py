@@ -332,7 +332,19 @@ def test_healthz_is_public_and_the_rest_needs_the_token(server):
     page = httpx.get(f"{url}/", cookies={"afdp_session": cookie})
     assert page.status_code == 200 and "Deployments" in page.text
     assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert page.headers["cache-control"] == "no-store"
     assert httpx.get(f"{url}/", cookies={"afdp_session": cookie + "x"}, follow_redirects=False).status_code == 303
+
+
+def test_behind_a_tls_proxy_the_session_cookie_is_secure(repo, services):
+    settings = ServeSettings(repository=repo, services=services, webhook_secret=SECRET,
+                             submitter=RecordingSubmitter(), ui_token=TOKEN)
+    with running_server(create_app(settings), proxy_headers=True) as running:
+        plain = httpx.post(f"{running.url}/login", data={"token": TOKEN}, follow_redirects=False)
+        assert "secure" not in plain.headers["set-cookie"].lower()
+        proxied = httpx.post(f"{running.url}/login", data={"token": TOKEN}, follow_redirects=False,
+                             headers={"X-Forwarded-Proto": "https"})
+        assert "; secure" in proxied.headers["set-cookie"].lower()
 
 
 def test_without_a_token_the_dashboard_is_off_but_the_intake_works(repo, services):
@@ -383,6 +395,9 @@ def test_cli_refuses_unsafe_settings(cli, repo, tmp_path, monkeypatch):
     bad.write_text("services:\n  api:\n    prefect_deployment: a/b\n    parameters: {service: x}\n")
     result = cli("serve", "--repo", str(repo), "--config", str(bad))
     assert result.code == 2 and "come from the event" in result.err
+    bad.write_text("services:\n  bad name:\n    prefect_deployment: a/b\n")
+    result = cli("serve", "--repo", str(repo), "--config", str(bad))
+    assert result.code == 2 and "'bad name'" in result.err
     bad.write_text("services:\n  api:\n    prefect_deployment: a/b\n    retries: -1\n")
     result = cli("serve", "--repo", str(repo), "--config", str(bad))
     assert result.code == 2 and "retries must be a whole number" in result.err
@@ -402,3 +417,46 @@ def test_non_loopback_hosts(host):
     from afdp.service.config import is_loopback
 
     assert not is_loopback(host)
+
+
+@pytest.mark.slow
+def test_afdp_serve_with_prefect_unreachable_answers_503_and_keeps_the_delivery_open(repo, tmp_path):
+    """The real command and the real Prefect submitter, with no Prefect server listening."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "services.yaml"
+    config.write_text(SERVICES)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "AFDP_WEBHOOK_SECRET": SECRET.decode(), "AFDP_UI_TOKEN": TOKEN,
+           "PREFECT_API_URL": "http://127.0.0.1:1/api", "PREFECT_CLIENT_MAX_RETRIES": "0"}
+    proc = subprocess.Popen([sys.executable, "-c", "from afdp.cli import main; main()", "serve", "--repo", str(repo),
+                             "--config", str(config), "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+            time.sleep(0.3)
+        response = post_generic(url, generic())
+        assert response.status_code == 503
+        assert "could not create a flow run of afdp-evidence/api" in response.json()["error"]
+        assert metric(url, "afdp_run_submit_failures_total", service="api") == 1
+        assert metric(url, "afdp_runs_submitted_total") == 0
+        assert post_generic(url, generic()).status_code == 503  # not a replay: the delivery was forgotten
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err, err

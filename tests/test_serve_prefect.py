@@ -266,3 +266,130 @@ def test_events_for_several_services_become_verified_branches(tmp_path, repo, ke
         metrics = httpx.get(f"{url}/metrics", headers=headers).text
         assert 'afdp_runs_submitted_total{service="alpha"} 2.0' in metrics
         assert 'afdp_events_rejected_total{reason="signature_invalid",source="generic"} 1.0' in metrics
+
+
+FAULT_WORKFLOW = WORKFLOW.replace("duration: 3s", "duration: 20s", 1)
+
+
+@pytest.mark.slow
+def test_a_run_whose_worker_dies_resumes_on_the_other_worker(tmp_path, repo, keys, tsa, trust_file):
+    """Kill the worker and the flow-run process mid-baseline; the shipped automation
+    (flows/automations.yaml, its window shortened) schedules the run again, the other
+    worker resumes it, and the branch verifies with every step recorded once."""
+    import pygit2
+
+    prefect_port, serve_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{prefect_port}/api"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+        "AFDP_PROJECT_DIR": str(ROOT),
+        "AFDP_WEBHOOK_SECRET": SECRET,
+        "AFDP_UI_TOKEN": TOKEN,
+    }
+    workflow = tmp_path / "workflow.yaml"
+    workflow.write_text(FAULT_WORKFLOW)
+    shipped = yaml.safe_load((ROOT / "flows" / "prefect.yaml").read_text())
+    project = copy.deepcopy(shipped)
+    deployment = copy.deepcopy(shipped["deployments"][0])
+    deployment.update(name="omega", parameters={}, work_pool={"name": "afdp-fault"})
+    project["deployments"] = [deployment]
+    prefect_file = tmp_path / "prefect.yaml"
+    prefect_file.write_text(yaml.safe_dump(project))
+    automations = yaml.safe_load((ROOT / "flows" / "automations.yaml").read_text())
+    automations["automations"][0]["trigger"]["within"] = 60
+    automation_file = tmp_path / "automations.yaml"
+    automation_file.write_text(yaml.safe_dump(automations))
+
+    with ExitStack() as stack:
+        demo = stack.enter_context(DemoService(name="omega", requests_per_second=50))
+        services = tmp_path / "services.yaml"
+        services.write_text(yaml.safe_dump({"services": {"omega": {
+            "prefect_deployment": "afdp-evidence/omega",
+            "parameters": {"workflow_path": str(workflow), "repository": str(repo), "key": str(keys / "dev.key"),
+                           "tsa_urls": [tsa.url], "overrides": {"METRICS_URL": demo.metrics_url}},
+        }}}))
+        server = start(stack, ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
+                       env, tmp_path / "prefect-server.log")
+        wait_http(f"{api}/health", seconds=180, proc=server)
+        for args in (["prefect", "work-pool", "create", "afdp-fault", "--type", "process"],
+                     ["prefect", "--no-prompt", "deploy", "--prefect-file", str(prefect_file), "--all"],
+                     ["prefect", "automation", "create", "--from-file", str(automation_file)]):
+            done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stdout + done.stderr
+        workers = [start(stack, ["prefect", "worker", "start", "--pool", "afdp-fault", "--type", "process",
+                                 "--name", f"worker-{i}"], env, tmp_path / f"worker-{i}.log") for i in (1, 2)]
+        serve = start(stack, [*AFDP, "serve", "--repo", str(repo), "--config", str(services), "--port",
+                              str(serve_port)], env, tmp_path / "serve.log")
+        url = f"http://127.0.0.1:{serve_port}"
+        wait_http(f"{url}/healthz", seconds=60, proc=serve)
+        body = json.dumps({"event_id": "e-omega", "service": "omega", "deployment": "rel-1", "commit": "abcdef1",
+                           "deployed_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}).encode()
+        answer = httpx.post(f"{url}/events", content=body,
+                            headers={"X-AFDP-Signature-256": sign(SECRET.encode(), body)}, timeout=60)
+        assert answer.status_code == 202, answer.text
+        run_id = answer.json()["flow_run_id"]
+
+        # Wait until the run is in its 20 s baseline (genesis on the branch), then kill the
+        # flow-run process and the worker that started it: a lost machine.
+        ref = "refs/heads/afdp/omega/rel-1"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
+            if run["state_type"] == "RUNNING" and ref in pygit2.Repository(str(repo)).references:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"the run never started: {run['state_type']}")
+        pid = int(str(run["infrastructure_pid"]).rsplit(":", 1)[-1])
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        killed = next(w for w in workers if w.pid in (pid, parent) or _descends(pid, w.pid))
+        os.kill(pid, signal.SIGKILL)
+        os.killpg(killed.pid, signal.SIGKILL)
+        records_before = _steps(repo, ref)
+        assert "seal" not in records_before
+
+        deadline = time.monotonic() + 420
+        while time.monotonic() < deadline:
+            run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
+            if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                break
+            time.sleep(2)
+        logs = "\n".join((tmp_path / f).read_text()[-4000:] for f in ("worker-1.log", "worker-2.log"))
+        assert run["state_type"] == "COMPLETED", f"{run['state_type']} {run['state_name']}\n{logs}"
+        assert run["run_count"] >= 2
+
+        steps = _steps(repo, ref)
+        assert steps[: len(records_before)] == records_before  # nothing already recorded was rewritten
+        assert len(steps) == len(set(steps)), steps  # every step recorded once
+        assert steps[-1] == "seal"
+        verified = subprocess.run([*AFDP, "verify", "--repo", str(repo), "--service", "omega", "--deployment",
+                                   "rel-1", "--trust", str(trust_file)], env=env, cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=300)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            return False
+    return False
+
+
+def _steps(repo: Path, ref: str) -> list[str]:
+    from afdp.audit.story import read_story
+
+    service, deployment = ref.split("/")[-2:]
+    return [row.get("step") for row in read_story(repo, service=service, deployment=deployment)["records"]]

@@ -28,6 +28,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+import contextlib  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
 import threading  # noqa: E402
@@ -357,34 +358,58 @@ def submit_deployment_run(
         ConfigurationError: no such Prefect deployment (exit 2).
         NetworkError: the Prefect API could not be reached or refused the run (exit 3).
     """
-    from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
     try:
-        with get_client(sync_client=True) as client:
-            try:
-                deployment = client.read_deployment_by_name(prefect_deployment)
-            except ObjectNotFound:
-                raise ConfigurationError(f"no Prefect deployment {prefect_deployment!r} on the server") from None
-            run = client.create_flow_run_from_deployment(
-                deployment.id,
-                parameters=dict(parameters),
-                tags=list(tags or ()),
-                idempotency_key=idempotency_key,
-                name=flow_run_name,
-            )
-            if retries and run.empirical_policy.retries is None:
-                from prefect.client.schemas.objects import FlowRunPolicy
+        client = _sync_client()
+        try:
+            deployment = client.read_deployment_by_name(prefect_deployment)
+        except ObjectNotFound:
+            raise ConfigurationError(f"no Prefect deployment {prefect_deployment!r} on the server") from None
+        run = client.create_flow_run_from_deployment(
+            deployment.id,
+            parameters=dict(parameters),
+            tags=list(tags or ()),
+            idempotency_key=idempotency_key,
+            name=flow_run_name,
+        )
+        if retries and run.empirical_policy.retries is None:
+            from prefect.client.schemas.objects import FlowRunPolicy
 
-                client.update_flow_run(
-                    run.id,
-                    empirical_policy=FlowRunPolicy(retries=retries, retry_delay=int(retry_delay_seconds)),
-                )
+            client.update_flow_run(
+                run.id,
+                empirical_policy=FlowRunPolicy(retries=retries, retry_delay=int(retry_delay_seconds)),
+            )
     except AfdpError:
         raise
     except Exception as exc:
+        _drop_sync_client()  # a broken connection is not reused
         raise NetworkError(
             f"could not create a flow run of {prefect_deployment} at {_api_url() or 'the Prefect API'}: "
             f"{_first_lines(exc, 1)}"
         ) from exc
     return str(run.id)
+
+
+_clients = threading.local()
+
+
+def _sync_client() -> Any:
+    """Return this thread's Prefect API client, opened once (opening one per call costs a
+    connection and a version check on every event)."""
+    client = getattr(_clients, "client", None)
+    if client is None:
+        from prefect.client.orchestration import get_client
+
+        client = get_client(sync_client=True)
+        client.__enter__()
+        _clients.client = client
+    return client
+
+
+def _drop_sync_client() -> None:
+    client = getattr(_clients, "client", None)
+    _clients.client = None
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.__exit__(None, None, None)

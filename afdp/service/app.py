@@ -363,7 +363,9 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def running_server(app: Starlette, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningServer]:
+def running_server(
+    app: Starlette, *, host: str = "127.0.0.1", port: int = 0, proxy_headers: bool = False
+) -> Iterator[RunningServer]:
     """Serve ``app`` with uvicorn in a background thread for the ``with`` block.
 
     Raises:
@@ -373,7 +375,9 @@ def running_server(app: Starlette, *, host: str = "127.0.0.1", port: int = 0) ->
 
     from afdp.errors import NetworkError
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+                            proxy_headers=proxy_headers, forwarded_allow_ips="127.0.0.1" if proxy_headers else None,
+                            server_header=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="afdp-serve", daemon=True)
     thread.start()
