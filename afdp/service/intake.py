@@ -7,7 +7,8 @@ Two kinds of event become a :class:`DeploymentEvent`:
   ``X-GitHub-Delivery``; only ``state: success`` starts a run (trigger
   ``deployment_completed``), the AFDP deployment id is ``gh-<deployment id>``;
 - AFDP's generic event (``POST /events``), a JSON object signed with
-  ``X-AFDP-Signature-256: sha256=<hex>`` over the body (:data:`GENERIC_SCHEMA`). Its
+  ``X-AFDP-Signature-256: sha256=<hex>`` over the body (schema
+  ``evidence-schema/deployment-event.v1.schema.json``). Its
   ``event_id`` is inside the signed body, so a replay cannot change it.
 
 Every check raises :class:`EventRejected` with the HTTP status and a short reason code
@@ -36,26 +37,8 @@ GENERIC_SIGNATURE = "X-AFDP-Signature-256"
 _HEX_SIGNATURE = re.compile(r"sha256=([0-9a-fA-F]{64})")
 _DELIVERY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
-#: The generic event (draft 2020-12). ``deployment`` is the AFDP deployment id; without
-#: it the id is ``<deployed_at as YYYYMMDDTHHMMSSZ>-<commit[:12]>``.
-GENERIC_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["event_id", "service", "commit", "deployed_at"],
-    "properties": {
-        "event_id": {"type": "string", "pattern": "^" + _DELIVERY.pattern + "$"},
-        "service": {"type": "string", "minLength": 1, "maxLength": 100},
-        "deployment": {"type": "string", "minLength": 1, "maxLength": 100},
-        "version": {"type": "string", "maxLength": 200},
-        "commit": {"type": "string", "pattern": "^[0-9a-fA-F]{7,64}$"},
-        "image_digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
-        "environment": {"type": "string", "maxLength": 100},
-        "deployer": {"type": "string", "maxLength": 200},
-        "team": {"type": "string", "maxLength": 100},
-        "deployed_at": {"type": "string", "format": "date-time"},
-    },
-}
+#: The generic event's schema (``evidence-schema/deployment-event.v1.schema.json``).
+GENERIC_SCHEMA = "deployment-event.v1"
 
 
 class EventRejected(UsageError):
@@ -132,14 +115,10 @@ def parse_generic(document: Any, services: Services) -> DeploymentEvent:
     Raises:
         EventRejected: 400 malformed (schema, names, times), 404 unknown service.
     """
-    from jsonschema import Draft202012Validator, FormatChecker
+    from afdp.evidence.schemas import iter_errors
 
-    validator = Draft202012Validator(GENERIC_SCHEMA, format_checker=FormatChecker())
-    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.path))
-    if errors:
-        first = errors[0]
-        where = "/".join(str(p) for p in first.path) or "event"
-        raise EventRejected(400, "malformed", f"{where}: {first.message}")
+    for where, message in iter_errors(GENERIC_SCHEMA, document):
+        raise EventRejected(400, "malformed", f"{where}: {message}")
     service = _service(services, document["service"])
     deployed_at = _time(document["deployed_at"])
     deployment = document.get("deployment") or (
