@@ -1,5 +1,5 @@
-"""The Grafana dashboard shipped in deploy/grafana/ reads only metrics afdp serve exports,
-and its annotations come from the AFDP JSON datasource (``/api/annotations``)."""
+"""What afdp serve ships beside its code: the Grafana dashboard in deploy/grafana/ reads only
+metrics afdp serve exports; the Prefect automation and deployments in flows/ load."""
 
 from __future__ import annotations
 
@@ -42,3 +42,25 @@ def test_annotations_come_from_the_afdp_json_datasource():
     (annotation,) = document["annotations"]["list"]
     assert annotation["datasource"]["type"] == "simpod-json-datasource"
     assert annotation["enable"] is True
+
+
+def test_the_shipped_automation_is_one_prefect_accepts():
+    """flows/automations.yaml loads as Prefect automations (what `prefect automation create` does)."""
+    import yaml
+    from prefect.events.schemas.automations import AutomationCore
+
+    root = DASHBOARD.parents[2]
+    document = yaml.safe_load((root / "flows" / "automations.yaml").read_text())
+    (automation,) = [AutomationCore.model_validate(a) for a in document["automations"]]
+    assert automation.trigger.posture == "Proactive"
+    assert automation.actions[0].type == "change-flow-run-state"
+    # The window must leave room for Prefect's minimum heartbeat interval (30 s).
+    assert automation.trigger.within.total_seconds() >= 60
+
+
+def test_every_shipped_deployment_has_a_concurrency_limit():
+    import yaml
+
+    root = DASHBOARD.parents[2]
+    document = yaml.safe_load((root / "flows" / "prefect.yaml").read_text())
+    assert all(d["concurrency_limit"]["limit"] >= 1 for d in document["deployments"])
