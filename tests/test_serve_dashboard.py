@@ -209,3 +209,7 @@ def test_grafana_annotations(evidence, trust_file):
         assert len(posted) == 2 and posted[0]["annotation"]["name"] == "deploys"
         assert httpx.post(f"{server.url}/api/annotations", content=b"[1]", headers=headers).status_code == 400
         assert httpx.get(f"{server.url}/api/annotations").status_code == 401
+        # Decisions by kind: each verified branch counted once, however often it is viewed.
+        text = httpx.get(f"{server.url}/metrics", headers=headers).text
+        shop = [line for line in text.splitlines() if line.startswith('afdp_decisions_total{') and 'service="shop"' in line]
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in shop) == 2

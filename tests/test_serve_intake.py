@@ -401,6 +401,8 @@ def test_cli_refuses_unsafe_settings(cli, repo, tmp_path, monkeypatch):
     bad.write_text("services:\n  api:\n    prefect_deployment: a/b\n    retries: -1\n")
     result = cli("serve", "--repo", str(repo), "--config", str(bad))
     assert result.code == 2 and "retries must be a whole number" in result.err
+    result = cli("serve", "--repo", str(tmp_path / "no-such-repo"), "--config", str(config))
+    assert result.code == 2 and "no-such-repo" in result.err
     result = cli("serve", "--repo", str(repo), "--config", str(tmp_path / "missing.yaml"))
     assert result.code == 2 and re.search(r"cannot read services file", result.err)
 

@@ -72,8 +72,8 @@ def serve_cmd(repository: Path, config: Path, host: str, port: int, trust: Path 
         ledger_path=ledger,
         max_body=max_body,
     )
+    app = create_app(settings)  # opens the repository and the replay ledger: fails fast
     settings.submitter.prepare()
-    app = create_app(settings)
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"afdp serve: http://{shown}:{port}/ ({len(services.by_name)} service(s); intake POST /events and "
