@@ -191,6 +191,10 @@ def test_verification_is_cached_by_head_and_redone_when_the_branch_moves(evidenc
         assert verifications() == 5
         assert 'afdp_verification_failures_total{service="api"} 2.0' in httpx.get(
             f"{server.url}/metrics", headers=headers).text
+        # A changed trust policy file: every branch is verified again under it.
+        trust_file.write_text(trust_file.read_text() + "\n")
+        verdicts()
+        assert verifications() == 9
 
 
 @pytest.mark.slow

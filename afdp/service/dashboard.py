@@ -82,13 +82,21 @@ class Dashboard:
         self.metrics = metrics
         self._cache: dict[tuple[str, str], tuple[str, DeploymentEntry]] = {}
         self._counted: set[tuple[str, str]] = set()
+        self._loaded_policy: tuple[Any, str] | None = None
         self._lock = threading.Lock()
 
     def _policy(self) -> tuple[Any, str] | None:
         if self.trust_policy is None:
             return None
         digest = hashlib.sha256(self.trust_policy.read_bytes()).hexdigest()
-        return load_trust_policy(self.trust_policy, evidence_repository=self.repository), digest
+        with self._lock:
+            loaded = self._loaded_policy
+        if loaded is None or loaded[1] != digest:
+            # Loaded again only when the file changed (and every cached verdict goes with it).
+            loaded = (load_trust_policy(self.trust_policy, evidence_repository=self.repository), digest)
+            with self._lock:
+                self._loaded_policy = loaded
+        return loaded
 
     def entries(self, *, service: str | None = None) -> list[DeploymentEntry]:
         """Return every deployment (of ``service``), newest first; look-alike refs as FAILED."""
