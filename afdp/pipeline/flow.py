@@ -351,8 +351,8 @@ def submit_deployment_run(
 
     ``retries``: a failed run (a TSA or signer briefly unreachable) is run again up to this
     many times, ``retry_delay_seconds`` apart; each attempt resumes the branch after its
-    last committed record, so nothing is recorded twice. Set on the run as it is created
-    (the engine keeps a run's own policy), so ``afdp run`` keeps failing at once.
+    last committed record, so nothing is recorded twice. Set on the run in the request
+    that creates it (the engine keeps a run's own policy), so ``afdp run`` keeps failing at once.
 
     Raises:
         ConfigurationError: no such Prefect deployment (exit 2).
@@ -361,25 +361,32 @@ def submit_deployment_run(
     from prefect.exceptions import ObjectNotFound
 
     try:
+        from prefect.client.schemas.actions import DeploymentFlowRunCreate
+        from prefect.client.schemas.objects import FlowRun, FlowRunPolicy
+        from prefect.states import Scheduled, to_state_create
+
         client = _sync_client()
         try:
             deployment = client.read_deployment_by_name(prefect_deployment)
         except ObjectNotFound:
             raise ConfigurationError(f"no Prefect deployment {prefect_deployment!r} on the server") from None
-        run = client.create_flow_run_from_deployment(
-            deployment.id,
+        # As the client's create_flow_run_from_deployment, plus the retry policy: set in
+        # the same request, so no worker can start the run before it has its policy.
+        create = DeploymentFlowRunCreate(
             parameters=dict(parameters),
+            state=to_state_create(Scheduled()),
             tags=list(tags or ()),
-            idempotency_key=idempotency_key,
             name=flow_run_name,
+            idempotency_key=idempotency_key,
+            empirical_policy=FlowRunPolicy(retries=retries, retry_delay=int(retry_delay_seconds)),
         )
-        if retries and run.empirical_policy.retries is None:
-            from prefect.client.schemas.objects import FlowRunPolicy
-
-            client.update_flow_run(
-                run.id,
-                empirical_policy=FlowRunPolicy(retries=retries, retry_delay=int(retry_delay_seconds)),
-            )
+        response = client.request(
+            "POST",
+            "/deployments/{id}/create_flow_run",
+            path_params={"id": deployment.id},
+            json=create.model_dump(mode="json", exclude_unset=True),
+        )
+        run = FlowRun.model_validate(response.json())
     except AfdpError:
         raise
     except Exception as exc:
