@@ -117,7 +117,7 @@ def post_all(url: str, bodies: list[bytes], threads: int = 8) -> tuple[float, li
     return time.perf_counter() - started, codes, latencies
 
 
-def intake_alone(root: Path, services: list[str], events: int) -> None:
+def intake_alone(root: Path, services: list[str], events: int) -> float:
     repo = root / "evidence-alone"
     init_repository(repo)
     config = Services({s: ServiceConfig(s, f"afdp-evidence/{s}") for s in services})
@@ -128,6 +128,7 @@ def intake_alone(root: Path, services: list[str], events: int) -> None:
     accepted = codes.count(202)
     print(f"intake alone: {accepted}/{events} accepted in {seconds:.2f} s = {accepted / seconds:.0f} events/s "
           f"(p50 {statistics.median(latencies) * 1000:.1f} ms, 8 clients, {len(services)} services)")
+    return statistics.median(latencies)
 
 
 def free_port() -> int:
@@ -152,7 +153,7 @@ def start(stack: ExitStack, args: list[str], env: dict[str, str], log: Path) -> 
     return proc
 
 
-def with_engine(root: Path, services: list[str], runs: int, workers: int, tsa_url: str) -> None:
+def with_engine(root: Path, services: list[str], runs: int, workers: int, tsa_url: str, alone_p50: float) -> None:
     from afdp.service.submit import PrefectSubmitter
 
     port = free_port()
@@ -214,8 +215,9 @@ def with_engine(root: Path, services: list[str], runs: int, workers: int, tsa_ur
             bodies_left = bodies[1:]
             seconds, codes, latencies = post_all(intake.url, bodies_left, threads=4)
             print(f"intake with Prefect: {codes.count(202)}/{len(bodies_left)} accepted in {seconds:.2f} s = "
-                  f"{codes.count(202) / seconds:.1f} events/s (p50 {statistics.median(latencies) * 1000:.0f} ms: "
-                  "each creates a flow run through the Prefect API)")
+                  f"{codes.count(202) / seconds:.1f} events/s (latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
+                  f"max {max(latencies) * 1000:.0f} ms: each creates a flow run through the Prefect API)")
+            intake_latencies = latencies
             filter_body = {"flow_runs": {"tags": {"all_": ["afdp"]}}}
             while True:
                 found = httpx.post(f"{api}/flow_runs/filter", json=filter_body, timeout=60).json()
@@ -224,6 +226,11 @@ def with_engine(root: Path, services: list[str], runs: int, workers: int, tsa_ur
                     break
                 time.sleep(2)
             elapsed = time.monotonic() - began
+    locked = (root / "server.log").read_text(errors="replace").count("database is locked")
+    print(f"limiting factor (intake): the Prefect API creating each flow run ({statistics.median(intake_latencies) * 1000:.0f} "
+          f"ms median per event, against {alone_p50 * 1000:.0f} ms for the intake's own checks); the Prefect server's "
+          f"SQLite database reported 'database is locked' {locked} time(s): writes from the intake and the workers "
+          "wait on one file (use PostgreSQL for many teams)")
     done = [r for r in finished if r["state_type"] == "COMPLETED"]
     print(f"workers: {len(done)}/{len(bodies)} runs completed in {elapsed:.0f} s = {len(done) / elapsed * 60:.1f} runs/min "
           f"({workers} process workers, {len(services)} services, 2 cores)")
@@ -261,13 +268,13 @@ def main() -> None:
     services = [f"svc-{i}" for i in range(args.services)]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        intake_alone(root, services, args.events)
+        alone_p50 = intake_alone(root, services, args.events)
         if args.no_prefect:
             return
         init_tsa(root / "tsa")
         generate_key(root / "dev.key")
         with serve(EmbeddedTSA.load(root / "tsa"), host="127.0.0.1", port=0) as tsa:
-            with_engine(root, services, args.runs, args.workers, tsa.url)
+            with_engine(root, services, args.runs, args.workers, tsa.url, alone_p50)
 
 
 if __name__ == "__main__":
