@@ -28,6 +28,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+import contextlib  # noqa: E402
 import logging  # noqa: E402
 import re  # noqa: E402
 import threading  # noqa: E402
@@ -329,3 +330,93 @@ def engine_error(exc: BaseException) -> AfdpError:
     else:
         what = f"{where} failed: {text}"
     return NetworkError(f"{what}; {fix}")
+
+
+def submit_deployment_run(
+    prefect_deployment: str,
+    *,
+    parameters: Mapping[str, Any],
+    idempotency_key: str,
+    tags: list[str] | None = None,
+    flow_run_name: str | None = None,
+    retries: int = 0,
+    retry_delay_seconds: float = 30.0,
+) -> str:
+    """Create a flow run of ``prefect_deployment`` (``FLOW/DEPLOYMENT``) and return its id.
+
+    Does not wait: a worker of the deployment's work pool picks the run up. The run's
+    parameters are the deployment's defaults updated with ``parameters``. Prefect returns
+    the existing run for an ``idempotency_key`` it has seen, so one AFDP deployment is one
+    flow run however often it is submitted (``afdp serve`` uses ``service/deployment``).
+
+    ``retries``: a failed run (a TSA or signer briefly unreachable) is run again up to this
+    many times, ``retry_delay_seconds`` apart; each attempt resumes the branch after its
+    last committed record, so nothing is recorded twice. Set on the run in the request
+    that creates it (the engine keeps a run's own policy), so ``afdp run`` keeps failing at once.
+
+    Raises:
+        ConfigurationError: no such Prefect deployment (exit 2).
+        NetworkError: the Prefect API could not be reached or refused the run (exit 3).
+    """
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        from prefect.client.schemas.actions import DeploymentFlowRunCreate
+        from prefect.client.schemas.objects import FlowRun, FlowRunPolicy
+        from prefect.states import Scheduled, to_state_create
+
+        client = _sync_client()
+        try:
+            deployment = client.read_deployment_by_name(prefect_deployment)
+        except ObjectNotFound:
+            raise ConfigurationError(f"no Prefect deployment {prefect_deployment!r} on the server") from None
+        # As the client's create_flow_run_from_deployment, plus the retry policy: set in
+        # the same request, so no worker can start the run before it has its policy.
+        create = DeploymentFlowRunCreate(
+            parameters=dict(parameters),
+            state=to_state_create(Scheduled()),
+            tags=list(tags or ()),
+            name=flow_run_name,
+            idempotency_key=idempotency_key,
+            empirical_policy=FlowRunPolicy(retries=retries, retry_delay=int(retry_delay_seconds)),
+        )
+        response = client.request(
+            "POST",
+            "/deployments/{id}/create_flow_run",
+            path_params={"id": deployment.id},
+            json=create.model_dump(mode="json", exclude_unset=True),
+        )
+        run = FlowRun.model_validate(response.json())
+    except AfdpError:
+        raise
+    except Exception as exc:
+        _drop_sync_client()  # a broken connection is not reused
+        raise NetworkError(
+            f"could not create a flow run of {prefect_deployment} at {_api_url() or 'the Prefect API'}: "
+            f"{_first_lines(exc, 1)}"
+        ) from exc
+    return str(run.id)
+
+
+_clients = threading.local()
+
+
+def _sync_client() -> Any:
+    """Return this thread's Prefect API client, opened once (opening one per call costs a
+    connection and a version check on every event)."""
+    client = getattr(_clients, "client", None)
+    if client is None:
+        from prefect.client.orchestration import get_client
+
+        client = get_client(sync_client=True)
+        client.__enter__()
+        _clients.client = client
+    return client
+
+
+def _drop_sync_client() -> None:
+    client = getattr(_clients, "client", None)
+    _clients.client = None
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.__exit__(None, None, None)

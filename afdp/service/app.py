@@ -1,0 +1,405 @@
+"""The ``afdp serve`` application (Starlette) and its server (uvicorn).
+
+Routes:
+
+- ``POST /events/github``, ``POST /events``: the signed intake (public: the HMAC
+  signature is the credential). Checks run in this order, and a refused event starts
+  nothing and records nothing: body size (413), signature (401), JSON (400), event shape
+  (400), service (404), environment (422), replay (409). An accepted event answers 202
+  with the flow run id; if the run cannot be created the answer is 503 and the delivery
+  is forgotten, so the sender's retry is accepted.
+- ``GET /healthz``: public liveness.
+- everything else needs the UI token (``AFDP_UI_TOKEN``) as ``Authorization: Bearer`` or
+  the session cookie set by ``POST /login``: the dashboard (``/``, ``/deployments/...``,
+  ``/services/...``), ``/api/deployments``, ``/api/annotations`` (Grafana) and ``/metrics``.
+  Without a configured token they answer 403: the dashboard is off.
+
+No route writes evidence: the intake only creates flow runs, and the dashboard reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Route
+
+from afdp.errors import AfdpError, NotFoundError
+from afdp.evidence.names import branch_ref, check_name
+from afdp.service.config import Services
+from afdp.service.dashboard import Dashboard
+from afdp.service.deliveries import DeliveryLedger, Replay
+from afdp.service.intake import (
+    GENERIC_SIGNATURE,
+    GITHUB_DELIVERY,
+    GITHUB_EVENT,
+    GITHUB_SIGNATURE,
+    EventRejected,
+    Ignored,
+    check_signature,
+    parse_generic,
+    parse_github,
+    parse_json,
+)
+from afdp.service.metrics import ServiceMetrics
+from afdp.service.submit import RunSubmitter
+
+#: Default cap on a request body (GitHub's deployment_status payloads are ~10-30 KiB).
+MAX_BODY = 256 * 1024
+SESSION_COOKIE = "afdp_session"
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything one ``afdp serve`` needs."""
+
+    repository: Path
+    services: Services
+    webhook_secret: bytes
+    submitter: RunSubmitter
+    ui_token: str | None = None
+    trust_policy: Path | None = None
+    ledger_path: Path | None = None
+    max_body: int = MAX_BODY
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _session_value(token: str) -> str:
+    # The cookie carries a value derived from the token, never the token itself.
+    return hmac.new(token.encode(), b"afdp-ui-session", hashlib.sha256).hexdigest()
+
+
+def default_ledger_path(repository: Path) -> Path:
+    """Return ``<git dir>/afdp-serve/intake.sqlite`` of the evidence repository."""
+    from afdp.evidence.store import EvidenceStore
+
+    return EvidenceStore(repository).path / "afdp-serve" / "intake.sqlite"
+
+
+def create_app(settings: ServeSettings) -> Starlette:
+    """Return the Starlette application for ``settings``.
+
+    Raises:
+        StorageError / NotFoundError: the evidence repository or the replay ledger cannot be opened.
+    """
+    from afdp.service import ui
+
+    metrics = ServiceMetrics()
+    ledger = DeliveryLedger(settings.ledger_path or default_ledger_path(settings.repository))
+    dashboard = Dashboard(settings.repository, trust_policy=settings.trust_policy, metrics=metrics)
+    token = settings.ui_token or None
+    session = _session_value(token) if token else None
+
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > settings.max_body:
+            raise _BodyTooLarge
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > settings.max_body:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def intake(request: Request, source: str) -> Response:
+        started = time.monotonic()
+        try:
+            try:
+                body = await read_body(request)
+            except _BodyTooLarge:
+                raise EventRejected(413, "too_large", f"body larger than {settings.max_body} bytes") from None
+            header = GITHUB_SIGNATURE if source == "github" else GENERIC_SIGNATURE
+            check_signature(settings.webhook_secret, body, request.headers.get(header))
+            document = parse_json(body)
+            if source == "github":
+                event = parse_github(
+                    request.headers.get(GITHUB_EVENT), request.headers.get(GITHUB_DELIVERY), document,
+                    settings.services,
+                )
+            else:
+                event = parse_generic(document, settings.services)
+            if isinstance(event, Ignored):
+                metrics.ignored.labels(source=source).inc()
+                status = 200 if event.reason == "ping" else 202
+                return JSONResponse({"accepted": False, "ignored": event.reason}, status_code=status)
+            try:
+                await run_in_threadpool(ledger.claim, event.delivery, event.service.name, event.deployment)
+            except Replay as exc:
+                raise EventRejected(409, "replay", str(exc)) from None
+            try:
+                run_id = await run_in_threadpool(settings.submitter.submit, event)
+            except AfdpError as exc:
+                await run_in_threadpool(ledger.release, event.delivery)
+                metrics.submit_failures.labels(service=event.service.name).inc()
+                return JSONResponse(
+                    {"accepted": False, "error": f"the flow run could not be created: {exc.diagnostics()}"},
+                    status_code=503,
+                )
+            await run_in_threadpool(ledger.started, event.delivery, run_id)
+            metrics.accepted.labels(source=source, service=event.service.name).inc()
+            metrics.submitted.labels(service=event.service.name).inc()
+            return JSONResponse(
+                {
+                    "accepted": True,
+                    "service": event.service.name,
+                    "deployment": event.deployment,
+                    "branch": branch_ref(event.service.name, event.deployment),
+                    "flow_run_id": run_id,
+                },
+                status_code=202,
+            )
+        except EventRejected as exc:
+            metrics.rejected.labels(source=source, reason=exc.reason).inc()
+            return JSONResponse({"accepted": False, "reason": exc.reason, "error": exc.diagnostics()},
+                                status_code=exc.status)
+        finally:
+            metrics.intake_seconds.labels(source=source).observe(time.monotonic() - started)
+
+    async def github_events(request: Request) -> Response:
+        return await intake(request, "github")
+
+    async def generic_events(request: Request) -> Response:
+        return await intake(request, "generic")
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    def authorized(request: Request) -> bool:
+        if token is None or session is None:
+            return False
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            return hmac.compare_digest(header[7:].strip().encode(), token.encode())
+        cookie = request.cookies.get(SESSION_COOKIE, "")
+        return hmac.compare_digest(cookie.encode(), session.encode())
+
+    def guarded(handler: Any, *, page: bool) -> Any:
+        async def endpoint(request: Request) -> Response:
+            if token is None:
+                return PlainTextResponse(
+                    "the dashboard is off: start afdp serve with AFDP_UI_TOKEN set", status_code=403
+                )
+            if not authorized(request):
+                if page:
+                    return RedirectResponse("/login", status_code=303)
+                return JSONResponse({"error": "a valid token is required (Authorization: Bearer)"},
+                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            try:
+                response: Response = await handler(request)
+            except NotFoundError as exc:
+                response = PlainTextResponse(exc.diagnostics(), status_code=404)
+            except AfdpError as exc:
+                response = PlainTextResponse(exc.diagnostics(), status_code=400)
+            return response
+
+        return endpoint
+
+    async def login_page(request: Request) -> Response:
+        return HTMLResponse(ui.render("login.html", error=None, enabled=token is not None))
+
+    async def login(request: Request) -> Response:
+        try:
+            body = await read_body(request)
+        except _BodyTooLarge:
+            return PlainTextResponse("too large", status_code=413)
+        given = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0]
+        if token is None or session is None or not hmac.compare_digest(given.encode(), token.encode()):
+            return HTMLResponse(ui.render("login.html", error="wrong token", enabled=token is not None),
+                                status_code=401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https", path="/")
+        return response
+
+    async def logout(request: Request) -> Response:
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    async def index(request: Request) -> Response:
+        entries = await run_in_threadpool(dashboard.entries)
+        services = sorted({e.service for e in entries} | set(settings.services.by_name))
+        return HTMLResponse(ui.render("index.html", entries=entries, services=services,
+                                      trust=settings.trust_policy))
+
+    async def deployment_page(request: Request) -> Response:
+        service, deployment = _names(request)
+        entry = await run_in_threadpool(dashboard.entry, service, deployment)
+        return HTMLResponse(ui.render("deployment.html", entry=entry, plots=ui.plots(entry)))
+
+    async def service_page(request: Request) -> Response:
+        service = check_name(request.path_params["service"], what="service")
+        entries = await run_in_threadpool(dashboard.entries, service=service)
+        return HTMLResponse(ui.render("service.html", service=service, entries=entries,
+                                      trends=ui.trends(entries)))
+
+    async def api_deployments(request: Request) -> Response:
+        service = request.query_params.get("service")
+        entries = await run_in_threadpool(dashboard.entries, service=service)
+        return JSONResponse([e.to_json() for e in entries])
+
+    async def annotations(request: Request) -> Response:
+        query: Mapping[str, Any] = {}
+        if request.method == "POST":
+            try:
+                query = json.loads(await read_body(request) or b"{}")
+            except (ValueError, _BodyTooLarge):
+                return JSONResponse({"error": "body is not a JSON object"}, status_code=400)
+            if not isinstance(query, Mapping):
+                return JSONResponse({"error": "body is not a JSON object"}, status_code=400)
+        entries = await run_in_threadpool(dashboard.entries)
+        return JSONResponse(ui.grafana_annotations(entries, dict(request.query_params), query))
+
+    async def api_root(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def metrics_page(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def stylesheet(request: Request) -> Response:
+        return Response(ui.STYLESHEET, media_type="text/css")
+
+    routes = [
+        Route("/events/github", github_events, methods=["POST"]),
+        Route("/events", generic_events, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/static/afdp.css", stylesheet, methods=["GET"]),
+        Route("/favicon.ico", lambda request: Response(status_code=204), methods=["GET"]),
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/", guarded(index, page=True), methods=["GET"]),
+        Route("/deployments/{service}/{deployment}", guarded(deployment_page, page=True), methods=["GET"]),
+        Route("/services/{service}", guarded(service_page, page=True), methods=["GET"]),
+        Route("/api/", guarded(api_root, page=False), methods=["GET"]),
+        Route("/api/deployments", guarded(api_deployments, page=False), methods=["GET"]),
+        Route("/api/annotations", guarded(annotations, page=False), methods=["GET", "POST"]),
+        Route("/metrics", guarded(metrics_page, page=False), methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            ledger.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
+    app.state.metrics = metrics
+    app.state.ledger = ledger
+    app.state.dashboard = dashboard
+    return app
+
+
+class SecurityHeaders:
+    """Adds :data:`_SECURITY_HEADERS` to every HTTP response (pure ASGI: streams untouched)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in _SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _names(request: Request) -> tuple[str, str]:
+    return (
+        check_name(request.path_params["service"], what="service"),
+        check_name(request.path_params["deployment"], what="deployment"),
+    )
+
+
+@dataclass
+class RunningServer:
+    """A server started by :func:`running_server`: its base URL and the app."""
+
+    url: str
+    app: Starlette
+
+
+@contextlib.contextmanager
+def running_server(
+    app: Starlette, *, host: str = "127.0.0.1", port: int = 0, proxy_headers: bool = False
+) -> Iterator[RunningServer]:
+    """Serve ``app`` with uvicorn in a background thread for the ``with`` block.
+
+    Raises:
+        NetworkError: the server did not start (port in use...).
+    """
+    import uvicorn
+
+    from afdp.errors import NetworkError
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+                            proxy_headers=proxy_headers, forwarded_allow_ips="127.0.0.1" if proxy_headers else None,
+                            server_header=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="afdp-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise NetworkError(f"afdp serve could not listen on {host}:{port}")
+        time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        yield RunningServer(f"http://{shown}:{bound}", app)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def serve_forever(app: Starlette, *, host: str, port: int, proxy_headers: bool = False,
+                  forwarded_allow_ips: str | None = None) -> None:
+    """Run ``app`` with uvicorn in this thread until interrupted."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=proxy_headers,
+                forwarded_allow_ips=forwarded_allow_ips, server_header=False)
+

@@ -1,0 +1,151 @@
+"""The dashboard's pages (Jinja2 templates, autoescaped), plots and Grafana annotations.
+
+Plots are the compliance report's own inline SVG (:func:`afdp.audit.report.svg.line_plot`),
+so the dashboard and ``afdp report`` draw the same series the same way; no JavaScript.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+
+from afdp.audit.report import svg
+from afdp.service.dashboard import DeploymentEntry
+
+_ENV = Environment(
+    loader=PackageLoader("afdp.service", "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+)
+
+STYLESHEET = """
+body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #111; }
+table { border-collapse: collapse; margin: .5rem 0 1rem; }
+th, td { border-bottom: 1px solid #ddd; padding: .3rem .6rem; text-align: left; vertical-align: top; }
+.verdict { font-weight: bold; }
+.VERIFIED { color: #166534; } .UNSEALED { color: #92400e; } .FAILED { color: #b91c1c; }
+.UNCHECKED { color: #555; }
+.unverified { color: #b91c1c; font-style: italic; }
+.muted { color: #555; }
+nav a { margin-right: 1rem; }
+nav form { display: inline; }
+figure { margin: .5rem 0 1rem; }
+"""
+
+
+def _when(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+_ENV.filters["when"] = _when
+
+
+def render(template: str, **values: Any) -> str:
+    """Return the page ``template`` rendered with ``values`` (every value escaped)."""
+    return _ENV.get_template(template).render(**values)
+
+
+def plots(entry: DeploymentEntry) -> list[Markup]:
+    """Return one SVG per metric of ``entry``: its baseline and impact samples, deploy marked."""
+    section = entry.section
+    if section is None:
+        return []
+    out = []
+    metrics = sorted({s.metric for s in section.findings.series if s.phase in ("baseline", "impact")})
+    for metric in metrics:
+        baseline, impact = section.series_of(metric)
+        unit = next((s.unit for s in baseline + impact if s.unit), "")
+        # line_plot escapes every text it writes.
+        out.append(Markup(svg.line_plot(  # noqa: S704
+            metric=metric,
+            unit=unit,
+            baseline=[p for s in baseline for p in s.samples],
+            impact=[p for s in impact for p in s.samples],
+            deployed_at=section.findings.deployed_at,
+        )))
+    return out
+
+
+def trends(entries: list[DeploymentEntry]) -> dict[str, Any]:
+    """Return a service's trends: decisions by kind and, per metric, the relative change
+    of each deployment (verified and unsealed branches only) as a plot."""
+    decisions: dict[str, int] = {}
+    points: dict[str, list[tuple[float, float]]] = {}
+    counted = [e for e in entries if e.verdict in ("VERIFIED", "UNSEALED") and e.section is not None]
+    for entry in counted:
+        decision = (entry.decision or {}).get("action") or "none"
+        decisions[str(decision)] = decisions.get(str(decision), 0) + 1
+        when = entry.deployed_at
+        if when is None or entry.section is None:
+            continue
+        for row in entry.section.impact:
+            if isinstance(row.relative, (int, float)) and not isinstance(row.relative, bool):
+                points.setdefault(row.metric, []).append((when, float(row.relative)))
+    figures = [
+        Markup(svg.line_plot(metric=f"{metric}: relative change per deployment", unit="",  # noqa: S704
+                             baseline=[], impact=sorted(values), deployed_at=None))
+        for metric, values in sorted(points.items())
+    ]
+    return {"decisions": dict(sorted(decisions.items())), "figures": figures, "counted": len(counted),
+            "left_out": len(entries) - len(counted)}
+
+
+def grafana_annotations(entries: list[DeploymentEntry], params: Mapping[str, str], query: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Return Grafana annotations (JSON / SimpleJSON datasource shape) for the deployments.
+
+    ``params`` (GET) may carry ``service``, ``from`` and ``to`` (epoch milliseconds); a
+    POST ``query`` may carry ``range: {from, to}`` (RFC 3339) and ``annotation: {query}``
+    (a service name). Each annotation's tags say the verdict of the evidence.
+    """
+    service = params.get("service")
+    low = _millis(params.get("from"))
+    high = _millis(params.get("to"))
+    annotation = query.get("annotation") if isinstance(query.get("annotation"), Mapping) else None
+    if annotation and isinstance(annotation.get("query"), str) and annotation["query"].strip():
+        service = annotation["query"].strip()
+    window = query.get("range")
+    if isinstance(window, Mapping):
+        low = _iso_millis(window.get("from")) or low
+        high = _iso_millis(window.get("to")) or high
+    out = []
+    for entry in entries:
+        if entry.deployed_at is None or (service and entry.service != service):
+            continue
+        millis = int(entry.deployed_at * 1000)
+        if (low is not None and millis < low) or (high is not None and millis > high):
+            continue
+        decision = (entry.decision or {}).get("action") or "none"
+        item: dict[str, Any] = {
+            "time": millis,
+            "title": f"{entry.service}/{entry.deployment}: {decision} ({entry.verdict})",
+            "text": entry.headline,
+            "tags": ["afdp", f"service:{entry.service}", f"decision:{decision}", f"evidence:{entry.verdict.lower()}"],
+        }
+        if annotation is not None:
+            item["annotation"] = dict(annotation)
+        out.append(item)
+    out.sort(key=lambda a: a["time"])
+    return out
+
+
+def _millis(text: str | None) -> int | None:
+    if text is None or not text.strip().lstrip("-").isdigit():
+        return None
+    return int(text)
+
+
+def _iso_millis(value: Any) -> int | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
