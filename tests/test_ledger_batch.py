@@ -154,3 +154,34 @@ def test_cli_record_batch(cli, tmp_path, keys, tsa, repo, trust_file):
     missing = cli(*base, "--batch", str(tmp_path / "absent.jsonl"))
     assert missing.code == 2 and "cannot read batch" in missing.err
     assert head(repo) == before
+
+
+def test_batch_whose_commit_signature_fails_in_the_writer_thread_records_nothing(repo, keys, tsa):
+    """The Git writes run on a background thread: a failure there stops the batch too."""
+    from securesystemslib.signer import CryptoSigner
+
+    from afdp.errors import SigningError
+    from afdp.evidence.signing import load_signer
+
+    real = load_signer(str(keys / "dev.key"))
+    assert isinstance(real, CryptoSigner)
+
+    class FailsOnFifthSSHSignature(CryptoSigner):
+        """The real signer, whose 5th signature over a Git commit fails (a KMS outage)."""
+
+        def __init__(self) -> None:
+            super().__init__(real._private_key, real.public_key)
+            self.commit_signatures = 0
+
+        def sign(self, payload: bytes):
+            if not payload.startswith(b"DSSEv1"):
+                self.commit_signatures += 1
+                if self.commit_signatures == 5:
+                    raise RuntimeError("KMS unavailable")
+            return super().sign(payload)
+
+    add_step(repo, real, tsa, "capture_baseline", {"p99_ms": 1})
+    before = head(repo)
+    with pytest.raises(SigningError, match="KMS unavailable"):
+        append_records(repo, service="api", deployment="d-42", drafts=drafts(8), signer=FailsOnFifthSSHSignature(), tsa_urls=[tsa.url])
+    assert head(repo) == before

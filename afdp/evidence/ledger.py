@@ -486,14 +486,9 @@ class _Committer:
             self.parent = commit
             return str(commit_id)
 
+        if self._failed:  # stop signing and time-stamping: this batch will not land
+            self.drain()
         self._jobs.append(self._pool.submit(job))
-        if self._jobs[0].done():
-            self._raise_failure()
-
-    def _raise_failure(self) -> None:
-        for job in self._jobs:
-            if job.done() and job.exception() is not None:
-                raise job.exception()  # type: ignore[misc]
 
     def drain(self) -> list[str]:
         """Wait for every job; return the commit ids in order, or raise the first error."""
