@@ -39,6 +39,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pygit2
+
 from afdp.errors import NotFoundError
 from afdp.evidence import records as rec
 from afdp.evidence.ledger import trailers
@@ -149,6 +151,8 @@ def check_branch(
     except StorageError as exc:
         return _failed_branch(service, deployment, ref, str(head.id), policy, allow_unsealed, [exc.diagnostics(), *substituted])
     total = len(commits)
+    commit_ids = [commit.id for commit in commits]
+    del commits
     workers = _worker_count(jobs, total)
     pending: list[Future[list[RecordFacts]]] = []
     batch: list[RecordInput] = []
@@ -172,12 +176,20 @@ def check_branch(
             return
         if executor is not None:
             pending.append(executor.submit(_check_batch, list(batch)))
+            # Back-pressure: a few batches in flight per worker, so memory holds a few
+            # batches of files however long the branch, not all of them.
+            while len(pending) > 2 * workers:
+                local_results.extend(pending.pop(0).result())
         else:
             local_results.extend(check_record(item, policy, roots) for item in batch)
         batch.clear()
 
     try:
-        for index, commit in enumerate(commits):
+        # Oldest first, by id: one commit object at a time is held, so memory holds the
+        # report's small per-record entries, not every commit of a long branch.
+        for index, oid in enumerate(commit_ids):
+            commit = store.repo.get(oid)
+            assert isinstance(commit, pygit2.Commit)  # history() read each one already
             # 11. commit: one parent, one new record directory, nothing else touched
             short = str(commit.id)[:12]
             where = f"commit {short}"
