@@ -185,3 +185,46 @@ def test_batch_whose_commit_signature_fails_in_the_writer_thread_records_nothing
     with pytest.raises(SigningError, match="KMS unavailable"):
         append_records(repo, service="api", deployment="d-42", drafts=drafts(8), signer=FailsOnFifthSSHSignature(), tsa_urls=[tsa.url])
     assert head(repo) == before
+
+
+def test_batch_never_uses_the_signer_from_two_threads_at_once(repo, keys, tsa, trust_file):
+    """Commit signatures are made on the writer thread while the next record is signed:
+    a signer that is not thread-safe (an HSM session) must still see one call at a time."""
+    import threading
+    import time
+
+    from securesystemslib.signer import CryptoSigner
+
+    from afdp.evidence.signing import load_signer
+
+    real = load_signer(str(keys / "dev.key"))
+    assert isinstance(real, CryptoSigner)
+
+    class OneAtATime(CryptoSigner):
+        """The real signer, slowed down, noting any call that overlaps another."""
+
+        def __init__(self) -> None:
+            super().__init__(real._private_key, real.public_key)
+            self.active = 0
+            self.overlaps = 0
+            self.calls = 0
+            self.guard = threading.Lock()
+
+        def sign(self, payload: bytes):
+            with self.guard:
+                self.active += 1
+                self.calls += 1
+                self.overlaps += self.active > 1
+            try:
+                time.sleep(0.005)
+                return super().sign(payload)
+            finally:
+                with self.guard:
+                    self.active -= 1
+
+    signer = OneAtATime()
+    append_records(repo, service="api", deployment="d-42", drafts=drafts(12), signer=signer, tsa_urls=[tsa.url])
+    assert signer.calls == 26  # 13 records: a DSSE signature and a commit signature each
+    assert signer.overlaps == 0
+    report = check_branch(repo, service="api", deployment="d-42", policy=load_trust_policy(trust_file), allow_unsealed=True)
+    assert report.ok, report.failures

@@ -15,8 +15,10 @@ signed and time-stamped again. Any failure before step 4 leaves the branch untou
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -160,22 +162,27 @@ def commit_message(
 
 
 def _sign_and_stamp(
-    record: rec.UnsignedRecord, signer: AnySigner, tsa_urls: Sequence[str], timeout: float
+    record: rec.UnsignedRecord,
+    signer: AnySigner,
+    tsa_urls: Sequence[str],
+    timeout: float,
+    signer_lock: threading.Lock | None = None,
 ) -> tuple[dict[str, bytes], str, str, str, str]:
     from afdp.evidence.timestamp import request_timestamp
 
     payload = canonical_bytes(record.statement)
     files = dict(record.files)
-    if isinstance(signer, KeylessSigner):
-        # Sigstore signs the same canonical statement; its bundle is stored beside the
-        # envelope, which carries the very same payload and signature.
-        signed = signer.sign_statement(payload)
-        keyid, signature = KEYLESS_KEYID, signed.signature
-        files[rec.BUNDLE_FILE] = signed.bundle
-        label = f"{signer.label} {signed.identity}".strip()
-    else:
-        keyid = label = signer_keyid(signer)
-        signature = sign_bytes(signer, rec.pae(rec.PAYLOAD_TYPE, payload))
+    with signer_lock or contextlib.nullcontext():
+        if isinstance(signer, KeylessSigner):
+            # Sigstore signs the same canonical statement; its bundle is stored beside
+            # the envelope, which carries the very same payload and signature.
+            signed = signer.sign_statement(payload)
+            keyid, signature = KEYLESS_KEYID, signed.signature
+            files[rec.BUNDLE_FILE] = signed.bundle
+            label = f"{signer.label} {signed.identity}".strip()
+        else:
+            keyid = label = signer_keyid(signer)
+            signature = sign_bytes(signer, rec.pae(rec.PAYLOAD_TYPE, payload))
     envelope = rec.envelope_json(payload, keyid, signature)
     token = request_timestamp(signature, tsa_urls, timeout=timeout)
     files[rec.ENVELOPE_FILE] = envelope
@@ -205,12 +212,23 @@ def with_git_author(record: rec.UnsignedRecord, author: tuple[str, str]) -> rec.
     return replace(record, statement=statement)
 
 
-def _commit_signer(signer: AnySigner) -> Callable[[bytes], str | None] | None:
+def _commit_signer(
+    signer: AnySigner, signer_lock: threading.Lock | None = None
+) -> Callable[[bytes], str | None] | None:
     # Git-native signature by the same key (None for schemes SSH cannot express);
     # keyless records have no key: their bundle is the signature.
     if isinstance(signer, KeylessSigner):
         return None
-    return lambda content: sign_git_commit(signer, content)
+    if signer_lock is None:
+        return lambda content: sign_git_commit(signer, content)
+
+    def sign(content: bytes) -> str | None:
+        # A signer may not be safe to use from two threads at once (a PKCS#11 session
+        # of an HSM is not): batches take turns on it, the waits still overlap.
+        with signer_lock:
+            return sign_git_commit(signer, content)
+
+    return sign
 
 
 def _append_once(
@@ -545,7 +563,8 @@ def append_records(
     store = EvidenceStore(repository)
     ref = branch_ref(service, deployment)
     who = author or ("AFDP", "afdp@evidence.invalid")
-    sign = _commit_signer(signer)
+    signer_lock = threading.Lock()
+    sign = _commit_signer(signer, signer_lock)
     with store.branch_turn(ref):
         head = store.head(ref)
         todo: list[rec.RecordDraft | None] = list(drafts)
@@ -582,7 +601,9 @@ def append_records(
                         prev_timestamps=prev_tokens,
                     )
                 record = with_git_author(record, who)
-                files, digest, keyid, url, gen_time = _sign_and_stamp(record, signer, tsa_urls, timeout)
+                files, digest, keyid, url, gen_time = _sign_and_stamp(
+                    record, signer, tsa_urls, timeout, signer_lock
+                )
                 committer.submit(
                     record.directory, files, _message(record, digest, keyid, url, gen_time), who, sign
                 )
