@@ -3,8 +3,8 @@
 - envelope.json is canonicalized once per record: the re-encoding of its payload, keyid
   and signature stands for the canonical-form check when it matches, and both failures
   are still named when it does not;
-- small branches may be checked by worker processes (``PARALLEL_THRESHOLD``): a
-  tampered record is named the same way in and out of process.
+- records may be checked by worker processes (``--jobs``, long branches): a tampered
+  record is named the same way in and out of process.
 """
 
 from __future__ import annotations
