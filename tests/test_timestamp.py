@@ -232,3 +232,60 @@ def test_request_usage_errors():
 def test_load_certificates_refuses_garbage():
     with pytest.raises(ConfigurationError, match="not PEM"):
         load_certificates(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+
+
+# -- the remembered leaf-certificate checks (timestamp._caching_verifier) ------------------
+def test_verifier_remembers_leaf_checks_but_checks_every_signature_and_chain(tsa, other_tsa):
+    from afdp.evidence import timestamp
+
+    roots = roots_of(tsa.directory)
+    verifier = timestamp._verifier(roots)
+    assert type(verifier).__name__ == "_CachingVerifier"  # the cached path is the one tested
+    token = request_timestamp(SIGNATURE, [tsa.url]).der
+    verify_timestamp(token, SIGNATURE, roots)
+    assert verifier._passed  # the leaf check of this TSA's certificate set passed once
+    # with that pass remembered: a bad CMS signature under the same certificates fails,
+    response = tsp.TimeStampResp.load(token)
+    signature = response["time_stamp_token"]["content"]["signer_infos"][0]["signature"].native
+    bent = token.replace(signature, bytes([signature[0] ^ 0x01]) + signature[1:])
+    expect("timestamp.chain", bent, SIGNATURE, roots, "not signed by a TSA chained")
+    # a token of another TSA fails its chain,
+    foreign = request_timestamp(SIGNATURE, [other_tsa.url]).der
+    expect("timestamp.chain", foreign, SIGNATURE, roots, "not signed by a TSA chained")
+    # and a token over another signature fails its imprint
+    expect("timestamp.imprint", token, b"another signature", roots, "different signature")
+
+
+def test_remembered_leaf_check_does_not_cover_another_certificate_of_the_same_root():
+    """A root whose good TSA's tokens passed: a second certificate it issued with a
+    non-critical timeStamping usage still fails (the pass is remembered per certificate set)."""
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test root 2")])
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    root = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(root_key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(root_key, hashes.SHA256())
+    )
+
+    def tsa_cert(serial: int, usage, critical: bool):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cert = (
+            x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"tsa {serial}")]))
+            .issuer_name(name).public_key(key.public_key()).serial_number(serial)
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=critical)
+            .sign(root_key, hashes.SHA256())
+        )
+        return EmbeddedTSA(cert, key)
+
+    good = tsa_cert(2, ExtendedKeyUsageOID.TIME_STAMPING, True)
+    verify_timestamp(good.respond(raw_request(SIGNATURE)), SIGNATURE, [root])
+    lax = tsa_cert(3, ExtendedKeyUsageOID.TIME_STAMPING, False)  # EKU present, not critical
+    expect("timestamp.chain", lax.respond(raw_request(SIGNATURE)), SIGNATURE, [root], "certificate purpose")
+    verify_timestamp(good.respond(raw_request(SIGNATURE)), SIGNATURE, [root])
+    expect("timestamp.chain", lax.respond(raw_request(SIGNATURE)), SIGNATURE, [root], "certificate purpose")
+    # and the good TSA's token without its certificate fails in the leaf check itself
+    expect("timestamp.chain", good.respond(raw_request(SIGNATURE, cert_req=False)), SIGNATURE, [root], "not signed by")

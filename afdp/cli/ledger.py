@@ -262,13 +262,15 @@ def trust_init_cmd(
         )
 
 
-def _load_result(path: str) -> Any:
+def _read_text(path: str, what: str) -> str:
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(
-            f"cannot read result {path}: {getattr(exc, 'strerror', None) or exc}"
-        ) from exc
+        raise UsageError(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+
+
+def _load_result(path: str) -> Any:
+    text = _read_text(path, "result")
     try:
         value = json.loads(text)
     except ValueError as exc:
@@ -293,15 +295,22 @@ def _print_appended(written: list[Any], as_json: bool) -> None:
 @repo_option
 @service_option
 @deployment_option
-@click.option("--step", required=True, help="Step name (A-Z a-z 0-9 . _ -).")
+@click.option("--step", help="Step name (A-Z a-z 0-9 . _ -). Required without --batch.")
 @click.option(
     "--result",
     "result_path",
-    required=True,
-    help="Step result: a JSON object file, or - for stdin.",
+    help="Step result: a JSON object file, or - for stdin. Required without --batch.",
 )
 @click.option(
-    "--status", type=click.Choice(["ok", "failed", "skipped"]), default="ok", show_default=True
+    "--batch",
+    "batch_path",
+    help="Record many steps at once from a JSON Lines file (- for stdin), one "
+    '{"step": ..., "result": {...}} object per line (optional: status, summary, error, '
+    "index, workflow_digest). Each gets its own signature, time-stamp and commit; the "
+    "branch moves once at the end, so a failure records nothing of the batch.",
+)
+@click.option(
+    "--status", type=click.Choice(["ok", "failed", "skipped"]), help="Step status (default: ok)."
 )
 @click.option("--summary", help="One-line summary for git log.")
 @click.option("--error", "error_text", help="Error text for a failed step.")
@@ -319,9 +328,10 @@ def record_cmd(
     repository: Path,
     service: str,
     deployment: str,
-    step: str,
-    result_path: str,
-    status: str,
+    step: str | None,
+    result_path: str | None,
+    batch_path: str | None,
+    status: str | None,
     summary: str | None,
     error_text: str | None,
     index: int | None,
@@ -333,18 +343,49 @@ def record_cmd(
     tsa: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Record one step result as a signed, time-stamped evidence record."""
+    """Record one step result (or a --batch of them) as signed, time-stamped evidence records."""
     from afdp.evidence import records as rec
-    from afdp.evidence.ledger import append_record
+    from afdp.evidence.ledger import append_record, append_records
     from afdp.evidence.names import branch_ref
 
     branch_ref(service, deployment)  # names first: a bad name is a usage error before any I/O
     urls = _tsa_urls(tsa)
+    if batch_path is not None:
+        given = [
+            name
+            for name, value in (
+                ("--step", step),
+                ("--result", result_path),
+                ("--status", status),
+                ("--summary", summary),
+                ("--error", error_text),
+                ("--index", index),
+            )
+            if value is not None
+        ]
+        if given:
+            raise UsageError(f"--batch takes each record's fields from the file, not {', '.join(given)}")
+        drafts = rec.batch_drafts(
+            _read_text(batch_path, "batch"), source=batch_path, workflow_digest=workflow_digest
+        )
+        written = append_records(
+            repository,
+            service=service,
+            deployment=deployment,
+            drafts=drafts,
+            signer=_signer(key, public_key, keyless),
+            tsa_urls=urls,
+            author=_parse_author(author),
+        )
+        _print_appended(written, as_json)
+        return
+    if step is None or result_path is None:
+        raise UsageError("--step and --result are required (or --batch FILE)")
     draft = rec.RecordDraft(
         kind=rec.KIND_STEP,
         step=step,
         result=_load_result(result_path),
-        status=status,
+        status=status or "ok",
         index=index,
         summary=summary,
         error=error_text,

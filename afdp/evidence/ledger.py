@@ -15,10 +15,12 @@ signed and time-stamped again. Any failure before step 4 leaves the branch untou
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import random
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -179,22 +181,27 @@ def commit_message(
 
 
 def _sign_and_stamp(
-    record: rec.UnsignedRecord, signer: AnySigner, tsa_urls: Sequence[str], timeout: float
+    record: rec.UnsignedRecord,
+    signer: AnySigner,
+    tsa_urls: Sequence[str],
+    timeout: float,
+    signer_lock: threading.Lock | None = None,
 ) -> tuple[dict[str, bytes], str, str, str, str]:
     from afdp.evidence.timestamp import request_timestamp
 
     payload = canonical_bytes(record.statement)
     files = dict(record.files)
-    if isinstance(signer, KeylessSigner):
-        # Sigstore signs the same canonical statement; its bundle is stored beside the
-        # envelope, which carries the very same payload and signature.
-        signed = signer.sign_statement(payload)
-        keyid, signature = KEYLESS_KEYID, signed.signature
-        files[rec.BUNDLE_FILE] = signed.bundle
-        label = f"{signer.label} {signed.identity}".strip()
-    else:
-        keyid = label = signer_keyid(signer)
-        signature = sign_bytes(signer, rec.pae(rec.PAYLOAD_TYPE, payload))
+    with signer_lock or contextlib.nullcontext():
+        if isinstance(signer, KeylessSigner):
+            # Sigstore signs the same canonical statement; its bundle is stored beside
+            # the envelope, which carries the very same payload and signature.
+            signed = signer.sign_statement(payload)
+            keyid, signature = KEYLESS_KEYID, signed.signature
+            files[rec.BUNDLE_FILE] = signed.bundle
+            label = f"{signer.label} {signed.identity}".strip()
+        else:
+            keyid = label = signer_keyid(signer)
+            signature = sign_bytes(signer, rec.pae(rec.PAYLOAD_TYPE, payload))
     envelope = rec.envelope_json(payload, keyid, signature)
     token = request_timestamp(signature, tsa_urls, timeout=timeout)
     files[rec.ENVELOPE_FILE] = envelope
@@ -224,6 +231,25 @@ def with_git_author(record: rec.UnsignedRecord, author: tuple[str, str]) -> rec.
     return replace(record, statement=statement)
 
 
+def _commit_signer(
+    signer: AnySigner, signer_lock: threading.Lock | None = None
+) -> Callable[[bytes], str | None] | None:
+    # Git-native signature by the same key (None for schemes SSH cannot express);
+    # keyless records have no key: their bundle is the signature.
+    if isinstance(signer, KeylessSigner):
+        return None
+    if signer_lock is None:
+        return lambda content: sign_git_commit(signer, content)
+
+    def sign(content: bytes) -> str | None:
+        # A signer may not be safe to use from two threads at once (a PKCS#11 session
+        # of an HSM is not): batches take turns on it, the waits still overlap.
+        with signer_lock:
+            return sign_git_commit(signer, content)
+
+    return sign
+
+
 def _append_once(
     store: EvidenceStore,
     ref: str,
@@ -240,14 +266,7 @@ def _append_once(
     files, digest, keyid, url, gen_time = _sign_and_stamp(record, signer, tsa_urls, timeout)
     message = _message(record, digest, keyid, url, gen_time)
     commit_id = store.write_commit(
-        head,
-        record.directory,
-        files,
-        message,
-        author=author,
-        # Git-native signature by the same key (None for schemes SSH cannot express);
-        # keyless records have no key: their bundle is the signature.
-        sign=None if isinstance(signer, KeylessSigner) else lambda c: sign_git_commit(signer, c),
+        head, record.directory, files, message, author=author, sign=_commit_signer(signer)
     )
     store.compare_and_swap(
         ref, head.id if head else None, commit_id, f"afdp: record {record.sequence}"
@@ -489,6 +508,171 @@ def _append_in_turn(
     raise StorageError(
         f"{ref} kept moving under concurrent writers; gave up after {MAX_ATTEMPTS} attempts"
     )
+
+
+class _Committer:
+    """Writes the commits of a batch, in order, on one background thread.
+
+    Record N+1 needs record N's envelope and token digests, never its commit, so the
+    Git writes of one record (blobs, trees, a signed commit: mostly file creation) run
+    while the next record is built, signed and time-stamped. Jobs run in submission
+    order, each on the commit of the one before; after the first failure no job writes
+    anything more. Only this thread touches the repository while jobs are pending.
+    """
+
+    def __init__(self, store: EvidenceStore, parent: pygit2.Commit | None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._store = store
+        self.parent = parent
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="afdp-commit")
+        self._jobs: list[Any] = []
+        self._failed = False
+
+    def submit(
+        self,
+        directory: str,
+        files: dict[str, bytes],
+        message: str,
+        author: tuple[str, str],
+        sign: Callable[[bytes], str | None] | None,
+    ) -> None:
+        def job() -> str:
+            if self._failed:
+                raise StorageError("an earlier commit of this batch failed")
+            try:
+                commit_id = self._store.write_commit(
+                    self.parent, directory, files, message, author=author, sign=sign
+                )
+                commit = self._store.repo.get(commit_id)
+                assert isinstance(commit, pygit2.Commit)
+            except BaseException:
+                self._failed = True
+                raise
+            self.parent = commit
+            return str(commit_id)
+
+        if self._failed:  # stop signing and time-stamping: this batch will not land
+            self.drain()
+        self._jobs.append(self._pool.submit(job))
+
+    def drain(self) -> list[str]:
+        """Wait for every job; return the commit ids in order, or raise the first error."""
+        return [job.result() for job in self._jobs]
+
+    def close(self) -> None:
+        self._failed = self._failed or any(not job.done() for job in self._jobs)
+        self._pool.shutdown(wait=True)
+
+
+def append_records(
+    repository: Path | str,
+    *,
+    service: str,
+    deployment: str,
+    drafts: Iterable[rec.RecordDraft],
+    signer: AnySigner,
+    tsa_urls: Sequence[str],
+    author: tuple[str, str] | None = None,
+    genesis_metadata: dict[str, Any] | None = None,
+    timeout: float = 10.0,
+    genesis_attachments: Mapping[str, bytes] | None = None,
+) -> list[AppendedRecord]:
+    """Append many records to one branch in one go (imports, backfills), all or nothing.
+
+    Each record is built, signed and time-stamped on its own, exactly as
+    :func:`append_record` would (its own DSSE signature, its own RFC 3161 token, which
+    the next record cites), and gets its own signed commit, so the branch stays one
+    linear chain that ``afdp verify`` checks record by record. What is shared: one turn
+    on the branch, one read of its head, and one compare-and-swap at the end; the Git
+    writes of each record overlap the signing and time-stamping of the next. The
+    branch moves only when every record is written: if any record fails (a bad draft,
+    a TSA that gives no token, a Git error), the branch is left exactly where it was
+    and nothing of the batch is recorded.
+
+    Returns the records written: the genesis record first when the branch was new.
+
+    Raises:
+        UsageError: no draft, bad names, no TSA URL, a genesis draft, or a seal that is
+            not the last draft.
+        PolicyViolation: the branch is already sealed.
+        SigningError / TimestampError / StorageError: nothing was recorded.
+    """
+    drafts = list(drafts)
+    if not tsa_urls:
+        raise UsageError("at least one --tsa URL is required: every record is time-stamped")
+    if not drafts:
+        raise UsageError("a batch needs at least one record")
+    for position, draft in enumerate(drafts):
+        if draft.kind == rec.KIND_GENESIS:
+            raise UsageError(f"batch item {position + 1}: genesis records are written automatically")
+        if draft.kind == rec.KIND_SEAL and position != len(drafts) - 1:
+            raise UsageError(f"batch item {position + 1}: a seal can only be the last record")
+    store = EvidenceStore(repository)
+    ref = branch_ref(service, deployment)
+    who = author or ("AFDP", "afdp@evidence.invalid")
+    signer_lock = threading.Lock()
+    sign = _commit_signer(signer, signer_lock)
+    with store.branch_turn(ref):
+        head = store.head(ref)
+        todo: list[rec.RecordDraft | None] = list(drafts)
+        if head is None:
+            todo.insert(0, None)  # the genesis record, built in the loop
+            sequence, prev, prev_tokens = 0, None, None
+        else:
+            tail = read_tail(store, head)
+            if tail.kind == rec.KIND_SEAL:
+                raise PolicyViolation(
+                    f"{service}/{deployment} is sealed (record {tail.sequence}); no record may follow the seal"
+                )
+            sequence, prev, prev_tokens = tail.sequence + 1, tail.envelope_sha256, tail.timestamps
+        committer = _Committer(store, head)
+        written: list[tuple[rec.UnsignedRecord, str, str, str]] = []
+        try:
+            for item in todo:
+                if item is None:
+                    record = _genesis(
+                        service, deployment, genesis_metadata, drafts[0].workflow_digest, genesis_attachments
+                    )
+                else:
+                    if item.kind == rec.KIND_SEAL:
+                        # the seal lists every record: it needs the commits written so far
+                        committer.drain()
+                        assert committer.parent is not None
+                        item = _seal_draft(store, committer.parent, item)
+                    record = rec.build_record(
+                        item,
+                        service=service,
+                        deployment=deployment,
+                        sequence=sequence,
+                        prev=prev,
+                        prev_timestamps=prev_tokens,
+                    )
+                record = with_git_author(record, who)
+                files, digest, keyid, url, gen_time = _sign_and_stamp(
+                    record, signer, tsa_urls, timeout, signer_lock
+                )
+                committer.submit(
+                    record.directory, files, _message(record, digest, keyid, url, gen_time), who, sign
+                )
+                written.append((record, digest, url, gen_time))
+                sequence, prev = sequence + 1, digest
+                prev_tokens = {n: sha256_hex(d) for n, d in files.items() if rec.TIMESTAMP_FILE.fullmatch(n)}
+            commit_ids = committer.drain()
+        finally:
+            committer.close()
+        store.compare_and_swap(
+            ref,
+            head.id if head else None,
+            pygit2.Oid(hex=commit_ids[-1]),
+            f"afdp: records {written[0][0].sequence}-{written[-1][0].sequence} (batch)",
+        )
+    return [
+        AppendedRecord(
+            service, deployment, r.sequence, r.step, r.kind, digest, commit_id, url, gen_time, ref
+        )
+        for (r, digest, url, gen_time), commit_id in zip(written, commit_ids, strict=True)
+    ]
 
 
 def _seal_draft(

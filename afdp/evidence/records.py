@@ -365,3 +365,70 @@ def seal_result(entries: list[tuple[int, str, str]]) -> dict[str, Any]:
         "count": len(entries),
         "records": [{"sequence": s, "step": step, "sha256": d} for s, step, d in entries],
     }
+
+
+#: The keys one line of a batch file may hold (see :func:`batch_drafts`).
+BATCH_KEYS = frozenset({"step", "result", "status", "summary", "error", "index", "workflow_digest"})
+
+
+def batch_drafts(text: str, *, source: str, workflow_digest: str | None = None) -> list[RecordDraft]:
+    """Return the step drafts of a batch file: JSON Lines, one object per record.
+
+    Each line holds ``step`` and ``result`` (a JSON object), and optionally ``status``,
+    ``summary``, ``error``, ``index`` and ``workflow_digest`` (default: the given one),
+    as ``afdp record`` takes them one at a time. Blank lines are skipped. Every line is
+    checked before anything is written.
+
+    Raises:
+        UsageError: naming ``source`` and the line: not JSON, not an object, an unknown
+            or missing key, a value of the wrong type, or an invalid draft; or no record.
+    """
+    import json
+
+    drafts: list[RecordDraft] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{source} line {number}"
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise UsageError(f"{where} is not valid JSON: {exc}") from exc
+        if not isinstance(item, dict):
+            raise UsageError(f"{where} must be a JSON object, not {type(item).__name__}")
+        unknown = sorted(set(item) - BATCH_KEYS)
+        if unknown:
+            raise UsageError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}")
+        for key in ("step", "result"):
+            if key not in item:
+                raise UsageError(f"{where}: {key!r} is required")
+        if not isinstance(item["result"], dict):
+            raise UsageError(f"{where}: 'result' must be a JSON object")
+        try:
+            canonical_bytes(item["result"])  # NaN, Infinity, huge integers: refused now
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc}") from exc
+        for key in ("step", "status", "summary", "error", "workflow_digest"):
+            if key in item and item[key] is not None and not isinstance(item[key], str):
+                raise UsageError(f"{where}: {key!r} must be a string")
+        index = item.get("index")
+        if index is not None and (type(index) is not int or index < 0):
+            raise UsageError(f"{where}: 'index' must be a non-negative integer")
+        try:
+            drafts.append(
+                RecordDraft(
+                    kind=KIND_STEP,
+                    step=item["step"],
+                    result=item["result"],
+                    status=item.get("status") or "ok",
+                    index=index,
+                    summary=item.get("summary"),
+                    error=item.get("error"),
+                    workflow_digest=item.get("workflow_digest", workflow_digest),
+                )
+            )
+        except UsageError as exc:
+            raise UsageError(f"{where}: {exc}") from exc
+    if not drafts:
+        raise UsageError(f"{source} holds no record")
+    return drafts

@@ -413,15 +413,69 @@ def _verifier(roots: Sequence[x509.Certificate]) -> rfc3161_client.Verifier:
     key = tuple(sorted(unique))
     verifier = _verifiers.get(key)
     if verifier is None:
-        builder = rfc3161_client.VerifierBuilder()
-        for fingerprint in key:
-            builder = builder.add_root_certificate(unique[fingerprint])
-        verifier = builder.build()
+        ordered = [unique[fingerprint] for fingerprint in key]
+        verifier = _caching_verifier(ordered)
+        if verifier is None:  # another rfc3161-client: its own verifier, uncached
+            builder = rfc3161_client.VerifierBuilder()
+            for root in ordered:
+                builder = builder.add_root_certificate(root)
+            verifier = builder.build()
         with _verifiers_lock:
             if len(_verifiers) >= _MAX_VERIFIERS:
                 _verifiers.clear()
             _verifiers[key] = verifier
     return verifier
+
+
+def _caching_verifier(roots: list[x509.Certificate]) -> rfc3161_client.Verifier | None:
+    """rfc3161-client's verifier, remembering which leaf-certificate checks passed.
+
+    rfc3161-client verifies a token in two parts: ``pkcs7_verify`` (the token's CMS
+    signature, and the signer's chain to a root at the token's time) and
+    ``_verify_leaf_certs`` (the signer's certificate is in the token, named by its one
+    SignerInfo, and has the critical timeStamping usage). The second is a pure function
+    of the token's certificate set and signer ids, which every token of one TSA shares,
+    and it costs about as much as the first (every certificate is parsed again). So its
+    passes are remembered per (certificate set, signer ids) for this verifier (these
+    roots); everything else, the signature and chain above all, runs for every token.
+    Returns None when rfc3161-client has no such internals (its verifier is used as is).
+    """
+    from rfc3161_client import verify as lib
+
+    base = getattr(lib, "_Verifier", None)
+    if base is None or not callable(getattr(base, "_verify_leaf_certs", None)):
+        return None
+
+    class _CachingVerifier(base):  # type: ignore[misc,valid-type]
+        _passed: set[tuple[Any, ...]]
+
+        def _verify_leaf_certs(self, tsp_response: rfc3161_client.TimeStampResponse) -> bool:
+            signed = tsp_response.signed_data
+            key = (
+                tuple(signed.certificates),
+                tuple((si.issuer.public_bytes(), si.serial_number) for si in signed.signer_infos),
+            )
+            if key in self._passed:
+                return True
+            result: bool = super()._verify_leaf_certs(tsp_response)  # raises when it fails
+            if len(self._passed) >= _MAX_VERIFIERS:
+                self._passed.clear()
+            self._passed.add(key)
+            return result
+
+    try:
+        verifier = _CachingVerifier(
+            policy_id=None,
+            tsa_certificate=None,
+            intermediates=[],
+            roots=roots,
+            nonce=None,
+            common_name=None,
+        )
+    except TypeError:
+        return None
+    verifier._passed = set()
+    return verifier  # type: ignore[no-any-return]
 
 
 def _signer_name(response: rfc3161_client.TimeStampResponse) -> str:

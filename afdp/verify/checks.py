@@ -205,20 +205,24 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
             f"envelope does not match its schema: {reason}",
         )
         raise _Stop
-    if canonical_bytes(envelope) != envelope_bytes:
-        facts.fail("envelope", "envelope.json is not in RFC 8785 canonical form")
     try:
         payload = base64.b64decode(envelope["payload"], validate=True)
         signature = base64.b64decode(envelope["signatures"][0]["sig"], validate=True)
         statement = _load_json(payload, "the payload")
     except (binascii.Error, ValueError) as exc:
+        if canonical_bytes(envelope) != envelope_bytes:
+            facts.fail("envelope", "envelope.json is not in RFC 8785 canonical form")
         facts.fail("envelope", f"payload or signature is not valid base64 JSON: {exc}")
         raise _Stop from exc
     # Every byte of envelope.json must follow from what is verified below: the file is
     # the canonical re-encoding of its decoded payload, keyid and signature. Base64 has
     # other spellings of the same bytes (padding bits the decoder ignores), which would
     # change the record's digest while payload, signature and time-stamp stay valid.
+    # That re-encoding is canonical JSON, so when it matches, the file is canonical too
+    # (one canonicalization per record instead of two).
     if rec.envelope_json(payload, envelope["signatures"][0]["keyid"], signature) != envelope_bytes:
+        if canonical_bytes(envelope) != envelope_bytes:
+            facts.fail("envelope", "envelope.json is not in RFC 8785 canonical form")
         facts.fail(
             "envelope",
             "envelope.json differs from the canonical re-encoding of its payload, keyid and "

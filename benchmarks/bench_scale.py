@@ -1,0 +1,99 @@
+"""Verification at scale: time per record and peak memory, from 100 to 100,000 records.
+
+    python benchmarks/bench_scale.py [--sizes 100 1000 10000 100000] [--dir DIR]
+
+Builds one branch per size with ``append_records`` (each record signed, time-stamped by
+the embedded TSA over loopback HTTP and committed with a signed commit, as always; a
+batch only shares the branch turn and the ref update), then verifies each branch in a
+fresh Python process (``check_branch``, every check) and prints, per size: records per
+second, microseconds per record, and the peak resident memory of the verifying process
+and of its worker processes (``ru_maxrss``). Linear means the same time per record at
+every size; flat memory means peak memory that does not grow with the branch beyond
+the report itself (one small entry per record).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from afdp.evidence import records as rec
+from afdp.evidence.ledger import append_records
+from afdp.evidence.notary import EmbeddedTSA, init_tsa, serve
+from afdp.evidence.signing import generate_key, load_signer
+from afdp.evidence.store import init_repository
+from afdp.evidence.trust import write_trust_policy
+
+_VERIFY = """
+import json, resource, sys, time
+from pathlib import Path
+from afdp.evidence.trust import load_trust_policy
+from afdp.verify.verifier import check_branch
+repo, trust, deployment = sys.argv[1:4]
+policy = load_trust_policy(Path(trust))
+started = time.perf_counter()
+report = check_branch(repo, service="api", deployment=deployment, policy=policy, allow_unsealed=True)
+elapsed = time.perf_counter() - started
+assert report.ok, report.failures[:3]
+print(json.dumps({
+    "records": len(report.records),
+    "seconds": elapsed,
+    "rss_self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "rss_workers_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+}))
+"""
+
+
+def product(i: int) -> dict[str, object]:
+    return {"i": i, "p99_ms": 100.0 + i % 13, "error_rate": 0.01 * (i % 5), "ok": True}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100, 1000, 10_000, 100_000])
+    parser.add_argument("--dir", type=Path, help="where to build (default: the system temporary folder)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        root = Path(tmp)
+        init_tsa(root / "tsa")
+        generate_key(root / "dev.key")
+        write_trust_policy(root / "trust.yaml", keys=[root / "dev.key.pub"], tsa_roots=[root / "tsa" / "root.pem"])
+        signer = load_signer(str(root / "dev.key"))
+        repo = root / "evidence"
+        init_repository(repo, bare=True)
+        with serve(EmbeddedTSA.load(root / "tsa"), host="127.0.0.1", port=0) as server:
+            for n in args.sizes:
+                started = time.perf_counter()
+                # in chunks of 5,000: each chunk one batch (one ref update), the chain one
+                for first in range(0, n, 5000):
+                    drafts = (
+                        rec.RecordDraft(kind=rec.KIND_STEP, step=f"step{i % 7}", result=product(i))
+                        for i in range(first, min(n, first + 5000))
+                    )
+                    append_records(repo, service="api", deployment=f"n{n}", drafts=drafts, signer=signer, tsa_urls=[server.url])
+                elapsed = time.perf_counter() - started
+                print(f"built {n} records in {elapsed:.1f} s ({elapsed / n * 1000:.2f} ms/record)", file=sys.stderr, flush=True)
+        print(f"{'records':>8} | {'rec/s':>7} {'us/record':>10} | {'peak RSS verify':>16} {'workers':>9}")
+        for n in args.sizes:
+            done = subprocess.run(
+                [sys.executable, "-c", _VERIFY, str(repo), str(root / "trust.yaml"), f"n{n}"],
+                capture_output=True, text=True,
+            )
+            if done.returncode:
+                sys.exit(f"verify of n{n} failed: {done.stderr.strip()[-2000:]}")
+            result = json.loads(done.stdout)
+            rate = result["records"] / result["seconds"]
+            print(
+                f"{result['records']:>8} | {rate:>7.0f} {1e6 / rate:>10.0f} | "
+                f"{result['rss_self_mib']:>12.0f} MiB {result['rss_workers_mib']:>5.0f} MiB",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

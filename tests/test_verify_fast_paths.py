@@ -1,0 +1,54 @@
+"""Verification shortcuts taken for speed still fail on tampered input.
+
+- envelope.json is canonicalized once per record: the re-encoding of its payload, keyid
+  and signature stands for the canonical-form check when it matches, and both failures
+  are still named when it does not;
+- records may be checked by worker processes (``--jobs``, long branches): a tampered
+  record is named the same way in and out of process.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import build_deployment
+from tamper import edit, with_file
+
+from afdp.evidence import records as rec
+from afdp.evidence.trust import load_trust_policy
+from afdp.verify.verifier import check_branch
+
+
+def failures(report) -> set[tuple[int | None, str, str]]:
+    return {(f.sequence, f.check, f.reason) for f in report.failures}
+
+
+@pytest.fixture()
+def sealed(repo, signer, tsa):
+    build_deployment(repo, signer, tsa, steps=3)
+    return repo
+
+
+def _reorder(entry):
+    # the same JSON with its keys in another order: not RFC 8785 canonical
+    envelope = json.loads(entry.files[rec.ENVELOPE_FILE])
+    return with_file(entry, rec.ENVELOPE_FILE, json.dumps(dict(reversed(list(envelope.items()))), separators=(",", ":")).encode())
+
+
+def test_non_canonical_envelope_still_named_both_ways(sealed, trust_file):
+    edit(sealed, 2, _reorder)
+    report = check_branch(sealed, service="api", deployment="d-42", policy=load_trust_policy(trust_file))
+    found = {(s, c, r.split(" (")[0]) for s, c, r in failures(report)}
+    assert (2, "envelope", "envelope.json is not in RFC 8785 canonical form") in found
+    assert any(s == 2 and c == "envelope" and r.startswith("envelope.json differs from the canonical re-encoding") for s, c, r in failures(report))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_tampered_record_named_alike_in_and_out_of_process(sealed, trust_file, jobs):
+    edit(sealed, 2, _reorder)
+    report = check_branch(sealed, service="api", deployment="d-42", policy=load_trust_policy(trust_file), jobs=jobs)
+    assert not report.ok
+    assert {(s, c) for s, c, _ in failures(report)} >= {(2, "envelope")}
+    reference = check_branch(sealed, service="api", deployment="d-42", policy=load_trust_policy(trust_file), jobs=1)
+    assert failures(report) == failures(reference)
