@@ -104,7 +104,7 @@ class _Outputs(_Variables):
         if isinstance(params, Gate):
             return {"triggered": BOOL}
         if isinstance(params, Predict):
-            return {}
+            return dict(catalog.PREDICTION_OUTPUTS.get(params.prediction, {}))
         if isinstance(params, Decide):
             return dict(catalog.DECISION_OUTPUTS)
         if kind is StepKind.STORE:

@@ -1,4 +1,4 @@
-"""The ``before_deployment:`` section: predictive steps, recorded as not run.
+"""The ``before_deployment:`` section: predictive steps, run from verified history.
 
 ``analyze_similar_past_deployments``, ``predict_likely_impact``,
 ``recommend_deployment_window`` and ``suggest_rollback_threshold`` need a model trained
@@ -40,7 +40,7 @@ class _Predictive(_Base):
                 location=self.location((PHASE, index)),
             )
             self.steps.append(step)
-            self.outputs[step.name] = {}
+            self.outputs[step.name] = dict(catalog.PREDICTION_OUTPUTS.get(name, {}))
             self.step_paths[step.name] = (PHASE, index)
             steps.append(step)
         if not steps:
@@ -48,7 +48,9 @@ class _Predictive(_Base):
         self.note(
             (PHASE,),
             f"before_deployment: {', '.join(s.name for s in steps)} need a trained model / "
-            "history of past deployments (learning from evidence); each is recorded as "
-            "skipped with that reason, not run and not an error",
+            "history of past deployments (learning from evidence): they read the verified "
+            "history of the service with the run's trust policy (afdp run --trust); without "
+            "it, or with too little history, each is recorded as skipped with that reason, "
+            "not run and not an error",
         )
         return (Phase(PHASE, tuple(steps)),)
