@@ -85,7 +85,7 @@ def dataset_group() -> None:
     "--format", "fmt", type=click.Choice(["parquet", "csv", "jsonl"]), default=None,
     help="Dataset format (default: from --out's suffix).",
 )
-@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Dataset file to write; PATH.datasheet.json is written beside it.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Dataset file to write; PATH.datasheet.json is written beside it.")
 @click.option("--service", "services", multiple=True, help="Only this service (repeatable).")
 @click.option("--since", help="Only deployments at or after this ISO 8601 time (UTC if no offset).")
 @click.option("--until", help="Only deployments at or before this ISO 8601 time.")
@@ -113,10 +113,6 @@ def export_cmd(
     """
     from afdp.learn.dataset import export_dataset
 
-    if fmt is None:
-        fmt = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(out.suffix.lower())
-        if fmt is None:
-            raise UsageError(f"--out {out.name!r} has no known suffix: pass --format parquet, csv or jsonl")
     with _progress("verifying") as progress:
         result = export_dataset(
             repository,

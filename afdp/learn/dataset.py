@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 FORMATS = ("parquet", "csv", "jsonl")
+#: The format an output file's suffix implies when none is given.
+SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 DATASHEET_SCHEMA = "afdp-datasheet.v1"
 DATASHEET_SUFFIX = ".datasheet.json"
 
@@ -95,7 +97,7 @@ def export_dataset(
     repo: str | Path,
     trust_policy: str | Path,
     *,
-    fmt: str,
+    fmt: str | None,
     out: str | Path,
     services: Sequence[str] | None = None,
     since: datetime | None = None,
@@ -106,6 +108,8 @@ def export_dataset(
 ) -> DatasetExport:
     """Verify the repository's deployment branches and write the dataset and its datasheet.
 
+    ``fmt``: parquet, csv or jsonl; None takes it from ``out``'s suffix.
+
     Returns:
         The :class:`DatasetExport` (paths, the history, the datasheet).
 
@@ -115,11 +119,15 @@ def export_dataset(
         ConfigurationError: the trust policy does not load.
         StorageError: the files cannot be written.
     """
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     path = Path(out)
     if path.is_dir():
         raise UsageError(f"--out {path} is a directory; give a file name")
+    if fmt is None:
+        fmt = SUFFIXES.get(path.suffix.lower())
+        if fmt is None:
+            raise UsageError(f"--out {path.name!r} has no known suffix (.parquet, .csv, .jsonl): pass --format")
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     history = load_history(
         repo,
         trust_policy,

@@ -329,7 +329,10 @@ def _branch_row(
 def _failed(report: BranchReport) -> str:
     first = report.failures[0]
     where = first.where if first.where not in ("branch", "repository") else "branch"
-    more = f" (and {len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
+    others = sorted({f.check for f in report.failures[1:]} - {first.check})
+    more = ""
+    if len(report.failures) > 1:
+        more = f" (and {len(report.failures) - 1} more" + (f": {', '.join(others)})" if others else ")")
     return f"verification failed: {first.check} on {where}{more}"
 
 
