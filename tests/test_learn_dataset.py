@@ -142,7 +142,7 @@ DOLLARS_PER_HOUR = {"symbol": "USD/h", "dimension": "USD/time", "factor": 1 / 36
 
 def ledger_deployment(
     repo: Path, signer, tsa_url: str, service: str, deployment: str, *,
-    deployed_at: str, degraded: bool = False, changed_files: tuple[str, ...] = ("src/app.py",),
+    deployed_at: str | None, degraded: bool = False, changed_files: tuple[str, ...] = ("src/app.py",),
     imported: bool = False, money: bool = False, training: bool = True, sealed: bool = True,
 ) -> None:
     """A deployment's evidence written with the ledger API: the records a run writes, in short."""
@@ -162,7 +162,7 @@ def ledger_deployment(
         )
         return {"step": step, "sequence": written[-1].sequence, "sha256": written[-1].envelope_sha256}
 
-    cited = [add("mark_deployment_time", {"outputs": {"deployed_at": deployed_at}})]
+    cited = [add("mark_deployment_time", {"outputs": {"deployed_at": deployed_at} if deployed_at else {}})]
     metrics = {"latency_p99": metric_doc(0.1, 0.16 if degraded else 0.101, degraded=degraded, unit=SECONDS)}
     if money:
         metrics["revenue"] = metric_doc(1200.0, 1180.0, degraded=False, unit=DOLLARS_PER_HOUR, better="higher", context=True)
@@ -242,6 +242,7 @@ def evidence(tmp_path_factory, keys, tsa):
     entries[3] = with_file(entries[3], "timestamp-0.tsr", bytes(token[: len(token) // 2]))
     write_branch(repo, entries, service="api", deployment="badtsr")
     ledger_deployment(repo, signer, tsa.url, "web", "w-1", deployed_at="2026-01-04T12:00:00Z")
+    ledger_deployment(repo, signer, tsa.url, "ops", "o-1", deployed_at=None)
     # a look-alike ref AFDP never writes
     git = pygit2.Repository(str(repo))
     git.references.create("refs/heads/afdp/api/extra/level", git.references["refs/heads/afdp/web/w-1"].target)
@@ -255,9 +256,9 @@ def _row(history, deployment):
 def test_rows_come_only_from_branches_that_verified(evidence):
     repo, trust = evidence
     history = load_history(repo, trust)
-    assert history.considered == 12  # 11 branches + the look-alike ref
+    assert history.considered == 13  # 12 branches + the look-alike ref
     used = sorted(r["deployment"] for r in history.rows)
-    assert used == sorted(["run-1", "w-1", *VERIFIED_API])
+    assert used == sorted(["run-1", "w-1", "o-1", *VERIFIED_API])
     reasons = {e.branch.removeprefix("refs/heads/afdp/"): e.reason for e in history.excluded}
     assert set(reasons) == {"api/no-training", "api/unsealed", "api/tampered", "api/untrusted", "api/badtsr", "api/extra/level"}
     assert reasons["api/no-training"] == "no training record"
@@ -281,7 +282,7 @@ def test_rows_come_only_from_branches_that_verified(evidence):
 def test_rows_are_sorted_and_the_digest_is_the_canonical_rows(evidence):
     repo, trust = evidence
     history = load_history(repo, trust)
-    keys = [(r["deployed_at"], r["service"], r["deployment"]) for r in history.rows]
+    keys = [(r["deployed_at"] or "", r["service"], r["deployment"]) for r in history.rows]  # no time first
     assert keys == sorted(keys)
     assert history.digest == sha256_hex(canonical_bytes(history.rows))
     assert all(list(r) == history.columns for r in history.rows)
@@ -329,10 +330,20 @@ def test_filters_exclude_and_count(evidence):
     assert sorted(r["deployment"] for r in history.rows) == ["d-02", "d-03"]
     reasons = {e.branch.rsplit("/", 1)[-1]: e.reason for e in history.excluded}
     assert reasons["d-01"] == "outside date range (deployed 2026-01-05T09:30:00.000000Z)"
+    assert reasons["tampered"].startswith("verification failed")  # whatever its date says
     assert history.considered == 10  # api's 9 branches + its look-alike ref
     labels = load_history(repo, trust, services=["api"], labels=["regression_rolled_back"])
     assert [r["deployment"] for r in labels.rows] == ["d-02"]
     assert {e.reason for e in labels.excluded if e.branch.endswith("d-01")} == {"label not selected (safe_deployment)"}
+
+
+def test_a_row_without_a_deployment_time(evidence):
+    repo, trust = evidence
+    [row] = load_history(repo, trust, services=["ops"]).rows
+    assert row["deployed_at"] is None and row["hour_utc"] is None and row["weekday_name"] is None
+    dated = load_history(repo, trust, services=["ops"], since=_t("2020-01-01T00:00:00Z"))
+    assert dated.rows == [] and [e.reason for e in dated.excluded] == ["outside date range (no deployment time recorded)"]
+    assert load_history(repo, trust).rows[0]["deployment"] == "o-1"  # no time sorts first
 
 
 def test_parallel_and_serial_loading_agree(evidence):
@@ -353,13 +364,13 @@ def test_each_format_round_trips_with_its_datasheet(evidence, tmp_path, fmt):
     assert [c["column"] for c in sheet["columns"]] == history.columns
     assert all(c["type"] and c["meaning"] for c in sheet["columns"])
     assert sheet["counts"] == {
-        "considered": 12, "used": 6, "excluded": 6,
+        "considered": 13, "used": 7, "excluded": 6,
         "excluded_by_reason": history.excluded_by_reason(),
     }
     assert {e["branch"] for e in sheet["excluded"]} == {e.branch for e in history.excluded}
     assert sheet["record_digests"] == sorted({d for r in history.rows for d in r["record_digests"]})
     missing = {m["column"]: m for m in sheet["missing"]}
-    assert missing["money_per_hour"]["null_rows"] == 5 and "money per time" in missing["money_per_hour"]["why"]
+    assert missing["money_per_hour"]["null_rows"] == 6 and "money per time" in missing["money_per_hour"]["why"]
     assert "context.revenue" in missing
 
 
@@ -398,7 +409,7 @@ def test_cli_export(evidence, tmp_path):
     assert summary["excluded_by_reason"]["label not selected"] == 1
     assert [json.loads(line)["deployment"] for line in out.read_text().splitlines()] == ["d-01", "d-03", "d-04"]
     human = run_cli("dataset", "export", "--repo", str(repo), "--trust", str(trust), "--out", str(tmp_path / "x.csv"))
-    assert human.code == 0 and "considered 12 branch(es), used 6, left out 6" in human.out
+    assert human.code == 0 and "considered 13 branch(es), used 7, left out 6" in human.out
 
 
 @pytest.mark.parametrize(
@@ -448,6 +459,35 @@ def test_copy_of_a_tampered_repository_is_not_used(evidence, tmp_path):
     history = load_history(copy, trust, services=["api"])
     assert "d-02" not in {r["deployment"] for r in history.rows}
     assert any(e.branch.endswith("/d-02") and e.reason.startswith("verification failed") for e in history.excluded)
+
+
+def test_cli_export_unwritable_output_is_exit_3(evidence, tmp_path):
+    repo, trust = evidence
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = run_cli("dataset", "export", "--repo", str(repo), "--trust", str(trust), "--out", str(blocker / "x.csv"))
+    assert done.code == 3 and "cannot write" in done.err and len(done.err.strip().splitlines()) == 1
+
+
+def test_progress_is_drawn_on_stderr_only_on_a_terminal(monkeypatch):
+    import io
+    import sys
+
+    from afdp.cli.dataset import _progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with _progress("verifying") as none:
+        assert none is None
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with _progress("verifying") as update:
+        assert update is not None
+        update(3, 10)
+    assert "verifying" in terminal.getvalue()
 
 
 @pytest.mark.parametrize(
