@@ -395,7 +395,7 @@ def test_parquet_has_the_explicit_schema(evidence, tmp_path):
     assert schema.field("hour_utc").type == pa.int64()
     assert schema.field("imported").type == pa.bool_() and not schema.field("imported").nullable
     assert schema.field("impact.latency_p99.p_value").type == pa.float64()
-    assert schema.metadata[b"afdp.dataset_digest"] == result.history.digest.encode()
+    assert schema.metadata[b"afdp_dataset_digest"] == result.history.digest.encode()
 
 
 def test_cli_export(evidence, tmp_path):

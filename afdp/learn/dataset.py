@@ -237,7 +237,7 @@ def arrow_schema(columns: Sequence[str], *, digest: str | None = None) -> Any:
     for name, kind in _type_of(columns).items():
         base = kind.split("|")[0]
         fields.append(pa.field(name, kinds[base], nullable=kind.endswith("|null")))
-    metadata = {b"afdp.dataset_digest": digest.encode()} if digest else None
+    metadata = {b"afdp_dataset_digest": digest.encode()} if digest else None
     return pa.schema(fields, metadata=metadata)
 
 
