@@ -337,6 +337,42 @@ def test_filters_exclude_and_count(evidence):
     assert {e.reason for e in labels.excluded if e.branch.endswith("d-01")} == {"label not selected (safe_deployment)"}
 
 
+def test_verified_training_records_that_cannot_make_a_row(tmp_path, keys, tsa, trust_file):
+    """Signed and verified, but wrong: each is left out with its reason (one per check)."""
+    repo = tmp_path / "evidence"
+    init_repository(repo)
+    signer = load_signer(str(keys / "dev.key"))
+
+    def branch(name: str, change) -> None:
+        mark = append_record(repo, service="api", deployment=name, signer=signer, tsa_urls=[tsa.url],
+                             draft=rec.RecordDraft(kind=rec.KIND_STEP, step="mark_deployment_time", result={}))[-1]
+        cited = [{"step": mark.step, "sequence": mark.sequence, "sha256": mark.envelope_sha256}]
+        record = build_training_record(
+            deployment={"service": "api", "id": name, "deployed_at": "2026-01-05T09:30:00Z"},
+            analysis=None, decision=None, cited=cited, label="safe_deployment",
+        )
+        change(record)
+        append_record(repo, service="api", deployment=name, signer=signer, tsa_urls=[tsa.url],
+                      draft=rec.RecordDraft(kind=rec.KIND_STEP, step="generate_training_record",
+                                            result={"record": record, "record_type": "training"}))
+        seal(repo, service="api", deployment=name, signer=signer, tsa_urls=[tsa.url])
+
+    branch("good", lambda r: None)
+    branch("no-cited", lambda r: r.pop("cited"))
+    branch("bad-time", lambda r: r["features"].update(deployed_at="last tuesday"))
+    branch("other-deployment", lambda r: r["deployment"].update(id="good"))
+    branch("foreign-citation", lambda r: r["cited"].append({"step": "decide", "sequence": 1, "sha256": "ab" * 32}))
+    branch("later-citation", lambda r: r["cited"][0].update(sequence=2))
+    history = load_history(repo, trust_file)
+    assert [r["deployment"] for r in history.rows] == ["good"]
+    reasons = {e.branch.rsplit("/", 1)[-1]: e.reason for e in history.excluded}
+    assert reasons["no-cited"].startswith("training record (record 2) is malformed: ") and "'cited' is a required property" in reasons["no-cited"]
+    assert reasons["bad-time"].startswith("training record (record 2) is malformed: ") and "date-time" in reasons["bad-time"]
+    assert reasons["other-deployment"] == "training record (record 2) names another deployment (api/good)"
+    assert reasons["foreign-citation"] == "training record (record 2) cites record 1 (abababababab), which is not on the branch before it"
+    assert reasons["later-citation"].startswith("training record (record 2) cites record 2 ")
+
+
 def test_a_row_without_a_deployment_time(evidence):
     repo, trust = evidence
     [row] = load_history(repo, trust, services=["ops"]).rows
