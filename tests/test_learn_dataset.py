@@ -79,6 +79,9 @@ workflow:
         thresholds:
           latency_mean_increase: 1s
           errors_per_second_increase: 100_per_second
+    - gate:
+        condition: errors_per_second.increase > 1000_per_second
+        action: rollback
     - decisions
     - generate_training_record
 decisions:

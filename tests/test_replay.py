@@ -29,6 +29,9 @@ from afdp.evidence.store import EvidenceStore, init_repository
 from afdp.evidence.trust import load_trust_policy, write_trust_policy
 from afdp.verify.verifier import check_branch
 
+GATED = RUN_WORKFLOW.replace(
+    "condition: errors_per_second.increase > 1000_per_second", "condition: latency_mean.increase > 5ms"
+)
 STRICT = RUN_WORKFLOW.replace("latency_mean_increase: 1s", "latency_mean_increase: 10ms").replace(
     "errors_per_second_increase: 100_per_second", "errors_per_second_increase: 2_per_second"
 )
@@ -56,7 +59,7 @@ def test_replay_of_a_real_run_is_identical(recorded):
     repo, trust, _ = recorded
     done = replay(repo, trust, "--deployment", "run-1")
     assert done.code == 0, (done.out, done.err)
-    assert done.out.startswith("IDENTICAL shop/run-1: analyze_differences, decisions recomputed")
+    assert done.out.startswith("IDENTICAL shop/run-1: analyze_differences, gate, decisions recomputed")
     assert "mark_successful (all_clear)" in done.out
     data = replay(repo, trust, "--deployment", "run-1", "--json").json()
     [one] = data["replays"]
@@ -64,7 +67,7 @@ def test_replay_of_a_real_run_is_identical(recorded):
     assert one["recorded_analysis_version"] == one["running_analysis_version"]
     report = check_branch(repo, service="shop", deployment="run-1", policy=load_trust_policy(trust))
     assert set(one["record_digests"]) <= {r.envelope_sha256 for r in report.records}
-    assert len(one["record_digests"]) == 5  # genesis (workflow), both captures, analysis, decision
+    assert len(one["record_digests"]) == 6  # genesis (workflow), both captures, analysis, gate, decision
 
 
 def test_stricter_workflow_rejudges_the_same_samples(recorded):
@@ -80,6 +83,19 @@ def test_stricter_workflow_rejudges_the_same_samples(recorded):
     assert one["recorded_decision"]["action"] == "mark_successful"
     assert one["recomputed_decision"]["action"] == "rollback"
     assert any(d["path"].startswith("metrics.latency_mean.degraded") for d in one["differences"])
+
+
+def test_a_gate_that_now_stops_the_workflow_decides(recorded, tmp_path):
+    repo, trust, _ = recorded
+    gated = tmp_path / "gated.yaml"
+    gated.write_text(GATED)
+    done = replay(repo, trust, "--deployment", "run-1", "--workflow", str(gated), "--json")
+    assert done.code == 1, (done.out, done.err)
+    [one] = done.json()["replays"]
+    assert (one["recomputed_decision"]["decision"], one["recomputed_decision"]["action"]) == ("gate", "rollback")
+    assert one["recorded_decision"]["action"] == "mark_successful"
+    assert one["steps"] == ["analyze_differences", "gate"]  # the decisions step would not have run
+    assert any(d["step"] == "gate" and d["path"] == "triggered" for d in one["differences"])
 
 
 def test_the_recorded_workflow_as_other_workflow_changes_nothing(recorded, tmp_path):

@@ -244,6 +244,9 @@ class _Recorded:
     digest: str
     result: Any
     files: dict[str, bytes]
+    workflow_digest: str | None = None
+    error: str | None = None
+    summary: str = ""
 
 
 def _read_verified(store: EvidenceStore, report: BranchReport) -> list[_Recorded]:
@@ -265,8 +268,13 @@ def _read_verified(store: EvidenceStore, report: BranchReport) -> list[_Recorded
             if data is None or sha256_hex(data) != ref.get("sha256"):
                 raise UsageError(f"record {record.sequence}: its result file does not match its digest")
             result = json.loads(data)
+        workflow = predicate.get("workflow")
         out.append(
-            _Recorded(record.sequence, record.step, record.kind, record.status, record.envelope_sha256, result, files)
+            _Recorded(
+                record.sequence, record.step, record.kind, record.status, record.envelope_sha256, result, files,
+                workflow.get("sha256") if isinstance(workflow, Mapping) else None,
+                predicate.get("error"), predicate.get("summary") or "",
+            )
         )
     return out
 
@@ -347,7 +355,7 @@ def _replay(store: EvidenceStore, report: BranchReport, other: Any, other_name: 
     recomputed_steps: list[str] = []
     used = {genesis.digest}
     recorded_version: str | None = None
-    recorded_decision: dict[str, Any] | None = None
+    recorded_decision = _recorded_decision(records, recorded_wf)
     recomputed_decision: dict[str, Any] | None = None
     target_names = {s.name for s in target.steps}
 
@@ -363,6 +371,11 @@ def _replay(store: EvidenceStore, report: BranchReport, other: Any, other_name: 
             step = recorded_wf.step(item.step)
         except KeyError:
             raise UsageError(f"record {item.sequence} ({item.step}) is not a step of the recorded workflow") from None
+        if item.workflow_digest not in (None, recorded_wf.digest):
+            raise UsageError(
+                f"record {item.sequence} ({item.step}) names workflow {item.workflow_digest[:12]}, "
+                f"not the stored one ({recorded_wf.digest[:12]})"
+            )
         new_step = target.step(item.step) if item.step in target_names else None
         if new_step is not None and new_step.kind is not step.kind:
             raise UsageError(f"step {item.step} is a {step.kind.value} step in the recorded workflow, a {new_step.kind.value} step in {other_name}")
@@ -424,18 +437,18 @@ def _replay(store: EvidenceStore, report: BranchReport, other: Any, other_name: 
                 recorded = dict(result.get("decision") or {})
                 recorded.pop("notifications", None)  # what was sent, not what was decided
                 compare(item.step, recorded, decision)
-                recorded_decision, recomputed_decision = recorded, decision
+                recomputed_decision = decision
                 outputs[item.step] = typed_outputs(target, new_step, _json_safe(outcome.values()))
             else:
                 gate = evaluate_gate(target, params, merged)
                 gate_doc = _json_safe(gate.to_json())
                 compare(item.step, result.get("gate"), gate_doc)
-                if gate.stop or result.get("stop"):
-                    recorded_decision = dict(result.get("decision") or {}) or None
-                    recomputed_decision = (
-                        {"decision": item.step, "action": gate.action, "label": gate.label} if gate.stop else None
-                    )
                 outputs[item.step] = typed_outputs(target, new_step, _json_safe(gate.values()))
+                recomputed_steps.append(item.step)
+                if gate.stop:  # the workflow stops here: later records are not this verdict's
+                    recomputed_decision = {"decision": item.step, "action": gate.action, "label": gate.label}
+                    break
+                continue
             recomputed_steps.append(item.step)
         else:
             recorded_outputs = result.get("outputs")
@@ -462,8 +475,28 @@ def _replay(store: EvidenceStore, report: BranchReport, other: Any, other_name: 
 
 
 def _failure_text(item: _Recorded) -> str:
-    result = item.result if isinstance(item.result, Mapping) else {}
-    return str(result.get("error") or result.get("reason") or "failed")
+    """What the runner passes to the decision for a failed step: its error, else its summary."""
+    return item.error or item.summary
+
+
+def _recorded_decision(records: Sequence[_Recorded], workflow: Any) -> dict[str, Any] | None:
+    """The verdict the run recorded: the last decisions step's, or a gate's that stopped it."""
+    from afdp.workflow.catalog import StepKind
+
+    found: dict[str, Any] | None = None
+    for item in records:
+        if item.kind != rec.KIND_STEP or item.status == "skipped" or not isinstance(item.result, Mapping):
+            continue
+        try:
+            kind = workflow.step(item.step).kind
+        except KeyError:
+            continue
+        decision = item.result.get("decision")
+        if not isinstance(decision, Mapping):
+            continue
+        if kind is StepKind.DECIDE or (kind is StepKind.GATE and item.result.get("stop")):
+            found = {k: v for k, v in decision.items() if k != "notifications"}
+    return found
 
 
 def _series(item: _Recorded) -> dict[str, list[float]]:
