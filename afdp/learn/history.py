@@ -21,6 +21,7 @@ The columns are described in docs/learning.md ("Dataset columns") and in
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -37,7 +38,7 @@ from afdp.errors import NotFoundError, SchemaError, UsageError
 from afdp.evidence import records as rec
 from afdp.evidence.canonical import canonical_bytes, sha256_hex
 from afdp.evidence.ledger import decode_envelope
-from afdp.evidence.schemas import validate
+from afdp.evidence.schemas import load_schema, validate
 from afdp.evidence.store import EvidenceStore
 from afdp.evidence.trust import TrustPolicy, load_trust_policy
 from afdp.verify.report import BranchReport, VerifiedRecord
@@ -329,7 +330,10 @@ def _branch_row(
 def _failed(report: BranchReport) -> str:
     first = report.failures[0]
     where = first.where if first.where not in ("branch", "repository") else "branch"
-    more = f" (and {len(report.failures) - 1} more)" if len(report.failures) > 1 else ""
+    others = sorted({f.check for f in report.failures[1:]} - {first.check})
+    more = ""
+    if len(report.failures) > 1:
+        more = f" (and {len(report.failures) - 1} more" + (f": {', '.join(others)})" if others else ")")
     return f"verification failed: {first.check} on {where}{more}"
 
 
@@ -400,7 +404,7 @@ def _row(store: EvidenceStore, report: BranchReport) -> dict[str, Any] | None:
     read, record_doc = training
     where = f"training record (record {read.record.sequence})"
     try:
-        validate(_TRAINING_SCHEMA, record_doc, what="training record")
+        _check_training(record_doc)
     except SchemaError as exc:
         raise _Unusable(f"{where} is malformed: {exc.diagnostics()}") from exc
     named = record_doc["deployment"]
@@ -448,6 +452,45 @@ def _row(store: EvidenceStore, report: BranchReport) -> dict[str, Any] | None:
         row[f"context.{metric}"] = value
     row["record_digests"] = sorted(digests)
     return row
+
+
+@functools.cache
+def _structure_validator() -> Any:
+    """jsonschema-rs for the training record's structure, or None when it cannot stand in.
+
+    As in :func:`afdp.evidence.schemas.fast_validator`, it is only trusted to say *valid*
+    (anything else is judged by the reference validator); the schema's one ``format``
+    (``features.deployed_at``: date-time) is checked by the reference format checker.
+    """
+    try:
+        import jsonschema_rs
+    except ImportError:  # pragma: no cover - a declared dependency
+        return None
+    schema = load_schema(_TRAINING_SCHEMA)
+    if json.dumps(schema).count('"format"') != 1 or schema["properties"]["features"]["properties"]["deployed_at"].get("format") != "date-time":
+        return None
+    return jsonschema_rs.Draft202012Validator(schema, validate_formats=False)
+
+
+def _check_training(document: dict[str, Any]) -> None:
+    """Validate a training record against ``training-record.v1`` (the fast path first).
+
+    Raises:
+        SchemaError: it does not match (with the reference validator's messages).
+    """
+    fast = _structure_validator()
+    if fast is not None:
+        try:
+            if fast.is_valid(document):
+                import jsonschema
+
+                moment = document["features"]["deployed_at"]
+                checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+                if moment is None or checker.conforms(moment, "date-time"):
+                    return
+        except (ValueError, TypeError, OverflowError):
+            pass  # the reference judges it
+    validate(_TRAINING_SCHEMA, document, what="training record")
 
 
 def _analysis(cited: Sequence[_Read]) -> dict[str, Any] | None:
