@@ -83,6 +83,20 @@ decisions:
     training_label: safe
 """
 
+#: The same workflow with the guide's predictive steps and a decision on a prediction.
+PREDICTIVE = WORKFLOW.replace("workflow:\n", """before_deployment:
+  - analyze_similar_past_deployments
+  - predict_likely_impact
+  - recommend_deployment_window
+  - suggest_rollback_threshold
+workflow:
+""", 1).replace("decisions:\n", """decisions:
+  predicted_regression:
+    condition: steps.predict_likely_impact.predicted.latency_mean.low > 20ms
+    action: alert
+    training_label: predicted_regression
+""", 1)
+
 N = 40
 SERVICE = "checkout"
 
@@ -113,7 +127,7 @@ def run_afdp(*args: str) -> int:
     return 0
 
 
-def deploy_one(item: dict, *, workflow: Path, policy: Path, repo: Path, key: Path, tsa: str) -> dict:
+def deploy_one(item: dict, *, workflow: Path, policy: Path, repo: Path, key: Path, tsa: str, extra: tuple = ()) -> dict:
     version = f"e2e-{item['i']}"
     demo.PROFILES[version] = Profile(latency_added=item["added"] / 1000.0)
     peak = 12 <= item["hour"] < 18
@@ -123,11 +137,30 @@ def deploy_one(item: dict, *, workflow: Path, policy: Path, repo: Path, key: Pat
                   "--repo", str(repo), "--key", str(key), "--tsa", tsa, "--no-prefect", "--time-scale", "30",
                   "--set", f"workflow.METRICS_URL={service.metrics_url}", "--commit", f"{item['i']:040x}",
                   "--deployed-at", item["at"], "--deployment-size", str(item["size"]), "--environment", "production",
-                  *[a for f in item["files"] for a in ("--changed-file", f)], "--json"]
+                  *[a for f in item["files"] for a in ("--changed-file", f)], "--json", *extra]
         first = run_afdp("run", *common, "--phase", "pre")
         service.deploy(version)
         second = run_afdp("run", *common, "--phase", "post")
     return {**item, "codes": (first, second)}
+
+
+def _step_results(repo: Path, deployment: str) -> dict:
+    import json
+
+    from afdp.evidence import records as rec
+    from afdp.evidence.ledger import decode_envelope, trailers
+    from afdp.evidence.names import branch_ref
+    from afdp.evidence.store import EvidenceStore
+
+    store = EvidenceStore(repo)
+    out = {}
+    for commit in store.history(store.head(branch_ref(SERVICE, deployment))):
+        info = trailers(store.message_of(commit))
+        files = store.list_dir(commit.tree, rec.record_dir(int(info["AFDP-Record"]), info["AFDP-Step"]))
+        predicate = decode_envelope(files[rec.ENVELOPE_FILE])["predicate"]
+        result = predicate["result"] if not predicate.get("result_ref") else json.loads(files[rec.RESULT_FILE])
+        out[info["AFDP-Step"]] = result
+    return out
 
 
 def test_learning_from_forty_real_deployments(tmp_path, keys, tsa, trust_file, cli):
@@ -204,7 +237,32 @@ def test_learning_from_forty_real_deployments(tmp_path, keys, tsa, trust_file, c
     direct = predict_impact(repo, trust_file, service=SERVICE, planned=query)
     assert direct.model_record == prediction["model"]["record"]  # reused, refit, fingerprint-checked
 
-    # 5. insights: the afternoon (the peak) hurts, with support and an interval
+    # 5. a run with the predictive steps: each cites what it rests on; a decision gates on a prediction
+    predictive = tmp_path / "predictive.yaml"
+    predictive.write_text(PREDICTIVE)
+    item = {**plan(9), "deployment": "d-next", "i": 99}
+    assert item["migration"] and item["hour"] == 15
+    done = deploy_one(item, workflow=predictive, policy=policy, repo=repo, key=keys / "dev.key", tsa=tsa.url,
+                      extra=("--trust", str(trust_file)))
+    assert done["codes"] == (0, 0)
+    report = load_history(repo, trust_file, services=[SERVICE])
+    row = next(r for r in report.rows if r["deployment"] == "d-next")
+    assert row["decision"] == "predicted_regression" and row["label"] == "predicted_regression"
+    from afdp.verify import check_branch
+
+    verified = check_branch(repo, service=SERVICE, deployment="d-next", policy=load_trust_policy(trust_file))
+    assert verified.ok
+    results = _step_results(repo, "d-next")
+    similar, predicted = results["analyze_similar_past_deployments"], results["predict_likely_impact"]
+    window, threshold = results["recommend_deployment_window"], results["suggest_rollback_threshold"]
+    assert all(r["dataset_digest"] == history.digest and r["cites"] for r in (similar, predicted, window, threshold))
+    assert similar["outputs"]["pattern_degraded"] >= 2
+    assert predicted["outputs"]["model_record"] == prediction["model"]["record"]  # the verified model, reused
+    assert predicted["outputs"]["predicted"]["latency_mean"]["low"] > 0.020
+    assert window["outputs"]["recommended_part_of_day"] != "afternoon" and window["outputs"]["in_recommended_window"] is False
+    assert 0.005 < threshold["outputs"]["thresholds"]["latency_mean"] < 0.040
+
+    # 6. insights: the afternoon (the peak) hurts, with support and an interval
     insights = learn_insights(history.rows, service=SERVICE, dataset_digest=history.digest)
     afternoon = next(i for i in insights.insights if (i.dimension, i.group, i.outcome)
                      == ("part_of_day", "afternoon", "impact.latency_mean.increase"))

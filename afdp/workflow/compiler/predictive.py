@@ -8,12 +8,29 @@ phase ``before_deployment`` of steps that the run records as skipped with that r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from afdp.workflow import catalog
 from afdp.workflow.catalog import StepKind
-from afdp.workflow.compiler.common import _Base
-from afdp.workflow.model import Phase, Predict, Step
+from afdp.workflow.compiler.common import _Base, _fields
+from afdp.workflow.model import Metric, Phase, Predict, Step
+from afdp.workflow.scope import Tree
 
 PHASE = "before_deployment"
+
+
+def prediction_outputs(prediction: str, metrics: Mapping[str, Metric]) -> dict[str, Tree]:
+    """A predictive step's outputs (``catalog.PREDICTION_OUTPUTS``); the per-metric
+    fields (``predicted.<metric>.increase|low|high``, ``thresholds.<metric>``) are
+    typed in each metric's unit."""
+    tree: dict[str, Tree] = dict(catalog.PREDICTION_OUTPUTS.get(prediction, {}))
+    if prediction == "predict_likely_impact":
+        tree["predicted"] = {
+            name: _fields({"increase": "@", "low": "@", "high": "@"}, metric.unit) for name, metric in metrics.items()
+        }
+    elif prediction == "suggest_rollback_threshold":
+        tree["thresholds"] = {name: metric.unit.dimension for name, metric in metrics.items()}
+    return tree
 
 
 class _Predictive(_Base):
@@ -40,7 +57,7 @@ class _Predictive(_Base):
                 location=self.location((PHASE, index)),
             )
             self.steps.append(step)
-            self.outputs[step.name] = dict(catalog.PREDICTION_OUTPUTS.get(name, {}))
+            self.outputs[step.name] = prediction_outputs(name, self.metrics)
             self.step_paths[step.name] = (PHASE, index)
             steps.append(step)
         if not steps:

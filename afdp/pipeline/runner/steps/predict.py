@@ -47,7 +47,8 @@ MIN_PART = 3
 ALPHA = 0.05
 MIN_BENIGN = math.ceil(1 / ALPHA) - 1  # 19: the smallest n with ceil((n+1)(1-a)) <= n
 NO_TRUST = (
-    "not run: no trust policy was given (afdp run --trust); past evidence is read only through the verifier"
+    "needs a trained model / history: no trust policy was given (afdp run --trust), and past "
+    "evidence is read only through the verifier; not run"
 )
 _PARTS = (("night", 0, 6), ("morning", 6, 12), ("afternoon", 12, 18), ("evening", 18, 24))
 #: History loaded once per run (every predictive step reads the same).
