@@ -131,3 +131,60 @@ def test_run_records_predictive_steps_as_skipped_with_the_reason(cli, tmp_path, 
     report = check_branch(repo, service="api", deployment="d-1", policy=load_trust_policy(trust_file))
     assert report.ok, report.failures
     assert json.dumps(with_trust.json())  # the outcome stays JSON
+
+
+GATED = """\
+name: gated
+version: "1"
+collectors:
+  shop:
+    type: rest
+    url: https://shop.example/api
+metrics:
+  revenue_per_hour:
+    collector: shop
+    select: revenue
+    unit: $/h
+    better: higher
+before_deployment:
+  - predict_likely_impact
+workflow:
+  deployment:
+    - mark_deployment_time
+  post_deployment:
+    - decisions
+decisions:
+  hold_risky_deploy:
+    condition: steps.predict_likely_impact.predicted_revenue_loss_per_hour_high > $1500_per_hour
+    action: alert
+"""
+
+
+def test_a_decision_gates_on_a_predicted_revenue_loss(tmp_path):
+    """The docs' example: the condition validates, and the recorded prediction (plain
+    numbers plus the currency) is compared in money per hour; a skipped prediction is
+    undecidable, so the decision is not taken (fail closed)."""
+    from afdp.pipeline.runner.outputs import typed_outputs
+    from afdp.workflow import load_workflow
+    from afdp.workflow.expressions import parse_expression
+
+    path = tmp_path / "gated.yaml"
+    path.write_text(GATED)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nname: test-permissive\nallowed_collector_types: [prometheus, scrape, sql, rest]\n")
+    workflow = load_workflow(path, policy=policy)
+    step = workflow.step("predict_likely_impact")
+    condition = parse_expression("steps.predict_likely_impact.predicted_revenue_loss_per_hour_high > $1500_per_hour")
+    recorded = {"predicted_revenue_loss_per_hour": 1200.0, "predicted_revenue_loss_per_hour_low": 1000.0,
+                "predicted_revenue_loss_per_hour_high": 1600.0, "currency": "USD",
+                "predicted": {"revenue_per_hour": {"increase": -1200.0, "low": -1600.0, "high": -1000.0}}}
+    typed = typed_outputs(workflow, step, recorded)
+    assert condition.evaluate({"steps": {"predict_likely_impact": typed}}) is True
+    lower = typed_outputs(workflow, step, {**recorded, "predicted_revenue_loss_per_hour_high": 1400.0})
+    assert condition.evaluate({"steps": {"predict_likely_impact": lower}}) is False
+    per_metric = parse_expression("steps.predict_likely_impact.predicted.revenue_per_hour.low < -$1500_per_hour")
+    assert per_metric.evaluate({"steps": {"predict_likely_impact": typed}}) is True
+    from afdp.workflow.expressions.nodes import EvaluationError
+
+    with pytest.raises(EvaluationError):  # undecidable: the runner treats it as not met
+        condition.evaluate({"steps": {"predict_likely_impact": {}}})

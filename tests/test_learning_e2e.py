@@ -168,8 +168,7 @@ def test_learning_from_forty_real_deployments(tmp_path, keys, tsa, trust_file, c
     from afdp.evidence.trust import load_trust_policy
     from afdp.learn.features import Planned
     from afdp.learn.history import load_history
-    from afdp.learn.insights import learn_insights
-    from afdp.learn.model import TrainingSet, predict_impact, recorded_models, train
+    from afdp.learn.model import TrainingSet, recorded_models, train
     from afdp.learn.similar import find_similar
 
     repo = tmp_path / "evidence"
@@ -234,8 +233,6 @@ def test_learning_from_forty_real_deployments(tmp_path, keys, tsa, trust_file, c
     assert low <= added_ms(14, True) / 1000 <= high
     models = recorded_models(repo, load_trust_policy(trust_file), service=SERVICE)
     assert models[-1].digest == prediction["model"]["record"] == prediction["cites"]["model_record"]
-    direct = predict_impact(repo, trust_file, service=SERVICE, planned=query)
-    assert direct.model_record == prediction["model"]["record"]  # reused, refit, fingerprint-checked
 
     # 5. a run with the predictive steps: each cites what it rests on; a decision gates on a prediction
     predictive = tmp_path / "predictive.yaml"
@@ -245,14 +242,12 @@ def test_learning_from_forty_real_deployments(tmp_path, keys, tsa, trust_file, c
     done = deploy_one(item, workflow=predictive, policy=policy, repo=repo, key=keys / "dev.key", tsa=tsa.url,
                       extra=("--trust", str(trust_file)))
     assert done["codes"] == (0, 0)
-    report = load_history(repo, trust_file, services=[SERVICE])
-    row = next(r for r in report.rows if r["deployment"] == "d-next")
-    assert row["decision"] == "predicted_regression" and row["label"] == "predicted_regression"
     from afdp.verify import check_branch
 
     verified = check_branch(repo, service=SERVICE, deployment="d-next", policy=load_trust_policy(trust_file))
     assert verified.ok
     results = _step_results(repo, "d-next")
+    assert results["decisions"]["outputs"]["decision"] == "predicted_regression"
     similar, predicted = results["analyze_similar_past_deployments"], results["predict_likely_impact"]
     window, threshold = results["recommend_deployment_window"], results["suggest_rollback_threshold"]
     assert all(r["dataset_digest"] == history.digest and r["cites"] for r in (similar, predicted, window, threshold))
@@ -262,10 +257,23 @@ def test_learning_from_forty_real_deployments(tmp_path, keys, tsa, trust_file, c
     assert window["outputs"]["recommended_part_of_day"] != "afternoon" and window["outputs"]["in_recommended_window"] is False
     assert 0.005 < threshold["outputs"]["thresholds"]["latency_mean"] < 0.040
 
-    # 6. insights: the afternoon (the peak) hurts, with support and an interval
-    insights = learn_insights(history.rows, service=SERVICE, dataset_digest=history.digest)
-    afternoon = next(i for i in insights.insights if (i.dimension, i.group, i.outcome)
-                     == ("part_of_day", "afternoon", "impact.latency_mean.increase"))
-    assert afternoon.notable and afternoon.interval[0] > 0.015
-    peak_load = next(i for i in insights.insights if i.dimension == "peak_load" and i.outcome == "degraded")
-    assert peak_load.notable
+    # 6. afdp similar of a past afternoon migration, and afdp insights: the afternoon (the peak) hurts
+    result = cli("similar", "--repo", str(repo), "--trust", str(trust_file), "--service", SERVICE,
+                 "--deployment", "d-009", "-k", "3", "--json")
+    assert result.code == 0, result.err
+    similar_doc = result.json()
+    assert similar_doc["query"]["source"] == "deployment d-009" and similar_doc["query"]["hour_utc"] == 15
+    assert "d-009" not in [n["deployment"] for n in similar_doc["neighbours"]]
+    assert similar_doc["neighbours"][0]["degraded"] is True and similar_doc["neighbours"][0]["record_digests"]
+    page = tmp_path / "insights.html"
+    result = cli("insights", "--repo", str(repo), "--trust", str(trust_file), "--service", SERVICE, "--json",
+                 "--html", str(page))
+    assert result.code == 0, result.err
+    insights = result.json()
+    by = {(i["dimension"], i["group"], i["outcome"]): i for i in insights["insights"]}
+    afternoon = by[("part_of_day", "afternoon", "impact.latency_mean.increase")]
+    assert afternoon["notable"] and afternoon["interval"][0] > 0.015 and afternoon["support"] >= 8
+    peak_load = next(i for i in insights["insights"] if i["dimension"] == "peak_load" and i["outcome"] == "degraded")
+    assert peak_load["notable"]
+    assert insights["correlations"]["time_of_day_to_impact"]["groups"]["afternoon"]["impact_share"] == 1.0
+    assert page.read_text().count("<svg") == 3

@@ -266,9 +266,16 @@ def _one_thread() -> Any:
     """One OpenMP thread for the gradient boosting: on small histories threads cost far
     more than they save, and a single thread makes every sum in the same order, so a
     refit reproduces the recorded fingerprint on any machine."""
-    from threadpoolctl import threadpool_limits
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
 
-    return threadpool_limits(limits=1, user_api="openmp")
+        # Finding the loaded thread pools is the slow part: once per process.
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="openmp")
+
+
+_CONTROLLER: Any = None
 
 
 def fit(training: TrainingSet, *, confidence: float = CONFIDENCE, seed: int = SEED) -> FittedModel:
