@@ -255,6 +255,7 @@ def test_learning_from_forty_real_deployments(tmp_path, keys, tsa, trust_file, c
     assert predicted["outputs"]["model_record"] == prediction["model"]["record"]  # the verified model, reused
     assert predicted["outputs"]["predicted"]["latency_mean"]["low"] > 0.020
     assert window["outputs"]["recommended_part_of_day"] != "afternoon" and window["outputs"]["in_recommended_window"] is False
+    assert window["outputs"]["recommended_weekday"] in window["weekdays"]
     assert 0.005 < threshold["outputs"]["thresholds"]["latency_mean"] < 0.040
 
     # 6. afdp similar of a past afternoon migration, and afdp insights: the afternoon (the peak) hurts

@@ -180,7 +180,7 @@ def _print_prediction(document: dict[str, Any]) -> None:
         console.print(escape(f"{document['service']}: {document['reason']}; no prediction made"))
         return
     level = document["confidence_level"]
-    table = Table("metric", "expected", f"{level:.0%} interval", f"coverage on past data (nominal {level:.0%})")
+    table = Table("metric", "expected increase (its unit)", f"{level:.0%} interval", f"coverage on past data (nominal {level:.0%})")
     quality = document.get("quality") or {}
     items = [(name, item) for name, item in document["impact"].items()]
     if document.get("money_lost_per_hour"):

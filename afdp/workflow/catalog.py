@@ -101,6 +101,7 @@ PREDICTION_OUTPUTS: Mapping[str, Mapping[str, str]] = {
     "recommend_deployment_window": {
         "recommended_part_of_day": STRING,
         "recommended_hours_utc": STRING,
+        "recommended_weekday": STRING,
         "current_part_of_day": STRING,
         "in_recommended_window": BOOL,
     },

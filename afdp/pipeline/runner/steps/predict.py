@@ -22,8 +22,9 @@ policy, or with too little history, the step is recorded as ``skipped`` with the
 - ``recommend_deployment_window``: the part of the day (UTC night 0-6, morning 6-12,
   afternoon 12-18, evening 18-24) whose past deployments degraded least (then lost least
   money), among parts with at least 3 deployments; outputs ``recommended_part_of_day``,
-  ``recommended_hours_utc``, ``current_part_of_day``, ``in_recommended_window``.
-  Needs 10 deployments.
+  ``recommended_hours_utc``, ``current_part_of_day``, ``in_recommended_window``; and
+  ``recommended_weekday``, the weekday whose past deployments degraded least (among
+  weekdays with at least 3; null when none has). Needs 10 deployments.
 - ``suggest_rollback_threshold``: per metric, from the past deployments no metric of
   which degraded (benign), the ceil((n+1)(1 - a))-th smallest increase (a = 0.05;
   for metrics where higher is better, of the decreases): under exchangeability a new
@@ -101,10 +102,15 @@ def handle_predict(run: RunState, step: Step, values: dict[str, Any]) -> StepRes
     except AfdpError as exc:
         return _skip(params, f"not run: the history could not be read: {_one_line(exc.diagnostics())}")
     rows = [r for r in history.rows if r.get("deployment") != run.request.deployment]
+    digest = history.digest
+    if len(rows) != len(history.rows):
+        from afdp.learn.history import history_digest
+
+        digest = history_digest(rows)  # the rows used, without this deployment's own
     planned = planned_of(run)
     base = {
         "prediction": params.prediction,
-        "dataset_digest": history.digest,
+        "dataset_digest": digest,
         "history": {"rows": len(rows), "excluded": len(history.excluded), "considered": history.considered},
         "query": planned.to_json(),
     }
@@ -182,7 +188,7 @@ def _part(hour: int) -> tuple[str, int, int]:
 
 
 def _window(run: RunState, params: Predict, rows: list[dict[str, Any]], planned: Any, base: dict[str, Any]) -> StepResult:
-    from afdp.learn.features import degraded, money_lost_per_hour
+    from afdp.learn.features import WEEKDAYS, degraded, money_lost_per_hour
 
     if len(rows) < MIN_WINDOW:
         return _skip(params, f"not enough history: {len(rows)} deployments, needs {MIN_WINDOW}", **base)
@@ -206,9 +212,16 @@ def _window(run: RunState, params: Predict, rows: list[dict[str, Any]], planned:
     best = min(eligible, key=lambda n: (stats[n]["degraded_share"], stats[n]["mean_money_lost_per_hour"] or 0.0,
                                         [p[0] for p in _PARTS].index(n)))
     current = _part(planned.hour_utc)[0] if planned.hour_utc is not None else None
+    days: dict[str, dict[str, Any]] = {}
+    for index, day in enumerate(WEEKDAYS):
+        flags = [f for r in rows if r.get("weekday_utc") == index and (f := degraded(r)) is not None]
+        days[day] = {"deployments": len(flags), "degraded_share": sum(flags) / len(flags) if flags else None}
+    judged = [d for d, v in days.items() if v["deployments"] >= MIN_PART]
+    best_day = min(judged, key=lambda d: (days[d]["degraded_share"], WEEKDAYS.index(d))) if judged else None
     outputs = {
         "recommended_part_of_day": best,
         "recommended_hours_utc": stats[best]["hours_utc"],
+        "recommended_weekday": best_day,
         "current_part_of_day": current,
         "in_recommended_window": current == best if current else None,
     }
@@ -216,7 +229,7 @@ def _window(run: RunState, params: Predict, rows: list[dict[str, Any]], planned:
     summary = (f"deploy in the {best} ({stats[best]['hours_utc']} UTC): {share:.0%} of its "
                f"{stats[best]['deployments']} past deployments degraded")
     cites = stats[best]["record_digests"]
-    return StepResult("ok", {"outputs": outputs, **base, "parts": stats, "minimum_per_part": MIN_PART,
+    return StepResult("ok", {"outputs": outputs, **base, "parts": stats, "weekdays": days, "minimum_per_part": MIN_PART,
                              "cites": cites}, summary)
 
 
