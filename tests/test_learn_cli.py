@@ -188,3 +188,8 @@ def test_a_decision_gates_on_a_predicted_revenue_loss(tmp_path):
 
     with pytest.raises(EvaluationError):  # undecidable: the runner treats it as not met
         condition.evaluate({"steps": {"predict_likely_impact": {}}})
+
+
+def test_cli_insights_unwritable_html_is_exit_3(cli, repo, trust_file, tmp_path):
+    result = cli("insights", "--repo", str(repo), "--trust", str(trust_file), "--html", str(tmp_path / "no" / "dir" / "x.html"))
+    assert result.code == 3 and "cannot write" in result.err and len(result.err.strip().splitlines()) == 1
