@@ -25,7 +25,8 @@ coverage*, reported next to the nominal level with the mean interval width.
 of the history it was trained from, every training row (features and targets) with the
 record digests it came from, the encoding, the hyper-parameters, seeds and library
 versions, the coverage, and a *fingerprint* (SHA-256 of the model's predictions on its
-training rows, rounded to :data:`FINGERPRINT_DIGITS` significant digits).
+training rows (at most :data:`FINGERPRINT_ROWS` of them, evenly spaced), rounded to
+:data:`FINGERPRINT_DIGITS` significant digits).
 :func:`record_model` appends it as a signed, time-stamped record to the branch
 ``afdp/models/<service>``. No model bytes are ever stored or loaded (no pickle): a
 recorded model is used by :func:`load_model`, which first verifies the model branch
@@ -61,6 +62,7 @@ CONFIDENCE = 0.9
 FOLDS = 5
 SEED = 0
 FINGERPRINT_DIGITS = 6
+FINGERPRINT_ROWS = 200
 #: Model records go to ``afdp/models/<service>``: this "service" name holds the models.
 MODELS = "models"
 MODEL_STEP = "model"
@@ -247,8 +249,12 @@ class FittedModel:
         return out
 
     def fingerprint(self) -> str:
-        """SHA-256 of the predictions on the training rows, rounded (see module doc)."""
-        predictions = self._intervals(_matrix(self.training.X))
+        """SHA-256 of the predictions on (up to :data:`FINGERPRINT_ROWS`, evenly spaced)
+        training rows, rounded (see module doc). CV+ intervals cost O(training rows) per
+        prediction, so all 10,000 rows of a large history would take minutes."""
+        rows = self.training.X
+        step = max(1, math.ceil(len(rows) / FINGERPRINT_ROWS))
+        predictions = self._intervals(_matrix(rows[::step]))
         rounded = {
             t: [[_round(v[k]) for k in ("point", "low", "high")] for v in values]
             for t, values in sorted(predictions.items())
@@ -375,7 +381,7 @@ def train(
         "libraries": _libraries(),
         "coverage": evaluate(training, confidence=confidence, seed=seed) if assess else None,
         "training": training.to_json(),
-        "fingerprint": {"sha256": model.fingerprint(), "digits": FINGERPRINT_DIGITS},
+        "fingerprint": {"sha256": model.fingerprint(), "digits": FINGERPRINT_DIGITS, "rows": FINGERPRINT_ROWS},
     }
     return model, document
 
