@@ -13,14 +13,8 @@ from afdp.evidence import records as rec
 from afdp.evidence.ledger import append_record
 from afdp.evidence.trust import load_trust_policy
 from afdp.learn.features import Planned
-from afdp.learn.model import (
-    MIN_HISTORY,
-    MODELS,
-    ModelUnusable,
-    load_model,
-    predict_from_rows,
-    recorded_models,
-)
+from afdp.learn.model import MIN_HISTORY, MODELS, ModelUnusable, load_model, recorded_models
+from afdp.learn.prediction import predict_from_rows
 
 PLANNED = Planned.of(change_size=800, changed_files=20, kinds=["migration"], at=datetime(2026, 12, 7, 14, tzinfo=UTC),
                      environment="production")

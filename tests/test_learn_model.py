@@ -22,10 +22,10 @@ from afdp.learn.model import (
     MIN_HISTORY,
     ModelUnusable,
     TrainingSet,
-    predict_from_rows,
     refit,
     train,
 )
+from afdp.learn.prediction import predict_from_rows
 from afdp.learn.similar import Planned as SimilarPlanned
 from afdp.learn.similar import Scales, find_similar, row_for, terms
 

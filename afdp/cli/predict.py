@@ -144,7 +144,7 @@ def predict_cmd(**options: Any) -> None:
     """
     import os
 
-    from afdp.learn.model import predict_impact
+    from afdp.learn.prediction import predict_impact
 
     signer = None
     tsa_urls: tuple[str, ...] = ()

@@ -145,7 +145,8 @@ def _money_unit(run: RunState) -> str | None:
 
 
 def _predict(run: RunState, params: Predict, rows: list[dict[str, Any]], planned: Any, base: dict[str, Any]) -> StepResult:
-    from afdp.learn.model import MIN_HISTORY, not_enough, predict_from_rows
+    from afdp.learn.model import MIN_HISTORY, not_enough
+    from afdp.learn.prediction import predict_from_rows
     from afdp.learn.source import trust_of
 
     if len(rows) < MIN_HISTORY:
