@@ -63,7 +63,7 @@ metrics:
 workflow:
   pre_deployment:
     - capture_baseline:
-        duration: 2s
+        duration: 3s
         interval: 250ms
         metrics: [latency_mean, errors_per_second]
   deployment:
@@ -71,7 +71,7 @@ workflow:
     - capture_deployment_metadata: [git_commit, service_version, changed_files, deployment_size]
   post_deployment:
     - capture_impact:
-        duration: 2s
+        duration: 3s
         interval: 250ms
         metrics: [same_as_baseline]
     - analyze_differences:
