@@ -258,3 +258,24 @@ def _copy_branch(repo: Path, source: str, target: str, keys: Path, tsa_url: str,
                 genesis_metadata=metadata, genesis_attachments=extra,
             )
         seal(repo, service="shop", deployment=name, signer=signer, tsa_urls=[tsa_url])
+
+
+def test_replay_and_export_never_import_prefect(recorded, tmp_path):
+    """Neither command runs a flow: like verify, they start without the engine."""
+    import os
+    import subprocess
+    import sys
+
+    repo, trust, _ = recorded
+    code = (
+        "import sys\nfrom afdp.cli import main\n"
+        "for argv in ({replay!r}, {export!r}):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print('engine loaded:', any(m == 'prefect' or m.startswith('prefect.') for m in sys.modules))\n"
+    ).format(
+        replay=["replay", "--repo", str(repo), "--trust", str(trust), "--service", "shop", "--deployment", "run-1"],
+        export=["dataset", "export", "--repo", str(repo), "--trust", str(trust), "--out", str(tmp_path / "d.parquet")],
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert "IDENTICAL shop/run-1" in done.stdout and "wrote 1 row(s)" in done.stdout, done.stderr
+    assert "engine loaded: False" in done.stdout
