@@ -63,7 +63,7 @@ metrics:
 workflow:
   pre_deployment:
     - capture_baseline:
-        duration: 2s
+        duration: 3s
         interval: 250ms
         metrics: [latency_mean, errors_per_second]
   deployment:
@@ -71,7 +71,7 @@ workflow:
     - capture_deployment_metadata: [git_commit, service_version, changed_files, deployment_size]
   post_deployment:
     - capture_impact:
-        duration: 2s
+        duration: 3s
         interval: 250ms
         metrics: [same_as_baseline]
     - analyze_differences:
@@ -155,13 +155,13 @@ def ledger_deployment(
         "deployment_size": 12, "deployer": "ci", "deployed_at": deployed_at,
     }
     metadata: dict = {"deployment": info}
-    if imported:
-        metadata["imported"] = {"source": "deploy-log.csv"}
+    # ``afdp import``'s marker (branch history): on every record, and on the training record
+    marked = {"imported": rec.Imported(rec.parse_time(deployed_at))} if imported else {}
 
     def add(step: str, result: dict) -> dict:
         written = append_record(
             repo, service=service, deployment=deployment, signer=signer, tsa_urls=urls,
-            draft=rec.RecordDraft(kind=rec.KIND_STEP, step=step, result=result), genesis_metadata=metadata,
+            draft=rec.RecordDraft(kind=rec.KIND_STEP, step=step, result=result, **marked), genesis_metadata=metadata,
         )
         return {"step": step, "sequence": written[-1].sequence, "sha256": written[-1].envelope_sha256}
 
@@ -184,7 +184,8 @@ def ledger_deployment(
     cited.append(add("decisions", {"decision": decision}))
     if training:
         record = build_training_record(
-            deployment={"service": service, "id": deployment, **info}, analysis=analysis, decision=decision, cited=cited
+            deployment={"service": service, "id": deployment, **info}, analysis=analysis, decision=decision, cited=cited,
+            **({"imported": True} if imported else {}),
         )
         add("generate_training_record", {"record": record, "record_type": "training"})
     if sealed:
@@ -229,7 +230,7 @@ def evidence(tmp_path_factory, keys, tsa):
     build = lambda dep, **kw: ledger_deployment(repo, signer, tsa.url, "api", dep, **kw)  # noqa: E731
     build("d-01", deployed_at="2026-01-05T09:30:00Z", changed_files=("src/app.py", "config/app.yaml"))
     build("d-02", deployed_at="2026-01-06T23:10:00+02:00", degraded=True)
-    build("d-03", deployed_at="2026-01-07T14:00:00Z", imported=True, changed_files=())
+    build("d-03", deployed_at="2026-01-07T14:00:00Z", changed_files=())
     build("d-04", deployed_at="2026-01-08T08:00:00Z", money=True)
     build("no-training", deployed_at="2026-01-09T08:00:00Z", training=False)
     build("unsealed", deployed_at="2026-01-09T09:00:00Z", sealed=False)
@@ -306,7 +307,7 @@ def test_row_columns_from_a_ledger_branch(evidence):
     assert row["money_per_hour"] is None and row["context.revenue"] is None  # d-04 has them, d-02 not
     assert len(row["record_digests"]) == 5  # genesis, mark, analysis, decision, training record
     assert _row(history, "d-01")["changed_kinds"] == ["code", "config"]
-    assert _row(history, "d-03")["imported"] is True and _row(history, "d-03")["changed_kinds"] == []
+    assert _row(history, "d-03")["imported"] is False and _row(history, "d-03")["changed_kinds"] == []
     money = _row(history, "d-04")
     assert money["money_per_hour"] == pytest.approx(1200.0)
     assert money["context.revenue"] == 1200.0
@@ -374,6 +375,19 @@ def test_verified_training_records_that_cannot_make_a_row(tmp_path, keys, tsa, t
     assert reasons["other-deployment"] == "training record (record 2) names another deployment (api/good)"
     assert reasons["foreign-citation"] == "training record (record 2) cites record 1 (abababababab), which is not on the branch before it"
     assert reasons["later-citation"].startswith("training record (record 2) cites record 2 ")
+
+
+@pytest.mark.skipif(not hasattr(rec, "Imported"), reason="needs the import marker of 'afdp import' (branch history)")
+def test_imported_deployments_are_marked(tmp_path, keys, tsa, trust_file):
+    repo = tmp_path / "evidence"
+    init_repository(repo)
+    signer = load_signer(str(keys / "dev.key"))
+    ledger_deployment(repo, signer, tsa.url, "api", "past-1", deployed_at="2025-06-01T10:00:00Z", imported=True)
+    ledger_deployment(repo, signer, tsa.url, "api", "live-1", deployed_at="2026-01-01T10:00:00Z")
+    history = load_history(repo, trust_file)
+    assert history.excluded == []
+    assert {r["deployment"]: r["imported"] for r in history.rows} == {"past-1": True, "live-1": False}
+    assert _row(history, "past-1")["deployed_at"] == "2025-06-01T10:00:00.000000Z"  # the described time
 
 
 def test_a_row_without_a_deployment_time(evidence):

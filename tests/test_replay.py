@@ -151,6 +151,24 @@ def test_signed_analysis_not_computed_from_the_samples_is_different(recorded, tm
     assert copied.code == 0 and copied.out.startswith("IDENTICAL shop/copied-1")  # the copy, unchanged, replays
 
 
+@pytest.mark.parametrize(
+    ("name", "genesis", "digest", "reason"),
+    [
+        ("other-digest", lambda m: m["workflow"].update(sha256="0" * 64), None, "metadata.workflow.sha256 differs"),
+        ("step-digest", None, "1" * 64, "metadata.workflow.sha256 differs"),
+        ("withheld", lambda m: m["workflow"]["file"].update(sha256="2" * 64), None, "stored workflow file 'workflow.yaml' does not match"),
+    ],
+)
+def test_stored_workflow_must_be_the_one_the_records_name(recorded, keys, tsa, name, genesis, digest, reason):
+    """Signed by the trusted key but inconsistent (the workflow file, the genesis record's
+    digest and the steps' digest disagree): verification refuses it, nothing is replayed."""
+    repo, trust, _ = recorded
+    _copy_branch(repo, "run-1", name, keys, tsa.url, mutate=lambda step, result: None, genesis=genesis, workflow_digest=digest)
+    done = replay(repo, trust, "--deployment", name)
+    assert done.code == 1 and done.out == ""
+    assert done.err.startswith(f"afdp: error: shop/{name}: record 0 (genesis): sources: ") and reason in done.err
+
+
 def test_another_analysis_version_is_said_plainly(recorded, monkeypatch):
     import afdp
 
@@ -203,9 +221,10 @@ def _position(repo: Path, step: str) -> int:
     raise AssertionError(step)
 
 
-def _copy_branch(repo: Path, source: str, target: str, keys: Path, tsa_url: str, *, mutate) -> None:
+def _copy_branch(repo: Path, source: str, target: str, keys: Path, tsa_url: str, *, mutate, genesis=None, workflow_digest=None) -> None:
     """Write ``target`` (and ``copied-1``, unchanged) from the verified records of ``source``
-    with the ledger API and the trusted key: same workflow, samples and results."""
+    with the ledger API and the trusted key: same workflow, samples and results
+    (``genesis`` edits the target's genesis metadata, ``workflow_digest`` its steps' one)."""
     signer = load_signer(str(keys / "dev.key"))
     store = EvidenceStore(repo)
     head = store.head(f"refs/heads/afdp/shop/{source}")
@@ -216,9 +235,13 @@ def _copy_branch(repo: Path, source: str, target: str, keys: Path, tsa_url: str,
         files = {p.rsplit("/", 1)[1]: d for p, d in added.items()}
         predicate = decode_envelope(files[rec.ENVELOPE_FILE])["predicate"]
         records.append((directory, files, predicate))
-    genesis = records[0]
-    extra = {n: d for n, d in genesis[1].items() if n.endswith(".yaml")}
-    for name, change in ((target, mutate), ("copied-1", lambda step, result: None)):
+    genesis_record = records[0]
+    extra = {n: d for n, d in genesis_record[1].items() if n.endswith(".yaml")}
+    pairs = [(target, mutate)] + ([] if EvidenceStore(repo).head("refs/heads/afdp/shop/copied-1") else [("copied-1", lambda step, result: None)])
+    for name, change in pairs:
+        metadata = json.loads(json.dumps(genesis_record[2]["result"]["metadata"]))
+        if genesis and name == target:
+            genesis(metadata)
         for _, files, predicate in records[1:]:
             if predicate["step"]["name"] == "seal":
                 continue
@@ -229,8 +252,30 @@ def _copy_branch(repo: Path, source: str, target: str, keys: Path, tsa_url: str,
                 repo, service="shop", deployment=name, signer=signer, tsa_urls=[tsa_url],
                 draft=rec.RecordDraft(
                     kind=rec.KIND_STEP, step=predicate["step"]["name"], result=result, status=predicate["status"],
-                    attachments=attachments, workflow_digest=predicate["workflow"]["sha256"],
+                    attachments=attachments,
+                    workflow_digest=(workflow_digest if name == target and workflow_digest else predicate["workflow"]["sha256"]),
                 ),
-                genesis_metadata=genesis[2]["result"]["metadata"], genesis_attachments=extra,
+                genesis_metadata=metadata, genesis_attachments=extra,
             )
         seal(repo, service="shop", deployment=name, signer=signer, tsa_urls=[tsa_url])
+
+
+def test_replay_and_export_never_import_prefect(recorded, tmp_path):
+    """Neither command runs a flow: like verify, they start without the engine."""
+    import os
+    import subprocess
+    import sys
+
+    repo, trust, _ = recorded
+    code = (
+        "import sys\nfrom afdp.cli import main\n"
+        "for argv in ({replay!r}, {export!r}):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "print('engine loaded:', any(m == 'prefect' or m.startswith('prefect.') for m in sys.modules))\n"
+    ).format(
+        replay=["replay", "--repo", str(repo), "--trust", str(trust), "--service", "shop", "--deployment", "run-1"],
+        export=["dataset", "export", "--repo", str(repo), "--trust", str(trust), "--out", str(tmp_path / "d.parquet")],
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert "IDENTICAL shop/run-1" in done.stdout and "wrote 1 row(s)" in done.stdout, done.stderr
+    assert "engine loaded: False" in done.stdout

@@ -438,7 +438,7 @@ def _row(store: EvidenceStore, report: BranchReport) -> dict[str, Any] | None:
         "change_size": features["change_size"],
         "changed_files_count": features["changed_files_count"],
         "changed_kinds": sorted({classify_path(p) for p in _changed_paths(genesis_read, cited)}),
-        "imported": _imported(genesis_read),
+        "imported": _imported(record_doc, read, genesis_read),
         "decision": decision.get("decision"),
         "label": record_doc["label"],
     }
@@ -551,15 +551,14 @@ def _changed_paths(genesis: _Read | None, cited: Sequence[_Read]) -> list[str]:
     return []
 
 
-def _imported(genesis: _Read | None) -> bool:
-    """True when the genesis metadata carries the ``imported`` mark of 'afdp import'."""
-    if genesis is None or not isinstance(genesis.result, Mapping):
-        return False
-    metadata = genesis.result.get("metadata")
-    if not isinstance(metadata, Mapping):
-        return False
-    mark = metadata.get("imported")
-    return mark is not None and mark is not False
+def _imported(record: Mapping[str, Any], training: _Read, genesis: _Read | None) -> bool:
+    """True when 'afdp import' wrote the evidence: its signed predicates say
+    ``"imported": true`` (the ledger marks every record of an imported branch alike), and
+    so does its training record."""
+    marks = [record.get("imported"), training.predicate.get("imported")]
+    if genesis is not None:
+        marks.append(genesis.predicate.get("imported"))
+    return any(mark is True for mark in marks)
 
 
 # -- changed file kinds ----------------------------------------------------------------------
