@@ -76,8 +76,9 @@ STEP_HANDLERS: dict[StepKind, str] = {
     StepKind.TRAFFIC: "traffic:handle_traffic",
 }
 
-#: The predictive steps of ``before_deployment:`` and what each would do; they need a
-#: trained model and past deployments' evidence, so the run records them as skipped.
+#: The predictive steps of ``before_deployment:`` and what each does; they need the
+#: verified history of past deployments (``afdp run --trust``): without it, or with too
+#: little, the run records them as skipped with the reason (docs/learning.md).
 PREDICTIONS: Mapping[str, str] = {
     "analyze_similar_past_deployments": "find past deployments of this service like this one in the evidence",
     "predict_likely_impact": "predict this deployment's impact from a model trained on past evidence",
@@ -85,6 +86,27 @@ PREDICTIONS: Mapping[str, str] = {
     "suggest_rollback_threshold": "suggest rollback thresholds from past deployments' metric movements",
 }
 PREDICTION_SKIPPED = "needs a trained model / history (learning from evidence); not run"
+#: What each predictive step outputs (``steps.<name>.<field>`` in later conditions);
+#: quantities carry the metric's unit, money the workflow's currency per hour.
+PREDICTION_OUTPUTS: Mapping[str, Mapping[str, str]] = {
+    "analyze_similar_past_deployments": {"similar": LIST, "pattern_count": "number", "pattern_degraded": "number"},
+    "predict_likely_impact": {
+        "predicted": ANY,
+        "model_record": STRING,
+        "predicted_revenue_loss_per_hour": ANY,
+        "predicted_revenue_loss_per_hour_low": ANY,
+        "predicted_revenue_loss_per_hour_high": ANY,
+        "currency": STRING,
+    },
+    "recommend_deployment_window": {
+        "recommended_part_of_day": STRING,
+        "recommended_hours_utc": STRING,
+        "recommended_weekday": STRING,
+        "current_part_of_day": STRING,
+        "in_recommended_window": BOOL,
+    },
+    "suggest_rollback_threshold": {"thresholds": ANY},
+}
 
 
 @dataclass(frozen=True)

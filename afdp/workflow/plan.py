@@ -366,7 +366,9 @@ def _plan_step(step: Step, values: Mapping[str, Any]) -> PlannedStep:
     else:
         status = "run"
     if step.kind is catalog.StepKind.PREDICT:
-        status = "skipped"  # needs a trained model: recorded as skipped with the reason
+        # Runs from the verified history (afdp run --trust), or is recorded as skipped
+        # with the reason: which, only the run knows.
+        status = "conditional"
     missing: list[str] = []
     params = _params(step.params, values, missing)
     return PlannedStep(step, status, when, unless, params, tuple(dict.fromkeys(missing)))

@@ -11,6 +11,7 @@ from afdp.workflow import catalog
 from afdp.workflow.model import (
     Analyze,
     Capture,
+    Predict,
     Query,
     Segment,
     Step,
@@ -92,9 +93,27 @@ def typed_outputs(workflow: Workflow, step: Step, outputs: Mapping[str, Any]) ->
             typed[key] = Quantity(float(value), _RATIO) if isinstance(value, (int, float)) else value
         elif isinstance(step.params, Query) and key == "longest_lock_wait" and value is not None:
             typed[key] = Quantity(float(value), _SECONDS)
+        elif isinstance(step.params, Predict):
+            typed[key] = _prediction_typed(workflow, key, value, outputs)
         else:
             typed[key] = value
     return typed
+
+
+def _prediction_typed(workflow: Workflow, key: str, value: Any, outputs: Mapping[str, Any]) -> Any:
+    """A predictive step's numbers as quantities: money in the recorded currency per
+    hour, ``predicted.<metric>.*`` and ``thresholds.<metric>`` in the metric's unit."""
+    units = {m.name: m.unit for m in workflow.metrics}
+    currency = outputs.get("currency")
+    if key.startswith("predicted_revenue_loss_per_hour") and isinstance(currency, str) and currency:
+        symbol = {"USD": "$", "EUR": "€", "GBP": "£"}.get(currency, currency)
+        return _quantity(value, Unit(f"{symbol}/h", f"{currency}/time", 1 / 3600), "@")
+    if key == "predicted" and isinstance(value, Mapping):
+        return {m: {f: _quantity(v, units.get(m), "@") for f, v in fields.items()} if isinstance(fields, Mapping) else fields
+                for m, fields in value.items()}
+    if key == "thresholds" and isinstance(value, Mapping):
+        return {m: _quantity(v, units.get(m), "@") for m, v in value.items()}
+    return value
 
 
 def _quantity(value: Any, unit: Unit | None, kind: str) -> Any:

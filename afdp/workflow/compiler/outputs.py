@@ -10,6 +10,7 @@ from __future__ import annotations
 from afdp.workflow import catalog
 from afdp.workflow.catalog import StepKind
 from afdp.workflow.compiler.common import _fields
+from afdp.workflow.compiler.predictive import prediction_outputs
 from afdp.workflow.compiler.variables import _Variables
 from afdp.workflow.expressions import ANY, BOOL, STRING
 from afdp.workflow.model import (
@@ -104,7 +105,7 @@ class _Outputs(_Variables):
         if isinstance(params, Gate):
             return {"triggered": BOOL}
         if isinstance(params, Predict):
-            return {}
+            return prediction_outputs(params.prediction, self.metrics)
         if isinstance(params, Decide):
             return dict(catalog.DECISION_OUTPUTS)
         if kind is StepKind.STORE:

@@ -1,4 +1,4 @@
-"""The ``before_deployment:`` section: predictive steps, recorded as not run.
+"""The ``before_deployment:`` section: predictive steps, run from verified history.
 
 ``analyze_similar_past_deployments``, ``predict_likely_impact``,
 ``recommend_deployment_window`` and ``suggest_rollback_threshold`` need a model trained
@@ -8,12 +8,29 @@ phase ``before_deployment`` of steps that the run records as skipped with that r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from afdp.workflow import catalog
 from afdp.workflow.catalog import StepKind
-from afdp.workflow.compiler.common import _Base
-from afdp.workflow.model import Phase, Predict, Step
+from afdp.workflow.compiler.common import _Base, _fields
+from afdp.workflow.model import Metric, Phase, Predict, Step
+from afdp.workflow.scope import Tree
 
 PHASE = "before_deployment"
+
+
+def prediction_outputs(prediction: str, metrics: Mapping[str, Metric]) -> dict[str, Tree]:
+    """A predictive step's outputs (``catalog.PREDICTION_OUTPUTS``); the per-metric
+    fields (``predicted.<metric>.increase|low|high``, ``thresholds.<metric>``) are
+    typed in each metric's unit."""
+    tree: dict[str, Tree] = dict(catalog.PREDICTION_OUTPUTS.get(prediction, {}))
+    if prediction == "predict_likely_impact":
+        tree["predicted"] = {
+            name: _fields({"increase": "@", "low": "@", "high": "@"}, metric.unit) for name, metric in metrics.items()
+        }
+    elif prediction == "suggest_rollback_threshold":
+        tree["thresholds"] = {name: metric.unit.dimension for name, metric in metrics.items()}
+    return tree
 
 
 class _Predictive(_Base):
@@ -40,7 +57,7 @@ class _Predictive(_Base):
                 location=self.location((PHASE, index)),
             )
             self.steps.append(step)
-            self.outputs[step.name] = {}
+            self.outputs[step.name] = prediction_outputs(name, self.metrics)
             self.step_paths[step.name] = (PHASE, index)
             steps.append(step)
         if not steps:
@@ -48,7 +65,9 @@ class _Predictive(_Base):
         self.note(
             (PHASE,),
             f"before_deployment: {', '.join(s.name for s in steps)} need a trained model / "
-            "history of past deployments (learning from evidence); each is recorded as "
-            "skipped with that reason, not run and not an error",
+            "history of past deployments (learning from evidence): they read the verified "
+            "history of the service with the run's trust policy (afdp run --trust); without "
+            "it, or with too little history, each is recorded as skipped with that reason, "
+            "not run and not an error",
         )
         return (Phase(PHASE, tuple(steps)),)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from afdp import __version__
 from afdp.evidence.names import branch_ref
 from afdp.workflow.catalog import StepKind
 from afdp.workflow.model import (
@@ -63,7 +64,8 @@ def handle_analyze(run: RunState, step: Step, values: dict[str, Any]) -> StepRes
     if params.groups is not None:
         document = {**document, "pairing": {"control": params.groups[0], "treatment": params.groups[1], "window": params.impact}}
         summary = f"{params.groups[1]} vs {params.groups[0]}: {summary}"
-    return StepResult("ok", {"outputs": outputs, "analysis": document}, summary)
+    # The code version that computed it: 'afdp replay' says so when it differs from its own.
+    return StepResult("ok", {"outputs": outputs, "analysis": document, "analysis_version": __version__}, summary)
 
 
 def analysis_summary(metrics: Sequence[str], degraded: Sequence[str], inconclusive: Sequence[str]) -> str:

@@ -1,0 +1,645 @@
+"""A service's deployment history, read only from evidence that verified.
+
+:func:`load_history` is the one door through which AFDP's learning code reads evidence:
+
+1. list every AFDP branch of the repository (of the selected services), and every
+   look-alike ref under ``refs/heads/afdp/`` (counted, never used);
+2. verify each branch with :func:`afdp.verify.check_branch` against the caller's trust
+   policy (sealed branches only), in worker processes when there are many;
+3. on a branch that verified, read the records a row needs (genesis, the training record
+   and the records it cites) from the commits verification named, accepting each only
+   if the SHA-256 of its envelope is the digest verification established;
+4. build one flat row from the training record (features, impacts, decision, label),
+   the analysis (context metrics, money per hour) and the genesis record (changed file
+   paths, the ``imported`` mark), citing the digests of every record it read;
+5. leave out (and count, with the reason) every branch that did not verify, has no
+   training record, or falls outside the selected dates or labels.
+
+The columns are described in docs/learning.md ("Dataset columns") and in
+:data:`COLUMNS`; a column whose source is not in the evidence is null.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pygit2
+
+from afdp.errors import NotFoundError, SchemaError, UsageError
+from afdp.evidence import records as rec
+from afdp.evidence.canonical import canonical_bytes, sha256_hex
+from afdp.evidence.ledger import decode_envelope
+from afdp.evidence.schemas import load_schema, validate
+from afdp.evidence.store import EvidenceStore
+from afdp.evidence.trust import TrustPolicy, load_trust_policy
+from afdp.verify.report import BranchReport, VerifiedRecord
+from afdp.verify.verifier import check_branch, unsafe_branch_reports
+
+__all__ = [
+    "COLUMNS",
+    "IMPACT_FIELDS",
+    "Exclusion",
+    "History",
+    "ProgressCallback",
+    "classify_path",
+    "column_names",
+    "load_history",
+]
+
+ProgressCallback = Callable[[int, int], None]
+
+#: The fixed columns, in order, with their JSON type and meaning (the datasheet's schema).
+#: ``impact.<metric>.<field>`` and ``context.<metric>`` columns follow ``money_per_hour``.
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("branch", "string", "the evidence branch, refs/heads/afdp/<service>/<deployment>"),
+    ("service", "string", "the service deployed"),
+    ("deployment", "string", "the deployment id (the branch's last part)"),
+    ("environment", "string|null", "the environment deployed to"),
+    ("version", "string|null", "the version deployed"),
+    ("commit", "string|null", "the source commit deployed"),
+    ("deployed_at", "string|null", "when the deployment was marked, ISO-8601 UTC"),
+    ("hour_utc", "integer|null", "hour of deployed_at in UTC, 0-23"),
+    ("weekday_utc", "integer|null", "weekday of deployed_at in UTC, 0 = Monday ... 6 = Sunday"),
+    ("weekday_name", "string|null", "weekday of deployed_at in UTC, monday ... sunday"),
+    ("change_size", "integer|null", "lines changed (deployment_size in the deployment metadata)"),
+    ("changed_files_count", "integer|null", "number of changed files"),
+    ("changed_kinds", "list<string>", "sorted kinds of the changed file paths (see docs); [] when no paths were recorded"),
+    ("imported", "boolean", "true when the evidence was written by 'afdp import' (past deployments), not by a run"),
+    ("decision", "string|null", "the decision rule that matched (e.g. rollback_on_regression)"),
+    ("label", "string|null", "the training label the run recorded"),
+    ("money_per_hour", "number|null", "baseline of the money-per-time metric, per hour, in its currency; null when none was measured"),
+)
+#: The per-metric impact fields, each a column ``impact.<metric>.<field>``.
+IMPACT_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("baseline", "number|null", "central value before the deploy, in the metric's unit"),
+    ("impact", "number|null", "central value after the deploy, in the metric's unit"),
+    ("change", "number|null", "relative change (impact - baseline) / baseline; null when the baseline is 0"),
+    ("increase", "number|null", "impact - baseline, in the metric's unit"),
+    ("effect_size", "number|null", "effect size of the statistical test (Cliff's delta or Cohen's d)"),
+    ("p_value", "number|null", "p-value of the statistical test"),
+    ("degraded", "boolean|null", "whether the analysis judged the metric degraded"),
+)
+_CONTEXT_MEANING = "baseline value of business context metric {name} (measured, never judged)"
+_IMPACT_MEANING = "{meaning} ({name})"
+
+#: Fewer branches than this are verified in-process: a worker pool costs more than it saves.
+PARALLEL_BRANCHES = 16
+
+_TRAINING_SCHEMA = "training-record.v1"
+_CURRENCIES = ("USD", "EUR", "GBP")
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """A branch left out of the history, and why."""
+
+    branch: str
+    reason: str
+
+    @property
+    def category(self) -> str:
+        """The reason without where it happened: ``verification failed: signature``."""
+        head, sep, _ = self.reason.partition(" on ")
+        return head if sep and head.startswith("verification failed") else self.reason.split(" (")[0]
+
+
+@dataclass(frozen=True)
+class History:
+    """Rows of verified deployments, what was left out, and the digest of the rows."""
+
+    rows: list[dict[str, Any]]
+    excluded: list[Exclusion]
+    considered: int
+    digest: str
+
+    @property
+    def columns(self) -> list[str]:
+        """The column names of the rows, in order."""
+        return column_names(self.rows)
+
+    def record_digests(self) -> list[str]:
+        """Every record digest any row cites, sorted and unique."""
+        return sorted({d for row in self.rows for d in row["record_digests"]})
+
+    def excluded_by_reason(self) -> dict[str, int]:
+        """How many branches were left out, per reason category, sorted by category."""
+        counts: dict[str, int] = {}
+        for item in self.excluded:
+            counts[item.category] = counts.get(item.category, 0) + 1
+        return dict(sorted(counts.items()))
+
+
+def column_names(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Return the column order for ``rows``: fixed columns, impacts, context, digests."""
+    impacts: set[str] = set()
+    context: set[str] = set()
+    for row in rows:
+        for key in row:
+            if key.startswith("impact."):
+                impacts.add(key.rsplit(".", 1)[0][len("impact.") :])
+            elif key.startswith("context."):
+                context.add(key[len("context.") :])
+    names = [name for name, _, _ in COLUMNS]
+    for metric in sorted(impacts):
+        names += [f"impact.{metric}.{field}" for field, _, _ in IMPACT_FIELDS]
+    names += [f"context.{metric}" for metric in sorted(context)]
+    names.append("record_digests")
+    return names
+
+
+def column_schema(names: Sequence[str]) -> list[dict[str, str]]:
+    """Return ``[{column, type, meaning}]`` for the given column names."""
+    fixed = {name: (kind, meaning) for name, kind, meaning in COLUMNS}
+    fields = {name: (kind, meaning) for name, kind, meaning in IMPACT_FIELDS}
+    out = []
+    for name in names:
+        if name in fixed:
+            kind, meaning = fixed[name]
+        elif name == "record_digests":
+            kind, meaning = "list<string>", "sorted SHA-256 digests of the evidence records (envelopes) the row was built from"
+        elif name.startswith("impact."):
+            metric, field = name[len("impact.") :].rsplit(".", 1)
+            kind, base = fields[field]
+            meaning = _IMPACT_MEANING.format(meaning=base, name=metric)
+        else:
+            kind, meaning = "number|null", _CONTEXT_MEANING.format(name=name[len("context.") :])
+        out.append({"column": name, "type": kind, "meaning": meaning})
+    return out
+
+
+def load_history(
+    repo: str | Path,
+    trust_policy: str | Path,
+    *,
+    services: Sequence[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    labels: Sequence[str] | None = None,
+    jobs: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> History:
+    """Verify every deployment branch of ``repo`` and return the rows of those that verified.
+
+    ``trust_policy`` is the auditor's trust policy file. ``services`` limits the branches
+    read; ``since``/``until`` (inclusive; a naive time is taken as UTC) and ``labels``
+    limit the rows (a row outside them is excluded and counted). ``jobs``: worker
+    processes for verification (default: one per available CPU; 1 = in-process).
+    ``progress(done, total)`` is called as branches are done.
+
+    Returns:
+        The :class:`History`: rows sorted by (deployed_at, service, deployment), the
+        branches left out with their reasons, how many were considered, and the digest.
+
+    Raises:
+        UsageError: ``since`` is after ``until``, or ``jobs`` is below 1.
+        ConfigurationError: the trust policy does not load.
+        NotFoundError: ``repo`` is not an evidence repository.
+    """
+    since, until = _utc_bound(since), _utc_bound(until)
+    if since and until and since > until:
+        raise UsageError("--since is after --until")
+    if jobs is not None and jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    path = Path(repo)
+    policy = load_trust_policy(Path(trust_policy), evidence_repository=path)
+    store = EvidenceStore(path)
+    wanted = set(services) if services else None
+    branches = [(s, d) for s, d in store.branches() if wanted is None or s in wanted]
+    excluded: list[Exclusion] = []
+    considered = 0
+    for report in unsafe_branch_reports(path, policy=policy):
+        if wanted is None or report.service in wanted:
+            considered += 1
+            excluded.append(Exclusion(report.ref, _failed(report)))
+    considered += len(branches)
+    selection = _Selection(since, until, frozenset(labels) if labels else None)
+    rows: list[dict[str, Any]] = []
+    for outcome in _each_branch(path, policy, branches, selection, jobs, progress):
+        if isinstance(outcome, Exclusion):
+            excluded.append(outcome)
+        else:
+            rows.append(outcome)
+    rows.sort(key=lambda r: (r["deployed_at"] or "", r["service"], r["deployment"]))
+    excluded.sort(key=lambda e: e.branch)
+    columns = column_names(rows)
+    rows = [{name: row.get(name) for name in columns} for row in rows]
+    return History(rows, excluded, considered, history_digest(rows))
+
+
+def history_digest(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Return the SHA-256 of the RFC 8785 canonical JSON of ``rows``."""
+    return sha256_hex(canonical_bytes(list(rows)))
+
+
+# -- per branch ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Selection:
+    since: datetime | None
+    until: datetime | None
+    labels: frozenset[str] | None
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(path: Path, policy: TrustPolicy, selection: _Selection) -> None:
+    _WORKER["args"] = (path, policy, selection)
+
+
+def _in_worker(branch: tuple[str, str]) -> dict[str, Any] | Exclusion:
+    path, policy, selection = _WORKER["args"]
+    return _branch_row(path, policy, selection, *branch)
+
+
+def _each_branch(
+    path: Path,
+    policy: TrustPolicy,
+    branches: list[tuple[str, str]],
+    selection: _Selection,
+    jobs: int | None,
+    progress: ProgressCallback | None,
+) -> Iterable[dict[str, Any] | Exclusion]:
+    total = len(branches)
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = min(jobs or available, total)
+    if jobs is None and total < PARALLEL_BRANCHES:
+        workers = 1
+    if progress is not None:
+        progress(0, total)
+    if workers <= 1:
+        for done, (service, deployment) in enumerate(branches, 1):
+            yield _branch_row(path, policy, selection, service, deployment)
+            if progress is not None:
+                progress(done, total)
+        return
+    # Whole branches per task: the verifier's own pool splits one long branch's records,
+    # here many short branches are the work. Fork, like the verifier: the loaded policy
+    # (and a pinned Sigstore root beside it) is inherited, not re-read.
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_init_worker,
+        initargs=(path, policy, selection),
+    ) as executor:
+        chunk = max(1, min(64, total // (workers * 8) or 1))
+        for done, outcome in enumerate(executor.map(_in_worker, branches, chunksize=chunk), 1):
+            yield outcome
+            if progress is not None and (done % 50 == 0 or done == total):
+                progress(done, total)
+
+
+def _branch_row(
+    path: Path, policy: TrustPolicy, selection: _Selection, service: str, deployment: str
+) -> dict[str, Any] | Exclusion:
+    """Verify one branch; return its row, or why it is left out."""
+    from afdp.evidence.names import branch_ref
+
+    ref = branch_ref(service, deployment)
+    try:
+        report = check_branch(path, service=service, deployment=deployment, policy=policy, jobs=1)
+    except NotFoundError as exc:  # deleted between listing and reading
+        return Exclusion(ref, f"verification failed: repository on branch ({exc})")
+    if not report.ok:
+        return Exclusion(ref, _failed(report))
+    try:
+        row = _row(EvidenceStore(path), report)
+    except _Unusable as exc:
+        return Exclusion(ref, str(exc))
+    if row is None:
+        return Exclusion(ref, "no training record")
+    moment = _parse_time(row["deployed_at"])
+    if selection.since or selection.until:
+        if moment is None:
+            return Exclusion(ref, "outside date range (no deployment time recorded)")
+        if (selection.since and moment < selection.since) or (selection.until and moment > selection.until):
+            return Exclusion(ref, f"outside date range (deployed {row['deployed_at']})")
+    if selection.labels is not None and row["label"] not in selection.labels:
+        return Exclusion(ref, f"label not selected ({row['label']})")
+    return row
+
+
+def _failed(report: BranchReport) -> str:
+    first = report.failures[0]
+    where = first.where if first.where not in ("branch", "repository") else "branch"
+    others = sorted({f.check for f in report.failures[1:]} - {first.check})
+    more = ""
+    if len(report.failures) > 1:
+        more = f" (and {len(report.failures) - 1} more" + (f": {', '.join(others)})" if others else ")")
+    return f"verification failed: {first.check} on {where}{more}"
+
+
+class _Unusable(Exception):
+    """A verified branch whose content cannot make a row (the message says why)."""
+
+
+@dataclass(frozen=True)
+class _Read:
+    record: VerifiedRecord
+    predicate: Mapping[str, Any]
+    result: Any
+
+
+def _read(store: EvidenceStore, record: VerifiedRecord) -> _Read:
+    """Read one verified record's predicate and result, under the verified digest."""
+    try:
+        commit = store.repo.get(record.commit)
+        if not isinstance(commit, pygit2.Commit):
+            raise _Unusable(f"record {record.sequence}: commit {record.commit[:12]} cannot be read")
+        directory = rec.record_dir(record.sequence, record.step)
+        envelope = store.read_blob(commit.tree, f"{directory}/{rec.ENVELOPE_FILE}")
+        if envelope is None or sha256_hex(envelope) != record.envelope_sha256:
+            raise _Unusable(f"record {record.sequence} changed after verification")
+        predicate = decode_envelope(envelope).get("predicate")
+        if not isinstance(predicate, dict):
+            raise _Unusable(f"record {record.sequence} has no predicate")
+        result = predicate.get("result")
+        ref = predicate.get("result_ref")
+        if isinstance(ref, dict):
+            data = store.read_blob(commit.tree, f"{directory}/{rec.RESULT_FILE}")
+            if data is None or sha256_hex(data) != ref.get("sha256"):
+                raise _Unusable(f"record {record.sequence}: result file does not match its digest")
+            result = json.loads(data)
+        return _Read(record, predicate, result)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise _Unusable(f"record {record.sequence} cannot be read: {exc}") from exc
+
+
+def _training(read: _Read) -> dict[str, Any] | None:
+    result = read.result
+    if not isinstance(result, Mapping):
+        return None
+    record = result.get("record")
+    if isinstance(record, Mapping) and record.get("schema") == _TRAINING_SCHEMA:
+        return dict(record)
+    return None
+
+
+def _row(store: EvidenceStore, report: BranchReport) -> dict[str, Any] | None:
+    """Return the row of a verified branch, None if it has no training record.
+
+    Raises:
+        _Unusable: the training record is malformed, names another deployment, or cites
+            a record that is not on the branch.
+    """
+    by_digest = {r.envelope_sha256: r for r in report.records}
+    steps = [r for r in report.records if r.kind == rec.KIND_STEP]
+    training: tuple[_Read, dict[str, Any]] | None = None
+    for record in reversed(steps):  # the last training record wins
+        read = _read(store, record)
+        found = _training(read)
+        if found is not None:
+            training = (read, found)
+            break
+    if training is None:
+        return None
+    read, record_doc = training
+    where = f"training record (record {read.record.sequence})"
+    try:
+        _check_training(record_doc)
+    except SchemaError as exc:
+        raise _Unusable(f"{where} is malformed: {exc.diagnostics()}") from exc
+    named = record_doc["deployment"]
+    if named["service"] != report.service or (named["id"] not in (None, report.deployment)):
+        raise _Unusable(f"{where} names another deployment ({named['service']}/{named['id']})")
+    digests = {read.record.envelope_sha256}
+    cited: list[_Read] = []
+    for item in record_doc["cited"]:
+        target = by_digest.get(item["sha256"])
+        if target is None or target.sequence != item["sequence"] or target.sequence >= read.record.sequence:
+            raise _Unusable(f"{where} cites record {item['sequence']} ({item['sha256'][:12]}), which is not on the branch before it")
+        digests.add(target.envelope_sha256)
+        cited.append(_read(store, target))
+    genesis = next((r for r in report.records if r.kind == rec.KIND_GENESIS), None)
+    genesis_read = _read(store, genesis) if genesis is not None else None
+    if genesis is not None:
+        digests.add(genesis.envelope_sha256)
+    features = record_doc["features"]
+    decision = record_doc["decision"] or {}
+    row: dict[str, Any] = {
+        "branch": report.ref,
+        "service": report.service,
+        "deployment": report.deployment,
+        "environment": features["environment"],
+        "version": features["version"],
+        "commit": features["commit"],
+        "deployed_at": _iso(features["deployed_at"]),
+        "hour_utc": features["hour_utc"],
+        "weekday_utc": features["weekday_utc"],
+        "weekday_name": features["weekday_name"],
+        "change_size": features["change_size"],
+        "changed_files_count": features["changed_files_count"],
+        "changed_kinds": sorted({classify_path(p) for p in _changed_paths(genesis_read, cited)}),
+        "imported": _imported(record_doc, read, genesis_read),
+        "decision": decision.get("decision"),
+        "label": record_doc["label"],
+    }
+    analysis = _analysis(cited)
+    row["money_per_hour"] = _money_per_hour(analysis)
+    for metric, impact in sorted(record_doc["impacts"].items()):
+        for field, _, _ in IMPACT_FIELDS:
+            value = impact.get(field)
+            row[f"impact.{metric}.{field}"] = value if field == "degraded" else _number(value)
+    for metric, value in _context(analysis).items():
+        row[f"context.{metric}"] = value
+    row["record_digests"] = sorted(digests)
+    return row
+
+
+@functools.cache
+def _structure_validator() -> Any:
+    """jsonschema-rs for the training record's structure, or None when it cannot stand in.
+
+    As in :func:`afdp.evidence.schemas.fast_validator`, it is only trusted to say *valid*
+    (anything else is judged by the reference validator); the schema's one ``format``
+    (``features.deployed_at``: date-time) is checked by the reference format checker.
+    """
+    try:
+        import jsonschema_rs
+    except ImportError:  # pragma: no cover - a declared dependency
+        return None
+    schema = load_schema(_TRAINING_SCHEMA)
+    if json.dumps(schema).count('"format"') != 1 or schema["properties"]["features"]["properties"]["deployed_at"].get("format") != "date-time":
+        return None
+    return jsonschema_rs.Draft202012Validator(schema, validate_formats=False)
+
+
+def _check_training(document: dict[str, Any]) -> None:
+    """Validate a training record against ``training-record.v1`` (the fast path first).
+
+    Raises:
+        SchemaError: it does not match (with the reference validator's messages).
+    """
+    fast = _structure_validator()
+    if fast is not None:
+        try:
+            if fast.is_valid(document):
+                import jsonschema
+
+                moment = document["features"]["deployed_at"]
+                checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+                if moment is None or checker.conforms(moment, "date-time"):
+                    return
+        except (ValueError, TypeError, OverflowError):
+            pass  # the reference judges it
+    validate(_TRAINING_SCHEMA, document, what="training record")
+
+
+def _analysis(cited: Sequence[_Read]) -> dict[str, Any] | None:
+    for read in reversed(cited):
+        result = read.result
+        found = result.get("analysis") if isinstance(result, Mapping) else None
+        if isinstance(found, Mapping) and isinstance(found.get("metrics"), Mapping):
+            return dict(found)
+    return None
+
+
+def _context(analysis: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not analysis:
+        return {}
+    metrics = analysis["metrics"]
+    out = {}
+    for name, item in sorted(metrics.items()):
+        if isinstance(item, Mapping) and item.get("context") is True:
+            out[str(name)] = _number(item.get("baseline"))
+    return out
+
+
+def _money_per_hour(analysis: Mapping[str, Any] | None) -> float | None:
+    """The baseline of the money-per-time metric, per hour; None if none, or mixed currencies."""
+    if not analysis:
+        return None
+    found: list[tuple[str, float]] = []
+    for _, item in sorted(analysis["metrics"].items()):
+        unit = item.get("unit") if isinstance(item, Mapping) else None
+        if not isinstance(unit, Mapping):
+            continue
+        dimension = str(unit.get("dimension") or "")
+        currency, _, per = dimension.partition("/")
+        baseline, factor = _number(item.get("baseline")), _number(unit.get("factor"))
+        if currency in _CURRENCIES and per == "time" and baseline is not None and factor is not None:
+            found.append((currency, baseline * factor * 3600.0))
+    if not found or len({c for c, _ in found}) > 1:
+        return None
+    return float(found[0][1])
+
+
+def _changed_paths(genesis: _Read | None, cited: Sequence[_Read]) -> list[str]:
+    sources: list[Any] = []
+    if genesis is not None and isinstance(genesis.result, Mapping):
+        metadata = genesis.result.get("metadata")
+        if isinstance(metadata, Mapping) and isinstance(metadata.get("deployment"), Mapping):
+            sources.append(metadata["deployment"].get("changed_files"))
+    for read in cited:
+        if isinstance(read.result, Mapping):
+            outputs = read.result.get("outputs")
+            if isinstance(outputs, Mapping):
+                sources.append(outputs.get("changed_files"))
+    for source in sources:
+        if isinstance(source, list) and source and all(isinstance(p, str) for p in source):
+            return [p for p in source if p.strip()]
+        if isinstance(source, str) and source.strip():
+            return [line.strip() for line in source.splitlines() if line.strip()]
+    return []
+
+
+def _imported(record: Mapping[str, Any], training: _Read, genesis: _Read | None) -> bool:
+    """True when 'afdp import' wrote the evidence: its signed predicates say
+    ``"imported": true`` (the ledger marks every record of an imported branch alike), and
+    so does its training record."""
+    marks = [record.get("imported"), training.predicate.get("imported")]
+    if genesis is not None:
+        marks.append(genesis.predicate.get("imported"))
+    return any(mark is True for mark in marks)
+
+
+# -- changed file kinds ----------------------------------------------------------------------
+_DEPENDENCY_FILES = {
+    "requirements.txt", "pyproject.toml", "poetry.lock", "pipfile", "pipfile.lock", "setup.py",
+    "setup.cfg", "package.json", "package-lock.json", "yarn.lock", "pnpm-lock.yaml", "go.mod",
+    "go.sum", "cargo.toml", "cargo.lock", "gemfile", "gemfile.lock", "pom.xml", "build.gradle",
+    "build.gradle.kts", "composer.json", "composer.lock", "uv.lock",
+}
+_INFRA_DIRS = ("deploy", "deployment", "deployments", "k8s", "kubernetes", "helm", "charts", "terraform", "infra", ".github", ".gitlab", "ansible")
+_INFRA_EXT = (".tf", ".tfvars", ".hcl")
+_DOC_EXT = (".md", ".rst", ".adoc", ".txt")
+_FRONTEND_EXT = (".js", ".jsx", ".ts", ".tsx", ".vue", ".svelte", ".css", ".scss", ".sass", ".less", ".html")
+_CONFIG_EXT = (".yaml", ".yml", ".json", ".toml", ".ini", ".cfg", ".conf", ".env", ".properties", ".xml")
+_CODE_EXT = (
+    ".py", ".go", ".java", ".kt", ".scala", ".rb", ".rs", ".c", ".cc", ".cpp", ".h", ".hpp",
+    ".cs", ".php", ".swift", ".m", ".ex", ".exs", ".erl", ".clj", ".sh", ".pl", ".lua", ".r",
+)
+
+
+def classify_path(path: str) -> str:
+    """Return the kind of a changed file path, by the first rule that matches:
+
+    ``migration`` (a migrations folder or ``.sql``), ``test``, ``dependencies`` (lock and
+    manifest files), ``infrastructure`` (Dockerfile, Terraform, deploy/k8s/helm/CI
+    folders), ``docs``, ``frontend``, ``config``, ``code``, else ``other``.
+    """
+    lowered = path.strip().replace("\\", "/").lower()
+    parts = [p for p in lowered.split("/") if p]
+    name = parts[-1] if parts else ""
+    folders = parts[:-1]
+    stem_ext = "." + name.rsplit(".", 1)[1] if "." in name else ""
+    if any("migration" in p for p in folders) or stem_ext == ".sql" or "migration" in name:
+        return "migration"
+    if (
+        any(p in ("test", "tests", "spec", "specs", "__tests__") for p in folders)
+        or name.startswith("test_")
+        or any(name.endswith(s) for s in ("_test.go", "_test.py", ".test.js", ".test.ts", ".spec.js", ".spec.ts", "_spec.rb"))
+    ):
+        return "test"
+    if name in _DEPENDENCY_FILES or (name.startswith("requirements") and stem_ext in (".txt", ".in")):
+        return "dependencies"
+    if name.startswith("dockerfile") or name in ("docker-compose.yml", "docker-compose.yaml", "compose.yaml", "compose.yml") or stem_ext in _INFRA_EXT or any(p in _INFRA_DIRS for p in folders):
+        return "infrastructure"
+    if stem_ext in _DOC_EXT or "docs" in folders or "doc" in folders:
+        return "docs"
+    if stem_ext in _FRONTEND_EXT:
+        return "frontend"
+    if stem_ext in _CONFIG_EXT:
+        return "config"
+    if stem_ext in _CODE_EXT:
+        return "code"
+    return "other"
+
+
+# -- small helpers ---------------------------------------------------------------------------
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else None
+
+
+def _iso(text: Any) -> str | None:
+    """Normalize a recorded time to ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (UTC)."""
+    moment = _parse_time(text)
+    if moment is None:
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _utc_bound(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

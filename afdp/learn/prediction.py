@@ -1,0 +1,193 @@
+"""Predictions: a planned deployment's expected impact, as intervals, and what they rest on.
+
+:func:`predict_from_rows` trains (or reuses a verified recorded) impact model
+(:mod:`afdp.learn.model`) on the verified history and returns a :class:`Prediction`: per
+metric the expected increase with its conformal interval, the money lost per hour, the
+model's cross-validated coverage, the similar past deployments behind it
+(:mod:`afdp.learn.similar`), and what it cites: the model record's digest, the dataset
+digest and the record digests of the neighbours. With too little history the Prediction
+says so (``not enough history: N deployments, needs M``) and holds no number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from afdp.learn.features import Planned
+from afdp.learn.model import (
+    CONFIDENCE,
+    MIN_HISTORY,
+    MODEL_FORMAT,
+    MONEY,
+    FittedModel,
+    TrainingSet,
+    find_model,
+    not_enough,
+    record_model,
+    refit,
+    target_label,
+    targets_of,
+    train,
+)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a planned deployment is expected to do, and everything it rests on."""
+
+    service: str
+    query: Planned
+    status: str  # "ok" or "not_enough_history"
+    reason: str | None
+    confidence: float
+    dataset_digest: str | None
+    history_rows: int
+    model_record: str | None = None
+    model_note: str | None = None
+    impact: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    money_lost_per_hour: Mapping[str, Any] | None = None
+    coverage: Mapping[str, Any] | None = None
+    similar: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        similar = self.similar.to_json() if self.similar is not None else None
+        cites: list[str] = []
+        if self.model_record:
+            cites.append(self.model_record)
+        if similar:
+            for n in similar["neighbours"]:
+                cites.extend(n["record_digests"])
+        return {
+            "service": self.service,
+            "status": self.status,
+            "reason": self.reason,
+            "query": self.query.to_json(),
+            "confidence_level": self.confidence,
+            "impact": {k: dict(v) for k, v in self.impact.items()},
+            "money_lost_per_hour": dict(self.money_lost_per_hour) if self.money_lost_per_hour else None,
+            "model": {
+                "record": self.model_record,
+                "recorded": self.model_record is not None,
+                "note": self.model_note,
+                "dataset_digest": self.dataset_digest,
+                "history_rows": self.history_rows,
+                "format": MODEL_FORMAT,
+            },
+            "quality": dict(self.coverage) if self.coverage else None,
+            "similar": similar,
+            "cites": {"model_record": self.model_record, "dataset_digest": self.dataset_digest,
+                      "records": list(dict.fromkeys(cites))},
+        }
+
+
+def predict_from_rows(
+    rows: Sequence[Mapping[str, Any]],
+    planned: Planned,
+    *,
+    service: str,
+    dataset_digest: str,
+    confidence: float = CONFIDENCE,
+    repository: Path | str | None = None,
+    policy: Any = None,
+    signer: Any = None,
+    tsa_urls: Sequence[str] = (),
+    excluded: int = 0,
+) -> Prediction:
+    """Predict ``planned``'s impact from the verified history ``rows``.
+
+    With ``repository`` and ``policy``: a verified model record of this dataset is
+    reused (refit and fingerprint-checked); otherwise the model is trained, and recorded
+    when ``signer`` and ``tsa_urls`` are given. Too little history gives a Prediction
+    with status ``not_enough_history`` and the reason, never a number.
+
+    Raises:
+        ModelUnusable: the model branch did not verify, or a refit differs.
+        SigningError / TimestampError / StorageError: the model could not be recorded.
+    """
+    from afdp.learn.similar import find_similar
+
+    use_load = planned.load is not None
+    base: dict[str, Any] = {"service": service, "query": planned, "confidence": confidence,
+            "dataset_digest": dataset_digest, "history_rows": len(rows)}
+    targets = targets_of(rows)
+    if len(rows) < MIN_HISTORY or not targets:
+        return Prediction(status="not_enough_history", reason=not_enough(len(rows)), **base)
+    record: str | None = None
+    note: str | None = None
+    model: FittedModel | None = None
+    document: Mapping[str, Any] | None = None
+    if repository is not None and policy is not None:
+        found = find_model(repository, policy, service=service, dataset_digest=dataset_digest,
+                           confidence=confidence, use_load=use_load)
+        if found is not None:
+            model, document, record = refit(found.document), found.document, found.digest
+            note = "recorded model of this dataset, refit and fingerprint-checked"
+    if model is None:
+        training = TrainingSet.of(rows, service=service, dataset_digest=dataset_digest, use_load=use_load)
+        model, fresh = train(training, confidence=confidence)
+        document = fresh
+        if repository is not None and signer is not None and tsa_urls:
+            record = record_model(repository, fresh, signer=signer, tsa_urls=tsa_urls)
+            note = "trained now and recorded"
+        else:
+            note = "trained now, not recorded (give a key and a TSA to record it)"
+    assert document is not None
+    predicted = model.predict([planned])
+    impact = {
+        target_label(t): {"target": t, "statistic": "increase (impact - baseline, metric unit)", **v[0]}
+        for t, v in predicted.items() if t != MONEY
+    }
+    money = predicted.get(MONEY, [None])[0]
+    similar = find_similar(rows, planned, service=service, dataset_digest=dataset_digest, excluded=excluded)
+    return Prediction(
+        status="ok",
+        reason=None,
+        model_record=record,
+        model_note=note,
+        impact=impact,
+        money_lost_per_hour=None if money is None else {"target": MONEY, **money},
+        coverage=document.get("coverage"),
+        similar=similar,
+        **base,
+    )
+
+
+def predict_impact(
+    repository: Path | str,
+    trust_policy: Any,
+    *,
+    service: str,
+    planned: Planned,
+    confidence: float = CONFIDENCE,
+    signer: Any = None,
+    tsa_urls: Sequence[str] = (),
+) -> Prediction:
+    """Load the verified history of ``service`` and predict ``planned``'s impact
+    (:func:`predict_from_rows`).
+
+    Raises:
+        AfdpError: as :func:`afdp.learn.history.load_history` and :func:`predict_from_rows`.
+    """
+    from afdp.learn.source import history_of, trust_of
+
+    policy = trust_of(repository, trust_policy)
+    history = history_of(repository, trust_policy, service=service)
+    return predict_from_rows(
+        history.rows,
+        planned,
+        service=service,
+        dataset_digest=history.digest,
+        confidence=confidence,
+        repository=repository,
+        policy=policy,
+        signer=signer,
+        tsa_urls=tsa_urls,
+        excluded=len(history.excluded),
+    )
+
+
+
+__all__ = ["Prediction", "predict_from_rows", "predict_impact"]

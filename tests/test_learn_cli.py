@@ -1,0 +1,189 @@
+"""Models as evidence (real repository, real TSA), the CLI's answers on too little history
+and bad input, and the predictive steps of a real run (afdp run --no-prefect)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from learn_rows import rows
+
+from afdp.evidence import records as rec
+from afdp.evidence.ledger import append_record
+from afdp.evidence.trust import load_trust_policy
+from afdp.learn.features import Planned
+from afdp.learn.model import MIN_HISTORY, MODELS, ModelUnusable, load_model, recorded_models
+from afdp.learn.prediction import predict_from_rows
+
+PLANNED = Planned.of(change_size=800, changed_files=20, kinds=["migration"], at=datetime(2026, 12, 7, 14, tzinfo=UTC),
+                     environment="production")
+
+
+def test_a_model_is_recorded_verified_reused_and_refused_when_foreign(repo, signer, attacker, tsa, trust_file):
+    history = rows(30, seed=5)
+    policy = load_trust_policy(trust_file)
+    first = predict_from_rows(history, PLANNED, service="api", dataset_digest="a" * 64, repository=repo,
+                              policy=policy, signer=signer, tsa_urls=[tsa.url])
+    assert first.model_record and first.model_note == "trained now and recorded"
+    models = recorded_models(repo, policy, service="api")
+    assert [m.digest for m in models] == [first.model_record]
+    assert models[0].dataset_digest == "a" * 64
+    cited = dict(zip(models[0].document["training"]["deployments"], models[0].document["training"]["record_digests"], strict=True))
+    assert cited == {r["deployment"]: r["record_digests"] for r in history}
+    # the same dataset again: the recorded model is refit, fingerprint-checked and cited
+    again = predict_from_rows(history, PLANNED, service="api", dataset_digest="a" * 64, repository=repo, policy=policy)
+    assert again.model_record == first.model_record and "recorded model" in str(again.model_note)
+    assert again.impact == first.impact
+    document = again.to_json()
+    assert document["cites"]["model_record"] == first.model_record and document["cites"]["dataset_digest"] == "a" * 64
+    _, fitted = load_model(repo, policy, service="api", digest=first.model_record[:16])
+    assert fitted.fingerprint() == models[0].document["fingerprint"]["sha256"]
+    # a record by a key the trust policy does not name: nothing on the branch is used
+    draft = rec.RecordDraft(kind=rec.KIND_STEP, step="model", result=models[0].document)
+    append_record(repo, service=MODELS, deployment="api", draft=draft, signer=attacker, tsa_urls=[tsa.url])
+    with pytest.raises(ModelUnusable, match="did not verify"):
+        recorded_models(repo, policy, service="api")
+
+
+def test_cli_predict_with_no_history_says_not_enough_and_exits_0(cli, repo, trust_file):
+    result = cli("predict", "--repo", str(repo), "--trust", str(trust_file), "--service", "api",
+                 "--change-size", "100", "--kinds", "migration", "--at", "2026-12-07T14:00:00Z", "--json")
+    assert result.code == 0, result.err
+    document = result.json()
+    assert document["status"] == "not_enough_history"
+    assert document["reason"] == f"not enough history: 0 deployments, needs {MIN_HISTORY}"
+    assert document["impact"] == {} and document["model"]["record"] is None
+    human = cli("predict", "--repo", str(repo), "--trust", str(trust_file), "--service", "api", "--change-size", "100")
+    assert human.code == 0 and "not enough history: 0 deployments" in human.out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("similar", "--service", "api"), "give one of --deployment, --commit or planned"),
+        (("similar", "--service", "api", "--deployment", "d-1", "--change-size", "3"), "give one of"),
+        (("similar", "--service", "api", "--deployment", "d-404"), "no verified deployment 'd-404'"),
+        (("predict", "--service", "api", "--at", "tomorrow"), "not an RFC 3339 time"),
+        (("predict", "--service", "api", "--at", "2026-12-07T14:00:00"), "needs a timezone"),
+        (("predict", "--service", "a/b"), "invalid service name"),
+        (("predict", "--service", "api", "--key", "k.pem"), "No such file"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(cli, repo, trust_file, args, message):
+    result = cli(*args[:1], "--repo", str(repo), "--trust", str(trust_file), *args[1:])
+    assert result.code == 2, (result.out, result.err)
+    assert message in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_cli_insights_on_empty_history(cli, repo, trust_file, tmp_path):
+    page = tmp_path / "insights.html"
+    result = cli("insights", "--repo", str(repo), "--trust", str(trust_file), "--json", "--html", str(page))
+    assert result.code == 0, result.err
+    document = result.json()
+    assert document["rows"] == 0 and document["notable"] == []
+    assert page.read_text().startswith("<!DOCTYPE html>")
+
+
+PREDICTIVE = """\
+name: predictive
+version: "1"
+before_deployment:
+  - analyze_similar_past_deployments
+  - predict_likely_impact
+  - recommend_deployment_window
+  - suggest_rollback_threshold
+workflow:
+  deployment:
+    - mark_deployment_time
+    - capture_deployment_metadata: [git_commit]
+"""
+
+
+def test_run_records_predictive_steps_as_skipped_with_the_reason(cli, tmp_path, repo, keys, tsa, trust_file):
+    from afdp.verify import check_branch
+
+    path = tmp_path / "wf.yaml"
+    path.write_text(PREDICTIVE)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nname: test-permissive\nallowed_collector_types: [prometheus, scrape, sql, rest]\n")
+    base = ["run", str(path), "--policy", str(policy), "--service", "api", "--commit", "abc", "--repo", str(repo),
+            "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--no-prefect", "--json"]
+    with_trust = cli(*base, "--deployment", "d-1", "--trust", str(trust_file))
+    assert with_trust.code == 0, with_trust.err
+    steps = {s["name"]: s for s in with_trust.json()["steps"]}
+    assert steps["predict_likely_impact"]["status"] == "skipped"
+    assert f"not enough history: 0 deployments, needs {MIN_HISTORY}" in steps["predict_likely_impact"]["summary"]
+    assert "not enough history: 0 deployments, needs 1" in steps["analyze_similar_past_deployments"]["summary"]
+    assert "not enough history" in steps["recommend_deployment_window"]["summary"]
+    assert "not enough history: 0 benign deployments" in steps["suggest_rollback_threshold"]["summary"]
+    without = cli(*base, "--deployment", "d-2")
+    assert without.code == 0, without.err
+    steps = {s["name"]: s for s in without.json()["steps"]}
+    assert all("no trust policy was given (afdp run --trust)" in steps[n]["summary"] for n in (
+        "analyze_similar_past_deployments", "predict_likely_impact"))
+    report = check_branch(repo, service="api", deployment="d-1", policy=load_trust_policy(trust_file))
+    assert report.ok, report.failures
+    assert json.dumps(with_trust.json())  # the outcome stays JSON
+
+
+GATED = """\
+name: gated
+version: "1"
+collectors:
+  shop:
+    type: rest
+    url: https://shop.example/api
+metrics:
+  revenue_per_hour:
+    collector: shop
+    select: revenue
+    unit: $/h
+    better: higher
+before_deployment:
+  - predict_likely_impact
+workflow:
+  deployment:
+    - mark_deployment_time
+  post_deployment:
+    - decisions
+decisions:
+  hold_risky_deploy:
+    condition: steps.predict_likely_impact.predicted_revenue_loss_per_hour_high > $1500_per_hour
+    action: alert
+"""
+
+
+def test_a_decision_gates_on_a_predicted_revenue_loss(tmp_path):
+    """The docs' example: the condition validates, and the recorded prediction (plain
+    numbers plus the currency) is compared in money per hour; a skipped prediction is
+    undecidable, so the decision is not taken (fail closed)."""
+    from afdp.pipeline.runner.outputs import typed_outputs
+    from afdp.workflow import load_workflow
+    from afdp.workflow.expressions import parse_expression
+
+    path = tmp_path / "gated.yaml"
+    path.write_text(GATED)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nname: test-permissive\nallowed_collector_types: [prometheus, scrape, sql, rest]\n")
+    workflow = load_workflow(path, policy=policy)
+    step = workflow.step("predict_likely_impact")
+    condition = parse_expression("steps.predict_likely_impact.predicted_revenue_loss_per_hour_high > $1500_per_hour")
+    recorded = {"predicted_revenue_loss_per_hour": 1200.0, "predicted_revenue_loss_per_hour_low": 1000.0,
+                "predicted_revenue_loss_per_hour_high": 1600.0, "currency": "USD",
+                "predicted": {"revenue_per_hour": {"increase": -1200.0, "low": -1600.0, "high": -1000.0}}}
+    typed = typed_outputs(workflow, step, recorded)
+    assert condition.evaluate({"steps": {"predict_likely_impact": typed}}) is True
+    lower = typed_outputs(workflow, step, {**recorded, "predicted_revenue_loss_per_hour_high": 1400.0})
+    assert condition.evaluate({"steps": {"predict_likely_impact": lower}}) is False
+    per_metric = parse_expression("steps.predict_likely_impact.predicted.revenue_per_hour.low < -$1500_per_hour")
+    assert per_metric.evaluate({"steps": {"predict_likely_impact": typed}}) is True
+    from afdp.workflow.expressions.nodes import EvaluationError
+
+    with pytest.raises(EvaluationError):  # undecidable: the runner treats it as not met
+        condition.evaluate({"steps": {"predict_likely_impact": {}}})
+
+
+def test_cli_insights_unwritable_html_is_exit_3(cli, repo, trust_file, tmp_path):
+    result = cli("insights", "--repo", str(repo), "--trust", str(trust_file), "--html", str(tmp_path / "no" / "dir" / "x.html"))
+    assert result.code == 3 and "cannot write" in result.err and len(result.err.strip().splitlines()) == 1
