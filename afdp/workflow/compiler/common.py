@@ -59,6 +59,7 @@ class _Base:
         self.replaced: dict[str, Step] = {}  # steps rebuilt after they were built (by name)
         self.step_paths: dict[str, DocPath] = {}  # where each written step is
         self.context_metrics: tuple[str, ...] = ()  # context: metrics, added to captures
+        self.service_names: tuple[str, ...] = ()  # services: watched together (compiler/services.py)
 
     def fail(self, path: DocPath, message: str, *, prefer_key: bool = False) -> None:
         self.findings.append(self.doc.finding(path, message, prefer_key=prefer_key))

@@ -66,6 +66,7 @@ class _Compiler(_Steps, _Decisions, _Notifications, _Predictive, _Context):
 
         data = self.data
         self.compile_variables()
+        services = self.compile_services()
         self.compile_collectors()
         self.compile_metrics()
         self.compile_context()
@@ -135,6 +136,7 @@ class _Compiler(_Steps, _Decisions, _Notifications, _Predictive, _Context):
             boundary=self.boundary,
             integrity=integrity,
             context=self.context_metrics,
+            services=services,
         )
 
 
