@@ -23,7 +23,7 @@ import json
 import shutil
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -107,6 +107,24 @@ def _step(outcome: dict, name: str) -> dict:
     return next(s for s in outcome["steps"] if s["name"] == name)
 
 
+def _record(repo: Path, deployment: str, step: str) -> dict:
+    """The predicate of ``step``'s record, read from the evidence branch with pygit2."""
+    import base64
+
+    import pygit2
+
+    git = pygit2.Repository(str(repo))
+    tree = git.get(git.references[f"refs/heads/afdp/payment_service/{deployment}"].target).tree
+    records = tree["records/000"]
+    name = next(e.name for e in git.get(records.id) if e.name.split("-", 1)[1] == step)
+    envelope = json.loads(git.get(tree[f"records/000/{name}/envelope.json"].id).data)
+    return json.loads(base64.b64decode(envelope["payload"]))["predicate"]
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 @pytest.mark.slow
 def test_a_cascade_is_recorded_in_order_with_per_service_evidence(tmp_path, cli, prometheus_server, keys, tsa, trust_file):
     workflow = _workflow(tmp_path, short=True)
@@ -128,8 +146,34 @@ def test_a_cascade_is_recorded_in_order_with_per_service_evidence(tmp_path, cli,
     assert correlate["status"] == "ok", correlate
     assert correlate["summary"].startswith("cascade: degraded in order: payment_service -> user_service"), correlate
     assert outcome["decision"]["action"] == "alert" and outcome["decision"]["label"] == "degraded"
+    assert "payment_service" in outcome["decision"]["reason"] and "user_service" in outcome["decision"]["reason"]
     verified = cli("verify", "--repo", str(repo), "--service", "payment_service", "--deployment", "xs-cascade", "--trust", str(trust_file))
     assert verified.code == 0, verified.out + verified.err
+    # The evidence, as committed: each service's series and rendered query in the one window.
+    captured = _record(repo, "xs-cascade", "capture_impact")
+    for service in SERVICES:
+        for metric in ("response_time", "error_rate"):
+            key = f"{metric}@{service}"
+            assert captured["result"]["series"][key]["samples"] >= 20, captured["result"]["series"][key]
+            assert f'service="{service}"' in captured["provenance"][key]["query"]
+        assert captured["result"]["outputs"]["services"][service]["response_time"]["count"] >= 20
+    window = captured["result"]["window"]
+    # The correlation record: who degraded, when, in what order.
+    record = _record(repo, "xs-cascade", "correlate_services")["result"]
+    cascade = record["cascade_failures"]
+    assert cascade["cascade_detected"] is True and cascade["degraded_in_order"] == ["payment_service", "user_service"]
+    assert cascade["services"]["api_gateway"]["degraded"] is False and cascade["services"]["api_gateway"]["onset"] is None
+    payment, users = (_time(cascade["services"][s]["onset"]) for s in ("payment_service", "user_service"))
+    assert _time(window["start"]) <= payment < users <= _time(window["end"]), (window, cascade["order"])
+    # user_service's onset follows its own deployment (the rate window is 3 s).
+    assert users >= started["user_service"] - timedelta(seconds=1), (users, started["user_service"])
+    assert payment < started["user_service"] + timedelta(seconds=1)
+    assert cascade["order"][1]["lag_seconds"] > 0
+    dependencies = record["performance_dependencies"]["metrics"]["response_time"]
+    assert set(dependencies) == {"api_gateway~payment_service", "api_gateway~user_service", "payment_service~user_service"}
+    assert all(e["n"] >= 10 and e["status"] in ("ok", "undefined") for e in dependencies.values()), dependencies
+    money = record["business_impact_combined"]
+    assert money["loss_per_hour"] is None and money["status"] == "not_enough_data" and money["reason"]
 
 
 @pytest.mark.slow

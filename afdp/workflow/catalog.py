@@ -492,13 +492,12 @@ CORRELATIONS = (
 MIN_CORRELATION_DEPLOYMENTS = 5
 #: Cross-service correlation (``services:`` + ``correlate:``): the figures, the name of
 #: the step that computes them (after the last per-service analysis), the fewest paired
-#: samples a pairwise correlation needs (below: "not enough samples"), and how many
-#: consecutive impact samples beyond a metric's limit make the onset of a degradation
-#: (one sample over the limit is noise, not an onset).
+#: samples a pairwise correlation needs (below: "not enough samples"), and the fewest
+#: impact samples after a degradation's onset (the later segment of the change point).
 SERVICE_FIGURES = ("cascade_failures", "performance_dependencies", "business_impact_combined")
 SERVICES_STEP = "correlate_services"
 MIN_DEPENDENCE_SAMPLES = 10
-CASCADE_PERSISTENCE = 3
+CASCADE_MIN_SEGMENT = 3
 #: What a per-service analysis adds to conditions (beside ``<service>.<metric>.<field>``
 #: and ``<service>.any_degradation``...), and what the correlation step outputs.
 SERVICE_ANALYSIS_SUMMARY: Mapping[str, str] = {

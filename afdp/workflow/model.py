@@ -377,7 +377,8 @@ class CrossService:
     (a step name) and its ``impact`` capture's series.
 
     ``min_samples`` is the fewest paired samples a pairwise correlation needs,
-    ``persistence`` how many consecutive samples beyond a limit make an onset.
+    ``min_segment`` the fewest impact samples after an onset (the change point's later
+    segment).
     """
 
     services: tuple[str, ...]
@@ -385,7 +386,7 @@ class CrossService:
     analysis: str
     impact: str
     min_samples: int
-    persistence: int
+    min_segment: int
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,12 @@ impact window's series with their timestamps. Nothing here re-judges a service: 
 service *degraded* exactly when its analysis says a metric degraded.
 
 - :func:`cascade_failures`: for every metric the analysis found degraded, its **onset**
-  is the timestamp of the first impact sample from which ``persistence`` consecutive
-  samples are beyond the metric's **limit** (one sample beyond it is noise, not an
-  onset). The limit is where the analysis' watching threshold starts to be exceeded,
+  is the time its series changed level: the least-squares change point of the baseline
+  samples followed by the impact samples (the split in the impact window that minimizes
+  the squared deviations of both segments from their own means; the later segment at
+  least ``min_segment`` samples), kept when the later segment's median is beyond the
+  metric's **limit** (a single sample beyond it is noise, not an onset; a regression
+  present from the window's start has its onset at the first impact sample). The limit is where the analysis' watching threshold starts to be exceeded,
   from the baseline's central value: ``baseline + limit`` (absolute), ``baseline x (1 +
   limit)`` (relative), ``baseline x factor`` (factor), mirrored for ``better: higher``;
   of several, the one crossed first. A metric degraded by the test alone (no threshold
@@ -107,15 +110,51 @@ def limit_level(
     return float(extreme), f"the baseline's worst sample ({extreme:.6g}): no threshold watches it"
 
 
-def onset(samples: Samples, level: float, sign: int, persistence: int) -> float | None:
-    """Return the time of the first sample from which ``persistence`` consecutive
-    samples are beyond ``level`` the worse way (``sign``), or None."""
-    run = 0
-    for index, (_, value) in enumerate(samples):
-        run = run + 1 if sign * (value - level) > 0 else 0
-        if run >= persistence:
-            return samples[index - persistence + 1][0]
-    return None
+def change_point(before: Sequence[float], after: Sequence[float], min_segment: int) -> int | None:
+    """Return where in ``after`` the series ``before + after`` changes level: the index
+    ``k`` of ``after`` that minimizes the squared deviations of the two segments
+    ``before + after[:k]`` and ``after[k:]`` from their own means (a least-squares
+    single change point), the later segment holding at least ``min_segment`` samples.
+    None when ``after`` is shorter than that.
+    """
+    values = [*before, *after]
+    total = len(values)
+    if len(after) < max(min_segment, 1):
+        return None
+    sums = [0.0]
+    squares = [0.0]
+    for value in values:
+        sums.append(sums[-1] + value)
+        squares.append(squares[-1] + value * value)
+
+    def sse(i: int, j: int) -> float:
+        if j <= i:
+            return 0.0
+        s = sums[j] - sums[i]
+        return squares[j] - squares[i] - s * s / (j - i)
+
+    offset = len(before)
+    best = min(
+        range(0, len(after) - max(min_segment, 1) + 1),
+        key=lambda k: (sse(0, offset + k) + sse(offset + k, total), k),
+    )
+    return best
+
+
+def onset(
+    baseline: Sequence[float], samples: Samples, level: float, sign: int, min_segment: int
+) -> float | None:
+    """Return the time the impact ``samples`` shifted beyond ``level`` the worse way
+    (``sign``): the :func:`change_point` after the ``baseline`` values, when the median
+    of the samples from there on is beyond the level (a median: one spike does not make
+    a shift); None otherwise."""
+    values = [value for _, value in samples]
+    k = change_point(baseline, values, min_segment)
+    if k is None:
+        return None
+    if sign * (statistics.median(values[k:]) - level) <= 0:
+        return None
+    return samples[k][0]
 
 
 def cascade_failures(
@@ -124,12 +163,13 @@ def cascade_failures(
     series: Mapping[str, Mapping[str, Samples]],
     thresholds: Sequence[Threshold],
     *,
-    persistence: int,
+    baselines: Mapping[str, Mapping[str, Sequence[float]]],
+    min_segment: int,
 ) -> dict[str, Any]:
     """Return which services degraded and in what order (see the module docstring).
 
     ``analyses``: each service's analysis document; ``series``: each service's impact
-    series per metric.
+    series per metric; ``baselines``: each service's baseline values per metric.
     """
     per_service: dict[str, Any] = {}
     for service in services:
@@ -142,12 +182,13 @@ def cascade_failures(
             factor = float((metric.get("unit") or {}).get("factor") or 1.0)
             level, how = limit_level(metric, thresholds, factor)
             samples = (series.get(service) or {}).get(name) or ()
-            found = onset(samples, level, worse_sign(metric), persistence) if level is not None else None
+            before = (baselines.get(service) or {}).get(name) or ()
+            found = onset(before, samples, level, worse_sign(metric), min_segment) if level is not None else None
             entry: dict[str, Any] = {"limit": level, "limit_from": how, "onset": _iso(found), "onset_unix": found}
             if found is None:
                 entry["reason"] = (
                     how if level is None
-                    else f"no {persistence} consecutive impact samples beyond the limit ({len(samples)} samples)"
+                    else f"no shift of the impact samples beyond the limit ({len(samples)} samples)"
                 )
             metrics[name] = entry
         onsets = [(m["onset_unix"], name) for name, m in metrics.items() if m["onset_unix"] is not None]
@@ -188,7 +229,9 @@ def cascade_failures(
         reasons.append(f"could not be judged: {', '.join(unknown)}")
     return {
         "status": "ok",
-        "persistence": persistence,
+        "method": "least-squares change point of the baseline then impact samples; onset when "
+        "the later segment's median is beyond the metric's limit",
+        "min_segment": min_segment,
         "cascade_detected": detected,
         "degraded_in_order": [item["service"] for item in order],
         "first_degraded": order[0]["service"] if order else None,
@@ -329,6 +372,7 @@ __all__ = [
     "business_impact_combined",
     "cascade_failures",
     "limit_level",
+    "change_point",
     "onset",
     "performance_dependencies",
     "service_money",

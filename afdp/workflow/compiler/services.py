@@ -234,7 +234,7 @@ class _Services(_Analyses):
                 analysis=analysis.name,
                 impact=params.impact,
                 min_samples=catalog.MIN_DEPENDENCE_SAMPLES,
-                persistence=catalog.CASCADE_PERSISTENCE,
+                min_segment=catalog.CASCADE_MIN_SEGMENT,
             ),
             description="cross-service correlation: " + ", ".join(figures),
             location=self.location(item.path),
@@ -250,9 +250,10 @@ def _depends_on_service(collector: Collector) -> bool:
 
 _FIGURE_NOTES = {
     "cascade_failures": (
-        "cascade_failures: which services degraded and in what order, by the first impact "
-        f"sample from which a degraded metric stays beyond its limit for {catalog.CASCADE_PERSISTENCE} "
-        "samples (cascade_detected: two or more did)"
+        "cascade_failures: which services degraded and in what order, by when each degraded "
+        "metric's series changed level (the least-squares change point of its baseline then "
+        "impact samples, the shifted segment's median beyond the metric's limit; cascade_detected: "
+        "two or more services degraded)"
     ),
     "performance_dependencies": (
         "performance_dependencies: Pearson's r of each pair of services' series of each "

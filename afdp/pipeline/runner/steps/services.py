@@ -119,6 +119,7 @@ def handle_services(run: RunState, step: Step, values: dict[str, Any]) -> StepRe
     analyze_step = workflow.step(params.analysis).params
     assert isinstance(analyze_step, Analyze)
     values_by_key = run.series.get(params.impact, {})
+    baseline_values = run.series.get(analyze_step.baseline, {})
     times_by_key = run.times.get(params.impact, {})
     series = {
         s: {
@@ -139,7 +140,14 @@ def handle_services(run: RunState, step: Step, values: dict[str, Any]) -> StepRe
         return StepResult("failed", {**result, "outputs": {}}, reason, error=reason)
     if "cascade_failures" in params.figures:
         cascade = cascade_failures(
-            params.services, per_service, series, analyze_step.thresholds, persistence=params.persistence
+            params.services,
+            per_service,
+            series,
+            analyze_step.thresholds,
+            baselines={
+                s: {m: baseline_values.get(f"{m}@{s}", []) for m in analyze_step.metrics} for s in params.services
+            },
+            min_segment=params.min_segment,
         )
         result["cascade_failures"] = cascade
         outputs["cascade_detected"] = cascade["cascade_detected"]
