@@ -379,3 +379,96 @@ def test_the_combined_business_impact_sums_what_is_known() -> None:
         ["payment", "eu"], {"payment": analyses["payment"], "eu": _money_document(9_000, 9_000, "€/hour", "EUR/time")}
     )
     assert mixed["status"] == "not_comparable" and mixed["loss_per_hour"] is None
+
+
+# --- a run, fast: a real /metrics page on loopback ------------------------------------------
+
+
+class _Exporter:
+    """``busy_workers{service=...}`` for the given services, on a loopback port."""
+
+    def __init__(self, levels: dict[str, float]) -> None:
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        from prometheus_client import CollectorRegistry, Gauge
+        from prometheus_client.exposition import MetricsHandler
+
+        self.registry = CollectorRegistry()
+        self.gauge = Gauge("busy_workers", "Busy workers.", ["service"], registry=self.registry)
+        for service, level in levels.items():
+            self.gauge.labels(service=service).set(level)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), MetricsHandler.factory(self.registry))
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/metrics"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _scrape_workflow(tmp_path: Path, url: str) -> Path:
+    return _write(
+        tmp_path,
+        "name: busy_services\nservices: [a_svc, b_svc]\ncorrelate: [cascade_failures, business_impact_combined]\n"
+        f"collectors:\n  node: {{type: scrape, url: '{url}'}}\n"
+        "metrics:\n  busy: {collector: node, metric: busy_workers, labels: {service: '${service.name}'}, unit: count, better: lower}\n"
+        "workflow:\n  - capture_baseline: [busy]\n  - mark_deployment_time\n  - capture_impact: [busy]\n  - analyze_differences\n",
+    )
+
+
+def _run_once(tmp_path: Path, cli, keys, tsa, levels: dict[str, float], deployment: str) -> tuple[Path, dict]:
+    repo = tmp_path / "evidence"
+    assert cli("init", str(repo)).code == 0
+    exporter = _Exporter(levels)
+    try:
+        result = cli(
+            "run", str(_scrape_workflow(tmp_path, exporter.url)), "--service", "a_svc", "--deployment", deployment,
+            "--repo", str(repo), "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--no-prefect", "--json",
+        )  # fmt: skip
+    finally:
+        exporter.close()
+    assert result.code in (0, 1), result.out + result.err
+    return repo, json.loads(result.out)
+
+
+def test_a_run_records_each_service_and_the_correlation(tmp_path, cli, keys, tsa, trust_file) -> None:
+    repo, outcome = _run_once(tmp_path, cli, keys, tsa, {"a_svc": 3, "b_svc": 7}, "busy-1")
+    steps = {s["name"]: s for s in outcome["steps"]}
+    assert [s["name"] for s in outcome["steps"]][-3:] == ["analyze_differences", "correlate_services", "decisions"]
+    assert steps["capture_impact"]["status"] == "ok"
+    assert "per service (a_svc, b_svc)" in steps["capture_impact"]["summary"]
+    analysis = outcome["analysis"]
+    assert analysis["metrics"]["busy@a_svc"]["baseline"] == 3 and analysis["metrics"]["busy@b_svc"]["impact"] == 7
+    assert analysis["summary"]["any_degradation"] is False and set(analysis["services"]) == {"a_svc", "b_svc"}
+    assert steps["analyze_differences"]["summary"] == "a_svc ok; b_svc ok"
+    assert steps["correlate_services"]["status"] == "ok"
+    assert "no service degraded" in steps["correlate_services"]["summary"]
+    assert "combined business impact unknown" in steps["correlate_services"]["summary"]
+    assert outcome["decision"]["action"] == "mark_successful"
+    verified = cli("verify", "--repo", str(repo), "--service", "a_svc", "--deployment", "busy-1", "--trust", str(trust_file))
+    assert verified.code == 0, verified.out + verified.err
+
+
+def test_a_service_without_its_series_fails_the_capture_and_is_no_success(tmp_path, cli, keys, tsa) -> None:
+    _, outcome = _run_once(tmp_path, cli, keys, tsa, {"a_svc": 3}, "busy-2")
+    steps = {s["name"]: s for s in outcome["steps"]}
+    assert steps["capture_impact"]["status"] == "failed" and "busy@b_svc" in steps["capture_impact"]["summary"]
+    assert outcome["analysis"]["summary"]["inconclusive"] == ["busy@b_svc"]
+    assert outcome["decision"]["action"] == "alert" and outcome["decision"]["action"] != "mark_successful"
+
+
+def test_a_policy_may_require_the_cross_service_step(tmp_path, cli) -> None:
+    policy = _write(
+        tmp_path,
+        "version: 1\nrequired_steps:\n  - {name: cross_service, kind: services, description: every run correlates its services}\n",
+        "policy.yaml",
+    )
+    assert cli("validate", str(_seed(tmp_path)), "--policy", str(policy)).code == 0
+    without = _write(tmp_path, "name: x\nservices: [a_svc, b_svc]\n" + REST, "plain.yaml")
+    refused = cli("validate", str(without), "--policy", str(policy))
+    assert refused.code == 1 and "required_steps.cross_service" in refused.out + refused.err

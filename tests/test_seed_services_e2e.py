@@ -174,6 +174,12 @@ def test_a_cascade_is_recorded_in_order_with_per_service_evidence(tmp_path, cli,
     assert all(e["n"] >= 10 and e["status"] in ("ok", "undefined") for e in dependencies.values()), dependencies
     money = record["business_impact_combined"]
     assert money["loss_per_hour"] is None and money["status"] == "not_enough_data" and money["reason"]
+    # The report's baseline-vs-impact table has every service's rows.
+    out = tmp_path / "report.html"
+    report = cli("report", "--repo", str(repo), "--service", "payment_service", "--deployment", "xs-cascade", "--trust", str(trust_file), "--out", str(out))
+    assert report.code == 0, report.out + report.err
+    html = out.read_text("utf-8")
+    assert all(f"response_time@{service}" in html for service in SERVICES)
 
 
 @pytest.mark.slow
