@@ -452,6 +452,31 @@ def test_a_run_records_each_service_and_the_correlation(tmp_path, cli, keys, tsa
     assert outcome["decision"]["action"] == "mark_successful"
     verified = cli("verify", "--repo", str(repo), "--service", "a_svc", "--deployment", "busy-1", "--trust", str(trust_file))
     assert verified.code == 0, verified.out + verified.err
+    # The committed analysis is an analysis.v1 document (per service under services).
+    from afdp.errors import SchemaError
+    from afdp.evidence.schemas import validate
+
+    document = _predicate(repo, "a_svc", "busy-1", "analyze_differences")["result"]["analysis"]
+    validate("analysis.v1", document)
+    assert document["services"]["b_svc"]["summary"]["any_degradation"] is False
+    with pytest.raises(SchemaError):
+        validate("analysis.v1", {**document, "services": {"b_svc": {"verdict": "fine"}}})
+    correlation = _predicate(repo, "a_svc", "busy-1", "correlate_services")["result"]
+    assert correlation["cascade_failures"]["degraded_in_order"] == []
+    assert correlation["business_impact_combined"]["missing"] == ["a_svc", "b_svc"]
+
+
+def _predicate(repo: Path, service: str, deployment: str, step: str) -> dict:
+    """The predicate of ``step``'s record, read from the evidence branch with pygit2."""
+    import base64
+
+    import pygit2
+
+    git = pygit2.Repository(str(repo))
+    tree = git.get(git.references[f"refs/heads/afdp/{service}/{deployment}"].target).tree
+    name = next(e.name for e in git.get(tree["records/000"].id) if e.name.split("-", 1)[1] == step)
+    envelope = json.loads(git.get(tree[f"records/000/{name}/envelope.json"].id).data)
+    return json.loads(base64.b64decode(envelope["payload"]))["predicate"]
 
 
 def test_a_service_without_its_series_fails_the_capture_and_is_no_success(tmp_path, cli, keys, tsa) -> None:
@@ -472,3 +497,34 @@ def test_a_policy_may_require_the_cross_service_step(tmp_path, cli) -> None:
     without = _write(tmp_path, "name: x\nservices: [a_svc, b_svc]\n" + REST, "plain.yaml")
     refused = cli("validate", str(without), "--policy", str(policy))
     assert refused.code == 1 and "required_steps.cross_service" in refused.out + refused.err
+
+
+def test_phase_post_continues_per_service_and_judges_each_service(tmp_path, cli, keys, tsa, trust_file) -> None:
+    # --phase pre before the deploy, --phase post after it: the second run reads the
+    # baseline's per-service series back from the branch.
+    repo = tmp_path / "evidence"
+    assert cli("init", str(repo)).code == 0
+    exporter = _Exporter({"a_svc": 3, "b_svc": 3})
+    try:
+        workflow = _scrape_workflow(tmp_path, exporter.url)
+        common = ("--service", "a_svc", "--deployment", "busy-3", "--repo", str(repo), "--key", str(keys / "dev.key"),
+                  "--tsa", tsa.url, "--no-prefect", "--json")  # fmt: skip
+        pre = cli("run", str(workflow), "--phase", "pre", *common)
+        assert pre.code == 0, pre.out + pre.err
+        exporter.gauge.labels(service="b_svc").set(9)  # b_svc's deploy triples its busy workers
+        post = cli("run", str(workflow), "--phase", "post", *common)
+    finally:
+        exporter.close()
+    assert post.code == 0, post.out + post.err
+    outcome = json.loads(post.out)
+    assert outcome["analysis"]["metrics"]["busy@b_svc"]["degraded"] is True
+    assert outcome["analysis"]["metrics"]["busy@a_svc"]["degraded"] is False
+    steps = {s["name"]: s for s in outcome["steps"]}
+    assert steps["analyze_differences"]["summary"] == "a_svc ok; b_svc degraded (busy)"
+    # One sample a side: b_svc degraded, but no series to place an onset in.
+    correlation = _predicate(repo, "a_svc", "busy-3", "correlate_services")["result"]["cascade_failures"]
+    assert correlation["degraded_in_order"] == ["b_svc"] and correlation["cascade_detected"] is False
+    assert correlation["order"][0]["onset"] is None and correlation["reasons"]
+    assert outcome["decision"]["action"] == "alert" and "b_svc" in outcome["decision"]["reason"]
+    verified = cli("verify", "--repo", str(repo), "--service", "a_svc", "--deployment", "busy-3", "--trust", str(trust_file))
+    assert verified.code == 0, verified.out + verified.err
