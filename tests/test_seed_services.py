@@ -528,3 +528,11 @@ def test_phase_post_continues_per_service_and_judges_each_service(tmp_path, cli,
     assert outcome["decision"]["action"] == "alert" and "b_svc" in outcome["decision"]["reason"]
     verified = cli("verify", "--repo", str(repo), "--service", "a_svc", "--deployment", "busy-3", "--trust", str(trust_file))
     assert verified.code == 0, verified.out + verified.err
+
+
+def test_a_policys_metric_limit_counts_each_services_series(tmp_path, cli) -> None:
+    policy = _write(tmp_path, "version: 1\nlimits: {max_metrics: 4}\n", "policy.yaml")
+    refused = cli("validate", str(_seed(tmp_path)), "--policy", str(policy))  # 2 metrics x 3 services
+    assert refused.code == 1 and "captures 6 metrics (each service's series counts" in refused.out + refused.err
+    one = _write(tmp_path, "name: x\n" + REST, "one.yaml")
+    assert cli("validate", str(one), "--policy", str(policy)).code == 0

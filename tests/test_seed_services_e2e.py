@@ -3,15 +3,16 @@
 Real parts: three of the project's demo services (``api_gateway``, ``payment_service``,
 ``user_service``: each labels its series ``service="<name>"``), Debian's Prometheus
 scraping all three every second, the embedded TSA, a real evidence repository and
-``afdp run --no-prefect`` through the CLI.
+``afdp run`` through the CLI.
 
 - A cascade: ``payment_service`` is deployed (v2: +40 ms, 5% errors) just before the run
   and ``user_service`` regresses the same way a few seconds into the impact window;
   ``api_gateway`` stays on v1. The record names both degraded services in that order,
-  with per-service evidence (series, analysis), and the branch verifies.
-- No change: nobody regresses: no service degraded, no cascade, a success. This one is
-  the guide's snippet verbatim with the catalog's ``response_time`` (the list form's
-  default reading: ``service="<name>"``). The catalog's ``error_rate`` is left out here:
+  with per-service evidence (series, analysis), the branch verifies, and the report has
+  every service's rows (``--no-prefect``).
+- No change (as a Prefect flow): nobody regresses: no service degraded, no cascade, a
+  success. This one is the guide's snippet verbatim with the catalog's
+  ``response_time`` (the list form's default reading: ``service="<name>"``). The catalog's ``error_rate`` is left out here:
   judged by the default comparison, its 10% tolerance on the demo's 1% error rate is 0.1
   percentage point, less than the sampling noise of a 1-minute rate over the 15 s of
   history the test has (the default rule's documented behaviour, not this construct's).
@@ -72,7 +73,7 @@ def _workflow(tmp_path: Path, *, short: bool) -> Path:
     return path
 
 
-def _run(tmp_path, cli, prometheus_server, keys, tsa, workflow: Path, *, deployment: str, cascade: bool):
+def _run(tmp_path, cli, prometheus_server, keys, tsa, workflow: Path, *, deployment: str, cascade: bool, prefect: bool = False):
     repo = tmp_path / "evidence"
     assert cli("init", str(repo)).code == 0
     started: dict[str, datetime] = {}
@@ -94,7 +95,7 @@ def _run(tmp_path, cli, prometheus_server, keys, tsa, workflow: Path, *, deploym
                 "--repo", str(repo), "--key", str(keys / "dev.key"), "--tsa", tsa.url,
                 "--set", f"PROMETHEUS_URL={prometheus}", "--signal", "deployment",
                 "--deployed-at", deployed_at.astimezone(UTC).isoformat(),
-                "--time-scale", "30", "--no-prefect", "--json",
+                "--time-scale", "30", "--json", *(() if prefect else ("--no-prefect",)),
             )  # fmt: skip
         finally:
             later.cancel()
@@ -185,7 +186,8 @@ def test_a_cascade_is_recorded_in_order_with_per_service_evidence(tmp_path, cli,
 @pytest.mark.slow
 def test_no_change_no_degradation_no_cascade_a_success(tmp_path, cli, prometheus_server, keys, tsa, trust_file):
     workflow = _workflow(tmp_path, short=False)  # the catalog's metrics: service="<name>"
-    repo, outcome, _ = _run(tmp_path, cli, prometheus_server, keys, tsa, workflow, deployment="xs-same", cascade=False)
+    # As a Prefect flow (the per-service collections are its tasks); the cascade run is in-process.
+    repo, outcome, _ = _run(tmp_path, cli, prometheus_server, keys, tsa, workflow, deployment="xs-same", cascade=False, prefect=True)
     analysis = outcome["analysis"]
     assert analysis["summary"]["any_degradation"] is False, analysis["summary"]
     for service in SERVICES:
