@@ -165,6 +165,10 @@ def test_services_without_correlate_capture_and_analyze_but_add_no_step(tmp_path
             + "stages:\n  canary: {traffic: 1%, duration: 1m}\n",
             "services: and stages: cannot be combined",
         ),
+        (
+            "name: x\nservices: [a_svc, error_rate]\n" + REST,
+            "metric 'error_rate' has the name of a listed service",
+        ),
     ],
 )
 def test_what_cannot_be_read_is_refused_with_a_reason(tmp_path, text: str, message: str) -> None:
@@ -385,9 +389,10 @@ def test_the_combined_business_impact_sums_what_is_known() -> None:
 
 
 class _Exporter:
-    """``busy_workers{service=...}`` for the given services, on a loopback port."""
+    """``busy_workers{service=...}`` (and ``revenue_dollars_per_hour{service=...}`` with
+    ``revenue``) for the given services, on a loopback port."""
 
-    def __init__(self, levels: dict[str, float]) -> None:
+    def __init__(self, levels: dict[str, float], revenue: dict[str, float] | None = None) -> None:
         import threading
         from http.server import ThreadingHTTPServer
 
@@ -396,8 +401,11 @@ class _Exporter:
 
         self.registry = CollectorRegistry()
         self.gauge = Gauge("busy_workers", "Busy workers.", ["service"], registry=self.registry)
+        self.revenue = Gauge("revenue_dollars_per_hour", "Revenue.", ["service"], registry=self.registry)
         for service, level in levels.items():
             self.gauge.labels(service=service).set(level)
+        for service, level in (revenue or {}).items():
+            self.revenue.labels(service=service).set(level)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), MetricsHandler.factory(self.registry))
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -536,3 +544,34 @@ def test_a_policys_metric_limit_counts_each_services_series(tmp_path, cli) -> No
     assert refused.code == 1 and "captures 6 metrics (each service's series counts" in refused.out + refused.err
     one = _write(tmp_path, "name: x\n" + REST, "one.yaml")
     assert cli("validate", str(one), "--policy", str(policy)).code == 0
+
+
+def test_decisions_act_on_the_combined_money_lost(tmp_path, cli, keys, tsa) -> None:
+    repo = tmp_path / "evidence"
+    assert cli("init", str(repo)).code == 0
+    exporter = _Exporter({"a_svc": 3, "b_svc": 3}, revenue={"a_svc": 1000, "b_svc": 2000})
+    try:
+        path = _write(
+            tmp_path,
+            "name: money\nservices: [a_svc, b_svc]\ncorrelate: [business_impact_combined, cascade_failures]\n"
+            f"collectors:\n  node: {{type: scrape, url: '{exporter.url}'}}\n"
+            "metrics:\n  busy: {collector: node, metric: busy_workers, labels: {service: '${service.name}'}, unit: count, better: lower}\n"
+            "  revenue: {collector: node, metric: revenue_dollars_per_hour, labels: {service: '${service.name}'}, unit: $/hour, better: higher}\n"
+            "workflow:\n  - capture_baseline: [busy, revenue]\n  - mark_deployment_time\n  - capture_impact: [busy, revenue]\n"
+            "  - analyze_differences\n  - decisions\n"
+            "decisions:\n  money:\n    condition: business_impact_combined.loss_per_hour > $500_per_hour\n    action: rollback\n",
+        )
+        common = ("--service", "a_svc", "--deployment", "money-1", "--repo", str(repo), "--key", str(keys / "dev.key"),
+                  "--tsa", tsa.url, "--no-prefect", "--json")  # fmt: skip
+        assert cli("run", str(path), "--phase", "pre", *common).code == 0
+        exporter.revenue.labels(service="a_svc").set(800)  # -200 $/h
+        exporter.revenue.labels(service="b_svc").set(1600)  # -400 $/h
+        post = cli("run", str(path), "--phase", "post", *common)
+    finally:
+        exporter.close()
+    assert post.code == 1, post.out + post.err  # rollback
+    outcome = json.loads(post.out)
+    assert outcome["decision"]["decision"] == "money" and outcome["decision"]["action"] == "rollback"
+    money = _predicate(repo, "a_svc", "money-1", "correlate_services")["result"]["business_impact_combined"]
+    assert money["loss_per_hour"] == pytest.approx(600.0) and money["currency"] == "$" and money["complete"] is True
+    assert money["services"]["b_svc"]["source"] == "metric revenue (baseline - impact, per hour)"

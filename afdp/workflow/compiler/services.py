@@ -124,6 +124,12 @@ class _Services(_Analyses):
             spec = self.metrics.get(metric)
             if spec is None:
                 continue
+            if metric in names:
+                self.fail(
+                    where("metrics"),
+                    f"metric {metric!r} has the name of a listed service: conditions could not "
+                    f"tell {metric}.degraded (the service) from the metric; rename one of them",
+                )
             if not any(self._names_service(metric, ref) for ref in _SERVICE_REFS):
                 self.fail(
                     where("metrics"),
