@@ -6,7 +6,7 @@ scraping all three every second, the embedded TSA, a real evidence repository an
 ``afdp run`` through the CLI.
 
 - A cascade: ``payment_service`` is deployed (v2: +40 ms, 5% errors) just before the run
-  and ``user_service`` regresses the same way a few seconds into the impact window;
+  and ``user_service`` regresses the same way 4 s into the impact window;
   ``api_gateway`` stays on v1. The record names both degraded services in that order,
   with per-service evidence (series, analysis), the branch verifies, and the report has
   every service's rows (``--no-prefect``).
@@ -86,8 +86,19 @@ def _run(tmp_path, cli, prometheus_server, keys, tsa, workflow: Path, *, deploym
         time.sleep(15)  # v1 history: the baseline is read back, ending at the deployment
         deployed_at = payment.deploy("v2" if cascade else "v1")
         started["payment_service"] = deployed_at
-        # user_service regresses a little later, inside the impact window.
-        later = threading.Timer(8.0, lambda: started.setdefault("user_service", users.deploy("v2" if cascade else "v1")))
+        # user_service regresses a little later: 4 s into the impact window, which opens
+        # when the baseline's record is on the branch (however slow the machine is).
+        stop = threading.Event()
+
+        def regress_later() -> None:
+            branch = f"refs/heads/afdp/payment_service/{deployment}"
+            while not stop.wait(0.2):
+                if _has_record(repo, branch, "capture"):
+                    if not stop.wait(4.0):
+                        started["user_service"] = users.deploy("v2" if cascade else "v1")
+                    return
+
+        later = threading.Thread(target=regress_later, daemon=True)
         later.start()
         try:
             result = cli(
@@ -98,10 +109,27 @@ def _run(tmp_path, cli, prometheus_server, keys, tsa, workflow: Path, *, deploym
                 "--time-scale", "30", "--json", *(() if prefect else ("--no-prefect",)),
             )  # fmt: skip
         finally:
-            later.cancel()
+            stop.set()
             later.join()
     assert result.code in (0, 1), result.err
     return repo, json.loads(result.out), started
+
+
+def _has_record(repo: Path, branch: str, step: str) -> bool:
+    import pygit2
+
+    git = pygit2.Repository(str(repo))
+    ref = git.references.get(branch)
+    if ref is None:
+        return False
+    tree = git.get(ref.target).tree
+    if "records" not in tree:
+        return False
+    return any(
+        entry.name.split("-", 1)[1] == step
+        for folder in git.get(tree["records"].id)
+        for entry in git.get(folder.id)
+    )
 
 
 def _step(outcome: dict, name: str) -> dict:
