@@ -156,6 +156,12 @@ def test_services_without_correlate_capture_and_analyze_but_add_no_step(tmp_path
             "whose address depends on ${deployment.service}",
         ),
         (
+            "name: x\nservices: [a_svc, b_svc]\ncollectors:\n  node: {type: scrape, url: 'http://${service.name}.internal/metrics'}\n"
+            "metrics:\n  busy: {collector: node, metric: busy_workers, labels: {service: '${service.name}'}}\n"
+            + REST.replace("[response_time, error_rate]", "[busy]"),
+            "collectors.node.url: undefined name 'service'",
+        ),
+        (
             "name: x\nmetrics:\n  busy: {query: 'sum(busy{app=\"${service.name}\"})', unit: count}\n"
             + REST.replace("[response_time, error_rate]", "[busy]"),
             "measured per service (${service.name}); list the services under services:",

@@ -138,11 +138,12 @@ class _Services(_Analyses):
                     'address the service with ${service.name} (e.g. {service="${service.name}"})',
                 )
             collector = self.collectors.get(spec.collector)
-            if collector is not None and _depends_on_service(collector):
+            placeholder = _service_placeholder(collector) if collector is not None else None
+            if collector is not None and placeholder:
                 self.fail(
                     where("metrics"),
                     f"metric {metric!r} reads collector {collector.name!r}, whose address "
-                    "depends on ${deployment.service}: per service it would reach another "
+                    f"depends on {placeholder}: per service it would reach another "
                     "host than the one the admission policy judged; address the service in "
                     "the metric's query or labels instead",
                 )
@@ -247,11 +248,15 @@ class _Services(_Analyses):
         )
 
 
-def _depends_on_service(collector: Collector) -> bool:
+def _service_placeholder(collector: Collector) -> str | None:
+    """Return the ``${...}`` naming the service in the collector's address, headers or
+    body (None: the collector reaches the same place for every service)."""
     templates = [collector.url, *(t for _, t in collector.headers), collector.body]
-    return any(
-        p.parts[:2] in _SERVICE_REFS for t in templates if t is not None for p in t.placeholders
-    )
+    for template in templates:
+        for p in template.placeholders if template is not None else ():
+            if p.parts[:2] in _SERVICE_REFS or p.parts[0] == "service":
+                return str(p)
+    return None
 
 
 _FIGURE_NOTES = {
