@@ -199,6 +199,7 @@ def _with_decision(condition: str) -> str:
         "payment_service.error_rate.degraded or user_service.response_time.increase > 10ms",
         "'user_service' in degraded_services and first_degraded == 'payment_service'",
         "business_impact_combined.loss_per_hour > $1000_per_hour",
+        "business_impact_combined.complete and 'a_svc' not in business_impact_combined.missing",
         "any_degradation and user_service.any_degradation",
     ],
 )
@@ -565,7 +566,7 @@ def test_decisions_act_on_the_combined_money_lost(tmp_path, cli, keys, tsa) -> N
             "  revenue: {collector: node, metric: revenue_dollars_per_hour, labels: {service: '${service.name}'}, unit: $/hour, better: higher}\n"
             "workflow:\n  - capture_baseline: [busy, revenue]\n  - mark_deployment_time\n  - capture_impact: [busy, revenue]\n"
             "  - analyze_differences\n  - decisions\n"
-            "decisions:\n  money:\n    condition: business_impact_combined.loss_per_hour > $500_per_hour\n    action: rollback\n",
+            "decisions:\n  money:\n    condition: business_impact_combined.complete and business_impact_combined.loss_per_hour > $500_per_hour\n    action: rollback\n",
         )
         common = ("--service", "a_svc", "--deployment", "money-1", "--repo", str(repo), "--key", str(keys / "dev.key"),
                   "--tsa", tsa.url, "--no-prefect", "--json")  # fmt: skip
@@ -578,6 +579,8 @@ def test_decisions_act_on_the_combined_money_lost(tmp_path, cli, keys, tsa) -> N
     assert post.code == 1, post.out + post.err  # rollback
     outcome = json.loads(post.out)
     assert outcome["decision"]["decision"] == "money" and outcome["decision"]["action"] == "rollback"
+    evaluated = outcome["decision"]["evaluated"][0]
+    assert evaluated["result"] is True and evaluated["error"] is None
     money = _predicate(repo, "a_svc", "money-1", "correlate_services")["result"]["business_impact_combined"]
     assert money["loss_per_hour"] == pytest.approx(600.0) and money["currency"] == "$" and money["complete"] is True
     assert money["services"]["b_svc"]["source"] == "metric revenue (baseline - impact, per hour)"

@@ -509,8 +509,15 @@ SERVICES_OUTPUTS: Mapping[str, Any] = {
     "degraded_in_order": LIST,
     "first_degraded": STRING,
     "dependencies": ANY,
-    # Money lost per hour by the services together (currency per time), and its currency.
-    "business_impact_combined": {"loss_per_hour": ANY, "currency": STRING, "currency_dimension": STRING},
+    # Money lost per hour by the services together (currency per time), its currency, and
+    # whether every service's is in it (complete) or which are not (missing).
+    "business_impact_combined": {
+        "loss_per_hour": ANY,
+        "currency": STRING,
+        "currency_dimension": STRING,
+        "complete": BOOL,
+        "missing": LIST,
+    },
 }
 DEFAULT_COLLECTORS: Mapping[str, Mapping[str, Any]] = {
     "prometheus": {"type": "prometheus", "url": "${workflow.PROMETHEUS_URL}"},

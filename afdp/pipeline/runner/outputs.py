@@ -90,7 +90,7 @@ def typed_outputs(workflow: Workflow, step: Step, outputs: Mapping[str, Any]) ->
         elif services and isinstance(step.params, Analyze) and key in services and isinstance(value, Mapping):
             typed[key] = typed_outputs(workflow, step, value)  # one service's analysis
         elif isinstance(step.params, CrossService) and key == "business_impact_combined" and isinstance(value, Mapping):
-            typed[key] = business_typed(value)
+            typed[key] = {**business_typed(value), "complete": value.get("complete"), "missing": value.get("missing")}
         elif key in metrics and isinstance(value, Mapping):
             unit = workflow.metric(key).unit
             typed[key] = {

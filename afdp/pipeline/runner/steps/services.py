@@ -184,6 +184,8 @@ def handle_services(run: RunState, step: Step, values: dict[str, Any]) -> StepRe
             "loss_per_hour": money["loss_per_hour"],
             "currency": money["currency"],
             "currency_dimension": money["currency_dimension"],
+            "complete": money["complete"],
+            "missing": money["missing"],
         }
         summary.append(
             f"combined loss {money['loss_per_hour']:.6g} {money['currency']}/hour"
