@@ -110,7 +110,7 @@ class _Services(_Analyses):
     ) -> tuple[str, ...]:
         """Return the services a capture of ``metrics`` captures each metric for (all the
         listed ones, or none), reporting metrics that cannot be addressed per service."""
-        names: tuple[str, ...] = getattr(self, "service_names", ())
+        names = self.service_names
         per_service = [m for m in metrics if self._names_service(m, ("service", "name"))]
         if not names:
             if per_service:
@@ -198,7 +198,7 @@ class _Services(_Analyses):
     def services_step(self, raw: list[_RawStep]) -> None:
         """Insert ``correlate_services`` right after the last analysis (before the
         decisions AFDP adds, which then decide after it)."""
-        if not getattr(self, "service_names", ()):
+        if not self.service_names:
             return
         figures = self.data.get("correlate")
         if not isinstance(figures, list) or not figures:
