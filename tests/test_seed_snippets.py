@@ -51,6 +51,7 @@ RESTS: dict[str, tuple[str, str] | None] = {
         "  management: {type: slack, url: 'https://hooks.example.com/management'}\n",
         FIRST.replace("[response_time, error_rate]", "[response_time, error_rate, revenue_per_hour]") + "  - decisions\n",
     ),
+    "cross_service": ("name: seed_services\n", FIRST),
     "multi_stage": (
         "name: seed_stages\n"
         "workflow:\n"
@@ -59,9 +60,6 @@ RESTS: dict[str, tuple[str, str] | None] = {
     ),
 }
 
-#: Left for later, said so in docs/workflows.md ("Not supported (yet)"): validation
-#: refuses them with a located reason rather than pretending.
-NOT_YET = {"cross_service"}
 
 
 def _completed(tmp_path: Path, name: str) -> Path:
@@ -77,7 +75,7 @@ def _completed(tmp_path: Path, name: str) -> Path:
 def test_every_snippet_of_the_guide_is_here_and_has_a_reading() -> None:
     snippets = {p.stem for p in SEEDS.glob("*.yaml")}
     assert len(snippets) == 12
-    assert snippets == set(RESTS) | NOT_YET
+    assert snippets == set(RESTS)
 
 
 @pytest.mark.parametrize("name", sorted(RESTS))
@@ -94,15 +92,6 @@ def test_snippet_validates_and_plans(tmp_path: Path, cli, monkeypatch: pytest.Mo
     plan = json.loads(planned.out)
     assert plan["phases"] and all(phase["steps"] for phase in plan["phases"]), plan
     assert "t0ken-value" not in planned.out
-
-
-@pytest.mark.parametrize("name", sorted(NOT_YET))
-def test_what_is_not_done_yet_is_refused_with_a_reason(tmp_path: Path, cli, name: str) -> None:  # type: ignore[no-untyped-def]
-    path = tmp_path / f"{name}.yaml"
-    path.write_text("name: later\n" + (SEEDS / f"{name}.yaml").read_text() + FIRST)
-    checked = cli("validate", str(path))
-    assert checked.code == 1
-    assert "not supported yet" in checked.out + checked.err
 
 
 def test_the_guide_workflows_shipped_by_init_are_the_guides_own() -> None:

@@ -190,6 +190,14 @@ def _print_plan(plan: dict[str, Any]) -> None:
                 for m in plan["metrics"]
             ],
         )
+    if plan.get("services"):
+        services = plan["services"]
+        echo("")
+        echo(f"services (captured in the same windows; correlate: {', '.join(services['correlate']) or 'nothing'})")
+        _table(
+            ("service", "metric", "reads"),
+            [(name, metric, str(reads)) for name, metrics in services["metrics"].items() for metric, reads in metrics.items()],
+        )
     if plan["success_criteria"]:
         echo("")
         echo("success criteria")

@@ -40,12 +40,13 @@ class StepKind(enum.Enum):
     CORRELATE = "correlate"  # correlation across past deployments (read through the verifier)
     STORE = "store"  # where the results go: the evidence branch, plus a file or a URL
     TRAFFIC = "traffic"  # shift a share of traffic to the new version (the traffic_split action)
+    SERVICES = "services"  # cross-service correlation: cascade, dependencies, combined impact
 
 
 #: Kinds no step type names by itself: the compiler reaches them from how a step is
 #: written (``snapshot_performance`` with no metrics is a database snapshot) or from a
 #: section (``correlation:``).
-FORM_KINDS = frozenset({StepKind.DATABASE, StepKind.CORRELATE})
+FORM_KINDS = frozenset({StepKind.DATABASE, StepKind.CORRELATE, StepKind.SERVICES})
 
 
 #: The one table of which module runs each step kind: ``module:function`` under
@@ -74,6 +75,7 @@ STEP_HANDLERS: dict[StepKind, str] = {
     StepKind.CORRELATE: "correlation:handle_correlation",
     StepKind.STORE: "store:handle_store",
     StepKind.TRAFFIC: "traffic:handle_traffic",
+    StepKind.SERVICES: "services:handle_services",
 }
 
 #: The predictive steps of ``before_deployment:`` and what each does; they need the
@@ -510,6 +512,35 @@ CORRELATIONS = (
     "table_type_to_lock_duration",
 )
 MIN_CORRELATION_DEPLOYMENTS = 5
+#: Cross-service correlation (``services:`` + ``correlate:``): the figures, the name of
+#: the step that computes them (after the last per-service analysis), the fewest paired
+#: samples a pairwise correlation needs (below: "not enough samples"), and the fewest
+#: impact samples after a degradation's onset (the later segment of the change point).
+SERVICE_FIGURES = ("cascade_failures", "performance_dependencies", "business_impact_combined")
+SERVICES_STEP = "correlate_services"
+MIN_DEPENDENCE_SAMPLES = 10
+CASCADE_MIN_SEGMENT = 3
+#: What a per-service analysis adds to conditions (beside ``<service>.<metric>.<field>``
+#: and ``<service>.any_degradation``...), and what the correlation step outputs.
+SERVICE_ANALYSIS_SUMMARY: Mapping[str, str] = {
+    "any_service_degraded": BOOL,
+    "degraded_services": LIST,
+}
+SERVICES_OUTPUTS: Mapping[str, Any] = {
+    "cascade_detected": BOOL,
+    "degraded_in_order": LIST,
+    "first_degraded": STRING,
+    "dependencies": ANY,
+    # Money lost per hour by the services together (currency per time), its currency, and
+    # whether every service's is in it (complete) or which are not (missing).
+    "business_impact_combined": {
+        "loss_per_hour": ANY,
+        "currency": STRING,
+        "currency_dimension": STRING,
+        "complete": BOOL,
+        "missing": LIST,
+    },
+}
 DEFAULT_COLLECTORS: Mapping[str, Mapping[str, Any]] = {
     "prometheus": {"type": "prometheus", "url": "${workflow.PROMETHEUS_URL}"},
 }

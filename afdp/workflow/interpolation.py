@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-NAMESPACES = ("deployment", "workflow", "env", "steps", "segment")
+NAMESPACES = ("deployment", "workflow", "env", "steps", "segment", "service")
 MAX_RENDERED = 64 * 1024
 
 _PLACEHOLDER = re.compile(r"\$\{\s*([A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*)\s*\}")

@@ -286,6 +286,10 @@ class Capture:
     #: Per-group capture (after ``segment_users``, of metrics written with
     #: ``${segment.group}``): each metric is captured once per group, in this order.
     groups: tuple[str, ...] = ()
+    #: Per-service capture (``services:``): each metric is captured once per listed
+    #: service, all in the same window (``${service.name}``, and ``${deployment.service}``
+    #: in the metric's query and labels, name the service).
+    services: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -358,6 +362,37 @@ class Correlate:
 
 
 @dataclass(frozen=True)
+class Services:
+    """The ``services:`` section (with ``correlate:``): the services a workflow watches.
+
+    Every metric capture captures each metric once per service in ``names`` in the same
+    window, every analysis compares each service with itself, and ``figures`` are
+    computed by the step ``correlate_services`` after the last analysis.
+    """
+
+    names: tuple[str, ...]
+    figures: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CrossService:
+    """The cross-service correlation step: ``figures`` over the per-service ``analysis``
+    (a step name) and its ``impact`` capture's series.
+
+    ``min_samples`` is the fewest paired samples a pairwise correlation needs,
+    ``min_segment`` the fewest impact samples after an onset (the change point's later
+    segment).
+    """
+
+    services: tuple[str, ...]
+    figures: tuple[str, ...]
+    analysis: str
+    impact: str
+    min_samples: int
+    min_segment: int
+
+
+@dataclass(frozen=True)
 class Segment:
     """The declared split of users into ``groups`` (name, share); shares add up to 100%."""
 
@@ -419,6 +454,8 @@ class Analyze:
     #: An A/B comparison: (control, treatment) groups of the ``impact`` capture, compared
     #: in the same window (``baseline`` is then the same capture); None: before vs after.
     groups: tuple[str, str] | None = None
+    #: Per service (``services:``): each listed service's baseline against its own impact.
+    services: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -496,6 +533,7 @@ StepParams = (
     | EnableFeature
     | Database
     | Correlate
+    | CrossService
     | Analyze
     | BusinessImpact
     | Gate
@@ -590,6 +628,8 @@ class Workflow:
     #: Business context metrics (``context:``): captured with every baseline and impact
     #: capture, shown in analyses and reports, judged only when a criterion names them.
     context: tuple[str, ...] = ()
+    #: The services a cross-service workflow watches (``services:`` + ``correlate:``).
+    services: Services | None = None
     #: The workflow file's bytes exactly as read (None: compiled from text, not a file);
     #: a run stores them in its genesis record (``workflow.yaml``).
     source_bytes: bytes | None = field(default=None, compare=False, hash=False, repr=False)
@@ -741,6 +781,7 @@ __all__ = [
     "CaptureMetadata",
     "Check",
     "Collector",
+    "CrossService",
     "Decide",
     "Decision",
     "Gate",
@@ -751,6 +792,7 @@ __all__ = [
     "Phase",
     "Query",
     "Segment",
+    "Services",
     "SqlCheck",
     "Stage",
     "Step",

@@ -96,6 +96,9 @@ class Plan:
     policy: str | None = None
     #: The guide's analyzers (logic, business_impact, ml_predictor) and what each does.
     analyzers: tuple[dict[str, Any], ...] = ()
+    #: ``services:`` + ``correlate:``: each service's captured metrics as they will be
+    #: read (queries rendered with the service) and the figures correlated; None without.
+    services: dict[str, Any] | None = None
 
     @property
     def max_duration(self) -> Duration:
@@ -147,6 +150,7 @@ class Plan:
             "metrics": list(self.metrics),
             "decisions": list(self.decisions),
             "analyzers": list(self.analyzers),
+            "services": self.services,
             "success_criteria": list(self.success_criteria),
             "actions": list(self.actions),
             "summary": {
@@ -315,7 +319,44 @@ def plan_workflow(
         actions=actions,
         policy=policy.name if policy is not None else None,
         analyzers=tuple(_analyzer(a) for a in workflow.analyzers),
+        services=_services(workflow, values),
     )
+
+
+def _services(workflow: Workflow, values: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Return what a cross-service workflow captures per service: each captured metric's
+    query (or labels) rendered as the run renders it for that service."""
+    if workflow.services is None:
+        return None
+    from afdp.workflow.model import Capture
+
+    captured = list(
+        dict.fromkeys(
+            m for s in workflow.steps if isinstance(s.params, Capture) and s.params.services
+            for m in s.params.metrics
+        )
+    )
+    per_service: dict[str, Any] = {}
+    for service in workflow.services.names:
+        scoped = {
+            **values,
+            "deployment": {**dict(values.get("deployment") or {}), "service": service},
+            "service": {"name": service},
+        }
+        reads: dict[str, Any] = {}
+        for name in captured:
+            metric = workflow.metric(name)
+            if metric.query is not None:
+                reads[name] = _render(metric.query, scoped)
+            else:
+                reads[name] = {key: _render(t, scoped) for key, t in metric.labels}
+        per_service[service] = reads
+    return {
+        "names": list(workflow.services.names),
+        "correlate": list(workflow.services.figures),
+        "step": catalog.SERVICES_STEP if workflow.services.figures else None,
+        "metrics": per_service,
+    }
 
 
 def _channel(workflow: Workflow, name: str, values: Mapping[str, Any]) -> dict[str, Any]:

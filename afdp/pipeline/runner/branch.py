@@ -149,13 +149,16 @@ def _absorb(
         run.deployed_at = run.request.info.deployed_at or rec.parse_time(outputs["received_at"])
     if step.kind is StepKind.CAPTURE:
         series: dict[str, list[float]] = {}
+        times: dict[str, list[float]] = {}
         for metric, ref in (result.get("series") or {}).items():
             data = attachments.get(ref.get("path", ""))
             if data is None:
                 continue
             document = json.loads(data)
             series[metric] = [float(v) for _, v in document.get("samples", [])]
+            times[metric] = [float(t) for t, _ in document.get("samples", [])]
         run.series[step.name] = series
+        run.times[step.name] = times
     if step.kind is StepKind.ANALYZE and isinstance(result.get("analysis"), Mapping):
         run.analyses[step.name] = dict(result["analysis"])
     if step.kind in (StepKind.DECIDE, StepKind.GATE):

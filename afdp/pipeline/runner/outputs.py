@@ -11,6 +11,7 @@ from afdp.workflow import catalog
 from afdp.workflow.model import (
     Analyze,
     Capture,
+    CrossService,
     Predict,
     Query,
     Segment,
@@ -79,9 +80,19 @@ def typed_outputs(workflow: Workflow, step: Step, outputs: Mapping[str, Any]) ->
     numbers in a metric's unit become :class:`Quantity` objects, as the compiler typed them.
     """
     fields, metrics = _metric_fields(workflow, step)
+    services = getattr(step.params, "services", ())
     typed: dict[str, Any] = {}
     for key, value in outputs.items():
-        if key in metrics and isinstance(value, Mapping):
+        if services and isinstance(step.params, Capture) and key == "services" and isinstance(value, Mapping):
+            # services: a capture's outputs per service, each typed like a capture's own.
+            typed[key] = {
+                s: typed_outputs(workflow, step, v) if isinstance(v, Mapping) else v for s, v in value.items()
+            }
+        elif services and isinstance(step.params, Analyze) and key in services and isinstance(value, Mapping):
+            typed[key] = typed_outputs(workflow, step, value)  # one service's analysis
+        elif isinstance(step.params, CrossService) and key == "business_impact_combined" and isinstance(value, Mapping):
+            typed[key] = {**business_typed(value), "complete": value.get("complete"), "missing": value.get("missing")}
+        elif key in metrics and isinstance(value, Mapping):
             unit = workflow.metric(key).unit
             typed[key] = {
                 name: _quantity(v, _field_unit(fields.get(name, ""), unit), fields.get(name, ""))

@@ -64,6 +64,8 @@ class RunState:
     redact: Scrubber
     outputs: dict[str, Any] = field(default_factory=dict)  # step -> typed outputs
     series: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    #: The same series' sample times (unix seconds): when things happened (the cascade).
+    times: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     analyses: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> analysis json
     decision: dict[str, Any] | None = None
     action: dict[str, Any] | None = None

@@ -33,7 +33,11 @@ class _Analyses(_Analyzers, _Captures, _Outputs):
 
     def analysis_scope(self, analysis: Step | None, *, decisions: bool = False) -> dict[str, Tree]:
         scope = self.step_scope()
-        if analysis is not None:
+        if analysis is not None and cast(Analyze, analysis.params).services:
+            # Per service (services:, see .services): <service>.<metric>.<field>, ...
+            scope.update(self.services_scope(cast(Analyze, analysis.params)))
+            scope.update(self.correlation_scope(analysis))
+        elif analysis is not None:
             params = cast(Analyze, analysis.params)
             for metric in params.metrics:
                 scope[metric] = _fields(catalog.ANALYSIS_FIELDS, self.metrics[metric].unit)
@@ -42,6 +46,10 @@ class _Analyses(_Analyzers, _Captures, _Outputs):
         if decisions:
             scope["success_criteria_met"] = BOOL
         return scope
+
+    def correlation_scope(self, analysis: Step | None) -> dict[str, Tree]:
+        """What a cross-service correlation after ``analysis`` adds (:mod:`.services`)."""
+        return {}
 
     def capture_step(self, value: Any, path: DocPath) -> Step | None:
         if not isinstance(value, str):
@@ -215,6 +223,9 @@ class _Analyses(_Analyzers, _Captures, _Outputs):
             analyzers=tuple(a.name for a in chosen),
             tolerance_decides=judged_by_default,
             groups=groups,
+            services=cast(Capture, impact.params).services
+            if cast(Capture, baseline.params).services == cast(Capture, impact.params).services
+            else (),
         )
 
     def ab_groups(self, impact: Step) -> tuple[str, str] | None:

@@ -108,7 +108,15 @@ class _Captures(_Metrics):
                     f"samples the next {catalog.DEFAULT_LOOKBACK} (the groups exist from "
                     f"{segment.name!r} on, so there is no history to read back)",
                 )
-        return Capture(metrics, duration, interval, cast(Any, role), groups)
+        services = self.capture_services(metrics, item, where)
+        return Capture(metrics, duration, interval, cast(Any, role), groups, services)
+
+    def capture_services(
+        self, metrics: tuple[str, ...], item: _RawStep, where: Callable[[str], DocPath]
+    ) -> tuple[str, ...]:
+        """Return the services each metric is captured for (``services:``, see
+        :mod:`.services`); none here."""
+        return ()
 
     def latest_segment(self) -> Step | None:
         segments = [s for s in self.steps if isinstance(s.params, Segment)]

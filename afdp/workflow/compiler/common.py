@@ -61,6 +61,7 @@ class _Base:
         self.context_metrics: tuple[str, ...] = ()  # context: metrics, added to captures
         # Channels the admission policy gives every workflow (notification_channels:).
         self.provided_channels: frozenset[str] = frozenset()
+        self.service_names: tuple[str, ...] = ()  # services: watched together (compiler/services.py)
 
     def fail(self, path: DocPath, message: str, *, prefer_key: bool = False) -> None:
         self.findings.append(self.doc.finding(path, message, prefer_key=prefer_key))

@@ -108,6 +108,8 @@ class _Decisions(_Criteria):
 
     def analysed(self, analysis: Step) -> list[tuple[str, str]]:
         params = cast(Analyze, analysis.params)
+        if params.services:
+            return []  # per service: no one metric stands for the deployment
         return [
             (m, self.metrics[m].unit.dimension) for m in params.metrics if m in self.metrics
         ]

@@ -72,6 +72,7 @@ class _Compiler(_Steps, _Decisions, _Notifications, _Predictive, _Context):
 
         data = self.data
         self.compile_variables()
+        services = self.compile_services()
         self.compile_collectors()
         self.compile_metrics()
         self.compile_context()
@@ -141,6 +142,7 @@ class _Compiler(_Steps, _Decisions, _Notifications, _Predictive, _Context):
             boundary=self.boundary,
             integrity=integrity,
             context=self.context_metrics,
+            services=services,
         )
 
 

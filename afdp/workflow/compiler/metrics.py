@@ -101,6 +101,8 @@ class _Metrics(_Variables):
         # A/B metrics are written per group: a capture after segment_users renders them
         # once per group (``group``) over a rate window of its sampling interval (``window``).
         scope["segment"] = {"group": "string", "window": "string"}
+        # Per service (services:): a capture renders it once per listed service.
+        scope["service"] = {"name": "string"}
         query = self.template(spec.get("query"), (*at, "query"), scope, secrets="a query's text")
         if inherited and collector.default_query is not None:
             try:  # checked (and any problem reported) where the collector writes it

@@ -20,6 +20,7 @@ from afdp.workflow.model import (
     CaptureMetadata,
     Check,
     Correlate,
+    CrossService,
     Database,
     Decide,
     EnableFeature,
@@ -39,6 +40,10 @@ class _Outputs(_Variables):
 
     def analyzer_tree(self, params: Analyze) -> dict[str, Tree]:
         """What an analysis' analyzers add to conditions (:class:`_Analyzers` says)."""
+        return {}
+
+    def services_scope(self, params: Analyze) -> dict[str, Tree]:
+        """What a per-service analysis offers conditions (:mod:`.services` says)."""
         return {}
 
     def add_step(self, step: Step) -> None:
@@ -73,8 +78,13 @@ class _Outputs(_Variables):
             return {f: catalog.METADATA_FIELDS[f] for f in params.fields}
         if isinstance(params, Capture):
             tree: dict[str, Tree] = {"started_at": STRING, "finished_at": STRING}
-            for metric in params.metrics:
-                tree[metric] = _fields(catalog.CAPTURE_FIELDS, self.metrics[metric].unit)
+            per_metric = {
+                m: _fields(catalog.CAPTURE_FIELDS, self.metrics[m].unit) for m in params.metrics
+            }
+            if params.services:  # services: each metric per service, under services.<name>
+                tree["services"] = {service: per_metric for service in params.services}
+                return tree
+            tree.update(per_metric)
             return tree
         if isinstance(params, Query):
             out = dict(catalog.QUERY_OUTPUTS)
@@ -91,6 +101,10 @@ class _Outputs(_Variables):
             return {name: "ratio" for name, _ in params.groups}
         if isinstance(params, ShiftTraffic):
             return {"traffic": "ratio", "stage": STRING}
+        if isinstance(params, CrossService):
+            return dict(catalog.SERVICES_OUTPUTS)
+        if isinstance(params, Analyze) and params.services:
+            return self.services_scope(params)
         if isinstance(params, Analyze):
             tree = {
                 m: _fields(catalog.ANALYSIS_FIELDS, self.metrics[m].unit) for m in params.metrics

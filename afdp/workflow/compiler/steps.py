@@ -15,6 +15,7 @@ from afdp.workflow.catalog import STEP_TYPES, StepKind, StepType
 from afdp.workflow.compiler.abtest import _AbTest
 from afdp.workflow.compiler.common import _RawStep
 from afdp.workflow.compiler.migration import _Migration
+from afdp.workflow.compiler.services import _Services
 from afdp.workflow.compiler.stages import _Stages
 from afdp.workflow.compiler.store import _Store
 from afdp.workflow.loader import DocPath
@@ -40,7 +41,7 @@ COMMON_STEP_KEYS = frozenset({"name", "when", "unless", "description"})
 FLAT_PHASE = "main"
 
 
-class _Steps(_Stages, _Migration, _AbTest, _Store):
+class _Steps(_Stages, _Migration, _AbTest, _Store, _Services):
     """The workflow's steps, in execution order."""
 
     def raw_steps(self, stages: list[Stage]) -> list[_RawStep]:
@@ -87,6 +88,7 @@ class _Steps(_Stages, _Migration, _AbTest, _Store):
                 for s in stages
             ]
             raw[cut:cut] = inserted
+        self.services_step(raw)
         self.implicit_decision(raw)
         self.correlation_step(raw)
         return raw
@@ -132,7 +134,10 @@ class _Steps(_Stages, _Migration, _AbTest, _Store):
         if StepKind.DECIDE in kinds:
             return
         judging = (StepKind.ANALYZE, StepKind.CHECK, StepKind.BUSINESS)
-        judged = [i for i, r in enumerate(raw) if r.stage is not None or kinds[i] in judging]
+        judged = [
+            i for i, r in enumerate(raw)
+            if r.stage is not None or kinds[i] in judging or r.type == "@services"
+        ]
         if not judged:
             return
         after = raw[judged[-1]]
@@ -228,6 +233,20 @@ class _Steps(_Stages, _Migration, _AbTest, _Store):
                 correlation = self.build_correlation(item, len(self.steps))
                 self.add_step(correlation)
                 phases.setdefault(item.phase, []).append(correlation)
+                continue
+            if item.type == "@services":
+                if catalog.SERVICES_STEP in names:
+                    self.fail(
+                        ("correlate",),
+                        f"correlate runs as a step named {catalog.SERVICES_STEP!r}; another step has that name",
+                        prefer_key=True,
+                    )
+                    continue
+                services = self.build_services_step(item, len(self.steps))
+                if services is not None:
+                    names[services.name] = item.path
+                    self.add_step(services)
+                    phases.setdefault(item.phase, []).append(services)
                 continue
             counts[item.type] = counts.get(item.type, 0) + 1
             explicit = item.common.get("name")

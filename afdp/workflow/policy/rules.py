@@ -273,13 +273,21 @@ class Limits:
                 "limits.max_steps",
                 f"the workflow has {len(steps)} steps (stages expanded); the policy allows {self.max_steps}",
             )
-        used = {m for s in steps if isinstance(s.params, Capture) for m in s.params.metrics}
+        # services: each service's series of a metric is collected on its own, so counts.
+        used = {
+            f"{m}@{service}" if service else m
+            for s in steps
+            if isinstance(s.params, Capture)
+            for m in s.params.metrics
+            for service in (s.params.services or ("",))
+        }
         if self.max_metrics is not None and len(used) > self.max_metrics:
+            per = " (each service's series counts: services:)" if workflow.services else ""
             yield locate(
                 ("workflow",),
                 None,
                 "limits.max_metrics",
-                f"the workflow captures {len(used)} metrics; the policy allows {self.max_metrics}",
+                f"the workflow captures {len(used)} metrics{per}; the policy allows {self.max_metrics}",
             )
         if self.max_capture_duration is not None:
             for step in steps:

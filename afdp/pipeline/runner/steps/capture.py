@@ -81,6 +81,9 @@ def handle_capture(run: RunState, step: Step, values: dict[str, Any], *, missed:
         for m in params.metrics
         for g in (params.groups if params.groups and _grouped(workflow, m) else (None,))
     ]
+    if params.services:
+        # services: each metric once per listed service, all in this one window.
+        keys = [(f"{m}@{s}", m, s) for m in params.metrics for s in params.services]
     for key, name, group in keys:
         kind = _collector_type(workflow, name)
         if missed and kind not in HISTORY_SOURCES:
@@ -96,7 +99,16 @@ def handle_capture(run: RunState, step: Step, values: dict[str, Any], *, missed:
             else scaled_collector_interval(workflow, name, run.request.time_scale)
         )
         scoped = values
-        if group is not None:
+        if params.services and group is not None:
+            # The service's own series: ${service.name}, and ${deployment.service} in the
+            # metric's query and labels (the compiler refuses collector addresses that
+            # depend on it, so the host the admission policy judged is the one reached).
+            scoped = {
+                **values,
+                "deployment": {**dict(values.get("deployment") or {}), "service": group},
+                "service": {"name": group},
+            }
+        elif group is not None:
             # ${segment.window}: each sample's rate window is its own stretch of time.
             seconds = max(every or parse_duration(DEFAULT_INTERVAL).seconds, MIN_RATE_WINDOW)
             scoped = {**values, "segment": {"group": group, "window": f"{round(seconds * 1000)}ms"}}
@@ -138,7 +150,7 @@ def handle_capture(run: RunState, step: Step, values: dict[str, Any], *, missed:
         series_refs[name] = {"path": path, "sha256": sha256_hex(blob), "samples": len(values_list), "unit": data.unit}
         provenance[name] = dict(data.provenance)
     if grouped_stats:
-        outputs["groups"] = grouped_stats
+        outputs["services" if params.services else "groups"] = grouped_stats
     result = {
         "outputs": outputs,
         "role": params.role,
@@ -152,9 +164,10 @@ def handle_capture(run: RunState, step: Step, values: dict[str, Any], *, missed:
     ok = len(keys) - len(errors)
     summary = f"captured {ok}/{len(keys)} metric(s)" + (
         f" per group ({', '.join(params.groups)})" if params.groups else ""
-    )
+    ) + (f" per service ({', '.join(params.services)})" if params.services else "")
     unjudged = run.workflow.unjudged_context()
-    if errors and set(errors) <= unjudged:
+    missing = {e.rpartition("@")[0] for e in errors} if params.services else set(errors)
+    if errors and missing <= unjudged:
         # Only business context (context:) is missing: shown as missing, not a failure.
         summary += f"; context not captured: {', '.join(sorted(errors))}"
         return StepResult("ok", result, summary, None, provenance, attachments, context)

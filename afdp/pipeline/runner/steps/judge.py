@@ -37,6 +37,10 @@ def handle_analyze(run: RunState, step: Step, values: dict[str, Any]) -> StepRes
 
     params = step.params
     assert isinstance(params, Analyze)
+    if params.services:
+        from afdp.pipeline.runner.steps.services import analyze_services
+
+        return analyze_services(run, step, values)
     if params.groups is not None:
         # A/B: control against treatment, both from the impact capture's window.
         control, treatment = params.groups
@@ -89,6 +93,14 @@ def _decision_values(run: RunState, step: Step, values: dict[str, Any], analysis
     source = _analysis_source(run, step, analysis)
     if source and source in run.outputs:
         merged.update(run.outputs[source])
+    for earlier in run.workflow.steps[: step.index]:
+        # services: the cross-service figures over that analysis (cascade_detected...).
+        if (
+            earlier.kind is StepKind.SERVICES
+            and earlier.name in run.outputs
+            and getattr(earlier.params, "analysis", None) == source
+        ):
+            merged.update(run.outputs[earlier.name])
     return merged
 
 
@@ -149,8 +161,8 @@ def _named_quantities(run: RunState, source: str | None, merged: dict[str, Any])
     from afdp.workflow.quantities import quantity_values
 
     document = run.analyses.get(source) if source else None
-    if not document:
-        return {}
+    if not document or document.get("services"):
+        return {}  # per service (services:): no one metric stands for the deployment
     found, evidence = quantity_values(document)
     for name, value in found.items():
         merged.setdefault(name, value)
