@@ -393,6 +393,7 @@ def find_deployments(repository: Path | str, query: Query, *, policy: TrustPolic
 
     facts, stats = refresh_index(repository)
     store = EvidenceStore(repository)
+    substituted = store.substitutions() if policy is not None else []  # once, for every hit
     hits = []
     for candidate in facts:
         if not query.matches(candidate):
@@ -400,7 +401,10 @@ def find_deployments(repository: Path | str, query: Query, *, policy: TrustPolic
         verification, first = "unverified", None
         head = candidate.head
         if policy is not None:
-            report = check_branch(repository, service=candidate.service, deployment=candidate.deployment, policy=policy, allow_unsealed=True)
+            report = check_branch(
+                repository, service=candidate.service, deployment=candidate.deployment,
+                policy=policy, allow_unsealed=True, substitutions=substituted,
+            )
             verification = report.state
             head = report.head or head
             if report.failures:

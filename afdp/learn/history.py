@@ -221,7 +221,9 @@ def load_history(
             considered += 1
             excluded.append(Exclusion(report.ref, _failed(report)))
     considered += len(branches)
-    selection = _Selection(since, until, frozenset(labels) if labels else None)
+    selection = _Selection(
+        since, until, frozenset(labels) if labels else None, tuple(store.substitutions())
+    )
     rows: list[dict[str, Any]] = []
     for outcome in _each_branch(path, policy, branches, selection, jobs, progress):
         if isinstance(outcome, Exclusion):
@@ -246,6 +248,8 @@ class _Selection:
     since: datetime | None
     until: datetime | None
     labels: frozenset[str] | None
+    #: the repository's substitution scan, done once per call (check_branch's ``substitutions``)
+    substitutions: tuple[str, ...] = ()
 
 
 _WORKER: dict[str, Any] = {}
@@ -305,7 +309,10 @@ def _branch_row(
 
     ref = branch_ref(service, deployment)
     try:
-        report = check_branch(path, service=service, deployment=deployment, policy=policy, jobs=1)
+        report = check_branch(
+            path, service=service, deployment=deployment, policy=policy, jobs=1,
+            substitutions=selection.substitutions,
+        )
     except NotFoundError as exc:  # deleted between listing and reading
         return Exclusion(ref, f"verification failed: repository on branch ({exc})")
     if not report.ok:

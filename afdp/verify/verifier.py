@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -121,8 +121,14 @@ def check_branch(
     allow_unsealed: bool = False,
     jobs: int | None = None,
     progress: ProgressCallback | None = None,
+    substitutions: Sequence[str] | None = None,
 ) -> BranchReport:
     """Run every check on one deployment branch and return the full transcript.
+
+    ``substitutions``: what :meth:`EvidenceStore.substitutions` found in this repository,
+    when a caller checking many branches in one call scanned it once at the start (the
+    scan lists every ref, so scanning per branch made N branches cost N² ref reads);
+    None scans here.
 
     Raises:
         NotFoundError: the repository or the branch does not exist.
@@ -131,7 +137,7 @@ def check_branch(
     ref = branch_ref(service, deployment)
     # 0. repository: git and libgit2 must read the same objects, and the branch must
     # point at a commit whose history is complete and intact
-    substituted = store.substitutions()
+    substituted = list(substitutions) if substitutions is not None else store.substitutions()
     try:
         head = store.head(ref)
     except StorageError as exc:
@@ -368,6 +374,7 @@ def check_all(
     """
     store = EvidenceStore(repository)
     branches = [(s, d) for s, d in store.branches() if service is None or s == service]
+    substituted = store.substitutions()  # once for the whole call, not once per branch
     unsafe = unsafe_branch_reports(repository, policy=policy, allow_unsealed=allow_unsealed)
     if not branches and not unsafe:
         raise NotFoundError(
@@ -384,7 +391,7 @@ def check_all(
             initargs=(policy,),
         ) as pool:
             futures = [
-                pool.submit(_check_branch_in_worker, str(repository), s, d, allow_unsealed)
+                pool.submit(_check_branch_in_worker, str(repository), s, d, allow_unsealed, substituted)
                 for s, d in branches
             ]
             for done, future in enumerate(futures, 1):
@@ -401,12 +408,15 @@ def check_all(
             allow_unsealed=allow_unsealed,
             jobs=jobs,
             progress=progress,
+            substitutions=substituted,
         )
         for s, d in branches
     ]
 
 
-def _check_branch_in_worker(repository: str, service: str, deployment: str, allow_unsealed: bool) -> BranchReport:
+def _check_branch_in_worker(
+    repository: str, service: str, deployment: str, allow_unsealed: bool, substitutions: list[str]
+) -> BranchReport:
     # One branch per worker process: its records are checked in this process (jobs=1).
     return check_branch(
         repository,
@@ -415,6 +425,7 @@ def _check_branch_in_worker(repository: str, service: str, deployment: str, allo
         policy=_WORKER["policy"],
         allow_unsealed=allow_unsealed,
         jobs=1,
+        substitutions=substitutions,
     )
 
 

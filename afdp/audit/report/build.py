@@ -62,9 +62,11 @@ def build_report(
                     report, (), findings, (), tuple(evaluate(controls, report, [], findings))
                 )
             )
+    substituted = store.substitutions()  # scanned once for all the selected branches
     for svc, dep in selected:
         report = check_branch(
-            repository, service=svc, deployment=dep, policy=policy, allow_unsealed=True
+            repository, service=svc, deployment=dep, policy=policy, allow_unsealed=True,
+            substitutions=substituted,
         )
         views = evidence.read_records(store, report)
         findings = evidence.find(views)
