@@ -62,6 +62,10 @@ from afdp.evidence.store import EvidenceStore, common_dir
 ATTEMPTS = 8
 #: Seconds one git command (ls-remote, fetch, push) may take.
 GIT_TIMEOUT = 300.0
+#: The only transports git may use for AFDP (``GIT_ALLOW_PROTOCOL``): whatever the URL
+#: becomes after git's ``url.<base>.insteadOf`` rewriting or ``protocol.allow`` settings,
+#: ``ext::``, ``fd::`` and other remote helpers (which run commands) are refused by git.
+ALLOWED_PROTOCOLS = "file:git:ssh:http:https"
 QUEUE_DIR = "afdp/push-queue"
 
 #: Outcomes after which the remote holds the local branch's records (or more of the
@@ -84,13 +88,14 @@ RECEIVING_CONFIG = {
 
 def redact(text: str) -> str:
     """Hide credentials in URLs (``https://user:token@host`` -> ``https://***@host``)."""
-    return re.sub(r"(\w+://)[^/@\s]+@", r"\1***@", text)
+    # up to the last '@' before the host: a password may itself hold an '@'
+    return re.sub(r"(\w+://)[^/\s]*@", r"\1***@", text)
 
 
 def without_password(url: str) -> str:
     """Return ``url`` without a password (``https://user:token@host`` -> ``https://user@host``):
     the form kept in the push queue. Credentials then come from git's credential helpers."""
-    return re.sub(r"^(\w+://[^/@:\s]*):[^/@\s]*@", r"\1@", url)
+    return re.sub(r"^(\w+://[^/@:\s]*):[^/\s]*@", r"\1@", url)
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ class PushReport:
 def _git(args: Sequence[str], *, git_dir: Path | None = None, remote: str = "") -> subprocess.CompletedProcess[str]:
     # No HTTPS password prompt (credential helpers still answer); stdin is closed, and a
     # remote that hangs is cut off after GIT_TIMEOUT.
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS}
     command = ["git"]
     if git_dir is not None:
         command.append(f"--git-dir={git_dir}")
