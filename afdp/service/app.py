@@ -45,7 +45,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from afdp.errors import AfdpError, NotFoundError
+from afdp.errors import AfdpError, NotFoundError, UsageError
 from afdp.evidence.names import branch_ref, check_name
 from afdp.service.config import Services
 from afdp.service.dashboard import Dashboard
@@ -67,6 +67,8 @@ from afdp.service.submit import RunSubmitter
 
 #: Default cap on a request body (GitHub's deployment_status payloads are ~10-30 KiB).
 MAX_BODY = 256 * 1024
+#: Shortest webhook secret or UI token accepted (bytes): a guessable one protects nothing.
+MIN_SECRET = 16
 SESSION_COOKIE = "afdp_session"
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
@@ -111,10 +113,16 @@ def create_app(settings: ServeSettings) -> Starlette:
     """Return the Starlette application for ``settings``.
 
     Raises:
+        UsageError: a webhook secret (or a UI token) shorter than :data:`MIN_SECRET` bytes.
         StorageError / NotFoundError: the evidence repository or the replay ledger cannot be opened.
     """
     from afdp.service import ui
 
+    if len(settings.webhook_secret) < MIN_SECRET:
+        # an empty or short key makes every signature computable by anyone
+        raise UsageError(f"the webhook secret must be at least {MIN_SECRET} bytes")
+    if settings.ui_token and len(settings.ui_token.encode()) < MIN_SECRET:
+        raise UsageError(f"the UI token must be at least {MIN_SECRET} bytes")
     metrics = ServiceMetrics()
     ledger = DeliveryLedger(settings.ledger_path or default_ledger_path(settings.repository))
     dashboard = Dashboard(settings.repository, trust_policy=settings.trust_policy, metrics=metrics)
