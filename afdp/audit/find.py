@@ -222,7 +222,8 @@ def read_facts(store: EvidenceStore, ref: str, service: str, deployment: str, he
         step = context.get("step") if isinstance(context.get("step"), dict) else {}
         last_kind = rec.KIND_OF_PREDICATE.get(str(statement.get("predicateType")))
         if sequence == 0:
-            found["opened_at"] = predicate.get("finished_at")
+            if isinstance(predicate.get("finished_at"), str):
+                found["opened_at"] = predicate["finished_at"]
             metadata = result.get("metadata") if isinstance(result.get("metadata"), dict) else {}
             info = metadata.get("deployment") if isinstance(metadata.get("deployment"), dict) else {}
             for name in ("commit", "image", "deployer", "environment", "version", "deployed_at"):
@@ -234,10 +235,13 @@ def read_facts(store: EvidenceStore, ref: str, service: str, deployment: str, he
             found["deployed_at"] = outputs["deployed_at"]
         if kind in ("decide", "gate") and isinstance(result.get("decision"), dict) and (kind == "decide" or result.get("stop")):
             decision = result["decision"]
-            found["decision"] = {k: decision.get(k) for k in ("decision", "action", "label", "reason") if k in decision}
+            # records are read unverified: only text is taken, so a forged record cannot
+            # break the lookup (a number or an object where text belongs)
+            found["decision"] = {k: decision[k] for k in ("decision", "action", "label", "reason")
+                                 if isinstance(decision.get(k), str)}
             found["decision_record"] = sequence
             subjects = statement.get("subject")
-            found["subjects"] = list(subjects[1:]) if isinstance(subjects, list) else []
+            found["subjects"] = [s for s in subjects[1:] if isinstance(s, dict)] if isinstance(subjects, list) else []
     return replace(facts, records=count, sealed=last_kind == rec.KIND_SEAL, **found)
 
 
