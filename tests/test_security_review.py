@@ -151,3 +151,11 @@ def test_find_reads_a_forged_record_with_odd_types_without_breaking(repo, signer
     assert "UNVERIFIED" in result.out and "api" in result.out
     data = cli("find", "--repo", str(repo), "--service", "api", "--json").json()
     assert [h["verification"] for h in data["hits"]] == ["unverified"]
+
+
+def test_a_remote_that_cannot_be_read_is_named_with_gits_reason(cli, trust_file, tmp_path):
+    # git's advice lines ("...and the repository exists.") used to stand in for the reason
+    result = cli("verify", "--all", "--remote", str(tmp_path / "no such dir"), "--trust", str(trust_file), "--json")
+    assert result.code == 3 and result.json()["ok"] is False
+    assert "does not appear to be a git repository" in result.err
+    assert "and the repository exists" not in result.err

@@ -180,8 +180,12 @@ def _git(args: Sequence[str], *, git_dir: Path | None = None, remote: str = "") 
 
 
 def _last_line(process: subprocess.CompletedProcess[str]) -> str:
+    """git's reason: its first ``fatal:``/``error:`` line (the lines after it are advice
+    such as "...and the repository exists."), else its last line."""
     lines = [line for line in (process.stderr or process.stdout or "").splitlines() if line.strip()]
-    return redact(" ".join(lines[-1].split()))[:300] if lines else f"git exited with {process.returncode}"
+    reasons = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    chosen = reasons[0] if reasons else lines[-1] if lines else None
+    return redact(" ".join(chosen.split()))[:300] if chosen else f"git exited with {process.returncode}"
 
 
 def check_remote_url(url: str) -> str:
