@@ -7,6 +7,7 @@ the git command), the real TSA fixture and signing keys.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -159,3 +160,128 @@ def test_a_remote_that_cannot_be_read_is_named_with_gits_reason(cli, trust_file,
     assert result.code == 3 and result.json()["ok"] is False
     assert "does not appear to be a git repository" in result.err
     assert "and the repository exists" not in result.err
+
+
+# -- intake, over HTTP (the intake tests' server: a recording submitter, max_body 4096) ----
+
+import test_serve_intake as it  # noqa: E402
+from test_serve_intake import (  # noqa: E402
+    assert_nothing_started,
+    generic,
+    github_payload,
+    post_generic,
+    post_github,
+)
+
+from afdp.service.config import load_services  # noqa: E402
+
+INTAKE_SECRET = it.SECRET
+
+
+@pytest.fixture()
+def intake(repo, tmp_path):
+    path = tmp_path / "services.yaml"
+    path.write_text(it.SERVICES)
+    submitter = it.RecordingSubmitter()
+    config = ServeSettings(repository=repo, services=load_services(path), webhook_secret=INTAKE_SECRET,
+                           submitter=submitter, ui_token=TOKEN, max_body=4096)
+    with running_server(create_app(config)) as running:
+        running.submitter = submitter  # type: ignore[attr-defined]
+        yield running
+
+
+from afdp.service.intake import sign  # noqa: E402
+
+
+def test_a_chunked_body_over_the_limit_is_413_whatever_its_signature(intake):
+    body = json.dumps(generic(version="v" * 5000)).encode()
+    assert len(body) > 4096
+
+    def chunks():
+        for i in range(0, len(body), 512):
+            yield body[i:i + 512]
+
+    answer = httpx.post(f"{intake.url}/events", content=chunks(), timeout=10,
+                        headers={"X-AFDP-Signature-256": sign(INTAKE_SECRET, body)})
+    assert answer.status_code == 413
+    assert_nothing_started(intake)
+
+
+def test_signature_header_tricks_are_refused(intake):
+    body = json.dumps(generic()).encode()
+    good = sign(INTAKE_SECRET, body)
+    for headers in (
+        [("X-AFDP-Signature-256", "sha256=" + "0" * 64), ("X-AFDP-Signature-256", good)],  # duplicate: first counts
+        [("X-AFDP-Signature-256", good.replace("sha256=", "sha1="))],
+        [("X-AFDP-Signature-256", good[:-1])],
+        [("X-AFDP-Signature-256", good + "00")],
+        [("X-AFDP-Signature-256", "sha256=" + sign(b"", body).split("=")[1])],  # empty key
+        [("X-Hub-Signature-256", good)],  # the other route's header
+    ):
+        answer = httpx.post(f"{intake.url}/events", content=body, headers=headers, timeout=10)
+        assert answer.status_code == 401, headers
+    # the same JSON re-encoded (spaces) is another body: its signature does not carry over
+    reencoded = json.dumps(generic(), indent=1).encode()
+    assert post_generic(intake.url, None, raw=reencoded, signature=good).status_code == 401
+    # a sha1 GitHub header alone is no signature
+    payload = github_payload()
+    raw = json.dumps(payload).encode()
+    import hashlib
+    import hmac as _hmac
+
+    sha1 = "sha1=" + _hmac.new(INTAKE_SECRET, raw, hashlib.sha1).hexdigest()
+    answer = httpx.post(f"{intake.url}/events/github", content=raw, timeout=10,
+                        headers={"X-GitHub-Event": "deployment_status", "X-GitHub-Delivery": "d-1",
+                                 "X-Hub-Signature": sha1})
+    assert answer.status_code == 401
+    assert_nothing_started(intake)
+
+
+@pytest.mark.parametrize("deployment", ["../x", "a/b", "refs/heads/x", "x.lock", "a..b", "-x", "é1", "x\n", "x y",
+                                        "x:y", "x~1", "x^", "@{0}", "x" * 101])
+def test_a_deployment_id_that_is_not_a_safe_name_never_reaches_a_branch(intake, deployment):
+    answer = post_generic(intake.url, generic(deployment=deployment))
+    assert answer.status_code == 400, answer.text
+    assert_nothing_started(intake)
+
+
+def test_a_github_deployment_replayed_under_another_delivery_id_is_409(intake):
+    assert post_github(intake.url, github_payload(number=77), delivery="aaa-1").status_code == 202
+    answer = post_github(intake.url, github_payload(number=77), delivery="aaa-2")
+    assert answer.status_code == 409 and answer.json()["reason"] == "replay"
+    assert len(intake.submitter.events) == 1
+
+
+@pytest.mark.parametrize("event", ["deployment", "push", "workflow_run", "Deployment_Status"])
+def test_other_github_events_start_nothing(intake, event):
+    answer = post_github(intake.url, github_payload(), event=event)
+    assert answer.status_code == 202 and answer.json()["accepted"] is False
+    assert_nothing_started(intake)
+
+
+@pytest.mark.parametrize("number", [-1, 1.5, "12", True, None])
+def test_a_github_deployment_id_that_is_not_a_whole_number_is_400(intake, number):
+    answer = post_github(intake.url, github_payload(number=number))
+    assert answer.status_code == 400
+    assert_nothing_started(intake)
+
+
+def test_record_contents_are_escaped_on_every_page(repo, signer, tsa, trust_file):
+    script = '<script>alert("afdp")</script>'
+    add_step(repo, signer, tsa, "decide", {"decision": {"action": script, "decision": "rollback", "label": script,
+                                                        "reason": script}},
+             service="api", deployment="d-1", context={"step": {"kind": "decide"}}, summary=script)
+    from afdp.evidence.ledger import seal
+
+    seal(repo, service="api", deployment="d-1", signer=signer, tsa_urls=[tsa.url])
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with running_server(create_app(settings(repo, trust=trust_file))) as server:
+        pages = [httpx.get(server.url + path, headers=headers, timeout=60)
+                 for path in ("/", "/deployments/api/d-1", "/services/api")]
+        assert all(p.status_code == 200 for p in pages)
+        assert "VERIFIED" in pages[1].text
+        assert any("&lt;script&gt;" in p.text for p in pages)
+        for page in pages:
+            assert "<script" not in page.text.lower()
+            assert "script-src" not in page.headers["content-security-policy"]
+            assert page.headers["content-security-policy"].startswith("default-src 'none'")
