@@ -285,3 +285,33 @@ def test_record_contents_are_escaped_on_every_page(repo, signer, tsa, trust_file
             assert "<script" not in page.text.lower()
             assert "script-src" not in page.headers["content-security-policy"]
             assert page.headers["content-security-policy"].startswith("default-src 'none'")
+
+
+def test_a_session_cookie_ends_and_cannot_be_extended(repo):
+    import time
+
+    from afdp.service.app import SESSION_SECONDS, _session_value
+
+    with running_server(create_app(settings(repo))) as server:
+        login = httpx.post(f"{server.url}/login", data={"token": TOKEN}, follow_redirects=False)
+        cookie = login.cookies["afdp_session"]
+        flags = login.headers["set-cookie"].lower()
+        assert f"max-age={SESSION_SECONDS}" in flags and "httponly" in flags and "samesite=strict" in flags
+
+        def status(value: str) -> int:
+            return httpx.get(f"{server.url}/api/deployments", cookies={"afdp_session": value}).status_code
+
+        assert status(cookie) == 200
+        now = int(time.time())
+        expired = _session_value(TOKEN, now - 1)
+        assert status(expired) == 401
+        # the expiry is under the MAC: moving it forward breaks the cookie
+        assert status(f"{now + 3600}.{expired.split('.', 1)[1]}") == 401
+        # a cookie minted far beyond a session's length is refused too
+        assert status(_session_value(TOKEN, now + 100 * SESSION_SECONDS)) == 401
+        # the old never-ending form of the cookie is no session
+        import hashlib
+        import hmac as _hmac
+
+        assert status(_hmac.new(TOKEN.encode(), b"afdp-ui-session", hashlib.sha256).hexdigest()) == 401
+        assert status(_session_value("another-token-0123456789", now + 60)) == 401
