@@ -315,3 +315,23 @@ def test_a_session_cookie_ends_and_cannot_be_extended(repo):
 
         assert status(_hmac.new(TOKEN.encode(), b"afdp-ui-session", hashlib.sha256).hexdigest()) == 401
         assert status(_session_value("another-token-0123456789", now + 60)) == 401
+
+
+def test_find_never_overwrites_a_file_named_as_its_key(repo, signer, tsa, cli, tmp_path, monkeypatch):
+    # AFDP_INDEX_KEY pointing at a short file (a typo, another tool's file) used to be
+    # truncated and overwritten with a new key
+    build_deployment(repo, signer, tsa, service="api", deployment="d-1")
+    precious = tmp_path / "notes.txt"
+    precious.write_bytes(b"my own notes")
+    monkeypatch.setenv("AFDP_INDEX_KEY", str(precious))
+    result = cli("find", "--repo", str(repo), "--service", "api", "--json")
+    assert precious.read_bytes() == b"my own notes"
+    assert result.code == 2 and result.json()["ok"] is False and "shorter than 32 bytes" in result.err
+    # a missing key is created whole, 0600, and used from then on
+    key = tmp_path / "keys" / "index.key"
+    monkeypatch.setenv("AFDP_INDEX_KEY", str(key))
+    assert cli("find", "--repo", str(repo), "--service", "api").code == 0
+    made = key.read_bytes()
+    assert len(made) == 32 and key.stat().st_mode & 0o777 == 0o600
+    assert cli("find", "--repo", str(repo), "--service", "api").code == 0 and key.read_bytes() == made
+    assert [p.name for p in key.parent.iterdir()] == ["index.key"]

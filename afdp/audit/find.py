@@ -255,23 +255,39 @@ def _key() -> bytes:
         ConfigurationError: the key file cannot be read or created.
     """
     path = Path(os.environ.get(KEY_ENV) or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "afdp" / "index.key")
-    try:
-        data = path.read_bytes()
-        if len(data) >= 32:
+    for _ in range(2):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the lookup index key {path}: {exc.strerror or exc}") from exc
+        else:
+            if len(data) >= 32:
+                return data
+            # an existing file is never overwritten: it may be something else than a key
+            raise ConfigurationError(f"the lookup index key {path} is shorter than 32 bytes: not a key AFDP made; "
+                                     "remove it or point AFDP_INDEX_KEY elsewhere")
+        # created whole under a temporary name, then linked into place only if absent:
+        # never a half-written key, never one replaced by a concurrent lookup's
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                data = secrets.token_bytes(32)
+                handle.write(data)
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                continue  # another process made it first: read that one
             return data
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read the lookup index key {path}: {exc.strerror or exc}") from exc
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            data = secrets.token_bytes(32)
-            handle.write(data)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot create the lookup index key {path}: {exc.strerror or exc}") from exc
-    return data
+        except OSError as exc:
+            raise ConfigurationError(f"cannot create the lookup index key {path}: {exc.strerror or exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+    raise ConfigurationError(f"cannot create the lookup index key {path}")
 
 
 def _mac(key: bytes, facts: DeploymentFacts) -> str:
