@@ -335,3 +335,14 @@ def test_find_never_overwrites_a_file_named_as_its_key(repo, signer, tsa, cli, t
     assert len(made) == 32 and key.stat().st_mode & 0o777 == 0o600
     assert cli("find", "--repo", str(repo), "--service", "api").code == 0 and key.read_bytes() == made
     assert [p.name for p in key.parent.iterdir()] == ["index.key"]
+
+
+def test_the_service_page_says_which_counted_deployments_are_unsealed(repo, signer, tsa, trust_file):
+    # an unsealed branch may be a truncated one: the trends never present it as sealed evidence
+    build_deployment(repo, signer, tsa, service="api", deployment="d-1")
+    build_deployment(repo, signer, tsa, service="api", deployment="d-2", sealed=False)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with running_server(create_app(settings(repo, trust=trust_file))) as server:
+        page = httpx.get(f"{server.url}/services/api", headers=headers, timeout=60).text
+    assert "From 2 deployment(s) whose evidence verified (1 of them" in page
+    assert "no seal yet, or evidence truncated" in page

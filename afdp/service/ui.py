@@ -92,6 +92,7 @@ def trends(entries: list[DeploymentEntry]) -> dict[str, Any]:
         for metric, values in sorted(points.items())
     ]
     return {"decisions": dict(sorted(decisions.items())), "figures": figures, "counted": len(counted),
+            "unsealed": sum(1 for e in counted if e.verdict == "UNSEALED"),
             "left_out": len(entries) - len(counted)}
 
 
