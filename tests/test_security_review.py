@@ -346,3 +346,17 @@ def test_the_service_page_says_which_counted_deployments_are_unsealed(repo, sign
         page = httpx.get(f"{server.url}/services/api", headers=headers, timeout=60).text
     assert "From 2 deployment(s) whose evidence verified (1 of them" in page
     assert "no seal yet, or evidence truncated" in page
+
+
+def test_a_look_alike_branch_named_as_markup_reads_failed_and_escaped(repo, signer, tsa, trust_file):
+    build_deployment(repo, signer, tsa, service="api", deployment="d-1")
+    git = pygit2.Repository(str(repo))
+    head = git.references["refs/heads/afdp/api/d-1"].target
+    git.references.create('refs/heads/afdp/api/"><img/src=x/onerror=alert(1)>', head)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with running_server(create_app(settings(repo, trust=trust_file))) as server:
+        page = httpx.get(f"{server.url}/", headers=headers, timeout=60).text
+        rows = httpx.get(f"{server.url}/api/deployments", headers=headers, timeout=60).json()
+    assert "<img" not in page and "&lt;img" in page
+    verdicts = sorted(r["verdict"] for r in rows)
+    assert verdicts == ["FAILED", "VERIFIED"]
