@@ -360,3 +360,18 @@ def test_a_look_alike_branch_named_as_markup_reads_failed_and_escaped(repo, sign
     assert "<img" not in page and "&lt;img" in page
     verdicts = sorted(r["verdict"] for r in rows)
     assert verdicts == ["FAILED", "VERIFIED"]
+
+
+def test_push_and_verify_a_remote_whose_path_has_spaces_and_option_like_parts(repo, signer, tsa, cli, tmp_path,
+                                                                             trust_file):
+    from afdp.evidence.remote import init_remote
+
+    remote = tmp_path / "central evidence" / "--upload-pack=touch pwned.git"
+    init_remote(remote)
+    build_deployment(repo, signer, tsa, service="api", deployment="d-1")
+    result = cli("push", "--repo", str(repo), "--remote", str(remote), "--all", "--json")
+    assert result.code == 0, result.err
+    assert [b["outcome"] for b in result.json()["remotes"][0]["branches"]] == ["created"]
+    checked = cli("verify", "--all", "--remote", f"file://{remote}".replace(" ", "%20"), "--trust", str(trust_file))
+    assert checked.code == 0, checked.err
+    assert not list(tmp_path.rglob("pwned")) and not Path("pwned").exists()
