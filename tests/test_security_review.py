@@ -375,3 +375,11 @@ def test_push_and_verify_a_remote_whose_path_has_spaces_and_option_like_parts(re
     checked = cli("verify", "--all", "--remote", f"file://{remote}".replace(" ", "%20"), "--trust", str(trust_file))
     assert checked.code == 0, checked.err
     assert not list(tmp_path.rglob("pwned")) and not Path("pwned").exists()
+
+
+def test_a_github_deployment_id_too_long_for_a_branch_is_400_before_anything_starts(intake):
+    # gh-<id> was never checked as a name: a 101-digit id was submitted, then the answer was a 500
+    answer = post_github(intake.url, github_payload(number=10**100))
+    assert answer.status_code == 400 and answer.json()["reason"] == "malformed"
+    assert_nothing_started(intake)
+    assert post_github(intake.url, github_payload(number=10**90), delivery="other-1").status_code == 202
