@@ -383,3 +383,12 @@ def test_a_github_deployment_id_too_long_for_a_branch_is_400_before_anything_sta
     assert answer.status_code == 400 and answer.json()["reason"] == "malformed"
     assert_nothing_started(intake)
     assert post_github(intake.url, github_payload(number=10**90), delivery="other-1").status_code == 202
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_time_out_of_range_in_utc_is_400_not_500(intake, moment):
+    assert post_generic(intake.url, generic(deployed_at=moment)).status_code == 400
+    payload = github_payload()
+    payload["deployment_status"]["created_at"] = moment
+    assert post_github(intake.url, payload).status_code == 400
+    assert_nothing_started(intake)

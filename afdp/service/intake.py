@@ -263,4 +263,7 @@ def _time(text: str) -> datetime:
         raise EventRejected(400, "malformed", f"{text!r} is not an RFC 3339 time") from None
     if moment.tzinfo is None:
         raise EventRejected(400, "malformed", f"{text!r} has no timezone")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first representable UTC time
+        raise EventRejected(400, "malformed", f"{text!r} is out of range") from None
