@@ -392,3 +392,11 @@ def test_a_time_out_of_range_in_utc_is_400_not_500(intake, moment):
     payload["deployment_status"]["created_at"] = moment
     assert post_github(intake.url, payload).status_code == 400
     assert_nothing_started(intake)
+
+
+@pytest.mark.parametrize("value", ["---5", "\u00b2", "1" * 5000, "--1"])
+def test_grafana_annotation_bounds_that_are_not_numbers_are_ignored_not_500(repo, value):
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with running_server(create_app(settings(repo))) as server:
+        answer = httpx.get(f"{server.url}/api/annotations", params={"from": value, "to": value}, headers=headers)
+    assert answer.status_code == 200 and answer.json() == []
