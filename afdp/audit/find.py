@@ -222,7 +222,8 @@ def read_facts(store: EvidenceStore, ref: str, service: str, deployment: str, he
         step = context.get("step") if isinstance(context.get("step"), dict) else {}
         last_kind = rec.KIND_OF_PREDICATE.get(str(statement.get("predicateType")))
         if sequence == 0:
-            found["opened_at"] = predicate.get("finished_at")
+            if isinstance(predicate.get("finished_at"), str):
+                found["opened_at"] = predicate["finished_at"]
             metadata = result.get("metadata") if isinstance(result.get("metadata"), dict) else {}
             info = metadata.get("deployment") if isinstance(metadata.get("deployment"), dict) else {}
             for name in ("commit", "image", "deployer", "environment", "version", "deployed_at"):
@@ -234,10 +235,13 @@ def read_facts(store: EvidenceStore, ref: str, service: str, deployment: str, he
             found["deployed_at"] = outputs["deployed_at"]
         if kind in ("decide", "gate") and isinstance(result.get("decision"), dict) and (kind == "decide" or result.get("stop")):
             decision = result["decision"]
-            found["decision"] = {k: decision.get(k) for k in ("decision", "action", "label", "reason") if k in decision}
+            # records are read unverified: only text is taken, so a forged record cannot
+            # break the lookup (a number or an object where text belongs)
+            found["decision"] = {k: decision[k] for k in ("decision", "action", "label", "reason")
+                                 if isinstance(decision.get(k), str)}
             found["decision_record"] = sequence
             subjects = statement.get("subject")
-            found["subjects"] = list(subjects[1:]) if isinstance(subjects, list) else []
+            found["subjects"] = [s for s in subjects[1:] if isinstance(s, dict)] if isinstance(subjects, list) else []
     return replace(facts, records=count, sealed=last_kind == rec.KIND_SEAL, **found)
 
 
@@ -251,23 +255,39 @@ def _key() -> bytes:
         ConfigurationError: the key file cannot be read or created.
     """
     path = Path(os.environ.get(KEY_ENV) or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "afdp" / "index.key")
-    try:
-        data = path.read_bytes()
-        if len(data) >= 32:
+    for _ in range(2):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read the lookup index key {path}: {exc.strerror or exc}") from exc
+        else:
+            if len(data) >= 32:
+                return data
+            # an existing file is never overwritten: it may be something else than a key
+            raise ConfigurationError(f"the lookup index key {path} is shorter than 32 bytes: not a key AFDP made; "
+                                     "remove it or point AFDP_INDEX_KEY elsewhere")
+        # created whole under a temporary name, then linked into place only if absent:
+        # never a half-written key, never one replaced by a concurrent lookup's
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                data = secrets.token_bytes(32)
+                handle.write(data)
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                continue  # another process made it first: read that one
             return data
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read the lookup index key {path}: {exc.strerror or exc}") from exc
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            data = secrets.token_bytes(32)
-            handle.write(data)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot create the lookup index key {path}: {exc.strerror or exc}") from exc
-    return data
+        except OSError as exc:
+            raise ConfigurationError(f"cannot create the lookup index key {path}: {exc.strerror or exc}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+    raise ConfigurationError(f"cannot create the lookup index key {path}")
 
 
 def _mac(key: bytes, facts: DeploymentFacts) -> str:

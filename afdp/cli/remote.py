@@ -51,8 +51,9 @@ def push_cmd(repository: Path, url: str | None, branches: tuple[str, ...], all_b
 
     Per branch: created, pushed, up-to-date, behind (the remote is ahead on the same
     chain: nothing to push) or diverged (the remote holds other evidence: refused and
-    reported, never overwritten). Exit 0 when every branch is on the remote; 1 when a
-    branch diverged; 2 usage error; 3 remote unreachable or refusing.
+    reported, never overwritten) or invalid (a ref under afdp/ that is not a safe
+    branch name: never pushed). Exit 0 when every branch is on the remote; 1 when a
+    branch diverged or is invalid; 2 usage error; 3 remote unreachable or refusing.
     """
     from afdp.evidence import remote
 

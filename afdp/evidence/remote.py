@@ -62,6 +62,10 @@ from afdp.evidence.store import EvidenceStore, common_dir
 ATTEMPTS = 8
 #: Seconds one git command (ls-remote, fetch, push) may take.
 GIT_TIMEOUT = 300.0
+#: The only transports git may use for AFDP (``GIT_ALLOW_PROTOCOL``): whatever the URL
+#: becomes after git's ``url.<base>.insteadOf`` rewriting or ``protocol.allow`` settings,
+#: ``ext::``, ``fd::`` and other remote helpers (which run commands) are refused by git.
+ALLOWED_PROTOCOLS = "file:git:ssh:http:https"
 QUEUE_DIR = "afdp/push-queue"
 
 #: Outcomes after which the remote holds the local branch's records (or more of the
@@ -84,13 +88,14 @@ RECEIVING_CONFIG = {
 
 def redact(text: str) -> str:
     """Hide credentials in URLs (``https://user:token@host`` -> ``https://***@host``)."""
-    return re.sub(r"(\w+://)[^/@\s]+@", r"\1***@", text)
+    # up to the last '@' before the host: a password may itself hold an '@'
+    return re.sub(r"(\w+://)[^/\s]*@", r"\1***@", text)
 
 
 def without_password(url: str) -> str:
     """Return ``url`` without a password (``https://user:token@host`` -> ``https://user@host``):
     the form kept in the push queue. Credentials then come from git's credential helpers."""
-    return re.sub(r"^(\w+://[^/@:\s]*):[^/@\s]*@", r"\1@", url)
+    return re.sub(r"^(\w+://[^/@:\s]*):[^/\s]*@", r"\1@", url)
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ class PushReport:
 def _git(args: Sequence[str], *, git_dir: Path | None = None, remote: str = "") -> subprocess.CompletedProcess[str]:
     # No HTTPS password prompt (credential helpers still answer); stdin is closed, and a
     # remote that hangs is cut off after GIT_TIMEOUT.
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS}
     command = ["git"]
     if git_dir is not None:
         command.append(f"--git-dir={git_dir}")
@@ -175,8 +180,12 @@ def _git(args: Sequence[str], *, git_dir: Path | None = None, remote: str = "") 
 
 
 def _last_line(process: subprocess.CompletedProcess[str]) -> str:
+    """git's reason: its first ``fatal:``/``error:`` line (the lines after it are advice
+    such as "...and the repository exists."), else its last line."""
     lines = [line for line in (process.stderr or process.stdout or "").splitlines() if line.strip()]
-    return redact(" ".join(lines[-1].split()))[:300] if lines else f"git exited with {process.returncode}"
+    reasons = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    chosen = reasons[0] if reasons else lines[-1] if lines else None
+    return redact(" ".join(chosen.split()))[:300] if chosen else f"git exited with {process.returncode}"
 
 
 def check_remote_url(url: str) -> str:

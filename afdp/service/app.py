@@ -10,7 +10,8 @@ Routes:
   is forgotten, so the sender's retry is accepted.
 - ``GET /healthz``: public liveness.
 - everything else needs the UI token (``AFDP_UI_TOKEN``) as ``Authorization: Bearer`` or
-  the session cookie set by ``POST /login``: the dashboard (``/``, ``/deployments/...``,
+  the session cookie set by ``POST /login`` (HttpOnly, SameSite=Strict, Secure behind TLS,
+  valid :data:`SESSION_SECONDS`): the dashboard (``/``, ``/deployments/...``,
   ``/services/...``), ``/api/deployments``, ``/api/annotations`` (Grafana) and ``/metrics``.
   Without a configured token they answer 403: the dashboard is off.
 
@@ -45,7 +46,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from afdp.errors import AfdpError, NotFoundError
+from afdp.errors import AfdpError, NotFoundError, UsageError
 from afdp.evidence.names import branch_ref, check_name
 from afdp.service.config import Services
 from afdp.service.dashboard import Dashboard
@@ -67,7 +68,11 @@ from afdp.service.submit import RunSubmitter
 
 #: Default cap on a request body (GitHub's deployment_status payloads are ~10-30 KiB).
 MAX_BODY = 256 * 1024
+#: Shortest webhook secret or UI token accepted (bytes): a guessable one protects nothing.
+MIN_SECRET = 16
 SESSION_COOKIE = "afdp_session"
+#: How long a dashboard session (the cookie set by POST /login) lasts.
+SESSION_SECONDS = 12 * 3600
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -95,9 +100,24 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def _session_value(token: str) -> str:
-    # The cookie carries a value derived from the token, never the token itself.
-    return hmac.new(token.encode(), b"afdp-ui-session", hashlib.sha256).hexdigest()
+def _session_value(token: str, expires: int) -> str:
+    """The session cookie: ``<expiry>.<HMAC-SHA256 under the token of the expiry>``.
+
+    It carries a value derived from the token, never the token itself, and it ends: a
+    cookie copied from a browser is worthless after :data:`SESSION_SECONDS` (rotating
+    the token ends every session at once)."""
+    mac = hmac.new(token.encode(), f"afdp-ui-session:{expires}".encode(), hashlib.sha256).hexdigest()
+    return f"{expires}.{mac}"
+
+
+def _session_valid(token: str, cookie: str, now: float) -> bool:
+    expires, _, _ = cookie.partition(".")
+    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
+        expires = "0"
+    expected = _session_value(token, int(expires))
+    # compared in full even when the expiry is bad, so the time says nothing
+    matches = hmac.compare_digest(cookie.encode(), expected.encode())
+    return matches and now < int(expires) <= now + SESSION_SECONDS
 
 
 def default_ledger_path(repository: Path) -> Path:
@@ -111,15 +131,20 @@ def create_app(settings: ServeSettings) -> Starlette:
     """Return the Starlette application for ``settings``.
 
     Raises:
+        UsageError: a webhook secret (or a UI token) shorter than :data:`MIN_SECRET` bytes.
         StorageError / NotFoundError: the evidence repository or the replay ledger cannot be opened.
     """
     from afdp.service import ui
 
+    if len(settings.webhook_secret) < MIN_SECRET:
+        # an empty or short key makes every signature computable by anyone
+        raise UsageError(f"the webhook secret must be at least {MIN_SECRET} bytes")
+    if settings.ui_token and len(settings.ui_token.encode()) < MIN_SECRET:
+        raise UsageError(f"the UI token must be at least {MIN_SECRET} bytes")
     metrics = ServiceMetrics()
     ledger = DeliveryLedger(settings.ledger_path or default_ledger_path(settings.repository))
     dashboard = Dashboard(settings.repository, trust_policy=settings.trust_policy, metrics=metrics)
     token = settings.ui_token or None
-    session = _session_value(token) if token else None
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -197,13 +222,12 @@ def create_app(settings: ServeSettings) -> Starlette:
         return PlainTextResponse("ok")
 
     def authorized(request: Request) -> bool:
-        if token is None or session is None:
+        if token is None:
             return False
         header = request.headers.get("authorization", "")
         if header[:7].lower() == "bearer ":
             return hmac.compare_digest(header[7:].strip().encode(), token.encode())
-        cookie = request.cookies.get(SESSION_COOKIE, "")
-        return hmac.compare_digest(cookie.encode(), session.encode())
+        return _session_valid(token, request.cookies.get(SESSION_COOKIE, ""), time.time())
 
     def guarded(handler: Any, *, page: bool) -> Any:
         async def endpoint(request: Request) -> Response:
@@ -235,11 +259,12 @@ def create_app(settings: ServeSettings) -> Starlette:
         except _BodyTooLarge:
             return PlainTextResponse("too large", status_code=413)
         given = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0]
-        if token is None or session is None or not hmac.compare_digest(given.encode(), token.encode()):
+        if token is None or not hmac.compare_digest(given.encode(), token.encode()):
             return HTMLResponse(ui.render("login.html", error="wrong token", enabled=token is not None),
                                 status_code=401)
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict",
+        session = _session_value(token, int(time.time()) + SESSION_SECONDS)
+        response.set_cookie(SESSION_COOKIE, session, max_age=SESSION_SECONDS, httponly=True, samesite="strict",
                             secure=request.url.scheme == "https", path="/")
         return response
 

@@ -2,8 +2,9 @@
 
 Nothing here trusts an index: each branch is verified by
 :func:`afdp.verify.check_branch` against the auditor's trust policy, and the result is
-cached by (branch head, trust policy file digest) only, so a branch that moved is
-verified again. Without a trust policy nothing is verified and every deployment reads
+cached by (branch head, what check 0 examines, trust policy file digest) only, so a
+branch that moved, or a repository that gained a ``refs/replace``/``refs/notes`` ref, a
+grafts or a shallow file, is verified again. Without a trust policy nothing is verified and every deployment reads
 ``UNCHECKED``. Record contents are read as the compliance report reads them
 (:mod:`afdp.audit.report.evidence`: only content whose digest verification established).
 """
@@ -128,7 +129,11 @@ class Dashboard:
 
         head = store.head(branch_ref(service, deployment))
         head_id = str(head.id) if head is not None else None
-        key = f"{head_id}:{policy[1] if policy else 'none'}"  # type: ignore[index]
+        # The verdict depends on more than the head: check 0 fails a branch when git would
+        # show other objects (refs/replace, refs/notes, grafts, shallow), so what it
+        # looks at is part of the key and a cached VERIFIED never outlives it.
+        substitutions = hashlib.sha256("\n".join(store.substitutions()).encode()).hexdigest()
+        key = f"{head_id}:{substitutions}:{policy[1] if policy else 'none'}"  # type: ignore[index]
         with self._lock:
             cached = self._cache.get((service, deployment))
         if cached is not None and cached[0] == key:

@@ -200,6 +200,8 @@ def parse_github(event: str | None, delivery: str | None, document: Any, service
     number = deployment.get("id")
     if not isinstance(number, int) or isinstance(number, bool) or number < 0:
         raise EventRejected(400, "malformed", "deployment.id is not a number")
+    # the AFDP deployment id names a branch: checked here, before anything is claimed or started
+    _check_deployment(f"gh-{number}")
     sha = deployment.get("sha")
     if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-fA-F]{7,64}", sha):
         raise EventRejected(400, "malformed", "deployment.sha is not a commit id")
@@ -226,7 +228,7 @@ def parse_github(event: str | None, delivery: str | None, document: Any, service
         source="github",
         delivery=delivery,
         service=service,
-        deployment=f"gh-{number}",
+        deployment=f"gh-{number}",  # checked above
         info={k: v for k, v in info.items() if v is not None},
         team=team if isinstance(team, str) and _DELIVERY.fullmatch(team) else None,
         image_digest=image,
@@ -261,4 +263,7 @@ def _time(text: str) -> datetime:
         raise EventRejected(400, "malformed", f"{text!r} is not an RFC 3339 time") from None
     if moment.tzinfo is None:
         raise EventRejected(400, "malformed", f"{text!r} has no timezone")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first representable UTC time
+        raise EventRejected(400, "malformed", f"{text!r} is out of range") from None

@@ -6,6 +6,7 @@ so the dashboard and ``afdp report`` draw the same series the same way; no JavaS
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +93,7 @@ def trends(entries: list[DeploymentEntry]) -> dict[str, Any]:
         for metric, values in sorted(points.items())
     ]
     return {"decisions": dict(sorted(decisions.items())), "figures": figures, "counted": len(counted),
+            "unsealed": sum(1 for e in counted if e.verdict == "UNSEALED"),
             "left_out": len(entries) - len(counted)}
 
 
@@ -134,7 +136,8 @@ def grafana_annotations(entries: list[DeploymentEntry], params: Mapping[str, str
 
 
 def _millis(text: str | None) -> int | None:
-    if text is None or not text.strip().lstrip("-").isdigit():
+    # ASCII digits only, one sign, bounded: "---5", "²" or 5,000 digits are no time (not a 500)
+    if text is None or not re.fullmatch(r"-?[0-9]{1,18}", text.strip()):
         return None
     return int(text)
 
