@@ -87,7 +87,7 @@ def unknown_message(analyzer: str, unknown: Sequence[str]) -> str:
 
 def output_reserved(output: str) -> bool:
     """Whether an ``output:`` name would hide one of the prediction's own outputs."""
-    fields = catalog.PREDICTION_OUTPUTS["predict_likely_impact"]
+    fields = {*catalog.PREDICTION_OUTPUTS["predict_likely_impact"], "dataset_digest"}
     return any(f"{output}{suffix}" in fields for suffix in ("", "_low", "_high")) and output != DEFAULT_OUTPUT
 
 

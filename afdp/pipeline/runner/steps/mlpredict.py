@@ -24,15 +24,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from afdp.pipeline.runner.state import RunState, StepResult
-from afdp.workflow.model import Predict, Step
+from afdp.pipeline.runner.state import StepResult
+from afdp.workflow.model import Predict
 
 
-def handle_ml_predictor(run: RunState, step: Step, values: dict[str, Any]) -> StepResult:
-    from afdp.pipeline.runner.steps.predict import run_prediction
-
-    params = step.params
-    assert isinstance(params, Predict) and params.analyzer is not None
+def ml_predictor_result(params: Predict, result: StepResult) -> StepResult:
+    """Return the step result of an ``ml_predictor`` analyzer from its prediction's
+    (``predict_likely_impact``'s, run by :mod:`afdp.pipeline.runner.steps.predict`)."""
+    assert params.analyzer is not None
     analyzer: dict[str, Any] = {
         "name": params.analyzer,
         "model": params.model,
@@ -41,7 +40,6 @@ def handle_ml_predictor(run: RunState, step: Step, values: dict[str, Any]) -> St
     }
     if any(f == "load" for _, f in params.features):
         analyzer["notes"] = ["load: a run does not know the service's load; the prediction is made without it"]
-    result = run_prediction(run, params)
     detail = dict(result.result)
     detail["analyzer"] = analyzer
     if result.status != "ok":
@@ -58,4 +56,4 @@ def handle_ml_predictor(run: RunState, step: Step, values: dict[str, Any]) -> St
     return StepResult("ok", detail, f"ml_predictor {params.analyzer}: {result.summary}")
 
 
-__all__ = ["handle_ml_predictor"]
+__all__ = ["ml_predictor_result"]

@@ -96,9 +96,9 @@ def handle_predict(run: RunState, step: Step, values: dict[str, Any]) -> StepRes
     params = step.params
     assert isinstance(params, Predict)
     if params.analyzer is not None:  # an ml_predictor analyzer's own step
-        from afdp.pipeline.runner.steps.mlpredict import handle_ml_predictor
+        from afdp.pipeline.runner.steps.mlpredict import ml_predictor_result
 
-        return handle_ml_predictor(run, step, values)
+        return ml_predictor_result(params, run_prediction(run, params))
     return run_prediction(run, params)
 
 
