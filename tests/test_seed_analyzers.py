@@ -77,8 +77,9 @@ def test_seed_analyzers_block_validates_with_its_reading_noted(tmp_path, cli):
     assert "current.latency = response_time (median)" in text
     assert "'degradation_detected' (degradation)" in text
     ml = next(n for n in notes if n["path"].startswith("analyzers.ml_predictor"))
-    assert ml["level"] == "warning" and "needs a trained model (deployment_impact_v2)" in ml["message"]
-    assert "skipped" in ml["message"]
+    assert ml["level"] == "note" and "runs as its own step predict_ml_predictor" in ml["message"]
+    assert "code_change_size = change_size" in ml["message"] and "current_load = load" in ml["message"]
+    assert "model deployment_impact_v2" in ml["message"] and "recorded as skipped with the reason" in ml["message"]
     assert "revenue_data = revenue_per_hour; user_behavior = orders_per_hour" in text
     assert "lost orders per hour" in text and "average order value" in text
 
@@ -104,7 +105,7 @@ def test_seed_analyzers_plan_lists_each_analyzer(tmp_path, cli):
     analyzers = {a["name"]: a for a in plan["analyzers"]}
     assert analyzers["threshold_checker"]["type"] == "logic"
     assert "degradation_detected" in analyzers["threshold_checker"]["does"]
-    assert "not run" in analyzers["ml_predictor"]["does"]
+    assert "its own step predict_ml_predictor" in analyzers["ml_predictor"]["does"]
     assert "financial_impact_assessment" in analyzers["business_impact"]["does"]
     human = cli("plan", str(path), "--set", "deployment.service=api", "--set", "deployment.id=d-1")
     assert "threshold_checker (logic)" in human.out

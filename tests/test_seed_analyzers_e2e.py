@@ -113,7 +113,7 @@ def test_seed_logic_analyzer_detects_a_real_latency_regression(tmp_path, cli, pr
     assert money["loss_per_hour"] == pytest.approx(money["lost_orders_per_hour"] * 25.0, rel=1e-6)
     assert "lost_orders_per_hour x average_order_value" in money["formula"]
     ml = analyzers["ml_predictor"]
-    assert ml["status"] == "skipped" and "trained model" in ml["reason"]
+    assert ml["status"] == "skipped" and "its own step and record predict_ml_predictor" in ml["reason"]
     verified = cli("verify", "--repo", str(repo), "--service", "api", "--deployment", "an-reg", "--trust", str(trust_file))
     assert verified.code == 0, verified.out
     # The compliance report shows the analyzers' results (tests/test_seed_rest_report.py).

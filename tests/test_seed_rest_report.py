@@ -104,7 +104,7 @@ def test_report_shows_each_analyzer_with_its_inputs_and_formula(analyzed_branch,
     assert f"calculation: {money['calculation']}" in business["details"]
     assert business["outcome"] == money  # the recorded JSON, as it is
     ml = rows["ml_predictor"]
-    assert ml["status"] == "skipped" and "trained model" in ml["result"]
+    assert ml["status"] == "skipped" and "its own step and record predict_ml_predictor" in ml["result"]
     # The HTML shows the same, with the program itself.
     result, html = _report(cli, repo, trust_file, tmp_path / "report.html")
     assert result.code == 0

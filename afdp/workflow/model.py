@@ -132,7 +132,8 @@ class Analyzer:
     """A reusable analysis: thresholds, a statistical test (``mann_whitney`` / ``welch_t``),
     a ``logic`` program over the baseline and current captures (``type: logic``), a
     business impact in money per hour (``type: business_impact``, ``correlate``), or an
-    ML predictor (``type: ml_predictor``: recorded as not run until a model is trained).
+    ML predictor (``type: ml_predictor``: run as its own step ``predict_<name>`` from the
+    verified history, never inside the analysis).
     """
 
     name: str
@@ -148,7 +149,7 @@ class Analyzer:
     #: ``business_impact``: the groups to correlate; ``output``: the name of the result.
     correlate: tuple[str, ...] = ()
     output: str | None = None
-    #: ``ml_predictor``: the model and its features (not run yet).
+    #: ``ml_predictor``: the model and its features (run as the step ``predict_<name>``).
     model: str | None = None
     features: tuple[str, ...] = ()
 
@@ -494,6 +495,13 @@ class Predict:
 
     prediction: str
     reason: str
+    #: For the step of an ``ml_predictor`` analyzer (``predict_<analyzer>``): the
+    #: analyzer's name, its ``model:`` and ``output:`` names, and its ``features:`` as
+    #: (the guide's name, the learning feature it reads) pairs.
+    analyzer: str | None = None
+    model: str | None = None
+    output: str | None = None
+    features: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -387,7 +387,10 @@ def _analyzer(analyzer: Any) -> dict[str, Any]:
     elif analyzer.type == "business_impact":
         out["does"] = f"money per hour from {', '.join(analyzer.correlate)} -> {analyzer.output}"
     elif analyzer.type == "ml_predictor":
-        out["does"] = f"not run: needs the trained model {analyzer.model}"
+        out["does"] = (
+            f"not run inside the analysis: its own step predict_{analyzer.name} predicts from the verified "
+            f"history (model {analyzer.model or 'unnamed'}), or is skipped with the reason"
+        )
     elif analyzer.thresholds:
         out["does"] = "thresholds " + ", ".join(f"{t.key} {t.limit}" for t in analyzer.thresholds)
     else:

@@ -19,7 +19,9 @@ everything it read, so an auditor sees why it said what it said:
   recorded beside it (``technical``), and ``attributed`` says whether a technical metric
   degraded while money was lost. Missing data gives ``status: not_enough_data`` with
   the reason (the metrics themselves were checked when the workflow was validated).
-- **ml_predictor**: ``status: skipped`` with the reason (it needs a trained model).
+- **ml_predictor**: ``status: skipped`` here, with the reason: it never runs inside the
+  analysis (a pure function of the samples, which ``afdp replay`` recomputes), but as its
+  own step and record ``predict_<name>`` from the verified history (``record`` names it).
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ if TYPE_CHECKING:
     from afdp.pipeline.analysis.verdicts import MetricAnalysis
     from afdp.workflow.model import Analyzer
 
-ML_SKIPPED = "needs a trained model / history: models are trained from verified evidence (learning from evidence); not run"
+ML_SKIPPED = (
+    "not part of the analysis (which is recomputed from the samples alone): predicted from the verified "
+    "history by its own step and record {record} (needs afdp run --trust and enough history)"
+)
 
 _SECONDS_PER_HOUR = 3600.0
 
@@ -58,7 +63,8 @@ def run_analyzers(analyzers: Sequence[Analyzer], metrics: Sequence[MetricAnalysi
                     "model": analyzer.model,
                     "features": list(analyzer.features),
                     "output": analyzer.output,
-                    "reason": ML_SKIPPED,
+                    "record": f"predict_{analyzer.name}",
+                    "reason": ML_SKIPPED.format(record=f"predict_{analyzer.name}"),
                 }
             )
     return out

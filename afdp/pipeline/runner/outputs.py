@@ -105,7 +105,11 @@ def typed_outputs(workflow: Workflow, step: Step, outputs: Mapping[str, Any]) ->
         elif isinstance(step.params, Query) and key == "longest_lock_wait" and value is not None:
             typed[key] = Quantity(float(value), _SECONDS)
         elif isinstance(step.params, Predict):
-            typed[key] = _prediction_typed(workflow, key, value, outputs)
+            money_key = key
+            output = step.params.output
+            if output and key in (output, f"{output}_low", f"{output}_high"):
+                money_key = "predicted_revenue_loss_per_hour" + key[len(output):]  # the analyzer's name for it
+            typed[key] = _prediction_typed(workflow, money_key, value, outputs)
         else:
             typed[key] = value
     return typed

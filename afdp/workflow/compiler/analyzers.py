@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from afdp.workflow import catalog, logic
 from afdp.workflow.business import GROUP_NEEDS, resolve_groups
+from afdp.workflow.compiler import mlpredict
 from afdp.workflow.compiler.metrics import RESERVED_NAMES, _Metrics
 from afdp.workflow.expressions import BOOL, STRING
 from afdp.workflow.findings import Finding
@@ -117,18 +118,23 @@ class _Analyzers(_Metrics):
             )
         else:
             raw = spec.get("features")
-            features = tuple(str(f) for f in raw) if isinstance(raw, list) else ()
+            written = tuple(str(f) for f in raw) if isinstance(raw, list) else ()
             model = spec.get("model") if isinstance(spec.get("model"), str) else None
+            pairs, unknown = mlpredict.read_features(written)
+            if unknown:
+                self.fail((*path, "features"), mlpredict.unknown_message(name, unknown), prefer_key=True)
+                return
+            if output is not None and mlpredict.output_reserved(output):
+                self.fail((*path, "output"), f"output {output!r} would hide one of the prediction's own outputs; choose another", prefer_key=True)
+                return
             self.note(
                 (*path, "model") if "model" in spec else path,
-                f"ml_predictor {name}: needs a trained model ({model or 'unnamed'}) and the "
-                "learning from evidence that trains it; until then it validates and every "
-                "analysis records it as skipped (not run), never as a verdict",
-                level="warning",
+                mlpredict.note_text(name, model, pairs, output or mlpredict.DEFAULT_OUTPUT),
             )
             self.analyzers[name] = Analyzer(
-                name=name, type="ml_predictor", model=model, features=features, output=output
+                name=name, type="ml_predictor", model=model, features=written, output=output
             )
+            self.ml_steps.append(mlpredict.params_of(name, model, pairs, output))
 
     def check_guide_analyzers(self, chosen: list[Analyzer], metrics: tuple[str, ...], at: DocPath, step: str) -> None:
         """Check that each logic / business_impact analyzer an analysis runs has its inputs there."""

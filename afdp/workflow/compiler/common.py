@@ -19,7 +19,7 @@ from afdp.workflow.expressions import ANY, Expression, ExpressionError, Ref, par
 from afdp.workflow.findings import Finding
 from afdp.workflow.interpolation import Template, TemplateError, parse_template
 from afdp.workflow.loader import DocPath, Document
-from afdp.workflow.model import Analyzer, Collector, Location, Metric, Stage, Step
+from afdp.workflow.model import Analyzer, Collector, Location, Metric, Predict, Stage, Step
 from afdp.workflow.scope import Tree, UndefinedName, lookup
 from afdp.workflow.units import Duration, Unit, UnitError, parse_duration
 
@@ -51,6 +51,7 @@ class _Base:
         self.collectors: dict[str, Collector] = {}
         self.metrics: dict[str, Metric] = {}
         self.analyzers: dict[str, Analyzer] = {}
+        self.ml_steps: list[Predict] = []  # ml_predictor analyzers: their predict_<name> steps
         self.steps: list[Step] = []
         self.outputs: dict[str, Tree] = {}  # step name -> its outputs, for ${steps...}
         self.boundary: int | None = None  # index of the step that marks the deployment

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from afdp.workflow import catalog
 from afdp.workflow.catalog import StepKind
+from afdp.workflow.compiler import mlpredict
 from afdp.workflow.compiler.common import _fields
 from afdp.workflow.compiler.predictive import prediction_outputs
 from afdp.workflow.compiler.variables import _Variables
@@ -118,6 +119,8 @@ class _Outputs(_Variables):
             return dict(catalog.BUSINESS_OUTPUTS)
         if isinstance(params, Gate):
             return {"triggered": BOOL}
+        if isinstance(params, Predict) and params.analyzer:
+            return mlpredict.outputs_of(params, self.metrics, prediction_outputs(params.prediction, self.metrics))
         if isinstance(params, Predict):
             return prediction_outputs(params.prediction, self.metrics)
         if isinstance(params, Decide):

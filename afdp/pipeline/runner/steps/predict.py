@@ -95,6 +95,15 @@ def planned_of(run: RunState) -> Any:
 def handle_predict(run: RunState, step: Step, values: dict[str, Any]) -> StepResult:
     params = step.params
     assert isinstance(params, Predict)
+    if params.analyzer is not None:  # an ml_predictor analyzer's own step
+        from afdp.pipeline.runner.steps.mlpredict import ml_predictor_result
+
+        return ml_predictor_result(params, run_prediction(run, params))
+    return run_prediction(run, params)
+
+
+def run_prediction(run: RunState, params: Predict) -> StepResult:
+    """Run one prediction (``params.prediction``) from the verified history."""
     if run.request.trust_policy is None:
         return _skip(params, NO_TRUST)
     try:
@@ -275,4 +284,4 @@ _HANDLERS = {
 }
 
 
-__all__ = ["handle_predict", "planned_of"]
+__all__ = ["handle_predict", "planned_of", "run_prediction"]
