@@ -13,7 +13,16 @@ from afdp.evidence import records as rec
 from afdp.evidence.ledger import append_record
 from afdp.evidence.trust import load_trust_policy
 from afdp.learn.features import Planned
-from afdp.learn.model import MIN_HISTORY, MODELS, ModelUnusable, load_model, recorded_models
+from afdp.learn.model import (
+    MIN_HISTORY,
+    MODELS,
+    ModelUnusable,
+    TrainingSet,
+    load_model,
+    record_model,
+    recorded_models,
+    train,
+)
 from afdp.learn.prediction import predict_from_rows
 
 PLANNED = Planned.of(change_size=800, changed_files=20, kinds=["migration"], at=datetime(2026, 12, 7, 14, tzinfo=UTC),
@@ -44,6 +53,28 @@ def test_a_model_is_recorded_verified_reused_and_refused_when_foreign(repo, sign
     append_record(repo, service=MODELS, deployment="api", draft=draft, signer=attacker, tsa_urls=[tsa.url])
     with pytest.raises(ModelUnusable, match="did not verify"):
         recorded_models(repo, policy, service="api")
+
+
+def test_a_recorded_model_of_this_dataset_not_trained_on_its_rows_is_refused(repo, signer, tsa, trust_file):
+    # A model record signed by a trusted key names the dataset digest, but its training
+    # rows are not the verified history's (one row's impact poisoned; or another service's
+    # document on this service's model branch): the prediction must not rest on it.
+    history = rows(30, seed=5)
+    policy = load_trust_policy(trust_file)
+    digest = "b" * 64
+    poisoned = [dict(r) for r in history]
+    poisoned[3]["impact.latency.increase"] = 9.0
+    _, document = train(TrainingSet.of(poisoned, service="api", dataset_digest=digest), assess=False)
+    record_model(repo, document, signer=signer, tsa_urls=[tsa.url])
+    assert recorded_models(repo, policy, service="api")  # it verifies: the key is trusted
+    with pytest.raises(ModelUnusable, match="was not trained on its verified rows"):
+        predict_from_rows(history, PLANNED, service="api", dataset_digest=digest, repository=repo, policy=policy)
+    # the honest rows, but the document says it models another service
+    _, honest = train(TrainingSet.of(history, service="checkout", dataset_digest="c" * 64), assess=False)
+    draft = rec.RecordDraft(kind=rec.KIND_STEP, step="model", result=honest)
+    append_record(repo, service=MODELS, deployment="api", draft=draft, signer=signer, tsa_urls=[tsa.url])
+    with pytest.raises(ModelUnusable, match="was not trained on its verified rows"):
+        predict_from_rows(history, PLANNED, service="api", dataset_digest="c" * 64, repository=repo, policy=policy)
 
 
 def test_cli_predict_with_no_history_says_not_enough_and_exits_0(cli, repo, trust_file):
