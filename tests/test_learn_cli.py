@@ -99,6 +99,8 @@ def test_cli_predict_with_no_history_says_not_enough_and_exits_0(cli, repo, trus
         (("predict", "--service", "api", "--at", "2026-12-07T14:00:00"), "needs a timezone"),
         (("predict", "--service", "a/b"), "invalid service name"),
         (("predict", "--service", "api", "--key", "k.pem"), "No such file"),
+        (("predict", "--service", "api", "--kinds", "migraton"), "unknown change kind 'migraton'"),
+        (("similar", "--service", "api", "--kinds", "code,Mobile"), "unknown change kind 'mobile'"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(cli, repo, trust_file, args, message):
@@ -218,3 +220,13 @@ def test_a_decision_gates_on_a_predicted_revenue_loss(tmp_path):
 def test_cli_insights_unwritable_html_is_exit_3(cli, repo, trust_file, tmp_path):
     result = cli("insights", "--repo", str(repo), "--trust", str(trust_file), "--html", str(tmp_path / "no" / "dir" / "x.html"))
     assert result.code == 3 and "cannot write" in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_every_kind_a_path_can_have_is_a_kind_the_cli_accepts():
+    from afdp.learn.features import CHANGE_KINDS, parse_kinds
+    from afdp.learn.history import classify_path
+
+    paths = ["db/migrations/1.sql", "tests/test_a.py", "uv.lock", "Dockerfile", "README.md", "web/app.tsx",
+             "config/app.yaml", "src/app.py", "LICENSE"]
+    assert sorted({classify_path(p) for p in paths}) == sorted(CHANGE_KINDS)
+    assert parse_kinds("Migration, code") == ("code", "migration")

@@ -20,7 +20,7 @@ def _planned_options(function: Any) -> Any:
     options = [
         click.option("--change-size", type=click.FloatRange(min=0), help="Planned change size (lines changed)."),
         click.option("--changed-files", type=click.IntRange(min=0), help="Planned number of changed files."),
-        click.option("--kinds", metavar="K1,K2", help="Planned change kinds (migration, config, frontend, ...)."),
+        click.option("--kinds", metavar="K1,K2", help="Planned change kinds, comma-separated: code, config, dependencies, docs, frontend, infrastructure, migration, other, test."),
         click.option("--at", "at", metavar="ISO", help="Planned deployment time, RFC 3339 with a zone (default: now)."),
         click.option("--environment", help="Planned environment (production, staging, ...)."),
         click.option("--load", type=float, help="The service's load when deploying (same unit as the history's load column)."),
