@@ -230,3 +230,31 @@ def test_every_kind_a_path_can_have_is_a_kind_the_cli_accepts():
              "config/app.yaml", "src/app.py", "LICENSE"]
     assert sorted({classify_path(p) for p in paths}) == sorted(CHANGE_KINDS)
     assert parse_kinds("Migration, code") == ("code", "migration")
+
+
+def test_the_models_namespace_holds_only_models(cli, repo, signer, tsa, trust_file, keys, tmp_path, monkeypatch):
+    # A service literally named "models" would write its deployments onto afdp/models/<id>,
+    # the branches that hold other services' models: refused at every way in.
+    from afdp.errors import UsageError
+    from afdp.evidence import ledger
+    from afdp.evidence.ledger import append_records, open_branch
+
+    step = rec.RecordDraft(kind=rec.KIND_STEP, step="analyze", result={"x": 1})
+    with pytest.raises(UsageError, match="'models' is reserved"):
+        append_record(repo, service=MODELS, deployment="api", draft=step, signer=signer, tsa_urls=[tsa.url])
+    with pytest.raises(UsageError, match="'models' is reserved"):
+        append_records(repo, service=MODELS, deployment="api", drafts=[step], signer=signer, tsa_urls=[tsa.url])
+    with pytest.raises(UsageError, match="'models' is reserved"):
+        open_branch(repo, service=MODELS, deployment="d-1", signer=signer, tsa_urls=[tsa.url])
+    result_file = tmp_path / "r.json"
+    result_file.write_text('{"x": 1}')
+    result = cli("record", "--repo", str(repo), "--service", "models", "--deployment", "api", "--step", "analyze",
+                 "--result", str(result_file), "--key", str(keys / "dev.key"), "--tsa", tsa.url)
+    assert result.code == 2 and "'models' is reserved" in result.err and len(result.err.strip().splitlines()) == 1
+    # a repository written before the name was reserved (the check stood aside to write it):
+    # a deployment branch there is not taken for a model branch
+    monkeypatch.setattr(ledger, "check_not_models", lambda service, step: None)
+    append_record(repo, service=MODELS, deployment="api", draft=step, signer=signer, tsa_urls=[tsa.url])
+    monkeypatch.undo()
+    with pytest.raises(ModelUnusable, match="not a model branch"):
+        recorded_models(repo, load_trust_policy(trust_file), service="api")
