@@ -258,3 +258,20 @@ def test_the_models_namespace_holds_only_models(cli, repo, signer, tsa, trust_fi
     monkeypatch.undo()
     with pytest.raises(ModelUnusable, match="not a model branch"):
         recorded_models(repo, load_trust_policy(trust_file), service="api")
+
+
+def test_similar_says_which_past_deployments_were_imported():
+    # an imported past deployment must never pass for a live-captured one in the answer
+    from afdp.learn.similar import find_similar
+
+    history = rows(30, seed=5)
+    for row in history[:10]:
+        row["imported"] = True
+    result = find_similar(history, PLANNED, service="api", k=30, radius=100.0)
+    document = result.to_json()
+    flags = {n["deployment"]: n["imported"] for n in document["neighbours"]}
+    assert flags == {r["deployment"]: r["imported"] for r in history}
+    assert document["pattern"]["imported"] == 10
+    assert result.sentence().endswith("; 10 of them imported from history, not captured live")
+    live = find_similar(rows(30, seed=5), PLANNED, service="api", k=3, radius=100.0)
+    assert "imported" not in live.sentence() and live.to_json()["pattern"]["imported"] == 0

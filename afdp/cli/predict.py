@@ -119,7 +119,7 @@ def similar_cmd(**options: Any) -> None:
                   f"({result.excluded} excluded); query: {escape(result.query_source)}")
     table = Table("deployment", "distance", "deployed at", "degraded", "why similar")
     for n in result.neighbours:
-        table.add_row(escape(n.deployment), f"{n.distance:.3f}", escape(str(n.row.get("deployed_at") or "-")),
+        table.add_row(escape(n.deployment) + (" (imported)" if n.imported else ""), f"{n.distance:.3f}", escape(str(n.row.get("deployed_at") or "-")),
                       {True: "yes", False: "no", None: "-"}[n.degraded], escape(", ".join(n.matched) or "-"))
     console.print(table)
     console.print(escape(result.sentence()))
@@ -199,7 +199,7 @@ def _print_prediction(document: dict[str, Any]) -> None:
     if similar:
         console.print(escape(similar["pattern"]["sentence"]))
         for n in similar["neighbours"]:
-            console.print(escape(f"  {n['deployment']}  distance {n['distance']:.3f}  degraded={n['degraded']}  "
+            console.print(escape(f"  {n['deployment']}{' (imported)' if n['imported'] else ''}  distance {n['distance']:.3f}  degraded={n['degraded']}  "
                                  f"{', '.join(n['matched'])}"))
 
 
