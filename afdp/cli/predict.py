@@ -139,8 +139,9 @@ def predict_cmd(**options: Any) -> None:
     """Predict a planned deployment's impact, with conformal intervals, from verified history.
 
     Exit 0 with the prediction, or with "not enough history" when there is too little;
-    1 when the recorded model does not verify or cannot be reproduced; 2 for bad input;
-    3 when the evidence cannot be read or the model cannot be recorded.
+    1 when the recorded model does not verify, was not trained on this history or cannot
+    be reproduced; 2 for bad input; 3 when the evidence cannot be read or the model cannot
+    be recorded.
     """
     import os
 
