@@ -14,7 +14,7 @@
    carried out;
 4. compares the canonical form (RFC 8785) of each recomputed analysis, decision and gate
    with the recorded one: ``identical`` only when every one is equal bit for bit *and*
-   the analysis was recorded by the running AFDP version (otherwise the status says the
+   every analysis was recorded by the running AFDP version (otherwise the status says the
    version differs, plainly, and never "identical").
 
 With another workflow (``workflow=other.yaml``) the same recorded samples are re-judged
@@ -355,6 +355,7 @@ def _replay(store: EvidenceStore, report: BranchReport, other: Any, other_name: 
     recomputed_steps: list[str] = []
     used = {genesis.digest}
     recorded_version: str | None = None
+    versions: list[str | None] = []
     recorded_decision = _recorded_decision(records, recorded_wf)
     recomputed_decision: dict[str, Any] | None = None
     target_names = {s.name for s in target.steps}
@@ -388,7 +389,12 @@ def _replay(store: EvidenceStore, report: BranchReport, other: Any, other_name: 
             assert isinstance(params, Analyze)
             used.add(item.digest)
             used.update(_capture_digests(records, (params.baseline, params.impact)))
-            recorded_version = result.get("analysis_version") if isinstance(result.get("analysis_version"), str) else None
+            version = result.get("analysis_version") if isinstance(result.get("analysis_version"), str) else None
+            # Every recomputed analysis must have been recorded by the running version: the
+            # first one that was not (or that does not say) is the version reported.
+            if not versions or (versions[0] == __version__ and version != __version__):
+                recorded_version = version
+            versions.append(version)
             if params.groups is not None:
                 control, treatment = params.groups
                 window = series.get(params.impact, {})
