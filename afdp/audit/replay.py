@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from afdp.errors import NotFoundError, UsageError
+from afdp.errors import AfdpError, NotFoundError, UsageError
 from afdp.evidence import records as rec
 from afdp.evidence.canonical import canonical_bytes, sha256_hex
 from afdp.evidence.ledger import decode_envelope
@@ -382,7 +382,7 @@ def _replay(store: EvidenceStore, report: BranchReport, other: Any, other_name: 
             raise UsageError(f"step {item.step} is a {step.kind.value} step in the recorded workflow, a {new_step.kind.value} step in {other_name}")
         if step.kind is StepKind.CAPTURE:
             series[item.step] = _series(item)
-        if item.status == "skipped":
+        if item.status == "skipped" and not _runs_now(item, step, new_step, target, deployment_values, overrides, outputs):
             continue
         if step.kind is StepKind.ANALYZE and new_step is not None and isinstance(result.get("analysis"), Mapping):
             params = new_step.params
@@ -478,6 +478,46 @@ def _replay(store: EvidenceStore, report: BranchReport, other: Any, other_name: 
         tuple(sorted(used)),
         max(0, len(differences) - MAX_DIFFERENCES),
     )
+
+
+def _runs_now(
+    item: _Recorded,
+    step: Any,
+    new_step: Any,
+    target: Any,
+    deployment: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    outputs: Mapping[str, Any],
+) -> bool:
+    """Whether a decision or gate step the run skipped must be judged in the replay.
+
+    A run skips such a step because an earlier gate stopped the workflow, or because its
+    ``when``/``unless`` did not hold. Both are judged again from the recomputed values (a
+    gate that still stops ends the replay before it): when the step's conditions hold now,
+    it is recomputed, so a verdict the recording never reached is not taken as unchanged.
+    Any other skip (a phase that was not recorded) stays a skip.
+
+    Raises:
+        UsageError: the step's condition cannot be evaluated on the replayed values.
+    """
+    from afdp.workflow.catalog import StepKind
+
+    if new_step is None or step.kind not in (StepKind.DECIDE, StepKind.GATE):
+        return False
+    result = item.result if isinstance(item.result, Mapping) else {}
+    stopped = str(result.get("reason") or "").startswith("skipped: gate ")
+    if not stopped and not isinstance(result.get("condition"), Mapping):
+        return False
+    values = target.values(deployment=dict(deployment), overrides=dict(overrides), steps=dict(outputs))
+    for label, expression, wanted in (("when", new_step.when, True), ("unless", new_step.unless, False)):
+        if expression is None:
+            continue
+        try:
+            if expression.evaluate(values) != wanted:
+                return False
+        except (ValueError, KeyError, AfdpError) as exc:
+            raise UsageError(f"step {item.step}: its {label} condition cannot be evaluated on the replayed values: {exc}") from exc
+    return True
 
 
 def _failure_text(item: _Recorded) -> str:
