@@ -275,3 +275,16 @@ def test_similar_says_which_past_deployments_were_imported():
     assert result.sentence().endswith("; 10 of them imported from history, not captured live")
     live = find_similar(rows(30, seed=5), PLANNED, service="api", k=3, radius=100.0)
     assert "imported" not in live.sentence() and live.to_json()["pattern"]["imported"] == 0
+
+
+def test_a_model_branch_is_counted_as_a_model_branch_not_a_failed_deployment(repo, signer, tsa, trust_file):
+    from afdp.learn.history import load_history
+
+    _, document = train(TrainingSet.of(rows(30, seed=5), service="api", dataset_digest="d" * 64), assess=False)
+    record_model(repo, document, signer=signer, tsa_urls=[tsa.url])
+    history = load_history(repo, trust_file)
+    assert history.rows == [] and history.considered == 1
+    assert [(e.branch, e.reason) for e in history.excluded] == [
+        ("refs/heads/afdp/models/api", "model branch (the impact models of api), not a deployment")
+    ]
+    assert history.excluded_by_reason() == {"model branch": 1}

@@ -301,9 +301,11 @@ def _branch_row(
     path: Path, policy: TrustPolicy, selection: _Selection, service: str, deployment: str
 ) -> dict[str, Any] | Exclusion:
     """Verify one branch; return its row, or why it is left out."""
-    from afdp.evidence.names import branch_ref
+    from afdp.evidence.names import MODELS_SERVICE, branch_ref
 
     ref = branch_ref(service, deployment)
+    if service == MODELS_SERVICE:  # afdp/models/<service>: another service's models, never a deployment
+        return Exclusion(ref, f"model branch (the impact models of {deployment}), not a deployment")
     try:
         report = check_branch(path, service=service, deployment=deployment, policy=policy, jobs=1)
     except NotFoundError as exc:  # deleted between listing and reading
