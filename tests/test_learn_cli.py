@@ -13,7 +13,16 @@ from afdp.evidence import records as rec
 from afdp.evidence.ledger import append_record
 from afdp.evidence.trust import load_trust_policy
 from afdp.learn.features import Planned
-from afdp.learn.model import MIN_HISTORY, MODELS, ModelUnusable, load_model, recorded_models
+from afdp.learn.model import (
+    MIN_HISTORY,
+    MODELS,
+    ModelUnusable,
+    TrainingSet,
+    load_model,
+    record_model,
+    recorded_models,
+    train,
+)
 from afdp.learn.prediction import predict_from_rows
 
 PLANNED = Planned.of(change_size=800, changed_files=20, kinds=["migration"], at=datetime(2026, 12, 7, 14, tzinfo=UTC),
@@ -46,6 +55,28 @@ def test_a_model_is_recorded_verified_reused_and_refused_when_foreign(repo, sign
         recorded_models(repo, policy, service="api")
 
 
+def test_a_recorded_model_of_this_dataset_not_trained_on_its_rows_is_refused(repo, signer, tsa, trust_file):
+    # A model record signed by a trusted key names the dataset digest, but its training
+    # rows are not the verified history's (one row's impact poisoned; or another service's
+    # document on this service's model branch): the prediction must not rest on it.
+    history = rows(30, seed=5)
+    policy = load_trust_policy(trust_file)
+    digest = "b" * 64
+    poisoned = [dict(r) for r in history]
+    poisoned[3]["impact.latency.increase"] = 9.0
+    _, document = train(TrainingSet.of(poisoned, service="api", dataset_digest=digest), assess=False)
+    record_model(repo, document, signer=signer, tsa_urls=[tsa.url])
+    assert recorded_models(repo, policy, service="api")  # it verifies: the key is trusted
+    with pytest.raises(ModelUnusable, match="was not trained on its verified rows"):
+        predict_from_rows(history, PLANNED, service="api", dataset_digest=digest, repository=repo, policy=policy)
+    # the honest rows, but the document says it models another service
+    _, honest = train(TrainingSet.of(history, service="checkout", dataset_digest="c" * 64), assess=False)
+    draft = rec.RecordDraft(kind=rec.KIND_STEP, step="model", result=honest)
+    append_record(repo, service=MODELS, deployment="api", draft=draft, signer=signer, tsa_urls=[tsa.url])
+    with pytest.raises(ModelUnusable, match="was not trained on its verified rows"):
+        predict_from_rows(history, PLANNED, service="api", dataset_digest="c" * 64, repository=repo, policy=policy)
+
+
 def test_cli_predict_with_no_history_says_not_enough_and_exits_0(cli, repo, trust_file):
     result = cli("predict", "--repo", str(repo), "--trust", str(trust_file), "--service", "api",
                  "--change-size", "100", "--kinds", "migration", "--at", "2026-12-07T14:00:00Z", "--json")
@@ -68,6 +99,8 @@ def test_cli_predict_with_no_history_says_not_enough_and_exits_0(cli, repo, trus
         (("predict", "--service", "api", "--at", "2026-12-07T14:00:00"), "needs a timezone"),
         (("predict", "--service", "a/b"), "invalid service name"),
         (("predict", "--service", "api", "--key", "k.pem"), "No such file"),
+        (("predict", "--service", "api", "--kinds", "migraton"), "unknown change kind 'migraton'"),
+        (("similar", "--service", "api", "--kinds", "code,Mobile"), "unknown change kind 'mobile'"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(cli, repo, trust_file, args, message):
@@ -187,3 +220,71 @@ def test_a_decision_gates_on_a_predicted_revenue_loss(tmp_path):
 def test_cli_insights_unwritable_html_is_exit_3(cli, repo, trust_file, tmp_path):
     result = cli("insights", "--repo", str(repo), "--trust", str(trust_file), "--html", str(tmp_path / "no" / "dir" / "x.html"))
     assert result.code == 3 and "cannot write" in result.err and len(result.err.strip().splitlines()) == 1
+
+
+def test_every_kind_a_path_can_have_is_a_kind_the_cli_accepts():
+    from afdp.learn.features import CHANGE_KINDS, parse_kinds
+    from afdp.learn.history import classify_path
+
+    paths = ["db/migrations/1.sql", "tests/test_a.py", "uv.lock", "Dockerfile", "README.md", "web/app.tsx",
+             "config/app.yaml", "src/app.py", "LICENSE"]
+    assert sorted({classify_path(p) for p in paths}) == sorted(CHANGE_KINDS)
+    assert parse_kinds("Migration, code") == ("code", "migration")
+
+
+def test_the_models_namespace_holds_only_models(cli, repo, signer, tsa, trust_file, keys, tmp_path, monkeypatch):
+    # A service literally named "models" would write its deployments onto afdp/models/<id>,
+    # the branches that hold other services' models: refused at every way in.
+    from afdp.errors import UsageError
+    from afdp.evidence import ledger
+    from afdp.evidence.ledger import append_records, open_branch
+
+    step = rec.RecordDraft(kind=rec.KIND_STEP, step="analyze", result={"x": 1})
+    with pytest.raises(UsageError, match="'models' is reserved"):
+        append_record(repo, service=MODELS, deployment="api", draft=step, signer=signer, tsa_urls=[tsa.url])
+    with pytest.raises(UsageError, match="'models' is reserved"):
+        append_records(repo, service=MODELS, deployment="api", drafts=[step], signer=signer, tsa_urls=[tsa.url])
+    with pytest.raises(UsageError, match="'models' is reserved"):
+        open_branch(repo, service=MODELS, deployment="d-1", signer=signer, tsa_urls=[tsa.url])
+    result_file = tmp_path / "r.json"
+    result_file.write_text('{"x": 1}')
+    result = cli("record", "--repo", str(repo), "--service", "models", "--deployment", "api", "--step", "analyze",
+                 "--result", str(result_file), "--key", str(keys / "dev.key"), "--tsa", tsa.url)
+    assert result.code == 2 and "'models' is reserved" in result.err and len(result.err.strip().splitlines()) == 1
+    # a repository written before the name was reserved (the check stood aside to write it):
+    # a deployment branch there is not taken for a model branch
+    monkeypatch.setattr(ledger, "check_not_models", lambda service, step: None)
+    append_record(repo, service=MODELS, deployment="api", draft=step, signer=signer, tsa_urls=[tsa.url])
+    monkeypatch.undo()
+    with pytest.raises(ModelUnusable, match="not a model branch"):
+        recorded_models(repo, load_trust_policy(trust_file), service="api")
+
+
+def test_similar_says_which_past_deployments_were_imported():
+    # an imported past deployment must never pass for a live-captured one in the answer
+    from afdp.learn.similar import find_similar
+
+    history = rows(30, seed=5)
+    for row in history[:10]:
+        row["imported"] = True
+    result = find_similar(history, PLANNED, service="api", k=30, radius=100.0)
+    document = result.to_json()
+    flags = {n["deployment"]: n["imported"] for n in document["neighbours"]}
+    assert flags == {r["deployment"]: r["imported"] for r in history}
+    assert document["pattern"]["imported"] == 10
+    assert result.sentence().endswith("; 10 of them imported from history, not captured live")
+    live = find_similar(rows(30, seed=5), PLANNED, service="api", k=3, radius=100.0)
+    assert "imported" not in live.sentence() and live.to_json()["pattern"]["imported"] == 0
+
+
+def test_a_model_branch_is_counted_as_a_model_branch_not_a_failed_deployment(repo, signer, tsa, trust_file):
+    from afdp.learn.history import load_history
+
+    _, document = train(TrainingSet.of(rows(30, seed=5), service="api", dataset_digest="d" * 64), assess=False)
+    record_model(repo, document, signer=signer, tsa_urls=[tsa.url])
+    history = load_history(repo, trust_file)
+    assert history.rows == [] and history.considered == 1
+    assert [(e.branch, e.reason) for e in history.excluded] == [
+        ("refs/heads/afdp/models/api", "model branch (the impact models of api), not a deployment")
+    ]
+    assert history.excluded_by_reason() == {"model branch": 1}

@@ -377,6 +377,48 @@ def test_verified_training_records_that_cannot_make_a_row(tmp_path, keys, tsa, t
     assert reasons["later-citation"].startswith("training record (record 2) cites record 2 ")
 
 
+def test_a_training_record_whose_impacts_are_not_its_cited_analysis_is_left_out(tmp_path, keys, tsa, trust_file):
+    """Signed and verified, but its impact numbers are not the analysis it cites: no row."""
+    repo = tmp_path / "evidence"
+    init_repository(repo)
+    signer = load_signer(str(keys / "dev.key"))
+    analysis = {
+        "metrics": {"latency_p99": metric_doc(0.1, 0.16, degraded=True, unit=SECONDS)},
+        "summary": {"any_degradation": True, "significant_degradation": True,
+                    "all_metrics_within_normal": False, "inconclusive": []},
+    }
+
+    def branch(name: str, change, *, cite_analysis: bool = True) -> None:
+        def add(step: str, result: dict) -> dict:
+            written = append_record(repo, service="api", deployment=name, signer=signer, tsa_urls=[tsa.url],
+                                    draft=rec.RecordDraft(kind=rec.KIND_STEP, step=step, result=result))[-1]
+            return {"step": step, "sequence": written.sequence, "sha256": written.envelope_sha256}
+
+        cited = [add("mark_deployment_time", {})]
+        analysed = add("analyze_differences", {"analysis": analysis, "outputs": {}})
+        if cite_analysis:
+            cited.append(analysed)
+        record = build_training_record(
+            deployment={"service": "api", "id": name, "deployed_at": "2026-01-05T09:30:00Z"},
+            analysis=analysis, decision=None, cited=cited, label="regression",
+        )
+        change(record)
+        add("generate_training_record", {"record": record, "record_type": "training"})
+        seal(repo, service="api", deployment=name, signer=signer, tsa_urls=[tsa.url])
+
+    branch("good", lambda r: None)
+    branch("softened", lambda r: r["impacts"]["latency_p99"].update(impact=0.101, increase=0.001, degraded=False))
+    branch("invented", lambda r: r["impacts"].update(revenue=dict(r["impacts"]["latency_p99"])))
+    branch("uncited", lambda r: None, cite_analysis=False)
+    history = load_history(repo, trust_file)
+    assert [r["deployment"] for r in history.rows] == ["good"]
+    assert history.rows[0]["impact.latency_p99.impact"] == 0.16
+    reasons = {e.branch.rsplit("/", 1)[-1]: e.reason for e in history.excluded}
+    assert reasons["softened"] == "training record (record 3) gives latency_p99.impact 0.101, the cited analysis 0.16"
+    assert reasons["invented"] == "training record (record 3) gives impacts of revenue, which the cited analysis does not analyse"
+    assert reasons["uncited"] == "training record (record 3) gives impacts but cites no analysis that holds them"
+
+
 @pytest.mark.skipif(not hasattr(rec, "Imported"), reason="needs the import marker of 'afdp import' (branch history)")
 def test_imported_deployments_are_marked(tmp_path, keys, tsa, trust_file):
     repo = tmp_path / "evidence"

@@ -279,3 +279,64 @@ def test_replay_and_export_never_import_prefect(recorded, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), timeout=300)
     assert "IDENTICAL shop/run-1" in done.stdout and "wrote 1 row(s)" in done.stdout, done.stderr
     assert "engine loaded: False" in done.stdout
+
+
+TWO_ANALYSES = RUN_WORKFLOW.replace(
+    "    - gate:\n",
+    "    - compare_performance:\n"
+    "        method: mann_whitney\n"
+    "        thresholds:\n"
+    "          latency_mean_increase: 1s\n"
+    "          errors_per_second_increase: 100_per_second\n"
+    "    - gate:\n",
+)
+
+
+@pytest.mark.slow
+def test_every_recomputed_analysis_must_be_of_this_version(tmp_path, keys, tsa):
+    # Two analyses; the first one's signed record says another afdp computed it. The
+    # second (this version) must not make the replay "identical".
+    repo = tmp_path / "evidence"
+    init_repository(repo)
+    trust = tmp_path / "trust.yaml"
+    write_trust_policy(trust, keys=[keys / "dev.key.pub"], tsa_roots=[tsa.directory / "root.pem"])
+    real_run(tmp_path, repo, keys, tsa.url, service="shop", deployment="run-1", workflow=TWO_ANALYSES,
+             between=lambda demo: demo.deploy("v2"))
+    assert replay(repo, trust, "--deployment", "run-1").out.startswith("IDENTICAL")
+
+    def older(step: str, result: dict) -> None:
+        if step == "analyze_differences":
+            result["analysis_version"] = "0.0.1"
+
+    _copy_branch(repo, "run-1", "older-first", keys, tsa.url, mutate=older)
+    done = replay(repo, trust, "--deployment", "older-first", "--json")
+    assert done.code == 1, done.out
+    document = done.json()["replays"][0]
+    assert document["status"] == "analysis version differs" and document["identical"] is False
+    assert document["recorded_analysis_version"] == "0.0.1"
+    assert set(document["steps"]) >= {"analyze_differences", "compare_performance"}
+
+
+
+@pytest.mark.slow
+def test_a_decision_the_recording_skipped_is_judged_under_another_workflow(tmp_path, keys, tsa):
+    # Recorded under GATED: the gate stopped the workflow, the decisions step was skipped.
+    # Under a workflow whose gate does not stop, the replay must judge the decisions step
+    # and show its verdict, not "-" because the recording never reached it.
+    repo = tmp_path / "evidence"
+    init_repository(repo)
+    trust = tmp_path / "trust.yaml"
+    write_trust_policy(trust, keys=[keys / "dev.key.pub"], tsa_roots=[tsa.directory / "root.pem"])
+    real_run(tmp_path, repo, keys, tsa.url, service="shop", deployment="run-1", workflow=GATED,
+             between=lambda demo: demo.deploy("v2"))
+    same = replay(repo, trust, "--deployment", "run-1", "--json")
+    assert same.code == 0 and same.json()["replays"][0]["status"] == "identical", same.out
+    assert same.json()["replays"][0]["recomputed_decision"]["decision"] == "gate"  # still stops there
+    lax = tmp_path / "lax.yaml"
+    lax.write_text(RUN_WORKFLOW)
+    done = replay(repo, trust, "--deployment", "run-1", "--workflow", str(lax), "--json")
+    assert done.code == 1, done.out
+    document = done.json()["replays"][0]
+    assert document["recorded_decision"]["action"] == "rollback" and document["decision_changed"] is True
+    assert document["recomputed_decision"]["decision"] == "all_clear"
+    assert "decisions" in document["steps"]

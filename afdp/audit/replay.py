@@ -14,7 +14,7 @@
    carried out;
 4. compares the canonical form (RFC 8785) of each recomputed analysis, decision and gate
    with the recorded one: ``identical`` only when every one is equal bit for bit *and*
-   the analysis was recorded by the running AFDP version (otherwise the status says the
+   every analysis was recorded by the running AFDP version (otherwise the status says the
    version differs, plainly, and never "identical").
 
 With another workflow (``workflow=other.yaml``) the same recorded samples are re-judged
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from afdp.errors import NotFoundError, UsageError
+from afdp.errors import AfdpError, NotFoundError, UsageError
 from afdp.evidence import records as rec
 from afdp.evidence.canonical import canonical_bytes, sha256_hex
 from afdp.evidence.ledger import decode_envelope
@@ -355,6 +355,7 @@ def _replay(store: EvidenceStore, report: BranchReport, other: Any, other_name: 
     recomputed_steps: list[str] = []
     used = {genesis.digest}
     recorded_version: str | None = None
+    versions: list[str | None] = []
     recorded_decision = _recorded_decision(records, recorded_wf)
     recomputed_decision: dict[str, Any] | None = None
     target_names = {s.name for s in target.steps}
@@ -381,14 +382,19 @@ def _replay(store: EvidenceStore, report: BranchReport, other: Any, other_name: 
             raise UsageError(f"step {item.step} is a {step.kind.value} step in the recorded workflow, a {new_step.kind.value} step in {other_name}")
         if step.kind is StepKind.CAPTURE:
             series[item.step] = _series(item)
-        if item.status == "skipped":
+        if item.status == "skipped" and not _runs_now(item, step, new_step, target, deployment_values, overrides, outputs):
             continue
         if step.kind is StepKind.ANALYZE and new_step is not None and isinstance(result.get("analysis"), Mapping):
             params = new_step.params
             assert isinstance(params, Analyze)
             used.add(item.digest)
             used.update(_capture_digests(records, (params.baseline, params.impact)))
-            recorded_version = result.get("analysis_version") if isinstance(result.get("analysis_version"), str) else None
+            version = result.get("analysis_version") if isinstance(result.get("analysis_version"), str) else None
+            # Every recomputed analysis must have been recorded by the running version: the
+            # first one that was not (or that does not say) is the version reported.
+            if not versions or (versions[0] == __version__ and version != __version__):
+                recorded_version = version
+            versions.append(version)
             if params.groups is not None:
                 control, treatment = params.groups
                 window = series.get(params.impact, {})
@@ -472,6 +478,46 @@ def _replay(store: EvidenceStore, report: BranchReport, other: Any, other_name: 
         tuple(sorted(used)),
         max(0, len(differences) - MAX_DIFFERENCES),
     )
+
+
+def _runs_now(
+    item: _Recorded,
+    step: Any,
+    new_step: Any,
+    target: Any,
+    deployment: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    outputs: Mapping[str, Any],
+) -> bool:
+    """Whether a decision or gate step the run skipped must be judged in the replay.
+
+    A run skips such a step because an earlier gate stopped the workflow, or because its
+    ``when``/``unless`` did not hold. Both are judged again from the recomputed values (a
+    gate that still stops ends the replay before it): when the step's conditions hold now,
+    it is recomputed, so a verdict the recording never reached is not taken as unchanged.
+    Any other skip (a phase that was not recorded) stays a skip.
+
+    Raises:
+        UsageError: the step's condition cannot be evaluated on the replayed values.
+    """
+    from afdp.workflow.catalog import StepKind
+
+    if new_step is None or step.kind not in (StepKind.DECIDE, StepKind.GATE):
+        return False
+    result = item.result if isinstance(item.result, Mapping) else {}
+    stopped = str(result.get("reason") or "").startswith("skipped: gate ")
+    if not stopped and not isinstance(result.get("condition"), Mapping):
+        return False
+    values = target.values(deployment=dict(deployment), overrides=dict(overrides), steps=dict(outputs))
+    for label, expression, wanted in (("when", new_step.when, True), ("unless", new_step.unless, False)):
+        if expression is None:
+            continue
+        try:
+            if expression.evaluate(values) != wanted:
+                return False
+        except (ValueError, KeyError, AfdpError) as exc:
+            raise UsageError(f"step {item.step}: its {label} condition cannot be evaluated on the replayed values: {exc}") from exc
+    return True
 
 
 def _failure_text(item: _Recorded) -> str:

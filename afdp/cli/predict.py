@@ -20,7 +20,7 @@ def _planned_options(function: Any) -> Any:
     options = [
         click.option("--change-size", type=click.FloatRange(min=0), help="Planned change size (lines changed)."),
         click.option("--changed-files", type=click.IntRange(min=0), help="Planned number of changed files."),
-        click.option("--kinds", metavar="K1,K2", help="Planned change kinds (migration, config, frontend, ...)."),
+        click.option("--kinds", metavar="K1,K2", help="Planned change kinds, comma-separated: code, config, dependencies, docs, frontend, infrastructure, migration, other, test."),
         click.option("--at", "at", metavar="ISO", help="Planned deployment time, RFC 3339 with a zone (default: now)."),
         click.option("--environment", help="Planned environment (production, staging, ...)."),
         click.option("--load", type=float, help="The service's load when deploying (same unit as the history's load column)."),
@@ -119,7 +119,7 @@ def similar_cmd(**options: Any) -> None:
                   f"({result.excluded} excluded); query: {escape(result.query_source)}")
     table = Table("deployment", "distance", "deployed at", "degraded", "why similar")
     for n in result.neighbours:
-        table.add_row(escape(n.deployment), f"{n.distance:.3f}", escape(str(n.row.get("deployed_at") or "-")),
+        table.add_row(escape(n.deployment) + (" (imported)" if n.imported else ""), f"{n.distance:.3f}", escape(str(n.row.get("deployed_at") or "-")),
                       {True: "yes", False: "no", None: "-"}[n.degraded], escape(", ".join(n.matched) or "-"))
     console.print(table)
     console.print(escape(result.sentence()))
@@ -139,8 +139,9 @@ def predict_cmd(**options: Any) -> None:
     """Predict a planned deployment's impact, with conformal intervals, from verified history.
 
     Exit 0 with the prediction, or with "not enough history" when there is too little;
-    1 when the recorded model does not verify or cannot be reproduced; 2 for bad input;
-    3 when the evidence cannot be read or the model cannot be recorded.
+    1 when the recorded model does not verify, was not trained on this history or cannot
+    be reproduced; 2 for bad input; 3 when the evidence cannot be read or the model cannot
+    be recorded.
     """
     import os
 
@@ -199,7 +200,7 @@ def _print_prediction(document: dict[str, Any]) -> None:
     if similar:
         console.print(escape(similar["pattern"]["sentence"]))
         for n in similar["neighbours"]:
-            console.print(escape(f"  {n['deployment']}  distance {n['distance']:.3f}  degraded={n['degraded']}  "
+            console.print(escape(f"  {n['deployment']}{' (imported)' if n['imported'] else ''}  distance {n['distance']:.3f}  degraded={n['degraded']}  "
                                  f"{', '.join(n['matched'])}"))
 
 

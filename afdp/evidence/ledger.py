@@ -31,7 +31,7 @@ from afdp.errors import NotFoundError, PolicyViolation, StorageError, UsageError
 from afdp.evidence import records as rec
 from afdp.evidence.canonical import canonical_bytes, sha256_hex
 from afdp.evidence.keyless import KEYLESS_KEYID, KeylessSigner
-from afdp.evidence.names import branch_ref
+from afdp.evidence.names import branch_ref, check_not_models
 from afdp.evidence.signing import AnySigner, sign_bytes, signer_keyid
 from afdp.evidence.sshsig import sign_git_commit
 from afdp.evidence.store import COMMITTER, EvidenceStore, RefMoved
@@ -341,6 +341,7 @@ def open_branch(
     """
     if not tsa_urls:
         raise UsageError("at least one --tsa URL is required: every record is time-stamped")
+    check_not_models(service, None)
     store = EvidenceStore(repository)
     ref = branch_ref(service, deployment)
     if store.head(ref) is not None:
@@ -396,6 +397,7 @@ def append_record(
         raise UsageError("at least one --tsa URL is required: every record is time-stamped")
     if draft.kind == rec.KIND_GENESIS:
         raise UsageError("genesis records are written automatically")
+    check_not_models(service, draft.step if draft.kind == rec.KIND_STEP else None)
     store = EvidenceStore(repository)
     ref = branch_ref(service, deployment)
     who = author or ("AFDP", "afdp@evidence.invalid")
@@ -608,6 +610,7 @@ def append_records(
             raise UsageError(f"batch item {position + 1}: genesis records are written automatically")
         if draft.kind == rec.KIND_SEAL and position != len(drafts) - 1:
             raise UsageError(f"batch item {position + 1}: a seal can only be the last record")
+        check_not_models(service, draft.step if draft.kind == rec.KIND_STEP else None)
     store = EvidenceStore(repository)
     ref = branch_ref(service, deployment)
     who = author or ("AFDP", "afdp@evidence.invalid")

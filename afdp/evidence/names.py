@@ -13,6 +13,11 @@ import re
 from afdp.errors import UsageError
 
 BRANCH_PREFIX = "refs/heads/afdp/"
+#: ``afdp/models/<service>`` holds the impact models of ``<service>`` (afdp.learn.model):
+#: the service name ``models`` is reserved for those branches, whose records are all
+#: ``model`` steps; no deployment evidence may be written under it.
+MODELS_SERVICE = "models"
+MODEL_STEP = "model"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -32,6 +37,21 @@ def check_name(value: str, *, what: str) -> str:
             f"invalid {what} name {value!r}: '..', a trailing '.' or '.lock' is not allowed"
         )
     return value
+
+
+def check_not_models(service: str, step: str | None) -> None:
+    """Refuse deployment evidence under the reserved service name ``models``.
+
+    ``step`` is the step of the record to be written (None: opening a deployment branch).
+
+    Raises:
+        UsageError: ``service`` is ``models`` and the record is not a ``model`` step.
+    """
+    if service == MODELS_SERVICE and step != MODEL_STEP:
+        raise UsageError(
+            f"service name {MODELS_SERVICE!r} is reserved: afdp/{MODELS_SERVICE}/<service> holds the impact "
+            "models of <service>, not deployment evidence; choose another service name"
+        )
 
 
 def branch_ref(service: str, deployment: str) -> str:

@@ -133,9 +133,22 @@ def normalize_kinds(kinds: Iterable[Any]) -> tuple[str, ...]:
     return tuple(sorted({str(k).strip().lower() for k in kinds if str(k).strip()}))
 
 
+#: The change kinds :func:`afdp.learn.history.classify_path` gives (the only ones a row holds).
+CHANGE_KINDS = ("code", "config", "dependencies", "docs", "frontend", "infrastructure", "migration", "other", "test")
+
+
 def parse_kinds(text: str | None) -> tuple[str, ...]:
-    """Return the kinds of ``--kinds migration,mobile``."""
-    return normalize_kinds((text or "").split(","))
+    """Return the kinds of ``--kinds migration,config``.
+
+    Raises:
+        UsageError: a kind that no history row can hold (a typo would otherwise be
+            matched against nothing and answered as if the change had no such kind).
+    """
+    kinds = normalize_kinds((text or "").split(","))
+    unknown = [k for k in kinds if k not in CHANGE_KINDS]
+    if unknown:
+        raise UsageError(f"--kinds: unknown change kind {', '.join(map(repr, unknown))} (kinds: {', '.join(CHANGE_KINDS)})")
+    return kinds
 
 
 def cyclic(value: float, period: float) -> tuple[float, float]:
@@ -282,6 +295,7 @@ def load_column(rows: Sequence[Mapping[str, Any]]) -> str | None:
 
 
 __all__ = [
+    "CHANGE_KINDS",
     "CYCLIC",
     "NUMERIC",
     "WEEKDAYS",

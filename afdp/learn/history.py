@@ -305,9 +305,11 @@ def _branch_row(
     path: Path, policy: TrustPolicy, selection: _Selection, service: str, deployment: str
 ) -> dict[str, Any] | Exclusion:
     """Verify one branch; return its row, or why it is left out."""
-    from afdp.evidence.names import branch_ref
+    from afdp.evidence.names import MODELS_SERVICE, branch_ref
 
     ref = branch_ref(service, deployment)
+    if service == MODELS_SERVICE:  # afdp/models/<service>: another service's models, never a deployment
+        return Exclusion(ref, f"model branch (the impact models of {deployment}), not a deployment")
     try:
         report = check_branch(
             path, service=service, deployment=deployment, policy=policy, jobs=1,
@@ -450,6 +452,7 @@ def _row(store: EvidenceStore, report: BranchReport) -> dict[str, Any] | None:
         "label": record_doc["label"],
     }
     analysis = _analysis(cited)
+    _check_impacts(where, record_doc["impacts"], analysis)
     row["money_per_hour"] = _money_per_hour(analysis)
     for metric, impact in sorted(record_doc["impacts"].items()):
         for field, _, _ in IMPACT_FIELDS:
@@ -459,6 +462,48 @@ def _row(store: EvidenceStore, report: BranchReport) -> dict[str, Any] | None:
         row[f"context.{metric}"] = value
     row["record_digests"] = sorted(digests)
     return row
+
+
+#: The impact fields a row reads, and where the cited analysis holds each.
+_ANALYSIS_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("baseline", ("baseline",)),
+    ("impact", ("impact",)),
+    ("change", ("change",)),
+    ("increase", ("increase",)),
+    ("p_value", ("p_value",)),
+    ("degraded", ("degraded",)),
+    ("effect_size", ("test", "effect_size", "value")),
+)
+
+
+def _check_impacts(where: str, impacts: Mapping[str, Any], analysis: Mapping[str, Any] | None) -> None:
+    """The training record's impacts must be the cited analysis's, number for number.
+
+    The row's impact columns are read from the training record; the analysis it cites is
+    where they were measured. A training record whose impacts no cited analysis holds,
+    or that differ from it, is not used (its numbers would not come from the evidence
+    they cite).
+
+    Raises:
+        _Unusable: naming the first metric and field that differ.
+    """
+    if not impacts:
+        return
+    if analysis is None:
+        raise _Unusable(f"{where} gives impacts but cites no analysis that holds them")
+    metrics = analysis["metrics"]
+    for metric, impact in sorted(impacts.items()):
+        source = metrics.get(metric)
+        if not isinstance(source, Mapping) or not isinstance(impact, Mapping):
+            raise _Unusable(f"{where} gives impacts of {metric}, which the cited analysis does not analyse")
+        for field, path in _ANALYSIS_FIELDS:
+            value: Any = source
+            for key in path:
+                value = value.get(key) if isinstance(value, Mapping) else None
+            if canonical_bytes(impact.get(field)) != canonical_bytes(value):
+                raise _Unusable(
+                    f"{where} gives {metric}.{field} {impact.get(field)!r}, the cited analysis {value!r}"
+                )
 
 
 @functools.cache

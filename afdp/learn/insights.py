@@ -368,8 +368,7 @@ def insights_of(repository: Any, trust_policy: Any, *, service: str | None = Non
     from afdp.learn.source import history_of
 
     history = history_of(repository, trust_policy, service=service)
-    rows = [r for r in history.rows if r.get("service") != "models"]
-    return learn_insights(rows, service=service, dataset_digest=history.digest, excluded=len(history.excluded))
+    return learn_insights(history.rows, service=service, dataset_digest=history.digest, excluded=len(history.excluded))
 
 
 # --- plots and HTML --------------------------------------------------------------------

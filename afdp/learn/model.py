@@ -47,6 +47,8 @@ from typing import Any
 
 from afdp.errors import AfdpError, NotFoundError, UsageError, VerificationError
 from afdp.evidence.canonical import canonical_bytes, sha256_hex
+from afdp.evidence.names import MODEL_STEP as MODEL_STEP_NAME
+from afdp.evidence.names import MODELS_SERVICE
 from afdp.learn.features import (
     Encoding,
     Planned,
@@ -64,8 +66,8 @@ SEED = 0
 FINGERPRINT_DIGITS = 6
 FINGERPRINT_ROWS = 200
 #: Model records go to ``afdp/models/<service>``: this "service" name holds the models.
-MODELS = "models"
-MODEL_STEP = "model"
+MODELS = MODELS_SERVICE
+MODEL_STEP = MODEL_STEP_NAME
 MONEY = "money_lost_per_hour"
 ESTIMATOR: Mapping[str, Any] = {
     "class": "sklearn.ensemble.HistGradientBoostingRegressor",
@@ -495,6 +497,12 @@ def recorded_models(repository: Path | str, policy: Any, *, service: str) -> lis
     if not isinstance(commit, pygit2.Commit):
         raise ModelUnusable("the verified model commit cannot be read")
     found: list[RecordedModel] = []
+    strays = [r for r in report.records if r.kind != rec.KIND_GENESIS and (r.kind != rec.KIND_STEP or r.step != MODEL_STEP)]
+    if strays:
+        raise ModelUnusable(
+            f"afdp/{MODELS}/{service} is not a model branch: record {strays[0].sequence} is a "
+            f"{strays[0].kind} record ({strays[0].step}), not a model; no recorded model is used"
+        )
     for entry in store.history(commit):
         info = trailers(store.message_of(entry))
         if info.get("AFDP-Kind") != rec.KIND_STEP or info.get("AFDP-Step") != MODEL_STEP:

@@ -23,6 +23,8 @@ from afdp.learn.model import (
     MODEL_FORMAT,
     MONEY,
     FittedModel,
+    ModelUnusable,
+    RecordedModel,
     TrainingSet,
     find_model,
     not_enough,
@@ -104,7 +106,8 @@ def predict_from_rows(
     with status ``not_enough_history`` and the reason, never a number.
 
     Raises:
-        ModelUnusable: the model branch did not verify, or a refit differs.
+        ModelUnusable: the model branch did not verify, a recorded model of this dataset
+            was not trained on these rows, or a refit differs.
         SigningError / TimestampError / StorageError: the model could not be recorded.
     """
     from afdp.learn.similar import find_similar
@@ -123,6 +126,7 @@ def predict_from_rows(
         found = find_model(repository, policy, service=service, dataset_digest=dataset_digest,
                            confidence=confidence, use_load=use_load)
         if found is not None:
+            _same_training(found, rows, service=service, dataset_digest=dataset_digest, use_load=use_load)
             model, document, record = refit(found.document), found.document, found.digest
             note = "recorded model of this dataset, refit and fingerprint-checked"
     if model is None:
@@ -153,6 +157,39 @@ def predict_from_rows(
         similar=similar,
         **base,
     )
+
+
+def _same_training(
+    found: RecordedModel, rows: Sequence[Mapping[str, Any]], *, service: str, dataset_digest: str, use_load: bool
+) -> None:
+    """Check that a recorded model which names this dataset was trained on exactly its rows.
+
+    The dataset digest in a model record is a claim; the training rows recorded beside it
+    are what the model was fit on. A record whose rows are not the training set of the
+    verified history it names (other rows, other features, another service) is refused.
+
+    Raises:
+        ModelUnusable: the recorded training set is not the one these rows give.
+    """
+    from afdp.evidence.canonical import canonical_bytes
+
+    document = found.document
+    expected = TrainingSet.of(rows, service=service, dataset_digest=dataset_digest, use_load=use_load)
+    try:
+        recorded = TrainingSet.from_document(document)
+    except ModelUnusable as exc:
+        raise ModelUnusable(f"model record {found.digest[:12]}: {exc}") from exc
+    same = (
+        recorded.service == service
+        and recorded.load_column == expected.load_column
+        and canonical_bytes(recorded.encoding.to_json()) == canonical_bytes(expected.encoding.to_json())
+        and canonical_bytes(recorded.to_json()) == canonical_bytes(expected.to_json())
+    )
+    if not same:
+        raise ModelUnusable(
+            f"model record {found.digest[:12]} names dataset {dataset_digest[:12]} but was not trained on its "
+            f"verified rows (service, features or training rows differ); it is not used"
+        )
 
 
 def predict_impact(

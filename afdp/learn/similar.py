@@ -147,9 +147,15 @@ class Neighbour:
     row: Mapping[str, Any]
     record_digests: tuple[str, ...]
 
+    @property
+    def imported(self) -> bool:
+        """True when ``afdp import`` wrote this deployment's evidence (not a live run)."""
+        return self.row.get("imported") is True
+
     def to_json(self) -> dict[str, Any]:
         return {
             "deployment": self.deployment,
+            "imported": self.imported,
             "distance": self.distance,
             "matched": list(self.matched),
             "terms": dict(self.terms),
@@ -187,6 +193,7 @@ class Similar:
             "degraded": sum(1 for f in flags if f is True),
             "not_degraded": sum(1 for f in flags if f is False),
             "unknown": sum(1 for f in flags if f is None),
+            "imported": sum(1 for n in self.within if n.imported),
             "deployments": [n.deployment for n in self.within],
             "sentence": self.sentence(),
         }
@@ -196,9 +203,11 @@ class Similar:
         bad = sum(1 for x in self.within if x.degraded is True)
         if n == 0:
             return f"this pattern has not happened before (no past deployment within distance {self.radius:g})"
+        imported = sum(1 for x in self.within if x.imported)
         return (
             f"this pattern happened {n} time{'s' if n != 1 else ''} before "
             f"(within distance {self.radius:g}); {bad} of them degraded"
+            + (f"; {imported} of them imported from history, not captured live" if imported else "")
         )
 
     def to_json(self) -> dict[str, Any]:
