@@ -34,7 +34,8 @@ NUMERIC = ("log_change_size", "log_changed_files")
 CYCLIC = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos")
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
+    """Return ``value`` as a float if it is a finite JSON number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     number = float(value)
@@ -102,17 +103,17 @@ class Planned:
     @classmethod
     def from_row(cls, row: Mapping[str, Any], *, load_column: str | None = None) -> Planned:
         """Return the characteristics of a past deployment from its history row."""
-        hour = _number(row.get("hour_utc"))
-        weekday = _number(row.get("weekday_utc"))
+        hour = finite_number(row.get("hour_utc"))
+        weekday = finite_number(row.get("weekday_utc"))
         kinds = row.get("changed_kinds") or ()
         return cls(
-            change_size=_number(row.get("change_size")),
-            changed_files_count=_number(row.get("changed_files_count")),
+            change_size=finite_number(row.get("change_size")),
+            changed_files_count=finite_number(row.get("changed_files_count")),
             kinds=normalize_kinds(kinds if isinstance(kinds, (list, tuple)) else ()),
             hour_utc=None if hour is None else int(hour),
             weekday_utc=None if weekday is None else int(weekday),
             environment=row.get("environment") if isinstance(row.get("environment"), str) else None,
-            load=_number(row.get(load_column)) if load_column else None,
+            load=finite_number(row.get(load_column)) if load_column else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -258,13 +259,13 @@ def money_lost_per_hour(row: Mapping[str, Any]) -> float | None:
     exactly that number; money lost per hour is its decrease per hour
     (``-impact.<M>.increase x factor``). With no such metric, or more than one, None.
     """
-    money = _number(row.get("money_per_hour"))
+    money = finite_number(row.get("money_per_hour"))
     if money is None or money == 0:
         return None
     found: list[float] = []
     for metric in metrics_of([row]):
-        baseline = _number(row.get(f"impact.{metric}.baseline"))
-        increase = _number(row.get(f"impact.{metric}.increase"))
+        baseline = finite_number(row.get(f"impact.{metric}.baseline"))
+        increase = finite_number(row.get(f"impact.{metric}.increase"))
         if baseline is None or increase is None or baseline == 0:
             continue
         if any(math.isclose(baseline * f, money, rel_tol=1e-9) for f in _PER_HOUR):
@@ -284,7 +285,7 @@ def load_column(rows: Sequence[Mapping[str, Any]]) -> str | None:
     ``requests_per_second``). The first such name in sorted order wins, so the choice is
     stable and recorded.
     """
-    keys = sorted({k for row in rows for k, v in row.items() if _number(v) is not None})
+    keys = sorted({k for row in rows for k, v in row.items() if finite_number(v) is not None})
     for prefix, suffix in (("context.", ""), ("impact.", ".baseline")):
         for key in keys:
             if key.startswith(prefix) and key.endswith(suffix):

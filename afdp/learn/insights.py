@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import html
 import io
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +43,7 @@ from afdp.learn.features import (
     WEEKDAYS,
     Planned,
     degraded,
+    finite_number,
     load_column,
     metrics_of,
     money_lost_per_hour,
@@ -59,13 +59,6 @@ PEAK_QUANTILE = 0.5
 
 def part_of_day(hour: int) -> str:
     return [name for name, first in PARTS if hour >= first][-1]
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True)
@@ -177,7 +170,7 @@ def _value(row: Mapping[str, Any], outcome: str) -> float | None:
         return None if flag is None else float(flag)
     if outcome == "money_lost_per_hour":
         return money_lost_per_hour(row)
-    return _number(row.get(outcome))
+    return finite_number(row.get(outcome))
 
 
 def _bootstrap(a: Sequence[float], b: Sequence[float], seed: int) -> tuple[float, float]:
@@ -253,7 +246,7 @@ def learn_insights(
     column = load_column(rows)
     notes: list[str] = []
     if column is not None:
-        loads = [_number(r.get(column)) for r in rows]
+        loads = [finite_number(r.get(column)) for r in rows]
         known = sorted(v for v in loads if v is not None)
         if len(known) >= 2 * MIN_SUPPORT:
             import numpy as np
@@ -268,8 +261,8 @@ def learn_insights(
             found.append(compare(rows, member, dimension=dimension, group=group, outcome=outcome))
     primary = outcomes[0] if outcomes else None
     series_outcome = primary or "degraded"
-    by_hour = {o: _series(rows, lambda r: _number(r.get("hour_utc")), [float(h) for h in range(24)], o) for o in outcomes}
-    by_weekday = {o: _series(rows, lambda r: _number(r.get("weekday_utc")), [float(d) for d in range(7)], o) for o in outcomes}
+    by_hour = {o: _series(rows, lambda r: finite_number(r.get("hour_utc")), [float(h) for h in range(24)], o) for o in outcomes}
+    by_weekday = {o: _series(rows, lambda r: finite_number(r.get("weekday_utc")), [float(d) for d in range(7)], o) for o in outcomes}
     kinds = sorted({k for p in planned for k in p.kinds})
     by_kind = {
         o: [
@@ -309,7 +302,7 @@ def correlations(rows: Sequence[Mapping[str, Any]], outcome: str) -> dict[str, A
     out: dict[str, Any] = {}
     parts: dict[str, list[bool]] = {}
     for row in rows:
-        hour, flag = _number(row.get("hour_utc")), degraded(row)
+        hour, flag = finite_number(row.get("hour_utc")), degraded(row)
         if hour is not None and flag is not None:
             parts.setdefault(part_of_day(int(hour)), []).append(flag)
     total = sum(len(v) for v in parts.values())
@@ -320,12 +313,12 @@ def correlations(rows: Sequence[Mapping[str, Any]], outcome: str) -> dict[str, A
     }
     out["time_of_day_to_impact"] = {"deployments": total, "status": "computed" if total >= MIN_SUPPORT else NOT_ENOUGH,
                                     "groups": groups, "impact": "any metric degraded"}
-    pairs = [(a, b) for r in rows if (a := _number(r.get("context.migration_size_bytes"))) is not None
-             and (b := _number(r.get("context.migration_duration_seconds"))) is not None]
+    pairs = [(a, b) for r in rows if (a := finite_number(r.get("context.migration_size_bytes"))) is not None
+             and (b := finite_number(r.get("context.migration_duration_seconds"))) is not None]
     out["migration_size_to_duration"] = _pearson(pairs, "context.migration_size_bytes", "context.migration_duration_seconds")
     locks: dict[str, list[float]] = {}
     for row in rows:
-        cls, lock = row.get("context.table_class"), _number(row.get("context.longest_lock_seconds"))
+        cls, lock = row.get("context.table_class"), finite_number(row.get("context.longest_lock_seconds"))
         if isinstance(cls, str) and lock is not None:
             locks.setdefault(cls, []).append(lock)
     n_locks = sum(len(v) for v in locks.values())
@@ -337,7 +330,7 @@ def correlations(rows: Sequence[Mapping[str, Any]], outcome: str) -> dict[str, A
         else {"deployments": n_locks, "status": NOT_ENOUGH,
               "reason": "needs context.table_class and context.longest_lock_seconds in the history"}
     )
-    sized = [(a, b) for r in rows if (a := _number(r.get("change_size"))) is not None and (b := _value(r, outcome)) is not None]
+    sized = [(a, b) for r in rows if (a := finite_number(r.get("change_size"))) is not None and (b := _value(r, outcome)) is not None]
     if len(sized) >= MIN_SUPPORT and len({a for a, _ in sized}) > 1 and len({b for _, b in sized}) > 1:
         rho = stats.spearmanr([a for a, _ in sized], [b for _, b in sized])
         out["change_size_to_impact"] = {"deployments": len(sized), "status": "computed", "outcome": outcome,

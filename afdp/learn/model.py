@@ -53,6 +53,7 @@ from afdp.learn.features import (
     Encoding,
     Planned,
     digests_of,
+    finite_number,
     load_column,
     metrics_of,
     money_lost_per_hour,
@@ -88,15 +89,8 @@ def not_enough(n: int, needed: int = MIN_HISTORY) -> str:
     return f"not enough history: {n} deployment{'s' if n != 1 else ''}, needs {needed}"
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def target_value(row: Mapping[str, Any], target: str) -> float | None:
-    return money_lost_per_hour(row) if target == MONEY else _number(row.get(target))
+    return money_lost_per_hour(row) if target == MONEY else finite_number(row.get(target))
 
 
 def targets_of(rows: Sequence[Mapping[str, Any]], *, minimum: int = MIN_HISTORY) -> list[str]:
@@ -195,7 +189,7 @@ class TrainingSet:
 
 
 def _json_float(value: Any) -> float | None:
-    number = _number(value)
+    number = finite_number(value)
     return None if number is None else number
 
 
