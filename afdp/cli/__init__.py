@@ -121,6 +121,14 @@ def main(argv: list[str] | None = None) -> Any:
         return cli.main(args=args, prog_name="afdp", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        # One line, like every other error: the command, what was wrong, where help is.
+        # (click's own form is three lines: usage, a hint and the error.)
+        path = exc.ctx.command_path if exc.ctx is not None else "afdp"
+        message = " ".join(exc.format_message().split())
+        click.echo(f"{path}: error: {message} (see '{path} --help')", err=True)
+        _fail_json(wants_json, message, exc.exit_code)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         _fail_json(wants_json, exc.format_message(), exc.exit_code)
