@@ -338,3 +338,28 @@ def test_a_private_remote_needs_credentials_to_read_too(cli, repo, signer, tsa, 
         anonymous = cli("verify", "--remote", server.url("central.git"), "--all", "--trust", str(trust_file))
         assert anonymous.code == 3 and "cannot fetch evidence" in one_line(anonymous.err)
         assert all(r.user is None for r in server.requests if r.status == 401)
+
+
+def test_a_queued_https_push_is_sent_later_with_a_credential_helper(cli, repo, central, https_git, signer, tsa, monkeypatch):
+    """A run whose push failed (here: the CA not trusted yet, or verification turned
+    off) keeps its evidence and queues the URL without its password; once the CA is
+    trusted, ``push --pending`` sends it with the credentials of a git credential
+    helper, and without one says what to configure."""
+    build_deployment(repo, signer, tsa, steps=1)
+    monkeypatch.delenv("GIT_SSL_CAINFO", raising=False)
+    monkeypatch.setenv("GIT_SSL_NO_VERIFY", "1")
+    refused = push_after_run(repo, pusher(https_git), REF)
+    assert refused.queued is not None and "GIT_SSL_NO_VERIFY" in refused.warning
+    monkeypatch.delenv("GIT_SSL_NO_VERIFY")
+    untrusted = push_after_run(repo, pusher(https_git), REF)
+    assert untrusted.queued == refused.queued and "certificate" in untrusted.warning
+    assert PASSWORD not in untrusted.queued.read_text() and https_git.pushes_received() == []
+    monkeypatch.setenv("GIT_SSL_CAINFO", str(https_git.certificates.ca))
+    no_helper = cli("push", "--repo", str(repo), "--pending")
+    assert no_helper.code == 3 and "configure a git credential helper" in one_line(no_helper.err)
+    git_config_env(monkeypatch, {"credential.helper": f"!f() {{ echo password={PASSWORD}; }}; f"})
+    sent = cli("push", "--repo", str(repo), "--pending", "--json")
+    assert sent.code == 0, sent.err
+    assert sent.json()["remotes"][0]["branches"][0]["outcome"] == "created" and PASSWORD not in sent.out
+    assert head_of(central) == head_of(repo) and [r.user for r in https_git.pushes_received()] == [USER]
+    assert cli("push", "--repo", str(repo), "--pending").out.strip() == "nothing queued to push"

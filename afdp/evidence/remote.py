@@ -30,6 +30,14 @@ transport for local paths writes the remote's refs itself, ignoring the receivin
 repository's ``receive.denyNonFastForwards`` and the old-value check (a forced pygit2
 push to a ``file://`` remote overwrites it), so it cannot give this guarantee.
 
+Over https, the server's certificate is always verified (:func:`_transport`): every
+git command gets ``http.sslVerify=true`` and no ``GIT_SSL_NO_VERIFY``, and a remote for
+which the user's configuration turns verification off is refused by name; a private CA
+is given the standard way (``GIT_SSL_CAINFO``, ``http.sslCAInfo``). A password in an
+http(s) URL never reaches git's command line (readable by every user through ``ps``):
+it goes to a one-off credential helper through the environment, and every message
+shows the URL as ``https://***@host/...``.
+
 The receiving side (:func:`harden_receiving`, set by ``afdp init --bare``) refuses
 non-fast-forwards and deletions from every client, AFDP or not.
 
