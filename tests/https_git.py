@@ -122,6 +122,8 @@ class Request:
     query: str
     user: str | None  # the authenticated user, None when anonymous or refused
     status: int
+    chunked: bool = False  # the body came with Transfer-Encoding: chunked
+    encoding: str | None = None  # the body's Content-Encoding (gzip)
 
 
 @dataclass
@@ -189,7 +191,8 @@ def _handler(server: GitHttpsServer, *, private: bool) -> type[http.server.BaseH
             return self.rfile.read(length) if length else b""
 
         def _answer(self, status: int, headers: list[tuple[str, str]], body: bytes, path: str, query: str, user: str | None) -> None:
-            server.requests.append(Request(self.command, path, query, user, status))
+            chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+            server.requests.append(Request(self.command, path, query, user, status, chunked, self.headers.get("Content-Encoding")))
             self.send_response(status)
             for name, value in headers:
                 if name.lower() not in ("content-length", "transfer-encoding", "connection"):

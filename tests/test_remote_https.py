@@ -363,3 +363,73 @@ def test_a_queued_https_push_is_sent_later_with_a_credential_helper(cli, repo, c
     assert sent.json()["remotes"][0]["branches"][0]["outcome"] == "created" and PASSWORD not in sent.out
     assert head_of(central) == head_of(repo) and [r.user for r in https_git.pushes_received()] == [USER]
     assert cli("push", "--repo", str(repo), "--pending").out.strip() == "nothing queued to push"
+
+
+def _unrelated_history(repo: Path, commits: int) -> None:
+    """``commits`` commits on a branch of their own (refs/heads/scratch): what a busy
+    evidence repository's other history adds to a fetch negotiation."""
+    script = []
+    for i in range(commits):
+        script.append(f"commit refs/heads/scratch\ncommitter T <t@example> {1_900_000_000 + i} +0000\ndata 2\n{i % 10}\n")
+    git_dir = pygit2.Repository(str(repo)).path
+    subprocess.run(["git", "--git-dir", git_dir, "fast-import", "--quiet"], input="".join(script).encode(), check=True)
+
+
+def test_a_large_push_goes_chunked_and_a_long_negotiation_gzipped(cli, repo, central, trusted, signer, tsa, tmp_path, monkeypatch, trust_file):
+    """The two request bodies web servers must pass on to git http-backend: a push larger
+    than the client's http.postBuffer (sent chunked) and a fetch negotiation of many
+    commits (sent gzipped, HTTP_CONTENT_ENCODING). Both reach the remote intact."""
+    build_deployment(repo, signer, tsa, steps=1, sealed=False)
+    add_step(repo, signer, tsa, "capture_impact", {"series": os.urandom(100_000).hex()})  # ~100 kB after compression
+    git_config_env(monkeypatch, {"http.postBuffer": "65536"})  # a small buffer (git 2.39 aborts at 65520)
+    assert push_branches(repo, pusher(trusted)).branches[0].outcome == "created"
+    # git probes with a small POST first (a large body cannot be re-sent for auth), then streams the pack
+    assert any(r.chunked for r in trusted.pushes_received()), trusted.requests
+    git_config_env(monkeypatch, {})  # git's default buffer again: a negotiation fits, and is gzipped
+    late = tmp_path / "late"
+    init_repository(late)
+    subprocess.run(["git", "-C", str(late), "fetch", "--quiet", str(central), f"{REF}:{REF}"], check=True)
+    subprocess.run(["git", "-C", str(late), "update-ref", REF, f"{REF}~1"], check=True)  # a writer one record behind
+    subprocess.run(["git", "-C", str(late), "reflog", "expire", "--expire=now", "--all"], check=True)
+    subprocess.run(["git", "-C", str(late), "gc", "--quiet", "--prune=now"], check=True)  # without the newer record's objects
+    assert not pygit2.Repository(str(late)).odb.exists(head_of(repo))
+    _unrelated_history(late, 200)
+    result = cli("push", "--repo", str(late), "--remote", pusher(trusted), "--all", "--json")
+    assert result.code == 0 and result.json()["remotes"][0]["branches"][0]["outcome"] == "behind"  # fetched, then classified
+    assert any(r.encoding == "gzip" and r.path.endswith("/git-upload-pack") and r.status == 200 for r in trusted.requests), "\n".join(map(str, trusted.requests))
+    assert head_of(central) == head_of(repo)
+    checked = cli("verify", "--remote", trusted.url("central.git"), "--all", "--trust", str(trust_file), "--allow-unsealed")
+    assert checked.code == 0, checked.out
+
+
+def test_verification_stays_on_through_url_rewriting(cli, repo, central, https_git, signer, tsa, monkeypatch):
+    """A URL-specific ``sslVerify false`` for the URL git rewrites the given one to
+    (``url.<base>.insteadOf`` for reads, ``pushInsteadOf`` for pushes) does not turn
+    verification off: AFDP gives ``true`` for every such setting. Plain git with the
+    same configuration connects without verifying."""
+    build_deployment(repo, signer, tsa, steps=1)
+    monkeypatch.delenv("GIT_SSL_CAINFO", raising=False)
+    port = https_git.port
+    read_base, push_base = f"https://127.0.0.1:{port}/", f"https://localhost:{port}/"
+
+    def plain_git_connects(url: str) -> bool:
+        listed = subprocess.run(["git", "ls-remote", url], capture_output=True, text=True, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+        return listed.returncode == 0
+
+    # reads: the alias becomes https://127.0.0.1, for which verification is "off"
+    git_config_env(monkeypatch, {f"url.{read_base}.insteadOf": "evidence:", f"http.{read_base}.sslVerify": "false"})
+    assert plain_git_connects("evidence:central.git")
+    result = cli("push", "--repo", str(repo), "--remote", "evidence:central.git", "--all")
+    assert result.code == 3 and "certificate" in one_line(result.err)
+    # pushes: reads verified against the CA, the push URL (https://localhost) "off"
+    git_config_env(monkeypatch, {
+        f"url.{read_base}.insteadOf": "evidence:",
+        f"url.{push_base}.pushInsteadOf": "evidence:",
+        f"http.{read_base}.sslCAInfo": str(https_git.certificates.ca),
+        f"http.{push_base}.sslVerify": "false",
+        "credential.helper": f"!f() {{ echo username={USER}; echo password={PASSWORD}; }}; f",
+    })  # fmt: skip
+    assert plain_git_connects(f"{push_base}central.git")
+    pushed = cli("push", "--repo", str(repo), "--remote", "evidence:central.git", "--all")
+    assert pushed.code == 3 and "certificate" in one_line(pushed.err)
+    assert https_git.pushes_received() == [] and head_of(central) is None

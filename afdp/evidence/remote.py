@@ -208,11 +208,14 @@ _PASSWORD_HELPER = f'!f() {{ test "$1" = get && printf "password=%s\\n" "${_PASS
 def _transport(url: str, git_dir: Path | None) -> tuple[list[str], str, dict[str, str | None]]:
     """Return (git options, URL, environment) for a git command that talks to ``url``.
 
-    1. TLS certificate verification stays on: ``GIT_SSL_NO_VERIFY`` is dropped and
-       ``http.sslVerify=true`` is given, so nothing in the environment or a config file
-       turns it off; an https URL for which the user's config turns it off anyway (a
-       URL-specific ``http.<url>.sslVerify false``) is refused. The server's CA is
-       trusted the standard way: ``GIT_SSL_CAINFO`` or ``http.sslCAInfo``.
+    1. TLS certificate verification stays on: ``GIT_SSL_NO_VERIFY`` is dropped, and
+       ``http.sslVerify=true`` is given, as is ``true`` for every URL-specific
+       ``http.<url>.sslVerify`` in the user's configuration (command-line settings are
+       read last, so they win whatever URL git ends up at after ``insteadOf`` or
+       ``pushInsteadOf`` rewriting). Where the user turned it off for this https URL
+       (``GIT_SSL_NO_VERIFY``, ``http.<url>.sslVerify false``), the command is refused
+       by name rather than quietly changed. The server's CA is trusted the standard
+       way: ``GIT_SSL_CAINFO`` or ``http.sslCAInfo``.
     2. A password in an http(s) URL moves out of the command line into the environment
        of a one-off credential helper (the user's helpers are not asked, and do not
        store it); the username stays in the URL.
@@ -221,6 +224,13 @@ def _transport(url: str, git_dir: Path | None) -> tuple[list[str], str, dict[str
         ConfigurationError: certificate verification is turned off for ``url``.
     """
     options = ["-c", "http.sslVerify=true"]
+    found = _git(["config", "--name-only", "--get-regexp", r"^http\..+\.sslverify$"], git_dir=git_dir, remote=url)
+    for key in sorted(set(found.stdout.splitlines())) if found.returncode == 0 else []:
+        if "=" in key:  # `-c name=value` splits at the first '=': this name cannot be given
+            from afdp.errors import ConfigurationError
+
+            raise ConfigurationError(f"git config {key!r}: AFDP cannot keep certificate verification on with this setting; remove it")
+        options += ["-c", f"{key}=true"]
     environment: dict[str, str | None] = {"GIT_SSL_NO_VERIFY": None}  # set at all, even empty, it turns verification off
     try:
         parts = urlsplit(url) if re.match(r"^https?://", url, re.IGNORECASE) else None
