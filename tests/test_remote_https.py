@@ -433,3 +433,20 @@ def test_verification_stays_on_through_url_rewriting(cli, repo, central, https_g
     pushed = cli("push", "--repo", str(repo), "--remote", "evidence:central.git", "--all")
     assert pushed.code == 3 and "certificate" in one_line(pushed.err)
     assert https_git.pushes_received() == [] and head_of(central) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://deployer:line%0Azq9@127.0.0.1:1/central.git", "the password holds a line break or NUL"),
+        ("https://deployer:nul%00zq9@127.0.0.1:1/central.git", "the password holds a line break or NUL"),
+        ("https://deployer:pw-zq9@[::1/central.git", "is not a valid URL"),
+        ("https://deployer:pw-zq9@127.0.0.1:port/central.git", "is not a valid URL"),
+    ],
+)
+def test_a_malformed_https_url_is_a_usage_error_that_shows_no_password(cli, repo, signer, tsa, url, message):
+    build_deployment(repo, signer, tsa, steps=1)
+    result = cli("push", "--repo", str(repo), "--remote", url, "--all")
+    assert result.code == 2, (result.out, result.err)
+    line = one_line(result.err)
+    assert message in line and "zq9" not in line

@@ -59,7 +59,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import pygit2
 
@@ -232,14 +232,9 @@ def _transport(url: str, git_dir: Path | None) -> tuple[list[str], str, dict[str
             raise ConfigurationError(f"git config {key!r}: AFDP cannot keep certificate verification on with this setting; remove it")
         options += ["-c", f"{key}=true"]
     environment: dict[str, str | None] = {"GIT_SSL_NO_VERIFY": None}  # set at all, even empty, it turns verification off
-    try:
-        parts = urlsplit(url) if re.match(r"^https?://", url, re.IGNORECASE) else None
-    except ValueError as exc:  # a malformed host part, e.g. an unclosed '['
-        raise UsageError(f"--remote {redact(url)!r} is not a valid URL") from exc
+    parts = _http_parts(url)
     if parts is not None and parts.password is not None:
         password = unquote(parts.password)
-        if "\n" in password or "\0" in password:
-            raise UsageError(f"--remote {redact(url)!r}: the password holds a line break or NUL")
         user = parts.netloc.rpartition("@")[0].partition(":")[0]
         url = urlunsplit(parts._replace(netloc=f"{user}@{parts.netloc.rpartition('@')[2]}"))
         options += ["-c", "credential.helper=", "-c", f"credential.helper={_PASSWORD_HELPER}"]
@@ -302,7 +297,27 @@ def check_remote_url(url: str) -> str:
         raise UsageError(f"--remote {redact(url)!r} is not a Git remote URL or path")
     if re.match(r"^(ext|fd)::", url):
         raise UsageError(f"--remote {redact(url)!r}: the {url.split('::')[0]}:: transport is not allowed")
+    _http_parts(url)
     return url
+
+
+def _http_parts(url: str) -> SplitResult | None:
+    """The parts of an http(s) URL (None for other remotes).
+
+    Raises:
+        UsageError: a malformed URL, or a password that holds a line break or NUL (it
+            would add lines to git's credential protocol).
+    """
+    if not re.match(r"^https?://", url, re.IGNORECASE):
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parsed lazily: a bad port raises here)
+    except ValueError as exc:  # an unclosed '[', a port that is not a number
+        raise UsageError(f"--remote {redact(url)!r} is not a valid URL: {exc}") from exc
+    if parts.password is not None and re.search(r"[\r\n\0]", unquote(parts.password)):
+        raise UsageError(f"--remote {redact(url)!r}: the password holds a line break or NUL")
+    return parts
 
 
 def list_remote(url: str) -> dict[str, str]:
