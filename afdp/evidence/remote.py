@@ -31,9 +31,11 @@ repository's ``receive.denyNonFastForwards`` and the old-value check (a forced p
 push to a ``file://`` remote overwrites it), so it cannot give this guarantee.
 
 Over https, the server's certificate is always verified (:func:`_transport`): every
-git command gets ``http.sslVerify=true`` and no ``GIT_SSL_NO_VERIFY``, and a remote for
-which the user's configuration turns verification off is refused by name; a private CA
-is given the standard way (``GIT_SSL_CAINFO``, ``http.sslCAInfo``). A password in an
+git command gets ``http.sslVerify=true`` (and ``true`` for every URL-specific
+``http.<url>.sslVerify``) and no ``GIT_SSL_NO_VERIFY``; where the user turned
+verification off for the URL given (``GIT_SSL_NO_VERIFY``, ``http.<url>.sslVerify
+false``), AFDP refuses by name. A private CA is given the standard way
+(``GIT_SSL_CAINFO``, ``http.sslCAInfo``). A password in an
 http(s) URL never reaches git's command line (readable by every user through ``ps``):
 it goes to a one-off credential helper through the environment, and every message
 shows the URL as ``https://***@host/...``.
@@ -222,6 +224,7 @@ def _transport(url: str, git_dir: Path | None) -> tuple[list[str], str, dict[str
 
     Raises:
         ConfigurationError: certificate verification is turned off for ``url``.
+        UsageError: a malformed http(s) URL (:func:`_http_parts`).
     """
     options = ["-c", "http.sslVerify=true"]
     found = _git(["config", "--name-only", "--get-regexp", r"^http\..+\.sslverify$"], git_dir=git_dir, remote=url)
@@ -279,7 +282,7 @@ def _reason(process: subprocess.CompletedProcess[str]) -> str:
     what to do about it."""
     reason = _last_line(process)
     lowered = reason.lower()
-    if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
+    if "certificate" in lowered:  # curl/OpenSSL and GnuTLS both name it
         reason += " (trust the server's CA with GIT_SSL_CAINFO=ca.pem or git config http.sslCAInfo; AFDP never turns certificate verification off)"
     elif "could not read username" in lowered or "could not read password" in lowered:
         reason += " (the remote asks for credentials: configure a git credential helper, or give them in the URL)"
