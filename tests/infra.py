@@ -476,3 +476,26 @@ def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
 def sqlite_url(tmp_path: Path) -> str:
     """A SQLAlchemy URL of a new SQLite database file in the test's tmp dir."""
     return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+# -- a Git smart-HTTP remote over TLS (tests/https_git.py) ------------------------------------
+
+HTTPS_GIT_USERS = {"deployer": "s3cret-token"}
+
+
+@pytest.fixture()
+def https_git(tmp_path: Path) -> Iterator[object]:
+    """``git http-backend`` behind a TLS server on a loopback port (tests/https_git.py),
+    serving the bare repositories under ``server.root``: reads are anonymous, pushes need
+    HTTP Basic auth as one of :data:`HTTPS_GIT_USERS`. The certificate is signed by a CA
+    made for this test (``server.certificates.ca``), which no client trusts unless told
+    (``GIT_SSL_CAINFO`` / ``http.sslCAInfo``). Skips when git's http-backend is absent."""
+    from https_git import git_http_backend_missing, make_certificates, serve_git_https
+
+    missing = git_http_backend_missing()
+    if missing:
+        pytest.skip(missing)
+    root = tmp_path / "served"
+    root.mkdir()
+    with serve_git_https(root, make_certificates(tmp_path / "tls"), HTTPS_GIT_USERS) as server:
+        yield server

@@ -41,7 +41,9 @@ def _branch_ref(text: str) -> str:
 
 @click.command("push")
 @click.option("--repo", "repository", required=True, type=click.Path(path_type=Path), help="Evidence Git repository.")
-@click.option("--remote", "url", help="Git remote URL or path (file, ssh://, https://, git://). Credentials in it are never printed or queued.")
+@click.option("--remote", "url", help="Git remote URL or path (file, ssh://, https://, git://). Credentials in it are never printed, "
+              "queued or put on git's command line; an https server's certificate is always verified "
+              "(a private CA: GIT_SSL_CAINFO or git config http.sslCAInfo).")
 @click.option("--branch", "branches", multiple=True, metavar="afdp/SERVICE/DEPLOYMENT", help="A branch to push (repeatable).")
 @click.option("--all", "all_branches", is_flag=True, help="Push every AFDP branch of the repository.")
 @click.option("--pending", is_flag=True, help="Push what runs queued because their push failed (to the remote each was queued for, or to --remote).")

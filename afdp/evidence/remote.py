@@ -30,6 +30,16 @@ transport for local paths writes the remote's refs itself, ignoring the receivin
 repository's ``receive.denyNonFastForwards`` and the old-value check (a forced pygit2
 push to a ``file://`` remote overwrites it), so it cannot give this guarantee.
 
+Over https, the server's certificate is always verified (:func:`_transport`): every
+git command gets ``http.sslVerify=true`` (and ``true`` for every URL-specific
+``http.<url>.sslVerify``) and no ``GIT_SSL_NO_VERIFY``; where the user turned
+verification off for the URL given (``GIT_SSL_NO_VERIFY``, ``http.<url>.sslVerify
+false``), AFDP refuses by name. A private CA is given the standard way
+(``GIT_SSL_CAINFO``, ``http.sslCAInfo``). A password in an
+http(s) URL never reaches git's command line (readable by every user through ``ps``):
+it goes to a one-off credential helper through the environment, and every message
+shows the URL as ``https://***@host/...``.
+
 The receiving side (:func:`harden_receiving`, set by ``afdp init --bare``) refuses
 non-fast-forwards and deletions from every client, AFDP or not.
 
@@ -51,6 +61,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import pygit2
 
@@ -154,10 +165,20 @@ class PushReport:
 # -- git -----------------------------------------------------------------------------
 
 
-def _git(args: Sequence[str], *, git_dir: Path | None = None, remote: str = "") -> subprocess.CompletedProcess[str]:
+def _git(
+    args: Sequence[str], *, git_dir: Path | None = None, remote: str = "", env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess[str]:
     # No HTTPS password prompt (credential helpers still answer); stdin is closed, and a
     # remote that hangs is cut off after GIT_TIMEOUT.
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS}
+    environment = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS}
+    # git's curl traces (GIT_TRACE_CURL) keep Authorization headers out whatever the
+    # user's environment says
+    environment["GIT_TRACE_REDACT"] = "1"
+    for name, value in (env or {}).items():  # None: removed from git's environment
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
     command = ["git"]
     if git_dir is not None:
         command.append(f"--git-dir={git_dir}")
@@ -168,7 +189,7 @@ def _git(args: Sequence[str], *, git_dir: Path | None = None, remote: str = "") 
             text=True,
             timeout=GIT_TIMEOUT,
             check=False,
-            env=env,
+            env=environment,
             stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError as exc:
@@ -179,6 +200,74 @@ def _git(args: Sequence[str], *, git_dir: Path | None = None, remote: str = "") 
         raise NetworkError(f"git {args[0]} failed: {redact(str(exc))}") from exc
 
 
+#: The credential helper AFDP gives git for a URL that carries a password: the password
+#: reaches git through the environment (readable by this user only), never through its
+#: command line, which every user of the machine can read (``ps``, /proc/PID/cmdline).
+_PASSWORD_VARIABLE = "AFDP_GIT_PASSWORD"
+_PASSWORD_HELPER = f'!f() {{ test "$1" = get && printf "password=%s\\n" "${_PASSWORD_VARIABLE}"; }}; f'
+
+
+def _transport(url: str, git_dir: Path | None) -> tuple[list[str], str, dict[str, str | None]]:
+    """Return (git options, URL, environment) for a git command that talks to ``url``.
+
+    1. TLS certificate verification stays on: ``GIT_SSL_NO_VERIFY`` is dropped, and
+       ``http.sslVerify=true`` is given, as is ``true`` for every URL-specific
+       ``http.<url>.sslVerify`` in the user's configuration (command-line settings are
+       read last, so they win whatever URL git ends up at after ``insteadOf`` or
+       ``pushInsteadOf`` rewriting). Where the user turned it off for this https URL
+       (``GIT_SSL_NO_VERIFY``, ``http.<url>.sslVerify false``), the command is refused
+       by name rather than quietly changed. The server's CA is trusted the standard
+       way: ``GIT_SSL_CAINFO`` or ``http.sslCAInfo``.
+    2. A password in an http(s) URL moves out of the command line into the environment
+       of a one-off credential helper (the user's helpers are not asked, and do not
+       store it); the username stays in the URL.
+
+    Raises:
+        ConfigurationError: certificate verification is turned off for ``url``.
+        UsageError: a malformed http(s) URL (:func:`_http_parts`).
+    """
+    options = ["-c", "http.sslVerify=true"]
+    found = _git(["config", "--name-only", "--get-regexp", r"^http\..+\.sslverify$"], git_dir=git_dir, remote=url)
+    for key in sorted(set(found.stdout.splitlines())) if found.returncode == 0 else []:
+        if "=" in key:  # `-c name=value` splits at the first '=': this name cannot be given
+            from afdp.errors import ConfigurationError
+
+            raise ConfigurationError(f"git config {key!r}: AFDP cannot keep certificate verification on with this setting; remove it")
+        options += ["-c", f"{key}=true"]
+    environment: dict[str, str | None] = {"GIT_SSL_NO_VERIFY": None}  # set at all, even empty, it turns verification off
+    parts = _http_parts(url)
+    if parts is not None and parts.password is not None:
+        password = unquote(parts.password)
+        user = parts.netloc.rpartition("@")[0].partition(":")[0]
+        url = urlunsplit(parts._replace(netloc=f"{user}@{parts.netloc.rpartition('@')[2]}"))
+        options += ["-c", "credential.helper=", "-c", f"credential.helper={_PASSWORD_HELPER}"]
+        environment[_PASSWORD_VARIABLE] = password
+    if parts is not None and parts.scheme.lower() == "https":
+        _require_tls_verification(url, git_dir)
+    return options, url, environment
+
+
+def _require_tls_verification(url: str, git_dir: Path | None) -> None:
+    from afdp.errors import ConfigurationError
+
+    advice = "AFDP does not send or fetch evidence without it: trust the server's CA with GIT_SSL_CAINFO or http.sslCAInfo instead"
+    if "GIT_SSL_NO_VERIFY" in os.environ:
+        raise ConfigurationError(f"TLS certificate verification is turned off (GIT_SSL_NO_VERIFY is set) for {redact(url)}; {advice}")
+    # the value git would use for this URL: URL-specific settings win over http.sslVerify
+    found = _git(["-c", "http.sslVerify=true", "config", "--type=bool", "--get-urlmatch", "http.sslVerify", url], git_dir=git_dir, remote=url)
+    if found.returncode == 0 and found.stdout.strip() == "false":
+        raise ConfigurationError(f"TLS certificate verification is turned off for {redact(url)} (git config http.<url>.sslVerify false); {advice}")
+
+
+def _git_remote(
+    command: Sequence[str], url: str, rest: Sequence[str] = (), *, git_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``git <command> -- <url> <rest>`` against a remote (see :func:`_transport`)."""
+    options, address, environment = _transport(url, git_dir)
+    process = _git([*options, *command, "--", address, *rest], git_dir=git_dir, remote=url, env=environment)
+    return process
+
+
 def _last_line(process: subprocess.CompletedProcess[str]) -> str:
     """git's reason: its first ``fatal:``/``error:`` line (the lines after it are advice
     such as "...and the repository exists."), else its last line."""
@@ -186,6 +275,18 @@ def _last_line(process: subprocess.CompletedProcess[str]) -> str:
     reasons = [line for line in lines if line.startswith(("fatal:", "error:"))]
     chosen = reasons[0] if reasons else lines[-1] if lines else None
     return redact(" ".join(chosen.split()))[:300] if chosen else f"git exited with {process.returncode}"
+
+
+def _reason(process: subprocess.CompletedProcess[str]) -> str:
+    """git's reason (:func:`_last_line`) and, for a certificate or credentials problem,
+    what to do about it."""
+    reason = _last_line(process)
+    lowered = reason.lower()
+    if "certificate" in lowered:  # curl/OpenSSL and GnuTLS both name it
+        reason += " (trust the server's CA with GIT_SSL_CAINFO=ca.pem or git config http.sslCAInfo; AFDP never turns certificate verification off)"
+    elif "could not read username" in lowered or "could not read password" in lowered:
+        reason += " (the remote asks for credentials: configure a git credential helper, or give them in the URL)"
+    return reason
 
 
 def check_remote_url(url: str) -> str:
@@ -199,7 +300,27 @@ def check_remote_url(url: str) -> str:
         raise UsageError(f"--remote {redact(url)!r} is not a Git remote URL or path")
     if re.match(r"^(ext|fd)::", url):
         raise UsageError(f"--remote {redact(url)!r}: the {url.split('::')[0]}:: transport is not allowed")
+    _http_parts(url)
     return url
+
+
+def _http_parts(url: str) -> SplitResult | None:
+    """The parts of an http(s) URL (None for other remotes).
+
+    Raises:
+        UsageError: a malformed URL, or a password that holds a line break or NUL (it
+            would add lines to git's credential protocol).
+    """
+    if not re.match(r"^https?://", url, re.IGNORECASE):
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (parsed lazily: a bad port raises here)
+    except ValueError as exc:  # an unclosed '[', a port that is not a number
+        raise UsageError(f"--remote {redact(url)!r} is not a valid URL: {exc}") from exc
+    if parts.password is not None and re.search(r"[\r\n\0]", unquote(parts.password)):
+        raise UsageError(f"--remote {redact(url)!r}: the password holds a line break or NUL")
+    return parts
 
 
 def list_remote(url: str) -> dict[str, str]:
@@ -208,9 +329,9 @@ def list_remote(url: str) -> dict[str, str]:
     Raises:
         NetworkError: the remote cannot be reached or read.
     """
-    listed = _git(["ls-remote", "--heads", "--", url], remote=url)
+    listed = _git_remote(["ls-remote", "--heads"], url)
     if listed.returncode != 0:
-        raise NetworkError(f"cannot read evidence remote {redact(url)}: {_last_line(listed)}")
+        raise NetworkError(f"cannot read evidence remote {redact(url)}: {_reason(listed)}")
     found = {}
     for line in listed.stdout.splitlines():
         oid, _, ref = line.partition("\t")
@@ -224,13 +345,11 @@ def _fetch_objects(store: EvidenceStore, url: str, refs: Iterable[str]) -> None:
     wanted = sorted(set(refs))
     if not wanted:
         return
-    fetched = _git(
-        ["fetch", "--no-tags", "--no-write-fetch-head", "--no-auto-gc", "--quiet", "--", url, *wanted],
-        git_dir=store.path,
-        remote=url,
+    fetched = _git_remote(
+        ["fetch", "--no-tags", "--no-write-fetch-head", "--no-auto-gc", "--quiet"], url, wanted, git_dir=store.path
     )
     if fetched.returncode != 0:
-        raise NetworkError(f"cannot fetch from evidence remote {redact(url)}: {_last_line(fetched)}")
+        raise NetworkError(f"cannot fetch from evidence remote {redact(url)}: {_reason(fetched)}")
 
 
 # -- push ----------------------------------------------------------------------------
@@ -288,7 +407,7 @@ def _push_refs(store: EvidenceStore, url: str, updates: dict[str, str]) -> dict[
         NetworkError: git could not talk to the remote at all.
     """
     specs = [f"{oid}:{ref}" for ref, oid in sorted(updates.items())]
-    pushed = _git(["push", "--porcelain", "--no-verify", "--", url, *specs], git_dir=store.path, remote=url)
+    pushed = _git_remote(["push", "--porcelain", "--no-verify"], url, specs, git_dir=store.path)
     statuses: dict[str, tuple[bool, str]] = {}
     for line in pushed.stdout.splitlines():
         parts = line.split("\t")
@@ -298,7 +417,7 @@ def _push_refs(store: EvidenceStore, url: str, updates: dict[str, str]) -> dict[
         if ref in updates:
             statuses[ref] = (flag in (" ", "*", "="), redact(parts[2].strip()))
     if not statuses:
-        raise NetworkError(f"cannot push to evidence remote {redact(url)}: {_last_line(pushed)}")
+        raise NetworkError(f"cannot push to evidence remote {redact(url)}: {_reason(pushed)}")
     for ref in updates:
         statuses.setdefault(ref, (False, _last_line(pushed)))
     return statuses
@@ -585,7 +704,7 @@ def fetch_evidence(url: str, into: Path, *, refs: Sequence[str] | None = None) -
         if refs is not None
         else ["refs/heads/afdp/*:refs/heads/afdp/*"]
     ) + ["refs/replace/*:refs/replace/*", "refs/notes/*:refs/notes/*"]
-    fetched = _git(["fetch", "--no-tags", "--no-write-fetch-head", "--quiet", "--", url, *specs], git_dir=into, remote=url)
+    fetched = _git_remote(["fetch", "--no-tags", "--no-write-fetch-head", "--quiet"], url, specs, git_dir=into)
     if fetched.returncode != 0:
-        raise NetworkError(f"cannot fetch evidence from {redact(url)}: {_last_line(fetched)}")
+        raise NetworkError(f"cannot fetch evidence from {redact(url)}: {_reason(fetched)}")
     return into
