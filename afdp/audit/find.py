@@ -149,7 +149,7 @@ def make_query(*, commit: str | None, image: str | None, service: str | None, si
     from afdp.evidence.names import check_name
     from afdp.pipeline.runner.request import check_team
 
-    if not (commit or image or service or team):
+    if not (commit or image or service or team is not None):
         raise UsageError("give --commit SHA, --image sha256:HEX, --service NAME or --team NAME (with --since DATE)")
     if team is not None:
         check_team(team)
