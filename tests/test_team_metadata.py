@@ -142,7 +142,7 @@ def test_a_recorded_team_survives_into_log_find_report_and_dataset(tmp_path, rep
     rows = {r["deployment"]: r for r in map(json.loads, data.read_text().splitlines())}
     assert rows["d-team"]["team"] == "payments/core" and rows["d-old"]["team"] is None
     sheet = json.loads((tmp_path / "rows.jsonl.datasheet.json").read_text())
-    assert {"column": "team", "type": "string|null"} == {k: v for k, v in sheet["columns"][3].items() if k != "meaning"}
+    assert {k: v for k, v in sheet["columns"][3].items() if k != "meaning"} == {"column": "team", "type": "string|null"}
     assert any(m["column"] == "team" and m["null_rows"] == 1 for m in sheet["missing"])
 
     # a bad team never starts a run: exit 2, one line, no branch
