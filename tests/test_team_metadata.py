@@ -145,6 +145,9 @@ def test_a_recorded_team_survives_into_log_find_report_and_dataset(tmp_path, rep
     assert {k: v for k, v in sheet["columns"][3].items() if k != "meaning"} == {"column": "team", "type": "string|null"}
     assert any(m["column"] == "team" and m["null_rows"] == 1 for m in sheet["missing"])
 
+    # one deployment, one team: the same deployment run again naming another team is refused
+    other = _run(tmp_path, repo, keys, tsa, "d-team", "--team", "intruders")
+    assert other.code == 2 and "opened with team 'payments/core'; this run says 'intruders'" in other.err
     # a bad team never starts a run: exit 2, one line, no branch
     for bad in ("has space", "x" * 101):
         refused = _run(tmp_path, repo, keys, tsa, "d-bad", "--team", bad)
@@ -250,3 +253,43 @@ def test_the_intake_maps_the_team_into_the_run_metadata_and_refuses_a_bad_one():
     assert refused.value.status == 400
     # what the worker's run is built from accepts what the intake accepted
     assert DeploymentInfo.from_json(dict(event.info)).team == "core"
+
+
+def test_the_dashboard_lists_a_teams_deployments(tmp_path, repo, signer, tsa, trust_file):
+    import httpx
+
+    from afdp.service.app import ServeSettings, create_app, running_server
+    from afdp.service.dashboard import Dashboard
+    from afdp.service.metrics import ServiceMetrics
+    from afdp.service.submit import RunSubmitter
+
+    _ledger_with_team(repo, signer, tsa, "d-1", "payments")
+    _ledger_with_team(repo, signer, tsa, "d-2", "core")
+    ledger_deployment(repo, signer, tsa.url, "api", "d-old", deployed_at="2026-01-02T10:00:00Z")
+    dashboard = Dashboard(repo, trust_policy=trust_file, metrics=ServiceMetrics())
+    assert [e.deployment for e in dashboard.entries(team="payments")] == ["d-1"]
+    assert {e.deployment: e.to_json()["team"] for e in dashboard.entries()} == {"d-1": "payments", "d-2": "core",
+                                                                                 "d-old": None}
+    with pytest.raises(Exception, match="is not a team name"):
+        dashboard.entries(team="no such/team!")
+    # a branch that fails still shows under its team (a filter never hides a failure), marked unverified
+    envelope = rec.ENVELOPE_FILE
+    tamper.edit(repo, 1, lambda e: tamper.with_file(e, envelope, e.files[envelope] + b" "), service="api", deployment="d-2")
+
+    class NoRuns(RunSubmitter):
+        """Test double: no event is posted here."""
+
+    token = "dashboard-token-0123456789abcdef"
+    settings = ServeSettings(repository=repo, services=SERVICES, webhook_secret=b"x" * 32, submitter=NoRuns(),
+                             ui_token=token, trust_policy=trust_file)
+    headers = {"Authorization": f"Bearer {token}"}
+    with running_server(create_app(settings)) as server:
+        page = httpx.get(f"{server.url}/", params={"team": "core"}, headers=headers).text
+        assert 'data-deployment="d-2" data-verdict="FAILED"' in page and 'data-deployment="d-1"' not in page
+        assert '<a href="/?team=core">core</a> <span class="unverified">(unverified)</span>' in page
+        everything = httpx.get(f"{server.url}/", headers=headers).text
+        assert '<td class="team">unknown</td>' in everything  # d-old: none recorded
+        api = httpx.get(f"{server.url}/api/deployments", params={"team": "payments"}, headers=headers).json()
+        assert [(r["deployment"], r["team"], r["verdict"]) for r in api] == [("d-1", "payments", "VERIFIED")]
+        bad = httpx.get(f"{server.url}/", params={"team": "bad team"}, headers=headers)
+        assert bad.status_code == 400 and "is not a team name" in bad.text
