@@ -40,7 +40,7 @@ def write_history(repo: Path, signer, tsa_url: str, *, service: str = SERVICE, n
     for i in range(n):
         deployment = f"h-{i:02d}"
         ledger_deployment(repo, signer, tsa_url, service, deployment,
-                          deployed_at=f"2026-01-{1 + i:02d}T{(i * 5) % 24:02d}:00:00Z", degraded=i % 3 == 0, money=True)
+                          deployed_at=f"2026-{1 + i // 28:02d}-{1 + i % 28:02d}T{(i * 5) % 24:02d}:00:00Z", degraded=i % 3 == 0, money=True)
         ids.append(deployment)
     return ids
 

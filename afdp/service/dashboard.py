@@ -103,8 +103,9 @@ class Dashboard:
         return loaded
 
     def entries(self, *, service: str | None = None, team: str | None = None) -> list[DeploymentEntry]:
-        """Return every deployment (of ``service``; of ``team``: whose verified genesis
-        record names it), newest first; look-alike refs as FAILED.
+        """Return every deployment (of ``service``; of ``team``: whose genesis record, as
+        the report reads it, names it; FAILED ones included, their team marked unverified
+        on the page), newest first; look-alike refs as FAILED (unfiltered list only).
 
         Raises:
             UsageError: ``team`` is not a team name.
@@ -350,13 +351,15 @@ def service_prediction(repository: Path, trust_policy: Path | None, service: str
     newest = rows[-1]  # rows are sorted by deployment time
     planned = Planned.from_row(newest, load_column=fitted.training.load_column)
     coverage: Mapping[str, Any] = document["coverage"] if isinstance(document.get("coverage"), Mapping) else {}
+    # the interval's level is the model's (also when it was recorded without a coverage measurement)
+    level = _float(fitted.confidence)
     targets = []
     for target, values in sorted(fitted.predict([planned]).items()):
         measured: Mapping[str, Any] = coverage[target] if isinstance(coverage.get(target), Mapping) else {}
         value = values[0]
         targets.append(PredictedTarget(
             target, target_label(target), value["point"], value["low"], value["high"],
-            _float(measured.get("nominal")), _float(measured.get("empirical")),
+            level, _float(measured.get("empirical")),
             measured.get("n") if isinstance(measured.get("n"), int) else None,
         ))
     return ServicePrediction(service, "ok", None, model_rows=len(trained_on), like=str(newest["deployment"]),
