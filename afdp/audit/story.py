@@ -71,7 +71,8 @@ def read_story(
 
     ``deployment_facts`` are the facts the genesis record was given (:data:`FACTS`:
     team, deployer, environment, version, commit, image, deployed_at; None where not
-    recorded) and ``verified``, on the same terms as the trigger.
+    recorded) and ``verified``, on the same terms as the trigger; None when the genesis
+    record holds no deployment facts (a branch ``afdp record`` opened, not a run).
 
     ``verified`` is True only when ``trust`` is given and the branch verified against it
     (sealed or not); ``verification`` is ``{"state", "failures"}`` (state ``not checked``
@@ -139,7 +140,7 @@ def _provenance(
     deployment: str,
     trust: TrustPolicy | None,
     store: EvidenceStore | None,
-) -> tuple[dict[str, Any], dict[str, Any], list[Source], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[Source], dict[str, Any]]:
     store = store or EvidenceStore(repository)
     ref = branch_ref(service, deployment)
     if store.head(ref) is None:
@@ -192,10 +193,13 @@ def _provenance(
             ok, data = False, data if not verified else None
             note = f"NOT VERIFIED: the stored {file} does not match the digest the genesis record names"
         sources.append(Source(name, file, size, digest, data, ok, note))
-    recorded: dict[str, Any] = metadata["deployment"] if isinstance(metadata.get("deployment"), dict) else {}
-    # only text is taken (records may be read unverified); a fact not recorded is None
-    facts: dict[str, Any] = {name: recorded.get(name) if isinstance(recorded.get(name), str) else None for name in FACTS}
-    facts["verified"] = verified
+    # None when the genesis record holds no deployment facts (written by `afdp record`,
+    # not a run); only text is taken (records may be read unverified); a fact not recorded is None
+    facts: dict[str, Any] | None = None
+    recorded = metadata.get("deployment")
+    if isinstance(recorded, dict):
+        facts = {name: recorded.get(name) if isinstance(recorded.get(name), str) else None for name in FACTS}
+        facts["verified"] = verified
     return (
         {"name": trigger if isinstance(trigger, str) else None, "verified": verified},
         facts,
