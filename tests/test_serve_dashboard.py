@@ -14,6 +14,7 @@ import httpx
 import pytest
 import tamper
 from conftest import build_deployment
+from test_dashboard_predictions import record_a_model, write_history
 
 from afdp.demo.service import DemoService
 from afdp.service.app import ServeSettings, create_app, running_server
@@ -103,7 +104,7 @@ def browser():
 
 
 @pytest.mark.slow
-def test_dashboard_in_a_browser(evidence, trust_file, browser):
+def test_dashboard_in_a_browser(evidence, trust_file, browser, signer, tsa):
     app = create_app(settings(evidence, trust_file))
     with running_server(app) as server:
         page = browser.new_page()
@@ -146,6 +147,33 @@ def test_dashboard_in_a_browser(evidence, trust_file, browser):
         counted = sum(int(c.text_content()) for c in page.query_selector_all("#decisions td:nth-child(2)"))
         assert counted == 2
         assert page.query_selector("svg.plot") is not None
+        # The team filter: these runs name no team, so a team has none of them.
+        page.goto(f"{server.url}/?team=payments")
+        assert page.text_content("#team-filter") == "payments" and page.query_selector("#empty") is not None
+        # Predictions: too little history for shop; a verified model for pay, every number citing it.
+        page.goto(f"{server.url}/services/shop")
+        assert page.get_attribute("#prediction", "data-status") == "not_enough_history"
+        assert "Not enough history" in page.text_content("#prediction-reason")
+        write_history(evidence, signer, tsa.url)
+        digest = record_a_model(evidence, trust_file, signer, tsa.url)
+        page.goto(f"{server.url}/services/pay")
+        page.wait_for_selector("#predictions")
+        assert page.is_visible("#predictions")
+        assert page.get_attribute("#prediction", "data-status") == "ok"
+        assert page.get_attribute("#prediction", "data-model-record") == digest
+        assert page.text_content("#prediction .model-record") == f"sha256:{digest[:16]}"
+        intervals = page.query_selector_all("#predictions td.interval a")
+        assert intervals and all(" to " in a.text_content() for a in intervals)
+        assert page.text_content("#predictions td.nominal") == "90%"
+        links = page.query_selector_all("#predictions a")
+        assert links and all(a.get_attribute("href").startswith("/deployments/models/pay#record-") and
+                             a.get_attribute("title") == f"model record sha256:{digest}" for a in links)
+        assert page.text_content("#prediction .n-deployments") == "22"
+        intervals[0].click()  # the number leads to the model record on the verified model branch
+        page.wait_for_selector("#timeline")
+        assert page.url.endswith("/deployments/models/pay#record-1")
+        assert page.text_content("#record-1 td:nth-child(2)") == "model"
+        assert page.text_content("#record-1 code").startswith(digest[:16])
         # Log out: the session is gone.
         page.click("nav button")
         page.goto(f"{server.url}/")

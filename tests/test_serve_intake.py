@@ -147,7 +147,7 @@ def test_a_signed_generic_event_starts_one_run_with_the_event_facts(server):
     params = flow_parameters(event)
     assert params["service"] == "api" and params["trigger"] == "deployment_completed"
     assert params["time_scale"] == 20  # the service's preset parameters
-    assert params["info"] == {"commit": "4f2a9c1e0b", "deployer": "alice", "environment": "production",
+    assert params["info"] == {"commit": "4f2a9c1e0b", "deployer": "alice", "team": "payments", "environment": "production",
                               "version": "1.4.2", "deployed_at": "2026-12-04T07:00:00+00:00",
                               "image": f"sha256:{'ab' * 32}"}  # the decision record's subject
     assert "team:payments" in event.tags and f"image:sha256:{'ab' * 32}" in event.tags

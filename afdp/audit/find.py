@@ -47,7 +47,8 @@ from afdp.evidence.store import MAX_ENVELOPE_BYTES, EvidenceStore, common_dir
 from afdp.evidence.trust import TrustPolicy
 
 INDEX_FILE = "afdp/find-index.json"
-INDEX_VERSION = 1
+#: 2: facts gained ``team`` (an index of version 1 is read again from the branches).
+INDEX_VERSION = 2
 KEY_ENV = "AFDP_INDEX_KEY"
 
 
@@ -66,6 +67,8 @@ class DeploymentFacts:
     commit: str | None = None
     image: str | None = None
     deployer: str | None = None
+    #: the team the genesis record names (None: not recorded, i.e. unknown)
+    team: str | None = None
     environment: str | None = None
     version: str | None = None
     #: the last decision recorded (decide step, or a gate that stopped the run)
@@ -101,6 +104,7 @@ class Query:
     image_name: str | None = None
     service: str | None = None
     since: datetime | None = None
+    team: str | None = None
 
     def matches(self, facts: DeploymentFacts) -> bool:
         if self.commit is not None and not (facts.commit or "").lower().startswith(self.commit):
@@ -116,6 +120,8 @@ class Query:
                 return False
         if self.service is not None and facts.service != self.service:
             return False
+        if self.team is not None and facts.team != self.team:
+            return False
         if self.since is not None:
             moment = _time(facts.time)
             if moment is None or moment < self.since:
@@ -127,21 +133,26 @@ class Query:
             "commit": self.commit,
             "image": (f"{self.image_name}@" if self.image_name else "") + f"sha256:{self.image_digest}" if self.image_digest else None,
             "service": self.service,
+            "team": self.team,
             "since": rec.format_time(self.since) if self.since else None,
         }
 
 
-def make_query(*, commit: str | None, image: str | None, service: str | None, since: str | None) -> Query:
+def make_query(*, commit: str | None, image: str | None, service: str | None, since: str | None,
+               team: str | None = None) -> Query:
     """Return the query for ``afdp find``'s options.
 
     Raises:
         UsageError: no criterion; a commit that is not 7-64 hex digits; an image not by
-            digest; --since that is not a date or RFC 3339 time; a bad service name.
+            digest; --since that is not a date or RFC 3339 time; a bad service or team name.
     """
     from afdp.evidence.names import check_name
+    from afdp.pipeline.runner.request import check_team
 
-    if not (commit or image or service):
-        raise UsageError("give --commit SHA, --image sha256:HEX, or --service NAME (with --since DATE)")
+    if not (commit or image or service or team is not None):
+        raise UsageError("give --commit SHA, --image sha256:HEX, --service NAME or --team NAME (with --since DATE)")
+    if team is not None:
+        check_team(team)
     if commit is not None and not re.fullmatch(r"[0-9a-fA-F]{7,64}", commit):
         raise UsageError(f"--commit {commit!r} must be 7 to 64 hex digits")
     name = digest = None
@@ -154,7 +165,7 @@ def make_query(*, commit: str | None, image: str | None, service: str | None, si
         moment = _time(since if "T" in since else f"{since}T00:00:00Z")
         if moment is None:
             raise UsageError(f"--since {since!r} is not a date (YYYY-MM-DD) or an RFC 3339 time")
-    return Query(commit.lower() if commit else None, digest, name, service, moment)
+    return Query(commit.lower() if commit else None, digest, name, service, moment, team)
 
 
 def _time(text: str | None) -> datetime | None:
@@ -226,7 +237,7 @@ def read_facts(store: EvidenceStore, ref: str, service: str, deployment: str, he
                 found["opened_at"] = predicate["finished_at"]
             metadata = result.get("metadata") if isinstance(result.get("metadata"), dict) else {}
             info = metadata.get("deployment") if isinstance(metadata.get("deployment"), dict) else {}
-            for name in ("commit", "image", "deployer", "environment", "version", "deployed_at"):
+            for name in ("commit", "image", "deployer", "team", "environment", "version", "deployed_at"):
                 if isinstance(info.get(name), str):
                     found[name] = info[name]
         kind = step.get("kind")

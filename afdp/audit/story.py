@@ -67,7 +67,12 @@ def read_story(
     trust: TrustPolicy | None = None,
 ) -> dict[str, Any]:
     """Return ``{"service", "deployment", "branch", "head", "sealed", "verified",
-    "verification", "trigger", "sources", "records": [...]}``.
+    "verification", "trigger", "deployment_facts", "sources", "records": [...]}``.
+
+    ``deployment_facts`` are the facts the genesis record was given (:data:`FACTS`:
+    team, deployer, environment, version, commit, image, deployed_at; None where not
+    recorded) and ``verified``, on the same terms as the trigger; None when the genesis
+    record holds no deployment facts (a branch ``afdp record`` opened, not a run).
 
     ``verified`` is True only when ``trust`` is given and the branch verified against it
     (sealed or not); ``verification`` is ``{"state", "failures"}`` (state ``not checked``
@@ -78,7 +83,7 @@ def read_story(
         NotFoundError: no such repository or branch.
     """
     rows, head, ref, store = _rows(repository, service, deployment)
-    trigger, sources, verification = read_sources(
+    trigger, facts, sources, verification = _provenance(
         repository, service=service, deployment=deployment, trust=trust, store=store
     )
     return {
@@ -93,6 +98,7 @@ def read_story(
         "verified": verification["state"] in ("verified", "unsealed"),
         "verification": verification,
         "trigger": trigger,
+        "deployment_facts": facts,
         "sources": [source.to_json() for source in sources],
         "records": rows,
     }
@@ -117,6 +123,24 @@ def read_sources(
     Raises:
         NotFoundError: no such repository or branch.
     """
+    trigger, _, sources, verification = _provenance(
+        repository, service=service, deployment=deployment, trust=trust, store=store
+    )
+    return trigger, sources, verification
+
+
+#: The deployment facts ``afdp log`` shows from the genesis record's metadata.
+FACTS = ("team", "deployer", "environment", "version", "commit", "image", "deployed_at")
+
+
+def _provenance(
+    repository: Path | str,
+    *,
+    service: str,
+    deployment: str,
+    trust: TrustPolicy | None,
+    store: EvidenceStore | None,
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[Source], dict[str, Any]]:
     store = store or EvidenceStore(repository)
     ref = branch_ref(service, deployment)
     if store.head(ref) is None:
@@ -169,8 +193,16 @@ def read_sources(
             ok, data = False, data if not verified else None
             note = f"NOT VERIFIED: the stored {file} does not match the digest the genesis record names"
         sources.append(Source(name, file, size, digest, data, ok, note))
+    # None when the genesis record holds no deployment facts (written by `afdp record`,
+    # not a run); only text is taken (records may be read unverified); a fact not recorded is None
+    facts: dict[str, Any] | None = None
+    recorded = metadata.get("deployment")
+    if isinstance(recorded, dict):
+        facts = {name: recorded.get(name) if isinstance(recorded.get(name), str) else None for name in FACTS}
+        facts["verified"] = verified
     return (
         {"name": trigger if isinstance(trigger, str) else None, "verified": verified},
+        facts,
         sources,
         verification,
     )

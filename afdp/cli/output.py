@@ -216,6 +216,13 @@ def _provenance_lines(story: dict[str, Any]) -> list[str]:
     trigger = story.get("trigger") or {}
     if trigger.get("name"):
         lines.append(f"trigger: {trigger['name']}{mark}")
+    facts = story.get("deployment_facts") or {}
+    if facts:
+        # the team always shows (unknown: evidence that does not name one); other facts when recorded
+        shown = [f"team {facts.get('team') or 'unknown'}"]
+        shown += [f"{name} {facts[name]}" for name in ("deployer", "environment", "version", "commit", "image")
+                  if facts.get(name)]
+        lines.append(f"deployment: {', '.join(shown)}{mark}")
     for source in story.get("sources") or ():
         state = "verified" if source["verified"] else source["note"]
         size = "?" if source["size"] is None else f"{source['size']} bytes"

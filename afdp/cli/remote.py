@@ -100,12 +100,13 @@ def _print_push(reports: list[Any], *, pending: bool) -> None:
 @click.option("--commit", help="A deployed commit (7 to 64 hex digits: a prefix matches).")
 @click.option("--image", help="A deployed image by digest: sha256:HEX or NAME@sha256:HEX.")
 @click.option("--service", help="Only this service's deployments.")
+@click.option("--team", help="Only deployments whose genesis record names this team.")
 @click.option("--since", help="Only deployments at or after this date (YYYY-MM-DD) or RFC 3339 time.")
 @click.option("--trust", "trust_path", type=click.Path(path_type=Path, dir_okay=False),
               help="The auditor's trust policy: every hit is verified (without it, hits say 'unverified').")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def find_cmd(repository: Path, commit: str | None, image: str | None, service: str | None, since: str | None,
-             trust_path: Path | None, as_json: bool) -> None:
+def find_cmd(repository: Path, commit: str | None, image: str | None, service: str | None, team: str | None,
+             since: str | None, trust_path: Path | None, as_json: bool) -> None:
     """Find what happened when a commit or an image was deployed, across all branches.
 
     Each hit: service, deployment, time, decision and verification status, read from its
@@ -114,7 +115,7 @@ def find_cmd(repository: Path, commit: str | None, image: str | None, service: s
     """
     from afdp.audit.find import find_deployments, make_query
 
-    query = make_query(commit=commit, image=image, service=service, since=since)
+    query = make_query(commit=commit, image=image, service=service, since=since, team=team)
     policy = None
     if trust_path is not None:
         from afdp.evidence.trust import load_trust_policy
@@ -135,7 +136,8 @@ def _print_hits(result: Any) -> None:
     from rich.table import Table
 
     console = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
-    columns = ["service", "deployment", "time", "decision", "verification", "commit", "image"]
+    # team last: scripts that cut the earlier columns keep working
+    columns = ["service", "deployment", "time", "decision", "verification", "commit", "image", "team"]
     rows = []
     for hit in result.hits:
         facts = hit.facts
@@ -144,7 +146,8 @@ def _print_hits(result: Any) -> None:
         if decision.get("decision"):
             shown += f" ({decision['decision']})"
         status = hit.verification.upper() + (f": {hit.first_failure}" if hit.first_failure else "")
-        rows.append((facts.service, facts.deployment, facts.time or "-", shown, status, (facts.commit or "-")[:12], facts.image or "-"))
+        rows.append((facts.service, facts.deployment, facts.time or "-", shown, status,
+                     (facts.commit or "-")[:12], facts.image or "-", facts.team or "unknown"))
     if not console.is_terminal:
         print("\t".join(columns))
         for row in rows:

@@ -99,7 +99,7 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
         if key.startswith("deployment."):
             raise UsageError(
                 f"--set {key}: deployment values come from their options (--commit, --deployer, "
-                "--environment, --version)"
+                "--team, --environment, --version)"
             )
         name = key.removeprefix("workflow.")
         if not name or "." in name:
@@ -139,6 +139,8 @@ def _tsa_urls(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--commit", help="Git commit being deployed (a full id is also the decision record's in-toto subject).")
 @click.option("--image", help="Container image deployed, by digest: NAME@sha256:HEX (the decision record's in-toto subject).")
 @click.option("--deployer", help="Who deploys (user or CI identity).")
+@click.option("--team", help="The team that owns the deployment (recorded in the genesis record; "
+              "letters, digits, '.', '_', '-', '/', at most 100).")
 @click.option("--environment", help="Target environment (production, staging, ...).")
 @click.option("--version", "service_version", help="Version being deployed.")
 @click.option("--changed-file", "changed_files", multiple=True, metavar="PATH", help="A changed file (repeatable).")
@@ -195,6 +197,7 @@ def _run(
     commit: str | None,
     image: str | None,
     deployer: str | None,
+    team: str | None,
     environment: str | None,
     service_version: str | None,
     changed_files: tuple[str, ...],
@@ -237,6 +240,7 @@ def _run(
             "commit": commit,
             "image": image,
             "deployer": deployer,
+            "team": team,
             "environment": environment,
             "version": service_version,
             "changed_files": list(changed_files),

@@ -53,6 +53,7 @@ DATASHEET_SUFFIX = ".datasheet.json"
 
 #: Why a column can be null, for the datasheet's "missing" section.
 _NULL_WHY: dict[str, str] = {
+    "team": "the deployment's team was not recorded (afdp run --team, an event's team; evidence written before teams were recorded has none)",
     "environment": "the deployment's environment was not recorded",
     "version": "the deployment's version was not recorded",
     "commit": "the deployment's commit was not recorded",

@@ -63,6 +63,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("branch", "string", "the evidence branch, refs/heads/afdp/<service>/<deployment>"),
     ("service", "string", "the service deployed"),
     ("deployment", "string", "the deployment id (the branch's last part)"),
+    ("team", "string|null", "the team that owns the deployment, as its genesis record names it (never a model feature)"),
     ("environment", "string|null", "the environment deployed to"),
     ("version", "string|null", "the version deployed"),
     ("commit", "string|null", "the source commit deployed"),
@@ -437,6 +438,7 @@ def _row(store: EvidenceStore, report: BranchReport) -> dict[str, Any] | None:
         "branch": report.ref,
         "service": report.service,
         "deployment": report.deployment,
+        "team": _team(genesis_read),
         "environment": features["environment"],
         "version": features["version"],
         "commit": features["commit"],
@@ -582,6 +584,15 @@ def _money_per_hour(analysis: Mapping[str, Any] | None) -> float | None:
     if not found or len({c for c, _ in found}) > 1:
         return None
     return float(found[0][1])
+
+
+def _team(genesis: _Read | None) -> str | None:
+    """The team the (verified) genesis record names; None when it names none."""
+    result = genesis.result if genesis is not None else None
+    metadata = result.get("metadata") if isinstance(result, Mapping) else None
+    given = metadata.get("deployment") if isinstance(metadata, Mapping) else None
+    team = given.get("team") if isinstance(given, Mapping) else None
+    return team if isinstance(team, str) else None
 
 
 def _changed_paths(genesis: _Read | None, cited: Sequence[_Read]) -> list[str]:

@@ -274,10 +274,11 @@ def create_app(settings: ServeSettings) -> Starlette:
         return response
 
     async def index(request: Request) -> Response:
-        entries = await run_in_threadpool(dashboard.entries)
+        team = request.query_params.get("team") or None
+        entries = await run_in_threadpool(dashboard.entries, team=team)
         services = sorted({e.service for e in entries} | set(settings.services.by_name))
         return HTMLResponse(ui.render("index.html", entries=entries, services=services,
-                                      trust=settings.trust_policy))
+                                      trust=settings.trust_policy, team=team))
 
     async def deployment_page(request: Request) -> Response:
         service, deployment = _names(request)
@@ -287,12 +288,14 @@ def create_app(settings: ServeSettings) -> Starlette:
     async def service_page(request: Request) -> Response:
         service = check_name(request.path_params["service"], what="service")
         entries = await run_in_threadpool(dashboard.entries, service=service)
+        prediction = await run_in_threadpool(dashboard.prediction, service)
         return HTMLResponse(ui.render("service.html", service=service, entries=entries,
-                                      trends=ui.trends(entries)))
+                                      trends=ui.trends(entries), prediction=prediction))
 
     async def api_deployments(request: Request) -> Response:
         service = request.query_params.get("service")
-        entries = await run_in_threadpool(dashboard.entries, service=service)
+        team = request.query_params.get("team") or None
+        entries = await run_in_threadpool(dashboard.entries, service=service, team=team)
         return JSONResponse([e.to_json() for e in entries])
 
     async def annotations(request: Request) -> Response:

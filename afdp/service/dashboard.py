@@ -1,4 +1,5 @@
-"""The dashboard's view of the evidence: every deployment, verified by :mod:`afdp.verify`.
+"""The dashboard's view of the evidence: every deployment, verified by :mod:`afdp.verify`,
+and per service the prediction for its next deployment (:func:`service_prediction`).
 
 Nothing here trusts an index: each branch is verified by
 :func:`afdp.verify.check_branch` against the auditor's trust policy, and the result is
@@ -70,6 +71,7 @@ class DeploymentEntry:
             "version": self.facts.get("version"),
             "environment": self.facts.get("environment"),
             "deployer": self.facts.get("deployer"),
+            "team": self.facts.get("team"),
             "failures": [str(f) for f in self.section.verification.failures] if self.section else [],
         }
 
@@ -83,6 +85,7 @@ class Dashboard:
         self.metrics = metrics
         self._cache: dict[tuple[str, str], tuple[str, DeploymentEntry]] = {}
         self._counted: set[tuple[str, str]] = set()
+        self._predictions: dict[str, tuple[str, ServicePrediction]] = {}
         self._loaded_policy: tuple[Any, str] | None = None
         self._lock = threading.Lock()
 
@@ -99,19 +102,33 @@ class Dashboard:
                 self._loaded_policy = loaded
         return loaded
 
-    def entries(self, *, service: str | None = None) -> list[DeploymentEntry]:
-        """Return every deployment (of ``service``), newest first; look-alike refs as FAILED."""
+    def entries(self, *, service: str | None = None, team: str | None = None) -> list[DeploymentEntry]:
+        """Return every deployment (of ``service``; of ``team``: whose genesis record, as
+        the report reads it, names it; FAILED ones included, their team marked unverified
+        on the page), newest first; look-alike refs as FAILED (unfiltered list only).
+
+        Raises:
+            UsageError: ``team`` is not a team name.
+        """
+        if team is not None:
+            from afdp.pipeline.runner.request import check_team
+
+            check_team(team)
         store = EvidenceStore(self.repository)
         policy = self._policy()
         found: list[DeploymentEntry] = []
-        if policy is not None and service is None:
+        if policy is not None and service is None and team is None:
             for report in unsafe_branch_reports(self.repository, policy=policy[0], allow_unsealed=True):
                 found.append(_entry(report.service, report.deployment, report.head, "FAILED",
                                     f"FAILED: {report.ref}: {report.failures[0].reason}", None))
         for svc, dep in store.branches():
             if service is not None and svc != service:
                 continue
-            found.append(self.entry(svc, dep, store=store, policy=policy))
+            entry = self.entry(svc, dep, store=store, policy=policy)
+            # the team as the genesis record names it; a FAILED branch still shows under its
+            # team (its team marked unverified), so a filter never hides a failure
+            if team is None or entry.facts.get("team") == team:
+                found.append(entry)
         found.sort(key=lambda e: (e.deployed_at or 0.0, e.service, e.deployment), reverse=True)
         return found
 
@@ -143,6 +160,40 @@ class Dashboard:
             self._cache[(service, deployment)] = (key, entry)
         return entry
 
+    def prediction(self, service: str) -> ServicePrediction:
+        """Return :func:`service_prediction` for ``service``, computed again only when the
+        model branch's head, the service's branch heads, what check 0 examines or the
+        trust policy file changed (like the verdicts).
+
+        Raises:
+            ConfigurationError: the trust policy does not load.
+        """
+        from afdp.evidence.names import MODELS_SERVICE, branch_ref
+
+        store = EvidenceStore(self.repository)
+        policy = self._policy()
+        model_head = store.head(branch_ref(MODELS_SERVICE, service))
+        heads = []
+        for svc, dep in store.branches():
+            if svc == service:
+                head = store.head(branch_ref(svc, dep))
+                heads.append(f"{dep}={head.id if head is not None else '-'}")
+        key = hashlib.sha256("\n".join([
+            str(model_head.id) if model_head is not None else "-",
+            policy[1] if policy else "none",
+            *store.substitutions(),
+            *heads,
+        ]).encode()).hexdigest()
+        with self._lock:
+            cached = self._predictions.get(service)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        found = service_prediction(self.repository, self.trust_policy, service,
+                                   policy=policy[0] if policy else None)
+        with self._lock:
+            self._predictions[service] = (key, found)
+        return found
+
     def _check(self, store: EvidenceStore, service: str, deployment: str, head: str | None,
                policy: tuple[Any, str] | None) -> DeploymentEntry:
         if policy is None:
@@ -167,3 +218,153 @@ class Dashboard:
 def _entry(service: str, deployment: str, head: str | None, verdict: str, headline: str,
            section: DeploymentSection | None) -> DeploymentEntry:
     return DeploymentEntry(service, deployment, head, verdict, headline, section, time.time())
+
+
+# -- predictions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PredictedTarget:
+    """One predicted quantity of the next deployment, with how good the model measured itself."""
+
+    target: str  # impact.<metric>.increase or money_lost_per_hour
+    label: str  # <metric> or money_lost_per_hour
+    point: float
+    low: float
+    high: float
+    nominal: float | None  # the interval's confidence level
+    coverage: float | None  # cross-validated empirical coverage on past deployments
+    covered_n: int | None  # deployments the coverage was measured on
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": self.target, "label": self.label, "point": self.point, "low": self.low,
+                "high": self.high, "nominal": self.nominal, "coverage": self.coverage, "n": self.covered_n}
+
+
+@dataclass(frozen=True)
+class ServicePrediction:
+    """What the dashboard shows of a service's next deployment.
+
+    ``status``: ``ok`` (numbers, each citing ``model_record``); ``not_enough_history``
+    (fewer verified deployments than the model needs); ``no_model`` (no model recorded on
+    ``afdp/models/<service>``); ``unverified`` (the model branch, or what the model was
+    trained on, did not verify under the trust policy: no number is shown); ``unchecked``
+    (no trust policy, so nothing is verified and nothing predicted).
+    """
+
+    service: str
+    status: str
+    reason: str | None
+    history_rows: int = 0
+    model_record: str | None = None
+    model_sequence: int | None = None
+    model_rows: int | None = None
+    dataset_digest: str | None = None
+    like: str | None = None  # the deployment the next one is assumed to be like
+    query: Mapping[str, Any] | None = None
+    targets: tuple[PredictedTarget, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "status": self.status,
+            "reason": self.reason,
+            "history_rows": self.history_rows,
+            "model": {"record": self.model_record, "sequence": self.model_sequence, "rows": self.model_rows,
+                      "dataset_digest": self.dataset_digest},
+            "like": self.like,
+            "query": dict(self.query) if self.query is not None else None,
+            "targets": [t.to_json() for t in self.targets],
+        }
+
+
+def service_prediction(repository: Path, trust_policy: Path | None, service: str, *, policy: Any = None) -> ServicePrediction:
+    """Return the prediction for ``service``'s next deployment, from verified evidence only.
+
+    1. no trust policy: ``unchecked``, nothing predicted;
+    2. the model branch ``afdp/models/<service>`` must verify (every record) under the
+       trust policy, else ``unverified`` and no number;
+    3. the verified history of the service (:func:`afdp.learn.history.load_history`, the
+       trust policy's verdict on every deployment branch): below
+       :data:`afdp.learn.model.MIN_HISTORY` rows, ``not_enough_history``;
+    4. the latest model record: every deployment it was trained on must be in that
+       verified history, and its recorded training rows must be exactly the ones the
+       verified evidence gives (:func:`afdp.learn.prediction._same_training`), and its
+       refit must reproduce its fingerprint (:func:`afdp.learn.model.refit`); else
+       ``unverified``;
+    5. the next deployment is taken to be like the latest verified one (its change size,
+       files, kinds, environment, hour and weekday, shown as the query); each target's
+       interval is the model's at its nominal level, with its cross-validated coverage.
+
+    Raises:
+        ConfigurationError: the trust policy does not load.
+    """
+    if trust_policy is None:
+        return ServicePrediction(service, "unchecked",
+                                 "no trust policy (afdp serve --trust): nothing is verified, so nothing is predicted")
+    from afdp.learn.features import Planned
+    from afdp.learn.history import load_history
+    from afdp.learn.model import (
+        MIN_HISTORY,
+        MODELS,
+        ModelUnusable,
+        not_enough,
+        recorded_models,
+        refit,
+        target_label,
+    )
+    from afdp.learn.prediction import _same_training
+    from afdp.learn.source import trust_of
+
+    policy = policy if policy is not None else trust_of(repository, trust_policy)
+    branch = f"afdp/{MODELS}/{service}"
+    try:
+        models = recorded_models(repository, policy, service=service)
+    except ModelUnusable as exc:
+        return ServicePrediction(service, "unverified", str(exc))
+    history = load_history(repository, trust_policy, services=[service], jobs=1)
+    rows = history.rows
+    if len(rows) < MIN_HISTORY:
+        return ServicePrediction(service, "not_enough_history", not_enough(len(rows)), history_rows=len(rows))
+    if not models:
+        return ServicePrediction(service, "no_model", f"no model recorded on {branch} (afdp predict --key K --tsa URL "
+                                 "records one)", history_rows=len(rows))
+    latest = models[-1]
+    cite: dict[str, Any] = {"history_rows": len(rows), "model_record": latest.digest, "model_sequence": latest.sequence,
+            "dataset_digest": latest.dataset_digest}
+    document = latest.document
+    training: Mapping[str, Any] = document["training"] if isinstance(document.get("training"), Mapping) else {}
+    trained_on = [str(d) for d in training.get("deployments") or ()]
+    verified = {str(r["deployment"]): r for r in rows}
+    missing = [d for d in trained_on if d not in verified]
+    if missing:
+        return ServicePrediction(service, "unverified", f"model record {latest.digest[:12]} was trained on "
+                                 f"{len(missing)} deployment(s) that do not verify under this trust policy "
+                                 f"({', '.join(missing[:5])}); its numbers are not shown", **cite)
+    use_load = bool((document.get("features") or {}).get("use_load"))
+    try:
+        _same_training(latest, [verified[d] for d in trained_on], service=service,
+                       dataset_digest=str(latest.dataset_digest), use_load=use_load)
+        fitted = refit(document)
+    except ModelUnusable as exc:
+        return ServicePrediction(service, "unverified", f"{exc}; its numbers are not shown", **cite)
+    newest = rows[-1]  # rows are sorted by deployment time
+    planned = Planned.from_row(newest, load_column=fitted.training.load_column)
+    coverage: Mapping[str, Any] = document["coverage"] if isinstance(document.get("coverage"), Mapping) else {}
+    # the interval's level is the model's (also when it was recorded without a coverage measurement)
+    level = _float(fitted.confidence)
+    targets = []
+    for target, values in sorted(fitted.predict([planned]).items()):
+        measured: Mapping[str, Any] = coverage[target] if isinstance(coverage.get(target), Mapping) else {}
+        value = values[0]
+        targets.append(PredictedTarget(
+            target, target_label(target), value["point"], value["low"], value["high"],
+            level, _float(measured.get("empirical")),
+            measured.get("n") if isinstance(measured.get("n"), int) else None,
+        ))
+    return ServicePrediction(service, "ok", None, model_rows=len(trained_on), like=str(newest["deployment"]),
+                             query=planned.to_json(), targets=tuple(targets), **cite)
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -28,6 +28,7 @@ from typing import Any
 
 from afdp.errors import UsageError
 from afdp.evidence.names import check_name
+from afdp.pipeline.runner.request import TEAM_PATTERN
 from afdp.service.config import ServiceConfig, Services
 
 GITHUB_SIGNATURE = "X-Hub-Signature-256"
@@ -133,6 +134,7 @@ def parse_generic(document: Any, services: Services) -> DeploymentEvent:
     info = {
         "commit": document["commit"].lower(),
         "deployer": document.get("deployer"),
+        "team": document.get("team"),  # the schema checks it is a team name
         "environment": environment,
         "version": document.get("version"),
         "deployed_at": deployed_at.isoformat(),
@@ -224,13 +226,16 @@ def parse_github(event: str | None, delivery: str | None, document: Any, service
     # the image by digest: the decision record names it as its in-toto subject
     info["image"] = image
     team = payload.get("team") if isinstance(payload, Mapping) else None
+    if team is not None and not (isinstance(team, str) and re.fullmatch(TEAM_PATTERN, team)):
+        raise EventRejected(400, "malformed", "deployment.payload.team is not a team name (1-100 of A-Z a-z 0-9 . _ - /)")
+    info["team"] = team  # recorded in the genesis record; None: the payload names no team
     return DeploymentEvent(
         source="github",
         delivery=delivery,
         service=service,
         deployment=f"gh-{number}",  # checked above
         info={k: v for k, v in info.items() if v is not None},
-        team=team if isinstance(team, str) and _DELIVERY.fullmatch(team) else None,
+        team=team,
         image_digest=image,
     )
 

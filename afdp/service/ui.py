@@ -46,6 +46,19 @@ def _when(value: float | None) -> str:
 _ENV.filters["when"] = _when
 
 
+def _num(value: float | None) -> str:
+    """A predicted number to 4 significant digits (- when none)."""
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+_ENV.filters["num"] = _num
+_ENV.filters["pct"] = _pct
+
+
 def render(template: str, **values: Any) -> str:
     """Return the page ``template`` rendered with ``values`` (every value escaped)."""
     return _ENV.get_template(template).render(**values)

@@ -142,6 +142,10 @@ def find(views: list[RecordView]) -> Findings:
             if isinstance(metadata, Mapping):
                 _merge_deployment(deployment, metadata)
                 _merge_sources(deployment, metadata)
+                # the team comes from the genesis record only (null: none recorded, unknown)
+                given = metadata.get("deployment")
+                team = given.get("team") if isinstance(given, Mapping) else None
+                deployment.setdefault("team", team if isinstance(team, str) else None)
             if "opened_at" in view.result:
                 deployment.setdefault("opened_at", view.result["opened_at"])
             continue

@@ -8,6 +8,7 @@ branch is drawn in red throughout and every section under it says it is unverifi
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -105,15 +106,21 @@ def _overview(report: AuditReport) -> str:
             f'<td><span class="badge {s.verdict}">{s.verdict}</span></td>'
             f'<td class="num">{len(s.verification.records)}</td>'
             f"<td>{escape(_text(s.findings.deployment.get('deployer')))}</td>"
+            f"<td>{escape(_team(s.findings.deployment))}</td>"
             f"<td>{escape(_text(d.get('action') or d.get('decision')))}</td>"
             f"<td>{escape(_when(s))}</td></tr>"
         )
     return (
         '<h2>Deployments</h2><table id="overview"><tr><th>deployment</th><th>verdict</th>'
-        "<th>records</th><th>deployer</th><th>decision</th><th>opened</th></tr>"
+        "<th>records</th><th>deployer</th><th>team</th><th>decision</th><th>opened</th></tr>"
         + "".join(rows)
         + "</table>"
     )
+
+
+def _team(facts: Mapping[str, Any]) -> str:
+    team = facts.get("team")
+    return team if isinstance(team, str) and team else "unknown (not recorded)"
 
 
 def _anchor(section: DeploymentSection) -> str:
@@ -178,6 +185,8 @@ def _section(s: DeploymentSection, *, single: bool) -> str:
     for key, label in labels.items():
         if key in facts:
             rows.append((label, _text(facts[key])))
+        if key == "deployer":
+            rows.append(("team", _team(facts)))
     if s.findings.deployed_at is not None:
         rows.append(("when (deployed at)", _iso(s.findings.deployed_at)))
     out.append('<table id="deployment-facts">')

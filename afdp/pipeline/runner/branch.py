@@ -278,7 +278,7 @@ def _open_or_probe(run: RunState) -> None:
     )
 
 
-_FACTS = ("commit", "image", "deployer", "environment", "version")
+_FACTS = ("commit", "image", "deployer", "team", "environment", "version")
 
 
 def _check_same_deployment(store: EvidenceStore, head: Any, request: RunRequest) -> None:

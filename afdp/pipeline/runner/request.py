@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 PHASES = ("all", "pre", "post")
+#: A team name (``--team``, an event's ``team``): 1-100 characters, a letter or digit
+#: first, then letters, digits, ``.``, ``_``, ``-`` or ``/`` (``org/team``). The genesis
+#: and event schemas carry the same pattern.
+TEAM_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}"
+_TEAM = re.compile(TEAM_PATTERN)
 _ENV_REF = re.compile(r"\$\{\s*env\.([A-Za-z_][A-Za-z0-9_]*)\s*\}")
 
 
@@ -84,6 +89,8 @@ class DeploymentInfo:
     #: as its in-toto subject
     image: str | None = None
     deployer: str | None = None
+    #: the team that owns the deployment (``--team``, the event's ``team``); None: not given
+    team: str | None = None
     environment: str | None = None
     version: str | None = None
     changed_files: tuple[str, ...] = ()
@@ -98,7 +105,8 @@ class DeploymentInfo:
         """Return the info from :meth:`to_json`'s form (unknown keys refused).
 
         Raises:
-            UsageError: an unknown field, or a ``deployed_at`` that is not RFC 3339.
+            UsageError: an unknown field, a ``deployed_at`` that is not RFC 3339, a
+                ``team`` that is not a team name (:func:`check_team`).
         """
         data = dict(data or {})
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
@@ -113,6 +121,8 @@ class DeploymentInfo:
         data["changed_files"] = tuple(data.get("changed_files") or ())
         if data.get("image") is not None:
             rec.parse_image(data["image"])  # an image is named by digest, or refused
+        if data.get("team") is not None:
+            check_team(data["team"])
         return cls(**data)
 
     def deployed_artifact(self) -> dict[str, str] | None:
@@ -130,6 +140,7 @@ class DeploymentInfo:
             "commit": self.commit,
             "image": self.image,
             "deployer": self.deployer,
+            "team": self.team,
             "environment": self.environment,
             "version": self.version,
             "changed_files": list(self.changed_files),
@@ -139,6 +150,21 @@ class DeploymentInfo:
             "source_repository": self.source_repository,
             "deployed_at": rec.format_time(self.deployed_at) if self.deployed_at else None,
         }
+
+
+def check_team(team: Any) -> str:
+    """Return ``team`` if it is a team name (:data:`TEAM_PATTERN`).
+
+    Raises:
+        UsageError: not text, empty, longer than 100 characters, or another character (exit 2).
+    """
+    if not isinstance(team, str) or not _TEAM.fullmatch(team):
+        shown = team if not isinstance(team, str) or len(team) <= 40 else team[:40] + "..."
+        raise UsageError(
+            f"team {shown!r} is not a team name: 1-100 characters, a letter or digit first, "
+            "then letters, digits, '.', '_', '-' or '/'"
+        )
+    return team
 
 
 @dataclass(frozen=True)
