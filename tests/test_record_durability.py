@@ -169,3 +169,30 @@ def test_a_ref_that_cannot_be_flushed_is_not_acknowledged(
             signer=signer,
             tsa_urls=[tsa.url],
         )
+
+
+def _files(git_dir: Path) -> dict[str, int]:
+    """Every file under the git folder, with its inode number."""
+    return {str(p): p.stat().st_ino for p in git_dir.rglob("*") if p.is_file()}
+
+
+def test_one_record_creates_only_its_objects_and_reuses_the_lock_files(
+    repo: Path, signer, tsa: Tsa
+) -> None:
+    add_step(repo, signer, tsa, "capture_baseline", {"i": 0})
+    add_step(repo, signer, tsa, "mark_deployment_time", {"i": 1})
+    git_dir = Path(pygit2.Repository(str(repo)).path)
+    before = _files(git_dir)
+    add_step(repo, signer, tsa, "capture_impact", {"i": 2})
+    after = _files(git_dir)
+    created = set(after) - set(before)
+    # the record's own objects: its commit; the root, records/, shard and record trees;
+    # the envelope and the token
+    assert created == set(_new_objects(repo)), created ^ set(_new_objects(repo))
+    assert len(created) == 7
+    # no lock, temporary or spool file is left behind, and the turn and ref-writer lock
+    # files are the same files (same inodes), reused rather than created per record
+    assert not set(before) - set(after)
+    locks = [p for p in before if "/afdp-locks/" in p]
+    assert len(locks) == 2
+    assert all(after[p] == before[p] for p in locks)
