@@ -183,7 +183,15 @@ class EvidenceStore:
         #: Objects written since the last ref update, made durable before the next one
         #: (see :meth:`compare_and_swap`).
         self._unsynced: list[pygit2.Oid] = []
-        self.fsync = fsync_policy(self.repo.config)
+        self._fsync: FsyncPolicy | None = None
+
+    @property
+    def fsync(self) -> FsyncPolicy:
+        """What this store flushes before it reports a write (read once, on first write:
+        readers never pay for the configuration)."""
+        if self._fsync is None:
+            self._fsync = fsync_policy(self.repo.config)
+        return self._fsync
 
     # -- reading -----------------------------------------------------------------------
     def head(self, ref: str) -> pygit2.Commit | None:
