@@ -605,9 +605,9 @@ class EvidenceStore:
         object this store wrote since its last ref update is flushed to disk (``fsync``
         of each loose object file, then of the folders that name them) *before* the
         ref moves; naming references, the ref file and its folder are flushed after it
-        moved, before this returns. The object flushes are deferred to this point, not
-        made per object: on a journalling file system the first ``fsync`` commits the
-        journal for all of them and the rest cost little. Without such a setting, AFDP
+        moved, before this returns. The object flushes are deferred to this point (once
+        per append, once per batch), not made as each object is written, so that one
+        journal commit of the file system can carry them all. Without such a setting, AFDP
         does what Git does by default: a record acknowledged survives the writer's
         crash, not necessarily a power cut (docs/evidence.md, "Durability").
 
