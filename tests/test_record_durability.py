@@ -196,3 +196,24 @@ def test_one_record_creates_only_its_objects_and_reuses_the_lock_files(
     locks = [p for p in before if "/afdp-locks/" in p]
     assert len(locks) == 2
     assert all(after[p] == before[p] for p in locks)
+
+
+@pytest.mark.parametrize("damage", ["zero-length", "missing"])
+def test_an_object_lost_to_a_power_cut_is_reported_never_verified(repo: Path, signer, tsa: Tsa, trust_file: Path, damage: str) -> None:
+    """What an unflushed append can leave after a power cut: the ref names a loose
+    object whose file kept its name but lost its data, or never got to the disk."""
+    from afdp.evidence.trust import load_trust_policy
+    from afdp.verify.verifier import check_branch
+
+    add_step(repo, signer, tsa, "capture_baseline", {"i": 0})
+    add_step(repo, signer, tsa, "capture_impact", {"i": 1})
+    lost = Path(_new_objects(repo)[-1])  # the head record's last blob
+    lost.chmod(0o644)
+    if damage == "zero-length":
+        lost.write_bytes(b"")
+    else:
+        lost.unlink()
+    report = check_branch(repo, service="api", deployment="d-42", policy=load_trust_policy(trust_file), allow_unsealed=True)
+    assert not report.ok
+    oid = lost.parent.name + lost.name
+    assert any(oid in failure.reason for failure in report.failures), report.failures
