@@ -180,6 +180,18 @@ class EvidenceStore:
         self.recovered: list[str] = []  # stale locks this store removed (see _writer_lock)
         self._trees: dict[bytes, bytes] = {}
         self._last_keys: dict[bytes, bytes] = {}
+        #: Objects written since the last ref update, made durable before the next one
+        #: (see :meth:`compare_and_swap`).
+        self._unsynced: list[pygit2.Oid] = []
+        self._fsync: FsyncPolicy | None = None
+
+    @property
+    def fsync(self) -> FsyncPolicy:
+        """What this store flushes before it reports a write (read once, on first write:
+        readers never pay for the configuration)."""
+        if self._fsync is None:
+            self._fsync = fsync_policy(self.repo.config)
+        return self._fsync
 
     # -- reading -----------------------------------------------------------------------
     def head(self, ref: str) -> pygit2.Commit | None:
@@ -533,10 +545,12 @@ class EvidenceStore:
         try:
             leaf = self.repo.TreeBuilder()
             for name in sorted(files):
-                leaf.insert(name, self.repo.create_blob(files[name]), _BLOB)
-            tree_id = self._insert(
-                parent.tree if parent else None, directory.split("/"), leaf.write()
-            )
+                blob_id = self.repo.create_blob(files[name])
+                self._unsynced.append(blob_id)
+                leaf.insert(name, blob_id, _BLOB)
+            leaf_id = leaf.write()
+            self._unsynced.append(leaf_id)
+            tree_id = self._insert(parent.tree if parent else None, directory.split("/"), leaf_id)
             now = int(time.time())
             signature_author = pygit2.Signature(author[0], author[1], now, 0)
             committer = pygit2.Signature(COMMITTER[0], COMMITTER[1], now, 0)
@@ -550,10 +564,14 @@ class EvidenceStore:
                 )
                 armored = sign(content.encode("utf-8"))
                 if armored is not None:
-                    return self.repo.create_commit_with_signature(content, armored)
-            return self.repo.create_commit(
+                    commit_id = self.repo.create_commit_with_signature(content, armored)
+                    self._unsynced.append(commit_id)
+                    return commit_id
+            commit_id = self.repo.create_commit(
                 None, signature_author, committer, message, tree_id, parents
             )
+            self._unsynced.append(commit_id)
+            return commit_id
         except pygit2.GitError as exc:
             raise StorageError(f"cannot write to the evidence repository: {exc}") from exc
 
@@ -570,7 +588,9 @@ class EvidenceStore:
             if sub is not None and not isinstance(sub, pygit2.Tree):
                 raise StorageError(f"{name} in the evidence tree is not a directory")
             builder.insert(name, self._insert(sub, parts[1:], leaf), _TREE)
-        return builder.write()
+        tree_id = builder.write()
+        self._unsynced.append(tree_id)
+        return tree_id
 
     def compare_and_swap(
         self, ref: str, expected: pygit2.Oid | None, new: pygit2.Oid, reason: str
@@ -580,16 +600,29 @@ class EvidenceStore:
         A ref lock held by another writer is waited for (up to ``LOCK_WAIT`` seconds,
         with backoff): concurrent writers queue rather than fail.
 
+        Durability follows the repository's own Git setting (:func:`fsync_policy`):
+        with ``core.fsync`` naming objects (``committed``, ``objects``, ...), every
+        object this store wrote since its last ref update is flushed to disk (``fsync``
+        of each loose object file, then of the folders that name them) *before* the
+        ref moves; naming references, the ref file and its folder are flushed after it
+        moved, before this returns. The object flushes are deferred to this point (once
+        per append, once per batch), not made as each object is written, so that one
+        journal commit of the file system can carry them all. Without such a setting, AFDP
+        does what Git does by default: a record acknowledged survives the writer's
+        crash, not necessarily a power cut (docs/evidence.md, "Durability").
+
         Raises:
             RefMoved: the branch changed since ``expected`` was read.
             StorageError: the reference stayed locked by another process, or Git failed.
         """
+        self._sync_objects()
         deadline = time.monotonic() + LOCK_WAIT
         pause = 0.002
         with self._writer_lock(ref, deadline) as died:
             while True:
                 try:
                     self._swap_once(ref, expected, new, reason)
+                    self._sync_ref(ref)
                     return
                 except RefMoved:
                     raise
@@ -609,6 +642,46 @@ class EvidenceStore:
                         ) from exc
                 time.sleep(pause)
                 pause = min(pause * 2, 0.1)
+
+    def _sync_objects(self) -> None:
+        """``fsync`` the loose files of the objects written since the last ref update
+        and the folders holding them. An object with no loose file was already in a
+        pack (it existed before: Git does not write it again) and is skipped.
+
+        Raises:
+            StorageError: the disk refused a flush (nothing points at these objects yet).
+        """
+        written, self._unsynced = self._unsynced, []
+        if not written or not self.fsync.objects:
+            return
+        objects = common_dir(self.path) / "objects"
+        folders = {objects}
+        try:
+            for oid in dict.fromkeys(written):  # once each, in the order written
+                hexid = str(oid)
+                path = objects / hexid[:2] / hexid[2:]
+                if _fsync_path(path):
+                    folders.add(path.parent)
+            for folder in sorted(folders, reverse=True):  # fan-out folders, then objects/
+                _fsync_path(folder)
+        except OSError as exc:
+            raise StorageError(f"cannot flush evidence objects to disk: {exc}") from exc
+
+    def _sync_ref(self, ref: str) -> None:
+        """``fsync`` the loose file of ``ref`` and its folder, just after the ref moved.
+
+        Raises:
+            StorageError: the disk refused a flush; the ref may not survive a power cut,
+                so the append is not acknowledged.
+        """
+        if not self.fsync.references:
+            return
+        path = common_dir(self.path) / ref
+        try:
+            _fsync_path(path)
+            _fsync_path(path.parent)
+        except OSError as exc:
+            raise StorageError(f"{ref} moved, but cannot be flushed to disk: {exc}") from exc
 
     @contextlib.contextmanager
     def branch_turn(self, ref: str, *, wait: float = TURN_WAIT) -> Iterator[None]:
@@ -703,6 +776,71 @@ class EvidenceStore:
             # passes an explicit Signature to libgit2 wrongly (TypeError), and the
             # reflog is not evidence anyway: the commits and their trailers are.
             txn.set_target(ref, new, signature=None, message=reason)
+
+
+@dataclass(frozen=True)
+class FsyncPolicy:
+    """What a writer flushes to disk before it reports a record written."""
+
+    objects: bool = False  # each loose object file (and its folder) before the ref moves
+    references: bool = False  # the ref file and its folder after it moved
+
+
+#: Git's ``core.fsync`` words for what AFDP writes (loose objects and loose refs);
+#: the others (pack, index, commit-graph, ...) name files AFDP never writes.
+_FSYNC_WORDS = {
+    "loose-object": (True, False),
+    "objects": (True, False),
+    "reference": (False, True),
+    "committed": (True, True),
+    "added": (True, True),
+    "all": (True, True),
+}
+
+
+def fsync_policy(config: pygit2.Config) -> FsyncPolicy:
+    """Return what to flush, read from the repository's Git configuration as Git reads
+    it: ``core.fsync`` (comma-separated components: ``committed``, ``objects``,
+    ``loose-object``, ``reference``, ``added``, ``all``; ``none`` clears; Git's default
+    flushes neither loose objects nor refs) and the older ``core.fsyncObjectFiles`` (a
+    boolean for loose objects; Git takes the stricter of the two).
+    """
+    objects = references = False
+    try:
+        value = config["core.fsync"]
+    except (KeyError, pygit2.GitError, ValueError):
+        value = None
+    if isinstance(value, str):
+        for raw in value.split(","):
+            word = raw.strip().lower()
+            if word == "none":
+                objects = references = False
+                continue
+            # Git: the result is its default without the removed components, plus the
+            # added ones (an added component stays even when also removed). Its default
+            # flushes neither loose objects nor refs, so only additions count here.
+            adds = _FSYNC_WORDS.get(word)
+            if adds is not None:  # else a component AFDP never writes, or a removal
+                objects, references = objects or adds[0], references or adds[1]
+    try:
+        # Git takes the stricter of the two settings.
+        objects = objects or config.get_bool("core.fsyncObjectFiles")
+    except (KeyError, pygit2.GitError, ValueError):
+        pass
+    return FsyncPolicy(objects, references)
+
+
+def _fsync_path(path: Path) -> bool:
+    """``fsync`` a file or folder by path; False if it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
 
 
 def _lock_path(directory: Path, ref: str) -> Path:
