@@ -38,7 +38,10 @@ def finite_number(value: Any) -> float | None:
     """Return ``value`` as a float if it is a finite JSON number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond a double
+        return None
     return number if math.isfinite(number) else None
 
 
