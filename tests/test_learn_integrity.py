@@ -348,3 +348,30 @@ def test_csv_export_carries_no_formula_and_reads_back_exactly(make, trust_file, 
         assert "csv_text_cells" not in done.datasheet["dataset"]
         raw = {r["deployment"]: r for r in read_dataset(done.path)}
         assert raw["hostile"]["version"] == HOSTILE["version"] and raw["quoted"]["version"] == "'quoted"
+
+
+# -- derived views: the report's verdict is the decision record's ----------------------------
+def test_the_report_takes_the_decision_from_the_decision_record_not_a_later_copy(tmp_path, keys, tsa, trust_file):
+    """A later record carrying a decision outcome (a store step's copy, an action payload,
+    or a forged one) must not become the report's verdict when the signed decision record
+    says otherwise."""
+    from afdp.audit.report import build_report
+
+    repo = tmp_path / "evidence"
+    init_repository(repo)
+    signer = load_signer(str(keys / "dev.key"))
+
+    def add(step: str, result: dict, kind: str) -> None:
+        append_record(repo, service="api", deployment="d-1", signer=signer, tsa_urls=[tsa.url],
+                      draft=rec.RecordDraft(kind=rec.KIND_STEP, step=step, result=result,
+                                            context={"step": {"type": step, "kind": kind, "phase": "post_deployment"}}))
+
+    add("decisions", {"outputs": {}, "decision": {**ROLLBACK, "reason": "latency degraded"},
+                      "action": {"status": "not_configured"}}, "decide")
+    add("store_results", {"outputs": {}, "decision": {"decision": "all_clear", "action": "mark_successful",
+                                                      "label": "safe_deployment", "reason": "all clear"}}, "store")
+    seal(repo, service="api", deployment="d-1", signer=signer, tsa_urls=[tsa.url])
+    report = build_report(repo, policy=_policy(trust_file, repo), service="api", deployment="d-1")
+    [section] = report.sections
+    assert section.findings.decision is not None
+    assert (section.findings.decision["action"], section.findings.decision_record) == ("rollback", 1)

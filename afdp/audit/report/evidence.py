@@ -133,6 +133,7 @@ def find(views: list[RecordView]) -> Findings:
     series: list[Series] = []
     analysis: tuple[int, dict[str, Any]] | None = None
     decision: tuple[int, dict[str, Any]] | None = None
+    decision_rank = -1
     deployed_at: float | None = None
     for view in views:
         predicate = view.predicate or {}
@@ -165,10 +166,14 @@ def find(views: list[RecordView]) -> Findings:
                 elif _is_analysis(node) and (analysis is None or "analy" in step):
                     analysis = (view.sequence, dict(node))
                 elif _is_decision(node) and (
-                    # the fullest outcome wins (a decide step's, with its reason), not the
-                    # copies later records (training record, action payloads) carry
-                    decision is None or "reason" in node or "reason" not in decision[1]
+                    # The decision record itself (a decide step's, or a gate's that stopped
+                    # the run, as its signed context names it) wins over every copy other
+                    # records carry (training record, action payloads, stores): a copy that
+                    # says otherwise must not become the report's verdict. Without such a
+                    # record (ledger-written evidence), the fullest outcome wins.
+                    _decision_rank(view, node) >= (decision_rank if decision is not None else -1)
                 ):
+                    decision_rank = _decision_rank(view, node)
                     decision = (view.sequence, dict(node))
                     outcome = (
                         view.result.get("action") if isinstance(view.result, Mapping) else None
@@ -279,6 +284,19 @@ def _is_decision(node: Mapping[str, Any]) -> bool:
         # null, or "none") is not a decision outcome
         and any(_named(node.get(key)) for key in ("action", "decision"))
     )
+
+
+def _decision_rank(view: RecordView, node: Mapping[str, Any]) -> int:
+    """How much a decision outcome found in a record is the decision itself: 2 in a
+    decision record (its signed context names a ``decide`` step, or a ``gate`` that
+    stopped the run), 1 a copy with its reason, 0 a bare copy. Later records win ties."""
+    context = (view.predicate or {}).get("context")
+    step = context.get("step") if isinstance(context, Mapping) else None
+    kind = step.get("kind") if isinstance(step, Mapping) else None
+    result = view.result if isinstance(view.result, Mapping) else {}
+    if result.get("decision") is node and (kind == "decide" or (kind == "gate" and result.get("stop") is True)):
+        return 2
+    return 1 if "reason" in node else 0
 
 
 def _named(value: Any) -> bool:
