@@ -375,3 +375,21 @@ def test_the_report_takes_the_decision_from_the_decision_record_not_a_later_copy
     [section] = report.sections
     assert section.findings.decision is not None
     assert (section.findings.decision["action"], section.findings.decision_record) == ("rollback", 1)
+
+
+def test_a_training_record_that_leaves_out_an_analysed_metric_is_left_out(make, trust_file):
+    """Impacts equal the analysis the other way round too: a degraded metric the training
+    record leaves out would make the row read as a deployment that did not degrade."""
+    repo, build = make
+    two = _analysis()
+    two["metrics"]["errors"] = dict(two["metrics"]["latency_p99"], degraded=False, exceeded=False)
+    build("good", analysis=two)
+    build("omitted", analysis=two, change=lambda r: r["impacts"].pop("latency_p99"))
+    build("emptied", analysis=two, change=lambda r: r["impacts"].clear())
+    history = load_history(repo, trust_file)
+    assert [r["deployment"] for r in history.rows] == ["good"]
+    reasons = _reasons(history)
+    assert reasons["omitted"] == "training record (record 4) gives no impacts of latency_p99, which the cited analysis analysed"
+    assert reasons["emptied"] == ("training record (record 4) gives no impacts of errors, latency_p99, "
+                                  "which the cited analysis analysed")
+    assert history.excluded_by_reason() == {"training record contradicts the analysis it cites": 2}

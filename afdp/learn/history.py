@@ -682,9 +682,20 @@ def _check_impacts(where: str, impacts: Mapping[str, Any], analysis: Mapping[str
     or that differ from it, is not used (its numbers would not come from the evidence
     they cite).
 
+    And the other way round: every metric the cited analysis analysed is in the training
+    record (the run copies them all). One left out would leave the row without its impact,
+    and a deployment whose omitted metric degraded would read as one that did not.
+
     Raises:
         _Unusable: naming the first metric and field that differ.
     """
+    if analysis is not None:
+        left_out = sorted(str(m) for m in analysis["metrics"] if m not in impacts)
+        if left_out:
+            raise _Unusable(
+                f"{where} gives no impacts of {', '.join(left_out)}, which the cited analysis analysed",
+                CONTRADICTS_ANALYSIS,
+            )
     if not impacts:
         return
     if analysis is None:
