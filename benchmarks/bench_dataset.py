@@ -3,8 +3,8 @@
     python benchmarks/bench_dataset.py [--n 1000] [--long] [--jobs J] [--format parquet] [--dir DIR]
 
 Builds N deployments' evidence with the ledger functions (no runs): per deployment a
-genesis record (deployment metadata, changed files), a mark record, a training record
-(four metrics' impacts, citing the genesis and mark records) and a seal, each signed with a dev key and
+genesis record (deployment metadata, changed files), a mark record, an analysis record
+(four metrics), a decision record, a training record (citing them) and a seal, each signed with a dev key and
 time-stamped by the embedded TSA over loopback HTTP. ``--long`` also runs N = 10,000.
 ``--dir`` keeps the built repositories there and reuses them on the next run.
 
@@ -78,6 +78,12 @@ def _deployment(args: tuple[Path, Path, str, int]) -> None:
                             draft=rec.RecordDraft(kind=rec.KIND_STEP, step="mark_deployment_time",
                                                   result={"outputs": {"deployed_at": deployed_at}}),
                             genesis_metadata={"deployment": info})
+    # The analysis and the decision are records of their own: the loader checks the
+    # training record's impacts, decision and label against them.
+    for step, result in (("analyze_differences", {"analysis": analysis, "outputs": {}}),
+                         ("decisions", {"outputs": {}, "decision": decision, "action": {"status": "not_configured"}})):
+        written += append_record(repo, service=service, deployment=deployment, signer=signer, tsa_urls=[url],
+                                 draft=rec.RecordDraft(kind=rec.KIND_STEP, step=step, result=result))[-1:]
     cited = [{"step": w.step, "sequence": w.sequence, "sha256": w.envelope_sha256} for w in written]
     record = build_training_record(deployment={"service": service, "id": deployment, **info},
                                    analysis=analysis, decision=decision, cited=cited)

@@ -280,7 +280,7 @@ def test_a_non_finite_number_inline_fails_verification(make, trust_file, monkeyp
     monkeypatch.undo()
     history = load_history(repo, trust_file)
     assert history.rows == []
-    assert _reasons(history)["inline"].startswith("verification failed: ")
+    assert _reasons(history)["inline"].startswith("verification failed: schema on record 4")
 
 
 def _policy(trust_file, repo):
