@@ -393,3 +393,51 @@ def test_a_training_record_that_leaves_out_an_analysed_metric_is_left_out(make, 
     assert reasons["emptied"] == ("training record (record 4) gives no impacts of errors, latency_p99, "
                                   "which the cited analysis analysed")
     assert history.excluded_by_reason() == {"training record contradicts the analysis it cites": 2}
+
+
+def test_the_log_shows_the_records_verification_saw_not_a_branch_moved_meanwhile(tmp_path, keys, tsa, trust_file, monkeypatch):
+    """``afdp log --trust`` read the records first and verified second: a branch moved in
+    between (a writer racing the auditor) showed records that were never verified under a
+    "verified" verdict. Test double: the race is made deterministic by moving the branch
+    when verification starts (a real concurrent writer cannot be timed); the verifier
+    itself is the real one."""
+    import base64
+
+    import pygit2
+    from tamper import edit, with_file
+
+    import afdp.verify.verifier as verifier
+    from afdp.audit.story import read_story
+    from afdp.evidence.canonical import canonical_bytes
+
+    repo = tmp_path / "evidence"
+    init_repository(repo)
+    signer = load_signer(str(keys / "dev.key"))
+    append_record(repo, service="api", deployment="d-1", signer=signer, tsa_urls=[tsa.url],
+                  draft=rec.RecordDraft(kind=rec.KIND_STEP, step="decisions", result={"decision": ROLLBACK},
+                                        summary="rollback (rollback_on_regression)"))
+    seal(repo, service="api", deployment="d-1", signer=signer, tsa_urls=[tsa.url])
+    git = pygit2.Repository(str(repo))
+    ref = "refs/heads/afdp/api/d-1"
+    verified = git.references[ref].target
+
+    def forge(entry):
+        envelope = json.loads(entry.files[rec.ENVELOPE_FILE])
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        statement["predicate"]["summary"] = "mark_successful (all clear)"
+        envelope["payload"] = base64.b64encode(canonical_bytes(statement)).decode()
+        return with_file(entry, rec.ENVELOPE_FILE, canonical_bytes(envelope))
+
+    edit(repo, 1, forge, service="api", deployment="d-1")  # the branch now shows the forgery
+    real = verifier.check_branch
+
+    def racing(*args, **kwargs):
+        git.references.create(ref, verified, force=True)  # ... and is moved back as verification starts
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(verifier, "check_branch", racing)
+    story = read_story(repo, service="api", deployment="d-1", trust=_policy(trust_file, repo))
+    assert story["verified"] is True and story["head"] == str(verified)
+    summaries = [r["summary"] for r in story["records"]]
+    assert "rollback (rollback_on_regression)" in summaries
+    assert "mark_successful (all clear)" not in summaries
