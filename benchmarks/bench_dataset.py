@@ -39,6 +39,8 @@ from afdp.pipeline.training import build_training_record
 
 SERVICES = ("checkout", "search", "payments", "catalog")
 FILES = ("src/app.py", "config/app.yaml", "db/migrations/0001.sql", "web/cart.tsx", "requirements.txt")
+#: Records per deployment: genesis, mark, analysis, decision, training record, seal.
+RECORDS = 6
 
 
 def _metric(i: int, name: str) -> dict:
@@ -119,7 +121,7 @@ def build(root: Path, n: int, builders: int) -> tuple[Path, Path]:
                 if count % 1000 == 0:
                     print(f"  ... {count}/{n} deployments written", file=sys.stderr)
     elapsed = time.perf_counter() - started
-    print(f"built {n} deployments ({4 * n} records) in {elapsed:.1f} s ({4 * n / elapsed:.0f} records/s)")
+    print(f"built {n} deployments ({RECORDS * n} records) in {elapsed:.1f} s ({RECORDS * n / elapsed:.0f} records/s)")
     done.write_text(str(n))
     return repo, trust
 
@@ -170,7 +172,7 @@ def main() -> None:
         load = os.getloadavg()[0]
         print(
             f"N={n:>6}: export best {best:6.1f} s wall ({rows / best:7.1f} rows/s), {cpu:6.1f} CPU-s "
-            f"({rows / cpu:7.1f} rows per CPU-second, {4 * n / cpu:7.1f} records verified per CPU-second); "
+            f"({rows / cpu:7.1f} rows per CPU-second, {RECORDS * n / cpu:7.1f} records verified per CPU-second); "
             f"peak RSS {peak / 1024:.0f} MiB; {rows} rows, {summary['excluded']} excluded; "
             f"{out.stat().st_size / 1024:.0f} KiB; byte-identical across {len(walls)} export(s): {len(digests) == 1}; "
             f"load average {load:.1f}"

@@ -441,3 +441,27 @@ def test_the_log_shows_the_records_verification_saw_not_a_branch_moved_meanwhile
     summaries = [r["summary"] for r in story["records"]]
     assert "rollback (rollback_on_regression)" in summaries
     assert "mark_successful (all clear)" not in summaries
+
+
+def test_the_report_takes_the_analysis_from_the_analysis_record(tmp_path, keys, tsa, trust_file):
+    """A later record named like an analysis, holding an analysis-like document that says
+    otherwise, must not replace the analysis record the signed context names."""
+    from afdp.audit.report import build_report
+
+    repo = tmp_path / "evidence"
+    init_repository(repo)
+    signer = load_signer(str(keys / "dev.key"))
+
+    def add(step: str, result: dict, kind: str) -> None:
+        append_record(repo, service="api", deployment="d-1", signer=signer, tsa_urls=[tsa.url],
+                      draft=rec.RecordDraft(kind=rec.KIND_STEP, step=step, result=result,
+                                            context={"step": {"type": step, "kind": kind, "phase": "post_deployment"}}))
+
+    add("analyze_differences", {"analysis": _analysis(), "outputs": {}}, "analyze")
+    benign = _analysis()
+    benign["metrics"]["latency_p99"].update(impact=0.1, increase=0.0, change=0.0, degraded=False)
+    add("analysis_summary_for_slack", {"outputs": {}, "analysis": benign}, "store")
+    seal(repo, service="api", deployment="d-1", signer=signer, tsa_urls=[tsa.url])
+    [section] = build_report(repo, policy=_policy(trust_file, repo), service="api", deployment="d-1").sections
+    assert section.findings.analysis_record == 1
+    assert section.findings.analysis["metrics"]["latency_p99"]["degraded"] is True

@@ -134,6 +134,7 @@ def find(views: list[RecordView]) -> Findings:
     analysis: tuple[int, dict[str, Any]] | None = None
     decision: tuple[int, dict[str, Any]] | None = None
     decision_rank = -1
+    analysis_rank = -1
     deployed_at: float | None = None
     for view in views:
         predicate = view.predicate or {}
@@ -163,8 +164,14 @@ def find(views: list[RecordView]) -> Findings:
                 where = " ".join([hint, origin, *path])
                 if _is_series(node):
                     series.append(_series(node, where, step, view.sequence))
-                elif _is_analysis(node) and (analysis is None or "analy" in step):
+                elif _is_analysis(node) and (
+                    # The analysis record itself (its signed context names an analyze
+                    # step) wins over any other record holding an analysis-like document.
+                    analysis is None
+                    or (_analysis_rank(view, node, step) >= max(analysis_rank, 1))
+                ):
                     analysis = (view.sequence, dict(node))
+                    analysis_rank = _analysis_rank(view, node, step)
                 elif _is_decision(node) and (
                     # The decision record itself (a decide step's, or a gate's that stopped
                     # the run, as its signed context names it) wins over every copy other
@@ -286,13 +293,27 @@ def _is_decision(node: Mapping[str, Any]) -> bool:
     )
 
 
+def _step_kind(view: RecordView) -> str | None:
+    context = (view.predicate or {}).get("context")
+    step = context.get("step") if isinstance(context, Mapping) else None
+    kind = step.get("kind") if isinstance(step, Mapping) else None
+    return kind if isinstance(kind, str) else None
+
+
+def _analysis_rank(view: RecordView, node: Mapping[str, Any], step: str) -> int:
+    """2: the analysis of an analysis record (its signed context names an ``analyze``
+    step); 1: found in a step named like one; 0: anywhere else."""
+    result = view.result if isinstance(view.result, Mapping) else {}
+    if _step_kind(view) == "analyze" and result.get("analysis") is node:
+        return 2
+    return 1 if "analy" in step else 0
+
+
 def _decision_rank(view: RecordView, node: Mapping[str, Any]) -> int:
     """How much a decision outcome found in a record is the decision itself: 2 in a
     decision record (its signed context names a ``decide`` step, or a ``gate`` that
     stopped the run), 1 a copy with its reason, 0 a bare copy. Later records win ties."""
-    context = (view.predicate or {}).get("context")
-    step = context.get("step") if isinstance(context, Mapping) else None
-    kind = step.get("kind") if isinstance(step, Mapping) else None
+    kind = _step_kind(view)
     result = view.result if isinstance(view.result, Mapping) else {}
     if result.get("decision") is node and (kind == "decide" or (kind == "gate" and result.get("stop") is True)):
         return 2
