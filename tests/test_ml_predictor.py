@@ -141,7 +141,7 @@ def test_the_guides_ml_predictor_compiles_to_its_own_step_with_the_features_read
     assert result.code == 0, result.err
     note = next(n for n in result.json()["notes"] if n["path"].startswith("analyzers.ml_predictor"))
     assert "runs as its own step predict_ml_predictor" in note["message"]
-    assert "code_change_size = change_size" in note["message"]
+    assert "the model is trained on exactly these features: code_change_size = change_size" in note["message"]
     assert "deployment_hour = hour_utc" in note["message"]
     assert "current_load = load" in note["message"]
     assert f"{MIN_HISTORY} past deployments" in note["message"]
@@ -228,6 +228,11 @@ def test_a_run_with_history_records_the_prediction_as_its_own_cited_record(tmp_p
     assert result["dataset_digest"] == models[-1].dataset_digest == result["outputs"]["dataset_digest"]
     assert result["analyzer"]["features"] == [{"written": "code_change_size", "feature": "change_size"},
                                               {"written": "deployment_hour", "feature": "hour_utc"}]
+    # the features selected the model's inputs: exactly those, recorded with the prediction and the model
+    assert result["analyzer"]["model_features"] == ["change_size", "hour_utc"]
+    assert result["analyzer"]["model_inputs"] == ["log_change_size", "hour_sin", "hour_cos"]
+    assert models[-1].document["features"]["selected"] == ["change_size", "hour_utc"]
+    assert models[-1].document["training"]["columns"] == ["log_change_size", "hour_sin", "hour_cos"]
     loss = result["outputs"]["predicted_impact"]
     assert loss == result["outputs"]["predicted_revenue_loss_per_hour"] == pytest.approx(20.0, abs=5.0)
     assert result["outputs"]["predicted_impact_low"] <= loss <= result["outputs"]["predicted_impact_high"]

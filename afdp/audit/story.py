@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pygit2
+
 from afdp.errors import NotFoundError
 from afdp.evidence import records as rec
 from afdp.evidence.canonical import sha256_hex
@@ -82,9 +84,17 @@ def read_story(
     Raises:
         NotFoundError: no such repository or branch.
     """
-    rows, head, ref, store = _rows(repository, service, deployment)
+    store = EvidenceStore(repository)
+    # Verify first, then read the records at the head verification saw: read the other
+    # way round, a branch moved in between (a writer, or someone racing the auditor)
+    # would show records that were never verified under a "verified" verdict.
     trigger, facts, sources, verification = _provenance(
         repository, service=service, deployment=deployment, trust=trust, store=store
+    )
+    verified_head = verification.pop("head", None)
+    rows, head, ref, store = _rows(
+        repository, service, deployment, store=store,
+        at=verified_head if verification["state"] in ("verified", "unsealed") else None,
     )
     return {
         "service": service,
@@ -157,6 +167,7 @@ def _provenance(
             repository, service=service, deployment=deployment, policy=trust, allow_unsealed=True
         )
         verification = {
+            "head": report.head,
             "state": report.state,
             "failures": [
                 {"sequence": f.sequence, "where": f.where, "check": f.check, "reason": f.reason}
@@ -258,12 +269,14 @@ def _metadata(predicate: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _rows(
-    repository: Path | str, service: str, deployment: str
+    repository: Path | str, service: str, deployment: str, *, store: EvidenceStore | None = None,
+    at: str | None = None,
 ) -> tuple[list[dict[str, Any]], Any, str, EvidenceStore]:
-    store = EvidenceStore(repository)
+    """The records of the branch at its head, or at commit ``at`` (the verified head)."""
+    store = store or EvidenceStore(repository)
     ref = branch_ref(service, deployment)
-    head = store.head(ref)
-    if head is None:
+    head = store.repo.get(at) if at is not None else store.head(ref)
+    if not isinstance(head, pygit2.Commit):
         raise NotFoundError(f"no evidence branch {ref} in {repository}")
     rows: list[dict[str, Any]] = []
     for commit in store.history(head):

@@ -199,6 +199,7 @@ def datasheet(
             "digest_of": "SHA-256 of the RFC 8785 canonical JSON of the rows (a list of objects, columns as listed)",
             "rows": len(history.rows),
             "order": "deployed_at, service, deployment",
+            **({"csv_text_cells": CSV_NOTE} if fmt == "csv" else {}),
         },
         "source": {
             "trust_policy_sha256": trust_sha256,
@@ -251,11 +252,12 @@ def encode_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: 
         ]
         return "".join(line + "\n" for line in lines).encode()
     if fmt == "csv":
+        kinds = _type_of(columns)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(columns)
+        writer.writerow([_csv_text(c) for c in columns])
         for row in rows:
-            writer.writerow([_csv_cell(row.get(c)) for c in columns])
+            writer.writerow([_csv_cell(row.get(c), kinds[c]) for c in columns])
         return buffer.getvalue().encode()
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -280,15 +282,38 @@ def encode_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: 
     return bytes(sink.getvalue().to_pybytes())
 
 
-def _csv_cell(value: Any) -> str:
+#: A spreadsheet reads a cell that starts with one of these as a formula (OWASP, "CSV
+#: Injection"; ASVS 1.2.10 adds NUL). Text cells that start with one, or with the quote
+#: itself, are written with a leading single quote.
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\0")
+CSV_ESCAPE = "'"
+CSV_NOTE = (
+    "a text cell (a string column) that starts with = + - @ TAB CR LF NUL or ' is written with one "
+    "leading ' so that no spreadsheet runs it as a formula (OWASP CSV Injection); read_dataset, and "
+    "anyone reading the file, drops that one leading '. Numbers, booleans and lists are written as "
+    "they are; Parquet and JSON Lines keep every value raw"
+)
+
+
+def _csv_text(text: str) -> str:
+    """Text as a CSV cell that no spreadsheet runs: a leading ``'`` before a formula start
+    (and before a leading ``'``, so reading back is exact)."""
+    if text.startswith(CSV_FORMULA_STARTS) or text.startswith(CSV_ESCAPE):
+        return CSV_ESCAPE + text
+    return text
+
+
+def _csv_cell(value: Any, kind: str) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return repr(value)
+        return repr(value)  # a number stays a number, "-0.5" included
     if isinstance(value, list):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))  # starts with "["
+    if kind.split("|")[0] == "string":
+        return _csv_text(str(value))
     return str(value)
 
 
@@ -315,8 +340,12 @@ def read_dataset(path: str | Path, fmt: str | None = None) -> list[dict[str, Any
     if fmt == "jsonl":
         return [json.loads(line) for line in text.splitlines() if line]
     reader = csv.reader(io.StringIO(text))
-    header = next(reader)
+    header = [_csv_unescape(name) for name in next(reader)]
     return [{name: _csv_value(cell, kinds[name]) for name, cell in zip(header, cells, strict=True)} for cells in reader]
+
+
+def _csv_unescape(cell: str) -> str:
+    return cell[1:] if cell.startswith(CSV_ESCAPE) else cell
 
 
 def _csv_value(cell: str, kind: str) -> Any:
@@ -331,7 +360,7 @@ def _csv_value(cell: str, kind: str) -> Any:
         return cell == "true"
     if base == "list<string>":
         return json.loads(cell) if cell else []
-    return cell
+    return _csv_unescape(cell)
 
 
 # -- files -----------------------------------------------------------------------------------

@@ -38,7 +38,10 @@ def finite_number(value: Any) -> float | None:
     """Return ``value`` as a float if it is a finite JSON number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond a double
+        return None
     return number if math.isfinite(number) else None
 
 
@@ -162,63 +165,95 @@ def chord(a: float, b: float, period: float) -> float:
     return 2 * abs(math.sin(math.pi * (a - b) / period))
 
 
+#: The learning features a model can be given (an ``ml_predictor``'s ``features:`` selects
+#: among them), in encoding order.
+LEARNING_FEATURES = ("change_size", "changed_files_count", "hour_utc", "weekday_utc", "environment", "kinds", "load")
+
+
 @dataclass(frozen=True)
 class Encoding:
     """The columns a model was trained on (recorded with the model, so a prediction
-    encodes a planned deployment exactly as the training rows were encoded)."""
+    encodes a planned deployment exactly as the training rows were encoded).
+
+    ``selected``: the learning features (:data:`LEARNING_FEATURES`) the model is given, in
+    that order; None gives it every one (the load only with ``use_load``).
+    """
 
     environments: tuple[str, ...]
     kinds: tuple[str, ...]
     use_load: bool = False
+    selected: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.selected is not None:
+            unknown = [f for f in self.selected if f not in LEARNING_FEATURES]
+            if unknown or not self.selected:
+                raise ValueError(
+                    f"features {list(self.selected)!r}: not a non-empty list of {', '.join(LEARNING_FEATURES)}"
+                )
+
+    def _uses(self, feature: str) -> bool:
+        if feature == "load":
+            return self.use_load
+        return self.selected is None or feature in self.selected
+
+    def _groups(self, p: Planned | None) -> list[tuple[str, list[str], list[float]]]:
+        nan = math.nan
+        hour = cyclic(p.hour_utc, 24) if p is not None and p.hour_utc is not None else (nan, nan)
+        day = cyclic(p.weekday_utc, 7) if p is not None and p.weekday_utc is not None else (nan, nan)
+        size = p.change_size if p is not None else None
+        files = p.changed_files_count if p is not None else None
+        env = p.environment if p is not None else None
+        kinds = p.kinds if p is not None else ()
+        load = p.load if p is not None else None
+        return [
+            ("change_size", [NUMERIC[0]], [nan if size is None else math.log1p(size)]),
+            ("changed_files_count", [NUMERIC[1]], [nan if files is None else math.log1p(files)]),
+            ("hour_utc", list(CYCLIC[:2]), list(hour)),
+            ("weekday_utc", list(CYCLIC[2:]), list(day)),
+            ("environment", [f"env={e}" for e in self.environments],
+             [float(env == e) if env is not None else nan for e in self.environments]),
+            ("kinds", [f"kind={k}" for k in self.kinds], [float(k in kinds) for k in self.kinds]),
+            ("load", ["load"], [nan if load is None else float(load)]),
+        ]
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return (
-            *NUMERIC,
-            *CYCLIC,
-            *(f"env={e}" for e in self.environments),
-            *(f"kind={k}" for k in self.kinds),
-            *(("load",) if self.use_load else ()),
-        )
+        return tuple(c for name, cols, _ in self._groups(None) if self._uses(name) for c in cols)
 
     @classmethod
-    def fit(cls, planned: Sequence[Planned], *, use_load: bool = False) -> Encoding:
+    def fit(cls, planned: Sequence[Planned], *, use_load: bool = False, selected: Sequence[str] | None = None) -> Encoding:
+        chosen = None if selected is None else tuple(f for f in LEARNING_FEATURES if f in set(selected))
         return cls(
             environments=tuple(sorted({p.environment for p in planned if p.environment})),
             kinds=tuple(sorted({k for p in planned for k in p.kinds})),
-            use_load=use_load,
+            use_load=use_load and (chosen is None or "load" in chosen),
+            selected=chosen,
         )
 
     def vector(self, p: Planned) -> list[float]:
-        nan = math.nan
-        hour = cyclic(p.hour_utc, 24) if p.hour_utc is not None else (nan, nan)
-        day = cyclic(p.weekday_utc, 7) if p.weekday_utc is not None else (nan, nan)
-        out = [
-            nan if p.change_size is None else math.log1p(p.change_size),
-            nan if p.changed_files_count is None else math.log1p(p.changed_files_count),
-            *hour,
-            *day,
-            *(float(p.environment == e) if p.environment is not None else nan for e in self.environments),
-            *(float(k in p.kinds) for k in self.kinds),
-        ]
-        if self.use_load:
-            out.append(nan if p.load is None else float(p.load))
-        return out
+        return [v for name, _, values in self._groups(p) if self._uses(name) for v in values]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "columns": list(self.columns),
             "environments": list(self.environments),
             "kinds": list(self.kinds),
             "use_load": self.use_load,
         }
+        if self.selected is not None:  # (absent: every feature, as models recorded before it)
+            out["selected"] = list(self.selected)
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Encoding:
+        """Raises: ValueError: ``selected`` names no learning feature, or an unknown one."""
+        selected = data.get("selected")
         return cls(
             environments=tuple(str(e) for e in data.get("environments") or ()),
             kinds=tuple(str(k) for k in data.get("kinds") or ()),
             use_load=bool(data.get("use_load")),
+            selected=None if selected is None else tuple(str(f) for f in selected),
         )
 
 
@@ -297,6 +332,7 @@ def load_column(rows: Sequence[Mapping[str, Any]]) -> str | None:
 
 __all__ = [
     "CHANGE_KINDS",
+    "LEARNING_FEATURES",
     "CYCLIC",
     "NUMERIC",
     "WEEKDAYS",

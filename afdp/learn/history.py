@@ -21,8 +21,11 @@ The columns are described in docs/learning.md ("Dataset columns") and in
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import json
+import math
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,10 +40,10 @@ import pygit2
 from afdp.errors import NotFoundError, SchemaError, UsageError
 from afdp.evidence import records as rec
 from afdp.evidence.canonical import canonical_bytes, sha256_hex
-from afdp.evidence.ledger import decode_envelope
 from afdp.evidence.schemas import load_schema, validate
 from afdp.evidence.store import EvidenceStore
 from afdp.evidence.trust import TrustPolicy, load_trust_policy
+from afdp.learn.features import WEEKDAYS, finite_number
 from afdp.verify.report import BranchReport, VerifiedRecord
 from afdp.verify.verifier import check_branch, unsafe_branch_reports
 
@@ -105,10 +108,14 @@ class Exclusion:
 
     branch: str
     reason: str
+    #: the reason's kind, when the reason itself names values (the contradictions)
+    kind: str | None = None
 
     @property
     def category(self) -> str:
         """The reason without where it happened: ``verification failed: signature``."""
+        if self.kind is not None:
+            return self.kind
         head, sep, _ = self.reason.partition(" on ")
         return head if sep and head.startswith("verification failed") else self.reason.split(" (")[0]
 
@@ -323,7 +330,7 @@ def _branch_row(
     try:
         row = _row(EvidenceStore(path), report)
     except _Unusable as exc:
-        return Exclusion(ref, str(exc))
+        return Exclusion(ref, str(exc), exc.kind)
     if row is None:
         return Exclusion(ref, "no training record")
     moment = _parse_time(row["deployed_at"])
@@ -348,7 +355,19 @@ def _failed(report: BranchReport) -> str:
 
 
 class _Unusable(Exception):
-    """A verified branch whose content cannot make a row (the message says why)."""
+    """A verified branch whose content cannot make a row (the message says why; ``kind``
+    is what the datasheet counts it under)."""
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+#: What the datasheet counts the contradictions under (their reasons name the values).
+CONTRADICTS_DECISION = "training record contradicts the decision record"
+CONTRADICTS_FACTS = "training record contradicts the deployment facts recorded elsewhere"
+CONTRADICTS_ANALYSIS = "training record contradicts the analysis it cites"
+NOT_I_JSON = "record is not I-JSON (NaN, Infinity or a number out of range)"
 
 
 @dataclass(frozen=True)
@@ -368,7 +387,8 @@ def _read(store: EvidenceStore, record: VerifiedRecord) -> _Read:
         envelope = store.read_blob(commit.tree, f"{directory}/{rec.ENVELOPE_FILE}")
         if envelope is None or sha256_hex(envelope) != record.envelope_sha256:
             raise _Unusable(f"record {record.sequence} changed after verification")
-        predicate = decode_envelope(envelope).get("predicate")
+        statement = strict_json(base64.b64decode(strict_json(envelope)["payload"], validate=True))
+        predicate = statement.get("predicate") if isinstance(statement, Mapping) else None
         if not isinstance(predicate, dict):
             raise _Unusable(f"record {record.sequence} has no predicate")
         result = predicate.get("result")
@@ -377,9 +397,13 @@ def _read(store: EvidenceStore, record: VerifiedRecord) -> _Read:
             data = store.read_blob(commit.tree, f"{directory}/{rec.RESULT_FILE}")
             if data is None or sha256_hex(data) != ref.get("sha256"):
                 raise _Unusable(f"record {record.sequence}: result file does not match its digest")
-            result = json.loads(data)
+            # result.json is verified by its digest only, never re-canonicalized: a
+            # writer's NaN or 1e400 would pass verification, so they are refused here.
+            result = strict_json(data)
         return _Read(record, predicate, result)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except NotIJson as exc:
+        raise _Unusable(f"record {record.sequence} ({record.step}) is not I-JSON: {exc}", NOT_I_JSON) from exc
+    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error) as exc:
         raise _Unusable(f"record {record.sequence} cannot be read: {exc}") from exc
 
 
@@ -420,6 +444,8 @@ def _row(store: EvidenceStore, report: BranchReport) -> dict[str, Any] | None:
     named = record_doc["deployment"]
     if named["service"] != report.service or (named["id"] not in (None, report.deployment)):
         raise _Unusable(f"{where} names another deployment ({named['service']}/{named['id']})")
+    if record_doc["features"]["service"] != report.service:
+        raise _Unusable(f"{where} names another deployment ({record_doc['features']['service']}/{named['id']})")
     digests = {read.record.envelope_sha256}
     cited: list[_Read] = []
     for item in record_doc["cited"]:
@@ -432,6 +458,12 @@ def _row(store: EvidenceStore, report: BranchReport) -> dict[str, Any] | None:
     genesis_read = _read(store, genesis) if genesis is not None else None
     if genesis is not None:
         digests.add(genesis.envelope_sha256)
+    cited_by_sequence = {c.record.sequence: c for c in cited}
+    before = [
+        cited_by_sequence.get(r.sequence) or _read(store, r) for r in steps if r.sequence < read.record.sequence
+    ]
+    _check_decision(store, where, record_doc, read, before, genesis_read)
+    _check_facts(where, record_doc, read, before, genesis_read)
     features = record_doc["features"]
     decision = record_doc["decision"] or {}
     row: dict[str, Any] = {
@@ -466,6 +498,172 @@ def _row(store: EvidenceStore, report: BranchReport) -> dict[str, Any] | None:
     return row
 
 
+# -- cross-checks: what the training record says against the other verified records ---------
+#: The training record's decision fields, each the decision record's field of the same name.
+_DECISION_FIELDS = ("decision", "action", "label", "success_criteria_met")
+
+
+def _decision_of(read: _Read) -> Mapping[str, Any] | None:
+    """The decision a decisions (or stopping gate) record holds, as the runner takes it."""
+    result = read.result
+    found = result.get("decision") if isinstance(result, Mapping) else None
+    return found if isinstance(found, Mapping) and "action" in found else None
+
+
+def _check_decision(
+    store: EvidenceStore, where: str, doc: Mapping[str, Any], training: _Read, before: Sequence[_Read], genesis: _Read | None
+) -> None:
+    """The training record's decision and label must be those of the decision record.
+
+    The run copies the last decision recorded before the training record (a
+    ``decisions`` step's, or a gate's that stopped the run) into the training record, and
+    its label unless the workflow's ``generate_training_record`` step names its own
+    ``training_label``. A training record that says ``success`` while the signed decision
+    record of its branch says ``rollback`` would teach a dataset the wrong label.
+
+    Raises:
+        _Unusable: naming the field, both values and the decision record.
+    """
+    source = next(((r, d) for r in reversed(before) if (d := _decision_of(r)) is not None), None)
+    given = doc["decision"]
+    if source is None:
+        if given is not None:
+            raise _Unusable(f"{where} gives decision {given.get('decision')!r} ({given.get('action')}), "
+                            "but no decision record on the branch before it holds one", CONTRADICTS_DECISION)
+        # No decision: only the step's own training_label can give a label. Without a stored
+        # workflow nothing else holds it, so nothing contradicts it.
+        workflow = _workflow_of(store, genesis) if doc["label"] is not None and genesis is not None else None
+        if workflow is not None:
+            _check_label_override(where, doc, training, workflow, None)
+        return
+    record, decided = source
+    what = f"the decision record (record {record.record.sequence}, {record.record.step})"
+    if given is None:
+        raise _Unusable(f"{where} gives no decision, {what} {decided.get('action')} ({decided.get('decision')!r})", CONTRADICTS_DECISION)
+    for name in _DECISION_FIELDS:
+        if canonical_bytes(given.get(name)) != canonical_bytes(decided.get(name)):
+            raise _Unusable(f"{where} gives decision.{name} {given.get(name)!r}, {what} {decided.get(name)!r}", CONTRADICTS_DECISION)
+    if doc["label"] != decided.get("label"):
+        workflow = _workflow_of(store, genesis) if genesis is not None else None
+        _check_label_override(where, doc, training, workflow, (what, decided.get("label")))
+
+
+def _check_label_override(
+    where: str, doc: Mapping[str, Any], training: _Read, workflow: Any, decided: tuple[str, Any] | None
+) -> None:
+    """A label other than the decision's is the workflow's own: the ``training_label`` of
+    the step that wrote the training record, in the workflow the genesis record stores.
+
+    Raises:
+        _Unusable: no stored workflow gives that label to that step.
+    """
+    step = training.record.step
+    override = None
+    if workflow is not None:
+        try:
+            override = getattr(workflow.step(step).params, "training_label", None)
+        except KeyError:
+            override = None
+    if override is not None and override == doc["label"]:
+        return
+    said = (f"{decided[0]} {decided[1]!r}" if decided else "no decision record gives one")
+    stored = (f"and the stored workflow's step {step} names {override!r}" if workflow is not None
+              else "and no stored workflow names it as the step's training_label")
+    raise _Unusable(f"{where} gives label {doc['label']!r}, {said}, {stored}", CONTRADICTS_DECISION)
+
+
+def _workflow_of(store: EvidenceStore, genesis: _Read) -> Any:
+    """The workflow the genesis record stores (compiled), or None when it stores none or
+    it does not compile to the digest the records name."""
+    result = genesis.result if isinstance(genesis.result, Mapping) else {}
+    metadata = result.get("metadata")
+    described = metadata.get("workflow") if isinstance(metadata, Mapping) else None
+    entry = described.get("file") if isinstance(described, Mapping) else None
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str):
+        return None
+    commit = store.repo.get(genesis.record.commit)
+    if not isinstance(commit, pygit2.Commit):
+        return None
+    directory = rec.record_dir(genesis.record.sequence, genesis.record.step)
+    raw = store.read_blob(commit.tree, f"{directory}/{entry['path']}")
+    if raw is None or sha256_hex(raw) != entry.get("sha256"):
+        return None
+    from dataclasses import replace
+
+    from afdp.errors import AfdpError
+    from afdp.workflow.compiler import compile_document
+    from afdp.workflow.loader import decode, parse
+
+    try:
+        name = f"recorded {entry['path']}"
+        workflow = compile_document(replace(parse(decode(name, raw), name=name), raw=raw))
+    except AfdpError:
+        return None
+    return workflow if workflow.digest == described.get("sha256") else None
+
+
+def _check_facts(
+    where: str, doc: Mapping[str, Any], training: _Read, before: Sequence[_Read], genesis: _Read | None
+) -> None:
+    """The deployment facts a row takes from the training record must agree with the other
+    records that hold them: the genesis record's ``metadata.deployment`` (environment,
+    version, commit, size, changed files), the last ``mark_deployment_time`` record
+    (``deployed_at``), the time itself (hour and weekday), and the signed import marker.
+    A fact one record leaves unknown (null) contradicts nothing.
+
+    Raises:
+        _Unusable: naming the fact, both values and the record that holds the other.
+    """
+    features = doc["features"]
+    metadata = genesis.result.get("metadata") if genesis is not None and isinstance(genesis.result, Mapping) else None
+    info = metadata.get("deployment") if isinstance(metadata, Mapping) else None
+    if isinstance(info, Mapping):
+        files = info.get("changed_files")
+        recorded = {
+            "environment": _text(info.get("environment")),
+            "version": _text(info.get("version") or info.get("service_version")),
+            "commit": _text(info.get("commit") or info.get("git_commit")),
+            "change_size": _count(info.get("deployment_size")),
+            "changed_files_count": (len(files) or None) if isinstance(files, list) else _count(files),
+        }
+        for name, value in recorded.items():
+            given = features[name]
+            if given is not None and value is not None and canonical_bytes(given) != canonical_bytes(value):
+                raise _Unusable(f"{where} gives {name} {given!r}, the genesis record {value!r}", CONTRADICTS_FACTS)
+    moment = _parse_time(features["deployed_at"])
+    marked = next((r for r in reversed(before) if _marked_time(r) is not None), None)
+    if moment is not None and marked is not None and _parse_time(_marked_time(marked)) != moment:
+        raise _Unusable(f"{where} gives deployed_at {features['deployed_at']!r}, the {marked.record.step} record "
+                        f"(record {marked.record.sequence}) {_marked_time(marked)!r}", CONTRADICTS_FACTS)
+    derived: dict[str, Any] = {"hour_utc": None, "weekday_utc": None, "weekday_name": None}
+    if moment is not None:
+        derived = {"hour_utc": moment.hour, "weekday_utc": moment.weekday(), "weekday_name": WEEKDAYS[moment.weekday()]}
+    for name, value in derived.items():
+        if features[name] != value:
+            raise _Unusable(f"{where} gives {name} {features[name]!r}, its deployed_at {features['deployed_at']!r} is {value!r}", CONTRADICTS_FACTS)
+    signed = training.predicate.get("imported") is True or (genesis is not None and genesis.predicate.get("imported") is True)
+    if (doc.get("imported") is True) != signed:
+        raise _Unusable(f"{where} says imported {doc.get('imported') is True}, its signed predicates {signed}", CONTRADICTS_FACTS)
+
+
+def _marked_time(read: _Read) -> str | None:
+    outputs = read.result.get("outputs") if isinstance(read.result, Mapping) else None
+    value = outputs.get("deployed_at") if isinstance(outputs, Mapping) else None
+    return value if isinstance(value, str) and _parse_time(value) is not None else None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _count(value: Any) -> int | None:
+    number = finite_number(value) if not isinstance(value, str) else None
+    return int(number) if number is not None and number >= 0 else None
+
+
 #: The impact fields a row reads, and where the cited analysis holds each.
 _ANALYSIS_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("baseline", ("baseline",)),
@@ -486,25 +684,37 @@ def _check_impacts(where: str, impacts: Mapping[str, Any], analysis: Mapping[str
     or that differ from it, is not used (its numbers would not come from the evidence
     they cite).
 
+    And the other way round: every metric the cited analysis analysed is in the training
+    record (the run copies them all). One left out would leave the row without its impact,
+    and a deployment whose omitted metric degraded would read as one that did not.
+
     Raises:
         _Unusable: naming the first metric and field that differ.
     """
+    if analysis is not None:
+        left_out = sorted(str(m) for m in analysis["metrics"] if m not in impacts)
+        if left_out:
+            raise _Unusable(
+                f"{where} gives no impacts of {', '.join(left_out)}, which the cited analysis analysed",
+                CONTRADICTS_ANALYSIS,
+            )
     if not impacts:
         return
     if analysis is None:
-        raise _Unusable(f"{where} gives impacts but cites no analysis that holds them")
+        raise _Unusable(f"{where} gives impacts but cites no analysis that holds them", CONTRADICTS_ANALYSIS)
     metrics = analysis["metrics"]
     for metric, impact in sorted(impacts.items()):
         source = metrics.get(metric)
         if not isinstance(source, Mapping) or not isinstance(impact, Mapping):
-            raise _Unusable(f"{where} gives impacts of {metric}, which the cited analysis does not analyse")
+            raise _Unusable(f"{where} gives impacts of {metric}, which the cited analysis does not analyse", CONTRADICTS_ANALYSIS)
         for field, path in _ANALYSIS_FIELDS:
             value: Any = source
             for key in path:
                 value = value.get(key) if isinstance(value, Mapping) else None
             if canonical_bytes(impact.get(field)) != canonical_bytes(value):
                 raise _Unusable(
-                    f"{where} gives {metric}.{field} {impact.get(field)!r}, the cited analysis {value!r}"
+                    f"{where} gives {metric}.{field} {impact.get(field)!r}, the cited analysis {value!r}",
+                    CONTRADICTS_ANALYSIS,
                 )
 
 
@@ -679,9 +889,44 @@ def classify_path(path: str) -> str:
 
 # -- small helpers ---------------------------------------------------------------------------
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value)
+    # Records are read with strict_json (no NaN, no infinity); this is the second fence.
+    return finite_number(value)
+
+
+class NotIJson(ValueError):
+    """JSON that holds NaN, Infinity or a number too large for a double (not I-JSON)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NotIJson(f"it holds {name}, which JSON (RFC 8259 / RFC 8785) has no number for")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise NotIJson(f"it holds the number {text}, beyond a double (read as {number})")
+    return number
+
+
+_SAFE_INTEGER = 2**53 - 1
+
+
+def _safe_int(text: str) -> int:
+    number = int(text)
+    if abs(number) > _SAFE_INTEGER:
+        raise NotIJson(f"it holds the integer {text[:40]}, beyond 2**53 - 1 (RFC 8785 cannot write it)")
+    return number
+
+
+def strict_json(data: bytes | str) -> Any:
+    """Parse JSON as RFC 8785 (I-JSON) allows it: NaN, Infinity, numbers that overflow a
+    double and integers beyond 2**53 - 1 are refused, never read as numbers (Python's
+    ``json`` accepts them all).
+
+    Raises:
+        NotIJson: such a number; ValueError: not JSON at all.
+    """
+    return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_safe_int)
 
 
 def _parse_time(text: Any) -> datetime | None:

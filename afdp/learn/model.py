@@ -129,16 +129,22 @@ class TrainingSet:
         dataset_digest: str,
         use_load: bool = False,
         minimum: int = MIN_HISTORY,
+        features: Sequence[str] | None = None,
     ) -> TrainingSet:
         """Return the training set of the history ``rows`` (sorted by time, then id).
+
+        ``features``: the learning features (:data:`afdp.learn.features.LEARNING_FEATURES`)
+        the model is given, exactly those (None: all; the load only with ``use_load``).
 
         Raises:
             UsageError: no target has ``minimum`` values (:func:`not_enough` says why).
         """
         ordered = sorted(rows, key=lambda r: (str(r.get("deployed_at") or ""), str(r.get("deployment"))))
+        if features is not None and "load" not in features:
+            use_load = False
         column = load_column(ordered) if use_load else None
         planned = [Planned.from_row(r, load_column=column) for r in ordered]
-        encoding = Encoding.fit(planned, use_load=column is not None)
+        encoding = Encoding.fit(planned, use_load=column is not None, selected=features)
         targets = targets_of(ordered, minimum=minimum)
         if not targets:
             raise UsageError(not_enough(len(ordered), minimum))
@@ -251,10 +257,15 @@ class FittedModel:
         rows = self.training.X
         step = max(1, math.ceil(len(rows) / FINGERPRINT_ROWS))
         predictions = self._intervals(_matrix(rows[::step]))
-        rounded = {
+        rounded: dict[str, Any] = {
             t: [[_round(v[k]) for k in ("point", "low", "high")] for v in values]
             for t, values in sorted(predictions.items())
         }
+        encoding = self.training.encoding
+        if encoding.selected is not None:
+            # A model given chosen features: its inputs are part of what the fingerprint
+            # pins (models given every feature keep the fingerprint they were recorded with).
+            rounded = {"inputs": list(encoding.columns), "predictions": rounded}
         return sha256_hex(canonical_bytes(rounded))
 
 
@@ -517,16 +528,22 @@ def recorded_models(repository: Path | str, policy: Any, *, service: str) -> lis
 
 
 def find_model(
-    repository: Path | str, policy: Any, *, service: str, dataset_digest: str, confidence: float, use_load: bool
+    repository: Path | str, policy: Any, *, service: str, dataset_digest: str, confidence: float, use_load: bool,
+    features: Sequence[str] | None = None,
 ) -> RecordedModel | None:
     """Return the latest verified model of ``service`` trained on exactly this dataset
-    with these settings, or None."""
+    with these settings (and these selected ``features``, None: all), or None."""
+    from afdp.learn.features import LEARNING_FEATURES
+
+    selected = None if features is None else [f for f in LEARNING_FEATURES if f in set(features)]
     for model in reversed(recorded_models(repository, policy, service=service)):
         document = model.document
+        encoding = document.get("features") or {}
         if (
             model.dataset_digest == dataset_digest
             and (document.get("conformal") or {}).get("confidence_level") == confidence
-            and bool((document.get("features") or {}).get("use_load")) == use_load
+            and bool(encoding.get("use_load")) == use_load
+            and encoding.get("selected") == selected
         ):
             return model
     return None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from afdp.errors import UsageError
 from afdp.learn.features import Planned
 from afdp.learn.model import (
     CONFIDENCE,
@@ -53,6 +54,9 @@ class Prediction:
     money_lost_per_hour: Mapping[str, Any] | None = None
     coverage: Mapping[str, Any] | None = None
     similar: Any = None
+    #: the learning features the model was given (None: every one) and its input columns
+    features: tuple[str, ...] | None = None
+    inputs: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         similar = self.similar.to_json() if self.similar is not None else None
@@ -77,6 +81,8 @@ class Prediction:
                 "dataset_digest": self.dataset_digest,
                 "history_rows": self.history_rows,
                 "format": MODEL_FORMAT,
+                "features": None if self.features is None else list(self.features),
+                "inputs": list(self.inputs),
             },
             "quality": dict(self.coverage) if self.coverage else None,
             "similar": similar,
@@ -97,8 +103,14 @@ def predict_from_rows(
     signer: Any = None,
     tsa_urls: Sequence[str] = (),
     excluded: int = 0,
+    features: Sequence[str] | None = None,
 ) -> Prediction:
     """Predict ``planned``'s impact from the verified history ``rows``.
+
+    ``features``: the learning features the model is given, exactly those
+    (:data:`afdp.learn.features.LEARNING_FEATURES`; None: every one). ``load`` is given
+    only when ``planned`` knows it; a selection left with no feature the planned
+    deployment has gives a Prediction with status ``no_model_input`` and the reason.
 
     With ``repository`` and ``policy``: a verified model record of this dataset is
     reused (refit and fingerprint-checked); otherwise the model is trained, and recorded
@@ -110,11 +122,22 @@ def predict_from_rows(
             was not trained on these rows, or a refit differs.
         SigningError / TimestampError / StorageError: the model could not be recorded.
     """
+    from afdp.learn.features import LEARNING_FEATURES
     from afdp.learn.similar import find_similar
 
-    use_load = planned.load is not None
+    selected: tuple[str, ...] | None = None
+    if features is not None:
+        unknown = sorted(set(features) - set(LEARNING_FEATURES))
+        if unknown:
+            raise UsageError(f"unknown learning feature {unknown[0]!r} (features: {', '.join(LEARNING_FEATURES)})")
+        selected = tuple(f for f in LEARNING_FEATURES if f in set(features) and (f != "load" or planned.load is not None))
+    use_load = planned.load is not None and (selected is None or "load" in selected)
     base: dict[str, Any] = {"service": service, "query": planned, "confidence": confidence,
-            "dataset_digest": dataset_digest, "history_rows": len(rows)}
+            "dataset_digest": dataset_digest, "history_rows": len(rows), "features": selected}
+    if selected == ():
+        return Prediction(status="no_model_input", reason=(
+            f"no model input: the features selected ({', '.join(features or ())}) are not known for this deployment"
+        ), **base)
     targets = targets_of(rows)
     if len(rows) < MIN_HISTORY or not targets:
         return Prediction(status="not_enough_history", reason=not_enough(len(rows)), **base)
@@ -124,13 +147,15 @@ def predict_from_rows(
     document: Mapping[str, Any] | None = None
     if repository is not None and policy is not None:
         found = find_model(repository, policy, service=service, dataset_digest=dataset_digest,
-                           confidence=confidence, use_load=use_load)
+                           confidence=confidence, use_load=use_load, features=selected)
         if found is not None:
-            _same_training(found, rows, service=service, dataset_digest=dataset_digest, use_load=use_load)
+            _same_training(found, rows, service=service, dataset_digest=dataset_digest, use_load=use_load,
+                           features=selected)
             model, document, record = refit(found.document), found.document, found.digest
             note = "recorded model of this dataset, refit and fingerprint-checked"
     if model is None:
-        training = TrainingSet.of(rows, service=service, dataset_digest=dataset_digest, use_load=use_load)
+        training = TrainingSet.of(rows, service=service, dataset_digest=dataset_digest, use_load=use_load,
+                                  features=selected)
         model, fresh = train(training, confidence=confidence)
         document = fresh
         if repository is not None and signer is not None and tsa_urls:
@@ -155,12 +180,14 @@ def predict_from_rows(
         money_lost_per_hour=None if money is None else {"target": MONEY, **money},
         coverage=document.get("coverage"),
         similar=similar,
+        inputs=model.training.encoding.columns,
         **base,
     )
 
 
 def _same_training(
-    found: RecordedModel, rows: Sequence[Mapping[str, Any]], *, service: str, dataset_digest: str, use_load: bool
+    found: RecordedModel, rows: Sequence[Mapping[str, Any]], *, service: str, dataset_digest: str, use_load: bool,
+    features: Sequence[str] | None = None,
 ) -> None:
     """Check that a recorded model which names this dataset was trained on exactly its rows.
 
@@ -174,7 +201,7 @@ def _same_training(
     from afdp.evidence.canonical import canonical_bytes
 
     document = found.document
-    expected = TrainingSet.of(rows, service=service, dataset_digest=dataset_digest, use_load=use_load)
+    expected = TrainingSet.of(rows, service=service, dataset_digest=dataset_digest, use_load=use_load, features=features)
     try:
         recorded = TrainingSet.from_document(document)
     except ModelUnusable as exc:

@@ -133,6 +133,8 @@ def find(views: list[RecordView]) -> Findings:
     series: list[Series] = []
     analysis: tuple[int, dict[str, Any]] | None = None
     decision: tuple[int, dict[str, Any]] | None = None
+    decision_rank = -1
+    analysis_rank = -1
     deployed_at: float | None = None
     for view in views:
         predicate = view.predicate or {}
@@ -166,13 +168,23 @@ def find(views: list[RecordView]) -> Findings:
                 where = " ".join([hint, origin, *path])
                 if _is_series(node):
                     series.append(_series(node, where, step, view.sequence))
-                elif _is_analysis(node) and (analysis is None or "analy" in step):
-                    analysis = (view.sequence, dict(node))
-                elif _is_decision(node) and (
-                    # the fullest outcome wins (a decide step's, with its reason), not the
-                    # copies later records (training record, action payloads) carry
-                    decision is None or "reason" in node or "reason" not in decision[1]
+                elif _is_analysis(node) and (
+                    # The analysis record itself (its signed context names an analyze
+                    # step) wins over any other record holding an analysis-like document.
+                    analysis is None
+                    or (_analysis_rank(view, node, step) >= max(analysis_rank, 1))
                 ):
+                    analysis = (view.sequence, dict(node))
+                    analysis_rank = _analysis_rank(view, node, step)
+                elif _is_decision(node) and (
+                    # The decision record itself (a decide step's, or a gate's that stopped
+                    # the run, as its signed context names it) wins over every copy other
+                    # records carry (training record, action payloads, stores): a copy that
+                    # says otherwise must not become the report's verdict. Without such a
+                    # record (ledger-written evidence), the fullest outcome wins.
+                    _decision_rank(view, node) >= (decision_rank if decision is not None else -1)
+                ):
+                    decision_rank = _decision_rank(view, node)
                     decision = (view.sequence, dict(node))
                     outcome = (
                         view.result.get("action") if isinstance(view.result, Mapping) else None
@@ -283,6 +295,33 @@ def _is_decision(node: Mapping[str, Any]) -> bool:
         # null, or "none") is not a decision outcome
         and any(_named(node.get(key)) for key in ("action", "decision"))
     )
+
+
+def _step_kind(view: RecordView) -> str | None:
+    context = (view.predicate or {}).get("context")
+    step = context.get("step") if isinstance(context, Mapping) else None
+    kind = step.get("kind") if isinstance(step, Mapping) else None
+    return kind if isinstance(kind, str) else None
+
+
+def _analysis_rank(view: RecordView, node: Mapping[str, Any], step: str) -> int:
+    """2: the analysis of an analysis record (its signed context names an ``analyze``
+    step); 1: found in a step named like one; 0: anywhere else."""
+    result = view.result if isinstance(view.result, Mapping) else {}
+    if _step_kind(view) == "analyze" and result.get("analysis") is node:
+        return 2
+    return 1 if "analy" in step else 0
+
+
+def _decision_rank(view: RecordView, node: Mapping[str, Any]) -> int:
+    """How much a decision outcome found in a record is the decision itself: 2 in a
+    decision record (its signed context names a ``decide`` step, or a ``gate`` that
+    stopped the run), 1 a copy with its reason, 0 a bare copy. Later records win ties."""
+    kind = _step_kind(view)
+    result = view.result if isinstance(view.result, Mapping) else {}
+    if result.get("decision") is node and (kind == "decide" or (kind == "gate" and result.get("stop") is True)):
+        return 2
+    return 1 if "reason" in node else 0
 
 
 def _named(value: Any) -> bool:

@@ -124,6 +124,10 @@ class _Analyzers(_Metrics):
             if unknown:
                 self.fail((*path, "features"), mlpredict.unknown_message(name, unknown), prefer_key=True)
                 return
+            problem = mlpredict.selection_problem(name, "features" in spec, pairs)
+            if problem:
+                self.fail((*path, "features"), problem, prefer_key=True)
+                return
             if output is not None and mlpredict.output_reserved(output):
                 self.fail((*path, "output"), f"output {output!r} would hide one of the prediction's own outputs; choose another", prefer_key=True)
                 return

@@ -51,7 +51,7 @@ MEANING: Mapping[str, str] = {
     "weekday_utc": "the UTC weekday of the deployment",
     "environment": "the environment (--environment)",
     "load": "the service's load when deployed (a load column of the history; "
-    "a run that does not know it predicts without it)",
+    "a run does not know it, so a run's model is trained and predicts without it)",
 }
 PREFIX = "predict_"
 #: The history a prediction needs (``afdp.learn.model.MIN_HISTORY``; a test keeps them equal).
@@ -85,6 +85,24 @@ def unknown_message(analyzer: str, unknown: Sequence[str]) -> str:
     )
 
 
+def selection_problem(analyzer: str, listed: bool, pairs: Sequence[tuple[str, str]]) -> str | None:
+    """Why a ``features:`` list selects no model input a run has (None when it selects one).
+
+    ``listed``: the analyzer has a ``features:`` key (without one, the model is given
+    every learning feature). ``load`` alone is no input: a run does not know the load.
+    """
+    if not listed:
+        return None
+    if not pairs:
+        return (f"ml_predictor {analyzer}: features: [] selects no model input; list some "
+                f"(known: {', '.join(sorted(FEATURES))}) or leave features: out to use every one")
+    if all(feature == "load" for _, feature in pairs):
+        written = ", ".join(w for w, _ in pairs)
+        return (f"ml_predictor {analyzer}: features {written} select only the load, which a run does not know: "
+                f"the model would have no input (known: {', '.join(sorted(FEATURES))})")
+    return None
+
+
 def output_reserved(output: str) -> bool:
     """Whether an ``output:`` name would hide one of the prediction's own outputs."""
     fields = {*catalog.PREDICTION_OUTPUTS["predict_likely_impact"], "dataset_digest"}
@@ -92,10 +110,12 @@ def output_reserved(output: str) -> bool:
 
 
 def note_text(analyzer: str, model: str | None, pairs: Sequence[tuple[str, str]], output: str) -> str:
-    read = "; ".join(f"{written} = {feature} ({MEANING[feature]})" for written, feature in pairs) or "none listed"
+    read = "; ".join(f"{written} = {feature} ({MEANING[feature]})" for written, feature in pairs)
+    inputs = (f"the model is trained on exactly these features: {read}" if pairs
+              else "no features listed: the model is given every learning feature")
     return (
         f"ml_predictor {analyzer}: runs as its own step {step_name(analyzer)} before the deployment, "
-        f"never inside the analysis (which replay recomputes from the samples); features read as: {read}; "
+        f"never inside the analysis (which replay recomputes from the samples); {inputs}; "
         f"model {model or 'unnamed'}: the service's conformal impact model recorded on afdp/models/<service> "
         "(used only when its branch verifies and the refit reproduces its fingerprint) or trained from the "
         "verified history and recorded with the run's key and TSA; needs afdp run --trust and "
@@ -126,4 +146,4 @@ def outputs_of(params: Predict, metrics: Mapping[str, Metric], base: dict[str, T
     return tree
 
 
-__all__ = ["DEFAULT_OUTPUT", "FEATURES", "read_features", "step_name"]
+__all__ = ["DEFAULT_OUTPUT", "FEATURES", "read_features", "selection_problem", "step_name"]

@@ -8,8 +8,12 @@ with the run's trust policy (``afdp run --trust``), with the recorded model of t
 service when its branch verifies and its refit reproduces its fingerprint, else a model
 trained on the spot and recorded on ``afdp/models/<service>`` with the run's key and TSA.
 
-The record adds to ``predict_likely_impact``'s: ``analyzer`` (name, model, output, the
-features as read), ``cites.model_record`` and ``cites.dataset_digest``, and the outputs
+The analyzer's ``features:`` select the model's inputs: the model is trained on exactly
+those learning features (its recorded encoding lists them as ``selected``, and its
+fingerprint covers its input columns), and a recorded model is reused only when it was
+given the same ones. The record adds to ``predict_likely_impact``'s: ``analyzer`` (name,
+model, output, the features as read, ``model_features`` and ``model_inputs``: what the
+model was given), ``cites.model_record`` and ``cites.dataset_digest``, and the outputs
 ``<output>``, ``<output>_low``, ``<output>_high``: the predicted money lost per hour (in
 the currency of the workflow's money metric per hour; absent when the workflow has none,
 so a decision on it is undecidable). ``afdp replay`` treats the record as recorded input:
@@ -39,8 +43,15 @@ def ml_predictor_result(params: Predict, result: StepResult) -> StepResult:
         "features": [{"written": w, "feature": f} for w, f in params.features],
     }
     if any(f == "load" for _, f in params.features):
-        analyzer["notes"] = ["load: a run does not know the service's load; the prediction is made without it"]
+        analyzer["notes"] = ["load: a run does not know the service's load; the model is trained and "
+                             "predicts without it"]
     detail = dict(result.result)
+    document = detail.get("prediction")  # (a skipped or failed step names the prediction here)
+    model = document.get("model") if isinstance(document, dict) else None
+    if isinstance(model, dict) and model.get("inputs"):
+        # what the model was given, exactly: the features selected, and its input columns
+        analyzer["model_features"] = model.get("features")
+        analyzer["model_inputs"] = model.get("inputs")
     detail["analyzer"] = analyzer
     if result.status != "ok":
         return StepResult(result.status, detail, f"ml_predictor {params.analyzer}: {result.summary}", error=result.error)

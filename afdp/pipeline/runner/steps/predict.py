@@ -167,6 +167,8 @@ def _predict(run: RunState, params: Predict, rows: list[dict[str, Any]], planned
             rows, planned, service=request.service, dataset_digest=base["dataset_digest"],
             repository=request.repository, policy=policy, signer=request.signer, tsa_urls=request.tsa_urls,
             excluded=base["history"]["excluded"],
+            # an ml_predictor's features: select the model's inputs, exactly those
+            features=tuple(dict.fromkeys(f for _, f in params.features)) if params.features else None,
         )
     except AfdpError as exc:
         return StepResult("failed", {"outputs": {}, **base}, f"failed: {_one_line(exc.diagnostics())}",
