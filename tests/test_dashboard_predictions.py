@@ -172,3 +172,13 @@ def _service_page(repo: Path, trust: Path) -> str:
                              timeout=120)
         assert response.status_code == 200, response.text
         return response.text
+
+
+def test_a_model_branch_is_not_listed_as_a_deployment(modelled, trust_file):
+    """``afdp/models/<service>`` holds models, not a deployment: the list names every
+    deployment of the history and nothing under the reserved service name."""
+    repo, ids, _ = modelled
+    entries = _dashboard(repo, trust_file).entries()
+    assert pygit2.Repository(str(repo)).references.get(f"refs/heads/afdp/{MODELS}/{SERVICE}") is not None
+    assert {e.service for e in entries} == {SERVICE}
+    assert sorted(e.deployment for e in entries) == sorted(ids)

@@ -149,7 +149,7 @@ def predict_from_rows(
         found = find_model(repository, policy, service=service, dataset_digest=dataset_digest,
                            confidence=confidence, use_load=use_load, features=selected)
         if found is not None:
-            _same_training(found, rows, service=service, dataset_digest=dataset_digest, use_load=use_load,
+            same_training(found, rows, service=service, dataset_digest=dataset_digest, use_load=use_load,
                            features=selected)
             model, document, record = refit(found.document), found.document, found.digest
             note = "recorded model of this dataset, refit and fingerprint-checked"
@@ -185,7 +185,7 @@ def predict_from_rows(
     )
 
 
-def _same_training(
+def same_training(
     found: RecordedModel, rows: Sequence[Mapping[str, Any]], *, service: str, dataset_digest: str, use_load: bool,
     features: Sequence[str] | None = None,
 ) -> None:

@@ -121,8 +121,12 @@ class Dashboard:
             for report in unsafe_branch_reports(self.repository, policy=policy[0], allow_unsealed=True):
                 found.append(_entry(report.service, report.deployment, report.head, "FAILED",
                                     f"FAILED: {report.ref}: {report.failures[0].reason}", None))
+        from afdp.evidence.names import MODELS_SERVICE
+
         for svc, dep in store.branches():
-            if service is not None and svc != service:
+            # afdp/models/<service> holds a service's impact models, not a deployment: the
+            # service page shows them as its prediction (verified the same way)
+            if svc == MODELS_SERVICE or (service is not None and svc != service):
                 continue
             entry = self.entry(svc, dep, store=store, policy=policy)
             # the team as the genesis record names it; a FAILED branch still shows under its
@@ -289,7 +293,7 @@ def service_prediction(repository: Path, trust_policy: Path | None, service: str
        :data:`afdp.learn.model.MIN_HISTORY` rows, ``not_enough_history``;
     4. the latest model record: every deployment it was trained on must be in that
        verified history, and its recorded training rows must be exactly the ones the
-       verified evidence gives (:func:`afdp.learn.prediction._same_training`), and its
+       verified evidence gives (:func:`afdp.learn.prediction.same_training`), and its
        refit must reproduce its fingerprint (:func:`afdp.learn.model.refit`); else
        ``unverified``;
     5. the next deployment is taken to be like the latest verified one (its change size,
@@ -313,7 +317,7 @@ def service_prediction(repository: Path, trust_policy: Path | None, service: str
         refit,
         target_label,
     )
-    from afdp.learn.prediction import _same_training
+    from afdp.learn.prediction import same_training
     from afdp.learn.source import trust_of
 
     policy = policy if policy is not None else trust_of(repository, trust_policy)
@@ -343,7 +347,7 @@ def service_prediction(repository: Path, trust_policy: Path | None, service: str
                                  f"({', '.join(missing[:5])}); its numbers are not shown", **cite)
     use_load = bool((document.get("features") or {}).get("use_load"))
     try:
-        _same_training(latest, [verified[d] for d in trained_on], service=service,
+        same_training(latest, [verified[d] for d in trained_on], service=service,
                        dataset_digest=str(latest.dataset_digest), use_load=use_load)
         fitted = refit(document)
     except ModelUnusable as exc:
