@@ -293,3 +293,20 @@ def test_the_dashboard_lists_a_teams_deployments(tmp_path, repo, signer, tsa, tr
         assert [(r["deployment"], r["team"], r["verdict"]) for r in api] == [("d-1", "payments", "VERIFIED")]
         bad = httpx.get(f"{server.url}/", params={"team": "bad team"}, headers=headers)
         assert bad.status_code == 400 and "is not a team name" in bad.text
+
+
+def test_a_workflow_can_name_the_team_and_image_like_any_deployment_fact():
+    """``${deployment.team}`` and ``${deployment.image}`` are deployment facts a workflow
+    may use (a notification's text, a label); the run gives them the recorded values."""
+    from types import SimpleNamespace
+
+    from afdp.pipeline.runner.request import _deployment_values
+    from afdp.workflow import catalog
+
+    assert {"team", "image"} <= set(catalog.DEPLOYMENT_FIELDS)
+    info = DeploymentInfo.from_json({"team": "payments", "image": "ghcr.io/acme/api@sha256:" + "a" * 64})
+    values = _deployment_values(SimpleNamespace(service="api", deployment="d-1", info=info))  # type: ignore[arg-type]
+    assert values["team"] == "payments" and values["image"].endswith("a" * 64)
+    # a fact not recorded is absent (never invented), like the deployer's
+    bare = _deployment_values(SimpleNamespace(service="api", deployment="d-1", info=DeploymentInfo()))  # type: ignore[arg-type]
+    assert "team" not in bare and "image" not in bare

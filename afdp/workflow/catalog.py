@@ -370,6 +370,8 @@ DEPLOYMENT_FIELDS: Mapping[str, str] = {
     "version": STRING,
     "commit": STRING,
     "deployer": STRING,
+    "team": STRING,
+    "image": STRING,
     "repository": STRING,
 }
 

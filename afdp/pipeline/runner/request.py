@@ -506,6 +506,7 @@ def _deployment_values(request: RunRequest) -> dict[str, Any]:
         "commit": info.commit,
         "image": info.image,
         "deployer": info.deployer,
+        "team": info.team,
         "repository": info.source_repository,
     }
     return {k: v for k, v in values.items() if v is not None}
