@@ -25,7 +25,16 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from test_serve_intake import SECRET, SERVICES, TOKEN, RecordingSubmitter, drained, generic, metric, post_generic
+from test_serve_intake import (
+    SECRET,
+    SERVICES,
+    TOKEN,
+    RecordingSubmitter,
+    drained,
+    generic,
+    metric,
+    post_generic,
+)
 
 from afdp.errors import ConfigurationError
 from afdp.service.app import ServeSettings, create_app, default_ledger_path, running_server
