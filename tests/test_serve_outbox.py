@@ -258,8 +258,11 @@ def test_prefect_down_then_back_nothing_lost_nothing_twice(tmp_path, repo):
     events still queued, and once restarted against a live Prefect server creates each
     run once: an event whose run Prefect had already created (a crash between "created"
     and "recorded") gets that same run, and an event for a deployment Prefect does not
-    have fails with the reason."""
+    have, or refuses as invalid, fails with the reason."""
     from test_serve_prefect import AFDP, ROOT, free_port, start, wait_http
+
+    # the flow's required parameters (no worker runs these flow runs: only their creation is tested)
+    RUN = {"workflow_path": "wf.yaml", "repository": str(repo), "key": "dev.key", "tsa_urls": ["http://127.0.0.1:1/"]}
 
     prefect_port, closed_port, serve_port = free_port(), free_port(), free_port()
     api = f"http://127.0.0.1:{prefect_port}/api"
@@ -270,8 +273,9 @@ def test_prefect_down_then_back_nothing_lost_nothing_twice(tmp_path, repo):
     down = {**env, "PREFECT_API_URL": f"http://127.0.0.1:{closed_port}/api"}
     config = tmp_path / "services.yaml"
     config.write_text(yaml.safe_dump({"services": {
-        "alpha": {"prefect_deployment": "afdp-evidence/alpha"},
+        "alpha": {"prefect_deployment": "afdp-evidence/alpha", "parameters": RUN},
         "ghost": {"prefect_deployment": "afdp-evidence/ghost"},  # never deployed
+        "beta": {"prefect_deployment": "afdp-evidence/alpha"},  # no workflow_path: Prefect refuses its runs
     }}))
     shipped = yaml.safe_load((ROOT / "flows" / "prefect.yaml").read_text())
     deployment = dict(shipped["deployments"][0], name="alpha", parameters={}, work_pool={"name": "afdp-outbox"})
@@ -280,7 +284,7 @@ def test_prefect_down_then_back_nothing_lost_nothing_twice(tmp_path, repo):
     url = f"http://127.0.0.1:{serve_port}"
     serve_args = [*AFDP, "serve", "--repo", str(repo), "--config", str(config), "--port", str(serve_port)]
     events = {f"e-{n}": generic(event_id=f"e-{n}", service=service, deployment=f"rel-{n}")
-              for n, service in ((1, "alpha"), (2, "alpha"), (3, "ghost"))}
+              for n, service in ((1, "alpha"), (2, "alpha"), (3, "ghost"), (4, "beta"))}
 
     with ExitStack() as stack:
         # the Prefect server starts meanwhile, on another port: afdp serve cannot reach it yet
@@ -315,7 +319,9 @@ def test_prefect_down_then_back_nothing_lost_nothing_twice(tmp_path, repo):
         # e-2's run was created before the crash, but never recorded against its delivery
         found = httpx.get(f"{api}/deployments/name/afdp-evidence/alpha", timeout=30).json()
         early = httpx.post(f"{api}/deployments/{found['id']}/create_flow_run", timeout=30,
-                           json={"idempotency_key": "afdp:alpha/rel-2", "name": "alpha-rel-2"}).json()
+                           json={"idempotency_key": "afdp:alpha/rel-2", "name": "alpha-rel-2",
+                                 "parameters": {**RUN, "service": "alpha", "deployment": "rel-2"}}).json()
+        assert "id" in early, early
 
         serve = start(stack, serve_args, env, tmp_path / "serve-up.log")
         wait_http(f"{url}/healthz", seconds=120, proc=serve)
@@ -324,12 +330,16 @@ def test_prefect_down_then_back_nothing_lost_nothing_twice(tmp_path, repo):
         assert second["flow_run_id"] == early["id"]  # the same run, not a second one
         ghost = wait_state(url, "e-3", "failed", seconds=120)
         assert ghost["reason"] == "no Prefect deployment 'afdp-evidence/ghost' on the server"
+        refused = wait_state(url, "e-4", "failed", seconds=120)
+        assert refused["attempts"] == 1  # not retried for a day: the server said no
+        assert "refused a flow run of afdp-evidence/alpha (409)" in refused["reason"]
+        assert "'workflow_path' is a required property" in refused["reason"]
         runs = httpx.post(f"{api}/flow_runs/filter", timeout=30,
                           json={"flow_runs": {"deployment_id": {"any_": [found["id"]]}}}).json()
         assert sorted(r["id"] for r in runs) == sorted([first["flow_run_id"], early["id"]])
         assert {r["id"]: r["parameters"].get("deployment") for r in runs}[first["flow_run_id"]] == "rel-1"
         assert post_generic(url, events["e-1"]).status_code == 409
-        assert metric(url, "afdp_outbox_depth") == 0 and metric(url, "afdp_outbox_failed") == 1
+        assert metric(url, "afdp_outbox_depth") == 0 and metric(url, "afdp_outbox_failed") == 2
     for log in ("serve-down.log", "serve-up.log"):
         assert "Traceback" not in (tmp_path / log).read_text(), log
 
