@@ -197,6 +197,7 @@ def test_an_outbox_that_cannot_be_written_answers_503_and_keeps_nothing(repo, se
         assert answer.status_code == 503 and answer.headers["retry-after"] == "30"
         assert answer.json()["reason"] == "outbox_unavailable"
         assert "readonly" in answer.json()["error"]
+        assert str(app.state.ledger.path.parent) not in answer.text  # the sender learns no server path
         db.execute("PRAGMA query_only = OFF")
         # a full disk: no page may be added
         pages = db.execute("PRAGMA page_count").fetchone()[0]

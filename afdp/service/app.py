@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -220,9 +221,11 @@ def create_app(settings: ServeSettings) -> Starlette:
                 raise EventRejected(409, "replay", str(exc)) from None
             except StorageError as exc:
                 metrics.rejected.labels(source=source, reason="outbox_unavailable").inc()
+                logging.getLogger("afdp.serve").warning("afdp serve: %s", exc.diagnostics())
+                # the cause (SQLite's words), not the ledger's path, goes to the sender
                 return JSONResponse(
                     {"accepted": False, "reason": "outbox_unavailable",
-                     "error": f"the event could not be queued, send it again later: {exc.diagnostics()}"},
+                     "error": f"the event could not be queued, send it again later: {exc.__cause__ or exc}"},
                     status_code=503, headers={"Retry-After": "30"},
                 )
             relay.wake()
