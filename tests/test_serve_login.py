@@ -14,7 +14,10 @@ from afdp.service.app import ServeSettings, create_app, running_server, token_ma
 from afdp.service.config import load_services
 from afdp.service.throttle import LoginLimits, LoginThrottle
 
-FAST = LoginLimits(free_failures=3, first_delay=0.6, max_delay=5, global_burst=1000, global_per_second=100)
+# A lock-out long enough that no slow request outlasts it (the machine may be loaded) ...
+FAST = LoginLimits(free_failures=3, first_delay=30, max_delay=60, global_burst=1000, global_per_second=100)
+# ... and one short enough to wait out.
+SHORT = LoginLimits(free_failures=3, first_delay=3, max_delay=5, global_burst=1000, global_per_second=100)
 
 
 @pytest.fixture()
@@ -123,7 +126,7 @@ def test_token_comparison_is_by_fixed_length_digests():
 
 
 def test_wrong_logins_are_limited_with_retry_after_and_a_lockout_is_no_oracle(repo, services):
-    with serve(repo, services) as server:
+    with serve(repo, services, SHORT) as server:
         for _ in range(FAST.free_failures + 1):
             assert login(server.url, "wrong-token").status_code == 401
         locked = login(server.url, "wrong-token")
@@ -134,7 +137,7 @@ def test_wrong_logins_are_limited_with_retry_after_and_a_lockout_is_no_oracle(re
         assert login(server.url, TOKEN).status_code == 429
         assert metric(server.url, "afdp_login_throttled_total", limit="address") == 2
         assert metric(server.url, "afdp_login_failures_total") == FAST.free_failures + 1
-        time.sleep(FAST.first_delay + 0.1)
+        time.sleep(SHORT.first_delay + 0.1)
         assert login(server.url, TOKEN).status_code == 303  # after the wait: in, and the count is cleared
         for _ in range(FAST.free_failures):
             assert login(server.url, "wrong-token").status_code == 401
