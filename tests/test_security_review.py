@@ -58,7 +58,13 @@ def test_the_app_refuses_a_short_ui_token(repo):
 
 
 def test_every_route_but_the_public_ones_needs_the_token(repo):
-    app = create_app(settings(repo))
+    import dataclasses
+
+    from afdp.service.throttle import LoginLimits
+
+    # every wrong token here must meet a 401, not the lock-out (tests/test_serve_login.py)
+    unlimited = LoginLimits(free_failures=10**6, global_burst=10**6)
+    app = create_app(dataclasses.replace(settings(repo), login_limits=unlimited))
     routes = [(r.path, sorted(r.methods or ())) for r in app.routes]
     guarded = [(path, methods) for path, methods in routes if path not in PUBLIC]
     assert {p for p, _ in routes} >= PUBLIC and len(guarded) >= 7

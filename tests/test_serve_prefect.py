@@ -336,7 +336,14 @@ def test_a_run_whose_worker_dies_resumes_on_the_other_worker(tmp_path, repo, key
         answer = httpx.post(f"{url}/events", content=body,
                             headers={"X-AFDP-Signature-256": sign(SECRET.encode(), body)}, timeout=60)
         assert answer.status_code == 202, answer.text
-        run_id = answer.json()["flow_run_id"]
+        # the outbox relay creates the flow run after the 202: its id is on the delivery's status
+        deadline = time.monotonic() + 120
+        while (status := httpx.get(f"{url}/events/e-omega", headers={"Authorization": f"Bearer {TOKEN}"},
+                                   timeout=30).json())["state"] == "queued":
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
+        assert status["state"] == "submitted", status
+        run_id = status["flow_run_id"]
 
         # Wait until the run is in its 20 s baseline (genesis on the branch), then kill the
         # flow-run process and the worker that started it: a lost machine.

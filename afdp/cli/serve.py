@@ -30,11 +30,13 @@ MIN_SECRET = 16
 @click.option("--allow-remote", is_flag=True,
               help="Allow a non-loopback --host (needs AFDP_UI_TOKEN; put TLS in front, docs/service.md).")
 @click.option("--proxy-headers", is_flag=True,
-              help="Trust X-Forwarded-Proto/For from a reverse proxy on loopback (secure cookies behind TLS).")
+              help="Trust X-Forwarded-Proto/For from a reverse proxy on loopback (secure cookies behind TLS; "
+                   "the login limits count the client the proxy names).")
 @click.option("--max-body", default=256 * 1024, show_default=True, type=click.IntRange(1024, 25 * 1024 * 1024),
               help="Largest request body accepted, in bytes (larger: 413).")
 @click.option("--state", "ledger", type=click.Path(path_type=Path, dir_okay=False),
-              help="Replay ledger (SQLite). Default: <git dir>/afdp-serve/intake.sqlite.")
+              help="Replay ledger and outbox of accepted events (SQLite, on a local disk). "
+              "Default: <git dir>/afdp-serve/intake.sqlite.")
 def serve_cmd(repository: Path, config: Path, host: str, port: int, trust: Path | None, allow_remote: bool,
               proxy_headers: bool, max_body: int, ledger: Path | None) -> None:
     """Serve the webhook intake, the dashboard and /metrics until interrupted.

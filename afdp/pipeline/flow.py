@@ -355,9 +355,12 @@ def submit_deployment_run(
     that creates it (the engine keeps a run's own policy), so ``afdp run`` keeps failing at once.
 
     Raises:
-        ConfigurationError: no such Prefect deployment (exit 2).
-        NetworkError: the Prefect API could not be reached or refused the run (exit 3).
+        ConfigurationError: no such Prefect deployment, or the server refused the run as
+            invalid (a 4xx other than 408/429: parameters the deployment does not accept);
+            sending it again would not help (exit 2).
+        NetworkError: the Prefect API could not be reached, timed out or failed (exit 3).
     """
+    import httpx
     from prefect.exceptions import ObjectNotFound
 
     try:
@@ -389,6 +392,19 @@ def submit_deployment_run(
         run = FlowRun.model_validate(response.json())
     except AfdpError:
         raise
+    except httpx.HTTPStatusError as exc:
+        status = exc.response.status_code
+        if 400 <= status < 500 and status not in (408, 429):
+            try:
+                detail = str(exc.response.json().get("detail"))
+            except (ValueError, AttributeError):
+                detail = exc.response.text[:300]
+            raise ConfigurationError(f"Prefect refused a flow run of {prefect_deployment} ({status}): {detail}") from exc
+        _drop_sync_client()
+        raise NetworkError(
+            f"could not create a flow run of {prefect_deployment} at {_api_url() or 'the Prefect API'}: "
+            f"{_first_lines(exc, 1)}"
+        ) from exc
     except Exception as exc:
         _drop_sync_client()  # a broken connection is not reused
         raise NetworkError(

@@ -5,15 +5,20 @@ Routes:
 - ``POST /events/github``, ``POST /events``: the signed intake (public: the HMAC
   signature is the credential). Checks run in this order, and a refused event starts
   nothing and records nothing: body size (413), signature (401), JSON (400), event shape
-  (400), service (404), environment (422), replay (409). An accepted event answers 202
-  with the flow run id; if the run cannot be created the answer is 503 and the delivery
-  is forgotten, so the sender's retry is accepted.
+  (400), service (404), environment (422), replay (409). An accepted event is committed to
+  the ledger's outbox (:mod:`.deliveries`) and answered 202 with its delivery id at once;
+  the outbox relay (:mod:`.outbox`, started with the app) creates the flow run. If the
+  outbox cannot be written (disk full, read-only) the answer is 503 and nothing is kept,
+  so the sender's retry is accepted.
+- ``GET /events/<delivery>`` (token): where an accepted event stands: queued, submitted
+  (with the flow run id) or failed (with the reason).
 - ``GET /healthz``: public liveness.
 - everything else needs the UI token (``AFDP_UI_TOKEN``) as ``Authorization: Bearer`` or
   the session cookie set by ``POST /login`` (HttpOnly, SameSite=Strict, Secure behind TLS,
   valid :data:`SESSION_SECONDS`): the dashboard (``/``, ``/deployments/...``,
   ``/services/...``), ``/api/deployments``, ``/api/annotations`` (Grafana) and ``/metrics``.
-  Without a configured token they answer 403: the dashboard is off.
+  Without a configured token they answer 403: the dashboard is off. Wrong tokens are
+  limited per client address and globally (:mod:`.throttle`): 429 with ``Retry-After``.
 
 No route writes evidence: the intake only creates flow runs, and the dashboard reads.
 """
@@ -24,6 +29,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -46,7 +52,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from afdp.errors import AfdpError, NotFoundError, UsageError
+from afdp.errors import AfdpError, NotFoundError, StorageError, UsageError
 from afdp.evidence.names import branch_ref, check_name
 from afdp.service.config import Services
 from afdp.service.dashboard import Dashboard
@@ -64,7 +70,9 @@ from afdp.service.intake import (
     parse_json,
 )
 from afdp.service.metrics import ServiceMetrics
+from afdp.service.outbox import FIRST_RETRY, GIVE_UP_AFTER, MAX_RETRY, Relay
 from afdp.service.submit import RunSubmitter
+from afdp.service.throttle import LoginLimits, LoginThrottle, Throttled
 
 #: Default cap on a request body (GitHub's deployment_status payloads are ~10-30 KiB).
 MAX_BODY = 256 * 1024
@@ -94,6 +102,11 @@ class ServeSettings:
     trust_policy: Path | None = None
     ledger_path: Path | None = None
     max_body: int = MAX_BODY
+    #: The outbox relay's back-off (seconds) and when it gives an event up.
+    first_retry: float = FIRST_RETRY
+    max_retry: float = MAX_RETRY
+    give_up_after: float = GIVE_UP_AFTER
+    login_limits: LoginLimits = LoginLimits()
 
 
 class _BodyTooLarge(Exception):
@@ -120,6 +133,21 @@ def _session_valid(token: str, cookie: str, now: float) -> bool:
     return matches and now < int(expires) <= now + SESSION_SECONDS
 
 
+def token_matches(given: str, token: str) -> bool:
+    """Return whether ``given`` is ``token``, in time independent of both.
+
+    :func:`hmac.compare_digest` returns early when the lengths differ; comparing the
+    SHA-256 digests (always 32 bytes) says nothing about the token's length either."""
+    return hmac.compare_digest(hashlib.sha256(given.encode("utf-8", "surrogatepass")).digest(),
+                               hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest())
+
+
+def client_address(request: Request) -> str:
+    """Return the client's address: the socket peer, or the client named by a reverse proxy
+    that ``--proxy-headers`` trusts (uvicorn rewrites the ASGI client only then)."""
+    return request.client.host if request.client else "unknown"
+
+
 def default_ledger_path(repository: Path) -> Path:
     """Return ``<git dir>/afdp-serve/intake.sqlite`` of the evidence repository."""
     from afdp.evidence.store import EvidenceStore
@@ -143,6 +171,10 @@ def create_app(settings: ServeSettings) -> Starlette:
         raise UsageError(f"the UI token must be at least {MIN_SECRET} bytes")
     metrics = ServiceMetrics()
     ledger = DeliveryLedger(settings.ledger_path or default_ledger_path(settings.repository))
+    metrics.watch(ledger)
+    relay = Relay(ledger, settings.submitter, settings.services, metrics, first_retry=settings.first_retry,
+                  max_retry=settings.max_retry, give_up_after=settings.give_up_after)
+    throttle = LoginThrottle(settings.login_limits)
     dashboard = Dashboard(settings.repository, trust_policy=settings.trust_policy, metrics=metrics)
     token = settings.ui_token or None
 
@@ -180,28 +212,33 @@ def create_app(settings: ServeSettings) -> Starlette:
                 status = 200 if event.reason == "ping" else 202
                 return JSONResponse({"accepted": False, "ignored": event.reason}, status_code=status)
             try:
-                await run_in_threadpool(ledger.claim, event.delivery, event.service.name, event.deployment)
+                # committed to disk (claim and queue in one transaction) before the 202
+                await run_in_threadpool(
+                    lambda: ledger.accept(delivery=event.delivery, service=event.service.name,
+                                          deployment=event.deployment, source=source, event=event.to_json())
+                )
             except Replay as exc:
                 raise EventRejected(409, "replay", str(exc)) from None
-            try:
-                run_id = await run_in_threadpool(settings.submitter.submit, event)
-            except AfdpError as exc:
-                await run_in_threadpool(ledger.release, event.delivery)
-                metrics.submit_failures.labels(service=event.service.name).inc()
+            except StorageError as exc:
+                metrics.rejected.labels(source=source, reason="outbox_unavailable").inc()
+                logging.getLogger("afdp.serve").warning("afdp serve: %s", exc.diagnostics())
+                # the cause (SQLite's words), not the ledger's path, goes to the sender
                 return JSONResponse(
-                    {"accepted": False, "error": f"the flow run could not be created: {exc.diagnostics()}"},
-                    status_code=503,
+                    {"accepted": False, "reason": "outbox_unavailable",
+                     "error": f"the event could not be queued, send it again later: {exc.__cause__ or exc}"},
+                    status_code=503, headers={"Retry-After": "30"},
                 )
-            await run_in_threadpool(ledger.started, event.delivery, run_id)
+            relay.wake()
             metrics.accepted.labels(source=source, service=event.service.name).inc()
-            metrics.submitted.labels(service=event.service.name).inc()
             return JSONResponse(
                 {
                     "accepted": True,
+                    "state": "queued",
+                    "delivery": event.delivery,
                     "service": event.service.name,
                     "deployment": event.deployment,
                     "branch": branch_ref(event.service.name, event.deployment),
-                    "flow_run_id": run_id,
+                    "status": f"/events/{event.delivery}",
                 },
                 status_code=202,
             )
@@ -221,12 +258,36 @@ def create_app(settings: ServeSettings) -> Starlette:
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
-    def authorized(request: Request) -> bool:
+    def too_many(limited: Throttled, *, page: bool) -> Response:
+        metrics.login_throttled.labels(limit=limited.limit).inc()
+        headers = {"Retry-After": limited.header}
+        message = f"too many wrong tokens: try again in {limited.header} s"
+        if page:
+            return HTMLResponse(ui.render("login.html", error=message, enabled=True), status_code=429,
+                                headers=headers)
+        return JSONResponse({"error": message}, status_code=429, headers=headers)
+
+    def check_token(request: Request, given: str, *, page: bool) -> Response | bool:
+        """Return whether ``given`` is the token, or the 429 when its address (or everyone)
+        is locked out; a wrong token counts against the address."""
+        assert token is not None
+        address = client_address(request)
+        limited = throttle.check(address)
+        if limited is not None:
+            return too_many(limited, page=page)  # the token is not even compared
+        if token_matches(given, token):
+            throttle.success(address)
+            return True
+        throttle.failure(address)
+        metrics.login_failures.inc()
+        return False
+
+    def authorized(request: Request) -> Response | bool:
         if token is None:
             return False
         header = request.headers.get("authorization", "")
         if header[:7].lower() == "bearer ":
-            return hmac.compare_digest(header[7:].strip().encode(), token.encode())
+            return check_token(request, header[7:].strip(), page=False)
         return _session_valid(token, request.cookies.get(SESSION_COOKIE, ""), time.time())
 
     def guarded(handler: Any, *, page: bool) -> Any:
@@ -235,7 +296,10 @@ def create_app(settings: ServeSettings) -> Starlette:
                 return PlainTextResponse(
                     "the dashboard is off: start afdp serve with AFDP_UI_TOKEN set", status_code=403
                 )
-            if not authorized(request):
+            allowed = authorized(request)
+            if isinstance(allowed, Response):
+                return allowed
+            if not allowed:
                 if page:
                     return RedirectResponse("/login", status_code=303)
                 return JSONResponse({"error": "a valid token is required (Authorization: Bearer)"},
@@ -259,7 +323,10 @@ def create_app(settings: ServeSettings) -> Starlette:
         except _BodyTooLarge:
             return PlainTextResponse("too large", status_code=413)
         given = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0]
-        if token is None or not hmac.compare_digest(given.encode(), token.encode()):
+        allowed = check_token(request, given, page=True) if token is not None else False
+        if isinstance(allowed, Response):
+            return allowed
+        if token is None or not allowed:
             return HTMLResponse(ui.render("login.html", error="wrong token", enabled=token is not None),
                                 status_code=401)
         response = RedirectResponse("/", status_code=303)
@@ -318,12 +385,21 @@ def create_app(settings: ServeSettings) -> Starlette:
 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def event_status(request: Request) -> Response:
+        row = await run_in_threadpool(ledger.status, request.path_params["delivery"])
+        if row is None:
+            return JSONResponse({"error": "no such delivery was accepted"}, status_code=404)
+        answer = row.to_json()
+        answer["branch"] = branch_ref(row.service, row.deployment)
+        return JSONResponse(answer)
+
     async def stylesheet(request: Request) -> Response:
         return Response(ui.STYLESHEET, media_type="text/css")
 
     routes = [
         Route("/events/github", github_events, methods=["POST"]),
         Route("/events", generic_events, methods=["POST"]),
+        Route("/events/{delivery}", guarded(event_status, page=False), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/static/afdp.css", stylesheet, methods=["GET"]),
         Route("/favicon.ico", lambda request: Response(status_code=204), methods=["GET"]),
@@ -341,14 +417,18 @@ def create_app(settings: ServeSettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        relay.start()  # and resume what an earlier process left queued
         try:
             yield
         finally:
+            await run_in_threadpool(relay.stop)
             ledger.close()
 
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
     app.state.metrics = metrics
     app.state.ledger = ledger
+    app.state.relay = relay
+    app.state.throttle = throttle
     app.state.dashboard = dashboard
     return app
 

@@ -74,6 +74,40 @@ class DeploymentEvent:
             tags.append(f"image:{self.image_digest}")
         return tags
 
+    def to_json(self) -> dict[str, Any]:
+        """Return the event as the outbox keeps it (the service by name)."""
+        return {
+            "source": self.source,
+            "delivery": self.delivery,
+            "service": self.service.name,
+            "deployment": self.deployment,
+            "info": dict(self.info),
+            "team": self.team,
+            "image_digest": self.image_digest,
+            "extra_tags": list(self.extra_tags),
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any], services: Services) -> DeploymentEvent:
+        """Return the event :meth:`to_json` wrote, with the service as configured now.
+
+        Raises:
+            EventRejected: 404 the service is no longer in the services file; 400 not an event.
+        """
+        try:
+            return cls(
+                source=str(document["source"]),
+                delivery=str(document["delivery"]),
+                service=_service(services, str(document["service"])),
+                deployment=str(document["deployment"]),
+                info=dict(document["info"]),
+                team=document.get("team"),
+                image_digest=document.get("image_digest"),
+                extra_tags=tuple(document.get("extra_tags") or ()),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EventRejected(400, "malformed", f"not a queued event: {exc}") from None
+
 
 def check_signature(secret: bytes, body: bytes, header: str | None) -> None:
     """Check ``header`` (``sha256=<hex>``) is the HMAC-SHA256 of ``body`` under ``secret``.

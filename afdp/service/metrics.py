@@ -3,7 +3,12 @@ process-global one)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from afdp.service.deliveries import DeliveryLedger
 
 
 class ServiceMetrics:
@@ -25,7 +30,26 @@ class ServiceMetrics:
             "afdp_runs_submitted_total", "Flow runs created", ["service"], registry=self.registry
         )
         self.submit_failures = Counter(
-            "afdp_run_submit_failures_total", "Flow runs that could not be created", ["service"], registry=self.registry
+            "afdp_run_submit_failures_total", "Attempts to create a flow run that failed", ["service"],
+            registry=self.registry,
+        )
+        self.outbox_depth = Gauge(
+            "afdp_outbox_depth", "Accepted events waiting for their flow run", registry=self.registry
+        )
+        self.outbox_oldest = Gauge(
+            "afdp_outbox_oldest_age_seconds", "Age of the oldest accepted event still waiting (0 when none)",
+            registry=self.registry,
+        )
+        self.outbox_failed = Gauge(
+            "afdp_outbox_failed", "Accepted events given up (no flow run; GET /events/<id> says why)",
+            registry=self.registry,
+        )
+        self.login_failures = Counter(
+            "afdp_login_failures_total", "Wrong UI tokens (login form or Bearer header)", registry=self.registry
+        )
+        self.login_throttled = Counter(
+            "afdp_login_throttled_total", "Token attempts refused with 429, by limit", ["limit"],
+            registry=self.registry,
         )
         self.decisions = Counter(
             "afdp_decisions_total", "Decisions seen in verified evidence, by kind (counted once per branch)",
@@ -40,9 +64,15 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.intake_seconds = Histogram(
-            "afdp_intake_duration_seconds", "Time to check an event and create its flow run", ["source"],
+            "afdp_intake_duration_seconds", "Time to check an event and queue it (the answer's latency)", ["source"],
             registry=self.registry,
         )
         self.verify_seconds = Histogram(
             "afdp_verify_duration_seconds", "Time to verify one branch", registry=self.registry,
         )
+
+    def watch(self, ledger: DeliveryLedger) -> None:
+        """Read the outbox gauges from ``ledger`` at every scrape."""
+        self.outbox_depth.set_function(ledger.depth)
+        self.outbox_oldest.set_function(ledger.oldest_queued_age)
+        self.outbox_failed.set_function(ledger.failures)

@@ -38,8 +38,10 @@ def idempotency_key(event: DeploymentEvent) -> str:
 class RunSubmitter:
     """Creates the flow run for an accepted event; returns the run's id.
 
-    Raises an :class:`~afdp.errors.AfdpError` when it could not (the intake answers 503
-    and forgets the delivery, so the sender's retry is accepted).
+    Called by the outbox relay (:mod:`afdp.service.outbox`), never inside a request.
+    Raises a :class:`~afdp.errors.UsageError` when trying again cannot help (no such
+    deployment, the run refused as invalid: the delivery fails with the reason), any
+    other :class:`~afdp.errors.AfdpError` when it could not for now (tried again later).
     """
 
     def prepare(self) -> None:
