@@ -1,24 +1,24 @@
 """Start-up of the commands a user runs most: ``afdp --help``, ``afdp validate``, ``afdp verify``.
 
-    python benchmarks/bench_startup.py [--runs 10] [--python PATH] [--imports]
+    python benchmarks/bench_startup.py [--runs 10] [--python PATH] [--imports] [--no-bytecode]
 
 Each command runs ``--runs`` times as a fresh process (what the installed ``afdp``
-script runs, with this checkout first on ``PYTHONPATH``) and the median and best wall time and CPU time (user +
-system of the child) are printed, beside a bare ``python -c pass`` (what any Python
-command pays before its first import). CPU time is the steadier figure on a shared
-machine; the load average is printed with the figures. ``verify`` checks a small real
-branch made here: genesis, four steps and a seal, signed with a fresh key and
-time-stamped by the embedded TSA over loopback HTTP. ``validate`` reads the shipped
-example ``api_deployment_impact.yaml``.
+script runs, with this checkout first on ``PYTHONPATH``) and the median and best wall
+time and CPU time (user + system of the child) are printed, beside a bare ``python -c
+pass`` (what any Python command pays before its first import). CPU time is the steadier
+figure on a shared machine; the load average is printed with the figures. ``verify``
+checks a small real branch made here: genesis, four steps and a seal, signed with a
+fresh key and time-stamped by the embedded TSA over loopback HTTP. ``validate`` reads
+the shipped example ``api_deployment_impact.yaml``.
 
 Byte code is written to a temporary ``PYTHONPYCACHEPREFIX`` (a warm-up run fills it),
 as an installed wheel has it: with ``PYTHONDONTWRITEBYTECODE`` set, a source checkout
-would recompile every AFDP module on every run. ``--python`` runs the commands under
-another interpreter, e.g. a fresh virtualenv holding only AFDP's dependencies (a
-developer's environment may hold more: with moto installed, securesystemslib's signer
-package imports boto3, about 0.1 s). ``--imports`` also prints, per command, the
-packages that took the most import time (``-X importtime``, self time summed per
-top-level package).
+would recompile every AFDP module on every run (``--no-bytecode`` measures that case).
+``--python`` runs the commands under another interpreter, e.g. a fresh virtualenv
+holding only AFDP's dependencies (a developer's environment may hold more: with moto
+installed, securesystemslib's signer package imports boto3, about 0.1 s). ``--imports``
+also prints, per command, the packages that took the most import time (``-X
+importtime``, self time summed per top-level package).
 
 Figures, not assertions (machines are shared and noisy); which heavy packages each
 command must not load is asserted in ``tests/test_cli_startup.py``.
@@ -98,6 +98,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--python", default=sys.executable, help="interpreter to run the commands with")
     parser.add_argument("--imports", action="store_true", help="also print the heaviest imports per command")
+    parser.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="run with PYTHONDONTWRITEBYTECODE=1 and no cache prefix, as a source checkout without "
+        "__pycache__ does (every AFDP module compiled on every run)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="afdp-startup-") as tmp:
@@ -105,7 +111,11 @@ def main() -> None:
         verify = make_branch(root)
         env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-        env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+        if args.no_bytecode:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+            env.pop("PYTHONPYCACHEPREFIX", None)
+        else:
+            env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
         example = ROOT / "afdp" / "workflow" / "examples" / "api_deployment_impact.yaml"
         commands = {
             "python -c pass": [args.python, "-c", "pass"],
@@ -117,7 +127,7 @@ def main() -> None:
             run_once(argv, env)  # warm-up: byte code written, files in the page cache
 
         load = os.getloadavg()
-        print(f"python {args.python}; {args.runs} runs each; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        print(f"python {args.python}{' (no byte code)' if args.no_bytecode else ''}; {args.runs} runs each; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         print(f"{'command':<16} {'wall median':>12} {'wall best':>10} {'CPU median':>11} {'CPU best':>9}")
         for name, argv in commands.items():
             walls, cpus = zip(*(run_once(argv, env) for _ in range(args.runs)), strict=True)
