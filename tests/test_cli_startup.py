@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,3 +61,138 @@ def test_verify_loads_no_http_stack_and_no_engine(repo, keys, tsa, trust_file) -
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
     assert "exit 0" in done.stdout, done.stdout + done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
+
+
+# --- Which heavy packages each everyday command loads (issue 14: start-up) -----------------
+#
+# Module sets, not timings (machines are shared and noisy): the figures are printed by
+# benchmarks/bench_startup.py. Each command runs through the real entry point, in a fresh
+# interpreter, on real inputs; the child prints its exit code and which of HEAVY it loaded.
+
+#: Packages none of --help, validate and verify may import unless listed as needed below.
+HEAVY = (
+    "prefect", "sigstore", "pyarrow", "sklearn", "mapie", "matplotlib", "numpy", "scipy", "pandas",
+    "jinja2", "starlette", "uvicorn", "fastapi", "pydantic", "httpx", "httpcore", "sqlalchemy", "psycopg",
+    "prometheus_client", "pyhanko", "jsonschema", "rich", "pygit2", "cryptography", "rfc3161_client",
+    "securesystemslib", "asn1crypto", "yaml", "multiprocessing", "concurrent.futures", "importlib.abc",
+)
+
+#: What verifying a branch needs: Git, the signature and time-stamp libraries, the trust
+#: policy's YAML.
+VERIFY_NEEDS = {"pygit2", "cryptography", "rfc3161_client", "securesystemslib", "asn1crypto", "yaml"}
+
+# securesystemslib's signer package imports boto3 (for its AWS KMS signer) wherever boto3
+# is installed, e.g. beside moto on a developer's machine, and boto3 brings
+# multiprocessing, concurrent.futures and importlib.abc. boto3 is no dependency of AFDP:
+# the child runs as on a fresh install, where that import fails and securesystemslib
+# carries on without its AWS signer.
+_AS_ON_A_FRESH_INSTALL = (
+    "import sys\n"
+    "class _NotInstalled:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('boto3', 'botocore'):\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+    "sys.meta_path.insert(0, _NotInstalled())\n"
+)
+
+
+def _loaded_by(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, set[str], str]:
+    """Run ``afdp argv`` in a fresh interpreter; return (exit code, HEAVY modules loaded, stderr).
+
+    The command's stdout, if any, is appended to the returned text after the stderr."""
+    code = _AS_ON_A_FRESH_INSTALL + (
+        "import json, sys\n"
+        "from afdp.cli import main\n"
+        "try:\n"
+        f"    rc = main({argv!r})\n"
+        "except SystemExit as exc:\n"
+        "    rc = exc.code\n"
+        "sys.stdout.flush()\n"
+        f"print(json.dumps([rc or 0, [m for m in {HEAVY!r} if m in sys.modules]]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    import json
+
+    assert done.stdout.strip(), done.stderr
+    *printed, last = done.stdout.strip().splitlines()
+    rc, loaded = json.loads(last)
+    return rc, set(loaded), done.stderr + "\n".join(printed)
+
+
+def test_help_loads_only_click() -> None:
+    rc, loaded, err = _loaded_by(["--help"])
+    assert rc == 0, err
+    assert loaded == set()
+
+
+def test_validate_loads_yaml_but_no_schema_library_for_a_valid_workflow() -> None:
+    # The Rust schema validator says "valid"; the Python one (jsonschema, with referencing,
+    # attrs and rpds) is imported only to explain a workflow that is not.
+    example = ROOT / "afdp" / "workflow" / "examples" / "api_deployment_impact.yaml"
+    rc, loaded, err = _loaded_by(["validate", str(example)])
+    assert rc == 0, err
+    assert loaded == {"yaml"}
+
+
+def test_validate_of_an_invalid_workflow_still_explains_every_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    source = (ROOT / "afdp" / "workflow" / "examples" / "api_deployment_impact.yaml").read_text()
+    bad.write_text(source.replace('version: "1.0"', "version: [1, 0]", 1))
+    assert source != bad.read_text()
+    rc, loaded, err = _loaded_by(["validate", str(bad)])
+    assert rc == 1
+    assert "version" in err and "Traceback" not in err, err
+    assert "jsonschema" in loaded  # the reference validator gave the message
+
+
+@pytest.fixture()
+def sealed_branch(repo: Path, keys: Path, tsa, trust_file: Path) -> list[str]:
+    from afdp.evidence.signing import load_signer
+    from tests.conftest import build_deployment
+
+    build_deployment(repo, load_signer(str(keys / "dev.key")), tsa, service="api", deployment="d1")
+    return ["verify", "--repo", str(repo), "--service", "api", "--deployment", "d1", "--trust", str(trust_file)]
+
+
+def test_verify_loads_what_verification_needs_and_nothing_more(sealed_branch: list[str]) -> None:
+    rc, loaded, err = _loaded_by(sealed_branch)
+    assert rc == 0, err
+    assert loaded == VERIFY_NEEDS | {"rich"}  # rich prints the verdict
+
+
+def test_verify_json_does_not_load_rich(sealed_branch: list[str]) -> None:
+    rc, loaded, err = _loaded_by([*sealed_branch, "--json"])
+    assert rc == 0, err
+    assert loaded == VERIFY_NEEDS
+
+
+def test_a_missing_dependency_is_still_one_clear_line(sealed_branch: list[str], tmp_path: Path) -> None:
+    # Lazy imports must not hide a broken installation: with rich unimportable, the human
+    # output fails with one line naming it (exit 3, no traceback), while --json, which
+    # never needs rich, still verifies.
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _NoRich:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'rich' or name.startswith('rich.'):\n"
+        "            raise ModuleNotFoundError(\"No module named 'rich'\", name='rich')\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _NoRich())\n"
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)])}
+    rc, loaded, err = _loaded_by(sealed_branch, env)
+    assert rc == 3
+    lines = err.strip().splitlines()  # nothing on stdout either
+    assert len(lines) == 1 and "No module named 'rich'" in lines[0], err
+    rc, loaded, err = _loaded_by([*sealed_branch, "--json"], env)
+    assert rc == 0, err
+    assert "rich" not in loaded

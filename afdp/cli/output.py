@@ -1,22 +1,38 @@
-"""Human output for the CLI: rich tables and progress (only when stdout is a terminal)."""
+"""Human output for the CLI: rich tables and progress (only when stdout is a terminal).
+
+rich is imported on first output, not with this module, so ``afdp verify --json`` never
+pays for it (tests/test_cli_startup.py).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
-from afdp.verify.verifier import BranchReport, ProgressCallback
+    from afdp.verify.verifier import BranchReport, ProgressCallback
 
-# Piped or redirected output is never hard-wrapped (a reason split mid-sentence is
-# unreadable in a CI log and breaks grep). Text read from evidence is always escaped:
-# a summary such as "[/x]" must print as itself, never as rich markup.
-_console = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+
+@functools.cache
+def _stdout_console() -> Console:
+    # Piped or redirected output is never hard-wrapped (a reason split mid-sentence is
+    # unreadable in a CI log and breaks grep). Text read from evidence is always escaped:
+    # a summary such as "[/x]" must print as itself, never as rich markup.
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+
+
+def escape(text: str) -> str:
+    """``text`` with rich markup escaped (rich's own :func:`rich.markup.escape`)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 @contextlib.contextmanager
@@ -47,31 +63,31 @@ def print_reports(reports: list[BranchReport]) -> None:
     for report in reports:
         name = escape(f"{report.service}/{report.deployment}")
         if report.state == "failed":
-            _console.print(
+            _stdout_console().print(
                 f"[bold red]FAILED[/] {name}: {len(report.failures)} failure(s) in {len(report.records)} record(s)"
             )
             for failure in report.failures:
-                _console.print(
+                _stdout_console().print(
                     f"  {escape(failure.where)}: [bold]{escape(failure.check)}[/]: {escape(failure.reason)}"
                 )
         elif report.state == "unsealed":
-            _console.print(
+            _stdout_console().print(
                 f"[bold yellow]UNSEALED[/] {name}: {len(report.records)} record(s) verified; no seal yet (allowed)"
             )
         else:
             signers = sorted({escape(r.signer) for r in report.records if r.signer})
-            _console.print(
+            _stdout_console().print(
                 f"[bold green]VERIFIED[/] {name}: {len(report.records)} record(s), sealed; signed by {', '.join(signers)}; head {report.head[:12] if report.head else '-'}"
             )
         if report.imported and report.state != "failed":
             # Verified as imported: an honest record of the past, never a live capture.
-            _console.print(
+            _stdout_console().print(
                 f"  IMPORTED from history: describes the deployment of {escape(str(report.described_time))}; "
                 "signed and time-stamped at import, not captured live"
             )
     if len(reports) > 1:
         failed = sum(1 for r in reports if not r.ok)
-        _console.print(
+        _stdout_console().print(
             f"{len(reports)} branch(es): {len(reports) - failed} passed, {failed} failed"
         )
 
@@ -114,11 +130,13 @@ def print_summary(reports: list[BranchReport]) -> None:
         )
         for row in rows
     ]
-    if not _console.is_terminal:
+    if not _stdout_console().is_terminal:
         print("\t".join(columns))
         for line in values:
             print("\t".join(" ".join(v.split()) for v in line))
         return
+    from rich.table import Table
+
     table = Table(title="verify --all", title_justify="left")
     for column in columns:
         table.add_column(column, no_wrap=column != "first failing check", overflow="fold")
@@ -127,7 +145,7 @@ def print_summary(reports: list[BranchReport]) -> None:
         shown = [escape(v) for v in line]
         shown[4] = f"[{colours.get(line[4], 'bold')}]{shown[4]}[/]"
         table.add_row(*shown)
-    _console.print(table)
+    _stdout_console().print(table)
 
 
 def print_story(story: dict[str, Any]) -> None:
@@ -170,7 +188,7 @@ def print_story(story: dict[str, Any]) -> None:
         )
     footer = f"{len(story['records'])} record(s), {state}. {verdict}"
     header = _provenance_lines(story)
-    if not _console.is_terminal:
+    if not _stdout_console().is_terminal:
         print(title)
         for line in header:
             print(line)
@@ -179,14 +197,16 @@ def print_story(story: dict[str, Any]) -> None:
         print(footer)
         return
     for line in header:
-        _console.print(escape(line))
+        _stdout_console().print(escape(line))
     # A narrow terminal drops the columns a reader needs least (signer, then digest:
     # `afdp log | cat` and --json keep them) rather than squeezing every column to nothing.
     columns = ["#", "step", "status", "signer", "time-stamp", "digest", "summary"]
-    width = _console.width
+    width = _stdout_console().width
     dropped = {"signer"} if width < 150 else set()
     if width < 120:
         dropped.add("digest")
+    from rich.table import Table
+
     table = Table(title=escape(title), title_justify="left")
     for column in columns:
         if column in dropped:
@@ -204,8 +224,8 @@ def print_story(story: dict[str, Any]) -> None:
         if width < 100 and "T" in shown[stamp]:
             shown[stamp] = shown[stamp].split("T", 1)[1]  # the time of day; the date is in --json
         table.add_row(*(escape(shown[i]) for i in keep))
-    _console.print(table)
-    _console.print(escape(footer))
+    _stdout_console().print(table)
+    _stdout_console().print(escape(footer))
 
 
 def _provenance_lines(story: dict[str, Any]) -> list[str]:

@@ -34,12 +34,10 @@ failure names the record (or commit), the check and the reason; all are reported
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pygit2
 
@@ -58,6 +56,9 @@ from afdp.verify.report import (
     VerifiedRecord,
     iter_failures,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 #: The reports' types live in :mod:`afdp.verify.report`, the chain checks in
 #: :mod:`afdp.verify.chain`; both are re-exported here, where callers import them.
@@ -165,16 +166,17 @@ def check_branch(
     workers = _worker_count(jobs, total)
     pending: list[Future[list[RecordFacts]]] = []
     batch: list[RecordInput] = []
-    executor = (
-        ProcessPoolExecutor(
+    executor = None
+    if workers > 1:  # imported here: a short branch starts no worker processes
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        executor = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_init_worker,
             initargs=(policy,),
         )
-        if workers > 1
-        else None
-    )
     roots = _roots_of(policy) if executor is None else None
     batch_size = min(BATCH, max(MIN_BATCH, -(-total // (workers * 2))))
     local_results: list[RecordFacts] = []
@@ -383,6 +385,9 @@ def check_all(
         )
     workers = min(len(branches), _worker_count(jobs, PARALLEL_THRESHOLD))
     if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         reports: list[BranchReport] = []
         with ProcessPoolExecutor(
             max_workers=workers,
