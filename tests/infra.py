@@ -14,6 +14,10 @@ Fixtures (register with ``pytest_plugins = ("infra",)`` in conftest, or import t
   as root, which PostgreSQL refuses), listening on 127.0.0.1 only.
 - ``fresh_postgres_url`` (function): a new, empty database on that server for one test.
 - ``sqlite_url`` (function): a SQLAlchemy URL of a new SQLite file in the test's tmp dir.
+- ``prefect_api`` (session): a real ``prefect server start`` (:class:`PrefectServer`: its
+  API URL, an environment for workers and CLIs, ``deploy`` of flows/prefect.yaml's
+  deployment under other names, ``in_this_process`` for ``run_with_prefect``), one per
+  xdist worker; tests that use it carry ``xdist_group(PREFECT_GROUP)`` (see there).
 
 A Prometheus with a past: :func:`backfill_openmetrics` writes OpenMetrics samples with
 past timestamps as TSDB blocks (``promtool tsdb create-blocks-from openmetrics``) into a
