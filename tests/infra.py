@@ -14,6 +14,10 @@ Fixtures (register with ``pytest_plugins = ("infra",)`` in conftest, or import t
   as root, which PostgreSQL refuses), listening on 127.0.0.1 only.
 - ``fresh_postgres_url`` (function): a new, empty database on that server for one test.
 - ``sqlite_url`` (function): a SQLAlchemy URL of a new SQLite file in the test's tmp dir.
+- ``prefect_api`` (session): a real ``prefect server start`` (:class:`PrefectServer`: its
+  API URL, an environment for workers and CLIs, ``deploy`` of flows/prefect.yaml's
+  deployment under other names, ``in_this_process`` for ``run_with_prefect``), one per
+  xdist worker; tests that use it carry ``xdist_group(PREFECT_GROUP)`` (see there).
 
 A Prometheus with a past: :func:`backfill_openmetrics` writes OpenMetrics samples with
 past timestamps as TSDB blocks (``promtool tsdb create-blocks-from openmetrics``) into a
@@ -291,6 +295,206 @@ def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom
 def prometheus_factory(prometheus_server: PrometheusFactory) -> PrometheusFactory:
     """The same factory as ``prometheus_server``."""
     return prometheus_server
+
+
+# --- Prefect server (one per xdist worker) ---------------------------------------------
+#
+# A real ``prefect server start`` costs ~10 s of CPU (a fresh SQLite database migrated
+# from scratch), which is 50-80 s of wall time on 2 cores shared by 6 slow tests. The
+# tests that need a Prefect API share one per pytest-xdist worker (``prefect_api``), and
+# carry ``@pytest.mark.xdist_group(PREFECT_GROUP)``: CI runs the slow tests with
+# ``--dist loadgroup``, which sends them all to the same worker, so one server is started
+# for the run. Without that option they still pass (each worker starts its own server).
+# Each test keeps its own names on the server (work pools, deployments, flow-run names)
+# and filters by them; a test that adds server-wide state (an automation) removes it.
+
+PREFECT_GROUP = "prefect-server"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_env(**extra: str) -> dict[str, str]:
+    """This process's environment with no Prefect profile of the machine leaking in."""
+    return {
+        **os.environ,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        **extra,
+    }
+
+
+class PrefectServer:
+    """A running ``prefect server start`` on a loopback port, with its own PREFECT_HOME."""
+
+    def __init__(self, api: str, home: Path) -> None:
+        self.api = api
+        self.home = home
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a process that talks to this server (a CLI, a worker, afdp
+        serve): its API URL, its home, PYTHONPATH the project under test."""
+        return run_env(PREFECT_API_URL=self.api, PREFECT_HOME=str(self.home), PYTHONPATH=str(PROJECT_ROOT), **extra)
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+        """Run ``prefect *args`` against this server; fail the test with its output if it fails."""
+        done = subprocess.run(["prefect", *args], env=env or self.env(), cwd=PROJECT_ROOT, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"prefect {' '.join(args)} failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+        return done.stdout
+
+    @contextlib.contextmanager
+    def in_this_process(self) -> Iterator[None]:
+        """Point this process's Prefect client (``run_with_prefect``, ``get_client``) at the
+        server for the ``with`` block only."""
+        import importlib
+
+        importlib.import_module("afdp.pipeline.flow")  # sets the telemetry defaults before Prefect loads
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: self.api}):
+            yield
+
+    def deploy(self, directory: Path, *, pool: str, names: Sequence[str],
+               concurrency_limit: int | None = None) -> None:
+        """Create the process work pool ``pool`` and deploy, for each name, the shipped
+        flows/prefect.yaml deployment renamed (``afdp-evidence/<name>``) onto that pool."""
+        import copy
+
+        import yaml
+
+        shipped = yaml.safe_load((PROJECT_ROOT / "flows" / "prefect.yaml").read_text())
+        project = copy.deepcopy(shipped)
+        project["deployments"] = []
+        for name in names:
+            deployment = copy.deepcopy(shipped["deployments"][0])
+            deployment.update(name=name, parameters={}, work_pool={"name": pool})
+            if concurrency_limit is not None:
+                deployment["concurrency_limit"] = {"limit": concurrency_limit, "collision_strategy": "ENQUEUE"}
+            project["deployments"].append(deployment)
+        prefect_file = directory / f"prefect-{pool}.yaml"
+        prefect_file.write_text(yaml.safe_dump(project))
+        self.cli("work-pool", "create", pool, "--type", "process")
+        self.cli("--no-prompt", "deploy", "--prefect-file", str(prefect_file), "--all")
+
+
+def start_process(stack: contextlib.ExitStack, args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``args`` in its own process group (output to ``log``); ``stack`` stops the
+    whole group (a Prefect worker and the flow-run processes it started)."""
+    handle = stack.enter_context(open(log, "wb"))  # noqa: SIM115
+    process = subprocess.Popen(list(args), env=env, cwd=PROJECT_ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+
+    def stop() -> None:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+
+    stack.callback(stop)
+    return process
+
+
+def wait_http(url: str, *, seconds: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until ``url`` answers 200 (fail early if ``process`` exited)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{process.args} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {seconds} s")
+
+
+@contextlib.contextmanager
+def start_prefect_server(directory: Path, *, timeout: float = 240) -> Iterator[PrefectServer]:
+    """Run ``prefect server start`` with its home (and SQLite database) in ``directory``.
+
+    Yields:
+        The server, once ``/api/health`` answers.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        for _attempt in range(3):  # another process may take the port between pick and bind
+            port = free_port()
+            server = PrefectServer(f"http://127.0.0.1:{port}/api", directory / "home")
+            process = start_process(stack, ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                    server.env(), directory / f"server-{port}.log")
+            try:
+                wait_http(f"{server.api}/health", seconds=timeout, process=process)
+            except AssertionError:
+                if process.poll() is None:
+                    raise InfraError(f"prefect server did not start: {_tail(directory / f'server-{port}.log')}") from None
+                continue
+            yield server
+            return
+        raise InfraError(f"prefect server did not start: {_tail(directory / f'server-{port}.log')}")
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real Prefect server for the session (per xdist worker): see PREFECT_GROUP."""
+    try:
+        with start_prefect_server(tmp_path_factory.mktemp("prefect-server")) as server:
+            yield server
+    except InfraError as exc:
+        pytest.fail(str(exc))
+
+
+def scrape_workflow(name: str, *, window: str = "3s", interval: str = "300ms", requests: bool = True,
+                    extra_metrics: str = "", triggers: Sequence[str] = ()) -> str:
+    """A small evidence workflow against a DemoService's /metrics (``METRICS_URL``):
+    baseline and impact windows of ``window``, Mann-Whitney, a 50 ms latency criterion."""
+    metrics = ["latency_mean", *(["requests"] if requests else []),
+               *[line.strip().rstrip(":") for line in extra_metrics.splitlines() if line.startswith("  ") and not line.startswith("   ")]]
+    return f"""\
+name: {name}
+version: "1"
+{f"triggers: [{', '.join(triggers)}]" + chr(10) if triggers else ""}variables:
+  METRICS_URL: http://127.0.0.1:1/metrics
+collectors:
+  svc:
+    type: scrape
+    url: ${{workflow.METRICS_URL}}
+metrics:
+  latency_mean:
+    collector: svc
+    metric: http_request_duration_seconds
+    unit: s
+""" + ("""\
+  requests:
+    collector: svc
+    metric: http_requests_total
+    unit: 1/s
+""" if requests else "") + extra_metrics + f"""\
+workflow:
+  pre_deployment:
+    - capture_baseline:
+        duration: {window}
+        interval: {interval}
+        metrics: [{", ".join(metrics)}]
+  deployment:
+    - mark_deployment_time
+  post_deployment:
+    - capture_impact:
+        duration: {window}
+        interval: {interval}
+        metrics: [same_as_baseline]
+    - analyze_differences:
+        method: mann_whitney
+    - decisions
+success_criteria:
+  - latency_mean.increase < 50ms
+"""
 
 
 # --- PostgreSQL -----------------------------------------------------------------------

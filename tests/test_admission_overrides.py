@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from infra import PREFECT_GROUP
 
 from afdp.errors import PolicyViolation
 from afdp.pipeline.runner import DeploymentInfo, RunRequest, run_workflow
@@ -314,11 +315,10 @@ def test_the_github_action_refuses_a_forbidden_set_value(tmp_path, keys, tsa, fo
 
 
 @pytest.mark.slow
-def test_a_prefect_worker_admits_the_flow_parameters_again(tmp_path, keys, tsa, forbidden_server):
+@pytest.mark.xdist_group(PREFECT_GROUP)
+def test_a_prefect_worker_admits_the_flow_parameters_again(tmp_path, keys, tsa, forbidden_server, prefect_api):
     """A worker gets only the flow's parameters and prepares the request itself: a
     forbidden --set among them is refused before any task runs."""
-    from prefect.testing.utilities import prefect_test_harness
-
     from afdp.evidence.store import init_repository
     from afdp.pipeline.flow import run_with_prefect
 
@@ -330,7 +330,7 @@ def test_a_prefect_worker_admits_the_flow_parameters_again(tmp_path, keys, tsa, 
         "key": str(keys / "dev.key"), "tsa_urls": [tsa.url], "time_scale": 10.0,
         "overrides": {"METRICS_URL": url}, "policy": str(policy),
     }
-    with prefect_test_harness(server_startup_timeout=90), pytest.raises(PolicyViolation, match="allowed_collector_hosts"):
+    with prefect_api.in_this_process(), pytest.raises(PolicyViolation, match="allowed_collector_hosts"):
         run_with_prefect(params)
     assert seen == []
     assert _head(tmp_path, "k-3") is None

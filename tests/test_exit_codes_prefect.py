@@ -2,7 +2,7 @@
 
 0 the run completed (success or alert), 1 a rollback was decided, 2 usage, 3
 infrastructure (tests/test_flow_engine_errors.py). Each run here is a real Prefect flow
-run against Prefect's test harness server, with a real evidence repository and the
+run against a real Prefect server (tests/infra.py's, shared by the session), with a real evidence repository and the
 embedded TSA over loopback HTTP.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from infra import PREFECT_GROUP
 
 WORKFLOW = """\
 name: exit_codes
@@ -37,17 +38,15 @@ decisions:
 PERMISSIVE = "version: 1\nname: test-permissive\nallowed_collector_types: [prometheus, scrape, sql, rest]\n"
 
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    import afdp.pipeline.flow  # noqa: F401  (sets the telemetry defaults before Prefect loads)
-
-    with prefect_test_harness(server_startup_timeout=90):
+@pytest.fixture()
+def prefect_server(prefect_api):
+    """This process's Prefect client pointed at the session's Prefect server (infra.prefect_api)."""
+    with prefect_api.in_this_process():
         yield
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group(PREFECT_GROUP)
 @pytest.mark.parametrize(("verdict", "code"), [("ship", 0), ("alert", 0), ("rollback", 1)])
 def test_prefect_runs_exit_by_the_decision(prefect_server, cli, tmp_path, keys, tsa, verdict, code):
     evidence = tmp_path / "evidence"

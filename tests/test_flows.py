@@ -1,4 +1,4 @@
-"""A real Prefect flow run (a temporary local Prefect server shared by the test session).
+"""A real Prefect flow run (a Prefect server shared by the test session: infra.prefect_api).
 
 Checks that the flow run id and every task run id land in the evidence, that they are
 the ids Prefect itself knows, that the artifacts exist, and that a failure inside the
@@ -13,61 +13,23 @@ import uuid
 
 import pygit2
 import pytest
+from infra import PREFECT_GROUP, scrape_workflow
 
 from afdp.demo.service import DemoService
 from afdp.errors import TimestampError
 
-WORKFLOW = """\
-name: flow_test
-version: "1"
-variables:
-  METRICS_URL: http://127.0.0.1:1/metrics
-collectors:
-  svc:
-    type: scrape
-    url: ${workflow.METRICS_URL}
-metrics:
-  latency_mean:
-    collector: svc
-    metric: http_request_duration_seconds
-    unit: s
-  requests:
-    collector: svc
-    metric: http_requests_total
-    unit: 1/s
+WORKFLOW = scrape_workflow("flow_test", window="3s", interval="300ms", extra_metrics="""\
   missing:
     collector: svc
     metric: no_such_metric_on_the_page
     unit: count
-workflow:
-  pre_deployment:
-    - capture_baseline:
-        duration: 3s
-        interval: 300ms
-        metrics: [latency_mean, requests, missing]
-  deployment:
-    - mark_deployment_time
-  post_deployment:
-    - capture_impact:
-        duration: 3s
-        interval: 300ms
-        metrics: [same_as_baseline]
-    - analyze_differences:
-        method: mann_whitney
-    - decisions
-success_criteria:
-  - latency_mean.increase < 50ms
-"""
+""")
 
 
-@pytest.fixture(scope="session")
-def prefect_server():
-    """Prefect's test harness: a temporary database and local server for the session."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    import afdp.pipeline.flow  # noqa: F401  (sets the telemetry defaults before Prefect loads)
-
-    with prefect_test_harness(server_startup_timeout=90):
+@pytest.fixture()
+def prefect_server(prefect_api):
+    """This process's Prefect client pointed at the session's Prefect server."""
+    with prefect_api.in_this_process():
         yield
 
 
@@ -86,6 +48,7 @@ def predicates(repo, service, deployment):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group(PREFECT_GROUP)
 def test_flow_and_task_run_ids_land_in_the_evidence(prefect_server, tmp_path, repo, keys, tsa, trust_file, caplog):
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -136,13 +99,14 @@ def test_flow_and_task_run_ids_land_in_the_evidence(prefect_server, tmp_path, re
         task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
         known = {str(t.id) for t in task_runs}
         assert recorded_tasks <= known
-        artifacts = client.read_artifacts()
+        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
         keys_found = {a.key for a in artifacts if a.flow_run_id == flow_run.id}
         assert {"afdp-shop-p-1", "afdp-shop-p-1-metrics"} <= keys_found
     verify_branch(repo, service="shop", deployment="p-1", policy=load_trust_policy(trust_file))
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group(PREFECT_GROUP)
 def test_a_failure_inside_the_flow_is_the_afdp_error(prefect_server, tmp_path, repo, keys):
     from afdp.pipeline.flow import run_with_prefect
 

@@ -2,9 +2,15 @@
 
 Real parts: the project's demo service simulating user sessions whose group and feature
 come from evaluating a real flagd flag file (flagd's fractional rule), Debian's
-Prometheus scraping it every second, the embedded TSA, a real evidence repository and
-``afdp run`` through the CLI (``--no-prefect``). ``--time-scale 40`` shrinks the
-monitoring hour to 90 s (one sample every 1.5 s).
+Prometheus scraping it every half second, the embedded TSA, a real evidence repository and
+``afdp run`` through the CLI (``--no-prefect``). ``--time-scale 60`` shrinks the
+monitoring hour to 60 s (one sample a second, each the rate over its own 2 s window) and
+the baseline's two-minute lookback to 2 s: four scrapes, as the 3 s at 1 s scrapes were
+at the former scale 40 (at 80 the 1.5 s baseline could end before the groups' first
+series were scraped). Measured at 60: the analysis counts 22-32 effective samples a
+side (autocorrelation corrected), the harmful effect's p-values are below 1e-15 and the
+no-effect run's above 0.6 with revenue within 0.4 % of control, so both verdicts keep a
+wide margin.
 
 The workflow itself flips the flag: ``segment_users`` installs the split (every group
 off), ``enable_feature`` turns the treatment on; the demo service reads the file and
@@ -35,12 +41,12 @@ def _ab_run(tmp_path, cli, prometheus_server, keys, tsa, *, effect: str, deploym
     flag_file.parent.mkdir()
     flag_file.write_text(json.dumps({"flags": {"unrelated": {"state": "ENABLED", "variants": {"on": True}, "defaultVariant": "on"}}}))
     with DemoService(name="shop", flag_file=flag_file, feature_effect=effect) as service:
-        prometheus = prometheus_server([service.metrics_url])
+        prometheus = prometheus_server([service.metrics_url], scrape_interval="500ms")
         wait_for_series(prometheus, 'http_requests_total{service="shop"}')
         result = cli(
             "run", str(SEED), "--service", "shop", "--deployment", deployment, "--repo", str(repo),
             "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--set", f"PROMETHEUS_URL={prometheus}",
-            "--set", f"FLAG_FILE={flag_file}", "--time-scale", "40", "--no-prefect", "--json",
+            "--set", f"FLAG_FILE={flag_file}", "--time-scale", "60", "--no-prefect", "--json",
         )  # fmt: skip
     assert result.code in (0, 1), result.err
     return repo, json.loads(result.out), flag_file

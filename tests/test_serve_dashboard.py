@@ -9,11 +9,13 @@ and its decision is marked unverified; without a trust policy nothing reads VERI
 from __future__ import annotations
 
 import json
+import shutil
 
 import httpx
 import pytest
 import tamper
 from conftest import build_deployment
+from infra import scrape_workflow
 from test_dashboard_predictions import record_a_model, write_history
 
 from afdp.demo.service import DemoService
@@ -22,39 +24,7 @@ from afdp.service.config import ServiceConfig, Services
 from afdp.service.submit import RunSubmitter
 
 TOKEN = "dashboard-token-0123456789abcdef"
-WORKFLOW = """\
-name: dashboard_test
-version: "1"
-variables:
-  METRICS_URL: http://127.0.0.1:1/metrics
-collectors:
-  svc:
-    type: scrape
-    url: ${workflow.METRICS_URL}
-metrics:
-  latency_mean:
-    collector: svc
-    metric: http_request_duration_seconds
-    unit: s
-workflow:
-  pre_deployment:
-    - capture_baseline:
-        duration: 2s
-        interval: 250ms
-        metrics: [latency_mean]
-  deployment:
-    - mark_deployment_time
-  post_deployment:
-    - capture_impact:
-        duration: 2s
-        interval: 250ms
-        metrics: [same_as_baseline]
-    - analyze_differences:
-        method: mann_whitney
-    - decisions
-success_criteria:
-  - latency_mean.increase < 50ms
-"""
+WORKFLOW = scrape_workflow("dashboard_test", window="2s", interval="250ms", requests=False)
 
 
 class NoRuns(RunSubmitter):
@@ -70,17 +40,26 @@ def settings(repo, trust):
                          ui_token=TOKEN, trust_policy=trust)
 
 
-@pytest.fixture()
-def evidence(tmp_path, repo, keys, tsa, signer, cli):
-    workflow = tmp_path / "workflow.yaml"
+@pytest.fixture(scope="module")
+def evidence_template(tmp_path_factory, keys, tsa):
+    """The evidence, written once per module (two real runs take ~10 s): each test gets a copy."""
+    from conftest import run_cli
+
+    from afdp.evidence.signing import load_signer
+    from afdp.evidence.store import init_repository
+
+    root = tmp_path_factory.mktemp("dashboard-evidence")
+    repo, signer = root / "evidence", load_signer(str(keys / "dev.key"))
+    init_repository(repo)
+    workflow = root / "workflow.yaml"
     workflow.write_text(WORKFLOW)
     decisions: dict[str, str] = {}
     with DemoService(name="shop", requests_per_second=50) as demo:
         for number in (1, 2):
-            result = cli("run", str(workflow), "--service", "shop", "--deployment", f"r-{number}", "--repo",
-                         str(repo), "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--no-prefect",
-                         "--set", f"workflow.METRICS_URL={demo.metrics_url}", "--commit", f"abc{number}def",
-                         "--version", f"1.{number}", "--json")
+            result = run_cli("run", str(workflow), "--service", "shop", "--deployment", f"r-{number}", "--repo",
+                             str(repo), "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--no-prefect",
+                             "--set", f"workflow.METRICS_URL={demo.metrics_url}", "--commit", f"abc{number}def",
+                             "--version", f"1.{number}", "--json")
             assert result.code in (0, 1), result.err
             decisions[f"r-{number}"] = result.json()["decision"]["action"]
     build_deployment(repo, signer, tsa, service="api", deployment="d-ok")
@@ -89,6 +68,14 @@ def evidence(tmp_path, repo, keys, tsa, signer, cli):
     tamper.edit(repo, 1, lambda e: tamper.with_file(e, envelope, e.files[envelope] + b" "),
                 service="api", deployment="d-bad")
     (repo / "decisions.json").write_text(json.dumps(decisions))
+    return repo
+
+
+@pytest.fixture()
+def evidence(repo, evidence_template):
+    """This test's own copy of the module's evidence, at the ``repo`` fixture's path."""
+    shutil.rmtree(repo)
+    shutil.copytree(evidence_template, repo, symlinks=True)
     return repo
 
 

@@ -1,9 +1,11 @@
 """``afdp serve`` with the real engine: a Prefect server, a process work pool, two process
 workers, and events for several demo services at once.
 
-Everything is real and on loopback: ``prefect server start`` (its own PREFECT_HOME),
-``prefect deploy`` of deployments made from flows/prefect.yaml, ``prefect worker start``
-twice, ``afdp serve`` as a subprocess, the embedded TSA and one
+Everything is real and on loopback: ``prefect server start`` (tests/infra.py's
+``prefect_api``: one per xdist worker, shared with the other tests of PREFECT_GROUP;
+each test here has its own work pool, deployments and flow-run names on it), ``prefect
+deploy`` of deployments made from flows/prefect.yaml, ``prefect worker start`` twice,
+``afdp serve`` as a subprocess, the embedded TSA and one
 :class:`~afdp.demo.service.DemoService` per service as the metric source. Each branch
 must then pass ``afdp verify``, and the dashboard must say VERIFIED for each.
 
@@ -14,11 +16,9 @@ TSA answers on that port the run completes and verifies.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +30,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from infra import PREFECT_GROUP, PrefectServer, free_port, scrape_workflow, start_process, wait_http
 
 from afdp.demo.service import DemoService
 from afdp.service.intake import sign
@@ -38,81 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "prefect-e2e-webhook-secret-0123"
 TOKEN = "prefect-e2e-ui-token-0123456789"
 SERVICES = ("alpha", "beta", "gamma", "delta")
-WORKFLOW = """\
-name: serve_e2e
-version: "1"
-triggers: [deployment_completed]
-variables:
-  METRICS_URL: http://127.0.0.1:1/metrics
-collectors:
-  svc:
-    type: scrape
-    url: ${workflow.METRICS_URL}
-metrics:
-  latency_mean:
-    collector: svc
-    metric: http_request_duration_seconds
-    unit: s
-  requests:
-    collector: svc
-    metric: http_requests_total
-    unit: 1/s
-workflow:
-  pre_deployment:
-    - capture_baseline:
-        duration: 3s
-        interval: 300ms
-        metrics: [latency_mean, requests]
-  deployment:
-    - mark_deployment_time
-  post_deployment:
-    - capture_impact:
-        duration: 3s
-        interval: 300ms
-        metrics: [same_as_baseline]
-    - analyze_differences:
-        method: mann_whitney
-    - decisions
-success_criteria:
-  - latency_mean.increase < 50ms
-"""
+WORKFLOW = scrape_workflow("serve_e2e", window="3s", interval="300ms", triggers=["deployment_completed"])
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, *, seconds: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {seconds} s")
-
-
-def start(stack: ExitStack, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    handle = stack.enter_context(open(log, "w"))  # noqa: SIM115
-    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop() -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-
-    stack.callback(stop)
-    return proc
+pytestmark = pytest.mark.xdist_group(PREFECT_GROUP)
 
 
 def _time(text: str) -> datetime:
@@ -122,38 +51,22 @@ def _time(text: str) -> datetime:
 AFDP = [sys.executable, "-c", "from afdp.cli import main; main()"]
 
 
+def _env(server: PrefectServer, **extra: str) -> dict[str, str]:
+    """The workers' and afdp serve's environment: the shared server, workers that poll
+    every second, the project directory the deployments' pull step enters."""
+    return server.env(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="1",
+                      AFDP_PROJECT_DIR=str(ROOT), AFDP_WEBHOOK_SECRET=SECRET, AFDP_UI_TOKEN=TOKEN, **extra)
+
+
 @pytest.mark.slow
-def test_events_for_several_services_become_verified_branches(tmp_path, repo, keys, tsa, trust_file):
-    prefect_port, serve_port, late_tsa_port = free_port(), free_port(), free_port()
-    api = f"http://127.0.0.1:{prefect_port}/api"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_WORKER_PREFETCH_SECONDS": "1",
-        "AFDP_PROJECT_DIR": str(ROOT),
-        "AFDP_WEBHOOK_SECRET": SECRET,
-        "AFDP_UI_TOKEN": TOKEN,
-    }
+def test_events_for_several_services_become_verified_branches(tmp_path, repo, keys, tsa, trust_file, prefect_api):
+    serve_port, late_tsa_port = free_port(), free_port()
+    api = prefect_api.api
+    env = _env(prefect_api)
     workflow = tmp_path / "workflow.yaml"
     workflow.write_text(WORKFLOW)
     # One Prefect deployment per service, made from the shipped flows/prefect.yaml.
-    shipped = yaml.safe_load((ROOT / "flows" / "prefect.yaml").read_text())
-    template = shipped["deployments"][0]
-    project = copy.deepcopy(shipped)
-    project["deployments"] = []
-    for name in SERVICES:
-        deployment = copy.deepcopy(template)
-        deployment.update(name=name, parameters={}, work_pool={"name": "afdp-e2e"})
-        deployment["concurrency_limit"] = {"limit": 1, "collision_strategy": "ENQUEUE"}
-        project["deployments"].append(deployment)
-    prefect_file = tmp_path / "prefect.yaml"
-    prefect_file.write_text(yaml.safe_dump(project))
+    prefect_api.deploy(tmp_path, pool="afdp-e2e", names=SERVICES, concurrency_limit=1)
 
     with ExitStack() as stack:
         demos = {name: stack.enter_context(DemoService(name=name, requests_per_second=50)) for name in SERVICES}
@@ -177,21 +90,13 @@ def test_events_for_several_services_become_verified_branches(tmp_path, repo, ke
         services = tmp_path / "services.yaml"
         services.write_text(yaml.safe_dump(config))
 
-        server = start(stack, ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
-                       env, tmp_path / "prefect-server.log")
-        wait_http(f"{api}/health", seconds=180, proc=server)
-        subprocess.run(["prefect", "work-pool", "create", "afdp-e2e", "--type", "process"], env=env, cwd=ROOT,
-                       check=True, capture_output=True, timeout=120)
-        deployed = subprocess.run(["prefect", "--no-prompt", "deploy", "--prefect-file", str(prefect_file), "--all"],
-                                  env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         for index in (1, 2):
-            start(stack, ["prefect", "worker", "start", "--pool", "afdp-e2e", "--type", "process",
-                          "--name", f"worker-{index}"], env, tmp_path / f"worker-{index}.log")
-        serve = start(stack, [*AFDP, "serve", "--repo", str(repo), "--config", str(services), "--port",
-                              str(serve_port), "--trust", str(trust_file)], env, tmp_path / "serve.log")
+            start_process(stack, ["prefect", "worker", "start", "--pool", "afdp-e2e", "--type", "process",
+                                  "--name", f"worker-{index}"], env, tmp_path / f"worker-{index}.log")
+        serve = start_process(stack, [*AFDP, "serve", "--repo", str(repo), "--config", str(services), "--port",
+                                      str(serve_port), "--trust", str(trust_file)], env, tmp_path / "serve.log")
         url = f"http://127.0.0.1:{serve_port}"
-        wait_http(f"{url}/healthz", seconds=60, proc=serve)
+        wait_http(f"{url}/healthz", seconds=60, process=serve)
 
         def post(event: dict) -> httpx.Response:
             body = json.dumps(event).encode()
@@ -220,7 +125,8 @@ def test_events_for_several_services_become_verified_branches(tmp_path, repo, ke
         # delta's first attempt fails (no TSA), and waits for its retry; then the TSA comes up.
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            found = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"name": {"any_": ["delta-rel-1"]}}},
+            found = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"name": {"any_": ["delta-rel-1"]}},
+                                                                  "work_pools": {"name": {"any_": ["afdp-e2e"]}}},
                                timeout=60).json()
             if found and found[0]["state_name"] == "AwaitingRetry":
                 break
@@ -246,16 +152,22 @@ def test_events_for_several_services_become_verified_branches(tmp_path, repo, ke
             logs = "\n".join((tmp_path / f).read_text()[-3000:] for f in ("worker-1.log", "worker-2.log", "serve.log"))
             raise AssertionError(f"not all verified: {rows}\n{logs}")
 
-        # The verifier, as an auditor runs it, agrees for every branch.
-        for service, deployment in sorted(expected):
-            verified = subprocess.run([*AFDP, "verify", "--repo", str(repo), "--service", service, "--deployment",
-                                       deployment, "--trust", str(trust_file)], env=env, cwd=tmp_path,
-                                      capture_output=True, text=True, timeout=300)
-            assert verified.returncode == 0, verified.stdout + verified.stderr
+        # The verifier, as an auditor runs it, agrees for every branch (one process for
+        # them all: --all checks every AFDP branch of the repository, exit 0 only if each
+        # verified; the list of branches it checked is exactly the accepted events).
+        verified = subprocess.run([*AFDP, "verify", "--repo", str(repo), "--all", "--jobs", "1", "--trust",
+                                   str(trust_file), "--json"], env=env, cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=300)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        branches = json.loads(verified.stdout)["branches"]
+        assert sorted((b["service"], b["deployment"]) for b in branches) == sorted(expected)
+        assert all(b["ok"] and b["sealed"] and not b["failures"] for b in branches), branches
 
         # Prefect ran exactly one flow run per accepted event, on the two workers.
-        # (Prefect's REST API directly: this process's Prefect settings point elsewhere.)
-        runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["afdp"]}}},
+        # (Prefect's REST API directly: this process's Prefect settings point elsewhere;
+        # the server is shared, so only this test's work pool is asked about.)
+        runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["afdp"]}},
+                                                          "work_pools": {"name": {"any_": ["afdp-e2e"]}}},
                           timeout=60).json()
         assert sorted(r["name"] for r in runs) == sorted(f"{s}-{d}" for s, d in expected)
         assert all(r["state_type"] == "COMPLETED" for r in runs), [(r["name"], r["state_type"]) for r in runs]
@@ -268,46 +180,31 @@ def test_events_for_several_services_become_verified_branches(tmp_path, repo, ke
         assert 'afdp_events_rejected_total{reason="signature_invalid",source="generic"} 1.0' in metrics
 
 
-FAULT_WORKFLOW = WORKFLOW.replace("duration: 3s", "duration: 20s", 1)
+# The baseline lasts long enough that the kill below lands inside it: the test kills as
+# soon as it sees the genesis record (polling every 0.5 s), a second or two into a 10 s
+# window. (It was 20 s; each second counts twice, once before the kill and once in the
+# resumed run.)
+FAULT_WORKFLOW = WORKFLOW.replace("duration: 3s", "duration: 10s", 1)
 
 
 @pytest.mark.slow
-def test_a_run_whose_worker_dies_resumes_on_the_other_worker(tmp_path, repo, keys, tsa, trust_file):
+def test_a_run_whose_worker_dies_resumes_on_the_other_worker(tmp_path, repo, keys, tsa, trust_file, prefect_api):
     """Kill the worker and the flow-run process mid-baseline; the shipped automation
     (flows/automations.yaml, its window shortened) schedules the run again, the other
     worker resumes it, and the branch verifies with every step recorded once."""
     import pygit2
 
-    prefect_port, serve_port = free_port(), free_port()
-    api = f"http://127.0.0.1:{prefect_port}/api"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_WORKER_PREFETCH_SECONDS": "1",
-        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
-        "AFDP_PROJECT_DIR": str(ROOT),
-        "AFDP_WEBHOOK_SECRET": SECRET,
-        "AFDP_UI_TOKEN": TOKEN,
-    }
+    serve_port = free_port()
+    api = prefect_api.api
+    # Prefect's shortest heartbeat is 30 s; the automation's window must stay well above it.
+    env = _env(prefect_api, PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30")
     workflow = tmp_path / "workflow.yaml"
     workflow.write_text(FAULT_WORKFLOW)
-    shipped = yaml.safe_load((ROOT / "flows" / "prefect.yaml").read_text())
-    project = copy.deepcopy(shipped)
-    deployment = copy.deepcopy(shipped["deployments"][0])
-    deployment.update(name="omega", parameters={}, work_pool={"name": "afdp-fault"})
-    project["deployments"] = [deployment]
-    prefect_file = tmp_path / "prefect.yaml"
-    prefect_file.write_text(yaml.safe_dump(project))
     automations = yaml.safe_load((ROOT / "flows" / "automations.yaml").read_text())
     automations["automations"][0]["trigger"]["within"] = 60
     automation_file = tmp_path / "automations.yaml"
     automation_file.write_text(yaml.safe_dump(automations))
+    name = automations["automations"][0]["name"]
 
     with ExitStack() as stack:
         demo = stack.enter_context(DemoService(name="omega", requests_per_second=50))
@@ -317,20 +214,16 @@ def test_a_run_whose_worker_dies_resumes_on_the_other_worker(tmp_path, repo, key
             "parameters": {"workflow_path": str(workflow), "repository": str(repo), "key": str(keys / "dev.key"),
                            "tsa_urls": [tsa.url], "overrides": {"METRICS_URL": demo.metrics_url}},
         }}}))
-        server = start(stack, ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
-                       env, tmp_path / "prefect-server.log")
-        wait_http(f"{api}/health", seconds=180, proc=server)
-        for args in (["prefect", "work-pool", "create", "afdp-fault", "--type", "process"],
-                     ["prefect", "--no-prompt", "deploy", "--prefect-file", str(prefect_file), "--all"],
-                     ["prefect", "automation", "create", "--from-file", str(automation_file)]):
-            done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0, done.stdout + done.stderr
-        workers = [start(stack, ["prefect", "worker", "start", "--pool", "afdp-fault", "--type", "process",
-                                 "--name", f"worker-{i}"], env, tmp_path / f"worker-{i}.log") for i in (1, 2)]
-        serve = start(stack, [*AFDP, "serve", "--repo", str(repo), "--config", str(services), "--port",
-                              str(serve_port)], env, tmp_path / "serve.log")
+        prefect_api.deploy(tmp_path, pool="afdp-fault", names=["omega"])
+        prefect_api.cli("automation", "create", "--from-file", str(automation_file), env=env)
+        # The server is shared: the automation (it watches every afdp-tagged run) goes with this test.
+        stack.callback(_delete_automations, api, name)
+        workers = [start_process(stack, ["prefect", "worker", "start", "--pool", "afdp-fault", "--type", "process",
+                                         "--name", f"worker-{i}"], env, tmp_path / f"worker-{i}.log") for i in (1, 2)]
+        serve = start_process(stack, [*AFDP, "serve", "--repo", str(repo), "--config", str(services), "--port",
+                                      str(serve_port)], env, tmp_path / "serve.log")
         url = f"http://127.0.0.1:{serve_port}"
-        wait_http(f"{url}/healthz", seconds=60, proc=serve)
+        wait_http(f"{url}/healthz", seconds=60, process=serve)
         body = json.dumps({"event_id": "e-omega", "service": "omega", "deployment": "rel-1", "commit": "abcdef1",
                            "deployed_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}).encode()
         answer = httpx.post(f"{url}/events", content=body,
@@ -345,7 +238,7 @@ def test_a_run_whose_worker_dies_resumes_on_the_other_worker(tmp_path, repo, key
         assert status["state"] == "submitted", status
         run_id = status["flow_run_id"]
 
-        # Wait until the run is in its 20 s baseline (genesis on the branch), then kill the
+        # Wait until the run is in its 10 s baseline (genesis on the branch), then kill the
         # flow-run process and the worker that started it: a lost machine.
         ref = "refs/heads/afdp/omega/rel-1"
         deadline = time.monotonic() + 300
@@ -369,7 +262,7 @@ def test_a_run_whose_worker_dies_resumes_on_the_other_worker(tmp_path, repo, key
             run = httpx.get(f"{api}/flow_runs/{run_id}", timeout=30).json()
             if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 break
-            time.sleep(2)
+            time.sleep(1)
         logs = "\n".join((tmp_path / f).read_text()[-4000:] for f in ("worker-1.log", "worker-2.log"))
         assert run["state_type"] == "COMPLETED", f"{run['state_type']} {run['state_name']}\n{logs}"
         assert run["run_count"] >= 2
@@ -382,6 +275,13 @@ def test_a_run_whose_worker_dies_resumes_on_the_other_worker(tmp_path, repo, key
                                    "rel-1", "--trust", str(trust_file)], env=env, cwd=tmp_path,
                                   capture_output=True, text=True, timeout=300)
         assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def _delete_automations(api: str, name: str) -> None:
+    found = httpx.post(f"{api}/automations/filter", json={}, timeout=60).json()
+    for automation in found:
+        if automation["name"] == name:
+            httpx.delete(f"{api}/automations/{automation['id']}", timeout=60).raise_for_status()
 
 
 def _descends(pid: int, ancestor: int) -> bool:
