@@ -1,0 +1,210 @@
+"""What verification remembers for speed never lets a tampered record pass.
+
+Every cache here is keyed by the exact bytes it judged, and each test warms the cache
+with good input first (asserting the cached path is taken), then shows that input bent
+in one way still fails on that warm cache:
+
+- time-stamp chains (``timestamp._Trust``): a chain validated for one certificate set,
+  signer id and set of roots is reused for later tokens of that TSA, which still get
+  their own CMS signature, message digest and content type checked, and only inside
+  the validity of every certificate on the path;
+- the token encoding check's fast answer (``_SignerParts.encoding_known_good``);
+- trusted public keys loaded once per key (``afdp.evidence.publickeys``), for DSSE and
+  SSH commit signatures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import pytest
+from asn1crypto import tsp
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from afdp.evidence import timestamp
+from afdp.evidence.notary import EmbeddedTSA
+from afdp.evidence.notary.responder import _parse_request
+from afdp.evidence.timestamp import TimestampVerificationError, verify_timestamp
+
+SIGNATURE = b"\x30\x45" + bytes(range(69))
+
+
+def request_der(data: bytes = SIGNATURE) -> bytes:
+    import rfc3161_client
+
+    return (
+        rfc3161_client.TimestampRequestBuilder().data(data).hash_algorithm(rfc3161_client.HashAlgorithm.SHA256).nonce(nonce=True).cert_request(cert_request=True)
+        .build().as_bytes()
+    )
+
+
+def at(tsa: EmbeddedTSA, when: dt.datetime, data: bytes = SIGNATURE) -> bytes:
+    """A token of ``tsa`` dated ``when`` (the responder's own assembly, another clock)."""
+    return tsa._assembler.respond(_parse_request(request_der(data)), when, 12345)
+
+
+@pytest.fixture(scope="module")
+def pki():
+    """A root, a TSA certificate valid for one day, its key, and a second RSA key."""
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "speed-cache test root")])
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    root = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(root_key.public_key())
+        .serial_number(1).not_valid_before(now - dt.timedelta(days=30)).not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(root_key, hashes.SHA256())
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "speed-cache tsa")]))
+        .issuer_name(name).public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+        .sign(root_key, hashes.SHA256())
+    )
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return root, EmbeddedTSA(cert, key), EmbeddedTSA(cert, other_key), now
+
+
+def warm(pki) -> timestamp._Trust:
+    """Verify good tokens until the remembered chain is used; return that trust."""
+    root, tsa, _, now = pki
+    verify_timestamp(at(tsa, now), SIGNATURE, [root])
+    trust = timestamp._trust([root])
+    before = trust.fast_passes
+    verify_timestamp(at(tsa, now + dt.timedelta(seconds=1)), SIGNATURE, [root])
+    assert trust.fast_passes == before + 1, "the second token of a TSA must take the remembered chain"
+    assert trust.chains
+    return trust
+
+
+def expect_chain_failure(token: bytes, roots, match: str = "not signed by a TSA chained") -> None:
+    with pytest.raises(TimestampVerificationError, match=match) as caught:
+        verify_timestamp(token, SIGNATURE, roots)
+    assert caught.value.check == "timestamp.chain"
+
+
+def test_a_remembered_chain_is_used_and_gives_the_same_answer(pki):
+    root, tsa, _, now = pki
+    token = at(tsa, now + dt.timedelta(seconds=2))
+    warm(pki)
+    fast = verify_timestamp(token, SIGNATURE, [root])
+    timestamp._trusts.clear()  # cold: the whole reference check
+    cold = verify_timestamp(token, SIGNATURE, [root])
+    assert fast == cold
+    assert fast.tsa_name == "CN=speed-cache tsa"
+    assert fast.digest_hex == hashlib.sha256(SIGNATURE).hexdigest()
+
+
+def test_the_same_certificate_signed_by_another_key_fails_on_a_warm_cache(pki):
+    """The token carries the trusted TSA's very certificate (the cache key matches), but
+    an attacker's key made its signature."""
+    root, _, impostor, now = pki
+    trust = warm(pki)
+    token = at(impostor, now + dt.timedelta(seconds=3))
+    parts = timestamp._signer_parts(token)
+    assert parts is not None and parts.chain_key in trust.chains  # the cache is hit
+    expect_chain_failure(token, [root])
+
+
+def _bent(token: bytes, change) -> bytes:
+    response = tsp.TimeStampResp.load(token)
+    change(response)
+    return response.dump(force=True)
+
+
+def _flip_signature(response) -> None:
+    signer = response["time_stamp_token"]["content"]["signer_infos"][0]
+    signature = signer["signature"].native
+    signer["signature"] = bytes([signature[0] ^ 1]) + signature[1:]
+
+
+def _flip_message_digest(response) -> None:
+    signer = response["time_stamp_token"]["content"]["signer_infos"][0]
+    for attribute in signer["signed_attrs"]:
+        if attribute["type"].native == "message_digest":
+            value = attribute["values"][0].native
+            attribute["values"] = [bytes([value[0] ^ 1]) + value[1:]]
+
+
+def _other_serial(response) -> None:
+    # the TSTInfo itself changes (not the imprint, not the time): its digest no longer matches
+    content = response["time_stamp_token"]["content"]["encap_content_info"]["content"]
+    info = content.parsed
+    info["serial_number"] = info["serial_number"].native + 1
+    content.set(info.dump(force=True))
+
+
+def _drop_content_type(response) -> None:
+    signer = response["time_stamp_token"]["content"]["signer_infos"][0]
+    from asn1crypto import cms
+
+    signer["signed_attrs"] = cms.CMSAttributes(
+        [a for a in signer["signed_attrs"] if a["type"].native != "content_type"]
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [_flip_signature, _flip_message_digest, _other_serial, _drop_content_type],
+    ids=["signature", "message-digest", "tstinfo-bytes", "no-content-type"],
+)
+def test_a_bent_token_of_a_remembered_tsa_fails(pki, change):
+    root, tsa, _, now = pki
+    trust = warm(pki)
+    token = _bent(at(tsa, now + dt.timedelta(seconds=4)), change)
+    parts = timestamp._signer_parts(token)
+    assert parts is not None and parts.chain_key in trust.chains  # the cache is hit
+    before = trust.fast_passes
+    with pytest.raises(TimestampVerificationError) as caught:
+        verify_timestamp(token, SIGNATURE, [root])
+    assert caught.value.check == "timestamp.chain"
+    assert trust.fast_passes == before
+
+
+def test_a_token_dated_after_the_certificate_expired_fails_on_a_warm_cache(pki):
+    root, tsa, _, now = pki
+    warm(pki)
+    late = at(tsa, now + dt.timedelta(days=2))  # the TSA certificate ended after one day
+    expect_chain_failure(late, [root], match="expired|not signed by a TSA chained")
+    early = at(tsa, now - dt.timedelta(days=2))  # before it began
+    expect_chain_failure(early, [root], match="not yet valid|not signed by a TSA chained")
+
+
+def test_a_chain_remembered_for_one_root_does_not_serve_another(pki, other_tsa):
+    from afdp.evidence.timestamp import load_certificates
+
+    root, tsa, _, now = pki
+    warm(pki)
+    foreign_roots = load_certificates((other_tsa.directory / "root.pem").read_bytes())
+    expect_chain_failure(at(tsa, now + dt.timedelta(seconds=5)), foreign_roots)
+
+
+def test_unsigned_parts_fail_the_encoding_check_on_a_warm_cache(pki):
+    from asn1crypto import cms
+
+    root, tsa, _, now = pki
+    warm(pki)
+    good = at(tsa, now + dt.timedelta(seconds=6))
+    parts = timestamp._signer_parts(good)
+    assert parts is not None and parts.encoding_known_good()  # the fast answer is warm
+
+    def status_text(response):
+        response["status"]["status_string"] = tsp.PKIFreeText(["all good, trust me"])
+
+    def unsigned_attribute(response):
+        signer = response["time_stamp_token"]["content"]["signer_infos"][0]
+        signer["unsigned_attrs"] = cms.CMSAttributes(
+            [cms.CMSAttribute({"type": "signing_time", "values": [cms.Time(name="utc_time", value=dt.datetime(2030, 1, 1, tzinfo=dt.UTC))]})]
+        )
+
+    for change, reason in ((status_text, "status text"), (unsigned_attribute, "unsigned attributes")):
+        with pytest.raises(TimestampVerificationError, match=reason) as caught:
+            verify_timestamp(_bent(good, change), SIGNATURE, [root])
+        assert caught.value.check == "timestamp.encoding"
