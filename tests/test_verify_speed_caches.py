@@ -208,3 +208,70 @@ def test_unsigned_parts_fail_the_encoding_check_on_a_warm_cache(pki):
         with pytest.raises(TimestampVerificationError, match=reason) as caught:
             verify_timestamp(_bent(good, change), SIGNATURE, [root])
         assert caught.value.check == "timestamp.encoding"
+
+
+# -- trusted public keys, parsed once (afdp.evidence.publickeys) ---------------------------
+@pytest.mark.parametrize("generate", ["generate_ecdsa", "generate_ed25519"])
+def test_a_parsed_key_still_refuses_other_signatures_and_other_data(generate):
+    from securesystemslib.exceptions import UnverifiedSignatureError
+    from securesystemslib.signer import CryptoSigner
+
+    from afdp.evidence import publickeys
+
+    alice, mallory = getattr(CryptoSigner, generate)(), getattr(CryptoSigner, generate)()
+    key = alice.public_key
+    data = b"the PAE of a record"
+    good = bytes.fromhex(alice.sign(data).signature)
+    publickeys.verify_signature(key, key.keyid, good, data)
+    hits = publickeys._parsed.cache_info().hits
+    publickeys.verify_signature(key, key.keyid, good, data)
+    assert publickeys._parsed.cache_info().hits == hits + 1  # the parsed key is reused
+    forged = bytes.fromhex(mallory.sign(data).signature)
+    for signature, signed in ((forged, data), (good, data + b"!"), (good[:-1] + bytes([good[-1] ^ 1]), data)):
+        with pytest.raises(UnverifiedSignatureError):
+            publickeys.verify_signature(key, key.keyid, signature, signed)
+    # another key with the warm one's keyid is parsed from its own public key text
+    other = mallory.public_key
+    impostor = type(key)(key.keyid, other.keytype, other.scheme, dict(other.keyval))
+    with pytest.raises(UnverifiedSignatureError):
+        publickeys.verify_signature(impostor, key.keyid, good, data)
+    # and a keyid the key does not have goes to securesystemslib, which refuses it
+    from securesystemslib.exceptions import VerificationError
+
+    with pytest.raises(VerificationError):
+        publickeys.verify_signature(key, "another keyid", good, data)
+
+
+# -- a whole branch: earlier records warm every cache, the tampered one still fails -------
+def test_a_forged_token_under_the_real_tsa_certificate_fails_after_good_records(repo, signer, tsa, trust_file):
+    import base64
+    import json
+
+    from conftest import build_deployment
+    from tamper import edit, with_file
+
+    from afdp.evidence import records as rec
+    from afdp.evidence.trust import load_trust_policy
+    from afdp.verify.verifier import check_branch
+
+    build_deployment(repo, signer, tsa, steps=4)
+    real = EmbeddedTSA.load(tsa.directory)
+    impostor = EmbeddedTSA(real.certificate, rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+    def forge(entry):
+        envelope = json.loads(entry.files[rec.ENVELOPE_FILE])
+        signature = base64.b64decode(envelope["signatures"][0]["sig"])
+        token = impostor._assembler.respond(_parse_request(request_der(signature)), dt.datetime.now(dt.UTC), 99)
+        return with_file(entry, "timestamp-0.tsr", token)
+
+    edit(repo, 3, forge)
+    policy = load_trust_policy(trust_file)
+    report = check_branch(repo, service="api", deployment="d-42", policy=policy, jobs=1)
+    assert not report.ok
+    assert any(f.sequence == 3 and f.check == "timestamp.chain" for f in report.failures), report.failures
+    assert not any(f.check.startswith("timestamp") and f.sequence in (0, 1, 2) for f in report.failures)
+    assert timestamp._trust(timestamp_roots(policy)).fast_passes > 0  # records 1-2 took the warm path
+
+
+def timestamp_roots(policy):
+    return [c for _, pem in policy.tsa_roots_pem for c in x509.load_pem_x509_certificates(pem)]

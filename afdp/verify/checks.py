@@ -64,6 +64,7 @@ from afdp.evidence import records as rec
 from afdp.evidence import schemas
 from afdp.evidence.canonical import canonical_bytes, sha256_hex
 from afdp.evidence.keyless import KEYLESS_KEYID
+from afdp.evidence.publickeys import verify_signature
 from afdp.evidence.trust import TrustPolicy
 
 #: JSON deeper than this (arrays and objects) is refused before parsing: no AFDP document
@@ -341,12 +342,8 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
         facts.signer = trusted.name
         if not trusted.may_sign_for(item.service):
             facts.fail("signer", f"signer {trusted.name} may not sign for service {item.service}")
-        from securesystemslib.signer import Signature
-
         try:
-            trusted.key.verify_signature(
-                Signature(sig["keyid"], signature.hex()), rec.pae(envelope["payloadType"], payload)
-            )
+            verify_signature(trusted.key, sig["keyid"], signature, rec.pae(envelope["payloadType"], payload))
         except Exception as exc:  # securesystemslib raises several types for a bad signature
             facts.fail(
                 "signature",
