@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import rfc3161_client
-from asn1crypto import parser as _der
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -473,17 +472,38 @@ class _Element:
     def children(self) -> list[_Element]:
         out, data, at = [], self.contents, 0
         while at < len(data):
-            klass, method, tag, header, contents, trailer = _der.parse(data[at:])
-            if trailer:  # indefinite length: not DER
-                raise ValueError("not DER")
-            out.append(_Element(klass, method == 1, tag, header, contents))
-            at += len(header) + len(contents)
+            element, at = _read_element(data, at)
+            out.append(element)
         return out
 
     def expect(self, klass: int, tag: int) -> _Element:
         if (self.klass, self.tag) != (klass, tag):
             raise ValueError("unexpected element")
         return self
+
+
+def _read_element(data: bytes, at: int) -> tuple[_Element, int]:
+    """Read the DER element at ``data[at:]``; return it and where the next one starts.
+
+    Definite lengths and one-byte tags only (DER as rfc3161-client accepts it, which has
+    already parsed these bytes); anything else raises ValueError.
+    """
+    if at + 2 > len(data):
+        raise ValueError("truncated")
+    first, length = data[at], data[at + 1]
+    if first & 0x1F == 0x1F:
+        raise ValueError("multi-byte tag")
+    start = at + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if not 1 <= count <= 4 or start + count > len(data):
+            raise ValueError("bad length")
+        length = int.from_bytes(data[start : start + count], "big")
+        start += count
+    end = start + length
+    if end > len(data):
+        raise ValueError("truncated")
+    return _Element(first >> 6, bool(first & 0x20), first & 0x1F, data[at:start], data[start:end]), end
 
 
 @dataclass(frozen=True)
@@ -511,8 +531,10 @@ class _SignerParts:
         Raises:
             ValueError: the bytes do not have the shape of a granted token.
         """
-        klass, method, tag, header, contents, _ = _der.parse(token_der, strict=True)
-        response = _Element(klass, method == 1, tag, header, contents).expect(_UNIVERSAL, _SEQUENCE_TAG)
+        response, end = _read_element(token_der, 0)
+        if end != len(token_der):
+            raise ValueError("trailing data")
+        response.expect(_UNIVERSAL, _SEQUENCE_TAG)
         top = response.children()
         content_info = top[1].expect(_UNIVERSAL, _SEQUENCE_TAG).children()
         content_type = content_info[0].expect(_UNIVERSAL, _OID_TAG).contents

@@ -159,6 +159,21 @@ class _Stop(Exception):
     """Internal: later checks cannot run once an earlier one has failed."""
 
 
+def prepare() -> None:
+    """Load what checking records needs (modules, compiled schemas) before the first record.
+
+    Worker processes forked after this call inherit all of it, instead of each loading it
+    while checking its first record (about 80 ms of CPU per process).
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa  # noqa: F401
+    from securesystemslib.signer import SSlibKey  # noqa: F401
+
+    from afdp.evidence import ledger, sshsig, store, timestamp  # noqa: F401
+
+    for name in ("dsse-envelope.v1", "statement.v1", *sorted({f"predicate-{kind}.v1" for kind in rec.KIND_OF_PREDICATE.values()})):
+        schemas.fast_validator(name)
+
+
 def check_record(item: RecordInput, policy: TrustPolicy, roots: Any) -> RecordFacts:
     """Run checks 1-10 on one record and return what they established and found wrong."""
     facts = RecordFacts(item.position, item.directory)

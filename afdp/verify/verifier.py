@@ -50,7 +50,7 @@ from afdp.evidence.names import branch_ref
 from afdp.evidence.store import EvidenceStore, StorageError
 from afdp.evidence.trust import TrustPolicy
 from afdp.verify.chain import Slot, chain_checks, problem
-from afdp.verify.checks import RecordFacts, RecordInput, check_record
+from afdp.verify.checks import RecordFacts, RecordInput, check_record, prepare
 from afdp.verify.report import (
     BranchReport,
     EvidenceVerificationError,
@@ -163,6 +163,7 @@ def check_branch(
     commit_ids = [commit.id for commit in commits]
     del commits
     workers = _worker_count(jobs, total)
+    prepare()  # before the fork: the workers inherit the loaded modules and schemas
     pending: list[Future[list[RecordFacts]]] = []
     batch: list[RecordInput] = []
     executor = (
@@ -383,6 +384,7 @@ def check_all(
         )
     workers = min(len(branches), _worker_count(jobs, PARALLEL_THRESHOLD))
     if workers > 1:
+        prepare()
         reports: list[BranchReport] = []
         with ProcessPoolExecutor(
             max_workers=workers,
