@@ -275,3 +275,53 @@ def test_a_forged_token_under_the_real_tsa_certificate_fails_after_good_records(
 
 def timestamp_roots(policy):
     return [c for _, pem in policy.tsa_roots_pem for c in x509.load_pem_x509_certificates(pem)]
+
+
+# -- RFC 8785 by the standard library's encoder, for plain values (canonical.py) ------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_TEXT = st.text(alphabet=st.characters(codec=None, categories=None), max_size=12) | st.sampled_from(
+    ["\U0001f600", "\uffff", "\ue000", "\u2028", "\x7f", "\x00\x1f\b\f\n\r\t\"\\", "é", "\ud800"]
+)
+_NUMBERS = (
+    st.integers(min_value=-(2**60), max_value=2**60)
+    | st.sampled_from([2**53 - 1, 2**53, -(2**53 - 1), -(2**53), 0, -1])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from([100.0, -0.0, 0.0, 1e16, 1e21, 1e-7, 1e-5, 0.0001, 123.25, -5e-324, 1.7976931348623157e308])
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | _NUMBERS | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_JSON)
+def test_the_fast_canonical_encoding_is_rfc8785s_whenever_it_answers(value):
+    import rfc8785
+
+    from afdp.errors import UsageError
+    from afdp.evidence.canonical import _plain_json_bytes, canonical_bytes
+
+    fast = _plain_json_bytes(value)
+    try:
+        reference = rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError):
+        assert fast is None, value
+        with pytest.raises(UsageError):
+            canonical_bytes(value)
+        return
+    if fast is not None:
+        assert fast == reference, value
+    assert canonical_bytes(value) == reference
+
+
+def test_the_fast_canonical_encoding_answers_for_records_and_not_for_what_differs():
+    from afdp.evidence.canonical import _plain_json_bytes
+
+    record = {"b": [1, 2.5, None, True], "a": {"z": "é\n\"x\"", "y": -(2**53 - 1)}}
+    assert _plain_json_bytes(record) == b'{"a":{"y":-9007199254740991,"z":"\xc3\xa9\\n\\"x\\""},"b":[1,2.5,null,true]}'
+    for differing in (100.0, -0.0, 1e16, 1e-7, 2**53, float("nan"), {"\U0001f600": 1, "\uffff": 2}, {1: 2}, (1, 2)):
+        assert _plain_json_bytes(differing) is None, differing
