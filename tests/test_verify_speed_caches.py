@@ -325,3 +325,36 @@ def test_the_fast_canonical_encoding_answers_for_records_and_not_for_what_differ
     assert _plain_json_bytes(record) == b'{"a":{"y":-9007199254740991,"z":"\xc3\xa9\\n\\"x\\""},"b":[1,2.5,null,true]}'
     for differing in (100.0, -0.0, 1e16, 1e-7, 2**53, float("nan"), {"\U0001f600": 1, "\uffff": 2}, {1: 2}, (1, 2)):
         assert _plain_json_bytes(differing) is None, differing
+
+
+# -- one branch across worker processes (verifier._check_chunk) ------------------------------
+def test_workers_give_the_serial_transcript_in_chain_order(repo, signer, tsa, trust_file):
+    """Runs of commits read and checked in workers: the same records and the same
+    failures, in the same order, as one process, on a branch tampered in two places."""
+    import json
+
+    from conftest import build_deployment
+    from tamper import edit, with_file
+
+    from afdp.evidence import records as rec
+    from afdp.evidence.trust import load_trust_policy
+    from afdp.verify.verifier import check_branch
+
+    build_deployment(repo, signer, tsa, steps=40)
+
+    def reorder(entry):
+        envelope = json.loads(entry.files[rec.ENVELOPE_FILE])
+        return with_file(entry, rec.ENVELOPE_FILE, json.dumps(dict(reversed(list(envelope.items())))).encode())
+
+    edit(repo, 7, reorder)
+    edit(repo, 33, reorder)
+    policy = load_trust_policy(trust_file)
+    serial = check_branch(repo, service="api", deployment="d-42", policy=policy, jobs=1)
+    seen: list[tuple[int, int]] = []
+    parallel = check_branch(repo, service="api", deployment="d-42", policy=policy, jobs=2, progress=lambda d, t: seen.append((d, t)))
+    assert not serial.ok and serial.failures
+    assert {f.sequence for f in serial.failures if f.check == "envelope"} == {7, 33}
+    assert parallel.failures == serial.failures
+    assert parallel.records == serial.records
+    assert len(parallel.records) == 42
+    assert len(seen) > 2 and seen[-1] == (seen[-1][1], seen[-1][1])  # several runs, then done
