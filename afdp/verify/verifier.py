@@ -75,11 +75,15 @@ __all__ = [
     "verify_branch",
 ]
 
-#: Branches shorter than this are checked in-process: a worker pool costs more than it
-#: saves. Starting two forked workers takes about 20 ms, but on a shared 2-core machine
-#: the pool did not win at 100 records (171 against 250 records/s in one process, and
-#: only even at 1,000), so the threshold stays where it was measured to pay.
-PARALLEL_THRESHOLD = 400
+#: Branches shorter than this are checked in-process: below it a worker pool costs more
+#: than it saves. Measured on the 2-core machine (``benchmarks/bench_scale.py`` and the
+#: CPU times in docs/evidence.md "Verification speed"): with the workers reading Git
+#: themselves the main process does about 40 ms of CPU at 50 records, and two workers
+#: spend about 1.25x the CPU of one process, so an idle 2-core machine verifies 52
+#: records in an estimated 118 ms against 188 ms; 64 records (four runs of MIN_BATCH)
+#: is where every worker gets two runs. On a machine loaded beyond its cores the pool
+#: gains nothing at any size (then ``--jobs 1``).
+PARALLEL_THRESHOLD = 64
 #: Commits per run handed to a worker, which reads and checks them: at most BATCH, and
 #: small enough on a short branch that every worker gets a share (at least two runs per
 #: worker). A worker holds one commit's files at a time, so no byte bound is needed.
