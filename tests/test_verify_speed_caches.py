@@ -358,3 +358,45 @@ def test_workers_give_the_serial_transcript_in_chain_order(repo, signer, tsa, tr
     assert parallel.records == serial.records
     assert len(parallel.records) == 42
     assert len(seen) > 2 and seen[-1] == (seen[-1][1], seen[-1][1])  # several runs, then done
+
+
+def test_a_trusted_root_above_a_trusted_intermediate_bounds_the_remembered_chain():
+    """The policy trusts an intermediate and its root; the root expires first: a token
+    dated after that fails on a warm cache, as the whole check says."""
+
+    def name(text):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    root_key, mid_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    root = (
+        x509.CertificateBuilder().subject_name(name("short root")).issuer_name(name("short root"))
+        .public_key(root_key.public_key()).serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=30)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        .sign(root_key, hashes.SHA256())
+    )
+    mid = (
+        x509.CertificateBuilder().subject_name(name("long intermediate")).issuer_name(name("short root"))
+        .public_key(mid_key.public_key()).serial_number(2)
+        .not_valid_before(now - dt.timedelta(days=30)).not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(root_key, hashes.SHA256())
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    leaf = (
+        x509.CertificateBuilder().subject_name(name("tsa under intermediate")).issuer_name(name("long intermediate"))
+        .public_key(key.public_key()).serial_number(3)
+        .not_valid_before(now - dt.timedelta(days=30)).not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+        .sign(mid_key, hashes.SHA256())
+    )
+    tsa = EmbeddedTSA(leaf, key)
+    roots = [mid, root]
+    verify_timestamp(at(tsa, now), SIGNATURE, roots)
+    trust = timestamp._trust(roots)
+    before = trust.fast_passes
+    verify_timestamp(at(tsa, now + dt.timedelta(hours=1)), SIGNATURE, roots)
+    assert trust.fast_passes == before + 1
+    expect_chain_failure(at(tsa, now + dt.timedelta(days=2)), roots, match="expired|not signed by a TSA chained")

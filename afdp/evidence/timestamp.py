@@ -639,10 +639,16 @@ class _Trust:
         )
         if leaf is None:
             return None
-        # Every certificate that can be on the path: the set's own, and every root named
-        # as the issuer of one of them (more than the path itself only narrows the window).
-        issuers = {c.issuer.public_bytes() for c in certificates}
-        path = certificates + [r for r in roots if r.subject.public_bytes() in issuers]
+        # Every certificate that can be on the path: the set's own, and every trusted
+        # certificate named as the issuer of one on it, up to the top (more than the path
+        # itself only narrows the window).
+        path = list(certificates)
+        while True:
+            issuers = {c.issuer.public_bytes() for c in path}
+            more = [r for r in roots if r not in path and r.subject.public_bytes() in issuers]
+            if not more:
+                break
+            path.extend(more)
         chain = _Chain(
             leaf.public_key(),
             max(c.not_valid_before_utc for c in path),
