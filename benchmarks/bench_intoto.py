@@ -1,8 +1,8 @@
 """AFDP beside in-toto: record and verify the same JSON products, same N, same machine.
 
-``python benchmarks/bench_intoto.py`` (N = 100 and 1,000; ``--long`` adds 10,000, and
-100,000 for verify only with ``--verify-only``) prints, per N, the time per record and
-records per second of:
+``python benchmarks/bench_intoto.py`` (N = 100, 1,000 and 10,000; ``--long`` adds
+100,000, verify only: AFDP's branch is built with one batch, not timed per record)
+prints, per N, the time per record and records per second of:
 
 - **in-toto 3.1** (a benchmark-only dependency: ``pip install in-toto``): one
   ``in_toto_run`` per record with a DSSE envelope signed by an ECDSA P-256 key over one
@@ -75,7 +75,7 @@ def intoto(n: int, root: Path, record: bool = True) -> tuple[float, float]:
     return recorded, verified
 
 
-def afdp(n: int, root: Path, batch: bool = False) -> tuple[float, float]:
+def afdp(n: int, root: Path, batch: bool = False, jobs: int | None = None) -> tuple[float, float]:
     init_tsa(root / "tsa")
     generate_key(root / "dev.key")
     write_trust_policy(root / "trust.yaml", keys=[root / "dev.key.pub"], tsa_roots=[root / "tsa" / "root.pem"])
@@ -94,7 +94,7 @@ def afdp(n: int, root: Path, batch: bool = False) -> tuple[float, float]:
                 append_record(repo, service="api", deployment="bench", draft=draft, signer=signer, tsa_urls=[server.url])
         recorded = time.perf_counter() - started
     started = time.perf_counter()
-    report = check_branch(repo, service="api", deployment="bench", policy=policy, allow_unsealed=True)
+    report = check_branch(repo, service="api", deployment="bench", policy=policy, allow_unsealed=True, jobs=jobs)
     verified = time.perf_counter() - started
     assert report.ok and len(report.records) == n + 1, report.failures[:3]
     return recorded, verified
@@ -102,8 +102,14 @@ def afdp(n: int, root: Path, batch: bool = False) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--long", action="store_true", help="also N = 10,000")
-    parser.add_argument("--sizes", type=int, nargs="*", help="the N values (default 100 1000)")
+    parser.add_argument("--long", action="store_true", help="also N = 100,000 (verify only)")
+    parser.add_argument("--sizes", type=int, nargs="*", help="the N values (default 100 1000 10000)")
+    parser.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="build AFDP's branch with one batch and time verification only (no per-record timing)",
+    )
+    parser.add_argument("--jobs", type=int, help="AFDP verify worker processes (default: check_branch's choice)")
     parser.add_argument(
         "--dir",
         type=Path,
@@ -115,27 +121,35 @@ def main() -> None:
         import in_toto  # noqa: F401
     except ImportError:
         sys.exit("in-toto is a benchmark-only dependency: pip install 'in-toto>=3'")
-    sizes = args.sizes or ([100, 1000, 10_000] if args.long else [100, 1000])
-    print(f"files under {args.dir or tempfile.gettempdir()}")
+    sizes = args.sizes or [100, 1000, 10_000]
+    if args.long and not args.sizes:
+        sizes.append(100_000)
+    print(f"files under {args.dir or tempfile.gettempdir()}; load average {os.getloadavg()[0]:.2f}")
     print(
         f"{'N':>7} | {'in-toto record':>15} {'AFDP record':>12} {'diff':>8} {'AFDP batch':>11} {'diff':>8} | "
         f"{'in-toto verify':>15} {'AFDP verify':>12} {'ratio':>6}"
     )
     for n in sizes:
+        verify_only = args.verify_only or n >= 100_000
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             root = Path(tmp)
             for name in ("a", "b", "c"):
                 (root / name).mkdir()
             t_rec, t_ver = intoto(n, root / "a")
-            a_rec, a_ver = afdp(n, root / "b")
-            b_rec, _ = afdp(n, root / "c", batch=True)
+            if verify_only:
+                b_rec, a_ver = afdp(n, root / "c", batch=True, jobs=args.jobs)
+                a_rec = float("nan")
+            else:
+                a_rec, a_ver = afdp(n, root / "b", jobs=args.jobs)
+                b_rec, _ = afdp(n, root / "c", batch=True, jobs=args.jobs)
         # AFDP verifies n + 1 records (its genesis record too); rates are per record.
         it_rec_ms, af_rec_ms, ab_rec_ms = t_rec / n * 1000, a_rec / n * 1000, b_rec / n * 1000
         it_rate, af_rate = n / t_ver, (n + 1) / a_ver
         print(
             f"{n:>7} | {it_rec_ms:>12.2f} ms {af_rec_ms:>9.2f} ms {af_rec_ms - it_rec_ms:>+6.2f}ms "
             f"{ab_rec_ms:>8.2f} ms {ab_rec_ms - it_rec_ms:>+6.2f}ms | "
-            f"{it_rate:>9.0f} rec/s {af_rate:>6.0f} rec/s {af_rate / it_rate:>6.2f}"
+            f"{it_rate:>9.0f} rec/s {af_rate:>6.0f} rec/s {af_rate / it_rate:>6.2f}",
+            flush=True,
         )
 
 

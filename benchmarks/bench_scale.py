@@ -1,6 +1,8 @@
 """Verification at scale: time per record and peak memory, from 100 to 100,000 records.
 
-    python benchmarks/bench_scale.py [--sizes 100 1000 10000 100000] [--dir DIR]
+    python benchmarks/bench_scale.py [--long] [--sizes N ...] [--jobs J] [--dir DIR]
+
+(sizes 100, 1,000 and 10,000; ``--long`` adds 100,000)
 
 Builds one branch per size with ``append_records`` (each record signed, time-stamped by
 the embedded TSA over loopback HTTP and committed with a signed commit, as always; a
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -34,10 +37,11 @@ import json, resource, sys, time
 from pathlib import Path
 from afdp.evidence.trust import load_trust_policy
 from afdp.verify.verifier import check_branch
-repo, trust, deployment = sys.argv[1:4]
+repo, trust, deployment, jobs = sys.argv[1:5]
 policy = load_trust_policy(Path(trust))
 started = time.perf_counter()
-report = check_branch(repo, service="api", deployment=deployment, policy=policy, allow_unsealed=True)
+report = check_branch(repo, service="api", deployment=deployment, policy=policy, allow_unsealed=True,
+                      jobs=int(jobs) if jobs else None)
 elapsed = time.perf_counter() - started
 assert report.ok, report.failures[:3]
 print(json.dumps({
@@ -55,9 +59,12 @@ def product(i: int) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="*", default=[100, 1000, 10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", help="default 100 1000 10000")
+    parser.add_argument("--long", action="store_true", help="also 100,000 records")
+    parser.add_argument("--jobs", type=int, help="verify worker processes (default: check_branch's choice)")
     parser.add_argument("--dir", type=Path, help="where to build (default: the system temporary folder)")
     args = parser.parse_args()
+    args.sizes = args.sizes or [100, 1000, 10_000] + ([100_000] if args.long else [])
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
         init_tsa(root / "tsa")
@@ -78,10 +85,11 @@ def main() -> None:
                     append_records(repo, service="api", deployment=f"n{n}", drafts=drafts, signer=signer, tsa_urls=[server.url])
                 elapsed = time.perf_counter() - started
                 print(f"built {n} records in {elapsed:.1f} s ({elapsed / n * 1000:.2f} ms/record)", file=sys.stderr, flush=True)
+        print(f"load average {os.getloadavg()[0]:.2f}")
         print(f"{'records':>8} | {'rec/s':>7} {'us/record':>10} | {'peak RSS verify':>16} {'workers':>9}")
         for n in args.sizes:
             done = subprocess.run(
-                [sys.executable, "-c", _VERIFY, str(repo), str(root / "trust.yaml"), f"n{n}"],
+                [sys.executable, "-c", _VERIFY, str(repo), str(root / "trust.yaml"), f"n{n}", str(args.jobs or "")],
                 capture_output=True, text=True,
             )
             if done.returncode:

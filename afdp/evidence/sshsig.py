@@ -35,9 +35,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
-from securesystemslib.signer import Key, Signature, Signer
+from securesystemslib.signer import Key, Signer
 
 from afdp.errors import ConfigurationError, SigningError, VerificationError
+from afdp.evidence.publickeys import verify_signature
 
 MAGIC = b"SSHSIG"
 VERSION = 1
@@ -227,7 +228,7 @@ def verify_git_commit(armored: bytes, content: bytes, key: Key) -> None:
         except ValueError:
             raise CommitSignatureError("commit signature does not parse: bad ECDSA value") from None
     try:
-        key.verify_signature(Signature(key.keyid, raw.hex()), _signed_data(content, hash_algorithm))
+        verify_signature(key, key.keyid, raw, _signed_data(content, hash_algorithm))
     except Exception:  # securesystemslib raises several types for a bad signature
         raise CommitSignatureError(
             "commit signature does not verify over this commit with the trusted key"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import rfc3161_client
+from asn1crypto import parser as _der
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -303,30 +304,42 @@ def verify_timestamp(
         raise TimestampVerificationError(
             "timestamp.chain", "no trusted TSA roots in the trust policy; cannot trust any token"
         )
-    try:
-        _verifier(roots).verify(response, expected)
-    except (rfc3161_client.VerificationError, ValueError) as exc:
-        raise TimestampVerificationError(
-            "timestamp.chain",
-            f"token is not signed by a TSA chained to a trusted root: {_short(exc)}",
-        ) from None
+    parts = _signer_parts(token_der)
+    gen_time = _utc(info.gen_time)
+    trust = _trust(roots)
+    # A chain this process already validated for exactly this certificate set, signer id
+    # and these roots, valid at this token's time, needs only this token's own CMS
+    # signature checked; anything else (or any doubt) runs rfc3161-client's whole check.
+    chain = trust.known_chain(parts, gen_time)
+    as_bytes = getattr(info, "as_bytes", None)  # the TSTInfo's DER (not in the type stubs)
+    if chain is not None and parts is not None and as_bytes is not None and _cms_signature_ok(parts, as_bytes(), chain):
+        trust.fast_passes += 1
+    else:
+        try:
+            trust.reference.verify(response, expected)
+        except (rfc3161_client.VerificationError, ValueError) as exc:
+            raise TimestampVerificationError(
+                "timestamp.chain",
+                f"token is not signed by a TSA chained to a trusted root: {_short(exc)}",
+            ) from None
+        chain = trust.remember(parts, roots)
     # 6. encoding: every byte of the file is signed by the TSA or fixed by DER. A CMS
     # token has parts its signature does not cover (the certificate set, CRLs, unsigned
     # attributes, the status text); on the last record of a branch nothing else binds
     # the file, so those parts must be absent or exactly what verification used.
-    problem = encoding_problem(token_der)
+    problem = None if parts is not None and parts.encoding_known_good() else encoding_problem(token_der)
     if problem:
         raise TimestampVerificationError("timestamp.encoding", problem)
     return VerifiedTimestamp(
-        gen_time=_utc(info.gen_time),
-        tsa_name=_signer_name(response),
+        gen_time=gen_time,
+        tsa_name=chain.subject if chain is not None else _signer_name(response),
         serial_number=info.serial_number,
         policy_oid=info.policy.dotted_string,
         digest_hex=expected.hex(),
     )
 
 
-def encoding_problem(token_der: bytes) -> str | None:
+def encoding_problem(token_der: bytes, parsed: Any = None) -> str | None:
     """Return why ``token_der`` is not in the one form AFDP accepts, or None.
 
     The form: DER (rfc3161-client's parser, which :func:`verify_timestamp` ran first,
@@ -334,11 +347,13 @@ def encoding_problem(token_der: bytes) -> str | None:
     unsigned attributes; no CRLs; and a certificate set holding only the signer's
     certificate and the issuers on its path (each once). So nothing can be added to or
     dropped from a token without the TSA's signature or this check noticing.
+    ``parsed``: the asn1crypto ``TimeStampResp`` of exactly ``token_der``, when the caller
+    has one (it is then not parsed again).
     """
     from asn1crypto import core, tsp
 
     try:
-        response = tsp.TimeStampResp.load(token_der)
+        response = parsed if parsed is not None else tsp.TimeStampResp.load(token_der)
         status = response["status"]
         if not isinstance(status["status_string"], core.Void) or not isinstance(
             status["fail_info"], core.Void
@@ -401,18 +416,315 @@ def _certificate_set_problem(certificates: list[Any], sid: Any) -> str | None:
     return None
 
 
-# Verifiers keyed by the SHA-256 fingerprints of their roots: a verify run checks
-# thousands of tokens against the same few roots and should build each verifier once.
-_verifiers: dict[tuple[bytes, ...], rfc3161_client.Verifier] = {}
+# Trust keyed by the SHA-256 fingerprints of its roots: a verify run checks thousands of
+# tokens against the same few roots and should build each verifier once.
+_trusts: dict[tuple[bytes, ...], _Trust] = {}
 _verifiers_lock = threading.Lock()
 _MAX_VERIFIERS = 64
+_MAX_CHAINS = 256
+
+def _oid(dotted: str) -> bytes:
+    """The DER content octets of an OBJECT IDENTIFIER."""
+    arcs = [int(arc) for arc in dotted.split(".")]
+    out = bytearray()
+    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
+        chunk = [arc & 0x7F]
+        while arc > 0x7F:
+            arc >>= 7
+            chunk.append(0x80 | (arc & 0x7F))
+        out.extend(reversed(chunk))
+    return bytes(out)
 
 
-def _verifier(roots: Sequence[x509.Certificate]) -> rfc3161_client.Verifier:
+_SIGNED_DATA_OID = _oid("1.2.840.113549.1.7.2")
+_TST_INFO_OID = _oid("1.2.840.113549.1.9.16.1.4")
+_CONTENT_TYPE_ATTR = _oid("1.2.840.113549.1.9.3")
+_MESSAGE_DIGEST_ATTR = _oid("1.2.840.113549.1.9.4")
+_SHA256, _SHA384, _SHA512 = (_oid(f"2.16.840.1.101.3.4.2.{n}") for n in (1, 2, 3))
+_DIGESTS: dict[bytes, Any] = {_SHA256: hashes.SHA256, _SHA384: hashes.SHA384, _SHA512: hashes.SHA512}
+#: signature algorithm -> (key type, the digest it fixes, or None: the SignerInfo's digest)
+_SIGNATURE_ALGORITHMS: dict[bytes, tuple[str, bytes | None]] = {
+    _oid("1.2.840.113549.1.1.1"): ("rsa", None),  # rsaEncryption: PKCS #1 v1.5
+    _oid("1.2.840.113549.1.1.11"): ("rsa", _SHA256),
+    _oid("1.2.840.113549.1.1.12"): ("rsa", _SHA384),
+    _oid("1.2.840.113549.1.1.13"): ("rsa", _SHA512),
+    _oid("1.2.840.10045.4.3.2"): ("ec", _SHA256),
+    _oid("1.2.840.10045.4.3.3"): ("ec", _SHA384),
+    _oid("1.2.840.10045.4.3.4"): ("ec", _SHA512),
+}
+_UNIVERSAL, _CONTEXT = 0, 2
+_OCTET_STRING, _OID_TAG, _SEQUENCE_TAG, _SET_TAG = 4, 6, 16, 17
+
+
+@dataclass(frozen=True)
+class _Element:
+    """One DER element: its class, whether constructed, tag, and header + content bytes."""
+
+    klass: int
+    constructed: bool
+    tag: int
+    header: bytes
+    contents: bytes
+
+    @property
+    def encoded(self) -> bytes:
+        return self.header + self.contents
+
+    def children(self) -> list[_Element]:
+        out, data, at = [], self.contents, 0
+        while at < len(data):
+            element, at = _read_element(data, at)
+            out.append(element)
+        return out
+
+    def expect(self, klass: int, tag: int) -> _Element:
+        if (self.klass, self.tag) != (klass, tag):
+            raise ValueError("unexpected element")
+        return self
+
+
+def _read_element(data: bytes, at: int) -> tuple[_Element, int]:
+    """Read the DER element at ``data[at:]`` with asn1crypto's parser; return it and where
+    the next one starts. An indefinite length (not DER) raises ValueError."""
+    klass, method, tag, header, contents, trailer = _der.parse(data[at:])
+    if trailer:  # indefinite length: not DER
+        raise ValueError("not DER")
+    return _Element(klass, method == 1, tag, header, contents), at + len(header) + len(contents)
+
+
+@dataclass(frozen=True)
+class _SignerParts:
+    """The parts of a time-stamp token that its CMS signature check reads."""
+
+    bare_status: bool  # the status is the status alone: no text, no failure bits
+    bare_signed_data: bool  # no CRLs (nor anything else but the certificates)
+    bare_signer: bool  # no unsigned attributes
+    content_type: bytes
+    econtent_type: bytes
+    econtent: _Element
+    certificates: _Element | None  # the [0] IMPLICIT CertificateSet, if any
+    signer_count: int
+    sid: _Element
+    digest_algorithm: bytes
+    signed_attributes: _Element | None
+    signature_algorithm: bytes
+    signature: bytes
+
+    @classmethod
+    def of(cls, token_der: bytes) -> _SignerParts:
+        """Read them from a DER TimeStampResp.
+
+        Raises:
+            ValueError: the bytes do not have the shape of a granted token.
+        """
+        response, end = _read_element(token_der, 0)
+        if end != len(token_der):
+            raise ValueError("trailing data")
+        response.expect(_UNIVERSAL, _SEQUENCE_TAG)
+        top = response.children()
+        content_info = top[1].expect(_UNIVERSAL, _SEQUENCE_TAG).children()
+        content_type = content_info[0].expect(_UNIVERSAL, _OID_TAG).contents
+        signed = content_info[1].expect(_CONTEXT, 0).children()[0].expect(_UNIVERSAL, _SEQUENCE_TAG)
+        fields = signed.children()
+        encapsulated = fields[2].expect(_UNIVERSAL, _SEQUENCE_TAG).children()
+        econtent = encapsulated[1].expect(_CONTEXT, 0).children()[0].expect(_UNIVERSAL, _OCTET_STRING)
+        certificates = fields[3] if (fields[3].klass, fields[3].tag) == (_CONTEXT, 0) else None
+        signer_infos = fields[-1].expect(_UNIVERSAL, _SET_TAG).children()
+        signer = signer_infos[0].expect(_UNIVERSAL, _SEQUENCE_TAG).children()
+        attributes = signer[3] if (signer[3].klass, signer[3].tag) == (_CONTEXT, 0) else None
+        rest = signer[4:] if attributes is not None else signer[3:]
+        return cls(
+            bare_status=len(top) == 2 and len(top[0].expect(_UNIVERSAL, _SEQUENCE_TAG).children()) == 1,
+            bare_signed_data=len(fields) == 5 if certificates is not None else len(fields) == 4,
+            bare_signer=len(rest) == 2,
+            content_type=content_type,
+            econtent_type=encapsulated[0].expect(_UNIVERSAL, _OID_TAG).contents,
+            econtent=econtent,
+            certificates=certificates,
+            signer_count=len(signer_infos),
+            sid=signer[1],
+            digest_algorithm=signer[2].expect(_UNIVERSAL, _SEQUENCE_TAG).children()[0].contents,
+            signed_attributes=attributes,
+            signature_algorithm=rest[0].expect(_UNIVERSAL, _SEQUENCE_TAG).children()[0].contents,
+            signature=rest[1].expect(_UNIVERSAL, _OCTET_STRING).contents,
+        )
+
+    def encoding_known_good(self) -> bool:
+        """True only if :func:`encoding_problem` has nothing to say about this token: no
+        status text, CRLs or unsigned attributes, one signer, and a certificate set that
+        was already judged to be exactly the signer's path (False: ask it)."""
+        key = self.chain_key
+        return (
+            self.bare_status
+            and self.bare_signed_data
+            and self.bare_signer
+            and key is not None
+            and _certificate_set_problems.get(key, "not judged yet") is None
+        )
+
+    @property
+    def chain_key(self) -> tuple[bytes, bytes] | None:
+        """(certificate set, signer id) as encoded: what a chain check depends on."""
+        if self.signer_count != 1 or self.certificates is None:
+            return None
+        return self.certificates.encoded, self.sid.encoded
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """A signer certificate whose chain rfc3161-client validated (with a token's signature)
+    for one certificate set, signer id and set of roots, and the times it holds for."""
+
+    public_key: Any  # the signer certificate's public key
+    not_before: dt.datetime  # the latest notBefore of any certificate that can be on the path
+    not_after: dt.datetime  # the earliest notAfter of any of them
+    subject: str  # RFC 4514 subject of the signer certificate
+
+
+class _Trust:
+    """What verification established about one set of TSA roots, in this process.
+
+    ``reference`` is rfc3161-client's verifier (CMS signature, chain to a root at the
+    token's genTime, the signer's critical timeStamping usage). ``chains`` remembers, per
+    (certificate set DER, SignerInfo sid DER), a signer whose token passed that whole
+    check. A chain check is the same for every token carrying those exact certificates,
+    except for the time it is checked at: a remembered chain is used only for a token
+    dated inside the validity of every certificate that can be on its path, and every
+    token's own CMS signature, message digest and content type are still checked
+    (:func:`_cms_signature_ok`). Any other token runs the whole reference check.
+    """
+
+    def __init__(self, reference: rfc3161_client.Verifier) -> None:
+        self.reference = reference
+        self.chains: dict[tuple[bytes, bytes], _Chain] = {}
+        self.fast_passes = 0  # tokens accepted on a remembered chain (tests read it)
+
+    def known_chain(self, parts: _SignerParts | None, gen_time: dt.datetime) -> _Chain | None:
+        key = parts.chain_key if parts is not None else None
+        chain = self.chains.get(key) if key is not None else None
+        if chain is None or not chain.not_before <= gen_time <= chain.not_after:
+            return None
+        return chain
+
+    def remember(self, parts: _SignerParts | None, roots: Sequence[x509.Certificate]) -> _Chain | None:
+        """Remember the chain of a token that has just passed the reference check."""
+        key = parts.chain_key if parts is not None else None
+        if parts is None or key is None or parts.certificates is None:
+            return None
+        try:
+            sid = parts.sid.expect(_UNIVERSAL, _SEQUENCE_TAG).children()  # issuerAndSerialNumber
+            wanted = (sid[0].encoded, int.from_bytes(sid[1].expect(_UNIVERSAL, 2).contents, "big", signed=True))
+            certificates = [
+                x509.load_der_x509_certificate(c.expect(_UNIVERSAL, _SEQUENCE_TAG).encoded)
+                for c in parts.certificates.children()
+            ]
+        except (ValueError, IndexError):
+            return None
+        leaf = next(
+            (c for c in certificates if (c.issuer.public_bytes(), c.serial_number) == wanted), None
+        )
+        if leaf is None:
+            return None
+        # Every certificate that can be on the path: the set's own, and every trusted
+        # certificate named as the issuer of one on it, up to the top (more than the path
+        # itself only narrows the window).
+        path = list(certificates)
+        while True:
+            issuers = {c.issuer.public_bytes() for c in path}
+            more = [r for r in roots if r not in path and r.subject.public_bytes() in issuers]
+            if not more:
+                break
+            path.extend(more)
+        chain = _Chain(
+            leaf.public_key(),
+            max(c.not_valid_before_utc for c in path),
+            min(c.not_valid_after_utc for c in path),
+            leaf.subject.rfc4514_string(),
+        )
+        with _verifiers_lock:
+            if len(self.chains) >= _MAX_CHAINS:
+                self.chains.clear()
+            self.chains[key] = chain
+        return chain
+
+
+def _signer_parts(token_der: bytes) -> _SignerParts | None:
+    try:
+        return _SignerParts.of(token_der)
+    except (ValueError, IndexError, TypeError):
+        return None
+
+
+def _cms_signature_ok(parts: _SignerParts, tst_info_der: bytes, chain: _Chain) -> bool:
+    """Return True only if the token's CMS signature verifies with the chain's signer key.
+
+    What OpenSSL's ``PKCS7_verify`` checks of the signature itself, no less: the token is
+    SignedData over a TSTInfo whose bytes are exactly ``tst_info_der`` (what genTime and
+    the imprint were read from), with one SignerInfo whose signed attributes hold one
+    content type (TSTInfo) and one message digest equal to the digest of those bytes,
+    and whose signature over those attributes (as the DER SET OF they are, in DER order)
+    verifies with the key. False on anything else, unusual or unreadable: the caller
+    then runs the reference check, whose verdict and message stand.
+    """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    attributes = parts.signed_attributes
+    algorithm = _SIGNATURE_ALGORITHMS.get(parts.signature_algorithm)
+    digest = _DIGESTS.get(parts.digest_algorithm)
+    if (
+        parts.content_type != _SIGNED_DATA_OID
+        or parts.econtent_type != _TST_INFO_OID
+        or parts.econtent.constructed
+        or parts.econtent.contents != tst_info_der  # the very bytes genTime was read from
+        or parts.signer_count != 1
+        or attributes is None
+        or digest is None
+        or algorithm is None
+        or algorithm[1] not in (None, parts.digest_algorithm)
+    ):
+        return False
+    try:
+        children = attributes.children()
+        encoded = [child.encoded for child in children]
+        if encoded != sorted(encoded):  # OpenSSL verifies the DER (sorted) re-encoding
+            return False
+        found: dict[bytes, list[list[_Element]]] = {}
+        for child in children:
+            attribute = child.expect(_UNIVERSAL, _SEQUENCE_TAG).children()
+            if len(attribute) != 2:
+                return False
+            kind = attribute[0].expect(_UNIVERSAL, _OID_TAG).contents
+            found.setdefault(kind, []).append(attribute[1].expect(_UNIVERSAL, _SET_TAG).children())
+        content_types = found.get(_CONTENT_TYPE_ATTR, [])
+        digests = found.get(_MESSAGE_DIGEST_ATTR, [])
+        if len(content_types) != 1 or len(digests) != 1 or len(content_types[0]) != 1 or len(digests[0]) != 1:
+            return False
+        if content_types[0][0].expect(_UNIVERSAL, _OID_TAG).contents != _TST_INFO_OID:
+            return False
+        hasher = hashes.Hash(digest())
+        hasher.update(tst_info_der)
+        if digests[0][0].expect(_UNIVERSAL, _OCTET_STRING).contents != hasher.finalize():
+            return False
+        # [0] IMPLICIT SET OF Attribute: the signature is over it as a SET OF (tag 0x31)
+        signed_bytes = b"\x31" + attributes.header[1:] + attributes.contents
+        key = chain.public_key
+        if algorithm[0] == "rsa" and isinstance(key, rsa.RSAPublicKey):
+            key.verify(parts.signature, signed_bytes, padding.PKCS1v15(), digest())
+        elif algorithm[0] == "ec" and isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(parts.signature, signed_bytes, ec.ECDSA(digest()))
+        else:
+            return False
+    except (InvalidSignature, ValueError, IndexError, TypeError):
+        return False
+    return True
+
+
+def _trust(roots: Sequence[x509.Certificate]) -> _Trust:
     unique = {root.fingerprint(hashes.SHA256()): root for root in roots}
     key = tuple(sorted(unique))
-    verifier = _verifiers.get(key)
-    if verifier is None:
+    trust = _trusts.get(key)
+    if trust is None:
         ordered = [unique[fingerprint] for fingerprint in key]
         verifier = _caching_verifier(ordered)
         if verifier is None:  # another rfc3161-client: its own verifier, uncached
@@ -420,11 +732,16 @@ def _verifier(roots: Sequence[x509.Certificate]) -> rfc3161_client.Verifier:
             for root in ordered:
                 builder = builder.add_root_certificate(root)
             verifier = builder.build()
+        trust = _Trust(verifier)
         with _verifiers_lock:
-            if len(_verifiers) >= _MAX_VERIFIERS:
-                _verifiers.clear()
-            _verifiers[key] = verifier
-    return verifier
+            if len(_trusts) >= _MAX_VERIFIERS:
+                _trusts.clear()
+            _trusts[key] = trust
+    return trust
+
+
+def _verifier(roots: Sequence[x509.Certificate]) -> rfc3161_client.Verifier:
+    return _trust(roots).reference
 
 
 def _caching_verifier(roots: list[x509.Certificate]) -> rfc3161_client.Verifier | None:

@@ -1,9 +1,10 @@
 """Verify deployment evidence branches offline, against the auditor's trust policy.
 
 Verification reads the branch's first-parent history, oldest first. For every commit
-it runs the commit checks below, hands each record's files and its commit's signature
-to the per-record checks (``afdp.verify.checks``, 1-10, in parallel worker processes for long branches), then runs
-the chain checks over the results in order:
+it runs the commit checks below and hands each record's files and its commit's signature
+to the per-record checks (``afdp.verify.checks``, 1-10); on a long branch, worker
+processes each read and check runs of consecutive commits, and their results are taken
+in chain order. Then it runs the chain checks over the results in order:
 
 0.  ``repository``  before any record: no ``refs/replace/*`` or ``refs/notes/*`` ref,
                     grafts or shallow file in the common git dir (git would show other
@@ -48,7 +49,7 @@ from afdp.evidence.names import branch_ref
 from afdp.evidence.store import EvidenceStore, StorageError
 from afdp.evidence.trust import TrustPolicy
 from afdp.verify.chain import Slot, chain_checks, problem
-from afdp.verify.checks import RecordFacts, RecordInput, check_record
+from afdp.verify.checks import RecordFacts, RecordInput, check_record, prepare
 from afdp.verify.report import (
     BranchReport,
     EvidenceVerificationError,
@@ -75,19 +76,20 @@ __all__ = [
     "verify_branch",
 ]
 
-#: Branches shorter than this are checked in-process: a worker pool costs more than it
-#: saves. Starting two forked workers takes about 20 ms, but on a shared 2-core machine
-#: the pool did not win at 100 records (171 against 250 records/s in one process, and
-#: only even at 1,000), so the threshold stays where it was measured to pay.
-PARALLEL_THRESHOLD = 400
-#: Records per batch handed to a worker: at most BATCH, and small enough on a short
-#: branch that every worker gets a share (at least two batches per worker).
+#: Branches shorter than this are checked in-process: below it a worker pool costs more
+#: than it saves. Measured on the 2-core machine (``benchmarks/bench_scale.py`` and the
+#: CPU times in docs/evidence.md "Verification speed"): with the workers reading Git
+#: themselves the main process does about 40 ms of CPU at 50 records, and two workers
+#: spend about 1.25x the CPU of one process, so an idle 2-core machine verifies 52
+#: records in an estimated 118 ms against 188 ms; 64 records (four runs of MIN_BATCH)
+#: is where every worker gets two runs. On a machine loaded beyond its cores the pool
+#: gains nothing at any size (then ``--jobs 1``).
+PARALLEL_THRESHOLD = 64
+#: Commits per run handed to a worker, which reads and checks them: at most BATCH, and
+#: small enough on a short branch that every worker gets a share (at least two runs per
+#: worker). A worker holds one commit's files at a time, so no byte bound is needed.
 BATCH = 200
 MIN_BATCH = 16
-
-
-#: A batch of records is handed to the workers once it holds this many bytes of files.
-BATCH_BYTES = 64 << 20
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -109,8 +111,100 @@ def _init_worker(policy: TrustPolicy) -> None:
     _WORKER["policy"], _WORKER["roots"] = policy, _roots_of(policy)
 
 
-def _check_batch(items: list[RecordInput]) -> list[RecordFacts]:
-    return [check_record(item, _WORKER["policy"], _WORKER["roots"]) for item in items]
+#: What one commit gave: its commit-level failures, and per record directory it adds,
+#: the slot and the record's own check results (in the branch's order).
+CommitResult = tuple[list[Failure], list[tuple[Slot, RecordFacts]]]
+
+
+def _check_chunk(repository: str, service: str, deployment: str, oids: list[bytes]) -> list[CommitResult]:
+    """In a worker: read and check a run of consecutive commits (oldest first).
+
+    Each worker reads its commits' objects itself, so reading Git is shared out too and
+    no file crosses between processes; one store per repository per worker keeps its
+    tree cache across the runs it is given.
+    """
+    stores: dict[str, EvidenceStore] = _WORKER.setdefault("stores", {})
+    store = stores.get(repository)
+    if store is None:
+        store = stores[repository] = EvidenceStore(repository)
+    policy, roots = _WORKER["policy"], _WORKER["roots"]
+    return [_check_commit(store, pygit2.Oid(raw=oid), service, deployment, policy, roots) for oid in oids]
+
+
+def _check_commit(
+    store: EvidenceStore, oid: pygit2.Oid, service: str, deployment: str, policy: TrustPolicy, roots: Any
+) -> CommitResult:
+    """Check 11 (the commit) on one commit and checks 1-10 on each record it adds.
+
+    The records' ``position`` is set by the caller, which knows their place on the branch.
+    """
+    failures: list[Failure] = []
+    records: list[tuple[Slot, RecordFacts]] = []
+    commit = store.repo.get(oid)
+    assert isinstance(commit, pygit2.Commit)  # history() read each one already
+    # 11. commit: one parent, one new record directory, nothing else touched
+    short = str(commit.id)[:12]
+    where = f"commit {short}"
+    if len(commit.parents) > 1:
+        failures.append(Failure(where, "commit", "merge commit on an evidence branch", commit=str(commit.id)))
+    content = store.commit_files(commit)
+    for check, reason in content.problems:
+        failures.append(problem(where, check, reason, str(commit.id)))
+    if content.changed:
+        failures.append(
+            Failure(
+                where,
+                "commit",
+                f"changes existing evidence: {', '.join(map(repr, content.changed[:5]))}",
+                commit=str(commit.id),
+            )
+        )
+    directories = {p.rsplit("/", 1)[0] for p in content.added if p.startswith(rec.RECORDS_DIR + "/")}
+    outside = sorted(p for p in content.added if not p.startswith(rec.RECORDS_DIR + "/"))
+    if outside:
+        failures.append(
+            Failure(
+                where,
+                "commit",
+                f"adds files outside records/: {', '.join(map(repr, outside[:5]))}",
+                commit=str(commit.id),
+            )
+        )
+    if len(directories) != 1:
+        what = "adds no record" if not directories else f"adds {len(directories)} record directories"
+        failures.append(Failure(where, "commit", f"{what}: not written by AFDP", commit=str(commit.id)))
+    for directory in sorted(directories):
+        prefix = directory + "/"
+        files = {
+            p[len(prefix) :]: d
+            for p, d in content.added.items()
+            if p.startswith(prefix) and "/" not in p[len(prefix) :]
+        }
+        nested = [p for p in content.added if p.startswith(prefix) and "/" in p[len(prefix) :]]
+        if nested:
+            failures.append(
+                Failure(
+                    where,
+                    "commit",
+                    f"nested files in a record: {', '.join(map(repr, nested[:5]))}",
+                    commit=str(commit.id),
+                )
+            )
+        slot = Slot(str(commit.id), trailers(content.message).get("AFDP-Digest"), unreadable=content.unreadable)
+        commit_signature, commit_payload = commit.gpg_signature
+        item = RecordInput(
+            0,
+            directory,
+            files,
+            service,
+            deployment,
+            commit_signature,
+            commit_payload,
+            content.message,
+            content.author,
+        )
+        records.append((slot, check_record(item, policy, roots)))
+    return failures, records
 
 
 def check_branch(
@@ -161,11 +255,10 @@ def check_branch(
     except StorageError as exc:
         return _failed_branch(service, deployment, ref, str(head.id), policy, allow_unsealed, [exc.diagnostics(), *substituted])
     total = len(commits)
-    commit_ids = [commit.id for commit in commits]
+    commit_ids = [commit.id.raw for commit in commits]
     del commits
     workers = _worker_count(jobs, total)
-    pending: list[Future[list[RecordFacts]]] = []
-    batch: list[RecordInput] = []
+    prepare()  # before the fork: the workers inherit the loaded modules and schemas
     executor = None
     if workers > 1:  # imported here: a short branch starts no worker processes
         import multiprocessing
@@ -178,123 +271,49 @@ def check_branch(
             initargs=(policy,),
         )
     roots = _roots_of(policy) if executor is None else None
-    batch_size = min(BATCH, max(MIN_BATCH, -(-total // (workers * 2))))
-    local_results: list[RecordFacts] = []
-    batch_bytes = 0
+    chunk = min(BATCH, max(MIN_BATCH, -(-total // (workers * 2))))
+    done = 0
 
-    def flush() -> None:
-        if not batch:
-            return
-        if executor is not None:
-            pending.append(executor.submit(_check_batch, list(batch)))
-            # Back-pressure: a few batches in flight per worker, so memory holds a few
-            # batches of files however long the branch, not all of them.
-            while len(pending) > 2 * workers:
-                local_results.extend(pending.pop(0).result())
-        else:
-            local_results.extend(check_record(item, policy, roots) for item in batch)
-        batch.clear()
+    def take(results: list[CommitResult]) -> None:
+        # in the branch's order: a record's position is its index among all records
+        nonlocal done
+        for commit_failures, records in results:
+            failures.extend(commit_failures)
+            for slot, facts in records:
+                facts.position = len(slots)
+                slot.facts = facts
+                slots.append(slot)
+        done += len(results)
+        if progress is not None:
+            progress(done, total)
 
     try:
-        # Oldest first, by id: one commit object at a time is held, so memory holds the
-        # report's small per-record entries, not every commit of a long branch.
-        for index, oid in enumerate(commit_ids):
-            commit = store.repo.get(oid)
-            assert isinstance(commit, pygit2.Commit)  # history() read each one already
-            # 11. commit: one parent, one new record directory, nothing else touched
-            short = str(commit.id)[:12]
-            where = f"commit {short}"
-            if len(commit.parents) > 1:
-                failures.append(
-                    Failure(
-                        where, "commit", "merge commit on an evidence branch", commit=str(commit.id)
-                    )
+        if executor is None:
+            # one commit object at a time is held: memory holds the report's small
+            # per-record entries, not every commit of a long branch
+            for start in range(0, total, chunk):
+                take(
+                    [
+                        _check_commit(store, pygit2.Oid(raw=oid), service, deployment, policy, roots)
+                        for oid in commit_ids[start : start + chunk]
+                    ]
                 )
-            content = store.commit_files(commit)
-            batch_bytes += sum(len(data) for data in content.added.values())
-            for check, reason in content.problems:
-                failures.append(problem(where, check, reason, str(commit.id)))
-            if content.changed:
-                failures.append(
-                    Failure(
-                        where,
-                        "commit",
-                        f"changes existing evidence: {', '.join(map(repr, content.changed[:5]))}",
-                        commit=str(commit.id),
-                    )
+        else:
+            # Runs of consecutive commits go to the workers, which read and check them;
+            # results are taken in chain order, a few runs in flight per worker, so
+            # memory holds a few runs' results however long the branch.
+            pending: list[Future[list[CommitResult]]] = []
+            for start in range(0, total, chunk):
+                pending.append(
+                    executor.submit(_check_chunk, str(repository), service, deployment, commit_ids[start : start + chunk])
                 )
-            directories = {
-                p.rsplit("/", 1)[0] for p in content.added if p.startswith(rec.RECORDS_DIR + "/")
-            }
-            outside = sorted(p for p in content.added if not p.startswith(rec.RECORDS_DIR + "/"))
-            if outside:
-                failures.append(
-                    Failure(
-                        where,
-                        "commit",
-                        f"adds files outside records/: {', '.join(map(repr, outside[:5]))}",
-                        commit=str(commit.id),
-                    )
-                )
-            if len(directories) != 1:
-                what = (
-                    "adds no record"
-                    if not directories
-                    else f"adds {len(directories)} record directories"
-                )
-                failures.append(
-                    Failure(where, "commit", f"{what}: not written by AFDP", commit=str(commit.id))
-                )
-                if not directories:
-                    continue
-            for directory in sorted(directories):
-                prefix = directory + "/"
-                files = {
-                    p[len(prefix) :]: d
-                    for p, d in content.added.items()
-                    if p.startswith(prefix) and "/" not in p[len(prefix) :]
-                }
-                nested = [
-                    p for p in content.added if p.startswith(prefix) and "/" in p[len(prefix) :]
-                ]
-                if nested:
-                    failures.append(
-                        Failure(
-                            where,
-                            "commit",
-                            f"nested files in a record: {', '.join(map(repr, nested[:5]))}",
-                            commit=str(commit.id),
-                        )
-                    )
-                slots.append(Slot(str(commit.id), trailers(content.message).get("AFDP-Digest"), unreadable=content.unreadable))
-                commit_signature, commit_payload = commit.gpg_signature
-                batch.append(
-                    RecordInput(
-                        len(slots) - 1,
-                        directory,
-                        files,
-                        service,
-                        deployment,
-                        commit_signature,
-                        commit_payload,
-                        content.message,
-                        content.author,
-                    )
-                )
-            if len(batch) >= batch_size or batch_bytes >= BATCH_BYTES:
-                flush()
-                batch_bytes = 0
-            if progress is not None and index % 100 == 0:
-                progress(index, total)
-        flush()
-        results = list(local_results)
-        for future in pending:
-            results.extend(future.result())
+                while len(pending) > 2 * workers:
+                    take(pending.pop(0).result())
+            for future in pending:
+                take(future.result())
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
-    for facts in results:
-        slots[facts.position].facts = facts
     if progress is not None:
         progress(total, total)
     records, sealed = chain_checks(slots, failures, policy)
@@ -388,6 +407,7 @@ def check_all(
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        prepare()
         reports: list[BranchReport] = []
         with ProcessPoolExecutor(
             max_workers=workers,
