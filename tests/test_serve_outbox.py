@@ -260,7 +260,9 @@ def test_prefect_down_then_back_nothing_lost_nothing_twice(tmp_path, repo):
     run once: an event whose run Prefect had already created (a crash between "created"
     and "recorded") gets that same run, and an event for a deployment Prefect does not
     have, or refuses as invalid, fails with the reason."""
-    from test_serve_prefect import AFDP, ROOT, free_port, start, wait_http
+    from infra import free_port, wait_http
+    from infra import start_process as start
+    from test_serve_prefect import AFDP, ROOT
 
     # the flow's required parameters (no worker runs these flow runs: only their creation is tested)
     RUN = {"workflow_path": "wf.yaml", "repository": str(repo), "key": "dev.key", "tsa_urls": ["http://127.0.0.1:1/"]}
@@ -292,7 +294,7 @@ def test_prefect_down_then_back_nothing_lost_nothing_twice(tmp_path, repo):
         server = start(stack, ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
                        env, tmp_path / "prefect-server.log")
         serve = start(stack, serve_args, down, tmp_path / "serve-down.log")
-        wait_http(f"{url}/healthz", seconds=120, proc=serve)
+        wait_http(f"{url}/healthz", seconds=120, process=serve)
         for delivery, event in events.items():
             began = time.monotonic()
             answer = post_generic(url, event)
@@ -312,7 +314,7 @@ def test_prefect_down_then_back_nothing_lost_nothing_twice(tmp_path, repo):
         finally:
             ledger.close()
 
-        wait_http(f"{api}/health", seconds=180, proc=server)
+        wait_http(f"{api}/health", seconds=180, process=server)
         for args in (["prefect", "work-pool", "create", "afdp-outbox", "--type", "process"],
                      ["prefect", "--no-prompt", "deploy", "--prefect-file", str(prefect_file), "--all"]):
             done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -325,7 +327,7 @@ def test_prefect_down_then_back_nothing_lost_nothing_twice(tmp_path, repo):
         assert "id" in early, early
 
         serve = start(stack, serve_args, env, tmp_path / "serve-up.log")
-        wait_http(f"{url}/healthz", seconds=120, proc=serve)
+        wait_http(f"{url}/healthz", seconds=120, process=serve)
         first = wait_state(url, "e-1", "submitted", seconds=120)
         second = wait_state(url, "e-2", "submitted", seconds=120)
         assert second["flow_run_id"] == early["id"]  # the same run, not a second one
