@@ -15,7 +15,6 @@ expected. The schema annotates itself for that purpose:
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -59,58 +58,17 @@ def check(document: Document, schema_name: str) -> list[Finding]:
     Raises:
         SchemaError: the schema itself cannot be loaded (a broken installation).
     """
-    from afdp.evidence.schemas import load_schema
+    from afdp.evidence.schemas import fast_accepts, load_schema
 
-    if _fast_accepts(schema_name, document.data):
+    # jsonschema-rs first (only ever trusted to say "valid"): a valid file never imports
+    # the Python validator, about a fifth of ``afdp validate``'s start-up
+    if fast_accepts(schema_name, document.data):
         return []
     root = load_schema(schema_name)
     findings: list[Finding] = []
     for error in _validator(schema_name).iter_errors(document.data):
         findings.extend(_translate(error, document, root))
     return findings
-
-
-def _fast_accepts(schema_name: str, data: Any) -> bool:
-    """True when the Rust validator (jsonschema-rs) finds ``data`` valid.
-
-    The fast path of :func:`afdp.evidence.schemas.iter_errors`, for the same reason and
-    with the same rule: it is only ever trusted to say *valid*, so a valid file never
-    imports the Python validator (about a fifth of ``afdp validate``'s start-up), and
-    anything it rejects is judged again by the reference, whose errors become the
-    findings. The two regex engines read ``\\s`` differently for some control characters
-    (Python counts U+001C-U+001F and U+0085 as spaces, jsonschema-rs's ECMAScript
-    dialect does not), so a document with any control character other than tab, newline
-    and carriage return always goes to the reference.
-    ``tests/test_workflow_schema_fast_path.py`` checks over generated documents that it
-    never accepts what the reference rejects.
-    """
-    if _has_control_character(data):
-        return False
-    from afdp.evidence.schemas import fast_validator
-
-    try:
-        fast = fast_validator(schema_name)
-        return fast is not None and bool(fast.is_valid(data))
-    except (ValueError, TypeError, OverflowError):
-        return False  # a schema or value the Rust side cannot take: the reference judges it
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def _has_control_character(data: Any) -> bool:
-    stack = [data]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, str):
-            if _CONTROL.search(value):
-                return True
-        elif isinstance(value, Mapping):
-            stack.extend(value.keys())
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return False
 
 
 @functools.cache
