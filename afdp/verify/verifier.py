@@ -258,12 +258,12 @@ def check_branch(
     commit_ids = [commit.id.raw for commit in commits]
     del commits
     workers = _worker_count(jobs, total)
-    prepare()  # before the fork: the workers inherit the loaded modules and schemas
     executor = None
     if workers > 1:  # imported here: a short branch starts no worker processes
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        prepare()  # before the fork: the workers inherit the loaded modules and schemas
         executor = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("fork"),
