@@ -182,3 +182,21 @@ def test_a_model_branch_is_not_listed_as_a_deployment(modelled, trust_file):
     assert pygit2.Repository(str(repo)).references.get(f"refs/heads/afdp/{MODELS}/{SERVICE}") is not None
     assert {e.service for e in entries} == {SERVICE}
     assert sorted(e.deployment for e in entries) == sorted(ids)
+
+
+def test_a_model_trained_on_selected_features_is_shown(modelled, trust_file, signer, tsa):
+    """A model an ``ml_predictor`` step recorded with ``features:`` (its inputs a
+    selection) is checked against that same selection, not against every feature: its
+    numbers are shown, citing it."""
+    from afdp.learn.prediction import predict_from_rows
+
+    repo, _, _ = modelled
+    policy = load_trust_policy(trust_file, evidence_repository=repo)
+    history = load_history(repo, trust_file, services=[SERVICE])
+    prediction = predict_from_rows(history.rows, Planned.of(change_size=12), service=SERVICE,
+                                   dataset_digest=history.digest, repository=repo, policy=policy, signer=signer,
+                                   tsa_urls=[tsa.url], features=["change_size", "hour_utc"])
+    assert prediction.status == "ok" and prediction.model_record
+    shown = service_prediction(repo, trust_file, SERVICE)
+    assert shown.status == "ok", shown.reason
+    assert shown.model_record == prediction.model_record

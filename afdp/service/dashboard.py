@@ -345,10 +345,12 @@ def service_prediction(repository: Path, trust_policy: Path | None, service: str
         return ServicePrediction(service, "unverified", f"model record {latest.digest[:12]} was trained on "
                                  f"{len(missing)} deployment(s) that do not verify under this trust policy "
                                  f"({', '.join(missing[:5])}); its numbers are not shown", **cite)
-    use_load = bool((document.get("features") or {}).get("use_load"))
+    encoding: Mapping[str, Any] = document["features"] if isinstance(document.get("features"), Mapping) else {}
+    selected = encoding.get("selected")  # the features an ml_predictor step selected (absent: all)
     try:
         same_training(latest, [verified[d] for d in trained_on], service=service,
-                       dataset_digest=str(latest.dataset_digest), use_load=use_load)
+                       dataset_digest=str(latest.dataset_digest), use_load=bool(encoding.get("use_load")),
+                       features=[str(f) for f in selected] if isinstance(selected, list) else None)
         fitted = refit(document)
     except ModelUnusable as exc:
         return ServicePrediction(service, "unverified", f"{exc}; its numbers are not shown", **cite)
