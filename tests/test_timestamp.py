@@ -289,3 +289,93 @@ def test_remembered_leaf_check_does_not_cover_another_certificate_of_the_same_ro
     expect("timestamp.chain", lax.respond(raw_request(SIGNATURE)), SIGNATURE, [root], "certificate purpose")
     # and the good TSA's token without its certificate fails in the leaf check itself
     expect("timestamp.chain", good.respond(raw_request(SIGNATURE, cert_req=False)), SIGNATURE, [root], "not signed by")
+
+
+# -- kept-alive connections the TSA has dropped ---------------------------------------------
+@pytest.fixture()
+def dropping_tsa(embedded) -> Iterator[Callable[[int], tuple[str, list[int]]]]:
+    """A real HTTP/1.1 TSA that answers ``per_connection`` requests on a connection with
+    keep-alive, then closes that connection without answering the next one: what a TSA,
+    or a proxy in front of it, does when its idle timeout fires as a request arrives."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(per_connection: int) -> tuple[str, list[int]]:
+        answered: list[int] = []  # requests answered, by connection (in order of connection)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                self.index = len(answered)
+                answered.append(0)
+
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                if answered[self.index] >= per_connection:
+                    self.close_connection = True  # drop it: no status line, nothing
+                    return
+                body = embedded.respond(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/timestamp-reply")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                answered[self.index] += 1
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/", answered
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_kept_alive_connection_dropped_by_the_tsa_is_asked_again_on_a_new_one(tsa, dropping_tsa):
+    url, answered = dropping_tsa(1)
+    first = request_timestamp(SIGNATURE, [url])
+    # The second request goes out on the kept-alive connection, which the TSA drops.
+    second = request_timestamp(SIGNATURE, [url])
+    verify_timestamp(first.der, SIGNATURE, roots_of(tsa.directory))
+    verify_timestamp(second.der, SIGNATURE, roots_of(tsa.directory))
+    assert answered[:2] == [1, 1], answered  # the retry went out on a connection of its own
+
+
+def test_a_tsa_that_drops_every_request_is_asked_once_more_then_skipped(dropping_tsa, tsa):
+    url, answered = dropping_tsa(0)
+    with pytest.raises(TimestampError) as caught:
+        request_timestamp(SIGNATURE, [url], timeout=5)
+    message = str(caught.value)
+    assert "\n" not in message and url in message and "disconnected" in message
+    assert len(answered) == 2 and answered == [0, 0]  # one retry, not a loop
+    # failover still goes on to the next TSA
+    assert request_timestamp(SIGNATURE, [url, tsa.url]).url == tsa.url
+
+
+def test_a_forked_child_does_not_share_the_parents_kept_alive_connections(tsa):
+    import os
+
+    from afdp.evidence import timestamp
+
+    request_timestamp(SIGNATURE, [tsa.url])
+    parent_client = timestamp._http()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports whether it was handed the parent's client
+        try:
+            os.write(write, b"shared" if timestamp._client is parent_client else b"own")
+            request_timestamp(SIGNATURE, [tsa.url])
+            os.write(write, b" ok")
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as pipe:
+        assert pipe.read() == b"own ok"
+    assert timestamp._http() is parent_client
+    request_timestamp(SIGNATURE, [tsa.url])  # the parent's connection still works

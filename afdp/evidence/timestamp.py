@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,27 +102,44 @@ _client: httpx.Client | None = None  # HTTP is imported on first use: verify nev
 _client_lock = threading.Lock()
 
 
-def _http() -> httpx.Client:
+def _new_client() -> httpx.Client:
     import httpx
 
     from afdp.deadline import with_deadlines
 
+    return with_deadlines(
+        httpx.Client(
+            http2=False,
+            follow_redirects=False,
+            trust_env=True,
+            limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=30.0),
+            headers={"User-Agent": "afdp"},
+        )
+    )
+
+
+def _http() -> httpx.Client:
     # One client for the process: keep-alive connections make a round trip to a nearby
     # TSA a fraction of a millisecond instead of a TCP handshake each time.
     global _client
     if _client is None:
         with _client_lock:
             if _client is None:
-                _client = with_deadlines(
-                    httpx.Client(
-                        http2=False,
-                        follow_redirects=False,
-                        trust_env=True,
-                        limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=30.0),
-                        headers={"User-Agent": "afdp"},
-                    )
-                )
+                _client = _new_client()
     return _client
+
+
+def _forget_client_after_fork() -> None:
+    # A forked child must not share the parent's kept-alive sockets: two processes
+    # writing requests on one TCP stream interleave them, and the TSA drops it. The
+    # child starts with no client (and a fresh lock, in case a thread held it).
+    global _client, _client_lock
+    _client = None
+    _client_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_client_after_fork)
 
 
 def request_timestamp(
@@ -183,7 +201,15 @@ def _ask(url: str, body: bytes, timeout: float) -> tuple[rfc3161_client.TimeStam
         # ``timeout`` is each TSA's deadline for the whole exchange (connect to last
         # byte), not a bound on each read: a TSA dribbling its answer cannot hold us.
         with deadline(timeout):
-            reply = _http().post(url, content=body, headers=_QUERY_HEADERS, timeout=timeout)
+            try:
+                reply = _http().post(url, content=body, headers=_QUERY_HEADERS, timeout=timeout)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                # A kept-alive connection can be closed by the TSA (its idle timeout, a
+                # restart, a proxy) just as the request goes out on it; the request never
+                # reached an answer. Asking again is safe (a time-stamp request changes
+                # nothing) and is done once, on a new connection, within the same deadline.
+                with _new_client() as fresh:
+                    reply = fresh.post(url, content=body, headers=_QUERY_HEADERS, timeout=timeout)
     except httpx.TimeoutException:
         raise _Skip(f"no whole answer within {timeout:g} s") from None
     except httpx.ConnectError as exc:
