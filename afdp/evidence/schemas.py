@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,25 +53,36 @@ def validator(name: str) -> Any:
 
 
 @functools.cache
+def ecma_validator(name: str) -> Any:
+    """A compiled jsonschema-rs validator for schema ``name`` that reads every pattern as
+    ECMA-262, as JSON Schema defines them (formats not checked: the reference does that).
+
+    Python's ``re``, which the reference validator uses, differs from ECMA-262 where it
+    matters to a forensic schema: ``$`` also matches just before a final newline, so
+    ``^[0-9a-f]{7,40}$`` takes ``"abcdef0\\n"``; ``\\s`` counts U+001C-U+001F and U+0085
+    as spaces. :func:`iter_errors` therefore asks this validator too whenever the reference
+    finds a document valid: a document is valid only when both say so.
+    """
+    import jsonschema_rs
+
+    return jsonschema_rs.Draft202012Validator(load_schema(name), validate_formats=False)
+
+
+@functools.cache
 def fast_validator(name: str) -> Any:
-    """A compiled jsonschema-rs validator for schema ``name``, or None.
+    """The ECMA-262 validator (:func:`ecma_validator`) for schema ``name`` as a fast path, or None.
 
     Verification validates three documents per record; the Rust validator answers "valid"
-    in a few microseconds where the Python one takes about half a millisecond. It is
-    only ever trusted to say *valid*: anything it rejects (or cannot take) is judged again,
-    with its messages, by :func:`validator`, so the verdict and the messages are the
-    Python validator's. It is not used for schemas with a ``format`` keyword, whose
-    checks the two libraries implement differently. ``tests/test_schema_fast_path.py``
-    checks, over generated documents, that it never accepts what the reference rejects.
+    in a few microseconds where the Python one takes about half a millisecond. Its "valid"
+    stands only for schemas without a ``format`` keyword, whose checks the two libraries
+    implement differently (:func:`fast_accepts`); anything it rejects (or cannot take) is
+    judged again, with its messages, by :func:`validator`.
+    ``tests/test_schema_fast_path.py`` checks, over generated documents, that it never
+    accepts what the reference rejects.
     """
-    try:
-        import jsonschema_rs
-    except ImportError:  # pragma: no cover - a declared dependency
+    if '"format"' in json.dumps(load_schema(name)):
         return None
-    schema = load_schema(name)
-    if '"format"' in json.dumps(schema):
-        return None
-    return jsonschema_rs.Draft202012Validator(schema, validate_formats=False)
+    return ecma_validator(name)
 
 
 def fast_accepts(name: str, document: Any) -> bool:
@@ -120,11 +131,50 @@ def _has_control_character(data: Any) -> bool:
 
 
 def iter_errors(name: str, document: Any) -> Iterator[tuple[str, str]]:
-    """Yield ``(json_path, message)`` for every schema violation of ``document``."""
+    """Yield ``(json_path, message)`` for every schema violation of ``document``.
+
+    The verdict is the reference validator's (Python ``jsonschema``, formats checked) and,
+    where the reference finds nothing, ECMA-262's reading of the patterns
+    (:func:`ecma_validator`): valid only when both accept.
+    """
     if fast_accepts(name, document):
         return
-    for error in sorted(validator(name).iter_errors(document), key=lambda e: list(e.path)):
-        yield error.json_path, error.message
+    errors = sorted(validator(name).iter_errors(document), key=lambda e: list(e.path))
+    if errors:
+        for error in errors:
+            yield error.json_path, error.message
+        return
+    yield from _ecma_errors(name, document)
+
+
+def _ecma_errors(name: str, document: Any) -> Iterator[tuple[str, str]]:
+    for parts, message in ecma_problems(name, document):
+        yield _json_path(parts), message
+
+
+def ecma_problems(name: str, document: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every violation the ECMA-262 reading of schema ``name`` finds in ``document``, as
+    ``(path parts, message)``; a document it cannot read at all is one violation at the root.
+    """
+    try:
+        errors = list(ecma_validator(name).iter_errors(document))
+    except (ValueError, TypeError, OverflowError) as exc:
+        # A lone surrogate, a key that is not text: nothing the patterns could be read
+        # over. A schema's "valid" is not given for what it could not check.
+        return [((), f"cannot be checked against the schema's patterns: {' '.join(str(exc).split())}")]
+    return [(tuple(error.instance_path), error.message) for error in errors]
+
+
+def _json_path(parts: Sequence[str | int]) -> str:
+    path = "$"
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            path += f".{part}"
+        else:
+            path += f"[{json.dumps(part)}]"
+    return path
 
 
 def validate(name: str, document: Any, *, what: str = "document") -> None:

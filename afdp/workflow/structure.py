@@ -68,6 +68,14 @@ def check(document: Document, schema_name: str) -> list[Finding]:
     findings: list[Finding] = []
     for error in _validator(schema_name).iter_errors(document.data):
         findings.extend(_translate(error, document, root))
+    if not findings:
+        # Python's re reads a pattern's ``$`` and ``\s`` otherwise than ECMA-262, the dialect
+        # of JSON Schema (``name: "deploy\n"`` matched ``^...$``): what the reference took is
+        # read again as ECMA-262 (afdp.evidence.schemas.iter_errors does the same).
+        from afdp.evidence.schemas import ecma_problems
+
+        for path, message in ecma_problems(schema_name, document.data):
+            findings.append(document.finding(path, message))
     return findings
 
 
