@@ -315,12 +315,12 @@ def dropping_tsa(embedded) -> Iterator[Callable[[int], tuple[str, list[int]]]]:
                     self.close_connection = True  # drop it: no status line, nothing
                     return
                 body = embedded.respond(self.rfile.read(int(self.headers["Content-Length"])))
+                answered[self.index] += 1  # counted before the client can see the answer
                 self.send_response(200)
                 self.send_header("Content-Type", "application/timestamp-reply")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                answered[self.index] += 1
 
             def log_message(self, *args):
                 pass
