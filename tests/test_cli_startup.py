@@ -96,8 +96,11 @@ _AS_ON_A_FRESH_INSTALL = (
 )
 
 
-def _loaded_by(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, set[str], str]:
-    """Run ``afdp argv`` in a fresh interpreter; return (exit code, HEAVY modules loaded, stderr).
+def _loaded_by(
+    argv: list[str], env: dict[str, str] | None = None, *, watched: tuple[str, ...] = HEAVY
+) -> tuple[int, set[str], str]:
+    """Run ``afdp argv`` in a fresh interpreter; return (exit code, ``watched`` modules
+    loaded (HEAVY by default), stderr).
 
     The command's stdout, if any, is appended to the returned text after the stderr."""
     code = _AS_ON_A_FRESH_INSTALL + (
@@ -108,7 +111,7 @@ def _loaded_by(argv: list[str], env: dict[str, str] | None = None) -> tuple[int,
         "except SystemExit as exc:\n"
         "    rc = exc.code\n"
         "sys.stdout.flush()\n"
-        f"print(json.dumps([rc or 0, [m for m in {HEAVY!r} if m in sys.modules]]))\n"
+        f"print(json.dumps([rc or 0, [m for m in {watched!r} if m in sys.modules]]))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -130,6 +133,41 @@ def test_help_loads_only_click() -> None:
     rc, loaded, err = _loaded_by(["--help"])
     assert rc == 0, err
     assert loaded == set()
+
+
+#: AFDP's own modules that do a command's work: ``--help`` has no reason to load them.
+AFDP_WORK = (
+    "afdp.evidence.ledger", "afdp.evidence.store", "afdp.evidence.timestamp", "afdp.evidence.trust",
+    "afdp.evidence.signing", "afdp.evidence.records", "afdp.verify.verifier", "afdp.verify.checks",
+    "afdp.workflow.model", "afdp.workflow.validation", "afdp.pipeline", "afdp.audit", "afdp.learn",
+    "afdp.service", "afdp.demo",
+)
+
+
+def _commands() -> list[str]:
+    from afdp.cli import _COMMANDS
+
+    return list(_COMMANDS)
+
+
+@pytest.mark.parametrize("command", ["verify", *(c for c in _commands() if c != "verify")])
+def test_help_of_every_command_loads_no_heavy_module(command: str) -> None:
+    # `afdp verify --help` (and every other command's --help) imports the command's module
+    # to read its options, and nothing that does the work: no Git, crypto, schema, YAML,
+    # rich or engine library, and none of AFDP's own working modules.
+    rc, loaded, err = _loaded_by([command, "--help"], watched=HEAVY + AFDP_WORK)
+    assert rc == 0, err
+    assert f"afdp {command}" in err, err  # the usage line: the help really printed
+    assert loaded == set(), f"afdp {command} --help loaded {sorted(loaded)}"
+
+
+def test_the_module_check_sees_a_loaded_module() -> None:
+    # The negative case of the check above: a command that does its work is seen loading
+    # the working modules (an empty set above is not the check failing to look).
+    example = ROOT / "afdp" / "workflow" / "examples" / "api_deployment_impact.yaml"
+    rc, loaded, err = _loaded_by(["validate", str(example)], watched=HEAVY + AFDP_WORK)
+    assert rc == 0, err
+    assert {"yaml", "afdp.workflow.model", "afdp.workflow.validation"} <= loaded
 
 
 def test_validate_loads_yaml_but_no_schema_library_for_a_valid_workflow() -> None:
