@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,9 +202,19 @@ def sealed_branch(repo: Path, keys: Path, tsa, trust_file: Path) -> list[str]:
 
 
 def test_verify_loads_what_verification_needs_and_nothing_more(sealed_branch: list[str]) -> None:
+    # The verdict goes to a pipe here, in words rich would print as themselves: no rich.
     rc, loaded, err = _loaded_by(sealed_branch)
     assert rc == 0, err
-    assert loaded == VERIFY_NEEDS | {"rich"}  # rich prints the verdict
+    assert loaded == VERIFY_NEEDS
+    assert err.strip().splitlines()[-1].startswith("VERIFIED api/d1: "), err
+
+
+def test_verify_leaves_the_verdict_to_rich_where_rich_decides(sealed_branch: list[str]) -> None:
+    # FORCE_COLOR makes rich colour a pipe: rich prints the verdict, in colour.
+    rc, loaded, err = _loaded_by(sealed_branch, {"FORCE_COLOR": "1"})
+    assert rc == 0, err
+    assert loaded == VERIFY_NEEDS | {"rich"}
+    assert "\x1b[" in err and "VERIFIED" in err, err
 
 
 def test_verify_json_does_not_load_rich(sealed_branch: list[str]) -> None:
@@ -212,9 +224,10 @@ def test_verify_json_does_not_load_rich(sealed_branch: list[str]) -> None:
 
 
 def test_a_missing_dependency_is_still_one_clear_line(sealed_branch: list[str], tmp_path: Path) -> None:
-    # Lazy imports must not hide a broken installation: with rich unimportable, the human
-    # output fails with one line naming it (exit 3, no traceback), while --json, which
-    # never needs rich, still verifies.
+    # Lazy imports must not hide a broken installation: with rich unimportable, human
+    # output that needs rich (here: FORCE_COLOR asks for colours on a pipe) fails with one
+    # line naming it (exit 3, no traceback), while --json and a plain verdict on a pipe,
+    # which never need rich, still verify.
     blocker = tmp_path / "site"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(
@@ -227,10 +240,74 @@ def test_a_missing_dependency_is_still_one_clear_line(sealed_branch: list[str], 
         "sys.meta_path.insert(0, _NoRich())\n"
     )
     env = {"PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)])}
-    rc, loaded, err = _loaded_by(sealed_branch, env)
+    rc, loaded, err = _loaded_by(sealed_branch, {**env, "FORCE_COLOR": "1"})
     assert rc == 3
     lines = err.strip().splitlines()  # nothing on stdout either
     assert len(lines) == 1 and "No module named 'rich'" in lines[0], err
-    rc, loaded, err = _loaded_by([*sealed_branch, "--json"], env)
-    assert rc == 0, err
-    assert "rich" not in loaded
+    for argv in ([*sealed_branch, "--json"], sealed_branch):
+        rc, loaded, err = _loaded_by(argv, env)
+        assert rc == 0, err
+        assert "rich" not in loaded
+
+
+# --- The verdict printed to a pipe without rich: the same bytes as rich prints ------------
+
+_PIECES = [*"ab Z09.-_/,;()'\"~#@", "[", "]", "\\", ":", "[/]", "[bold]", ":lock:", ":x", "\t", "\r", "\x1b", "\x07", "é", "🔒"]
+_VALUE = st.lists(st.sampled_from(_PIECES), max_size=8).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(where=_VALUE, check=_VALUE, reason=_VALUE, indent=st.sampled_from(["", "  "]))
+def test_a_line_printed_without_rich_is_the_line_rich_prints(where: str, check: str, reason: str, indent: str) -> None:
+    # Every shape of verdict line (own tags around escaped evidence text), printed on a
+    # stream that is no terminal: the direct path, where it is taken, writes exactly what
+    # rich's console writes there (tags dropped, no emoji codes, no control characters).
+    import contextlib
+    import io
+
+    from rich.console import Console
+
+    from afdp.cli import output
+
+    markup = f"{indent}[bold red]FAILED[/] {output.escape(where)}: [bold]{output.escape(check)}[/]: {output.escape(reason)}"
+    reference = io.StringIO()
+    try:
+        Console(file=reference, highlight=False, soft_wrap=True).print(markup)
+    except Exception as exc:  # noqa: BLE001 - then the direct path must not print either
+        expected: str | type[BaseException] = type(exc)
+    else:
+        expected = reference.getvalue()
+    printed = io.StringIO()
+    output._stdout_console.cache_clear()
+    try:
+        with contextlib.redirect_stdout(printed):
+            output._say(markup)
+    except Exception as exc:  # noqa: BLE001
+        assert expected is type(exc)
+    else:
+        assert printed.getvalue() == expected, (markup, printed.getvalue(), expected)
+    finally:
+        output._stdout_console.cache_clear()
+
+
+def test_the_direct_path_is_taken_only_off_a_terminal_and_without_force_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    from afdp.cli import output
+
+    class Stream:
+        def __init__(self, tty: bool) -> None:
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    monkeypatch.setattr(sys, "stdout", Stream(False))
+    assert output._plain_stream()
+    monkeypatch.setattr(sys, "stdout", Stream(True))
+    assert not output._plain_stream()  # a terminal: rich, with colours
+    monkeypatch.setattr(sys, "stdout", Stream(False))
+    for name, value in (("FORCE_COLOR", "1"), ("FORCE_COLOR", ""), ("TTY_COMPATIBLE", "1")):
+        monkeypatch.setenv(name, value)
+        assert not output._plain_stream(), name  # rich decides what these mean
+        monkeypatch.delenv(name)
