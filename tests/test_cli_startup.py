@@ -311,3 +311,18 @@ def test_the_direct_path_is_taken_only_off_a_terminal_and_without_force_color(mo
         monkeypatch.setenv(name, value)
         assert not output._plain_stream(), name  # rich decides what these mean
         monkeypatch.delenv(name)
+
+
+def test_piped_log_and_verify_all_load_no_rich(sealed_branch: list[str]) -> None:
+    # Off a terminal the story and the --all table are plain rows, decided without rich.
+    repo = sealed_branch[sealed_branch.index("--repo") + 1]
+    trust = sealed_branch[sealed_branch.index("--trust") + 1]
+    rc, loaded, err = _loaded_by(["log", "--repo", repo, "--service", "api", "--deployment", "d1"])
+    assert rc == 0, err
+    assert "rich" not in loaded and "\tgenesis\t" in err, err
+    rc, loaded, err = _loaded_by(["verify", "--repo", repo, "--all", "--trust", trust, "--jobs", "1"])
+    assert rc == 0, err
+    assert "rich" not in loaded and "VERIFIED api/d1: " in err, err
+    rc, loaded, err = _loaded_by(["log", "--repo", repo, "--service", "api", "--deployment", "d1"], {"FORCE_COLOR": "1"})
+    assert rc == 0, err
+    assert "rich" in loaded  # rich decides what FORCE_COLOR means: a table

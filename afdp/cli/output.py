@@ -52,7 +52,8 @@ _EMOJI_CODE = re.compile(r":\S*:")
 
 
 def _plain_stream() -> bool:
-    """True when rich would write to stdout as to a file: no colours, no control codes.
+    """True when rich would write to stdout as to a file: no colours, no control codes
+    (when True, rich's ``Console.is_terminal`` is False; this answers without rich).
 
     Conservative: a variable that makes rich treat a stream as a terminal (``FORCE_COLOR``,
     ``TTY_COMPATIBLE``), or an IDLE or Jupyter session, leaves the decision to rich.
@@ -180,7 +181,7 @@ def print_summary(reports: list[BranchReport]) -> None:
         )
         for row in rows
     ]
-    if not _stdout_console().is_terminal:
+    if _plain_stream() or not _stdout_console().is_terminal:  # the first needs no rich
         print("\t".join(columns))
         for line in values:
             print("\t".join(" ".join(v.split()) for v in line))
@@ -238,7 +239,7 @@ def print_story(story: dict[str, Any]) -> None:
         )
     footer = f"{len(story['records'])} record(s), {state}. {verdict}"
     header = _provenance_lines(story)
-    if not _stdout_console().is_terminal:
+    if _plain_stream() or not _stdout_console().is_terminal:  # the first needs no rich
         print(title)
         for line in header:
             print(line)
