@@ -8,7 +8,10 @@ time and CPU time (user + system of the child) are printed, beside a bare ``pyth
 pass`` (what any Python command pays before its first import). CPU time is the steadier
 figure on a shared machine; the load average is printed with the figures. ``verify``
 checks a small real branch made here: genesis, four steps and a seal, signed with a
-fresh key and time-stamped by the embedded TSA over loopback HTTP. ``validate`` reads
+fresh key and time-stamped by the embedded TSA over loopback HTTP; its verdict goes to
+a stream that is no terminal (``/dev/null``), as in CI; ``verify (terminal)`` prints it
+on a pseudo-terminal instead (rich draws it), and ``--json`` and ``verify --help`` are
+measured too. ``validate`` reads
 the shipped example ``api_deployment_impact.yaml``.
 
 Byte code is written to a temporary ``PYTHONPYCACHEPREFIX`` (a warm-up run fills it),
@@ -68,11 +71,25 @@ def make_branch(root: Path) -> list[str]:
     return ["verify", "--repo", str(repo), "--service", "api", "--deployment", "d1", "--trust", str(root / "trust.yaml")]
 
 
-def run_once(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Run ``argv`` once; return (wall seconds, CPU seconds of the child)."""
+#: Commands whose stdout is a pseudo-terminal (what a user at a terminal sees).
+ON_A_TERMINAL = "(terminal)"
+
+
+def run_once(argv: list[str], env: dict[str, str], *, terminal: bool = False) -> tuple[float, float]:
+    """Run ``argv`` once (stdout on a pseudo-terminal if ``terminal``, else /dev/null);
+    return (wall seconds, CPU seconds of the child)."""
+    import pty
+
+    primary, secondary = pty.openpty() if terminal else (-1, -1)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    try:
+        stdout = secondary if terminal else subprocess.DEVNULL
+        done = subprocess.run(argv, env=env, stdout=stdout, stderr=subprocess.PIPE, check=False)
+    finally:
+        if terminal:  # a verdict line fits the terminal's buffer: nothing needs reading
+            os.close(secondary)
+            os.close(primary)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -120,26 +137,30 @@ def main() -> None:
         commands = {
             "python -c pass": [args.python, "-c", "pass"],
             "afdp --help": [args.python, "-c", ENTRY_POINT, "--help"],
+            "afdp verify --help": [args.python, "-c", ENTRY_POINT, "verify", "--help"],
             "afdp validate": [args.python, "-c", ENTRY_POINT, "validate", str(example)],
             "afdp verify": [args.python, "-c", ENTRY_POINT, *verify],
+            f"afdp verify {ON_A_TERMINAL}": [args.python, "-c", ENTRY_POINT, *verify],
+            "afdp verify --json": [args.python, "-c", ENTRY_POINT, *verify, "--json"],
         }
-        for argv in commands.values():
-            run_once(argv, env)  # warm-up: byte code written, files in the page cache
+        for name, argv in commands.items():
+            run_once(argv, env, terminal=name.endswith(ON_A_TERMINAL))  # warm-up: byte code written, files in the page cache
 
         load = os.getloadavg()
         print(f"python {args.python}{' (no byte code)' if args.no_bytecode else ''}; {args.runs} runs each; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-        print(f"{'command':<16} {'wall median':>12} {'wall best':>10} {'CPU median':>11} {'CPU best':>9}")
+        print(f"{'command':<23} {'wall median':>12} {'wall best':>10} {'CPU median':>11} {'CPU best':>9}")
         for name, argv in commands.items():
-            walls, cpus = zip(*(run_once(argv, env) for _ in range(args.runs)), strict=True)
+            terminal = name.endswith(ON_A_TERMINAL)
+            walls, cpus = zip(*(run_once(argv, env, terminal=terminal) for _ in range(args.runs)), strict=True)
             print(
-                f"{name:<16} {statistics.median(walls):>10.3f} s {min(walls):>8.3f} s "
+                f"{name:<23} {statistics.median(walls):>10.3f} s {min(walls):>8.3f} s "
                 f"{statistics.median(cpus):>9.3f} s {min(cpus):>7.3f} s"
             )
         load = os.getloadavg()
         print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
         if args.imports:
             for name, argv in commands.items():
-                if name.startswith("afdp"):
+                if name.startswith("afdp") and not name.endswith(ON_A_TERMINAL):
                     heaviest = ", ".join(f"{pkg} {ms:.1f}" for pkg, ms in import_profile(argv, env, 12))
                     print(f"{name} imports (ms self): {heaviest}")
 

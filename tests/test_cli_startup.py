@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,8 +98,11 @@ _AS_ON_A_FRESH_INSTALL = (
 )
 
 
-def _loaded_by(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, set[str], str]:
-    """Run ``afdp argv`` in a fresh interpreter; return (exit code, HEAVY modules loaded, stderr).
+def _loaded_by(
+    argv: list[str], env: dict[str, str] | None = None, *, watched: tuple[str, ...] = HEAVY
+) -> tuple[int, set[str], str]:
+    """Run ``afdp argv`` in a fresh interpreter; return (exit code, ``watched`` modules
+    loaded (HEAVY by default), stderr).
 
     The command's stdout, if any, is appended to the returned text after the stderr."""
     code = _AS_ON_A_FRESH_INSTALL + (
@@ -108,7 +113,7 @@ def _loaded_by(argv: list[str], env: dict[str, str] | None = None) -> tuple[int,
         "except SystemExit as exc:\n"
         "    rc = exc.code\n"
         "sys.stdout.flush()\n"
-        f"print(json.dumps([rc or 0, [m for m in {HEAVY!r} if m in sys.modules]]))\n"
+        f"print(json.dumps([rc or 0, [m for m in {watched!r} if m in sys.modules]]))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -130,6 +135,41 @@ def test_help_loads_only_click() -> None:
     rc, loaded, err = _loaded_by(["--help"])
     assert rc == 0, err
     assert loaded == set()
+
+
+#: AFDP's own modules that do a command's work: ``--help`` has no reason to load them.
+AFDP_WORK = (
+    "afdp.evidence.ledger", "afdp.evidence.store", "afdp.evidence.timestamp", "afdp.evidence.trust",
+    "afdp.evidence.signing", "afdp.evidence.records", "afdp.verify.verifier", "afdp.verify.checks",
+    "afdp.workflow.model", "afdp.workflow.validation", "afdp.pipeline", "afdp.audit", "afdp.learn",
+    "afdp.service", "afdp.demo",
+)
+
+
+def _commands() -> list[str]:
+    from afdp.cli import _COMMANDS
+
+    return list(_COMMANDS)
+
+
+@pytest.mark.parametrize("command", ["verify", *(c for c in _commands() if c != "verify")])
+def test_help_of_every_command_loads_no_heavy_module(command: str) -> None:
+    # `afdp verify --help` (and every other command's --help) imports the command's module
+    # to read its options, and nothing that does the work: no Git, crypto, schema, YAML,
+    # rich or engine library, and none of AFDP's own working modules.
+    rc, loaded, err = _loaded_by([command, "--help"], watched=HEAVY + AFDP_WORK)
+    assert rc == 0, err
+    assert f"afdp {command}" in err, err  # the usage line: the help really printed
+    assert loaded == set(), f"afdp {command} --help loaded {sorted(loaded)}"
+
+
+def test_the_module_check_sees_a_loaded_module() -> None:
+    # The negative case of the check above: a command that does its work is seen loading
+    # the working modules (an empty set above is not the check failing to look).
+    example = ROOT / "afdp" / "workflow" / "examples" / "api_deployment_impact.yaml"
+    rc, loaded, err = _loaded_by(["validate", str(example)], watched=HEAVY + AFDP_WORK)
+    assert rc == 0, err
+    assert {"yaml", "afdp.workflow.model", "afdp.workflow.validation"} <= loaded
 
 
 def test_validate_loads_yaml_but_no_schema_library_for_a_valid_workflow() -> None:
@@ -162,9 +202,19 @@ def sealed_branch(repo: Path, keys: Path, tsa, trust_file: Path) -> list[str]:
 
 
 def test_verify_loads_what_verification_needs_and_nothing_more(sealed_branch: list[str]) -> None:
+    # The verdict goes to a pipe here, in words rich would print as themselves: no rich.
     rc, loaded, err = _loaded_by(sealed_branch)
     assert rc == 0, err
-    assert loaded == VERIFY_NEEDS | {"rich"}  # rich prints the verdict
+    assert loaded == VERIFY_NEEDS
+    assert err.strip().splitlines()[-1].startswith("VERIFIED api/d1: "), err
+
+
+def test_verify_leaves_the_verdict_to_rich_where_rich_decides(sealed_branch: list[str]) -> None:
+    # FORCE_COLOR makes rich colour a pipe: rich prints the verdict, in colour.
+    rc, loaded, err = _loaded_by(sealed_branch, {"FORCE_COLOR": "1"})
+    assert rc == 0, err
+    assert loaded == VERIFY_NEEDS | {"rich"}
+    assert "\x1b[" in err and "VERIFIED" in err, err
 
 
 def test_verify_json_does_not_load_rich(sealed_branch: list[str]) -> None:
@@ -174,9 +224,10 @@ def test_verify_json_does_not_load_rich(sealed_branch: list[str]) -> None:
 
 
 def test_a_missing_dependency_is_still_one_clear_line(sealed_branch: list[str], tmp_path: Path) -> None:
-    # Lazy imports must not hide a broken installation: with rich unimportable, the human
-    # output fails with one line naming it (exit 3, no traceback), while --json, which
-    # never needs rich, still verifies.
+    # Lazy imports must not hide a broken installation: with rich unimportable, human
+    # output that needs rich (here: FORCE_COLOR asks for colours on a pipe) fails with one
+    # line naming it (exit 3, no traceback), while --json and a plain verdict on a pipe,
+    # which never need rich, still verify.
     blocker = tmp_path / "site"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text(
@@ -189,10 +240,89 @@ def test_a_missing_dependency_is_still_one_clear_line(sealed_branch: list[str], 
         "sys.meta_path.insert(0, _NoRich())\n"
     )
     env = {"PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)])}
-    rc, loaded, err = _loaded_by(sealed_branch, env)
+    rc, loaded, err = _loaded_by(sealed_branch, {**env, "FORCE_COLOR": "1"})
     assert rc == 3
     lines = err.strip().splitlines()  # nothing on stdout either
     assert len(lines) == 1 and "No module named 'rich'" in lines[0], err
-    rc, loaded, err = _loaded_by([*sealed_branch, "--json"], env)
+    for argv in ([*sealed_branch, "--json"], sealed_branch):
+        rc, loaded, err = _loaded_by(argv, env)
+        assert rc == 0, err
+        assert "rich" not in loaded
+
+
+# --- The verdict printed to a pipe without rich: the same bytes as rich prints ------------
+
+_PIECES = [*"ab Z09.-_/,;()'\"~#@", "[", "]", "\\", ":", "[/]", "[bold]", ":lock:", ":x", "\t", "\r", "\x1b", "\x07", "é", "🔒"]
+_VALUE = st.lists(st.sampled_from(_PIECES), max_size=8).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(where=_VALUE, check=_VALUE, reason=_VALUE, indent=st.sampled_from(["", "  "]))
+def test_a_line_printed_without_rich_is_the_line_rich_prints(where: str, check: str, reason: str, indent: str) -> None:
+    # Every shape of verdict line (own tags around escaped evidence text), printed on a
+    # stream that is no terminal: the direct path, where it is taken, writes exactly what
+    # rich's console writes there (tags dropped, no emoji codes, no control characters).
+    import contextlib
+    import io
+
+    from rich.console import Console
+
+    from afdp.cli import output
+
+    markup = f"{indent}[bold red]FAILED[/] {output.escape(where)}: [bold]{output.escape(check)}[/]: {output.escape(reason)}"
+    reference = io.StringIO()
+    try:
+        Console(file=reference, highlight=False, soft_wrap=True).print(markup)
+    except Exception as exc:  # noqa: BLE001 - then the direct path must not print either
+        expected: str | type[BaseException] = type(exc)
+    else:
+        expected = reference.getvalue()
+    printed = io.StringIO()
+    output._stdout_console.cache_clear()
+    try:
+        with contextlib.redirect_stdout(printed):
+            output._say(markup)
+    except Exception as exc:  # noqa: BLE001
+        assert expected is type(exc)
+    else:
+        assert printed.getvalue() == expected, (markup, printed.getvalue(), expected)
+    finally:
+        output._stdout_console.cache_clear()
+
+
+def test_the_direct_path_is_taken_only_off_a_terminal_and_without_force_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    from afdp.cli import output
+
+    class Stream:
+        def __init__(self, tty: bool) -> None:
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    monkeypatch.setattr(sys, "stdout", Stream(False))
+    assert output._plain_stream()
+    monkeypatch.setattr(sys, "stdout", Stream(True))
+    assert not output._plain_stream()  # a terminal: rich, with colours
+    monkeypatch.setattr(sys, "stdout", Stream(False))
+    for name, value in (("FORCE_COLOR", "1"), ("FORCE_COLOR", ""), ("TTY_COMPATIBLE", "1")):
+        monkeypatch.setenv(name, value)
+        assert not output._plain_stream(), name  # rich decides what these mean
+        monkeypatch.delenv(name)
+
+
+def test_piped_log_and_verify_all_load_no_rich(sealed_branch: list[str]) -> None:
+    # Off a terminal the story and the --all table are plain rows, decided without rich.
+    repo = sealed_branch[sealed_branch.index("--repo") + 1]
+    trust = sealed_branch[sealed_branch.index("--trust") + 1]
+    rc, loaded, err = _loaded_by(["log", "--repo", repo, "--service", "api", "--deployment", "d1"])
     assert rc == 0, err
-    assert "rich" not in loaded
+    assert "rich" not in loaded and "\tgenesis\t" in err, err
+    rc, loaded, err = _loaded_by(["verify", "--repo", repo, "--all", "--trust", trust, "--jobs", "1"])
+    assert rc == 0, err
+    assert "rich" not in loaded and "VERIFIED api/d1: " in err, err
+    rc, loaded, err = _loaded_by(["log", "--repo", repo, "--service", "api", "--deployment", "d1"], {"FORCE_COLOR": "1"})
+    assert rc == 0, err
+    assert "rich" in loaded  # rich decides what FORCE_COLOR means: a table

@@ -1,13 +1,18 @@
 """Human output for the CLI: rich tables and progress (only when stdout is a terminal).
 
 rich is imported on first output, not with this module, so ``afdp verify --json`` never
-pays for it (tests/test_cli_startup.py).
+pays for it (tests/test_cli_startup.py). Nor does a verdict printed to a pipe or a file
+whose text rich would print as itself (:func:`_say`): that is most of ``afdp verify``'s
+output in CI and scripts, and importing rich costs about a tenth of the command's
+start-up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import re
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -30,9 +35,55 @@ def _stdout_console() -> Console:
 
 def escape(text: str) -> str:
     """``text`` with rich markup escaped (rich's own :func:`rich.markup.escape`)."""
+    if "[" not in text and not text.endswith("\\"):
+        return text  # rich's escape changes nothing without a bracket or a trailing backslash
     from rich.markup import escape as rich_escape
 
     return rich_escape(text)
+
+
+#: The only markup :func:`print_reports` writes itself.
+_OWN_TAGS = re.compile(r"\[(?:bold red|bold yellow|bold green|bold|/)\]")
+#: Printable ASCII without brackets or backslash (what rich could read as markup), and no
+#: ``:name:`` (what rich could read as an emoji code): text rich prints as itself on a
+#: stream that is no terminal.
+_PLAIN = re.compile(r"[ -Z^-~]*")
+_EMOJI_CODE = re.compile(r":\S*:")
+
+
+def _plain_stream() -> bool:
+    """True when rich would write to stdout as to a file: no colours, no control codes
+    (when True, rich's ``Console.is_terminal`` is False; this answers without rich).
+
+    Conservative: a variable that makes rich treat a stream as a terminal (``FORCE_COLOR``,
+    ``TTY_COMPATIBLE``), or an IDLE or Jupyter session, leaves the decision to rich.
+    """
+    if "FORCE_COLOR" in os.environ or "TTY_COMPATIBLE" in os.environ or "idlelib" in sys.modules:
+        return False
+    import builtins
+
+    if hasattr(builtins, "get_ipython"):
+        return False
+    try:
+        return not sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _say(markup: str) -> None:
+    """Print one line of console markup on stdout, exactly as rich's console prints it.
+
+    On a stream that is no terminal, a line whose text (its own tags taken out) rich
+    would print as itself is written directly, without importing rich; anything else (a
+    terminal, escaped brackets, control characters, non-ASCII, a possible emoji code)
+    goes to rich. ``tests/test_cli_startup.py`` checks that both give the same bytes.
+    """
+    if _plain_stream():
+        text = _OWN_TAGS.sub("", markup)
+        if _PLAIN.fullmatch(text) and not _EMOJI_CODE.search(text):
+            sys.stdout.write(text + "\n")
+            return
+    _stdout_console().print(markup)
 
 
 @contextlib.contextmanager
@@ -63,31 +114,31 @@ def print_reports(reports: list[BranchReport]) -> None:
     for report in reports:
         name = escape(f"{report.service}/{report.deployment}")
         if report.state == "failed":
-            _stdout_console().print(
+            _say(
                 f"[bold red]FAILED[/] {name}: {len(report.failures)} failure(s) in {len(report.records)} record(s)"
             )
             for failure in report.failures:
-                _stdout_console().print(
+                _say(
                     f"  {escape(failure.where)}: [bold]{escape(failure.check)}[/]: {escape(failure.reason)}"
                 )
         elif report.state == "unsealed":
-            _stdout_console().print(
+            _say(
                 f"[bold yellow]UNSEALED[/] {name}: {len(report.records)} record(s) verified; no seal yet (allowed)"
             )
         else:
             signers = sorted({escape(r.signer) for r in report.records if r.signer})
-            _stdout_console().print(
+            _say(
                 f"[bold green]VERIFIED[/] {name}: {len(report.records)} record(s), sealed; signed by {', '.join(signers)}; head {report.head[:12] if report.head else '-'}"
             )
         if report.imported and report.state != "failed":
             # Verified as imported: an honest record of the past, never a live capture.
-            _stdout_console().print(
+            _say(
                 f"  IMPORTED from history: describes the deployment of {escape(str(report.described_time))}; "
                 "signed and time-stamped at import, not captured live"
             )
     if len(reports) > 1:
         failed = sum(1 for r in reports if not r.ok)
-        _stdout_console().print(
+        _say(
             f"{len(reports)} branch(es): {len(reports) - failed} passed, {failed} failed"
         )
 
@@ -130,7 +181,7 @@ def print_summary(reports: list[BranchReport]) -> None:
         )
         for row in rows
     ]
-    if not _stdout_console().is_terminal:
+    if _plain_stream() or not _stdout_console().is_terminal:  # the first needs no rich
         print("\t".join(columns))
         for line in values:
             print("\t".join(" ".join(v.split()) for v in line))
@@ -188,7 +239,7 @@ def print_story(story: dict[str, Any]) -> None:
         )
     footer = f"{len(story['records'])} record(s), {state}. {verdict}"
     header = _provenance_lines(story)
-    if not _stdout_console().is_terminal:
+    if _plain_stream() or not _stdout_console().is_terminal:  # the first needs no rich
         print(title)
         for line in header:
             print(line)
