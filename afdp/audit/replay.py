@@ -4,9 +4,10 @@
 
 1. verifies the branch against the trust policy (a branch that fails is refused: the
    error names the failing check);
-2. reads the verified records (each accepted only under the digest verification
-   established) and compiles the workflow stored byte for byte in the genesis record,
-   checking that it is the workflow every record names (its digest);
+2. reads the verified records, each accepted only under the digest verification
+   established, and compiles the workflow stored byte for byte in the genesis record,
+   checking that it is the workflow every record names (its digest)
+   (:mod:`afdp.audit.recorded`);
 3. walks the recorded steps in order: capture records give the raw samples (their
    ``series-*.json`` files), other records their recorded outputs; every analysis step
    is recomputed from the samples and every decision/gate step from the recomputed
@@ -25,14 +26,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from afdp.audit.recorded import (
+    WORKFLOW_FILE,
+    Recorded,
+    compile_file,
+    read_verified,
+    recorded_workflow,
+)
 from afdp.errors import AfdpError, NotFoundError, UsageError
 from afdp.evidence import records as rec
 from afdp.evidence.canonical import canonical_bytes, sha256_hex
-from afdp.evidence.ledger import decode_envelope
 from afdp.evidence.names import branch_ref
 from afdp.evidence.store import EvidenceStore
 from afdp.evidence.trust import TrustPolicy
@@ -42,6 +49,7 @@ from afdp.verify.verifier import check_branch
 
 __all__ = [
     "IDENTICAL",
+    "WORKFLOW_FILE",  # defined in afdp.audit.recorded
     "Difference",
     "Replay",
     "ReplaySet",
@@ -53,7 +61,6 @@ IDENTICAL = "identical"
 DIFFERENT = "different"
 VERSION_DIFFERS = "analysis version differs"
 MAX_DIFFERENCES = 50
-WORKFLOW_FILE = "workflow.yaml"
 
 
 @dataclass(frozen=True)
@@ -192,7 +199,7 @@ def replay_deployment(
             other workflow does not fit the recorded steps.
         WorkflowInvalid: the other workflow is not a valid workflow.
     """
-    other = _compile_file(Path(workflow)) if workflow is not None else None
+    other = compile_file(Path(workflow)) if workflow is not None else None
     report = check_branch(repo, service=service, deployment=deployment, policy=policy)
     if not report.ok:
         raise EvidenceVerificationError(report)
@@ -213,7 +220,7 @@ def replay_service(
         NotFoundError: no evidence branch of the service.
         WorkflowInvalid / UsageError: the other workflow does not load.
     """
-    other = _compile_file(Path(workflow)) if workflow is not None else None
+    other = compile_file(Path(workflow)) if workflow is not None else None
     store = EvidenceStore(repo)
     branches = [d for s, d in store.branches() if s == service]
     if not branches:
@@ -234,84 +241,6 @@ def replay_service(
     return ReplaySet(tuple(replays), tuple(refused))
 
 
-# -- reading the verified branch -------------------------------------------------------------
-@dataclass(frozen=True)
-class _Recorded:
-    sequence: int
-    step: str
-    kind: str
-    status: str
-    digest: str
-    result: Any
-    files: dict[str, bytes]
-    workflow_digest: str | None = None
-    error: str | None = None
-    summary: str = ""
-
-
-def _read_verified(store: EvidenceStore, report: BranchReport) -> list[_Recorded]:
-    """Return every record of a verified branch, each read under its verified digest."""
-    out = []
-    for record in report.records:
-        commit = store.repo.get(record.commit)
-        if commit is None:
-            raise UsageError(f"record {record.sequence}: commit {record.commit[:12]} is gone since verification")
-        files = store.list_dir(commit.tree, rec.record_dir(record.sequence, record.step))  # type: ignore[attr-defined]
-        envelope = files.get(rec.ENVELOPE_FILE)
-        if envelope is None or sha256_hex(envelope) != record.envelope_sha256:
-            raise UsageError(f"record {record.sequence} changed since verification; verify again")
-        predicate = decode_envelope(envelope)["predicate"]
-        result = predicate.get("result")
-        ref = predicate.get("result_ref")
-        if isinstance(ref, dict):
-            data = files.get(rec.RESULT_FILE)
-            if data is None or sha256_hex(data) != ref.get("sha256"):
-                raise UsageError(f"record {record.sequence}: its result file does not match its digest")
-            result = json.loads(data)
-        workflow = predicate.get("workflow")
-        out.append(
-            _Recorded(
-                record.sequence, record.step, record.kind, record.status, record.envelope_sha256, result, files,
-                workflow.get("sha256") if isinstance(workflow, Mapping) else None,
-                predicate.get("error"), predicate.get("summary") or "",
-            )
-        )
-    return out
-
-
-def _compile_bytes(raw: bytes, name: str) -> Any:
-    from afdp.workflow.compiler import compile_document
-    from afdp.workflow.loader import decode, parse
-
-    document = replace(parse(decode(name, raw), name=name), raw=raw)
-    return replace(compile_document(document), source_bytes=raw)
-
-
-def _compile_file(path: Path) -> Any:
-    from afdp.workflow.loader import read_bytes
-
-    name, raw = read_bytes(path)
-    return _compile_bytes(raw, name)
-
-
-def _recorded_workflow(genesis: _Recorded) -> Any:
-    metadata = genesis.result.get("metadata") if isinstance(genesis.result, Mapping) else None
-    described = (metadata or {}).get("workflow") if isinstance(metadata, Mapping) else None
-    if not isinstance(described, Mapping):
-        raise UsageError("the genesis record names no workflow: nothing to replay")
-    raw = genesis.files.get(WORKFLOW_FILE)
-    entry = described.get("file") if isinstance(described.get("file"), Mapping) else {}
-    if raw is None or sha256_hex(raw) != (entry or {}).get("sha256"):
-        raise UsageError("the genesis record does not store the workflow file (withheld or absent): nothing to replay")
-    workflow = _compile_bytes(raw, f"recorded {WORKFLOW_FILE}")
-    if workflow.digest != described.get("sha256"):
-        raise UsageError(
-            f"the stored workflow compiles to digest {workflow.digest[:12]}, not the recorded "
-            f"{str(described.get('sha256'))[:12]}: this AFDP reads the workflow differently"
-        )
-    return workflow
-
-
 # -- recomputation ---------------------------------------------------------------------------
 def _replay(store: EvidenceStore, report: BranchReport, other: Any, other_name: str | None) -> Replay:
     from afdp import __version__
@@ -324,11 +253,11 @@ def _replay(store: EvidenceStore, report: BranchReport, other: Any, other_name: 
     from afdp.workflow.model import Analyze, Decide, Gate
     from afdp.workflow.quantities import quantity_values
 
-    records = _read_verified(store, report)
+    records = read_verified(store, report)
     genesis = next((r for r in records if r.kind == rec.KIND_GENESIS), None)
     if genesis is None:
         raise UsageError("the branch has no genesis record: nothing to replay")
-    recorded_wf = _recorded_workflow(genesis)
+    recorded_wf = recorded_workflow(genesis)
     target = other if other is not None else recorded_wf
     metadata = genesis.result.get("metadata") or {}
     info = DeploymentInfo.from_json(metadata.get("deployment"))
@@ -481,7 +410,7 @@ def _replay(store: EvidenceStore, report: BranchReport, other: Any, other_name: 
 
 
 def _runs_now(
-    item: _Recorded,
+    item: Recorded,
     step: Any,
     new_step: Any,
     target: Any,
@@ -520,12 +449,12 @@ def _runs_now(
     return True
 
 
-def _failure_text(item: _Recorded) -> str:
+def _failure_text(item: Recorded) -> str:
     """What the runner passes to the decision for a failed step: its error, else its summary."""
     return item.error or item.summary
 
 
-def _recorded_decision(records: Sequence[_Recorded], workflow: Any) -> dict[str, Any] | None:
+def _recorded_decision(records: Sequence[Recorded], workflow: Any) -> dict[str, Any] | None:
     """The verdict the run recorded: the last decisions step's, or a gate's that stopped it."""
     from afdp.workflow.catalog import StepKind
 
@@ -545,7 +474,7 @@ def _recorded_decision(records: Sequence[_Recorded], workflow: Any) -> dict[str,
     return found
 
 
-def _series(item: _Recorded) -> dict[str, list[float]]:
+def _series(item: Recorded) -> dict[str, list[float]]:
     """The samples of a capture record, from its verified series files (as a resumed run reads them)."""
     result = item.result if isinstance(item.result, Mapping) else {}
     out: dict[str, list[float]] = {}
@@ -560,7 +489,7 @@ def _series(item: _Recorded) -> dict[str, list[float]]:
     return out
 
 
-def _capture_digests(records: Sequence[_Recorded], names: Sequence[str]) -> set[str]:
+def _capture_digests(records: Sequence[Recorded], names: Sequence[str]) -> set[str]:
     return {r.digest for r in records if r.step in names and r.kind == rec.KIND_STEP}
 
 

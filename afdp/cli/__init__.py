@@ -18,14 +18,14 @@ from afdp.errors import EXIT_OPERATIONAL, AfdpError
 
 # command name -> "module:attribute"; the order here is the order in --help.
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "init": ("afdp.cli.ledger", "init_cmd"),
-    "keys": ("afdp.cli.ledger", "keys_group"),
+    "init": ("afdp.cli.init", "init_cmd"),
+    "keys": ("afdp.cli.init", "keys_group"),
     "tsa": ("afdp.cli.notary", "tsa_group"),
-    "trust": ("afdp.cli.ledger", "trust_group"),
-    "record": ("afdp.cli.ledger", "record_cmd"),
-    "seal": ("afdp.cli.ledger", "seal_cmd"),
-    "verify": ("afdp.cli.ledger", "verify_cmd"),
-    "log": ("afdp.cli.ledger", "log_cmd"),
+    "trust": ("afdp.cli.init", "trust_group"),
+    "record": ("afdp.cli.record", "record_cmd"),
+    "seal": ("afdp.cli.record", "seal_cmd"),
+    "verify": ("afdp.cli.verify", "verify_cmd"),
+    "log": ("afdp.cli.log", "log_cmd"),
     "report": ("afdp.cli.audit", "report_cmd"),
     "export": ("afdp.cli.audit", "export_cmd"),
     "validate": ("afdp.cli.workflow", "validate_cmd"),

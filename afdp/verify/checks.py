@@ -40,11 +40,14 @@ Attacker-written bytes never raise out of here: JSON nested deeper than ``MAX_JS
 is refused before it is parsed, and anything unexpected becomes a failure of the check
 that was running.
 
-Why one module of about 600 lines: the checks share one record's decoded state and one
-failure discipline (:func:`check_record` runs them in this order and stops a record at
-its first unrecoverable failure); the heavier parts they lean on already live apart
-(time-stamp tokens in :mod:`afdp.evidence.timestamp`, Sigstore bundles in
-:mod:`afdp.evidence.keyless`, SSH signatures in :mod:`afdp.evidence.sshsig`).
+The checks share one record's decoded state and one failure discipline
+(:func:`check_record` runs them in this order and stops a record at its first
+unrecoverable failure), so they run from here; what they read and establish
+(:class:`RecordInput`, :class:`RecordFacts`, depth-bounded JSON) is in
+:mod:`afdp.verify.facts`, the commit checks (10, 11) in :mod:`afdp.verify.commit_checks`,
+and the heavier parts they lean on live apart (time-stamp tokens in
+:mod:`afdp.evidence.timestamp`, Sigstore bundles in :mod:`afdp.evidence.keyless`, SSH
+signatures in :mod:`afdp.evidence.sshsig`).
 """
 
 from __future__ import annotations
@@ -52,12 +55,9 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import json
 import re
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from afdp.errors import AfdpError, UsageError
 from afdp.evidence import records as rec
@@ -66,98 +66,33 @@ from afdp.evidence.canonical import canonical_bytes, sha256_hex
 from afdp.evidence.keyless import KEYLESS_KEYID
 from afdp.evidence.publickeys import verify_signature
 from afdp.evidence.trust import TrustPolicy
+from afdp.verify.commit_checks import (
+    check_author,
+    check_commit_signature,
+    check_message,
+    well_formed_url,
+)
+from afdp.verify.facts import (
+    MAX_JSON_DEPTH,
+    RecordFacts,
+    RecordInput,
+    Stop,
+    json_depth_exceeds,
+    load_json,
+)
 
-#: JSON deeper than this (arrays and objects) is refused before parsing: no AFDP document
-#: comes close, and deep nesting exhausts the recursion of parsers and validators.
-MAX_JSON_DEPTH = 64
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
-_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+__all__ = [
+    # defined in afdp.verify.facts and afdp.verify.commit_checks, re-exported here
+    "MAX_JSON_DEPTH",
+    "RecordFacts",
+    "RecordInput",
+    "json_depth_exceeds",
+    "well_formed_url",
+    "check_record",
+    "prepare",
+]
+
 _OPENSSL_REASON = re.compile(r'reason: "([^"]+)"', re.ASCII)
-
-
-def json_depth_exceeds(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Return True if ``data`` nests arrays/objects deeper than ``limit`` (strings ignored).
-
-    A cheap scan (the string removal is one regular-expression pass): it runs before
-    ``json.loads`` on every attacker-written JSON file.
-    """
-    if data.count(b"[") + data.count(b"{") <= limit:
-        return False  # cannot nest deeper than it has brackets (the common case: instant)
-    depth = 0
-    for char in _JSON_STRING.sub(b"", data).translate(None, _BRACKETS):
-        if char in b"[{":
-            depth += 1
-            if depth > limit:
-                return True
-        else:
-            depth -= 1
-    return False
-
-
-def _load_json(data: bytes, what: str) -> Any:
-    """Parse attacker-written JSON bytes.
-
-    Raises:
-        ValueError: not JSON, or nested deeper than ``MAX_JSON_DEPTH``.
-    """
-    if json_depth_exceeds(data):
-        raise ValueError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels; refused unparsed")
-    try:
-        return json.loads(data)
-    except RecursionError as exc:  # defence in depth: the scan above should prevent it
-        raise ValueError(f"{what} nests too deeply") from exc
-
-
-@dataclass(frozen=True)
-class RecordInput:
-    """One record directory as read from a commit (position is its place on the branch)."""
-
-    position: int
-    directory: str
-    files: dict[str, bytes]
-    service: str
-    deployment: str
-    commit_signature: bytes | None = None  # git's gpgsig header, if any
-    commit_payload: bytes | None = None  # the commit object without that header
-    commit_message: str | None = None  # None: the message is not checked (tests only)
-    commit_author: str | None = None  # the author's "Name <email>"; None: not checked
-
-
-@dataclass
-class RecordFacts:
-    """What a record's own checks established (filled even when some checks fail)."""
-
-    position: int
-    directory: str
-    sequence: int | None = None
-    step: str | None = None
-    kind: str | None = None
-    status: str | None = None
-    summary: str | None = None
-    envelope_sha256: str | None = None
-    prev: str | None = None
-    signer: str | None = None
-    keyid: str | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    timestamps: list[tuple[str, str]] = field(default_factory=list)  # (gen_time iso, tsa name)
-    seal_entries: list[dict[str, Any]] | None = None
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (check, reason)
-    token_files: dict[str, str] = field(default_factory=dict)  # every .tsr -> sha256 of its bytes
-    token_times: dict[str, datetime] = field(default_factory=dict)  # valid .tsr -> genTime
-    prev_timestamps: dict[str, str] | None = None  # what the record cites of its predecessor
-    tsa_url: str | None = None  # the AFDP-TSA trailer (no signature covers it)
-    keyless_identity: str | None = None  # the verified certificate identity (keyless)
-    described_time: str | None = None  # imported records only (afdp import): the past they describe
-    stage: str = "layout"  # the check running (names an unexpected error)
-
-    def fail(self, check: str, reason: str) -> None:
-        self.failures.append((check, reason))
-
-
-class _Stop(Exception):
-    """Internal: later checks cannot run once an earlier one has failed."""
-
 
 def prepare() -> None:
     """Load what checking records needs (modules, compiled schemas) before the first record.
@@ -179,7 +114,7 @@ def check_record(item: RecordInput, policy: TrustPolicy, roots: Any) -> RecordFa
     facts = RecordFacts(item.position, item.directory)
     try:
         _run(item, policy, roots, facts)
-    except _Stop:
+    except Stop:
         pass
     except Exception as exc:  # attacker-written input must never escape as a traceback
         text = " ".join(str(exc).split())[:200]
@@ -193,7 +128,7 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
     match = rec.RECORD_DIR.fullmatch(item.directory.rsplit("/", 1)[-1])
     if not match:
         facts.fail("layout", f"{item.directory!r} is not a record directory name")
-        raise _Stop
+        raise Stop
     facts.token_files = {
         name: sha256_hex(data) for name, data in files.items() if rec.TIMESTAMP_FILE.fullmatch(name)
     }
@@ -203,16 +138,16 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
     envelope_bytes = files.get(rec.ENVELOPE_FILE)
     if envelope_bytes is None:
         facts.fail("layout", "no envelope.json: the record is unsigned")
-        raise _Stop
+        raise Stop
     facts.envelope_sha256 = sha256_hex(envelope_bytes)
 
     # 2. envelope
     facts.stage = "envelope"
     try:
-        envelope = _load_json(envelope_bytes, "envelope.json")
+        envelope = load_json(envelope_bytes, "envelope.json")
     except ValueError as exc:
         facts.fail("envelope", f"envelope.json is not JSON: {exc}")
-        raise _Stop from exc
+        raise Stop from exc
     problems = [f"{p}: {m}" for p, m in schemas.iter_errors("dsse-envelope.v1", envelope)]
     if problems:
         reason = "; ".join(problems)
@@ -220,16 +155,16 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
             "signature" if "signatures" in reason else "envelope",
             f"envelope does not match its schema: {reason}",
         )
-        raise _Stop
+        raise Stop
     try:
         payload = base64.b64decode(envelope["payload"], validate=True)
         signature = base64.b64decode(envelope["signatures"][0]["sig"], validate=True)
-        statement = _load_json(payload, "the payload")
+        statement = load_json(payload, "the payload")
     except (binascii.Error, ValueError) as exc:
         if canonical_bytes(envelope) != envelope_bytes:
             facts.fail("envelope", "envelope.json is not in RFC 8785 canonical form")
         facts.fail("envelope", f"payload or signature is not valid base64 JSON: {exc}")
-        raise _Stop from exc
+        raise Stop from exc
     # Every byte of envelope.json must follow from what is verified below: the file is
     # the canonical re-encoding of its decoded payload, keyid and signature. Base64 has
     # other spellings of the same bytes (padding bits the decoder ignores), which would
@@ -250,13 +185,13 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
     problems = [f"{p}: {m}" for p, m in schemas.iter_errors("statement.v1", statement)]
     if problems:
         facts.fail("schema", "statement: " + "; ".join(problems))
-        raise _Stop
+        raise Stop
     kind = rec.KIND_OF_PREDICATE[statement["predicateType"]]
     predicate = statement["predicate"]
     problems = [f"{p}: {m}" for p, m in schemas.iter_errors(f"predicate-{kind}.v1", predicate)]
     if problems:
         facts.fail("schema", f"{kind} predicate: " + "; ".join(problems))
-        raise _Stop
+        raise Stop
     if canonical_bytes(statement) != payload:
         facts.fail("schema", "statement payload is not in RFC 8785 canonical form")
     facts.kind, facts.sequence, facts.step = kind, predicate["sequence"], predicate["step"]["name"]
@@ -273,7 +208,7 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
             times[name] = rec.parse_time(predicate[name])
         except (ValueError, OverflowError):
             facts.fail("schema", f"{name} {predicate[name]!r} is not a valid RFC 3339 time")
-            raise _Stop from None
+            raise Stop from None
 
     # 4. identity: a record grafted from another branch or position names them
     facts.stage = "identity"
@@ -329,7 +264,7 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
         result = predicate["result"]
         if result is None and predicate["result_ref"] is not None:
             with contextlib.suppress(ValueError):
-                result = _load_json(files[rec.RESULT_FILE], "result.json")
+                result = load_json(files[rec.RESULT_FILE], "result.json")
         if isinstance(result, dict) and isinstance(result.get("records"), list):
             entries = result["records"]
             if all(_seal_entry_ok(e) for e in entries):
@@ -390,13 +325,13 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
 
     # 10. commit-signature
     facts.stage = "commit-signature"
-    _check_commit_signature(item, commit_key, facts)
+    check_commit_signature(item, commit_key, facts)
 
     # 11. commit (message): regenerated from the verified record
     facts.stage = "commit"
     label = _keyless_label(item.commit_message, facts, policy) if keyless else sig["keyid"]
-    _check_message(item, statement, label, facts)
-    _check_author(item, predicate, facts)
+    check_message(item, statement, label, facts)
+    check_author(item, predicate, facts)
 
 
 def _seal_entry_ok(entry: Any) -> bool:
@@ -424,101 +359,6 @@ def _keyless_label(message: str | None, facts: RecordFacts, policy: TrustPolicy)
         if message is not None and f"\nAFDP-Signer: {label}\n" in message:
             return label
     return f"sigstore:{policy.sigstore_root.instance} {identity}".strip()
-
-
-def well_formed_url(url: str) -> bool:
-    """Return True for an http(s) URL with a host and no spaces or control characters."""
-    if not url or len(url) > 2048 or _URL_FORBIDDEN.search(url):
-        return False
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-# Not re.ASCII on purpose: \s must also refuse Unicode spaces in a URL.
-_URL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f]")
-_TSA_LINE = re.compile(r"^AFDP-TSA: (.*)$", re.MULTILINE | re.ASCII)
-
-
-def _check_message(item: RecordInput, statement: dict[str, Any], label: str, facts: RecordFacts) -> None:
-    from afdp.evidence.ledger import commit_message
-
-    actual = item.commit_message
-    if actual is None:
-        return
-    gen_time = facts.token_times.get("timestamp-0.tsr")
-    if gen_time is None or facts.envelope_sha256 is None:
-        # Fail closed: without a valid first token the message cannot be regenerated.
-        # Unless that very token's failure is already recorded (then the record fails
-        # for it), the unchecked message is a failure of its own.
-        if not any(reason.startswith("timestamp-0.tsr: ") for _, reason in facts.failures):
-            facts.fail(
-                "commit",
-                "the commit message cannot be checked: the record has no valid timestamp-0.tsr to regenerate it from",
-            )
-        return
-    found = _TSA_LINE.findall(actual)
-    url = found[0] if len(found) == 1 else ""
-    facts.tsa_url = url or None
-    if not well_formed_url(url):
-        facts.fail("commit", f"the AFDP-TSA trailer {url[:100]!r} is not one http(s) URL")
-    expected = commit_message(statement, facts.envelope_sha256, label, url, rec.format_time(gen_time))
-    if actual != expected:
-        got, want = actual.split("\n"), expected.split("\n")
-        at = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
-        shown = got[at][:120] if at < len(got) else "(end of message)"
-        wanted = want[at][:120] if at < len(want) else "(end of message)"
-        facts.fail(
-            "commit",
-            f"commit message is not the one AFDP writes for this record: line {at + 1} reads {shown!r}, expected {wanted!r}",
-        )
-
-
-def _check_author(item: RecordInput, predicate: dict[str, Any], facts: RecordFacts) -> None:
-    # The commit's author is AFDP's unless the signed record names another one
-    # (context.git_author, written by the ledger for --author). A commit with a Git
-    # signature (check 10) is bound by it: an author the record does not name is then
-    # accepted only if the record names none (evidence written before the record did).
-    from afdp.evidence.ledger import GIT_AUTHOR_KEY, git_identity
-    from afdp.evidence.store import COMMITTER
-
-    if item.commit_author is None:
-        return  # malformed author header: already a "commit" problem of the commit
-    context = predicate.get("context")
-    named = context.get(GIT_AUTHOR_KEY) if isinstance(context, dict) else None
-    if named is None and item.commit_signature is not None:
-        return
-    expected = named if named is not None else git_identity(COMMITTER)
-    if item.commit_author != expected:
-        facts.fail(
-            "commit",
-            f"commit author {item.commit_author[:120]!r} is not the one the signed record names ({str(expected)[:120]!r})",
-        )
-
-
-def _check_commit_signature(item: RecordInput, key: Any, facts: RecordFacts) -> None:
-    from afdp.evidence.sshsig import CommitSignatureError, ssh_capable, verify_git_commit
-
-    if key is None:
-        # No trusted key (keyless record, or check 6 failed): nothing to check a commit
-        # signature against. One that is present anyway cannot be verified: fail closed.
-        if item.commit_signature is not None and facts.signer is not None:
-            facts.fail("commit-signature", "commit carries a signature, but the record's signer has no key to check it with")
-        return
-    if not ssh_capable(key):
-        if item.commit_signature is not None:
-            facts.fail("commit-signature", f"commit carries a signature, but key scheme {key.scheme} cannot make SSH signatures")
-        return
-    if item.commit_signature is None or item.commit_payload is None:
-        facts.fail("commit-signature", "commit is not signed (git gpgsig header missing)")
-        return
-    try:
-        verify_git_commit(item.commit_signature, item.commit_payload, key)
-    except CommitSignatureError as exc:
-        facts.fail("commit-signature", str(exc))
 
 
 def _check_keyless(
