@@ -119,9 +119,9 @@ def _dependence(baseline: np.ndarray, impact: np.ndarray) -> Dependence:
 def _test_dependence(method: str, base: SampleStats, imp: SampleStats) -> Dependence:
     """Return the dependence of what ``method`` reads: pooled ranks, or the values."""
     if method == "mann_whitney":
-        from scipy.stats import rankdata
+        from afdp.pipeline.analysis.distributions import rank_average
 
-        ranks = rankdata(np.concatenate([base.values, imp.values]))
+        ranks = rank_average(np.concatenate([base.values, imp.values]))
         return _dependence(ranks[: base.count], ranks[base.count :])
     found = _dependence(base.values, imp.values)
     if not found.corrected:

@@ -4,6 +4,9 @@
 direction), Cliff's delta and the Hodges-Lehmann shift with its distribution-free
 interval; ``welch_t``: Welch's t-test, Cohen's d and the mean difference's interval. Both
 are corrected for serially dependent samples. Each gives a :class:`TestResult`.
+Their reference distributions come from :mod:`afdp.pipeline.analysis.distributions`
+(scipy's numbers without importing ``scipy.stats``, except for Welch's test on
+independent samples and the exact Mann-Whitney distribution of small samples).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from afdp.pipeline.analysis import distributions
 from afdp.pipeline.analysis.dependence import Dependence
 from afdp.pipeline.analysis.samples import SampleStats
 
@@ -97,8 +101,6 @@ def _mann_whitney(
     confidence: float,
     dependence: Dependence | None = None,
 ) -> TestResult:
-    from scipy import stats
-
     x, y = imp.values, base.values
     worse = _worse_alternative(better)
     delta_shift, low, high = _location_shift(x, y, confidence, dependence)
@@ -122,8 +124,8 @@ def _mann_whitney(
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        two = stats.mannwhitneyu(x, y, alternative="two-sided", method="auto")
-        one = stats.mannwhitneyu(x, y, alternative=worse, method="auto") if worse else None
+        two = distributions.mannwhitneyu(x, y, "two-sided")
+        one = distributions.mannwhitneyu(x, y, worse) if worse else None
     u = float(two.statistic)  # U of the impact sample
     cliffs = 2.0 * u / (x.size * y.size) - 1.0
     p_two = _finite(two.pvalue)
@@ -159,8 +161,6 @@ def _mann_whitney_dependent(
     with ``dependence.degrees_of_freedom``, because the variance is estimated from only
     about ``n_effective`` independent pieces of information.
     """
-    from scipy import stats
-
     n1, n2 = x.size, y.size
     total = n1 + n2
     _, ties = np.unique(np.concatenate([x, y]), return_counts=True)
@@ -171,11 +171,11 @@ def _mann_whitney_dependent(
     sd = math.sqrt(variance)
     centred = u - n1 * n2 / 2.0
     df = dependence.degrees_of_freedom or float(total - 2)
-    two = min(1.0, 2.0 * float(stats.t.sf(max(abs(centred) - 0.5, 0.0) / sd, df)))
+    two = min(1.0, 2.0 * distributions.t_sf(max(abs(centred) - 0.5, 0.0) / sd, df))
     if worse == "greater":
-        one: float | None = float(stats.t.sf((centred - 0.5) / sd, df))
+        one: float | None = distributions.t_sf((centred - 0.5) / sd, df)
     elif worse == "less":
-        one = float(stats.t.cdf((centred + 0.5) / sd, df))
+        one = distributions.t_cdf((centred + 0.5) / sd, df)
     else:
         one = None
     return _finite(two), (_finite(one) if one is not None else None)
@@ -214,15 +214,13 @@ def _location_shift(
     wanted = {middle} if size % 2 else {middle - 1, middle}
     low_index: int | None = None
     if confidence is not None:
-        from scipy.stats import norm, t
-
         level = 1.0 - (1.0 - confidence) / 2.0
         inflation = 1.0
         if dependence is not None and dependence.corrected:
             inflation = dependence.inflation
-            z = float(t.ppf(level, dependence.degrees_of_freedom or 1.0))
+            z = distributions.t_ppf(level, dependence.degrees_of_freedom or 1.0)
         else:
-            z = float(norm.ppf(level))
+            z = distributions.norm_ppf(level)
         spread = math.sqrt(total * (x.size + y.size + 1) / 12.0 * inflation)
         rank = math.floor(total / 2.0 - z * spread)
         if rank >= 1:
@@ -247,8 +245,6 @@ def _welch(
     confidence: float,
     dependence: Dependence | None = None,
 ) -> TestResult:
-    from scipy import stats
-
     x, y = imp.values, base.values
     worse = _worse_alternative(better)
     assert imp.mean is not None and base.mean is not None
@@ -291,6 +287,10 @@ def _welch(
             difference, var_x, var_y, worse, confidence, dependence
         )
     else:
+        # Only here is scipy.stats imported (about a second of CPU): its Welch test and
+        # interval are used as they are.
+        from scipy import stats
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             two = stats.ttest_ind(x, y, equal_var=False, alternative="two-sided")
@@ -333,8 +333,6 @@ def _welch_dependent(
     freedom (Welch-Satterthwaite from the effective counts). All None when the variance
     is 0.
     """
-    from scipy import stats
-
     n_x, n_y = dependence.n_effective_impact, dependence.n_effective_baseline
     part_x, part_y = var_x / n_x, var_y / n_y
     se2 = part_x + part_y
@@ -343,13 +341,13 @@ def _welch_dependent(
     se = math.sqrt(se2)
     df = dependence.degrees_of_freedom or max(n_x + n_y - 2.0, 1.0)
     t_value = difference / se
-    two = min(1.0, 2.0 * float(stats.t.sf(abs(t_value), df)))
+    two = min(1.0, 2.0 * distributions.t_sf(abs(t_value), df))
     one: float | None = None
     if worse == "greater":
-        one = float(stats.t.sf(t_value, df))
+        one = distributions.t_sf(t_value, df)
     elif worse == "less":
-        one = float(stats.t.cdf(t_value, df))
-    half = float(stats.t.ppf(1.0 - (1.0 - confidence) / 2.0, df)) * se
+        one = distributions.t_cdf(t_value, df)
+    half = distributions.t_ppf(1.0 - (1.0 - confidence) / 2.0, df) * se
     return (
         _finite(t_value),
         _finite(two),

@@ -146,7 +146,7 @@ def _post(run: RunState, params: EnableFeature, values: dict[str, Any], change: 
 
 def _welch_interval(a: list[float], b: list[float], confidence: float) -> dict[str, Any] | None:
     """Return mean(b) - mean(a) with a Welch interval (Student's t, Welch-Satterthwaite df)."""
-    from scipy import stats
+    from afdp.pipeline.analysis.distributions import t_ppf
 
     if len(a) < 2 or len(b) < 2:
         return None
@@ -158,7 +158,7 @@ def _welch_interval(a: list[float], b: list[float], confidence: float) -> dict[s
     if se2 == 0:
         return {"difference": diff, "low": diff, "high": diff, "control_mean": ma, "treatment_mean": mb}
     df = se2**2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * math.sqrt(se2)
+    half = t_ppf(0.5 + confidence / 2, df) * math.sqrt(se2)
     return {
         "difference": diff,
         "low": diff - half,
