@@ -411,11 +411,13 @@ def test_action_lines_say_what_happened():
 def test_analysis_summary_leads_with_missing_data():
     metrics = ["a", "b", "c", "d"]
     assert analysis_summary(metrics, [], ["a", "b", "c"]) == (
-        "inconclusive: 3 of 4 metric(s) had no data (a, b, c); no degradation in the rest"
+        "inconclusive: 3 of 4 metric(s) could not be compared (a, b, c); no degradation in the rest"
     )
     assert analysis_summary(metrics, [], []) == "no degradation detected"
     assert analysis_summary(metrics, ["d"], ["a"]).startswith("degraded: d; inconclusive: 1 of 4")
-    assert analysis_summary(metrics, [], metrics).startswith("inconclusive: no metric could be compared")
+    assert analysis_summary(metrics, [], metrics) == "inconclusive: no metric could be compared (a, b, c, d)"
+    # never "no data" for what may have had samples (too few independent ones, a zero baseline)
+    assert "no data" not in analysis_summary(metrics, ["d"], ["a"])
 
 
 def test_json_errors_are_a_json_object_on_stdout(tmp_path, repo, keys, tsa, cli):

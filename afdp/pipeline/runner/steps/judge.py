@@ -76,10 +76,13 @@ def analysis_summary(metrics: Sequence[str], degraded: Sequence[str], inconclusi
     """Return the one-line summary of an analysis, missing data first: "no degradation"
     must never hide that most metrics could not be compared.
     """
+    # "could not be compared", not "had no data": a metric with samples may still be
+    # inconclusive (too few independent samples, a zero baseline); the analysis record
+    # gives each metric's reasons.
     total = len(metrics)
-    missing = f"{len(inconclusive)} of {total} metric(s) had no data ({', '.join(inconclusive)})"
+    missing = f"{len(inconclusive)} of {total} metric(s) could not be compared ({', '.join(inconclusive)})"
     if inconclusive and len(inconclusive) == total:
-        return f"inconclusive: no metric could be compared; {missing}"
+        return f"inconclusive: no metric could be compared ({', '.join(inconclusive)})"
     if degraded:
         text = f"degraded: {', '.join(degraded)}"
         return text + (f"; inconclusive: {missing}" if inconclusive else "")
