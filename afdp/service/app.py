@@ -370,7 +370,7 @@ def create_app(settings: ServeSettings) -> Starlette:
         if request.method == "POST":
             try:
                 query = json.loads(await read_body(request) or b"{}")
-            except (ValueError, _BodyTooLarge):
+            except (ValueError, RecursionError, _BodyTooLarge):  # RecursionError: "[[[[..." too deep
                 return JSONResponse({"error": "body is not a JSON object"}, status_code=400)
             if not isinstance(query, Mapping):
                 return JSONResponse({"error": "body is not a JSON object"}, status_code=400)

@@ -1,0 +1,142 @@
+"""An attacker's and a new user's review of AFDP's service surfaces: no false greens.
+
+Each test tries to make ``afdp serve``, its dashboard or ``afdp find`` say something that is
+not so (an event "accepted" that can never run, a VERIFIED the trust material no longer
+gives, a lookup that crashes or writes where it should not), over the real parts: real
+HTTP on loopback (uvicorn), real Git (pygit2), the TSA fixture, signed records.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from test_serve_intake import (
+    SECRET,
+    SERVICES,
+    TOKEN,
+    RecordingSubmitter,
+    assert_nothing_started,
+    generic,
+    github_payload,
+    post_generic,
+    post_github,
+)
+
+from afdp.service.app import ServeSettings, create_app, running_server
+from afdp.service.config import ServiceConfig, Services, load_services
+from afdp.service.intake import sign
+from afdp.service.submit import RunSubmitter
+
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class NoRuns(RunSubmitter):
+    """Test double: these tests post no event that should start a run."""
+
+    def submit(self, event):
+        raise AssertionError("no run should be submitted")
+
+
+@pytest.fixture()
+def services(tmp_path):
+    path = tmp_path / "services.yaml"
+    path.write_text(SERVICES)
+    return load_services(path)
+
+
+@pytest.fixture()
+def server(repo, services):
+    """afdp serve over loopback; flow runs go to a recording test double (as in test_serve_intake.py)."""
+    submitter = RecordingSubmitter()
+    settings = ServeSettings(repository=repo, services=services, webhook_secret=SECRET, submitter=submitter,
+                             ui_token=TOKEN, max_body=4096)
+    with running_server(create_app(settings)) as running:
+        running.submitter = submitter
+        yield running
+
+
+# -- the intake: an event accepted (202) must be one that can run -------------------------------
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"event_id": "evt-1\n"},
+        {"commit": "4f2a9c1e0b\n"},
+        {"team": "payments\n"},
+        {"image_digest": "sha256:" + "ab" * 32 + "\n"},
+        {"deployer": "alice\u0000"},
+        {"version": "1.4.2\u001b[31m"},
+        {"environment": "production\r"},
+        {"deployment": "rel-7\n"},
+    ],
+    ids=lambda f: next(iter(f)),
+)
+def test_a_control_character_in_a_generic_event_is_400_and_starts_nothing(server, field):
+    # A trailing newline passes a `^...$` pattern in Python's regex dialect: without the
+    # intake's own check the event was answered 202 and its run failed later (a team that
+    # is not a team name) or recorded a commit with a newline in it.
+    response = post_generic(server.url, generic(**field))
+    assert response.status_code == 400, response.text
+    assert response.json()["reason"] == "malformed"
+    assert "control character" in response.json()["error"]
+    assert_nothing_started(server)
+
+
+def test_a_github_payload_with_a_bad_image_digest_or_version_is_400_not_dropped(server):
+    # docs/service.md: "400 malformed: ... a bad commit, time, digest or name". An image
+    # digest that is not one was silently dropped: the run recorded `image: null` and a
+    # lookup by that image found nothing, while the sender was told 202 accepted.
+    for number, payload in enumerate([{"image_digest": "sha256:" + "AB" * 32}, {"image_digest": "ghcr.io/acme/api"},
+                                      {"version": 7}, {"version": "1.0\n"}], start=1):
+        response = post_github(server.url, github_payload(number=number, payload=payload), delivery=f"d-{number}")
+        assert response.status_code == 400, (payload, response.text)
+        assert response.json()["reason"] == "malformed"
+    for number, payload in enumerate([{"environment": "x"}], start=10):
+        body = github_payload(number=number)
+        body["deployment"]["creator"] = {"login": "octo\ncat"}
+        response = post_github(server.url, body, delivery=f"d-{number}")
+        assert response.status_code == 400, (payload, response.text)
+    assert_nothing_started(server)
+    # the good digest still goes through
+    good = post_github(server.url, github_payload(number=99, payload={"image_digest": "sha256:" + "ab" * 32}),
+                       delivery="d-99")
+    assert good.status_code == 202, good.text
+
+
+@pytest.mark.xfail(strict=True, reason="root in afdp/evidence/schemas.py (not this branch's file): the Python "
+                   "jsonschema validator reads a pattern's `$` as Python's, which also matches before a final "
+                   "newline; JSON Schema patterns are ECMA-262, where `$` is the end of the string")
+def test_schema_patterns_do_not_accept_a_trailing_newline():
+    from afdp.evidence.schemas import iter_errors
+
+    document = {"event_id": "a", "service": "api", "commit": "abcdef0\n", "deployed_at": "2026-12-04T07:00:00Z"}
+    assert list(iter_errors("deployment-event.v1", document))
+
+
+def test_a_deeply_nested_signed_body_is_400_not_a_server_error(repo, services):
+    # within the default body cap (256 KiB), signed: the JSON parser's recursion limit is
+    # reached, which is not a ValueError; it was a 500 (and a traceback in the log)
+    settings = ServeSettings(repository=repo, services=services, webhook_secret=SECRET, submitter=NoRuns(),
+                             ui_token=TOKEN)
+    body = b"[" * 100_000 + b"]" * 100_000
+    with running_server(create_app(settings)) as running:
+        for path in ("/events", "/events/github"):
+            header = "X-AFDP-Signature-256" if path == "/events" else "X-Hub-Signature-256"
+            headers = {header: sign(SECRET, body), "X-GitHub-Event": "deployment_status", "X-GitHub-Delivery": "deep-1"}
+            response = httpx.post(f"{running.url}{path}", content=body, headers=headers, timeout=30)
+            assert response.status_code == 400, response.text
+            assert response.json()["reason"] == "malformed"
+        assert running.app.state.ledger.count() == 0
+
+
+def test_annotations_with_a_deeply_nested_body_is_400(repo):
+    services = Services({"api": ServiceConfig("api", "afdp-evidence/api")})
+    settings = ServeSettings(repository=repo, services=services, webhook_secret=SECRET, submitter=NoRuns(),
+                             ui_token=TOKEN)
+    with running_server(create_app(settings)) as running:
+        body = b"[" * 100_000 + b"]" * 100_000
+        response = httpx.post(f"{running.url}/api/annotations", content=body, headers=BEARER, timeout=30)
+        assert response.status_code == 400, response.text
+
+
