@@ -8,8 +8,11 @@ HTTP on loopback (uvicorn), real Git (pygit2), the TSA fixture, signed records.
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
+from conftest import build_deployment
 from test_serve_intake import (
     SECRET,
     SERVICES,
@@ -24,7 +27,9 @@ from test_serve_intake import (
 
 from afdp.service.app import ServeSettings, create_app, running_server
 from afdp.service.config import ServiceConfig, Services, load_services
+from afdp.service.dashboard import Dashboard
 from afdp.service.intake import sign
+from afdp.service.metrics import ServiceMetrics
 from afdp.service.submit import RunSubmitter
 
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
@@ -138,5 +143,65 @@ def test_annotations_with_a_deeply_nested_body_is_400(repo):
         body = b"[" * 100_000 + b"]" * 100_000
         response = httpx.post(f"{running.url}/api/annotations", content=body, headers=BEARER, timeout=30)
         assert response.status_code == 400, response.text
+
+
+# -- the dashboard: a cached verdict never outlives the trust material -----------------------------
+
+
+def _pinned_trust(trust_file):
+    """Pin a Sigstore trusted root beside the policy (what an auditor of keyless records does)."""
+    root = trust_file.parent / "sigstore-root.json"
+    root.write_text(json.dumps({"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1"}))
+    trust_file.write_text(trust_file.read_text() + "sigstore:\n  trusted_root: sigstore-root.json\n")
+    return root
+
+
+def test_a_changed_pinned_sigstore_root_verifies_every_branch_again(repo, signer, tsa, trust_file):
+    root = _pinned_trust(trust_file)
+    build_deployment(repo, signer, tsa, service="api", deployment="d-1")
+    metrics = ServiceMetrics()
+    dashboard = Dashboard(repo, trust_policy=trust_file, metrics=metrics)
+
+    def verifications() -> float:
+        return sum(s.value for m in metrics.registry.collect() if m.name == "afdp_verifications"
+                   for s in m.samples if s.name.endswith("_total"))
+
+    assert [e.verdict for e in dashboard.entries()] == ["VERIFIED"]
+    assert verifications() == 1
+    dashboard.entries()
+    assert verifications() == 1  # cached
+    # The auditor replaces the pinned root (a compromised root rotated out): the trust
+    # policy file is unchanged, but what it trusts is not. Every verdict is taken again.
+    root.write_text(json.dumps({"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+                                "rotated": True}))
+    dashboard.entries()
+    assert verifications() == 2
+    # A pinned root that no longer reads: the policy does not load, so nothing reads
+    # VERIFIED from the cache (afdp verify would exit 2 on this policy).
+    root.write_text("not json")
+    from afdp.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError):
+        dashboard.entries()
+    with pytest.raises(ConfigurationError):
+        dashboard.entry("api", "d-1")
+    with pytest.raises(ConfigurationError):
+        dashboard.prediction("api")
+
+
+def test_the_dashboard_page_is_not_green_once_the_pinned_root_is_unreadable(repo, signer, tsa, trust_file):
+    root = _pinned_trust(trust_file)
+    build_deployment(repo, signer, tsa, service="api", deployment="d-1")
+    services = Services({"api": ServiceConfig("api", "afdp-evidence/api")})
+    settings = ServeSettings(repository=repo, services=services, webhook_secret=SECRET, submitter=NoRuns(),
+                             ui_token=TOKEN, trust_policy=trust_file)
+    with running_server(create_app(settings)) as running:
+        rows = httpx.get(f"{running.url}/api/deployments", headers=BEARER, timeout=60).json()
+        assert [r["verdict"] for r in rows] == ["VERIFIED"]
+        root.unlink()
+        for path in ("/api/deployments", "/", "/deployments/api/d-1", "/api/annotations"):
+            response = httpx.get(f"{running.url}{path}", headers=BEARER, timeout=60)
+            assert response.status_code >= 400, (path, response.text)
+            assert "VERIFIED" not in response.text and "verified" not in response.text.replace("unverified", "")
 
 

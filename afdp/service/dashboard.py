@@ -90,9 +90,15 @@ class Dashboard:
         self._lock = threading.Lock()
 
     def _policy(self) -> tuple[Any, str] | None:
+        """Return the trust policy and the digest of everything it trusts, loaded again
+        (and every cached verdict and prediction dropped with it) whenever that changed.
+
+        Raises:
+            ConfigurationError: the policy (or a file it pins) does not read or load.
+        """
         if self.trust_policy is None:
             return None
-        digest = hashlib.sha256(self.trust_policy.read_bytes()).hexdigest()
+        digest = trust_material_digest(self.trust_policy)
         with self._lock:
             loaded = self._loaded_policy
         if loaded is None or loaded[1] != digest:
@@ -217,6 +223,43 @@ class Dashboard:
             self._counted.add((service, deployment))
             self.metrics.decisions.labels(service=service, decision=str(findings.decision.get("action"))).inc()
         return _entry(service, deployment, report.head, section.verdict, section.headline, section)
+
+
+def trust_material_digest(path: Path) -> str:
+    """Return the SHA-256 of the trust policy file and of every file it pins.
+
+    The policy's verdicts depend on more than its own bytes: ``sigstore.trusted_root``
+    names a file (relative to the policy) whose roots verify keyless records. A cache keyed
+    on the policy file alone would keep a VERIFIED after that root was replaced (a
+    compromised root rotated out), so the pinned file's bytes are part of the key, read
+    before the policy is loaded (a change after it only costs one more load).
+
+    Raises:
+        ConfigurationError: the policy file cannot be read.
+    """
+    import yaml
+
+    from afdp.errors import ConfigurationError
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read trust policy {path}: {exc.strerror or exc}") from exc
+    digest = hashlib.sha256(b"afdp-trust-material\0" + data)
+    try:
+        document = yaml.safe_load(data)
+    except yaml.YAMLError:
+        document = None  # loading it fails with the reason
+    section = document.get("sigstore") if isinstance(document, dict) else None
+    pinned = section.get("trusted_root") if isinstance(section, dict) else None
+    if isinstance(pinned, str) and pinned:
+        target = Path(pinned) if Path(pinned).is_absolute() else path.parent / pinned
+        try:
+            content = target.read_bytes()
+        except OSError as exc:
+            content = f"unreadable: {exc.strerror or exc}".encode()
+        digest.update(b"\0" + pinned.encode() + b"\0" + hashlib.sha256(content).digest())
+    return digest.hexdigest()
 
 
 def _entry(service: str, deployment: str, head: str | None, verdict: str, headline: str,
