@@ -9,6 +9,7 @@ HTTP on loopback (uvicorn), real Git (pygit2), the TSA fixture, signed records.
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 import pytest
@@ -205,3 +206,41 @@ def test_the_dashboard_page_is_not_green_once_the_pinned_root_is_unreadable(repo
             assert "VERIFIED" not in response.text and "verified" not in response.text.replace("unverified", "")
 
 
+# -- afdp find: a hostile repository cannot crash the lookup or make it write elsewhere ----------
+
+
+@pytest.fixture()
+def index_key(tmp_path, monkeypatch):
+    path = tmp_path / "auditor-home" / "index.key"
+    monkeypatch.setenv("AFDP_INDEX_KEY", str(path))
+    return path
+
+
+def test_a_deeply_nested_index_is_rebuilt_not_a_crash(repo, signer, tsa, index_key):
+    from afdp.audit.find import INDEX_FILE, find_deployments, make_query
+
+    build_deployment(repo, signer, tsa, service="api", deployment="d-1")
+    path = repo / ".git" / INDEX_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    found = find_deployments(repo, make_query(commit=None, image=None, service="api", since=None))
+    assert [h.facts.deployment for h in found.hits] == ["d-1"]
+    assert found.index.read == 1
+
+
+def test_the_index_write_does_not_follow_a_planted_symlink(repo, signer, tsa, index_key, tmp_path):
+    from afdp.audit.find import INDEX_FILE, refresh_index
+
+    build_deployment(repo, signer, tsa, service="api", deployment="d-1")
+    victim = tmp_path / "auditor" / "notes.txt"
+    victim.parent.mkdir(exist_ok=True)
+    victim.write_text("the auditor's own file\n")
+    path = repo / ".git" / INDEX_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # whoever can write the evidence repository plants the temporary name the lookup used
+    # (it was predictable: the index's name and the process id)
+    os.symlink(victim, path.with_suffix(f".{os.getpid()}.tmp"))
+    facts, stats = refresh_index(repo)
+    assert [f.deployment for f in facts] == ["d-1"]
+    assert victim.read_text() == "the auditor's own file\n"
+    assert stats.written and json.loads(path.read_text())["entries"]

@@ -334,7 +334,7 @@ def refresh_index(repository: Path | str) -> tuple[list[DeploymentFacts], IndexS
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         entries = document.get("entries") if isinstance(document, dict) and document.get("version") == INDEX_VERSION else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # unreadable, not JSON, or nested too deep: rebuilt
         entries = {}
     entries = entries if isinstance(entries, dict) else {}
     facts: list[DeploymentFacts] = []
@@ -373,13 +373,34 @@ def refresh_index(repository: Path | str) -> tuple[list[DeploymentFacts], IndexS
         fresh[ref] = {"facts": known.to_json(), "mac": _mac(key, known)}
     written = False
     if fresh != entries:
-        with contextlib.suppress(OSError):  # a read-only repository: the index is only a cache
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(f".{os.getpid()}.tmp")
-            temporary.write_text(json.dumps({"version": INDEX_VERSION, "entries": fresh}, sort_keys=True) + "\n", encoding="utf-8")
-            os.replace(temporary, path)
-            written = True
+        written = _write_index(path, json.dumps({"version": INDEX_VERSION, "entries": fresh}, sort_keys=True) + "\n")
     return facts, IndexStats(str(path), len(facts), reused, read, rejected, written)
+
+
+def _write_index(path: Path, text: str) -> bool:
+    """Replace the index with ``text``; False when the folder cannot be written (a read-only
+    repository: the index is only a cache).
+
+    The temporary file is made by :func:`tempfile.mkstemp` (a new, unpredictable name,
+    ``O_EXCL``): whoever can write the evidence repository could plant a symlink under a
+    predictable name, and the lookup would then write through it to a file of the
+    auditor's. The index itself is replaced by rename, which never follows a link."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(name, path)
+        return True
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        return False
 
 
 # -- lookup ----------------------------------------------------------------------------
