@@ -244,3 +244,26 @@ def test_the_index_write_does_not_follow_a_planted_symlink(repo, signer, tsa, in
     assert [f.deployment for f in facts] == ["d-1"]
     assert victim.read_text() == "the auditor's own file\n"
     assert stats.written and json.loads(path.read_text())["entries"]
+
+
+def test_a_record_nested_too_deep_fails_its_branch_and_breaks_no_lookup(repo, signer, tsa, index_key, trust_file):
+    # Whoever can write the evidence repository replaces a record's envelope by JSON nested
+    # deeper than the parser goes (200 KB): the branch fails verification, and the lookup
+    # and the dashboard say so instead of crashing.
+    import tamper
+
+    from afdp.audit.find import find_deployments, make_query
+    from afdp.evidence.trust import load_trust_policy
+
+    build_deployment(repo, signer, tsa, service="api", deployment="d-1")
+    build_deployment(repo, signer, tsa, service="api", deployment="d-2")
+    envelope = tamper.rec.ENVELOPE_FILE
+    deep = b"[" * 100_000 + b"]" * 100_000
+    tamper.edit(repo, 1, lambda e: tamper.with_file(e, envelope, deep), service="api", deployment="d-2")
+    query = make_query(commit=None, image=None, service="api", since=None)
+    assert sorted(h.facts.deployment for h in find_deployments(repo, query).hits) == ["d-1", "d-2"]
+    policy = load_trust_policy(trust_file, evidence_repository=repo)
+    verdicts = {h.facts.deployment: h.verification for h in find_deployments(repo, query, policy=policy).hits}
+    assert verdicts == {"d-1": "verified", "d-2": "failed"}
+    dashboard = Dashboard(repo, trust_policy=trust_file, metrics=ServiceMetrics())
+    assert {e.deployment: e.verdict for e in dashboard.entries()} == {"d-1": "VERIFIED", "d-2": "FAILED"}

@@ -210,7 +210,7 @@ def _envelopes(store: EvidenceStore, tree: pygit2.Tree) -> Iterator[tuple[int, d
                 continue
             blob = store.repo.get(oid)
             statement = decode_envelope(blob.data if isinstance(blob, pygit2.Blob) else b"")
-        except (KeyError, ValueError, TypeError, pygit2.GitError):
+        except (KeyError, ValueError, TypeError, RecursionError, pygit2.GitError):  # RecursionError: nested too deep
             continue
         if isinstance(statement, dict) and isinstance(statement.get("predicate"), dict):
             yield sequence, statement
