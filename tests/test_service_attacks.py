@@ -267,3 +267,22 @@ def test_a_record_nested_too_deep_fails_its_branch_and_breaks_no_lookup(repo, si
     assert verdicts == {"d-1": "verified", "d-2": "failed"}
     dashboard = Dashboard(repo, trust_policy=trust_file, metrics=ServiceMetrics())
     assert {e.deployment: e.verdict for e in dashboard.entries()} == {"d-1": "VERIFIED", "d-2": "FAILED"}
+
+
+def test_a_services_file_naming_the_reserved_service_models_stops_serve(cli, repo, tmp_path, monkeypatch):
+    # afdp/models/<service> holds a service's impact models, and every run refuses to write
+    # deployment evidence as service "models". A services file that lists it would answer
+    # 202 to events whose runs can only fail (and the dashboard would read the branches of
+    # such runs as model branches): it is refused at start-up, like any name AFDP refuses.
+    monkeypatch.setenv("AFDP_WEBHOOK_SECRET", SECRET.decode())
+    bad = tmp_path / "services.yaml"
+    bad.write_text("services:\n  models:\n    prefect_deployment: afdp-evidence/models\n")
+    from afdp.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="reserved"):  # first: without the check, serve would serve
+        load_services(bad)
+    result = cli("serve", "--repo", str(repo), "--config", str(bad))
+    assert result.code == 2 and "reserved" in result.err, result.err
+    assert len(result.err.strip().splitlines()) == 1
+    bad.write_text("services:\n  models.x:\n    prefect_deployment: afdp-evidence/models\n")
+    assert "models.x" in load_services(bad).by_name  # only the exact name is reserved

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from afdp.errors import ConfigurationError
-from afdp.evidence.names import check_name
+from afdp.evidence.names import check_name, check_not_models
 
 DEFAULT_RETRIES = 2
 DEFAULT_RETRY_DELAY = 30
@@ -99,6 +99,9 @@ def _service(name: str, entry: Any, path: Path) -> ServiceConfig:
     where = f"services file {path}: service {name!r}"
     try:
         check_name(name, what="service")
+        # afdp/models/<service> holds impact models: every run refuses this service name,
+        # so an event for it would be accepted for a run that can only fail
+        check_not_models(name, None)
     except Exception as exc:
         raise ConfigurationError(f"{where}: {exc}") from exc
     if not isinstance(entry, Mapping):
