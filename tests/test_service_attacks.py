@@ -286,3 +286,48 @@ def test_a_services_file_naming_the_reserved_service_models_stops_serve(cli, rep
     assert len(result.err.strip().splitlines()) == 1
     bad.write_text("services:\n  models.x:\n    prefect_deployment: afdp-evidence/models\n")
     assert "models.x" in load_services(bad).by_name  # only the exact name is reserved
+
+
+def test_a_verdict_is_cached_under_the_head_it_verified_not_the_head_read_before(repo, signer, tsa, trust_file):
+    # Whoever can write the evidence repository flips the branch between a good head and a
+    # tampered one while the dashboard verifies. The dashboard read the head (the cache
+    # key), then the verifier read it again: a VERIFIED of the good head could be cached
+    # under the tampered head, and served for it from then on (a false green). Real Git,
+    # a real race: a thread moves the ref back and forth.
+    import threading
+
+    import pygit2
+    import tamper
+
+    from afdp.evidence.names import branch_ref
+
+    build_deployment(repo, signer, tsa, service="api", deployment="d-1")
+    git = pygit2.Repository(str(repo))
+    ref = branch_ref("api", "d-1")
+    good = git.references[ref].target
+    envelope = tamper.rec.ENVELOPE_FILE
+    tamper.edit(repo, 1, lambda e: tamper.with_file(e, envelope, e.files[envelope] + b" "),
+                service="api", deployment="d-1")
+    bad = git.references[ref].target
+    assert good != bad
+    for _ in range(12):
+        dashboard = Dashboard(repo, trust_policy=trust_file, metrics=ServiceMetrics())
+        stop = threading.Event()
+
+        def flip(stop=stop):
+            flipper = pygit2.Repository(str(repo))
+            while not stop.is_set():
+                for target in (good, bad):
+                    flipper.references.create(ref, target, force=True)
+
+        thread = threading.Thread(target=flip)
+        thread.start()
+        try:
+            seen = dashboard.entry("api", "d-1")
+        finally:
+            stop.set()
+            thread.join()
+        git.references.create(ref, bad, force=True)
+        now = dashboard.entry("api", "d-1")
+        assert now.head == str(bad), (seen.head, now.head)
+        assert now.verdict == "FAILED", f"cached {seen.verdict} of {seen.head} served for the tampered head {bad}"

@@ -160,14 +160,19 @@ class Dashboard:
         # show other objects (refs/replace, refs/notes, grafts, shallow), so what it
         # looks at is part of the key and a cached VERIFIED never outlives it.
         substitutions = hashlib.sha256("\n".join(store.substitutions()).encode()).hexdigest()
-        key = f"{head_id}:{substitutions}:{policy[1] if policy else 'none'}"  # type: ignore[index]
+        rest = f"{substitutions}:{policy[1] if policy else 'none'}"  # type: ignore[index]
         with self._lock:
             cached = self._cache.get((service, deployment))
-        if cached is not None and cached[0] == key:
+        if cached is not None and cached[0] == f"{head_id}:{rest}":
             return cached[1]
         entry = self._check(store, service, deployment, head_id, policy)  # type: ignore[arg-type]
+        # Cached under the head the verifier saw, not the one read above: the branch may
+        # have moved in between (or been flipped back and forth by whoever writes the
+        # repository), and a verdict must never be served for a head it was not about.
+        # What check 0 examines and the policy digest were read before the check, so a
+        # change during it only costs one more check.
         with self._lock:
-            self._cache[(service, deployment)] = (key, entry)
+            self._cache[(service, deployment)] = (f"{entry.head}:{rest}", entry)
         return entry
 
     def prediction(self, service: str) -> ServicePrediction:
