@@ -331,3 +331,69 @@ def test_a_verdict_is_cached_under_the_head_it_verified_not_the_head_read_before
         now = dashboard.entry("api", "d-1")
         assert now.head == str(bad), (seen.head, now.head)
         assert now.verdict == "FAILED", f"cached {seen.verdict} of {seen.head} served for the tampered head {bad}"
+
+
+class _Failing500(__import__("http.server").server.BaseHTTPRequestHandler):
+    """Stands in for a Prefect API that fails with 500 (a real Prefect server cannot be made
+    to fail on demand); its answers are what Prefect's error handler sends."""
+
+    def _fail(self):
+        body = b'{"exception_message": "Internal Server Error"}'
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = _fail
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.slow
+def test_a_prefect_url_with_credentials_never_shows_in_an_event_status_or_the_log(tmp_path, repo):
+    # PREFECT_API_URL may carry credentials (a proxy's Basic auth). httpx names the URL,
+    # credentials included, in its error ("... for url 'http://user:pw@host/...'"); the
+    # relay kept that text as the delivery's last_error (on disk, in GET /events/<id>) and
+    # logged it.
+    import threading
+    import time
+    from contextlib import ExitStack
+    from http.server import ThreadingHTTPServer
+
+    from infra import free_port, wait_http
+    from infra import start_process as start
+    from test_serve_prefect import AFDP, ROOT
+
+    api = ThreadingHTTPServer(("127.0.0.1", 0), _Failing500)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    password = "pr3fect-pa55word-xyz"
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "prefect-home"),
+           "PREFECT_API_URL": f"http://afdp:{password}@127.0.0.1:{api.server_address[1]}/api",
+           "PREFECT_CLIENT_MAX_RETRIES": "0", "DO_NOT_TRACK": "1", "AFDP_WEBHOOK_SECRET": SECRET.decode(),
+           "AFDP_UI_TOKEN": TOKEN}
+    config = tmp_path / "services.yaml"
+    config.write_text(SERVICES)
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    try:
+        with ExitStack() as stack:
+            serve = start(stack, [*AFDP, "serve", "--repo", str(repo), "--config", str(config), "--port", str(port)],
+                          env, log)
+            wait_http(f"{url}/healthz", seconds=120, process=serve)
+            assert post_generic(url, generic()).status_code == 202
+            deadline = time.monotonic() + 90
+            while True:
+                status = httpx.get(f"{url}/events/evt-1", headers=BEARER, timeout=10).json()
+                if status.get("last_error") or status.get("reason"):
+                    break
+                assert time.monotonic() < deadline, status
+                time.sleep(0.2)
+            text = json.dumps(status)
+            assert "127.0.0.1" in text or "Prefect" in text  # the error is there, and says where
+            assert password not in text, text
+        assert password not in log.read_text()
+    finally:
+        api.shutdown()
