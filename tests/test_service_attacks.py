@@ -397,3 +397,34 @@ def test_a_prefect_url_with_credentials_never_shows_in_an_event_status_or_the_lo
         assert password not in log.read_text()
     finally:
         api.shutdown()
+
+
+def test_grafana_tags_a_decision_only_when_its_evidence_verified(repo, signer, tsa, trust_file):
+    # A Grafana panel filtered on the tag decision:mark_successful counted a deployment
+    # whose evidence FAILED (or was never checked) as judged successful: the page marks that
+    # decision *unverified*, the annotation's tags did not.
+    import tamper
+    from conftest import add_step
+
+    from afdp.service import ui
+
+    for deployment in ("d-ok", "d-bad"):
+        add_step(repo, signer, tsa, "mark_deployment_time", {"deployed_at": "2026-12-04T07:00:00Z"},
+                 deployment=deployment)
+        add_step(repo, signer, tsa, "decide", {"decision": {"decision": "success", "action": "mark_successful"}},
+                 deployment=deployment)
+        add_step(repo, signer, tsa, "note", {"x": 1}, deployment=deployment)
+    envelope = tamper.rec.ENVELOPE_FILE
+    tamper.edit(repo, 3, lambda e: tamper.with_file(e, envelope, e.files[envelope] + b" "), service="api",
+                deployment="d-bad")
+    checked = Dashboard(repo, trust_policy=trust_file, metrics=ServiceMetrics()).entries()
+    unchecked = Dashboard(repo, trust_policy=None, metrics=ServiceMetrics()).entries()
+    verdicts = {e.deployment: e.verdict for e in checked}
+    assert verdicts == {"d-ok": "UNSEALED", "d-bad": "FAILED"}
+    assert all((e.decision or {}).get("action") == "mark_successful" for e in checked)
+    tags = {a["title"].split(":")[0]: a for a in ui.grafana_annotations(checked, {}, {})}
+    assert "decision:mark_successful" in tags["api/d-ok"]["tags"]
+    assert "decision:mark_successful" not in tags["api/d-bad"]["tags"], tags["api/d-bad"]
+    assert "decision:unverified" in tags["api/d-bad"]["tags"] and "unverified" in tags["api/d-bad"]["title"]
+    for annotation in ui.grafana_annotations(unchecked, {}, {}):
+        assert "decision:mark_successful" not in annotation["tags"] and "evidence:unchecked" in annotation["tags"]
