@@ -428,3 +428,27 @@ def test_grafana_tags_a_decision_only_when_its_evidence_verified(repo, signer, t
     assert "decision:unverified" in tags["api/d-bad"]["tags"] and "unverified" in tags["api/d-bad"]["title"]
     for annotation in ui.grafana_annotations(unchecked, {}, {}):
         assert "decision:mark_successful" not in annotation["tags"] and "evidence:unchecked" in annotation["tags"]
+
+
+def test_a_team_or_service_filter_never_hides_a_look_alike_branch(repo, signer, tsa, trust_file):
+    # docs/service.md: "a filter never hides a failure". A ref under refs/heads/afdp/ that
+    # is no AFDP branch name (git lists it beside the real ones) read FAILED on the full
+    # list only: filtered by team (whose it is cannot be read) or by its service, the view
+    # was all green.
+    import pygit2
+
+    from afdp.evidence.names import branch_ref
+
+    build_deployment(repo, signer, tsa, service="api", deployment="d-1")
+    git = pygit2.Repository(str(repo))
+    head = git.references[branch_ref("api", "d-1")].target
+    git.references.create("refs/heads/afdp/api/d-2-\u00e9", head)  # not ASCII: never an AFDP name
+    git.references.create("refs/heads/afdp/\u0430pi/d-1", head)  # Cyrillic a: looks like api
+    dashboard = Dashboard(repo, trust_policy=trust_file, metrics=ServiceMetrics())
+    every = {(e.service, e.deployment): e.verdict for e in dashboard.entries()}
+    assert every[("api", "d-1")] == "VERIFIED"
+    assert every[("api", "d-2-\u00e9")] == "FAILED" and every[("\u0430pi", "d-1")] == "FAILED"
+    of_team = {(e.service, e.deployment): e.verdict for e in dashboard.entries(team="payments")}
+    assert of_team == {("api", "d-2-\u00e9"): "FAILED", ("\u0430pi", "d-1"): "FAILED"}
+    of_service = {(e.service, e.deployment): e.verdict for e in dashboard.entries(service="api")}
+    assert of_service == {("api", "d-1"): "VERIFIED", ("api", "d-2-\u00e9"): "FAILED"}

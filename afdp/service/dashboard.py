@@ -111,7 +111,8 @@ class Dashboard:
     def entries(self, *, service: str | None = None, team: str | None = None) -> list[DeploymentEntry]:
         """Return every deployment (of ``service``; of ``team``: whose genesis record, as
         the report reads it, names it; FAILED ones included, their team marked unverified
-        on the page), newest first; look-alike refs as FAILED (unfiltered list only).
+        on the page), newest first; look-alike refs as FAILED (in every team's list, and
+        in their service's).
 
         Raises:
             UsageError: ``team`` is not a team name.
@@ -123,8 +124,13 @@ class Dashboard:
         store = EvidenceStore(self.repository)
         policy = self._policy()
         found: list[DeploymentEntry] = []
-        if policy is not None and service is None and team is None:
+        if policy is not None:
+            # A look-alike ref fails in every view: whose team it is cannot be read, so it is
+            # under every team's filter ("a filter never hides a failure"); under a service
+            # filter when its first level names that service.
             for report in unsafe_branch_reports(self.repository, policy=policy[0], allow_unsealed=True):
+                if service is not None and report.service != service:
+                    continue
                 found.append(_entry(report.service, report.deployment, report.head, "FAILED",
                                     f"FAILED: {report.ref}: {report.failures[0].reason}", None))
         from afdp.evidence.names import MODELS_SERVICE
