@@ -452,3 +452,17 @@ def test_a_team_or_service_filter_never_hides_a_look_alike_branch(repo, signer, 
     assert of_team == {("api", "d-2-\u00e9"): "FAILED", ("\u0430pi", "d-1"): "FAILED"}
     of_service = {(e.service, e.deployment): e.verdict for e in dashboard.entries(service="api")}
     assert of_service == {("api", "d-1"): "VERIFIED", ("api", "d-2-\u00e9"): "FAILED"}
+
+
+def test_an_index_key_inside_the_evidence_repository_is_refused(cli, repo, signer, tsa, monkeypatch):
+    # The index's MAC is all that stops whoever writes the evidence repository from editing
+    # an entry to hide a deployment (an entry that names another commit is never a
+    # candidate). A key kept inside that repository is readable by that writer: refused,
+    # exit 2, as a trust policy there is, instead of a lookup that can be made to miss.
+    build_deployment(repo, signer, tsa, service="api", deployment="d-1")
+    for inside in (repo / ".git" / "afdp" / "index.key", repo / "keys" / "index.key"):
+        monkeypatch.setenv("AFDP_INDEX_KEY", str(inside))
+        result = cli("find", "--repo", str(repo), "--service", "api")
+        assert result.code == 2, (inside, result.out, result.err)
+        assert "inside the evidence repository" in result.err and len(result.err.strip().splitlines()) == 1
+        assert not inside.exists()

@@ -259,13 +259,24 @@ def read_facts(store: EvidenceStore, ref: str, service: str, deployment: str, he
 # -- the index ---------------------------------------------------------------------------
 
 
-def _key() -> bytes:
-    """The index MAC key, outside any repository: created (0600) on first use.
+def _key(repository: Path | str | None = None) -> bytes:
+    """The index MAC key, outside the evidence repository: created (0600) on first use.
 
     Raises:
+        UsageError: the key lies inside ``repository`` (whoever writes the evidence could
+            read it and forge index entries that hide a deployment).
         ConfigurationError: the key file cannot be read or created.
     """
     path = Path(os.environ.get(KEY_ENV) or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "afdp" / "index.key")
+    if repository is not None:
+        from afdp.evidence.trust import repository_areas
+
+        # as given and as resolved (a symlink inside the repository is the writer's choice)
+        candidates = (Path(os.path.abspath(path)), path.resolve())
+        for area in repository_areas(Path(repository)):
+            if any(c.is_relative_to(area) for c in candidates):
+                raise UsageError(f"the lookup index key {path} lies inside the evidence repository {area}: whoever "
+                                 f"writes the evidence could read it; keep it outside ({KEY_ENV})")
     for _ in range(2):
         try:
             data = path.read_bytes()
@@ -326,10 +337,11 @@ def refresh_index(repository: Path | str) -> tuple[list[DeploymentFacts], IndexS
 
     Raises:
         NotFoundError: no repository at ``repository``.
+        UsageError: the MAC key lies inside the evidence repository.
         ConfigurationError: the MAC key cannot be read or created.
     """
     store = EvidenceStore(repository)
-    key = _key()
+    key = _key(repository)
     path = common_dir(store.path) / INDEX_FILE
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
