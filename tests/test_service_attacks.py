@@ -466,3 +466,20 @@ def test_an_index_key_inside_the_evidence_repository_is_refused(cli, repo, signe
         assert result.code == 2, (inside, result.out, result.err)
         assert "inside the evidence repository" in result.err and len(result.err.strip().splitlines()) == 1
         assert not inside.exists()
+
+
+def test_a_body_with_a_duplicate_key_is_400(server):
+    # {"service": "api", ..., "service": "shop"}: JSON parsers disagree on which one counts
+    # (Python's takes the last, many take the first), so what the sender's tooling showed
+    # and what AFDP records could differ. Such a body is ambiguous: refused, not guessed.
+    body = json.dumps(generic()).encode()[:-1] + b', "team": "other-team"}'
+    response = post_generic(server.url, None, raw=body)
+    assert response.status_code == 400, response.text
+    assert "duplicate" in response.json()["error"]
+    nested = github_payload()
+    raw = json.dumps(nested).encode().replace(b'"ref": "main"', b'"ref": "main", "ref": "evil"')
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": "deployment_status",
+               "X-GitHub-Delivery": "dup-1", "X-Hub-Signature-256": sign(SECRET, raw)}
+    response = httpx.post(f"{server.url}/events/github", content=raw, headers=headers, timeout=10)
+    assert response.status_code == 400, response.text
+    assert_nothing_started(server)

@@ -140,11 +140,22 @@ def parse_json(body: bytes) -> Any:
         EventRejected: 400, not UTF-8 JSON.
     """
     try:
-        return json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"), object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError) as exc:
         raise EventRejected(400, "malformed", f"body is not JSON: {exc}") from None
     except RecursionError:  # "[[[[..." nested deeper than the parser goes: not an event
         raise EventRejected(400, "malformed", "body is not JSON: nested too deeply") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # {"team": "a", "team": "b"}: parsers disagree on which counts (Python's json the last,
+    # many others the first), so the sender's view and the recorded one could differ
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"duplicate key {key!r}: the body is ambiguous")
+        found[key] = value
+    return found
 
 
 #: Unicode categories no fact of a deployment may hold: controls (a newline, an escape
