@@ -483,3 +483,44 @@ def test_a_body_with_a_duplicate_key_is_400(server):
     response = httpx.post(f"{server.url}/events/github", content=raw, headers=headers, timeout=10)
     assert response.status_code == 400, response.text
     assert_nothing_started(server)
+
+
+# -- promises of docs/service.md that had no test -------------------------------------------------
+
+
+def test_a_session_cannot_be_extended_forged_or_outlive_a_token_change(repo, services):
+    import time
+
+    from afdp.errors import UsageError
+    from afdp.service.app import SESSION_SECONDS, _session_value
+
+    def app_with(token):
+        return create_app(ServeSettings(repository=repo, services=services, webhook_secret=SECRET,
+                                        submitter=NoRuns(), ui_token=token))
+
+    with running_server(app_with(TOKEN)) as running:
+        login = httpx.post(f"{running.url}/login", data={"token": TOKEN}, follow_redirects=False)
+        cookie = login.cookies["afdp_session"]
+        assert httpx.get(f"{running.url}/api/deployments", cookies={"afdp_session": cookie}).status_code == 200
+        expires, _, mac = cookie.partition(".")
+        assert int(expires) <= time.time() + SESSION_SECONDS + 5
+        # its expiry is under its MAC: a later one (same MAC) is no session
+        for forged in (f"{int(expires) + 3600}.{mac}", f"{expires}.{'0' * 64}", f"{expires}", "", f"9{expires}.{mac}",
+                       f"{expires}.{mac}.x", f"-1.{mac}", f"\u0661{expires}.{mac}"):
+            answer = httpx.get(f"{running.url}/api/deployments",
+                               headers={"Cookie": f"afdp_session={forged}".encode()})  # raw: any bytes
+            assert answer.status_code == 401, forged
+        # made with the token but already over, or reaching beyond the 12 hours: refused
+        now = int(time.time())
+        for stale in (_session_value(TOKEN, now - 1), _session_value(TOKEN, now + SESSION_SECONDS + 3600)):
+            assert httpx.get(f"{running.url}/api/deployments", cookies={"afdp_session": stale}).status_code == 401
+        # logging out deletes the cookie from the browser
+        out = httpx.post(f"{running.url}/logout", cookies={"afdp_session": cookie}, follow_redirects=False)
+        assert out.status_code == 303 and "afdp_session=" in out.headers["set-cookie"]
+        assert "max-age=0" in out.headers["set-cookie"].lower() or "expires=thu, 01 jan 1970" in out.headers["set-cookie"].lower()
+    # AFDP_UI_TOKEN changed (a restart with the new one): every session ends at once
+    with running_server(app_with(TOKEN + "-rotated")) as running:
+        assert httpx.get(f"{running.url}/api/deployments", cookies={"afdp_session": cookie}).status_code == 401
+    # a UI token under 16 bytes is refused
+    with pytest.raises(UsageError, match="at least 16 bytes"):
+        app_with("short-token")
