@@ -524,3 +524,17 @@ def test_a_session_cannot_be_extended_forged_or_outlive_a_token_change(repo, ser
     # a UI token under 16 bytes is refused
     with pytest.raises(UsageError, match="at least 16 bytes"):
         app_with("short-token")
+
+
+def test_service_names_that_differ_only_in_case_are_refused(tmp_path):
+    # "api" and "API" are two services to AFDP, one to a reader of the dashboard, and one
+    # loose ref file on a case-insensitive file system (a worker or the central remote on
+    # macOS or Windows): their branches would collide. A services file with both is refused.
+    from afdp.errors import ConfigurationError
+
+    path = tmp_path / "services.yaml"
+    path.write_text("services:\n  api:\n    prefect_deployment: a/api\n  API:\n    prefect_deployment: a/API\n")
+    with pytest.raises(ConfigurationError, match="differ only in case"):
+        load_services(path)
+    path.write_text("services:\n  api:\n    prefect_deployment: a/api\n  api-2:\n    prefect_deployment: a/api2\n")
+    assert sorted(load_services(path).by_name) == ["api", "api-2"]

@@ -88,8 +88,14 @@ def load_services(path: Path) -> Services:
     if unknown_top:
         raise ConfigurationError(f"services file {path}: unknown key(s) {', '.join(map(str, unknown_top))}")
     services: dict[str, ServiceConfig] = {}
+    folded: dict[str, str] = {}
     for name, entry in document["services"].items():
         services[str(name)] = _service(str(name), entry, path)
+        # one name to a reader, and one ref file on a case-insensitive file system
+        other = folded.setdefault(str(name).casefold(), str(name))
+        if other != str(name):
+            raise ConfigurationError(f"services file {path}: services {other!r} and {str(name)!r} differ only in case "
+                                     "(their branches would collide on a case-insensitive file system)")
     if not services:
         raise ConfigurationError(f"services file {path} lists no service")
     return Services(services)
