@@ -538,3 +538,24 @@ def test_service_names_that_differ_only_in_case_are_refused(tmp_path):
         load_services(path)
     path.write_text("services:\n  api:\n    prefect_deployment: a/api\n  api-2:\n    prefect_deployment: a/api2\n")
     assert sorted(load_services(path).by_name) == ["api", "api-2"]
+
+
+def test_a_trust_policy_that_does_not_load_stops_serve_at_start(cli, repo, services, tmp_path, monkeypatch):
+    # A new user's typo in the trust policy (or one inside the evidence repository): serve
+    # started, and every dashboard page then answered an error. It fails at start, exit 2.
+    from afdp.errors import AfdpError
+
+    bad = tmp_path / "auditor" / "trust.yaml"
+    bad.parent.mkdir()
+    bad.write_text("signers: [unclosed\n")
+    inside = repo / "trust.yaml"
+    inside.write_text("signers: []\n")
+    for policy in (bad, inside):
+        with pytest.raises(AfdpError):  # first: without the check, serve below would serve
+            create_app(ServeSettings(repository=repo, services=services, webhook_secret=SECRET, submitter=NoRuns(),
+                                     ui_token=TOKEN, trust_policy=policy))
+    monkeypatch.setenv("AFDP_WEBHOOK_SECRET", SECRET.decode())
+    config = tmp_path / "services.yaml"
+    for policy, words in ((bad, "not valid YAML"), (inside, "inside the evidence repository")):
+        result = cli("serve", "--repo", str(repo), "--config", str(config), "--trust", str(policy))
+        assert result.code == 2 and words in result.err, result.err

@@ -89,6 +89,15 @@ class Dashboard:
         self._loaded_policy: tuple[Any, str] | None = None
         self._lock = threading.Lock()
 
+    def load_policy(self) -> None:
+        """Load the trust policy now (at start-up), so one that does not load fails early.
+
+        Raises:
+            UsageError: the policy lies inside the evidence repository.
+            ConfigurationError: it (or a file it pins) does not read or load.
+        """
+        self._policy()
+
     def _policy(self) -> tuple[Any, str] | None:
         """Return the trust policy and the digest of everything it trusts, loaded again
         (and every cached verdict and prediction dropped with it) whenever that changed.
