@@ -559,3 +559,25 @@ def test_a_trust_policy_that_does_not_load_stops_serve_at_start(cli, repo, servi
     for policy, words in ((bad, "not valid YAML"), (inside, "inside the evidence repository")):
         result = cli("serve", "--repo", str(repo), "--config", str(config), "--trust", str(policy))
         assert result.code == 2 and words in result.err, result.err
+
+
+def test_an_ipv6_client_cannot_escape_its_limit_by_changing_addresses_in_its_network():
+    # One IPv6 client holds a whole /64 (2^64 addresses it may use at will): counted per
+    # address, each new address got 5 free guesses and no delay. The limit holds per /64,
+    # and an IPv4 client seen as an IPv4-mapped IPv6 address is that IPv4 address.
+    from afdp.service.throttle import LoginLimits, LoginThrottle
+
+    throttle = LoginThrottle(LoginLimits(free_failures=2, first_delay=60, global_burst=1000))
+    for n in range(3):
+        assert throttle.check(f"2001:db8:1:2::{n + 1:x}") is None
+        throttle.failure(f"2001:db8:1:2::{n + 1:x}")
+    limited = throttle.check("2001:db8:1:2:ffff::9")
+    assert limited is not None and limited.limit == "address"
+    assert throttle.check("2001:db8:1:3::1") is None  # another network is not held
+    for _ in range(3):
+        throttle.failure("::ffff:192.0.2.7")
+    assert throttle.check("192.0.2.7") is not None
+    assert throttle.check("192.0.2.8") is None
+    throttle.success("2001:db8:1:2::abcd")  # a right token from the network starts it afresh
+    assert throttle.check("2001:db8:1:2::1") is None
+    assert throttle.check("unknown") is None  # not an address: counted as given
