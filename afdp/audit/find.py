@@ -210,7 +210,7 @@ def _envelopes(store: EvidenceStore, tree: pygit2.Tree) -> Iterator[tuple[int, d
                 continue
             blob = store.repo.get(oid)
             statement = decode_envelope(blob.data if isinstance(blob, pygit2.Blob) else b"")
-        except (KeyError, ValueError, TypeError, pygit2.GitError):
+        except (KeyError, ValueError, TypeError, RecursionError, pygit2.GitError):  # RecursionError: nested too deep
             continue
         if isinstance(statement, dict) and isinstance(statement.get("predicate"), dict):
             yield sequence, statement
@@ -259,13 +259,24 @@ def read_facts(store: EvidenceStore, ref: str, service: str, deployment: str, he
 # -- the index ---------------------------------------------------------------------------
 
 
-def _key() -> bytes:
-    """The index MAC key, outside any repository: created (0600) on first use.
+def _key(repository: Path | str | None = None) -> bytes:
+    """The index MAC key, outside the evidence repository: created (0600) on first use.
 
     Raises:
+        UsageError: the key lies inside ``repository`` (whoever writes the evidence could
+            read it and forge index entries that hide a deployment).
         ConfigurationError: the key file cannot be read or created.
     """
     path = Path(os.environ.get(KEY_ENV) or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "afdp" / "index.key")
+    if repository is not None:
+        from afdp.evidence.trust import repository_areas
+
+        # as given and as resolved (a symlink inside the repository is the writer's choice)
+        candidates = (Path(os.path.abspath(path)), path.resolve())
+        for area in repository_areas(Path(repository)):
+            if any(c.is_relative_to(area) for c in candidates):
+                raise UsageError(f"the lookup index key {path} lies inside the evidence repository {area}: whoever "
+                                 f"writes the evidence could read it; keep it outside ({KEY_ENV})")
     for _ in range(2):
         try:
             data = path.read_bytes()
@@ -326,15 +337,16 @@ def refresh_index(repository: Path | str) -> tuple[list[DeploymentFacts], IndexS
 
     Raises:
         NotFoundError: no repository at ``repository``.
+        UsageError: the MAC key lies inside the evidence repository.
         ConfigurationError: the MAC key cannot be read or created.
     """
     store = EvidenceStore(repository)
-    key = _key()
+    key = _key(repository)
     path = common_dir(store.path) / INDEX_FILE
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         entries = document.get("entries") if isinstance(document, dict) and document.get("version") == INDEX_VERSION else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # unreadable, not JSON, or nested too deep: rebuilt
         entries = {}
     entries = entries if isinstance(entries, dict) else {}
     facts: list[DeploymentFacts] = []
@@ -373,13 +385,34 @@ def refresh_index(repository: Path | str) -> tuple[list[DeploymentFacts], IndexS
         fresh[ref] = {"facts": known.to_json(), "mac": _mac(key, known)}
     written = False
     if fresh != entries:
-        with contextlib.suppress(OSError):  # a read-only repository: the index is only a cache
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(f".{os.getpid()}.tmp")
-            temporary.write_text(json.dumps({"version": INDEX_VERSION, "entries": fresh}, sort_keys=True) + "\n", encoding="utf-8")
-            os.replace(temporary, path)
-            written = True
+        written = _write_index(path, json.dumps({"version": INDEX_VERSION, "entries": fresh}, sort_keys=True) + "\n")
     return facts, IndexStats(str(path), len(facts), reused, read, rejected, written)
+
+
+def _write_index(path: Path, text: str) -> bool:
+    """Replace the index with ``text``; False when the folder cannot be written (a read-only
+    repository: the index is only a cache).
+
+    The temporary file is made by :func:`tempfile.mkstemp` (a new, unpredictable name,
+    ``O_EXCL``): whoever can write the evidence repository could plant a symlink under a
+    predictable name, and the lookup would then write through it to a file of the
+    auditor's. The index itself is replaced by rename, which never follows a link."""
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(name, path)
+        return True
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        return False
 
 
 # -- lookup ----------------------------------------------------------------------------

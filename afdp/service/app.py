@@ -159,7 +159,9 @@ def create_app(settings: ServeSettings) -> Starlette:
     """Return the Starlette application for ``settings``.
 
     Raises:
-        UsageError: a webhook secret (or a UI token) shorter than :data:`MIN_SECRET` bytes.
+        UsageError: a webhook secret (or a UI token) shorter than :data:`MIN_SECRET` bytes; a
+            trust policy inside the evidence repository.
+        ConfigurationError: the trust policy does not load.
         StorageError / NotFoundError: the evidence repository or the replay ledger cannot be opened.
     """
     from afdp.service import ui
@@ -170,12 +172,15 @@ def create_app(settings: ServeSettings) -> Starlette:
     if settings.ui_token and len(settings.ui_token.encode()) < MIN_SECRET:
         raise UsageError(f"the UI token must be at least {MIN_SECRET} bytes")
     metrics = ServiceMetrics()
+    dashboard = Dashboard(settings.repository, trust_policy=settings.trust_policy, metrics=metrics)
+    # The trust policy is loaded now: one that does not load (or lies inside the evidence
+    # repository) stops afdp serve at start, not every page after it.
+    dashboard.load_policy()
     ledger = DeliveryLedger(settings.ledger_path or default_ledger_path(settings.repository))
     metrics.watch(ledger)
     relay = Relay(ledger, settings.submitter, settings.services, metrics, first_retry=settings.first_retry,
                   max_retry=settings.max_retry, give_up_after=settings.give_up_after)
     throttle = LoginThrottle(settings.login_limits)
-    dashboard = Dashboard(settings.repository, trust_policy=settings.trust_policy, metrics=metrics)
     token = settings.ui_token or None
 
     async def read_body(request: Request) -> bytes:
@@ -370,7 +375,7 @@ def create_app(settings: ServeSettings) -> Starlette:
         if request.method == "POST":
             try:
                 query = json.loads(await read_body(request) or b"{}")
-            except (ValueError, _BodyTooLarge):
+            except (ValueError, RecursionError, _BodyTooLarge):  # RecursionError: "[[[[..." too deep
                 return JSONResponse({"error": "body is not a JSON object"}, status_code=400)
             if not isinstance(query, Mapping):
                 return JSONResponse({"error": "body is not a JSON object"}, status_code=400)

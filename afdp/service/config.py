@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from afdp.errors import ConfigurationError
-from afdp.evidence.names import check_name
+from afdp.evidence.names import check_name, check_not_models
 
 DEFAULT_RETRIES = 2
 DEFAULT_RETRY_DELAY = 30
@@ -88,8 +88,14 @@ def load_services(path: Path) -> Services:
     if unknown_top:
         raise ConfigurationError(f"services file {path}: unknown key(s) {', '.join(map(str, unknown_top))}")
     services: dict[str, ServiceConfig] = {}
+    folded: dict[str, str] = {}
     for name, entry in document["services"].items():
         services[str(name)] = _service(str(name), entry, path)
+        # one name to a reader, and one ref file on a case-insensitive file system
+        other = folded.setdefault(str(name).casefold(), str(name))
+        if other != str(name):
+            raise ConfigurationError(f"services file {path}: services {other!r} and {str(name)!r} differ only in case "
+                                     "(their branches would collide on a case-insensitive file system)")
     if not services:
         raise ConfigurationError(f"services file {path} lists no service")
     return Services(services)
@@ -99,6 +105,9 @@ def _service(name: str, entry: Any, path: Path) -> ServiceConfig:
     where = f"services file {path}: service {name!r}"
     try:
         check_name(name, what="service")
+        # afdp/models/<service> holds impact models: every run refuses this service name,
+        # so an event for it would be accepted for a run that can only fail
+        check_not_models(name, None)
     except Exception as exc:
         raise ConfigurationError(f"{where}: {exc}") from exc
     if not isinstance(entry, Mapping):

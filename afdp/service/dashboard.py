@@ -89,10 +89,25 @@ class Dashboard:
         self._loaded_policy: tuple[Any, str] | None = None
         self._lock = threading.Lock()
 
+    def load_policy(self) -> None:
+        """Load the trust policy now (at start-up), so one that does not load fails early.
+
+        Raises:
+            UsageError: the policy lies inside the evidence repository.
+            ConfigurationError: it (or a file it pins) does not read or load.
+        """
+        self._policy()
+
     def _policy(self) -> tuple[Any, str] | None:
+        """Return the trust policy and the digest of everything it trusts, loaded again
+        (and every cached verdict and prediction dropped with it) whenever that changed.
+
+        Raises:
+            ConfigurationError: the policy (or a file it pins) does not read or load.
+        """
         if self.trust_policy is None:
             return None
-        digest = hashlib.sha256(self.trust_policy.read_bytes()).hexdigest()
+        digest = trust_material_digest(self.trust_policy)
         with self._lock:
             loaded = self._loaded_policy
         if loaded is None or loaded[1] != digest:
@@ -105,7 +120,8 @@ class Dashboard:
     def entries(self, *, service: str | None = None, team: str | None = None) -> list[DeploymentEntry]:
         """Return every deployment (of ``service``; of ``team``: whose genesis record, as
         the report reads it, names it; FAILED ones included, their team marked unverified
-        on the page), newest first; look-alike refs as FAILED (unfiltered list only).
+        on the page), newest first; look-alike refs as FAILED (in every team's list, and
+        in their service's).
 
         Raises:
             UsageError: ``team`` is not a team name.
@@ -117,8 +133,13 @@ class Dashboard:
         store = EvidenceStore(self.repository)
         policy = self._policy()
         found: list[DeploymentEntry] = []
-        if policy is not None and service is None and team is None:
+        if policy is not None:
+            # A look-alike ref fails in every view: whose team it is cannot be read, so it is
+            # under every team's filter ("a filter never hides a failure"); under a service
+            # filter when its first level names that service.
             for report in unsafe_branch_reports(self.repository, policy=policy[0], allow_unsealed=True):
+                if service is not None and report.service != service:
+                    continue
                 found.append(_entry(report.service, report.deployment, report.head, "FAILED",
                                     f"FAILED: {report.ref}: {report.failures[0].reason}", None))
         from afdp.evidence.names import MODELS_SERVICE
@@ -154,14 +175,19 @@ class Dashboard:
         # show other objects (refs/replace, refs/notes, grafts, shallow), so what it
         # looks at is part of the key and a cached VERIFIED never outlives it.
         substitutions = hashlib.sha256("\n".join(store.substitutions()).encode()).hexdigest()
-        key = f"{head_id}:{substitutions}:{policy[1] if policy else 'none'}"  # type: ignore[index]
+        rest = f"{substitutions}:{policy[1] if policy else 'none'}"  # type: ignore[index]
         with self._lock:
             cached = self._cache.get((service, deployment))
-        if cached is not None and cached[0] == key:
+        if cached is not None and cached[0] == f"{head_id}:{rest}":
             return cached[1]
         entry = self._check(store, service, deployment, head_id, policy)  # type: ignore[arg-type]
+        # Cached under the head the verifier saw, not the one read above: the branch may
+        # have moved in between (or been flipped back and forth by whoever writes the
+        # repository), and a verdict must never be served for a head it was not about.
+        # What check 0 examines and the policy digest were read before the check, so a
+        # change during it only costs one more check.
         with self._lock:
-            self._cache[(service, deployment)] = (key, entry)
+            self._cache[(service, deployment)] = (f"{entry.head}:{rest}", entry)
         return entry
 
     def prediction(self, service: str) -> ServicePrediction:
@@ -217,6 +243,43 @@ class Dashboard:
             self._counted.add((service, deployment))
             self.metrics.decisions.labels(service=service, decision=str(findings.decision.get("action"))).inc()
         return _entry(service, deployment, report.head, section.verdict, section.headline, section)
+
+
+def trust_material_digest(path: Path) -> str:
+    """Return the SHA-256 of the trust policy file and of every file it pins.
+
+    The policy's verdicts depend on more than its own bytes: ``sigstore.trusted_root``
+    names a file (relative to the policy) whose roots verify keyless records. A cache keyed
+    on the policy file alone would keep a VERIFIED after that root was replaced (a
+    compromised root rotated out), so the pinned file's bytes are part of the key, read
+    before the policy is loaded (a change after it only costs one more load).
+
+    Raises:
+        ConfigurationError: the policy file cannot be read.
+    """
+    import yaml
+
+    from afdp.errors import ConfigurationError
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read trust policy {path}: {exc.strerror or exc}") from exc
+    digest = hashlib.sha256(b"afdp-trust-material\0" + data)
+    try:
+        document = yaml.safe_load(data)
+    except yaml.YAMLError:
+        document = None  # loading it fails with the reason
+    section = document.get("sigstore") if isinstance(document, dict) else None
+    pinned = section.get("trusted_root") if isinstance(section, dict) else None
+    if isinstance(pinned, str) and pinned:
+        target = Path(pinned) if Path(pinned).is_absolute() else path.parent / pinned
+        try:
+            content = target.read_bytes()
+        except OSError as exc:
+            content = f"unreadable: {exc.strerror or exc}".encode()
+        digest.update(b"\0" + pinned.encode() + b"\0" + hashlib.sha256(content).digest())
+    return digest.hexdigest()
 
 
 def _entry(service: str, deployment: str, head: str | None, verdict: str, headline: str,

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -139,9 +140,52 @@ def parse_json(body: bytes) -> Any:
         EventRejected: 400, not UTF-8 JSON.
     """
     try:
-        return json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"), object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError) as exc:
         raise EventRejected(400, "malformed", f"body is not JSON: {exc}") from None
+    except RecursionError:  # "[[[[..." nested deeper than the parser goes: not an event
+        raise EventRejected(400, "malformed", "body is not JSON: nested too deeply") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # {"team": "a", "team": "b"}: parsers disagree on which counts (Python's json the last,
+    # many others the first), so the sender's view and the recorded one could differ
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ValueError(f"duplicate key {key!r}: the body is ambiguous")
+        found[key] = value
+    return found
+
+
+#: Unicode categories no fact of a deployment may hold: controls (a newline, an escape
+#: sequence, NUL), invisible formatting (bidi overrides, zero-width joiners) and line or
+#: paragraph separators. Python's regex ``$`` matches before a final newline, so a schema
+#: pattern ``^...$`` alone lets ``"payments\n"`` through; and a fact that prints other than
+#: it reads (a right-to-left override in a deployer's name) misleads whoever reads the
+#: dashboard or the evidence.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def check_text(value: Any, what: str) -> None:
+    """Refuse a control or invisible formatting character in any string of ``value``.
+
+    Raises:
+        EventRejected: 400, naming the field and the character.
+    """
+    stack: list[tuple[str, Any]] = [(what, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            for char in item:
+                if unicodedata.category(char) in _INVISIBLE:
+                    raise EventRejected(400, "malformed", f"{where} holds a control character "
+                                        f"(U+{ord(char):04X}); event fields are single-line visible text")
+        elif isinstance(item, Mapping):
+            stack.extend((f"{where}.{key}", key) for key in item)
+            stack.extend((f"{where}.{key}", v) for key, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
 
 
 def parse_generic(document: Any, services: Services) -> DeploymentEvent:
@@ -152,6 +196,8 @@ def parse_generic(document: Any, services: Services) -> DeploymentEvent:
     """
     from afdp.evidence.schemas import iter_errors
 
+    # before the schema: its `^...$` patterns, read by Python's regex, pass a final newline
+    check_text(document, "event")
     for where, message in iter_errors(GENERIC_SCHEMA, document):
         raise EventRejected(400, "malformed", f"{where}: {message}")
     service = _service(services, document["service"])
@@ -245,6 +291,8 @@ def parse_github(event: str | None, delivery: str | None, document: Any, service
     deployed_at = _time(created).isoformat() if isinstance(created, str) else None
     creator = deployment.get("creator")
     version = payload.get("version") if isinstance(payload, Mapping) else None
+    if version is not None and not isinstance(version, str):
+        raise EventRejected(400, "malformed", "deployment.payload.version is not text")
     info = {
         "commit": sha.lower(),
         "deployer": creator.get("login") if isinstance(creator, Mapping) else None,
@@ -255,14 +303,18 @@ def parse_github(event: str | None, delivery: str | None, document: Any, service
         "deployed_at": deployed_at,
     }
     image = payload.get("image_digest") if isinstance(payload, Mapping) else None
-    if not (isinstance(image, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", image)):
-        image = None
+    if image is not None and not (isinstance(image, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", image)):
+        # refused, not dropped: a run recording `image: null` for an image the sender named
+        # would answer "no deployment of this image" to a lookup by it
+        raise EventRejected(400, "malformed", "deployment.payload.image_digest is not sha256:<64 lowercase hex>")
     # the image by digest: the decision record names it as its in-toto subject
     info["image"] = image
     team = payload.get("team") if isinstance(payload, Mapping) else None
     if team is not None and not (isinstance(team, str) and re.fullmatch(TEAM_PATTERN, team)):
         raise EventRejected(400, "malformed", "deployment.payload.team is not a team name (1-100 of A-Z a-z 0-9 . _ - /)")
     info["team"] = team  # recorded in the genesis record; None: the payload names no team
+    # every fact the run records, as the genesis record will hold it
+    check_text({k: v for k, v in info.items() if v is not None}, "deployment")
     return DeploymentEvent(
         source="github",
         delivery=delivery,

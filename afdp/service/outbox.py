@@ -26,6 +26,7 @@ import time
 from datetime import datetime
 
 from afdp.errors import AfdpError, UsageError
+from afdp.evidence.remote import redact
 from afdp.service.config import Services
 from afdp.service.deliveries import Delivery, DeliveryLedger
 from afdp.service.intake import DeploymentEvent
@@ -113,14 +114,16 @@ class Relay:
             run_id = self.submitter.submit(event)
         except UsageError as exc:  # no such Prefect deployment, service gone: waiting will not help
             self.metrics.submit_failures.labels(service=row.service).inc()
-            reason = exc.diagnostics()
+            reason = redact(exc.diagnostics())
             log.warning("afdp serve: delivery %s failed: %s", row.delivery, reason)
             self.ledger.failed(row.delivery, reason=reason)
             return
         except Exception as exc:
             self.metrics.submit_failures.labels(service=row.service).inc()
             error = exc.diagnostics() if isinstance(exc, AfdpError) else f"{type(exc).__name__}: {exc}"
-            self._later(row, error)
+            # credentials in PREFECT_API_URL show in httpx's errors ("for url 'http://u:pw@...'"):
+            # what is kept in the ledger, shown by GET /events/<id> and logged never holds them
+            self._later(row, redact(error))
             return
         self.ledger.submitted(row.delivery, run_id)
         self.metrics.submitted.labels(service=row.service).inc()

@@ -13,13 +13,15 @@ is answered 429 with ``Retry-After`` *without the token being compared*: a right
 made during a lock-out is not recognised, so the lock-out cannot be used as an oracle. A
 right token outside a lock-out is never delayed.
 
-The address is the ASGI client: the socket peer, or, when ``afdp serve --proxy-headers``
+The address is the ASGI client (an IPv6 one counted by its /64 network, which one client
+holds whole): the socket peer, or, when ``afdp serve --proxy-headers``
 trusts the reverse proxy on loopback, the client the proxy names in ``X-Forwarded-For``
 (uvicorn's proxy-headers middleware decides; a header from anyone else is ignored).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
@@ -69,6 +71,7 @@ class LoginThrottle:
 
     def check(self, address: str) -> Throttled | None:
         """Return the limit that refuses a try from ``address`` now, or None."""
+        address = client_key(address)
         with self._lock:
             now = self._clock()
             self._refill(now)
@@ -81,6 +84,7 @@ class LoginThrottle:
 
     def failure(self, address: str) -> None:
         """Count a wrong token from ``address``."""
+        address = client_key(address)
         limits = self.limits
         with self._lock:
             now = self._clock()
@@ -100,6 +104,7 @@ class LoginThrottle:
 
     def success(self, address: str) -> None:
         """A right token from ``address``: its count starts afresh."""
+        address = client_key(address)
         with self._lock:
             self._addresses.pop(address, None)
 
@@ -107,3 +112,19 @@ class LoginThrottle:
         elapsed = max(0.0, now - self._refilled)
         self._refilled = now
         self._tokens = min(float(self.limits.global_burst), self._tokens + elapsed * self.limits.global_per_second)
+
+
+def client_key(address: str) -> str:
+    """Return what one client's failures are counted under: an IPv4 address (also when
+    seen as an IPv4-mapped IPv6 one), an IPv6 address's /64 network (one client holds a
+    whole /64 and may use any address in it), or ``address`` as given if it is no address.
+    """
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)

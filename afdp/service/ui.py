@@ -135,11 +135,17 @@ def grafana_annotations(entries: list[DeploymentEntry], params: Mapping[str, str
         if (low is not None and millis < low) or (high is not None and millis > high):
             continue
         decision = (entry.decision or {}).get("action") or "none"
+        # as on the pages: a decision is the evidence's only where the evidence verified
+        # (or is clean and in progress); elsewhere it is marked unverified, and no
+        # decision:<kind> tag counts it among the decisions of that kind in a panel
+        trusted = entry.verdict in ("VERIFIED", "UNSEALED")
+        shown = decision if trusted else f"{decision} (unverified)"
         item: dict[str, Any] = {
             "time": millis,
-            "title": f"{entry.service}/{entry.deployment}: {decision} ({entry.verdict})",
+            "title": f"{entry.service}/{entry.deployment}: {shown} ({entry.verdict})",
             "text": entry.headline,
-            "tags": ["afdp", f"service:{entry.service}", f"decision:{decision}", f"evidence:{entry.verdict.lower()}"],
+            "tags": ["afdp", f"service:{entry.service}", f"decision:{decision if trusted else 'unverified'}",
+                     f"evidence:{entry.verdict.lower()}"],
         }
         if annotation is not None:
             item["annotation"] = dict(annotation)
