@@ -110,9 +110,6 @@ def test_a_github_payload_with_a_bad_image_digest_or_version_is_400_not_dropped(
     assert good.status_code == 202, good.text
 
 
-@pytest.mark.xfail(strict=True, reason="root in afdp/evidence/schemas.py (not this branch's file): the Python "
-                   "jsonschema validator reads a pattern's `$` as Python's, which also matches before a final "
-                   "newline; JSON Schema patterns are ECMA-262, where `$` is the end of the string")
 def test_schema_patterns_do_not_accept_a_trailing_newline():
     from afdp.evidence.schemas import iter_errors
 
@@ -581,3 +578,36 @@ def test_an_ipv6_client_cannot_escape_its_limit_by_changing_addresses_in_its_net
     throttle.success("2001:db8:1:2::abcd")  # a right token from the network starts it afresh
     assert throttle.check("2001:db8:1:2::1") is None
     assert throttle.check("unknown") is None  # not an address: counted as given
+
+
+def test_submit_deployment_run_never_names_the_prefect_url_credentials(tmp_path):
+    # The library call itself (afdp.pipeline.flow.submit_deployment_run), not only the
+    # relay: its NetworkError named PREFECT_API_URL with user:password.
+    import subprocess
+    import sys
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from test_serve_prefect import ROOT
+
+    api = ThreadingHTTPServer(("127.0.0.1", 0), _Failing500)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    password = "pr3fect-pa55word-xyz"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "prefect-home"),
+           "PREFECT_API_URL": f"http://afdp:{password}@127.0.0.1:{api.server_address[1]}/api",
+           "PREFECT_CLIENT_MAX_RETRIES": "0", "DO_NOT_TRACK": "1"}
+    script = (
+        "from afdp.pipeline.flow import submit_deployment_run\n"
+        "from afdp.errors import NetworkError\n"
+        "try:\n"
+        "    submit_deployment_run('afdp-run/api', parameters={}, idempotency_key='api/d-1')\n"
+        "except NetworkError as exc:\n"
+        "    print('NetworkError:', exc)\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        api.shutdown()
+    assert "NetworkError:" in done.stdout, done.stdout + done.stderr
+    assert "127.0.0.1" in done.stdout  # it still says where
+    assert password not in done.stdout + done.stderr, done.stdout

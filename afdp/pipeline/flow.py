@@ -38,6 +38,14 @@ from typing import Any, TypeVar, cast  # noqa: E402
 from afdp.errors import AfdpError, ConfigurationError, NetworkError, StorageError  # noqa: E402
 
 
+def redact(text: str) -> str:
+    """URL credentials (``PREFECT_API_URL=https://user:pass@host``, which httpx repeats in
+    its errors) replaced by ``***``; the Git layer is imported only when there is an error."""
+    from afdp.evidence.remote import redact as hide
+
+    return hide(text)
+
+
 def _first_lines(exc: BaseException, count: int = 3) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return "; ".join(lines[:count]) or type(exc).__name__
@@ -372,7 +380,7 @@ def engine_error(exc: BaseException) -> AfdpError:
         what = f"{where} did not start in time"
     else:
         what = f"{where} failed: {text}"
-    return NetworkError(f"{what}; {fix}")
+    return NetworkError(redact(f"{what}; {fix}"))
 
 
 def submit_deployment_run(
@@ -442,17 +450,21 @@ def submit_deployment_run(
                 detail = str(exc.response.json().get("detail"))
             except (ValueError, AttributeError):
                 detail = exc.response.text[:300]
-            raise ConfigurationError(f"Prefect refused a flow run of {prefect_deployment} ({status}): {detail}") from exc
+            raise ConfigurationError(redact(f"Prefect refused a flow run of {prefect_deployment} ({status}): {detail}")) from exc
         _drop_sync_client()
         raise NetworkError(
-            f"could not create a flow run of {prefect_deployment} at {_api_url() or 'the Prefect API'}: "
-            f"{_first_lines(exc, 1)}"
+            redact(
+                f"could not create a flow run of {prefect_deployment} at {_api_url() or 'the Prefect API'}: "
+                f"{_first_lines(exc, 1)}"
+            )
         ) from exc
     except Exception as exc:
         _drop_sync_client()  # a broken connection is not reused
         raise NetworkError(
-            f"could not create a flow run of {prefect_deployment} at {_api_url() or 'the Prefect API'}: "
-            f"{_first_lines(exc, 1)}"
+            redact(
+                f"could not create a flow run of {prefect_deployment} at {_api_url() or 'the Prefect API'}: "
+                f"{_first_lines(exc, 1)}"
+            )
         ) from exc
     return str(run.id)
 
