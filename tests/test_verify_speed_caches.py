@@ -25,10 +25,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from afdp.evidence.timestamp import chains
 from afdp.evidence.notary import EmbeddedTSA
 from afdp.evidence.notary.responder import _parse_request
-from afdp.evidence.timestamp import TimestampVerificationError, verify_timestamp
+from afdp.evidence.timestamp import TimestampVerificationError, chains, verify_timestamp
 
 SIGNATURE = b"\x30\x45" + bytes(range(69))
 
