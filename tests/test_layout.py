@@ -128,3 +128,40 @@ def test_a_step_kind_without_a_handler_is_refused(monkeypatch: pytest.MonkeyPatc
             handler_for(catalog.StepKind.WAIT)
     finally:
         handler_for.cache_clear()
+
+
+# -- module size (issue 11: "no module over about 600 lines unless it is one cohesive thing
+# and says why in its docstring") ------------------------------------------------------------
+MAX_LINES = 650  # "about 600"
+
+
+def _oversized(path: Path) -> str | None:
+    import ast
+
+    text = path.read_text(encoding="utf-8")
+    lines = text.count("\n") + 1
+    if lines <= MAX_LINES:
+        return None
+    if "Why one module" in (ast.get_docstring(ast.parse(text)) or ""):
+        return None
+    return f"{path} ({lines} lines, no 'Why one module' in its docstring)"
+
+
+def test_no_module_is_much_over_600_lines_unless_its_docstring_says_why() -> None:
+    modules = sorted((ROOT / "afdp").rglob("*.py"))
+    assert any(path.name == "store.py" for path in modules)
+    offenders = [reason for reason in map(_oversized, modules) if reason]
+    assert not offenders, "modules over about 600 lines:\n" + "\n".join(offenders)
+
+
+def test_the_size_rule_catches_a_long_module_without_a_reason(tmp_path: Path) -> None:
+    body = "x = 1\n" * (MAX_LINES + 1)
+    silent = tmp_path / "silent.py"
+    silent.write_text('"""A module."""\n' + body, encoding="utf-8")
+    assert _oversized(silent)
+    justified = tmp_path / "justified.py"
+    justified.write_text('"""A module.\n\nWhy one module: it is one parser."""\n' + body, encoding="utf-8")
+    assert _oversized(justified) is None
+    short = tmp_path / "short.py"
+    short.write_text("x = 1\n", encoding="utf-8")
+    assert _oversized(short) is None

@@ -1,4 +1,4 @@
-"""Time-stamp tokens (afdp/evidence/timestamp.py): requesting them and each verification check.
+"""Time-stamp tokens (afdp/evidence/timestamp/): requesting them and each verification check.
 
 Every check of :func:`verify_timestamp` gets its own negative test, with a real token
 bent in exactly one way (the pattern of rfc3161-client's own tests): parse, status,
@@ -234,12 +234,12 @@ def test_load_certificates_refuses_garbage():
         load_certificates(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
 
 
-# -- the remembered leaf-certificate checks (timestamp._caching_verifier) ------------------
+# -- the remembered leaf-certificate checks (timestamp.chains._caching_verifier) -----------
 def test_verifier_remembers_leaf_checks_but_checks_every_signature_and_chain(tsa, other_tsa):
-    from afdp.evidence import timestamp
+    from afdp.evidence.timestamp import chains
 
     roots = roots_of(tsa.directory)
-    verifier = timestamp._verifier(roots)
+    verifier = chains._verifier(roots)
     assert type(verifier).__name__ == "_CachingVerifier"  # the cached path is the one tested
     token = request_timestamp(SIGNATURE, [tsa.url]).der
     verify_timestamp(token, SIGNATURE, roots)
@@ -360,15 +360,15 @@ def test_a_tsa_that_drops_every_request_is_asked_once_more_then_skipped(dropping
 def test_a_forked_child_does_not_share_the_parents_kept_alive_connections(tsa):
     import os
 
-    from afdp.evidence import timestamp
+    from afdp.evidence.timestamp import request
 
     request_timestamp(SIGNATURE, [tsa.url])
-    parent_client = timestamp._http()
+    parent_client = request._http()
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child reports whether it was handed the parent's client
         try:
-            os.write(write, b"shared" if timestamp._client is parent_client else b"own")
+            os.write(write, b"shared" if request._client is parent_client else b"own")
             request_timestamp(SIGNATURE, [tsa.url])
             os.write(write, b" ok")
         finally:
@@ -377,5 +377,5 @@ def test_a_forked_child_does_not_share_the_parents_kept_alive_connections(tsa):
     os.waitpid(pid, 0)
     with os.fdopen(read, "rb") as pipe:
         assert pipe.read() == b"own ok"
-    assert timestamp._http() is parent_client
+    assert request._http() is parent_client
     request_timestamp(SIGNATURE, [tsa.url])  # the parent's connection still works

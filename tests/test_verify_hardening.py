@@ -272,9 +272,9 @@ def test_oversized_envelope_is_refused_before_reading(sealed, trust_file, monkey
 
 
 def test_oversized_attachment_is_refused(sealed, trust_file, monkeypatch):
-    import afdp.evidence.store
+    import afdp.evidence.store.read
 
-    monkeypatch.setattr(afdp.evidence.store, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(afdp.evidence.store.read, "MAX_FILE_BYTES", 100)
     report = report_of(sealed, trust_file)
     assert any(c == "layout" and "timestamp-0.tsr is" in r and "limit" in r for c, r in checks(report))
 
@@ -324,12 +324,12 @@ def test_cli_exit_code_for_a_tag_branch(repo, signer, tsa, trust_file, cli):
 
 
 def test_oversized_commit_and_tree_objects_are_not_read(sealed, trust_file, monkeypatch):
-    import afdp.evidence.store
+    import afdp.evidence.store.read
 
-    monkeypatch.setattr(afdp.evidence.store, "MAX_COMMIT_BYTES", 100)
+    monkeypatch.setattr(afdp.evidence.store.read, "MAX_COMMIT_BYTES", 100)
     report = report_of(sealed, trust_file)
     assert [c for c, _ in checks(report)] == ["repository"] and "over the" in report.failures[0].reason
-    monkeypatch.setattr(afdp.evidence.store, "MAX_COMMIT_BYTES", 1 << 20)
-    monkeypatch.setattr(afdp.evidence.store, "MAX_TREE_BYTES", 40)
+    monkeypatch.setattr(afdp.evidence.store.read, "MAX_COMMIT_BYTES", 1 << 20)
+    monkeypatch.setattr(afdp.evidence.store.read, "MAX_TREE_BYTES", 40)
     report = report_of(sealed, trust_file)
     assert any(c == "commit" and "tree, over the" in r for c, r in checks(report))

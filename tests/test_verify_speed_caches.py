@@ -4,7 +4,7 @@ Every cache here is keyed by the exact bytes it judged, and each test warms the 
 with good input first (asserting the cached path is taken), then shows that input bent
 in one way still fails on that warm cache:
 
-- time-stamp chains (``timestamp._Trust``): a chain validated for one certificate set,
+- time-stamp chains (``timestamp.chains._Trust``): a chain validated for one certificate set,
   signer id and set of roots is reused for later tokens of that TSA, which still get
   their own CMS signature, message digest and content type checked, and only inside
   the validity of every certificate on the path;
@@ -25,10 +25,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from afdp.evidence import timestamp
 from afdp.evidence.notary import EmbeddedTSA
 from afdp.evidence.notary.responder import _parse_request
-from afdp.evidence.timestamp import TimestampVerificationError, verify_timestamp
+from afdp.evidence.timestamp import TimestampVerificationError, chains, verify_timestamp
 
 SIGNATURE = b"\x30\x45" + bytes(range(69))
 
@@ -72,11 +71,11 @@ def pki():
     return root, EmbeddedTSA(cert, key), EmbeddedTSA(cert, other_key), now
 
 
-def warm(pki) -> timestamp._Trust:
+def warm(pki) -> chains._Trust:
     """Verify good tokens until the remembered chain is used; return that trust."""
     root, tsa, _, now = pki
     verify_timestamp(at(tsa, now), SIGNATURE, [root])
-    trust = timestamp._trust([root])
+    trust = chains._trust([root])
     before = trust.fast_passes
     verify_timestamp(at(tsa, now + dt.timedelta(seconds=1)), SIGNATURE, [root])
     assert trust.fast_passes == before + 1, "the second token of a TSA must take the remembered chain"
@@ -95,7 +94,7 @@ def test_a_remembered_chain_is_used_and_gives_the_same_answer(pki):
     token = at(tsa, now + dt.timedelta(seconds=2))
     warm(pki)
     fast = verify_timestamp(token, SIGNATURE, [root])
-    timestamp._trusts.clear()  # cold: the whole reference check
+    chains._trusts.clear()  # cold: the whole reference check
     cold = verify_timestamp(token, SIGNATURE, [root])
     assert fast == cold
     assert fast.tsa_name == "CN=speed-cache tsa"
@@ -108,7 +107,7 @@ def test_the_same_certificate_signed_by_another_key_fails_on_a_warm_cache(pki):
     root, _, impostor, now = pki
     trust = warm(pki)
     token = at(impostor, now + dt.timedelta(seconds=3))
-    parts = timestamp._signer_parts(token)
+    parts = chains._signer_parts(token)
     assert parts is not None and parts.chain_key in trust.chains  # the cache is hit
     expect_chain_failure(token, [root])
 
@@ -159,7 +158,7 @@ def test_a_bent_token_of_a_remembered_tsa_fails(pki, change):
     root, tsa, _, now = pki
     trust = warm(pki)
     token = _bent(at(tsa, now + dt.timedelta(seconds=4)), change)
-    parts = timestamp._signer_parts(token)
+    parts = chains._signer_parts(token)
     assert parts is not None and parts.chain_key in trust.chains  # the cache is hit
     before = trust.fast_passes
     with pytest.raises(TimestampVerificationError) as caught:
@@ -192,7 +191,7 @@ def test_unsigned_parts_fail_the_encoding_check_on_a_warm_cache(pki):
     root, tsa, _, now = pki
     warm(pki)
     good = at(tsa, now + dt.timedelta(seconds=6))
-    parts = timestamp._signer_parts(good)
+    parts = chains._signer_parts(good)
     assert parts is not None and parts.encoding_known_good()  # the fast answer is warm
 
     def status_text(response):
@@ -270,7 +269,7 @@ def test_a_forged_token_under_the_real_tsa_certificate_fails_after_good_records(
     assert not report.ok
     assert any(f.sequence == 3 and f.check == "timestamp.chain" for f in report.failures), report.failures
     assert not any(f.check.startswith("timestamp") and f.sequence in (0, 1, 2) for f in report.failures)
-    assert timestamp._trust(timestamp_roots(policy)).fast_passes > 0  # records 1-2 took the warm path
+    assert chains._trust(timestamp_roots(policy)).fast_passes > 0  # records 1-2 took the warm path
 
 
 def timestamp_roots(policy):
@@ -395,7 +394,7 @@ def test_a_trusted_root_above_a_trusted_intermediate_bounds_the_remembered_chain
     tsa = EmbeddedTSA(leaf, key)
     roots = [mid, root]
     verify_timestamp(at(tsa, now), SIGNATURE, roots)
-    trust = timestamp._trust(roots)
+    trust = chains._trust(roots)
     before = trust.fast_passes
     verify_timestamp(at(tsa, now + dt.timedelta(hours=1)), SIGNATURE, roots)
     assert trust.fast_passes == before + 1

@@ -10,17 +10,19 @@ This is the only place records are written. Each append:
 
 If the branch moved (a concurrent writer), the record is rebuilt on the new head and
 signed and time-stamped again. Any failure before step 4 leaves the branch untouched.
+
+The commit a record travels in (its message, trailers and author) and reading a
+branch's last record back are in :mod:`afdp.evidence.commits`; their names are
+re-exported here.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,13 +32,44 @@ import pygit2
 from afdp.errors import NotFoundError, PolicyViolation, StorageError, UsageError
 from afdp.evidence import records as rec
 from afdp.evidence.canonical import canonical_bytes, sha256_hex
+from afdp.evidence.commits import (
+    GIT_AUTHOR_KEY,
+    BranchTail,
+    commit_message,
+    commit_signer,
+    decode_envelope,
+    git_identity,
+    read_tail,
+    trailers,
+    with_git_author,
+)
 from afdp.evidence.keyless import KEYLESS_KEYID, KeylessSigner
 from afdp.evidence.names import branch_ref, check_not_models
 from afdp.evidence.signing import AnySigner, sign_bytes, signer_keyid
-from afdp.evidence.sshsig import sign_git_commit
 from afdp.evidence.store import COMMITTER, EvidenceStore, RefMoved
+from afdp.evidence.store.batch import BatchCommitter
+
+__all__ = [
+    "COMMITTER",
+    "GIT_AUTHOR_KEY",
+    "MAX_ATTEMPTS",
+    "AppendedRecord",
+    "BranchTail",
+    "append_record",
+    "append_records",
+    "commit_message",
+    "decode_envelope",
+    "git_identity",
+    "open_branch",
+    "read_tail",
+    "seal",
+    "trailers",
+    "with_git_author",
+]
 
 MAX_ATTEMPTS = 32
+#: The commit author of records whose writer names none.
+_AFDP_AUTHOR = ("AFDP", "afdp@evidence.invalid")
 
 
 def _back_off(attempt: int) -> None:
@@ -61,123 +94,12 @@ class AppendedRecord:
     branch: str
 
 
-@dataclass(frozen=True)
-class BranchTail:
-    """The last record of a branch as the writer needs it (read, not verified)."""
-
-    head: pygit2.Commit
-    sequence: int
-    step: str
-    kind: str
-    envelope_sha256: str
-    timestamps: dict[str, str]  # token file name -> hex SHA-256, cited by the next record
-    #: The branch's import marker (afdp import), as its last record states it.
-    imported: rec.Imported | None = None
-
-
-def trailers(message: str) -> dict[str, str]:
-    """Return the ``AFDP-*`` trailers of a commit message."""
-    found: dict[str, str] = {}
-    for line in message.splitlines():
-        key, sep, value = line.partition(": ")
-        if sep and key.startswith("AFDP-"):
-            found[key] = value.strip()
-    return found
-
-
-def read_tail(store: EvidenceStore, head: pygit2.Commit) -> BranchTail:
-    """Return the last record of a branch from its head commit.
-
-    Raises:
-        StorageError: the head is not an AFDP record commit, or its trailers disagree
-            with the record it carries (the branch was altered; run ``afdp verify``).
-    """
-    info = trailers(store.message_of(head))
-    try:
-        sequence = int(info["AFDP-Record"])
-        step, kind = info["AFDP-Step"], info["AFDP-Kind"]
-    except (KeyError, ValueError) as exc:
-        raise StorageError(
-            f"branch head {str(head.id)[:12]} is not an AFDP record commit; run 'afdp verify'"
-        ) from exc
-    files = store.list_dir(head.tree, rec.record_dir(sequence, step))
-    envelope = files.get(rec.ENVELOPE_FILE)
-    tokens = {n: sha256_hex(d) for n, d in files.items() if rec.TIMESTAMP_FILE.fullmatch(n)}
-    if (
-        envelope is None
-        or not tokens
-        or info.get("AFDP-Digest") != f"sha256:{sha256_hex(envelope)}"
-    ):
-        raise StorageError(
-            f"branch head {str(head.id)[:12]} does not match the record it names; run 'afdp verify'"
-        )
-    try:
-        imported = rec.imported_of(decode_envelope(envelope)["predicate"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StorageError(
-            f"branch head {str(head.id)[:12]} holds a record that cannot be read; run 'afdp verify'"
-        ) from exc
-    return BranchTail(head, sequence, step, kind, sha256_hex(envelope), tokens, imported)
-
-
 def _message(
     record: rec.UnsignedRecord, digest: str, keyid: str, tsa_url: str, gen_time: str
 ) -> str:
     return commit_message(record.statement, digest, keyid, tsa_url, gen_time)
 
 
-def commit_message(
-    statement: dict[str, Any], digest: str, keyid: str, tsa_url: str, gen_time: str
-) -> str:
-    """Return the commit message of a record: a function of the signed statement, the
-    envelope digest, the signer label (keyid, or ``sigstore:<instance> <identity>``),
-    the TSA URL that answered and the token's time (``format_time``).
-
-    Verification regenerates it from the verified record and compares: every line but
-    the TSA URL (which no signature covers) is bound to the record.
-    """
-    predicate = statement["predicate"]
-    kind = rec.KIND_OF_PREDICATE[statement["predicateType"]]
-    step, sequence = predicate["step"]["name"], predicate["sequence"]
-    subject = {
-        rec.KIND_GENESIS: f"genesis: evidence opened for {predicate['service']}/{predicate['deployment']}",
-        rec.KIND_SEAL: f"seal: {predicate['summary']}",
-    }.get(kind, f"{step}: {predicate['status']} - {predicate['summary']}")
-    prev = predicate["prev"]["sha256"] if predicate["prev"] else "none"
-    imported = predicate.get("imported") is True
-    if imported:
-        # Plain in `git log --oneline`: this record describes the past, written now.
-        subject = f"[imported] {subject}"
-    lines = [
-        subject[:200],
-        "",
-        f"Record {sequence} of {predicate['service']}/{predicate['deployment']}"
-        f" ({kind}, status {predicate['status']}).",
-    ]
-    if imported:
-        lines.append(
-            f"Imported from history: describes the deployment of {predicate.get('described_time')};"
-            " signed and time-stamped when imported, not captured live."
-        )
-    if predicate["error"]:
-        lines.append(f"Error: {predicate['error'][:500]}")
-    lines += [
-        "",
-        f"AFDP-Service: {predicate['service']}",
-        f"AFDP-Deployment: {predicate['deployment']}",
-        f"AFDP-Record: {sequence}",
-        f"AFDP-Step: {step}",
-        f"AFDP-Kind: {kind}",
-        f"AFDP-Status: {predicate['status']}",
-        f"AFDP-Digest: sha256:{digest}",
-        f"AFDP-Prev: {'sha256:' + prev if prev != 'none' else prev}",
-        f"AFDP-Signer: {keyid}",
-        f"AFDP-TSA: {tsa_url}",
-        f"AFDP-Timestamp: {gen_time}",
-    ]
-    if imported:
-        lines.append(f"AFDP-Imported: {predicate.get('described_time')}")
-    return "\n".join(lines) + "\n"
 
 
 def _sign_and_stamp(
@@ -209,46 +131,6 @@ def _sign_and_stamp(
     return files, sha256_hex(envelope), label, token.url, rec.format_time(token.gen_time)
 
 
-#: The predicate ``context`` key that binds a commit author other than AFDP's.
-GIT_AUTHOR_KEY = "git_author"
-
-
-def git_identity(author: tuple[str, str]) -> str:
-    """Return ``Name <email>`` as git writes it in a commit's author header (libgit2
-    trims surrounding whitespace from both)."""
-    return f"{author[0].strip()} <{author[1].strip()}>"
-
-
-def with_git_author(record: rec.UnsignedRecord, author: tuple[str, str]) -> rec.UnsignedRecord:
-    """Return ``record`` stating its commit's author in the signed predicate's context
-    (``context.git_author``) when it is not AFDP's own identity, so that verification
-    binds the author of commits no Git signature covers; unchanged otherwise."""
-    if git_identity(author) == git_identity(COMMITTER):
-        return record
-    predicate = record.statement["predicate"]
-    context = {**predicate.get("context", {}), GIT_AUTHOR_KEY: git_identity(author)}
-    statement = {**record.statement, "predicate": {**predicate, "context": context}}
-    return replace(record, statement=statement)
-
-
-def _commit_signer(
-    signer: AnySigner, signer_lock: threading.Lock | None = None
-) -> Callable[[bytes], str | None] | None:
-    # Git-native signature by the same key (None for schemes SSH cannot express);
-    # keyless records have no key: their bundle is the signature.
-    if isinstance(signer, KeylessSigner):
-        return None
-    if signer_lock is None:
-        return lambda content: sign_git_commit(signer, content)
-
-    def sign(content: bytes) -> str | None:
-        # A signer may not be safe to use from two threads at once (a PKCS#11 session
-        # of an HSM is not): batches take turns on it, the waits still overlap.
-        with signer_lock:
-            return sign_git_commit(signer, content)
-
-    return sign
-
 
 def _append_once(
     store: EvidenceStore,
@@ -266,7 +148,7 @@ def _append_once(
     files, digest, keyid, url, gen_time = _sign_and_stamp(record, signer, tsa_urls, timeout)
     message = _message(record, digest, keyid, url, gen_time)
     commit_id = store.write_commit(
-        head, record.directory, files, message, author=author, sign=_commit_signer(signer)
+        head, record.directory, files, message, author=author, sign=commit_signer(signer)
     )
     store.compare_and_swap(
         ref, head.id if head else None, commit_id, f"afdp: record {record.sequence}"
@@ -314,6 +196,44 @@ def _genesis(
     )
 
 
+def _write_genesis(
+    store: EvidenceStore,
+    ref: str,
+    signer: AnySigner,
+    tsa_urls: Sequence[str],
+    timeout: float,
+    author: tuple[str, str],
+    service: str,
+    deployment: str,
+    *,
+    metadata: dict[str, Any] | None,
+    workflow_digest: str | None,
+    attachments: Mapping[str, bytes] | None,
+    imported: rec.Imported | None,
+) -> AppendedRecord:
+    """Write the genesis record (sequence 0, no ``prev``) of a branch that has none.
+
+    Raises:
+        RefMoved: another writer opened the branch first.
+    """
+    genesis = _genesis(service, deployment, metadata, workflow_digest, attachments, imported)
+    return _append_once(
+        store, ref, None, genesis, signer, tsa_urls, timeout, author, service, deployment
+    )
+
+
+def _require_tsa(tsa_urls: Sequence[str]) -> None:
+    if not tsa_urls:
+        raise UsageError("at least one --tsa URL is required: every record is time-stamped")
+
+
+def _refuse_sealed(tail: BranchTail, service: str, deployment: str) -> None:
+    if tail.kind == rec.KIND_SEAL:
+        raise PolicyViolation(
+            f"{service}/{deployment} is sealed (record {tail.sequence}); no record may follow the seal"
+        )
+
+
 def open_branch(
     repository: Path | str,
     *,
@@ -339,31 +259,29 @@ def open_branch(
         SigningError / TimestampError: nothing was written.
         StorageError: the repository is locked.
     """
-    if not tsa_urls:
-        raise UsageError("at least one --tsa URL is required: every record is time-stamped")
+    _require_tsa(tsa_urls)
     check_not_models(service, None)
     store = EvidenceStore(repository)
     ref = branch_ref(service, deployment)
     if store.head(ref) is not None:
         return None
-    genesis = _genesis(
-        service, deployment, genesis_metadata, workflow_digest, genesis_attachments, imported
-    )
     try:
         with store.branch_turn(ref):
             if store.head(ref) is not None:
                 return None  # opened meanwhile by the writer whose turn came first
-            return _append_once(
+            return _write_genesis(
                 store,
                 ref,
-                None,
-                genesis,
                 signer,
                 tsa_urls,
                 timeout,
-                author or ("AFDP", "afdp@evidence.invalid"),
+                author or _AFDP_AUTHOR,
                 service,
                 deployment,
+                metadata=genesis_metadata,
+                workflow_digest=workflow_digest,
+                attachments=genesis_attachments,
+                imported=imported,
             )
     except RefMoved:
         return None
@@ -393,14 +311,13 @@ def append_record(
         SigningError / TimestampError: nothing was written.
         StorageError: the repository is locked, or the branch kept moving.
     """
-    if not tsa_urls:
-        raise UsageError("at least one --tsa URL is required: every record is time-stamped")
+    _require_tsa(tsa_urls)
     if draft.kind == rec.KIND_GENESIS:
         raise UsageError("genesis records are written automatically")
     check_not_models(service, draft.step if draft.kind == rec.KIND_STEP else None)
     store = EvidenceStore(repository)
     ref = branch_ref(service, deployment)
-    who = author or ("AFDP", "afdp@evidence.invalid")
+    who = author or _AFDP_AUTHOR
     # One writer at a time per branch: a lost race would cost a new signature and a
     # new time-stamp; the compare-and-swap below still guards against any other writer.
     with store.branch_turn(ref):
@@ -436,37 +353,28 @@ def _append_in_turn(
     for attempt in range(MAX_ATTEMPTS):
         head = store.head(ref)
         if head is None:
-            genesis = _genesis(
-                service,
-                deployment,
-                genesis_metadata,
-                draft.workflow_digest,
-                genesis_attachments,
-                draft.imported,
-            )
             try:
                 written.append(
-                    _append_once(
+                    _write_genesis(
                         store,
                         ref,
-                        None,
-                        genesis,
                         signer,
                         tsa_urls,
                         timeout,
                         who,
                         service,
                         deployment,
+                        metadata=genesis_metadata,
+                        workflow_digest=draft.workflow_digest,
+                        attachments=genesis_attachments,
+                        imported=draft.imported,
                     )
                 )
             except RefMoved:
                 _back_off(attempt)  # another writer opened the branch first; append on theirs
             continue
         tail = read_tail(store, head)
-        if tail.kind == rec.KIND_SEAL:
-            raise PolicyViolation(
-                f"{service}/{deployment} is sealed (record {tail.sequence}); no record may follow the seal"
-            )
+        _refuse_sealed(tail, service, deployment)
         draft_record = draft
         if draft.kind == rec.KIND_SEAL:
             # A seal describes the branch it closes: imported when the branch is.
@@ -512,61 +420,6 @@ def _append_in_turn(
     )
 
 
-class _Committer:
-    """Writes the commits of a batch, in order, on one background thread.
-
-    Record N+1 needs record N's envelope and token digests, never its commit, so the
-    Git writes of one record (blobs, trees, a signed commit: mostly file creation) run
-    while the next record is built, signed and time-stamped. Jobs run in submission
-    order, each on the commit of the one before; after the first failure no job writes
-    anything more. Only this thread touches the repository while jobs are pending.
-    """
-
-    def __init__(self, store: EvidenceStore, parent: pygit2.Commit | None) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._store = store
-        self.parent = parent
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="afdp-commit")
-        self._jobs: list[Any] = []
-        self._failed = False
-
-    def submit(
-        self,
-        directory: str,
-        files: dict[str, bytes],
-        message: str,
-        author: tuple[str, str],
-        sign: Callable[[bytes], str | None] | None,
-    ) -> None:
-        def job() -> str:
-            if self._failed:
-                raise StorageError("an earlier commit of this batch failed")
-            try:
-                commit_id = self._store.write_commit(
-                    self.parent, directory, files, message, author=author, sign=sign
-                )
-                commit = self._store.repo.get(commit_id)
-                assert isinstance(commit, pygit2.Commit)
-            except BaseException:
-                self._failed = True
-                raise
-            self.parent = commit
-            return str(commit_id)
-
-        if self._failed:  # stop signing and time-stamping: this batch will not land
-            self.drain()
-        self._jobs.append(self._pool.submit(job))
-
-    def drain(self) -> list[str]:
-        """Wait for every job; return the commit ids in order, or raise the first error."""
-        return [job.result() for job in self._jobs]
-
-    def close(self) -> None:
-        self._failed = self._failed or any(not job.done() for job in self._jobs)
-        self._pool.shutdown(wait=True)
-
-
 def append_records(
     repository: Path | str,
     *,
@@ -601,8 +454,7 @@ def append_records(
         SigningError / TimestampError / StorageError: nothing was recorded.
     """
     drafts = list(drafts)
-    if not tsa_urls:
-        raise UsageError("at least one --tsa URL is required: every record is time-stamped")
+    _require_tsa(tsa_urls)
     if not drafts:
         raise UsageError("a batch needs at least one record")
     for position, draft in enumerate(drafts):
@@ -613,9 +465,9 @@ def append_records(
         check_not_models(service, draft.step if draft.kind == rec.KIND_STEP else None)
     store = EvidenceStore(repository)
     ref = branch_ref(service, deployment)
-    who = author or ("AFDP", "afdp@evidence.invalid")
+    who = author or _AFDP_AUTHOR
     signer_lock = threading.Lock()
-    sign = _commit_signer(signer, signer_lock)
+    sign = commit_signer(signer, signer_lock)
     with store.branch_turn(ref):
         head = store.head(ref)
         todo: list[rec.RecordDraft | None] = list(drafts)
@@ -624,12 +476,9 @@ def append_records(
             sequence, prev, prev_tokens = 0, None, None
         else:
             tail = read_tail(store, head)
-            if tail.kind == rec.KIND_SEAL:
-                raise PolicyViolation(
-                    f"{service}/{deployment} is sealed (record {tail.sequence}); no record may follow the seal"
-                )
+            _refuse_sealed(tail, service, deployment)
             sequence, prev, prev_tokens = tail.sequence + 1, tail.envelope_sha256, tail.timestamps
-        committer = _Committer(store, head)
+        committer = BatchCommitter(store, head)
         written: list[tuple[rec.UnsignedRecord, str, str, str]] = []
         try:
             for item in todo:
@@ -733,9 +582,3 @@ def seal(
         tsa_urls=tsa_urls,
         timeout=timeout,
     )[-1]
-
-
-def decode_envelope(envelope: bytes) -> dict[str, Any]:
-    """Return the statement inside a DSSE envelope (no verification: for display only)."""
-    document = json.loads(envelope)
-    return json.loads(base64.b64decode(document["payload"]))  # type: ignore[no-any-return]

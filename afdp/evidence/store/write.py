@@ -1,0 +1,339 @@
+"""Writing an evidence repository: objects first, the branch last, by compare-and-swap.
+
+:class:`EvidenceStore` adds the write path to :class:`~afdp.evidence.store.read.StoreReader`:
+blobs, trees and a commit, then the ref moved inside a libgit2 reference transaction
+(lock, re-read, compare, set) under AFDP's writer lock, with the objects flushed first
+when the repository asks for it (:mod:`.disk`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pygit2
+
+from afdp.errors import StorageError, UsageError
+from afdp.evidence.gitraw import COMMITTER
+from afdp.evidence.store.disk import FsyncPolicy, _flock_by, _fsync_path, _lock_path, fsync_policy
+from afdp.evidence.store.read import StoreReader, common_dir
+
+_TREE = pygit2.enums.FileMode.TREE
+_BLOB = pygit2.enums.FileMode.BLOB
+
+#: How long a writer waits for another writer's ref lock before reporting "locked".
+LOCK_WAIT = 5.0
+#: How long a writer waits for its turn on a branch (see EvidenceStore.branch_turn):
+#: long enough for the writers ahead of it to sign and time-stamp, each within its
+#: TSA deadline.
+TURN_WAIT = 120.0
+
+
+class RefMoved(StorageError):
+    """The branch moved between reading its head and updating it (lost a race)."""
+
+
+def init_repository(path: Path, *, bare: bool = False) -> tuple[Path, bool]:
+    """Create an evidence repository at ``path``, or adopt the Git repository there.
+
+    Returns:
+        (repository path, True if it was created now).
+
+    Raises:
+        UsageError: the path is a file, or a folder that is neither empty nor a Git
+            repository (the user named the wrong place; nothing is written).
+        StorageError: Git could not create the repository.
+    """
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path} exists and is not a folder")
+    found = pygit2.discover_repository(str(path)) if path.exists() else None
+    if found and Path(found).resolve() in (path.resolve(), (path / ".git").resolve()):
+        return path, False
+    if path.exists() and any(path.iterdir()):
+        raise UsageError(f"{path} exists, is not empty and is not a Git repository")
+    try:
+        pygit2.init_repository(str(path), bare=bare)
+    except pygit2.GitError as exc:
+        raise StorageError(f"cannot create repository at {path}: {exc}") from exc
+    return path, True
+
+
+class EvidenceStore(StoreReader):
+    """Read and append evidence on the AFDP branches of one Git repository."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(path)
+        self.recovered: list[str] = []  # stale locks this store removed (see _writer_lock)
+        #: Objects written since the last ref update, made durable before the next one
+        #: (see :meth:`compare_and_swap`).
+        self._unsynced: list[pygit2.Oid] = []
+        self._fsync: FsyncPolicy | None = None
+
+    @property
+    def fsync(self) -> FsyncPolicy:
+        """What this store flushes before it reports a write (read once, on first write:
+        readers never pay for the configuration)."""
+        if self._fsync is None:
+            self._fsync = fsync_policy(self.repo.config)
+        return self._fsync
+
+    def write_commit(
+        self,
+        parent: pygit2.Commit | None,
+        directory: str,
+        files: Mapping[str, bytes],
+        message: str,
+        *,
+        author: tuple[str, str] = COMMITTER,
+        sign: Callable[[bytes], str | None] | None = None,
+    ) -> pygit2.Oid:
+        """Write ``files`` as a new directory on top of ``parent``'s tree; return the commit id.
+
+        Only the trees on the path to ``directory`` are rewritten (constant work per
+        record). The branch is not moved: see :meth:`compare_and_swap`. With ``sign``,
+        the commit carries its result (an armored signature over the commit content)
+        in git's ``gpgsig`` header; a ``sign`` returning None leaves the commit unsigned.
+
+        Raises:
+            StorageError: the directory already exists, or Git refused the write.
+            SigningError: ``sign`` failed (nothing was written that a ref points at).
+        """
+        try:
+            leaf = self.repo.TreeBuilder()
+            for name in sorted(files):
+                blob_id = self.repo.create_blob(files[name])
+                self._unsynced.append(blob_id)
+                leaf.insert(name, blob_id, _BLOB)
+            leaf_id = leaf.write()
+            self._unsynced.append(leaf_id)
+            tree_id = self._insert(parent.tree if parent else None, directory.split("/"), leaf_id)
+            now = int(time.time())
+            signature_author = pygit2.Signature(author[0], author[1], now, 0)
+            committer = pygit2.Signature(COMMITTER[0], COMMITTER[1], now, 0)
+            parents: list[pygit2.Oid | str] = [parent.id] if parent else []
+            if sign is not None:
+                # pygit2's stub says Oid, but create_commit_string returns the object text
+                content = str(
+                    self.repo.create_commit_string(
+                        signature_author, committer, message, tree_id, parents
+                    )
+                )
+                armored = sign(content.encode("utf-8"))
+                if armored is not None:
+                    commit_id = self.repo.create_commit_with_signature(content, armored)
+                    self._unsynced.append(commit_id)
+                    return commit_id
+            commit_id = self.repo.create_commit(
+                None, signature_author, committer, message, tree_id, parents
+            )
+            self._unsynced.append(commit_id)
+            return commit_id
+        except pygit2.GitError as exc:
+            raise StorageError(f"cannot write to the evidence repository: {exc}") from exc
+
+    def _insert(self, base: pygit2.Tree | None, parts: list[str], leaf: pygit2.Oid) -> pygit2.Oid:
+        builder = self.repo.TreeBuilder(base) if base is not None else self.repo.TreeBuilder()
+        name = parts[0]
+        existing = builder.get(name)
+        if len(parts) == 1:
+            if existing is not None:
+                raise StorageError(f"{name} already exists in the evidence tree")
+            builder.insert(name, leaf, _TREE)
+        else:
+            sub = self.repo.get(existing.id) if existing is not None else None
+            if sub is not None and not isinstance(sub, pygit2.Tree):
+                raise StorageError(f"{name} in the evidence tree is not a directory")
+            builder.insert(name, self._insert(sub, parts[1:], leaf), _TREE)
+        tree_id = builder.write()
+        self._unsynced.append(tree_id)
+        return tree_id
+
+    def compare_and_swap(
+        self, ref: str, expected: pygit2.Oid | None, new: pygit2.Oid, reason: str
+    ) -> None:
+        """Point ``ref`` at ``new`` only if it still points at ``expected`` (None: absent).
+
+        A ref lock held by another writer is waited for (up to ``LOCK_WAIT`` seconds,
+        with backoff): concurrent writers queue rather than fail.
+
+        Durability follows the repository's own Git setting (:func:`fsync_policy`):
+        with ``core.fsync`` naming objects (``committed``, ``objects``, ...), every
+        object this store wrote since its last ref update is flushed to disk (``fsync``
+        of each loose object file, then of the folders that name them) *before* the
+        ref moves; naming references, the ref file and its folder are flushed after it
+        moved, before this returns. The object flushes are deferred to this point (once
+        per append, once per batch), not made as each object is written, so that one
+        journal commit of the file system can carry them all. Without such a setting, AFDP
+        does what Git does by default: a record acknowledged survives the writer's
+        crash, not necessarily a power cut (docs/evidence.md, "Durability").
+
+        Raises:
+            RefMoved: the branch changed since ``expected`` was read.
+            StorageError: the reference stayed locked by another process, or Git failed.
+        """
+        self._sync_objects()
+        deadline = time.monotonic() + LOCK_WAIT
+        pause = 0.002
+        with self._writer_lock(ref, deadline) as died:
+            while True:
+                try:
+                    self._swap_once(ref, expected, new, reason)
+                    self._sync_ref(ref)
+                    return
+                except RefMoved:
+                    raise
+                except pygit2.GitError as exc:
+                    if "lock" not in str(exc).lower():
+                        raise StorageError(f"cannot update {ref}: {exc}") from exc
+                    if died is not None and self._remove_stale_ref_lock(ref, died):
+                        died = None
+                        reason = f"{reason} (afdp: {self.recovered[-1]})"
+                        continue
+                    if time.monotonic() >= deadline:
+                        lock = self.path / f"{ref}.lock"
+                        raise StorageError(
+                            f"repository locked: {ref} is being updated by a process that is "
+                            f"not AFDP, or was left locked by one ({exc}); if no git command "
+                            f"is writing to this repository, recover with: rm {lock}"
+                        ) from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+
+    def _sync_objects(self) -> None:
+        """``fsync`` the loose files of the objects written since the last ref update
+        and the folders holding them. An object with no loose file was already in a
+        pack (it existed before: Git does not write it again) and is skipped.
+
+        Raises:
+            StorageError: the disk refused a flush (nothing points at these objects yet).
+        """
+        written, self._unsynced = self._unsynced, []
+        if not written or not self.fsync.objects:
+            return
+        objects = common_dir(self.path) / "objects"
+        folders = {objects}
+        try:
+            for oid in dict.fromkeys(written):  # once each, in the order written
+                hexid = str(oid)
+                path = objects / hexid[:2] / hexid[2:]
+                if _fsync_path(path):
+                    folders.add(path.parent)
+            for folder in sorted(folders, reverse=True):  # fan-out folders, then objects/
+                _fsync_path(folder)
+        except OSError as exc:
+            raise StorageError(f"cannot flush evidence objects to disk: {exc}") from exc
+
+    def _sync_ref(self, ref: str) -> None:
+        """``fsync`` the loose file of ``ref`` and its folder, just after the ref moved.
+
+        Raises:
+            StorageError: the disk refused a flush; the ref may not survive a power cut,
+                so the append is not acknowledged.
+        """
+        if not self.fsync.references:
+            return
+        path = common_dir(self.path) / ref
+        try:
+            _fsync_path(path)
+            _fsync_path(path.parent)
+        except OSError as exc:
+            raise StorageError(f"{ref} moved, but cannot be flushed to disk: {exc}") from exc
+
+    @contextlib.contextmanager
+    def branch_turn(self, ref: str, *, wait: float = TURN_WAIT) -> Iterator[None]:
+        """Take this writer's turn on ``ref``: writers of one branch append one at a time.
+
+        Held around a whole append (read the head, sign, time-stamp, commit, swap), so
+        concurrent AFDP writers of one branch queue instead of racing: N records cost N
+        signatures and N time-stamps, where racing writers re-signed and re-stamped
+        after every lost compare-and-swap. The lock is an ``flock`` on a file under the
+        common git directory (shared by worktrees), so the kernel releases the turn of
+        a writer that dies; a writer that is merely slow holds it for as long as its
+        TSA takes. Correctness never rests on it: the compare-and-swap still refuses
+        any update from a stale head (another tool, a writer past ``wait``).
+
+        Raises:
+            StorageError: another writer held the turn for more than ``wait`` seconds.
+        """
+        deadline = time.monotonic() + wait
+        with open(_lock_path(common_dir(self.path) / "afdp-locks" / "branches", ref), "a") as handle:
+            if not _flock_by(handle.fileno(), deadline, pause=0.001, longest=0.02):
+                raise StorageError(
+                    f"{ref} is being appended to by another AFDP writer that held "
+                    f"its turn for more than {wait:g} s"
+                )
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _writer_lock(self, ref: str, deadline: float) -> Iterator[str | None]:
+        """Hold AFDP's own lock on ``ref`` (an ``flock``, which the kernel releases when
+        its holder dies) around a ref update; yield what a holder that died in the
+        middle of one left behind (its note), or None.
+
+        libgit2's ``<ref>.lock`` file names no owner, so a writer killed while updating
+        the ref leaves it behind and every later writer would fail forever. Under this
+        lock, a note left by the previous holder proves that holder died mid-update (a
+        live holder still holds the flock; a clean one erased its note): its ref lock
+        is stale and may be removed. A ``.lock`` with no such note may belong to a live
+        ``git`` process and is never broken.
+
+        Raises:
+            StorageError: another AFDP writer held the lock past ``deadline`` (exit 3).
+        """
+        path = _lock_path(self.path / "afdp-locks" / "refs", ref)
+        handle = open(path, "a+")  # noqa: SIM115 (closed below: releases it)
+        try:
+            if not _flock_by(handle.fileno(), deadline, pause=0.002, longest=0.1):
+                raise StorageError(
+                    f"repository locked: {ref} is being updated by another AFDP writer"
+                )
+            handle.seek(0)
+            left = handle.read().strip() or None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} since {time.time():.3f} updating {ref}\n")
+            handle.flush()
+            try:
+                yield left
+            finally:
+                # Any exit of a live process (an error included) erases the note: only
+                # a holder killed mid-update (SIGKILL, a crash) leaves one behind.
+                handle.seek(0)
+                handle.truncate()
+                handle.flush()
+        finally:
+            handle.close()
+
+    def _remove_stale_ref_lock(self, ref: str, note: str) -> bool:
+        """Remove the ``<ref>.lock`` a dead AFDP writer left (see :meth:`_writer_lock`);
+        say so on stderr and in the reflog of the next update. Return True if removed."""
+        lock = self.path / f"{ref}.lock"
+        try:
+            lock.unlink()
+        except FileNotFoundError:
+            return False
+        self.recovered.append(f"removed stale lock {lock.name} of {ref} left by a writer that died ({note})")
+        print(f"afdp: warning: {self.recovered[-1]}", file=sys.stderr)
+        return True
+
+    def _swap_once(
+        self, ref: str, expected: pygit2.Oid | None, new: pygit2.Oid, reason: str
+    ) -> None:
+        with self.repo.transaction() as txn:
+            txn.lock_ref(ref)
+            current = self.repo.references.get(ref)
+            current_id = current.target if current is not None else None
+            if current_id != expected:
+                raise RefMoved(f"{ref} moved (expected {expected}, found {current_id})")
+            # signature=None: the reflog takes the repository's identity. pygit2 1.21
+            # passes an explicit Signature to libgit2 wrongly (TypeError), and the
+            # reflog is not evidence anyway: the commits and their trailers are.
+            txn.set_target(ref, new, signature=None, message=reason)
