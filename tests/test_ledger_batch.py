@@ -228,3 +228,38 @@ def test_batch_never_uses_the_signer_from_two_threads_at_once(repo, keys, tsa, t
     assert signer.overlaps == 0
     report = check_branch(repo, service="api", deployment="d-42", policy=load_trust_policy(trust_file), allow_unsealed=True)
     assert report.ok, report.failures
+
+
+# -- one story per branch: imported and live records never mix (verification check 12i) ---------
+def _imported(n: int, when: str = "2026-03-01T10:00:00Z") -> list[rec.RecordDraft]:
+    from dataclasses import replace
+
+    marker = rec.Imported(rec.parse_time(when))
+    return [replace(draft, imported=marker) for draft in drafts(n)]
+
+
+def test_an_imported_batch_opens_an_imported_branch_that_verifies(repo, signer, tsa, trust_file):
+    batch = [*_imported(2), rec.RecordDraft(kind=rec.KIND_SEAL, step="seal", result=None)]
+    written = append_records(repo, service="api", deployment="d-42", drafts=batch, signer=signer, tsa_urls=[tsa.url])
+    assert [w.step for w in written] == ["genesis", "step0", "step1", "seal"]
+    report = check_branch(repo, service="api", deployment="d-42", policy=load_trust_policy(trust_file))
+    assert report.ok and report.sealed, report.failures  # the genesis and the seal are imported too
+
+
+def test_a_batch_mixing_live_and_imported_records_writes_nothing(repo, signer, tsa):
+    with pytest.raises(PolicyViolation, match="cannot be appended"):
+        append_records(repo, service="api", deployment="d-42", drafts=[*_imported(1), *drafts(1, start=5)],
+                       signer=signer, tsa_urls=[tsa.url])
+    assert head(repo) is None
+
+
+def test_a_live_batch_never_continues_an_imported_branch(repo, signer, tsa):
+    append_records(repo, service="api", deployment="d-42", drafts=_imported(1), signer=signer, tsa_urls=[tsa.url])
+    before = head(repo)
+    with pytest.raises(PolicyViolation, match="imported .*captured live cannot be appended"):
+        append_records(repo, service="api", deployment="d-42", drafts=drafts(1, start=5), signer=signer,
+                       tsa_urls=[tsa.url])
+    with pytest.raises(PolicyViolation, match="imported for"):
+        append_records(repo, service="api", deployment="d-42", drafts=_imported(1, "2026-04-01T10:00:00Z"),
+                       signer=signer, tsa_urls=[tsa.url])
+    assert head(repo) == before

@@ -382,21 +382,7 @@ def _append_in_turn(
         elif draft.imported != tail.imported:
             # One branch tells one story: live records never continue an imported
             # branch, nor imported ones a live branch (nor another described time).
-            raise PolicyViolation(
-                f"{service}/{deployment} is "
-                + (
-                    f"imported (describes {rec.format_time(tail.imported.described_time)})"
-                    if tail.imported
-                    else "a live-captured branch"
-                )
-                + ": a record "
-                + (
-                    f"imported for {rec.format_time(draft.imported.described_time)}"
-                    if draft.imported
-                    else "captured live"
-                )
-                + " cannot be appended to it"
-            )
+            raise _mixed_story(service, deployment, tail.imported, draft.imported)
         record = rec.build_record(
             draft_record,
             service=service,
@@ -471,6 +457,10 @@ def append_records(
     with store.branch_turn(ref):
         head = store.head(ref)
         todo: list[rec.RecordDraft | None] = list(drafts)
+        # One story per branch, checked before anything is signed (as append_record does):
+        # the branch's (or, for a new branch, the first record's) imported mark is every
+        # record's; a seal takes the branch's.
+        story = drafts[0].imported
         if head is None:
             todo.insert(0, None)  # the genesis record, built in the loop
             sequence, prev, prev_tokens = 0, None, None
@@ -478,20 +468,25 @@ def append_records(
             tail = read_tail(store, head)
             _refuse_sealed(tail, service, deployment)
             sequence, prev, prev_tokens = tail.sequence + 1, tail.envelope_sha256, tail.timestamps
+            story = tail.imported
+        for draft in drafts:
+            if draft.kind != rec.KIND_SEAL and draft.imported != story:
+                raise _mixed_story(service, deployment, story, draft.imported)
         committer = BatchCommitter(store, head)
         written: list[tuple[rec.UnsignedRecord, str, str, str]] = []
         try:
             for item in todo:
                 if item is None:
                     record = _genesis(
-                        service, deployment, genesis_metadata, drafts[0].workflow_digest, genesis_attachments
+                        service, deployment, genesis_metadata, drafts[0].workflow_digest, genesis_attachments,
+                        story,
                     )
                 else:
                     if item.kind == rec.KIND_SEAL:
                         # the seal lists every record: it needs the commits written so far
                         committer.drain()
                         assert committer.parent is not None
-                        item = _seal_draft(store, committer.parent, item)
+                        item = replace(_seal_draft(store, committer.parent, item), imported=story)
                     record = rec.build_record(
                         item,
                         service=service,
@@ -525,6 +520,16 @@ def append_records(
         )
         for (r, digest, url, gen_time), commit_id in zip(written, commit_ids, strict=True)
     ]
+
+
+def _mixed_story(
+    service: str, deployment: str, branch: rec.Imported | None, record: rec.Imported | None
+) -> PolicyViolation:
+    """One branch tells one story: live records never continue an imported branch, nor
+    imported ones a live branch (nor another described time); verification check 12i."""
+    said = f"imported (describes {rec.format_time(branch.described_time)})" if branch else "a live-captured branch"
+    new = f"imported for {rec.format_time(record.described_time)}" if record else "captured live"
+    return PolicyViolation(f"{service}/{deployment} is {said}: a record {new} cannot be appended to it")
 
 
 def _seal_draft(
