@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from afdp.evidence import records as rec
 from afdp.evidence.trust import TrustPolicy
@@ -225,38 +225,46 @@ class ChainWalk:
         if facts.kind == rec.KIND_SEAL and self._seal_at is None:
             self._seal_at = position
             _check_seal(self._before, self._unknown, facts, where, slot.commit, failures)
-        step = facts.step
-        if step is not None:
-            step = self._names.setdefault(step, step)
-        self._before.append((step, facts.envelope_sha256))
+        self._before.append((self._share(facts.step), facts.envelope_sha256))
         if hidden:
             self._unknown.add(position)
         if position == 0:
             self.described_time = facts.described_time
         if facts.signer:
-            self.signers.add(self._names.setdefault(facts.signer, facts.signer))
+            self.signers.add(self._share(facts.signer))
         if self.keep_records:
+            # the values most records repeat (step, kind, signer, key, TSA) are shared
+            share = self._share
             self.records.append(
                 VerifiedRecord(
                     facts.sequence if facts.sequence is not None else position,
-                    facts.step or "?",
-                    facts.kind or "?",
-                    facts.status or "?",
+                    share(facts.step) or "?",
+                    share(facts.kind) or "?",
+                    share(facts.status) or "?",
                     facts.summary or "",
                     facts.envelope_sha256 or "",
-                    facts.signer,
-                    facts.keyid,
-                    tuple(facts.timestamps),
+                    share(facts.signer),
+                    share(facts.keyid),
+                    tuple((at, share(name)) for at, name in facts.timestamps),
                     facts.started_at,
                     facts.finished_at,
                     slot.commit,
-                    facts.tsa_url,
-                    described_time=facts.described_time,
+                    share(facts.tsa_url),
+                    described_time=share(facts.described_time),
                 )
             )
         # only this record's facts are kept, as the next one's predecessor
         self._previous = slot
         self.count += 1
+
+    @overload
+    def _share(self, value: str) -> str: ...
+    @overload
+    def _share(self, value: None) -> None: ...
+    @overload
+    def _share(self, value: str | None) -> str | None: ...
+    def _share(self, value: str | None) -> str | None:
+        return None if value is None else self._names.setdefault(value, value)
 
     def finish(self) -> tuple[list[VerifiedRecord], bool]:
         """Check the last record's tokens; return the records kept and whether the branch is sealed."""

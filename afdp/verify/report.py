@@ -24,9 +24,12 @@ class Failure:
         return f"{self.where}: {self.check}: {self.reason}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VerifiedRecord:
-    """A record as verification saw it; on a passing branch every field is verified."""
+    """A record as verification saw it; on a passing branch every field is verified.
+
+    Slotted: a report keeps one per record, so a 100,000-record branch keeps 100,000.
+    """
 
     sequence: int
     step: str

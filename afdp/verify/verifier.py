@@ -135,6 +135,22 @@ def _check_chunk(repository: str, service: str, deployment: str, oids: list[byte
         _drop_object_cache(store)
 
 
+def _return_freed_memory() -> None:
+    """Return freed heap memory to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    Reading a branch's history allocates about 1.5 KiB per commit in libgit2 and Python;
+    freed, it stays mapped in the process (46 MiB at 30,000 commits), and worker processes
+    forked after it start with a copy of it mapped.
+    """
+    import ctypes  # here: start-up of commands that verify nothing long does not pay for it
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):  # not glibc
+        return
+    trim(0)
+
+
 def _drop_object_cache(store: EvidenceStore) -> None:
     """Empty libgit2's object cache, which keeps every commit and small tree read (up to
     256 MiB by default): a walk needs only each commit's parent, read in the same run, so
@@ -278,8 +294,10 @@ def check_branch(
     commit_ids = [commit.id.raw for commit in commits]
     head_id = str(head.id)
     del commits, head
-    # the walk above left every commit in libgit2's cache; forked workers would copy it
+    # the walk above left every commit in libgit2's cache, and freeing it leaves the
+    # memory with the C allocator: hand it back, or every forked worker copies it
     _drop_object_cache(store)
+    _return_freed_memory()
     workers = _worker_count(jobs, total)
     executor = None
     if workers > 1:  # imported here: a short branch starts no worker processes
