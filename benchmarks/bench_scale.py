@@ -1,6 +1,6 @@
 """Verification at scale: time per record and peak memory, from 100 to 100,000 records.
 
-    python benchmarks/bench_scale.py [--long] [--sizes N ...] [--jobs J] [--dir DIR]
+    python benchmarks/bench_scale.py [--long] [--sizes N ...] [--jobs J] [--dir DIR] [--keep DIR]
 
 (sizes 100, 1,000 and 10,000; ``--long`` adds 100,000)
 
@@ -10,13 +10,15 @@ batch only shares the branch turn and the ref update), then verifies each branch
 fresh Python process (``check_branch``, every check) and prints, per size: records per
 second, microseconds per record, and the peak resident memory of the verifying process
 and of its worker processes (``ru_maxrss``). Linear means the same time per record at
-every size; flat memory means peak memory that does not grow with the branch beyond
-the report itself (one small entry per record).
+every size; flat memory means peak memory that does not grow with the branch: with
+``--summary`` (``keep_records=False``) none at all; by default the report itself keeps
+one small entry per record. ``--keep DIR`` keeps the built branches for later runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -24,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import pygit2
 
 from afdp.evidence import records as rec
 from afdp.evidence.ledger import append_records
@@ -35,17 +39,19 @@ from afdp.evidence.trust import write_trust_policy
 _VERIFY = """
 import json, resource, sys, time
 from pathlib import Path
+
+import pygit2
 from afdp.evidence.trust import load_trust_policy
 from afdp.verify.verifier import check_branch
-repo, trust, deployment, jobs = sys.argv[1:5]
+repo, trust, deployment, jobs, keep = sys.argv[1:6]
 policy = load_trust_policy(Path(trust))
 started = time.perf_counter()
 report = check_branch(repo, service="api", deployment=deployment, policy=policy, allow_unsealed=True,
-                      jobs=int(jobs) if jobs else None)
+                      jobs=int(jobs) if jobs else None, keep_records=keep == "1")
 elapsed = time.perf_counter() - started
 assert report.ok, report.failures[:3]
 print(json.dumps({
-    "records": len(report.records),
+    "records": report.record_count,
     "seconds": elapsed,
     "rss_self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "rss_workers_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
@@ -61,46 +67,68 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="*", help="default 100 1000 10000")
     parser.add_argument("--long", action="store_true", help="also 100,000 records")
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="verify with keep_records=False (a report of counts and failures, no per-record entries)",
+    )
     parser.add_argument("--jobs", type=int, help="verify worker processes (default: check_branch's choice)")
     parser.add_argument("--dir", type=Path, help="where to build (default: the system temporary folder)")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="build in this folder and keep it; a later run with the same folder reuses the branches already built",
+    )
     args = parser.parse_args()
     args.sizes = args.sizes or [100, 1000, 10_000] + ([100_000] if args.long else [])
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        root = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            root = args.keep
+            root.mkdir(parents=True, exist_ok=True)
+        else:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=args.dir)))
+        run(root, args)
+
+
+def run(root: Path, args: argparse.Namespace) -> None:
+    repo = root / "evidence"
+    if not (root / "trust.yaml").exists():
         init_tsa(root / "tsa")
         generate_key(root / "dev.key")
         write_trust_policy(root / "trust.yaml", keys=[root / "dev.key.pub"], tsa_roots=[root / "tsa" / "root.pem"])
-        signer = load_signer(str(root / "dev.key"))
-        repo = root / "evidence"
         init_repository(repo, bare=True)
-        with serve(EmbeddedTSA.load(root / "tsa"), host="127.0.0.1", port=0) as server:
-            for n in args.sizes:
-                started = time.perf_counter()
-                # in chunks of 5,000: each chunk one batch (one ref update), the chain one
-                for first in range(0, n, 5000):
-                    drafts = (
-                        rec.RecordDraft(kind=rec.KIND_STEP, step=f"step{i % 7}", result=product(i))
-                        for i in range(first, min(n, first + 5000))
-                    )
-                    append_records(repo, service="api", deployment=f"n{n}", drafts=drafts, signer=signer, tsa_urls=[server.url])
-                elapsed = time.perf_counter() - started
-                print(f"built {n} records in {elapsed:.1f} s ({elapsed / n * 1000:.2f} ms/record)", file=sys.stderr, flush=True)
-        print(f"load average {os.getloadavg()[0]:.2f}")
-        print(f"{'records':>8} | {'rec/s':>7} {'us/record':>10} | {'peak RSS verify':>16} {'workers':>9}")
+    signer = load_signer(str(root / "dev.key"))
+    built = set(pygit2.Repository(str(repo)).references)
+    with serve(EmbeddedTSA.load(root / "tsa"), host="127.0.0.1", port=0) as server:
         for n in args.sizes:
-            done = subprocess.run(
-                [sys.executable, "-c", _VERIFY, str(repo), str(root / "trust.yaml"), f"n{n}", str(args.jobs or "")],
-                capture_output=True, text=True,
-            )
-            if done.returncode:
-                sys.exit(f"verify of n{n} failed: {done.stderr.strip()[-2000:]}")
-            result = json.loads(done.stdout)
-            rate = result["records"] / result["seconds"]
-            print(
-                f"{result['records']:>8} | {rate:>7.0f} {1e6 / rate:>10.0f} | "
-                f"{result['rss_self_mib']:>12.0f} MiB {result['rss_workers_mib']:>5.0f} MiB",
-                flush=True,
-            )
+            if f"refs/heads/afdp/api/n{n}" in built:
+                continue
+            started = time.perf_counter()
+            # in chunks of 5,000: each chunk one batch (one ref update), the chain one
+            for first in range(0, n, 5000):
+                drafts = (
+                    rec.RecordDraft(kind=rec.KIND_STEP, step=f"step{i % 7}", result=product(i))
+                    for i in range(first, min(n, first + 5000))
+                )
+                append_records(repo, service="api", deployment=f"n{n}", drafts=drafts, signer=signer, tsa_urls=[server.url])
+            elapsed = time.perf_counter() - started
+            print(f"built {n} records in {elapsed:.1f} s ({elapsed / n * 1000:.2f} ms/record)", file=sys.stderr, flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f}")
+    print(f"{'records':>8} | {'rec/s':>7} {'us/record':>10} | {'peak RSS verify':>16} {'workers':>9}")
+    for n in args.sizes:
+        done = subprocess.run(
+            [sys.executable, "-c", _VERIFY, str(repo), str(root / "trust.yaml"), f"n{n}", str(args.jobs or ""), "0" if args.summary else "1"],
+            capture_output=True, text=True,
+        )
+        if done.returncode:
+            sys.exit(f"verify of n{n} failed: {done.stderr.strip()[-2000:]}")
+        result = json.loads(done.stdout)
+        rate = result["records"] / result["seconds"]
+        print(
+            f"{result['records']:>8} | {rate:>7.0f} {1e6 / rate:>10.0f} | "
+            f"{result['rss_self_mib']:>12.0f} MiB {result['rss_workers_mib']:>5.0f} MiB",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

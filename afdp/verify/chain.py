@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from afdp.evidence import records as rec
 from afdp.evidence.trust import TrustPolicy
@@ -47,14 +47,52 @@ def _label(facts: RecordFacts) -> str:
 def chain_checks(
     slots: list[Slot], failures: list[Failure], policy: TrustPolicy
 ) -> tuple[list[VerifiedRecord], bool]:
-    records: list[VerifiedRecord] = []
-    previous: RecordFacts | None = None
-    previous_time: datetime | None = None
-    seal_at: int | None = None
-    genesis_marker: tuple[str | None] | None = None
-    for position, slot in enumerate(slots):
+    """Run the chain checks over every slot in order (see :class:`ChainWalk`)."""
+    walk = ChainWalk(failures, policy)
+    for slot in slots:
+        walk.add(slot)
+    return walk.finish()
+
+
+class ChainWalk:
+    """The chain checks (12-15), fed one record at a time in the branch's order.
+
+    What a record is checked against is only its predecessor's facts (``prev``, the
+    time-stamp tokens it cites, time order), the genesis record's import marker and, for
+    the seal, the (step, envelope digest) of every record before it: a walk holds those,
+    not every record's facts, so its memory does not grow with the branch beyond that one
+    short pair per record. Failures are appended to ``failures`` in the same order as
+    checking the whole list at once. With ``keep_records`` False no
+    :class:`VerifiedRecord` is kept: :meth:`finish` returns none, and :attr:`count`,
+    :attr:`signers` and :attr:`described_time` say what a summary needs.
+    """
+
+    def __init__(self, failures: list[Failure], policy: TrustPolicy, *, keep_records: bool = True) -> None:
+        self.failures = failures
+        self.policy = policy
+        self.keep_records = keep_records
+        self.records: list[VerifiedRecord] = []
+        self.count = 0
+        self.signers: set[str] = set()
+        self.described_time: str | None = None  # of the first record
+        self._previous: Slot | None = None
+        self._previous_time: datetime | None = None
+        self._seal_at: int | None = None
+        self._genesis_marker: tuple[str | None] | None = None
+        #: (step, envelope digest) of every record so far, for the seal; step names are
+        #: shared, so a record costs one tuple and its digest string
+        self._before: list[tuple[str | None, str | None]] = []
+        self._unknown: set[int] = set()  # unreadable records among them
+        self._names: dict[str, str] = {}
+
+    def add(self, slot: Slot) -> None:
+        """Run the chain checks of the next record (``slot.facts`` filled)."""
         facts = slot.facts
         assert facts is not None  # every slot was checked
+        failures = self.failures
+        position = self.count
+        previous_slot = self._previous
+        previous = previous_slot.facts if previous_slot is not None else None
         where = _label(facts)
         # A record whose objects could not be read (a commit failure names them) and
         # whose envelope is therefore absent: "no envelope.json" would be a follow-on.
@@ -63,7 +101,11 @@ def chain_checks(
         for check, reason in facts.failures:
             if not hidden:
                 failures.append(Failure(where, check, reason, facts.sequence, slot.commit))
-        previous_unknown = position > 0 and slots[position - 1].unreadable and (previous is None or previous.envelope_sha256 is None)
+        previous_unknown = (
+            previous_slot is not None
+            and previous_slot.unreadable
+            and (previous is None or previous.envelope_sha256 is None)
+        )
         if facts.envelope_sha256 and slot.digest_trailer != f"sha256:{facts.envelope_sha256}":
             failures.append(
                 Failure(
@@ -111,13 +153,14 @@ def chain_checks(
                     )
                     if names
                 ]
+                assert previous_slot is not None
                 failures.append(
                     Failure(
                         _label(previous),
                         "chain",
                         f"time-stamp tokens {'; '.join(parts)} (record {facts.sequence} binds this record's tokens)",
                         previous.sequence,
-                        slots[position - 1].commit,
+                        previous_slot.commit,
                     )
                 )
         if position > 0 and facts.kind is not None and not previous_unknown:
@@ -134,10 +177,10 @@ def chain_checks(
                 )
         # 12i. imported: one branch tells one story, imported or live, and of one time
         if facts.kind is not None and not hidden:
-            if genesis_marker is None:
-                genesis_marker = (facts.described_time,)
-            elif (facts.described_time,) != genesis_marker:
-                said = genesis_marker[0]
+            if self._genesis_marker is None:
+                self._genesis_marker = (facts.described_time,)
+            elif (facts.described_time,) != self._genesis_marker:
+                said = self._genesis_marker[0]
                 failures.append(
                     Failure(
                         where,
@@ -156,6 +199,7 @@ def chain_checks(
         # 13. time-order
         if facts.timestamps:
             stamped = min(datetime.fromisoformat(t) for t, _ in facts.timestamps)
+            previous_time = self._previous_time
             if previous_time is not None and stamped + TIME_ORDER_TOLERANCE < previous_time:
                 failures.append(
                     Failure(
@@ -166,43 +210,68 @@ def chain_checks(
                         slot.commit,
                     )
                 )
-            previous_time = max(stamped, previous_time) if previous_time else stamped
+            self._previous_time = max(stamped, previous_time) if previous_time else stamped
         # 15. after-seal
-        if seal_at is not None:
+        if self._seal_at is not None:
             failures.append(
                 Failure(
                     where,
                     "after-seal",
-                    f"record follows the seal (record {seal_at})",
+                    f"record follows the seal (record {self._seal_at})",
                     facts.sequence,
                     slot.commit,
                 )
             )
-        if facts.kind == rec.KIND_SEAL and seal_at is None:
-            seal_at = position
-            _check_seal(slots[:position], facts, where, slot.commit, failures)
-        previous = facts
-        records.append(
-            VerifiedRecord(
-                facts.sequence if facts.sequence is not None else position,
-                facts.step or "?",
-                facts.kind or "?",
-                facts.status or "?",
-                facts.summary or "",
-                facts.envelope_sha256 or "",
-                facts.signer,
-                facts.keyid,
-                tuple(facts.timestamps),
-                facts.started_at,
-                facts.finished_at,
-                slot.commit,
-                facts.tsa_url,
-                described_time=facts.described_time,
+        if facts.kind == rec.KIND_SEAL and self._seal_at is None:
+            self._seal_at = position
+            _check_seal(self._before, self._unknown, facts, where, slot.commit, failures)
+        self._before.append((self._share(facts.step), facts.envelope_sha256))
+        if hidden:
+            self._unknown.add(position)
+        if position == 0:
+            self.described_time = facts.described_time
+        if facts.signer:
+            self.signers.add(self._share(facts.signer))
+        if self.keep_records:
+            # the values most records repeat (step, kind, signer, key, TSA) are shared
+            share = self._share
+            self.records.append(
+                VerifiedRecord(
+                    facts.sequence if facts.sequence is not None else position,
+                    share(facts.step) or "?",
+                    share(facts.kind) or "?",
+                    share(facts.status) or "?",
+                    facts.summary or "",
+                    facts.envelope_sha256 or "",
+                    share(facts.signer),
+                    share(facts.keyid),
+                    tuple((at, share(name)) for at, name in facts.timestamps),
+                    facts.started_at,
+                    facts.finished_at,
+                    slot.commit,
+                    share(facts.tsa_url),
+                    described_time=share(facts.described_time),
+                )
             )
-        )
-    if slots and slots[-1].facts is not None:
-        _check_last_tokens(slots[-1].facts, slots[-1].commit, failures, policy)
-    return records, seal_at is not None and seal_at == len(slots) - 1
+        # only this record's facts are kept, as the next one's predecessor
+        self._previous = slot
+        self.count += 1
+
+    @overload
+    def _share(self, value: str) -> str: ...
+    @overload
+    def _share(self, value: None) -> None: ...
+    @overload
+    def _share(self, value: str | None) -> str | None: ...
+    def _share(self, value: str | None) -> str | None:
+        return None if value is None else self._names.setdefault(value, value)
+
+    def finish(self) -> tuple[list[VerifiedRecord], bool]:
+        """Check the last record's tokens; return the records kept and whether the branch is sealed."""
+        last = self._previous
+        if last is not None and last.facts is not None:
+            _check_last_tokens(last.facts, last.commit, self.failures, self.policy)
+        return self.records, self._seal_at is not None and self._seal_at == self.count - 1
 
 
 def _check_last_tokens(
@@ -234,23 +303,25 @@ def _check_last_tokens(
 
 
 def _check_seal(
-    before: list[Slot], seal: RecordFacts, where: str, commit: str, failures: list[Failure]
+    before: list[tuple[str | None, str | None]],
+    unknown: set[int],
+    seal: RecordFacts,
+    where: str,
+    commit: str,
+    failures: list[Failure],
 ) -> None:
     # 14. seal: exactly the records before it, in order, by envelope digest
     entries = seal.seal_entries
     if entries is None:
         failures.append(Failure(where, "seal", "seal lists no records", seal.sequence, commit))
         return
-    expected: list[tuple[Any, Any, Any]] = [
-        (i, s.facts.step, s.facts.envelope_sha256) for i, s in enumerate(before) if s.facts
-    ]
+    expected: list[tuple[Any, Any, Any]] = [(i, step, digest) for i, (step, digest) in enumerate(before)]
     listed: list[tuple[Any, Any, Any]] = [
         (e.get("sequence"), e.get("step"), e.get("sha256")) if isinstance(e, dict) else (None, None, None)
         for e in entries
     ]
     # an unreadable record (already a commit failure) cannot be compared: take the
     # seal's word for it rather than report a follow-on difference
-    unknown = {i for i, s in enumerate(before) if s.unreadable and (s.facts is None or s.facts.envelope_sha256 is None)}
     if unknown and len(listed) == len(expected):
         expected = [listed[i] if i in unknown else e for i, e in enumerate(expected)]
     if listed != expected:

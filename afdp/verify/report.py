@@ -24,9 +24,12 @@ class Failure:
         return f"{self.where}: {self.check}: {self.reason}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VerifiedRecord:
-    """A record as verification saw it; on a passing branch every field is verified."""
+    """A record as verification saw it; on a passing branch every field is verified.
+
+    Slotted: a report keeps one per record, so a 100,000-record branch keeps 100,000.
+    """
 
     sequence: int
     step: str
@@ -53,8 +56,25 @@ class VerifiedRecord:
 
 
 @dataclass(frozen=True)
+class RecordSummary:
+    """What a report made without its records (``keep_records=False``) still says of them."""
+
+    count: int
+    signers: tuple[str, ...]
+    #: the genesis record's ``described_time`` (``afdp import``), else None
+    described_time: str | None = None
+
+
+@dataclass(frozen=True)
 class BranchReport:
-    """The transcript of verifying one deployment branch."""
+    """The transcript of verifying one deployment branch.
+
+    ``records`` holds one :class:`VerifiedRecord` per record, unless the report was made
+    with ``keep_records=False`` (memory that does not grow with the branch): then
+    ``records`` is empty, ``records_kept`` False and ``summary`` gives the count, the
+    signers and the import marker. Every check ran on every record either way, and
+    ``failures`` is the same.
+    """
 
     service: str
     deployment: str
@@ -66,20 +86,39 @@ class BranchReport:
     allow_unsealed: bool
     trust_policy: str
     checked_at: str = field(default_factory=lambda: rec.format_time(rec.utc_now()))
+    summary: RecordSummary | None = None
 
     @property
     def ok(self) -> bool:
         return not self.failures
 
     @property
+    def records_kept(self) -> bool:
+        return self.summary is None
+
+    @property
+    def record_count(self) -> int:
+        """Return how many records the branch has (kept or not)."""
+        return len(self.records) if self.summary is None else self.summary.count
+
+    @property
+    def signers(self) -> tuple[str, ...]:
+        """Return the signers named by the branch's records, sorted."""
+        if self.summary is not None:
+            return self.summary.signers
+        return tuple(sorted({r.signer for r in self.records if r.signer}))
+
+    @property
     def imported(self) -> bool:
         """Return True when the branch was imported from history (``afdp import``): its
         genesis record says so, and check 12i holds every other record to it."""
-        return bool(self.records) and self.records[0].imported
+        return self.described_time is not None
 
     @property
     def described_time(self) -> str | None:
         """Return the past deployment time an imported branch describes (else None)."""
+        if self.summary is not None:
+            return self.summary.described_time
         return self.records[0].described_time if self.records else None
 
     @property
@@ -100,11 +139,12 @@ class BranchReport:
             "sealed": self.sealed,
             "imported": self.imported,
             "described_time": self.described_time,
-            "record_count": len(self.records),
+            "record_count": self.record_count,
             "trust_policy": self.trust_policy,
             "checked_at": self.checked_at,
             "failures": [asdict(f) for f in self.failures],
-            "records": [{**asdict(r), "imported": r.imported} for r in self.records],
+            # None, not [], when the records were not kept: an empty list would say "no records"
+            "records": [{**asdict(r), "imported": r.imported} for r in self.records] if self.records_kept else None,
         }
 
 
