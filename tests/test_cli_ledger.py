@@ -58,6 +58,11 @@ def test_record_seal_verify_log_story(cli, workspace):
     assert [r["step"] for r in transcript["branches"][0]["records"]] == ["genesis", "capture_baseline", "capture_impact", "seal"]
     human = cli("verify", "--repo", str(ws["repo"]), "--all", "--trust", str(ws["trust"]))
     assert human.code == 0 and "VERIFIED api/d-42" in human.out
+    # the human verdict keeps no records (flat memory) yet counts and names what the JSON does
+    signers = sorted({r["signer"] for r in transcript["branches"][0]["records"] if r["signer"]})
+    assert f"VERIFIED api/d-42: 4 record(s), sealed; signed by {', '.join(signers)};" in human.out, human.out
+    one = cli("verify", "--repo", str(ws["repo"]), "--service", "api", "--deployment", "d-42", "--trust", str(ws["trust"]))
+    assert f"VERIFIED api/d-42: 4 record(s), sealed; signed by {', '.join(signers)};" in one.out, one.out
     story = cli("log", "--repo", str(ws["repo"]), "--service", "api", "--deployment", "d-42", "--json").json()
     assert story["sealed"] is True and [r["step"] for r in story["records"]][-1] == "seal"
     # plain git reads as the story, with trailers
@@ -75,6 +80,7 @@ def test_verify_failure_exit_code_and_message_names_record_and_check(cli, worksp
     args = ["verify", "--repo", str(ws["repo"]), "--service", "api", "--deployment", "d-42", "--trust", str(ws["trust"])]
     failed = cli(*args)
     assert failed.code == 1 and "branch: seal: branch is not sealed" in failed.out
+    assert "FAILED api/d-42: 1 failure(s) in 2 record(s)" in failed.out, failed.out
     assert cli(*args, "--allow-unsealed").code == 0
 
 

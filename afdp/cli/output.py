@@ -115,7 +115,7 @@ def print_reports(reports: list[BranchReport]) -> None:
         name = escape(f"{report.service}/{report.deployment}")
         if report.state == "failed":
             _say(
-                f"[bold red]FAILED[/] {name}: {len(report.failures)} failure(s) in {len(report.records)} record(s)"
+                f"[bold red]FAILED[/] {name}: {len(report.failures)} failure(s) in {report.record_count} record(s)"
             )
             for failure in report.failures:
                 _say(
@@ -123,12 +123,12 @@ def print_reports(reports: list[BranchReport]) -> None:
                 )
         elif report.state == "unsealed":
             _say(
-                f"[bold yellow]UNSEALED[/] {name}: {len(report.records)} record(s) verified; no seal yet (allowed)"
+                f"[bold yellow]UNSEALED[/] {name}: {report.record_count} record(s) verified; no seal yet (allowed)"
             )
         else:
-            signers = sorted({escape(r.signer) for r in report.records if r.signer})
+            signers = [escape(signer) for signer in report.signers]
             _say(
-                f"[bold green]VERIFIED[/] {name}: {len(report.records)} record(s), sealed; signed by {', '.join(signers)}; head {report.head[:12] if report.head else '-'}"
+                f"[bold green]VERIFIED[/] {name}: {report.record_count} record(s), sealed; signed by {', '.join(signers)}; head {report.head[:12] if report.head else '-'}"
             )
         if report.imported and report.state != "failed":
             # Verified as imported: an honest record of the past, never a live capture.
@@ -153,7 +153,7 @@ def summary_rows(reports: list[BranchReport]) -> list[dict[str, Any]]:
                 "branch": report.ref.removeprefix("refs/heads/"),
                 "service": report.service,
                 "deployment": report.deployment,
-                "records": len(report.records),
+                "records": report.record_count,
                 "result": report.state,
                 "first_failure": (
                     {"where": first.where, "check": first.check, "reason": first.reason}

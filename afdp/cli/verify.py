@@ -189,6 +189,7 @@ def _verify(
                 jobs=jobs,
                 service=service,
                 progress=progress,
+                keep_records=as_json,  # the human verdict needs counts and signers only
             )
         else:
             assert service is not None and deployment is not None
@@ -201,6 +202,7 @@ def _verify(
                     allow_unsealed=allow_unsealed,
                     jobs=jobs,
                     progress=progress,
+                    keep_records=as_json,
                 )
             ]
     return reports
