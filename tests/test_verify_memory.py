@@ -201,10 +201,15 @@ def test_walk_with_and_without_records_reports_alike():
 def test_object_cache_does_not_grow_along_the_branch(repo, signer, tsa, trust_file):
     # 40 records: the in-process walk takes them in runs of 20 and empties libgit2's
     # object cache after each; what it holds at each progress call does not grow
+    # (the figure is libgit2's, for the whole process: another Repository object that the
+    # garbage collector has not yet freed counts too, so one is collected first and the
+    # test asks that no run adds to it, not that it stays at one level)
     build_deployment(repo, signer, tsa, steps=39, sealed=True)
+    gc.collect()
     seen: list[int] = []
     report = _check(repo, trust_file, jobs=1, progress=lambda done, total: seen.append(pygit2.settings.cached_memory[0]))
     assert report.ok and report.record_count == 41
     assert len(seen) >= 3
-    # without emptying it, it grows by about 2 KiB a commit (commits and small trees)
-    assert max(seen) - min(seen) <= 4096, seen
+    # without emptying it, it grows by about 2 KiB a commit (40 KiB a run of 20)
+    growth = [after - before for before, after in zip(seen, seen[1:])]
+    assert max(growth) <= 4096, seen
