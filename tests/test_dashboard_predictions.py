@@ -157,6 +157,54 @@ def test_the_prediction_is_cached_by_model_head_and_trust_file(modelled, trust_f
     assert again is not first and again.model_record == first.model_record
 
 
+def test_a_prediction_is_cached_under_the_heads_it_verified(modelled, trust_file, monkeypatch):
+    # Whoever writes the evidence repository moves a tampered deployment branch (one the
+    # model was trained on) to its good head just while the dashboard verifies it, and back
+    # afterwards. The dashboard read the tampered head first; a prediction made from the
+    # good head must not be cached under it and served from then on (a false green).
+    # Real Git and the real verifier; the wrapper below only times the attacker's move
+    # (the ref is moved just before that branch is verified), which a thread could hit
+    # only by luck.
+    import afdp.learn.history as history
+
+    repo, ids, _ = modelled
+    git = pygit2.Repository(str(repo))
+    ref = f"refs/heads/afdp/{SERVICE}/{ids[3]}"
+    good = git.references[ref].target
+    envelope = tamper.rec.ENVELOPE_FILE
+    tamper.edit(repo, 2, lambda e: tamper.with_file(e, envelope, e.files[envelope] + b" "),
+                service=SERVICE, deployment=ids[3])
+    bad = git.references[ref].target
+    assert good != bad
+    real = history.check_branch
+    moved: list[str] = []
+
+    def attacker_moves_the_ref_first(path, *, service, deployment, **kwargs):
+        if deployment == ids[3] and not moved:
+            moved.append(deployment)
+            pygit2.Repository(str(repo)).references.create(ref, good, force=True)
+        return real(path, service=service, deployment=deployment, **kwargs)
+
+    monkeypatch.setattr(history, "check_branch", attacker_moves_the_ref_first)
+    dashboard = _dashboard(repo, trust_file)
+    during = dashboard.prediction(SERVICE)
+    assert moved and during.status == "ok"  # made from the good head, as verified
+    assert during.verified is not None and during.verified.heads[ref] == str(good)
+    git.references.create(ref, bad, force=True)  # and back
+    now = dashboard.prediction(SERVICE)
+    assert now.status == "unverified" and now.targets == (), "the good head's prediction was served for the tampered head"
+    assert now.verified is not None and now.verified.heads[ref] == str(bad)
+    assert dashboard.prediction(SERVICE) is now  # nothing moved since: cached
+
+
+def test_the_history_names_the_head_each_branch_verified_at(modelled, trust_file):
+    repo, ids, _ = modelled
+    git = pygit2.Repository(str(repo))
+    found = load_history(repo, trust_file, services=[SERVICE], jobs=1)
+    assert found.heads == {f"refs/heads/afdp/{SERVICE}/{d}": str(git.references[f"refs/heads/afdp/{SERVICE}/{d}"].target)
+                           for d in ids}
+
+
 class _NoRuns(RunSubmitter):
     """Test double: no event is posted here."""
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import weakref
 
@@ -211,5 +212,5 @@ def test_object_cache_does_not_grow_along_the_branch(repo, signer, tsa, trust_fi
     assert report.ok and report.record_count == 41
     assert len(seen) >= 3
     # without emptying it, it grows by about 2 KiB a commit (40 KiB a run of 20)
-    growth = [after - before for before, after in zip(seen, seen[1:])]
+    growth = [after - before for before, after in itertools.pairwise(seen)]
     assert max(growth) <= 4096, seen

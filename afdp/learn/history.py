@@ -25,6 +25,7 @@ The columns are described in docs/learning.md ("Dataset columns") and in
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -147,6 +148,13 @@ class History:
     excluded: list[Exclusion]
     considered: int
     digest: str
+    #: each branch verified (its ref) and the head commit it was verified at (None: it was
+    #: gone when read). A cache of anything computed from this history is keyed on these,
+    #: not on heads read before or after: a branch moved while it was read is then never
+    #: taken for the one that verified.
+    heads: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+    #: the repository's substitution scan these branches were verified with (check 0)
+    substitutions: tuple[str, ...] = ()
 
     @property
     def columns(self) -> list[str]:
@@ -252,7 +260,9 @@ def load_history(
         since, until, frozenset(labels) if labels else None, tuple(store.substitutions())
     )
     rows: list[dict[str, Any]] = []
-    for outcome in _each_branch(path, policy, branches, selection, jobs, progress):
+    heads: dict[str, str | None] = {}
+    for ref, head, outcome in _each_branch(path, policy, branches, selection, jobs, progress):
+        heads[ref] = head
         if isinstance(outcome, Exclusion):
             excluded.append(outcome)
         else:
@@ -261,7 +271,7 @@ def load_history(
     excluded.sort(key=lambda e: e.branch)
     columns = column_names(rows)
     rows = [{name: row.get(name) for name in columns} for row in rows]
-    return History(rows, excluded, considered, history_digest(rows))
+    return History(rows, excluded, considered, history_digest(rows), heads, selection.substitutions)
 
 
 def history_digest(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -280,13 +290,15 @@ class _Selection:
 
 
 _WORKER: dict[str, Any] = {}
+#: one branch read: its ref, the head it was verified at, and its row or why it is left out
+_Outcome = tuple[str, "str | None", "dict[str, Any] | Exclusion"]
 
 
 def _init_worker(path: Path, policy: TrustPolicy, selection: _Selection) -> None:
     _WORKER["args"] = (path, policy, selection)
 
 
-def _in_worker(branch: tuple[str, str]) -> dict[str, Any] | Exclusion:
+def _in_worker(branch: tuple[str, str]) -> _Outcome:
     path, policy, selection = _WORKER["args"]
     return _branch_row(path, policy, selection, *branch)
 
@@ -298,7 +310,7 @@ def _each_branch(
     selection: _Selection,
     jobs: int | None,
     progress: ProgressCallback | None,
-) -> Iterable[dict[str, Any] | Exclusion]:
+) -> Iterable[_Outcome]:
     total = len(branches)
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = min(jobs or available, total)
@@ -330,20 +342,25 @@ def _each_branch(
 
 def _branch_row(
     path: Path, policy: TrustPolicy, selection: _Selection, service: str, deployment: str
-) -> dict[str, Any] | Exclusion:
-    """Verify one branch; return its row, or why it is left out."""
+) -> _Outcome:
+    """Verify one branch; return its ref, the head it was verified at, and its row or why
+    it is left out."""
     from afdp.evidence.names import MODELS_SERVICE, branch_ref
 
     ref = branch_ref(service, deployment)
     if service == MODELS_SERVICE:  # afdp/models/<service>: another service's models, never a deployment
-        return Exclusion(ref, f"model branch (the impact models of {deployment}), not a deployment")
+        return ref, None, Exclusion(ref, f"model branch (the impact models of {deployment}), not a deployment")
     try:
         report = check_branch(
             path, service=service, deployment=deployment, policy=policy, jobs=1,
             substitutions=selection.substitutions,
         )
     except NotFoundError as exc:  # deleted between listing and reading
-        return Exclusion(ref, f"verification failed: repository on branch ({exc})")
+        return ref, None, Exclusion(ref, f"verification failed: repository on branch ({exc})")
+    return ref, report.head, _judged_row(path, selection, ref, report)
+
+
+def _judged_row(path: Path, selection: _Selection, ref: str, report: BranchReport) -> dict[str, Any] | Exclusion:
     if not report.ok:
         return Exclusion(ref, _failed(report))
     try:

@@ -428,6 +428,8 @@ class RecordedModel:
     digest: str
     sequence: int
     document: Mapping[str, Any]
+    #: the head of the model branch it was verified at
+    head: str | None = None
 
     @property
     def dataset_digest(self) -> str | None:
@@ -522,7 +524,7 @@ def recorded_models(repository: Path | str, policy: Any, *, service: str) -> lis
         if predicate.get("result_ref"):
             result = json.loads(files.get(rec.RESULT_FILE, b"null"))
         if isinstance(result, Mapping) and result.get("format") == MODEL_FORMAT:
-            found.append(RecordedModel(digests[sequence], sequence, result))
+            found.append(RecordedModel(digests[sequence], sequence, result, str(report.head)))
     found.sort(key=lambda m: m.sequence)
     return found
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,26 +202,38 @@ class Dashboard:
 
         store = EvidenceStore(self.repository)
         policy = self._policy()
+        digest = policy[1] if policy else "none"
         model_head = store.head(branch_ref(MODELS_SERVICE, service))
-        heads = []
+        heads = {}
         for svc, dep in store.branches():
             if svc == service:
                 head = store.head(branch_ref(svc, dep))
-                heads.append(f"{dep}={head.id if head is not None else '-'}")
-        key = hashlib.sha256("\n".join([
-            str(model_head.id) if model_head is not None else "-",
-            policy[1] if policy else "none",
-            *store.substitutions(),
-            *heads,
-        ]).encode()).hexdigest()
+                heads[branch_ref(svc, dep)] = str(head.id) if head is not None else None
+        now = _prediction_key(str(model_head.id) if model_head is not None else None, digest,
+                              store.substitutions(), heads)
         with self._lock:
             cached = self._predictions.get(service)
-        if cached is not None and cached[0] == key:
+        if cached is not None and cached[0] == now:
             return cached[1]
         found = service_prediction(self.repository, self.trust_policy, service,
                                    policy=policy[0] if policy else None)
-        with self._lock:
-            self._predictions[service] = (key, found)
+        # Cached under what the prediction verified (the model branch's head, each deployment
+        # branch's head, the substitution scan), not under the heads read above: whoever
+        # writes the repository can move a branch from a tampered head to a good one and back
+        # while it is read, and a prediction made from the good head must never be served for
+        # the tampered one. A prediction that stopped before reading the history (no usable
+        # model) is cached only when nothing it could depend on moved meanwhile.
+        if found.verified is not None:
+            key = _prediction_key(found.verified.model_head, digest, found.verified.substitutions,
+                                  found.verified.heads)
+        else:
+            again = EvidenceStore(self.repository)
+            after = again.head(branch_ref(MODELS_SERVICE, service))
+            moved = (str(after.id) if after is not None else None) != (str(model_head.id) if model_head is not None else None)
+            key = "" if moved else now
+        if key:
+            with self._lock:
+                self._predictions[service] = (key, found)
         return found
 
     def _check(self, store: EvidenceStore, service: str, deployment: str, head: str | None,
@@ -243,6 +255,15 @@ class Dashboard:
             self._counted.add((service, deployment))
             self.metrics.decisions.labels(service=service, decision=str(findings.decision.get("action"))).inc()
         return _entry(service, deployment, report.head, section.verdict, section.headline, section)
+
+
+def _prediction_key(model_head: str | None, policy: str, substitutions: Sequence[str],
+                    heads: Mapping[str, str | None]) -> str:
+    """The digest of everything a service's prediction depends on."""
+    return hashlib.sha256("\n".join([
+        model_head or "-", policy, *substitutions, "",
+        *(f"{ref}={head or '-'}" for ref, head in sorted(heads.items())),
+    ]).encode()).hexdigest()
 
 
 def trust_material_digest(path: Path) -> str:
@@ -309,6 +330,17 @@ class PredictedTarget:
 
 
 @dataclass(frozen=True)
+class VerifiedInputs:
+    """What a prediction was computed from, as verified: the model branch's head, each of
+    the service's deployment branches (ref) and the head it verified at, and the
+    substitution scan (check 0) they were verified with."""
+
+    model_head: str | None
+    heads: Mapping[str, str | None]
+    substitutions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ServicePrediction:
     """What the dashboard shows of a service's next deployment.
 
@@ -330,6 +362,8 @@ class ServicePrediction:
     like: str | None = None  # the deployment the next one is assumed to be like
     query: Mapping[str, Any] | None = None
     targets: tuple[PredictedTarget, ...] = ()
+    #: what it was computed from (None: it stopped before reading the history); not shown
+    verified: VerifiedInputs | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -390,20 +424,22 @@ def service_prediction(repository: Path, trust_policy: Path | None, service: str
     except ModelUnusable as exc:
         return ServicePrediction(service, "unverified", str(exc))
     history = load_history(repository, trust_policy, services=[service], jobs=1)
+    verified = VerifiedInputs(models[-1].head if models else None, history.heads, history.substitutions)
     rows = history.rows
     if len(rows) < MIN_HISTORY:
-        return ServicePrediction(service, "not_enough_history", not_enough(len(rows)), history_rows=len(rows))
+        return ServicePrediction(service, "not_enough_history", not_enough(len(rows)), history_rows=len(rows),
+                                 verified=verified)
     if not models:
         return ServicePrediction(service, "no_model", f"no model recorded on {branch} (afdp predict --key K --tsa URL "
-                                 "records one)", history_rows=len(rows))
+                                 "records one)", history_rows=len(rows), verified=verified)
     latest = models[-1]
     cite: dict[str, Any] = {"history_rows": len(rows), "model_record": latest.digest, "model_sequence": latest.sequence,
-            "dataset_digest": latest.dataset_digest}
+            "dataset_digest": latest.dataset_digest, "verified": verified}
     document = latest.document
     training: Mapping[str, Any] = document["training"] if isinstance(document.get("training"), Mapping) else {}
     trained_on = [str(d) for d in training.get("deployments") or ()]
-    verified = {str(r["deployment"]): r for r in rows}
-    missing = [d for d in trained_on if d not in verified]
+    by_id = {str(r["deployment"]): r for r in rows}
+    missing = [d for d in trained_on if d not in by_id]
     if missing:
         return ServicePrediction(service, "unverified", f"model record {latest.digest[:12]} was trained on "
                                  f"{len(missing)} deployment(s) that do not verify under this trust policy "
@@ -411,7 +447,7 @@ def service_prediction(repository: Path, trust_policy: Path | None, service: str
     encoding: Mapping[str, Any] = document["features"] if isinstance(document.get("features"), Mapping) else {}
     selected = encoding.get("selected")  # the features an ml_predictor step selected (absent: all)
     try:
-        same_training(latest, [verified[d] for d in trained_on], service=service,
+        same_training(latest, [by_id[d] for d in trained_on], service=service,
                        dataset_digest=str(latest.dataset_digest), use_load=bool(encoding.get("use_load")),
                        features=[str(f) for f in selected] if isinstance(selected, list) else None)
         fitted = refit(document)
