@@ -427,6 +427,37 @@ def test_grafana_tags_a_decision_only_when_its_evidence_verified(repo, signer, t
         assert "decision:mark_successful" not in annotation["tags"] and "evidence:unchecked" in annotation["tags"]
 
 
+def test_the_api_gives_a_decision_only_where_its_evidence_verified(repo, signer, tsa, trust_file):
+    # /api/deployments gave a FAILED branch's "mark_successful" as its `decision`, with the
+    # verdict beside it: a script that reads `decision` took a tampered branch for a judged
+    # success. The claim is now under `unverified_decision`; `decision` is null.
+    import tamper
+    from conftest import add_step
+
+    for deployment in ("d-ok", "d-bad"):
+        add_step(repo, signer, tsa, "decide", {"decision": {"decision": "success", "action": "mark_successful"}},
+                 deployment=deployment)
+        add_step(repo, signer, tsa, "note", {"x": 1}, deployment=deployment)
+    envelope = tamper.rec.ENVELOPE_FILE
+    tamper.edit(repo, 2, lambda e: tamper.with_file(e, envelope, e.files[envelope] + b" "), service="api",
+                deployment="d-bad")
+    services = Services({"api": ServiceConfig("api", "afdp-evidence/api")})
+    for trust, expected in ((trust_file, {"d-ok": "UNSEALED", "d-bad": "FAILED"}), (None, {"d-ok": "UNCHECKED", "d-bad": "UNCHECKED"})):
+        settings = ServeSettings(repository=repo, services=services, webhook_secret=SECRET, submitter=NoRuns(),
+                                 ui_token=TOKEN, trust_policy=trust)
+        with running_server(create_app(settings)) as running:
+            rows = {r["deployment"]: r for r in httpx.get(f"{running.url}/api/deployments", headers=BEARER, timeout=60).json()}
+        assert {d: r["verdict"] for d, r in rows.items()} == expected
+        for row in rows.values():
+            if row["verdict"] == "UNSEALED":
+                assert (row["decision"], row["label"], row["unverified_decision"]) == ("mark_successful", None, None)
+            else:
+                assert (row["decision"], row["label"], row["reason"]) == (None, None, None), row
+                # FAILED: the branch's claim, named as such; UNCHECKED: nothing was read
+                claim = row["unverified_decision"]
+                assert (claim or {}).get("decision") == ("mark_successful" if row["verdict"] == "FAILED" else None), row
+
+
 def test_a_team_or_service_filter_never_hides_a_look_alike_branch(repo, signer, tsa, trust_file):
     # docs/service.md: "a filter never hides a failure". A ref under refs/heads/afdp/ that
     # is no AFDP branch name (git lists it beside the real ones) read FAILED on the full

@@ -55,17 +55,27 @@ class DeploymentEntry:
     def facts(self) -> Mapping[str, Any]:
         return self.section.findings.deployment if self.section else {}
 
+    @property
+    def trusted(self) -> bool:
+        """Whether what the branch says is the evidence's: it verified (or is clean and in
+        progress). Elsewhere (FAILED, UNCHECKED) its decision is only a claim."""
+        return self.verdict in ("VERIFIED", "UNSEALED")
+
     def to_json(self) -> dict[str, Any]:
+        """The API's row. ``decision``, ``label`` and ``reason`` are the evidence's only
+        where it is :attr:`trusted`; elsewhere they are null and the branch's claim is under
+        ``unverified_decision``, so a script reading ``decision`` never takes a failed
+        branch's "success" for one."""
         decision = self.decision or {}
+        said = {"decision": decision.get("action"), "label": decision.get("label"), "reason": decision.get("reason")}
         return {
             "service": self.service,
             "deployment": self.deployment,
             "head": self.head,
             "verdict": self.verdict,
             "headline": self.headline,
-            "decision": decision.get("action"),
-            "label": decision.get("label"),
-            "reason": decision.get("reason"),
+            **(said if self.trusted else dict.fromkeys(said)),
+            "unverified_decision": None if self.trusted or self.decision is None else said,
             "deployed_at": self.deployed_at,
             "commit": self.facts.get("commit"),
             "version": self.facts.get("version"),

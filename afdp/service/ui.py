@@ -90,7 +90,7 @@ def trends(entries: list[DeploymentEntry]) -> dict[str, Any]:
     of each deployment (verified and unsealed branches only) as a plot."""
     decisions: dict[str, int] = {}
     points: dict[str, list[tuple[float, float]]] = {}
-    counted = [e for e in entries if e.verdict in ("VERIFIED", "UNSEALED") and e.section is not None]
+    counted = [e for e in entries if e.trusted and e.section is not None]
     for entry in counted:
         decision = (entry.decision or {}).get("action") or "none"
         decisions[str(decision)] = decisions.get(str(decision), 0) + 1
@@ -138,7 +138,7 @@ def grafana_annotations(entries: list[DeploymentEntry], params: Mapping[str, str
         # as on the pages: a decision is the evidence's only where the evidence verified
         # (or is clean and in progress); elsewhere it is marked unverified, and no
         # decision:<kind> tag counts it among the decisions of that kind in a panel
-        trusted = entry.verdict in ("VERIFIED", "UNSEALED")
+        trusted = entry.trusted
         shown = decision if trusted else f"{decision} (unverified)"
         item: dict[str, Any] = {
             "time": millis,
