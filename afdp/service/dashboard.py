@@ -261,9 +261,12 @@ class Dashboard:
         self.metrics.verifications.labels(result=section.verdict.lower()).inc()
         if section.verdict == "FAILED":
             self.metrics.verification_failures.labels(service=service).inc()
-        elif section.verdict == "VERIFIED" and findings.decision and (service, deployment) not in self._counted:
-            self._counted.add((service, deployment))
-            self.metrics.decisions.labels(service=service, decision=str(findings.decision.get("action"))).inc()
+        elif section.verdict == "VERIFIED" and findings.decision:
+            with self._lock:  # two first views at once count it once
+                first = (service, deployment) not in self._counted
+                self._counted.add((service, deployment))
+            if first:
+                self.metrics.decisions.labels(service=service, decision=str(findings.decision.get("action"))).inc()
         return _entry(service, deployment, report.head, section.verdict, section.headline, section)
 
 
