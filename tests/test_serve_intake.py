@@ -153,9 +153,9 @@ def test_a_signed_generic_event_starts_one_run_with_the_event_facts(server):
     response = post_generic(server.url, generic())
     assert response.status_code == 202, response.text
     body = response.json()
-    assert body == {"accepted": True, "state": "queued", "delivery": "evt-1", "service": "api",
+    assert body == {"accepted": True, "state": "queued", "delivery": "api/evt-1", "service": "api",
                     "deployment": "20261204T070000Z-4f2a9c1e0b",
-                    "branch": "refs/heads/afdp/api/20261204T070000Z-4f2a9c1e0b", "status": "/events/evt-1"}
+                    "branch": "refs/heads/afdp/api/20261204T070000Z-4f2a9c1e0b", "status": "/events/api/evt-1"}
     drained(server)
     (event,) = server.submitter.events
     params = flow_parameters(event)
@@ -304,6 +304,26 @@ def test_github_negative_cases(server):
     assert post_github(server.url, payload, delivery="another-delivery").status_code == 409
     drained(server)
     assert len(server.submitter.events) == 1
+
+
+def test_an_event_id_is_a_replay_only_within_its_service(server):
+    # Two teams' tools that both number their events "evt-1" send two events, for two
+    # services: the second was a 409 "replay", which a sender may read as "already
+    # delivered", and its deployment was never recorded. The id is now scoped by service.
+    first = post_generic(server.url, generic())
+    other = post_generic(server.url, generic(service="shop", commit="5a5a5a5a5a"))
+    assert (first.status_code, other.status_code) == (202, 202), other.text
+    assert (first.json()["status"], other.json()["status"]) == ("/events/api/evt-1", "/events/shop/evt-1")
+    for answer in (first, other):
+        shown = httpx.get(f"{server.url}{answer.json()['status']}", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert shown.status_code == 200 and shown.json()["service"] == answer.json()["service"]
+    # within one service the id is still the replay key: the same event again is a 409, and
+    # so is the same id for another deployment, which says it was not accepted
+    assert post_generic(server.url, generic()).status_code == 409
+    reused = post_generic(server.url, generic(commit="6b6b6b6b6b"))
+    assert reused.status_code == 409 and "was not accepted" in reused.json()["error"], reused.text
+    drained(server)
+    assert sorted(e.service.name for e in server.submitter.events) == ["api", "shop"]
 
 
 def test_the_replay_ledger_survives_a_restart(repo, services):

@@ -101,15 +101,15 @@ def test_the_202_comes_at_once_and_the_status_follows_the_run(repo, services):
             started = time.monotonic()
             answer = post_generic(server.url, generic())
             assert answer.status_code == 202 and time.monotonic() - started < 5
-            assert answer.json()["status"] == "/events/evt-1"
-            queued = status(server.url, "evt-1")
+            assert answer.json()["status"] == "/events/api/evt-1"
+            queued = status(server.url, "api/evt-1")
             assert queued["state"] == "queued" and "flow_run_id" not in queued
             assert queued["branch"] == "refs/heads/afdp/api/20261204T070000Z-4f2a9c1e0b"
             assert metric(server.url, "afdp_outbox_depth") == 1
             assert metric(server.url, "afdp_runs_submitted_total") == 0
         finally:
             submitter.gate.set()
-        done = wait_state(server.url, "evt-1", "submitted")
+        done = wait_state(server.url, "api/evt-1", "submitted")
         assert done["flow_run_id"] == "run-1" and done["attempts"] == 1
         assert metric(server.url, "afdp_outbox_depth") == 0
         assert metric(server.url, "afdp_runs_submitted_total", service="api") == 1
@@ -120,7 +120,7 @@ def test_a_failing_submission_is_retried_with_backoff_and_shows_its_error(repo, 
     submitter = RecordingSubmitter(fail=True)
     with running_server(create_app(settings(repo, services, submitter))) as server:
         assert post_generic(server.url, generic()).status_code == 202
-        queued = wait_state(server.url, "evt-1", "queued", attempts=3)
+        queued = wait_state(server.url, "api/evt-1", "queued", attempts=3)
         assert "connection refused" in queued["last_error"]
         assert queued["next_attempt_at"]
         assert metric(server.url, "afdp_run_submit_failures_total", service="api") >= 3
@@ -129,7 +129,7 @@ def test_a_failing_submission_is_retried_with_backoff_and_shows_its_error(repo, 
         # the sender's own retry is a duplicate: the event is already kept
         assert post_generic(server.url, generic()).status_code == 409
         submitter.fail = False
-        done = wait_state(server.url, "evt-1", "submitted")
+        done = wait_state(server.url, "api/evt-1", "submitted")
         assert done["flow_run_id"] == "run-1" and "last_error" not in done
         assert len(submitter.events) == 1
         assert metric(server.url, "afdp_outbox_oldest_age_seconds") == 0
@@ -139,7 +139,7 @@ def test_a_permanent_failure_shows_its_reason_and_a_redelivery_is_accepted(repo,
     submitter = MissingDeployment(fail=True)
     with running_server(create_app(settings(repo, services, submitter))) as server:
         assert post_generic(server.url, generic()).status_code == 202
-        failed = wait_state(server.url, "evt-1", "failed")
+        failed = wait_state(server.url, "api/evt-1", "failed")
         assert failed["reason"] == "no Prefect deployment 'afdp-evidence/api' on the server"
         assert failed["attempts"] == 1 and "flow_run_id" not in failed  # not retried: waiting will not help
         assert metric(server.url, "afdp_outbox_failed") == 1
@@ -148,7 +148,7 @@ def test_a_permanent_failure_shows_its_reason_and_a_redelivery_is_accepted(repo,
         submitter.fail = False
         again = post_generic(server.url, generic())
         assert again.status_code == 202, again.text
-        assert wait_state(server.url, "evt-1", "submitted")["flow_run_id"] == "run-1"
+        assert wait_state(server.url, "api/evt-1", "submitted")["flow_run_id"] == "run-1"
         assert metric(server.url, "afdp_outbox_failed") == 0
 
 
@@ -156,7 +156,7 @@ def test_an_event_not_submitted_in_time_is_given_up_with_the_last_error(repo, se
     submitter = RecordingSubmitter(fail=True)
     with running_server(create_app(settings(repo, services, submitter, give_up_after=0.3))) as server:
         assert post_generic(server.url, generic()).status_code == 202
-        failed = wait_state(server.url, "evt-1", "failed")
+        failed = wait_state(server.url, "api/evt-1", "failed")
         assert failed["reason"].startswith("gave up after ") and "connection refused" in failed["reason"]
 
 
@@ -165,11 +165,11 @@ def test_a_restart_resumes_what_was_queued(repo, services):
     slow = settings(repo, services, failing, first_retry=300, max_retry=300)
     with running_server(create_app(slow)) as server:
         assert post_generic(server.url, generic()).status_code == 202
-        wait_state(server.url, "evt-1", "queued", attempts=1)  # its next attempt is 5 minutes away
+        wait_state(server.url, "api/evt-1", "queued", attempts=1)  # its next attempt is 5 minutes away
     working = RecordingSubmitter()
     with running_server(create_app(settings(repo, services, working))) as server:
         # resumed at start-up, without waiting out the back-off of the process that is gone
-        assert wait_state(server.url, "evt-1", "submitted", seconds=10)["flow_run_id"] == "run-1"
+        assert wait_state(server.url, "api/evt-1", "submitted", seconds=10)["flow_run_id"] == "run-1"
         assert post_generic(server.url, generic()).status_code == 409
     assert len(working.events) == 1 and working.events[0].info["deployer"] == "alice"
 
@@ -177,12 +177,12 @@ def test_a_restart_resumes_what_was_queued(repo, services):
 def test_a_service_removed_from_the_services_file_fails_its_queued_event(repo, services, tmp_path):
     with running_server(create_app(settings(repo, services, RecordingSubmitter(fail=True), first_retry=300))) as server:
         assert post_generic(server.url, generic(service="shop", event_id="evt-shop")).status_code == 202
-        wait_state(server.url, "evt-shop", "queued", attempts=1)
+        wait_state(server.url, "shop/evt-shop", "queued", attempts=1)
     fewer = tmp_path / "fewer.yaml"
     fewer.write_text("services:\n  api:\n    prefect_deployment: afdp-evidence/api\n")
     submitter = RecordingSubmitter()
     with running_server(create_app(settings(repo, load_services(fewer), submitter))) as server:
-        failed = wait_state(server.url, "evt-shop", "failed")
+        failed = wait_state(server.url, "shop/evt-shop", "failed")
         assert failed["reason"] == "unknown service 'shop'"
     assert submitter.events == []
 
@@ -223,10 +223,10 @@ def test_an_outbox_that_cannot_be_written_answers_503_and_keeps_nothing(repo, se
 def test_event_status_needs_the_token_and_an_unknown_delivery_is_404(repo, services):
     with running_server(create_app(settings(repo, services, RecordingSubmitter()))) as server:
         assert post_generic(server.url, generic()).status_code == 202
-        assert httpx.get(f"{server.url}/events/evt-1").status_code == 401
-        assert httpx.get(f"{server.url}/events/evt-1", headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert httpx.get(f"{server.url}/events/api/evt-1").status_code == 401
+        assert httpx.get(f"{server.url}/events/api/evt-1", headers={"Authorization": "Bearer nope"}).status_code == 401
         assert httpx.get(f"{server.url}/events/no-such", headers=AUTH).status_code == 404
-        assert status(server.url, "evt-1")["service"] == "api"
+        assert status(server.url, "api/evt-1")["service"] == "api"
 
 
 def test_a_ledger_from_before_the_outbox_is_migrated(repo, tmp_path):
@@ -286,7 +286,7 @@ def test_prefect_down_then_back_nothing_lost_nothing_twice(tmp_path, repo):
     prefect_file.write_text(yaml.safe_dump({**shipped, "deployments": [deployment]}))
     url = f"http://127.0.0.1:{serve_port}"
     serve_args = [*AFDP, "serve", "--repo", str(repo), "--config", str(config), "--port", str(serve_port)]
-    events = {f"e-{n}": generic(event_id=f"e-{n}", service=service, deployment=f"rel-{n}")
+    events = {f"{service}/e-{n}": generic(event_id=f"e-{n}", service=service, deployment=f"rel-{n}")
               for n, service in ((1, "alpha"), (2, "alpha"), (3, "ghost"), (4, "beta"))}
 
     with ExitStack() as stack:
@@ -301,9 +301,9 @@ def test_prefect_down_then_back_nothing_lost_nothing_twice(tmp_path, repo):
             assert answer.status_code == 202, answer.text
             assert time.monotonic() - began < 5  # far inside GitHub's 10 s, Prefect or not
             assert answer.json()["delivery"] == delivery
-        queued = wait_state(url, "e-1", "queued", seconds=60, attempts=1)
+        queued = wait_state(url, "alpha/e-1", "queued", seconds=60, attempts=1)
         assert "could not create a flow run of afdp-evidence/alpha" in queued["last_error"]
-        assert post_generic(url, events["e-1"]).status_code == 409
+        assert post_generic(url, events["alpha/e-1"]).status_code == 409
         os.killpg(serve.pid, signal.SIGKILL)  # a crash: no shutdown of any kind
         serve.wait(10)
 
@@ -328,12 +328,12 @@ def test_prefect_down_then_back_nothing_lost_nothing_twice(tmp_path, repo):
 
         serve = start(stack, serve_args, env, tmp_path / "serve-up.log")
         wait_http(f"{url}/healthz", seconds=120, process=serve)
-        first = wait_state(url, "e-1", "submitted", seconds=120)
-        second = wait_state(url, "e-2", "submitted", seconds=120)
+        first = wait_state(url, "alpha/e-1", "submitted", seconds=120)
+        second = wait_state(url, "alpha/e-2", "submitted", seconds=120)
         assert second["flow_run_id"] == early["id"]  # the same run, not a second one
-        ghost = wait_state(url, "e-3", "failed", seconds=120)
+        ghost = wait_state(url, "ghost/e-3", "failed", seconds=120)
         assert ghost["reason"] == "no Prefect deployment 'afdp-evidence/ghost' on the server"
-        refused = wait_state(url, "e-4", "failed", seconds=120)
+        refused = wait_state(url, "beta/e-4", "failed", seconds=120)
         assert refused["attempts"] == 1  # not retried for a day: the server said no
         assert "refused a flow run of afdp-evidence/alpha (409)" in refused["reason"]
         assert "'workflow_path' is a required property" in refused["reason"]
@@ -341,7 +341,7 @@ def test_prefect_down_then_back_nothing_lost_nothing_twice(tmp_path, repo):
                           json={"flow_runs": {"deployment_id": {"any_": [found["id"]]}}}).json()
         assert sorted(r["id"] for r in runs) == sorted([first["flow_run_id"], early["id"]])
         assert {r["id"]: r["parameters"].get("deployment") for r in runs}[first["flow_run_id"]] == "rel-1"
-        assert post_generic(url, events["e-1"]).status_code == 409
+        assert post_generic(url, events["alpha/e-1"]).status_code == 409
         assert metric(url, "afdp_outbox_depth") == 0 and metric(url, "afdp_outbox_failed") == 2
     for log in ("serve-down.log", "serve-up.log"):
         assert "Traceback" not in (tmp_path / log).read_text(), log

@@ -231,7 +231,7 @@ def test_a_run_whose_worker_dies_resumes_on_the_other_worker(tmp_path, repo, key
         assert answer.status_code == 202, answer.text
         # the outbox relay creates the flow run after the 202: its id is on the delivery's status
         deadline = time.monotonic() + 120
-        while (status := httpx.get(f"{url}/events/e-omega", headers={"Authorization": f"Bearer {TOKEN}"},
+        while (status := httpx.get(f"{url}/events/omega/e-omega", headers={"Authorization": f"Bearer {TOKEN}"},
                                    timeout=30).json())["state"] == "queued":
             assert time.monotonic() < deadline, status
             time.sleep(0.5)

@@ -383,7 +383,7 @@ def test_a_prefect_url_with_credentials_never_shows_in_an_event_status_or_the_lo
             assert post_generic(url, generic()).status_code == 202
             deadline = time.monotonic() + 90
             while True:
-                status = httpx.get(f"{url}/events/evt-1", headers=BEARER, timeout=10).json()
+                status = httpx.get(f"{url}/events/api/evt-1", headers=BEARER, timeout=10).json()
                 if status.get("last_error") or status.get("reason"):
                     break
                 assert time.monotonic() < deadline, status

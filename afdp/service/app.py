@@ -404,7 +404,7 @@ def create_app(settings: ServeSettings) -> Starlette:
     routes = [
         Route("/events/github", github_events, methods=["POST"]),
         Route("/events", generic_events, methods=["POST"]),
-        Route("/events/{delivery}", guarded(event_status, page=False), methods=["GET"]),
+        Route("/events/{delivery:path}", guarded(event_status, page=False), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/static/afdp.css", stylesheet, methods=["GET"]),
         Route("/favicon.ico", lambda request: Response(status_code=204), methods=["GET"]),

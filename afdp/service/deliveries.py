@@ -185,9 +185,13 @@ class DeliveryLedger:
                     raise
             except sqlite3.IntegrityError:
                 row = self._db.execute(
-                    "SELECT delivery FROM deliveries WHERE delivery = ? OR (service = ? AND deployment = ?)",
+                    "SELECT delivery, service, deployment FROM deliveries WHERE delivery = ? OR (service = ? AND deployment = ?)",
                     (delivery, service, deployment),
                 ).fetchone()
+                if row and row[0] == delivery and (row[1], row[2]) != (service, deployment):
+                    # the same id for another deployment: not this event again, and not run
+                    raise Replay(f"delivery {delivery} was already received, for deployment {row[1]}/{row[2]}: "
+                                 f"this event (deployment {deployment}) was not accepted; give each event its own id") from None
                 if row and row[0] == delivery:
                     raise Replay(f"delivery {delivery} was already received") from None
                 raise Replay(f"deployment {service}/{deployment} was already started") from None

@@ -223,7 +223,10 @@ def parse_generic(document: Any, services: Services) -> DeploymentEvent:
     }
     return DeploymentEvent(
         source="generic",
-        delivery=document["event_id"],
+        # the replay key is the event id within its service: two teams' tools that both
+        # send "deploy-1" (for their own services) are two events, not a replay; a 409 is
+        # only ever this service's own event (or deployment) again
+        delivery=f"{service.name}/{document['event_id']}",
         service=service,
         deployment=deployment,
         info={k: v for k, v in info.items() if v is not None},
