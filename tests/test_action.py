@@ -108,6 +108,7 @@ def remote_head(env: dict[str, str], ref: str) -> str | None:
 
 def test_action_runs_pushes_verifies_and_summarizes(github, trust_file, cli, monkeypatch):
     monkeypatch.chdir(github["GITHUB_WORKSPACE"])  # INPUT_ARGS paths are relative to the workspace
+    github = {**github, "INPUT_TEAM": "payments"}
     assert main(env=github) == 0
     ref = branch_ref("web", "gh-123-1")
     out = outputs(github)
@@ -134,6 +135,7 @@ def test_action_runs_pushes_verifies_and_summarizes(github, trust_file, cli, mon
     assert story.code == 0
     facts = __import__("json").loads((Path(github["RUNNER_TEMP"]) / "r.json").read_text())["deployments"][0]["deployment_facts"]
     assert facts["deployer"] == "octocat" and facts["commit"] == "0f3c2a9d1e"
+    assert facts["team"] == "payments"  # the action's team input
     # the signing key written for the run is gone
     assert list(Path(github["RUNNER_TEMP"]).glob("afdp-action-*")) == []
 

@@ -217,7 +217,8 @@ def test_import_judges_the_past_from_prometheus_history(tmp_path, cli, keys, tsa
     assert cli("init", str(repo)).code == 0
     workflow, table, github = _files(tmp_path, times)
 
-    result = _import(cli, repo, keys, tsa, prometheus, workflow, "--csv", str(table), hook_port=hook)
+    result = _import(cli, repo, keys, tsa, prometheus, workflow, "--csv", str(table), hook_port=hook,
+                     extra=("--team", "payments"))
     assert result.code == 0, result.err
     outcome = result.json()
     by_where = {d["where"]: d for d in outcome["deployments"]}
@@ -285,7 +286,9 @@ def test_import_judges_the_past_from_prometheus_history(tmp_path, cli, keys, tsa
     # git log and afdp log say it plainly.
     story = cli("log", "--repo", str(repo), "--service", "api", "--deployment", name_a)
     assert "IMPORTED from history" in story.out
-    assert cli("log", "--repo", str(repo), "--service", "api", "--deployment", name_a, "--json").json()["imported"] is True
+    logged = cli("log", "--repo", str(repo), "--service", "api", "--deployment", name_a, "--json").json()
+    assert logged["imported"] is True
+    assert logged["deployment_facts"]["team"] == "payments"  # --team, in the genesis record
     git = pygit2.Repository(str(repo))
     head = git.get(git.references[f"refs/heads/afdp/api/{name_a}"].target)
     assert head.message.startswith("[imported] seal:")
@@ -413,6 +416,19 @@ def test_dry_run_writes_nothing(tmp_path, cli, keys, tsa):
     assert result.code == 0, result.err
     assert [d["status"] for d in result.json()["deployments"]] == ["would_import"]
     assert result.json()["deployments"][0]["deployment"] == "imported-csv-d1"
+    assert _refs(repo) == {}
+
+
+def test_a_bad_team_exits_2_and_records_nothing(tmp_path, cli, keys, tsa):
+    repo = tmp_path / "evidence"
+    assert cli("init", str(repo)).code == 0
+    workflow = tmp_path / "workflow.yaml"
+    workflow.write_text(WORKFLOW)
+    table = tmp_path / "d.csv"
+    table.write_text("deployed_at,id\n2026-11-02T14:05:00Z,d1\n")
+    result = _import(cli, repo, keys, tsa, "http://127.0.0.1:1", workflow, "--csv", str(table),
+                     extra=("--team", "pay ments"))
+    assert result.code == 2 and "is not a team name" in result.err and "Traceback" not in result.err, result.err
     assert _refs(repo) == {}
 
 

@@ -77,6 +77,7 @@ class ActionInputs:
     args: tuple[str, ...]
     fail_on_rollback: bool
     deployed_at: str | None = None
+    team: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,7 @@ def read_inputs(env: Mapping[str, str]) -> ActionInputs:
         deployer=_input(env, "deployer") or env.get("GITHUB_ACTOR"),
         environment=_input(env, "environment"),
         version=_input(env, "version"),
+        team=_input(env, "team"),
         git_branch=env.get("GITHUB_REF_NAME"),
         deployed_at=deployed_at if phase == "post" else None,
         args=tuple(shlex.split(_input(env, "args") or "")),
@@ -261,6 +263,7 @@ def _run_command(inputs: ActionInputs, key: str, public_key: str | None) -> list
         ("--deployer", inputs.deployer),
         ("--environment", inputs.environment),
         ("--version", inputs.version),
+        ("--team", inputs.team),
         ("--git-branch", inputs.git_branch),
     ):
         if value:

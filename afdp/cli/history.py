@@ -82,6 +82,10 @@ from afdp.errors import UsageError
     help="Admission policy (default: the shipped one).",
 )
 @click.option(
+    "--team",
+    help="The team that owns these deployments (recorded in each genesis record, as afdp run --team).",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Read and check the history; say what would be imported; write nothing.",
@@ -101,6 +105,7 @@ def import_cmd(
     prometheus: str,
     settings: tuple[str, ...],
     policy: Path | None,
+    team: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
@@ -159,6 +164,7 @@ def import_cmd(
         dry_run=dry_run,
         environment=environment,
         progress=show,
+        team=team,
     )
     if as_json:
         click.echo(json.dumps(outcome.to_json(), indent=2))

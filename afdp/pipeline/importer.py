@@ -49,7 +49,7 @@ from afdp.pipeline.deploy_history import (
     read_history,
 )
 from afdp.pipeline.runner.executor import StepExecutor
-from afdp.pipeline.runner.request import RunRequest, declared_triggers
+from afdp.pipeline.runner.request import RunRequest, check_team, declared_triggers
 from afdp.pipeline.runner.state import _skipped
 from afdp.workflow.catalog import StepKind
 from afdp.workflow.interpolation import Template
@@ -303,10 +303,13 @@ def import_history(
     environment: str | None = None,
     progress: Callable[[ImportedDeployment], None] | None = None,
     now: datetime | None = None,
+    team: str | None = None,
 ) -> ImportOutcome:
     """Import every deployment of ``history`` into ``repository`` (see the module doc).
 
     ``environment``: import only the entries of that environment (others are skipped).
+    ``team``: the team that owns them, recorded in each genesis record (as ``afdp run
+    --team``).
 
     Returns:
         The :class:`ImportOutcome`: per entry, imported / resumed (an interrupted import
@@ -331,6 +334,8 @@ def import_history(
     reach = _after(workflow)
     check_overrides(workflow, overrides or {})
     branch_ref(service, "x")  # the service name, checked before anything else
+    if team is not None:
+        check_team(team)
     raw = history.read_bytes()
     source_facts = {
         "source": source,
@@ -403,7 +408,7 @@ def import_history(
             deployment=name,
             signer=signer,
             tsa_urls=tuple(tsa_urls),
-            info=entry.info(),
+            info=replace(entry.info(), team=team),
             overrides=dict(overrides or {}),
             phase="post",
             clock=clock,
