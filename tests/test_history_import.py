@@ -405,13 +405,19 @@ def test_github_releases_fields(tmp_path):
     assert draft.skip and "draft" in draft.skip and draft.commit == "a" * 40
 
 
-def test_dry_run_writes_nothing(tmp_path, cli, keys, tsa):
+def _one_row(tmp_path, cli, table_text="deployed_at,id\n2026-11-02T14:05:00Z,d1\n"):
+    """An empty evidence repository, the workflow and a CSV (one deployment by default)."""
     repo = tmp_path / "evidence"
     assert cli("init", str(repo)).code == 0
     workflow = tmp_path / "workflow.yaml"
     workflow.write_text(WORKFLOW)
     table = tmp_path / "d.csv"
-    table.write_text("deployed_at,id\n2026-11-02T14:05:00Z,d1\n")
+    table.write_text(table_text)
+    return repo, workflow, table
+
+
+def test_dry_run_writes_nothing(tmp_path, cli, keys, tsa):
+    repo, workflow, table = _one_row(tmp_path, cli)
     result = _import(cli, repo, keys, tsa, "http://127.0.0.1:1", workflow, "--csv", str(table), extra=("--dry-run",))
     assert result.code == 0, result.err
     assert [d["status"] for d in result.json()["deployments"]] == ["would_import"]
@@ -420,12 +426,7 @@ def test_dry_run_writes_nothing(tmp_path, cli, keys, tsa):
 
 
 def test_a_bad_team_exits_2_and_records_nothing(tmp_path, cli, keys, tsa):
-    repo = tmp_path / "evidence"
-    assert cli("init", str(repo)).code == 0
-    workflow = tmp_path / "workflow.yaml"
-    workflow.write_text(WORKFLOW)
-    table = tmp_path / "d.csv"
-    table.write_text("deployed_at,id\n2026-11-02T14:05:00Z,d1\n")
+    repo, workflow, table = _one_row(tmp_path, cli)
     result = _import(cli, repo, keys, tsa, "http://127.0.0.1:1", workflow, "--csv", str(table),
                      extra=("--team", "pay ments"))
     assert result.code == 2 and "is not a team name" in result.err and "Traceback" not in result.err, result.err
@@ -433,12 +434,7 @@ def test_a_bad_team_exits_2_and_records_nothing(tmp_path, cli, keys, tsa):
 
 
 def test_recent_deployment_is_not_history_yet(tmp_path, cli, keys, tsa):
-    repo = tmp_path / "evidence"
-    assert cli("init", str(repo)).code == 0
-    workflow = tmp_path / "workflow.yaml"
-    workflow.write_text(WORKFLOW)
-    table = tmp_path / "d.csv"
-    table.write_text(f"deployed_at\n{rec.format_time(rec.utc_now() - timedelta(minutes=2))}\n")
+    repo, workflow, table = _one_row(tmp_path, cli, f"deployed_at\n{rec.format_time(rec.utc_now() - timedelta(minutes=2))}\n")
     result = _import(cli, repo, keys, tsa, "http://127.0.0.1:1", workflow, "--csv", str(table))
     assert result.code == 0, result.err
     item = result.json()["deployments"][0]
