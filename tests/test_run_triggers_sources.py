@@ -165,7 +165,7 @@ def test_the_action_passes_deployment_completed(trigger):
         workflow = Path("wf.yaml")
         service, deployment, repository = "api", "d-1", Path("repo")
         tsa_urls, phase, deployed_at = ("http://tsa",), "all", None
-        commit = deployer = environment = version = git_branch = None
+        commit = deployer = environment = version = team = git_branch = None
         args = ("--trigger", "manual_trigger")
 
     command = _run_command(Inputs(), "key.pem", None)  # type: ignore[arg-type]
