@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from afdp.evidence import records as rec
 from afdp.evidence.ledger import append_record, seal
@@ -25,6 +26,19 @@ from afdp.evidence.trust import write_trust_policy
 # starts on a loaded machine: give its start-up room unless the caller chose a value.
 # Tests that check the start-up error set their own value in the child's environment.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+# Property tests (Hypothesis), for every test that does not say otherwise (a test's own
+# @settings overrides only what it names, and takes the rest from here: this module is
+# imported before any test module). On a loaded 2-core CI machine neither a per-example
+# deadline nor the "generating data is too slow" health check says anything about AFDP,
+# and a run must not pass or fail by which random examples it drew: the examples are
+# derived from each test (derandomize), as most property tests here already asked.
+# HYPOTHESIS_PROFILE=explore draws new random examples each run (looking for new bugs).
+settings.register_profile(
+    "ci", deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+settings.register_profile("explore", parent=settings.get_profile("ci"), derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @dataclass(frozen=True)

@@ -73,18 +73,23 @@ def dribbler(request):
     server.close()
 
 
+# The dribbled answer (about 300 bytes, one every 0.3 s) takes some 90 s in full, and
+# under a per-read timeout, the defect these tests guard, it is never given up on before
+# that. The bounds below leave a loaded CI machine room for the real TSA's answer and
+# the rest of the exchange (the old 2.0 and 2.5 s left 1-1.5 s), and are still an order
+# of magnitude under the defect's 90 s.
 def test_a_dribbling_tsa_is_given_up_at_the_deadline_and_the_next_one_used(dribbler, tsa):
     started = time.monotonic()
     token = request_timestamp(b"signature", [dribbler.url + "/", tsa.url], timeout=1.0)
     assert token.url == tsa.url
-    assert time.monotonic() - started < 2.5  # 1 s for the slow TSA, then the real one
+    assert time.monotonic() - started < 10  # 1 s for the slow TSA, then the real one
 
 
 def test_a_dribbling_tsa_alone_fails_at_the_deadline(dribbler):
     started = time.monotonic()
     with pytest.raises(TimestampError, match="no whole answer within 1 s"):
         request_timestamp(b"signature", [dribbler.url + "/"], timeout=1.0)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 10
 
 
 WORKFLOW = """\
@@ -125,6 +130,7 @@ def test_a_run_against_a_dribbling_source_and_webhook_is_bounded(cli, tmp_path, 
     capture = next(s for s in outcome["steps"] if s["name"] == "capture_impact")
     assert capture["status"] == "failed" and "did not answer in full within 1s" in capture["error"]
     assert outcome["action"]["status"] == "failed" and "no answer within 1s" in outcome["action"]["detail"]
-    # two 1 s deadlines (the collector's, the webhook's) plus the run's own work; before,
-    # each dribbled answer alone held the run for 70+ s (a byte every 0.3 s)
-    assert elapsed < 8, elapsed
+    # two 1 s deadlines (the collector's, the webhook's) plus the run's own work (records
+    # signed, time-stamped and committed: seconds on a loaded CI machine); before, each
+    # dribbled answer alone held the run for 70+ s (a byte every 0.3 s)
+    assert elapsed < 30, elapsed

@@ -235,20 +235,30 @@ def git_daemon(tmp_path: Path, remote: Path):
     """``git daemon`` on a loopback port serving the hardened remote (push enabled)."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1",
-         f"--port={port}", f"--base-path={remote.parent}", str(remote.parent)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as attempt:
-            if attempt.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
+    # Ready when it accepts a connection (a loaded machine may take a while to start it).
+    # The port was free a moment before: if another process took it meanwhile, the daemon
+    # exits and another port is tried.
+    for _attempt in range(3):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        process = subprocess.Popen(
+            ["git", "daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1",
+             f"--port={port}", f"--base-path={remote.parent}", str(remote.parent)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as attempt:
+                if attempt.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        if process.poll() is None and time.monotonic() < deadline:
+            break
+        process.kill()
+        process.wait(10)
+    else:
+        pytest.fail(f"git daemon did not listen on a loopback port (last: {port})")
     yield f"git://127.0.0.1:{port}/{remote.name}"
     process.terminate()
     process.wait(10)

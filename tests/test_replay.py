@@ -51,6 +51,15 @@ def recorded(tmp_path_factory, keys, tsa):
     return repo, trust, strict
 
 
+def _own_copy(recorded, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the recorded repository for a test that adds branches to it: the module's
+    repository holds run-1 alone, which the ``--all`` tests count on, in any test order."""
+    repo, trust, _ = recorded
+    copy = tmp_path / "own-copy"
+    shutil.copytree(repo, copy)
+    return copy, trust
+
+
 def replay(repo: Path, trust: Path, *args: str):
     return run_cli("replay", "--repo", str(repo), "--trust", str(trust), "--service", "shop", *args)
 
@@ -138,7 +147,7 @@ def test_tampered_analysis_is_refused(recorded, tmp_path):
 def test_signed_analysis_not_computed_from_the_samples_is_different(recorded, tmp_path, keys, tsa):
     """A trusted signer records an analysis the samples do not give: verification passes
     (the signature is good), replay shows the difference and exits 1."""
-    repo, trust, _ = recorded
+    repo, trust = _own_copy(recorded, tmp_path)
     _copy_branch(repo, "run-1", "forged", keys, tsa.url, mutate=lambda step, result: (
         result["analysis"]["metrics"]["latency_mean"].update(p_value=0.5) if step == "analyze_differences" else None
     ))
@@ -159,10 +168,10 @@ def test_signed_analysis_not_computed_from_the_samples_is_different(recorded, tm
         ("withheld", lambda m: m["workflow"]["file"].update(sha256="2" * 64), None, "stored workflow file 'workflow.yaml' does not match"),
     ],
 )
-def test_stored_workflow_must_be_the_one_the_records_name(recorded, keys, tsa, name, genesis, digest, reason):
+def test_stored_workflow_must_be_the_one_the_records_name(recorded, tmp_path, keys, tsa, name, genesis, digest, reason):
     """Signed by the trusted key but inconsistent (the workflow file, the genesis record's
     digest and the steps' digest disagree): verification refuses it, nothing is replayed."""
-    repo, trust, _ = recorded
+    repo, trust = _own_copy(recorded, tmp_path)
     _copy_branch(repo, "run-1", name, keys, tsa.url, mutate=lambda step, result: None, genesis=genesis, workflow_digest=digest)
     done = replay(repo, trust, "--deployment", name)
     assert done.code == 1 and done.out == ""

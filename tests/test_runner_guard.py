@@ -78,7 +78,10 @@ def test_a_second_run_of_the_same_deployment_is_refused_before_writing(tmp_path,
 
 def test_two_concurrent_cli_runs_one_is_refused_with_exit_3(tmp_path, repo, keys, tsa):
     path = tmp_path / "wf.yaml"
-    path.write_text(STEPS.replace("wait: 1s", "wait: 30s", 1))
+    # The first run waits (10 minutes, 5 scaled) until it is interrupted at the end: the
+    # second run must find it running, and under load (two `afdp` start-ups in a row) a
+    # 30 s wait (15 s scaled) could end first and move the branch under the check below.
+    path.write_text(STEPS.replace("wait: 1s", "wait: 10m", 1))
     policy = tmp_path / "policy.yaml"
     policy.write_text("version: 1\nname: p\nallowed_collector_types: [prometheus, scrape, sql, rest]\n")
     argv = [*AFDP, "run", str(path), "--service", "api", "--deployment", "d-1", "--repo", str(repo),
@@ -86,9 +89,10 @@ def test_two_concurrent_cli_runs_one_is_refused_with_exit_3(tmp_path, repo, keys
             "--signal", "go", "--time-scale", "2"]
     first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while head_of(repo) is None and time.monotonic() < deadline:  # genesis: the first run holds the lock
+        deadline = time.monotonic() + 120
+        while head_of(repo) is None and time.monotonic() < deadline and first.poll() is None:  # genesis: the first run holds the lock
             time.sleep(0.1)
+        assert head_of(repo) is not None, "the first run wrote no genesis record"
         before = str(head_of(repo).id)
         second = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         assert second.returncode == 3, second.stderr

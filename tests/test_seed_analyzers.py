@@ -498,14 +498,16 @@ def test_any_analyzers_or_predictive_shape_compiles_or_is_located(value, section
 
 
 def test_validate_shows_no_traceback_for_hostile_logic(tmp_path, cli):
-    for body in ("__import__('os').system('touch /tmp/pwned')\n", "if ().__class__.__bases__[0]:\n  return 'x'\n", "if " + "(" * 500 + "1" + ")" * 500 + ":\n  return 'x'\n"):
+    # the marker is this test's own: a shared /tmp/pwned could be left by anything else
+    marker = tmp_path / "pwned"
+    for body in (f"__import__('os').system('touch {marker}')\n", "if ().__class__.__bases__[0]:\n  return 'x'\n", "if " + "(" * 500 + "1" + ")" * 500 + ":\n  return 'x'\n"):
         path = tmp_path / "w.yaml"
         path.write_text(REST + logic_block(body))
         result = cli("validate", str(path))
         assert result.code == 1, result.out
         assert "Traceback" not in result.out + result.err
         assert len([line for line in result.out.splitlines() if "analyzers.checker.logic" in line]) == 1, result.out
-    assert not Path("/tmp/pwned").exists()
+    assert not marker.exists()
 
 
 def test_condition_language_is_reused_not_python():

@@ -95,6 +95,16 @@ def _records(repo: Path, deployment: str) -> dict[str, dict]:
     return found
 
 
+def _until_a_query_waits_for_a_lock(url: str, *, seconds: float = 60) -> None:
+    """Wait until some session waits for a lock (a fixed sleep after starting the reader
+    would count its connection time, which a loaded machine stretches, as waiting)."""
+    deadline = time.monotonic() + seconds
+    with _connect(url) as db:
+        while not db.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()").fetchone()[0]:
+            assert time.monotonic() < deadline, "the reader never waited for the migration's lock"
+            time.sleep(0.05)
+
+
 def _migrate(url, cli, repo, keys, tsa, deployment, *, bad: bool, trust=None):
     _workload(url)
     extra = ("--trust", str(trust)) if trust else ()
@@ -115,6 +125,7 @@ def _migrate(url, cli, repo, keys, tsa, deployment, *, bad: bool, trust=None):
             waiter_done.set()
 
         threading.Thread(target=reader, daemon=True).start()
+        _until_a_query_waits_for_a_lock(url)  # the reader's connection may take a while under load
         time.sleep(1.0)  # the lock is now held (and waited for) longer than 30 s / 60
     else:
         holder.execute("ALTER TABLE orders ADD COLUMN region text")
