@@ -109,3 +109,14 @@ def test_deploy_marker_falls_back_to_when_the_mark_was_written(repo, signer, tsa
     deployment = _report(cli, repo, trust_file, tmp_path / "r.json")
     assert deployment["deployed_at"] == (DEPLOYED + timedelta(seconds=26)).timestamp()
 
+
+def test_success_criteria_met_is_not_a_yes_when_none_were_declared(repo, signer, tsa, trust_file, cli, tmp_path):
+    # The runner records success_criteria_met: true when a workflow declares no criteria
+    # (none failed). Beside a degraded deployment the report must not read "yes".
+    build_phase_post_branch(repo, signer, tsa)
+    html = tmp_path / "r.html"
+    assert cli("report", "--repo", str(repo), "--service", "api", "--deployment", "d-1",
+               "--trust", str(trust_file), "--out", str(html)).code == 0
+    page = html.read_text()
+    assert "<th>success criteria met</th><td>none declared" in page
+    assert "<th>success criteria met</th><td>yes</td>" not in page
