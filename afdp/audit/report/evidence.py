@@ -366,10 +366,8 @@ def _series(
             v = _number(item)
             if v is not None:
                 samples.append((float(len(samples)), v))
-    if node.get("phase") in ("baseline", "impact"):
-        phase = node["phase"]
-    else:
-        phase = side or _phase(where)
+    given = node.get("phase")
+    phase = given if given in ("baseline", "impact") else side or _phase(where)
     found = node.get("provenance")
     provenance: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     return Series(
