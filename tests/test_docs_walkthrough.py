@@ -10,13 +10,21 @@ against Prometheus (roles ``before``/``after``, ``series-*.json`` attachments, t
 
 from __future__ import annotations
 
+import base64
 import json
+import shlex
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pygit2
+import pytest
 
 from afdp.evidence import records as rec
 from afdp.evidence.ledger import append_record, seal
 
+AFDP = [sys.executable, "-m", "afdp"]
 DEPLOYED = datetime(2026, 12, 4, 16, 27, 49, 23000, tzinfo=UTC)
 
 
@@ -120,3 +128,38 @@ def test_success_criteria_met_is_not_a_yes_when_none_were_declared(repo, signer,
     page = html.read_text()
     assert "<th>success criteria met</th><td>none declared" in page
     assert "<th>success criteria met</th><td>yes</td>" not in page
+
+
+@pytest.mark.slow
+def test_demo_with_prefect_runs_both_phases_as_flow_runs_and_verifies(tmp_path):
+    # README "What the demo shows": "`--prefect` runs it as a Prefect flow". The flow's
+    # default trigger is deployment_completed, which the demo workflow does not list: the
+    # demo must say what started it, or every `afdp demo --prefect` stops at exit 2.
+    out = tmp_path / "demo"
+    done = subprocess.run([*AFDP, "demo", "--fast", "--prefect", "--out", str(out)],
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    argv = shlex.split(done.stdout.rstrip("\n").splitlines()[-1])
+    assert argv[:2] == ["afdp", "verify"]
+    verify = subprocess.run([*AFDP, *argv[1:], "--json"], capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    report = json.loads(verify.stdout)["branches"][0]
+    assert report["state"] == "verified"
+    # both phases ran as Prefect flow runs (each step record's signed context says so),
+    # and the genesis record names what started it: the demo, by hand
+    repository = pygit2.Repository(str(out / "evidence"))
+    head = repository.revparse_single(report["branch"])
+    contexts = {}
+    for entry in head.tree["records"]["000"]:
+        envelope = json.loads(head.tree["records"]["000"][entry.name]["envelope.json"].data)
+        predicate = json.loads(base64.b64decode(envelope["payload"]))["predicate"]
+        contexts[predicate["step"]["name"]] = predicate.get("context") or {}
+    assert contexts["capture_baseline"]["engine"] == "prefect"
+    assert contexts["capture_impact"]["engine"] == "prefect"
+    assert contexts["capture_baseline"]["prefect"]["flow_run_id"] != contexts["capture_impact"]["prefect"]["flow_run_id"]
+    log = subprocess.run([*AFDP, "log", "--repo", str(out / "evidence"), "--service", report["service"],
+                          "--deployment", report["deployment"], "--json"], capture_output=True, text=True, timeout=60)
+    assert log.returncode == 0, log.stderr
+    assert json.loads(log.stdout)["trigger"]["name"] == "manual_trigger"
+

@@ -241,6 +241,9 @@ def run_demo(
                     "info": info.to_json(),
                     "overrides": overrides,
                     "time_scale": scale,
+                    # The flow's default trigger is a deployment's (deployment_completed);
+                    # the demo is started by hand, as its workflow's triggers say.
+                    "trigger": "manual_trigger",
                 }
                 say("1. baseline: measuring v1 before the deployment")
                 _run(request, params, "pre", use_prefect)
