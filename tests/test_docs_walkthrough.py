@@ -163,3 +163,33 @@ def test_demo_with_prefect_runs_both_phases_as_flow_runs_and_verifies(tmp_path):
     assert log.returncode == 0, log.stderr
     assert json.loads(log.stdout)["trigger"]["name"] == "manual_trigger"
 
+
+def test_report_transcript_is_verify_allow_unsealed(repo, signer, tsa, trust_file, cli, tmp_path):
+    # docs/audit.md, JSON: the transcript is `afdp verify --allow-unsealed --json`'s: a
+    # tampered branch that is also unsealed is FAILED with every failure but the missing
+    # seal, which is "sealed": false; plain `afdp verify` lists that too.
+    from conftest import build_deployment
+    from tamper import edit, with_file
+
+    build_deployment(repo, signer, tsa, steps=2, sealed=False)
+    edit(repo, 1, lambda e: with_file(e, "extra.txt", b"planted"))
+    plain = cli("verify", "--repo", str(repo), "--service", "api", "--deployment", "d-42",
+                "--trust", str(trust_file), "--json")
+    assert plain.code == 1
+    plain_checks = [(f["where"], f["check"]) for f in plain.json()["branches"][0]["failures"]]
+    assert ("branch", "seal") in plain_checks
+    allowed = cli("verify", "--repo", str(repo), "--service", "api", "--deployment", "d-42",
+                  "--trust", str(trust_file), "--json", "--allow-unsealed")
+    assert allowed.code == 1
+    out = tmp_path / "r.json"
+    done = cli("report", "--repo", str(repo), "--service", "api", "--deployment", "d-42",
+               "--trust", str(trust_file), "--out", str(out))
+    assert done.code == 1
+    document = json.loads(out.read_text())
+    assert document["verdict"] == "FAILED"
+    transcript = document["deployments"][0]["verification"]
+    assert transcript["sealed"] is False
+    report_checks = [(f["where"], f["check"]) for f in transcript["failures"]]
+    assert report_checks == [(f["where"], f["check"]) for f in allowed.json()["branches"][0]["failures"]]
+    assert report_checks == [c for c in plain_checks if c != ("branch", "seal")]
+    assert any(check == "layout" for _, check in report_checks)
