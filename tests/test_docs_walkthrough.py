@@ -289,3 +289,24 @@ def test_a_kms_key_uri_without_its_backend_is_exit_2_naming_what_is_missing(tmp_
     assert len(done.err.strip().splitlines()) == 1
     assert "google-cloud-kms" in done.err
     assert not list(pygit2.Repository(str(repo)).references.iterator())  # nothing written
+
+
+def test_a_refused_workflow_in_run_is_a_summary_line_then_one_located_line_per_problem(tmp_path, repo, keys, tsa, cli):
+    # README "Exit codes": `afdp run` refusing a workflow prints `FILE: N problems`, then
+    # one indented `file:line:column: path: message` line per problem; exit 1, nothing written.
+    path = tmp_path / "w.yaml"
+    path.write_text("name: w\nworkflw:\n  - wait: 1_minute\n")
+    done = cli("run", str(path), "--service", "api", "--deployment", "d-1", "--repo", str(repo),
+               "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--no-prefect")
+    assert done.code == 1
+    lines = done.err.rstrip("\n").splitlines()
+    assert lines[0] == f"afdp: error: {path}: 2 problems"
+    assert lines[1:] == [
+        f"  {path}:1:1: (top level): missing required key 'workflow'",
+        f"  {path}:2:1: workflw: unknown key 'workflw'; did you mean 'workflow'?",
+    ]
+    assert not list(pygit2.Repository(str(repo)).references.iterator())
+    as_json = cli("run", str(path), "--service", "api", "--deployment", "d-1", "--repo", str(repo),
+                  "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--no-prefect", "--json")
+    assert as_json.code == 1 and as_json.json()["exit_code"] == 1
+    assert as_json.json()["error"].splitlines()[0] == f"{path}: 2 problems"
