@@ -310,3 +310,44 @@ def test_a_refused_workflow_in_run_is_a_summary_line_then_one_located_line_per_p
                   "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--no-prefect", "--json")
     assert as_json.code == 1 and as_json.json()["exit_code"] == 1
     assert as_json.json()["error"].splitlines()[0] == f"{path}: 2 problems"
+
+
+# -- standard output that cannot be written is operational (3), never a verdict (1) --------
+
+def _closed_stdout(*args: str) -> tuple[int, str]:
+    """Run the CLI with its stdout a pipe whose reader has already gone (`| head`, early)."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([*AFDP, *args], stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    return done.returncode, done.stderr
+
+
+def test_a_closed_pipe_is_exit_3_and_silent_never_a_failed_verification(repo, signer, tsa, trust_file):
+    # `afdp verify ... | head -1` under `set -o pipefail`: click turned the broken pipe
+    # into exit 1, which reads as "verification failed" for a branch that verified.
+    from conftest import build_deployment
+
+    build_deployment(repo, signer, tsa)
+    verify = ("verify", "--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file))
+    assert subprocess.run([*AFDP, *verify], capture_output=True, timeout=60).returncode == 0
+    for args in (verify, (*verify, "--json"), ("log", "--repo", str(repo), "--service", "api", "--deployment", "d-42")):
+        code, err = _closed_stdout(*args)
+        assert (code, err) == (3, ""), (args, code, err)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_full_disk_under_stdout_is_one_line_exit_3_with_or_without_json(tmp_path):
+    import afdp.workflow
+
+    workflow = Path(afdp.workflow.__file__).parent / "examples" / "my_first_workflow.yaml"
+    for extra in ((), ("--json",)):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([*AFDP, "validate", str(workflow), *extra], stdout=full,
+                                  stderr=subprocess.PIPE, text=True, timeout=60)
+        assert done.returncode == 3, done.stderr
+        assert done.stderr.splitlines() == ["afdp: error: the system refused a read or write: No space left on device"], done.stderr
