@@ -351,3 +351,20 @@ def test_a_full_disk_under_stdout_is_one_line_exit_3_with_or_without_json(tmp_pa
                                   stderr=subprocess.PIPE, text=True, timeout=60)
         assert done.returncode == 3, done.stderr
         assert done.stderr.splitlines() == ["afdp: error: the system refused a read or write: No space left on device"], done.stderr
+
+
+def test_init_examples_again_keeps_the_users_edits_and_says_so(tmp_path, cli):
+    # README: `afdp init evidence/ --examples`; running it again must neither overwrite an
+    # edited example nor pass over it in silence.
+    first = cli("init", str(tmp_path / "evidence"), "--examples")
+    assert first.code == 0 and "Wrote example workflow" in first.out and "Kept" not in first.out
+    mine = tmp_path / "evidence" / "workflows" / "my_first_workflow.yaml"
+    mine.write_text(mine.read_text() + "# my edit\n")
+    again = cli("init", str(tmp_path / "evidence"), "--examples")
+    assert again.code == 0
+    assert "Wrote example workflow" not in again.out
+    from afdp.workflow.starter import example_files, guide_files
+
+    total = len(example_files()) + len(guide_files())
+    assert f"Kept {total} example workflow(s) already in {tmp_path / 'evidence' / 'workflows'} (never overwritten)" in again.out
+    assert mine.read_text().endswith("# my edit\n")

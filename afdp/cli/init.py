@@ -43,6 +43,12 @@ def init_cmd(path: Path, bare: bool, examples: bool, as_json: bool) -> None:
         click.echo(f"{'Created' if created else 'Adopted'} evidence repository {path}")
         for example in copied:
             click.echo(f"Wrote example workflow {example}")
+        if examples:
+            from afdp.workflow.starter import example_files, guide_files
+
+            kept = len(example_files()) + len(guide_files()) - len(copied)
+            if kept:
+                click.echo(f"Kept {kept} example workflow(s) already in {path / 'workflows'} (never overwritten)")
 
 
 @click.group("keys")
