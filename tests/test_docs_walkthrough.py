@@ -368,3 +368,15 @@ def test_init_examples_again_keeps_the_users_edits_and_says_so(tmp_path, cli):
     total = len(example_files()) + len(guide_files())
     assert f"Kept {total} example workflow(s) already in {tmp_path / 'evidence' / 'workflows'} (never overwritten)" in again.out
     assert mine.read_text().endswith("# my edit\n")
+
+
+def test_demo_out_that_cannot_be_created_is_one_line_exit_3(tmp_path):
+    # README: `--out DIR` keeps everything in DIR; a DIR that cannot be made is the
+    # machine's state (exit 3, one line), not an "internal error" to report.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    done = subprocess.run([*AFDP, "demo", "--fast", "--out", str(blocker / "demo")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert done.stderr.splitlines() == [f"afdp: error: cannot create the demo folder {blocker / 'demo'}: Not a directory"]
+    assert blocker.read_text() == "x"
