@@ -380,3 +380,22 @@ def test_demo_out_that_cannot_be_created_is_one_line_exit_3(tmp_path):
     assert done.returncode == 3
     assert done.stderr.splitlines() == [f"afdp: error: cannot create the demo folder {blocker / 'demo'}: Not a directory"]
     assert blocker.read_text() == "x"
+
+
+def test_record_reads_a_result_only_up_to_what_a_record_may_hold(tmp_path, repo, keys, tsa, cli):
+    # docs/evidence.md "Size limits": no record file over 64 MiB verifies, so `afdp
+    # record` refuses a larger result before holding it all (`--result /dev/zero` used to
+    # read until the machine ran out of memory). Nothing is written.
+    big = tmp_path / "big.json"
+    with open(big, "wb") as handle:  # sparse: 64 MiB + 1 byte of zeros, no disk used
+        handle.truncate((64 << 20) + 1)
+    args = ("--repo", str(repo), "--service", "api", "--deployment", "d-1", "--step", "s",
+            "--key", str(keys / "dev.key"), "--tsa", tsa.url)
+    done = cli("record", *args, "--result", str(big))
+    assert done.code == 2
+    assert done.err.splitlines() == [f"afdp: error: result {big} is larger than the 64 MiB a result may hold"]
+    assert not list(pygit2.Repository(str(repo)).references.iterator())
+    # negative: a result within the limit is recorded as before
+    small = tmp_path / "small.json"
+    small.write_text('{"p99_ms": 180}')
+    assert cli("record", *args, "--result", str(small)).code == 0
