@@ -399,3 +399,33 @@ def test_record_reads_a_result_only_up_to_what_a_record_may_hold(tmp_path, repo,
     small = tmp_path / "small.json"
     small.write_text('{"p99_ms": 180}')
     assert cli("record", *args, "--result", str(small)).code == 0
+
+
+def test_an_output_path_that_cannot_be_written_is_one_line_never_an_internal_error(tmp_path, keys, tsa, trust_file, cli, repo, signer):
+    # README "Exit codes": 3 for an operational error that stopped the command; a place
+    # that takes no file is the machine's state, not "internal error ... please report it".
+    from conftest import build_deployment
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for args, target in (
+        (("keys", "generate", str(blocker / "dev.key")), blocker / "dev.key"),
+        (("trust", "init", str(blocker / "trust.yaml"), "--key", str(keys / "dev.key.pub"),
+          "--tsa-root", str(tsa.directory / "root.pem")), blocker / "trust.yaml"),
+    ):
+        done = cli(*args)
+        assert done.code == 3, (args, done.err)
+        lines = done.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"afdp: error: cannot write {target}: "), done.err
+    if not Path("/proc/self").is_dir():
+        return
+    # a folder that exists but takes no file (as a read-only mount would)
+    build_deployment(repo, signer, tsa)
+    base = ("--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file))
+    for args, target in ((("report", *base, "--out", "/proc/afdp-report.html"), "/proc/afdp-report.html"),
+                         (("export", *base, "--out", "/proc/afdp-package"), "/proc/afdp-package")):
+        done = cli(*args)
+        assert done.code == 3, (args, done.err)
+        lines = done.err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"afdp: error: cannot write {target}: "), done.err
+        assert "internal error" not in done.err
