@@ -429,3 +429,25 @@ def test_an_output_path_that_cannot_be_written_is_one_line_never_an_internal_err
         lines = done.err.splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"afdp: error: cannot write {target}: "), done.err
         assert "internal error" not in done.err
+
+
+def test_a_controls_file_too_large_or_not_text_is_one_line_exit_2(tmp_path, repo, signer, tsa, trust_file, cli):
+    # docs/audit.md "Controls": the mapping is replaced with --controls FILE; a wrong file
+    # (a huge one, /dev/zero, not UTF-8) is a usage error, never read without bound.
+    from conftest import build_deployment
+
+    build_deployment(repo, signer, tsa)
+    huge = tmp_path / "huge.yaml"
+    with open(huge, "wb") as handle:
+        handle.truncate((1 << 20) + 1)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe")
+    base = ("report", "--repo", str(repo), "--service", "api", "--deployment", "d-42",
+            "--trust", str(trust_file), "--out", str(tmp_path / "r.html"))
+    for controls, needle in ((huge, "is larger than 1 MiB"), (binary, "is not UTF-8 text")):
+        done = cli(*base, "--controls", str(controls))
+        assert done.code == 2, done.err
+        assert done.err.splitlines() == [done.err.splitlines()[0]] and needle in done.err
+        assert not (tmp_path / "r.html").exists()
+    shipped = Path(__file__).resolve().parents[1] / "policies" / "controls.yaml"
+    assert cli(*base, "--controls", str(shipped)).code == 0  # negative: a real mapping loads
