@@ -451,3 +451,27 @@ def test_a_controls_file_too_large_or_not_text_is_one_line_exit_2(tmp_path, repo
         assert not (tmp_path / "r.html").exists()
     shipped = Path(__file__).resolve().parents[1] / "policies" / "controls.yaml"
     assert cli(*base, "--controls", str(shipped)).code == 0  # negative: a real mapping loads
+
+
+def test_a_pdf_signing_key_or_certificate_too_large_is_one_line_exit_2(tmp_path, repo, signer, tsa, trust_file, keys, cli):
+    # README: `afdp report ... --format pdf --sign-key report.key`: a wrong file there (a
+    # huge one, /dev/zero) is refused by size, never read into memory without bound.
+    import os
+    import shutil
+
+    if not (os.environ.get("AFDP_CHROMIUM") or shutil.which("chromium")):
+        pytest.skip("Debian 'chromium' is not installed (.ci/run installs it)")
+    from conftest import build_deployment
+
+    build_deployment(repo, signer, tsa)
+    huge = tmp_path / "huge.pem"
+    with open(huge, "wb") as handle:
+        handle.truncate((1 << 20) + 1)
+    base = ("report", "--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file),
+            "--out", str(tmp_path / "r.pdf"), "--tsa", tsa.url)
+    for extra, what in ((("--sign-key", str(huge)), "signing key"),
+                        (("--sign-key", str(keys / "dev.key"), "--sign-cert", str(huge)), "signing certificate")):
+        done = cli(*base, *extra)
+        assert done.code == 2, done.err
+        assert done.err.splitlines() == [f"afdp: error: {what} {huge} is larger than 1 MiB: not a PEM file"]
+        assert not (tmp_path / "r.pdf").exists()
