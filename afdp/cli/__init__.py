@@ -72,6 +72,31 @@ _SHORT_HELP: dict[str, str] = {
 }
 
 
+class _OutputClosed(Exception):
+    """Standard output's reader went away (``afdp log | head``): exit 3, silently."""
+
+
+def _system_errnos() -> frozenset[int]:
+    import errno
+
+    return frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS})
+
+
+#: What the operating system refuses for lack of room or a failing device: operational.
+_SYSTEM_ERRNOS = _system_errnos()
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so exit does not fail flushing it again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 class LazyGroup(click.Group):
     """A click group whose sub-commands are imported only when used."""
 
@@ -85,6 +110,15 @@ class LazyGroup(click.Group):
         module = importlib.import_module(target[0])
         command: click.Command = getattr(module, target[1])
         return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # click turns a broken pipe inside a command into exit 1, which the contract keeps
+        # for a failed verification or a rollback (`afdp verify | head -1` under pipefail
+        # would read as FAILED). Standard output failing is operational: main() gives 3.
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise _OutputClosed() from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, _SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
@@ -143,7 +177,10 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         click.echo("afdp: interrupted; evidence already committed is unchanged", err=True)
         sys.exit(130)
-    except BrokenPipeError:
+    except (BrokenPipeError, _OutputClosed):
+        # The reader went away (`| head`): silent, as for any Unix tool, and never an
+        # exit code a caller could read as a verdict.
+        _silence_stdout()
         sys.exit(EXIT_OPERATIONAL)
     except (Exception, RecursionError, MemoryError) as exc:
         # A failure AFDP did not foresee is still one line and an exit code that no
@@ -155,6 +192,11 @@ def main(argv: list[str] | None = None) -> Any:
             raise
         text = " ".join(str(exc).split())[:300]
         message = f"internal error: {type(exc).__name__}{': ' + text if text else ''} (AFDP_DEBUG=1 shows where; please report it)"
+        if isinstance(exc, OSError) and exc.errno in _SYSTEM_ERRNOS:
+            # A full disk or a failing device (standard output on /dev/full included) is
+            # the machine's state, not a bug to report.
+            where = f": {exc.filename}" if exc.filename else ""
+            message = f"the system refused a read or write: {exc.strerror}{where}"
         click.echo(f"afdp: error: {message}", err=True)
         _fail_json(wants_json, message, EXIT_OPERATIONAL)
         sys.exit(EXIT_OPERATIONAL)
@@ -164,4 +206,8 @@ def _fail_json(wanted: bool, error: str, exit_code: int) -> None:
     if wanted:
         import json
 
-        click.echo(json.dumps({"ok": False, "error": error, "exit_code": exit_code}))
+        try:
+            click.echo(json.dumps({"ok": False, "error": error, "exit_code": exit_code}))
+        except OSError:
+            # Standard output itself is what failed: the stderr line already said it.
+            _silence_stdout()

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from afdp.cli.options import _emit_json, json_option
-from afdp.errors import UsageError
+from afdp.errors import StorageError, UsageError
 
 
 @click.command("init")
@@ -43,6 +43,12 @@ def init_cmd(path: Path, bare: bool, examples: bool, as_json: bool) -> None:
         click.echo(f"{'Created' if created else 'Adopted'} evidence repository {path}")
         for example in copied:
             click.echo(f"Wrote example workflow {example}")
+        if examples:
+            from afdp.workflow.starter import example_files, guide_files
+
+            kept = len(example_files()) + len(guide_files()) - len(copied)
+            if kept:
+                click.echo(f"Kept {kept} example workflow(s) already in {path / 'workflows'} (never overwritten)")
 
 
 @click.group("keys")
@@ -58,7 +64,10 @@ def keys_generate_cmd(path: Path, force: bool, as_json: bool) -> None:
     """Write an ECDSA P-256 key to PATH (PKCS#8 PEM, 0600) and PATH.pub (PEM)."""
     from afdp.evidence.signing import generate_key
 
-    generated = generate_key(path, force=force)
+    try:
+        generated = generate_key(path, force=force)
+    except OSError as exc:  # the key's folder cannot be made or written (a file, read-only)
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
     if as_json:
         _emit_json(
             {
@@ -171,16 +180,19 @@ def trust_init_cmd(
             "give --keyless-issuer once (for every identity) or once per --keyless-identity"
         )
     keyless = list(zip(keyless_identities, issuers, strict=True))
-    policy = write_trust_policy(
-        path,
-        keys=list(keys),
-        tsa_roots=list(tsa_roots),
-        keyless=keyless,
-        required_timestamps=required_timestamps,
-        sigstore_instance=sigstore_instance,
-        sigstore_trusted_root=sigstore_trusted_root,
-        force=force,
-    )
+    try:
+        policy = write_trust_policy(
+            path,
+            keys=list(keys),
+            tsa_roots=list(tsa_roots),
+            keyless=keyless,
+            required_timestamps=required_timestamps,
+            sigstore_instance=sigstore_instance,
+            sigstore_trusted_root=sigstore_trusted_root,
+            force=force,
+        )
+    except OSError as exc:  # reading the keys is wrapped already: this is the policy's write
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
     summary = {
         "trust_policy": str(path),
         "signers": [

@@ -28,10 +28,25 @@ from afdp.cli.options import (
 )
 from afdp.errors import UsageError
 
+#: A result is one record's file: verification refuses any file over 64 MiB
+#: (docs/evidence.md, "Size limits"), so no larger one is read. A batch holds many.
+MAX_RESULT_BYTES = 64 << 20
+MAX_BATCH_BYTES = 1 << 30
 
-def _read_text(path: str, what: str) -> str:
+
+def _read_text(path: str, what: str, limit: int = MAX_RESULT_BYTES) -> str:
+    """Read at most ``limit`` bytes of ``path`` (``-``: stdin) as UTF-8; larger is refused
+    before it is all in memory (``--result /dev/zero`` must not exhaust the machine)."""
     try:
-        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        if path == "-":
+            stream = getattr(sys.stdin, "buffer", None)  # a text-only stdin has none
+            data = stream.read(limit + 1) if stream else sys.stdin.read(limit + 1).encode()
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise UsageError(f"{what} {path} is larger than the {limit >> 20} MiB a {what} may hold")
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from exc
 
@@ -133,7 +148,7 @@ def record_cmd(
         if given:
             raise UsageError(f"--batch takes each record's fields from the file, not {', '.join(given)}")
         drafts = rec.batch_drafts(
-            _read_text(batch_path, "batch"), source=batch_path, workflow_digest=workflow_digest
+            _read_text(batch_path, "batch", MAX_BATCH_BYTES), source=batch_path, workflow_digest=workflow_digest
         )
         written = append_records(
             repository,

@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from afdp.errors import UsageError
+from afdp.errors import StorageError, UsageError
 
 SERVICE = "checkout"
 WEBHOOK_SECRET_ENV = "AFDP_DEMO_WEBHOOK_SECRET"
@@ -141,7 +141,10 @@ def _prepare_folder(out_dir: Path | None) -> Path:
         raise UsageError(f"--out {out} exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not (out / "evidence").exists():
         raise UsageError(f"--out {out} is not empty and is not an earlier demo folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the demo folder {out}: {exc.strerror or exc}") from exc
     return out
 
 
@@ -241,6 +244,9 @@ def run_demo(
                     "info": info.to_json(),
                     "overrides": overrides,
                     "time_scale": scale,
+                    # The flow's default trigger is a deployment's (deployment_completed);
+                    # the demo is started by hand, as its workflow's triggers say.
+                    "trigger": "manual_trigger",
                 }
                 say("1. baseline: measuring v1 before the deployment")
                 _run(request, params, "pre", use_prefect)

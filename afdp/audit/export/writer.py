@@ -24,7 +24,7 @@ from afdp.audit.export.files import (
 )
 from afdp.audit.export.fingerprints import fingerprint_lines, trust_fingerprints
 from afdp.audit.export.readme import _readme
-from afdp.errors import ConfigurationError, UsageError
+from afdp.errors import ConfigurationError, StorageError, UsageError
 from afdp.evidence.names import branch_ref
 
 
@@ -78,7 +78,10 @@ def export_package(
         deployment=deployment,
         controls_path=controls_path,
     )
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    except OSError as exc:  # a folder that exists but takes nothing (read-only, /proc)
+        raise StorageError(f"cannot write {out}: {exc.strerror or exc}") from exc
     try:
         bundle = staging / f"{service}-{deployment}.bundle"
         head = write_bundle(repository, ref, bundle)

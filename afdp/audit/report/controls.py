@@ -68,6 +68,10 @@ class ControlResult:
         }
 
 
+#: A control mapping is a short list of controls (the shipped one is a few KiB).
+MAX_CONTROLS_BYTES = 1 << 20
+
+
 def default_controls_path() -> Path:
     """Return the shipped ``policies/controls.yaml``."""
     return schemas.data_dir("policies") / "controls.yaml"
@@ -81,11 +85,21 @@ def load_controls(path: Path | None = None) -> tuple[Control, ...]:
     """
     path = path or default_controls_path()
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:
+            # The shipped mapping is a few KiB: a larger file (or /dev/zero) is refused
+            # before it is all read.
+            data = handle.read(MAX_CONTROLS_BYTES + 1)
+        if len(data) > MAX_CONTROLS_BYTES:
+            raise ConfigurationError(
+                f"control mapping {path} is larger than {MAX_CONTROLS_BYTES >> 20} MiB"
+            )
+        document = yaml.safe_load(data.decode("utf-8"))
     except OSError as exc:
         raise ConfigurationError(
             f"cannot read control mapping {path}: {exc.strerror or exc}"
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"control mapping {path} is not UTF-8 text: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigurationError(
             f"control mapping {path} is not valid YAML: {exc}".replace("\n", " ")

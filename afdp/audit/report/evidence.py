@@ -33,6 +33,8 @@ _MAX_DEPTH = 6
 #: Keys that say which side of the deploy a series belongs to.
 _BASELINE_WORDS = ("baseline", "pre", "before")
 _IMPACT_WORDS = ("impact", "post", "after")
+#: A capture's ``role`` (what the runner writes, or a ledger writer's own words) -> phase.
+_ROLES = {"before": "baseline", "baseline": "baseline", "after": "impact", "impact": "impact"}
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ def find(views: list[RecordView]) -> Findings:
     decision_rank = -1
     analysis_rank = -1
     deployed_at: float | None = None
+    mark_written: float | None = None
     for view in views:
         predicate = view.predicate or {}
         step = view.verified.step
@@ -161,13 +164,16 @@ def find(views: list[RecordView]) -> Findings:
         hint = " ".join(
             str(x) for x in (step, context.get("phase", ""), context.get("kind", "")) if x
         )
-        if role in ("baseline", "impact"):
-            hint = str(role)  # the runner says which side of the deploy a capture is
+        # The runner says which side of the deploy a capture is ("before"/"after"; a
+        # ledger writer may say "baseline"/"impact"). That decides, not words: a `--phase
+        # post` run (the GitHub Action's default) reads its baseline from history, and
+        # "post" in its context, or a metric named after_hours, must not make it impact.
+        side = _ROLES.get(role) if isinstance(role, str) else None
         for origin, value in sources:
             for path, node in _walk(value):
                 where = " ".join([hint, origin, *path])
                 if _is_series(node):
-                    series.append(_series(node, where, step, view.sequence))
+                    series.append(_series(node, where, step, view.sequence, side=side))
                 elif _is_analysis(node) and (
                     # The analysis record itself (its signed context names an analyze
                     # step) wins over any other record holding an analysis-like document.
@@ -194,9 +200,19 @@ def find(views: list[RecordView]) -> Findings:
         if isinstance(view.result, Mapping):
             _merge_deployment(deployment, view.result)
             if "mark" in step and deployed_at is None:
-                deployed_at = _first_time(view.result) or _time(predicate.get("finished_at"))
+                # The time the mark records (the runner's `outputs.deployed_at`, which is
+                # `--deployed-at` when given), not when the mark record was written: a
+                # `--phase post` run writes its mark well after the deploy.
+                outputs = view.result.get("outputs")
+                deployed_at = _first_time(view.result) or (
+                    _first_time(outputs) if isinstance(outputs, Mapping) else None
+                )
+                if deployed_at is None:
+                    mark_written = _time(predicate.get("finished_at"))
     if deployed_at is None:
-        deployed_at = _time(deployment.get("deployed_at")) or _time(deployment.get("time"))
+        deployed_at = (
+            _time(deployment.get("deployed_at")) or mark_written or _time(deployment.get("time"))
+        )
     return Findings(
         deployment,
         tuple(series),
@@ -337,7 +353,9 @@ def _phase(where: str) -> str:
     return "other"
 
 
-def _series(node: Mapping[str, Any], where: str, step: str, sequence: int) -> Series:
+def _series(
+    node: Mapping[str, Any], where: str, step: str, sequence: int, *, side: str | None = None
+) -> Series:
     samples: list[tuple[float, float]] = []
     for item in node.get("samples") or []:
         if isinstance(item, (list, tuple)) and len(item) == 2:
@@ -348,7 +366,8 @@ def _series(node: Mapping[str, Any], where: str, step: str, sequence: int) -> Se
             v = _number(item)
             if v is not None:
                 samples.append((float(len(samples)), v))
-    phase = node.get("phase") if node.get("phase") in ("baseline", "impact") else _phase(where)
+    given = node.get("phase")
+    phase = given if given in ("baseline", "impact") else side or _phase(where)
     found = node.get("provenance")
     provenance: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     return Series(

@@ -312,7 +312,12 @@ def _decision(decision: dict[str, Any], record: int | None) -> str:
     for key in ("decision", "action", "label", "success_criteria_met", "reason"):
         if key in decision:
             label = key.replace("_", " ")
-            rows.append(f"<tr><th>{escape(label)}</th><td>{escape(_text(decision[key]))}</td></tr>")
+            text = _text(decision[key])
+            if key == "success_criteria_met" and decision.get("criteria") == []:
+                # The runner records true when there are no criteria (none failed); a
+                # plain "yes" beside a degraded deployment would read as a pass.
+                text = "none declared (the workflow names no success criteria)"
+            rows.append(f"<tr><th>{escape(label)}</th><td>{escape(text)}</td></tr>")
     performed = decision.get("action_result")
     if isinstance(performed, dict):
         status = {"ok": "done", "failed": "FAILED", "not_configured": "not configured", "not_performed": "not performed (imported from history)"}.get(

@@ -122,13 +122,26 @@ def print_pdf(html: str) -> bytes:
         return target.read_bytes()
 
 
+#: A PEM key or certificate chain is a few KiB; a larger file (or /dev/zero) is refused
+#: before it is all read.
+MAX_PEM_BYTES = 1 << 20
+
+
+def _read_pem(path: Path, what: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_PEM_BYTES + 1)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_PEM_BYTES:
+        raise ConfigurationError(f"{what} {path} is larger than {MAX_PEM_BYTES >> 20} MiB: not a PEM file")
+    return data
+
+
 def _load_key(path: Path) -> Any:
     from cryptography.hazmat.primitives import serialization
 
-    try:
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read signing key {path}: {exc.strerror or exc}") from exc
+    pem = _read_pem(path, "signing key")
     passphrase = os.environ.get(PASSPHRASE_ENV)
     try:
         return serialization.load_pem_private_key(
@@ -199,12 +212,7 @@ def _signer(signing: PdfSigning) -> Any:
     if signing.certificate is None:
         chain_pem = self_signed_certificate(key)
     else:
-        try:
-            chain_pem = signing.certificate.read_bytes()
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot read signing certificate {signing.certificate}: {exc.strerror or exc}"
-            ) from exc
+        chain_pem = _read_pem(signing.certificate, "signing certificate")
     certificates = [
         asn1_x509.Certificate.load(der) for _, _, der in asn1_pem.unarmor(chain_pem, multiple=True)
     ]

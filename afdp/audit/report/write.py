@@ -12,7 +12,7 @@ from pathlib import Path
 from afdp.audit.report.html import render_html
 from afdp.audit.report.model import AuditReport
 from afdp.audit.report.pdf import PdfSigning
-from afdp.errors import UsageError
+from afdp.errors import StorageError, UsageError
 
 FORMATS = ("html", "pdf", "json")
 
@@ -28,11 +28,15 @@ def atomic_path(out: Path) -> Iterator[Path]:
 
     Raises:
         UsageError: the folder of ``out`` does not exist.
+        StorageError: no file can be created in that folder.
     """
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"cannot write {out}: folder {folder} does not exist")
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:  # a folder that exists but takes no files (read-only, /proc)
+        raise StorageError(f"cannot write {out}: {exc.strerror or exc}") from exc
     os.close(fd)
     temp = Path(name)
     try:
