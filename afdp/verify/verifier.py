@@ -47,6 +47,7 @@ from afdp.evidence import records as rec
 from afdp.evidence.ledger import trailers
 from afdp.evidence.names import branch_ref
 from afdp.evidence.store import EvidenceStore, StorageError
+from afdp.evidence.store.read import split_ids
 from afdp.evidence.trust import TrustPolicy
 from afdp.verify.chain import ChainWalk, Slot, problem
 from afdp.verify.checks import RecordFacts, RecordInput, check_record, prepare
@@ -117,8 +118,9 @@ def _init_worker(policy: TrustPolicy) -> None:
 CommitResult = tuple[list[Failure], list[tuple[Slot, RecordFacts]]]
 
 
-def _check_chunk(repository: str, service: str, deployment: str, oids: list[bytes]) -> list[CommitResult]:
-    """In a worker: read and check a run of consecutive commits (oldest first).
+def _check_chunk(repository: str, service: str, deployment: str, oids: bytes) -> list[CommitResult]:
+    """In a worker: read and check a run of consecutive commits (oldest first; their raw
+    ids end to end, as :meth:`EvidenceStore.history_ids` gives them).
 
     Each worker reads its commits' objects itself, so reading Git is shared out too and
     no file crosses between processes; one store per repository per worker keeps its
@@ -130,7 +132,7 @@ def _check_chunk(repository: str, service: str, deployment: str, oids: list[byte
         store = stores[repository] = EvidenceStore(repository)
     policy, roots = _WORKER["policy"], _WORKER["roots"]
     try:
-        return [_check_commit(store, pygit2.Oid(raw=oid), service, deployment, policy, roots) for oid in oids]
+        return [_check_commit(store, oid, service, deployment, policy, roots) for oid in split_ids(oids)]
     finally:
         _drop_object_cache(store)
 
@@ -287,15 +289,17 @@ def check_branch(
     chain_failures: list[Failure] = []
     walk = ChainWalk(chain_failures, policy, keep_records=keep_records)
     try:
-        commits = store.history(head)
+        # 20 bytes per commit, end to end: the walk holds no commit object, and empties
+        # libgit2's cache as it goes (it kept every commit: ~1.5 KiB per record of peak
+        # memory in this process)
+        commit_ids = store.history_ids(head)
     except StorageError as exc:
         return _failed_branch(service, deployment, ref, str(head.id), policy, allow_unsealed, [exc.diagnostics(), *substituted])
-    total = len(commits)
-    commit_ids = [commit.id.raw for commit in commits]
+    total = len(commit_ids) // 20
     head_id = str(head.id)
-    del commits, head
-    # the walk above left every commit in libgit2's cache, and freeing it leaves the
-    # memory with the C allocator: hand it back, or every forked worker copies it
+    del head
+    # what the walk freed stays with the C allocator: hand it back, or every forked
+    # worker starts with a copy of it mapped
     _drop_object_cache(store)
     _return_freed_memory()
     workers = _worker_count(jobs, total)
@@ -333,8 +337,8 @@ def check_branch(
             # one commit object at a time is held, and one run's in libgit2's cache
             for start in range(0, total, chunk):
                 results = [
-                    _check_commit(store, pygit2.Oid(raw=oid), service, deployment, policy, roots)
-                    for oid in commit_ids[start : start + chunk]
+                    _check_commit(store, oid, service, deployment, policy, roots)
+                    for oid in split_ids(commit_ids[start * 20 : (start + chunk) * 20])
                 ]
                 _drop_object_cache(store)
                 take(results)
@@ -345,7 +349,9 @@ def check_branch(
             pending: list[Future[list[CommitResult]]] = []
             for start in range(0, total, chunk):
                 pending.append(
-                    executor.submit(_check_chunk, str(repository), service, deployment, commit_ids[start : start + chunk])
+                    executor.submit(
+                        _check_chunk, str(repository), service, deployment, commit_ids[start * 20 : (start + chunk) * 20]
+                    )
                 )
                 while len(pending) > 2 * workers:
                     take(pending.pop(0).result())

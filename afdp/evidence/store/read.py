@@ -48,6 +48,15 @@ MAX_COMMIT_FILES_BYTES = MAX_FILE_BYTES + MAX_ENVELOPE_BYTES
 MAX_COMMIT_BYTES = 1 << 20
 MAX_TREE_BYTES = 4 << 20
 
+#: :meth:`StoreReader.history_ids` empties libgit2's object cache after this many
+#: commits: the cache otherwise keeps every commit of the walk (about 1.5 KiB each).
+HISTORY_CACHE_RUN = 1024
+
+
+def split_ids(ids: bytes) -> list[pygit2.Oid]:
+    """The commit ids of :meth:`StoreReader.history_ids`'s bytes, in order."""
+    return [pygit2.Oid(raw=ids[at : at + 20]) for at in range(0, len(ids), 20)]
+
 
 class ObjectError(StorageError):
     """A Git object the branch needs is missing or corrupt (hash mismatch, bad zlib)."""
@@ -222,10 +231,38 @@ class StoreReader:
         Raises:
             ObjectError: a parent commit is missing or corrupt (named with its child).
         """
-        commits = []
+        commits = list(self._first_parents(head))
+        commits.reverse()
+        return commits
+
+    def history_ids(self, head: pygit2.Commit) -> bytes:
+        """Return the raw 20-byte ids of :meth:`history`'s commits, oldest first, end to end.
+
+        The same walk and the same errors, in memory that does not grow with the branch
+        beyond the 20 bytes per commit returned: no commit object is held, and libgit2's
+        object cache (which keeps every commit read) is emptied every
+        ``HISTORY_CACHE_RUN`` commits. Read with :func:`split_ids`.
+
+        Raises:
+            ObjectError: a parent commit is missing or corrupt (named with its child).
+        """
+        newest_first = bytearray()
+        for count, commit in enumerate(self._first_parents(head), 1):
+            newest_first += commit.id.raw
+            if count % HISTORY_CACHE_RUN == 0:
+                self.repo.free()
+        self.repo.free()
+        size = len(newest_first)
+        oldest_first = bytearray(size)
+        for at in range(0, size, 20):
+            oldest_first[size - at - 20 : size - at] = newest_first[at : at + 20]
+        return bytes(oldest_first)
+
+    def _first_parents(self, head: pygit2.Commit) -> Iterator[pygit2.Commit]:
+        """Yield ``head`` and its first parents, newest first (see :meth:`history`)."""
         commit: pygit2.Commit | None = head
         while commit is not None:
-            commits.append(commit)
+            yield commit
             if not commit.parent_ids:
                 break
             parent_id = commit.parent_ids[0]
@@ -250,8 +287,6 @@ class StoreReader:
                     else f"commit {str(commit.id)[:12]}: its parent {parent_id} is not a commit"
                 )
             commit = parent
-        commits.reverse()
-        return commits
 
     def commit_files(self, commit: pygit2.Commit) -> CommitFiles:
         """Return what ``commit`` added relative to its first parent (all files for a root).
