@@ -132,7 +132,8 @@ def _check_chunk(repository: str, service: str, deployment: str, oids: bytes) ->
         store = stores[repository] = EvidenceStore(repository)
     policy, roots = _WORKER["policy"], _WORKER["roots"]
     try:
-        return [_check_commit(store, oid, service, deployment, policy, roots) for oid in split_ids(oids)]
+        previous: list[tuple[bytes, bytes] | None] = [None]
+        return [_check_commit(store, oid, service, deployment, policy, roots, previous) for oid in split_ids(oids)]
     finally:
         _drop_object_cache(store)
 
@@ -161,31 +162,43 @@ def _drop_object_cache(store: EvidenceStore) -> None:
 
 
 def _check_commit(
-    store: EvidenceStore, oid: pygit2.Oid, service: str, deployment: str, policy: TrustPolicy, roots: Any
+    store: EvidenceStore,
+    oid: pygit2.Oid,
+    service: str,
+    deployment: str,
+    policy: TrustPolicy,
+    roots: Any,
+    previous: list[tuple[bytes, bytes] | None] | None = None,
 ) -> CommitResult:
     """Check 11 (the commit) on one commit and checks 1-10 on each record it adds.
 
     The records' ``position`` is set by the caller, which knows their place on the branch.
+    ``previous``: one slot holding (raw id, raw tree id) of the commit checked just
+    before in the same run, updated here (its tree is this commit's parent tree when it
+    is the parent: not read again).
     """
     failures: list[Failure] = []
     records: list[tuple[Slot, RecordFacts]] = []
-    commit = store.repo.get(oid)
-    assert isinstance(commit, pygit2.Commit)  # history() read each one already
+    # the commit object is read once: its files, parents, tree and signature
+    read = store.signed_commit_files(oid, previous[0] if previous else None)
+    if previous is not None:
+        previous[0] = (oid.raw, read.tree)
+    content = read.files
+    commit_id = content.commit_id
     # 11. commit: one parent, one new record directory, nothing else touched
-    short = str(commit.id)[:12]
+    short = commit_id[:12]
     where = f"commit {short}"
-    if len(commit.parents) > 1:
-        failures.append(Failure(where, "commit", "merge commit on an evidence branch", commit=str(commit.id)))
-    content = store.commit_files(commit)
+    if read.parent_count > 1:
+        failures.append(Failure(where, "commit", "merge commit on an evidence branch", commit=commit_id))
     for check, reason in content.problems:
-        failures.append(problem(where, check, reason, str(commit.id)))
+        failures.append(problem(where, check, reason, commit_id))
     if content.changed:
         failures.append(
             Failure(
                 where,
                 "commit",
                 f"changes existing evidence: {', '.join(map(repr, content.changed[:5]))}",
-                commit=str(commit.id),
+                commit=commit_id,
             )
         )
     directories = {p.rsplit("/", 1)[0] for p in content.added if p.startswith(rec.RECORDS_DIR + "/")}
@@ -196,12 +209,12 @@ def _check_commit(
                 where,
                 "commit",
                 f"adds files outside records/: {', '.join(map(repr, outside[:5]))}",
-                commit=str(commit.id),
+                commit=commit_id,
             )
         )
     if len(directories) != 1:
         what = "adds no record" if not directories else f"adds {len(directories)} record directories"
-        failures.append(Failure(where, "commit", f"{what}: not written by AFDP", commit=str(commit.id)))
+        failures.append(Failure(where, "commit", f"{what}: not written by AFDP", commit=commit_id))
     for directory in sorted(directories):
         prefix = directory + "/"
         files = {
@@ -216,11 +229,11 @@ def _check_commit(
                     where,
                     "commit",
                     f"nested files in a record: {', '.join(map(repr, nested[:5]))}",
-                    commit=str(commit.id),
+                    commit=commit_id,
                 )
             )
-        slot = Slot(str(commit.id), trailers(content.message).get("AFDP-Digest"), unreadable=content.unreadable)
-        commit_signature, commit_payload = commit.gpg_signature
+        slot = Slot(commit_id, trailers(content.message).get("AFDP-Digest"), unreadable=content.unreadable)
+        commit_signature, commit_payload = read.signature, read.signed
         item = RecordInput(
             0,
             directory,
@@ -336,8 +349,9 @@ def check_branch(
         if executor is None:
             # one commit object at a time is held, and one run's in libgit2's cache
             for start in range(0, total, chunk):
+                previous: list[tuple[bytes, bytes] | None] = [None]
                 results = [
-                    _check_commit(store, oid, service, deployment, policy, roots)
+                    _check_commit(store, oid, service, deployment, policy, roots, previous)
                     for oid in split_ids(commit_ids[start * 20 : (start + chunk) * 20])
                 ]
                 _drop_object_cache(store)

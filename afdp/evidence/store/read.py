@@ -10,6 +10,7 @@ write path to this class.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,78 @@ class CommitFiles:
     #: an object of the commit is missing or corrupt (reported in ``problems``): what the
     #: record would hold is unknown, so checks that depend on it say nothing more
     unreadable: bool = False
+
+
+@dataclass(frozen=True)
+class SignedCommitFiles:
+    """:meth:`StoreReader.signed_commit_files`: a commit's added files, its parent count,
+    raw tree id, and its signature and signed payload (None, None when unsigned)."""
+
+    files: CommitFiles
+    parent_count: int
+    tree: bytes
+    signature: bytes | None
+    signed: bytes | None
+
+
+@dataclass(frozen=True)
+class PlainCommit:
+    """The parts of a commit in the plain form :func:`plain_commit` reads."""
+
+    tree: bytes
+    parents: tuple[bytes, ...]
+    signature: bytes | None
+    signed: bytes | None
+
+
+_HEX40 = re.compile(rb"[0-9a-f]{40}")
+
+
+def plain_commit(data: bytes) -> PlainCommit | None:
+    """Read a raw commit's tree, parents and signature the way libgit2 does, or None.
+
+    Only for the plain form, where libgit2's readings are simple to state and the same
+    as git's: no NUL byte; a header, then a blank line; ``tree <40 hex>`` first, then
+    ``parent <40 hex>`` lines (libgit2 reads the parents only there); and either no line
+    anywhere starting with ``gpgsig`` (libgit2 also searches the message), or the first
+    such line is a ``gpgsig `` header. The signature is then that header's value with its
+    continuation lines (each without its leading space, joined by newlines), and the
+    signed payload the commit without those lines (``Commit.gpg_signature``). Anything
+    else is None: the caller reads the commit through libgit2.
+    ``tests/test_verify_speed_reuse.py`` checks this against pygit2 over real and
+    generated commits.
+    """
+    if b"\0" in data:
+        return None
+    end = data.find(b"\n\n")
+    if end < 0:
+        return None
+    lines = data[: end + 1].split(b"\n")[:-1]  # the header's lines, without their newlines
+    if not lines or not lines[0].startswith(b"tree ") or not _HEX40.fullmatch(lines[0], 5):
+        return None
+    parents = []
+    at = 1
+    while at < len(lines) and lines[at].startswith(b"parent "):
+        if not _HEX40.fullmatch(lines[at], 7):
+            return None
+        parents.append(bytes.fromhex(lines[at][7:].decode("ascii")))
+        at += 1
+    tree = bytes.fromhex(lines[0][5:].decode("ascii"))
+    first = data.find(b"gpgsig")
+    while first > 0 and data[first - 1] != 0x0A:  # only at a line's start
+        first = data.find(b"gpgsig", first + 1)
+    if first < 0:
+        return PlainCommit(tree, tuple(parents), None, None)
+    if first > end or not data.startswith(b"gpgsig ", first):
+        return None
+    # the header line at ``first`` and its continuation lines (all inside the header)
+    stop = data.index(b"\n", first)
+    parts = [data[first + 7 : stop]]
+    while data[stop + 1 : stop + 2] == b" ":
+        following = data.index(b"\n", stop + 1)
+        parts.append(data[stop + 2 : following])
+        stop = following
+    return PlainCommit(tree, tuple(parents), b"\n".join(parts), data[:first] + data[stop + 1 :])
 
 
 def common_dir(git_dir: Path) -> Path:
@@ -299,24 +372,78 @@ class StoreReader:
         Problems (malformed, duplicate or unsorted entries, empty directories, files
         that are not regular, oversized or unreadable objects) are returned, not raised.
         """
-        walk = _Walk()
         raw = self.read_commit(commit.id)
+        problems: list[tuple[str, str]] = []
+        try:
+            parent: Any = self.repo.get(commit.parent_ids[0]) if commit.parent_ids else None
+            old = parent.tree_id.raw if parent is not None else None
+        except (pygit2.GitError, AttributeError, ValueError) as exc:
+            problems.append(("repository", f"parent commit unreadable: {_one_line(exc)}"))
+            old = None
+        return self._added(
+            str(commit.id), tuple(str(p) for p in commit.parent_ids), raw, commit.tree_id.raw, old, problems
+        )
+
+    def signed_commit_files(self, oid: pygit2.Oid, previous: tuple[bytes, bytes] | None = None) -> SignedCommitFiles:
+        """What :meth:`commit_files` returns, with the commit's parent count, tree id and
+        SSH/GPG signature as pygit2 gives them (``Commit.gpg_signature``), reading the
+        commit object once.
+
+        ``previous``: (raw id, raw tree id) of the commit read just before, oldest
+        first: when it is this commit's first parent, its tree is the one compared.
+        A commit whose raw bytes are not in the plain form AFDP writes
+        (:func:`plain_commit`) is read through libgit2 as before, so both readings
+        always agree.
+        """
+        try:
+            kind, data = self._raw(oid)
+        except (pygit2.GitError, KeyError, ValueError):
+            kind, data = -1, b""
+        plain = plain_commit(data) if kind == pygit2.enums.ObjectType.COMMIT else None
+        if plain is None:
+            commit = self.repo.get(oid)
+            assert isinstance(commit, pygit2.Commit)  # history() read each one already
+            signature, signed = commit.gpg_signature
+            return SignedCommitFiles(
+                self.commit_files(commit), len(commit.parent_ids), commit.tree_id.raw, signature, signed
+            )
+        problems: list[tuple[str, str]] = []
+        old: bytes | None = None
+        if plain.parents:
+            if previous is not None and previous[0] == plain.parents[0]:
+                old = previous[1]
+            else:
+                try:
+                    parent: Any = self.repo.get(pygit2.Oid(raw=plain.parents[0]))
+                    old = parent.tree_id.raw
+                except (pygit2.GitError, AttributeError, ValueError, KeyError) as exc:
+                    problems.append(("repository", f"parent commit unreadable: {_one_line(exc)}"))
+        files = self._added(
+            str(oid), tuple(p.hex() for p in plain.parents), parse_commit(data), plain.tree, old, problems
+        )
+        return SignedCommitFiles(files, len(plain.parents), plain.tree, plain.signature, plain.signed)
+
+    def _added(
+        self,
+        commit_id: str,
+        parents: tuple[str, ...],
+        raw: RawCommit,
+        tree: bytes,
+        old: bytes | None,
+        problems: list[tuple[str, str]],
+    ) -> CommitFiles:
+        walk = _Walk()
         walk.problems.extend(("commit", p) for p in commit_header_problems(raw))
         try:
             message = raw.message.decode("utf-8")
         except UnicodeDecodeError:
             message = raw.text()
             walk.problems.append(("commit", "commit message is not UTF-8: AFDP writes UTF-8 only"))
-        try:
-            parent: Any = self.repo.get(commit.parent_ids[0]) if commit.parent_ids else None
-            old = parent.tree_id.raw if parent is not None else None
-        except (pygit2.GitError, AttributeError, ValueError) as exc:
-            walk.problems.append(("repository", f"parent commit unreadable: {_one_line(exc)}"))
-            old = None
-        self._diff_trees(old, commit.tree_id.raw, "", walk)
+        walk.problems.extend(problems)
+        self._diff_trees(old, tree, "", walk)
         return CommitFiles(
-            str(commit.id),
-            tuple(str(p) for p in commit.parent_ids),
+            commit_id,
+            parents,
             message,
             walk.added,
             tuple(walk.changed),
