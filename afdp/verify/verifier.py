@@ -47,7 +47,6 @@ from afdp.evidence import records as rec
 from afdp.evidence.ledger import trailers
 from afdp.evidence.names import branch_ref
 from afdp.evidence.store import EvidenceStore, StorageError
-from afdp.evidence.store.read import split_ids
 from afdp.evidence.trust import TrustPolicy
 from afdp.verify.chain import ChainWalk, Slot, problem
 from afdp.verify.checks import RecordFacts, RecordInput, check_record, prepare
@@ -136,6 +135,11 @@ def _check_chunk(repository: str, service: str, deployment: str, oids: bytes) ->
         return [_check_commit(store, oid, service, deployment, policy, roots, previous) for oid in split_ids(oids)]
     finally:
         _drop_object_cache(store)
+
+
+def split_ids(ids: bytes) -> list[pygit2.Oid]:
+    """The commit ids of :meth:`EvidenceStore.history_ids`'s bytes, in order."""
+    return [pygit2.Oid(raw=ids[at : at + 20]) for at in range(0, len(ids), 20)]
 
 
 def _return_freed_memory() -> None:

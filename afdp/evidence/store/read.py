@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pygit2
 
@@ -53,10 +53,6 @@ MAX_TREE_BYTES = 4 << 20
 #: commits: the cache otherwise keeps every commit of the walk (about 1.5 KiB each).
 HISTORY_CACHE_RUN = 1024
 
-
-def split_ids(ids: bytes) -> list[pygit2.Oid]:
-    """The commit ids of :meth:`StoreReader.history_ids`'s bytes, in order."""
-    return [pygit2.Oid(raw=ids[at : at + 20]) for at in range(0, len(ids), 20)]
 
 
 class ObjectError(StorageError):
@@ -111,10 +107,18 @@ class CommitFiles:
     unreadable: bool = False
 
 
-@dataclass(frozen=True)
-class SignedCommitFiles:
-    """:meth:`StoreReader.signed_commit_files`: a commit's added files, its parent count,
-    raw tree id, and its signature and signed payload (None, None when unsigned)."""
+class PlainCommit(NamedTuple):
+    """A commit's raw tree id, raw parent ids, signature and signed payload (None, None
+    when unsigned), as :func:`plain_commit` reads them."""
+
+    tree: bytes
+    parents: tuple[bytes, ...]
+    signature: bytes | None
+    signed: bytes | None
+
+
+class SignedCommitFiles(NamedTuple):
+    """:meth:`StoreReader.signed_commit_files`: the added files and the commit's parts."""
 
     files: CommitFiles
     parent_count: int
@@ -123,32 +127,20 @@ class SignedCommitFiles:
     signed: bytes | None
 
 
-@dataclass(frozen=True)
-class PlainCommit:
-    """The parts of a commit in the plain form :func:`plain_commit` reads."""
-
-    tree: bytes
-    parents: tuple[bytes, ...]
-    signature: bytes | None
-    signed: bytes | None
-
-
 _HEX40 = re.compile(rb"[0-9a-f]{40}")
 
 
 def plain_commit(data: bytes) -> PlainCommit | None:
-    """Read a raw commit's tree, parents and signature the way libgit2 does, or None.
+    """Read a raw commit's tree, parents and signature as libgit2 does, or None.
 
-    Only for the plain form, where libgit2's readings are simple to state and the same
-    as git's: no NUL byte; a header, then a blank line; ``tree <40 hex>`` first, then
-    ``parent <40 hex>`` lines (libgit2 reads the parents only there); and either no line
-    anywhere starting with ``gpgsig`` (libgit2 also searches the message), or the first
-    such line is a ``gpgsig `` header. The signature is then that header's value with its
-    continuation lines (each without its leading space, joined by newlines), and the
-    signed payload the commit without those lines (``Commit.gpg_signature``). Anything
-    else is None: the caller reads the commit through libgit2.
-    ``tests/test_verify_speed_reuse.py`` checks this against pygit2 over real and
-    generated commits.
+    Only in the plain form, where libgit2's reading is simple and git's: no NUL byte; a
+    header, a blank line; ``tree <hex>`` first, then the ``parent <hex>`` lines (libgit2
+    reads parents only there); no line starting with ``gpgsig`` (libgit2 searches the
+    message too), or the first one is a ``gpgsig `` header: its value and continuation
+    lines (each without its leading space, joined by newlines) are the signature, the
+    commit without them the signed payload (``Commit.gpg_signature``). Else None: read
+    the commit through libgit2. ``tests/test_verify_speed_reuse.py`` checks it against
+    pygit2 over real and generated commits.
     """
     if b"\0" in data:
         return None
@@ -304,17 +296,13 @@ class StoreReader:
         Raises:
             ObjectError: a parent commit is missing or corrupt (named with its child).
         """
-        commits = list(self._first_parents(head))
-        commits.reverse()
-        return commits
+        return list(self._first_parents(head))[::-1]
 
     def history_ids(self, head: pygit2.Commit) -> bytes:
         """Return the raw 20-byte ids of :meth:`history`'s commits, oldest first, end to end.
 
-        The same walk and the same errors, in memory that does not grow with the branch
-        beyond the 20 bytes per commit returned: no commit object is held, and libgit2's
-        object cache (which keeps every commit read) is emptied every
-        ``HISTORY_CACHE_RUN`` commits. Read with :func:`split_ids`.
+        The same walk and errors, holding no commit object: libgit2's object cache (it
+        keeps every commit read) is emptied every ``HISTORY_CACHE_RUN`` commits.
 
         Raises:
             ObjectError: a parent commit is missing or corrupt (named with its child).
@@ -385,15 +373,12 @@ class StoreReader:
         )
 
     def signed_commit_files(self, oid: pygit2.Oid, previous: tuple[bytes, bytes] | None = None) -> SignedCommitFiles:
-        """What :meth:`commit_files` returns, with the commit's parent count, tree id and
-        SSH/GPG signature as pygit2 gives them (``Commit.gpg_signature``), reading the
-        commit object once.
+        """:meth:`commit_files`, and the commit's parent count, tree id and signature as
+        pygit2 gives them (``Commit.gpg_signature``), reading the commit object once.
 
-        ``previous``: (raw id, raw tree id) of the commit read just before, oldest
-        first: when it is this commit's first parent, its tree is the one compared.
-        A commit whose raw bytes are not in the plain form AFDP writes
-        (:func:`plain_commit`) is read through libgit2 as before, so both readings
-        always agree.
+        ``previous``: (raw id, raw tree id) of the commit read just before (oldest first):
+        when it is this commit's first parent, its tree is the one compared. A commit not
+        in the plain form AFDP writes (:func:`plain_commit`) is read through libgit2.
         """
         try:
             kind, data = self._raw(oid)
