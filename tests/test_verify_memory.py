@@ -257,7 +257,7 @@ def test_history_ids_are_the_history_and_the_walk_empties_the_cache_as_it_goes(r
 
 
 def test_the_seal_check_keeps_32_bytes_per_digest_and_compares_as_before():
-    from afdp.verify.chain import _Digests
+    from afdp.verify.facts import Digests as _Digests
 
     digests = _Digests()
     values = [f"{i:064x}" for i in range(5)] + [None, "ABC", "A" * 64, "g" * 64]
@@ -316,3 +316,59 @@ def test_what_the_walk_keeps_per_record_is_a_few_dozen_bytes():
         tracemalloc.stop()
     assert walk.count == 3000 and not failures
     assert (at_3000 - at_1000) / 2000 < 64, (at_1000, at_3000)
+
+
+def test_a_seals_list_crosses_to_the_main_process_compactly_and_reads_the_same():
+    """A worker hands the main process the seal's entries as a ``SealList``: the same
+    (sequence, step, sha256) values, including odd ones (a sequence beyond 64 bits, a
+    digest that is not lowercase hex), in a small fraction of the pickled size."""
+    import pickle
+
+    from afdp.verify.facts import SealList
+
+    entries = [{"sequence": i, "step": f"step{i % 7}", "sha256": f"{i:064x}"} for i in range(10_000)]
+    entries[3] = {"sequence": 2**70, "step": "odd", "sha256": "AB" * 32}
+    entries[4] = {"sequence": -5, "step": "step4", "sha256": "short"}
+    compact = SealList(entries)
+    assert len(compact) == len(entries)
+    assert [compact[i] for i in range(len(entries))] == [(e["sequence"], e["step"], e["sha256"]) for e in entries]
+    assert len(pickle.dumps(compact)) < 50 * len(entries)
+
+    def unpickled_size(value: object) -> int:
+        # what the main process holds once it has the worker's result (tracemalloc)
+        import tracemalloc
+
+        data = pickle.dumps(value)
+        tracemalloc.start()
+        try:
+            loaded = pickle.loads(data)
+            size = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        del loaded
+        return size
+
+    small, large = unpickled_size(compact), unpickled_size(entries)
+    assert small < 60 * len(entries) and small * 5 < large, (small, large)
+    again = pickle.loads(pickle.dumps(compact))
+    assert [again[i] for i in range(len(entries))] == [compact[i] for i in range(len(entries))]
+
+
+def test_a_seal_compared_through_its_compact_list_reports_as_the_dict_list_did():
+    from afdp.verify.facts import SealList
+
+    for change in (None, "digest", "order", "shorter"):
+        dicts, compact = _chain(30), _chain(30)
+        for slots in (dicts, compact):
+            entries = slots[-1].facts.seal_entries
+            if change == "digest":
+                entries[12] = {**entries[12], "sha256": "f" * 64}
+            elif change == "order":
+                entries[5], entries[6] = entries[6], entries[5]
+            elif change == "shorter":
+                del entries[-3:]
+        compact[-1].facts.seal_entries = SealList(compact[-1].facts.seal_entries)
+        a, sealed_a, _ = _walk(dicts, keep=False)
+        b, sealed_b, _ = _walk(compact, keep=False)
+        assert a == b and sealed_a == sealed_b
+        assert bool([f for f in a if f.check == "seal"]) == (change is not None)

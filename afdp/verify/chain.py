@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -11,6 +10,7 @@ from typing import Any, overload
 from afdp.evidence import records as rec
 from afdp.evidence.trust import TrustPolicy
 from afdp.verify.checks import RecordFacts
+from afdp.verify.facts import Digests, SealList
 from afdp.verify.report import Failure, VerifiedRecord
 
 TIME_ORDER_TOLERANCE = timedelta(seconds=1)
@@ -83,7 +83,7 @@ class ChainWalk:
         #: (step, envelope digest) of every record so far, for the seal, stored compactly:
         #: the step names (shared strings: 8 bytes a record) and the digests' 32 raw bytes
         #: end to end (a hex string and its tuple were about 180 bytes a record)
-        self._before = _Digests()
+        self._before = Digests()
         self._unknown: set[int] = set()  # unreadable records among them
         self._names: dict[str, str] = {}
 
@@ -304,35 +304,8 @@ def _check_last_tokens(
             )
 
 
-class _Digests:
-    """(step, envelope SHA-256 hex or None) per record, in order, in about 40 bytes a record."""
-
-    def __init__(self) -> None:
-        self.steps: list[str | None] = []
-        self._raw = bytearray()  # 32 bytes per record (zeros where there is no digest)
-        self._odd: dict[int, str | None] = {}  # digests that are not 64 lowercase hex, as they are
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def append(self, step: str | None, digest: str | None) -> None:
-        raw = None
-        if digest is not None and len(digest) == 64:
-            with contextlib.suppress(ValueError):
-                raw = bytes.fromhex(digest)
-        if raw is None or raw.hex() != digest:
-            self._odd[len(self.steps)] = digest
-            raw = bytes(32)
-        self.steps.append(step)
-        self._raw += raw
-
-    def __getitem__(self, index: int) -> tuple[str | None, str | None]:
-        digest = self._odd[index] if index in self._odd else self._raw[index * 32 : index * 32 + 32].hex()
-        return self.steps[index], digest
-
-
 def _check_seal(
-    before: _Digests,
+    before: Digests,
     unknown: set[int],
     seal: RecordFacts,
     where: str,
@@ -351,10 +324,14 @@ def _check_seal(
     trust_listed = bool(unknown) and len(entries) == count
     mismatch = None
     for index in range(min(len(entries), count)):
-        entry = entries[index]
-        listed: tuple[Any, Any, Any] = (
-            (entry.get("sequence"), entry.get("step"), entry.get("sha256")) if isinstance(entry, dict) else (None, None, None)
-        )
+        listed: tuple[Any, Any, Any]
+        if isinstance(entries, SealList):
+            listed = entries[index]
+        else:
+            entry = entries[index]
+            listed = (
+                (entry.get("sequence"), entry.get("step"), entry.get("sha256")) if isinstance(entry, dict) else (None, None, None)
+            )
         if trust_listed and index in unknown:
             continue
         if listed != (index, *before[index]):
