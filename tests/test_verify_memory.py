@@ -116,27 +116,29 @@ def test_check_all_summary_has_the_same_failures(sealed, signer, tsa, trust_file
 
 # -- the walk itself, on synthetic facts: what it keeps -----------------------------------
 def _chain(n: int) -> list[Slot]:
-    slots = []
-    for i in range(n):
-        kind = rec.KIND_GENESIS if i == 0 else rec.KIND_SEAL if i == n - 1 else rec.KIND_STEP
-        facts = RecordFacts(
-            i,
-            f"records/0000/{i:06d}-s",
-            sequence=i,
-            step=f"step{i % 3}",
-            kind=kind,
-            status="ok",
-            envelope_sha256=f"{i:064x}",
-            prev=f"{i - 1:064x}" if i else None,
-            signer="dev",
-            timestamps=[(f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}+00:00", "tsa")],
-            token_files={f"t{i}.tsr": "x"},
-            prev_timestamps={f"t{i - 1}.tsr": "x"} if i else None,
-        )
-        if kind == rec.KIND_SEAL:
-            facts.seal_entries = [{"sequence": j, "step": f"step{j % 3}", "sha256": f"{j:064x}"} for j in range(i)]
-        slots.append(Slot(f"{i:040x}", f"sha256:{i:064x}", facts))
-    return slots
+    return [_slot(i, n) for i in range(n)]
+
+
+def _slot(i: int, n: int) -> Slot:
+    """Record ``i`` of a synthetic ``n``-record chain (its strings made afresh)."""
+    kind = rec.KIND_GENESIS if i == 0 else rec.KIND_SEAL if i == n - 1 else rec.KIND_STEP
+    facts = RecordFacts(
+        i,
+        f"records/0000/{i:06d}-s",
+        sequence=i,
+        step=f"step{i % 3}",
+        kind=kind,
+        status="ok",
+        envelope_sha256=f"{i:064x}",
+        prev=f"{i - 1:064x}" if i else None,
+        signer="dev",
+        timestamps=[(f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}+00:00", "tsa")],
+        token_files={f"t{i}.tsr": "x"},
+        prev_timestamps={f"t{i - 1}.tsr": "x"} if i else None,
+    )
+    if kind == rec.KIND_SEAL:
+        facts.seal_entries = [{"sequence": j, "step": f"step{j % 3}", "sha256": f"{j:064x}"} for j in range(i)]
+    return Slot(f"{i:040x}", f"sha256:{i:064x}", facts)
 
 
 def _walk(slots: list[Slot], *, keep: bool) -> tuple[list[Failure], bool, ChainWalk]:
@@ -214,3 +216,160 @@ def test_object_cache_does_not_grow_along_the_branch(repo, signer, tsa, trust_fi
     # without emptying it, it grows by about 2 KiB a commit (40 KiB a run of 20)
     growth = [after - before for before, after in itertools.pairwise(seen)]
     assert max(growth) <= 4096, seen
+
+
+# -- the main process: the history walk and the seal's digests ----------------------------
+def test_history_ids_are_the_history_and_the_walk_empties_the_cache_as_it_goes(repo, signer, tsa, monkeypatch):
+    """The walk that lists a branch's commits held every commit object (and libgit2 kept
+    every commit read): about 1.5 KiB per record of peak memory in the main process.
+    ``history_ids`` gives the same commits as 20 bytes each, and empties libgit2's cache
+    every ``HISTORY_CACHE_RUN`` commits (fails with the emptying during the walk removed)."""
+    from afdp.evidence.names import branch_ref
+    from afdp.evidence.store import EvidenceStore
+    from afdp.evidence.store import read as store_read
+
+    build_deployment(repo, signer, tsa, steps=39, sealed=True)
+    monkeypatch.setattr(store_read, "HISTORY_CACHE_RUN", 8)
+    store = EvidenceStore(repo)
+    head = store.head(branch_ref("api", "d-42"))
+    assert head is not None
+    expected = b"".join(c.id.raw for c in store.history(head))
+    from afdp.verify.verifier import split_ids
+
+    assert [o.raw for o in split_ids(expected)] == [c.id.raw for c in store.history(head)]
+
+    cached: list[int] = []
+
+    class CountingRepository(pygit2.Repository):
+        # the real repository; only notes libgit2's cached bytes each time it is emptied
+        def free(self) -> None:
+            cached.append(pygit2.settings.cached_memory[0])
+            super().free()
+
+    store.repo = CountingRepository(str(repo))
+    head = store.head(branch_ref("api", "d-42"))
+    assert head is not None
+    gc.collect()
+    ids = store.history_ids(head)
+    assert ids == expected and len(ids) == 41 * 20
+    assert len(cached) >= 41 // 8, "the cache must be emptied during the walk, not only after it"
+    # each run of 8 commits adds about 8 commits' worth (~1-2 KiB each), never the whole walk's
+    assert max(cached) - min(cached) <= 8 * 4096, cached
+
+
+def test_the_seal_check_keeps_32_bytes_per_digest_and_compares_as_before():
+    from afdp.verify.facts import Digests as _Digests
+
+    digests = _Digests()
+    values = [f"{i:064x}" for i in range(5)] + [None, "ABC", "A" * 64, "g" * 64]
+    for i, value in enumerate(values):
+        digests.append(f"step{i % 2}", value)
+    assert len(digests) == len(values)
+    assert [digests[i] for i in range(len(values))] == [(f"step{i % 2}", v) for i, v in enumerate(values)]
+    assert len(digests._raw) == 32 * len(values)
+
+    # a seal that lists another spelling (upper case) of a record's digest does not list it
+    slots = _chain(20)
+    slots[10].facts.envelope_sha256 = "ab" * 32
+    slots[11].facts.prev = "ab" * 32
+    slots[10].digest_trailer = "sha256:" + "ab" * 32
+    seal = slots[-1].facts
+    seal.seal_entries[10] = {"sequence": 10, "step": "step1", "sha256": "AB" * 32}
+    failures, sealed, _ = _walk(slots, keep=False)
+    assert [f.reason for f in failures if f.check == "seal"] == [
+        "seal covers 19 records but the branch has 19 before it; first difference at record 10"
+    ]
+    slots_ok = _chain(20)
+    slots_ok[10].facts.envelope_sha256 = "ab" * 32
+    slots_ok[11].facts.prev = "ab" * 32
+    slots_ok[10].digest_trailer = "sha256:" + "ab" * 32
+    slots_ok[-1].facts.seal_entries[10] = {"sequence": 10, "step": "step1", "sha256": "ab" * 32}
+    failures, sealed, _ = _walk(slots_ok, keep=False)
+    assert not failures and sealed
+    # a shorter and a longer list still name where they part
+    slots = _chain(20)
+    del slots[-1].facts.seal_entries[-1]
+    failures, _, _ = _walk(slots, keep=False)
+    assert "first difference at record 18" in next(f.reason for f in failures if f.check == "seal")
+
+
+def test_what_the_walk_keeps_per_record_is_a_few_dozen_bytes():
+    """Structural, not timed: the memory the walk holds after 1,000 and after 3,000
+    records (tracemalloc, Python's own allocations) grows by under 64 bytes a record:
+    a shared step name and 32 raw digest bytes (was one tuple and one 64-character
+    string, about 180 bytes)."""
+    import tracemalloc
+
+    failures: list[Failure] = []
+    walk = ChainWalk(failures, _Policy(), keep_records=False)
+    tracemalloc.start()
+    try:
+        # each record's facts made as it arrives (as the workers' results are), and let go
+        for i in range(1000):
+            walk.add(_slot(i, 3001))
+        gc.collect()
+        at_1000 = tracemalloc.get_traced_memory()[0]
+        for i in range(1000, 3000):
+            walk.add(_slot(i, 3001))
+        gc.collect()
+        at_3000 = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert walk.count == 3000 and not failures
+    assert (at_3000 - at_1000) / 2000 < 64, (at_1000, at_3000)
+
+
+def test_a_seals_list_crosses_to_the_main_process_compactly_and_reads_the_same():
+    """A worker hands the main process the seal's entries as a ``SealList``: the same
+    (sequence, step, sha256) values, including odd ones (a sequence beyond 64 bits, a
+    digest that is not lowercase hex), in a small fraction of the pickled size."""
+    import pickle
+
+    from afdp.verify.facts import SealList
+
+    entries = [{"sequence": i, "step": f"step{i % 7}", "sha256": f"{i:064x}"} for i in range(10_000)]
+    entries[3] = {"sequence": 2**70, "step": "odd", "sha256": "AB" * 32}
+    entries[4] = {"sequence": -5, "step": "step4", "sha256": "short"}
+    compact = SealList(entries)
+    assert len(compact) == len(entries)
+    assert [compact[i] for i in range(len(entries))] == [(e["sequence"], e["step"], e["sha256"]) for e in entries]
+    assert len(pickle.dumps(compact)) < 50 * len(entries)
+
+    def unpickled_size(value: object) -> int:
+        # what the main process holds once it has the worker's result (tracemalloc)
+        import tracemalloc
+
+        data = pickle.dumps(value)
+        tracemalloc.start()
+        try:
+            loaded = pickle.loads(data)
+            size = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        del loaded
+        return size
+
+    small, large = unpickled_size(compact), unpickled_size(entries)
+    assert small < 60 * len(entries) and small * 5 < large, (small, large)
+    again = pickle.loads(pickle.dumps(compact))
+    assert [again[i] for i in range(len(entries))] == [compact[i] for i in range(len(entries))]
+
+
+def test_a_seal_compared_through_its_compact_list_reports_as_the_dict_list_did():
+    from afdp.verify.facts import SealList
+
+    for change in (None, "digest", "order", "shorter"):
+        dicts, compact = _chain(30), _chain(30)
+        for slots in (dicts, compact):
+            entries = slots[-1].facts.seal_entries
+            if change == "digest":
+                entries[12] = {**entries[12], "sha256": "f" * 64}
+            elif change == "order":
+                entries[5], entries[6] = entries[6], entries[5]
+            elif change == "shorter":
+                del entries[-3:]
+        compact[-1].facts.seal_entries = SealList(compact[-1].facts.seal_entries)
+        a, sealed_a, _ = _walk(dicts, keep=False)
+        b, sealed_b, _ = _walk(compact, keep=False)
+        assert a == b and sealed_a == sealed_b
+        assert bool([f for f in a if f.check == "seal"]) == (change is not None)

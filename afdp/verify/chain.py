@@ -10,6 +10,7 @@ from typing import Any, overload
 from afdp.evidence import records as rec
 from afdp.evidence.trust import TrustPolicy
 from afdp.verify.checks import RecordFacts
+from afdp.verify.facts import Digests, SealList
 from afdp.verify.report import Failure, VerifiedRecord
 
 TIME_ORDER_TOLERANCE = timedelta(seconds=1)
@@ -79,9 +80,10 @@ class ChainWalk:
         self._previous_time: datetime | None = None
         self._seal_at: int | None = None
         self._genesis_marker: tuple[str | None] | None = None
-        #: (step, envelope digest) of every record so far, for the seal; step names are
-        #: shared, so a record costs one tuple and its digest string
-        self._before: list[tuple[str | None, str | None]] = []
+        #: (step, envelope digest) of every record so far, for the seal, stored compactly:
+        #: the step names (shared strings: 8 bytes a record) and the digests' 32 raw bytes
+        #: end to end (a hex string and its tuple were about 180 bytes a record)
+        self._before = Digests()
         self._unknown: set[int] = set()  # unreadable records among them
         self._names: dict[str, str] = {}
 
@@ -225,7 +227,7 @@ class ChainWalk:
         if facts.kind == rec.KIND_SEAL and self._seal_at is None:
             self._seal_at = position
             _check_seal(self._before, self._unknown, facts, where, slot.commit, failures)
-        self._before.append((self._share(facts.step), facts.envelope_sha256))
+        self._before.append(self._share(facts.step), facts.envelope_sha256)
         if hidden:
             self._unknown.add(position)
         if position == 0:
@@ -303,7 +305,7 @@ def _check_last_tokens(
 
 
 def _check_seal(
-    before: list[tuple[str | None, str | None]],
+    before: Digests,
     unknown: set[int],
     seal: RecordFacts,
     where: str,
@@ -315,25 +317,34 @@ def _check_seal(
     if entries is None:
         failures.append(Failure(where, "seal", "seal lists no records", seal.sequence, commit))
         return
-    expected: list[tuple[Any, Any, Any]] = [(i, step, digest) for i, (step, digest) in enumerate(before)]
-    listed: list[tuple[Any, Any, Any]] = [
-        (e.get("sequence"), e.get("step"), e.get("sha256")) if isinstance(e, dict) else (None, None, None)
-        for e in entries
-    ]
+    # compared one record at a time: no second list of every record is built
+    count = len(before)
     # an unreadable record (already a commit failure) cannot be compared: take the
     # seal's word for it rather than report a follow-on difference
-    if unknown and len(listed) == len(expected):
-        expected = [listed[i] if i in unknown else e for i, e in enumerate(expected)]
-    if listed != expected:
-        mismatch = next(
-            (i for i, (a, b) in enumerate(zip(listed, expected, strict=False)) if a != b),
-            min(len(listed), len(expected)),
-        )
+    trust_listed = bool(unknown) and len(entries) == count
+    mismatch = None
+    for index in range(min(len(entries), count)):
+        listed: tuple[Any, Any, Any]
+        if isinstance(entries, SealList):
+            listed = entries[index]
+        else:
+            entry = entries[index]
+            listed = (
+                (entry.get("sequence"), entry.get("step"), entry.get("sha256")) if isinstance(entry, dict) else (None, None, None)
+            )
+        if trust_listed and index in unknown:
+            continue
+        if listed != (index, *before[index]):
+            mismatch = index
+            break
+    if mismatch is None and len(entries) != count:
+        mismatch = min(len(entries), count)
+    if mismatch is not None:
         failures.append(
             Failure(
                 where,
                 "seal",
-                f"seal covers {len(listed)} records but the branch has {len(expected)} before it; first difference at record {mismatch}",
+                f"seal covers {len(entries)} records but the branch has {count} before it; first difference at record {mismatch}",
                 seal.sequence,
                 commit,
             )

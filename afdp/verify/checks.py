@@ -76,6 +76,7 @@ from afdp.verify.facts import (
     MAX_JSON_DEPTH,
     RecordFacts,
     RecordInput,
+    SealList,
     Stop,
     json_depth_exceeds,
     load_json,
@@ -268,7 +269,7 @@ def _run(item: RecordInput, policy: TrustPolicy, roots: Any, facts: RecordFacts)
         if isinstance(result, dict) and isinstance(result.get("records"), list):
             entries = result["records"]
             if all(_seal_entry_ok(e) for e in entries):
-                facts.seal_entries = entries
+                facts.seal_entries = SealList(entries)  # compact: it crosses to the main process
             else:
                 facts.fail(
                     "seal",

@@ -6,14 +6,18 @@ attacker-written bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "Digests",
+    "SealList",
     "RecordFacts",
     "RecordInput",
     "Stop",
@@ -61,6 +65,60 @@ def load_json(data: bytes, what: str) -> Any:
         raise ValueError(f"{what} nests too deeply") from exc
 
 
+class Digests:
+    """(step, envelope SHA-256 hex or None) per record, in order, in about 40 bytes a record."""
+
+    def __init__(self) -> None:
+        self.steps: list[str | None] = []
+        self._raw = bytearray()  # 32 bytes per record (zeros where there is no digest)
+        self._odd: dict[int, str | None] = {}  # digests that are not 64 lowercase hex, as they are
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def append(self, step: str | None, digest: str | None) -> None:
+        raw = None
+        if digest is not None and len(digest) == 64:
+            with contextlib.suppress(ValueError):
+                raw = bytes.fromhex(digest)
+        if raw is None or raw.hex() != digest:
+            self._odd[len(self.steps)] = digest
+            raw = bytes(32)
+        self.steps.append(step)
+        self._raw += raw
+
+    def __getitem__(self, index: int) -> tuple[str | None, str | None]:
+        digest = self._odd[index] if index in self._odd else self._raw[index * 32 : index * 32 + 32].hex()
+        return self.steps[index], digest
+
+
+class SealList:
+    """The records a seal lists, each ``(sequence, step, sha256)``, in about 50 bytes a
+    record (a list of dicts parsed from JSON is about 390): what a worker hands the main
+    process for check 14. Entries were checked to be {sequence: int, step: str, sha256: str}."""
+
+    def __init__(self, entries: list[dict[str, Any]]) -> None:
+        self._sequences = array("q")
+        self._big: dict[int, int] = {}  # sequences beyond 64 bits, as they are
+        self._pairs = Digests()
+        names: dict[str, str] = {}
+        for index, entry in enumerate(entries):
+            sequence, step = entry["sequence"], entry["step"]
+            if -(2**63) <= sequence < 2**63:
+                self._sequences.append(sequence)
+            else:
+                self._big[index] = sequence
+                self._sequences.append(0)
+            self._pairs.append(names.setdefault(step, step), entry["sha256"])
+
+    def __len__(self) -> int:
+        return len(self._sequences)
+
+    def __getitem__(self, index: int) -> tuple[int, str | None, str | None]:
+        sequence = self._big[index] if index in self._big else self._sequences[index]
+        return (sequence, *self._pairs[index])
+
+
 @dataclass(frozen=True)
 class RecordInput:
     """One record directory as read from a commit (position is its place on the branch)."""
@@ -94,7 +152,7 @@ class RecordFacts:
     started_at: str | None = None
     finished_at: str | None = None
     timestamps: list[tuple[str, str]] = field(default_factory=list)  # (gen_time iso, tsa name)
-    seal_entries: list[dict[str, Any]] | None = None
+    seal_entries: SealList | list[dict[str, Any]] | None = None  # lists: tests' synthetic facts
     failures: list[tuple[str, str]] = field(default_factory=list)  # (check, reason)
     token_files: dict[str, str] = field(default_factory=dict)  # every .tsr -> sha256 of its bytes
     token_times: dict[str, datetime] = field(default_factory=dict)  # valid .tsr -> genTime

@@ -10,10 +10,11 @@ write path to this class.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pygit2
 
@@ -47,6 +48,11 @@ MAX_COMMIT_FILES_BYTES = MAX_FILE_BYTES + MAX_ENVELOPE_BYTES
 #: Commit and tree objects: an AFDP commit is ~1 KiB, a shard tree ~50 KiB at most.
 MAX_COMMIT_BYTES = 1 << 20
 MAX_TREE_BYTES = 4 << 20
+
+#: :meth:`StoreReader.history_ids` empties libgit2's object cache after this many
+#: commits: the cache otherwise keeps every commit of the walk (about 1.5 KiB each).
+HISTORY_CACHE_RUN = 1024
+
 
 
 class ObjectError(StorageError):
@@ -99,6 +105,74 @@ class CommitFiles:
     #: an object of the commit is missing or corrupt (reported in ``problems``): what the
     #: record would hold is unknown, so checks that depend on it say nothing more
     unreadable: bool = False
+
+
+class PlainCommit(NamedTuple):
+    """A commit's raw tree id, raw parent ids, signature and signed payload (None, None
+    when unsigned), as :func:`plain_commit` reads them."""
+
+    tree: bytes
+    parents: tuple[bytes, ...]
+    signature: bytes | None
+    signed: bytes | None
+
+
+class SignedCommitFiles(NamedTuple):
+    """:meth:`StoreReader.signed_commit_files`: the added files and the commit's parts."""
+
+    files: CommitFiles
+    parent_count: int
+    tree: bytes
+    signature: bytes | None
+    signed: bytes | None
+
+
+_HEX40 = re.compile(rb"[0-9a-f]{40}")
+
+
+def plain_commit(data: bytes) -> PlainCommit | None:
+    """Read a raw commit's tree, parents and signature as libgit2 does, or None.
+
+    Only in the plain form, where libgit2's reading is simple and git's: no NUL byte; a
+    header, a blank line; ``tree <hex>`` first, then the ``parent <hex>`` lines (libgit2
+    reads parents only there); no line starting with ``gpgsig`` (libgit2 searches the
+    message too), or the first one is a ``gpgsig `` header: its value and continuation
+    lines (each without its leading space, joined by newlines) are the signature, the
+    commit without them the signed payload (``Commit.gpg_signature``). Else None: read
+    the commit through libgit2. ``tests/test_verify_speed_reuse.py`` checks it against
+    pygit2 over real and generated commits.
+    """
+    if b"\0" in data:
+        return None
+    end = data.find(b"\n\n")
+    if end < 0:
+        return None
+    lines = data[: end + 1].split(b"\n")[:-1]  # the header's lines, without their newlines
+    if not lines or not lines[0].startswith(b"tree ") or not _HEX40.fullmatch(lines[0], 5):
+        return None
+    parents = []
+    at = 1
+    while at < len(lines) and lines[at].startswith(b"parent "):
+        if not _HEX40.fullmatch(lines[at], 7):
+            return None
+        parents.append(bytes.fromhex(lines[at][7:].decode("ascii")))
+        at += 1
+    tree = bytes.fromhex(lines[0][5:].decode("ascii"))
+    first = data.find(b"gpgsig")
+    while first > 0 and data[first - 1] != 0x0A:  # only at a line's start
+        first = data.find(b"gpgsig", first + 1)
+    if first < 0:
+        return PlainCommit(tree, tuple(parents), None, None)
+    if first > end or not data.startswith(b"gpgsig ", first):
+        return None
+    # the header line at ``first`` and its continuation lines (all inside the header)
+    stop = data.index(b"\n", first)
+    parts = [data[first + 7 : stop]]
+    while data[stop + 1 : stop + 2] == b" ":
+        following = data.index(b"\n", stop + 1)
+        parts.append(data[stop + 2 : following])
+        stop = following
+    return PlainCommit(tree, tuple(parents), b"\n".join(parts), data[:first] + data[stop + 1 :])
 
 
 def common_dir(git_dir: Path) -> Path:
@@ -222,10 +296,34 @@ class StoreReader:
         Raises:
             ObjectError: a parent commit is missing or corrupt (named with its child).
         """
-        commits = []
+        return list(self._first_parents(head))[::-1]
+
+    def history_ids(self, head: pygit2.Commit) -> bytes:
+        """Return the raw 20-byte ids of :meth:`history`'s commits, oldest first, end to end.
+
+        The same walk and errors, holding no commit object: libgit2's object cache (it
+        keeps every commit read) is emptied every ``HISTORY_CACHE_RUN`` commits.
+
+        Raises:
+            ObjectError: a parent commit is missing or corrupt (named with its child).
+        """
+        newest_first = bytearray()
+        for count, commit in enumerate(self._first_parents(head), 1):
+            newest_first += commit.id.raw
+            if count % HISTORY_CACHE_RUN == 0:
+                self.repo.free()
+        self.repo.free()
+        size = len(newest_first)
+        oldest_first = bytearray(size)
+        for at in range(0, size, 20):
+            oldest_first[size - at - 20 : size - at] = newest_first[at : at + 20]
+        return bytes(oldest_first)
+
+    def _first_parents(self, head: pygit2.Commit) -> Iterator[pygit2.Commit]:
+        """Yield ``head`` and its first parents, newest first (see :meth:`history`)."""
         commit: pygit2.Commit | None = head
         while commit is not None:
-            commits.append(commit)
+            yield commit
             if not commit.parent_ids:
                 break
             parent_id = commit.parent_ids[0]
@@ -250,8 +348,6 @@ class StoreReader:
                     else f"commit {str(commit.id)[:12]}: its parent {parent_id} is not a commit"
                 )
             commit = parent
-        commits.reverse()
-        return commits
 
     def commit_files(self, commit: pygit2.Commit) -> CommitFiles:
         """Return what ``commit`` added relative to its first parent (all files for a root).
@@ -264,24 +360,75 @@ class StoreReader:
         Problems (malformed, duplicate or unsorted entries, empty directories, files
         that are not regular, oversized or unreadable objects) are returned, not raised.
         """
-        walk = _Walk()
         raw = self.read_commit(commit.id)
+        problems: list[tuple[str, str]] = []
+        try:
+            parent: Any = self.repo.get(commit.parent_ids[0]) if commit.parent_ids else None
+            old = parent.tree_id.raw if parent is not None else None
+        except (pygit2.GitError, AttributeError, ValueError) as exc:
+            problems.append(("repository", f"parent commit unreadable: {_one_line(exc)}"))
+            old = None
+        return self._added(
+            str(commit.id), tuple(str(p) for p in commit.parent_ids), raw, commit.tree_id.raw, old, problems
+        )
+
+    def signed_commit_files(self, oid: pygit2.Oid, previous: tuple[bytes, bytes] | None = None) -> SignedCommitFiles:
+        """:meth:`commit_files`, and the commit's parent count, tree id and signature as
+        pygit2 gives them (``Commit.gpg_signature``), reading the commit object once.
+
+        ``previous``: (raw id, raw tree id) of the commit read just before (oldest first):
+        when it is this commit's first parent, its tree is the one compared. A commit not
+        in the plain form AFDP writes (:func:`plain_commit`) is read through libgit2.
+        """
+        try:
+            kind, data = self._raw(oid)
+        except (pygit2.GitError, KeyError, ValueError):
+            kind, data = -1, b""
+        plain = plain_commit(data) if kind == pygit2.enums.ObjectType.COMMIT else None
+        if plain is None:
+            commit = self.repo.get(oid)
+            assert isinstance(commit, pygit2.Commit)  # history() read each one already
+            signature, signed = commit.gpg_signature
+            return SignedCommitFiles(
+                self.commit_files(commit), len(commit.parent_ids), commit.tree_id.raw, signature, signed
+            )
+        problems: list[tuple[str, str]] = []
+        old: bytes | None = None
+        if plain.parents:
+            if previous is not None and previous[0] == plain.parents[0]:
+                old = previous[1]
+            else:
+                try:
+                    parent: Any = self.repo.get(pygit2.Oid(raw=plain.parents[0]))
+                    old = parent.tree_id.raw
+                except (pygit2.GitError, AttributeError, ValueError, KeyError) as exc:
+                    problems.append(("repository", f"parent commit unreadable: {_one_line(exc)}"))
+        files = self._added(
+            str(oid), tuple(p.hex() for p in plain.parents), parse_commit(data), plain.tree, old, problems
+        )
+        return SignedCommitFiles(files, len(plain.parents), plain.tree, plain.signature, plain.signed)
+
+    def _added(
+        self,
+        commit_id: str,
+        parents: tuple[str, ...],
+        raw: RawCommit,
+        tree: bytes,
+        old: bytes | None,
+        problems: list[tuple[str, str]],
+    ) -> CommitFiles:
+        walk = _Walk()
         walk.problems.extend(("commit", p) for p in commit_header_problems(raw))
         try:
             message = raw.message.decode("utf-8")
         except UnicodeDecodeError:
             message = raw.text()
             walk.problems.append(("commit", "commit message is not UTF-8: AFDP writes UTF-8 only"))
-        try:
-            parent: Any = self.repo.get(commit.parent_ids[0]) if commit.parent_ids else None
-            old = parent.tree_id.raw if parent is not None else None
-        except (pygit2.GitError, AttributeError, ValueError) as exc:
-            walk.problems.append(("repository", f"parent commit unreadable: {_one_line(exc)}"))
-            old = None
-        self._diff_trees(old, commit.tree_id.raw, "", walk)
+        walk.problems.extend(problems)
+        self._diff_trees(old, tree, "", walk)
         return CommitFiles(
-            str(commit.id),
-            tuple(str(p) for p in commit.parent_ids),
+            commit_id,
+            parents,
             message,
             walk.added,
             tuple(walk.changed),

@@ -278,11 +278,30 @@ def _cms_signature_ok(parts: _SignerParts, tst_info_der: bytes, chain: _Chain) -
     return True
 
 
-def _trust(roots: Sequence[x509.Certificate]) -> _Trust:
+#: The roots of the last :func:`_trust` call (held, so their identities stay theirs)
+#: and their key in ``_trusts``: a verify run passes the same certificate objects for
+#: every token, and fingerprinting them again per token cost about a tenth of a token's
+#: check. The trust itself is still looked up (and built, if it was dropped) in ``_trusts``.
+_last_roots: tuple[tuple[x509.Certificate, ...], tuple[bytes, ...]] | None = None
+
+
+def _roots_key(roots: Sequence[x509.Certificate]) -> tuple[tuple[bytes, ...], dict[bytes, x509.Certificate] | None]:
+    global _last_roots
+    last = _last_roots
+    if last is not None and len(last[0]) == len(roots) and all(a is b for a, b in zip(last[0], roots, strict=True)):
+        return last[1], None
     unique = {root.fingerprint(hashes.SHA256()): root for root in roots}
     key = tuple(sorted(unique))
+    _last_roots = (tuple(roots), key)
+    return key, unique
+
+
+def _trust(roots: Sequence[x509.Certificate]) -> _Trust:
+    key, unique = _roots_key(roots)
     trust = _trusts.get(key)
     if trust is None:
+        if unique is None:
+            unique = {root.fingerprint(hashes.SHA256()): root for root in roots}
         ordered = [unique[fingerprint] for fingerprint in key]
         verifier = _caching_verifier(ordered)
         if verifier is None:  # another rfc3161-client: its own verifier, uncached

@@ -1,13 +1,11 @@
-"""A minimal DER reader for time-stamp tokens (asn1crypto's parser underneath): the
+"""A minimal DER reader for time-stamp tokens (asn1crypto's element reading, in place): the
 elements, tags and object identifiers the warm verification path (:mod:`.chains`) reads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from asn1crypto import parser as _der
 from cryptography.hazmat.primitives import hashes
 
 
@@ -44,9 +42,11 @@ _UNIVERSAL, _CONTEXT = 0, 2
 _OCTET_STRING, _OID_TAG, _SEQUENCE_TAG, _SET_TAG = 4, 6, 16, 17
 
 
-@dataclass(frozen=True)
-class _Element:
-    """One DER element: its class, whether constructed, tag, and header + content bytes."""
+class _Element(NamedTuple):
+    """One DER element: its class, whether constructed, tag, and header + content bytes.
+
+    A tuple (immutable, and cheap to make: a token has about 40 elements and a verify
+    run reads one token per record)."""
 
     klass: int
     constructed: bool
@@ -60,21 +60,61 @@ class _Element:
 
     def children(self) -> list[_Element]:
         out, data, at = [], self.contents, 0
-        while at < len(data):
+        end = len(data)
+        while at < end:
             element, at = _read_element(data, at)
             out.append(element)
         return out
 
     def expect(self, klass: int, tag: int) -> _Element:
-        if (self.klass, self.tag) != (klass, tag):
+        if self.klass != klass or self.tag != tag:
             raise ValueError("unexpected element")
         return self
 
 
 def _read_element(data: bytes, at: int) -> tuple[_Element, int]:
-    """Read the DER element at ``data[at:]`` with asn1crypto's parser; return it and where
-    the next one starts. An indefinite length (not DER) raises ValueError."""
-    klass, method, tag, header, contents, trailer = _der.parse(data[at:])
-    if trailer:  # indefinite length: not DER
-        raise ValueError("not DER")
-    return _Element(klass, method == 1, tag, header, contents), at + len(header) + len(contents)
+    """Read the DER element at ``data[at:]``; return it and where the next one starts.
+
+    The same reading as asn1crypto's ``parser.parse`` (identifier octets with the
+    high-tag-number form and its minimal-encoding check, short and long definite
+    lengths, ValueError when the data is shorter than an element says), read in place
+    rather than from a copy of the rest of the data: a token's elements are read at
+    their offsets. An indefinite length (not DER) raises ValueError.
+    ``tests/test_verify_speed_caches.py`` checks it against asn1crypto's parser.
+    """
+    end = len(data)
+    if at >= end:
+        raise ValueError("insufficient data")
+    first = data[at]
+    pointer = at + 1
+    tag = first & 31
+    if tag == 31:  # high tag number: base 128, minimal
+        tag = 0
+        while True:
+            if pointer >= end:
+                raise ValueError("insufficient data")
+            octet = data[pointer]
+            pointer += 1
+            if octet == 0x80 and tag == 0:
+                raise ValueError("non-minimal tag encoding")
+            tag = tag * 128 + (octet & 127)
+            if octet < 0x80:
+                break
+        if tag < 31:
+            raise ValueError("non-minimal tag encoding")
+    if pointer >= end:
+        raise ValueError("insufficient data")
+    length = data[pointer]
+    pointer += 1
+    if length & 0x80:
+        count = length & 127
+        if not count:  # indefinite length: not DER
+            raise ValueError("not DER")
+        if pointer + count > end:
+            raise ValueError("insufficient data")
+        length = int.from_bytes(data[pointer : pointer + count], "big")
+        pointer += count
+    stop = pointer + length
+    if stop > end:
+        raise ValueError("insufficient data")
+    return _Element(first >> 6, bool(first & 0x20), tag, data[at:pointer], data[pointer:stop]), stop
