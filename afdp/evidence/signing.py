@@ -139,10 +139,10 @@ def _file_signer(path: Path) -> Signer:
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    # a key in PEM is a few KiB: /dev/zero or a huge file is refused, not read until killed
+    from afdp.evidence.files import read_at_most
+
+    return read_at_most(path, 1 << 20, what)
 
 
 def signer_keyid(signer: Signer) -> str:

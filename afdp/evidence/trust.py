@@ -41,8 +41,16 @@ from securesystemslib.signer import SSlibKey
 
 from afdp.errors import ConfigurationError, SchemaError, UsageError
 from afdp.evidence import schemas
+from afdp.evidence.files import read_at_most
 from afdp.evidence.keyless import KeylessIdentity, SigstoreRoot
 from afdp.evidence.signing import public_key_from_pem
+
+#: A trust policy is a page of YAML, a Sigstore trusted root a few KiB of JSON: a file
+#: larger than this (or ``/dev/zero``) is refused before it is all in memory.
+MAX_POLICY_BYTES = 4 << 20
+MAX_TRUSTED_ROOT_BYTES = 4 << 20
+#: a public key or a certificate chain in PEM
+MAX_PEM_BYTES = 1 << 20
 
 SCHEMA = "trust-policy.v1"
 
@@ -187,12 +195,8 @@ def _sigstore_root(
         path = (base or Path.cwd()) / path
     _refuse_inside(path, evidence_repository, "pinned Sigstore trusted root")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_at_most(path, MAX_TRUSTED_ROOT_BYTES, "pinned Sigstore trusted root").decode("utf-8")
         json.loads(text)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the pinned Sigstore trusted root {path}: {exc.strerror or exc}"
-        ) from exc
     except ValueError as exc:
         raise ConfigurationError(f"pinned Sigstore trusted root {path} is not JSON: {exc}") from exc
     return SigstoreRoot(instance, text)
@@ -243,9 +247,9 @@ def load_trust_policy(path: Path, *, evidence_repository: Path | None = None) ->
     """
     _refuse_inside(path, evidence_repository, "trust policy")
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read trust policy {path}: {exc.strerror or exc}") from exc
+        text = read_at_most(path, MAX_POLICY_BYTES, "trust policy").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"trust policy {path} is not UTF-8 text: {exc}") from exc
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -301,7 +305,7 @@ def write_trust_policy(
         return candidate
 
     for key_path in keys:
-        pem = _read(key_path)
+        pem = _read(key_path, "public key")
         key = public_key_from_pem(pem, source=str(key_path))
         signers.append(
             {
@@ -319,7 +323,7 @@ def write_trust_policy(
         )
     roots = []
     for root_path in tsa_roots:
-        pem = _read(root_path)
+        pem = _read(root_path, "TSA root certificate")
         _check_certificate(pem, str(root_path))
         roots.append({"name": root_path.parent.name or root_path.stem, "certificate": pem.decode()})
     document = {
@@ -355,11 +359,9 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _BlockDumper.add_representer(str, _represent_str)
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {path}: {exc.strerror or exc}") from exc
+def _read(path: Path, what: str) -> bytes:
+    # a key or a TSA root certificate (chain): a few KiB
+    return read_at_most(path, MAX_PEM_BYTES, what)
 
 
 def _check_certificate(pem: bytes, source: str) -> None:

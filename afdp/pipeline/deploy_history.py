@@ -20,10 +20,13 @@ from typing import Any
 
 from afdp.errors import UsageError
 from afdp.evidence import records as rec
+from afdp.evidence.files import read_at_most
 from afdp.pipeline.runner.request import DeploymentInfo
 
 #: The kinds of history file ``afdp import`` reads, by option name.
 SOURCES = ("github-deployments", "github-releases", "csv")
+#: the largest history file read (years of deployments are a few MiB)
+MAX_HISTORY_BYTES = 256 << 20
 #: Branch-name prefix of every imported deployment: ``imported-<tag>-<id>``.
 PREFIX = "imported"
 _TAGS = {"github-deployments": "ghd", "github-releases": "ghr", "csv": "csv"}
@@ -104,9 +107,11 @@ def read_history(
     """
     if source not in SOURCES:
         raise UsageError(f"unknown history source {source!r}: use one of {', '.join(SOURCES)}")
+    # a history file: a CSV or a GitHub API answer; /dev/zero is refused, not read until killed
+    raw = read_at_most(path, MAX_HISTORY_BYTES, "history file", UsageError)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
         raise UsageError(f"{path}: cannot read it: {exc}") from exc
     moment = now or rec.utc_now()
     if source == "csv":

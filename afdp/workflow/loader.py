@@ -148,20 +148,20 @@ def read_bytes(path: str | Path, *, what: str = "workflow") -> tuple[str, bytes]
     if file.is_dir():
         raise UsageError(f"{what} file {name} is a directory")
     if size > MAX_BYTES:
-        raise WorkflowInvalid([_too_big(name, size)])
+        raise WorkflowInvalid([_too_big(name, size, what)])
     try:
         with file.open("rb") as handle:
             raw = handle.read(MAX_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"cannot read {what} file {name}: {exc.strerror or exc}") from None
     if len(raw) > MAX_BYTES:  # grew between stat and read, or a device
-        raise WorkflowInvalid([_too_big(name, len(raw))])
+        raise WorkflowInvalid([_too_big(name, len(raw), what)])
     return name, raw
 
 
-def _too_big(name: str, size: int) -> Finding:
+def _too_big(name: str, size: int, what: str = "workflow") -> Finding:
     return Finding(
-        name, 0, 0, "(file)", f"file is {size / 1e6:.1f} MB; workflow files are limited to 1 MiB"
+        name, 0, 0, "(file)", f"file is {size / 1e6:.1f} MB; {what} files are limited to 1 MiB"
     )
 
 
