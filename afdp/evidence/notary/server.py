@@ -24,6 +24,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "afdp-tsa"
     sys_version = ""
     timeout = 60  # idle keep-alive connections are dropped after a minute
+    # Buffer each answer: its headers and body leave in one write, flushed when the
+    # request is done (handle_one_request), so the client wakes once per answer.
+    wbufsize = -1
     server: _HTTPServer
 
     def do_POST(self) -> None:
@@ -94,7 +97,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.server.track(self.connection, False)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
-        _log.debug("%s %s", self.address_string(), format % args)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug("%s %s", self.address_string(), format % args)
 
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
