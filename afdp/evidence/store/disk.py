@@ -79,10 +79,19 @@ def _fsync_path(path: Path) -> bool:
     return True
 
 
-def _lock_path(directory: Path, ref: str) -> Path:
-    """The file of AFDP's ``flock`` on ``ref`` under ``directory`` (created if missing)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory / (hashlib.sha256(ref.encode()).hexdigest()[:32] + ".lock")
+def _open_lock(directory: Path, ref: str) -> int:
+    """Open the file of AFDP's ``flock`` on ``ref`` under ``directory`` for reading and
+    writing, creating it (and the folder, only when it is missing) as needed; return
+    its descriptor. One ``open`` per turn once the file exists: a writer appends many
+    records, and each used to pay a ``mkdir`` and a ``stat`` of the folder first.
+    """
+    path = directory / (hashlib.sha256(ref.encode()).hexdigest()[:32] + ".lock")
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o666)
+    except FileNotFoundError:
+        directory.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o666)
 
 
 def _flock_by(fd: int, deadline: float, *, pause: float, longest: float) -> bool:

@@ -20,7 +20,7 @@ import pygit2
 
 from afdp.errors import StorageError, UsageError
 from afdp.evidence.gitraw import COMMITTER
-from afdp.evidence.store.disk import FsyncPolicy, _flock_by, _fsync_path, _lock_path, fsync_policy
+from afdp.evidence.store.disk import FsyncPolicy, _flock_by, _fsync_path, _open_lock, fsync_policy
 from afdp.evidence.store.read import StoreReader, common_dir
 
 _TREE = pygit2.enums.FileMode.TREE
@@ -261,8 +261,9 @@ class EvidenceStore(StoreReader):
             StorageError: another writer held the turn for more than ``wait`` seconds.
         """
         deadline = time.monotonic() + wait
-        with open(_lock_path(common_dir(self.path) / "afdp-locks" / "branches", ref), "a") as handle:
-            if not _flock_by(handle.fileno(), deadline, pause=0.001, longest=0.02):
+        fd = _open_lock(common_dir(self.path) / "afdp-locks" / "branches", ref)
+        try:
+            if not _flock_by(fd, deadline, pause=0.001, longest=0.02):
                 raise StorageError(
                     f"{ref} is being appended to by another AFDP writer that held "
                     f"its turn for more than {wait:g} s"
@@ -270,7 +271,9 @@ class EvidenceStore(StoreReader):
             try:
                 yield
             finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def _writer_lock(self, ref: str, deadline: float) -> Iterator[str | None]:
@@ -288,29 +291,28 @@ class EvidenceStore(StoreReader):
         Raises:
             StorageError: another AFDP writer held the lock past ``deadline`` (exit 3).
         """
-        path = _lock_path(self.path / "afdp-locks" / "refs", ref)
-        handle = open(path, "a+")  # noqa: SIM115 (closed below: releases it)
+        fd = _open_lock(self.path / "afdp-locks" / "refs", ref)
         try:
-            if not _flock_by(handle.fileno(), deadline, pause=0.002, longest=0.1):
+            if not _flock_by(fd, deadline, pause=0.002, longest=0.1):
                 raise StorageError(
                     f"repository locked: {ref} is being updated by another AFDP writer"
                 )
-            handle.seek(0)
-            left = handle.read().strip() or None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} since {time.time():.3f} updating {ref}\n")
-            handle.flush()
+            found = os.pread(fd, 64 * 1024, 0)
+            left = found.decode("utf-8", "replace").strip() or None
+            note = f"pid {os.getpid()} since {time.time():.3f} updating {ref}\n".encode()
+            # Written over in place, padded with blanks to the file's length, and
+            # blanked again on the way out: the file keeps its size (no truncation, no
+            # block freed and allocated again per update), and blanks are no note.
+            size = max(len(found), len(note))
+            os.pwrite(fd, note.ljust(size), 0)
             try:
                 yield left
             finally:
                 # Any exit of a live process (an error included) erases the note: only
                 # a holder killed mid-update (SIGKILL, a crash) leaves one behind.
-                handle.seek(0)
-                handle.truncate()
-                handle.flush()
+                os.pwrite(fd, b" " * size, 0)
         finally:
-            handle.close()
+            os.close(fd)
 
     def _remove_stale_ref_lock(self, ref: str, note: str) -> bool:
         """Remove the ``<ref>.lock`` a dead AFDP writer left (see :meth:`_writer_lock`);
