@@ -15,7 +15,9 @@ prints, per N, the time per record and records per second of:
   then ``check_branch``: schema, signature, digests, every time-stamp token against its
   TSA root, the commit signature and the Git chain.
 
-and the ratios AFDP / in-toto. The two do not the same work: AFDP's verification also
+and the ratios AFDP / in-toto, and per N the median and p95 of one record for each.
+``--external-tsa`` serves the embedded TSA from a child process (as ``afdp tsa serve``
+or a TSA elsewhere would be) instead of a thread of the recording process. The two do not the same work: AFDP's verification also
 checks what in-toto's signature-only pass does not (time-stamps, chain, commits), which
 is the point of the comparison.
 """
@@ -23,12 +25,17 @@ is the point of the comparison.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
 import os
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from afdp.evidence import records as rec
 from afdp.evidence.ledger import append_record, append_records
@@ -43,7 +50,7 @@ def product(i: int) -> dict[str, object]:
     return {"i": i, "p99_ms": 100.0 + i % 13, "error_rate": 0.01 * (i % 5), "ok": True}
 
 
-def intoto(n: int, root: Path, record: bool = True) -> tuple[float, float]:
+def intoto(n: int, root: Path, record: bool = True, times: list[float] | None = None) -> tuple[float, float]:
     from in_toto.models.metadata import Metadata
     from in_toto.runlib import in_toto_run
     from securesystemslib.signer import CryptoSigner
@@ -59,12 +66,15 @@ def intoto(n: int, root: Path, record: bool = True) -> tuple[float, float]:
     try:
         started = time.perf_counter()
         for i in range(n):
+            one = time.perf_counter()
             name = f"product-{i}.json"
             Path(name).write_text(json.dumps(product(i)))
             link = in_toto_run(f"step{i}", [], [name], [], use_dsse=True, signer=signer)
             path = f"step{i}.link"
             link.dump(path)
             links.append(path)
+            if times is not None:
+                times.append(time.perf_counter() - one)
         recorded = time.perf_counter() - started
         started = time.perf_counter()
         for path in links:
@@ -75,7 +85,14 @@ def intoto(n: int, root: Path, record: bool = True) -> tuple[float, float]:
     return recorded, verified
 
 
-def afdp(n: int, root: Path, batch: bool = False, jobs: int | None = None) -> tuple[float, float]:
+def afdp(
+    n: int,
+    root: Path,
+    batch: bool = False,
+    jobs: int | None = None,
+    times: list[float] | None = None,
+    external_tsa: bool = False,
+) -> tuple[float, float]:
     init_tsa(root / "tsa")
     generate_key(root / "dev.key")
     write_trust_policy(root / "trust.yaml", keys=[root / "dev.key.pub"], tsa_roots=[root / "tsa" / "root.pem"])
@@ -83,21 +100,56 @@ def afdp(n: int, root: Path, batch: bool = False, jobs: int | None = None) -> tu
     signer = load_signer(str(root / "dev.key"))
     repo = root / "evidence"
     init_repository(repo, bare=True)
-    with serve(EmbeddedTSA.load(root / "tsa"), host="127.0.0.1", port=0) as server:
+    with tsa_server(root / "tsa", external_tsa) as url:
         started = time.perf_counter()
         if batch:
             drafts = (rec.RecordDraft(kind=rec.KIND_STEP, step=f"step{i}", result=product(i)) for i in range(n))
-            append_records(repo, service="api", deployment="bench", drafts=drafts, signer=signer, tsa_urls=[server.url])
+            append_records(repo, service="api", deployment="bench", drafts=drafts, signer=signer, tsa_urls=[url])
         else:
             for i in range(n):
+                one = time.perf_counter()
                 draft = rec.RecordDraft(kind=rec.KIND_STEP, step=f"step{i}", result=product(i))
-                append_record(repo, service="api", deployment="bench", draft=draft, signer=signer, tsa_urls=[server.url])
+                append_record(repo, service="api", deployment="bench", draft=draft, signer=signer, tsa_urls=[url])
+                # the first append also writes the genesis record
+                if times is not None and i > 0:
+                    times.append(time.perf_counter() - one)
         recorded = time.perf_counter() - started
     started = time.perf_counter()
     report = check_branch(repo, service="api", deployment="bench", policy=policy, allow_unsealed=True, jobs=jobs)
     verified = time.perf_counter() - started
     assert report.ok and len(report.records) == n + 1, report.failures[:3]
     return recorded, verified
+
+
+def _serve_child(directory: Path, urls: Any) -> None:
+    with serve(EmbeddedTSA.load(directory), host="127.0.0.1", port=0) as server:
+        urls.put(server.url)
+        server.wait()
+
+
+@contextlib.contextmanager
+def tsa_server(directory: Path, external: bool) -> Iterator[str]:
+    """The embedded TSA's URL: served by a thread of this process, or (``external``) by
+    a child process, as ``afdp tsa serve`` or a TSA elsewhere would be."""
+    if not external:
+        with serve(EmbeddedTSA.load(directory), host="127.0.0.1", port=0) as server:
+            yield server.url
+        return
+    context = multiprocessing.get_context("spawn")
+    urls = context.Queue()
+    child = context.Process(target=_serve_child, args=(directory, urls), daemon=True)
+    child.start()
+    try:
+        yield urls.get(timeout=60)
+    finally:
+        child.terminate()
+        child.join(10)
+
+
+def _ms(times: list[float]) -> str:
+    if len(times) < 2:
+        return "n/a"
+    return f"median {statistics.median(times) * 1000:.2f} ms, p95 {statistics.quantiles(times, n=20)[-1] * 1000:.2f} ms"
 
 
 def main() -> None:
@@ -110,6 +162,11 @@ def main() -> None:
         help="build AFDP's branch with one batch and time verification only (no per-record timing)",
     )
     parser.add_argument("--jobs", type=int, help="AFDP verify worker processes (default: check_branch's choice)")
+    parser.add_argument(
+        "--external-tsa",
+        action="store_true",
+        help="serve AFDP's embedded TSA from a child process instead of a thread of the recording process",
+    )
     parser.add_argument(
         "--dir",
         type=Path,
@@ -124,7 +181,11 @@ def main() -> None:
     sizes = args.sizes or [100, 1000, 10_000]
     if args.long and not args.sizes:
         sizes.append(100_000)
-    print(f"files under {args.dir or tempfile.gettempdir()}; load average {os.getloadavg()[0]:.2f}")
+    where = "a child process" if args.external_tsa else "the recording process"
+    print(
+        f"files under {args.dir or tempfile.gettempdir()}; load average {os.getloadavg()[0]:.2f}; "
+        f"AFDP's TSA served by {where}"
+    )
     print(
         f"{'N':>7} | {'in-toto record':>15} {'AFDP record':>12} {'diff':>8} {'AFDP batch':>11} {'diff':>8} | "
         f"{'in-toto verify':>15} {'AFDP verify':>12} {'ratio':>6}"
@@ -135,13 +196,16 @@ def main() -> None:
             root = Path(tmp)
             for name in ("a", "b", "c"):
                 (root / name).mkdir()
-            t_rec, t_ver = intoto(n, root / "a")
+            it_times: list[float] = []
+            af_times: list[float] = []
+            t_rec, t_ver = intoto(n, root / "a", times=it_times)
+            external = args.external_tsa
             if verify_only:
-                b_rec, a_ver = afdp(n, root / "c", batch=True, jobs=args.jobs)
+                b_rec, a_ver = afdp(n, root / "c", batch=True, jobs=args.jobs, external_tsa=external)
                 a_rec = float("nan")
             else:
-                a_rec, a_ver = afdp(n, root / "b", jobs=args.jobs)
-                b_rec, _ = afdp(n, root / "c", batch=True, jobs=args.jobs)
+                a_rec, a_ver = afdp(n, root / "b", jobs=args.jobs, times=af_times, external_tsa=external)
+                b_rec, _ = afdp(n, root / "c", batch=True, jobs=args.jobs, external_tsa=external)
         # AFDP verifies n + 1 records (its genesis record too); rates are per record.
         it_rec_ms, af_rec_ms, ab_rec_ms = t_rec / n * 1000, a_rec / n * 1000, b_rec / n * 1000
         it_rate, af_rate = n / t_ver, (n + 1) / a_ver
@@ -151,6 +215,8 @@ def main() -> None:
             f"{it_rate:>9.0f} rec/s {af_rate:>6.0f} rec/s {af_rate / it_rate:>6.2f}",
             flush=True,
         )
+        if af_times:
+            print(f"{'':>7}   one record: in-toto {_ms(it_times)}; AFDP {_ms(af_times)}", flush=True)
 
 
 if __name__ == "__main__":
