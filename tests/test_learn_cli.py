@@ -109,6 +109,21 @@ def test_cli_bad_input_is_one_line_and_exit_2(cli, repo, trust_file, args, messa
     assert message in result.err and len(result.err.strip().splitlines()) == 1
 
 
+def test_a_service_with_no_branch_is_a_typo_not_zero_deployments(cli, repo, signer, tsa, trust_file):
+    # `insights --service paymnets` said "0 verified deployments" and exited 0, where
+    # `afdp report` exits 2 naming the services there
+    from conftest import build_deployment
+
+    build_deployment(repo, signer, tsa, service="payments", deployment="d-1")
+    for args in (("insights", "--service", "paymnets"), ("similar", "--service", "paymnets", "--change-size", "3")):
+        result = cli(args[0], "--repo", str(repo), "--trust", str(trust_file), *args[1:])
+        assert result.code == 2, (args, result.out, result.err)
+        assert result.err.strip().splitlines() == [
+            f"afdp: error: no evidence branch of service paymnets in {repo}; services there: payments"]
+    # the service that is there: no error (its history is what it is)
+    assert cli("insights", "--repo", str(repo), "--trust", str(trust_file), "--service", "payments").code == 0
+
+
 def test_cli_insights_on_empty_history(cli, repo, trust_file, tmp_path):
     page = tmp_path / "insights.html"
     result = cli("insights", "--repo", str(repo), "--trust", str(trust_file), "--json", "--html", str(page))

@@ -98,13 +98,16 @@ def similar_cmd(**options: Any) -> None:
     chosen = sum(x is not None for x in (options["deployment"], options["commit"])) + _has_planned(options)
     if chosen != 1:
         raise UsageError("give one of --deployment, --commit or planned characteristics (--change-size, --kinds, --at, ...)")
+    planned = _planned(options) if _has_planned(options) else None
+    if options["deployment"] is None:  # (a deployment named is looked up, and its absence said so)
+        _require_service(options["repository"], options["service"])
     result = similar_deployments(
         options["repository"],
         options["trust"],
         service=options["service"],
         deployment=options["deployment"],
         commit=options["commit"],
-        planned=_planned(options) if _has_planned(options) else None,
+        planned=planned,
         k=options["k"],
         radius=options["radius"],
     )
@@ -216,6 +219,8 @@ def insights_cmd(**options: Any) -> None:
     """
     from afdp.learn.insights import insights_of, render_html
 
+    if options["service"] is not None:
+        _require_service(options["repository"], options["service"])
     found = insights_of(options["repository"], options["trust"], service=options["service"])
     if options["html_out"]:
         from afdp.errors import StorageError
@@ -248,3 +253,22 @@ def insights_cmd(**options: Any) -> None:
         console.print(escape(note))
     if options["html_out"]:
         console.print(escape(f"wrote {options['html_out']}"))
+
+
+def _require_service(repository: Path, service: str) -> None:
+    """A service with no evidence branch at all in the repository is a mistake (a typo),
+    not "0 deployments": exit 2 naming the services there, as ``afdp report`` does.
+
+    Raises:
+        NotFoundError: no branch ``afdp/<service>/...`` (a model branch does not count).
+        UsageError: ``service`` is not a service name.
+    """
+    from afdp.errors import NotFoundError
+    from afdp.evidence.names import MODELS_SERVICE, check_name
+    from afdp.evidence.store import EvidenceStore
+
+    check_name(service, what="service")
+    services = sorted({s for s, _ in EvidenceStore(repository).branches() if s != MODELS_SERVICE})
+    if service not in services:
+        known = f"; services there: {', '.join(services[:20])}" if services else "; it holds no deployment branch"
+        raise NotFoundError(f"no evidence branch of service {service} in {repository}{known}")
