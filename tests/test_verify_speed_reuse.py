@@ -11,10 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import types
 
-import pygit2
 import pytest
 from asn1crypto import parser as asn1_parser
-from conftest import build_deployment
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -24,7 +22,6 @@ from hypothesis import strategies as st
 from test_verify_speed_caches import SIGNATURE, at, pki  # noqa: F401 - pki is a fixture
 
 from afdp.evidence.notary import EmbeddedTSA
-from afdp.evidence.store.read import plain_commit
 from afdp.evidence.timestamp import chains, verify_timestamp
 from afdp.evidence.timestamp.der import _read_element
 
@@ -157,146 +154,3 @@ def test_an_embedded_tsa_token_still_reads_as_a_granted_token(tmp_path):
     token = at(tsa, dt.datetime.now(dt.UTC).replace(microsecond=0))
     parts = chains._signer_parts(token)
     assert parts is not None and parts.signer_count == 1 and parts.bare_status and parts.bare_signer
-
-
-# -- the commit read once: plain_commit against libgit2 -----------------------------------
-_TREE = b"4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree
-_SSH = [b"-----BEGIN SSH SIGNATURE-----", b"U1NIU0lHAAAAAQ", b"", b"AAAAA==", b"-----END SSH SIGNATURE-----"]
-
-_header_line = st.sampled_from(
-    [
-        b"author A U Thor <a@example.com> 1700000000 +0000",
-        b"committer AFDP <afdp@evidence.invalid> 1700000000 +0000",
-        b"encoding ISO-8859-1",
-        b"gpgsig-sha256 abc",
-        b"gpgsigx y",
-        b"mergetag object " + b"1" * 40,
-        b"x-extra gpgsig here",
-    ]
-)
-
-
-@st.composite
-def _raw_commits(draw: st.DrawFn) -> bytes:
-    lines = [b"tree " + draw(st.sampled_from([_TREE, _TREE.upper(), b"zz" * 20]))]
-    lines += [b"parent " + draw(st.sampled_from([b"a" * 40, b"b" * 40, b"A" * 40])) for _ in range(draw(st.integers(0, 2)))]
-    rest = [
-        b"author A U Thor <a@example.com> 1700000000 +0000",
-        b"committer AFDP <afdp@evidence.invalid> 1700000000 +0000",
-        *draw(st.lists(_header_line, max_size=3)),
-    ]
-    if draw(st.booleans()):
-        signature = draw(st.lists(st.sampled_from(_SSH), min_size=1, max_size=5))
-        block = [b"gpgsig " + signature[0], *(b" " + part for part in signature[1:])]
-        at = draw(st.integers(0, len(rest)))
-        rest[at:at] = block
-    if draw(st.booleans()):  # a late parent header: libgit2 reads parents only after tree
-        rest.insert(draw(st.integers(0, len(rest))), b"parent " + b"c" * 40)
-    message = draw(
-        st.lists(st.sampled_from([b"summary", b"", b"gpgsig in the message", b" indented", b"AFDP-Digest: sha256:00"]), max_size=4)
-    )
-    data = b"\n".join(lines + rest) + b"\n\n" + b"\n".join(message) + (b"\n" if draw(st.booleans()) else b"")
-    if draw(st.integers(0, 9)) == 0:
-        data = data.replace(b"summary", b"sum\0mary")
-    return data
-
-
-def _agrees_with_libgit2(repo: pygit2.Repository, data: bytes) -> bool:
-    """True when plain_commit gives no answer, or libgit2's (tree, parents, signature)."""
-    oid = repo.odb.write(pygit2.enums.ObjectType.COMMIT, data)
-    plain = plain_commit(data)
-    try:
-        commit = repo.get(oid)
-    except (pygit2.GitError, ValueError):
-        return True  # libgit2 cannot parse it: history() fails the branch before this pass
-    assert isinstance(commit, pygit2.Commit)
-    if plain is None:
-        return True
-    assert plain.tree == commit.tree_id.raw
-    assert list(plain.parents) == [p.raw for p in commit.parent_ids]
-    assert (plain.signature, plain.signed) == commit.gpg_signature
-    return True
-
-
-@pytest.fixture(scope="module")
-def bare(tmp_path_factory):
-    return pygit2.init_repository(str(tmp_path_factory.mktemp("plain") / "r.git"), bare=True)
-
-
-@settings(max_examples=400, deadline=None)
-@given(_raw_commits())
-def test_a_commit_read_once_gives_libgit2s_tree_parents_and_signature(bare, data):
-    assert _agrees_with_libgit2(bare, data)
-
-
-def test_plain_commit_answers_for_afdp_commits_and_agrees(repo, signer, tsa):
-    """Every commit AFDP writes is read once (the plain form), with libgit2's answers."""
-    build_deployment(repo, signer, tsa, steps=3)
-    git = pygit2.Repository(str(repo))
-    head = git.references["refs/heads/afdp/api/d-42"].peel()
-    seen = 0
-    for commit in git.walk(head.id):
-        data = git.odb.read(commit.id)[1]
-        plain = plain_commit(data)
-        assert plain is not None and plain.signature is not None
-        assert (plain.signature, plain.signed) == commit.gpg_signature
-        assert plain.tree == commit.tree_id.raw and list(plain.parents) == [p.raw for p in commit.parent_ids]
-        seen += 1
-    assert seen == 5
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"tree " + _TREE + b"\nauthor a <b> 1 +0000\ncommitter c <d> 1 +0000\n\ngpgsig in the message\n",
-        b"tree " + _TREE + b"\nauthor a <b> 1 +0000\ncommitter c <d> 1 +0000\ngpgsig-sha256 x\ngpgsig y\n\nm\n",
-        b"tree " + _TREE + b"\nauthor a <b> 1 +0000\ncommitter c <d> 1 +0000\n\nm\0\n",
-        b"tree " + _TREE.upper() + b"\nauthor a <b> 1 +0000\ncommitter c <d> 1 +0000\n\nm\n",
-        b"tree " + _TREE + b"\nauthor a <b> 1 +0000\ncommitter c <d> 1 +0000\nno blank line",
-    ],
-)
-def test_unusual_commits_are_left_to_libgit2(data):
-    assert plain_commit(data) is None
-
-
-def test_the_verifier_reads_each_commit_object_once(repo, signer, tsa, trust_file, monkeypatch):
-    """Counted on the real repository: the per-record pass reads each commit's bytes once
-    (it read them up to three times: parsed, raw for the message, raw again for the
-    signature) and parses no commit through libgit2 when the commits are AFDP's."""
-    from afdp.evidence.store import read as store_read
-    from afdp.evidence.trust import load_trust_policy
-    from afdp.verify import verifier
-
-    build_deployment(repo, signer, tsa, steps=6)
-    commits = {c.id.raw for c in pygit2.Repository(str(repo)).walk(pygit2.Repository(str(repo)).references["refs/heads/afdp/api/d-42"].peel().id)}
-    raw_reads: list[bytes] = []
-    parsed: list[bytes] = []
-    original_raw = store_read.StoreReader._raw
-
-    def counting_raw(self, oid):
-        raw = oid.raw if isinstance(oid, pygit2.Oid) else oid
-        if raw in commits:
-            raw_reads.append(raw)
-        return original_raw(self, oid)
-
-    class CountingRepository(pygit2.Repository):
-        # the real repository; notes which commits are parsed through libgit2
-        def get(self, key, default=None):
-            found = super().get(key, default)
-            if isinstance(found, pygit2.Commit):
-                parsed.append(found.id.raw)
-            return found
-
-    original_init = store_read.StoreReader.__init__
-
-    def init(self, path):
-        original_init(self, path)
-        self.repo = CountingRepository(str(self.repo.path))
-
-    monkeypatch.setattr(store_read.StoreReader, "_raw", counting_raw)
-    monkeypatch.setattr(store_read.StoreReader, "__init__", init)
-    report = verifier.check_branch(repo, service="api", deployment="d-42", policy=load_trust_policy(trust_file), jobs=1)
-    assert report.ok and report.record_count == len(commits) == 8
-    assert sorted(raw_reads) == sorted(commits)  # each commit's bytes read once
-    # libgit2 parses commits only in the history walk (each once) and the head lookup
-    assert len(parsed) <= len(commits) + 1

@@ -131,8 +131,7 @@ def _check_chunk(repository: str, service: str, deployment: str, oids: bytes) ->
         store = stores[repository] = EvidenceStore(repository)
     policy, roots = _WORKER["policy"], _WORKER["roots"]
     try:
-        previous: list[tuple[bytes, bytes] | None] = [None]
-        return [_check_commit(store, oid, service, deployment, policy, roots, previous) for oid in split_ids(oids)]
+        return [_check_commit(store, oid, service, deployment, policy, roots) for oid in split_ids(oids)]
     finally:
         _drop_object_cache(store)
 
@@ -172,21 +171,15 @@ def _check_commit(
     deployment: str,
     policy: TrustPolicy,
     roots: Any,
-    previous: list[tuple[bytes, bytes] | None] | None = None,
 ) -> CommitResult:
     """Check 11 (the commit) on one commit and checks 1-10 on each record it adds.
 
     The records' ``position`` is set by the caller, which knows their place on the branch.
-    ``previous``: one slot holding (raw id, raw tree id) of the commit checked just
-    before in the same run, updated here (its tree is this commit's parent tree when it
-    is the parent: not read again).
     """
     failures: list[Failure] = []
     records: list[tuple[Slot, RecordFacts]] = []
-    # the commit object is read once: its files, parents, tree and signature
-    read = store.signed_commit_files(oid, previous[0] if previous else None)
-    if previous is not None:
-        previous[0] = (oid.raw, read.tree)
+    # its files, parents, tree and signature, each as libgit2 reads it
+    read = store.signed_commit_files(oid)
     content = read.files
     commit_id = content.commit_id
     # 11. commit: one parent, one new record directory, nothing else touched
@@ -353,9 +346,8 @@ def check_branch(
         if executor is None:
             # one commit object at a time is held, and one run's in libgit2's cache
             for start in range(0, total, chunk):
-                previous: list[tuple[bytes, bytes] | None] = [None]
                 results = [
-                    _check_commit(store, oid, service, deployment, policy, roots, previous)
+                    _check_commit(store, oid, service, deployment, policy, roots)
                     for oid in split_ids(commit_ids[start * 20 : (start + chunk) * 20])
                 ]
                 _drop_object_cache(store)

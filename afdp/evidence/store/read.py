@@ -10,7 +10,6 @@ write path to this class.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,16 +106,6 @@ class CommitFiles:
     unreadable: bool = False
 
 
-class PlainCommit(NamedTuple):
-    """A commit's raw tree id, raw parent ids, signature and signed payload (None, None
-    when unsigned), as :func:`plain_commit` reads them."""
-
-    tree: bytes
-    parents: tuple[bytes, ...]
-    signature: bytes | None
-    signed: bytes | None
-
-
 class SignedCommitFiles(NamedTuple):
     """:meth:`StoreReader.signed_commit_files`: the added files and the commit's parts."""
 
@@ -125,54 +114,6 @@ class SignedCommitFiles(NamedTuple):
     tree: bytes
     signature: bytes | None
     signed: bytes | None
-
-
-_HEX40 = re.compile(rb"[0-9a-f]{40}")
-
-
-def plain_commit(data: bytes) -> PlainCommit | None:
-    """Read a raw commit's tree, parents and signature as libgit2 does, or None.
-
-    Only in the plain form, where libgit2's reading is simple and git's: no NUL byte; a
-    header, a blank line; ``tree <hex>`` first, then the ``parent <hex>`` lines (libgit2
-    reads parents only there); no line starting with ``gpgsig`` (libgit2 searches the
-    message too), or the first one is a ``gpgsig `` header: its value and continuation
-    lines (each without its leading space, joined by newlines) are the signature, the
-    commit without them the signed payload (``Commit.gpg_signature``). Else None: read
-    the commit through libgit2. ``tests/test_verify_speed_reuse.py`` checks it against
-    pygit2 over real and generated commits.
-    """
-    if b"\0" in data:
-        return None
-    end = data.find(b"\n\n")
-    if end < 0:
-        return None
-    lines = data[: end + 1].split(b"\n")[:-1]  # the header's lines, without their newlines
-    if not lines or not lines[0].startswith(b"tree ") or not _HEX40.fullmatch(lines[0], 5):
-        return None
-    parents = []
-    at = 1
-    while at < len(lines) and lines[at].startswith(b"parent "):
-        if not _HEX40.fullmatch(lines[at], 7):
-            return None
-        parents.append(bytes.fromhex(lines[at][7:].decode("ascii")))
-        at += 1
-    tree = bytes.fromhex(lines[0][5:].decode("ascii"))
-    first = data.find(b"gpgsig")
-    while first > 0 and data[first - 1] != 0x0A:  # only at a line's start
-        first = data.find(b"gpgsig", first + 1)
-    if first < 0:
-        return PlainCommit(tree, tuple(parents), None, None)
-    if first > end or not data.startswith(b"gpgsig ", first):
-        return None
-    # the header line at ``first`` and its continuation lines (all inside the header)
-    stop = data.index(b"\n", first)
-    parts = [data[first + 7 : stop]]
-    while data[stop + 1 : stop + 2] == b" ":
-        following = data.index(b"\n", stop + 1)
-        parts.append(data[stop + 2 : following])
-        stop = following
-    return PlainCommit(tree, tuple(parents), b"\n".join(parts), data[:first] + data[stop + 1 :])
 
 
 def common_dir(git_dir: Path) -> Path:
@@ -372,41 +313,20 @@ class StoreReader:
             str(commit.id), tuple(str(p) for p in commit.parent_ids), raw, commit.tree_id.raw, old, problems
         )
 
-    def signed_commit_files(self, oid: pygit2.Oid, previous: tuple[bytes, bytes] | None = None) -> SignedCommitFiles:
+    def signed_commit_files(self, oid: pygit2.Oid) -> SignedCommitFiles:
         """:meth:`commit_files`, and the commit's parent count, tree id and signature as
-        pygit2 gives them (``Commit.gpg_signature``), reading the commit object once.
+        libgit2 reads them (``Commit.gpg_signature``).
 
-        ``previous``: (raw id, raw tree id) of the commit read just before (oldest first):
-        when it is this commit's first parent, its tree is the one compared. A commit not
-        in the plain form AFDP writes (:func:`plain_commit`) is read through libgit2.
+        Every part of a commit that verification judges is read by libgit2, never by a
+        parser of AFDP's own: a reading that differed from git's on some crafted commit
+        would verify content other than what ``git`` shows.
         """
-        try:
-            kind, data = self._raw(oid)
-        except (pygit2.GitError, KeyError, ValueError):
-            kind, data = -1, b""
-        plain = plain_commit(data) if kind == pygit2.enums.ObjectType.COMMIT else None
-        if plain is None:
-            commit = self.repo.get(oid)
-            assert isinstance(commit, pygit2.Commit)  # history() read each one already
-            signature, signed = commit.gpg_signature
-            return SignedCommitFiles(
-                self.commit_files(commit), len(commit.parent_ids), commit.tree_id.raw, signature, signed
-            )
-        problems: list[tuple[str, str]] = []
-        old: bytes | None = None
-        if plain.parents:
-            if previous is not None and previous[0] == plain.parents[0]:
-                old = previous[1]
-            else:
-                try:
-                    parent: Any = self.repo.get(pygit2.Oid(raw=plain.parents[0]))
-                    old = parent.tree_id.raw
-                except (pygit2.GitError, AttributeError, ValueError, KeyError) as exc:
-                    problems.append(("repository", f"parent commit unreadable: {_one_line(exc)}"))
-        files = self._added(
-            str(oid), tuple(p.hex() for p in plain.parents), parse_commit(data), plain.tree, old, problems
+        commit = self.repo.get(oid)
+        assert isinstance(commit, pygit2.Commit)  # history() read each one already
+        signature, signed = commit.gpg_signature
+        return SignedCommitFiles(
+            self.commit_files(commit), len(commit.parent_ids), commit.tree_id.raw, signature, signed
         )
-        return SignedCommitFiles(files, len(plain.parents), plain.tree, plain.signature, plain.signed)
 
     def _added(
         self,
