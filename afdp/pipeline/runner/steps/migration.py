@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from afdp.errors import AfdpError
@@ -50,10 +51,22 @@ MEASURES: dict[str, tuple[str, str, float, float, str]] = {
     "conflicts": ("user_impact", "lower", 0.0, 0.0, "count"),
 }
 
+#: The comment every internal statement of AFDP's (snapshots, probes, fingerprints)
+#: carries: pg_stat_statements keeps it in the statement's text.
+INTERNAL_MARK = "/* afdp-internal */"
+#: The server-side cursor every read of AFDP's sql collector goes through
+#: (afdp.pipeline.collectors.sql: DECLARE, then FETCH, where the database does the work,
+#: then CLOSE); pg_stat_statements keeps its name in those statements' texts. With the
+#: mark, the sums leave out every statement AFDP itself ran to read (its internal ones
+#: and the workflow's queries and checks): their calls and the time the database
+#: counted for them, exactly.
+AFDP_CURSOR = '"afdp_read"'
+
 _STATEMENTS = (
     "SELECT COALESCE(sum(calls), 0)::float8 AS calls, COALESCE(sum(total_exec_time), 0)::float8 "
     "AS total_exec_time_ms, COALESCE(sum(rows), 0)::float8 AS rows FROM pg_stat_statements "
-    "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    f"AND query NOT LIKE '%{INTERNAL_MARK}%' AND query NOT LIKE '%{AFDP_CURSOR}%'"
 )
 _DATABASE = (
     "SELECT to_jsonb(d) AS stats, now() AS taken_at FROM pg_stat_database d "
@@ -77,11 +90,40 @@ def _sql(text: str) -> Template:
     return Template(text, (text,))
 
 
-def _rows(run: RunState, collector: str, text: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+@dataclass
+class ServerTime:
+    """The milliseconds the database itself measured for AFDP's internal statements
+    (from the statement's start to its last row: a lower bound of what the database
+    counts as their active time; never the client's clock, which adds connecting,
+    Python, load and the network)."""
+
+    ms: float = 0.0
+    statements: int = 0
+
+
+def _internal(text: str) -> str:
+    # The database measures the statement: clock_timestamp() is evaluated for the outer
+    # row, after the inner query has produced its rows.
+    return (
+        f"SELECT {INTERNAL_MARK} q.*, (extract(epoch FROM clock_timestamp() - statement_timestamp())"
+        f" * 1000)::float8 AS afdp_server_ms FROM ({text}) q"
+    )
+
+
+def _rows(
+    run: RunState, collector: str, text: str, values: dict[str, Any], server: ServerTime
+) -> list[dict[str, Any]]:
+    """Run one of AFDP's internal queries (marked, and timed by the database, which adds
+    its time to ``server``); return its rows without the timing column."""
     from afdp.pipeline.collectors import run_query
 
-    answer = run_query(run.workflow, collector, _sql(text), values=values, env=run.env, limit=1000)
-    return [_json_safe(dict(row)) for row in answer.rows]
+    answer = run_query(run.workflow, collector, _sql(_internal(text)), values=values, env=run.env, limit=1000)
+    rows = [_json_safe(dict(row)) for row in answer.rows]
+    took = [r.pop("afdp_server_ms", None) for r in rows]
+    measured = [float(t) for t in took if isinstance(t, (int, float)) and not isinstance(t, bool)]
+    server.ms += max(measured, default=0.0)
+    server.statements += 1
+    return rows
 
 
 def _ident(name: str) -> str:
@@ -92,13 +134,17 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def take_snapshot(run: RunState, collector: str, values: dict[str, Any]) -> dict[str, Any]:
+def take_snapshot(
+    run: RunState, collector: str, values: dict[str, Any], server: ServerTime | None = None
+) -> dict[str, Any]:
     """Return the database's statistics now: ``database`` (pg_stat_database counters),
-    ``statements`` (pg_stat_statements totals, or None), ``source`` and why."""
+    ``statements`` (pg_stat_statements totals without AFDP's internal statements, or
+    None), ``source`` and why. ``server`` gathers the database's time for its queries."""
     from afdp.pipeline.collectors import CollectorFailed
 
-    rows = _rows(run, collector, _DATABASE, values)
-    read = time.monotonic()
+    server = server if server is not None else ServerTime()
+    rows = _rows(run, collector, _DATABASE, values, server)
+    after = ServerTime()
     stats = rows[0]["stats"] if rows and isinstance(rows[0].get("stats"), dict) else {}
     snapshot: dict[str, Any] = {
         "taken_at": rows[0]["taken_at"] if rows else rec.format_time(rec.utc_now()),
@@ -108,11 +154,11 @@ def take_snapshot(run: RunState, collector: str, values: dict[str, Any]) -> dict
         "queries_after": 1,
     }
     try:
-        probe = _rows(run, collector, PG_STAT_STATEMENTS_PROBE, values)
+        probe = _rows(run, collector, PG_STAT_STATEMENTS_PROBE, values, after)
         if not (probe and probe[0].get("available") is True):
             raise CollectorFailed("pg_stat_statements is not installed and preloaded")
         snapshot["queries_after"] = 2
-        statements = _rows(run, collector, _STATEMENTS, values)
+        statements = _rows(run, collector, _STATEMENTS, values, after)
     except AfdpError as exc:
         snapshot["statements"] = None
         snapshot["source"] = "pg_stat_database"
@@ -122,7 +168,13 @@ def take_snapshot(run: RunState, collector: str, values: dict[str, Any]) -> dict
     else:
         snapshot["statements"] = statements[0] if statements else None
         snapshot["source"] = "pg_stat_statements"
-    snapshot["queries_after_ms"] = round((time.monotonic() - read) * 1000, 3)
+        snapshot["statements_excluded"] = (
+            f"AFDP's reads: statements marked {INTERNAL_MARK} or on its cursor {AFDP_CURSOR}"
+        )
+    # The database's own time for the queries after the counters were read.
+    snapshot["queries_after_server_ms"] = round(after.ms, 3)
+    server.ms += after.ms
+    server.statements += after.statements
     return snapshot
 
 
@@ -171,12 +223,17 @@ def _measures(side: dict[str, float | None], source: str) -> dict[str, float | N
 
 
 def compare_snapshots(
-    before: dict[str, Any], after: dict[str, Any], op: str, own: int = 0, own_ms: float = 0.0
+    before: dict[str, Any], after: dict[str, Any], op: str, own: int = 0, own_server_ms: float = 0.0
 ) -> dict[str, Any]:
     """Return the comparison of two snapshots for ``op`` (``compare``/``user_impact``);
     ``own``: AFDP's own read-only transactions in the window (each a rollback), taken
-    out of the window's rollbacks and transactions; ``own_ms``: the time they took (a
-    bound on their active time), taken out of the window's statement time."""
+    out of the window's rollbacks and transactions; ``own_server_ms``: the time the
+    database itself measured for AFDP's internal statements in the window (a lower
+    bound of their active time), taken out of the window's ``active_time``. The
+    ``pg_stat_statements`` sums leave AFDP's reads out already (no time is taken out of
+    them). Nothing else is taken out of any time (the workflow's own queries and checks
+    in ``pg_stat_database`` mode, the driver's statements on connecting): their share is
+    not known, and taking out more than the database spent would hide a slowdown."""
     source = (
         "pg_stat_statements"
         if before.get("source") == after.get("source") == "pg_stat_statements"
@@ -186,8 +243,7 @@ def compare_snapshots(
     window_sides = sides["window"]
     for key, taken in (
         ("database.xact_rollback", float(own)),
-        ("database.active_time", own_ms),
-        ("statements.total_exec_time_ms", own_ms),
+        ("database.active_time", own_server_ms),
     ):
         value = window_sides.get(key)
         if value is not None:
@@ -224,7 +280,17 @@ def compare_snapshots(
         "source": source,
         "transactions": {"baseline": base["transactions"], "window": window["transactions"]},
         "afdp_transactions_excluded": own,
-        "afdp_milliseconds_excluded": round(own_ms, 3),
+        "afdp_milliseconds_excluded": round(own_server_ms, 3) if source == "pg_stat_database" else 0.0,
+        "afdp_excluded": (
+            "from the pg_stat_statements sums: the statements of AFDP's reads (marked "
+            f"{INTERNAL_MARK} or on its cursor {AFDP_CURSOR}), their calls and the time the "
+            "database counted for them; not the driver's statements on connecting (BEGIN, "
+            "ROLLBACK, settings), which stay in the calls"
+            if source == "pg_stat_statements" else
+            "from active_time: the time the database measured for AFDP's internal statements "
+            "(clock_timestamp() - statement_timestamp(), a lower bound); nothing for the "
+            "workflow's own queries and checks"
+        ) + "; from the rollbacks: AFDP's read-only transactions",
         "measures": measures,
         "degraded_measures": degraded,
     }
@@ -236,25 +302,26 @@ def fingerprint_tables(
     tables: Sequence[tuple[str, str]],
     values: dict[str, Any],
     columns: dict[str, list[str]] | None = None,
+    server: ServerTime | None = None,
 ) -> list[dict[str, Any]]:
     """Return each table's exact row count and checksum (over ``columns`` when given:
-    the columns it had before, else its current ones)."""
+    the columns it had before, else its current ones); ``server`` gathers the
+    database's time for these queries."""
+    server = server if server is not None else ServerTime()
     found: list[dict[str, Any]] = []
     for schema, table in tables:
         name = f"{schema}.{table}"
         entry: dict[str, Any] = {"table": name}
         try:
-            current = [
-                str(row["attname"])
-                for row in _rows(
-                    run,
-                    collector,
-                    "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(format('%I.%I', "
-                    f"{_literal(schema)}, {_literal(table)})) AND attnum > 0 AND NOT attisdropped "
-                    "ORDER BY attnum",
-                    values,
-                )
-            ]
+            attributes = _rows(
+                run,
+                collector,
+                "SELECT attname, attnum FROM pg_attribute WHERE attrelid = to_regclass(format('%I.%I', "
+                f"{_literal(schema)}, {_literal(table)})) AND attnum > 0 AND NOT attisdropped",
+                values,
+                server,
+            )
+            current = [str(row["attname"]) for row in sorted(attributes, key=lambda r: int(r["attnum"]))]
             if not current:
                 entry["error"] = "no such table"
                 found.append(entry)
@@ -275,6 +342,7 @@ def fingerprint_tables(
                 collector,
                 f"SELECT count(*) AS row_count, {digest} AS checksum FROM {_ident(schema)}.{_ident(table)}",
                 values,
+                server,
             )
             entry.update(rows=answer[0]["row_count"], checksum=answer[0]["checksum"])
         except AfdpError as exc:
@@ -288,12 +356,14 @@ def handle_database(run: RunState, step: Step, values: dict[str, Any]) -> StepRe
     assert isinstance(params, Database)
     if params.op == "snapshot":
         started = time.monotonic()
-        snapshot = take_snapshot(run, params.collector, values)
+        server = ServerTime()
+        snapshot = take_snapshot(run, params.collector, values, server)
         return StepResult(
             "ok",
             {"outputs": {"source": snapshot["source"], "taken_at": snapshot["taken_at"]},
              "snapshot": snapshot, "database_queries": 1 + int(snapshot["queries_after"]),
-             "database_ms": round((time.monotonic() - started) * 1000, 3)},
+             "database_ms": round((time.monotonic() - started) * 1000, 3),
+             "database_server_ms": round(server.ms, 3)},
             f"database statistics from {snapshot['source']}",
         )
     if params.op in ("compare", "user_impact"):
@@ -307,24 +377,31 @@ def _recorded(run: RunState, name: str | None, key: str) -> Any:
     return result.get(key)
 
 
-def _own_queries(run: RunState, baseline: str | None, before: dict[str, Any]) -> tuple[int, float]:
+def own_share(before: dict[str, Any], results: Sequence[Any]) -> tuple[int, float]:
     """Return how many read-only transactions AFDP ran on the database since the
-    baseline snapshot read its counters, and how long they took, as the records since
-    then say."""
-    start = run.records.get(baseline or "")
+    baseline snapshot read its counters, and the time the database itself measured for
+    AFDP's internal statements (``database_server_ms``), as the results of the steps
+    since then say. The client's elapsed time (``database_ms``) is never used: it is
+    far more than the database spent."""
     queries = int(before.get("queries_after") or 0)
-    elapsed = float(before.get("queries_after_ms") or 0.0)
-    for recorded in run.records.values():
-        if start is None or recorded.sequence <= start.sequence:
-            continue
-        result = recorded.result if isinstance(recorded.result, dict) else {}
+    server_ms = before.get("queries_after_server_ms")
+    elapsed = float(server_ms) if isinstance(server_ms, (int, float)) else 0.0
+    for result in results:
+        result = result if isinstance(result, dict) else {}
         count = result.get("database_queries")
         if isinstance(count, int):
             queries += count
-        took = result.get("database_ms")
-        if isinstance(took, (int, float)):
+        took = result.get("database_server_ms")
+        if isinstance(took, (int, float)) and not isinstance(took, bool):
             elapsed += float(took)
     return queries * TRANSACTIONS_PER_QUERY, elapsed
+
+
+def _own_queries(run: RunState, baseline: str | None, before: dict[str, Any]) -> tuple[int, float]:
+    start = run.records.get(baseline or "")
+    if start is None:
+        return own_share(before, [])
+    return own_share(before, [r.result for r in run.records.values() if r.sequence > start.sequence])
 
 
 def _compare(run: RunState, params: Database, values: dict[str, Any]) -> StepResult:
@@ -333,14 +410,16 @@ def _compare(run: RunState, params: Database, values: dict[str, Any]) -> StepRes
         reason = f"the baseline snapshot {params.baseline!r} was not recorded"
         return StepResult("failed", {"outputs": {}}, reason, reason)
     started = time.monotonic()
-    after = take_snapshot(run, params.collector, values)
-    own, own_ms = _own_queries(run, params.baseline, before)
-    comparison = compare_snapshots(before, after, params.op, own, own_ms)
+    server = ServerTime()
+    after = take_snapshot(run, params.collector, values, server)
+    own, own_server_ms = _own_queries(run, params.baseline, before)
+    comparison = compare_snapshots(before, after, params.op, own, own_server_ms)
     degraded = comparison["degraded_measures"]
     outputs = {"degraded": bool(degraded), "degraded_measures": degraded}
     result = {"outputs": outputs, "baseline": params.baseline, "snapshot": after,
               "comparison": comparison, "database_queries": 1 + int(after["queries_after"]),
-              "database_ms": round((time.monotonic() - started) * 1000, 3)}
+              "database_ms": round((time.monotonic() - started) * 1000, 3),
+              "database_server_ms": round(server.ms, 3)}
     window = comparison["transactions"]["window"]
     summary = (
         f"{'DEGRADED: ' + ', '.join(degraded) if degraded else 'no degradation'} "
@@ -374,7 +453,8 @@ def _integrity(run: RunState, params: Database, values: dict[str, Any]) -> StepR
     ]
     columns = {b["table"]: list(b.get("columns") or []) for b in old if "columns" in b}
     tables = [tuple(str(b["table"]).split(".", 1)) for b in old]
-    now = fingerprint_tables(run, params.collector, [(s, t) for s, t in tables], values, columns)
+    server = ServerTime()
+    now = fingerprint_tables(run, params.collector, [(s, t) for s, t in tables], values, columns, server)
     for b, a in zip(old, now, strict=True):
         entry: dict[str, Any] = {"name": b["table"], "before": {k: b.get(k) for k in ("rows", "checksum")},
                                  "after": {k: a.get(k) for k in ("rows", "checksum")}}
@@ -414,7 +494,9 @@ def _integrity(run: RunState, params: Database, values: dict[str, Any]) -> StepR
     result = {"outputs": outputs, "source": params.source, "tables": entries,
               "checks": checks, "taken_at": rec.format_time(rec.utc_now()),
               "database_queries": 2 * len(entries) + len(checks),
-              "database_ms": round((time.monotonic() - started) * 1000, 3)}
+              "database_ms": round((time.monotonic() - started) * 1000, 3),
+              # The checks are the workflow's queries: none of their time is AFDP's own.
+              "database_server_ms": round(server.ms, 3)}
     total = len(entries) + len(checks)
     summary = f"{total - len(failed)}/{total} table(s) and check(s) unchanged/passed"
     if failed:
@@ -422,5 +504,5 @@ def _integrity(run: RunState, params: Database, values: dict[str, Any]) -> StepR
     return StepResult("ok", result, summary)
 
 
-__all__ = ["MEASURES", "MIN_ACTIVITY", "compare_snapshots", "fingerprint_tables", "handle_database",
-           "take_snapshot"]
+__all__ = ["AFDP_CURSOR", "INTERNAL_MARK", "MEASURES", "MIN_ACTIVITY", "ServerTime", "compare_snapshots",
+           "fingerprint_tables", "handle_database", "own_share", "take_snapshot"]

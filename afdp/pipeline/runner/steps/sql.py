@@ -62,15 +62,19 @@ def handle_query(run: RunState, step: Step, values: dict[str, Any]) -> StepResul
     if len(samples) > 1:
         result["samples"] = samples
     if params.fingerprint:
-        from afdp.pipeline.runner.steps.migration import fingerprint_tables
+        from afdp.pipeline.runner.steps.migration import ServerTime, fingerprint_tables
 
         wanted = [
             (str(row.get("schema_name") or "public"), str(row["table_name"]))
             for row in last if row.get("table_name")
         ] if "*" in params.fingerprint else [_split_name(name) for name in params.fingerprint]
         began = time.monotonic()
-        result["fingerprints"] = fingerprint_tables(run, params.collector, wanted, values)
+        server = ServerTime()
+        result["fingerprints"] = fingerprint_tables(run, params.collector, wanted, values, server=server)
         spent += time.monotonic() - began
+        # The database's own time for AFDP's fingerprints; the step's query is the
+        # workflow's, and none of its time is taken out of a comparison's window.
+        result["database_server_ms"] = round(server.ms, 3)
         queries += 2 * len(wanted)
         summary += f"; {len(result['fingerprints'])} table(s) fingerprinted"
     # Read-only transactions this step ran on the database (a database comparison
