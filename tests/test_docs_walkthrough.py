@@ -473,5 +473,5 @@ def test_a_pdf_signing_key_or_certificate_too_large_is_one_line_exit_2(tmp_path,
                         (("--sign-key", str(keys / "dev.key"), "--sign-cert", str(huge)), "signing certificate")):
         done = cli(*base, *extra)
         assert done.code == 2, done.err
-        assert done.err.splitlines() == [f"afdp: error: {what} {huge} is larger than 1 MiB: not a PEM file"]
+        assert done.err.splitlines() == [f"afdp: error: {what} {huge} is larger than the 1 MiB a {what} may hold"]
         assert not (tmp_path / "r.pdf").exists()

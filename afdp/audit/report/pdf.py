@@ -128,14 +128,9 @@ MAX_PEM_BYTES = 1 << 20
 
 
 def _read_pem(path: Path, what: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_PEM_BYTES + 1)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    if len(data) > MAX_PEM_BYTES:
-        raise ConfigurationError(f"{what} {path} is larger than {MAX_PEM_BYTES >> 20} MiB: not a PEM file")
-    return data
+    from afdp.evidence.files import read_at_most
+
+    return read_at_most(path, MAX_PEM_BYTES, what)
 
 
 def _load_key(path: Path) -> Any:
