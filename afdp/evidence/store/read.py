@@ -111,7 +111,6 @@ class SignedCommitFiles(NamedTuple):
 
     files: CommitFiles
     parent_count: int
-    tree: bytes
     signature: bytes | None
     signed: bytes | None
 
@@ -301,20 +300,34 @@ class StoreReader:
         Problems (malformed, duplicate or unsorted entries, empty directories, files
         that are not regular, oversized or unreadable objects) are returned, not raised.
         """
+        walk = _Walk()
         raw = self.read_commit(commit.id)
-        problems: list[tuple[str, str]] = []
+        walk.problems.extend(("commit", p) for p in commit_header_problems(raw))
+        try:
+            message = raw.message.decode("utf-8")
+        except UnicodeDecodeError:
+            message = raw.text()
+            walk.problems.append(("commit", "commit message is not UTF-8: AFDP writes UTF-8 only"))
         try:
             parent: Any = self.repo.get(commit.parent_ids[0]) if commit.parent_ids else None
             old = parent.tree_id.raw if parent is not None else None
         except (pygit2.GitError, AttributeError, ValueError) as exc:
-            problems.append(("repository", f"parent commit unreadable: {_one_line(exc)}"))
+            walk.problems.append(("repository", f"parent commit unreadable: {_one_line(exc)}"))
             old = None
-        return self._added(
-            str(commit.id), tuple(str(p) for p in commit.parent_ids), raw, commit.tree_id.raw, old, problems
+        self._diff_trees(old, commit.tree_id.raw, "", walk)
+        return CommitFiles(
+            str(commit.id),
+            tuple(str(p) for p in commit.parent_ids),
+            message,
+            walk.added,
+            tuple(walk.changed),
+            tuple(walk.problems),
+            raw.author_identity(),
+            walk.unreadable,
         )
 
     def signed_commit_files(self, oid: pygit2.Oid) -> SignedCommitFiles:
-        """:meth:`commit_files`, and the commit's parent count, tree id and signature as
+        """:meth:`commit_files`, and the commit's parent count and signature as
         libgit2 reads them (``Commit.gpg_signature``).
 
         Every part of a commit that verification judges is read by libgit2, never by a
@@ -325,36 +338,7 @@ class StoreReader:
         assert isinstance(commit, pygit2.Commit)  # history() read each one already
         signature, signed = commit.gpg_signature
         return SignedCommitFiles(
-            self.commit_files(commit), len(commit.parent_ids), commit.tree_id.raw, signature, signed
-        )
-
-    def _added(
-        self,
-        commit_id: str,
-        parents: tuple[str, ...],
-        raw: RawCommit,
-        tree: bytes,
-        old: bytes | None,
-        problems: list[tuple[str, str]],
-    ) -> CommitFiles:
-        walk = _Walk()
-        walk.problems.extend(("commit", p) for p in commit_header_problems(raw))
-        try:
-            message = raw.message.decode("utf-8")
-        except UnicodeDecodeError:
-            message = raw.text()
-            walk.problems.append(("commit", "commit message is not UTF-8: AFDP writes UTF-8 only"))
-        walk.problems.extend(problems)
-        self._diff_trees(old, tree, "", walk)
-        return CommitFiles(
-            commit_id,
-            parents,
-            message,
-            walk.added,
-            tuple(walk.changed),
-            tuple(walk.problems),
-            raw.author_identity(),
-            walk.unreadable,
+            self.commit_files(commit), len(commit.parent_ids), signature, signed
         )
 
     def read_commit(self, oid: pygit2.Oid | str) -> RawCommit:
