@@ -23,6 +23,8 @@ _OUTCOME_STYLE = {
     "diverged": "bold red",
     "rejected": "bold red",
     "invalid": "bold red",
+    "refused": "bold red",
+    "remote-failed": "bold red",
 }
 
 
@@ -47,16 +49,26 @@ def _branch_ref(text: str) -> str:
 @click.option("--branch", "branches", multiple=True, metavar="afdp/SERVICE/DEPLOYMENT", help="A branch to push (repeatable).")
 @click.option("--all", "all_branches", is_flag=True, help="Push every AFDP branch of the repository.")
 @click.option("--pending", is_flag=True, help="Push what runs queued because their push failed (to the remote each was queued for, or to --remote).")
+@click.option("--trust", "trust_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="The auditor's trust policy: every branch is verified (as 'afdp verify' does, offline) at the head "
+                   "that would be sent, and one that fails is refused, nothing of it pushed. Without it, nothing "
+                   "is verified and every branch says 'unverified'.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def push_cmd(repository: Path, url: str | None, branches: tuple[str, ...], all_branches: bool, pending: bool, as_json: bool) -> None:
+def push_cmd(repository: Path, url: str | None, branches: tuple[str, ...], all_branches: bool, pending: bool,
+             trust_path: Path | None, as_json: bool) -> None:
     """Push evidence branches to a central remote: fast-forwards only, never forced.
 
     Per branch: created, pushed, up-to-date, behind (the remote is ahead on the same
     chain: nothing to push) or diverged (the remote holds other evidence: refused and
     reported, never overwritten) or invalid (a ref under afdp/ that is not a safe
-    branch name: never pushed). Exit 0 when every branch is on the remote; 1 when a
-    branch diverged or is invalid; 2 usage error; 3 remote unreachable or refusing.
+    branch name: never pushed). With --trust also refused (the branch fails
+    verification: not pushed) or remote-failed (the remote, ahead on the same chain,
+    fails verification). Exit 0 when every branch is on the remote; 1 when a branch
+    failed verification, diverged or is invalid; 2 usage error; 3 remote unreachable
+    or refusing.
     """
+    import contextlib
+
     from afdp.evidence import remote
 
     chosen = sum((bool(branches), all_branches, pending))
@@ -64,12 +76,19 @@ def push_cmd(repository: Path, url: str | None, branches: tuple[str, ...], all_b
         raise UsageError("give --branch (repeatable), --all or --pending")
     if not pending and not url:
         raise UsageError("--remote URL is required (except with --pending)")
-    if pending:
-        reports = remote.push_pending(repository, url=url)
-    else:
-        assert url is not None
-        refs = None if all_branches else [_branch_ref(b) for b in branches]
-        reports = [remote.push_branches(repository, url, refs=refs)]
+    with contextlib.ExitStack() as stack:
+        gate = None
+        if trust_path is not None:
+            from afdp.evidence.trust import load_trust_policy
+            from afdp.verify.gate import TrustGate
+
+            gate = stack.enter_context(TrustGate(load_trust_policy(trust_path, evidence_repository=repository)))
+        if pending:
+            reports = remote.push_pending(repository, url=url, gate=gate)
+        else:
+            assert url is not None
+            refs = None if all_branches else [_branch_ref(b) for b in branches]
+            reports = [remote.push_branches(repository, url, refs=refs, gate=gate)]
     if as_json:
         _emit_json({"ok": all(r.ok for r in reports), "remotes": [r.to_json() for r in reports]})
     else:
@@ -90,9 +109,29 @@ def _print_push(reports: list[Any], *, pending: bool) -> None:
         for branch in report.branches:
             style = _OUTCOME_STYLE.get(branch.outcome, "bold")
             name = escape(branch.ref.removeprefix("refs/heads/"))
-            console.print(f"[{style}]{branch.outcome:>10}[/] {name}: {escape(branch.detail)}")
+            console.print(f"[{style}]{branch.outcome:>10}[/] {name}: {escape(branch.detail)}{_checked(branch, report)}")
         settled = sum(1 for b in report.branches if b.ok)
-        console.print(f"{escape(report.remote)}: {settled} of {len(report.branches)} branch(es) on the remote")
+        line = f"{escape(report.remote)}: {settled} of {len(report.branches)} branch(es) on the remote"
+        if report.refused:
+            line += f"; {len(report.refused)} refused (failed verification): " + ", ".join(
+                escape(b.ref.removeprefix("refs/heads/")) for b in report.refused
+            )
+        console.print(line)
+        sent = sum(1 for b in report.branches if b.outcome in ("created", "pushed"))
+        if report.trust_policy is None and sent:
+            console.print(f"{sent} branch(es) pushed unverified: pass --trust POLICY to verify each and refuse any that fails")
+
+
+def _checked(branch: Any, report: Any) -> str:
+    """What the line says about verification: only where records were sent, or the
+    verdict is the reason for the outcome."""
+    if branch.outcome in ("refused", "remote-failed"):
+        return ""  # the detail says it
+    if branch.outcome in ("created", "pushed"):
+        return " (unverified)" if report.trust_policy is None else f" ({branch.verification})"
+    if branch.outcome == "behind" and branch.verification != "unchecked":
+        return f" (the remote's head: {branch.verification})"
+    return ""
 
 
 @click.command("find")

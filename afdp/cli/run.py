@@ -171,9 +171,10 @@ def _tsa_urls(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--prefect/--no-prefect", default=True, show_default=True,
               help="Run as a Prefect flow (PREFECT_API_URL, or Prefect's ephemeral mode).")
 @click.option("--push", "push_url", metavar="URL",
-              help="At the end, push the deployment's branch to this evidence remote (never forced). "
+              help="At the end, push the deployment's branch to this evidence remote (never forced); with "
+                   "--trust, only if it verifies against that policy. "
                    "If it cannot be pushed the run still succeeds: a warning, and the branch is queued for "
-                   "'afdp push --pending'. Default: $AFDP_EVIDENCE_REMOTE.")
+                   "'afdp push --pending' (one that fails verification is not queued). Default: $AFDP_EVIDENCE_REMOTE.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's outcome as JSON.")
 def run_cmd(**options: Any) -> None:
     """Run an evidence workflow for one deployment; every step becomes a signed record.
@@ -227,6 +228,11 @@ def _run(
         from afdp.evidence.remote import check_remote_url
 
         check_remote_url(push_url)  # a bad URL is a usage error before anything runs
+    push_policy = None
+    if push_url and trust is not None:  # the branch is verified before it is pushed
+        from afdp.evidence.trust import load_trust_policy
+
+        push_policy = load_trust_policy(trust, evidence_repository=repository)
     env_dir = os.environ.get(_SIGNAL_DIR_ENV)
     params: dict[str, Any] = {
         "workflow_path": str(workflow_path),
@@ -271,7 +277,7 @@ def _run(
     finally:
         if progress is not None:
             progress.close()
-    pushed = _push(repository, push_url, outcome) if push_url else None
+    pushed = _push(repository, push_url, outcome, push_policy) if push_url else None
     if as_json:
         document = outcome.to_json()
         if pushed is not None:
@@ -281,20 +287,30 @@ def _run(
         print_outcome(outcome)
         if pushed is not None and pushed.report is not None and pushed.report.ok:
             branch = pushed.report.branches[0]
-            click.echo(f"pushed: {branch.ref.removeprefix('refs/heads/')} {branch.outcome} on {pushed.report.remote}")
+            checked = ""
+            if branch.outcome in ("created", "pushed"):  # records were sent: were they verified first?
+                checked = " (unverified)" if branch.verification == "unchecked" else f" ({branch.verification})"
+            click.echo(f"pushed: {branch.ref.removeprefix('refs/heads/')} {branch.outcome} on {pushed.report.remote}{checked}")
     if pushed is not None and pushed.warning:
         click.echo(f"afdp: warning: {pushed.warning}", err=True)
     if outcome.decision and outcome.decision.get("action") == "rollback":
         sys.exit(EXIT_FAILED)
 
 
-def _push(repository: Path, url: str, outcome: Any) -> Any:
+def _push(repository: Path, url: str, outcome: Any, policy: Any) -> Any:
     """Push the run's branch (afdp.evidence.remote.push_after_run): never raises for the
-    remote; the evidence is committed locally whatever it says."""
+    remote; the evidence is committed locally whatever it says. With --trust, the branch
+    is verified against it first (afdp.verify.gate) and not pushed if it fails."""
     from afdp.evidence.names import branch_ref
     from afdp.evidence.remote import push_after_run
 
-    return push_after_run(repository, url, branch_ref(outcome.service, outcome.deployment))
+    ref = branch_ref(outcome.service, outcome.deployment)
+    if policy is None:
+        return push_after_run(repository, url, ref)
+    from afdp.verify.gate import TrustGate
+
+    with TrustGate(policy) as gate:
+        return push_after_run(repository, url, ref, gate=gate)
 
 
 def _run_with_prefect(params: dict[str, Any], progress: Any, request: Any) -> Any:

@@ -41,6 +41,15 @@ it goes to a one-off credential helper through the environment, and every messag
 shows the URL as ``https://***@host/...``. The git command, its transport, TLS and
 credentials are in :mod:`afdp.evidence.gitremote` (names re-exported here).
 
+**Verification before a push.** Pushing never claims to verify, but a push can be
+gated (``gate``, a :data:`PushGate`; :class:`afdp.verify.gate.TrustGate` runs
+``afdp verify``'s checks against the auditor's trust policy): every branch that would
+send records is verified at the exact head that would be sent, and one that fails is
+``refused`` (nothing of it is sent, exit 1); where the remote is ahead on the same
+chain, the remote's head is verified too, and a failure there is ``remote-failed``
+(exit 1: nothing is sent, and the remote is never overwritten). Without a gate every
+branch says ``verification: unchecked``.
+
 The receiving side (:func:`harden_receiving`, set by ``afdp init --bare``) refuses
 non-fast-forwards and deletions from every client, AFDP or not.
 
@@ -57,9 +66,9 @@ import json
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pygit2
 
@@ -88,8 +97,10 @@ __all__ = [
     "SETTLED",
     "BranchPush",
     "PendingPush",
+    "PushGate",
     "PushReport",
     "RunPush",
+    "Verdict",
     "check_remote_url",
     "fetch_evidence",
     "harden_receiving",
@@ -127,11 +138,50 @@ RECEIVING_CONFIG = {
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """What verification said about one branch head before a push acted on it."""
+
+    head: str
+    state: str  # verified | unsealed | failed
+    trust_policy: str
+    #: the first failed check (``where``, ``check``, ``reason``), and how many failed
+    first_failure: dict[str, str] | None = None
+    failure_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.state != "failed"
+
+    def describe(self) -> str:
+        """One line: the first failing record and check, and how many more failed."""
+        if self.first_failure is None:
+            return self.state
+        first = self.first_failure
+        more = f" (and {self.failure_count - 1} more)" if self.failure_count > 1 else ""
+        return f"{first['where']}: {first['check']}: {first['reason']}{more}"
+
+
+class PushGate(Protocol):
+    """Verifies a branch head before a push sends it (or acts on the remote's)."""
+
+    @property
+    def source(self) -> str:
+        """The trust policy it verifies against (its file)."""
+
+    def __call__(self, git_dir: Path, ref: str, head: str) -> Verdict:
+        """Verify the chain that ends at commit ``head`` as branch ``ref`` of the
+        repository at ``git_dir`` (its objects are read, nothing is changed)."""
+
+
+@dataclass(frozen=True)
 class BranchPush:
     """What pushing one branch did."""
 
     ref: str
-    outcome: str  # created | pushed | up-to-date | behind | diverged | rejected | invalid
+    # created | pushed | up-to-date | behind | diverged | rejected | invalid
+    # | refused (fails verification: not pushed) | remote-failed (the remote's branch,
+    # ahead on the same chain, fails verification)
+    outcome: str
     local: str | None
     remote_before: str | None
     remote_after: str | None
@@ -142,6 +192,13 @@ class BranchPush:
     common_ancestor: str | None = None
     local_only: int | None = None
     remote_only: int | None = None
+    #: unchecked (no gate, or nothing was sent), else the :class:`Verdict` of the head
+    #: that was sent (or refused), or of the remote's head for ``remote-failed`` and a
+    #: ``behind`` branch
+    verification: str = "unchecked"
+    verified_head: str | None = None
+    failure: dict[str, str] | None = None
+    failure_count: int = 0
 
     @property
     def ok(self) -> bool:
@@ -150,6 +207,17 @@ class BranchPush:
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "ok": self.ok}
 
+    def with_verdict(self, verdict: Verdict | None) -> BranchPush:
+        if verdict is None:
+            return self
+        return replace(
+            self,
+            verification=verdict.state,
+            verified_head=verdict.head,
+            failure=verdict.first_failure,
+            failure_count=verdict.failure_count,
+        )
+
 
 @dataclass(frozen=True)
 class PushReport:
@@ -157,14 +225,22 @@ class PushReport:
 
     remote: str  # redacted
     branches: tuple[BranchPush, ...]
+    #: the policy every branch was verified against before it was sent (None: unchecked)
+    trust_policy: str | None = None
 
     @property
     def ok(self) -> bool:
         return all(b.ok for b in self.branches)
 
     @property
+    def refused(self) -> tuple[BranchPush, ...]:
+        """The branches not pushed because they (or the remote's) failed verification."""
+        return tuple(b for b in self.branches if b.outcome in ("refused", "remote-failed"))
+
+    @property
     def exit_code(self) -> int:
-        """0 every branch settled; 1 a branch diverged or is not an AFDP name; 3 refused."""
+        """0 every branch settled; 1 a branch failed verification, diverged or is not an
+        AFDP name; 3 the remote refused an update."""
         if self.ok:
             return EXIT_OK
         if any(b.outcome == "rejected" for b in self.branches):
@@ -175,7 +251,12 @@ class PushReport:
         return {
             "ok": self.ok,
             "remote": self.remote,
+            "trust_policy": self.trust_policy,
             "branches": [b.to_json() for b in self.branches],
+            "refused": [
+                {"ref": b.ref, "outcome": b.outcome, "head": b.verified_head, "failure": b.failure, "failure_count": b.failure_count}
+                for b in self.refused
+            ],
         }
 
 
@@ -256,6 +337,7 @@ def push_branches(
     *,
     refs: Sequence[str] | None = None,
     attempts: int = ATTEMPTS,
+    gate: PushGate | None = None,
 ) -> PushReport:
     """Push AFDP evidence branches to ``url``: fast-forwards only, compare-and-swap.
 
@@ -266,10 +348,16 @@ def push_branches(
     fetched and classified again. Markers in the push queue for this remote are
     cleared for every branch that settled.
 
+    With a ``gate``, every branch that would send records is verified at the head that
+    would be sent before anything is sent, and where the remote is ahead on the same
+    chain, the remote's head is verified: a branch that fails is never in the push.
+
     Returns:
         one :class:`BranchPush` per branch: created, pushed, up-to-date, behind,
         diverged, rejected (still refused after ``attempts`` rounds), invalid (a ref
-        under refs/heads/afdp/ that is not an AFDP branch name: never pushed).
+        under refs/heads/afdp/ that is not an AFDP branch name: never pushed), and with
+        a gate refused (fails verification: nothing of it sent) or remote-failed (the
+        remote's head, ahead on the same chain, fails verification: nothing sent).
 
     Raises:
         NotFoundError: no repository, or a named branch that does not exist locally.
@@ -301,6 +389,16 @@ def push_branches(
         local[ref] = str(head.id)  # what is pushed: the head as it is now, by id
     pending = sorted(local)
     last_reason: dict[str, str] = {}
+    verdicts: dict[tuple[str, str], Verdict] = {}
+
+    def verdict(ref: str, head: str) -> Verdict | None:
+        # once per (branch, head): a round that lost a race classifies again
+        if gate is None:
+            return None
+        if (ref, head) not in verdicts:
+            verdicts[ref, head] = gate(store.path, ref, head)
+        return verdicts[ref, head]
+
     for attempt in range(1, attempts + 1):
         advertised = list_remote(url)
         missing = [r for r in pending if r in advertised and not _has_commit(store.repo, advertised[r])]
@@ -314,10 +412,16 @@ def push_branches(
                 last_reason[ref] = "the remote branch moved while it was fetched"
                 continue
             settled = _classify(store.repo, ref, local[ref], remote, attempt)
-            if settled is not None:
-                results[ref] = settled
+            if settled is None:
+                checked = verdict(ref, local[ref])
+                if checked is not None and not checked.ok:
+                    results[ref] = _refused(ref, local[ref], remote, checked, attempt)
+                else:
+                    updates[ref] = local[ref]
+            elif settled.outcome == "behind" and remote is not None:
+                results[ref] = _behind(settled, verdict(ref, remote))
             else:
-                updates[ref] = local[ref]
+                results[ref] = settled
         if updates:
             statuses = _push_refs(store, url, updates)
             for ref, (accepted, why) in statuses.items():
@@ -327,7 +431,7 @@ def push_branches(
                         ref, "created" if before is None else "pushed", local[ref], before, local[ref],
                         "new branch on the remote" if before is None else f"fast-forward from {before[:12]}",
                         attempt,
-                    )  # fmt: skip
+                    ).with_verdict(verdict(ref, local[ref]))  # fmt: skip
                 else:
                     last_reason[ref] = why
         pending = [r for r in pending if r not in results]
@@ -340,9 +444,32 @@ def push_branches(
             f"the remote refused the update {attempts} time(s): {last_reason.get(ref, 'no reason given')}",
             attempts,
         )  # fmt: skip
-    report = PushReport(redact(url), tuple(results[r] for r in sorted(results)))
+    report = PushReport(redact(url), tuple(results[r] for r in sorted(results)), gate.source if gate is not None else None)
     _clear_queue(store, url, [b.ref for b in report.branches if b.ok])
     return report
+
+
+def _refused(ref: str, local: str, remote: str | None, verdict: Verdict, attempt: int) -> BranchPush:
+    """The local head fails verification: nothing of the branch is sent."""
+    return BranchPush(
+        ref, "refused", local, remote, remote,
+        f"fails verification against {verdict.trust_policy}: {verdict.describe()}; "
+        "not pushed, the remote is unchanged",
+        attempt,
+    ).with_verdict(verdict)  # fmt: skip
+
+
+def _behind(settled: BranchPush, verdict: Verdict | None) -> BranchPush:
+    """The remote is ahead on the same chain: with a gate, its head is verified too."""
+    if verdict is None or verdict.ok:
+        return settled.with_verdict(verdict)
+    return replace(
+        settled,
+        outcome="remote-failed",
+        detail=f"the remote's branch is ahead of this one on the same chain and fails verification against "
+        f"{verdict.trust_policy}: {verdict.describe()}; nothing pushed, the remote is never overwritten "
+        "(see afdp verify --remote)",
+    ).with_verdict(verdict)
 
 
 # -- the push queue --------------------------------------------------------------------
@@ -419,9 +546,10 @@ def _clear_queue(store: EvidenceStore, url: str, refs: Iterable[str]) -> None:
             _queue_file(store, url, ref).unlink(missing_ok=True)
 
 
-def push_pending(repository: Path | str, *, url: str | None = None) -> list[PushReport]:
+def push_pending(repository: Path | str, *, url: str | None = None, gate: PushGate | None = None) -> list[PushReport]:
     """Push every queued branch to the remote it was queued for (or only those queued for
     ``url``, pushed to ``url`` as given, credentials included); clear settled markers.
+    ``gate``: as for :func:`push_branches`.
 
     Raises:
         NetworkError: a remote cannot be reached (markers of that remote stay).
@@ -437,7 +565,7 @@ def push_pending(repository: Path | str, *, url: str | None = None) -> list[Push
     for remote, refs in by_remote.items():
         present = [r for r in refs if store.head(r) is not None]
         if present:
-            reports.append(push_branches(repository, remote, refs=present))
+            reports.append(push_branches(repository, remote, refs=present, gate=gate))
     return reports
 
 
@@ -458,22 +586,26 @@ class RunPush:
         }
 
 
-def push_after_run(repository: Path | str, url: str, ref: str) -> RunPush:
+def push_after_run(repository: Path | str, url: str, ref: str, *, gate: PushGate | None = None) -> RunPush:
     """Push one run's branch; on any failure keep the evidence local, queue the branch
     (see :func:`queue_push`) and return a warning instead of raising.
 
     The run already succeeded: its evidence is committed locally whatever the remote
-    says, and ``afdp push --pending`` sends it later.
+    says, and ``afdp push --pending`` sends it later. With a ``gate`` (the run's trust
+    policy) the branch is verified first; a branch that fails is neither pushed nor
+    queued (``--pending`` is what a timer runs: it must not send it later).
     """
     check_remote_url(url)
     try:
-        report = push_branches(repository, url, refs=[ref])
+        report = push_branches(repository, url, refs=[ref], gate=gate)
     except AfdpError as exc:  # unreachable, refusing, locked: never the run's failure
         queued = queue_push(repository, url, ref, exc.diagnostics())
         return RunPush(None, queued, f"evidence kept locally, not pushed: {exc.diagnostics()}; queued in {queued} (send it later with: afdp push --repo {repository} --pending)")
     branch = report.branches[0]
     if branch.ok:
         return RunPush(report, None, None)
+    if branch.outcome == "refused":
+        return RunPush(report, None, f"evidence kept locally, not pushed and not queued: {ref.removeprefix('refs/heads/')} {branch.detail}")
     queued = queue_push(repository, url, ref, f"{branch.outcome}: {branch.detail}")
     return RunPush(report, queued, f"evidence kept locally, not pushed ({branch.outcome}): {branch.detail}; queued in {queued}")
 
