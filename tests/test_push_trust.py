@@ -104,6 +104,23 @@ def test_a_good_branch_is_verified_at_the_head_sent_then_pushed(cli, repo, remot
     human = cli("push", "--repo", str(repo), "--remote", str(remote), "--all", "--trust", str(trust_file))
     assert human.code == 0 and "pushed afdp/api/d-1: fast-forward from" in human.out and "(verified)" in human.out
     assert head_of(remote, GOOD) == head_of(repo, GOOD)
+    # nothing left to send: not verified again, and it says so
+    again = cli("push", "--repo", str(repo), "--remote", str(remote), "--all", "--trust", str(trust_file), "--json")
+    [settled] = again.json()["remotes"][0]["branches"]
+    assert again.code == 0 and (settled["outcome"], settled["verification"]) == ("up-to-date", "unchecked")
+
+
+def test_check_0_of_the_evidence_repository_refuses_the_push(cli, repo, remote, signer, tsa, trust_file):
+    """A git note in the evidence repository (git log would show text verification never
+    read) fails every branch in afdp verify; the push gate sees the evidence repository's
+    refs, not its scratch repository's."""
+    build_deployment(repo, signer, tsa, deployment="d-1", steps=1)
+    subprocess.run(["git", "-C", str(repo), "notes", "add", "-m", "approved by the CISO", GOOD], check=True, capture_output=True)
+    result = cli("push", "--repo", str(repo), "--remote", str(remote), "--all", "--trust", str(trust_file), "--json")
+    assert result.code == 1, (result.out, result.err)
+    [branch] = result.json()["remotes"][0]["branches"]
+    assert branch["outcome"] == "refused" and branch["failure"]["check"] == "repository"
+    assert "refs/notes/" in branch["failure"]["reason"] and head_of(remote, GOOD) is None
 
 
 def test_a_mixed_set_pushes_the_good_refuses_the_forged_and_json_says_why(cli, fleet, remote, trust_file):
