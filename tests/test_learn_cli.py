@@ -83,7 +83,10 @@ def test_cli_predict_with_no_history_says_not_enough_and_exits_0(cli, repo, trus
     assert result.code == 0, result.err
     document = result.json()
     assert document["status"] == "not_enough_history"
-    assert document["reason"] == f"not enough history: 0 deployments, needs {MIN_HISTORY}"
+    assert document["reason"] == (
+        f"not enough history: 0 deployments, needs {MIN_HISTORY}: no deployment of api is in the verified history, "
+        "nor of any other service"
+    )
     assert document["impact"] == {} and document["model"]["record"] is None
     human = cli("predict", "--repo", str(repo), "--trust", str(trust_file), "--service", "api", "--change-size", "100")
     assert human.code == 0 and "not enough history: 0 deployments" in human.out

@@ -77,6 +77,7 @@ __all__ = [
     "classify_path",
     "column_names",
     "load_history",
+    "services_in_history",
 ]
 
 ProgressCallback = Callable[[int, int], None]
@@ -272,6 +273,43 @@ def load_history(
     columns = column_names(rows)
     rows = [{name: row.get(name) for name in columns} for row in rows]
     return History(rows, excluded, considered, history_digest(rows), heads, selection.substitutions)
+
+
+def services_in_history(
+    repo: str | Path, policy: TrustPolicy, *, limit: int = 10, tries: int = 3
+) -> tuple[list[str], int]:
+    """Name services that have a deployment in the verified history, for a message
+    about a service that has none (a mistyped ``--service``), without verifying the
+    whole repository: services in name order, at most ``tries`` branches of each, until
+    ``limit`` are found. A service is named only when one of its branches verified and
+    gave a row, exactly as :func:`load_history` would take it.
+
+    Returns:
+        (the services found, how many services with evidence branches were not reached).
+
+    Raises:
+        NotFoundError: ``repo`` is not an evidence repository.
+    """
+    from afdp.evidence.names import MODELS_SERVICE
+
+    path = Path(repo)
+    store = EvidenceStore(path)
+    by_service: dict[str, list[str]] = {}
+    for service, deployment in store.branches():
+        if service != MODELS_SERVICE:
+            by_service.setdefault(service, []).append(deployment)
+    selection = _Selection(None, None, None, tuple(store.substitutions()))
+    found: list[str] = []
+    reached = 0
+    for service in sorted(by_service):
+        if len(found) >= limit:
+            break
+        reached += 1
+        for deployment in sorted(by_service[service], reverse=True)[:tries]:
+            if isinstance(_branch_row(path, policy, selection, service, deployment)[2], dict):
+                found.append(service)
+                break
+    return found, len(by_service) - reached
 
 
 def history_digest(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -12,7 +12,7 @@ says so (``not enough history: N deployments, needs M``) and holds no number.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +239,7 @@ def predict_impact(
 
     policy = trust_of(repository, trust_policy)
     history = history_of(repository, trust_policy, service=service)
-    return predict_from_rows(
+    prediction = predict_from_rows(
         history.rows,
         planned,
         service=service,
@@ -251,6 +251,26 @@ def predict_impact(
         tsa_urls=tsa_urls,
         excluded=len(history.excluded),
     )
+    if prediction.status == "not_enough_history" and not history.rows:
+        return replace(prediction, reason=_none_of(repository, policy, service, history))
+    return prediction
+
+
+def _none_of(repository: Path | str, policy: Any, service: str, history: Any) -> str:
+    """The reason for a service with no deployment in the verified history: a new
+    service (no branch yet), a mistyped name (the services that do have one are named),
+    or branches that were all left out (how many, and why)."""
+    from afdp.learn.history import services_in_history
+
+    reason = f"{not_enough(0)}: no deployment of {service} is in the verified history"
+    if history.considered:
+        why = ", ".join(f"{category}: {count}" for category, count in history.excluded_by_reason().items())
+        return f"{reason} (its {history.considered} evidence branch(es) were left out: {why})"
+    found, unreached = services_in_history(repository, policy)
+    if not found:
+        return f"{reason}, nor of any other service"
+    more = f" (and {unreached} more service(s) with evidence branches)" if unreached else ""
+    return f"{reason}; services that are: {', '.join(found)}{more}"
 
 
 
