@@ -5,7 +5,8 @@ against warm, and pushing every branch to a central remote.
 of R records each (embedded TSA, dev key), then prints the time of ``check_all`` with
 one worker and with every core, of a lookup that reads every branch (cold index) and
 of one that reuses the index (warm), and of ``push_branches`` creating all N branches
-on a fresh ``file://`` remote and finding them up to date the second time.
+on a fresh ``file://`` remote and finding them up to date the second time, and creating
+them on another with ``--trust`` (each branch verified before it is sent).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from afdp.evidence.remote import init_remote, push_branches
 from afdp.evidence.signing import generate_key, load_signer
 from afdp.evidence.store import init_repository
 from afdp.evidence.trust import load_trust_policy, write_trust_policy
+from afdp.verify.gate import TrustGate
 from afdp.verify.verifier import check_all
 
 
@@ -71,6 +73,12 @@ def main() -> None:
         created = timed(f"push --all ({args.branches} new branches, file://)", lambda: push_branches(repo, remote.as_uri()))
         again = timed("push --all again (all up to date)", lambda: push_branches(repo, remote.as_uri()))
         assert created.ok and all(b.outcome == "up-to-date" for b in again.branches)
+        gated = root / "central-gated.git"
+        init_remote(gated)
+        with TrustGate(policy) as gate:
+            checked = timed(f"push --all --trust ({args.branches} new branches, each verified first)",
+                            lambda: push_branches(repo, gated.as_uri(), gate=gate))
+        assert checked.ok and {b.verification for b in checked.branches} == {"verified"}
 
 
 if __name__ == "__main__":
