@@ -1,7 +1,7 @@
 """The push gate: evidence is verified, against the auditor's trust policy, before it is
 pushed to the central remote (``afdp push --trust``, ``afdp run --trust --push``).
 
-:class:`TrustGate` is the :class:`afdp.evidence.remote.PushGate` that
+:class:`TrustGate` is the :class:`afdp.evidence.pushreport.PushGate` that
 :func:`afdp.evidence.remote.push_branches` calls for every head it would send (and for
 the remote's head where the remote is ahead on the same chain). It runs the same checks
 as ``afdp verify`` (:func:`afdp.verify.verifier.check_branch`), offline, with one
@@ -25,7 +25,7 @@ import pygit2
 
 from afdp.errors import UsageError
 from afdp.evidence.names import parse_branch_ref
-from afdp.evidence.remote import Verdict
+from afdp.evidence.pushreport import Verdict
 from afdp.evidence.store import EvidenceStore, common_dir
 from afdp.evidence.trust import TrustPolicy
 
