@@ -51,8 +51,8 @@ def _branch_ref(text: str) -> str:
 @click.option("--pending", is_flag=True, help="Push what runs queued because their push failed (to the remote each was queued for, or to --remote).")
 @click.option("--trust", "trust_path", type=click.Path(path_type=Path, dir_okay=False),
               help="The auditor's trust policy: every branch is verified (as 'afdp verify' does, offline) at the head "
-                   "that would be sent, and one that fails is refused, nothing of it pushed. Without it, nothing "
-                   "is verified and every branch says 'unverified'.")
+                   "that would be sent, and one that fails is refused, nothing of it pushed. Without it nothing "
+                   "is verified, and each branch sent is marked unverified.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def push_cmd(repository: Path, url: str | None, branches: tuple[str, ...], all_branches: bool, pending: bool,
              trust_path: Path | None, as_json: bool) -> None:
