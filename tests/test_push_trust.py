@@ -216,6 +216,20 @@ def test_pending_with_trust_refuses_a_queued_branch_that_was_forged_meanwhile(cl
     assert head_of(later, FORGED) is None
 
 
+def test_a_run_push_refused_by_the_gate_removes_the_branch_from_the_queue(cli, fleet, tmp_path, trust_file):
+    """Queued while the remote was unreachable, forged meanwhile: the next run's push
+    with the policy refuses it and takes it out of the queue, so a timer's plain
+    ``afdp push --pending`` cannot send it."""
+    later = tmp_path / "later.git"
+    assert push_after_run(fleet, str(later), FORGED).queued is not None  # unreachable: queued
+    assert cli("init", str(later), "--bare").code == 0
+    with TrustGate(load_trust_policy(trust_file)) as gate:
+        refused = push_after_run(fleet, str(later), FORGED, gate=gate)
+    assert refused.queued is None and refused.warning is not None and "not queued" in refused.warning
+    assert pending_pushes(fleet) == [] and head_of(later, FORGED) is None
+    assert cli("push", "--repo", str(fleet), "--pending").out.strip() == "nothing queued to push"
+
+
 def test_the_gate_verifies_the_head_it_is_given_not_where_the_ref_points(fleet, trust_file):
     good_head = head_of(fleet, FORGED)
     assert good_head is not None

@@ -467,7 +467,8 @@ def push_after_run(repository: Path | str, url: str, ref: str, *, gate: PushGate
     The run already succeeded: its evidence is committed locally whatever the remote
     says, and ``afdp push --pending`` sends it later. With a ``gate`` (the run's trust
     policy) the branch is verified first; a branch that fails is neither pushed nor
-    queued (``--pending`` is what a timer runs: it must not send it later).
+    queued, and a marker queued for it earlier is removed (``--pending`` is what a
+    timer runs: it must not send it later).
     """
     check_remote_url(url)
     try:
@@ -479,6 +480,8 @@ def push_after_run(repository: Path | str, url: str, ref: str, *, gate: PushGate
     if branch.ok:
         return RunPush(report, None, None)
     if branch.outcome == "refused":
+        # and an earlier marker goes: a timer's `afdp push --pending` must not send it
+        _clear_queue(EvidenceStore(repository), url, [ref])
         return RunPush(report, None, f"evidence kept locally, not pushed and not queued: {ref.removeprefix('refs/heads/')} {branch.detail}")
     queued = queue_push(repository, url, ref, f"{branch.outcome}: {branch.detail}")
     return RunPush(report, queued, f"evidence kept locally, not pushed ({branch.outcome}): {branch.detail}; queued in {queued}")
