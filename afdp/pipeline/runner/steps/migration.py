@@ -20,6 +20,7 @@ identifiers quoted (``"..."``) and never interpolated as ``${...}``.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,9 +34,9 @@ from afdp.workflow.interpolation import Template
 from afdp.workflow.model import Database, Step
 
 #: Rolled-back transactions each read-only query of AFDP's sql collector costs on
-#: PostgreSQL: SQLAlchemy's dialect check on connecting (a new engine per query), and the
-#: query's own READ ONLY transaction.
-TRANSACTIONS_PER_QUERY = 2
+#: PostgreSQL: the query's own READ ONLY transaction (a new connection per read sends
+#: nothing else).
+TRANSACTIONS_PER_QUERY = 1
 
 #: Fewer transactions than this on either side of a comparison: the measure is not judged.
 MIN_ACTIVITY = 10
@@ -51,23 +52,50 @@ MEASURES: dict[str, tuple[str, str, float, float, str]] = {
     "conflicts": ("user_impact", "lower", 0.0, 0.0, "count"),
 }
 
-#: The comment every internal statement of AFDP's (snapshots, probes, fingerprints)
-#: carries: pg_stat_statements keeps it in the statement's text.
-INTERNAL_MARK = "/* afdp-internal */"
-#: The server-side cursor every read of AFDP's sql collector goes through
-#: (afdp.pipeline.collectors.sql: DECLARE, then FETCH, where the database does the work,
-#: then CLOSE); pg_stat_statements keeps its name in those statements' texts. With the
-#: mark, the sums leave out every statement AFDP itself ran to read (its internal ones
-#: and the workflow's queries and checks): their calls and the time the database
-#: counted for them, exactly.
-AFDP_CURSOR = '"afdp_read"'
+#: What earlier AFDP versions marked their statements with (a fixed comment and cursor
+#: name, which any application statement could carry): only the reading that leaves out
+#: every AFDP-looking statement uses them.
+LEGACY_MARKS = ("/* afdp-internal */", '"afdp_read"')
 
-_STATEMENTS = (
-    "SELECT COALESCE(sum(calls), 0)::float8 AS calls, COALESCE(sum(total_exec_time), 0)::float8 "
-    "AS total_exec_time_ms, COALESCE(sum(rows), 0)::float8 AS rows FROM pg_stat_statements "
-    "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-    f"AND query NOT LIKE '%{INTERNAL_MARK}%' AND query NOT LIKE '%{AFDP_CURSOR}%'"
-)
+#: The two readings of pg_stat_statements a comparison judges (see compare_snapshots).
+READINGS = {
+    "run": "without the statements on this run's cursor (exactly AFDP's)",
+    "any_afdp": "without every statement on a cursor named like AFDP's (any run, earlier versions' marks)",
+}
+
+
+def _statements_query(cursor: str) -> str:
+    """The totals of pg_stat_statements (top-level statements of this database) and, apart,
+    of the statements on ``cursor`` (this run's: its name is 128 random bits) and of every
+    statement on an AFDP-shaped cursor; ``*_reads``: the DECLAREs of the query cursor, one
+    per AFDP read, each read also being one BEGIN READ ONLY and one ROLLBACK."""
+    from afdp.pipeline.collectors import CollectorFailed
+    from afdp.pipeline.collectors.sql import CHECK_SUFFIX, CURSOR_SHAPE
+
+    if not re.fullmatch(CURSOR_SHAPE, cursor):
+        raise CollectorFailed(f"not an AFDP cursor name: {cursor[:80]!r}")
+    legacy = " OR ".join(f"strpos(query, {_literal(mark)}) > 0" for mark in LEGACY_MARKS)
+    return (
+        "SELECT COALESCE(sum(calls), 0)::float8 AS calls, "
+        "COALESCE(sum(total_exec_time), 0)::float8 AS total_exec_time_ms, "
+        "COALESCE(sum(rows), 0)::float8 AS rows, "
+        "COALESCE(sum(calls) FILTER (WHERE run), 0)::float8 AS run_calls, "
+        "COALESCE(sum(total_exec_time) FILTER (WHERE run), 0)::float8 AS run_time_ms, "
+        "COALESCE(sum(calls) FILTER (WHERE run_read), 0)::float8 AS run_reads, "
+        "COALESCE(sum(calls) FILTER (WHERE any_afdp), 0)::float8 AS any_afdp_calls, "
+        "COALESCE(sum(total_exec_time) FILTER (WHERE any_afdp), 0)::float8 AS any_afdp_time_ms, "
+        "COALESCE(sum(calls) FILTER (WHERE any_afdp_read), 0)::float8 AS any_afdp_reads, "
+        "current_setting('pg_stat_statements.track_utility') AS track_utility "
+        "FROM (SELECT calls, total_exec_time, rows, "
+        f"strpos(query, {_literal(chr(34) + cursor)}) > 0 AS run, "
+        f"starts_with(query, {_literal('DECLARE ' + chr(34) + cursor + chr(34) + ' ')}) AS run_read, "
+        f"(query ~ {_literal(chr(34) + CURSOR_SHAPE + '(' + CHECK_SUFFIX + ')?' + chr(34))} OR {legacy}) AS any_afdp, "
+        f"query ~ {_literal('^DECLARE ' + chr(34) + '(' + CURSOR_SHAPE + '|afdp_read)' + chr(34) + ' ')} AS any_afdp_read "
+        "FROM pg_stat_statements "
+        "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND toplevel) s"
+    )
+
+
 _DATABASE = (
     "SELECT to_jsonb(d) AS stats, now() AS taken_at FROM pg_stat_database d "
     "WHERE datname = current_database()"
@@ -105,7 +133,7 @@ def _internal(text: str) -> str:
     # The database measures the statement: clock_timestamp() is evaluated for the outer
     # row, after the inner query has produced its rows.
     return (
-        f"SELECT {INTERNAL_MARK} q.*, (extract(epoch FROM clock_timestamp() - statement_timestamp())"
+        "SELECT q.*, (extract(epoch FROM clock_timestamp() - statement_timestamp())"
         f" * 1000)::float8 AS afdp_server_ms FROM ({text}) q"
     )
 
@@ -113,8 +141,8 @@ def _internal(text: str) -> str:
 def _rows(
     run: RunState, collector: str, text: str, values: dict[str, Any], server: ServerTime
 ) -> list[dict[str, Any]]:
-    """Run one of AFDP's internal queries (marked, and timed by the database, which adds
-    its time to ``server``); return its rows without the timing column."""
+    """Run one of AFDP's internal queries (timed by the database, which adds its time to
+    ``server``); return its rows without the timing column."""
     from afdp.pipeline.collectors import run_query
 
     answer = run_query(run.workflow, collector, _sql(_internal(text)), values=values, env=run.env, limit=1000)
@@ -135,14 +163,24 @@ def _literal(text: str) -> str:
 
 
 def take_snapshot(
-    run: RunState, collector: str, values: dict[str, Any], server: ServerTime | None = None
+    run: RunState,
+    collector: str,
+    values: dict[str, Any],
+    server: ServerTime | None = None,
+    *,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
     """Return the database's statistics now: ``database`` (pg_stat_database counters),
-    ``statements`` (pg_stat_statements totals without AFDP's internal statements, or
-    None), ``source`` and why. ``server`` gathers the database's time for its queries."""
+    ``statements`` (pg_stat_statements totals, with apart the totals of the statements on
+    ``cursor`` -- by default this process's, the one this snapshot reads through -- and
+    of every AFDP-looking statement; or None), ``source`` and why. ``server`` gathers the
+    database's time for its queries. A comparison passes the baseline's ``cursor``."""
     from afdp.pipeline.collectors import CollectorFailed
+    from afdp.pipeline.collectors.sql import cursor_name
 
     server = server if server is not None else ServerTime()
+    reader = cursor_name()
+    cursor = cursor or reader
     rows = _rows(run, collector, _DATABASE, values, server)
     after = ServerTime()
     stats = rows[0]["stats"] if rows and isinstance(rows[0].get("stats"), dict) else {}
@@ -152,13 +190,22 @@ def take_snapshot(
         # Read-only transactions this snapshot runs after reading the counters (each
         # ends in a rollback, which a later comparison must not count as the users').
         "queries_after": 1,
+        # The cursor this snapshot's own reads went through (the last one was under way
+        # when pg_stat_statements was read: its BEGIN is in the totals, its ROLLBACK not).
+        "read_through": reader,
     }
     try:
         probe = _rows(run, collector, PG_STAT_STATEMENTS_PROBE, values, after)
         if not (probe and probe[0].get("available") is True):
             raise CollectorFailed("pg_stat_statements is not installed and preloaded")
         snapshot["queries_after"] = 2
-        statements = _rows(run, collector, _STATEMENTS, values, after)
+        statements = _rows(run, collector, _statements_query(cursor), values, after)
+        if not statements or statements[0].get("track_utility") != "on":
+            # DECLARE, FETCH and CLOSE would not be tracked: a cursor's work would be
+            # counted under its inner query, which an application query can share.
+            raise CollectorFailed(
+                "pg_stat_statements.track_utility is off: AFDP's reads cannot be told apart"
+            )
     except AfdpError as exc:
         snapshot["statements"] = None
         snapshot["source"] = "pg_stat_database"
@@ -166,10 +213,13 @@ def take_snapshot(
             exc.diagnostics()
         )[:300]
     else:
-        snapshot["statements"] = statements[0] if statements else None
+        snapshot["statements"] = statements[0]
         snapshot["source"] = "pg_stat_statements"
+        snapshot["statements_cursor"] = cursor
         snapshot["statements_excluded"] = (
-            f"AFDP's reads: statements marked {INTERNAL_MARK} or on its cursor {AFDP_CURSOR}"
+            f"totals with, apart, those of the statements on cursor {cursor} (run_*) and of "
+            "every statement on a cursor named like AFDP's or with an earlier version's "
+            "mark (any_afdp_*); *_reads: AFDP reads (one BEGIN READ ONLY and one ROLLBACK each)"
         )
     # The database's own time for the queries after the counters were read.
     snapshot["queries_after_server_ms"] = round(after.ms, 3)
@@ -207,10 +257,9 @@ def _measures(side: dict[str, float | None], source: str) -> dict[str, float | N
     commits, rollbacks = side.get("database.xact_commit"), side.get("database.xact_rollback")
     transactions = commits + rollbacks if commits is not None and rollbacks is not None else None
     hit, read = side.get("database.blks_hit"), side.get("database.blks_read")
-    if source == "pg_stat_statements":
-        mean = _ratio(side.get("statements.total_exec_time_ms"), side.get("statements.calls"))
-    else:  # the time sessions spent running statements, per transaction
-        mean = _ratio(side.get("database.active_time"), transactions)
+    # pg_stat_statements: its readings replace this (compare_snapshots); else the time
+    # sessions spent running statements, per transaction.
+    mean = None if source == "pg_stat_statements" else _ratio(side.get("database.active_time"), transactions)
     return {
         "transactions": transactions,
         "mean_statement_time": mean,
@@ -222,6 +271,72 @@ def _measures(side: dict[str, float | None], source: str) -> dict[str, float | N
     }
 
 
+def _new_statements(snapshot: dict[str, Any]) -> bool:
+    statements = snapshot.get("statements")
+    return isinstance(statements, dict) and all(
+        _num(statements, f"{p}_{k}") is not None for p in ("run", "any_afdp") for k in ("calls", "time_ms", "reads")
+    )
+
+
+def _reading(before: dict[str, Any], after: dict[str, Any], reading: str) -> dict[str, Any]:
+    """One reading of the two pg_stat_statements snapshots: the baseline (totals at the
+    first) and the window (what was added since), each without AFDP's statements as
+    ``reading`` (``run`` or ``any_afdp``) counts them: their calls and time, and the
+    BEGIN READ ONLY and ROLLBACK of each AFDP read (calls only: their time is not known
+    apart; left in, it can only make the mean higher)."""
+    b, a = before["statements"], after["statements"]
+    cursor = before.get("statements_cursor")
+
+    def value(stats: dict[str, Any], key: str) -> float:
+        return _num(stats, key) or 0.0
+
+    def in_flight(snapshot: dict[str, Any], stats: dict[str, Any]) -> int:
+        # The read that took the totals (its DECLARE counted) had sent its BEGIN, not
+        # yet its ROLLBACK.
+        ours = reading == "any_afdp" or snapshot.get("read_through") == cursor
+        return int(ours and value(stats, f"{reading}_reads") > 0)
+
+    own_b = (value(b, f"{reading}_calls"), value(b, f"{reading}_time_ms"),
+             2 * value(b, f"{reading}_reads") - in_flight(before, b))
+    own_w = (value(a, f"{reading}_calls") - own_b[0], value(a, f"{reading}_time_ms") - own_b[1],
+             2 * (value(a, f"{reading}_reads") - value(b, f"{reading}_reads"))
+             + in_flight(before, b) - in_flight(after, a))
+    calls_b = value(b, "calls") - own_b[0] - own_b[2]
+    time_b = value(b, "total_exec_time_ms") - own_b[1]
+    calls_w = value(a, "calls") - value(b, "calls") - own_w[0] - own_w[2]
+    time_w = value(a, "total_exec_time_ms") - value(b, "total_exec_time_ms") - own_w[1]
+
+    def mean(time_ms: float, calls: float) -> float | None:
+        return time_ms / calls if calls > 0 and time_ms >= 0 else None
+
+    return {
+        "baseline": mean(time_b, calls_b),
+        "window": mean(time_w, calls_w) if calls_w >= 0 else None,
+        "calls": {"baseline": calls_b, "window": calls_w},
+        "afdp_excluded": {
+            "baseline": {"calls": own_b[0], "ms": round(own_b[1], 3), "begin_rollback_calls": own_b[2]},
+            "window": {"calls": own_w[0], "ms": round(own_w[1], 3), "begin_rollback_calls": own_w[2]},
+        },
+        "meaning": READINGS[reading],
+    }
+
+
+def _judge(old: float | None, new: float | None, better: str, tolerance: float, floor: float,
+           unit: str, active: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {"baseline": old, "window": new, "unit": unit}
+    if old is None or new is None or not active:
+        entry.update(degraded=None, reason=(
+            f"not judged: fewer than {MIN_ACTIVITY} transactions on a side"
+            if not active else "not judged: no data"))
+        return entry
+    worse = new - old if better == "lower" else old - new
+    entry["change"] = new - old
+    entry["relative_change"] = (new - old) / old if old else None
+    entry["degraded"] = worse > floor and worse > tolerance * abs(old)
+    entry["rule"] = f"worse by more than {tolerance:.0%} of the baseline and more than {floor:g} {unit}"
+    return entry
+
+
 def compare_snapshots(
     before: dict[str, Any], after: dict[str, Any], op: str, own: int = 0, own_server_ms: float = 0.0
 ) -> dict[str, Any]:
@@ -229,16 +344,21 @@ def compare_snapshots(
     ``own``: AFDP's own read-only transactions in the window (each a rollback), taken
     out of the window's rollbacks and transactions; ``own_server_ms``: the time the
     database itself measured for AFDP's internal statements in the window (a lower
-    bound of their active time), taken out of the window's ``active_time``. The
-    ``pg_stat_statements`` sums leave AFDP's reads out already (no time is taken out of
-    them). Nothing else is taken out of any time (the workflow's own queries and checks
-    in ``pg_stat_database`` mode, the driver's statements on connecting): their share is
-    not known, and taking out more than the database spent would hide a slowdown."""
-    source = (
-        "pg_stat_statements"
-        if before.get("source") == after.get("source") == "pg_stat_statements"
-        else "pg_stat_database"
-    )
+    bound of their active time), taken out of the window's ``active_time``.
+
+    With ``pg_stat_statements`` the mean statement time is judged in two readings, and is
+    degraded when either is: ``run`` leaves out exactly this run's statements (those on
+    the cursor the baseline read through, whose name no application statement can
+    carry); ``any_afdp`` leaves out every statement on a cursor named like AFDP's (other
+    runs and phases of AFDP, which ``run`` counts as the application's, as an earlier
+    run's statements in the baseline) and earlier versions' marks (which an application
+    statement could carry: that reading alone never clears a slowdown the other shows).
+    Both leave out one BEGIN READ ONLY and one ROLLBACK call per AFDP read. Nothing is
+    taken out of any time that the database did not measure as AFDP's: taking out more
+    than the database spent would hide a slowdown."""
+    statements = before.get("source") == after.get("source") == "pg_stat_statements"
+    source = "pg_stat_statements" if statements and _new_statements(before) and _new_statements(after) \
+        and before.get("statements_cursor") == after.get("statements_cursor") else "pg_stat_database"
     sides = _sides(before, after)
     window_sides = sides["window"]
     for key, taken in (
@@ -261,31 +381,39 @@ def compare_snapshots(
                               "degraded": None if new is None else new > 0,
                               "rule": "any in the window"}
             continue
-        entry: dict[str, Any] = {"baseline": old, "window": new, "unit": unit}
-        if old is None or new is None or not active:
-            entry.update(degraded=None, reason=(
-                f"not judged: fewer than {MIN_ACTIVITY} transactions on a side"
-                if not active else "not judged: no data"))
-        else:
-            worse = new - old if better == "lower" else old - new
-            entry["change"] = new - old
-            entry["relative_change"] = (new - old) / old if old else None
-            entry["degraded"] = worse > floor and worse > tolerance * abs(old)
-            entry["rule"] = (
-                f"worse by more than {tolerance:.0%} of the baseline and more than {floor:g} {unit}"
-            )
-        measures[name] = entry
+        if name == "mean_statement_time" and source == "pg_stat_statements":
+            readings = {r: _reading(before, after, r) for r in READINGS}
+            judged = {r: _judge(v["baseline"], v["window"], better, tolerance, floor, unit, active)
+                      for r, v in readings.items()}
+            for r, entry in judged.items():
+                readings[r].update({k: entry[k] for k in ("change", "relative_change", "degraded", "reason")
+                                    if k in entry})
+            # The reading that shows more degradation is the one reported.
+            worst = max(judged, key=lambda r: (bool(judged[r].get("degraded")), judged[r].get("change") or 0.0))
+            entry = dict(judged[worst])
+            if any(j.get("degraded") for j in judged.values()):
+                entry["degraded"] = True
+            entry.update(reading=worst, readings=readings)
+            measures[name] = entry
+            continue
+        measures[name] = _judge(old, new, better, tolerance, floor, unit, active)
     degraded = [n for n, m in measures.items() if m.get("degraded")]
-    return {
+    result: dict[str, Any] = {
         "source": source,
         "transactions": {"baseline": base["transactions"], "window": window["transactions"]},
         "afdp_transactions_excluded": own,
         "afdp_milliseconds_excluded": round(own_server_ms, 3) if source == "pg_stat_database" else 0.0,
         "afdp_excluded": (
-            "from the pg_stat_statements sums: the statements of AFDP's reads (marked "
-            f"{INTERNAL_MARK} or on its cursor {AFDP_CURSOR}), their calls and the time the "
-            "database counted for them; not the driver's statements on connecting (BEGIN, "
-            "ROLLBACK, settings), which stay in the calls"
+            "from the pg_stat_statements sums (top-level statements of this database), in two "
+            "readings judged apart, a degradation in either counting: 'run': the statements on "
+            f"the cursor {before.get('statements_cursor')} that all of this run's reads went "
+            "through (DECLARE, FETCH, CLOSE: the database keeps the name in their text and "
+            "keeps them apart from other cursors' statements; 128 random bits, so no "
+            "application statement carries it), their calls and the time the database "
+            "counted for them; 'any_afdp': the same for every cursor named like AFDP's and "
+            "earlier AFDP versions' marks (AFDP's other runs and phases, which 'run' counts "
+            "as the application's). In both, one BEGIN READ ONLY and one ROLLBACK call per "
+            "AFDP read, counted from its cursor's DECLAREs (not their time, not known apart)"
             if source == "pg_stat_statements" else
             "from active_time: the time the database measured for AFDP's internal statements "
             "(clock_timestamp() - statement_timestamp(), a lower bound); nothing for the "
@@ -294,6 +422,12 @@ def compare_snapshots(
         "measures": measures,
         "degraded_measures": degraded,
     }
+    if statements and source == "pg_stat_database":
+        result["source_reason"] = (
+            "the snapshots' pg_stat_statements totals do not leave AFDP's reads out the same "
+            "way (a snapshot of an earlier AFDP version, or another cursor)"
+        )
+    return result
 
 
 def fingerprint_tables(
@@ -411,7 +545,9 @@ def _compare(run: RunState, params: Database, values: dict[str, Any]) -> StepRes
         return StepResult("failed", {"outputs": {}}, reason, reason)
     started = time.monotonic()
     server = ServerTime()
-    after = take_snapshot(run, params.collector, values, server)
+    cursor = before.get("statements_cursor")
+    after = take_snapshot(run, params.collector, values, server,
+                          cursor=cursor if isinstance(cursor, str) else None)
     own, own_server_ms = _own_queries(run, params.baseline, before)
     comparison = compare_snapshots(before, after, params.op, own, own_server_ms)
     degraded = comparison["degraded_measures"]
@@ -504,5 +640,5 @@ def _integrity(run: RunState, params: Database, values: dict[str, Any]) -> StepR
     return StepResult("ok", result, summary)
 
 
-__all__ = ["AFDP_CURSOR", "INTERNAL_MARK", "MEASURES", "MIN_ACTIVITY", "ServerTime", "compare_snapshots",
+__all__ = ["LEGACY_MARKS", "MEASURES", "READINGS", "MIN_ACTIVITY", "ServerTime", "compare_snapshots",
            "fingerprint_tables", "handle_database", "own_share", "take_snapshot"]
