@@ -343,3 +343,20 @@ def test_pg_stat_database_takes_out_only_the_databases_time(tmp_path, plain_db):
     slow = _window(run, plain_db, slow_ms=5.0)
     assert slow["degraded_measures"] == ["mean_statement_time"], slow["measures"]
     assert slow["measures"]["mean_statement_time"]["change"] > 4.0
+
+
+def test_without_tracked_cursor_statements_the_snapshot_does_not_use_pg_stat_statements(tmp_path, statements_db):
+    run = _run(tmp_path, statements_db)
+    good = take_snapshot(run, "app_db", {})
+    assert good["source"] == "pg_stat_statements" and good["statements_cursor"] == cursor_name()
+    # A recorded cursor that is not an AFDP cursor name is not summed as one.
+    odd = take_snapshot(run, "app_db", {}, cursor="afdp_read")
+    assert odd["source"] == "pg_stat_database" and "not an AFDP cursor name" in odd["source_reason"]
+    # With utility statements untracked, a cursor's work would be counted under its inner
+    # query, which an application query can share: pg_stat_database is read instead.
+    name = statements_db.rsplit("/", 1)[1]
+    with _connect(statements_db) as db:
+        db.execute(f'ALTER DATABASE "{name}" SET pg_stat_statements.track_utility = off')
+    off = take_snapshot(run, "app_db", {})
+    assert off["source"] == "pg_stat_database" and "track_utility is off" in off["source_reason"]
+    assert off["statements"] is None
