@@ -93,7 +93,8 @@ def _side(calls, total_ms, *, run=(0, 0.0, 0), any_afdp=None, read_through=RUN, 
     run's cursor and of every AFDP-looking statement (by default: this run's only)."""
     any_afdp = run if any_afdp is None else any_afdp
     return {
-        "source": "pg_stat_statements", "statements_cursor": RUN, "read_through": read_through,
+        "source": "pg_stat_statements", "statements_cursor": RUN, "statements_cursors": [RUN],
+        "read_through": read_through,
         "database": {"xact_commit": calls if commits is None else commits, "xact_rollback": 0},
         "statements": {"calls": calls, "total_exec_time_ms": total_ms, "rows": 0,
                        "run_calls": run[0], "run_time_ms": run[1], "run_reads": run[2],
@@ -360,3 +361,63 @@ def test_without_tracked_cursor_statements_the_snapshot_does_not_use_pg_stat_sta
     off = take_snapshot(run, "app_db", {})
     assert off["source"] == "pg_stat_database" and "track_utility is off" in off["source_reason"]
     assert off["statements"] is None
+
+
+_PHASE = """
+import json, sys
+from pathlib import Path
+from types import SimpleNamespace
+from afdp.pipeline.runner.steps import migration
+from afdp.workflow import load_workflow
+
+workflow, url, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+run = SimpleNamespace(workflow=load_workflow(Path(workflow)), env={"APP_DB": url})
+if mode == "baseline":
+    print(json.dumps(migration.take_snapshot(run, "app_db", {})))
+else:
+    before = json.loads(sys.stdin.read())
+    migration.FRESH_AFTER_SECONDS = 0.0  # the phases of this test follow each other at once
+    migration.fingerprint_tables(run, "app_db", [("public", "big")], {})
+    since = before["taken_locally"] if mode == "fresh" else None
+    after = migration.take_snapshot(run, "app_db", {}, cursor=before["statements_cursor"], since=since)
+    print(json.dumps(migration.compare_snapshots(before, after, "compare")))
+"""
+
+
+def _phase(tmp_path: Path, url: str, mode: str, stdin: str = "") -> dict:
+    """One phase of a run in a process of its own (its own cursor), as `afdp run --phase`."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run(
+        [sys.executable, "-c", _PHASE, str(tmp_path / "w.yaml"), url, mode],
+        input=stdin, capture_output=True, text=True, env=env, cwd=root, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.slow
+def test_a_later_phase_in_another_process_leaves_its_own_reads_out_too(tmp_path, statements_db):
+    import json
+
+    _run(tmp_path, statements_db)  # writes the workflow
+    _reset(statements_db)
+    _workload(statements_db, 200)
+    before = _phase(tmp_path, statements_db, "baseline")
+    _workload(statements_db, 200)
+    # The comparison's process, drawn after the baseline, reads the large table in full
+    # (verify_data_integrity) on its own cursor: summed as this run's, the window is the
+    # application's 200 lookups and not degraded.
+    fresh = _phase(tmp_path, statements_db, "fresh", json.dumps(before))
+    reading = fresh["measures"]["mean_statement_time"]["readings"]["run"]
+    assert reading["calls"]["window"] == 200 and fresh["degraded_measures"] == [], fresh["measures"]
+    assert before["statements_cursor"] in fresh["afdp_excluded"]
+    # Not known to be fresh (no baseline time): its reads count as the application's in
+    # the 'run' reading, whose mean jumps with the full-table reads.
+    unknown = _phase(tmp_path, statements_db, "unknown", json.dumps(before))
+    assert unknown["measures"]["mean_statement_time"]["readings"]["run"]["calls"]["window"] > 200

@@ -50,6 +50,7 @@ import decimal
 import math
 import re
 import secrets
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -89,6 +90,7 @@ MAX_SAFE_INT = 2**53 - 1  # RFC 8785 numbers are IEEE doubles; larger integers b
 
 #: 128 random bits, drawn once per process: the name of every cursor AFDP reads through.
 _CURSOR = "afdp_" + secrets.token_hex(16)
+_CURSOR_DRAWN_AT = time.time()
 #: The shape of any AFDP cursor name, of any process (a reading that leaves out every
 #: AFDP-looking statement uses it; it is a shape, not a proof: see the migration steps).
 CURSOR_SHAPE = r"afdp_[0-9a-f]{32}"
@@ -101,6 +103,12 @@ def cursor_name() -> str:
     goes through (``afdp_`` and 32 hex digits from :mod:`secrets`; the read-only check
     after each query goes through the same name plus ``_check``)."""
     return _CURSOR
+
+
+def cursor_drawn_at() -> float:
+    """Return when (Unix seconds, this machine's clock) :func:`cursor_name` was drawn: no
+    statement on that cursor can be older."""
+    return _CURSOR_DRAWN_AT
 
 
 class QueryRefused(CollectorFailed):

@@ -59,22 +59,28 @@ LEGACY_MARKS = ("/* afdp-internal */", '"afdp_read"')
 
 #: The two readings of pg_stat_statements a comparison judges (see compare_snapshots).
 READINGS = {
-    "run": "without the statements on this run's cursor (exactly AFDP's)",
+    "run": "without the statements on this run's cursors (exactly AFDP's)",
     "any_afdp": "without every statement on a cursor named like AFDP's (any run, earlier versions' marks)",
 }
 
 
-def _statements_query(cursor: str) -> str:
+def _statements_query(cursors: Sequence[str]) -> str:
     """The totals of pg_stat_statements (top-level statements of this database) and, apart,
-    of the statements on ``cursor`` (this run's: its name is 128 random bits) and of every
-    statement on an AFDP-shaped cursor; ``*_reads``: the DECLAREs of the query cursor, one
+    of the statements on ``cursors`` (this run's: each name is 128 random bits) and of every
+    statement on an AFDP-shaped cursor; ``*_reads``: the DECLAREs of the query cursors, one
     per AFDP read, each read also being one BEGIN READ ONLY and one ROLLBACK."""
     from afdp.pipeline.collectors import CollectorFailed
     from afdp.pipeline.collectors.sql import CHECK_SUFFIX, CURSOR_SHAPE
 
-    if not re.fullmatch(CURSOR_SHAPE, cursor):
-        raise CollectorFailed(f"not an AFDP cursor name: {cursor[:80]!r}")
+    for cursor in cursors:
+        if not re.fullmatch(CURSOR_SHAPE, cursor):
+            raise CollectorFailed(f"not an AFDP cursor name: {cursor[:80]!r}")
+    quote = chr(34)
+    run = " OR ".join(f"strpos(query, {_literal(quote + c)}) > 0" for c in cursors)
+    run_read = " OR ".join(f"starts_with(query, {_literal(f'DECLARE {quote}{c}{quote} ')})" for c in cursors)
     legacy = " OR ".join(f"strpos(query, {_literal(mark)}) > 0" for mark in LEGACY_MARKS)
+    shaped = _literal(f"{quote}{CURSOR_SHAPE}({CHECK_SUFFIX})?{quote}")
+    shaped_read = _literal(f"^DECLARE {quote}({CURSOR_SHAPE}|afdp_read){quote} ")
     return (
         "SELECT COALESCE(sum(calls), 0)::float8 AS calls, "
         "COALESCE(sum(total_exec_time), 0)::float8 AS total_exec_time_ms, "
@@ -86,11 +92,8 @@ def _statements_query(cursor: str) -> str:
         "COALESCE(sum(total_exec_time) FILTER (WHERE any_afdp), 0)::float8 AS any_afdp_time_ms, "
         "COALESCE(sum(calls) FILTER (WHERE any_afdp_read), 0)::float8 AS any_afdp_reads, "
         "current_setting('pg_stat_statements.track_utility') AS track_utility "
-        "FROM (SELECT calls, total_exec_time, rows, "
-        f"strpos(query, {_literal(chr(34) + cursor)}) > 0 AS run, "
-        f"starts_with(query, {_literal('DECLARE ' + chr(34) + cursor + chr(34) + ' ')}) AS run_read, "
-        f"(query ~ {_literal(chr(34) + CURSOR_SHAPE + '(' + CHECK_SUFFIX + ')?' + chr(34))} OR {legacy}) AS any_afdp, "
-        f"query ~ {_literal('^DECLARE ' + chr(34) + '(' + CURSOR_SHAPE + '|afdp_read)' + chr(34) + ' ')} AS any_afdp_read "
+        f"FROM (SELECT calls, total_exec_time, rows, ({run}) AS run, ({run_read}) AS run_read, "
+        f"(query ~ {shaped} OR {legacy}) AS any_afdp, query ~ {shaped_read} AS any_afdp_read "
         "FROM pg_stat_statements "
         "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND toplevel) s"
     )
@@ -100,11 +103,17 @@ _DATABASE = (
     "SELECT to_jsonb(d) AS stats, now() AS taken_at FROM pg_stat_database d "
     "WHERE datname = current_database()"
 )
+
 _COUNTERS = (
     "numbackends", "xact_commit", "xact_rollback", "blks_read", "blks_hit", "tup_returned",
     "tup_fetched", "tup_inserted", "tup_updated", "tup_deleted", "conflicts", "temp_files",
     "temp_bytes", "deadlocks", "active_time", "session_time", "stats_reset",
 )
+
+
+#: A cursor drawn this long after a baseline snapshot (this machine's clock) has no
+#: statement before it, and is summed as this run's too (clocks of machines may differ).
+FRESH_AFTER_SECONDS = 5.0
 
 
 def _same(got: Any, expect: Any) -> bool:
@@ -169,18 +178,25 @@ def take_snapshot(
     server: ServerTime | None = None,
     *,
     cursor: str | None = None,
+    since: float | None = None,
 ) -> dict[str, Any]:
     """Return the database's statistics now: ``database`` (pg_stat_database counters),
     ``statements`` (pg_stat_statements totals, with apart the totals of the statements on
     ``cursor`` -- by default this process's, the one this snapshot reads through -- and
     of every AFDP-looking statement; or None), ``source`` and why. ``server`` gathers the
-    database's time for its queries. A comparison passes the baseline's ``cursor``."""
+    database's time for its queries. A comparison passes the baseline's ``cursor`` and
+    when it was taken (``since``, Unix seconds): this process's cursor is summed with it
+    when it was drawn after then (it has no statement in the baseline)."""
     from afdp.pipeline.collectors import CollectorFailed
-    from afdp.pipeline.collectors.sql import cursor_name
+    from afdp.pipeline.collectors.sql import cursor_drawn_at, cursor_name
 
     server = server if server is not None else ServerTime()
     reader = cursor_name()
     cursor = cursor or reader
+    cursors = [cursor]
+    if reader != cursor and since is not None and cursor_drawn_at() > since + FRESH_AFTER_SECONDS:
+        cursors.append(reader)
+    taken_locally = round(time.time(), 3)
     rows = _rows(run, collector, _DATABASE, values, server)
     after = ServerTime()
     stats = rows[0]["stats"] if rows and isinstance(rows[0].get("stats"), dict) else {}
@@ -193,13 +209,14 @@ def take_snapshot(
         # The cursor this snapshot's own reads went through (the last one was under way
         # when pg_stat_statements was read: its BEGIN is in the totals, its ROLLBACK not).
         "read_through": reader,
+        "taken_locally": taken_locally,
     }
     try:
         probe = _rows(run, collector, PG_STAT_STATEMENTS_PROBE, values, after)
         if not (probe and probe[0].get("available") is True):
             raise CollectorFailed("pg_stat_statements is not installed and preloaded")
         snapshot["queries_after"] = 2
-        statements = _rows(run, collector, _statements_query(cursor), values, after)
+        statements = _rows(run, collector, _statements_query(cursors), values, after)
         if not statements or statements[0].get("track_utility") != "on":
             # DECLARE, FETCH and CLOSE would not be tracked: a cursor's work would be
             # counted under its inner query, which an application query can share.
@@ -216,8 +233,9 @@ def take_snapshot(
         snapshot["statements"] = statements[0]
         snapshot["source"] = "pg_stat_statements"
         snapshot["statements_cursor"] = cursor
+        snapshot["statements_cursors"] = cursors
         snapshot["statements_excluded"] = (
-            f"totals with, apart, those of the statements on cursor {cursor} (run_*) and of "
+            f"totals with, apart, those of the statements on cursors {', '.join(cursors)} (run_*) and of "
             "every statement on a cursor named like AFDP's or with an earlier version's "
             "mark (any_afdp_*); *_reads: AFDP reads (one BEGIN READ ONLY and one ROLLBACK each)"
         )
@@ -271,6 +289,11 @@ def _measures(side: dict[str, float | None], source: str) -> dict[str, float | N
     }
 
 
+def _listed(snapshot: dict[str, Any]) -> list[str]:
+    listed = snapshot.get("statements_cursors")
+    return [c for c in listed if isinstance(c, str)] if isinstance(listed, list) else []
+
+
 def _new_statements(snapshot: dict[str, Any]) -> bool:
     statements = snapshot.get("statements")
     return isinstance(statements, dict) and all(
@@ -285,7 +308,7 @@ def _reading(before: dict[str, Any], after: dict[str, Any], reading: str) -> dic
     BEGIN READ ONLY and ROLLBACK of each AFDP read (calls only: their time is not known
     apart; left in, it can only make the mean higher)."""
     b, a = before["statements"], after["statements"]
-    cursor = before.get("statements_cursor")
+    cursors = {before.get("statements_cursor"), *_listed(before), *_listed(after)}
 
     def value(stats: dict[str, Any], key: str) -> float:
         return _num(stats, key) or 0.0
@@ -293,7 +316,7 @@ def _reading(before: dict[str, Any], after: dict[str, Any], reading: str) -> dic
     def in_flight(snapshot: dict[str, Any], stats: dict[str, Any]) -> int:
         # The read that took the totals (its DECLARE counted) had sent its BEGIN, not
         # yet its ROLLBACK.
-        ours = reading == "any_afdp" or snapshot.get("read_through") == cursor
+        ours = reading == "any_afdp" or snapshot.get("read_through") in cursors
         return int(ours and value(stats, f"{reading}_reads") > 0)
 
     own_b = (value(b, f"{reading}_calls"), value(b, f"{reading}_time_ms"),
@@ -406,7 +429,8 @@ def compare_snapshots(
         "afdp_excluded": (
             "from the pg_stat_statements sums (top-level statements of this database), in two "
             "readings judged apart, a degradation in either counting: 'run': the statements on "
-            f"the cursor {before.get('statements_cursor')} that all of this run's reads went "
+            f"this run's cursors ({', '.join(_listed(after))}: the baseline's, and the "
+            "comparison's own when drawn after the baseline) that its reads went "
             "through (DECLARE, FETCH, CLOSE: the database keeps the name in their text and "
             "keeps them apart from other cursors' statements; 128 random bits, so no "
             "application statement carries it), their calls and the time the database "
@@ -545,9 +569,10 @@ def _compare(run: RunState, params: Database, values: dict[str, Any]) -> StepRes
         return StepResult("failed", {"outputs": {}}, reason, reason)
     started = time.monotonic()
     server = ServerTime()
-    cursor = before.get("statements_cursor")
+    cursor, since = before.get("statements_cursor"), before.get("taken_locally")
     after = take_snapshot(run, params.collector, values, server,
-                          cursor=cursor if isinstance(cursor, str) else None)
+                          cursor=cursor if isinstance(cursor, str) else None,
+                          since=float(since) if isinstance(since, (int, float)) else None)
     own, own_server_ms = _own_queries(run, params.baseline, before)
     comparison = compare_snapshots(before, after, params.op, own, own_server_ms)
     degraded = comparison["degraded_measures"]
