@@ -99,7 +99,8 @@ def _side(calls, total_ms, *, run=(0, 0.0, 0), any_afdp=None, read_through=RUN, 
         "statements": {"calls": calls, "total_exec_time_ms": total_ms, "rows": 0,
                        "run_calls": run[0], "run_time_ms": run[1], "run_reads": run[2],
                        "any_afdp_calls": any_afdp[0], "any_afdp_time_ms": any_afdp[1],
-                       "any_afdp_reads": any_afdp[2], "track_utility": "on"},
+                       "any_afdp_reads": any_afdp[2], "track_utility": "on", "dealloc": 0.0,
+                       "stats_reset": "2026-12-04 19:00:00+00"},
     }
 
 
@@ -159,6 +160,17 @@ def test_snapshots_that_leave_afdp_out_differently_are_not_compared_as_statement
     assert comparison["source"] == "pg_stat_database" and "source_reason" in comparison
     other = {**_side(600, 480.0), "statements_cursor": OTHER}
     assert compare_snapshots(_side(300, 30.0), other, "compare")["source"] == "pg_stat_database"
+
+
+@pytest.mark.parametrize(("key", "value"), [("dealloc", 3.0), ("stats_reset", "2026-12-04 19:30:00+00")])
+def test_evicted_or_reset_statements_in_the_window_are_not_compared_as_statements(key, value):
+    # 100 slow application calls evicted from the totals would make the window look fast.
+    after = _side(600, 480.0)
+    after["statements"][key] = value
+    assert compare_snapshots(_side(300, 30.0), _side(600, 480.0), "compare")["source"] == "pg_stat_statements"
+    comparison = compare_snapshots(_side(300, 30.0), after, "compare")
+    assert comparison["source"] == "pg_stat_database"
+    assert "evicted entries or was reset" in comparison["source_reason"]
 
 
 # --- against a real PostgreSQL --------------------------------------------------------------

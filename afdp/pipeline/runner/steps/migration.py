@@ -91,7 +91,9 @@ def _statements_query(cursors: Sequence[str]) -> str:
         "COALESCE(sum(calls) FILTER (WHERE any_afdp), 0)::float8 AS any_afdp_calls, "
         "COALESCE(sum(total_exec_time) FILTER (WHERE any_afdp), 0)::float8 AS any_afdp_time_ms, "
         "COALESCE(sum(calls) FILTER (WHERE any_afdp_read), 0)::float8 AS any_afdp_reads, "
-        "current_setting('pg_stat_statements.track_utility') AS track_utility "
+        "current_setting('pg_stat_statements.track_utility') AS track_utility, "
+        "(SELECT dealloc::float8 FROM pg_stat_statements_info) AS dealloc, "
+        "(SELECT stats_reset::text FROM pg_stat_statements_info) AS stats_reset "
         f"FROM (SELECT calls, total_exec_time, rows, ({run}) AS run, ({run_read}) AS run_read, "
         f"(query ~ {shaped} OR {legacy}) AS any_afdp, query ~ {shaped_read} AS any_afdp_read "
         "FROM pg_stat_statements "
@@ -380,8 +382,14 @@ def compare_snapshots(
     taken out of any time that the database did not measure as AFDP's: taking out more
     than the database spent would hide a slowdown."""
     statements = before.get("source") == after.get("source") == "pg_stat_statements"
-    source = "pg_stat_statements" if statements and _new_statements(before) and _new_statements(after) \
-        and before.get("statements_cursor") == after.get("statements_cursor") else "pg_stat_database"
+    same = statements and _new_statements(before) and _new_statements(after) \
+        and before.get("statements_cursor") == after.get("statements_cursor")
+    # Entries evicted (pg_stat_statements.max) or a reset in the window take their counts
+    # out of the totals: the difference of two totals is then no one's activity.
+    kept = same and all(
+        (before["statements"].get(k) == after["statements"].get(k)) for k in ("dealloc", "stats_reset")
+    )
+    source = "pg_stat_statements" if kept else "pg_stat_database"
     sides = _sides(before, after)
     window_sides = sides["window"]
     for key, taken in (
@@ -446,10 +454,17 @@ def compare_snapshots(
         "measures": measures,
         "degraded_measures": degraded,
     }
-    if statements and source == "pg_stat_database":
+    if statements and not same:
         result["source_reason"] = (
             "the snapshots' pg_stat_statements totals do not leave AFDP's reads out the same "
             "way (a snapshot of an earlier AFDP version, or another cursor)"
+        )
+    elif statements and not kept:
+        result["source_reason"] = (
+            "pg_stat_statements evicted entries or was reset in the window (dealloc "
+            f"{before['statements'].get('dealloc')} -> {after['statements'].get('dealloc')}, "
+            f"reset {before['statements'].get('stats_reset')} -> {after['statements'].get('stats_reset')}): "
+            "the difference of its totals is not the window's activity"
         )
     return result
 
