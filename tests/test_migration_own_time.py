@@ -379,7 +379,7 @@ _PHASE = """
 import json, sys
 from pathlib import Path
 from types import SimpleNamespace
-from afdp.pipeline.runner.steps import migration
+from afdp.pipeline.runner.steps import migration, statements
 from afdp.workflow import load_workflow
 
 workflow, url, mode = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -388,7 +388,7 @@ if mode == "baseline":
     print(json.dumps(migration.take_snapshot(run, "app_db", {})))
 else:
     before = json.loads(sys.stdin.read())
-    migration.FRESH_AFTER_SECONDS = 0.0  # the phases of this test follow each other at once
+    statements.FRESH_AFTER_SECONDS = 0.0  # the phases of this test follow each other at once
     migration.fingerprint_tables(run, "app_db", [("public", "big")], {})
     since = before["taken_locally"] if mode == "fresh" else None
     after = migration.take_snapshot(run, "app_db", {}, cursor=before["statements_cursor"], since=since)

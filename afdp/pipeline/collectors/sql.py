@@ -25,16 +25,13 @@ twice over:
 This stops writes, not every side effect a function can have (``pg_terminate_backend``):
 give AFDP a database role that can only read.
 
-On PostgreSQL every read is a new psycopg connection (from the URL's SQLAlchemy connect
-arguments; no driver or dialect statement is sent on connecting) on which AFDP sends
-exactly ``BEGIN READ ONLY``, ``DECLARE``/``FETCH``/``CLOSE`` on its cursor, the same on
-its check cursor, and ``ROLLBACK``. Both cursors are named after :func:`cursor_name`: a
-name drawn from :mod:`secrets` (128 bits) when this process first imports the module, so
-no application statement can carry it. ``pg_stat_statements`` keeps the cursor's name in
-the statements' texts and keeps statements on differently named cursors apart (it
-identifies DECLARE, FETCH and CLOSE by the name), which is how a database comparison
-(``afdp.pipeline.runner.steps.migration``) leaves AFDP's reads out of the application's
-statement time exactly.
+On PostgreSQL each read is a new psycopg connection (the URL's SQLAlchemy connect
+arguments; nothing is sent on connecting) that sends exactly ``BEGIN READ ONLY``,
+DECLARE/FETCH/CLOSE on a cursor and on a check cursor, and ``ROLLBACK``. Both cursors are
+named after :func:`cursor_name` (128 bits from :mod:`secrets` per process), which no
+application statement can carry: ``pg_stat_statements`` keeps the name in those texts and
+keeps statements on differently named cursors apart, so a database comparison
+(``afdp.pipeline.runner.steps.statements``) leaves AFDP's reads out exactly.
 
 A metric's sample is the first column of the first row (a number; NULL or no row is no
 value). The database keeps no history: a past window fails; a window in the future is

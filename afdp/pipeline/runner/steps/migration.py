@@ -20,7 +20,6 @@ identifiers quoted (``"..."``) and never interpolated as ``${...}``.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 from afdp.errors import AfdpError
 from afdp.evidence import records as rec
 from afdp.pipeline.runner.state import RunState, StepResult, _json_safe, _one_line
+from afdp.pipeline.runner.steps import statements as pgss
 from afdp.workflow.catalog import PG_STAT_STATEMENTS_PROBE
 from afdp.workflow.interpolation import Template
 from afdp.workflow.model import Database, Step
@@ -52,55 +52,6 @@ MEASURES: dict[str, tuple[str, str, float, float, str]] = {
     "conflicts": ("user_impact", "lower", 0.0, 0.0, "count"),
 }
 
-#: What earlier AFDP versions marked their statements with (a fixed comment and cursor
-#: name, which any application statement could carry): only the reading that leaves out
-#: every AFDP-looking statement uses them.
-LEGACY_MARKS = ("/* afdp-internal */", '"afdp_read"')
-
-#: The two readings of pg_stat_statements a comparison judges (see compare_snapshots).
-READINGS = {
-    "run": "without the statements on this run's cursors (exactly AFDP's)",
-    "any_afdp": "without every statement on a cursor named like AFDP's (any run, earlier versions' marks)",
-}
-
-
-def _statements_query(cursors: Sequence[str]) -> str:
-    """The totals of pg_stat_statements (top-level statements of this database) and, apart,
-    of the statements on ``cursors`` (this run's: each name is 128 random bits) and of every
-    statement on an AFDP-shaped cursor; ``*_reads``: the DECLAREs of the query cursors, one
-    per AFDP read, each read also being one BEGIN READ ONLY and one ROLLBACK."""
-    from afdp.pipeline.collectors import CollectorFailed
-    from afdp.pipeline.collectors.sql import CHECK_SUFFIX, CURSOR_SHAPE
-
-    for cursor in cursors:
-        if not re.fullmatch(CURSOR_SHAPE, cursor):
-            raise CollectorFailed(f"not an AFDP cursor name: {cursor[:80]!r}")
-    quote = chr(34)
-    run = " OR ".join(f"strpos(query, {_literal(quote + c)}) > 0" for c in cursors)
-    run_read = " OR ".join(f"starts_with(query, {_literal(f'DECLARE {quote}{c}{quote} ')})" for c in cursors)
-    legacy = " OR ".join(f"strpos(query, {_literal(mark)}) > 0" for mark in LEGACY_MARKS)
-    shaped = _literal(f"{quote}{CURSOR_SHAPE}({CHECK_SUFFIX})?{quote}")
-    shaped_read = _literal(f"^DECLARE {quote}({CURSOR_SHAPE}|afdp_read){quote} ")
-    return (
-        "SELECT COALESCE(sum(calls), 0)::float8 AS calls, "
-        "COALESCE(sum(total_exec_time), 0)::float8 AS total_exec_time_ms, "
-        "COALESCE(sum(rows), 0)::float8 AS rows, "
-        "COALESCE(sum(calls) FILTER (WHERE run), 0)::float8 AS run_calls, "
-        "COALESCE(sum(total_exec_time) FILTER (WHERE run), 0)::float8 AS run_time_ms, "
-        "COALESCE(sum(calls) FILTER (WHERE run_read), 0)::float8 AS run_reads, "
-        "COALESCE(sum(calls) FILTER (WHERE any_afdp), 0)::float8 AS any_afdp_calls, "
-        "COALESCE(sum(total_exec_time) FILTER (WHERE any_afdp), 0)::float8 AS any_afdp_time_ms, "
-        "COALESCE(sum(calls) FILTER (WHERE any_afdp_read), 0)::float8 AS any_afdp_reads, "
-        "current_setting('pg_stat_statements.track_utility') AS track_utility, "
-        "(SELECT dealloc::float8 FROM pg_stat_statements_info) AS dealloc, "
-        "(SELECT stats_reset::text FROM pg_stat_statements_info) AS stats_reset "
-        f"FROM (SELECT calls, total_exec_time, rows, ({run}) AS run, ({run_read}) AS run_read, "
-        f"(query ~ {shaped} OR {legacy}) AS any_afdp, query ~ {shaped_read} AS any_afdp_read "
-        "FROM pg_stat_statements "
-        "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND toplevel) s"
-    )
-
-
 _DATABASE = (
     "SELECT to_jsonb(d) AS stats, now() AS taken_at FROM pg_stat_database d "
     "WHERE datname = current_database()"
@@ -111,11 +62,6 @@ _COUNTERS = (
     "tup_fetched", "tup_inserted", "tup_updated", "tup_deleted", "conflicts", "temp_files",
     "temp_bytes", "deadlocks", "active_time", "session_time", "stats_reset",
 )
-
-
-#: A cursor drawn this long after a baseline snapshot (this machine's clock) has no
-#: statement before it, and is summed as this run's too (clocks of machines may differ).
-FRESH_AFTER_SECONDS = 5.0
 
 
 def _same(got: Any, expect: Any) -> bool:
@@ -196,7 +142,7 @@ def take_snapshot(
     reader = cursor_name()
     cursor = cursor or reader
     cursors = [cursor]
-    if reader != cursor and since is not None and cursor_drawn_at() > since + FRESH_AFTER_SECONDS:
+    if reader != cursor and since is not None and cursor_drawn_at() > since + pgss.FRESH_AFTER_SECONDS:
         cursors.append(reader)
     taken_locally = round(time.time(), 3)
     rows = _rows(run, collector, _DATABASE, values, server)
@@ -218,7 +164,7 @@ def take_snapshot(
         if not (probe and probe[0].get("available") is True):
             raise CollectorFailed("pg_stat_statements is not installed and preloaded")
         snapshot["queries_after"] = 2
-        statements = _rows(run, collector, _statements_query(cursors), values, after)
+        statements = _rows(run, collector, pgss.totals_query(cursors), values, after)
         if not statements or statements[0].get("track_utility") != "on":
             # DECLARE, FETCH and CLOSE would not be tracked: a cursor's work would be
             # counted under its inner query, which an application query can share.
@@ -291,61 +237,6 @@ def _measures(side: dict[str, float | None], source: str) -> dict[str, float | N
     }
 
 
-def _listed(snapshot: dict[str, Any]) -> list[str]:
-    listed = snapshot.get("statements_cursors")
-    return [c for c in listed if isinstance(c, str)] if isinstance(listed, list) else []
-
-
-def _new_statements(snapshot: dict[str, Any]) -> bool:
-    statements = snapshot.get("statements")
-    return isinstance(statements, dict) and all(
-        _num(statements, f"{p}_{k}") is not None for p in ("run", "any_afdp") for k in ("calls", "time_ms", "reads")
-    )
-
-
-def _reading(before: dict[str, Any], after: dict[str, Any], reading: str) -> dict[str, Any]:
-    """One reading of the two pg_stat_statements snapshots: the baseline (totals at the
-    first) and the window (what was added since), each without AFDP's statements as
-    ``reading`` (``run`` or ``any_afdp``) counts them: their calls and time, and the
-    BEGIN READ ONLY and ROLLBACK of each AFDP read (calls only: their time is not known
-    apart; left in, it can only make the mean higher)."""
-    b, a = before["statements"], after["statements"]
-    cursors = {before.get("statements_cursor"), *_listed(before), *_listed(after)}
-
-    def value(stats: dict[str, Any], key: str) -> float:
-        return _num(stats, key) or 0.0
-
-    def in_flight(snapshot: dict[str, Any], stats: dict[str, Any]) -> int:
-        # The read that took the totals (its DECLARE counted) had sent its BEGIN, not
-        # yet its ROLLBACK.
-        ours = reading == "any_afdp" or snapshot.get("read_through") in cursors
-        return int(ours and value(stats, f"{reading}_reads") > 0)
-
-    own_b = (value(b, f"{reading}_calls"), value(b, f"{reading}_time_ms"),
-             2 * value(b, f"{reading}_reads") - in_flight(before, b))
-    own_w = (value(a, f"{reading}_calls") - own_b[0], value(a, f"{reading}_time_ms") - own_b[1],
-             2 * (value(a, f"{reading}_reads") - value(b, f"{reading}_reads"))
-             + in_flight(before, b) - in_flight(after, a))
-    calls_b = value(b, "calls") - own_b[0] - own_b[2]
-    time_b = value(b, "total_exec_time_ms") - own_b[1]
-    calls_w = value(a, "calls") - value(b, "calls") - own_w[0] - own_w[2]
-    time_w = value(a, "total_exec_time_ms") - value(b, "total_exec_time_ms") - own_w[1]
-
-    def mean(time_ms: float, calls: float) -> float | None:
-        return time_ms / calls if calls > 0 and time_ms >= 0 else None
-
-    return {
-        "baseline": mean(time_b, calls_b),
-        "window": mean(time_w, calls_w) if calls_w >= 0 else None,
-        "calls": {"baseline": calls_b, "window": calls_w},
-        "afdp_excluded": {
-            "baseline": {"calls": own_b[0], "ms": round(own_b[1], 3), "begin_rollback_calls": own_b[2]},
-            "window": {"calls": own_w[0], "ms": round(own_w[1], 3), "begin_rollback_calls": own_w[2]},
-        },
-        "meaning": READINGS[reading],
-    }
-
-
 def _judge(old: float | None, new: float | None, better: str, tolerance: float, floor: float,
            unit: str, active: bool) -> dict[str, Any]:
     entry: dict[str, Any] = {"baseline": old, "window": new, "unit": unit}
@@ -382,7 +273,7 @@ def compare_snapshots(
     taken out of any time that the database did not measure as AFDP's: taking out more
     than the database spent would hide a slowdown."""
     statements = before.get("source") == after.get("source") == "pg_stat_statements"
-    same = statements and _new_statements(before) and _new_statements(after) \
+    same = statements and pgss.separates_afdp(before) and pgss.separates_afdp(after) \
         and before.get("statements_cursor") == after.get("statements_cursor")
     # Entries evicted (pg_stat_statements.max) or a reset in the window take their counts
     # out of the totals: the difference of two totals is then no one's activity.
@@ -413,7 +304,7 @@ def compare_snapshots(
                               "rule": "any in the window"}
             continue
         if name == "mean_statement_time" and source == "pg_stat_statements":
-            readings = {r: _reading(before, after, r) for r in READINGS}
+            readings = {r: pgss.reading(before, after, r) for r in pgss.READINGS}
             judged = {r: _judge(v["baseline"], v["window"], better, tolerance, floor, unit, active)
                       for r, v in readings.items()}
             for r, entry in judged.items():
@@ -437,7 +328,7 @@ def compare_snapshots(
         "afdp_excluded": (
             "from the pg_stat_statements sums (top-level statements of this database), in two "
             "readings judged apart, a degradation in either counting: 'run': the statements on "
-            f"this run's cursors ({', '.join(_listed(after))}: the baseline's, and the "
+            f"this run's cursors ({', '.join(pgss.listed_cursors(after))}: the baseline's, and the "
             "comparison's own when drawn after the baseline) that its reads went "
             "through (DECLARE, FETCH, CLOSE: the database keeps the name in their text and "
             "keeps them apart from other cursors' statements; 128 random bits, so no "
@@ -680,5 +571,5 @@ def _integrity(run: RunState, params: Database, values: dict[str, Any]) -> StepR
     return StepResult("ok", result, summary)
 
 
-__all__ = ["LEGACY_MARKS", "MEASURES", "READINGS", "MIN_ACTIVITY", "ServerTime", "compare_snapshots",
+__all__ = ["MEASURES", "MIN_ACTIVITY", "ServerTime", "compare_snapshots",
            "fingerprint_tables", "handle_database", "own_share", "take_snapshot"]
