@@ -25,6 +25,14 @@ twice over:
 This stops writes, not every side effect a function can have (``pg_terminate_backend``):
 give AFDP a database role that can only read.
 
+On PostgreSQL each read is a new psycopg connection (the URL's SQLAlchemy connect
+arguments; nothing is sent on connecting) that sends exactly ``BEGIN READ ONLY``,
+DECLARE/FETCH/CLOSE on a cursor and on a check cursor, and ``ROLLBACK``. Both cursors are
+named after :func:`cursor_name` (128 bits from :mod:`secrets` per process), which no
+application statement can carry: ``pg_stat_statements`` keeps the name in those texts and
+keeps statements on differently named cursors apart, so a database comparison
+(``afdp.pipeline.runner.steps.statements``) leaves AFDP's reads out exactly.
+
 A metric's sample is the first column of the first row (a number; NULL or no row is no
 value). The database keeps no history: a past window fails; a window in the future is
 polled every ``interval``.
@@ -38,6 +46,8 @@ import datetime as dt
 import decimal
 import math
 import re
+import secrets
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -74,6 +84,28 @@ WRITE_WORDS = frozenset(
     }
 )  # fmt: skip
 MAX_SAFE_INT = 2**53 - 1  # RFC 8785 numbers are IEEE doubles; larger integers become text
+
+#: 128 random bits, drawn once per process: the name of every cursor AFDP reads through.
+_CURSOR = "afdp_" + secrets.token_hex(16)
+_CURSOR_DRAWN_AT = time.time()
+#: The shape of any AFDP cursor name, of any process (a reading that leaves out every
+#: AFDP-looking statement uses it; it is a shape, not a proof: see the migration steps).
+CURSOR_SHAPE = r"afdp_[0-9a-f]{32}"
+#: The suffix of the cursor the read-only check after each query goes through.
+CHECK_SUFFIX = "_check"
+
+
+def cursor_name() -> str:
+    """Return the name of the server-side cursor every PostgreSQL read of this process
+    goes through (``afdp_`` and 32 hex digits from :mod:`secrets`; the read-only check
+    after each query goes through the same name plus ``_check``)."""
+    return _CURSOR
+
+
+def cursor_drawn_at() -> float:
+    """Return when (Unix seconds, this machine's clock) :func:`cursor_name` was drawn: no
+    statement on that cursor can be older."""
+    return _CURSOR_DRAWN_AT
 
 
 class QueryRefused(CollectorFailed):
@@ -198,6 +230,7 @@ class _Database:
         self.public = (
             rendered.redacted() if isinstance(rendered, Secret) else url.set(password=None).render_as_string()
         )
+        self.url = url
         connect_args: dict[str, Any] = {}
         if self.dialect == "postgresql":
             milliseconds = max(1, int(self.timeout * 1000))
@@ -228,6 +261,7 @@ class _Database:
                 f"AFDP cannot enforce read-only queries on {self.dialect!r}; use postgresql, sqlite or mysql",
                 collector=self.collector,
             )
+        self.connect_args = connect_args
         try:
             self.engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
         except Exception as exc:  # NoSuchModuleError (driver missing), ArgumentError
@@ -242,7 +276,7 @@ class _Database:
                 "one query as a server-side cursor (DECLARE ... CURSOR FOR: SELECT, VALUES or "
                 "TABLE only) over the extended query protocol, in a READ ONLY transaction "
                 "(default_transaction_read_only=on) checked still open and read-only after "
-                "it, rolled back"
+                "it, rolled back; a new connection per read"
             ),
             "sqlite": "opened read-only (mode=ro), an authorizer allowing only reads, rolled back",
         }.get(self.dialect, "SET SESSION TRANSACTION READ ONLY, one statement, rolled back")
@@ -275,20 +309,34 @@ class _Database:
                 f"{self.dialect} at {self.public}: {self._reason(exc)}", collector=self.collector
             ) from None
 
+    def _connect_postgresql(self) -> Any:
+        """Open a new psycopg connection with the URL's connect arguments, as SQLAlchemy
+        would, but without SQLAlchemy's statements on connecting (its dialect checks and
+        type lookups: each would count in the database's statement statistics)."""
+        import psycopg
+
+        if self.engine.dialect.driver != "psycopg":
+            raise CollectorFailed(
+                f"AFDP reads PostgreSQL through psycopg (postgresql+psycopg://), not {self.engine.dialect.driver}",
+                collector=self.collector,
+            )
+        args, kwargs = self.engine.dialect.create_connect_args(self.url)
+        kwargs.pop("context", None)  # SQLAlchemy's type adapters: psycopg's own are used
+        kwargs.update(self.connect_args)
+        # No automatic server-side PREPARE (the check counts prepared statements).
+        return psycopg.connect(*args, **kwargs, autocommit=False, prepare_threshold=None)
+
     def _run_postgresql(self, query: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]], bool]:
         import psycopg
 
-        raw = self.engine.raw_connection()  # psycopg connection, options set at connect
+        connection = self._connect_postgresql()
         try:
-            connection = raw.driver_connection
-            assert isinstance(connection, psycopg.Connection)
-            connection.rollback()
             connection.read_only = True  # BEGIN READ ONLY before the statement
             # A server-side cursor: psycopg sends DECLARE ... CURSOR FOR <query> over the
             # extended query protocol. PostgreSQL's own grammar then admits exactly one
             # SELECT, VALUES or TABLE query (no COMMIT, SET, COPY, PREPARE, DO, CALL, no
             # second statement, no data-modifying WITH): the parser is the boundary.
-            with connection.cursor(name="afdp_read") as cursor:
+            with connection.cursor(name=_CURSOR) as cursor:
                 try:
                     cursor.execute(query)
                 except psycopg.errors.SyntaxError as exc:
@@ -307,13 +355,14 @@ class _Database:
                     f"({status.name}); nothing it returned is used",
                     collector=self.collector,
                 )
-            with connection.cursor() as cursor:
+            # Through a cursor of this process too: every statement AFDP sends, but for
+            # BEGIN and ROLLBACK, carries the cursor's name.
+            with connection.cursor(name=_CURSOR + CHECK_SUFFIX) as cursor:
                 cursor.execute(
                     "SELECT current_setting('transaction_read_only'), "
                     "current_setting('default_transaction_read_only'), "
                     "txid_current_if_assigned(), "
-                    "(SELECT count(*) FROM pg_prepared_statements)",
-                    binary=True,
+                    "(SELECT count(*) FROM pg_prepared_statements)"
                 )
                 state = cursor.fetchone()
             if state is None or state[:2] != ("on", "on") or state[2] is not None or state[3]:
@@ -325,8 +374,8 @@ class _Database:
             return columns, rows[:limit], len(rows) > limit
         finally:
             with contextlib.suppress(Exception):
-                raw.driver_connection.rollback()  # type: ignore[union-attr]
-            raw.close()
+                connection.rollback()
+            connection.close()
 
     def _run_sqlite(self, query: str, limit: int) -> tuple[list[str], list[tuple[Any, ...]], bool]:
         import sqlite3

@@ -28,14 +28,15 @@ from typing import Any
 from afdp.errors import AfdpError
 from afdp.evidence import records as rec
 from afdp.pipeline.runner.state import RunState, StepResult, _json_safe, _one_line
+from afdp.pipeline.runner.steps import statements as pgss
 from afdp.workflow.catalog import PG_STAT_STATEMENTS_PROBE
 from afdp.workflow.interpolation import Template
 from afdp.workflow.model import Database, Step
 
 #: Rolled-back transactions each read-only query of AFDP's sql collector costs on
-#: PostgreSQL: SQLAlchemy's dialect check on connecting (a new engine per query), and the
-#: query's own READ ONLY transaction.
-TRANSACTIONS_PER_QUERY = 2
+#: PostgreSQL: the query's own READ ONLY transaction (a new connection per read sends
+#: nothing else).
+TRANSACTIONS_PER_QUERY = 1
 
 #: Fewer transactions than this on either side of a comparison: the measure is not judged.
 MIN_ACTIVITY = 10
@@ -51,27 +52,11 @@ MEASURES: dict[str, tuple[str, str, float, float, str]] = {
     "conflicts": ("user_impact", "lower", 0.0, 0.0, "count"),
 }
 
-#: The comment every internal statement of AFDP's (snapshots, probes, fingerprints)
-#: carries: pg_stat_statements keeps it in the statement's text.
-INTERNAL_MARK = "/* afdp-internal */"
-#: The server-side cursor every read of AFDP's sql collector goes through
-#: (afdp.pipeline.collectors.sql: DECLARE, then FETCH, where the database does the work,
-#: then CLOSE); pg_stat_statements keeps its name in those statements' texts. With the
-#: mark, the sums leave out every statement AFDP itself ran to read (its internal ones
-#: and the workflow's queries and checks): their calls and the time the database
-#: counted for them, exactly.
-AFDP_CURSOR = '"afdp_read"'
-
-_STATEMENTS = (
-    "SELECT COALESCE(sum(calls), 0)::float8 AS calls, COALESCE(sum(total_exec_time), 0)::float8 "
-    "AS total_exec_time_ms, COALESCE(sum(rows), 0)::float8 AS rows FROM pg_stat_statements "
-    "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-    f"AND query NOT LIKE '%{INTERNAL_MARK}%' AND query NOT LIKE '%{AFDP_CURSOR}%'"
-)
 _DATABASE = (
     "SELECT to_jsonb(d) AS stats, now() AS taken_at FROM pg_stat_database d "
     "WHERE datname = current_database()"
 )
+
 _COUNTERS = (
     "numbackends", "xact_commit", "xact_rollback", "blks_read", "blks_hit", "tup_returned",
     "tup_fetched", "tup_inserted", "tup_updated", "tup_deleted", "conflicts", "temp_files",
@@ -105,7 +90,7 @@ def _internal(text: str) -> str:
     # The database measures the statement: clock_timestamp() is evaluated for the outer
     # row, after the inner query has produced its rows.
     return (
-        f"SELECT {INTERNAL_MARK} q.*, (extract(epoch FROM clock_timestamp() - statement_timestamp())"
+        "SELECT q.*, (extract(epoch FROM clock_timestamp() - statement_timestamp())"
         f" * 1000)::float8 AS afdp_server_ms FROM ({text}) q"
     )
 
@@ -113,8 +98,8 @@ def _internal(text: str) -> str:
 def _rows(
     run: RunState, collector: str, text: str, values: dict[str, Any], server: ServerTime
 ) -> list[dict[str, Any]]:
-    """Run one of AFDP's internal queries (marked, and timed by the database, which adds
-    its time to ``server``); return its rows without the timing column."""
+    """Run one of AFDP's internal queries (timed by the database, which adds its time to
+    ``server``); return its rows without the timing column."""
     from afdp.pipeline.collectors import run_query
 
     answer = run_query(run.workflow, collector, _sql(_internal(text)), values=values, env=run.env, limit=1000)
@@ -135,14 +120,31 @@ def _literal(text: str) -> str:
 
 
 def take_snapshot(
-    run: RunState, collector: str, values: dict[str, Any], server: ServerTime | None = None
+    run: RunState,
+    collector: str,
+    values: dict[str, Any],
+    server: ServerTime | None = None,
+    *,
+    cursor: str | None = None,
+    since: float | None = None,
 ) -> dict[str, Any]:
     """Return the database's statistics now: ``database`` (pg_stat_database counters),
-    ``statements`` (pg_stat_statements totals without AFDP's internal statements, or
-    None), ``source`` and why. ``server`` gathers the database's time for its queries."""
+    ``statements`` (pg_stat_statements totals, with apart the totals of the statements on
+    ``cursor`` -- by default this process's, the one this snapshot reads through -- and
+    of every AFDP-looking statement; or None), ``source`` and why. ``server`` gathers the
+    database's time for its queries. A comparison passes the baseline's ``cursor`` and
+    when it was taken (``since``, Unix seconds): this process's cursor is summed with it
+    when it was drawn after then (it has no statement in the baseline)."""
     from afdp.pipeline.collectors import CollectorFailed
+    from afdp.pipeline.collectors.sql import cursor_drawn_at, cursor_name
 
     server = server if server is not None else ServerTime()
+    reader = cursor_name()
+    cursor = cursor or reader
+    cursors = [cursor]
+    if reader != cursor and since is not None and cursor_drawn_at() > since + pgss.FRESH_AFTER_SECONDS:
+        cursors.append(reader)
+    taken_locally = round(time.time(), 3)
     rows = _rows(run, collector, _DATABASE, values, server)
     after = ServerTime()
     stats = rows[0]["stats"] if rows and isinstance(rows[0].get("stats"), dict) else {}
@@ -152,13 +154,23 @@ def take_snapshot(
         # Read-only transactions this snapshot runs after reading the counters (each
         # ends in a rollback, which a later comparison must not count as the users').
         "queries_after": 1,
+        # The cursor this snapshot's own reads went through (the last one was under way
+        # when pg_stat_statements was read: its BEGIN is in the totals, its ROLLBACK not).
+        "read_through": reader,
+        "taken_locally": taken_locally,
     }
     try:
         probe = _rows(run, collector, PG_STAT_STATEMENTS_PROBE, values, after)
         if not (probe and probe[0].get("available") is True):
             raise CollectorFailed("pg_stat_statements is not installed and preloaded")
         snapshot["queries_after"] = 2
-        statements = _rows(run, collector, _STATEMENTS, values, after)
+        statements = _rows(run, collector, pgss.totals_query(cursors), values, after)
+        if not statements or statements[0].get("track_utility") != "on":
+            # DECLARE, FETCH and CLOSE would not be tracked: a cursor's work would be
+            # counted under its inner query, which an application query can share.
+            raise CollectorFailed(
+                "pg_stat_statements.track_utility is off: AFDP's reads cannot be told apart"
+            )
     except AfdpError as exc:
         snapshot["statements"] = None
         snapshot["source"] = "pg_stat_database"
@@ -166,10 +178,14 @@ def take_snapshot(
             exc.diagnostics()
         )[:300]
     else:
-        snapshot["statements"] = statements[0] if statements else None
+        snapshot["statements"] = statements[0]
         snapshot["source"] = "pg_stat_statements"
+        snapshot["statements_cursor"] = cursor
+        snapshot["statements_cursors"] = cursors
         snapshot["statements_excluded"] = (
-            f"AFDP's reads: statements marked {INTERNAL_MARK} or on its cursor {AFDP_CURSOR}"
+            f"totals with, apart, those of the statements on cursors {', '.join(cursors)} (run_*) and of "
+            "every statement on a cursor named like AFDP's or with an earlier version's "
+            "mark (any_afdp_*); *_reads: AFDP reads (one BEGIN READ ONLY and one ROLLBACK each)"
         )
     # The database's own time for the queries after the counters were read.
     snapshot["queries_after_server_ms"] = round(after.ms, 3)
@@ -207,10 +223,9 @@ def _measures(side: dict[str, float | None], source: str) -> dict[str, float | N
     commits, rollbacks = side.get("database.xact_commit"), side.get("database.xact_rollback")
     transactions = commits + rollbacks if commits is not None and rollbacks is not None else None
     hit, read = side.get("database.blks_hit"), side.get("database.blks_read")
-    if source == "pg_stat_statements":
-        mean = _ratio(side.get("statements.total_exec_time_ms"), side.get("statements.calls"))
-    else:  # the time sessions spent running statements, per transaction
-        mean = _ratio(side.get("database.active_time"), transactions)
+    # pg_stat_statements: its readings replace this (compare_snapshots); else the time
+    # sessions spent running statements, per transaction.
+    mean = None if source == "pg_stat_statements" else _ratio(side.get("database.active_time"), transactions)
     return {
         "transactions": transactions,
         "mean_statement_time": mean,
@@ -222,6 +237,22 @@ def _measures(side: dict[str, float | None], source: str) -> dict[str, float | N
     }
 
 
+def _judge(old: float | None, new: float | None, better: str, tolerance: float, floor: float,
+           unit: str, active: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {"baseline": old, "window": new, "unit": unit}
+    if old is None or new is None or not active:
+        entry.update(degraded=None, reason=(
+            f"not judged: fewer than {MIN_ACTIVITY} transactions on a side"
+            if not active else "not judged: no data"))
+        return entry
+    worse = new - old if better == "lower" else old - new
+    entry["change"] = new - old
+    entry["relative_change"] = (new - old) / old if old else None
+    entry["degraded"] = worse > floor and worse > tolerance * abs(old)
+    entry["rule"] = f"worse by more than {tolerance:.0%} of the baseline and more than {floor:g} {unit}"
+    return entry
+
+
 def compare_snapshots(
     before: dict[str, Any], after: dict[str, Any], op: str, own: int = 0, own_server_ms: float = 0.0
 ) -> dict[str, Any]:
@@ -229,16 +260,27 @@ def compare_snapshots(
     ``own``: AFDP's own read-only transactions in the window (each a rollback), taken
     out of the window's rollbacks and transactions; ``own_server_ms``: the time the
     database itself measured for AFDP's internal statements in the window (a lower
-    bound of their active time), taken out of the window's ``active_time``. The
-    ``pg_stat_statements`` sums leave AFDP's reads out already (no time is taken out of
-    them). Nothing else is taken out of any time (the workflow's own queries and checks
-    in ``pg_stat_database`` mode, the driver's statements on connecting): their share is
-    not known, and taking out more than the database spent would hide a slowdown."""
-    source = (
-        "pg_stat_statements"
-        if before.get("source") == after.get("source") == "pg_stat_statements"
-        else "pg_stat_database"
+    bound of their active time), taken out of the window's ``active_time``.
+
+    With ``pg_stat_statements`` the mean statement time is judged in two readings, and is
+    degraded when either is: ``run`` leaves out exactly this run's statements (those on
+    the cursor the baseline read through, whose name no application statement can
+    carry); ``any_afdp`` leaves out every statement on a cursor named like AFDP's (other
+    runs and phases of AFDP, which ``run`` counts as the application's, as an earlier
+    run's statements in the baseline) and earlier versions' marks (which an application
+    statement could carry: that reading alone never clears a slowdown the other shows).
+    Both leave out one BEGIN READ ONLY and one ROLLBACK call per AFDP read. Nothing is
+    taken out of any time that the database did not measure as AFDP's: taking out more
+    than the database spent would hide a slowdown."""
+    statements = before.get("source") == after.get("source") == "pg_stat_statements"
+    same = statements and pgss.separates_afdp(before) and pgss.separates_afdp(after) \
+        and before.get("statements_cursor") == after.get("statements_cursor")
+    # Entries evicted (pg_stat_statements.max) or a reset in the window take their counts
+    # out of the totals: the difference of two totals is then no one's activity.
+    kept = same and all(
+        (before["statements"].get(k) == after["statements"].get(k)) for k in ("dealloc", "stats_reset")
     )
+    source = "pg_stat_statements" if kept else "pg_stat_database"
     sides = _sides(before, after)
     window_sides = sides["window"]
     for key, taken in (
@@ -261,31 +303,40 @@ def compare_snapshots(
                               "degraded": None if new is None else new > 0,
                               "rule": "any in the window"}
             continue
-        entry: dict[str, Any] = {"baseline": old, "window": new, "unit": unit}
-        if old is None or new is None or not active:
-            entry.update(degraded=None, reason=(
-                f"not judged: fewer than {MIN_ACTIVITY} transactions on a side"
-                if not active else "not judged: no data"))
-        else:
-            worse = new - old if better == "lower" else old - new
-            entry["change"] = new - old
-            entry["relative_change"] = (new - old) / old if old else None
-            entry["degraded"] = worse > floor and worse > tolerance * abs(old)
-            entry["rule"] = (
-                f"worse by more than {tolerance:.0%} of the baseline and more than {floor:g} {unit}"
-            )
-        measures[name] = entry
+        if name == "mean_statement_time" and source == "pg_stat_statements":
+            readings = {r: pgss.reading(before, after, r) for r in pgss.READINGS}
+            judged = {r: _judge(v["baseline"], v["window"], better, tolerance, floor, unit, active)
+                      for r, v in readings.items()}
+            for r, entry in judged.items():
+                readings[r].update({k: entry[k] for k in ("change", "relative_change", "degraded", "reason")
+                                    if k in entry})
+            # The reading that shows more degradation is the one reported.
+            worst = max(judged, key=lambda r: (bool(judged[r].get("degraded")), judged[r].get("change") or 0.0))
+            entry = dict(judged[worst])
+            if any(j.get("degraded") for j in judged.values()):
+                entry["degraded"] = True
+            entry.update(reading=worst, readings=readings)
+            measures[name] = entry
+            continue
+        measures[name] = _judge(old, new, better, tolerance, floor, unit, active)
     degraded = [n for n, m in measures.items() if m.get("degraded")]
-    return {
+    result: dict[str, Any] = {
         "source": source,
         "transactions": {"baseline": base["transactions"], "window": window["transactions"]},
         "afdp_transactions_excluded": own,
         "afdp_milliseconds_excluded": round(own_server_ms, 3) if source == "pg_stat_database" else 0.0,
         "afdp_excluded": (
-            "from the pg_stat_statements sums: the statements of AFDP's reads (marked "
-            f"{INTERNAL_MARK} or on its cursor {AFDP_CURSOR}), their calls and the time the "
-            "database counted for them; not the driver's statements on connecting (BEGIN, "
-            "ROLLBACK, settings), which stay in the calls"
+            "from the pg_stat_statements sums (top-level statements of this database), in two "
+            "readings judged apart, a degradation in either counting: 'run': the statements on "
+            f"this run's cursors ({', '.join(pgss.listed_cursors(after))}: the baseline's, and the "
+            "comparison's own when drawn after the baseline) that its reads went "
+            "through (DECLARE, FETCH, CLOSE: the database keeps the name in their text and "
+            "keeps them apart from other cursors' statements; 128 random bits, so no "
+            "application statement carries it), their calls and the time the database "
+            "counted for them; 'any_afdp': the same for every cursor named like AFDP's and "
+            "earlier AFDP versions' marks (AFDP's other runs and phases, which 'run' counts "
+            "as the application's). In both, one BEGIN READ ONLY and one ROLLBACK call per "
+            "AFDP read, counted from its cursor's DECLAREs (not their time, not known apart)"
             if source == "pg_stat_statements" else
             "from active_time: the time the database measured for AFDP's internal statements "
             "(clock_timestamp() - statement_timestamp(), a lower bound); nothing for the "
@@ -294,6 +345,19 @@ def compare_snapshots(
         "measures": measures,
         "degraded_measures": degraded,
     }
+    if statements and not same:
+        result["source_reason"] = (
+            "the snapshots' pg_stat_statements totals do not leave AFDP's reads out the same "
+            "way (a snapshot of an earlier AFDP version, or another cursor)"
+        )
+    elif statements and not kept:
+        result["source_reason"] = (
+            "pg_stat_statements evicted entries or was reset in the window (dealloc "
+            f"{before['statements'].get('dealloc')} -> {after['statements'].get('dealloc')}, "
+            f"reset {before['statements'].get('stats_reset')} -> {after['statements'].get('stats_reset')}): "
+            "the difference of its totals is not the window's activity"
+        )
+    return result
 
 
 def fingerprint_tables(
@@ -411,7 +475,10 @@ def _compare(run: RunState, params: Database, values: dict[str, Any]) -> StepRes
         return StepResult("failed", {"outputs": {}}, reason, reason)
     started = time.monotonic()
     server = ServerTime()
-    after = take_snapshot(run, params.collector, values, server)
+    cursor, since = before.get("statements_cursor"), before.get("taken_locally")
+    after = take_snapshot(run, params.collector, values, server,
+                          cursor=cursor if isinstance(cursor, str) else None,
+                          since=float(since) if isinstance(since, (int, float)) else None)
     own, own_server_ms = _own_queries(run, params.baseline, before)
     comparison = compare_snapshots(before, after, params.op, own, own_server_ms)
     degraded = comparison["degraded_measures"]
@@ -504,5 +571,5 @@ def _integrity(run: RunState, params: Database, values: dict[str, Any]) -> StepR
     return StepResult("ok", result, summary)
 
 
-__all__ = ["AFDP_CURSOR", "INTERNAL_MARK", "MEASURES", "MIN_ACTIVITY", "ServerTime", "compare_snapshots",
+__all__ = ["MEASURES", "MIN_ACTIVITY", "ServerTime", "compare_snapshots",
            "fingerprint_tables", "handle_database", "own_share", "take_snapshot"]
