@@ -283,6 +283,7 @@ def _load_package_policy(policy: Path, opened: OpenedPackage) -> Any:
 
     from afdp.errors import SchemaError
     from afdp.evidence.trust import parse_trust_policy
+    from afdp.evidence.yamldata import load_yaml
 
     info = os.lstat(policy)
     if stat.S_ISREG(info.st_mode) and info.st_size > MAX_POLICY_BYTES:
@@ -291,7 +292,7 @@ def _load_package_policy(policy: Path, opened: OpenedPackage) -> Any:
         )
     data = read_regular(policy, MAX_POLICY_BYTES, "trust policy")
     try:
-        document = yaml.safe_load(data.decode("utf-8"))
+        document = load_yaml(data.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigurationError(
             f"trust policy {policy} is not valid YAML: {exc}".replace("\n", " ")
