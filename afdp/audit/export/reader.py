@@ -29,7 +29,7 @@ from afdp.audit.export.files import (
 )
 from afdp.audit.export.fingerprints import fingerprint_lines, trust_fingerprints
 from afdp.audit.export.readme import _named_branch
-from afdp.errors import ConfigurationError, UsageError
+from afdp.errors import ConfigurationError, UsageError, visible
 from afdp.evidence.names import branch_ref, parse_branch_ref
 
 
@@ -241,7 +241,8 @@ class PackageVerification:
             "  If they match, accept them: afdp verify --bundle "
             f"{self.package} --trust {self.trust} (or use your own trust policy)"
         )
-        return out
+        # the signer names and fingerprints are the package's own words: shown, never obeyed
+        return [visible(line) for line in out]
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
