@@ -83,3 +83,15 @@ def test_error_lines_show_a_bundles_ref_names_as_escapes(tmp_path):
 def test_visible_leaves_printable_text_alone_and_escapes_the_rest():
     assert visible("record 3 (decide): chain: prev cites 9f…, [x] é 中") == "record 3 (decide): chain: prev cites 9f…, [x] é 中"
     assert visible("a\x1b[2K\x07\u200b\u2028\udc9b") == "a\\x1b[2K\\x07\\u200b\\u2028\\udc9b"
+
+
+def test_foreign_commit_subject_cannot_rewrite_afdp_log(repo, signer, tsa, trust_file):
+    """``afdp log`` lists every commit, a foreign one by its subject: shown, not obeyed."""
+    from tamper import Entry, read_branch, write_branch
+
+    build_run_deployment(repo, signer, tsa)
+    entries = read_branch(repo)
+    write_branch(repo, [*entries, Entry(ATTACK + "\n", None, {"notes.txt": b"x"})])
+    result = afdp("log", "--repo", str(repo), "--service", "api", "--deployment", "d-42", "--trust", str(trust_file))
+    assert "VERIFICATION FAILED" in result.stdout, (result.stdout, result.stderr)
+    assert_shown_not_obeyed(result.stdout)

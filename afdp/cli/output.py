@@ -245,12 +245,13 @@ def print_story(story: dict[str, Any]) -> None:
     footer = f"{len(story['records'])} record(s), {state}. {verdict}"
     header = _provenance_lines(story)
     if _plain_stream() or not _stdout_console().is_terminal:  # the first needs no rich
-        print(title)
+        # unverified records (a foreign commit's subject too) are shown, never obeyed
+        print(visible(title))
         for line in header:
-            print(line)
+            print(visible(line))
         for values in rows:
-            print("\t".join(" ".join(v.split()) for v in values))
-        print(footer)
+            print("\t".join(" ".join(visible(v).split()) for v in values))
+        print(visible(footer))
         return
     for line in header:
         _stdout_console().print(escape(line))
