@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> Any:
         click.echo("afdp: aborted", err=True)
         sys.exit(130)
     except AfdpError as exc:
-        click.echo(f"afdp: error: {visible(exc.diagnostics())}", err=True)
+        # AFDP's own multi-line diagnostics (a workflow's findings) keep their lines
+        shown = "\n".join(visible(line) for line in exc.diagnostics().split("\n"))
+        click.echo(f"afdp: error: {shown}", err=True)
         _fail_json(wants_json, exc.diagnostics(), exc.exit_code)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
