@@ -47,3 +47,26 @@ def test_a_tree_nested_20000_levels_is_a_commit_failure(repo, signer, tsa, trust
     assert exported.returncode == 1 and exported.stdout.startswith("FAILED"), exported.stderr
     result = afdp("verify", "--bundle", str(out), "--trust", str(trust_file))
     assert result.returncode == 1 and "nests directories deeper than" in result.stdout, result.stderr
+
+
+def test_afdp_log_reads_a_record_nested_past_the_recursion_limit(repo, signer, tsa, trust_file):
+    """``afdp log`` shows unverified records: an envelope (or its payload) nested 100,000
+    levels deep was 'internal error: RecursionError' (exit 3); it is now a commit that is
+    not an AFDP record, and with --trust the story says the branch failed (exit 1)."""
+    import base64
+    import json
+
+    from tamper import edit, with_file
+
+    build_run_deployment(repo, signer, tsa)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    wrapped = json.dumps({"payload": base64.b64encode(deep).decode(), "payloadType": "application/vnd.in-toto+json",
+                          "signatures": [{"keyid": "x", "sig": "AA=="}]}).encode()  # fmt: skip
+    edit(repo, 3, lambda entry: with_file(entry, "envelope.json", deep))
+    edit(repo, 4, lambda entry: with_file(entry, "envelope.json", wrapped))
+    where = ("--repo", str(repo), "--service", "api", "--deployment", "d-42")
+    plain = afdp("log", *where)
+    assert plain.returncode == 0 and "not an AFDP record" in plain.stdout, plain.stderr
+    assert json.loads(afdp("log", *where, "--json").stdout)["records"]
+    checked = afdp("log", *where, "--trust", str(trust_file))
+    assert checked.returncode == 1 and "VERIFICATION FAILED" in checked.stdout, checked.stderr
