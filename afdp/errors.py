@@ -16,6 +16,34 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_OPERATIONAL = 3
 
+#: Unicode categories a terminal acts on or hides rather than shows: controls (ESC
+#: sequences move the cursor and erase lines), format characters (bidi overrides reorder
+#: a line, zero-width characters hide), surrogates, private use, line/paragraph separators.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+
+
+def visible(text: str) -> str:
+    """``text`` with every character a terminal would act on or hide written as an escape
+    (``\\x1b``, ``\\u202e``), so a line shows exactly the characters it holds.
+
+    Names, paths and messages printed for a human may come from evidence or a package
+    someone else wrote: a tree entry named ``ESC[1A ESC[2K VERIFIED ...`` would otherwise
+    erase a FAILED verdict on the auditor's screen and print its own. Printable text
+    (the common case) is returned unchanged.
+    """
+    if text.isprintable():
+        return text
+    import unicodedata
+
+    out = []
+    for char in text:
+        if unicodedata.category(char) in _INVISIBLE:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
 
 class AfdpError(Exception):
     """Base of every AFDP error; ``exit_code`` is the process exit code for it."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from afdp.errors import EXIT_OPERATIONAL, AfdpError
+from afdp.errors import EXIT_OPERATIONAL, AfdpError, visible
 
 # command name -> "module:attribute"; the order here is the order in --help.
 _COMMANDS: dict[str, tuple[str, str]] = {
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> Any:
         # (click's own form is three lines: usage, a hint and the error.)
         path = exc.ctx.command_path if exc.ctx is not None else "afdp"
         message = " ".join(exc.format_message().split())
-        click.echo(f"{path}: error: {message} (see '{path} --help')", err=True)
+        click.echo(f"{path}: error: {visible(message)} (see '{path} --help')", err=True)
         _fail_json(wants_json, message, exc.exit_code)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -171,7 +171,9 @@ def main(argv: list[str] | None = None) -> Any:
         click.echo("afdp: aborted", err=True)
         sys.exit(130)
     except AfdpError as exc:
-        click.echo(f"afdp: error: {exc.diagnostics()}", err=True)
+        # AFDP's own multi-line diagnostics (a workflow's findings) keep their lines
+        shown = "\n".join(visible(line) for line in exc.diagnostics().split("\n"))
+        click.echo(f"afdp: error: {shown}", err=True)
         _fail_json(wants_json, exc.diagnostics(), exc.exit_code)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> Any:
             # the machine's state, not a bug to report.
             where = f": {exc.filename}" if exc.filename else ""
             message = f"the system refused a read or write: {exc.strerror}{where}"
-        click.echo(f"afdp: error: {message}", err=True)
+        click.echo(f"afdp: error: {visible(message)}", err=True)
         _fail_json(wants_json, message, EXIT_OPERATIONAL)
         sys.exit(EXIT_OPERATIONAL)
 

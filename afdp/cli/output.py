@@ -17,6 +17,8 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from afdp.errors import visible
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -34,7 +36,9 @@ def _stdout_console() -> Console:
 
 
 def escape(text: str) -> str:
-    """``text`` with rich markup escaped (rich's own :func:`rich.markup.escape`)."""
+    """``text`` with rich markup escaped (rich's own :func:`rich.markup.escape`) and every
+    character a terminal acts on or hides shown as an escape (:func:`afdp.errors.visible`)."""
+    text = visible(text)
     if "[" not in text and not text.endswith("\\"):
         return text  # rich's escape changes nothing without a bracket or a trailing backslash
     from rich.markup import escape as rich_escape
@@ -78,6 +82,7 @@ def _say(markup: str) -> None:
     terminal, escaped brackets, control characters, non-ASCII, a possible emoji code)
     goes to rich. ``tests/test_cli_startup.py`` checks that both give the same bytes.
     """
+    markup = visible(markup)  # evidence text never moves the cursor or erases a verdict
     if _plain_stream():
         text = _OWN_TAGS.sub("", markup)
         if _PLAIN.fullmatch(text) and not _EMOJI_CODE.search(text):
@@ -184,7 +189,7 @@ def print_summary(reports: list[BranchReport]) -> None:
     if _plain_stream() or not _stdout_console().is_terminal:  # the first needs no rich
         print("\t".join(columns))
         for line in values:
-            print("\t".join(" ".join(v.split()) for v in line))
+            print("\t".join(" ".join(visible(v).split()) for v in line))
         return
     from rich.table import Table
 
@@ -240,12 +245,13 @@ def print_story(story: dict[str, Any]) -> None:
     footer = f"{len(story['records'])} record(s), {state}. {verdict}"
     header = _provenance_lines(story)
     if _plain_stream() or not _stdout_console().is_terminal:  # the first needs no rich
-        print(title)
+        # unverified records (a foreign commit's subject too) are shown, never obeyed
+        print(visible(title))
         for line in header:
-            print(line)
+            print(visible(line))
         for values in rows:
-            print("\t".join(" ".join(v.split()) for v in values))
-        print(footer)
+            print("\t".join(" ".join(visible(v).split()) for v in values))
+        print(visible(footer))
         return
     for line in header:
         _stdout_console().print(escape(line))

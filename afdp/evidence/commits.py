@@ -166,9 +166,19 @@ def with_git_author(record: rec.UnsignedRecord, author: tuple[str, str]) -> rec.
 
 
 def decode_envelope(envelope: bytes) -> dict[str, Any]:
-    """Return the statement inside a DSSE envelope (no verification: for display only)."""
-    document = json.loads(envelope)
-    return json.loads(base64.b64decode(document["payload"]))  # type: ignore[no-any-return]
+    """Return the statement inside a DSSE envelope (no verification: for display only).
+
+    Raises:
+        ValueError (json.JSONDecodeError, binascii.Error included): not an envelope's
+            JSON, or nested past Python's recursion limit (an unverified record is
+            anyone's bytes: every caller treats a ValueError as "not an AFDP record").
+        KeyError, TypeError: JSON of another shape.
+    """
+    try:
+        document = json.loads(envelope)
+        return json.loads(base64.b64decode(document["payload"]))  # type: ignore[no-any-return]
+    except RecursionError:
+        raise ValueError("envelope JSON nested too deeply to read") from None
 
 
 def commit_signer(

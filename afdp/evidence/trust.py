@@ -44,6 +44,7 @@ from afdp.evidence import schemas
 from afdp.evidence.files import read_at_most
 from afdp.evidence.keyless import KeylessIdentity, SigstoreRoot
 from afdp.evidence.signing import public_key_from_pem
+from afdp.evidence.yamldata import load_yaml
 
 #: A trust policy is a page of YAML, a Sigstore trusted root a few KiB of JSON: a file
 #: larger than this (or ``/dev/zero``) is refused before it is all in memory.
@@ -251,7 +252,7 @@ def load_trust_policy(path: Path, *, evidence_repository: Path | None = None) ->
     except UnicodeDecodeError as exc:
         raise ConfigurationError(f"trust policy {path} is not UTF-8 text: {exc}") from exc
     try:
-        document = yaml.safe_load(text)
+        document = load_yaml(text)  # bounded: the file may come from a package
     except yaml.YAMLError as exc:
         raise ConfigurationError(
             f"trust policy {path} is not valid YAML: {exc}".replace("\n", " ")

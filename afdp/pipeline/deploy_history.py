@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 from afdp.errors import UsageError
 from afdp.evidence import records as rec
 from afdp.evidence.files import read_at_most
+from afdp.evidence.names import branch_ref
 from afdp.pipeline.runner.request import DeploymentInfo
 
 #: The kinds of history file ``afdp import`` reads, by option name.
@@ -93,13 +95,20 @@ def deployment_name(entry: PastDeployment) -> str:
 
 
 def read_history(
-    path: Path, source: str, *, service: str, now: datetime | None = None
+    path: Path,
+    source: str,
+    *,
+    service: str,
+    now: datetime | None = None,
+    data: bytes | None = None,
 ) -> list[PastDeployment]:
     """Return every deployment of a history file, checked whole before anything is written.
 
     ``source``: one of :data:`SOURCES`. GitHub files are the JSON of the REST API's
     ``GET /repos/{owner}/{repo}/deployments`` (each object may carry a ``statuses`` list:
-    the JSON of that deployment's ``.../statuses``) or ``GET .../releases``.
+    the JSON of that deployment's ``.../statuses``) or ``GET .../releases``. ``data``:
+    the file's bytes, already read (the caller records their digest: what is imported
+    is then exactly what was digested). Every entry's branch name is checked here too.
 
     Raises:
         UsageError: unreadable file, or an entry that is malformed: the message names the
@@ -108,7 +117,7 @@ def read_history(
     if source not in SOURCES:
         raise UsageError(f"unknown history source {source!r}: use one of {', '.join(SOURCES)}")
     # a history file: a CSV or a GitHub API answer; /dev/zero is refused, not read until killed
-    raw = read_at_most(path, MAX_HISTORY_BYTES, "history file", UsageError)
+    raw = read_at_most(path, MAX_HISTORY_BYTES, "history file", UsageError) if data is None else data
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -118,7 +127,11 @@ def read_history(
         entries = _read_csv(path, text, service)
     else:
         try:
-            document = json.loads(text)
+            document = json.loads(text, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise UsageError(f"{path}: {exc}: which one the file means is ambiguous") from None
+        except RecursionError:
+            raise UsageError(f"{path}: not JSON AFDP reads: nested too deeply") from None
         except ValueError as exc:
             raise UsageError(f"{path}: not JSON: {exc}") from exc
         if not isinstance(document, list):
@@ -140,10 +153,41 @@ def read_history(
                 f"{path}: {entry.where}: deployed_at {rec.format_time(entry.deployed_at)} is in the future"
             )
         name = deployment_name(entry)
+        try:
+            branch_ref(service, name)  # every branch name is checked before anything is written
+        except UsageError as exc:
+            raise UsageError(f"{path}: {entry.where}, id: {exc}") from None
         if name in seen:
             raise UsageError(f"{path}: {entry.where}: the same deployment as {seen[name]} ({name})")
         seen[name] = entry.where
     return entries
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique: ``{"sha": A, "sha": B}`` says two things, and
+    a reader taking the first would see another deployment than one taking the last."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise _DuplicateKey(f"an object names {key[:40]!r} twice")
+        document[key] = value
+    return document
+
+
+def _files(path: Path, where: str, name: str, value: Any) -> tuple[str, ...]:
+    """Changed files: paths as text; anything else is refused, never written as its repr."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
+        raise _fail(path, where, name, "expected a list of file paths (strings)")
+    files = tuple(f.strip() for f in value if f.strip())
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for f in files for c in f):
+        raise _fail(path, where, name, "a path contains control characters or a line break")
+    return files
 
 
 def _fail(path: Path, where: str, name: str, problem: str) -> UsageError:
@@ -161,7 +205,10 @@ def _time(path: Path, where: str, name: str, value: Any) -> datetime:
         raise _fail(path, where, name, f"{value[:40]!r} is not an RFC 3339 time") from None
     if moment.tzinfo is None:
         raise _fail(path, where, name, f"{value[:40]!r} has no time zone (add Z or +hh:mm)")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        raise _fail(path, where, name, f"{value[:40]!r} is out of range in UTC") from None
 
 
 def _text(path: Path, where: str, name: str, value: Any) -> str | None:
@@ -208,8 +255,15 @@ def _read_csv(path: Path, text: str, service: str) -> list[PastDeployment]:
     if len(set(header)) != len(header):
         raise UsageError(f"{path}: line 1: a column is named twice")
     reader.fieldnames = header
-    entries = []
-    for row in reader:
+    entries: list[PastDeployment] = []
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a field over csv's limit, a NUL byte, a stray quote
+            raise UsageError(f"{path}: line {reader.line_num + 1}: not CSV AFDP reads: {exc}") from None
         where = f"row {reader.line_num}"
         if None in row:
             raise UsageError(f"{path}: {where}: more fields than columns")
@@ -229,9 +283,7 @@ def _read_csv(path: Path, text: str, service: str) -> list[PastDeployment]:
                     f"{size_text[:20]!r} is not a whole number of lines >= 0",
                 )
             size = int(size_text)
-        files = tuple(
-            f.strip() for f in (values.get("changed_files") or "").split(";") if f.strip()
-        )
+        files = _files(path, where, "changed_files", (values.get("changed_files") or "").split(";"))
         key = (
             _key(path, where, "id", values["id"])
             if values.get("id")
@@ -307,7 +359,7 @@ def _github_deployment(path: Path, index: int, item: dict[str, Any]) -> PastDepl
             payload = None
     payload = payload if isinstance(payload, dict) else {}
     size = payload.get("change_size")
-    files = payload.get("changed_files")
+    files = _files(path, where, "payload.changed_files", payload.get("changed_files"))
     return PastDeployment(
         source="github-deployments",
         key=key,
@@ -322,7 +374,7 @@ def _github_deployment(path: Path, index: int, item: dict[str, Any]) -> PastDepl
         deployment_size=size
         if isinstance(size, int) and not isinstance(size, bool) and size >= 0
         else None,
-        changed_files=tuple(str(f) for f in files) if isinstance(files, list) else (),
+        changed_files=files,
         skip=skip,
     )
 

@@ -321,13 +321,17 @@ def import_history(
         SigningError / TimestampError / StorageError: a record could not be written; the
             deployments imported before it stay, and a re-run continues.
     """
+    from afdp.evidence.files import read_at_most
     from afdp.evidence.signing import load_signer
     from afdp.evidence.store import EvidenceStore
+    from afdp.pipeline.deploy_history import MAX_HISTORY_BYTES
     from afdp.pipeline.runner import check_overrides, run_workflow
     from afdp.workflow import load_workflow
 
     moment = now or rec.utc_now()
-    entries = read_history(history, source, service=service, now=moment)
+    # read once: the entries imported are those of the very bytes whose digest is signed
+    raw = read_at_most(history, MAX_HISTORY_BYTES, "history file", UsageError)
+    entries = read_history(history, source, service=service, now=moment, data=raw)
     if not re.match(r"https?://", prometheus):
         raise UsageError(f"--prometheus {prometheus!r}: expected an http(s) URL")
     workflow = with_prometheus(load_workflow(workflow_path, policy=policy), prometheus.rstrip("/"))
@@ -336,7 +340,6 @@ def import_history(
     branch_ref(service, "x")  # the service name, checked before anything else
     if team is not None:
         check_team(team)
-    raw = history.read_bytes()
     source_facts = {
         "source": source,
         "file": history.name,

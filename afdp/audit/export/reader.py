@@ -29,7 +29,7 @@ from afdp.audit.export.files import (
 )
 from afdp.audit.export.fingerprints import fingerprint_lines, trust_fingerprints
 from afdp.audit.export.readme import _named_branch
-from afdp.errors import ConfigurationError, UsageError
+from afdp.errors import ConfigurationError, UsageError, visible
 from afdp.evidence.names import branch_ref, parse_branch_ref
 
 
@@ -241,7 +241,8 @@ class PackageVerification:
             "  If they match, accept them: afdp verify --bundle "
             f"{self.package} --trust {self.trust} (or use your own trust policy)"
         )
-        return out
+        # the signer names and fingerprints are the package's own words: shown, never obeyed
+        return [visible(line) for line in out]
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -283,6 +284,7 @@ def _load_package_policy(policy: Path, opened: OpenedPackage) -> Any:
 
     from afdp.errors import SchemaError
     from afdp.evidence.trust import parse_trust_policy
+    from afdp.evidence.yamldata import load_yaml
 
     info = os.lstat(policy)
     if stat.S_ISREG(info.st_mode) and info.st_size > MAX_POLICY_BYTES:
@@ -291,7 +293,7 @@ def _load_package_policy(policy: Path, opened: OpenedPackage) -> Any:
         )
     data = read_regular(policy, MAX_POLICY_BYTES, "trust policy")
     try:
-        document = yaml.safe_load(data.decode("utf-8"))
+        document = load_yaml(data.decode("utf-8"))
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigurationError(
             f"trust policy {policy} is not valid YAML: {exc}".replace("\n", " ")

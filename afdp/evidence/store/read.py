@@ -47,6 +47,9 @@ MAX_COMMIT_FILES_BYTES = MAX_FILE_BYTES + MAX_ENVELOPE_BYTES
 #: Commit and tree objects: an AFDP commit is ~1 KiB, a shard tree ~50 KiB at most.
 MAX_COMMIT_BYTES = 1 << 20
 MAX_TREE_BYTES = 4 << 20
+#: Directory levels a commit's tree may nest (AFDP writes records/NNN/<record>/file: 3).
+#: Each level is one call deeper: a crafted tree 20,000 levels deep was a RecursionError.
+MAX_TREE_DEPTH = 16
 
 #: :meth:`StoreReader.history_ids` empties libgit2's object cache after this many
 #: commits: the cache otherwise keeps every commit of the walk (about 1.5 KiB each).
@@ -399,6 +402,11 @@ class StoreReader:
         if old_id == new_id:
             return
         where = prefix.rstrip("/") or "the root tree"
+        if prefix.count("/") > MAX_TREE_DEPTH:
+            walk.problems.append(
+                ("commit", f"{where[:200]!r} nests directories deeper than {MAX_TREE_DEPTH} levels (AFDP writes 3); not read")
+            )
+            return
         try:
             if new_id not in self._trees:
                 _, size = self.repo.odb.read_header(pygit2.Oid(raw=new_id))
