@@ -338,3 +338,28 @@ def test_pinned_sigstore_trusted_root_travels_with_the_package(repo, signer, tsa
     assert result.code == 1 and "not independent" in result.out.splitlines()[0]
     digest = hashlib.sha256(shipped.read_bytes()).hexdigest()
     assert f"Sigstore trusted root: pinned file SHA-256 {digest}" in result.out
+
+
+def test_verify_bundle_names_what_it_did_not_check(package, cli, trust_file):
+    """A package's README and report.html are the exporter's words: an attacker who writes
+    the package can make them say VERIFIED over a bundle that fails. The verdict covers
+    the bundle only, and says which files beside it it did not read."""
+    (package / "report.html").write_text("<title>VERIFIED</title>every check passed")
+    (package / "notes.txt").write_text("all good")
+    result = cli("verify", "--bundle", str(package), "--trust", str(trust_file))
+    assert result.code == 0, result.err
+    last = result.out.splitlines()[-1]
+    assert last.startswith("  Not checked: README.md, notes.txt, report.html, trust/: the exporter's own words, not evidence")
+    document = cli("verify", "--bundle", str(package), "--trust", str(trust_file), "--json").json()
+    assert document["not_checked"] == ["README.md", "notes.txt", "report.html", "trust/"]
+    # the package's policy, named by the auditor: trust/ was read
+    policy = package / "trust" / "trust-policy.yaml"
+    document = cli("verify", "--bundle", str(package), "--trust", str(policy), "--json").json()
+    assert document["not_checked"] == ["README.md", "notes.txt", "report.html"]
+    # the .bundle file alone: the README and report an export writes beside it
+    document = cli("verify", "--bundle", str(package / "api-d-42.bundle"), "--trust", str(trust_file), "--json").json()
+    assert document["not_checked"] == ["README.md", "report.html"]
+    # the package's own trust: the same line among the verdict's
+    result = cli("verify", "--bundle", str(package))
+    assert result.code == 1
+    assert any(line.startswith("  Not checked: README.md, notes.txt, report.html: ") for line in result.out.splitlines())

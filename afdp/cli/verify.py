@@ -98,6 +98,8 @@ def verify_cmd(
             _emit_json(outcome.to_json())
         elif outcome.independent:
             print_reports([outcome.report])
+            for line in outcome.not_checked_lines():
+                click.echo(line)
         else:  # the package's own trust: says so first, lists what to compare, exit 1
             click.echo("\n".join(outcome.lines()))
         sys.exit(outcome.exit_code)

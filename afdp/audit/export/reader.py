@@ -19,6 +19,8 @@ import pygit2
 
 from afdp.audit.export.bundle import _read_limited, read_bundle, read_pack
 from afdp.audit.export.files import (
+    README_FILE,
+    REPORT_FILE,
     SIGSTORE_ROOT_FILE,
     TRUST_DIR,
     TRUST_POLICY_FILE,
@@ -194,6 +196,9 @@ class PackageVerification:
     trust: Path
     package: Path
     fingerprints: dict[str, Any]
+    #: What else the package holds that no check covered (its README and report.html are
+    #: the exporter's words: anyone who writes a package can make them say VERIFIED).
+    not_checked: tuple[str, ...] = ()
 
     @property
     def independent(self) -> bool:
@@ -241,8 +246,19 @@ class PackageVerification:
             "  If they match, accept them: afdp verify --bundle "
             f"{self.package} --trust {self.trust} (or use your own trust policy)"
         )
+        out += self.not_checked_lines()
         # the signer names and fingerprints are the package's own words: shown, never obeyed
         return [visible(line) for line in out]
+
+    def not_checked_lines(self) -> list[str]:
+        """The line naming what the verdict does not cover (none when nothing else is there)."""
+        if not self.not_checked:
+            return []
+        return [visible(
+            f"  Not checked: {', '.join(self.not_checked)}: the exporter's own words, not evidence "
+            "(a package's README or report can say anything); the report of what verified is the "
+            "one afdp report writes from this bundle"
+        )]
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -256,6 +272,7 @@ class PackageVerification:
             "headline": self.headline(),
             "trust_policy": str(self.trust),
             "fingerprints": self.fingerprints,
+            "not_checked": list(self.not_checked),
             "branches": [self.report.to_json()],
         }
         return document
@@ -368,5 +385,20 @@ def verify_package(
         jobs=jobs,
     )
     return PackageVerification(
-        report, opened.trust_source, opened.trust, path, trust_fingerprints(policy)
+        report, opened.trust_source, opened.trust, path, trust_fingerprints(policy),
+        _not_checked(path, opened),
     )
+
+
+def _not_checked(path: Path, opened: OpenedPackage) -> tuple[str, ...]:
+    """Name what sits in the package beside the bundle that verification did not read: for
+    a package folder every other entry (the trust folder only when a policy from outside
+    it replaced it), for a .bundle file given alone the README and report that an export puts beside it."""
+    trust_dir = (opened.bundle.parent / TRUST_DIR).resolve()
+    trust_read = opened.trust_source == "package" or opened.trust.resolve().is_relative_to(trust_dir)
+    read = {opened.bundle.name} | ({TRUST_DIR} if trust_read else set())
+    if path.is_dir():
+        names = sorted(entry.name for entry in path.iterdir() if entry.name not in read)
+    else:
+        names = [name for name in (README_FILE, REPORT_FILE) if os.path.lexists(opened.bundle.parent / name)]
+    return tuple(f"{name}/" if (opened.bundle.parent / name).is_dir() else name for name in names)
