@@ -363,3 +363,16 @@ def test_verify_bundle_names_what_it_did_not_check(package, cli, trust_file):
     result = cli("verify", "--bundle", str(package))
     assert result.code == 1
     assert any(line.startswith("  Not checked: README.md, notes.txt, report.html: ") for line in result.out.splitlines())
+
+
+def test_the_report_of_what_verified_is_written_from_the_bundle(package, cli, trust_file, tmp_path):
+    """docs/audit.md: `git clone --bare` the bundle, then `afdp report` on it."""
+    import subprocess
+
+    clone = tmp_path / "evidence.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(package / "api-d-42.bundle"), str(clone)], check=True)
+    out = tmp_path / "report.html"
+    result = cli("report", "--repo", str(clone), "--service", "api", "--deployment", "d-42",
+                 "--trust", str(trust_file), "--out", str(out))
+    assert result.code == 0, result.err
+    assert "<title>VERIFIED" in out.read_text()
