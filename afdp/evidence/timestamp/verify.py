@@ -71,8 +71,9 @@ def verify_timestamp(
         )
     try:
         info = response.tst_info
-        algorithm = info.message_imprint.hash_algorithm
-        imprint = info.message_imprint.message
+        message_imprint = info.message_imprint
+        algorithm = message_imprint.hash_algorithm
+        imprint = message_imprint.message
     except ValueError:
         raise TimestampVerificationError(
             "timestamp.parse", "granted response without a readable TSTInfo"
@@ -114,12 +115,17 @@ def verify_timestamp(
                 "timestamp.chain",
                 f"token is not signed by a TSA chained to a trusted root: {_short(exc)}",
             ) from None
-        chain = trust.remember(parts, roots)
+        chain = trust.remember(parts, response, roots)
     # 6. encoding: every byte of the file is signed by the TSA or fixed by DER. A CMS
     # token has parts its signature does not cover (the certificate set, CRLs, unsigned
     # attributes, the status text); on the last record of a branch nothing else binds
     # the file, so those parts must be absent or exactly what verification used.
-    problem = None if parts is not None and parts.encoding_known_good() else encoding_problem(token_der)
+    if parts is None:
+        problem = encoding_problem(token_der)
+    elif parts.encoding_known_good():
+        problem = None
+    else:
+        problem = encoding_problem(token_der, parts.response)
     if problem:
         raise TimestampVerificationError("timestamp.encoding", problem)
     return VerifiedTimestamp(
