@@ -14,6 +14,7 @@ from typing import Any
 
 import rfc3161_client
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from afdp.evidence.timestamp.chains import (
     _MAX_VERIFIERS,
@@ -184,30 +185,43 @@ def encoding_problem(token_der: bytes, parsed: Any = None) -> str | None:
 
 
 def _certificate_set_problem(certificates: list[Any], sid: Any) -> str | None:
-    """Why this certificate set is not exactly the signer's path (each certificate once)."""
+    """Why this certificate set is not exactly the signer's path (each certificate once).
+
+    The path is followed by signatures, not names: a certificate is the issuer of the one
+    before it only if it has that issuer's name and its key verifies that certificate
+    (cryptography's ``verify_directly_issued_by``). So a certificate that merely carries
+    the name of a CA on the path (another TSA's root of the same name) is off the path.
+    """
     if not certificates:
         return None
     if sid.name != "issuer_and_serial_number":
         return None if len(certificates) == 1 else "certificates beyond the signer's path"
     wanted = (sid.chosen["issuer"].dump(), sid.chosen["serial_number"].native)
+    parsed = [x509.load_der_x509_certificate(c.dump()) for c in certificates]
     current = next(
-        (c for c in certificates if (c.issuer.dump(), c.serial_number) == wanted), None
+        (p for c, p in zip(certificates, parsed, strict=True) if (c.issuer.dump(), c.serial_number) == wanted), None
     )
     if current is None:
         return "the certificate set does not hold the signer's certificate"
     used = [current]
-    while current.issuer.dump() != current.subject.dump() and len(used) <= len(certificates):
-        issuer = next(
-            (c for c in certificates if c.subject.dump() == current.issuer.dump()), None
-        )
-        if issuer is None or issuer in used:
+    while current.issuer != current.subject and len(used) <= len(parsed):
+        issuer = next((c for c in parsed if c not in used and _issued_by(current, c)), None)
+        if issuer is None:
             break
         used.append(issuer)
         current = issuer
-    extra = len(certificates) - len(used)
+    extra = len(parsed) - len(used)
     if extra:
         return f"the certificate set holds {extra} certificate(s) off the signer's path"
     return None
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def _signer_name(response: rfc3161_client.TimeStampResponse) -> str:
