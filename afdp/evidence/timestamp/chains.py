@@ -22,12 +22,14 @@ import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import rfc3161_client
 from asn1crypto import algos, cms, core, tsp
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 #: ``(certificate set DER, signer id DER)`` -> what is wrong with that set, or None.
 _certificate_set_problems: dict[tuple[bytes, bytes], str | None] = {}
@@ -105,10 +107,10 @@ _BARE_GRANTED = bytes(tsp.PKIStatusInfo({"status": "granted"}).contents)
 _UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
 
 
-@dataclass(frozen=True)
-class _SignerParts:
+class _SignerParts(NamedTuple):
     """The parts of a time-stamp token that its CMS signature check reads, as asn1crypto
-    reads them, and asn1crypto's ``TimeStampResp`` itself (for :func:`encoding_problem`)."""
+    reads them, and asn1crypto's ``TimeStampResp`` itself (for :func:`encoding_problem`).
+    A tuple: immutable, and cheap to make (one per token)."""
 
     response: tsp.TimeStampResp
     bare_status: bool  # the status is the status alone: no text, no failure bits
@@ -290,9 +292,6 @@ def _cms_signature_ok(parts: _SignerParts, tst_info_der: bytes, chain: _Chain) -
     with the key. False on anything else, unusual or unreadable: the caller then runs the
     reference check, whose verdict and message stand.
     """
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-
     if (
         parts.content_type != _SIGNED_DATA
         or parts.econtent_type != _TST_INFO
@@ -310,6 +309,9 @@ def _cms_signature_ok(parts: _SignerParts, tst_info_der: bytes, chain: _Chain) -
         if digest_oid is None or algorithm is None or algorithm[1] not in (None, digest_oid):
             return False
         digest = _HASHES[digest_oid]
+        # [0] IMPLICIT SET OF Attribute: the signature is over the same contents as a
+        # SET OF (tag 0x31), the header asn1crypto writes for them
+        signed_bytes = cms.CMSAttributes(contents=attributes.contents).dump()
         # The signed attributes hold the content type TSTInfo once, and the digest of
         # exactly the TSTInfo bytes once (each as the one DER encoding of that attribute),
         # and no other attribute of either type.
@@ -325,9 +327,6 @@ def _cms_signature_ok(parts: _SignerParts, tst_info_der: bytes, chain: _Chain) -
                 _MESSAGE_DIGEST_ATTR,
             ):
                 return False
-        # [0] IMPLICIT SET OF Attribute: the signature is over the same contents as a
-        # SET OF (tag 0x31), the header asn1crypto writes for them
-        signed_bytes = cms.CMSAttributes(contents=attributes.contents).dump()
         signature = signer["signature"].native
         key = chain.public_key
         if algorithm[0] == "rsa" and isinstance(key, rsa.RSAPublicKey):
