@@ -59,16 +59,19 @@ def warm(real) -> chains._Trust:
     return trust
 
 
-def refused(real, token: bytes, check: str, *, signature: bytes = SIGNATURE) -> TimestampVerificationError:
-    """Assert ``token`` fails ``check`` on a warm cache, and was not accepted by the warm path."""
+def refused(real, token: bytes, check: str, *, chain_may_be_warm: bool = False) -> TimestampVerificationError:
+    """Assert ``token`` fails ``check`` on a warm cache, and (unless ``chain_may_be_warm``:
+    an encoding check after a chain check the token passes) its chain was not accepted
+    on the warm path."""
     _, roots = real
     trust = warm(real)
     before = trust.fast_passes
     with pytest.raises(TimestampVerificationError) as caught:
-        verify_timestamp(token, signature, roots)
+        verify_timestamp(token, SIGNATURE, roots)
     assert caught.value.check == check, caught.value.diagnostics()
     assert "\n" not in caught.value.diagnostics()
-    assert trust.fast_passes == before
+    if not chain_may_be_warm:
+        assert trust.fast_passes == before
     return caught.value
 
 
@@ -267,3 +270,40 @@ def test_the_message_digest_attribute_is_compared_as_asn1crypto_encodes_it():
         assert chains._MESSAGE_DIGEST_PREFIX[dotted] + digest == whole
     assert cms.CMSAttribute.load(chains._CONTENT_TYPE_TST_INFO)["values"][0].dotted == "1.2.840.113549.1.9.16.1.4"
     assert isinstance(tsp.PKIStatusInfo.load(b"\x30" + bytes([len(chains._BARE_GRANTED)]) + chains._BARE_GRANTED)["status_string"], core.Void)
+
+
+def _signed_data_version_1(response):
+    response["time_stamp_token"]["content"]["version"] = "v1"
+
+
+def _signer_info_version_3(response):
+    signer_info(response)["version"] = "v3"
+
+
+def _another_digest_algorithm(response):
+    signed = response["time_stamp_token"]["content"]
+    algorithms = [a.dump() for a in signed["digest_algorithms"]]
+    from asn1crypto import algos
+
+    signed["digest_algorithms"] = cms.DigestAlgorithms(
+        [algos.DigestAlgorithm.load(a) for a in algorithms] + [algos.DigestAlgorithm({"algorithm": "sha384"})]
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (_signed_data_version_1, "SignedData version is v1"),
+        (_signer_info_version_3, "SignerInfo version is v3"),
+        (_another_digest_algorithm, "digest algorithms are not exactly its signer's"),
+    ],
+    ids=["signed-data-version", "signer-info-version", "digest-algorithms"],
+)
+def test_unsigned_numbers_and_lists_rfc5652_fixes_fail_the_encoding_check_on_a_warm_cache(real, change, reason):
+    """Neither version nor the SignedData's digest algorithms are under the TSA's signature,
+    and the whole check accepts other values: the encoding check holds them to the one
+    form RFC 5652 gives a time-stamp token, so no byte of the file can change unnoticed."""
+    embedded, _ = real
+    token = bent(at(embedded, _now() + dt.timedelta(seconds=9)), change)
+    error = refused(real, token, "timestamp.encoding", chain_may_be_warm=True)
+    assert reason in error.message

@@ -31,8 +31,24 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-#: ``(certificate set DER, signer id DER)`` -> what is wrong with that set, or None.
-_certificate_set_problems: dict[tuple[bytes, bytes], str | None] = {}
+#: :func:`_encoding_key` -> what :func:`encoding_problem` found wrong with those parts,
+#: or None: every token of one TSA carries the same, judged once.
+_certificate_set_problems: dict[tuple[bytes, ...], str | None] = {}
+
+
+def _encoding_key(signed: Any, signer: Any) -> tuple[bytes, ...]:
+    """The parts of a token its signature does not cover and that every token of one TSA
+    carries alike, as encoded (asn1crypto's SignedData and SignerInfo): the certificate
+    set, the signer id, the SignedData's version and digest algorithms, the SignerInfo's
+    version and digest algorithm."""
+    return (
+        signed["certificates"].dump(),
+        signer["sid"].dump(),
+        signed["version"].dump(),
+        signed["digest_algorithms"].dump(),
+        signer["version"].dump(),
+        signer["digest_algorithm"].dump(),
+    )
 
 
 # Trust keyed by the SHA-256 fingerprints of its roots: a verify run checks thousands of
@@ -123,6 +139,7 @@ class _SignerParts(NamedTuple):
     signer_count: int
     signer: Any  # the first asn1crypto SignerInfo
     sid: bytes  # its SignerIdentifier as encoded
+    encoding_key: tuple[bytes, ...]  # :func:`_encoding_key`
 
     @classmethod
     def of(cls, token_der: bytes) -> _SignerParts:
@@ -152,19 +169,20 @@ class _SignerParts(NamedTuple):
             signer_count=len(signer_infos),
             signer=signer,
             sid=signer["sid"].dump(),
+            encoding_key=_encoding_key(signed, signer),
         )
 
     def encoding_known_good(self) -> bool:
         """True only if :func:`encoding_problem` has nothing to say about this token: no
-        status text, CRLs or unsigned attributes, one signer, and a certificate set that
-        was already judged to be exactly the signer's path (False: ask it)."""
-        key = self.chain_key
+        status text, CRLs or unsigned attributes, one signer, and the parts of
+        :func:`_encoding_key` already judged good (a certificate set that is exactly the
+        signer's path, the versions and digest algorithms RFC 5652 fixes); False: ask it."""
         return (
             self.bare_status
             and self.bare_signed_data
             and self.bare_signer
-            and key is not None
-            and _certificate_set_problems.get(key, "not judged yet") is None
+            and self.chain_key is not None
+            and _certificate_set_problems.get(self.encoding_key, "not judged yet") is None
         )
 
     @property

@@ -20,6 +20,7 @@ from afdp.evidence.timestamp.chains import (
     _MAX_VERIFIERS,
     _certificate_set_problems,
     _cms_signature_ok,
+    _encoding_key,
     _signer_parts,
     _trust,
     _verifiers_lock,
@@ -143,7 +144,8 @@ def encoding_problem(token_der: bytes, parsed: Any = None) -> str | None:
 
     The form: DER (rfc3161-client's parser, which :func:`verify_timestamp` ran first,
     accepts DER only); a status with no text and no failure bits; one SignerInfo with no
-    unsigned attributes; no CRLs; and a certificate set holding only the signer's
+    unsigned attributes; no CRLs; the versions and digest algorithms RFC 5652 fixes
+    (:func:`_fixed_fields_problem`); and a certificate set holding only the signer's
     certificate and the issuers on its path (each once). So nothing can be added to or
     dropped from a token without the TSA's signature or this check noticing.
     ``parsed``: the asn1crypto ``TimeStampResp`` of exactly ``token_der``, when the caller
@@ -169,12 +171,15 @@ def encoding_problem(token_der: bytes, parsed: Any = None) -> str | None:
         field = signed["certificates"]
         sid = signers[0]["sid"]
         if isinstance(field, core.Void):
-            return None
-        # Every token of one TSA carries the same certificate set and signer id: judge
-        # each pair once (the parse of the certificates is most of this check's cost).
-        key = (field.dump(), sid.dump())
+            return _fixed_fields_problem(signed, signers[0])
+        # Every token of one TSA carries the same certificate set, signer id, versions and
+        # digest algorithms: judge them once (the parse of the certificates is most of
+        # this check's cost).
+        key = _encoding_key(signed, signers[0])
         if key not in _certificate_set_problems:
-            problem = _certificate_set_problem([c.chosen for c in field], sid)
+            problem = _fixed_fields_problem(signed, signers[0]) or _certificate_set_problem(
+                [c.chosen for c in field], sid
+            )
             with _verifiers_lock:
                 if len(_certificate_set_problems) >= _MAX_VERIFIERS:
                     _certificate_set_problems.clear()
@@ -182,6 +187,22 @@ def encoding_problem(token_der: bytes, parsed: Any = None) -> str | None:
         return _certificate_set_problems[key]
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return f"the token cannot be read as a time-stamp response ({exc})"
+
+
+def _fixed_fields_problem(signed: Any, signer: Any) -> str | None:
+    """Why the unsigned numbers and lists of this SignedData are not the ones RFC 5652
+    fixes for a time-stamp token (a TSTInfo, X.509 certificates): SignedData version 3,
+    SignerInfo version 1 (issuer and serial number) or 3 (key identifier), and digest
+    algorithms that are exactly the signer's."""
+    version = signed["version"].native
+    if version != "v3":
+        return f"the SignedData version is {version}; a time-stamp token's is v3 (RFC 5652, 5.1)"
+    wanted = "v1" if signer["sid"].name == "issuer_and_serial_number" else "v3"
+    if signer["version"].native != wanted:
+        return f"the SignerInfo version is {signer['version'].native}; its signer id makes it {wanted} (RFC 5652, 5.3)"
+    if [a.dump() for a in signed["digest_algorithms"]] != [signer["digest_algorithm"].dump()]:
+        return "the SignedData's digest algorithms are not exactly its signer's"
+    return None
 
 
 def _certificate_set_problem(certificates: list[Any], sid: Any) -> str | None:
