@@ -36,14 +36,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 _certificate_set_problems: dict[tuple[bytes, ...], str | None] = {}
 
 
-def _encoding_key(signed: Any, signer: Any) -> tuple[bytes, ...]:
+def _encoding_key(signed: Any, signer: Any, certificates: bytes, sid: bytes) -> tuple[bytes, ...]:
     """The parts of a token its signature does not cover and that every token of one TSA
     carries alike, as encoded (asn1crypto's SignedData and SignerInfo): the certificate
-    set, the signer id, the SignedData's version and digest algorithms, the SignerInfo's
-    version and digest algorithm."""
+    set and the signer id (``certificates``, ``sid``: their ``dump()``), the SignedData's
+    version and digest algorithms, the SignerInfo's version and digest algorithm."""
     return (
-        signed["certificates"].dump(),
-        signer["sid"].dump(),
+        certificates,
+        sid,
         signed["version"].dump(),
         signed["digest_algorithms"].dump(),
         signer["version"].dump(),
@@ -157,6 +157,8 @@ class _SignerParts(NamedTuple):
         certificates = signed["certificates"]
         signer_infos = signed["signer_infos"]
         signer = signer_infos[0]
+        certificates_der = None if isinstance(certificates, core.Void) else certificates.dump()
+        sid = signer["sid"].dump()
         return cls(
             response=response,
             bare_status=response["status"].contents == _BARE_GRANTED,
@@ -165,11 +167,11 @@ class _SignerParts(NamedTuple):
             content_type=token["content_type"].contents,
             econtent_type=encapsulated["content_type"].contents,
             econtent=econtent.contents if econtent.method == 0 else None,
-            certificates=None if isinstance(certificates, core.Void) else certificates.dump(),
+            certificates=certificates_der,
             signer_count=len(signer_infos),
             signer=signer,
-            sid=signer["sid"].dump(),
-            encoding_key=_encoding_key(signed, signer),
+            sid=sid,
+            encoding_key=_encoding_key(signed, signer, certificates_der or b"", sid),
         )
 
     def encoding_known_good(self) -> bool:

@@ -175,7 +175,7 @@ def encoding_problem(token_der: bytes, parsed: Any = None) -> str | None:
         # Every token of one TSA carries the same certificate set, signer id, versions and
         # digest algorithms: judge them once (the parse of the certificates is most of
         # this check's cost).
-        key = _encoding_key(signed, signers[0])
+        key = _encoding_key(signed, signers[0], field.dump(), sid.dump())
         if key not in _certificate_set_problems:
             problem = _fixed_fields_problem(signed, signers[0]) or _certificate_set_problem(
                 [c.chosen for c in field], sid
