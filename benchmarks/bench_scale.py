@@ -8,7 +8,8 @@ Builds one branch per size with ``append_records`` (each record signed, time-sta
 the embedded TSA over loopback HTTP and committed with a signed commit, as always; a
 batch only shares the branch turn and the ref update), then verifies each branch in a
 fresh Python process (``check_branch``, every check) and prints, per size: records per
-second, microseconds per record, and the peak resident memory of the verifying process
+second, microseconds per record (wall clock, and CPU time of the verifying process and
+its workers), and the peak resident memory of the verifying process
 and of its worker processes (``ru_maxrss``). Linear means the same time per record at
 every size; flat memory means peak memory that does not grow with the branch: with
 ``--summary`` (``keep_records=False``) none at all; by default the report itself keeps
@@ -45,14 +46,17 @@ from afdp.evidence.trust import load_trust_policy
 from afdp.verify.verifier import check_branch
 repo, trust, deployment, jobs, keep = sys.argv[1:6]
 policy = load_trust_policy(Path(trust))
-started = time.perf_counter()
+started, cpu_started = time.perf_counter(), time.process_time()
 report = check_branch(repo, service="api", deployment=deployment, policy=policy, allow_unsealed=True,
                       jobs=int(jobs) if jobs else None, keep_records=keep == "1")
 elapsed = time.perf_counter() - started
+cpu = time.process_time() - cpu_started
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
 assert report.ok, report.failures[:3]
 print(json.dumps({
     "records": report.record_count,
     "seconds": elapsed,
+    "cpu_seconds": cpu + children.ru_utime + children.ru_stime,
     "rss_self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "rss_workers_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
 }))
@@ -114,7 +118,7 @@ def run(root: Path, args: argparse.Namespace) -> None:
             elapsed = time.perf_counter() - started
             print(f"built {n} records in {elapsed:.1f} s ({elapsed / n * 1000:.2f} ms/record)", file=sys.stderr, flush=True)
     print(f"load average {os.getloadavg()[0]:.2f}")
-    print(f"{'records':>8} | {'rec/s':>7} {'us/record':>10} | {'peak RSS verify':>16} {'workers':>9}")
+    print(f"{'records':>8} | {'rec/s':>7} {'us/record':>10} {'CPU us/rec':>10} | {'peak RSS verify':>16} {'workers':>9}")
     for n in args.sizes:
         done = subprocess.run(
             [sys.executable, "-c", _VERIFY, str(repo), str(root / "trust.yaml"), f"n{n}", str(args.jobs or ""), "0" if args.summary else "1"],
@@ -125,7 +129,7 @@ def run(root: Path, args: argparse.Namespace) -> None:
         result = json.loads(done.stdout)
         rate = result["records"] / result["seconds"]
         print(
-            f"{result['records']:>8} | {rate:>7.0f} {1e6 / rate:>10.0f} | "
+            f"{result['records']:>8} | {rate:>7.0f} {1e6 / rate:>10.0f} {1e6 * result['cpu_seconds'] / result['records']:>10.0f} | "
             f"{result['rss_self_mib']:>12.0f} MiB {result['rss_workers_mib']:>5.0f} MiB",
             flush=True,
         )

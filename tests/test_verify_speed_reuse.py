@@ -1,7 +1,5 @@
 """Work verification no longer repeats gives the same answers as the work it replaced.
 
-- The time-stamp token's DER elements are read in place (``timestamp.der._read_element``),
-  and read exactly as asn1crypto's parser reads them, or refused where it refuses.
 - The auditor's TSA roots are fingerprinted once per verify run, not once per token;
   other roots (other certificate objects) are still told apart.
 """
@@ -12,90 +10,14 @@ import datetime as dt
 import types
 
 import pytest
-from asn1crypto import parser as asn1_parser
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from test_verify_speed_caches import SIGNATURE, at, pki  # noqa: F401 - pki is a fixture
 
 from afdp.evidence.notary import EmbeddedTSA
 from afdp.evidence.timestamp import chains, verify_timestamp
-from afdp.evidence.timestamp.der import _read_element
-
-
-def _reference(data: bytes, at: int) -> tuple[tuple[int, bool, int, bytes, bytes], int] | None:
-    """asn1crypto's reading of the element at ``data[at:]`` (None: it refuses, or it is
-    an indefinite length, which DER forbids)."""
-    try:
-        klass, method, tag, header, contents, trailer = asn1_parser.parse(data[at:])
-    except ValueError:
-        return None
-    if trailer:
-        return None
-    return (klass, method == 1, tag, header, contents), at + len(header) + len(contents)
-
-
-def _ours(data: bytes, at: int) -> tuple[tuple[int, bool, int, bytes, bytes], int] | None:
-    try:
-        element, end = _read_element(data, at)
-    except ValueError:
-        return None
-    return (element.klass, element.constructed, element.tag, element.header, element.contents), end
-
-
-def _every_offset(data: bytes) -> list[tuple[bytes, int]]:
-    """Every element of ``data`` (recursively into constructed ones), as (buffer, offset)."""
-    found, stack = [], [data]
-    while stack:
-        buffer = stack.pop()
-        at = 0
-        while at < len(buffer):
-            reference = _reference(buffer, at)
-            if reference is None:
-                break
-            found.append((buffer, at))
-            (_, constructed, _, _, contents), at = reference
-            if constructed:
-                stack.append(contents)
-    return found
-
-
-def test_every_element_of_a_real_token_is_read_as_asn1crypto_reads_it(pki):  # noqa: F811
-    root, tsa, _, now = pki
-    token = at(tsa, now)
-    offsets = _every_offset(token)
-    assert len(offsets) > 30  # a whole token: status, SignedData, certificates, SignerInfo
-    for buffer, offset in offsets:
-        assert _ours(buffer, offset) == _reference(buffer, offset)
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"",
-        b"\x30",  # no length
-        b"\x30\x05\x02\x01",  # shorter than its length
-        b"\x30\x80\x02\x01\x01\x00\x00",  # indefinite length: not DER
-        b"\x30\x82\x00",  # long form cut short
-        b"\x1f",  # high tag number, cut short
-        b"\x1f\x80\x01\x00",  # high tag number, not minimal
-        b"\x1f\x1e\x00",  # high tag number below 31: not minimal
-        b"\x9f\x81\x00\x01\x07",  # high tag number (128), context class
-        b"\x04\x81\x01\x07",  # long form of a short length
-    ],
-)
-def test_malformed_and_unusual_elements_are_read_or_refused_as_asn1crypto_does(data):
-    assert _ours(data, 0) == _reference(data, 0)
-
-
-@settings(max_examples=400, deadline=None)
-@given(st.binary(max_size=40), st.integers(min_value=0, max_value=8))
-def test_any_bytes_are_read_or_refused_as_asn1crypto_does(data, offset):
-    offset = min(offset, len(data))
-    assert _ours(data, offset) == _reference(data, offset)
 
 
 def test_roots_are_fingerprinted_once_for_a_run_of_tokens(pki, monkeypatch):  # noqa: F811

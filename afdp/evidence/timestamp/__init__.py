@@ -14,8 +14,9 @@ rfc3161-client's work; this package adds failover across TSAs and AFDP's precise
 
 The package, by concern: :mod:`.request` (asking TSAs over HTTP, the kept-alive
 client), :mod:`.verify` (the offline checks), :mod:`.chains` (the warm path: chains
-and verifiers this process already validated), :mod:`.der` (the DER reader it uses)
-and :mod:`.tokens` (the token, the verified result, the error, TSA root certificates).
+and verifiers this process already validated; it reads tokens with rfc3161-client and
+asn1crypto) and :mod:`.tokens` (the token, the verified result, the error, TSA root
+certificates).
 """
 
 from __future__ import annotations

@@ -6,39 +6,49 @@ with its leaf-certificate check remembered (:func:`_caching_verifier`); :class:`
 remembers the signer chains that passed it (:class:`_Chain`), used only for a token
 whose own CMS signature verifies with that signer's key (:func:`_cms_signature_ok`)
 and dated inside every certificate's validity. Anything else runs the whole check.
+
+Every part of a token the warm path reads is read by a library: rfc3161-client (whose
+strict DER parser has already accepted the token) for the TSTInfo, and asn1crypto
+(:func:`_signer_parts`) for what rfc3161-client does not expose: the signed attributes,
+the signature and its algorithms, the certificate set and signer id as encoded. Where
+the two could read the token differently, the warm path is not taken (see
+:meth:`_Trust.remember` and :func:`_cms_signature_ok`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import rfc3161_client
+from asn1crypto import algos, cms, core, tsp
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from afdp.evidence.timestamp.der import (
-    _CONTENT_TYPE_ATTR,
-    _CONTEXT,
-    _DIGESTS,
-    _MESSAGE_DIGEST_ATTR,
-    _OCTET_STRING,
-    _OID_TAG,
-    _SEQUENCE_TAG,
-    _SET_TAG,
-    _SIGNATURE_ALGORITHMS,
-    _SIGNED_DATA_OID,
-    _TST_INFO_OID,
-    _UNIVERSAL,
-    _Element,
-    _read_element,
-)
+#: :func:`_encoding_key` -> what :func:`encoding_problem` found wrong with those parts,
+#: or None: every token of one TSA carries the same, judged once.
+_certificate_set_problems: dict[tuple[bytes, ...], str | None] = {}
 
-#: ``(certificate set DER, signer id DER)`` -> what is wrong with that set, or None.
-_certificate_set_problems: dict[tuple[bytes, bytes], str | None] = {}
+
+def _encoding_key(signed: Any, signer: Any, certificates: bytes, sid: bytes) -> tuple[bytes, ...]:
+    """The parts of a token its signature does not cover and that every token of one TSA
+    carries alike, as encoded (asn1crypto's SignedData and SignerInfo): the certificate
+    set and the signer id (``certificates``, ``sid``: their ``dump()``), the SignedData's
+    version and digest algorithms, the SignerInfo's version and digest algorithm."""
+    return (
+        certificates,
+        sid,
+        signed["version"].dump(),
+        signed["digest_algorithms"].dump(),
+        signer["version"].dump(),
+        signer["digest_algorithm"].dump(),
+    )
 
 
 # Trust keyed by the SHA-256 fingerprints of its roots: a verify run checks thousands of
@@ -50,74 +60,131 @@ _MAX_CHAINS = 256
 
 
 
-@dataclass(frozen=True)
-class _SignerParts:
-    """The parts of a time-stamp token that its CMS signature check reads."""
+def _oid(dotted: str) -> bytes:
+    """The content octets of an OBJECT IDENTIFIER, as asn1crypto encodes it: compared
+    with what asn1crypto read (faster than its dotted form, and the same test)."""
+    return bytes(core.ObjectIdentifier(dotted).contents)
 
+
+_SIGNED_DATA = _oid("1.2.840.113549.1.7.2")
+_TST_INFO = _oid("1.2.840.113549.1.9.16.1.4")
+_CONTENT_TYPE_ATTR = _oid("1.2.840.113549.1.9.3")
+_MESSAGE_DIGEST_ATTR = _oid("1.2.840.113549.1.9.4")
+
+
+def _algorithms(
+    kind: type[algos.DigestAlgorithm] | type[algos.SignedDigestAlgorithm], dotted: str, *, null: bool
+) -> list[bytes]:
+    """The DER AlgorithmIdentifiers of ``dotted`` as asn1crypto encodes them: parameters
+    absent, and (``null``) an explicit NULL, the two forms RFC 4055 and RFC 5754 allow."""
+    forms = [kind({"algorithm": dotted, "parameters": None}).dump()]
+    if null:
+        forms.append(kind({"algorithm": dotted, "parameters": core.Null()}).dump())
+    return forms
+
+
+_SHA256, _SHA384, _SHA512 = (f"2.16.840.1.101.3.4.2.{n}" for n in (1, 2, 3))
+_HASHES: dict[str, Any] = {_SHA256: hashes.SHA256, _SHA384: hashes.SHA384, _SHA512: hashes.SHA512}
+#: a SignerInfo's digestAlgorithm, whole -> the digest's OID: every token of a TSA carries
+#: the same few bytes, compared whole rather than read field by field
+_DIGESTS: dict[bytes, str] = {
+    form: dotted for dotted in _HASHES for form in _algorithms(algos.DigestAlgorithm, dotted, null=True)
+}
+#: a SignerInfo's signatureAlgorithm, whole -> (key type, the digest it fixes, or None:
+#: the SignerInfo's digest). Any other (RSA-PSS, DSA, parameters of another form) is not
+#: read here: the token runs the whole check.
+_SIGNATURE_ALGORITHMS: dict[bytes, tuple[str, str | None]] = {
+    form: meaning
+    for dotted, meaning, null in (
+        ("1.2.840.113549.1.1.1", ("rsa", None), True),  # rsaEncryption: PKCS #1 v1.5
+        ("1.2.840.113549.1.1.11", ("rsa", _SHA256), True),
+        ("1.2.840.113549.1.1.12", ("rsa", _SHA384), True),
+        ("1.2.840.113549.1.1.13", ("rsa", _SHA512), True),
+        ("1.2.840.10045.4.3.2", ("ec", _SHA256), False),
+        ("1.2.840.10045.4.3.3", ("ec", _SHA384), False),
+        ("1.2.840.10045.4.3.4", ("ec", _SHA512), False),
+    )
+    for form in _algorithms(algos.SignedDigestAlgorithm, dotted, null=null)
+}
+#: The signed attribute "content type: TSTInfo", and the start of "message digest: D"
+#: for a digest D of each size, as asn1crypto encodes them (DER has one encoding of each).
+_CONTENT_TYPE_TST_INFO = cms.CMSAttribute({"type": "content_type", "values": ["1.2.840.113549.1.9.16.1.4"]}).dump()
+
+
+def _message_digest_prefix(size: int) -> bytes:
+    return cms.CMSAttribute({"type": "message_digest", "values": [bytes(size)]}).dump()[:-size]
+
+
+_MESSAGE_DIGEST_PREFIX = {dotted: _message_digest_prefix(kind.digest_size) for dotted, kind in _HASHES.items()}
+#: A PKIStatusInfo that is the status "granted" alone (no text, no failure bits), as
+#: asn1crypto encodes it.
+_BARE_GRANTED = bytes(tsp.PKIStatusInfo({"status": "granted"}).contents)
+#: What asn1crypto raises for bytes it cannot read (it reads lazily: on access, not load).
+_UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+
+
+class _SignerParts(NamedTuple):
+    """The parts of a time-stamp token that its CMS signature check reads, as asn1crypto
+    reads them, and asn1crypto's ``TimeStampResp`` itself (for :func:`encoding_problem`).
+    A tuple: immutable, and cheap to make (one per token)."""
+
+    response: tsp.TimeStampResp
     bare_status: bool  # the status is the status alone: no text, no failure bits
-    bare_signed_data: bool  # no CRLs (nor anything else but the certificates)
+    bare_signed_data: bool  # no CRLs
     bare_signer: bool  # no unsigned attributes
-    content_type: bytes
+    content_type: bytes  # OBJECT IDENTIFIER content octets
     econtent_type: bytes
-    econtent: _Element
-    certificates: _Element | None  # the [0] IMPLICIT CertificateSet, if any
+    econtent: bytes | None  # the eContent OCTET STRING's value (None: not a primitive one)
+    certificates: bytes | None  # the [0] IMPLICIT CertificateSet as encoded, if any
     signer_count: int
-    sid: _Element
-    digest_algorithm: bytes
-    signed_attributes: _Element | None
-    signature_algorithm: bytes
-    signature: bytes
+    signer: Any  # the first asn1crypto SignerInfo
+    sid: bytes  # its SignerIdentifier as encoded
+    encoding_key: tuple[bytes, ...]  # :func:`_encoding_key`
 
     @classmethod
     def of(cls, token_der: bytes) -> _SignerParts:
-        """Read them from a DER TimeStampResp.
+        """Read them from a DER TimeStampResp with asn1crypto.
 
         Raises:
-            ValueError: the bytes do not have the shape of a granted token.
+            ValueError (or another of ``_UNREADABLE``): asn1crypto cannot read the bytes
+                as a granted token (or finds bytes after it).
         """
-        response, end = _read_element(token_der, 0)
-        if end != len(token_der):
-            raise ValueError("trailing data")
-        response.expect(_UNIVERSAL, _SEQUENCE_TAG)
-        top = response.children()
-        content_info = top[1].expect(_UNIVERSAL, _SEQUENCE_TAG).children()
-        content_type = content_info[0].expect(_UNIVERSAL, _OID_TAG).contents
-        signed = content_info[1].expect(_CONTEXT, 0).children()[0].expect(_UNIVERSAL, _SEQUENCE_TAG)
-        fields = signed.children()
-        encapsulated = fields[2].expect(_UNIVERSAL, _SEQUENCE_TAG).children()
-        econtent = encapsulated[1].expect(_CONTEXT, 0).children()[0].expect(_UNIVERSAL, _OCTET_STRING)
-        certificates = fields[3] if (fields[3].klass, fields[3].tag) == (_CONTEXT, 0) else None
-        signer_infos = fields[-1].expect(_UNIVERSAL, _SET_TAG).children()
-        signer = signer_infos[0].expect(_UNIVERSAL, _SEQUENCE_TAG).children()
-        attributes = signer[3] if (signer[3].klass, signer[3].tag) == (_CONTEXT, 0) else None
-        rest = signer[4:] if attributes is not None else signer[3:]
+        response = tsp.TimeStampResp.load(token_der, strict=True)
+        token = response["time_stamp_token"]
+        signed = token["content"]
+        encapsulated = signed["encap_content_info"]
+        econtent = encapsulated["content"]
+        certificates = signed["certificates"]
+        signer_infos = signed["signer_infos"]
+        signer = signer_infos[0]
+        certificates_der = None if isinstance(certificates, core.Void) else certificates.dump()
+        sid = signer["sid"].dump()
         return cls(
-            bare_status=len(top) == 2 and len(top[0].expect(_UNIVERSAL, _SEQUENCE_TAG).children()) == 1,
-            bare_signed_data=len(fields) == 5 if certificates is not None else len(fields) == 4,
-            bare_signer=len(rest) == 2,
-            content_type=content_type,
-            econtent_type=encapsulated[0].expect(_UNIVERSAL, _OID_TAG).contents,
-            econtent=econtent,
-            certificates=certificates,
+            response=response,
+            bare_status=response["status"].contents == _BARE_GRANTED,
+            bare_signed_data=isinstance(signed["crls"], core.Void),
+            bare_signer=isinstance(signer["unsigned_attrs"], core.Void),
+            content_type=token["content_type"].contents,
+            econtent_type=encapsulated["content_type"].contents,
+            econtent=econtent.contents if econtent.method == 0 else None,
+            certificates=certificates_der,
             signer_count=len(signer_infos),
-            sid=signer[1],
-            digest_algorithm=signer[2].expect(_UNIVERSAL, _SEQUENCE_TAG).children()[0].contents,
-            signed_attributes=attributes,
-            signature_algorithm=rest[0].expect(_UNIVERSAL, _SEQUENCE_TAG).children()[0].contents,
-            signature=rest[1].expect(_UNIVERSAL, _OCTET_STRING).contents,
+            signer=signer,
+            sid=sid,
+            encoding_key=_encoding_key(signed, signer, certificates_der or b"", sid),
         )
 
     def encoding_known_good(self) -> bool:
         """True only if :func:`encoding_problem` has nothing to say about this token: no
-        status text, CRLs or unsigned attributes, one signer, and a certificate set that
-        was already judged to be exactly the signer's path (False: ask it)."""
-        key = self.chain_key
+        status text, CRLs or unsigned attributes, one signer, and the parts of
+        :func:`_encoding_key` already judged good (a certificate set that is exactly the
+        signer's path, the versions and digest algorithms RFC 5652 fixes); False: ask it."""
         return (
             self.bare_status
             and self.bare_signed_data
             and self.bare_signer
-            and key is not None
-            and _certificate_set_problems.get(key, "not judged yet") is None
+            and self.chain_key is not None
+            and _certificate_set_problems.get(self.encoding_key, "not judged yet") is None
         )
 
     @property
@@ -125,7 +192,7 @@ class _SignerParts:
         """(certificate set, signer id) as encoded: what a chain check depends on."""
         if self.signer_count != 1 or self.certificates is None:
             return None
-        return self.certificates.encoded, self.sid.encoded
+        return self.certificates, self.sid
 
 
 @dataclass(frozen=True)
@@ -164,19 +231,37 @@ class _Trust:
             return None
         return chain
 
-    def remember(self, parts: _SignerParts | None, roots: Sequence[x509.Certificate]) -> _Chain | None:
-        """Remember the chain of a token that has just passed the reference check."""
+    def remember(
+        self,
+        parts: _SignerParts | None,
+        response: rfc3161_client.TimeStampResponse,
+        roots: Sequence[x509.Certificate],
+    ) -> _Chain | None:
+        """Remember the chain of a token that has just passed the reference check.
+
+        The signer is found as rfc3161-client found it (in its reading of the token), and
+        only if asn1crypto reads the same certificate set and signer id (what the chain is
+        remembered under, and what later tokens are matched by); otherwise nothing is
+        remembered and every token of this certificate set runs the whole check.
+        """
         key = parts.chain_key if parts is not None else None
-        if parts is None or key is None or parts.certificates is None:
+        if parts is None or key is None:
             return None
         try:
-            sid = parts.sid.expect(_UNIVERSAL, _SEQUENCE_TAG).children()  # issuerAndSerialNumber
-            wanted = (sid[0].encoded, int.from_bytes(sid[1].expect(_UNIVERSAL, 2).contents, "big", signed=True))
-            certificates = [
-                x509.load_der_x509_certificate(c.expect(_UNIVERSAL, _SEQUENCE_TAG).encoded)
-                for c in parts.certificates.children()
-            ]
-        except (ValueError, IndexError):
+            sid = parts.signer["sid"]
+            if sid.name != "issuer_and_serial_number":
+                return None
+            ours = {c.chosen.dump() for c in parts.response["time_stamp_token"]["content"]["certificates"]}
+            wanted = (sid.chosen["issuer"].dump(), sid.chosen["serial_number"].native)
+            signed = response.signed_data
+            theirs = set(signed.certificates)
+            signers = list(signed.signer_infos)
+            if ours != theirs or len(signers) != 1:
+                return None
+            if (signers[0].issuer.public_bytes(), signers[0].serial_number) != wanted:
+                return None
+            certificates = [x509.load_der_x509_certificate(der) for der in theirs]
+        except _UNREADABLE:
             return None
         leaf = next(
             (c for c in certificates if (c.issuer.public_bytes(), c.serial_number) == wanted), None
@@ -207,9 +292,11 @@ class _Trust:
 
 
 def _signer_parts(token_der: bytes) -> _SignerParts | None:
+    """asn1crypto's reading of the token, or None if it cannot read it (the caller then
+    runs the whole reference check, and the encoding check reports what it cannot read)."""
     try:
         return _SignerParts.of(token_der)
-    except (ValueError, IndexError, TypeError):
+    except _UNREADABLE:
         return None
 
 
@@ -217,63 +304,58 @@ def _cms_signature_ok(parts: _SignerParts, tst_info_der: bytes, chain: _Chain) -
     """Return True only if the token's CMS signature verifies with the chain's signer key.
 
     What OpenSSL's ``PKCS7_verify`` checks of the signature itself, no less: the token is
-    SignedData over a TSTInfo whose bytes are exactly ``tst_info_der`` (what genTime and
-    the imprint were read from), with one SignerInfo whose signed attributes hold one
-    content type (TSTInfo) and one message digest equal to the digest of those bytes,
-    and whose signature over those attributes (as the DER SET OF they are, in DER order)
-    verifies with the key. False on anything else, unusual or unreadable: the caller
-    then runs the reference check, whose verdict and message stand.
+    SignedData over a TSTInfo whose bytes are exactly ``tst_info_der`` (rfc3161-client's
+    encoding of the TSTInfo it read genTime and the imprint from: so both libraries read
+    the same TSTInfo), with one SignerInfo whose signed attributes hold one content type
+    (TSTInfo) and one message digest equal to the digest of those bytes, and whose
+    signature over those attributes (as the DER SET OF they are, in DER order) verifies
+    with the key. False on anything else, unusual or unreadable: the caller then runs the
+    reference check, whose verdict and message stand.
     """
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-
-    attributes = parts.signed_attributes
-    algorithm = _SIGNATURE_ALGORITHMS.get(parts.signature_algorithm)
-    digest = _DIGESTS.get(parts.digest_algorithm)
     if (
-        parts.content_type != _SIGNED_DATA_OID
-        or parts.econtent_type != _TST_INFO_OID
-        or parts.econtent.constructed
-        or parts.econtent.contents != tst_info_der  # the very bytes genTime was read from
+        parts.content_type != _SIGNED_DATA
+        or parts.econtent_type != _TST_INFO
+        or parts.econtent != tst_info_der  # the very bytes genTime and the imprint were read from
         or parts.signer_count != 1
-        or attributes is None
-        or digest is None
-        or algorithm is None
-        or algorithm[1] not in (None, parts.digest_algorithm)
     ):
         return False
     try:
-        children = attributes.children()
-        encoded = [child.encoded for child in children]
+        signer = parts.signer
+        attributes = signer["signed_attrs"]
+        if isinstance(attributes, core.Void):
+            return False
+        digest_oid = _DIGESTS.get(signer["digest_algorithm"].dump())
+        algorithm = _SIGNATURE_ALGORITHMS.get(signer["signature_algorithm"].dump())
+        if digest_oid is None or algorithm is None or algorithm[1] not in (None, digest_oid):
+            return False
+        digest = _HASHES[digest_oid]
+        # [0] IMPLICIT SET OF Attribute: the signature is over the same contents as a
+        # SET OF (tag 0x31), the header asn1crypto writes for them
+        signed_bytes = cms.CMSAttributes(contents=attributes.contents).dump()
+        # The signed attributes hold the content type TSTInfo once, and the digest of
+        # exactly the TSTInfo bytes once (each as the one DER encoding of that attribute),
+        # and no other attribute of either type.
+        message_digest = _MESSAGE_DIGEST_PREFIX[digest_oid] + hashlib.new(digest.name, tst_info_der).digest()
+        encoded = [attribute.dump() for attribute in attributes]
         if encoded != sorted(encoded):  # OpenSSL verifies the DER (sorted) re-encoding
             return False
-        found: dict[bytes, list[list[_Element]]] = {}
-        for child in children:
-            attribute = child.expect(_UNIVERSAL, _SEQUENCE_TAG).children()
-            if len(attribute) != 2:
+        if encoded.count(_CONTENT_TYPE_TST_INFO) != 1 or encoded.count(message_digest) != 1:
+            return False
+        for attribute, der in zip(attributes, encoded, strict=True):
+            if der not in (_CONTENT_TYPE_TST_INFO, message_digest) and attribute["type"].contents in (
+                _CONTENT_TYPE_ATTR,
+                _MESSAGE_DIGEST_ATTR,
+            ):
                 return False
-            kind = attribute[0].expect(_UNIVERSAL, _OID_TAG).contents
-            found.setdefault(kind, []).append(attribute[1].expect(_UNIVERSAL, _SET_TAG).children())
-        content_types = found.get(_CONTENT_TYPE_ATTR, [])
-        digests = found.get(_MESSAGE_DIGEST_ATTR, [])
-        if len(content_types) != 1 or len(digests) != 1 or len(content_types[0]) != 1 or len(digests[0]) != 1:
-            return False
-        if content_types[0][0].expect(_UNIVERSAL, _OID_TAG).contents != _TST_INFO_OID:
-            return False
-        hasher = hashes.Hash(digest())
-        hasher.update(tst_info_der)
-        if digests[0][0].expect(_UNIVERSAL, _OCTET_STRING).contents != hasher.finalize():
-            return False
-        # [0] IMPLICIT SET OF Attribute: the signature is over it as a SET OF (tag 0x31)
-        signed_bytes = b"\x31" + attributes.header[1:] + attributes.contents
+        signature = signer["signature"].native
         key = chain.public_key
         if algorithm[0] == "rsa" and isinstance(key, rsa.RSAPublicKey):
-            key.verify(parts.signature, signed_bytes, padding.PKCS1v15(), digest())
+            key.verify(signature, signed_bytes, padding.PKCS1v15(), digest())
         elif algorithm[0] == "ec" and isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(parts.signature, signed_bytes, ec.ECDSA(digest()))
+            key.verify(signature, signed_bytes, ec.ECDSA(digest()))
         else:
             return False
-    except (InvalidSignature, ValueError, IndexError, TypeError):
+    except (InvalidSignature, *_UNREADABLE):
         return False
     return True
 

@@ -14,11 +14,13 @@ from typing import Any
 
 import rfc3161_client
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from afdp.evidence.timestamp.chains import (
     _MAX_VERIFIERS,
     _certificate_set_problems,
     _cms_signature_ok,
+    _encoding_key,
     _signer_parts,
     _trust,
     _verifiers_lock,
@@ -71,8 +73,9 @@ def verify_timestamp(
         )
     try:
         info = response.tst_info
-        algorithm = info.message_imprint.hash_algorithm
-        imprint = info.message_imprint.message
+        message_imprint = info.message_imprint
+        algorithm = message_imprint.hash_algorithm
+        imprint = message_imprint.message
     except ValueError:
         raise TimestampVerificationError(
             "timestamp.parse", "granted response without a readable TSTInfo"
@@ -114,12 +117,17 @@ def verify_timestamp(
                 "timestamp.chain",
                 f"token is not signed by a TSA chained to a trusted root: {_short(exc)}",
             ) from None
-        chain = trust.remember(parts, roots)
+        chain = trust.remember(parts, response, roots)
     # 6. encoding: every byte of the file is signed by the TSA or fixed by DER. A CMS
     # token has parts its signature does not cover (the certificate set, CRLs, unsigned
     # attributes, the status text); on the last record of a branch nothing else binds
     # the file, so those parts must be absent or exactly what verification used.
-    problem = None if parts is not None and parts.encoding_known_good() else encoding_problem(token_der)
+    if parts is None:
+        problem = encoding_problem(token_der)
+    elif parts.encoding_known_good():
+        problem = None
+    else:
+        problem = encoding_problem(token_der, parts.response)
     if problem:
         raise TimestampVerificationError("timestamp.encoding", problem)
     return VerifiedTimestamp(
@@ -136,7 +144,8 @@ def encoding_problem(token_der: bytes, parsed: Any = None) -> str | None:
 
     The form: DER (rfc3161-client's parser, which :func:`verify_timestamp` ran first,
     accepts DER only); a status with no text and no failure bits; one SignerInfo with no
-    unsigned attributes; no CRLs; and a certificate set holding only the signer's
+    unsigned attributes; no CRLs; the versions and digest algorithms RFC 5652 fixes
+    (:func:`_fixed_fields_problem`); and a certificate set holding only the signer's
     certificate and the issuers on its path (each once). So nothing can be added to or
     dropped from a token without the TSA's signature or this check noticing.
     ``parsed``: the asn1crypto ``TimeStampResp`` of exactly ``token_der``, when the caller
@@ -162,12 +171,15 @@ def encoding_problem(token_der: bytes, parsed: Any = None) -> str | None:
         field = signed["certificates"]
         sid = signers[0]["sid"]
         if isinstance(field, core.Void):
-            return None
-        # Every token of one TSA carries the same certificate set and signer id: judge
-        # each pair once (the parse of the certificates is most of this check's cost).
-        key = (field.dump(), sid.dump())
+            return _fixed_fields_problem(signed, signers[0])
+        # Every token of one TSA carries the same certificate set, signer id, versions and
+        # digest algorithms: judge them once (the parse of the certificates is most of
+        # this check's cost).
+        key = _encoding_key(signed, signers[0], field.dump(), sid.dump())
         if key not in _certificate_set_problems:
-            problem = _certificate_set_problem([c.chosen for c in field], sid)
+            problem = _fixed_fields_problem(signed, signers[0]) or _certificate_set_problem(
+                [c.chosen for c in field], sid
+            )
             with _verifiers_lock:
                 if len(_certificate_set_problems) >= _MAX_VERIFIERS:
                     _certificate_set_problems.clear()
@@ -177,31 +189,60 @@ def encoding_problem(token_der: bytes, parsed: Any = None) -> str | None:
         return f"the token cannot be read as a time-stamp response ({exc})"
 
 
+def _fixed_fields_problem(signed: Any, signer: Any) -> str | None:
+    """Why the unsigned numbers and lists of this SignedData are not the ones RFC 5652
+    fixes for a time-stamp token (a TSTInfo, X.509 certificates): SignedData version 3,
+    SignerInfo version 1 (issuer and serial number) or 3 (key identifier), and digest
+    algorithms that are exactly the signer's."""
+    version = signed["version"].native
+    if version != "v3":
+        return f"the SignedData version is {version}; a time-stamp token's is v3 (RFC 5652, 5.1)"
+    wanted = "v1" if signer["sid"].name == "issuer_and_serial_number" else "v3"
+    if signer["version"].native != wanted:
+        return f"the SignerInfo version is {signer['version'].native}; its signer id makes it {wanted} (RFC 5652, 5.3)"
+    if [a.dump() for a in signed["digest_algorithms"]] != [signer["digest_algorithm"].dump()]:
+        return "the SignedData's digest algorithms are not exactly its signer's"
+    return None
+
+
 def _certificate_set_problem(certificates: list[Any], sid: Any) -> str | None:
-    """Why this certificate set is not exactly the signer's path (each certificate once)."""
+    """Why this certificate set is not exactly the signer's path (each certificate once).
+
+    The path is followed by signatures, not names: a certificate is the issuer of the one
+    before it only if it has that issuer's name and its key verifies that certificate
+    (cryptography's ``verify_directly_issued_by``). So a certificate that merely carries
+    the name of a CA on the path (another TSA's root of the same name) is off the path.
+    """
     if not certificates:
         return None
     if sid.name != "issuer_and_serial_number":
         return None if len(certificates) == 1 else "certificates beyond the signer's path"
     wanted = (sid.chosen["issuer"].dump(), sid.chosen["serial_number"].native)
+    parsed = [x509.load_der_x509_certificate(c.dump()) for c in certificates]
     current = next(
-        (c for c in certificates if (c.issuer.dump(), c.serial_number) == wanted), None
+        (p for c, p in zip(certificates, parsed, strict=True) if (c.issuer.dump(), c.serial_number) == wanted), None
     )
     if current is None:
         return "the certificate set does not hold the signer's certificate"
     used = [current]
-    while current.issuer.dump() != current.subject.dump() and len(used) <= len(certificates):
-        issuer = next(
-            (c for c in certificates if c.subject.dump() == current.issuer.dump()), None
-        )
-        if issuer is None or issuer in used:
+    while current.issuer != current.subject and len(used) <= len(parsed):
+        issuer = next((c for c in parsed if c not in used and _issued_by(current, c)), None)
+        if issuer is None:
             break
         used.append(issuer)
         current = issuer
-    extra = len(certificates) - len(used)
+    extra = len(parsed) - len(used)
     if extra:
         return f"the certificate set holds {extra} certificate(s) off the signer's path"
     return None
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def _signer_name(response: rfc3161_client.TimeStampResponse) -> str:
