@@ -31,6 +31,7 @@ def _run(cli, tmp_path, keys, tsa, service, *, fleet=True):
         signer = load_signer(str(keys / "dev.key"))
         ledger_deployment(repo, signer, tsa.url, "api", "d-1", deployed_at="2026-01-05T09:30:00Z")
         ledger_deployment(repo, signer, tsa.url, "web", "w-1", deployed_at="2026-01-06T09:30:00Z")
+        ledger_deployment(repo, signer, tsa.url, "ops", "o-1", deployed_at="2026-01-07T09:30:00Z", training=False)
     path = tmp_path / "wf.yaml"
     path.write_text(PREDICTIVE)
     policy = tmp_path / "policy.yaml"
@@ -62,4 +63,13 @@ def test_no_history_at_all_says_so(cli, tmp_path, keys, tsa):
     assert steps["analyze_similar_past_deployments"]["summary"] == (
         f"skipped: {STEPS['analyze_similar_past_deployments']}: no deployment of api is in the verified history, "
         "nor of any other service"
+    )
+
+
+def test_a_service_whose_branches_were_left_out_says_how_many_and_why(cli, tmp_path, keys, tsa):
+    steps = _run(cli, tmp_path, keys, tsa, "ops")
+    # o-1 (no training record) is counted; this run's own branch (not sealed yet) is not
+    assert steps["predict_likely_impact"]["summary"] == (
+        f"skipped: {STEPS['predict_likely_impact']}: no deployment of ops is in the verified history "
+        "(its 1 evidence branch(es) were left out: no training record: 1)"
     )
