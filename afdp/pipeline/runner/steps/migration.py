@@ -127,6 +127,7 @@ def take_snapshot(
     *,
     cursor: str | None = None,
     since: float | None = None,
+    also: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Return the database's statistics now: ``database`` (pg_stat_database counters),
     ``statements`` (pg_stat_statements totals, with apart the totals of the statements on
@@ -144,6 +145,7 @@ def take_snapshot(
     cursors = [cursor]
     if reader != cursor and since is not None and cursor_drawn_at() > since + pgss.FRESH_AFTER_SECONDS:
         cursors.append(reader)
+    cursors += [c for c in also if c not in cursors]  # later steps' own, drawn after the baseline
     taken_locally = round(time.time(), 3)
     rows = _rows(run, collector, _DATABASE, values, server)
     after = ServerTime()
@@ -476,9 +478,12 @@ def _compare(run: RunState, params: Database, values: dict[str, Any]) -> StepRes
     started = time.monotonic()
     server = ServerTime()
     cursor, since = before.get("statements_cursor"), before.get("taken_locally")
+    start = run.records.get(params.baseline or "")
+    later = [r.result for r in run.records.values() if start is not None and r.sequence > start.sequence]
     after = take_snapshot(run, params.collector, values, server,
                           cursor=cursor if isinstance(cursor, str) else None,
-                          since=float(since) if isinstance(since, (int, float)) else None)
+                          since=float(since) if isinstance(since, (int, float)) else None,
+                          also=pgss.step_cursors(before, later))
     own, own_server_ms = _own_queries(run, params.baseline, before)
     comparison = compare_snapshots(before, after, params.op, own, own_server_ms)
     degraded = comparison["degraded_measures"]

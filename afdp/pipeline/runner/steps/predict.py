@@ -6,7 +6,8 @@ the ``correlation:`` figures use): only past deployments whose branches verify c
 and the deployment being run is never part of its own history. Each step's record
 cites the dataset digest and the record digests its numbers rest on. Without a trust
 policy, or with too little history, the step is recorded as ``skipped`` with the reason
-(``not enough history: N deployments, needs M``): never a made-up number.
+(``not enough history: N deployments, needs M``; with no row of the service, why, as
+``afdp predict`` says it): never a made-up number.
 
 - ``analyze_similar_past_deployments``: the nearest past deployments
   (:mod:`afdp.learn.similar`) and how often the pattern happened before; outputs
@@ -36,6 +37,7 @@ policy, or with too little history, the step is recorded as ``skipped`` with the
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from afdp.errors import AfdpError
@@ -124,7 +126,53 @@ def run_prediction(run: RunState, params: Predict) -> StepResult:
         "query": planned.to_json(),
     }
     handler = _HANDLERS[params.prediction]
-    return handler(run, params, rows, planned, base)
+    result = handler(run, params, rows, planned, base)
+    if not rows and result.status == "skipped":
+        # As `afdp predict` says it: by name, and which services do have history (a
+        # mistyped --service), looked up once per run (bounded) for every step.
+        note = _none_of(run, history)
+        reason = f"{result.result['reason']}: {note}"
+        result = replace(result, result={**result.result, "reason": reason}, summary=f"skipped: {reason}")
+    return result
+
+
+def _none_of(run: RunState, history: Any) -> str:
+    """Why the service has no row: only this deployment is in the history, its branches
+    were all left out (how many, why), or none exists (and the services that have one)."""
+    key = f"{run.run_id}:{run.request.repository}:{run.request.service}:none"
+    if key in _HISTORY:
+        return str(_HISTORY[key])
+    service = run.request.service
+    if history.rows:
+        note = f"only this deployment of {service} is in the verified history"
+    else:
+        note = f"no deployment of {service} is in the verified history"
+        # this run's own branch (not sealed yet) is never part of its history
+        own = f"/{service}/{run.request.deployment}"
+        others = [e for e in history.excluded if not str(e.branch).endswith(own)]
+        if others:
+            counts: dict[str, int] = {}
+            for item in others:
+                counts[item.category] = counts.get(item.category, 0) + 1
+            why = ", ".join(f"{c}: {n}" for c, n in sorted(counts.items()))
+            note += f" (its {len(others)} evidence branch(es) were left out: {why})"
+        else:
+            from afdp.learn.history import services_in_history
+            from afdp.learn.source import trust_of
+
+            try:
+                found, unreached = services_in_history(
+                    run.request.repository, trust_of(run.request.repository, run.request.trust_policy))
+            except AfdpError as exc:
+                found, unreached = [], 0
+                note += f" (other services could not be listed: {_one_line(exc.diagnostics())[:200]})"
+            if found:
+                more = f" (and {unreached} more service(s) with evidence branches)" if unreached else ""
+                note += f"; services that are: {', '.join(found)}{more}"
+            elif "could not" not in note:
+                note += ", nor of any other service"
+    _HISTORY[key] = note
+    return note
 
 
 def _similar(run: RunState, params: Predict, rows: list[dict[str, Any]], planned: Any, base: dict[str, Any]) -> StepResult:

@@ -81,6 +81,7 @@ def handle_query(run: RunState, step: Step, values: dict[str, Any]) -> StepResul
     # later leaves them out of the users' rollbacks).
     result["database_queries"] = queries
     result["database_ms"] = round(spent * 1000, 3)
+    result.update(read_through([provenance]))
     if outputs.get("alert"):
         # A monitor whose alert fired has found what it watches for: its step fails, and
         # the decision hears of it (a failed step never ends in mark_successful).
@@ -91,6 +92,18 @@ def handle_query(run: RunState, step: Step, values: dict[str, Any]) -> StepResul
         )
         return StepResult("failed", result, summary, error, provenance={"query": provenance})
     return StepResult("ok", result, summary, provenance={"query": provenance})
+
+
+def read_through(provenances: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cursor this process's PostgreSQL reads go through, and when it was drawn (this
+    machine's clock), when a read (its ``provenances``) was on PostgreSQL: a database
+    comparison in another process leaves this step's statements out as this run's too
+    (its ``run`` reading), as it does a snapshot's. Other databases: nothing."""
+    from afdp.pipeline.collectors.sql import cursor_drawn_at, cursor_name
+
+    if not any(p.get("dialect") == "postgresql" for p in provenances):
+        return {}
+    return {"read_through": cursor_name(), "read_through_drawn_at": round(cursor_drawn_at(), 3)}
 
 
 def _query_or_fallback(run: RunState, params: Query, values: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -130,6 +143,7 @@ def handle_check(run: RunState, step: Step, values: dict[str, Any]) -> StepResul
     checks: list[dict[str, Any]] = []
     provenance: dict[str, Any] = {}
     errors: list[str] = []
+    queries = 0
     for check in params.checks:
         entry: dict[str, Any] = {"name": check.name, "expect": _json_safe(check.expect)}
         try:
@@ -139,6 +153,7 @@ def handle_check(run: RunState, step: Step, values: dict[str, Any]) -> StepResul
             errors.append(f"{check.name}: {exc.diagnostics()}")
             checks.append(entry)
             continue
+        queries += 1
         rows = answer.rows
         got = _json_safe(next(iter(rows[0].values()))) if rows and rows[0] else None
         entry.update(actual=got, passed=_same(got, check.expect))
@@ -154,9 +169,11 @@ def handle_check(run: RunState, step: Step, values: dict[str, Any]) -> StepResul
         if not c["passed"] and "actual" in c
     ]
     status = "failed" if failed else "ok"
-    return StepResult(
-        status, {"outputs": outputs, "checks": checks}, summary, "; ".join(errors) or None, provenance
-    )
+    # The read-only transactions that answered (one that failed may not have begun: not
+    # counted, the users' rollbacks can only seem more) and the cursor they went through.
+    result = {"outputs": outputs, "checks": checks, "database_queries": queries,
+              **read_through(list(provenance.values()))}
+    return StepResult(status, result, summary, "; ".join(errors) or None, provenance)
 
 
 def _same(got: Any, expect: Any) -> bool:

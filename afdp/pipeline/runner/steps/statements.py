@@ -88,6 +88,26 @@ def listed_cursors(snapshot: dict[str, Any]) -> list[str]:
     return [c for c in listed if isinstance(c, str)] if isinstance(listed, list) else []
 
 
+def step_cursors(before: dict[str, Any], results: Sequence[Any]) -> list[str]:
+    """The cursors the SQL steps recorded after the baseline snapshot ``before`` read
+    through (``read_through``), those drawn after it (``read_through_drawn_at``, later
+    than its ``taken_locally`` by FRESH_AFTER_SECONDS): a later phase in a process of its
+    own has no statement on its cursor in the baseline, and its reads are this run's."""
+    from afdp.pipeline.collectors.sql import CURSOR_SHAPE
+
+    since = before.get("taken_locally")
+    if not isinstance(since, (int, float)) or isinstance(since, bool):
+        return []
+    found: list[str] = []
+    for result in results:
+        result = result if isinstance(result, dict) else {}
+        name, drawn = result.get("read_through"), result.get("read_through_drawn_at")
+        if (isinstance(name, str) and re.fullmatch(CURSOR_SHAPE, name) and isinstance(drawn, (int, float))
+                and not isinstance(drawn, bool) and drawn > since + FRESH_AFTER_SECONDS and name not in found):
+            found.append(name)
+    return found
+
+
 def separates_afdp(snapshot: dict[str, Any]) -> bool:
     statements = snapshot.get("statements")
     return isinstance(statements, dict) and all(
@@ -139,4 +159,4 @@ def reading(before: dict[str, Any], after: dict[str, Any], name: str) -> dict[st
 
 
 __all__ = ["FRESH_AFTER_SECONDS", "LEGACY_MARKS", "READINGS", "listed_cursors", "reading",
-           "separates_afdp", "totals_query"]
+           "separates_afdp", "step_cursors", "totals_query"]
