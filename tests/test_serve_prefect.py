@@ -278,10 +278,25 @@ def test_a_run_whose_worker_dies_resumes_on_the_other_worker(tmp_path, repo, key
 
 
 def _delete_automations(api: str, name: str) -> None:
-    found = httpx.post(f"{api}/automations/filter", json={}, timeout=60).json()
+    """Clean-up: the server answers 503 while its database is busy (seen under CI's load,
+    after the test itself had passed), so each call is retried for up to a minute."""
+    found = _with_retries(lambda: httpx.post(f"{api}/automations/filter", json={}, timeout=60)).json()
     for automation in found:
         if automation["name"] == name:
-            httpx.delete(f"{api}/automations/{automation['id']}", timeout=60).raise_for_status()
+            _with_retries(lambda a=automation: httpx.delete(f"{api}/automations/{a['id']}", timeout=60))
+
+
+def _with_retries(call):
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            response = call()
+            if response.status_code < 500 or time.monotonic() > deadline:
+                return response.raise_for_status()
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(2)
 
 
 def _descends(pid: int, ancestor: int) -> bool:
