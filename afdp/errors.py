@@ -16,10 +16,50 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_OPERATIONAL = 3
 
-#: Unicode categories a terminal acts on or hides rather than shows: controls (ESC
-#: sequences move the cursor and erase lines), format characters (bidi overrides reorder
-#: a line, zero-width characters hide), surrogates, private use, line/paragraph separators.
-_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+#: Unicode categories a terminal acts on or hides rather than shows: controls (C0, DEL
+#: and C1: ESC sequences move the cursor and erase lines), format characters (bidi
+#: overrides reorder a line, zero-width characters hide), surrogates, private use,
+#: line/paragraph separators. :func:`visible` shows them as escapes; :func:`hidden_character`
+#: (the rule for text that enters evidence) refuses them.
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+_INVISIBLE = HIDDEN_CATEGORIES
+#: Format characters free text may hold: the zero-width (non-)joiners that emoji
+#: sequences and Indic and Persian scripts need to read right. Bidi controls, zero-width
+#: spaces and the rest of the format category are never free text.
+_FREE_TEXT_FORMAT = frozenset({"\u200c", "\u200d"})
+
+
+def hidden_character(text: str, *, free_text: bool = False) -> str | None:
+    """Return the first character of ``text`` that would not show as itself, or None.
+
+    The one rule for text that enters evidence (``afdp import``'s fields, a deployment's
+    facts, an event's fields): names, ids, paths, people and versions may hold no
+    character :func:`visible` would escape (C0, DEL, C1, bidi overrides and isolates,
+    zero-width characters, surrogates, private use, line separators). ``free_text`` (a
+    commit message, a release title) also allows the zero-width joiners of emoji and
+    scripts that need them; every control and bidi character stays refused.
+    """
+    if text.isprintable():
+        return None
+    import unicodedata
+
+    for char in text:
+        if unicodedata.category(char) in HIDDEN_CATEGORIES and not (free_text and char in _FREE_TEXT_FORMAT):
+            return char
+    return None
+
+
+def describe_character(char: str) -> str:
+    """``U+202E (RIGHT-TO-LEFT OVERRIDE)``: a refused character, named for an error line."""
+    import unicodedata
+
+    name = {"\n": "a line break", "\r": "a carriage return", "\t": "a tab"}.get(char) or unicodedata.name(char, "")
+    if not name:
+        category = unicodedata.category(char)
+        name = {"Cc": "a control character", "Cs": "a lone surrogate", "Co": "a private-use character"}.get(
+            category, category
+        )
+    return f"U+{ord(char):04X} ({name})"
 
 
 def visible(text: str) -> str:

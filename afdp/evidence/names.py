@@ -4,13 +4,18 @@ Names end up in Git ref names, tree paths and commit messages, so they are check
 against a strict allow-list rather than a deny-list: ASCII letters and digits, then
 letters, digits, ``.``, ``_`` and ``-``; at most 100 characters; no ``..``; not ending
 in ``.lock`` or ``.``. Anything else is refused with a clear error.
+
+Text that is no name but still enters evidence (a deployer, a version, a changed file's
+path, a commit message) is checked by :func:`check_text`: the one rule
+(:func:`afdp.errors.hidden_character`) that keeps controls, DEL, C1, bidi and zero-width
+characters out of what is signed, so evidence never shows other than it reads.
 """
 
 from __future__ import annotations
 
 import re
 
-from afdp.errors import UsageError
+from afdp.errors import UsageError, describe_character, hidden_character
 
 BRANCH_PREFIX = "refs/heads/afdp/"
 #: ``afdp/models/<service>`` holds the impact models of ``<service>`` (afdp.learn.model):
@@ -35,6 +40,24 @@ def check_name(value: str, *, what: str) -> str:
     if ".." in value or value.endswith((".lock", ".")):
         raise UsageError(
             f"invalid {what} name {value!r}: '..', a trailing '.' or '.lock' is not allowed"
+        )
+    return value
+
+
+def check_text(value: str, *, what: str, free_text: bool = False) -> str:
+    """Return ``value`` if it shows as itself (:func:`afdp.errors.hidden_character`).
+
+    ``free_text``: a message or title, which may also hold the zero-width joiners of emoji
+    and of scripts that need them; a name, id, path, person or version may not.
+
+    Raises:
+        UsageError: naming ``what`` and the refused character (never printing it raw).
+    """
+    char = hidden_character(value, free_text=free_text)
+    if char is not None:
+        raise UsageError(
+            f"{what} holds {describe_character(char)}: evidence text may hold no control, "
+            "bidi or zero-width character (it would show other than it reads)"
         )
     return value
 

@@ -13,13 +13,12 @@ import csv
 import io
 import json
 import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from afdp.errors import UsageError
+from afdp.errors import UsageError, describe_character, hidden_character
 from afdp.evidence import records as rec
 from afdp.evidence.files import read_at_most
 from afdp.evidence.names import branch_ref
@@ -185,9 +184,15 @@ def _files(path: Path, where: str, name: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
         raise _fail(path, where, name, "expected a list of file paths (strings)")
     files = tuple(f.strip() for f in value if f.strip())
-    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for f in files for c in f):
-        raise _fail(path, where, name, "a path contains control characters or a line break")
+    for file in files:
+        char = hidden_character(file)
+        if char is not None:
+            raise _fail(path, where, name, f"a path holds {describe_character(char)}: {_NOT_SHOWN}")
     return files
+
+
+#: why a field with a hidden character is refused (it would be signed into evidence)
+_NOT_SHOWN = "evidence text may hold no control, bidi or zero-width character (it would show other than it reads); nothing was written"
 
 
 def _fail(path: Path, where: str, name: str, problem: str) -> UsageError:
@@ -211,14 +216,18 @@ def _time(path: Path, where: str, name: str, value: Any) -> datetime:
         raise _fail(path, where, name, f"{value[:40]!r} is out of range in UTC") from None
 
 
-def _text(path: Path, where: str, name: str, value: Any) -> str | None:
+def _text(path: Path, where: str, name: str, value: Any, *, free_text: bool = False) -> str | None:
+    """A field as text. The rule of :func:`afdp.errors.hidden_character` decides what it
+    may hold: no control (C0, DEL, C1), bidi or zero-width character, nor a line break;
+    ``free_text`` (a commit message or release title) also the zero-width joiners."""
     if value is None:
         return None
     if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise _fail(path, where, name, f"expected text, got {type(value).__name__}")
     text = str(value).strip()
-    if any(ord(c) < 32 for c in text):
-        raise _fail(path, where, name, "contains control characters")
+    char = hidden_character(text, free_text=free_text)
+    if char is not None:
+        raise _fail(path, where, name, f"holds {describe_character(char)}: {_NOT_SHOWN}")
     return text[:500] or None
 
 
@@ -305,7 +314,7 @@ def _read_csv(path: Path, text: str, service: str) -> list[PastDeployment]:
                 deployment_size=size,
                 branch=_text(path, where, "branch", values.get("branch") or None),
                 commit_message=_text(
-                    path, where, "commit_message", values.get("commit_message") or None
+                    path, where, "commit_message", values.get("commit_message") or None, free_text=True
                 ),
                 skip=(
                     f"row names service {row_service!r}, not {service!r}"
@@ -370,7 +379,7 @@ def _github_deployment(path: Path, index: int, item: dict[str, Any]) -> PastDepl
         environment=_text(path, where, "environment", item.get("environment")),
         version=_text(path, where, "payload.version", payload.get("version")),
         branch=_text(path, where, "ref", item.get("ref")),
-        commit_message=_text(path, where, "description", item.get("description")),
+        commit_message=_text(path, where, "description", item.get("description"), free_text=True),
         deployment_size=size
         if isinstance(size, int) and not isinstance(size, bool) and size >= 0
         else None,
@@ -405,7 +414,7 @@ def _github_release(path: Path, index: int, item: dict[str, Any]) -> PastDeploym
         branch=None if is_sha else target,
         deployer=_login(path, where, "author", item.get("author")),
         version=version,
-        commit_message=_text(path, where, "name", item.get("name")),
+        commit_message=_text(path, where, "name", item.get("name"), free_text=True),
         skip=skip,
     )
 

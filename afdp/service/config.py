@@ -27,6 +27,7 @@ import yaml
 
 from afdp.errors import ConfigurationError
 from afdp.evidence.names import check_name, check_not_models
+from afdp.evidence.yamldata import load_yaml
 
 DEFAULT_RETRIES = 2
 DEFAULT_RETRY_DELAY = 30
@@ -77,9 +78,11 @@ def load_services(path: Path) -> Services:
         ConfigurationError: unreadable, not YAML, or a service entry that is wrong (exit 2).
     """
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = load_yaml(path.read_text(encoding="utf-8"))  # bounded: aliases, depth
     except OSError as exc:
         raise ConfigurationError(f"cannot read services file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"services file {path} is not UTF-8 text: {exc.reason}") from exc
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"services file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(document, Mapping) or not isinstance(document.get("services"), Mapping):

@@ -300,8 +300,10 @@ def trust_material_digest(path: Path) -> str:
     except OSError as exc:
         raise ConfigurationError(f"cannot read trust policy {path}: {exc.strerror or exc}") from exc
     digest = hashlib.sha256(b"afdp-trust-material\0" + data)
+    from afdp.evidence.yamldata import load_yaml
+
     try:
-        document = yaml.safe_load(data)
+        document = load_yaml(data)  # bounded, as the policy's own loader reads it
     except yaml.YAMLError:
         document = None  # loading it fails with the reason
     section = document.get("sigstore") if isinstance(document, dict) else None

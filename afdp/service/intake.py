@@ -21,13 +21,12 @@ import hashlib
 import hmac
 import json
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from afdp.errors import UsageError
+from afdp.errors import UsageError, hidden_character
 from afdp.evidence.names import check_name
 from afdp.pipeline.runner.request import TEAM_PATTERN
 from afdp.service.config import ServiceConfig, Services
@@ -158,13 +157,12 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-#: Unicode categories no fact of a deployment may hold: controls (a newline, an escape
-#: sequence, NUL), invisible formatting (bidi overrides, zero-width joiners) and line or
-#: paragraph separators. Python's regex ``$`` matches before a final newline, so a schema
-#: pattern ``^...$`` alone lets ``"payments\n"`` through; and a fact that prints other than
-#: it reads (a right-to-left override in a deployer's name) misleads whoever reads the
-#: dashboard or the evidence.
-_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+# An event's text follows the one rule for text entering evidence
+# (afdp.errors.hidden_character): no control (a newline, an escape sequence, NUL, DEL, C1),
+# bidi or zero-width character, surrogate or line separator. Python's regex ``$`` matches
+# before a final newline, so a schema pattern ``^...$`` alone lets ``"payments\n"``
+# through; and a fact that prints other than it reads (a right-to-left override in a
+# deployer's name) misleads whoever reads the dashboard or the evidence.
 
 
 def check_text(value: Any, what: str) -> None:
@@ -177,10 +175,10 @@ def check_text(value: Any, what: str) -> None:
     while stack:
         where, item = stack.pop()
         if isinstance(item, str):
-            for char in item:
-                if unicodedata.category(char) in _INVISIBLE:
-                    raise EventRejected(400, "malformed", f"{where} holds a control character "
-                                        f"(U+{ord(char):04X}); event fields are single-line visible text")
+            char = hidden_character(item, free_text=where.endswith(".commit_message"))
+            if char is not None:
+                raise EventRejected(400, "malformed", f"{where} holds a control character "
+                                    f"(U+{ord(char):04X}); event fields are single-line visible text")
         elif isinstance(item, Mapping):
             stack.extend((f"{where}.{key}", key) for key in item)
             stack.extend((f"{where}.{key}", v) for key, v in item.items())

@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from afdp.errors import UsageError
+from afdp.evidence.yamldata import MAX_DEPTH, MAX_NODES
 from afdp.workflow.findings import Finding, WorkflowInvalid, format_path
 
 MAX_BYTES = 1024 * 1024
-MAX_DEPTH = 64
-MAX_VALUES = 200_000
+# The bounds of every other YAML AFDP reads (afdp.evidence.yamldata); this loader walks
+# libyaml's events itself to keep each value's line and column, within the same bounds.
+MAX_VALUES = MAX_NODES
 MAX_INT = 2**53 - 1  # I-JSON: integers beyond this are not portable (RFC 8785 refuses them)
 
 DocPath = tuple[str | int, ...]

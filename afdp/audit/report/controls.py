@@ -18,6 +18,7 @@ import yaml
 from afdp.audit.report.evidence import Findings, RecordView
 from afdp.errors import ConfigurationError, SchemaError
 from afdp.evidence import schemas
+from afdp.evidence.yamldata import load_yaml
 from afdp.verify.verifier import BranchReport
 
 SCHEMA = "controls.v1"
@@ -93,7 +94,8 @@ def load_controls(path: Path | None = None) -> tuple[Control, ...]:
             raise ConfigurationError(
                 f"control mapping {path} is larger than {MAX_CONTROLS_BYTES >> 20} MiB"
             )
-        document = yaml.safe_load(data.decode("utf-8"))
+        # bounded (aliases, depth): a mapping may come with a package or from another team
+        document = load_yaml(data.decode("utf-8"))
     except OSError as exc:
         raise ConfigurationError(
             f"cannot read control mapping {path}: {exc.strerror or exc}"

@@ -106,7 +106,8 @@ class DeploymentInfo:
 
         Raises:
             UsageError: an unknown field, a ``deployed_at`` that is not RFC 3339, a
-                ``team`` that is not a team name (:func:`check_team`).
+                ``team`` that is not a team name (:func:`check_team`), a fact holding a
+                control, bidi or zero-width character (:func:`check_facts`).
         """
         data = dict(data or {})
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
@@ -119,6 +120,7 @@ class DeploymentInfo:
             except ValueError as exc:
                 raise UsageError(f"deployed_at {deployed!r} is not an RFC 3339 time") from exc
         data["changed_files"] = tuple(data.get("changed_files") or ())
+        check_facts(data)
         if data.get("image") is not None:
             rec.parse_image(data["image"])  # an image is named by digest, or refused
         if data.get("team") is not None:
@@ -150,6 +152,26 @@ class DeploymentInfo:
             "source_repository": self.source_repository,
             "deployed_at": rec.format_time(self.deployed_at) if self.deployed_at else None,
         }
+
+
+def check_facts(data: Mapping[str, Any]) -> None:
+    """Refuse a deployment fact that would show other than it reads, before it is signed.
+
+    One rule (:func:`afdp.evidence.names.check_text`) for every way facts arrive (``afdp
+    run``'s options, an event, an imported history): a commit message is free text, every
+    other fact (a person, a version, a path) a name-like text.
+
+    Raises:
+        UsageError: naming the fact and the character.
+    """
+    from afdp.evidence.names import check_text
+
+    for key, value in data.items():
+        if isinstance(value, str):
+            check_text(value, what=f"deployment {key}", free_text=key == "commit_message")
+    for path in data.get("changed_files") or ():
+        if isinstance(path, str):
+            check_text(path, what="deployment changed file")
 
 
 def check_team(team: Any) -> str:
