@@ -190,6 +190,17 @@ def read_inputs(env: Mapping[str, str]) -> ActionInputs:
     )
 
 
+def command_data(text: str) -> str:
+    """``text`` as the data of a GitHub workflow command (``::error::...``): one line, as
+    GitHub's toolkit escapes it (``%`` ``\\r`` ``\\n``), so a message quoting evidence cannot
+    start a command of its own (``\\n::add-mask::...``), and every other hidden character
+    shown as an escape (:func:`afdp.errors.visible`)."""
+    from afdp.errors import visible
+
+    escaped = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return visible(escaped)
+
+
 def redact(text: str) -> str:
     """Hide credentials in URLs (``https://user:token@host`` -> ``https://***@host``)."""
     return re.sub(r"(\w+://)[^/@\s]+@", r"\1***@", text)
@@ -515,7 +526,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         result = run_action(environment)
     except AfdpError as exc:
-        print(f"::error title=AFDP::{redact(exc.diagnostics())}", file=sys.stderr)
+        print(f"::error title=AFDP::{command_data(redact(exc.diagnostics()))}", file=sys.stderr)
         return exc.exit_code
     write_outputs(environment, result)
     print(

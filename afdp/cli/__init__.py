@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> Any:
         _fail_json(wants_json, message, exc.exit_code)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"Error: {visible(exc.format_message())}", err=True)  # as exc.show(), shown
         _fail_json(wants_json, exc.format_message(), exc.exit_code)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

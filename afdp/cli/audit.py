@@ -5,7 +5,6 @@ Thin: parse, call one library function, print. ``afdp report`` never imports Pre
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from afdp.cli.output import echo, emit_json
 from afdp.errors import EXIT_FAILED, UsageError
 
 
@@ -154,21 +154,18 @@ def report_cmd(
         verify_command=_verify_command(repository, service, deployment, trust_path),
     )
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "verdict": report.verdict,
-                    "headline": report.headline,
-                    "out": str(out),
-                    "format": fmt,
-                    "deployments": [s.name for s in report.sections],
-                },
-                indent=2,
-            )
+        emit_json(
+            {
+                "verdict": report.verdict,
+                "headline": report.headline,
+                "out": str(out),
+                "format": fmt,
+                "deployments": [s.name for s in report.sections],
+            }
         )
     else:
-        click.echo(report.headline)
-        click.echo(f"wrote {fmt.upper()} report {out}")
+        echo(report.headline)
+        echo(f"wrote {fmt.upper()} report {out}")
     if report.verdict != VERIFIED and not (report.verdict == "UNSEALED" and allow_unsealed):
         sys.exit(EXIT_FAILED)
 
@@ -229,28 +226,25 @@ def export_cmd(
         controls_path=controls_path,
     )
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "verdict": package.verdict,
-                    "headline": package.headline,
-                    "folder": str(package.folder),
-                    "bundle": str(package.bundle),
-                    "branch": package.ref,
-                    "head": package.head,
-                    "record_count": package.record_count,
-                },
-                indent=2,
-            )
+        emit_json(
+            {
+                "verdict": package.verdict,
+                "headline": package.headline,
+                "folder": str(package.folder),
+                "bundle": str(package.bundle),
+                "branch": package.ref,
+                "head": package.head,
+                "record_count": package.record_count,
+            }
         )
     else:
-        click.echo(package.headline)
-        click.echo(
+        echo(package.headline)
+        echo(
             f"wrote evidence package {package.folder}/ ({package.bundle.name}, trust/, report.html, README.md)"
         )
         folder = shlex.quote(str(package.folder))
-        click.echo(f"verify it with your own trust policy: afdp verify --bundle {folder} --trust TRUST.yaml")
-        click.echo(
+        echo(f"verify it with your own trust policy: afdp verify --bundle {folder} --trust TRUST.yaml")
+        echo(
             f"(without --trust it checks against the package's own policy, prints the fingerprints "
             f"to compare out of band, and exits 1: see {folder}/README.md)"
         )

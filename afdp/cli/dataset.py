@@ -8,7 +8,6 @@ Thin: parse, call one library function (:mod:`afdp.learn.dataset`,
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import Any
 
 import click
 
+from afdp.cli.output import console, echo, emit_json
 from afdp.errors import EXIT_FAILED, UsageError
 
 _repo_option = click.option(
@@ -30,10 +30,6 @@ _trust_option = click.option(
     help="The auditor's trust policy (never taken from the evidence).",
 )
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-
-
-def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
 
 
 def _when(value: str | None, option: str) -> datetime | None:
@@ -54,15 +50,14 @@ def _progress(what: str) -> Iterator[Callable[[int, int], None] | None]:
     if not sys.stderr.isatty():
         yield None
         return
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn(what),
+        TextColumn(what, markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=console(stderr=True),
         transient=True,
     ) as bar:
         task = bar.add_task(what, total=None)
@@ -127,16 +122,16 @@ def export_cmd(
             progress=progress,
         )
     if as_json:
-        _emit_json({"ok": True, **result.to_json()})
+        emit_json({"ok": True, **result.to_json()})
         return
     history = result.history
-    click.echo(
+    echo(
         f"wrote {len(history.rows)} row(s) to {result.path} ({result.format}), datasheet {result.datasheet_path}"
     )
-    click.echo(f"  considered {history.considered} branch(es), used {len(history.rows)}, left out {len(history.excluded)}")
+    echo(f"  considered {history.considered} branch(es), used {len(history.rows)}, left out {len(history.excluded)}")
     for reason, count in history.excluded_by_reason().items():
-        click.echo(f"    {count} x {reason}")
-    click.echo(f"  dataset digest sha256:{history.digest}")
+        echo(f"    {count} x {reason}")
+    echo(f"  dataset digest sha256:{history.digest}")
 
 
 @click.command("replay")
@@ -175,7 +170,7 @@ def replay_cmd(
         assert deployment is not None
         outcome = ReplaySet((replay_deployment(repository, policy=policy, service=service, deployment=deployment, workflow=workflow),))
     if as_json:
-        _emit_json(outcome.to_json())
+        emit_json(outcome.to_json())
     elif workflow is not None or all_branches:
         _print_table(outcome)
     else:
@@ -194,28 +189,27 @@ def _decision_text(decision: dict[str, Any] | None) -> str:
 def _print_one(replay: Any) -> None:
     head = f"{replay.service}/{replay.deployment}"
     if replay.status == "identical":
-        click.echo(
+        echo(
             f"IDENTICAL {head}: {', '.join(replay.steps)} recomputed from the recorded samples equal the "
             f"recorded canonical form bit for bit (afdp {replay.running_version}); decision {_decision_text(replay.recomputed_decision)}"
         )
         return
-    click.echo(f"{replay.status.upper()} {head}: recomputed {', '.join(replay.steps)}")
+    echo(f"{replay.status.upper()} {head}: recomputed {', '.join(replay.steps)}")
     note = replay.version_note()
     if note:
-        click.echo(f"  {note}")
+        echo(f"  {note}")
     if replay.same_bits:
-        click.echo("  the recomputed analysis and decision equal the recorded ones bit for bit")
-    click.echo(
+        echo("  the recomputed analysis and decision equal the recorded ones bit for bit")
+    echo(
         f"  decision recorded {_decision_text(replay.recorded_decision)}, recomputed {_decision_text(replay.recomputed_decision)}"
     )
     for difference in replay.differences:
-        click.echo(f"  {difference}")
+        echo(f"  {difference}")
     if replay.more_differences:
-        click.echo(f"  ... and {replay.more_differences} more difference(s) (--json shows the first ones too)")
+        echo(f"  ... and {replay.more_differences} more difference(s) (--json shows the first ones too)")
 
 
 def _print_table(outcome: Any) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("deployment", "recorded decision", "decision now", "status")
@@ -229,7 +223,7 @@ def _print_table(outcome: Any) -> None:
         )
     for refused in outcome.refused:
         table.add_row(refused.branch.rsplit("/", 1)[-1], "-", "-", f"REFUSED: {refused.reason}")
-    Console(width=200).print(table)
+    console(width=200).print(table)
     notes = {r.version_note() for r in outcome.replays if r.version_note()}
     for note in sorted(n for n in notes if n):
-        click.echo(f"note: {note}")
+        echo(f"note: {note}")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from afdp.cli.output import echo, emit_json
 from afdp.cli.run import _parse_set, _tsa_urls
 from afdp.errors import UsageError
 
@@ -145,9 +144,7 @@ def import_cmd(
             )
             if item.failed_steps:
                 extra += f"; failed steps: {', '.join(item.failed_steps)}"
-        click.echo(
-            f"{what} {item.deployment} ({item.where}, deployed {item.described_time}){extra}"
-        )
+        echo(f"{what} {item.deployment} ({item.where}, deployed {item.described_time}){extra}")
 
     outcome = import_history(
         history=path,
@@ -167,12 +164,12 @@ def import_cmd(
         team=team,
     )
     if as_json:
-        click.echo(json.dumps(outcome.to_json(), indent=2))
+        emit_json(outcome.to_json())
         return
     done = outcome.count("imported") + outcome.count("resumed")
     verb = "would import" if dry_run else "imported"
     count = outcome.count("would_import") if dry_run else done
-    click.echo(
+    echo(
         f"{verb} {count}, skipped {outcome.count('skipped')} of {len(outcome.deployments)} "
         f"deployment(s) from {path}"
         + (
@@ -180,5 +177,4 @@ def import_cmd(
             if dry_run
             else f"; every record is marked imported: check with afdp verify --repo {repository} --all --trust TRUST.yaml"
         ),
-        file=sys.stdout,
     )

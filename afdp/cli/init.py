@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from afdp.cli.options import _emit_json, json_option
+from afdp.cli.output import echo
 from afdp.errors import StorageError, UsageError
 
 
@@ -40,15 +41,15 @@ def init_cmd(path: Path, bare: bool, examples: bool, as_json: bool) -> None:
             {"repository": str(path), "created": created, "examples": [str(p) for p in copied]}
         )
     else:
-        click.echo(f"{'Created' if created else 'Adopted'} evidence repository {path}")
+        echo(f"{'Created' if created else 'Adopted'} evidence repository {path}")
         for example in copied:
-            click.echo(f"Wrote example workflow {example}")
+            echo(f"Wrote example workflow {example}")
         if examples:
             from afdp.workflow.starter import example_files, guide_files
 
             kept = len(example_files()) + len(guide_files()) - len(copied)
             if kept:
-                click.echo(f"Kept {kept} example workflow(s) already in {path / 'workflows'} (never overwritten)")
+                echo(f"Kept {kept} example workflow(s) already in {path / 'workflows'} (never overwritten)")
 
 
 @click.group("keys")
@@ -77,8 +78,8 @@ def keys_generate_cmd(path: Path, force: bool, as_json: bool) -> None:
             }
         )
     else:
-        click.echo(f"Wrote {generated.private_path} (private, 0600) and {generated.public_path}")
-        click.echo(f"keyid {generated.keyid}")
+        echo(f"Wrote {generated.private_path} (private, 0600) and {generated.public_path}")
+        echo(f"keyid {generated.keyid}")
 
 
 @keys_group.command("allowed-signers")
@@ -101,7 +102,7 @@ def keys_allowed_signers_cmd(public_key: Path, principal: str) -> None:
         pem = public_key.read_bytes()
     except OSError as exc:
         raise ConfigurationError(f"cannot read {public_key}: {exc.strerror or exc}") from exc
-    click.echo(allowed_signers_line(pem, principal=principal))
+    echo(allowed_signers_line(pem, principal=principal))
 
 
 @click.group("trust")
@@ -203,6 +204,6 @@ def trust_init_cmd(
     if as_json:
         _emit_json(summary)
     else:
-        click.echo(
+        echo(
             f"Wrote trust policy {path}: {len(policy.signers)} signer(s), {len(policy.tsa_roots_pem)} TSA root(s)"
         )

@@ -11,18 +11,8 @@ from pathlib import Path
 import click
 
 from afdp.cli.options import _emit_json, deployment_option, json_option, repo_option, service_option
+from afdp.cli.output import echo, write_source
 from afdp.errors import EXIT_FAILED, UsageError
-
-
-def _write_bytes(data: bytes) -> None:
-    """Write ``data`` to stdout byte for byte (a text-only stream gets the same bytes as text)."""
-    sys.stdout.flush()
-    buffer = getattr(sys.stdout, "buffer", None)
-    if buffer is None:
-        sys.stdout.write(data.decode("utf-8", "surrogateescape"))
-        return
-    buffer.write(data)
-    buffer.flush()
 
 
 @click.command("log")
@@ -73,7 +63,7 @@ def log_cmd(
             why = source.note if source is not None else "the genesis record names no such file"
             raise UsageError(f"no stored {show_source} to show: {why}")
         if trust is not None and not source.verified:
-            click.echo(f"afdp: {source.file}: {source.note}", err=True)
+            echo(f"afdp: {source.file}: {source.note}", err=True)
             sys.exit(EXIT_FAILED)
         if as_json:
             import base64
@@ -82,8 +72,8 @@ def log_cmd(
                         "content_base64": base64.b64encode(source.data).decode()})
         else:
             if not source.verified:
-                click.echo(f"afdp: warning: {source.file} is {source.note}", err=True)
-            _write_bytes(source.data)
+                echo(f"afdp: warning: {source.file} is {source.note}", err=True)
+            write_source(source.data)
         return
     story = read_story(repository, service=service, deployment=deployment, trust=trust)
     if as_json:

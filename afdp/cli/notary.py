@@ -14,6 +14,8 @@ from types import FrameType
 
 import click
 
+from afdp.cli.output import echo, emit_json
+
 DEFAULT_PORT = 3161
 
 
@@ -43,25 +45,20 @@ def tsa_init_cmd(directory: Path, common_name: str, force: bool, as_json: bool) 
 
     files = init_tsa(directory, common_name=common_name, force=force)
     if as_json:
-        import json
-
-        click.echo(
-            json.dumps(
-                {
-                    "directory": str(files.directory),
-                    "root": str(files.root),
-                    "certificate": str(files.certificate),
-                    "key": str(files.key),
-                    "root_sha256": files.root_sha256,
-                },
-                indent=2,
-            )
+        emit_json(
+            {
+                "directory": str(files.directory),
+                "root": str(files.root),
+                "certificate": str(files.certificate),
+                "key": str(files.key),
+                "root_sha256": files.root_sha256,
+            }
         )
         return
-    click.echo(f"Wrote {files.root} (root CA: pin it with 'afdp trust init --tsa-root')")
-    click.echo(f"      {files.certificate} (TSA certificate) and {files.key} (private, 0600)")
-    click.echo(f"root sha256 {files.root_sha256}")
-    click.echo(DEV_TSA_WARNING)
+    echo(f"Wrote {files.root} (root CA: pin it with 'afdp trust init --tsa-root')")
+    echo(f"      {files.certificate} (TSA certificate) and {files.key} (private, 0600)")
+    echo(f"root sha256 {files.root_sha256}")
+    echo(DEV_TSA_WARNING)
 
 
 @tsa_group.command("serve")
@@ -97,9 +94,9 @@ def tsa_serve_cmd(directory: Path, port: int, host: str) -> None:
     previous = signal.signal(signal.SIGTERM, stop)
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        click.echo(f"AFDP TSA serving {directory} at {server.url}")
-        click.echo(DEV_TSA_WARNING)
-        click.echo(f"Use: afdp record ... --tsa {server.url}   (Ctrl-C to stop)")
+        echo(f"AFDP TSA serving {directory} at {server.url}")
+        echo(DEV_TSA_WARNING)
+        echo(f"Use: afdp record ... --tsa {server.url}   (Ctrl-C to stop)")
         sys.stdout.flush()
         server.wait()
     except KeyboardInterrupt:
@@ -108,4 +105,4 @@ def tsa_serve_cmd(directory: Path, port: int, host: str) -> None:
         server.close()
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
-    click.echo("AFDP TSA stopped")
+    echo("AFDP TSA stopped")

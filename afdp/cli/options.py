@@ -5,7 +5,6 @@ Nothing heavy is imported here: the signer is loaded inside :func:`_signer`.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,9 @@ _TSA_ENV = "AFDP_TSA_URLS"
 
 
 def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=False, default=str))
+    from afdp.cli.output import emit_json
+
+    emit_json(value)
 
 
 def _tsa_urls(values: tuple[str, ...]) -> list[str]:

@@ -1,4 +1,20 @@
-"""Human output for the CLI: rich tables and progress (only when stdout is a terminal).
+"""Human output for the CLI: every line, table and progress bar a command prints for a
+human goes through this module, which shows evidence text as text.
+
+Names, reasons, summaries, commit subjects, signer names and label values printed here
+come from evidence branches, packages, remotes, history files and the service: someone
+else wrote them. So the default is that text is never obeyed:
+
+- :func:`echo` prints lines, each through :func:`afdp.errors.visible` (an ESC sequence,
+  a bidi override or a zero-width character shows as an escape, ``\\x1b``);
+- :func:`console` is the one rich console a command prints with: it reads no markup and
+  no emoji codes in any string (``[bold red]VERIFIED[/]`` in evidence prints as itself),
+  and every string it renders, in a table cell, a title or a line, goes through
+  :func:`~afdp.errors.visible`. Styles are AFDP's own, given as :func:`styled` text;
+- :func:`plain_rows` prints tab-separated rows for a pipe;
+- :func:`emit_json` prints ``--json``: exact characters (JSON escapes what it must).
+
+``tests/test_hostile_cli_output.py`` checks that no command module prints any other way.
 
 rich is imported on first output, not with this module, so ``afdp verify --json`` never
 pays for it (tests/test_cli_startup.py). Nor does a verdict printed to a pipe or a file
@@ -11,25 +27,144 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+
+import click
 
 from afdp.errors import visible
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
     from afdp.verify.verifier import BranchReport, ProgressCallback
 
 
+# --- the ways a command prints for a human ------------------------------------------------
+
+
+def echo(text: str = "", *, err: bool = False) -> None:
+    """Print ``text`` as one line on stdout (``err``: stderr), shown as it is: a character
+    a terminal would act on or hide (a line break in a reason too) is written as an escape,
+    so no text can start a line of its own."""
+    click.echo(visible(str(text)), err=err)
+
+
+def echo_lines(lines: Iterable[str], *, err: bool = False) -> None:
+    """Print each of ``lines`` as :func:`echo` does (AFDP's own multi-line messages)."""
+    for text in lines:
+        echo(text, err=err)
+
+
+def emit_json(value: Any, *, ensure_ascii: bool = True, sort_keys: bool = False) -> None:
+    """Print ``value`` as indented JSON: the exact characters of the evidence (JSON writes
+    a control character as ``\\u001b`` itself, so nothing reaches the terminal raw)."""
+    click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=ensure_ascii, sort_keys=sort_keys))
+
+
+def plain_rows(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Print a header line (none for no ``columns``) and one tab-separated line per row
+    (for ``grep`` and ``cut``): each cell on one line, whitespace runs as one space,
+    hidden characters as escapes."""
+    for values in (columns, *rows) if columns else rows:
+        click.echo("\t".join(" ".join(visible(str(value)).split()) for value in values))
+
+
+def styled(text: str, style: str = "") -> Text:
+    """``text`` as a rich :class:`~rich.text.Text` in AFDP's own ``style``: shown with
+    :func:`~afdp.errors.visible`, never read as markup (the way to colour a word)."""
+    from rich.text import Text
+
+    return Text(visible(text), style=style)
+
+
+def line(*parts: str | tuple[str, str]) -> Text:
+    """One line of text and ``(text, style)`` parts, each shown as :func:`styled` does."""
+    from rich.text import Text
+
+    return Text.assemble(*((visible(p[0]), p[1]) if isinstance(p, tuple) else visible(p) for p in parts))
+
+
+def console(*, stderr: bool = False, width: int | None = None) -> Console:
+    """The rich console every command prints tables and styled lines with.
+
+    No string it renders is markup or an emoji code, whatever a caller passes
+    (``markup=True`` included), and every string (a table cell, a title, a line) is shown
+    with :func:`~afdp.errors.visible`; colour comes from :func:`styled` text. Piped or
+    redirected output is never hard-wrapped (a reason split mid-sentence breaks grep).
+    ``width``: a fixed width (a wide table a pipe should not squeeze).
+    """
+    return _text_console(stderr, width)
+
+
+@functools.cache
+def _text_console(stderr: bool, width: int | None) -> Console:
+    from rich.console import Console
+
+    class TextConsole(Console):
+        def render_str(self, text: str, **options: Any) -> Text:
+            options.update(markup=False, emoji=False)
+            return super().render_str(visible(text), **options)
+
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    return TextConsole(stderr=stderr, width=width, highlight=False, markup=False, emoji=False, soft_wrap=not terminal)
+
+
+def show_log_records(name: str) -> None:
+    """Show every message of logger ``name`` as :func:`~afdp.errors.visible` text (one
+    line each): ``afdp serve``'s log lines quote delivery ids, service names and errors
+    that came with requests and runs."""
+    import logging
+
+    class VisibleRecords(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            message = record.getMessage()
+            shown = visible(message)
+            if shown != message:
+                record.msg, record.args = shown, None
+            return True
+
+    logger = logging.getLogger(name)
+    if not any(type(f).__name__ == "VisibleRecords" for f in logger.filters):
+        logger.addFilter(VisibleRecords())
+
+
+def write_source(data: bytes) -> None:
+    """Write a stored file's bytes: exactly, to a pipe or a file (so its digest can be
+    checked); on a terminal, as text with every hidden character shown as an escape."""
+    try:
+        terminal = sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        terminal = False
+    if terminal:
+        echo_lines(data.decode("utf-8", "backslashreplace").removesuffix("\n").split("\n"))
+        return
+    sys.stdout.flush()
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(data.decode("utf-8", "surrogateescape"))
+        return
+    buffer.write(data)
+    buffer.flush()
+
+
+# --- afdp verify's verdict lines (a markup console: only :func:`escape`d text reaches it) --
+
+
 @functools.cache
 def _stdout_console() -> Console:
-    # Piped or redirected output is never hard-wrapped (a reason split mid-sentence is
-    # unreadable in a CI log and breaks grep). Text read from evidence is always escaped:
-    # a summary such as "[/x]" must print as itself, never as rich markup.
+    # The console of :func:`_say` and nothing else: its lines are AFDP's own markup
+    # around :func:`escape`d evidence text. Piped or redirected output is never
+    # hard-wrapped (a reason split mid-sentence is unreadable in a CI log, breaks grep).
     from rich.console import Console
 
     return Console(highlight=False, soft_wrap=not sys.stdout.isatty())
@@ -186,10 +321,8 @@ def print_summary(reports: list[BranchReport]) -> None:
         )
         for row in rows
     ]
-    if _plain_stream() or not _stdout_console().is_terminal:  # the first needs no rich
-        print("\t".join(columns))
-        for line in values:
-            print("\t".join(" ".join(visible(v).split()) for v in line))
+    if _plain_stream() or not console().is_terminal:  # the first needs no rich
+        plain_rows(columns, values)
         return
     from rich.table import Table
 
@@ -197,11 +330,9 @@ def print_summary(reports: list[BranchReport]) -> None:
     for column in columns:
         table.add_column(column, no_wrap=column != "first failing check", overflow="fold")
     colours = {"VERIFIED": "green", "UNSEALED": "yellow", "FAILED": "bold red"}
-    for line in values:
-        shown = [escape(v) for v in line]
-        shown[4] = f"[{colours.get(line[4], 'bold')}]{shown[4]}[/]"
-        table.add_row(*shown)
-    _stdout_console().print(table)
+    for cells in values:
+        table.add_row(*cells[:4], styled(cells[4], colours.get(cells[4], "bold")), cells[5])
+    console().print(table)
 
 
 def print_story(story: dict[str, Any]) -> None:
@@ -244,27 +375,26 @@ def print_story(story: dict[str, Any]) -> None:
         )
     footer = f"{len(story['records'])} record(s), {state}. {verdict}"
     header = _provenance_lines(story)
-    if _plain_stream() or not _stdout_console().is_terminal:  # the first needs no rich
+    if _plain_stream() or not console().is_terminal:  # the first needs no rich
         # unverified records (a foreign commit's subject too) are shown, never obeyed
-        print(visible(title))
-        for line in header:
-            print(visible(line))
-        for values in rows:
-            print("\t".join(" ".join(visible(v).split()) for v in values))
-        print(visible(footer))
+        echo(title)
+        echo_lines(header)
+        plain_rows((), rows)
+        echo(footer)
         return
-    for line in header:
-        _stdout_console().print(escape(line))
+    out = console()
+    for text in header:
+        out.print(text)
     # A narrow terminal drops the columns a reader needs least (signer, then digest:
     # `afdp log | cat` and --json keep them) rather than squeezing every column to nothing.
     columns = ["#", "step", "status", "signer", "time-stamp", "digest", "summary"]
-    width = _stdout_console().width
+    width = out.width
     dropped = {"signer"} if width < 150 else set()
     if width < 120:
         dropped.add("digest")
     from rich.table import Table
 
-    table = Table(title=escape(title), title_justify="left")
+    table = Table(title=title, title_justify="left")
     for column in columns:
         if column in dropped:
             continue
@@ -280,9 +410,9 @@ def print_story(story: dict[str, Any]) -> None:
         shown = list(values)
         if width < 100 and "T" in shown[stamp]:
             shown[stamp] = shown[stamp].split("T", 1)[1]  # the time of day; the date is in --json
-        table.add_row(*(escape(shown[i]) for i in keep))
-    _stdout_console().print(table)
-    _stdout_console().print(escape(footer))
+        table.add_row(*(shown[i] for i in keep))
+    out.print(table)
+    out.print(footer)
 
 
 def _provenance_lines(story: dict[str, Any]) -> list[str]:

@@ -6,13 +6,14 @@ Every number comes from deployments whose evidence verified against ``--trust``.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
+from afdp.cli.output import console as _console
+from afdp.cli.output import emit_json
 from afdp.errors import UsageError
 
 
@@ -70,14 +71,6 @@ def _has_planned(options: dict[str, Any]) -> bool:
     return any(options[k] is not None for k in ("change_size", "changed_files", "kinds", "at", "environment", "load"))
 
 
-def _console() -> Any:
-    import sys
-
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=not sys.stdout.isatty())
-
-
 @click.command("similar")
 @_common
 @click.option("--service", required=True, help="The service whose history is searched.")
@@ -112,20 +105,19 @@ def similar_cmd(**options: Any) -> None:
         radius=options["radius"],
     )
     if options["as_json"]:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        emit_json(result.to_json())
         return
-    from rich.markup import escape
     from rich.table import Table
 
     console = _console()
-    console.print(f"{escape(result.service)}: {result.considered} verified deployments searched "
-                  f"({result.excluded} excluded); query: {escape(result.query_source)}")
+    console.print(f"{result.service}: {result.considered} verified deployments searched "
+                  f"({result.excluded} excluded); query: {result.query_source}")
     table = Table("deployment", "distance", "deployed at", "degraded", "why similar")
     for n in result.neighbours:
-        table.add_row(escape(n.deployment) + (" (imported)" if n.imported else ""), f"{n.distance:.3f}", escape(str(n.row.get("deployed_at") or "-")),
-                      {True: "yes", False: "no", None: "-"}[n.degraded], escape(", ".join(n.matched) or "-"))
+        table.add_row(n.deployment + (" (imported)" if n.imported else ""), f"{n.distance:.3f}", str(n.row.get("deployed_at") or "-"),
+                      {True: "yes", False: "no", None: "-"}[n.degraded], ", ".join(n.matched) or "-")
     console.print(table)
-    console.print(escape(result.sentence()))
+    console.print(result.sentence())
 
 
 @click.command("predict")
@@ -170,18 +162,17 @@ def predict_cmd(**options: Any) -> None:
     )
     document = prediction.to_json()
     if options["as_json"]:
-        click.echo(json.dumps(document, indent=2))
+        emit_json(document)
         return
     _print_prediction(document)
 
 
 def _print_prediction(document: dict[str, Any]) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     console = _console()
     if document["status"] != "ok":
-        console.print(escape(f"{document['service']}: {document['reason']}; no prediction made"))
+        console.print(f"{document['service']}: {document['reason']}; no prediction made")
         return
     level = document["confidence_level"]
     table = Table("metric", "expected increase (its unit)", f"{level:.0%} interval", f"coverage on past data (nominal {level:.0%})")
@@ -192,19 +183,19 @@ def _print_prediction(document: dict[str, Any]) -> None:
     for name, item in items:
         q = quality.get(item["target"]) or {}
         cover = f"{q['empirical']:.0%} of {q['n']}" if q.get("empirical") is not None else "-"
-        table.add_row(escape(name), f"{item['point']:+.4g}", f"[{item['low']:+.4g}, {item['high']:+.4g}]", cover)
+        table.add_row(name, f"{item['point']:+.4g}", f"[{item['low']:+.4g}, {item['high']:+.4g}]", cover)
     console.print(table)
     model = document["model"]
-    console.print(escape(
+    console.print(
         f"model: {model['record'] or 'not recorded'} ({model['note']}); dataset sha256 {model['dataset_digest']}; "
         f"{model['history_rows']} verified deployments"
-    ))
+    )
     similar = document.get("similar") or {}
     if similar:
-        console.print(escape(similar["pattern"]["sentence"]))
+        console.print(similar["pattern"]["sentence"])
         for n in similar["neighbours"]:
-            console.print(escape(f"  {n['deployment']}{' (imported)' if n['imported'] else ''}  distance {n['distance']:.3f}  degraded={n['degraded']}  "
-                                 f"{', '.join(n['matched'])}"))
+            console.print(f"  {n['deployment']}{' (imported)' if n['imported'] else ''}  distance {n['distance']:.3f}  degraded={n['degraded']}  "
+                                 f"{', '.join(n['matched'])}")
 
 
 @click.command("insights")
@@ -230,9 +221,8 @@ def insights_cmd(**options: Any) -> None:
         except OSError as exc:
             raise StorageError(f"cannot write {options['html_out']}: {exc.strerror or exc}") from exc
     if options["as_json"]:
-        click.echo(json.dumps(found.to_json(), indent=2))
+        emit_json(found.to_json())
         return
-    from rich.markup import escape
     from rich.table import Table
 
     console = _console()
@@ -243,16 +233,16 @@ def insights_cmd(**options: Any) -> None:
             continue
         assert item.difference is not None and item.p_value is not None
         ci = f" [{item.interval[0]:+.3g}, {item.interval[1]:+.3g}]" if item.interval else ""
-        table.add_row(escape(item.dimension), escape(item.group), escape(item.outcome), f"{item.support}/{item.rest}",
+        table.add_row(item.dimension, item.group, item.outcome, f"{item.support}/{item.rest}",
                       f"{item.group_value:.4g}", f"{item.rest_value:.4g}", f"{item.difference:+.4g}{ci}",
                       f"{item.p_value:.3g}", "notable" if item.notable else "")
     console.print(table)
     for name, figure in found.correlations.items():
-        console.print(escape(f"correlation {name}: {figure.get('status')} ({figure.get('deployments')} deployments)"))
+        console.print(f"correlation {name}: {figure.get('status')} ({figure.get('deployments')} deployments)")
     for note in found.notes:
-        console.print(escape(note))
+        console.print(note)
     if options["html_out"]:
-        console.print(escape(f"wrote {options['html_out']}"))
+        console.print(f"wrote {options['html_out']}")
 
 
 def _require_service(repository: Path, service: str) -> None:

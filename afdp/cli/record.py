@@ -26,6 +26,7 @@ from afdp.cli.options import (
     service_option,
     tsa_option,
 )
+from afdp.cli.output import echo
 from afdp.errors import UsageError
 
 #: A result is one record's file: verification refuses any file over 64 MiB
@@ -67,10 +68,10 @@ def _print_appended(written: list[Any], as_json: bool) -> None:
         _emit_json([w.__dict__ for w in written])
         return
     for w in written:
-        click.echo(
+        echo(
             f"record {w.sequence} ({w.step}) sha256:{w.envelope_sha256} time-stamped {w.timestamp} by {w.tsa_url}"
         )
-    click.echo(f"branch {written[-1].branch} at {written[-1].commit_id[:12]}")
+    echo(f"branch {written[-1].branch} at {written[-1].commit_id[:12]}")
 
 
 @click.command("record")

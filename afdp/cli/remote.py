@@ -6,13 +6,13 @@ Thin: parse, call one library function, print, exit.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from afdp.cli.output import console, emit_json, line, plain_rows
 from afdp.errors import UsageError
 
 _OUTCOME_STYLE = {
@@ -26,10 +26,6 @@ _OUTCOME_STYLE = {
     "refused": "bold red",
     "remote-failed": "bold red",
 }
-
-
-def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, default=str))
 
 
 def _branch_ref(text: str) -> str:
@@ -90,7 +86,7 @@ def push_cmd(repository: Path, url: str | None, branches: tuple[str, ...], all_b
             refs = None if all_branches else [_branch_ref(b) for b in branches]
             reports = [remote.push_branches(repository, url, refs=refs, gate=gate)]
     if as_json:
-        _emit_json({"ok": all(r.ok for r in reports), "remotes": [r.to_json() for r in reports]})
+        emit_json({"ok": all(r.ok for r in reports), "remotes": [r.to_json() for r in reports]})
     else:
         _print_push(reports, pending=pending)
     code = max((r.exit_code for r in reports), default=0)
@@ -99,27 +95,24 @@ def push_cmd(repository: Path, url: str | None, branches: tuple[str, ...], all_b
 
 
 def _print_push(reports: list[Any], *, pending: bool) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-
-    console = Console(highlight=False, soft_wrap=True)
+    out = console()
     if not reports:
-        console.print("nothing queued to push" if pending else "nothing to push")
+        out.print("nothing queued to push" if pending else "nothing to push")
     for report in reports:
         for branch in report.branches:
             style = _OUTCOME_STYLE.get(branch.outcome, "bold")
-            name = escape(branch.ref.removeprefix("refs/heads/"))
-            console.print(f"[{style}]{branch.outcome:>10}[/] {name}: {escape(branch.detail)}{_checked(branch, report)}")
+            name = branch.ref.removeprefix("refs/heads/")
+            out.print(line((f"{branch.outcome:>10}", style), f" {name}: {branch.detail}{_checked(branch, report)}"))
         settled = sum(1 for b in report.branches if b.ok)
-        line = f"{escape(report.remote)}: {settled} of {len(report.branches)} branch(es) on the remote"
+        text = f"{report.remote}: {settled} of {len(report.branches)} branch(es) on the remote"
         if report.refused:
-            line += f"; {len(report.refused)} refused (failed verification): " + ", ".join(
-                escape(b.ref.removeprefix("refs/heads/")) for b in report.refused
+            text += f"; {len(report.refused)} refused (failed verification): " + ", ".join(
+                b.ref.removeprefix("refs/heads/") for b in report.refused
             )
-        console.print(line)
+        out.print(text)
         sent = sum(1 for b in report.branches if b.outcome in ("created", "pushed"))
         if report.trust_policy is None and sent:
-            console.print(f"{sent} branch(es) pushed unverified: pass --trust POLICY to verify each and refuse any that fails")
+            out.print(f"{sent} branch(es) pushed unverified: pass --trust POLICY to verify each and refuse any that fails")
 
 
 def _checked(branch: Any, report: Any) -> str:
@@ -162,7 +155,7 @@ def find_cmd(repository: Path, commit: str | None, image: str | None, service: s
         policy = load_trust_policy(trust_path, evidence_repository=repository)
     result = find_deployments(repository, query, policy=policy)
     if as_json:
-        _emit_json(result.to_json())
+        emit_json(result.to_json())
     else:
         _print_hits(result)
     if not result.ok:
@@ -170,11 +163,9 @@ def find_cmd(repository: Path, commit: str | None, image: str | None, service: s
 
 
 def _print_hits(result: Any) -> None:
-    from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
-    console = Console(highlight=False, soft_wrap=not sys.stdout.isatty())
+    out = console()
     # team last: scripts that cut the earlier columns keep working
     columns = ["service", "deployment", "time", "decision", "verification", "commit", "image", "team"]
     rows = []
@@ -187,20 +178,18 @@ def _print_hits(result: Any) -> None:
         status = hit.verification.upper() + (f": {hit.first_failure}" if hit.first_failure else "")
         rows.append((facts.service, facts.deployment, facts.time or "-", shown, status,
                      (facts.commit or "-")[:12], facts.image or "-", facts.team or "unknown"))
-    if not console.is_terminal:
-        print("\t".join(columns))
-        for row in rows:
-            print("\t".join(" ".join(v.split()) for v in row))
+    if not out.is_terminal:
+        plain_rows(columns, rows)
     elif rows:
         table = Table(title_justify="left")
         for column in columns:
             # identifiers never wrap (a split id cannot be copied); the rest folds
             table.add_column(column, no_wrap=column not in ("decision", "image"), overflow="fold")
         for row in rows:
-            table.add_row(*(escape(v) for v in row))
-        console.print(table)
+            table.add_row(*row)
+        out.print(table)
     if not rows:
-        console.print("no deployment found")
+        out.print("no deployment found")
     unverified = sum(1 for h in result.hits if h.verification == "unverified")
     if unverified:
-        console.print(f"{unverified} hit(s) not verified: pass --trust to verify each branch")
+        out.print(f"{unverified} hit(s) not verified: pass --trust to verify each branch")

@@ -12,7 +12,6 @@ records are written atomically, so the branch stays at its last complete record.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from typing import Any
 
 import click
 
+from afdp.cli.output import console, echo, emit_json, line, styled
 from afdp.errors import EXIT_FAILED, UsageError
 
 _TSA_ENV = "AFDP_TSA_URLS"
@@ -282,7 +282,7 @@ def _run(
         document = outcome.to_json()
         if pushed is not None:
             document["push"] = pushed.to_json()
-        click.echo(json.dumps(document, indent=2, default=str))
+        emit_json(document)
     else:
         print_outcome(outcome)
         if pushed is not None and pushed.report is not None and pushed.report.ok:
@@ -290,9 +290,9 @@ def _run(
             checked = ""
             if branch.outcome in ("created", "pushed"):  # records were sent: were they verified first?
                 checked = " (unverified)" if branch.verification == "unchecked" else f" ({branch.verification})"
-            click.echo(f"pushed: {branch.ref.removeprefix('refs/heads/')} {branch.outcome} on {pushed.report.remote}{checked}")
+            echo(f"pushed: {branch.ref.removeprefix('refs/heads/')} {branch.outcome} on {pushed.report.remote}{checked}")
     if pushed is not None and pushed.warning:
-        click.echo(f"afdp: warning: {pushed.warning}", err=True)
+        echo(f"afdp: warning: {pushed.warning}", err=True)
     if outcome.decision and outcome.decision.get("action") == "rollback":
         sys.exit(EXIT_FAILED)
 
@@ -333,36 +333,28 @@ class StepPrinter:
     _COLOURS = {"ok": "green", "failed": "red", "skipped": "yellow"}
 
     def __init__(self) -> None:
-        from rich.console import Console
-
-        self.console = Console(highlight=False)
+        self.console = console()
         self.status: Any = None
 
     def starting(self, step: Any, seconds: float) -> None:
         if not self.console.is_terminal:
             return
-        text = f"{step.name} ({step.type})" + (f", up to {seconds:.0f}s" if seconds >= 1 else "")
-        from rich.markup import escape
-
+        text = styled(f"{step.name} ({step.type})" + (f", up to {seconds:.0f}s" if seconds >= 1 else ""))
         if self.status is None:
-            self.status = self.console.status(escape(text))
+            self.status = self.console.status(text)
             self.status.start()
         else:
-            self.status.update(escape(text))
+            self.status.update(text)
 
     def __call__(self, report: Any) -> None:
-        from rich.markup import escape
-
         colour = self._COLOURS.get(report.status, "white")
         note = " (already recorded)" if report.resumed else ""
         self.console.print(
-            f"  [{colour}]{report.status:>7}[/] #{report.sequence:<3} {escape(report.name)}: "
-            f"{escape(report.summary or '')}{note}",
-            markup=True,
+            line((f"{report.status:>7}", colour), f" #{report.sequence:<3} {report.name}: {report.summary or ''}{note}"),
             soft_wrap=True,
         )
         if report.error and not report.resumed:
-            self.console.print(f"          [red]{escape(report.error)}[/]", markup=True, soft_wrap=True)
+            self.console.print(line("          ", (report.error, "red")), soft_wrap=True)
 
     def close(self) -> None:
         status, self.status = self.status, None
@@ -376,24 +368,24 @@ def _progress_printer(*, enabled: bool) -> StepPrinter | None:
 
 def print_outcome(outcome: Any) -> None:
     """Print the run's decision, action and branch state (after the per-step lines)."""
-    from rich.console import Console
-
-    console = Console(highlight=False)
+    out = console()
     decision = outcome.decision or {}
     action = outcome.action or {}
     if decision:
-        console.print(
-            f"decision: [bold]{decision.get('action')}[/] "
-            f"({decision.get('decision') or 'default'}; label {decision.get('label')}): {decision.get('reason', '')}",
+        out.print(
+            line(
+                "decision: ", (str(decision.get("action")), "bold"),
+                f" ({decision.get('decision') or 'default'}; label {decision.get('label')}): {decision.get('reason', '')}",
+            ),
             soft_wrap=True,
         )
     if action:
         from afdp.pipeline.runner import action_text
 
-        console.print(f"action: {action_text(decision.get('action') or action.get('action'), action)}", soft_wrap=True)
+        out.print(f"action: {action_text(decision.get('action') or action.get('action'), action)}", soft_wrap=True)
     failed = len(outcome.failed_steps)
     state = "sealed" if outcome.sealed else "open (unsealed)"
-    console.print(
+    out.print(
         f"{outcome.service}/{outcome.deployment}: {len(outcome.steps)} step record(s)"
         + (f", {outcome.resumed} already recorded" if outcome.resumed else "")
         + (f", {failed} failed" if failed else "")
@@ -420,12 +412,12 @@ def demo_cmd(out_dir: Path | None, fast: bool, prefect: bool, as_json: bool) -> 
 
     try:
         with _on_interrupt():
-            result = run_demo(out_dir=out_dir, fast=fast, use_prefect=prefect, echo=None if as_json else click.echo)
+            result = run_demo(out_dir=out_dir, fast=fast, use_prefect=prefect, echo=None if as_json else echo)
     except KeyboardInterrupt:
         _interrupted()
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2, default=str))
+        emit_json(result.to_json())
         return
-    click.echo(result.verify_command)
+    echo(result.verify_command)
     if not result.verified:
         sys.exit(EXIT_FAILED)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from afdp.cli.output import echo, show_log_records
 from afdp.errors import UsageError
 
 SECRET_ENV = "AFDP_WEBHOOK_SECRET"
@@ -77,10 +78,11 @@ def serve_cmd(repository: Path, config: Path, host: str, port: int, trust: Path 
     app = create_app(settings)  # opens the repository and the replay ledger: fails fast
     settings.submitter.prepare()
     shown = f"[{host}]" if ":" in host else host
-    click.echo(
+    echo(
         f"afdp serve: http://{shown}:{port}/ ({len(services.by_name)} service(s); intake POST /events and "
         f"/events/github; dashboard {'on' if token else f'off (no {TOKEN_ENV})'})",
         err=True,
     )
+    show_log_records("afdp.serve")  # its lines quote delivery ids and errors from requests and runs
     serve_forever(app, host=host, port=port, proxy_headers=proxy_headers,
                   forwarded_allow_ips="127.0.0.1" if proxy_headers else None)

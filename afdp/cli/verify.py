@@ -78,7 +78,7 @@ def verify_cmd(
     Exit 0 when every branch verifies, 1 when any check fails (each failure names the
     record, the check and the reason), 2 for usage errors, 3 for operational errors.
     """
-    from afdp.cli.output import print_reports, print_summary, summary_rows
+    from afdp.cli.output import echo_lines, print_reports, print_summary, summary_rows
     from afdp.evidence.trust import load_trust_policy
 
     if bundle is not None:  # an exported evidence package (afdp.audit.export.verify_package)
@@ -98,10 +98,9 @@ def verify_cmd(
             _emit_json(outcome.to_json())
         elif outcome.independent:
             print_reports([outcome.report])
-            for line in outcome.not_checked_lines():
-                click.echo(line)
+            echo_lines(outcome.not_checked_lines())
         else:  # the package's own trust: says so first, lists what to compare, exit 1
-            click.echo("\n".join(outcome.lines()))
+            echo_lines(outcome.lines())
         sys.exit(outcome.exit_code)
     if trust_path is None:
         raise UsageError("--trust is required: the auditor's trust policy")

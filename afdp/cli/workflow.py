@@ -7,7 +7,6 @@ or anything that runs a flow, so both start and finish in well under half a seco
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import click
 
+from afdp.cli.output import echo, emit_json
 from afdp.errors import EXIT_FAILED, UsageError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -26,7 +26,7 @@ policy_option = click.option(
 
 
 def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    emit_json(value, ensure_ascii=False)
 
 
 @click.command("validate")
@@ -47,18 +47,18 @@ def validate_cmd(file: Path, policy: Path | None, as_json: bool) -> None:
         _emit_json(result.to_json())
     else:
         for finding in result.findings:
-            click.echo(str(finding))
+            echo(str(finding))
         workflow = result.workflow
         for note in workflow.notes if workflow is not None else ():
-            click.echo(str(note))
+            echo(str(note))
         if result.ok and workflow is not None:
-            click.echo(
+            echo(
                 f"{result.file}: valid: workflow {workflow.name!r}"
                 f"{' ' + workflow.version if workflow.version else ''}, "
                 f"{len(workflow.steps)} steps in {len(workflow.phases)} phase{'s' if len(workflow.phases) != 1 else ''}, "
                 f"up to {workflow.max_duration()}; admitted by policy {result.policy!r}"
             )
-            click.echo(f"digest sha256:{workflow.digest}")
+            echo(f"digest sha256:{workflow.digest}")
         else:
             count = len(result.findings)
             what = (
@@ -66,7 +66,7 @@ def validate_cmd(file: Path, policy: Path | None, as_json: bool) -> None:
                 if result.verdict == "rejected"
                 else "invalid"
             )
-            click.echo(f"{result.file}: {what}: {count} problem{'s' if count != 1 else ''}")
+            echo(f"{result.file}: {what}: {count} problem{'s' if count != 1 else ''}")
     if not result.ok:
         sys.exit(EXIT_FAILED)
 
@@ -125,7 +125,6 @@ def plan_cmd(file: Path, sets: tuple[str, ...], policy: Path | None, as_json: bo
 
 def _print_plan(plan: dict[str, Any]) -> None:
     wf = plan["workflow"]
-    echo = click.echo
     version = f" {wf['version']}" if wf["version"] else ""
     echo(f"Plan for workflow {wf['name']!r}{version} ({wf['source']})")
     echo(f"  digest      sha256:{wf['digest']}")
@@ -266,6 +265,6 @@ def _table(headers: tuple[str, ...], rows: Sequence[Sequence[str]]) -> None:
         padded = [cell.ljust(width) for cell, width in zip(cells[:-1], widths, strict=True)]
         return "  " + "  ".join([*padded, cells[-1]]).rstrip()
 
-    click.echo(line(headers))
+    echo(line(headers))
     for row in rows:
-        click.echo(line(row))
+        echo(line(row))
