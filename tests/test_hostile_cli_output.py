@@ -1,0 +1,317 @@
+"""Every command shows evidence text as text: never as terminal controls, never as markup.
+
+Service facts, metric names, teams, workflow keys and history states are written by
+someone else (a signer, a history file, a colleague's workflow). Printed raw, an ESC
+sequence erases the line above and a bidi override reorders it; read as rich markup,
+``[bold red]VERIFIED[/]`` prints a verdict AFDP never gave. The CLI prints for a human
+only through :mod:`afdp.cli.output` (checked below, module by module), which shows such
+characters as escapes and reads no markup; ``--json`` keeps the exact characters.
+Real repositories, real time-stamps, the real CLI in its own process; nothing mocked.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from afdp.errors import visible
+
+#: cursor up, erase the line, a verdict in rich markup, a right-to-left override
+ATTACK = "\x1b[1A\x1b[2K[bold red]VERIFIED[/]\u202e"
+SHOWN = "\\x1b[1A\\x1b[2K[bold red]VERIFIED[/]\\u202e"
+_CLI = "import sys; from afdp.cli import main; sys.exit(main())"
+CLI_DIR = Path(__file__).resolve().parent.parent / "afdp" / "cli"
+
+
+def afdp(*args: str, terminal: bool = False) -> subprocess.CompletedProcess[str]:
+    """The real CLI; ``terminal``: rich draws as on a terminal (colours, tables)."""
+    env = {**os.environ, "COLUMNS": "400"}
+    env.pop("FORCE_COLOR", None)
+    if terminal:
+        env["FORCE_COLOR"] = "1"
+    return subprocess.run([sys.executable, "-c", _CLI, *args], capture_output=True, text=True, timeout=300,
+                          check=False, env=env)
+
+
+def assert_shown_not_obeyed(text: str, shown: str = SHOWN) -> None:
+    assert "\x1b[1A" not in text and "\x1b[2K" not in text and "\u202e" not in text, text[-3000:]
+    assert shown in text, text[-3000:]  # the characters are there, as escapes; the markup as itself
+
+
+def _strings(value: object):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def assert_exact(document: object, raw: str = ATTACK) -> None:
+    """--json holds the exact characters (JSON escapes them itself, ``\\u001b``)."""
+    assert any(raw in text for text in _strings(document)), document
+
+
+# --- the one way to print ------------------------------------------------------------------------
+
+
+def _offences(path: Path) -> list[str]:
+    """Calls in a CLI module that could print evidence text past afdp.cli.output."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in ("rich.console", "rich.markup"):
+            found.append(f"{path.name}:{node.lineno}: imports {node.module}")
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = ast.unparse(func)
+        # a literal, or a module constant (INTERRUPTED): no evidence text in it
+        literal = all(isinstance(a, ast.Constant) or (isinstance(a, ast.Name) and a.id.isupper()) for a in node.args)
+        if name in ("print", "sys.stdout.write", "sys.stderr.write", "click.secho", "Console", "Text.from_markup"):
+            found.append(f"{path.name}:{node.lineno}: {name}(...)")
+        elif name == "click.echo" and not literal:
+            # the error handler of afdp/cli/__init__.py shows every message with visible()
+            # (``shown``: its lines, each through visible)
+            text = ast.unparse(node)
+            if not (path.name == "__init__.py" and any(ok in text for ok in ("visible(", "json.dumps(", "{shown}"))):
+                found.append(f"{path.name}:{node.lineno}: click.echo({ast.unparse(node.args[0]) if node.args else ''})")
+    return found
+
+
+def test_no_command_prints_past_the_output_module():
+    """A new command cannot forget to escape: printing is afdp.cli.output's echo, console,
+    plain_rows and emit_json, and nothing else (a constant string excepted)."""
+    modules = sorted(p for p in CLI_DIR.glob("*.py") if p.name != "output.py")
+    assert len(modules) > 10
+    assert [offence for path in modules for offence in _offences(path)] == []
+
+
+def test_the_guard_finds_what_it_forbids(tmp_path):
+    """Negative of the guard above: each way around the output module is reported."""
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import click, sys\nfrom rich.console import Console\n"
+        "def f(x):\n    print(x)\n    click.echo(x)\n    Console().print(x)\n    sys.stdout.write(x)\n    click.echo('fine')\n"
+    )
+    assert len(_offences(bad)) == 5
+
+
+def test_console_reads_no_markup_and_shows_hidden_characters(capsys):
+    from rich.table import Table
+
+    from afdp.cli import output
+
+    out = output.console()
+    out.print(ATTACK)
+    out.print(ATTACK, markup=True)  # asked for markup: still text
+    table = Table("name", title=ATTACK)
+    table.add_row(ATTACK)
+    out.print(table)
+    out.print(output.line(("FAILED", "bold red"), " ", ATTACK))
+    printed = capsys.readouterr().out
+    assert_shown_not_obeyed(printed)
+    assert printed.count("VERIFIED[/]") == 5 and ":smiley:" not in printed
+
+
+def test_echo_shows_a_line_break_and_plain_rows_keep_one_line_per_row(capsys):
+    from afdp.cli import output
+
+    output.echo("reason: x\nVERIFIED api/d-1" + ATTACK)
+    output.plain_rows(["a", "b"], [("x\ny", ATTACK)])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "reason: x\\x0aVERIFIED api/d-1" + SHOWN
+    assert out[1:] == ["a\tb", "x\\x0ay\t" + SHOWN]
+
+
+def test_plain_text_is_unchanged(capsys):
+    """The negative: what real evidence holds (accents, scripts, brackets) prints as itself."""
+    from afdp.cli import output
+
+    text = "décision [x] 中文 — ok"
+    output.echo(text)
+    output.console().print(text)
+    assert capsys.readouterr().out == f"{text}\n{text}\n"
+
+
+def test_serve_log_lines_show_request_text_as_text():
+    """``afdp serve`` logs delivery ids and errors that came with requests."""
+    from afdp.cli.output import show_log_records
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("afdp.serve")
+    logger.addHandler(handler)
+    try:
+        show_log_records("afdp.serve")
+        show_log_records("afdp.serve")  # idempotent
+        logger.warning("afdp serve: delivery %s failed: %s", ATTACK, "bad\nline")
+        logger.warning("afdp serve: resuming %d queued event(s)", 3)
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue().splitlines() == [f"afdp serve: delivery {SHOWN} failed: bad\\x0aline",
+                                              "afdp serve: resuming 3 queued event(s)"]
+
+
+# --- real evidence whose text an attacker chose ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostile_history(tmp_path_factory, keys, tsa):
+    """Twelve verified deployments whose environment and metric name carry ATTACK (half
+    of them: insights compare the groups), and one whose genesis names a team ATTACK."""
+    from test_learn_dataset import SECONDS, metric_doc
+
+    from afdp.evidence import records as rec
+    from afdp.evidence.ledger import append_record, seal
+    from afdp.evidence.signing import load_signer
+    from afdp.evidence.store import init_repository
+    from afdp.evidence.trust import write_trust_policy
+    from afdp.pipeline.training import build_training_record
+
+    root = tmp_path_factory.mktemp("hostile")
+    repo = root / "evidence"
+    init_repository(repo)
+    trust = root / "trust.yaml"
+    write_trust_policy(trust, keys=[keys / "dev.key.pub"], tsa_roots=[tsa.directory / "root.pem"])
+    signer = load_signer(str(keys / "dev.key"))
+    urls = [tsa.url]
+    metric = "latency" + ATTACK
+    for i in range(12):
+        degraded = i % 3 == 0
+        deployed_at = f"2026-11-{1 + i:02d}T{(8 + 3 * i) % 24:02d}:00:00.000Z"
+        info = {"commit": "c0ffee1", "environment": ("prod" + ATTACK) if i % 2 else "staging", "version": "v1",
+                "changed_files": ["src/app.py"], "deployment_size": 10 + 7 * i, "deployer": "ci", "deployed_at": deployed_at}
+        deployment = f"d-{i}"
+
+        def add(step: str, result: dict, deployment=deployment, info=info) -> dict:
+            written = append_record(repo, service="api", deployment=deployment, signer=signer, tsa_urls=urls,
+                                    draft=rec.RecordDraft(kind=rec.KIND_STEP, step=step, result=result),
+                                    genesis_metadata={"deployment": info})
+            return {"step": step, "sequence": written[-1].sequence, "sha256": written[-1].envelope_sha256}
+
+        cited = [add("mark_deployment_time", {"outputs": {"deployed_at": deployed_at}})]
+        metrics = {metric: metric_doc(0.1, 0.16 + i / 100 if degraded else 0.101 + i / 1000, degraded=degraded, unit=SECONDS)}
+        analysis = {"metrics": metrics, "summary": {"any_degradation": degraded, "significant_degradation": degraded,
+                                                    "all_metrics_within_normal": not degraded, "inconclusive": []}}
+        cited.append(add("analyze_differences", {"analysis": analysis, "outputs": {}}))
+        decision = {"decision": "rollback_on_regression" if degraded else "all_clear",
+                    "action": "rollback" if degraded else "mark_successful",
+                    "label": "regression_rolled_back" if degraded else "safe_deployment", "success_criteria_met": not degraded}
+        cited.append(add("decisions", {"decision": decision}))
+        record = build_training_record(deployment={"service": "api", "id": deployment, **info}, analysis=analysis,
+                                       decision=decision, cited=cited)
+        add("generate_training_record", {"record": record, "record_type": "training"})
+        seal(repo, service="api", deployment=deployment, signer=signer, tsa_urls=urls)
+    append_record(repo, service="web", deployment="d-team", signer=signer, tsa_urls=urls,
+                  genesis_metadata={"deployment": {"commit": "abcdef1", "team": "t" + ATTACK}},
+                  draft=rec.RecordDraft(kind=rec.KIND_STEP, step="mark_deployment_time", result={"outputs": {}}))
+    return repo, trust
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
+def test_find(hostile_history, terminal):
+    repo, _ = hostile_history
+    result = afdp("find", "--repo", str(repo), "--commit", "abcdef1", terminal=terminal)
+    assert result.returncode == 0 and "d-team" in result.stdout, result.stderr
+    assert_shown_not_obeyed(result.stdout, "t" + SHOWN)
+    document = json.loads(afdp("find", "--repo", str(repo), "--commit", "abcdef1", "--json").stdout)
+    assert_exact(document, "t" + ATTACK)
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
+def test_similar(hostile_history, terminal):
+    repo, trust = hostile_history
+    args = ("similar", "--repo", str(repo), "--trust", str(trust), "--service", "api", "--deployment", "d-1", "-k", "11")
+    result = afdp(*args, terminal=terminal)
+    assert result.returncode == 0, result.stderr
+    assert_shown_not_obeyed(result.stdout, "prod" + SHOWN)
+    assert_exact(json.loads(afdp(*args, "--json").stdout), "prod" + ATTACK)
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
+def test_insights(hostile_history, terminal):
+    repo, trust = hostile_history
+    args = ("insights", "--repo", str(repo), "--trust", str(trust), "--service", "api")
+    result = afdp(*args, terminal=terminal)
+    assert result.returncode == 0, result.stderr
+    assert_shown_not_obeyed(result.stdout, "latency" + SHOWN)
+    assert_exact(json.loads(afdp(*args, "--json").stdout), "latency" + ATTACK)
+
+
+def test_dataset_export_and_replay_say_nothing_raw(hostile_history, tmp_path):
+    """The dataset's own file keeps the exact text (it is data); what is printed shows it."""
+    repo, trust = hostile_history
+    out = tmp_path / "rows.jsonl"
+    result = afdp("dataset", "export", "--repo", str(repo), "--trust", str(trust), "--out", str(out), "--service", "api")
+    assert result.returncode == 0 and "wrote 12 row(s)" in result.stdout, result.stderr
+    assert "\x1b" not in result.stdout + result.stderr
+    assert_exact([json.loads(row) for row in out.read_text(encoding="utf-8").splitlines()])
+    replayed = afdp("replay", "--repo", str(repo), "--trust", str(trust), "--service", "api", "--all", terminal=True)
+    assert "\x1b[1A" not in replayed.stdout and "d-1" in replayed.stdout, replayed.stderr
+
+
+def test_import_report_shows_a_history_files_text(tmp_path, cli, keys, tsa):
+    """A GitHub deployment that never succeeded is skipped with its statuses named: they
+    come from the file."""
+    from test_history_import import WORKFLOW
+
+    repo = tmp_path / "evidence"
+    assert cli("init", str(repo)).code == 0
+    workflow = tmp_path / "workflow.yaml"
+    workflow.write_text(WORKFLOW)
+    history = tmp_path / "deployments.json"
+    history.write_text(json.dumps([{"id": 9, "created_at": "2026-01-01T00:00:00Z", "sha": "a" * 40,
+                                    "statuses": [{"state": ATTACK, "created_at": "2026-01-01T00:01:00Z"}]}]))
+    args = ("import", "--repo", str(repo), "--key", str(keys / "dev.key"), "--tsa", tsa.url, "--github-deployments",
+            str(history), "--service", "api", "--workflow", str(workflow), "--prometheus", "http://127.0.0.1:1",
+            "--set", "HOOK_PORT=9", "--dry-run")
+    result = afdp(*args)
+    assert result.returncode == 0 and "skipped" in result.stdout, result.stderr
+    assert_shown_not_obeyed(result.stdout)
+    assert_exact(json.loads(afdp(*args, "--json").stdout))
+
+
+def test_validate_and_plan_quote_a_workflow_as_text(tmp_path):
+    workflow = tmp_path / "workflow.yaml"
+    workflow.write_text(f"name: w\nversion: '1'\n{json.dumps(ATTACK)}: 1\n", encoding="utf-8")
+    result = afdp("validate", str(workflow))
+    assert result.returncode == 1 and "invalid" in result.stdout, result.stderr
+    assert_shown_not_obeyed(result.stdout)
+    # the finding quotes the key as Python does (repr): --json carries the same message
+    assert_exact(json.loads(afdp("validate", str(workflow), "--json").stdout), SHOWN)
+    planned = afdp("plan", str(workflow))
+    assert planned.returncode == 1 and "\x1b" not in planned.stderr and "\u202e" not in planned.stderr, planned.stderr
+    assert SHOWN in planned.stderr
+
+
+def test_log_on_a_terminal_shows_a_foreign_subject_as_text(repo, signer, tsa, trust_file):
+    """``afdp log`` draws a rich table on a terminal: a foreign commit's subject is a cell."""
+    from tamper import Entry, read_branch, write_branch
+    from test_report import build_run_deployment
+
+    build_run_deployment(repo, signer, tsa)
+    write_branch(repo, [*read_branch(repo), Entry(ATTACK + "\n", None, {"notes.txt": b"x"})])
+    result = afdp("log", "--repo", str(repo), "--service", "api", "--deployment", "d-42", terminal=True)
+    assert "not an AFDP record" in result.stdout, result.stderr
+    assert_shown_not_obeyed(result.stdout)
+
+
+def test_log_show_source_is_exact_to_a_pipe():
+    """``afdp log --show-source`` to a pipe is the stored bytes (their digest checks);
+    the terminal path shows them through echo (covered by the echo test above)."""
+    from afdp.cli import output
+
+    assert visible(ATTACK) == SHOWN
+    assert output.write_source.__doc__ and "exactly" in output.write_source.__doc__
