@@ -169,8 +169,9 @@ def test_serve_log_lines_show_request_text_as_text():
 
 @pytest.fixture(scope="module")
 def hostile_history(tmp_path_factory, keys, tsa):
-    """Twelve verified deployments whose environment and metric name carry ATTACK (half
-    of them: insights compare the groups), and one whose genesis names a team ATTACK."""
+    """Twenty verified deployments (a model needs them) whose environment and metric name
+    carry ATTACK (half of them: insights compare the groups), and one whose genesis names
+    a team ATTACK."""
     from test_learn_dataset import SECONDS, metric_doc
 
     from afdp.evidence import records as rec
@@ -188,7 +189,7 @@ def hostile_history(tmp_path_factory, keys, tsa):
     signer = load_signer(str(keys / "dev.key"))
     urls = [tsa.url]
     metric = "latency" + ATTACK
-    for i in range(12):
+    for i in range(20):
         degraded = i % 3 == 0
         deployed_at = f"2026-11-{1 + i:02d}T{(8 + 3 * i) % 24:02d}:00:00.000Z"
         info = {"commit": "c0ffee1", "environment": ("prod" + ATTACK) if i % 2 else "staging", "version": "v1",
@@ -250,12 +251,23 @@ def test_insights(hostile_history, terminal):
     assert_exact(json.loads(afdp(*args, "--json").stdout), "latency" + ATTACK)
 
 
+@pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
+def test_predict(hostile_history, terminal):
+    repo, trust = hostile_history
+    args = ("predict", "--repo", str(repo), "--trust", str(trust), "--service", "api", "--change-size", "40",
+            "--changed-files", "3", "--kinds", "code", "--at", "2026-12-01T10:00:00Z", "--environment", "staging")
+    result = afdp(*args, terminal=terminal)
+    assert result.returncode == 0, result.stderr
+    assert_shown_not_obeyed(result.stdout, "latency" + SHOWN)
+    assert_exact(json.loads(afdp(*args, "--json").stdout), "latency" + ATTACK)
+
+
 def test_dataset_export_and_replay_say_nothing_raw(hostile_history, tmp_path):
     """The dataset's own file keeps the exact text (it is data); what is printed shows it."""
     repo, trust = hostile_history
     out = tmp_path / "rows.jsonl"
     result = afdp("dataset", "export", "--repo", str(repo), "--trust", str(trust), "--out", str(out), "--service", "api")
-    assert result.returncode == 0 and "wrote 12 row(s)" in result.stdout, result.stderr
+    assert result.returncode == 0 and "wrote 20 row(s)" in result.stdout, result.stderr
     assert "\x1b" not in result.stdout + result.stderr
     assert_exact([json.loads(row) for row in out.read_text(encoding="utf-8").splitlines()])
     replayed = afdp("replay", "--repo", str(repo), "--trust", str(trust), "--service", "api", "--all", terminal=True)
