@@ -22,8 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from afdp.errors import visible
-
 #: cursor up, erase the line, a verdict in rich markup, a right-to-left override
 ATTACK = "\x1b[1A\x1b[2K[bold red]VERIFIED[/]\u202e"
 SHOWN = "\\x1b[1A\\x1b[2K[bold red]VERIFIED[/]\\u202e"
@@ -320,10 +318,23 @@ def test_log_on_a_terminal_shows_a_foreign_subject_as_text(repo, signer, tsa, tr
     assert_shown_not_obeyed(result.stdout)
 
 
-def test_log_show_source_is_exact_to_a_pipe():
-    """``afdp log --show-source`` to a pipe is the stored bytes (their digest checks);
-    the terminal path shows them through echo (covered by the echo test above)."""
+def test_log_show_source_shows_escapes_on_a_terminal_and_exact_bytes_elsewhere(monkeypatch, tmp_path):
+    """``afdp log --show-source``: on a terminal (a real pseudo-terminal here) a stored
+    file is text with its hidden characters as escapes; to a file, its exact bytes."""
     from afdp.cli import output
 
-    assert visible(ATTACK) == SHOWN
-    assert output.write_source.__doc__ and "exactly" in output.write_source.__doc__
+    data = "# owner: admin\u202e\nname: x\x1b[2K\n".encode()
+    master, slave = os.openpty()
+    with os.fdopen(slave, "w", encoding="utf-8", closefd=True) as terminal:
+        monkeypatch.setattr(sys, "stdout", terminal)
+        output.write_source(data)
+        terminal.flush()
+        shown = os.read(master, 4096).decode()
+    os.close(master)
+    assert "\u202e" not in shown and "\x1b" not in shown
+    assert "admin\\u202e" in shown and "x\\x1b[2K" in shown
+    target = tmp_path / "out.bin"
+    with open(target, "w", encoding="utf-8") as handle:
+        monkeypatch.setattr(sys, "stdout", handle)
+        output.write_source(data)
+    assert target.read_bytes() == data

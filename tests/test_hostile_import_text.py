@@ -162,3 +162,19 @@ def test_afdp_run_refuses_a_hidden_character_in_a_fact_before_writing(tmp_path, 
     assert result.code == 2 and len(line.splitlines()) == 1, (result.out, result.err)
     assert "deployment deployer holds U+202E" in line and "\u202e" not in line, line
     assert _refs(repo) == {}
+
+
+@pytest.mark.parametrize("kind", ["DEL", "C1 CSI", "RLO", "PDI", "ZWSP", "ESC"])
+def test_the_intake_refuses_what_import_refuses(kind):
+    """An event (afdp serve) follows the same rule: 400, naming the field."""
+    from afdp.service.intake import EventRejected
+    from afdp.service.intake import check_text as check_event
+
+    with pytest.raises(EventRejected, match=r"event\.deployer holds a control character") as caught:
+        check_event({"deployer": f"a{HIDDEN[kind]}b"}, "event")
+    assert caught.value.status == 400
+    with pytest.raises(EventRejected):
+        check_event({"deployer": "a\udc00b"}, "event")  # a lone surrogate (JSON can carry one)
+    check_event({"deployer": "José", "commit_message": "ship 👩\u200d💻"}, "event")  # the negative
+    with pytest.raises(EventRejected):
+        check_event({"deployer": "ad\u200dmin"}, "event")  # a joiner is free text only
