@@ -178,3 +178,36 @@ def test_the_intake_refuses_what_import_refuses(kind):
     check_event({"deployer": "José", "commit_message": "ship 👩\u200d💻"}, "event")  # the negative
     with pytest.raises(EventRejected):
         check_event({"deployer": "ad\u200dmin"}, "event")  # a joiner is free text only
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "char"),
+    [("--summary", "ok\nAFDP-Kind: seal", "\n"), ("--summary", "ok \x1b[2K", "\x1b"), ("--summary", "ok\u202e", "\u202e"),
+     ("--author", "Eve\u202e <eve@example.com>", "\u202e"), ("--author", "Eve\x85 <eve@example.com>", "\x85")],
+    ids=["summary-newline", "summary-esc", "summary-bidi", "author-bidi", "author-c1"],
+)
+def test_afdp_record_refuses_summary_and_author_that_would_not_read_as_they_show(tmp_path, cli, repo, keys, tsa, option, value, char):
+    """A summary is the record commit's subject in ``git log``; an author its author line."""
+    result_file = tmp_path / "result.json"
+    result_file.write_text('{"ok": true}')
+    common = ("record", "--repo", str(repo), "--service", "api", "--deployment", "d-1", "--key", str(keys / "dev.key"),
+              "--tsa", tsa.url)
+    result = cli(*common, "--step", "s", "--result", str(result_file), option, value)
+    line = result.err.strip()
+    assert result.code == 2 and len(line.splitlines()) == 1, (result.out, result.err)
+    assert f"U+{ord(char):04X}" in line and char not in line, line
+    assert _refs(repo) == {}
+    fine = cli(*common, "--step", "s", "--result", str(result_file), "--summary", "p99 +12% [ok] é 👩\u200d💻",
+               "--author", "José <jose@example.com>")
+    assert fine.code == 0, fine.err
+
+
+def test_afdp_record_batch_refuses_a_hidden_summary_before_writing(tmp_path, cli, repo, keys, tsa):
+    batch = tmp_path / "batch.json"
+    batch.write_text(json.dumps({"step": "a", "result": {}, "summary": "fine"}) + "\n"
+                     + json.dumps({"step": "b", "result": {}, "summary": "VERIFIED\u2066"}) + "\n")
+    result = cli("record", "--repo", str(repo), "--service", "api", "--deployment", "d-1", "--key", str(keys / "dev.key"),
+                 "--tsa", tsa.url, "--batch", str(batch))
+    line = result.err.strip()
+    assert result.code == 2 and "record 2 summary holds U+2066" in line, line
+    assert _refs(repo) == {}

@@ -151,6 +151,8 @@ def record_cmd(
         drafts = rec.batch_drafts(
             _read_text(batch_path, "batch", MAX_BATCH_BYTES), source=batch_path, workflow_digest=workflow_digest
         )
+        for number, item in enumerate(drafts, start=1):
+            _check_summary(item.summary, f"{batch_path}: record {number} summary")
         written = append_records(
             repository,
             service=service,
@@ -164,6 +166,7 @@ def record_cmd(
         return
     if step is None or result_path is None:
         raise UsageError("--step and --result are required (or --batch FILE)")
+    _check_summary(summary, "--summary")
     draft = rec.RecordDraft(
         kind=rec.KIND_STEP,
         step=step,
@@ -187,13 +190,25 @@ def record_cmd(
     _print_appended(written, as_json)
 
 
+def _check_summary(summary: str | None, what: str) -> None:
+    """A summary is the commit's subject in ``git log``: one line of text that shows as it
+    reads (the rule of every text entering evidence, :func:`afdp.evidence.names.check_text`)."""
+    if summary is not None:
+        from afdp.evidence.names import check_text
+
+        check_text(summary, what=what, free_text=True)
+
+
 def _parse_author(text: str | None) -> tuple[str, str] | None:
     if text is None:
         return None
+    from afdp.evidence.names import check_text
+
     name, _, rest = text.partition("<")
     email = rest.rstrip(">").strip()
     if not name.strip() or not email or "\n" in text:
         raise UsageError(f"--author {text!r} must look like 'Name <email>'")
+    check_text(text, what="--author")
     return name.strip(), email
 
 
