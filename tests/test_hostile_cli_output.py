@@ -229,35 +229,25 @@ def test_find(hostile_history, terminal):
     assert_exact(document, "t" + ATTACK)
 
 
-@pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
-def test_similar(hostile_history, terminal):
-    repo, trust = hostile_history
-    args = ("similar", "--repo", str(repo), "--trust", str(trust), "--service", "api", "--deployment", "d-1", "-k", "11")
-    result = afdp(*args, terminal=terminal)
-    assert result.returncode == 0, result.stderr
-    assert_shown_not_obeyed(result.stdout, "prod" + SHOWN)
-    assert_exact(json.loads(afdp(*args, "--json").stdout), "prod" + ATTACK)
+#: the learning commands, their arguments and the evidence text each shows
+LEARNING = {
+    "similar": (("--deployment", "d-1", "-k", "11"), "prod"),  # why similar: the environment
+    "insights": ((), "latency"),  # the outcome: the metric's name
+    "predict": (("--change-size", "40", "--changed-files", "3", "--kinds", "code", "--at", "2026-12-01T10:00:00Z",
+                 "--environment", "staging"), "latency"),  # the impact table: the metric's name
+}
 
 
 @pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
-def test_insights(hostile_history, terminal):
+@pytest.mark.parametrize("command", sorted(LEARNING))
+def test_learning_commands(hostile_history, command, terminal):
     repo, trust = hostile_history
-    args = ("insights", "--repo", str(repo), "--trust", str(trust), "--service", "api")
+    extra, prefix = LEARNING[command]
+    args = (command, "--repo", str(repo), "--trust", str(trust), "--service", "api", *extra)
     result = afdp(*args, terminal=terminal)
     assert result.returncode == 0, result.stderr
-    assert_shown_not_obeyed(result.stdout, "latency" + SHOWN)
-    assert_exact(json.loads(afdp(*args, "--json").stdout), "latency" + ATTACK)
-
-
-@pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
-def test_predict(hostile_history, terminal):
-    repo, trust = hostile_history
-    args = ("predict", "--repo", str(repo), "--trust", str(trust), "--service", "api", "--change-size", "40",
-            "--changed-files", "3", "--kinds", "code", "--at", "2026-12-01T10:00:00Z", "--environment", "staging")
-    result = afdp(*args, terminal=terminal)
-    assert result.returncode == 0, result.stderr
-    assert_shown_not_obeyed(result.stdout, "latency" + SHOWN)
-    assert_exact(json.loads(afdp(*args, "--json").stdout), "latency" + ATTACK)
+    assert_shown_not_obeyed(result.stdout, prefix + SHOWN)
+    assert_exact(json.loads(afdp(*args, "--json").stdout), prefix + ATTACK)
 
 
 def test_dataset_export_and_replay_say_nothing_raw(hostile_history, tmp_path):

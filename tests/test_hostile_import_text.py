@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_history_import import WORKFLOW, _import, _refs
+from test_history_import import _import, _refs
+from test_hostile_import import _setup
 
 from afdp.errors import UsageError, hidden_character
 from afdp.evidence.names import check_text
@@ -36,14 +37,6 @@ HIDDEN = {
     "ESC": "\x1b",
     "line separator": "\u2028",
 }
-
-
-def _setup(tmp_path, cli):
-    repo = tmp_path / "evidence"
-    assert cli("init", str(repo)).code == 0
-    workflow = tmp_path / "workflow.yaml"
-    workflow.write_text(WORKFLOW)
-    return repo, workflow
 
 
 def _refused(result, path, where: str, char: str) -> str:
