@@ -328,3 +328,14 @@ def test_log_show_source_shows_escapes_on_a_terminal_and_exact_bytes_elsewhere(m
         monkeypatch.setattr(sys, "stdout", handle)
         output.write_source(data)
     assert target.read_bytes() == data
+
+
+def test_github_action_error_data_is_one_workflow_command():
+    """The Action's failure is a GitHub workflow command, ``::error title=AFDP::DATA``: a
+    message of several lines printed raw would start a line of its own, which GitHub runs
+    as a command when it begins with ``::``. The data is escaped as GitHub's toolkit does
+    (``%``, CR, LF), and every other hidden character shown as an escape."""
+    from afdp.audit.action import command_data
+
+    assert command_data("50% done\r\n::add-mask::x" + ATTACK) == "50%25 done%0D%0A::add-mask::x" + SHOWN
+    assert command_data("no such workflow file: w.yaml") == "no such workflow file: w.yaml"  # plain text unchanged
