@@ -118,3 +118,14 @@ def test_no_plain_safe_load_left():
         and any(call in path.read_text(encoding="utf-8") for call in ("safe_load(", "yaml.load(", "full_load(", "unsafe_load("))
     ]
     assert offenders == []
+
+
+def test_services_file_that_never_ends_is_one_line(tmp_path, repo):
+    """/dev/zero (or a file of gigabytes) as the services file: refused after 4 MiB."""
+    env = {**os.environ, "AFDP_WEBHOOK_SECRET": "s" * 40}
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from afdp.cli import main; sys.exit(main())",
+         "serve", "--repo", str(repo), "--config", "/dev/zero", "--port", "0"],
+        capture_output=True, text=True, timeout=90, check=False, env=env,
+    )
+    one_error_line(result, 2, "services file /dev/zero is larger than")

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from afdp.errors import ConfigurationError
+from afdp.evidence.files import read_at_most
 from afdp.evidence.names import check_name, check_not_models
 from afdp.evidence.yamldata import load_yaml
 
@@ -71,16 +72,19 @@ class Services:
         return [s for s in self.by_name.values() if (s.github_repository or "").lower() == wanted]
 
 
+#: A services file names a few hundred services at most: a few KiB each.
+MAX_SERVICES_BYTES = 4 << 20
+
+
 def load_services(path: Path) -> Services:
     """Read a services file.
 
     Raises:
         ConfigurationError: unreadable, not YAML, or a service entry that is wrong (exit 2).
     """
+    data = read_at_most(path, MAX_SERVICES_BYTES, "services file")  # /dev/zero is one line, not a hang
     try:
-        document = load_yaml(path.read_text(encoding="utf-8"))  # bounded: aliases, depth
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read services file {path}: {exc.strerror or exc}") from exc
+        document = load_yaml(data.decode("utf-8"))  # bounded: aliases, depth
     except UnicodeDecodeError as exc:
         raise ConfigurationError(f"services file {path} is not UTF-8 text: {exc.reason}") from exc
     except yaml.YAMLError as exc:
