@@ -194,8 +194,8 @@ def _print_prediction(document: dict[str, Any]) -> None:
     if similar:
         console.print(similar["pattern"]["sentence"])
         for n in similar["neighbours"]:
-            console.print(f"  {n['deployment']}{' (imported)' if n['imported'] else ''}  distance {n['distance']:.3f}  degraded={n['degraded']}  "
-                                 f"{', '.join(n['matched'])}")
+            console.print(f"  {n['deployment']}{' (imported)' if n['imported'] else ''}  distance {n['distance']:.3f}  "
+                          f"degraded={n['degraded']}  {', '.join(n['matched'])}")
 
 
 @click.command("insights")
