@@ -229,6 +229,21 @@ def test_find(hostile_history, terminal):
     assert_exact(document, "t" + ATTACK)
 
 
+@pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
+def test_push_refusal_quotes_the_failure_as_text(hostile_history, tmp_path, terminal):
+    """A branch whose genesis names a team outside the rule fails verification; ``push
+    --trust`` refuses it and quotes the failure, markup included, as text."""
+    repo, trust = hostile_history
+    remote = tmp_path / "central.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    args = ("push", "--repo", str(repo), "--remote", str(remote), "--branch", "afdp/web/d-team", "--trust", str(trust))
+    result = afdp(*args, terminal=terminal)
+    assert result.returncode == 1 and "refused" in result.stdout, result.stderr
+    assert_shown_not_obeyed(result.stdout, "t" + SHOWN)
+    document = json.loads(afdp(*args, "--json").stdout)
+    assert document["remotes"][0]["branches"][0]["outcome"] == "refused"
+
+
 #: the learning commands, their arguments and the evidence text each shows
 LEARNING = {
     "similar": (("--deployment", "d-1", "-k", "11"), "prod"),  # why similar: the environment
