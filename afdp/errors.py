@@ -85,6 +85,20 @@ def visible(text: str) -> str:
     return "".join(out)
 
 
+def visible_html(text: object) -> str:
+    """``text`` for an HTML page: :func:`visible` on each line (line breaks kept, so a
+    ``<pre>`` block still shows its lines), then HTML-escaped (quotes included).
+
+    HTML escaping alone leaves a bidi override (U+202E) or a zero-width character in
+    place: a browser, or a PDF made from the page, would then reorder or hide what an
+    evidence string stands beside (a reason, a metric name, a signer). Every report and
+    dashboard string taken from evidence goes through here.
+    """
+    import html
+
+    return "\n".join(html.escape(visible(line)) for line in str(text).split("\n"))
+
+
 class AfdpError(Exception):
     """Base of every AFDP error; ``exit_code`` is the process exit code for it."""
 

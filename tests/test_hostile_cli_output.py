@@ -354,3 +354,52 @@ def test_github_action_error_data_is_one_workflow_command():
 
     assert command_data("50% done\r\n::add-mask::x" + ATTACK) == "50%25 done%0D%0A::add-mask::x" + SHOWN
     assert command_data("no such workflow file: w.yaml") == "no such workflow file: w.yaml"  # plain text unchanged
+
+
+# --- pages: the compliance report, the insights page, the dashboard ---------------------------------
+
+#: the same text in a page: HTML-escaped after the hidden characters became escapes
+SHOWN_HTML = "\\x1b[1A\\x1b[2K[bold red]VERIFIED[/]\\u202e"
+
+
+def assert_page_shows(page: str, shown: str) -> None:
+    """HTML escaping alone would leave the ESC and the bidi override in the page (a
+    browser, or the PDF made from it, reorders the text around U+202E)."""
+    assert "\x1b" not in page and "\u202e" not in page, page[:2000]
+    assert shown in page, page[:2000]
+
+
+def test_report_html_shows_evidence_text_as_text(hostile_history, tmp_path):
+    repo, trust = hostile_history
+    out = tmp_path / "report.html"
+    result = afdp("report", "--repo", str(repo), "--service", "api", "--deployment", "d-1", "--trust", str(trust),
+                  "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert_page_shows(out.read_text(encoding="utf-8"), "latency" + SHOWN_HTML)
+
+
+def test_insights_page_shows_evidence_text_as_text(hostile_history, tmp_path):
+    repo, trust = hostile_history
+    page = tmp_path / "insights.html"
+    result = afdp("insights", "--repo", str(repo), "--trust", str(trust), "--service", "api", "--html", str(page))
+    assert result.returncode == 0, result.stderr
+    assert_page_shows(page.read_text(encoding="utf-8"), "impact.latency" + SHOWN_HTML)
+
+
+def test_dashboard_templates_show_plain_strings_as_text_and_keep_their_own_markup():
+    from markupsafe import Markup
+
+    from afdp.service.ui import _ENV
+
+    template = _ENV.from_string("<p>{{ reason }}</p>{{ plot }}<pre>{{ lines }}</pre>")
+    page = template.render(reason="ok " + ATTACK, plot=Markup("<svg>\n<text>a</text>\n</svg>"), lines="one\ntwo")
+    assert_page_shows(page, "ok " + SHOWN_HTML)
+    assert "<svg>\n<text>a</text>\n</svg>" in page  # the page's own markup, untouched
+    assert "<pre>one\ntwo</pre>" in page  # line breaks are kept in plain strings
+
+
+def test_visible_html_escapes_markup_and_hidden_characters_and_keeps_lines():
+    from afdp.errors import visible_html
+
+    assert visible_html('<b a="1">x</b>\u202e\nnext') == "&lt;b a=&quot;1&quot;&gt;x&lt;/b&gt;\\u202e\nnext"
+    assert visible_html("plain text") == "plain text"

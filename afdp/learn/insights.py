@@ -33,12 +33,12 @@ primary outcome, with its p-value.
 
 from __future__ import annotations
 
-import html
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from afdp.errors import visible, visible_html
 from afdp.learn.features import (
     WEEKDAYS,
     Planned,
@@ -380,9 +380,12 @@ def _svg(series: list[dict[str, Any]], *, title: str, labels: Sequence[str], yla
     for bar, item in zip(bars, series, strict=True):
         axes.annotate(f"n={item['n']}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                       ha="center", va="bottom", fontsize=6)
-    axes.set_xticks(range(len(series)), labels, fontsize=7)
-    axes.set_title(title, fontsize=9)
-    axes.set_ylabel(ylabel, fontsize=8)
+    # Labels are evidence text (metric names, change kinds): hidden characters shown as
+    # escapes (matplotlib copies text into the SVG, comments included), "$...$" as itself,
+    # never read as mathtext.
+    axes.set_xticks(range(len(series)), [visible(label) for label in labels], fontsize=7, parse_math=False)
+    axes.set_title(visible(title), fontsize=9, parse_math=False)
+    axes.set_ylabel(visible(ylabel), fontsize=8, parse_math=False)
     axes.axhline(0, color="#888888", linewidth=0.6)
     figure.tight_layout()
     buffer = io.StringIO()
@@ -412,7 +415,7 @@ def plots(found: Insights) -> list[tuple[str, str]]:
 
 def render_html(found: Insights) -> str:
     """Return a self-contained HTML page: the insights table and the plots (inline SVG)."""
-    esc = html.escape
+    esc = visible_html
     rows = []
     for item in found.insights:
         if item.status != "computed":

@@ -15,11 +15,23 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from afdp.audit.report import svg
+from afdp.errors import visible
 from afdp.service.dashboard import DeploymentEntry
+
+
+def _shown(value: Any) -> Any:
+    """Every plain string a template prints shows its hidden characters as escapes (a bidi
+    override in a reason or a metric name would otherwise reorder the page around it);
+    autoescaping then HTML-escapes it. The page's own markup (``Markup``) is left alone."""
+    if isinstance(value, str) and not isinstance(value, Markup) and not value.isprintable():
+        return "\n".join(visible(line) for line in value.split("\n"))
+    return value
+
 
 _ENV = Environment(
     loader=PackageLoader("afdp.service", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
+    finalize=_shown,
 )
 
 STYLESHEET = """

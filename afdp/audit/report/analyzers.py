@@ -13,8 +13,9 @@ the report; on a branch that failed verification the section is marked unverifie
 from __future__ import annotations
 
 from collections.abc import Mapping
-from html import escape
 from typing import Any
+
+from afdp.errors import visible_html as escape
 
 
 def analyzer_rows(analysis: Mapping[str, Any] | None) -> list[dict[str, Any]]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from html import escape
 from typing import Any
 
 from afdp.audit.report import analyzers, svg, units
 from afdp.audit.report.evidence import Series
 from afdp.audit.report.model import FAILED, UNSEALED, AuditReport, DeploymentSection, ImpactRow
 from afdp.audit.report.units import Scale
+from afdp.errors import visible_html as escape
 
 _CSS = """
 @page { size: A4; margin: 14mm 12mm; }

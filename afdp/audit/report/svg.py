@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from html import escape
 
 from afdp.audit.report import units
 from afdp.audit.report.units import Scale
+from afdp.errors import visible_html as escape
 
 WIDTH, HEIGHT = 760, 230
 LEFT, RIGHT, TOP, BOTTOM = 64, 36, 30, 40
