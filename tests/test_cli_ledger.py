@@ -119,7 +119,10 @@ def test_bad_names_are_usage_errors(cli, workspace, bad):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{not json", "not valid JSON"), ("[1, 2]", "must be a JSON object"), ("42", "must be a JSON object"), ('{"x": NaN}', "cannot be canonicalized")],
+    [("{not json", "not valid JSON"), ("[1, 2]", "must be a JSON object"), ("42", "must be a JSON object"), ('{"x": NaN}', "cannot be canonicalized"),
+     # Python's json keeps the last value, other parsers the first: refused, not guessed
+     ('{"ok": true, "ok": false}', "names 'ok' twice"), ('{"a": {"b": 1, "b": 2}}', "names 'b' twice"),
+     pytest.param("[" * 100_000 + "]" * 100_000, "nested too deeply", id="nested-100000")],
 )
 def test_bad_results_leave_the_branch_unchanged(cli, workspace, tmp_path, content, message):
     ws = workspace

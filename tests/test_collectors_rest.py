@@ -99,6 +99,8 @@ def test_select_failures_say_where(path: str, reason: str) -> None:
         (Answer(content_type="application/json", body=b"<!DOCTYPE html><p>oops</p>"), "HTML page"),
         (Answer(content_type="text/plain", body=b"ok"), "not JSON"),
         (Answer(status=500, body=b'{"error": "boom"}'), "HTTP 500"),
+        # which of the two is the metric? Python's json would take the last, others the first
+        (Answer(body=b'{"data": {"x": 0.1, "x": 9.0}}'), "names 'x' twice"),
     ],
 )
 def test_non_json_answers_fail_clearly(answer: Answer, reason: str) -> None:

@@ -223,6 +223,10 @@ def test_strict_json_refuses_what_rfc8785_cannot_write():
             strict_json(text)
     # Python's json module writes (and reads) them all: why the loader cannot use it
     assert json.dumps({"a": float("nan")}) == '{"a": NaN}'
+    # result.json is checked by its digest only: a key named twice would be read as its
+    # last value here and as its first by another reader
+    with pytest.raises(ValueError, match="names 'a' twice"):
+        strict_json('{"a": 1, "a": 2}')
 
 
 def _python_json_writer(monkeypatch) -> None:

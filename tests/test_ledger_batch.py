@@ -126,6 +126,8 @@ def test_batch_drafts_check_every_line_first():
         ('{"step": "a", "result": {}, "index": -1}\n', "'index' must be a non-negative integer"),
         ('{"step": "a", "result": {}, "index": true}\n', "'index' must be a non-negative integer"),
         ('{"step": "a", "result": {"x": NaN}}\n', "line 1"),
+        ('{"step": "a", "result": {}}\n{"step": "b", "step": "c", "result": {}}\n', "line 2 is not valid JSON: an object names 'step' twice"),
+        ('{"step": "a", "result": {"x": 1, "x": 2}}\n', "line 1 is not valid JSON: an object names 'x' twice"),
         ("\n\n", "holds no record"),
     ):
         with pytest.raises(UsageError) as info:

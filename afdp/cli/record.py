@@ -6,7 +6,6 @@ inside the commands, so ``--help`` is fast.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from afdp.cli.options import (
 )
 from afdp.cli.output import echo
 from afdp.errors import UsageError
+from afdp.evidence.jsondata import load_json
 
 #: A result is one record's file: verification refuses any file over 64 MiB
 #: (docs/evidence.md, "Size limits"), so no larger one is read. A batch holds many.
@@ -55,9 +55,9 @@ def _read_text(path: str, what: str, limit: int = MAX_RESULT_BYTES) -> str:
 def _load_result(path: str) -> Any:
     text = _read_text(path, "result")
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except ValueError as exc:
-        raise UsageError(f"result {path} is not valid JSON: {exc}") from exc
+        raise UsageError(f"result {path} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise UsageError(f"result {path} must be a JSON object, not {type(value).__name__}")
     return value

@@ -383,7 +383,7 @@ def batch_drafts(text: str, *, source: str, workflow_digest: str | None = None) 
         UsageError: naming ``source`` and the line: not JSON, not an object, an unknown
             or missing key, a value of the wrong type, or an invalid draft; or no record.
     """
-    import json
+    from afdp.evidence.jsondata import load_json
 
     drafts: list[RecordDraft] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -391,9 +391,9 @@ def batch_drafts(text: str, *, source: str, workflow_digest: str | None = None) 
             continue
         where = f"{source} line {number}"
         try:
-            item = json.loads(line)
+            item = load_json(line)
         except ValueError as exc:
-            raise UsageError(f"{where} is not valid JSON: {exc}") from exc
+            raise UsageError(f"{where} is not valid JSON: {exc}") from None
         if not isinstance(item, dict):
             raise UsageError(f"{where} must be a JSON object, not {type(item).__name__}")
         unknown = sorted(set(item) - BATCH_KEYS)

@@ -6,9 +6,10 @@ writer's ``NaN`` or ``1e400`` would pass verification; :func:`strict_json` refus
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
+
+from afdp.evidence.jsondata import load_json
 
 __all__ = ["NotIJson", "strict_json"]
 
@@ -46,4 +47,4 @@ def strict_json(data: bytes | str) -> Any:
     Raises:
         NotIJson: such a number; ValueError: not JSON at all.
     """
-    return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_safe_int)
+    return load_json(data, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_safe_int)

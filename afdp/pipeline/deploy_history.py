@@ -21,6 +21,7 @@ from typing import Any
 from afdp.errors import UsageError, describe_character, hidden_character
 from afdp.evidence import records as rec
 from afdp.evidence.files import read_at_most
+from afdp.evidence.jsondata import DuplicateKey, load_json
 from afdp.evidence.names import branch_ref
 from afdp.pipeline.runner.request import DeploymentInfo
 
@@ -126,11 +127,9 @@ def read_history(
         entries = _read_csv(path, text, service)
     else:
         try:
-            document = json.loads(text, object_pairs_hook=_unique_keys)
-        except _DuplicateKey as exc:
-            raise UsageError(f"{path}: {exc}: which one the file means is ambiguous") from None
-        except RecursionError:
-            raise UsageError(f"{path}: not JSON AFDP reads: nested too deeply") from None
+            document = load_json(text)
+        except DuplicateKey as exc:
+            raise UsageError(f"{path}: {exc}") from None
         except ValueError as exc:
             raise UsageError(f"{path}: not JSON: {exc}") from exc
         if not isinstance(document, list):
@@ -160,21 +159,6 @@ def read_history(
             raise UsageError(f"{path}: {entry.where}: the same deployment as {seen[name]} ({name})")
         seen[name] = entry.where
     return entries
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys are unique: ``{"sha": A, "sha": B}`` says two things, and
-    a reader taking the first would see another deployment than one taking the last."""
-    document: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in document:
-            raise _DuplicateKey(f"an object names {key[:40]!r} twice")
-        document[key] = value
-    return document
 
 
 def _files(path: Path, where: str, name: str, value: Any) -> tuple[str, ...]:

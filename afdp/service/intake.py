@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from afdp.errors import UsageError, hidden_character
+from afdp.evidence.jsondata import load_json
 from afdp.evidence.names import check_name
 from afdp.pipeline.runner.request import TEAM_PATTERN
 from afdp.service.config import ServiceConfig, Services
@@ -139,22 +139,11 @@ def parse_json(body: bytes) -> Any:
         EventRejected: 400, not UTF-8 JSON.
     """
     try:
-        return json.loads(body.decode("utf-8"), object_pairs_hook=_unique_keys)
+        # {"team": "a", "team": "b"}: parsers disagree on which counts, so the sender's
+        # view and the recorded one could differ: refused (a duplicate key), not guessed
+        return load_json(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise EventRejected(400, "malformed", f"body is not JSON: {exc}") from None
-    except RecursionError:  # "[[[[..." nested deeper than the parser goes: not an event
-        raise EventRejected(400, "malformed", "body is not JSON: nested too deeply") from None
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # {"team": "a", "team": "b"}: parsers disagree on which counts (Python's json the last,
-    # many others the first), so the sender's view and the recorded one could differ
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise ValueError(f"duplicate key {key!r}: the body is ambiguous")
-        found[key] = value
-    return found
 
 
 # An event's text follows the one rule for text entering evidence

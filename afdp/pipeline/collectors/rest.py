@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from afdp.evidence.jsondata import DuplicateKey, load_json
 from afdp.pipeline.collectors.base import (
     Clock,
     CollectorFailed,
@@ -180,7 +181,10 @@ def _call(http: Any, target: Endpoint, method: str, body: str | None, headers: M
             f"the REST API {target.public} answered {describe_body(response, target.redactor.scrub)}, not JSON"
         )
     try:
-        return response.json()
+        # an answer naming a key twice is ambiguous (which value is the metric?): refused
+        return load_json(response.content)
+    except DuplicateKey as exc:
+        raise CollectorFailed(f"the REST API {target.public} answered JSON in which {exc}") from None
     except ValueError:
         raise CollectorFailed(
             f"the REST API {target.public} answered {describe_body(response, target.redactor.scrub)}, which is not JSON"
