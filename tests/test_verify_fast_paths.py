@@ -13,7 +13,7 @@ import json
 
 import pytest
 from conftest import build_deployment
-from tamper import edit, with_file
+from tamper import edit, read_branch, with_file, write_branch
 
 from afdp.evidence import records as rec
 from afdp.evidence.trust import load_trust_policy
@@ -52,3 +52,21 @@ def test_tampered_record_named_alike_in_and_out_of_process(sealed, trust_file, j
     assert {(s, c) for s, c, _ in failures(report)} >= {(2, "envelope")}
     reference = check_branch(sealed, service="api", deployment="d-42", policy=load_trust_policy(trust_file), jobs=1)
     assert failures(report) == failures(reference)
+
+
+@pytest.mark.parametrize("position", [0, 1])
+def test_the_record_checked_before_the_workers_start_is_named_alike(sealed, trust_file, position):
+    """With workers, the first record is checked in the main process before the fork
+    (the workers inherit what it warmed) and the rest by the workers: a tampered record
+    on either side of that split, and a token swapped across it, fail exactly as in one
+    process, in the same order."""
+    edit(sealed, position, _reorder)
+    entries = read_branch(sealed)
+    entries[2] = with_file(entries[2], "timestamp-0.tsr", entries[0].files["timestamp-0.tsr"])
+    write_branch(sealed, entries)
+    policy = load_trust_policy(trust_file)
+    parallel = check_branch(sealed, service="api", deployment="d-42", policy=policy, jobs=2)
+    serial = check_branch(sealed, service="api", deployment="d-42", policy=policy, jobs=1)
+    assert {(s, c) for s, c, _ in failures(parallel)} >= {(position, "envelope"), (2, "timestamp.imprint")}
+    assert parallel.failures == serial.failures
+    assert parallel.records == serial.records

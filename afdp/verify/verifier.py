@@ -78,13 +78,15 @@ __all__ = [
 ]
 
 #: Branches shorter than this are checked in-process: below it a worker pool costs more
-#: than it saves. Measured on the 2-core machine (``benchmarks/bench_scale.py`` and the
-#: CPU times in docs/evidence.md "Verification speed"): with the workers reading Git
-#: themselves the main process does about 40 ms of CPU at 50 records, and two workers
-#: spend about 1.25x the CPU of one process, so an idle 2-core machine verifies 52
-#: records in an estimated 118 ms against 188 ms; 64 records (four runs of MIN_BATCH)
-#: is where every worker gets two runs. On a machine loaded beyond its cores the pool
-#: gains nothing at any size (then ``--jobs 1``).
+#: than it saves. Measured on the 2-core machine (``benchmarks/bench_scale.py --sizes 32
+#: 64 100 --jobs J``, fresh processes, three alternating rounds at load average 1.5-2.8,
+#: after the first record moved before the fork): wall time per record with one process
+#: and with two workers, 33 records 2.7-2.8 ms against 2.5-3.4 ms (no gain), 65 records
+#: 1.7-1.9 ms against 1.6-2.4 ms, 101 records 1.4-1.5 ms against 1.2-2.4 ms (a gain in
+#: two rounds of three). Two workers spend about 1.25x the CPU of one process (the two
+#: cores share their caches), and a fresh process pays about 50 ms of CPU once (imports
+#: and the first token's whole check) however many records it checks. On a machine
+#: loaded beyond its cores the pool gains nothing at any size (then ``--jobs 1``).
 PARALLEL_THRESHOLD = 64
 #: Commits per run handed to a worker, which reads and checks them: at most BATCH, and
 #: small enough on a short branch that every worker gets a share (at least two runs per
@@ -106,10 +108,12 @@ def _roots_of(policy: TrustPolicy) -> list[Any]:
     ]
 
 
-def _init_worker(policy: TrustPolicy) -> None:
+def _init_worker(policy: TrustPolicy, roots: list[Any] | None = None) -> None:
     # The loaded policy itself (inherited by fork): it may carry a pinned Sigstore
     # trusted root read from beside the policy file, which the document only names.
-    _WORKER["policy"], _WORKER["roots"] = policy, _roots_of(policy)
+    # ``roots``: the parent's root certificates of that policy (the very objects, by
+    # fork), whose chain the parent may already have validated.
+    _WORKER["policy"], _WORKER["roots"] = policy, roots if roots is not None else _roots_of(policy)
 
 
 #: What one commit gave: its commit-level failures, and per record directory it adds,
@@ -313,19 +317,7 @@ def check_branch(
     _drop_object_cache(store)
     _return_freed_memory()
     workers = _worker_count(jobs, total)
-    executor = None
-    if workers > 1:  # imported here: a short branch starts no worker processes
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        prepare()  # before the fork: the workers inherit the loaded modules and schemas
-        executor = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("fork"),
-            initializer=_init_worker,
-            initargs=(policy,),
-        )
-    roots = _roots_of(policy) if executor is None else None
+    roots = _roots_of(policy)
     chunk = min(BATCH, max(MIN_BATCH, -(-total // (workers * 2))))
     done = 0
 
@@ -342,6 +334,27 @@ def check_branch(
         if progress is not None:
             progress(done, total)
 
+    executor = None
+    first = 0  # commits checked here before the workers start
+    if workers > 1:  # imported here: a short branch starts no worker processes
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        prepare()  # before the fork: the workers inherit the loaded modules and schemas
+        # The first commit is checked here, before the fork: every worker then inherits
+        # what checking it loaded and remembered (the TSA's chain validated once, the
+        # trusted key parsed, the lazily imported modules) instead of each doing it again
+        # for its first record (about 5 ms of CPU per worker). What is remembered is the
+        # same as a worker would remember from that record itself.
+        first = 1
+        take([_check_commit(store, oid, service, deployment, policy, roots) for oid in split_ids(commit_ids[:20])])
+        _drop_object_cache(store)
+        executor = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_init_worker,
+            initargs=(policy, roots),
+        )
     try:
         if executor is None:
             # one commit object at a time is held, and one run's in libgit2's cache
@@ -357,7 +370,7 @@ def check_branch(
             # results are taken in chain order, a few runs in flight per worker, so
             # memory holds a few runs' results however long the branch.
             pending: list[Future[list[CommitResult]]] = []
-            for start in range(0, total, chunk):
+            for start in range(first, total, chunk):
                 pending.append(
                     executor.submit(
                         _check_chunk, str(repository), service, deployment, commit_ids[start * 20 : (start + chunk) * 20]
