@@ -373,10 +373,14 @@ def test_a_token_the_tsa_signed_with_another_content_type_fails_cold_and_warm(re
     # cold in this process: every cache cleared
     chains._trusts.clear()
     chains._certificate_set_problems.clear()
+    chains._attribute_types.clear()
     with pytest.raises(TimestampVerificationError) as cold:
         verify_timestamp(token, SIGNATURE, roots)
     assert cold.value.check == "timestamp.chain" and "content-type attribute" in cold.value.message
     assert not chains._trust(roots).chains  # nothing was remembered from it
-    # warm: a good token's chain is remembered, and the bent one still fails, not on the warm path
+    if content_type != "missing":  # the bent attribute's type is now remembered by its DER ...
+        assert chains._CONTENT_TYPE_ATTR in chains._attribute_types.values()
+    # warm: a good token's chain is remembered, and the bent one still fails, not on the
+    # warm path (... and the remembered type refuses it as reading it did)
     error = refused(real, token, "timestamp.chain")
     assert error.message == cold.value.message
