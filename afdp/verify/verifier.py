@@ -78,16 +78,23 @@ __all__ = [
 ]
 
 #: Branches shorter than this are checked in-process: below it a worker pool costs more
-#: than it saves. Measured on the 2-core machine (``benchmarks/bench_scale.py --sizes 32
-#: 64 100 --jobs J``, fresh processes, three alternating rounds at load average 1.5-2.8,
-#: after the first record moved before the fork): wall time per record with one process
-#: and with two workers, 33 records 2.7-2.8 ms against 2.5-3.4 ms (no gain), 65 records
-#: 1.7-1.9 ms against 1.6-2.4 ms, 101 records 1.4-1.5 ms against 1.2-2.4 ms (a gain in
-#: two rounds of three). Two workers spend about 1.25x the CPU of one process (the two
-#: cores share their caches), and a fresh process pays about 50 ms of CPU once (imports
-#: and the first token's whole check) however many records it checks. On a machine
-#: loaded beyond its cores the pool gains nothing at any size (then ``--jobs 1``).
-PARALLEL_THRESHOLD = 64
+#: than it saves as often as not. Measured on the shared 2-core machine with the first
+#: record checked before the fork, wall time with one process against two workers:
+#: in a fresh process (``benchmarks/bench_scale.py --sizes 100 200 300 500 --jobs J``,
+#: three alternating rounds, load average 1.6-1.9) 101 records 1.46-1.55 ms against
+#: 1.18-1.27 ms a record, 201 records 1.21 against 0.88-0.93 ms, 301 records 1.13-1.17
+#: against 0.77-0.92 ms, 501 records 1.09-1.12 against 0.68-0.71 ms; in a process that has
+#: already verified (the imports, schemas and TSA chain warm, a larger heap to fork: a
+#: service, or ``bench_intoto.py``, which verifies in the process that recorded), medians
+#: of four rounds, at load average 1.8: 200 records 198 ms against 131 ms, 300 records
+#: 303 against 184 ms; at load average 2.4-2.6 (the cores already busy): 100 records
+#: 108-130 ms against 152-162 ms, 200 records 222-253 against 233-266 ms; and in
+#: ``bench_intoto.py``'s recording process at 100 records, 4 rounds, load 1.8-2.5:
+#: 797-819 records/s in one process against 543-672 with workers. Two workers spend
+#: about 1.25x the CPU of one process (the two cores share their caches) and the pool
+#: itself costs 10-16 ms of wall time to start and stop; on a machine loaded beyond its
+#: cores the pool gains nothing at any size (then ``--jobs 1``).
+PARALLEL_THRESHOLD = 200
 #: Commits per run handed to a worker, which reads and checks them: at most BATCH, and
 #: small enough on a short branch that every worker gets a share (at least two runs per
 #: worker). A worker holds one commit's files at a time, so no byte bound is needed.
