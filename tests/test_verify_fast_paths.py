@@ -70,3 +70,54 @@ def test_the_record_checked_before_the_workers_start_is_named_alike(sealed, trus
     assert {(s, c) for s, c, _ in failures(parallel)} >= {(position, "envelope"), (2, "timestamp.imprint")}
     assert parallel.failures == serial.failures
     assert parallel.records == serial.records
+
+
+def test_reading_a_run_ahead_of_its_checks_finds_what_one_at_a_time_finds(sealed, trust_file, monkeypatch):
+    """A run of commits is read ahead of its checks; with the read-ahead bound at one
+    byte (every commit read and checked in turn, as before) the report is the same,
+    every failure in the same order."""
+    from afdp.verify import verifier
+
+    edit(sealed, 1, _reorder)
+    entries = read_branch(sealed)
+    entries[3] = with_file(entries[3], "timestamp-0.tsr", entries[2].files["timestamp-0.tsr"])
+    write_branch(sealed, entries)
+    policy = load_trust_policy(trust_file)
+    ahead = check_branch(sealed, service="api", deployment="d-42", policy=policy, jobs=1)
+    monkeypatch.setattr(verifier, "READ_AHEAD_BYTES", 1)
+    one_by_one = check_branch(sealed, service="api", deployment="d-42", policy=policy, jobs=1)
+    assert {(s, c) for s, c, _ in failures(ahead)} >= {(1, "envelope"), (3, "timestamp.imprint")}
+    assert ahead.failures == one_by_one.failures
+    assert ahead.records == one_by_one.records
+
+
+def test_reading_ahead_stops_at_its_bound(sealed, trust_file, monkeypatch):
+    """Two neighbouring records that each carry a 6 MiB file are not held together:
+    reading ahead stops for the checks once READ_AHEAD_BYTES (1 MiB) is held, so the
+    peak is one large record's (6 MiB), not both records' (12 MiB, as with no bound)."""
+    import tracemalloc
+
+    from afdp.verify import verifier
+
+    big = b"\x00" * (6 << 20)
+    for index in (1, 2):
+        edit(sealed, index, lambda entry, name=f"extra-{index}.bin": with_file(entry, name, big))
+    del big
+    policy = load_trust_policy(trust_file)
+    check_branch(sealed, service="api", deployment="d-42", policy=policy, jobs=1)  # imports, caches
+
+    def peak() -> int:
+        tracemalloc.start()
+        try:
+            report = check_branch(sealed, service="api", deployment="d-42", policy=policy, jobs=1)
+            _, top = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert {(s, c) for s, c, _ in failures(report)} >= {(1, "layout"), (2, "layout")}
+        return top
+
+    bounded = peak()
+    monkeypatch.setattr(verifier, "READ_AHEAD_BYTES", 1 << 40)
+    unbounded = peak()
+    assert bounded < 9 << 20, f"peak {bounded >> 20} MiB"
+    assert unbounded > bounded + (4 << 20), (unbounded >> 20, bounded >> 20)

@@ -47,6 +47,7 @@ from afdp.evidence import records as rec
 from afdp.evidence.ledger import trailers
 from afdp.evidence.names import branch_ref
 from afdp.evidence.store import EvidenceStore, StorageError
+from afdp.evidence.store.read import SignedCommitFiles
 from afdp.evidence.trust import TrustPolicy
 from afdp.verify.chain import ChainWalk, Slot, problem
 from afdp.verify.checks import RecordFacts, RecordInput, check_record, prepare
@@ -97,9 +98,13 @@ __all__ = [
 PARALLEL_THRESHOLD = 200
 #: Commits per run handed to a worker, which reads and checks them: at most BATCH, and
 #: small enough on a short branch that every worker gets a share (at least two runs per
-#: worker). A worker holds one commit's files at a time, so no byte bound is needed.
+#: worker). A run's files are held only up to ``READ_AHEAD_BYTES`` (and one record's).
 BATCH = 200
 MIN_BATCH = 16
+#: Record files a run reads ahead of its checks: reading stops for the checks once this
+#: many bytes are held, so at most this much plus one record's files (65 MiB, see
+#: ``afdp.evidence.store.read``) is held at a time. About 300 records of the usual 3 KiB.
+READ_AHEAD_BYTES = 1 << 20
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -142,7 +147,7 @@ def _check_chunk(repository: str, service: str, deployment: str, oids: bytes) ->
         store = stores[repository] = EvidenceStore(repository)
     policy, roots = _WORKER["policy"], _WORKER["roots"]
     try:
-        return [_check_commit(store, oid, service, deployment, policy, roots) for oid in split_ids(oids)]
+        return _check_run(store, split_ids(oids), service, deployment, policy, roots)
     finally:
         _drop_object_cache(store)
 
@@ -175,22 +180,52 @@ def _drop_object_cache(store: EvidenceStore) -> None:
     store.repo.free()
 
 
-def _check_commit(
+def _check_run(
     store: EvidenceStore,
-    oid: pygit2.Oid,
+    oids: list[pygit2.Oid],
+    service: str,
+    deployment: str,
+    policy: TrustPolicy,
+    roots: Any,
+) -> list[CommitResult]:
+    """Read and check a run of consecutive commits (oldest first), in their order.
+
+    The commits are read ahead of their checks, while the record files held stay under
+    ``READ_AHEAD_BYTES``, and then checked: reading a run and then checking it costs
+    about a tenth less CPU than reading and checking one commit at a time (libgit2's
+    code and data, then the checks', stay in the processor's caches). Each commit is
+    read and checked exactly as one at a time; a run of large records is read one
+    record at a time.
+    """
+    results: list[CommitResult] = []
+    ahead: list[SignedCommitFiles] = []
+    held = 0
+    for oid in oids:
+        # its files, parents, tree and signature, each as libgit2 reads it (no name
+        # here holds on to a commit once its run is checked)
+        ahead.append(store.signed_commit_files(oid))
+        held += sum(map(len, ahead[-1].files.added.values()))
+        if held >= READ_AHEAD_BYTES:
+            results.extend(_check_commit(one, service, deployment, policy, roots) for one in ahead)
+            ahead.clear()
+            held = 0
+    results.extend(_check_commit(one, service, deployment, policy, roots) for one in ahead)
+    return results
+
+
+def _check_commit(
+    read: SignedCommitFiles,
     service: str,
     deployment: str,
     policy: TrustPolicy,
     roots: Any,
 ) -> CommitResult:
-    """Check 11 (the commit) on one commit and checks 1-10 on each record it adds.
+    """Check 11 (the commit) on one read commit and checks 1-10 on each record it adds.
 
     The records' ``position`` is set by the caller, which knows their place on the branch.
     """
     failures: list[Failure] = []
     records: list[tuple[Slot, RecordFacts]] = []
-    # its files, parents, tree and signature, each as libgit2 reads it
-    read = store.signed_commit_files(oid)
     content = read.files
     commit_id = content.commit_id
     # 11. commit: one parent, one new record directory, nothing else touched
@@ -354,7 +389,7 @@ def check_branch(
         # for its first record (about 5 ms of CPU per worker). What is remembered is the
         # same as a worker would remember from that record itself.
         first = 1
-        take([_check_commit(store, oid, service, deployment, policy, roots) for oid in split_ids(commit_ids[:20])])
+        take(_check_run(store, split_ids(commit_ids[:20]), service, deployment, policy, roots))
         _drop_object_cache(store)
         executor = ProcessPoolExecutor(
             max_workers=workers,
@@ -366,10 +401,9 @@ def check_branch(
         if executor is None:
             # one commit object at a time is held, and one run's in libgit2's cache
             for start in range(0, total, chunk):
-                results = [
-                    _check_commit(store, oid, service, deployment, policy, roots)
-                    for oid in split_ids(commit_ids[start * 20 : (start + chunk) * 20])
-                ]
+                results = _check_run(
+                    store, split_ids(commit_ids[start * 20 : (start + chunk) * 20]), service, deployment, policy, roots
+                )
                 _drop_object_cache(store)
                 take(results)
         else:
