@@ -99,10 +99,8 @@ def test_reading_ahead_stops_at_its_bound(sealed, trust_file, monkeypatch):
 
     from afdp.verify import verifier
 
-    big = b"\x00" * (6 << 20)
     for index in (1, 2):
-        edit(sealed, index, lambda entry, name=f"extra-{index}.bin": with_file(entry, name, big))
-    del big
+        edit(sealed, index, lambda entry, name=f"extra-{index}.bin": with_file(entry, name, b"\x00" * (6 << 20)))
     policy = load_trust_policy(trust_file)
     check_branch(sealed, service="api", deployment="d-42", policy=policy, jobs=1)  # imports, caches
 
