@@ -57,7 +57,9 @@ if components:
     stack = []
 
     def timed(owner, name, label):
-        original = getattr(owner, name)
+        original = getattr(owner, name, None)
+        if original is None:  # another version of AFDP: not there
+            return
 
         @functools.wraps(original)
         def wrapper(*args, **kwargs):
