@@ -117,7 +117,9 @@ COMPONENTS = [
     ("afdp.verify.checks", "load_json", "JSON parse: envelope and payload"),
     ("afdp.evidence.schemas", "iter_errors", "JSON Schema (jsonschema-rs)"),
     ("afdp.verify.verifier", "check_record", "record checks: the rest (base64, digests, identity, time)"),
+    ("afdp.verify.verifier", "check_records", "record checks: the rest (base64, digests, identity, time)"),
     ("afdp.verify.verifier", "_check_commit", "commit checks: the rest"),
+    ("afdp.verify.verifier", "_commit_checks", "commit checks: the rest"),
     ("afdp.verify.chain:ChainWalk", "add", "chain checks (12-15)"),
 ]
 

@@ -73,20 +73,30 @@ def test_the_record_checked_before_the_workers_start_is_named_alike(sealed, trus
 
 
 def test_reading_a_run_ahead_of_its_checks_finds_what_one_at_a_time_finds(sealed, trust_file, monkeypatch):
-    """A run of commits is read ahead of its checks; with the read-ahead bound at one
-    byte (every commit read and checked in turn, as before) the report is the same,
+    """A run of commits is read ahead of its checks, and its records are checked stage by
+    stage across the run (``check_records``); with the read-ahead bound at one byte, every
+    commit is read and its record checked alone, as before. Records that stop at the
+    first stage (no envelope), at the second (not JSON), fail a later one (a token of
+    another record) or go on after a failure (not canonical) report the same either way,
     every failure in the same order."""
+    from dataclasses import replace
+
     from afdp.verify import verifier
 
-    edit(sealed, 1, _reorder)
     entries = read_branch(sealed)
-    entries[3] = with_file(entries[3], "timestamp-0.tsr", entries[2].files["timestamp-0.tsr"])
+    entries[1] = with_file(entries[1], rec.ENVELOPE_FILE, b"not JSON")
+    entries[2] = replace(entries[2], files={k: v for k, v in entries[2].files.items() if k != rec.ENVELOPE_FILE})
+    entries[3] = with_file(entries[3], "timestamp-0.tsr", entries[0].files["timestamp-0.tsr"])
+    entries[4] = _reorder(entries[4])
     write_branch(sealed, entries)
     policy = load_trust_policy(trust_file)
     ahead = check_branch(sealed, service="api", deployment="d-42", policy=policy, jobs=1)
     monkeypatch.setattr(verifier, "READ_AHEAD_BYTES", 1)
     one_by_one = check_branch(sealed, service="api", deployment="d-42", policy=policy, jobs=1)
-    assert {(s, c) for s, c, _ in failures(ahead)} >= {(1, "envelope"), (3, "timestamp.imprint")}
+    found = {(s, c) for s, c, _ in failures(ahead)}
+    assert found >= {(3, "timestamp.imprint"), (4, "envelope")}, found
+    assert any(c == "envelope" and "is not JSON" in r for _, c, r in failures(ahead))  # record 1
+    assert any(c == "layout" and "no envelope.json" in r for _, c, r in failures(ahead))  # record 2
     assert ahead.failures == one_by_one.failures
     assert ahead.records == one_by_one.records
 

@@ -50,7 +50,7 @@ from afdp.evidence.store import EvidenceStore, StorageError
 from afdp.evidence.store.read import SignedCommitFiles
 from afdp.evidence.trust import TrustPolicy
 from afdp.verify.chain import ChainWalk, Slot, problem
-from afdp.verify.checks import RecordFacts, RecordInput, check_record, prepare
+from afdp.verify.checks import RecordFacts, RecordInput, check_records, prepare
 from afdp.verify.report import (
     BranchReport,
     EvidenceVerificationError,
@@ -206,26 +206,37 @@ def _check_run(
         ahead.append(store.signed_commit_files(oid))
         held += sum(map(len, ahead[-1].files.added.values()))
         if held >= READ_AHEAD_BYTES:
-            results.extend(_check_commit(one, service, deployment, policy, roots) for one in ahead)
+            results.extend(_check_commits(ahead, service, deployment, policy, roots))
             ahead.clear()
             held = 0
-    results.extend(_check_commit(one, service, deployment, policy, roots) for one in ahead)
+    results.extend(_check_commits(ahead, service, deployment, policy, roots))
     return results
 
 
-def _check_commit(
-    read: SignedCommitFiles,
+def _check_commits(
+    reads: list[SignedCommitFiles],
     service: str,
     deployment: str,
     policy: TrustPolicy,
     roots: Any,
-) -> CommitResult:
-    """Check 11 (the commit) on one read commit and checks 1-10 on each record it adds.
+) -> list[CommitResult]:
+    """Check 11 (the commit) on each read commit, then checks 1-10 on every record they
+    add, stage by stage across them (:func:`afdp.verify.checks.check_records`).
 
     The records' ``position`` is set by the caller, which knows their place on the branch.
     """
+    commits = [_commit_checks(read, service, deployment) for read in reads]
+    facts = iter(check_records([item for _, records in commits for _, item in records], policy, roots))
+    return [(failures, [(slot, next(facts)) for slot, _ in records]) for failures, records in commits]
+
+
+def _commit_checks(
+    read: SignedCommitFiles, service: str, deployment: str
+) -> tuple[list[Failure], list[tuple[Slot, RecordInput]]]:
+    """Check 11 (the commit) on one read commit; return its failures and, per record
+    directory it adds, the slot and the record's input to checks 1-10."""
     failures: list[Failure] = []
-    records: list[tuple[Slot, RecordFacts]] = []
+    records: list[tuple[Slot, RecordInput]] = []
     content = read.files
     commit_id = content.commit_id
     # 11. commit: one parent, one new record directory, nothing else touched
@@ -288,7 +299,7 @@ def _check_commit(
             content.message,
             content.author,
         )
-        records.append((slot, check_record(item, policy, roots)))
+        records.append((slot, item))
     return failures, records
 
 
