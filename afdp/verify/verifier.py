@@ -80,7 +80,8 @@ __all__ = [
 
 #: Branches shorter than this are checked in-process: below it a worker pool costs more
 #: than it saves as often as not. Measured on the shared 2-core machine with the first
-#: record checked before the fork, wall time with one process against two workers:
+#: record checked before the fork (and before the stage-by-stage checks, which made a
+#: record cheaper in both), wall time with one process against two workers:
 #: in a fresh process (``benchmarks/bench_scale.py --sizes 100 200 300 500 --jobs J``,
 #: three alternating rounds, load average 1.6-1.9) 101 records 1.46-1.55 ms against
 #: 1.18-1.27 ms a record, 201 records 1.21 against 0.88-0.93 ms, 301 records 1.13-1.17
@@ -410,7 +411,8 @@ def check_branch(
         )
     try:
         if executor is None:
-            # one commit object at a time is held, and one run's in libgit2's cache
+            # one run's record files (up to READ_AHEAD_BYTES and one record's) are held,
+            # and one run's objects in libgit2's cache
             for start in range(0, total, chunk):
                 results = _check_run(
                     store, split_ids(commit_ids[start * 20 : (start + chunk) * 20]), service, deployment, policy, roots
