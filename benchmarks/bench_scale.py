@@ -14,6 +14,11 @@ and of its worker processes (``ru_maxrss``). Linear means the same time per reco
 every size; flat memory means peak memory that does not grow with the branch: with
 ``--summary`` (``keep_records=False``) none at all; by default the report itself keeps
 one small entry per record. ``--keep DIR`` keeps the built branches for later runs.
+
+``--components`` (one process: ``--jobs 1``) also prints where a record's CPU goes: each
+part of the verification (``COMPONENTS``) is wrapped and timed by CPU clock, exclusive of
+the parts it calls; the wrappers themselves cost about a microsecond a call, so the total
+with them is shown beside the plain run's.
 """
 
 from __future__ import annotations
@@ -44,8 +49,38 @@ from pathlib import Path
 import pygit2
 from afdp.evidence.trust import load_trust_policy
 from afdp.verify.verifier import check_branch
-repo, trust, deployment, jobs, keep = sys.argv[1:6]
+repo, trust, deployment, jobs, keep, components = sys.argv[1:7]
 policy = load_trust_policy(Path(trust))
+spent = {}
+if components:
+    import functools, importlib
+    stack = []
+
+    def timed(owner, name, label):
+        original = getattr(owner, name, None)
+        if original is None:  # another version of AFDP: not there
+            return
+
+        @functools.wraps(original)
+        def wrapper(*args, **kwargs):
+            started = time.process_time()
+            stack.append(0.0)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                took = time.process_time() - started
+                inner = stack.pop()
+                spent[label] = spent.get(label, 0.0) + took - inner
+                if stack:
+                    stack[-1] += took
+        setattr(owner, name, wrapper)
+
+    for path, name, label in json.loads(components):
+        module, _, attribute = path.partition(":")
+        owner = importlib.import_module(module)
+        if attribute:
+            owner = getattr(owner, attribute)
+        timed(owner, name, label)
 started, cpu_started = time.perf_counter(), time.process_time()
 report = check_branch(repo, service="api", deployment=deployment, policy=policy, allow_unsealed=True,
                       jobs=int(jobs) if jobs else None, keep_records=keep == "1")
@@ -59,8 +94,34 @@ print(json.dumps({
     "cpu_seconds": cpu + children.ru_utime + children.ru_stime,
     "rss_self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     "rss_workers_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    "components": spent,
 }))
 """
+
+#: What ``--components`` times: (module[:class], function, label), each exclusive of the
+#: others it calls. Names are wrapped where the caller looks them up.
+COMPONENTS = [
+    ("afdp.evidence.store.read:StoreReader", "history_ids", "Git: the history walk (first parents, libgit2)"),
+    ("afdp.evidence.store.read:StoreReader", "signed_commit_files", "Git: the commit, its new trees and files (libgit2), tree checks"),
+    ("afdp.evidence.timestamp.verify", "_signer_parts", "token: asn1crypto reads it"),
+    ("afdp.evidence.timestamp.verify", "signed_attributes_problem", "token: signed-attribute rules"),
+    ("afdp.evidence.timestamp.chains", "signed_attributes_problem", "token: signed-attribute rules"),
+    ("afdp.evidence.timestamp.verify", "_cms_signature_ok", "token: CMS signature (RSA) on the remembered chain"),
+    ("afdp.evidence.timestamp", "verify_timestamp", "token: rfc3161-client parse, status, imprint, rest"),
+    ("afdp.verify.checks", "verify_signature", "DSSE signature (ECDSA P-256)"),
+    ("afdp.evidence.sshsig", "verify_signature", "SSH commit signature (ECDSA P-256)"),
+    ("afdp.verify.checks", "check_commit_signature", "SSH commit signature: armor and SSHSIG read"),
+    ("afdp.verify.checks", "check_message", "commit message regenerated and compared"),
+    ("afdp.verify.checks", "canonical_bytes", "RFC 8785: statement and result"),
+    ("afdp.evidence.records", "envelope_json", "RFC 8785: envelope re-encoded"),
+    ("afdp.verify.checks", "load_json", "JSON parse: envelope and payload"),
+    ("afdp.evidence.schemas", "iter_errors", "JSON Schema (jsonschema-rs)"),
+    ("afdp.verify.verifier", "check_record", "record checks: the rest (base64, digests, identity, time)"),
+    ("afdp.verify.verifier", "check_records", "record checks: the rest (base64, digests, identity, time)"),
+    ("afdp.verify.verifier", "_check_commit", "commit checks: the rest"),
+    ("afdp.verify.verifier", "_commit_checks", "commit checks: the rest"),
+    ("afdp.verify.chain:ChainWalk", "add", "chain checks (12-15)"),
+]
 
 
 def product(i: int) -> dict[str, object]:
@@ -77,6 +138,11 @@ def main() -> None:
         help="verify with keep_records=False (a report of counts and failures, no per-record entries)",
     )
     parser.add_argument("--jobs", type=int, help="verify worker processes (default: check_branch's choice)")
+    parser.add_argument(
+        "--components",
+        action="store_true",
+        help="also print where a record's CPU goes, by part of the verification (needs --jobs 1)",
+    )
     parser.add_argument("--dir", type=Path, help="where to build (default: the system temporary folder)")
     parser.add_argument(
         "--keep",
@@ -84,6 +150,8 @@ def main() -> None:
         help="build in this folder and keep it; a later run with the same folder reuses the branches already built",
     )
     args = parser.parse_args()
+    if args.components and args.jobs != 1:
+        parser.error("--components times one process: give --jobs 1")
     args.sizes = args.sizes or [100, 1000, 10_000] + ([100_000] if args.long else [])
     with contextlib.ExitStack() as stack:
         if args.keep:
@@ -121,7 +189,10 @@ def run(root: Path, args: argparse.Namespace) -> None:
     print(f"{'records':>8} | {'rec/s':>7} {'us/record':>10} {'CPU us/rec':>10} | {'peak RSS verify':>16} {'workers':>9}")
     for n in args.sizes:
         done = subprocess.run(
-            [sys.executable, "-c", _VERIFY, str(repo), str(root / "trust.yaml"), f"n{n}", str(args.jobs or ""), "0" if args.summary else "1"],
+            [
+                sys.executable, "-c", _VERIFY, str(repo), str(root / "trust.yaml"), f"n{n}", str(args.jobs or ""),
+                "0" if args.summary else "1", json.dumps(COMPONENTS) if args.components else "",
+            ],
             capture_output=True, text=True,
         )
         if done.returncode:
@@ -133,6 +204,14 @@ def run(root: Path, args: argparse.Namespace) -> None:
             f"{result['rss_self_mib']:>12.0f} MiB {result['rss_workers_mib']:>5.0f} MiB",
             flush=True,
         )
+        if args.components:
+            spent = result["components"]
+            total = result["cpu_seconds"]
+            print(f"{'':>8}   where a record's CPU goes (us; {1e6 * total / result['records']:.0f} with the timers):")
+            for label, seconds in sorted(spent.items(), key=lambda item: -item[1]):
+                print(f"{'':>8}   {1e6 * seconds / result['records']:>7.1f}  {label}")
+            rest = total - sum(spent.values())
+            print(f"{'':>8}   {1e6 * rest / result['records']:>7.1f}  the rest (check_branch, imports, start-up)", flush=True)
 
 
 if __name__ == "__main__":

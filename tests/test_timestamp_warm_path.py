@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from pathlib import Path
 
 import pytest
 from asn1crypto import cms, core, tsp
@@ -307,3 +308,79 @@ def test_unsigned_numbers_and_lists_rfc5652_fixes_fail_the_encoding_check_on_a_w
     token = bent(at(embedded, _now() + dt.timedelta(seconds=9)), change)
     error = refused(real, token, "timestamp.encoding", chain_may_be_warm=True)
     assert reason in error.message
+
+
+def _with_content_type(tsa_key, values):
+    """Give the token's signed content-type attribute ``values`` (None: drop the attribute),
+    keep the attributes in DER order and sign them again with the TSA's real key: a token
+    the TSA itself signed, only its content type is not (exactly once) id-ct-TSTInfo."""
+
+    def change(response):
+        signer = signer_info(response)
+        kept = [a.dump(force=True) for a in signer["signed_attrs"] if a["type"].native != "content_type"]
+        if values is not None:
+            kept.append(cms.CMSAttribute({"type": "content_type", "values": values}).dump())
+        signer["signed_attrs"] = cms.CMSAttributes([cms.CMSAttribute.load(der) for der in sorted(kept)])
+        resign(tsa_key, response)
+
+    return change
+
+
+_CONTENT_TYPES = {
+    "id-data": ["1.2.840.113549.1.7.1"],
+    "tstinfo-and-id-data": ["1.2.840.113549.1.9.16.1.4", "1.2.840.113549.1.7.1"],
+    "missing": None,
+}
+
+
+@pytest.mark.parametrize("content_type", list(_CONTENT_TYPES), ids=list(_CONTENT_TYPES))
+def test_a_token_the_tsa_signed_with_another_content_type_fails_cold_and_warm(real, tsa_key, tmp_path, content_type):
+    """rfc3161-client's whole check (OpenSSL) verifies the signature and the message
+    digest but does not read the content-type attribute; the warm path requires it to be
+    id-ct-TSTInfo once. The cold path applies the same rules after the whole check, so the
+    token fails in a fresh process (its first token), on a cleared cache, and on a warm one."""
+    import os
+    import subprocess
+    import sys
+
+    import afdp
+
+    embedded, roots = real
+    token = bent(at(embedded, _now() + dt.timedelta(seconds=10)), _with_content_type(tsa_key, _CONTENT_TYPES[content_type]))
+    parts = chains._signer_parts(token)
+    assert parts is not None and parts.chain_key is not None  # asn1crypto reads it: the rule, not a parse error, refuses it
+    # cold: the first token a fresh process verifies
+    (tmp_path / "token.tsr").write_bytes(token)
+    (tmp_path / "root.pem").write_bytes(b"".join(root.public_bytes(serialization.Encoding.PEM) for root in roots))
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from afdp.evidence.timestamp import TimestampVerificationError, load_certificates, verify_timestamp\n"
+        "folder = Path(sys.argv[1])\n"
+        "try:\n"
+        "    verify_timestamp((folder / 'token.tsr').read_bytes(), bytes.fromhex(sys.argv[2]),\n"
+        "                     load_certificates((folder / 'root.pem').read_bytes()))\n"
+        "except TimestampVerificationError as exc:\n"
+        "    print(exc.diagnostics())\n"
+        "    sys.exit(1)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(afdp.__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), SIGNATURE.hex()], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("timestamp.chain: ") and "content-type attribute" in done.stdout, done.stdout
+    # cold in this process: every cache cleared
+    chains._trusts.clear()
+    chains._certificate_set_problems.clear()
+    chains._attribute_types.clear()
+    with pytest.raises(TimestampVerificationError) as cold:
+        verify_timestamp(token, SIGNATURE, roots)
+    assert cold.value.check == "timestamp.chain" and "content-type attribute" in cold.value.message
+    assert not chains._trust(roots).chains  # nothing was remembered from it
+    if content_type != "missing":  # the bent attribute's type is now remembered by its DER ...
+        assert chains._CONTENT_TYPE_ATTR in chains._attribute_types.values()
+    # warm: a good token's chain is remembered, and the bent one still fails, not on the
+    # warm path (... and the remembered type refuses it as reading it did)
+    error = refused(real, token, "timestamp.chain")
+    assert error.message == cold.value.message

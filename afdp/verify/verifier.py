@@ -47,9 +47,10 @@ from afdp.evidence import records as rec
 from afdp.evidence.ledger import trailers
 from afdp.evidence.names import branch_ref
 from afdp.evidence.store import EvidenceStore, StorageError
+from afdp.evidence.store.read import SignedCommitFiles
 from afdp.evidence.trust import TrustPolicy
 from afdp.verify.chain import ChainWalk, Slot, problem
-from afdp.verify.checks import RecordFacts, RecordInput, check_record, prepare
+from afdp.verify.checks import RecordFacts, RecordInput, check_records, prepare
 from afdp.verify.report import (
     BranchReport,
     EvidenceVerificationError,
@@ -78,19 +79,33 @@ __all__ = [
 ]
 
 #: Branches shorter than this are checked in-process: below it a worker pool costs more
-#: than it saves. Measured on the 2-core machine (``benchmarks/bench_scale.py`` and the
-#: CPU times in docs/evidence.md "Verification speed"): with the workers reading Git
-#: themselves the main process does about 40 ms of CPU at 50 records, and two workers
-#: spend about 1.25x the CPU of one process, so an idle 2-core machine verifies 52
-#: records in an estimated 118 ms against 188 ms; 64 records (four runs of MIN_BATCH)
-#: is where every worker gets two runs. On a machine loaded beyond its cores the pool
-#: gains nothing at any size (then ``--jobs 1``).
-PARALLEL_THRESHOLD = 64
+#: than it saves as often as not. Measured on the shared 2-core machine with the first
+#: record checked before the fork (and before the stage-by-stage checks, which made a
+#: record cheaper in both), wall time with one process against two workers:
+#: in a fresh process (``benchmarks/bench_scale.py --sizes 100 200 300 500 --jobs J``,
+#: three alternating rounds, load average 1.6-1.9) 101 records 1.46-1.55 ms against
+#: 1.18-1.27 ms a record, 201 records 1.21 against 0.88-0.93 ms, 301 records 1.13-1.17
+#: against 0.77-0.92 ms, 501 records 1.09-1.12 against 0.68-0.71 ms; in a process that has
+#: already verified (the imports, schemas and TSA chain warm, a larger heap to fork: a
+#: service, or ``bench_intoto.py``, which verifies in the process that recorded), medians
+#: of four rounds, at load average 1.8: 200 records 198 ms against 131 ms, 300 records
+#: 303 against 184 ms; at load average 2.4-2.6 (the cores already busy): 100 records
+#: 108-130 ms against 152-162 ms, 200 records 222-253 against 233-266 ms; and in
+#: ``bench_intoto.py``'s recording process at 100 records, 4 rounds, load 1.8-2.5:
+#: 797-819 records/s in one process against 543-672 with workers. Two workers spend
+#: about 1.25x the CPU of one process (the two cores share their caches) and the pool
+#: itself costs 10-16 ms of wall time to start and stop; on a machine loaded beyond its
+#: cores the pool gains nothing at any size (then ``--jobs 1``).
+PARALLEL_THRESHOLD = 200
 #: Commits per run handed to a worker, which reads and checks them: at most BATCH, and
 #: small enough on a short branch that every worker gets a share (at least two runs per
-#: worker). A worker holds one commit's files at a time, so no byte bound is needed.
+#: worker). A run's files are held only up to ``READ_AHEAD_BYTES`` (and one record's).
 BATCH = 200
 MIN_BATCH = 16
+#: Record files a run reads ahead of its checks: reading stops for the checks once this
+#: many bytes are held, so at most this much plus one record's files (65 MiB, see
+#: ``afdp.evidence.store.read``) is held at a time. About 300 records of the usual 3 KiB.
+READ_AHEAD_BYTES = 1 << 20
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -106,10 +121,12 @@ def _roots_of(policy: TrustPolicy) -> list[Any]:
     ]
 
 
-def _init_worker(policy: TrustPolicy) -> None:
+def _init_worker(policy: TrustPolicy, roots: list[Any] | None = None) -> None:
     # The loaded policy itself (inherited by fork): it may carry a pinned Sigstore
     # trusted root read from beside the policy file, which the document only names.
-    _WORKER["policy"], _WORKER["roots"] = policy, _roots_of(policy)
+    # ``roots``: the parent's root certificates of that policy (the very objects, by
+    # fork), whose chain the parent may already have validated.
+    _WORKER["policy"], _WORKER["roots"] = policy, roots if roots is not None else _roots_of(policy)
 
 
 #: What one commit gave: its commit-level failures, and per record directory it adds,
@@ -131,7 +148,7 @@ def _check_chunk(repository: str, service: str, deployment: str, oids: bytes) ->
         store = stores[repository] = EvidenceStore(repository)
     policy, roots = _WORKER["policy"], _WORKER["roots"]
     try:
-        return [_check_commit(store, oid, service, deployment, policy, roots) for oid in split_ids(oids)]
+        return _check_run(store, split_ids(oids), service, deployment, policy, roots)
     finally:
         _drop_object_cache(store)
 
@@ -164,22 +181,63 @@ def _drop_object_cache(store: EvidenceStore) -> None:
     store.repo.free()
 
 
-def _check_commit(
+def _check_run(
     store: EvidenceStore,
-    oid: pygit2.Oid,
+    oids: list[pygit2.Oid],
     service: str,
     deployment: str,
     policy: TrustPolicy,
     roots: Any,
-) -> CommitResult:
-    """Check 11 (the commit) on one commit and checks 1-10 on each record it adds.
+) -> list[CommitResult]:
+    """Read and check a run of consecutive commits (oldest first), in their order.
+
+    The commits are read ahead of their checks, while the record files held stay under
+    ``READ_AHEAD_BYTES``, and then checked: reading a run and then checking it costs
+    about a tenth less CPU than reading and checking one commit at a time (libgit2's
+    code and data, then the checks', stay in the processor's caches). Each commit is
+    read and checked exactly as one at a time; a run of large records is read one
+    record at a time.
+    """
+    results: list[CommitResult] = []
+    ahead: list[SignedCommitFiles] = []
+    held = 0
+    for oid in oids:
+        # its files, parents, tree and signature, each as libgit2 reads it (no name
+        # here holds on to a commit once its run is checked)
+        ahead.append(store.signed_commit_files(oid))
+        held += sum(map(len, ahead[-1].files.added.values()))
+        if held >= READ_AHEAD_BYTES:
+            results.extend(_check_commits(ahead, service, deployment, policy, roots))
+            ahead.clear()
+            held = 0
+    results.extend(_check_commits(ahead, service, deployment, policy, roots))
+    return results
+
+
+def _check_commits(
+    reads: list[SignedCommitFiles],
+    service: str,
+    deployment: str,
+    policy: TrustPolicy,
+    roots: Any,
+) -> list[CommitResult]:
+    """Check 11 (the commit) on each read commit, then checks 1-10 on every record they
+    add, stage by stage across them (:func:`afdp.verify.checks.check_records`).
 
     The records' ``position`` is set by the caller, which knows their place on the branch.
     """
+    commits = [_commit_checks(read, service, deployment) for read in reads]
+    facts = iter(check_records([item for _, records in commits for _, item in records], policy, roots))
+    return [(failures, [(slot, next(facts)) for slot, _ in records]) for failures, records in commits]
+
+
+def _commit_checks(
+    read: SignedCommitFiles, service: str, deployment: str
+) -> tuple[list[Failure], list[tuple[Slot, RecordInput]]]:
+    """Check 11 (the commit) on one read commit; return its failures and, per record
+    directory it adds, the slot and the record's input to checks 1-10."""
     failures: list[Failure] = []
-    records: list[tuple[Slot, RecordFacts]] = []
-    # its files, parents, tree and signature, each as libgit2 reads it
-    read = store.signed_commit_files(oid)
+    records: list[tuple[Slot, RecordInput]] = []
     content = read.files
     commit_id = content.commit_id
     # 11. commit: one parent, one new record directory, nothing else touched
@@ -242,7 +300,7 @@ def _check_commit(
             content.message,
             content.author,
         )
-        records.append((slot, check_record(item, policy, roots)))
+        records.append((slot, item))
     return failures, records
 
 
@@ -313,19 +371,7 @@ def check_branch(
     _drop_object_cache(store)
     _return_freed_memory()
     workers = _worker_count(jobs, total)
-    executor = None
-    if workers > 1:  # imported here: a short branch starts no worker processes
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        prepare()  # before the fork: the workers inherit the loaded modules and schemas
-        executor = ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=multiprocessing.get_context("fork"),
-            initializer=_init_worker,
-            initargs=(policy,),
-        )
-    roots = _roots_of(policy) if executor is None else None
+    roots = _roots_of(policy)
     chunk = min(BATCH, max(MIN_BATCH, -(-total // (workers * 2))))
     done = 0
 
@@ -342,14 +388,35 @@ def check_branch(
         if progress is not None:
             progress(done, total)
 
+    executor = None
+    first = 0  # commits checked here before the workers start
+    if workers > 1:  # imported here: a short branch starts no worker processes
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        prepare()  # before the fork: the workers inherit the loaded modules and schemas
+        # The first commit is checked here, before the fork: every worker then inherits
+        # what checking it loaded and remembered (the TSA's chain validated once, the
+        # trusted key parsed, the lazily imported modules) instead of each doing it again
+        # for its first record (about 5 ms of CPU per worker). What is remembered is the
+        # same as a worker would remember from that record itself.
+        first = 1
+        take(_check_run(store, split_ids(commit_ids[:20]), service, deployment, policy, roots))
+        _drop_object_cache(store)
+        executor = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_init_worker,
+            initargs=(policy, roots),
+        )
     try:
         if executor is None:
-            # one commit object at a time is held, and one run's in libgit2's cache
+            # one run's record files (up to READ_AHEAD_BYTES and one record's) are held,
+            # and one run's objects in libgit2's cache
             for start in range(0, total, chunk):
-                results = [
-                    _check_commit(store, oid, service, deployment, policy, roots)
-                    for oid in split_ids(commit_ids[start * 20 : (start + chunk) * 20])
-                ]
+                results = _check_run(
+                    store, split_ids(commit_ids[start * 20 : (start + chunk) * 20]), service, deployment, policy, roots
+                )
                 _drop_object_cache(store)
                 take(results)
         else:
@@ -357,7 +424,7 @@ def check_branch(
             # results are taken in chain order, a few runs in flight per worker, so
             # memory holds a few runs' results however long the branch.
             pending: list[Future[list[CommitResult]]] = []
-            for start in range(0, total, chunk):
+            for start in range(first, total, chunk):
                 pending.append(
                     executor.submit(
                         _check_chunk, str(repository), service, deployment, commit_ids[start * 20 : (start + chunk) * 20]

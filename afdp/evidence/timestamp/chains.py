@@ -300,30 +300,102 @@ def _signer_parts(token_der: bytes) -> _SignerParts | None:
         return None
 
 
+#: A signed attribute's DER -> its type (the OBJECT IDENTIFIER's content octets), as
+#: asn1crypto reads it: a pure function of those bytes. Every token of a TSA carries some
+#: attributes byte for byte alike (the signing certificate; the signing time within a
+#: second), and asn1crypto's reading of an attribute's type costs about 6 µs.
+_attribute_types: dict[bytes, bytes] = {}
+_MAX_ATTRIBUTE_TYPES = 256
+
+
+def signed_attributes_problem(parts: _SignerParts, tst_info_der: bytes | None) -> str | None:
+    """Why the token's signature does not bind this TSTInfo as a TSTInfo, or None.
+
+    The rules both paths of :func:`afdp.evidence.timestamp.verify_timestamp` apply, read
+    by asn1crypto: the token is SignedData whose eContentType is id-ct-TSTInfo, with one
+    SignerInfo whose signed attributes are present, in DER order (the order OpenSSL
+    re-encodes them in before it checks the signature), and hold the content-type
+    attribute exactly once, with the one value id-ct-TSTInfo (RFC 5652, 11.1; RFC 3161,
+    2.4.2), and the message-digest attribute exactly once, with the digest of exactly
+    ``tst_info_der`` (RFC 5652, 11.2): the TSTInfo bytes rfc3161-client read genTime and
+    the imprint from (None: an rfc3161-client that does not give them; asn1crypto's
+    eContent is used). rfc3161-client's whole check (OpenSSL) checks the message digest
+    but not the content-type attribute: a token its TSA signed with another content type
+    passes it, so the cold path applies these rules after it, and a token's verdict
+    never depends on what this process remembered.
+    """
+    if parts.content_type != _SIGNED_DATA:
+        return "the token is not CMS SignedData"
+    if parts.econtent_type != _TST_INFO:
+        return "the token's eContentType is not id-ct-TSTInfo"
+    content = tst_info_der if tst_info_der is not None else parts.econtent
+    if content is None:
+        return "the token's TSTInfo bytes cannot be read"
+    if parts.signer_count != 1:
+        return f"the token has {parts.signer_count} SignerInfos; one is expected"
+    signer = parts.signer
+    attributes = signer["signed_attrs"]
+    if isinstance(attributes, core.Void):
+        return "the SignerInfo has no signed attributes (RFC 3161 requires them)"
+    message_digest = _message_digest_attribute(signer["digest_algorithm"], content)
+    if message_digest is None:
+        return "the SignerInfo's digest algorithm is not one AFDP can recompute"
+    encoded = [attribute.dump() for attribute in attributes]
+    if encoded != sorted(encoded):
+        return "the signed attributes are not in DER order"
+    content_types = encoded.count(_CONTENT_TYPE_TST_INFO)
+    digests = encoded.count(message_digest)
+    for attribute, der in zip(attributes, encoded, strict=True):
+        if der in (_CONTENT_TYPE_TST_INFO, message_digest):
+            continue
+        kind = _attribute_types.get(der)
+        if kind is None:
+            kind = bytes(attribute["type"].contents)
+            if len(_attribute_types) >= _MAX_ATTRIBUTE_TYPES:
+                _attribute_types.clear()
+            _attribute_types[der] = kind
+        if kind == _CONTENT_TYPE_ATTR:
+            return "the signed content-type attribute is not id-ct-TSTInfo (RFC 3161, 2.4.2)"
+        if kind == _MESSAGE_DIGEST_ATTR:
+            return "a signed message-digest attribute is not the digest of the TSTInfo"
+    if content_types != 1:
+        return f"the signed attributes hold the content-type attribute id-ct-TSTInfo {content_types} times; once is required"
+    if digests != 1:
+        return f"the signed attributes hold the message-digest attribute of the TSTInfo {digests} times; once is required"
+    return None
+
+
+def _message_digest_attribute(algorithm: Any, content: bytes) -> bytes | None:
+    """The one DER encoding of the attribute "message digest: D" for the digest D of
+    ``content`` by the SignerInfo's ``algorithm`` (asn1crypto's), or None if hashlib has
+    no such digest."""
+    digest_oid = _DIGESTS.get(algorithm.dump())
+    if digest_oid is not None:  # the usual ones: their encoding's start is known
+        return _MESSAGE_DIGEST_PREFIX[digest_oid] + hashlib.new(_HASHES[digest_oid].name, content).digest()
+    try:
+        value = hashlib.new(algorithm["algorithm"].native, content).digest()
+    except (ValueError, TypeError):
+        return None
+    return bytes(cms.CMSAttribute({"type": "message_digest", "values": [value]}).dump())
+
+
 def _cms_signature_ok(parts: _SignerParts, tst_info_der: bytes, chain: _Chain) -> bool:
     """Return True only if the token's CMS signature verifies with the chain's signer key.
 
-    What OpenSSL's ``PKCS7_verify`` checks of the signature itself, no less: the token is
-    SignedData over a TSTInfo whose bytes are exactly ``tst_info_der`` (rfc3161-client's
-    encoding of the TSTInfo it read genTime and the imprint from: so both libraries read
-    the same TSTInfo), with one SignerInfo whose signed attributes hold one content type
-    (TSTInfo) and one message digest equal to the digest of those bytes, and whose
-    signature over those attributes (as the DER SET OF they are, in DER order) verifies
-    with the key. False on anything else, unusual or unreadable: the caller then runs the
-    reference check, whose verdict and message stand.
+    What OpenSSL's ``PKCS7_verify`` checks of the signature itself, and the rules of
+    :func:`signed_attributes_problem`: the signed attributes bind exactly ``tst_info_der``
+    (rfc3161-client's encoding of the TSTInfo it read genTime and the imprint from: so both
+    libraries read the same TSTInfo) as a TSTInfo, and the signature over them (as the
+    DER SET OF they are) verifies with the key. False on anything else, unusual or
+    unreadable: the caller then runs the reference check, whose verdict and message stand
+    (and then :func:`signed_attributes_problem`, as for every token).
     """
-    if (
-        parts.content_type != _SIGNED_DATA
-        or parts.econtent_type != _TST_INFO
-        or parts.econtent != tst_info_der  # the very bytes genTime and the imprint were read from
-        or parts.signer_count != 1
-    ):
+    if parts.econtent != tst_info_der:  # the very bytes genTime and the imprint were read from
         return False
     try:
-        signer = parts.signer
-        attributes = signer["signed_attrs"]
-        if isinstance(attributes, core.Void):
+        if signed_attributes_problem(parts, tst_info_der) is not None:
             return False
+        signer = parts.signer
         digest_oid = _DIGESTS.get(signer["digest_algorithm"].dump())
         algorithm = _SIGNATURE_ALGORITHMS.get(signer["signature_algorithm"].dump())
         if digest_oid is None or algorithm is None or algorithm[1] not in (None, digest_oid):
@@ -331,22 +403,7 @@ def _cms_signature_ok(parts: _SignerParts, tst_info_der: bytes, chain: _Chain) -
         digest = _HASHES[digest_oid]
         # [0] IMPLICIT SET OF Attribute: the signature is over the same contents as a
         # SET OF (tag 0x31), the header asn1crypto writes for them
-        signed_bytes = cms.CMSAttributes(contents=attributes.contents).dump()
-        # The signed attributes hold the content type TSTInfo once, and the digest of
-        # exactly the TSTInfo bytes once (each as the one DER encoding of that attribute),
-        # and no other attribute of either type.
-        message_digest = _MESSAGE_DIGEST_PREFIX[digest_oid] + hashlib.new(digest.name, tst_info_der).digest()
-        encoded = [attribute.dump() for attribute in attributes]
-        if encoded != sorted(encoded):  # OpenSSL verifies the DER (sorted) re-encoding
-            return False
-        if encoded.count(_CONTENT_TYPE_TST_INFO) != 1 or encoded.count(message_digest) != 1:
-            return False
-        for attribute, der in zip(attributes, encoded, strict=True):
-            if der not in (_CONTENT_TYPE_TST_INFO, message_digest) and attribute["type"].contents in (
-                _CONTENT_TYPE_ATTR,
-                _MESSAGE_DIGEST_ATTR,
-            ):
-                return False
+        signed_bytes = cms.CMSAttributes(contents=signer["signed_attrs"].contents).dump()
         signature = signer["signature"].native
         key = chain.public_key
         if algorithm[0] == "rsa" and isinstance(key, rsa.RSAPublicKey):

@@ -18,12 +18,14 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from afdp.evidence.timestamp.chains import (
     _MAX_VERIFIERS,
+    _UNREADABLE,
     _certificate_set_problems,
     _cms_signature_ok,
     _encoding_key,
     _signer_parts,
     _trust,
     _verifiers_lock,
+    signed_attributes_problem,
 )
 from afdp.evidence.timestamp.tokens import (
     _SHA256_OID,
@@ -55,7 +57,9 @@ def verify_timestamp(
             ``timestamp.parse`` (not a DER time-stamp response), ``timestamp.status``
             (not granted), ``timestamp.hash`` (imprint not SHA-256),
             ``timestamp.imprint`` (token over another signature), ``timestamp.chain``
-            (no trusted roots, bad token signature, or signer not chained to a root),
+            (no trusted roots, bad token signature, signer not chained to a root, or
+            signed attributes that do not bind this TSTInfo as a TSTInfo:
+            :func:`~afdp.evidence.timestamp.chains.signed_attributes_problem`),
             ``timestamp.encoding`` (parts no signature covers are present:
             :func:`encoding_problem`; non-DER fails ``timestamp.parse``).
     """
@@ -107,7 +111,8 @@ def verify_timestamp(
     # signature checked; anything else (or any doubt) runs rfc3161-client's whole check.
     chain = trust.known_chain(parts, gen_time)
     as_bytes = getattr(info, "as_bytes", None)  # the TSTInfo's DER (not in the type stubs)
-    if chain is not None and parts is not None and as_bytes is not None and _cms_signature_ok(parts, as_bytes(), chain):
+    tst_info_der = as_bytes() if as_bytes is not None else None
+    if chain is not None and parts is not None and tst_info_der is not None and _cms_signature_ok(parts, tst_info_der, chain):
         trust.fast_passes += 1
     else:
         try:
@@ -117,6 +122,21 @@ def verify_timestamp(
                 "timestamp.chain",
                 f"token is not signed by a TSA chained to a trusted root: {_short(exc)}",
             ) from None
+        # What the warm path requires of the signed attributes beyond the whole check
+        # (the content-type attribute above all, which OpenSSL does not read), so that
+        # a token's verdict never depends on what this process already remembered.
+        try:
+            attributes = (
+                signed_attributes_problem(parts, tst_info_der)
+                if parts is not None
+                else "asn1crypto cannot read the token"
+            )
+        except _UNREADABLE:
+            attributes = "asn1crypto cannot read the token's signed attributes"
+        if attributes is not None:
+            raise TimestampVerificationError(
+                "timestamp.chain", f"the TSA's signature does not bind this TSTInfo as a TSTInfo: {attributes}"
+            )
         chain = trust.remember(parts, response, roots)
     # 6. encoding: every byte of the file is signed by the TSA or fixed by DER. A CMS
     # token has parts its signature does not cover (the certificate set, CRLs, unsigned
