@@ -379,3 +379,42 @@ def test_fast_and_full_commit_comparison_agree_on_afdp_commits(sealed):
         diff = store.repo.diff(commit.parents[0].tree, commit.tree)
         assert not content.changed and not content.problems
         assert content.added == {d.new_file.path: store.repo.get(d.new_file.id).data for d in diff.deltas}
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "reason"),
+    [
+        # a key named twice: Python's json (and jq) read the last value, others the first
+        (lambda data: data[:-1] + b',"verdict":"pass"}', "names 'verdict' twice"),
+        (lambda data: data.replace(b'"series":', b'"series" : '), "not in RFC 8785 canonical form"),
+        (lambda data: data[:-1] + b',"z":NaN}', "nan is not representable"),
+    ],
+    ids=["duplicate-key", "spacing", "nan"],
+)
+def test_large_result_file_that_is_not_the_canonical_result_fails(repo, signer, tsa, trust_file, monkeypatch, rewrite, reason):
+    """Another writer holding the trusted key signs result.json bytes that are not the
+    canonical result (AFDP's writer never does): the digest matches what was signed, yet
+    the subject digest is no longer "the SHA-256 of the canonical result", and tools
+    would read such bytes differently. Test double: AFDP's own writer, its result bytes
+    rewritten before they are hashed and signed."""
+    import afdp.evidence.records as records
+
+    real = records.canonical_bytes
+
+    def writer(value):
+        data = real(value)
+        return rewrite(data) if isinstance(value, dict) and "series" in value else data
+
+    monkeypatch.setattr(records, "canonical_bytes", writer)
+    add_step(repo, signer, tsa, "capture_impact", {"series": list(range(20000)), "verdict": "fail"})
+    monkeypatch.undo()
+    assert rec.RESULT_FILE in read_branch(repo)[1].files
+    report = report_of(repo, trust_file, allow_unsealed=True)
+    assert failures(report) == {(1, "digest")}, report.failures
+    assert reason in str(report.failures[0].reason), report.failures
+
+
+def test_large_result_file_written_by_afdp_verifies(repo, signer, tsa, trust_file):
+    add_step(repo, signer, tsa, "capture_impact", {"series": list(range(20000)), "verdict": "fail"})
+    assert rec.RESULT_FILE in read_branch(repo)[1].files
+    assert report_of(repo, trust_file, allow_unsealed=True).ok

@@ -9,7 +9,7 @@ check so an auditor sees exactly what is wrong:
 3. ``schema``     the payload is an in-toto Statement v1 whose predicate matches its kind
 4. ``identity``   subject and predicate name this branch, this position and this step;
                  further subjects are exactly the deployed artifact ``context.deployed_artifact`` names
-5. ``digest``     the subject digest is the SHA-256 of the canonical result; artifacts match
+5. ``digest``     the subject digest is the SHA-256 of the canonical result (result.json: canonical bytes); artifacts match
 6. ``signer``     the signing key is in the trust policy and may sign for this service
 7. ``signature``  the DSSE signature verifies over the envelope's PAE
    Keyless records (envelope keyid ``sigstore``) replace 6-7 with, in order:
@@ -62,8 +62,8 @@ from datetime import datetime
 from typing import Any
 
 from afdp.errors import AfdpError, UsageError
+from afdp.evidence import jsondata, schemas
 from afdp.evidence import records as rec
-from afdp.evidence import schemas
 from afdp.evidence.canonical import canonical_bytes, sha256_hex
 from afdp.evidence.keyless import KEYLESS_KEYID
 from afdp.evidence.publickeys import verify_signature
@@ -491,6 +491,29 @@ def _check_sources(predicate: dict[str, Any], facts: RecordFacts) -> None:
             )
 
 
+def _result_file_problem(data: bytes) -> str | None:
+    """Why result.json is not the canonical result (RFC 8785) AFDP writes, or None.
+
+    Its digest is the subject's, so the subject digest is "the SHA-256 of the canonical
+    result" only if these bytes are canonical. Bytes that are not (a key named twice,
+    which readers take as its first or its last value; NaN; another spacing) would be
+    signed, verified and then read differently by different tools.
+    """
+    try:
+        if json_depth_exceeds(data):
+            return f"nests deeper than {MAX_JSON_DEPTH} levels"
+        value = jsondata.load_json(data)
+    except ValueError as exc:
+        return f"is not JSON AFDP reads: {exc}"
+    try:
+        canonical = canonical_bytes(value)
+    except UsageError as exc:
+        return f"cannot be the canonical result: {exc}"
+    if canonical != data:
+        return "is not in RFC 8785 canonical form (AFDP writes the canonical result)"
+    return None
+
+
 def _check_digests(
     files: dict[str, bytes],
     predicate: dict[str, Any],
@@ -511,6 +534,10 @@ def _check_digests(
             facts.fail("digest", "result.json digest differs from the subject digest")
         elif predicate["result"] is not None:
             facts.fail("digest", "result is both inline and in result.json")
+        else:
+            problem = _result_file_problem(data)
+            if problem:
+                facts.fail("digest", f"result.json {problem}")
     else:
         actual = sha256_hex(canonical_bytes(predicate["result"]))
         if actual != subject_digest:
