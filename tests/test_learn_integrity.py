@@ -245,10 +245,11 @@ def _python_json_writer(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_a_non_finite_number_in_result_json_never_becomes_a_row(make, trust_file, monkeypatch, tmp_path, bad):
-    """result.json is verified by its digest only: a training record carrying NaN (or
-    Infinity) there verifies; the loader must still leave it out, with the reason, and
-    the rest of the dataset must still be written."""
+def test_a_non_finite_number_in_result_json_fails_verification_and_never_becomes_a_row(make, trust_file, monkeypatch, tmp_path, bad):
+    """result.json must be exactly the canonical result (verification's check 5): a
+    training record carrying NaN (or Infinity) there fails its branch, so the loader
+    leaves it out with the reason, and the rest of the dataset is still written. (The
+    loader's own I-JSON rule, for bytes that got past verification, is tested above.)"""
     repo, build = make
     build("good")
 
@@ -260,13 +261,12 @@ def test_a_non_finite_number_in_result_json_never_becomes_a_row(make, trust_file
     _python_json_writer(monkeypatch)
     build("poisoned", training_result=poisoned)
     monkeypatch.undo()
-    assert check_branch(repo, service="api", deployment="poisoned", policy=_policy(trust_file, repo)).ok
+    report = check_branch(repo, service="api", deployment="poisoned", policy=_policy(trust_file, repo))
+    assert [(f.sequence, f.check) for f in report.failures] == [(4, "digest")], report.failures
+    assert "result.json cannot be the canonical result" in report.failures[0].reason
     history = load_history(repo, trust_file)
     assert [r["deployment"] for r in history.rows] == ["good"]
-    word = "NaN" if bad != bad else "Infinity"
-    assert _reasons(history) == {
-        "poisoned": f"record 4 (generate_training_record) is not I-JSON: it holds {word}, which JSON (RFC 8259 / RFC 8785) has no number for"
-    }
+    assert _reasons(history)["poisoned"].startswith("verification failed: digest on record 4")
     result = run_cli("dataset", "export", "--repo", str(repo), "--trust", str(trust_file),
                      "--out", str(tmp_path / "rows.jsonl"), "--json")
     assert result.code == 0, result.err

@@ -98,8 +98,8 @@ def read_record(store: EvidenceStore, record: VerifiedRecord) -> Read:
             data = store.read_blob(commit.tree, f"{directory}/{rec.RESULT_FILE}")
             if data is None or sha256_hex(data) != ref.get("sha256"):
                 raise Unusable(f"record {record.sequence}: result file does not match its digest")
-            # result.json is verified by its digest only, never re-canonicalized: a
-            # writer's NaN or 1e400 would pass verification, so they are refused here.
+            # verification holds result.json to the canonical result (check 5); the
+            # strict reader stays behind it: NaN, 1e400, a key named twice are refused.
             result = strict_json(data)
         return Read(record, predicate, result)
     except NotIJson as exc:

@@ -1,7 +1,8 @@
 """Strict JSON for evidence read by the learning code: I-JSON (RFC 7493) numbers only.
 
-A record's ``result.json`` is verified by its digest only, never re-canonicalized, so a
-writer's ``NaN`` or ``1e400`` would pass verification; :func:`strict_json` refuses them.
+Verification holds a record's ``result.json`` to exactly the canonical result (check 5);
+:func:`strict_json` stays behind that check: ``NaN``, ``1e400`` and an object naming a
+key twice are refused, never read.
 """
 
 from __future__ import annotations
