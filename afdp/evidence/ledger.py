@@ -31,7 +31,7 @@ import pygit2
 
 from afdp.errors import NotFoundError, PolicyViolation, StorageError, UsageError
 from afdp.evidence import records as rec
-from afdp.evidence.canonical import canonical_bytes, sha256_hex
+from afdp.evidence.canonical import sha256_hex
 from afdp.evidence.commits import (
     GIT_AUTHOR_KEY,
     BranchTail,
@@ -40,13 +40,14 @@ from afdp.evidence.commits import (
     decode_envelope,
     git_identity,
     read_tail,
+    remember_tail,
     trailers,
     with_git_author,
 )
 from afdp.evidence.keyless import KEYLESS_KEYID, KeylessSigner
 from afdp.evidence.names import branch_ref, check_not_models
 from afdp.evidence.signing import AnySigner, sign_bytes, signer_keyid
-from afdp.evidence.store import COMMITTER, EvidenceStore, RefMoved
+from afdp.evidence.store import COMMITTER, EvidenceStore, RefMoved, writer_store
 from afdp.evidence.store.batch import BatchCommitter
 
 __all__ = [
@@ -111,7 +112,7 @@ def _sign_and_stamp(
 ) -> tuple[dict[str, bytes], str, str, str, str]:
     from afdp.evidence.timestamp import request_timestamp
 
-    payload = canonical_bytes(record.statement)
+    payload = record.payload
     files = dict(record.files)
     with signer_lock or contextlib.nullcontext():
         if isinstance(signer, KeylessSigner):
@@ -153,6 +154,8 @@ def _append_once(
     store.compare_and_swap(
         ref, head.id if head else None, commit_id, f"afdp: record {record.sequence}"
     )
+    tokens = {n: sha256_hex(d) for n, d in files.items() if rec.TIMESTAMP_FILE.fullmatch(n)}
+    remember_tail(store, commit_id, record, digest, tokens)
     return AppendedRecord(
         service,
         deployment,
@@ -261,7 +264,7 @@ def open_branch(
     """
     _require_tsa(tsa_urls)
     check_not_models(service, None)
-    store = EvidenceStore(repository)
+    store = writer_store(repository)
     ref = branch_ref(service, deployment)
     if store.head(ref) is not None:
         return None
@@ -315,7 +318,7 @@ def append_record(
     if draft.kind == rec.KIND_GENESIS:
         raise UsageError("genesis records are written automatically")
     check_not_models(service, draft.step if draft.kind == rec.KIND_STEP else None)
-    store = EvidenceStore(repository)
+    store = writer_store(repository)
     ref = branch_ref(service, deployment)
     who = author or _AFDP_AUTHOR
     # One writer at a time per branch: a lost race would cost a new signature and a
@@ -572,7 +575,7 @@ def seal(
         NotFoundError: the deployment has no evidence branch.
         PolicyViolation: the branch is already sealed.
     """
-    store = EvidenceStore(repository)
+    store = writer_store(repository)
     if store.head(branch_ref(service, deployment)) is None:
         raise NotFoundError(f"no evidence for {service}/{deployment} in {repository}")
     draft = rec.RecordDraft(

@@ -37,6 +37,7 @@ from afdp.evidence.store.write import (
     EvidenceStore,
     RefMoved,
     init_repository,
+    writer_store,
 )
 
 __all__ = [
@@ -59,4 +60,5 @@ __all__ = [
     "common_dir",
     "fsync_policy",
     "init_repository",
+    "writer_store",
 ]

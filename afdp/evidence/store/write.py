@@ -12,9 +12,11 @@ import contextlib
 import fcntl
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pygit2
 
@@ -63,6 +65,58 @@ def init_repository(path: Path, *, bare: bool = False) -> tuple[Path, bool]:
     return path, True
 
 
+_writers = threading.local()
+
+
+def _identity(git_dir: Path) -> tuple[int, int, int, int] | None:
+    # The folder itself (device, inode) and when an entry of it last came or went (mtime,
+    # ctime): appends create nothing at its top level, while a repository removed and
+    # made again at the same path, or ``git gc``/``pack-refs`` (packed-refs), change it.
+    try:
+        st = os.stat(git_dir)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns
+
+
+def writer_store(path: Path | str) -> EvidenceStore:
+    """Return this thread's :class:`EvidenceStore` for ``path``, opened on first use and
+    kept for the next append in this thread.
+
+    A process that appends record after record (a workflow run, ``afdp serve``'s
+    workers) then opens the repository once, not per record. Nothing an append relies
+    on is cached in a way another writer could make stale: refs, the branch turn and
+    the compare-and-swap read the files every time, objects are named by their content,
+    and the ``core.fsync`` setting is read again for every append. The store is opened
+    again when the folder at ``path`` is no longer the one opened (removed, replaced, or
+    an entry at its top level came or went, as ``git gc`` does), after a fork, and in
+    each thread (a libgit2 repository is used by one thread at a time).
+
+    Raises:
+        NotFoundError: ``path`` is not a Git repository.
+    """
+    key = os.fspath(path)
+    stores: dict[str, tuple[int, tuple[int, int, int, int], EvidenceStore]] | None = getattr(
+        _writers, "stores", None
+    )
+    if stores is None:
+        stores = _writers.stores = {}
+    known = stores.pop(key, None)
+    if known is not None:
+        pid, identity, store = known
+        if pid == os.getpid() and _identity(store.path) == identity:
+            store.begin_append()
+            stores[key] = known
+            return store
+    store = EvidenceStore(path)
+    identity_now = _identity(store.path)
+    if identity_now is not None:
+        if len(stores) >= 16:  # a thread writing to many repositories keeps the last few
+            stores.pop(next(iter(stores)))
+        stores[key] = (os.getpid(), identity_now, store)
+    return store
+
+
 class EvidenceStore(StoreReader):
     """Read and append evidence on the AFDP branches of one Git repository."""
 
@@ -73,6 +127,18 @@ class EvidenceStore(StoreReader):
         #: (see :meth:`compare_and_swap`).
         self._unsynced: list[pygit2.Oid] = []
         self._fsync: FsyncPolicy | None = None
+        #: What :func:`afdp.evidence.commits.read_tail` learnt of branch heads, by commit
+        #: id (a commit id names its content, so the entry can never go stale).
+        self.tails: dict[pygit2.Oid, Any] = {}
+
+    def begin_append(self) -> None:
+        """Start a new append on a store kept from an earlier one (:func:`writer_store`):
+        read ``core.fsync`` again (it may have changed), forget the objects an append that
+        failed before its compare-and-swap left unflushed (nothing points at them)."""
+        self._fsync = None
+        self._unsynced = []
+        if len(self.tails) > 64:
+            self.tails.clear()
 
     @property
     def fsync(self) -> FsyncPolicy:
