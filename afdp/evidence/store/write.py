@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,17 @@ LOCK_WAIT = 5.0
 #: long enough for the writers ahead of it to sign and time-stamp, each within its
 #: TSA deadline.
 TURN_WAIT = 120.0
+
+
+@dataclass(frozen=True)
+class PreparedCommit:
+    """A commit begun by :meth:`EvidenceStore.prepare_commit`: the blobs written so
+    far and the tree builders on the path to the new directory (outermost first)."""
+
+    parent_id: pygit2.Oid | None
+    directory: str
+    blobs: dict[str, pygit2.Oid]
+    path: list[tuple[pygit2.TreeBuilder, str]]
 
 
 class RefMoved(StorageError):
@@ -157,6 +169,7 @@ class EvidenceStore(StoreReader):
         *,
         author: tuple[str, str] = COMMITTER,
         sign: Callable[[bytes], str | None] | None = None,
+        prepared: PreparedCommit | None = None,
     ) -> pygit2.Oid:
         """Write ``files`` as a new directory on top of ``parent``'s tree; return the commit id.
 
@@ -164,20 +177,35 @@ class EvidenceStore(StoreReader):
         record). The branch is not moved: see :meth:`compare_and_swap`. With ``sign``,
         the commit carries its result (an armored signature over the commit content)
         in git's ``gpgsig`` header; a ``sign`` returning None leaves the commit unsigned.
+        With ``prepared`` (from :meth:`prepare_commit` for the same ``parent`` and
+        ``directory``), the directory holds the files written then and ``files``.
 
         Raises:
-            StorageError: the directory already exists, or Git refused the write.
+            StorageError: the directory already exists, a file is given twice, or Git
+                refused the write.
             SigningError: ``sign`` failed (nothing was written that a ref points at).
         """
+        if prepared is None:
+            prepared = self.prepare_commit(parent, directory, {})
+        elif prepared.parent_id != (parent.id if parent else None) or prepared.directory != directory:
+            raise StorageError(f"{directory} was prepared on another commit or directory")
         try:
-            leaf = self.repo.TreeBuilder()
+            blobs = dict(prepared.blobs)
             for name in sorted(files):
-                blob_id = self.repo.create_blob(files[name])
-                self._unsynced.append(blob_id)
-                leaf.insert(name, blob_id, _BLOB)
-            leaf_id = leaf.write()
-            self._unsynced.append(leaf_id)
-            tree_id = self._insert(parent.tree if parent else None, directory.split("/"), leaf_id)
+                if name in blobs:
+                    raise StorageError(f"{name} is written twice into {directory}")
+                blobs[name] = self.repo.create_blob(files[name])
+                self._unsynced.append(blobs[name])
+            leaf = self.repo.TreeBuilder()
+            for name in sorted(blobs):
+                leaf.insert(name, blobs[name], _BLOB)
+            tree_id = leaf.write()
+            self._unsynced.append(tree_id)
+            # innermost first: each tree takes the one below it, under its own name
+            for builder, name in reversed(prepared.path):
+                builder.insert(name, tree_id, _TREE)
+                tree_id = builder.write()
+                self._unsynced.append(tree_id)
             now = int(time.time())
             signature_author = pygit2.Signature(author[0], author[1], now, 0)
             committer = pygit2.Signature(COMMITTER[0], COMMITTER[1], now, 0)
@@ -202,22 +230,46 @@ class EvidenceStore(StoreReader):
         except pygit2.GitError as exc:
             raise StorageError(f"cannot write to the evidence repository: {exc}") from exc
 
-    def _insert(self, base: pygit2.Tree | None, parts: list[str], leaf: pygit2.Oid) -> pygit2.Oid:
-        builder = self.repo.TreeBuilder(base) if base is not None else self.repo.TreeBuilder()
-        name = parts[0]
-        existing = builder.get(name)
-        if len(parts) == 1:
-            if existing is not None:
-                raise StorageError(f"{name} already exists in the evidence tree")
-            builder.insert(name, leaf, _TREE)
-        else:
-            sub = self.repo.get(existing.id) if existing is not None else None
-            if sub is not None and not isinstance(sub, pygit2.Tree):
-                raise StorageError(f"{name} in the evidence tree is not a directory")
-            builder.insert(name, self._insert(sub, parts[1:], leaf), _TREE)
-        tree_id = builder.write()
-        self._unsynced.append(tree_id)
-        return tree_id
+    def prepare_commit(
+        self, parent: pygit2.Commit | None, directory: str, files: Mapping[str, bytes]
+    ) -> PreparedCommit:
+        """Do what :meth:`write_commit` can do before all the files are known: write
+        ``files`` (blobs, which nothing points at yet) and read the trees on the path to
+        ``directory``; :meth:`write_commit` with ``prepared=`` finishes the commit.
+
+        Lets a writer write a record's envelope and read the branch's trees while its
+        time-stamp request is in flight: only the token, the trees that hold it and the
+        commit wait for the token. Blobs of a commit that is never finished (the TSA gave
+        no token) are unreachable objects, which ``git gc`` prunes.
+
+        Raises:
+            StorageError: the directory already exists, a directory on its path is a
+                file, or Git refused the write.
+        """
+        try:
+            blobs: dict[str, pygit2.Oid] = {}
+            for name in sorted(files):
+                blobs[name] = self.repo.create_blob(files[name])
+                self._unsynced.append(blobs[name])
+            path: list[tuple[pygit2.TreeBuilder, str]] = []
+            base: pygit2.Tree | None = parent.tree if parent else None
+            parts = directory.split("/")
+            for depth, name in enumerate(parts):
+                builder = self.repo.TreeBuilder(base) if base is not None else self.repo.TreeBuilder()
+                existing = builder.get(name)
+                if depth == len(parts) - 1:
+                    if existing is not None:
+                        raise StorageError(f"{name} already exists in the evidence tree")
+                    base = None
+                else:
+                    sub = self.repo.get(existing.id) if existing is not None else None
+                    if sub is not None and not isinstance(sub, pygit2.Tree):
+                        raise StorageError(f"{name} in the evidence tree is not a directory")
+                    base = sub
+                path.append((builder, name))
+        except pygit2.GitError as exc:
+            raise StorageError(f"cannot write to the evidence repository: {exc}") from exc
+        return PreparedCommit(parent.id if parent else None, directory, blobs, path)
 
     def compare_and_swap(
         self, ref: str, expected: pygit2.Oid | None, new: pygit2.Oid, reason: str
