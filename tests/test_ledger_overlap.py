@@ -260,3 +260,43 @@ def test_a_prepared_commit_refuses_a_file_given_twice_and_an_existing_directory(
         store.prepare_commit(commit, directory, {"envelope.json": b"{}"})
     with pytest.raises(StorageError, match="prepared on another commit"):
         store.write_commit(commit, rec.record_dir(1, "next"), {}, "m\n", prepared=prepared)
+
+
+def _tree_by_builder(store: EvidenceStore, entries: dict[str, pygit2.Oid]) -> pygit2.Oid:
+    builder = store.repo.TreeBuilder()
+    for name, oid in entries.items():
+        builder.insert(name, oid, pygit2.enums.FileMode.TREE)
+    return builder.write()
+
+
+@pytest.mark.parametrize(
+    ("present", "added"),
+    [
+        ([f"{i:06d}-step{i}" for i in range(1000, 1999)], "001999-last"),  # a shard's last record
+        (["000001-a", "000002-b"], "000003-c"),
+        (["000001-a", "000002-b.x"], "000002-b"),  # "000002-b/" sorts after "000002-b.x/"
+        (["000005-x", "000009-z"], "000007-y"),  # out of order: placed by a TreeBuilder
+        (["000001-a", "000003-c"], "000002-b"),
+    ],
+)
+def test_a_record_added_to_a_shard_gives_the_tree_git_would_write(repo: Path, present: list[str], added: str) -> None:
+    store = EvidenceStore(repo)
+    blob = store.repo.create_blob(b"x")
+    one = store.repo.TreeBuilder()
+    one.insert("f", blob, pygit2.enums.FileMode.BLOB)
+    leaf = one.write()
+    shard = _tree_by_builder(store, dict.fromkeys(present, leaf))
+    records = _tree_by_builder(store, {"001": shard})
+    root = _tree_by_builder(store, {"records": records})
+    parent = store.repo.get(store.repo.create_commit(None, *([pygit2.Signature("a", "a@b", 0, 0)] * 2), "m\n", root, []))
+    commit = store.repo.get(store.write_commit(parent, f"records/001/{added}", {"f": b"x"}, "m\n"))
+    expected = _tree_by_builder(store, dict.fromkeys([*present, added], leaf))
+    assert commit.tree["records/001"].id == expected
+
+
+def test_a_record_already_in_its_shard_is_refused(repo: Path) -> None:
+    store = EvidenceStore(repo)
+    directory = rec.record_dir(1, "step")
+    first = store.repo.get(store.write_commit(None, directory, {"f": b"x"}, "m\n"))
+    with pytest.raises(StorageError, match="already exists"):
+        store.write_commit(first, directory, {"f": b"y"}, "m\n")
