@@ -300,3 +300,84 @@ def test_a_record_already_in_its_shard_is_refused(repo: Path) -> None:
     first = store.repo.get(store.write_commit(None, directory, {"f": b"x"}, "m\n"))
     with pytest.raises(StorageError, match="already exists"):
         store.write_commit(first, directory, {"f": b"y"}, "m\n")
+
+
+class _WatchingTSA(EmbeddedTSA):
+    """The embedded TSA, served by this process, noting at each request whether a new
+    envelope blob was already in ``repo`` when the request arrived."""
+
+    repo: Path | None = None
+    before: set[str] = set()
+    seen: list[bool] = []
+
+    def respond(self, request_der: bytes) -> bytes:
+        assert self.repo is not None
+        self.seen.append(bool(_envelopes_not_in(self.repo, self.before)))
+        return super().respond(request_der)
+
+
+def test_with_a_tsa_of_this_process_the_envelope_is_written_before_the_request(
+    repo: Path, signer, tsa: Tsa, trust_file: Path
+) -> None:
+    add_step(repo, signer, tsa, "capture_baseline", {"i": 0})
+    watching = _WatchingTSA.load(tsa.directory)
+    assert isinstance(watching, _WatchingTSA)
+    watching.repo, watching.before, watching.seen = repo, set(_loose_objects(repo)), []
+    with serve(watching, host="127.0.0.1", port=0) as server:
+        assert tsa_request.served_here(server.url)
+        draft = rec.RecordDraft(kind=rec.KIND_STEP, step="capture_impact", result={"i": 1})
+        append_record(repo, service="api", deployment="d-42", draft=draft, signer=signer, tsa_urls=[server.url])
+    assert watching.seen == [True]
+    _verify(repo, trust_file, 3)
+
+
+def test_the_kept_store_remembers_the_tail_it_committed(repo: Path, signer, tsa: Tsa) -> None:
+    add_step(repo, signer, tsa, "capture_baseline", {"i": 0})  # also makes afdp-locks/: reopened
+    kept = writer_store(repo)
+    written = add_step(repo, signer, tsa, "capture_impact", {"i": 1})
+    store = writer_store(repo)
+    assert store is kept
+    head = store.head(REF)
+    assert head is not None and str(head.id) == written[-1].commit_id
+    assert head.id in store.tails  # the next append will not read the record back
+
+
+def test_a_repository_git_gc_touched_is_opened_again_and_appended_to(
+    repo: Path, signer, tsa: Tsa, trust_file: Path
+) -> None:
+    import subprocess
+
+    add_step(repo, signer, tsa, "capture_baseline", {"i": 0})
+    kept = writer_store(repo)
+    subprocess.run(["git", "-C", str(repo), "gc", "--quiet", "--prune=now"], check=True)
+    assert writer_store(repo) is not kept
+    add_step(repo, signer, tsa, "capture_impact", {"i": 1})  # on packed objects and refs
+    _verify(repo, trust_file, 3)
+
+
+def test_a_forked_child_opens_its_own_store(repo: Path) -> None:
+    import os
+
+    kept = writer_store(repo)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os._exit(0 if writer_store(repo) is not kept else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert writer_store(repo) is kept
+
+
+def test_a_statement_is_canonicalized_once_and_a_changed_one_again(repo: Path) -> None:
+    from dataclasses import replace
+
+    from afdp.evidence.canonical import canonical_bytes
+
+    record = rec.build_record(
+        rec.RecordDraft(kind=rec.KIND_STEP, step="s", result={"p99_ms": 120.0}),
+        service="api", deployment="d-42", sequence=1, prev="a" * 64, prev_timestamps={"timestamp-0.tsr": "b" * 64},
+    )
+    assert record.payload is record.payload
+    assert record.payload == canonical_bytes(record.statement)
+    statement = {**record.statement, "predicate": {**record.statement["predicate"], "summary": "changed"}}
+    changed = replace(record, statement=statement)
+    assert changed.payload == canonical_bytes(statement) != record.payload
