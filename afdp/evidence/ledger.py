@@ -5,11 +5,17 @@ This is the only place records are written. Each append:
 1. reads the branch head and the digest of its last record (creating a genesis record
    first if the deployment has no branch yet);
 2. builds the in-toto statement with ``prev`` = that digest, signs it (DSSE);
-3. asks the TSAs, in order, for an RFC3161 token over the signature;
-4. writes blobs, trees and a commit, then moves the branch only if it has not moved.
+3. asks the TSAs, in order, for an RFC3161 token over the signature, while a helper
+   thread writes the envelope (and the record's other files) and reads the trees the
+   commit extends (:func:`_stamp_while_preparing`);
+4. writes the token, the trees and a commit, then moves the branch only if it has not
+   moved.
 
 If the branch moved (a concurrent writer), the record is rebuilt on the new head and
-signed and time-stamped again. Any failure before step 4 leaves the branch untouched.
+signed and time-stamped again. Any failure before the branch moves leaves it untouched
+(blobs already written are unreachable, and ``git gc`` prunes them). A thread keeps its
+repository open from one append to the next (:func:`~afdp.evidence.store.writer_store`)
+and remembers the record it committed last (:func:`~afdp.evidence.commits.remember_tail`).
 
 The commit a record travels in (its message, trailers and author) and reading a
 branch's last record back are in :mod:`afdp.evidence.commits`; their names are
