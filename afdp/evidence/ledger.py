@@ -7,7 +7,7 @@ This is the only place records are written. Each append:
 2. builds the in-toto statement with ``prev`` = that digest, signs it (DSSE);
 3. asks the TSAs, in order, for an RFC3161 token over the signature, while a helper
    thread writes the envelope (and the record's other files) and reads the trees the
-   commit extends (:func:`_stamp_while_preparing`);
+   commit extends (:func:`afdp.evidence.stamping.stamp_while_preparing`);
 4. writes the token, the trees and a commit, then moves the branch only if it has not
    moved.
 
@@ -24,17 +24,13 @@ re-exported here.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pygit2
 
@@ -53,14 +49,11 @@ from afdp.evidence.commits import (
     trailers,
     with_git_author,
 )
-from afdp.evidence.keyless import KEYLESS_KEYID, KeylessSigner
 from afdp.evidence.names import branch_ref, check_not_models
-from afdp.evidence.signing import AnySigner, sign_bytes, signer_keyid
-from afdp.evidence.store import COMMITTER, EvidenceStore, PreparedCommit, RefMoved, writer_store
+from afdp.evidence.signing import AnySigner
+from afdp.evidence.stamping import TOKEN_FILE, sign_and_stamp, sign_record, stamp_while_preparing
+from afdp.evidence.store import COMMITTER, EvidenceStore, RefMoved, writer_store
 from afdp.evidence.store.batch import BatchCommitter
-
-if TYPE_CHECKING:
-    from afdp.evidence.timestamp import TimestampToken
 
 __all__ = [
     "COMMITTER",
@@ -115,116 +108,6 @@ def _message(
 
 
 
-def _sign(
-    record: rec.UnsignedRecord,
-    signer: AnySigner,
-    signer_lock: threading.Lock | None = None,
-) -> tuple[dict[str, bytes], bytes, str, str]:
-    """Sign ``record``; return its files so far (the envelope, a keyless bundle, the
-    record's own files), the signature, the envelope's digest and the signer label."""
-    payload = record.payload
-    files = dict(record.files)
-    with signer_lock or contextlib.nullcontext():
-        if isinstance(signer, KeylessSigner):
-            # Sigstore signs the same canonical statement; its bundle is stored beside
-            # the envelope, which carries the very same payload and signature.
-            signed = signer.sign_statement(payload)
-            keyid, signature = KEYLESS_KEYID, signed.signature
-            files[rec.BUNDLE_FILE] = signed.bundle
-            label = f"{signer.label} {signed.identity}".strip()
-        else:
-            keyid = label = signer_keyid(signer)
-            signature = sign_bytes(signer, rec.pae(rec.PAYLOAD_TYPE, payload))
-    envelope = rec.envelope_json(payload, keyid, signature)
-    files[rec.ENVELOPE_FILE] = envelope
-    return files, signature, sha256_hex(envelope), label
-
-
-def _stamp(signature: bytes, tsa_urls: Sequence[str], timeout: float) -> TimestampToken:
-    from afdp.evidence.timestamp import request_timestamp
-
-    return request_timestamp(signature, tsa_urls, timeout=timeout)
-
-
-def _sign_and_stamp(
-    record: rec.UnsignedRecord,
-    signer: AnySigner,
-    tsa_urls: Sequence[str],
-    timeout: float,
-    signer_lock: threading.Lock | None = None,
-) -> tuple[dict[str, bytes], str, str, str, str]:
-    files, signature, digest, label = _sign(record, signer, signer_lock)
-    token = _stamp(signature, tsa_urls, timeout)
-    files[_TOKEN_FILE] = token.der
-    return files, digest, label, token.url, rec.format_time(token.gen_time)
-
-
-#: The one token a record gets when it is written (``afdp timestamp`` may add more).
-_TOKEN_FILE = "timestamp-0.tsr"
-_helpers: ThreadPoolExecutor | None = None
-_helpers_lock = threading.Lock()
-
-
-def _helper() -> ThreadPoolExecutor:
-    """The threads that write a record's blobs while its time-stamp is requested."""
-    global _helpers
-    if _helpers is None:
-        with _helpers_lock:
-            if _helpers is None:
-                _helpers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="afdp-prepare")
-    return _helpers
-
-
-def _forget_helpers_after_fork() -> None:
-    # A forked child has none of the parent's threads: it starts its own pool when needed.
-    global _helpers, _helpers_lock
-    _helpers = None
-    _helpers_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_helpers_after_fork)
-
-
-def _stamp_while_preparing(
-    store: EvidenceStore,
-    head: pygit2.Commit | None,
-    record: rec.UnsignedRecord,
-    files: dict[str, bytes],
-    signature: bytes,
-    tsa_urls: Sequence[str],
-    timeout: float,
-) -> tuple[TimestampToken, PreparedCommit]:
-    """Ask the TSAs for ``signature``'s token while a helper thread writes ``files`` (the
-    envelope and the record's other files) and reads the trees the commit will extend.
-
-    The token is asked for on this thread: while it waits on the network, the helper
-    holds the interpreter lock (pygit2 keeps it during its writes), and neither waits
-    for the other's work. When the first TSA is served by this very process (the
-    embedded TSA on a thread), its answer needs that same lock: the blobs are then
-    written first, on this thread. Returns only when both are done, so the store is
-    never used by two threads at once.
-
-    Raises:
-        TimestampError: no TSA gave a token (the blobs written are unreachable garbage).
-        StorageError: the blobs or trees could not be written or read.
-    """
-    from afdp.evidence.timestamp.request import served_here
-
-    if served_here(tsa_urls[0]):
-        # The TSA answers from a thread of this process: its work needs the interpreter
-        # lock the helper would hold, so overlapping would only add the hand-over.
-        prepared_here = store.prepare_commit(head, record.directory, files)
-        return _stamp(signature, tsa_urls, timeout), prepared_here
-    prepared = _helper().submit(store.prepare_commit, head, record.directory, files)
-    try:
-        token = _stamp(signature, tsa_urls, timeout)
-    except BaseException:
-        futures_wait([prepared])
-        raise
-    return token, prepared.result()
-
-
 def _append_once(
     store: EvidenceStore,
     ref: str,
@@ -238,9 +121,9 @@ def _append_once(
     deployment: str,
 ) -> AppendedRecord:
     record = with_git_author(record, author)
-    files, signature, digest, keyid = _sign(record, signer)
+    files, signature, digest, keyid = sign_record(record, signer)
     # Only the token, the trees holding it and the commit wait for the TSA's answer.
-    token, prepared = _stamp_while_preparing(
+    token, prepared = stamp_while_preparing(
         store, head, record, files, signature, tsa_urls, timeout
     )
     url, gen_time = token.url, rec.format_time(token.gen_time)
@@ -248,7 +131,7 @@ def _append_once(
     commit_id = store.write_commit(
         head,
         record.directory,
-        {_TOKEN_FILE: token.der},
+        {TOKEN_FILE: token.der},
         message,
         author=author,
         sign=commit_signer(signer),
@@ -257,7 +140,7 @@ def _append_once(
     store.compare_and_swap(
         ref, head.id if head else None, commit_id, f"afdp: record {record.sequence}"
     )
-    remember_tail(store, commit_id, record, digest, {_TOKEN_FILE: sha256_hex(token.der)})
+    remember_tail(store, commit_id, record, digest, {TOKEN_FILE: sha256_hex(token.der)})
     return AppendedRecord(
         service,
         deployment,
@@ -601,7 +484,7 @@ def append_records(
                         prev_timestamps=prev_tokens,
                     )
                 record = with_git_author(record, who)
-                files, digest, keyid, url, gen_time = _sign_and_stamp(
+                files, digest, keyid, url, gen_time = sign_and_stamp(
                     record, signer, tsa_urls, timeout, signer_lock
                 )
                 committer.submit(
