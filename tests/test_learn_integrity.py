@@ -278,8 +278,7 @@ def test_a_non_finite_number_inline_fails_verification(make, trust_file, monkeyp
     """Inline results are inside the payload, which verification re-canonicalizes: NaN
     there fails the branch (one reason, no traceback), and so no row."""
     repo, build = make
-    _python_json_writer(monkeypatch)
-    monkeypatch.setattr("afdp.evidence.ledger.canonical_bytes", rec.canonical_bytes)
+    _python_json_writer(monkeypatch)  # the statement's bytes are made in records too
     build("inline", change=lambda r: r["impacts"]["latency_p99"].update(p_value=float("nan")))
     monkeypatch.undo()
     history = load_history(repo, trust_file)

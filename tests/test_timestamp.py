@@ -357,6 +357,24 @@ def test_a_tsa_that_drops_every_request_is_asked_once_more_then_skipped(dropping
     assert request_timestamp(SIGNATURE, [url, tsa.url]).url == tsa.url
 
 
+def test_the_kept_alive_client_reconnects_to_a_tsa_restarted_on_its_port(tsa, embedded):
+    from afdp.evidence.notary import serve
+    from afdp.evidence.timestamp import request as tsa_request
+
+    with serve(embedded, host="127.0.0.1", port=0) as first:
+        url, port = first.url, first.port
+        assert request_timestamp(SIGNATURE, [url]).url == url
+        connections = len(first._httpd._connections)  # noqa: SLF001 - the kept-alive one
+        assert connections == 1
+    # The connection the client keeps alive died with the first server; the TSA comes
+    # back on the same port. The next request is answered, on a new connection.
+    with serve(embedded, host="127.0.0.1", port=port) as again:
+        token = request_timestamp(SIGNATURE, [url])
+        verify_timestamp(token.der, SIGNATURE, roots_of(tsa.directory))
+        assert token.url == url == again.url
+    assert tsa_request._client is not None  # noqa: SLF001 - still the one kept-alive client
+
+
 def test_a_forked_child_does_not_share_the_parents_kept_alive_connections(tsa):
     import os
 

@@ -57,10 +57,45 @@ def trailers(message: str) -> dict[str, str]:
 def read_tail(store: EvidenceStore, head: pygit2.Commit) -> BranchTail:
     """Return the last record of a branch from its head commit.
 
+    What a store learnt of a head (read here, or written by this process: see
+    :func:`remember_tail`) is kept by commit id: a commit id names the commit's content
+    and, through its tree, every byte of the record, so the same id always has the same
+    tail.
+
     Raises:
         StorageError: the head is not an AFDP record commit, or its trailers disagree
             with the record it carries (the branch was altered; run ``afdp verify``).
     """
+    known = store.tails.get(head.id)
+    if known is not None:
+        sequence, step, kind, digest, tokens, imported = known
+        return BranchTail(head, sequence, step, kind, digest, dict(tokens), imported)
+    tail = _read_tail(store, head)
+    store.tails[head.id] = _facts(tail)
+    return tail
+
+
+def remember_tail(
+    store: EvidenceStore,
+    commit_id: pygit2.Oid,
+    record: rec.UnsignedRecord,
+    envelope_sha256: str,
+    timestamps: dict[str, str],
+) -> None:
+    """Record the tail that ``commit_id`` holds: ``record``, with its envelope digest and
+    token digests, just committed and put at the head of its branch by this writer, so
+    that its next append need not read the record back."""
+    imported = rec.imported_of(record.statement["predicate"])
+    store.tails[commit_id] = (
+        record.sequence, record.step, record.kind, envelope_sha256, dict(timestamps), imported
+    )
+
+
+def _facts(tail: BranchTail) -> tuple[int, str, str, str, dict[str, str], rec.Imported | None]:
+    return (tail.sequence, tail.step, tail.kind, tail.envelope_sha256, dict(tail.timestamps), tail.imported)
+
+
+def _read_tail(store: EvidenceStore, head: pygit2.Commit) -> BranchTail:
     info = trailers(store.message_of(head))
     try:
         sequence = int(info["AFDP-Record"])

@@ -5,11 +5,17 @@ This is the only place records are written. Each append:
 1. reads the branch head and the digest of its last record (creating a genesis record
    first if the deployment has no branch yet);
 2. builds the in-toto statement with ``prev`` = that digest, signs it (DSSE);
-3. asks the TSAs, in order, for an RFC3161 token over the signature;
-4. writes blobs, trees and a commit, then moves the branch only if it has not moved.
+3. asks the TSAs, in order, for an RFC3161 token over the signature, while a helper
+   thread writes the envelope (and the record's other files) and reads the trees the
+   commit extends (:func:`afdp.evidence.stamping.stamp_while_preparing`);
+4. writes the token, the trees and a commit, then moves the branch only if it has not
+   moved.
 
 If the branch moved (a concurrent writer), the record is rebuilt on the new head and
-signed and time-stamped again. Any failure before step 4 leaves the branch untouched.
+signed and time-stamped again. Any failure before the branch moves leaves it untouched
+(blobs already written are unreachable, and ``git gc`` prunes them). A thread keeps its
+repository open from one append to the next (:func:`~afdp.evidence.store.writer_store`)
+and remembers the record it committed last (:func:`~afdp.evidence.commits.remember_tail`).
 
 The commit a record travels in (its message, trailers and author) and reading a
 branch's last record back are in :mod:`afdp.evidence.commits`; their names are
@@ -18,7 +24,6 @@ re-exported here.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import threading
 import time
@@ -31,7 +36,7 @@ import pygit2
 
 from afdp.errors import NotFoundError, PolicyViolation, StorageError, UsageError
 from afdp.evidence import records as rec
-from afdp.evidence.canonical import canonical_bytes, sha256_hex
+from afdp.evidence.canonical import sha256_hex
 from afdp.evidence.commits import (
     GIT_AUTHOR_KEY,
     BranchTail,
@@ -40,13 +45,14 @@ from afdp.evidence.commits import (
     decode_envelope,
     git_identity,
     read_tail,
+    remember_tail,
     trailers,
     with_git_author,
 )
-from afdp.evidence.keyless import KEYLESS_KEYID, KeylessSigner
 from afdp.evidence.names import branch_ref, check_not_models
-from afdp.evidence.signing import AnySigner, sign_bytes, signer_keyid
-from afdp.evidence.store import COMMITTER, EvidenceStore, RefMoved
+from afdp.evidence.signing import AnySigner
+from afdp.evidence.stamping import TOKEN_FILE, sign_and_stamp, sign_record, stamp_while_preparing
+from afdp.evidence.store import COMMITTER, EvidenceStore, RefMoved, writer_store
 from afdp.evidence.store.batch import BatchCommitter
 
 __all__ = [
@@ -102,36 +108,6 @@ def _message(
 
 
 
-def _sign_and_stamp(
-    record: rec.UnsignedRecord,
-    signer: AnySigner,
-    tsa_urls: Sequence[str],
-    timeout: float,
-    signer_lock: threading.Lock | None = None,
-) -> tuple[dict[str, bytes], str, str, str, str]:
-    from afdp.evidence.timestamp import request_timestamp
-
-    payload = canonical_bytes(record.statement)
-    files = dict(record.files)
-    with signer_lock or contextlib.nullcontext():
-        if isinstance(signer, KeylessSigner):
-            # Sigstore signs the same canonical statement; its bundle is stored beside
-            # the envelope, which carries the very same payload and signature.
-            signed = signer.sign_statement(payload)
-            keyid, signature = KEYLESS_KEYID, signed.signature
-            files[rec.BUNDLE_FILE] = signed.bundle
-            label = f"{signer.label} {signed.identity}".strip()
-        else:
-            keyid = label = signer_keyid(signer)
-            signature = sign_bytes(signer, rec.pae(rec.PAYLOAD_TYPE, payload))
-    envelope = rec.envelope_json(payload, keyid, signature)
-    token = request_timestamp(signature, tsa_urls, timeout=timeout)
-    files[rec.ENVELOPE_FILE] = envelope
-    files["timestamp-0.tsr"] = token.der
-    return files, sha256_hex(envelope), label, token.url, rec.format_time(token.gen_time)
-
-
-
 def _append_once(
     store: EvidenceStore,
     ref: str,
@@ -145,14 +121,26 @@ def _append_once(
     deployment: str,
 ) -> AppendedRecord:
     record = with_git_author(record, author)
-    files, digest, keyid, url, gen_time = _sign_and_stamp(record, signer, tsa_urls, timeout)
+    files, signature, digest, keyid = sign_record(record, signer)
+    # Only the token, the trees holding it and the commit wait for the TSA's answer.
+    token, prepared = stamp_while_preparing(
+        store, head, record, files, signature, tsa_urls, timeout
+    )
+    url, gen_time = token.url, rec.format_time(token.gen_time)
     message = _message(record, digest, keyid, url, gen_time)
     commit_id = store.write_commit(
-        head, record.directory, files, message, author=author, sign=commit_signer(signer)
+        head,
+        record.directory,
+        {TOKEN_FILE: token.der},
+        message,
+        author=author,
+        sign=commit_signer(signer),
+        prepared=prepared,
     )
     store.compare_and_swap(
         ref, head.id if head else None, commit_id, f"afdp: record {record.sequence}"
     )
+    remember_tail(store, commit_id, record, digest, {TOKEN_FILE: sha256_hex(token.der)})
     return AppendedRecord(
         service,
         deployment,
@@ -261,7 +249,7 @@ def open_branch(
     """
     _require_tsa(tsa_urls)
     check_not_models(service, None)
-    store = EvidenceStore(repository)
+    store = writer_store(repository)
     ref = branch_ref(service, deployment)
     if store.head(ref) is not None:
         return None
@@ -315,7 +303,7 @@ def append_record(
     if draft.kind == rec.KIND_GENESIS:
         raise UsageError("genesis records are written automatically")
     check_not_models(service, draft.step if draft.kind == rec.KIND_STEP else None)
-    store = EvidenceStore(repository)
+    store = writer_store(repository)
     ref = branch_ref(service, deployment)
     who = author or _AFDP_AUTHOR
     # One writer at a time per branch: a lost race would cost a new signature and a
@@ -496,7 +484,7 @@ def append_records(
                         prev_timestamps=prev_tokens,
                     )
                 record = with_git_author(record, who)
-                files, digest, keyid, url, gen_time = _sign_and_stamp(
+                files, digest, keyid, url, gen_time = sign_and_stamp(
                     record, signer, tsa_urls, timeout, signer_lock
                 )
                 committer.submit(
@@ -572,7 +560,7 @@ def seal(
         NotFoundError: the deployment has no evidence branch.
         PolicyViolation: the branch is already sealed.
     """
-    store = EvidenceStore(repository)
+    store = writer_store(repository)
     if store.head(branch_ref(service, deployment)) is None:
         raise NotFoundError(f"no evidence for {service}/{deployment} in {repository}")
     draft = rec.RecordDraft(

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from afdp.errors import UsageError
@@ -241,6 +242,16 @@ class UnsignedRecord:
     def directory(self) -> str:
         return record_dir(self.sequence, self.step)
 
+    @cached_property
+    def payload(self) -> bytes:
+        """The statement's canonical bytes (RFC 8785): what is signed. Computed once per
+        record (a changed statement is a new record: ``dataclasses.replace``).
+
+        Raises:
+            UsageError: the statement cannot be canonicalized.
+        """
+        return canonical_bytes(self.statement)
+
 
 def build_record(
     draft: RecordDraft,
@@ -327,9 +338,11 @@ def build_record(
         "predicateType": PREDICATE_TYPES[draft.kind],
         "predicate": predicate,
     }
-    # Fails early (before signing) if anything in provenance/context is not canonical JSON.
-    canonical_bytes(statement)
-    return UnsignedRecord(sequence, draft.step, draft.kind, statement, files)
+    record = UnsignedRecord(sequence, draft.step, draft.kind, statement, files)
+    # Fails early (before signing) if anything in provenance/context is not canonical
+    # JSON; the bytes are kept for signing.
+    record.payload  # noqa: B018
+    return record
 
 
 def _default_summary(draft: RecordDraft) -> str:

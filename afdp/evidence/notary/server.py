@@ -12,6 +12,7 @@ from typing import Any
 from afdp.errors import NetworkError
 from afdp.evidence.notary.files import DEV_TSA_WARNING
 from afdp.evidence.notary.responder import EmbeddedTSA
+from afdp.evidence.timestamp.request import serving_here
 
 _log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class TsaServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"http://{host}:{self.port}/"
         self._closed = threading.Event()
+        serving_here(self.port, True)
         self._thread = threading.Thread(
             target=httpd.serve_forever,
             kwargs={"poll_interval": 0.2},
@@ -161,6 +163,7 @@ class TsaServer:
         if self._closed.is_set():
             return
         self._closed.set()
+        serving_here(self.port, False)
         self._httpd.shutdown()
         self._httpd.server_close()
         self._httpd.close_connections()

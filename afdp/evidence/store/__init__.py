@@ -35,8 +35,10 @@ from afdp.evidence.store.write import (
     LOCK_WAIT,
     TURN_WAIT,
     EvidenceStore,
+    PreparedCommit,
     RefMoved,
     init_repository,
+    writer_store,
 )
 
 __all__ = [
@@ -53,10 +55,12 @@ __all__ = [
     "EvidenceStore",
     "FsyncPolicy",
     "ObjectError",
+    "PreparedCommit",
     "RefMoved",
     "StorageError",
     "StoreReader",
     "common_dir",
     "fsync_policy",
     "init_repository",
+    "writer_store",
 ]

@@ -12,14 +12,17 @@ import contextlib
 import fcntl
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pygit2
 
 from afdp.errors import StorageError, UsageError
-from afdp.evidence.gitraw import COMMITTER
+from afdp.evidence.gitraw import COMMITTER, DIR_MODE, sort_key
 from afdp.evidence.store.disk import FsyncPolicy, _flock_by, _fsync_path, _open_lock, fsync_policy
 from afdp.evidence.store.read import StoreReader, common_dir
 
@@ -32,6 +35,47 @@ LOCK_WAIT = 5.0
 #: long enough for the writers ahead of it to sign and time-stamp, each within its
 #: TSA deadline.
 TURN_WAIT = 120.0
+
+
+@dataclass(frozen=True)
+class PreparedCommit:
+    """A commit begun by :meth:`EvidenceStore.prepare_commit`: the blobs written so
+    far and the tree builders on the path to the new directory (outermost first)."""
+
+    parent_id: pygit2.Oid | None
+    directory: str
+    blobs: dict[str, pygit2.Oid]
+    path: list[tuple[pygit2.TreeBuilder | _AppendedTree, str]]
+
+
+class _AppendedTree:
+    """A tree that gains one directory whose name sorts after every entry it has: its
+    raw bytes with the new entry appended, which is the tree Git (and libgit2's
+    TreeBuilder) writes, entries being in Git's order.
+
+    A record's shard holds up to 1,000 records: reading it (libgit2 checks its hash on
+    every read) and a TreeBuilder of it (which parses, sorts and re-encodes every
+    entry) cost about 1 ms per record for a full shard here; this appends some 30 bytes
+    to the bytes the store kept from writing the shard for the record before.
+    ``tests/test_ledger_overlap.py`` checks that both give the same tree id.
+    """
+
+    def __init__(self, store: EvidenceStore, raw: bytes) -> None:
+        self._store = store
+        self._raw = raw
+        self._key = b""
+
+    def insert(self, name: str, oid: pygit2.Oid, mode: int) -> None:
+        if mode != _TREE or "/" in name or "\0" in name or name.lower() in ("", ".", "..", ".git"):
+            raise StorageError(f"{name} cannot be appended to an evidence tree")
+        encoded = name.encode("utf-8")
+        self._raw += DIR_MODE + b" " + encoded + b"\0" + oid.raw
+        self._key = sort_key(encoded, DIR_MODE)
+
+    def write(self) -> pygit2.Oid:
+        oid = self._store.repo.odb.write(pygit2.enums.ObjectType.TREE, self._raw)
+        self._store._remember_tree(oid, self._raw, self._key)
+        return oid
 
 
 class RefMoved(StorageError):
@@ -63,6 +107,58 @@ def init_repository(path: Path, *, bare: bool = False) -> tuple[Path, bool]:
     return path, True
 
 
+_writers = threading.local()
+
+
+def _identity(git_dir: Path) -> tuple[int, int, int, int] | None:
+    # The folder itself (device, inode) and when an entry of it last came or went (mtime,
+    # ctime): appends create nothing at its top level, while a repository removed and
+    # made again at the same path, or ``git gc``/``pack-refs`` (packed-refs), change it.
+    try:
+        st = os.stat(git_dir)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns
+
+
+def writer_store(path: Path | str) -> EvidenceStore:
+    """Return this thread's :class:`EvidenceStore` for ``path``, opened on first use and
+    kept for the next append in this thread.
+
+    A process that appends record after record (a workflow run, ``afdp serve``'s
+    workers) then opens the repository once, not per record. Nothing an append relies
+    on is cached in a way another writer could make stale: refs, the branch turn and
+    the compare-and-swap read the files every time, objects are named by their content,
+    and the ``core.fsync`` setting is read again for every append. The store is opened
+    again when the folder at ``path`` is no longer the one opened (removed, replaced, or
+    an entry at its top level came or went, as ``git gc`` does), after a fork, and in
+    each thread (a libgit2 repository is used by one thread at a time).
+
+    Raises:
+        NotFoundError: ``path`` is not a Git repository.
+    """
+    key = os.fspath(path)
+    stores: dict[str, tuple[int, tuple[int, int, int, int], EvidenceStore]] | None = getattr(
+        _writers, "stores", None
+    )
+    if stores is None:
+        stores = _writers.stores = {}
+    known = stores.pop(key, None)
+    if known is not None:
+        pid, identity, store = known
+        if pid == os.getpid() and _identity(store.path) == identity:
+            store.begin_append()
+            stores[key] = known
+            return store
+    store = EvidenceStore(path)
+    identity_now = _identity(store.path)
+    if identity_now is not None:
+        if len(stores) >= 16:  # a thread writing to many repositories keeps the last few
+            stores.pop(next(iter(stores)))
+        stores[key] = (os.getpid(), identity_now, store)
+    return store
+
+
 class EvidenceStore(StoreReader):
     """Read and append evidence on the AFDP branches of one Git repository."""
 
@@ -73,6 +169,20 @@ class EvidenceStore(StoreReader):
         #: (see :meth:`compare_and_swap`).
         self._unsynced: list[pygit2.Oid] = []
         self._fsync: FsyncPolicy | None = None
+        #: What :func:`afdp.evidence.commits.read_tail` learnt of branch heads, by commit
+        #: id (a commit id names its content, so the entry can never go stale).
+        self.tails: dict[pygit2.Oid, Any] = {}
+        #: Shard trees this store wrote: raw bytes and the sort key of the last entry.
+        self._trees_written: dict[pygit2.Oid, tuple[bytes, bytes]] = {}
+
+    def begin_append(self) -> None:
+        """Start a new append on a store kept from an earlier one (:func:`writer_store`):
+        read ``core.fsync`` again (it may have changed), forget the objects an append that
+        failed before its compare-and-swap left unflushed (nothing points at them)."""
+        self._fsync = None
+        self._unsynced = []
+        if len(self.tails) > 64:
+            self.tails.clear()
 
     @property
     def fsync(self) -> FsyncPolicy:
@@ -91,6 +201,7 @@ class EvidenceStore(StoreReader):
         *,
         author: tuple[str, str] = COMMITTER,
         sign: Callable[[bytes], str | None] | None = None,
+        prepared: PreparedCommit | None = None,
     ) -> pygit2.Oid:
         """Write ``files`` as a new directory on top of ``parent``'s tree; return the commit id.
 
@@ -98,20 +209,35 @@ class EvidenceStore(StoreReader):
         record). The branch is not moved: see :meth:`compare_and_swap`. With ``sign``,
         the commit carries its result (an armored signature over the commit content)
         in git's ``gpgsig`` header; a ``sign`` returning None leaves the commit unsigned.
+        With ``prepared`` (from :meth:`prepare_commit` for the same ``parent`` and
+        ``directory``), the directory holds the files written then and ``files``.
 
         Raises:
-            StorageError: the directory already exists, or Git refused the write.
+            StorageError: the directory already exists, a file is given twice, or Git
+                refused the write.
             SigningError: ``sign`` failed (nothing was written that a ref points at).
         """
+        if prepared is None:
+            prepared = self.prepare_commit(parent, directory, {})
+        elif prepared.parent_id != (parent.id if parent else None) or prepared.directory != directory:
+            raise StorageError(f"{directory} was prepared on another commit or directory")
         try:
-            leaf = self.repo.TreeBuilder()
+            blobs = dict(prepared.blobs)
             for name in sorted(files):
-                blob_id = self.repo.create_blob(files[name])
-                self._unsynced.append(blob_id)
-                leaf.insert(name, blob_id, _BLOB)
-            leaf_id = leaf.write()
-            self._unsynced.append(leaf_id)
-            tree_id = self._insert(parent.tree if parent else None, directory.split("/"), leaf_id)
+                if name in blobs:
+                    raise StorageError(f"{name} is written twice into {directory}")
+                blobs[name] = self.repo.create_blob(files[name])
+                self._unsynced.append(blobs[name])
+            leaf = self.repo.TreeBuilder()
+            for name in sorted(blobs):
+                leaf.insert(name, blobs[name], _BLOB)
+            tree_id = leaf.write()
+            self._unsynced.append(tree_id)
+            # innermost first: each tree takes the one below it, under its own name
+            for builder, name in reversed(prepared.path):
+                builder.insert(name, tree_id, _TREE)
+                tree_id = builder.write()
+                self._unsynced.append(tree_id)
             now = int(time.time())
             signature_author = pygit2.Signature(author[0], author[1], now, 0)
             committer = pygit2.Signature(COMMITTER[0], COMMITTER[1], now, 0)
@@ -136,22 +262,80 @@ class EvidenceStore(StoreReader):
         except pygit2.GitError as exc:
             raise StorageError(f"cannot write to the evidence repository: {exc}") from exc
 
-    def _insert(self, base: pygit2.Tree | None, parts: list[str], leaf: pygit2.Oid) -> pygit2.Oid:
-        builder = self.repo.TreeBuilder(base) if base is not None else self.repo.TreeBuilder()
-        name = parts[0]
-        existing = builder.get(name)
-        if len(parts) == 1:
-            if existing is not None:
-                raise StorageError(f"{name} already exists in the evidence tree")
-            builder.insert(name, leaf, _TREE)
-        else:
-            sub = self.repo.get(existing.id) if existing is not None else None
-            if sub is not None and not isinstance(sub, pygit2.Tree):
-                raise StorageError(f"{name} in the evidence tree is not a directory")
-            builder.insert(name, self._insert(sub, parts[1:], leaf), _TREE)
-        tree_id = builder.write()
-        self._unsynced.append(tree_id)
-        return tree_id
+    def prepare_commit(
+        self, parent: pygit2.Commit | None, directory: str, files: Mapping[str, bytes]
+    ) -> PreparedCommit:
+        """Do what :meth:`write_commit` can do before all the files are known: write
+        ``files`` (blobs, which nothing points at yet) and read the trees on the path to
+        ``directory``; :meth:`write_commit` with ``prepared=`` finishes the commit.
+
+        Lets a writer write a record's envelope and read the branch's trees while its
+        time-stamp request is in flight: only the token, the trees that hold it and the
+        commit wait for the token. Blobs of a commit that is never finished (the TSA gave
+        no token) are unreachable objects, which ``git gc`` prunes.
+
+        Raises:
+            StorageError: the directory already exists, a directory on its path is a
+                file, or Git refused the write.
+        """
+        try:
+            blobs: dict[str, pygit2.Oid] = {}
+            for name in sorted(files):
+                blobs[name] = self.repo.create_blob(files[name])
+                self._unsynced.append(blobs[name])
+            path: list[tuple[pygit2.TreeBuilder | _AppendedTree, str]] = []
+            base_id: pygit2.Oid | None = parent.tree_id if parent else None
+            parts = directory.split("/")
+            for depth, name in enumerate(parts):
+                innermost = depth == len(parts) - 1
+                if innermost and base_id is not None:
+                    appended = self._append_after(base_id, name)
+                    if appended is not None:  # the usual case: a shard gains its next record
+                        path.append((appended, name))
+                        break
+                if base_id is None:
+                    builder = self.repo.TreeBuilder()
+                else:
+                    base = self.repo.get(base_id)
+                    if not isinstance(base, pygit2.Tree):
+                        raise StorageError(f"{parts[depth - 1]} in the evidence tree is not a directory")
+                    builder = self.repo.TreeBuilder(base)
+                existing = builder.get(name)
+                if innermost and existing is not None:
+                    raise StorageError(f"{name} already exists in the evidence tree")
+                base_id = existing.id if existing is not None else None
+                path.append((builder, name))
+        except pygit2.GitError as exc:
+            raise StorageError(f"cannot write to the evidence repository: {exc}") from exc
+        return PreparedCommit(parent.id if parent else None, directory, blobs, path)
+
+    def _append_after(self, tree_id: pygit2.Oid, name: str) -> _AppendedTree | None:
+        """The appender for tree ``tree_id`` if ``name`` (a directory) sorts after its last
+        entry, else None (then a TreeBuilder places it, or finds it already there)."""
+        known = self._trees_written.get(tree_id)
+        if known is None:
+            tree = self.repo.get(tree_id)
+            if not isinstance(tree, pygit2.Tree) or len(tree) == 0:
+                return None
+            last = tree[len(tree) - 1]
+            if last.raw_name is None:
+                return None
+            key = sort_key(last.raw_name, DIR_MODE if last.filemode == _TREE else b"100644")
+            kind, raw = self.repo.odb.read(tree_id)
+            if kind != pygit2.enums.ObjectType.TREE:
+                return None
+            known = (bytes(raw), key)
+        raw, last_key = known
+        if last_key >= sort_key(name.encode("utf-8"), DIR_MODE):
+            return None
+        return _AppendedTree(self, raw)
+
+    def _remember_tree(self, tree_id: pygit2.Oid, raw: bytes, last_key: bytes) -> None:
+        # The raw bytes of the shard tree just written, and the sort key of its last entry,
+        # by id (an id names its content: never stale), for the next record of the shard.
+        if len(self._trees_written) >= 4:
+            self._trees_written.pop(next(iter(self._trees_written)))
+        self._trees_written[tree_id] = (raw, last_key)
 
     def compare_and_swap(
         self, ref: str, expected: pygit2.Oid | None, new: pygit2.Oid, reason: str

@@ -73,6 +73,35 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_client_after_fork)
 
 
+#: Ports on which a TSA of this very process listens (:func:`afdp.evidence.notary.serve`
+#: adds and removes them). Its answers take this interpreter's lock, as the writer's own
+#: work does: a writer gains nothing by overlapping the two (see :func:`served_here`).
+_PORTS_SERVED_HERE: set[int] = set()
+
+
+def serving_here(port: int, serving: bool) -> None:
+    """Record that a TSA of this process starts (``serving``) or stops listening on ``port``."""
+    if serving:
+        _PORTS_SERVED_HERE.add(port)
+    else:
+        _PORTS_SERVED_HERE.discard(port)
+
+
+def served_here(url: str) -> bool:
+    """Return True when ``url`` may be answered by a TSA running in this process (its port
+    is one such a TSA listens on). Only a hint for scheduling work, never for trust: a
+    wrong answer costs time, not correctness."""
+    if not _PORTS_SERVED_HERE:
+        return False
+    from urllib.parse import urlsplit
+
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        return False
+    return port in _PORTS_SERVED_HERE
+
+
 def request_timestamp(
     signature: bytes,
     urls: Sequence[str],
