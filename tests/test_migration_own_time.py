@@ -396,8 +396,9 @@ else:
 """
 
 
-def _phase(tmp_path: Path, url: str, mode: str, stdin: str = "") -> dict:
-    """One phase of a run in a process of its own (its own cursor), as `afdp run --phase`."""
+def _phase(tmp_path: Path, url: str, mode: str, stdin: str = "", script: str = _PHASE) -> dict:
+    """One phase of a run (``script``, given the workflow, the database URL and ``mode``)
+    in a process of its own (its own cursor), as `afdp run --phase`."""
     import json
     import os
     import subprocess
@@ -406,7 +407,7 @@ def _phase(tmp_path: Path, url: str, mode: str, stdin: str = "") -> dict:
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     done = subprocess.run(
-        [sys.executable, "-c", _PHASE, str(tmp_path / "w.yaml"), url, mode],
+        [sys.executable, "-c", script, str(tmp_path / "w.yaml"), url, mode],
         input=stdin, capture_output=True, text=True, env=env, cwd=root, timeout=300,
     )
     assert done.returncode == 0, done.stderr

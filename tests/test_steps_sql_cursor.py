@@ -7,12 +7,10 @@ real process."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_migration_own_time import _phase as run_phase
 from test_migration_own_time import _reset, _run, _workload, statements_db  # noqa: F401
 
 from afdp.pipeline.runner.steps.statements import step_cursors
@@ -44,14 +42,7 @@ else:
 
 
 def _phase(tmp_path: Path, url: str, mode: str, stdin: str = "") -> dict:
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run(
-        [sys.executable, "-c", _PHASE, str(tmp_path / "w.yaml"), url, mode],
-        input=stdin, capture_output=True, text=True, env=env, cwd=root, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return run_phase(tmp_path, url, mode, stdin, script=_PHASE)
 
 
 @pytest.mark.slow
