@@ -54,22 +54,21 @@ def _setup(tmp_path, cli):
 
 @pytest.mark.parametrize(("text", "where", "problem"), BAD_CSV, ids=["dotdot", "lock", "year0", "huge-field", "newline"])
 def test_bad_csv_is_refused_whole_and_records_nothing(tmp_path, cli, keys, tsa, text, where, problem):
-    repo, workflow = _setup(tmp_path, cli)
-    bad = tmp_path / "bad.csv"
-    bad.write_text(text)
-    result = _import(cli, repo, keys, tsa, "http://127.0.0.1:1", workflow, "--csv", str(bad))
-    line = result.err.strip()
-    assert result.code == 2, (result.out, result.err)
-    assert len(line.splitlines()) == 1 and str(bad) in line and where in line and problem in line, line
-    assert _refs(repo) == {}
+    _assert_refused_whole(tmp_path, cli, keys, tsa, "--csv", "bad.csv", text, where, problem)
 
 
 @pytest.mark.parametrize(("text", "where", "problem"), BAD_GITHUB, ids=["duplicate-key", "deep", "files-not-text"])
 def test_bad_github_json_is_refused_and_records_nothing(tmp_path, cli, keys, tsa, text, where, problem):
+    _assert_refused_whole(tmp_path, cli, keys, tsa, "--github-deployments", "deployments.json", text, where, problem)
+
+
+def _assert_refused_whole(tmp_path, cli, keys, tsa, flag, name, text, where, problem) -> None:
+    """The history file ``text`` given as ``flag`` is one line naming the file, where and
+    what, exit 2, and nothing is written (no Prometheus answers: nothing may be read)."""
     repo, workflow = _setup(tmp_path, cli)
-    bad = tmp_path / "deployments.json"
+    bad = tmp_path / name
     bad.write_text(text)
-    result = _import(cli, repo, keys, tsa, "http://127.0.0.1:1", workflow, "--github-deployments", str(bad))
+    result = _import(cli, repo, keys, tsa, "http://127.0.0.1:1", workflow, flag, str(bad))
     line = result.err.strip()
     assert result.code == 2, (result.out, result.err)
     assert len(line.splitlines()) == 1 and str(bad) in line and where in line and problem in line, line

@@ -10,10 +10,9 @@ from __future__ import annotations
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from test_export_hardening import BRANCH, bundle_of, pack_of, tiny_history
+from test_export_hardening import _package_with_policy as package_with_policy
 
 _CLI = "import sys; from afdp.cli import main; sys.exit(main())"
 MEMORY = 1536 << 20  # far more than verifying a package needs, far less than a bomb takes
@@ -28,15 +27,6 @@ def afdp(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-c", _CLI, *args],
         capture_output=True, text=True, timeout=90, check=False, preexec_fn=_limit_memory,
     )
-
-
-def package_with_policy(tmp_path: Path, policy_text: str) -> Path:
-    entries, head = tiny_history()
-    folder = tmp_path / "pkg"
-    (folder / "trust").mkdir(parents=True)
-    (folder / "api-d-1.bundle").write_bytes(bundle_of([(head, BRANCH)], pack_of(entries)))
-    (folder / "trust" / "trust-policy.yaml").write_text(policy_text)
-    return folder
 
 
 def billion_laughs(levels: int = 9) -> str:
