@@ -12,7 +12,6 @@ only the token, the trees that hold it and the commit wait for the TSA's answer.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -22,6 +21,7 @@ import pygit2
 from afdp.evidence import records as rec
 from afdp.evidence.canonical import sha256_hex
 from afdp.evidence.keyless import KEYLESS_KEYID, KeylessSigner
+from afdp.evidence.perprocess import PerProcess
 from afdp.evidence.signing import AnySigner, sign_bytes, signer_keyid
 from afdp.evidence.store import EvidenceStore, PreparedCommit
 
@@ -91,32 +91,21 @@ def sign_and_stamp(
 
 #: The one token a record gets when it is written (``afdp timestamp`` may add more).
 TOKEN_FILE = "timestamp-0.tsr"
-_helpers: ThreadPoolExecutor | None = None
-_helpers_lock = threading.Lock()
+
+
+def _new_helpers() -> ThreadPoolExecutor:
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="afdp-prepare")
+
+
+#: The threads that write a record's blobs while its time-stamp is requested (started on
+#: first use: verification never needs them; a forked child starts its own).
+_helpers = PerProcess(_new_helpers)
 
 
 def _helper() -> ThreadPoolExecutor:
-    """The threads that write a record's blobs while its time-stamp is requested
-    (started on first use: verification never needs them)."""
-    global _helpers
-    if _helpers is None:
-        with _helpers_lock:
-            if _helpers is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                _helpers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="afdp-prepare")
-    return _helpers
-
-
-def _forget_helpers_after_fork() -> None:
-    # A forked child has none of the parent's threads: it starts its own pool when needed.
-    global _helpers, _helpers_lock
-    _helpers = None
-    _helpers_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_helpers_after_fork)
+    return _helpers.get()
 
 
 def stamp_while_preparing(

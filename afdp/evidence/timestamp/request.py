@@ -9,8 +9,6 @@ on a new connection. httpx is imported on first use: verification never needs it
 from __future__ import annotations
 
 import hashlib
-import os
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -18,6 +16,7 @@ import rfc3161_client
 from cryptography import x509
 
 from afdp.errors import TimestampError, UsageError
+from afdp.evidence.perprocess import PerProcess
 from afdp.evidence.timestamp.chains import _verifier
 from afdp.evidence.timestamp.tokens import _SHA256_OID, TimestampToken, _short, _status_text, _utc
 
@@ -27,10 +26,6 @@ if TYPE_CHECKING:
 _QUERY_HEADERS = {"Content-Type": "application/timestamp-query"}
 # A real TimeStampResp is a few KiB; refuse to buffer a runaway answer.
 _MAX_RESPONSE_BYTES = 1024 * 1024
-
-
-_client: httpx.Client | None = None  # HTTP is imported on first use: verify never needs it
-_client_lock = threading.Lock()
 
 
 def _new_client() -> httpx.Client:
@@ -49,28 +44,14 @@ def _new_client() -> httpx.Client:
     )
 
 
+#: One client for the process: keep-alive connections make a round trip to a nearby TSA
+#: a fraction of a millisecond instead of a TCP handshake each time (a forked child makes
+#: its own: two processes writing requests on one TCP stream interleave them).
+_client = PerProcess(_new_client)
+
+
 def _http() -> httpx.Client:
-    # One client for the process: keep-alive connections make a round trip to a nearby
-    # TSA a fraction of a millisecond instead of a TCP handshake each time.
-    global _client
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                _client = _new_client()
-    return _client
-
-
-def _forget_client_after_fork() -> None:
-    # A forked child must not share the parent's kept-alive sockets: two processes
-    # writing requests on one TCP stream interleave them, and the TSA drops it. The
-    # child starts with no client (and a fresh lock, in case a thread held it).
-    global _client, _client_lock
-    _client = None
-    _client_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_client_after_fork)
+    return _client.get()
 
 
 #: Ports on which a TSA of this very process listens (:func:`afdp.evidence.notary.serve`
