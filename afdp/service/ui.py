@@ -15,16 +15,17 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from afdp.audit.report import svg
-from afdp.errors import visible
+from afdp.errors import visible_html
 from afdp.service.dashboard import DeploymentEntry
 
 
 def _shown(value: Any) -> Any:
     """Every plain string a template prints shows its hidden characters as escapes (a bidi
-    override in a reason or a metric name would otherwise reorder the page around it);
-    autoescaping then HTML-escapes it. The page's own markup (``Markup``) is left alone."""
+    override in a reason or a metric name would otherwise reorder the page around it),
+    HTML-escaped, as the report's strings are (``visible_html``). The page's own markup
+    (``Markup``) is left alone."""
     if isinstance(value, str) and not isinstance(value, Markup) and not value.isprintable():
-        return "\n".join(visible(line) for line in value.split("\n"))
+        return Markup(visible_html(value))  # noqa: S704 - escaped just now
     return value
 
 
